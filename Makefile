@@ -1,0 +1,46 @@
+# lc — see README.md. Every target uses the project's own virtualenv in .venv.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PROTO_SRC := proto/lc.proto
+
+.PHONY: install test lint format demo bench proto proto-check clean
+
+install: $(BIN)/lc
+
+$(BIN)/lc: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+# Installs the tools the tests drive (tshark, tcpdump, sipp) when missing, then runs pytest.
+test: install
+	@scripts/test-deps.sh
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+demo: install
+	@scripts/demo.sh
+
+bench: install
+	@scripts/test-deps.sh
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# Regenerates the checked-in gRPC code from proto/ (see scripts/gen-proto.sh).
+proto: install
+	@scripts/gen-proto.sh proto
+
+# Fails when the checked-in generated code differs from what proto/ generates.
+proto-check: install
+	@scripts/gen-proto.sh check
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,1 @@
+"""Shared, I/O-free building blocks: packet decoding, pcap files, credentials, config."""

@@ -1,0 +1,101 @@
+"""gRPC channel and server settings shared by hunters, processors and the admin CLI.
+
+Every option lives in one commented list so that both ends agree. TLS material is
+read from PEM files; with ``insecure`` the caller has chosen plaintext explicitly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import grpc
+
+from lc.common.errors import NotFound, ValidationError
+
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "TlsFiles",
+    "channel_options",
+    "open_channel",
+    "server_credentials",
+    "server_options",
+]
+
+log = logging.getLogger(__name__)
+
+# A batch is capped well below this (see hunter.batcher); the margin keeps a
+# maximal batch plus protobuf framing inside one message.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+_COMMON_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    # Keepalive pings detect a dead link within ~30 s even when no batch is flowing.
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+
+
+def channel_options() -> list[tuple[str, int]]:
+    """Client-side options: message size caps, keepalives, no transparent retries."""
+    return [*_COMMON_OPTIONS, ("grpc.enable_retries", 0)]
+
+
+def server_options() -> list[tuple[str, int]]:
+    """Server-side options: message size caps and accepting the clients' keepalive pings."""
+    return [
+        *_COMMON_OPTIONS,
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.max_ping_strikes", 0),
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """Paths of a party's certificate, its private key and the CA that signs its peers."""
+
+    cert: str
+    key: str
+    ca: str
+
+    def read(self) -> tuple[bytes, bytes, bytes]:
+        """Read (cert, key, ca) PEM bytes.
+
+        Raises:
+            NotFound: a file does not exist.
+            ValidationError: a file cannot be read or is not PEM.
+        """
+        out = []
+        for what, path in (("certificate", self.cert), ("key", self.key), ("CA", self.ca)):
+            if not os.path.exists(path):
+                raise NotFound(f"TLS {what} file not found: {path}")
+            try:
+                with open(path, "rb") as f:
+                    data = f.read()
+            except OSError as e:
+                raise ValidationError(f"cannot read TLS {what} file {path}: {e.strerror}") from e
+            if b"-----BEGIN" not in data:
+                raise ValidationError(f"TLS {what} file {path} is not PEM")
+            out.append(data)
+        return out[0], out[1], out[2]
+
+
+def open_channel(target: str, tls: TlsFiles | None) -> grpc.Channel:
+    """A channel to ``target`` (HOST:PORT): mutual TLS with ``tls``, plaintext when None."""
+    if tls is None:
+        return grpc.insecure_channel(target, options=channel_options())
+    cert, key, ca = tls.read()
+    creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+    return grpc.secure_channel(target, creds, options=channel_options())
+
+
+def server_credentials(tls: TlsFiles) -> grpc.ServerCredentials:
+    """Server credentials that require a client certificate signed by ``tls.ca``."""
+    cert, key, ca = tls.read()
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=ca, require_client_auth=True
+    )

@@ -1,0 +1,1 @@
+"""The hunter: capture, batching and the uplink to a processor."""

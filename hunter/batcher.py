@@ -1,0 +1,156 @@
+"""Turns a stream of captured packets into sealed columnar batches.
+
+Pure and single-threaded: a capture loop owns one Batcher, feeds it chunks of
+packets and asks it, with the current monotonic time, whether a batch is due.
+
+A batch is sealed when it reaches its packet target, its byte target, or when its
+oldest packet has waited ``timeout_ns``. The targets adapt to the uplink: when the
+caller reports a backlog at seal time (the link is busy), the targets double, up to
+``max_packets``/``max_bytes``; when the link keeps up they halve back toward the
+configured ``batch_size``. A gRPC stream carries a few thousand messages per
+second, so at high packet rates only growing batches keep up.
+"""
+
+from __future__ import annotations
+
+from array import array
+from dataclasses import dataclass
+
+__all__ = ["Batcher", "SealedBatch"]
+
+DEFAULT_BATCH_SIZE = 64
+DEFAULT_TIMEOUT_MS = 100
+DEFAULT_BYTE_TARGET = 256 * 1024
+MAX_BATCH_PACKETS = 32768
+MAX_BATCH_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class SealedBatch:
+    """Columns of one batch, ready to be numbered and sent."""
+
+    ts_ns: array
+    caplen: array
+    origlen: array
+    iface: array | None
+    blob: bytes
+    nbytes: int
+
+    def __len__(self) -> int:
+        return len(self.ts_ns)
+
+
+class Batcher:
+    """Accumulates packet columns and seals batches (see module docstring)."""
+
+    def __init__(
+        self,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        timeout_ns: int = DEFAULT_TIMEOUT_MS * 1_000_000,
+        byte_target: int = DEFAULT_BYTE_TARGET,
+        max_packets: int = MAX_BATCH_PACKETS,
+        max_bytes: int = MAX_BATCH_BYTES,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch size must be at least 1")
+        self.batch_size = batch_size
+        self.timeout_ns = timeout_ns
+        self.byte_target = max(1, min(byte_target, max_bytes))
+        self.max_packets = max(max_packets, batch_size)
+        self.max_bytes = max_bytes
+        self.target_packets = batch_size
+        self.target_bytes = self.byte_target
+        self._reset()
+
+    def _reset(self) -> None:
+        self._ts = array("q")
+        self._caplen = array("I")
+        self._origlen = array("I")
+        self._iface = array("H")
+        self._pieces: list[bytes | memoryview] = []
+        self._nbytes = 0
+        self._first_ns = 0  # monotonic time the oldest pending packet arrived
+
+    @property
+    def pending(self) -> int:
+        return len(self._ts)
+
+    def add_columns(
+        self,
+        ts_ns: array,
+        caplen: array,
+        origlen: array,
+        blob: bytes,
+        iface: int | array,
+        now_ns: int,
+        busy: bool = False,
+    ) -> list[SealedBatch]:
+        """Add a chunk of packets; return the batches it completed (possibly none).
+
+        ``iface`` is one interface index for the whole chunk or an array of them.
+        ``busy`` tells whether the uplink had a backlog, which grows the targets.
+        """
+        sealed: list[SealedBatch] = []
+        n = len(ts_ns)
+        start = 0
+        off = 0
+        mv = memoryview(blob)
+        while start < n:
+            if not self._ts:
+                self._first_ns = now_ns
+            room = self.target_packets - len(self._ts)
+            end = min(n, start + room)
+            nb = sum(caplen[start:end])
+            # Respect the byte target: shrink the slice until it fits (at least one packet).
+            if self._nbytes + nb > self.target_bytes and end - start > 1:
+                end, nb = self._fit_bytes(caplen, start, end, self.target_bytes - self._nbytes)
+            self._ts.extend(ts_ns[start:end])
+            self._caplen.extend(caplen[start:end])
+            self._origlen.extend(origlen[start:end])
+            if isinstance(iface, int):
+                self._iface.extend(array("H", [iface]) * (end - start))
+            else:
+                self._iface.extend(iface[start:end])
+            self._pieces.append(mv[off : off + nb])
+            self._nbytes += nb
+            off += nb
+            start = end
+            if len(self._ts) >= self.target_packets or self._nbytes >= self.target_bytes:
+                sealed.append(self.seal(busy))
+        return sealed
+
+    @staticmethod
+    def _fit_bytes(caplen: array, start: int, end: int, budget: int) -> tuple[int, int]:
+        total = 0
+        i = start
+        while i < end:
+            c = caplen[i]
+            if total + c > budget and i > start:
+                break
+            total += c
+            i += 1
+        return i, total
+
+    def due(self, now_ns: int) -> bool:
+        """True when pending packets have waited ``timeout_ns``."""
+        return bool(self._ts) and now_ns - self._first_ns >= self.timeout_ns
+
+    def seal(self, busy: bool = False) -> SealedBatch:
+        """Close the pending batch (which must not be empty) and adapt the targets."""
+        iface = self._iface if any(self._iface) else None
+        b = SealedBatch(
+            self._ts,
+            self._caplen,
+            self._origlen,
+            iface,
+            b"".join(self._pieces),
+            self._nbytes,
+        )
+        self._reset()
+        if busy:
+            self.target_packets = min(self.target_packets * 2, self.max_packets)
+            self.target_bytes = min(self.target_bytes * 2, self.max_bytes)
+        else:
+            self.target_packets = max(self.target_packets // 2, self.batch_size)
+            self.target_bytes = max(self.target_bytes // 2, self.byte_target)
+        return b

@@ -1,0 +1,265 @@
+"""Packet sources for the hunter: live libpcap handles and capture files.
+
+The only module that imports pcapy. Every source hands out *chunks*: columns of
+timestamps (int ns), captured and original lengths, and the packets' bytes back to
+back, so that the layers above never touch packets one Python object at a time
+unless a mode needs to look inside them.
+
+Live capture uses pcapy-ng's ``next_batch`` on a non-blocking handle behind
+``select``: ``next_batch`` on a blocking handle waits for the first packet however
+long that takes, which would leave batch timeouts and shutdown hanging on a quiet
+link. Files are read by :mod:`lc.common.pcapfile`, not libpcap, because
+``open_offline`` reduces nanosecond timestamps to microseconds.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+from array import array
+from dataclasses import dataclass
+
+import pcapy
+
+from lc.common.errors import LcError, NotFound, ValidationError
+from lc.common.pcapfile import PcapFormatError, open_capture
+
+__all__ = ["Chunk", "FileSource", "LiveSource", "check_bpf", "list_interfaces"]
+
+DEFAULT_SNAPLEN = 262144
+_CHUNK = 4096
+
+
+@dataclass(slots=True)
+class Chunk:
+    ts_ns: array  # 'q'
+    caplen: array  # 'I'
+    origlen: array  # 'I'
+    blob: bytes
+    iface: int | array  # one global interface index for all, or one per packet
+
+    def __len__(self) -> int:
+        return len(self.ts_ns)
+
+
+def list_interfaces() -> list[str]:
+    try:
+        return list(pcapy.findalldevs())
+    except pcapy.PcapError:
+        return []
+
+
+def check_bpf(expr: str, linktype: int = 1, snaplen: int = DEFAULT_SNAPLEN) -> None:
+    """Compile ``expr`` for ``linktype``.
+
+    Raises:
+        ValidationError: the expression does not compile; the message quotes it.
+    """
+    try:
+        pcapy.compile(linktype, snaplen, expr, 1, 0)
+    except pcapy.PcapError as e:
+        raise ValidationError(f"invalid BPF filter {expr!r}: {e}") from None
+
+
+class LiveSource:
+    """A live libpcap handle on one interface."""
+
+    def __init__(
+        self,
+        name: str,
+        bpf: str | None = None,
+        snaplen: int = DEFAULT_SNAPLEN,
+        promisc: bool = False,
+        buffer_mb: int = 32,
+        index: int = 0,
+    ) -> None:
+        self.name = name
+        self.index = index
+        self.snaplen = snaplen
+        try:
+            p = pcapy.create(name)
+            p.set_snaplen(snaplen)
+            p.set_promisc(1 if promisc else 0)
+            p.set_timeout(50)
+            p.set_buffer_size(buffer_mb * 1024 * 1024)
+            p.activate()
+        except pcapy.PcapError as e:
+            msg = str(e)
+            if "No such device" in msg or "doesn't exist" in msg:
+                known = ", ".join(list_interfaces()) or "none found"
+                raise NotFound(f"unknown interface {name!r} (available: {known})") from None
+            raise LcError(f"cannot capture on {name!r}: {msg}") from None
+        self.linktype = p.datalink()
+        if bpf:
+            try:
+                p.setfilter(bpf)
+            except pcapy.PcapError as e:
+                raise ValidationError(f"invalid BPF filter {bpf!r}: {e}") from None
+        p.setnonblock(1)
+        self._p = p
+        self._fd = p.getfd()
+        self.bpf = bpf or ""
+        # next_batch reports caplen only; with a snaplen this large nothing is cut,
+        # so origlen = caplen. Smaller snaplens take the slower per-packet path.
+        self._fast = snaplen >= 65535
+
+    def set_filter(self, bpf: str) -> None:
+        """Swap the kernel filter in place (the handle, and its ring, stay open)."""
+        try:
+            self._p.setfilter(bpf)
+        except pcapy.PcapError as e:
+            raise ValidationError(f"invalid BPF filter {bpf!r}: {e}") from None
+        self.bpf = bpf
+
+    def read(self, timeout: float) -> Chunk | None:
+        """Up to a few thousand packets, or None if none arrived within ``timeout`` s."""
+        p = self._p
+        if self._fast:
+            data, meta = p.next_batch(_CHUNK)
+            if not meta:
+                r, _, _ = select.select([self._fd], [], [], timeout)
+                if not r:
+                    return None
+                data, meta = p.next_batch(_CHUNK)
+                if not meta:
+                    return None
+            m = array("I")
+            m.frombytes(meta)
+            sec, usec, offs, cl = m[0::4], m[1::4], m[2::4], m[3::4]
+            ts = array("q", [s * 1_000_000_000 + u * 1000 for s, u in zip(sec, usec)])
+            total = sum(cl)
+            if not (offs[0] == 0 and total == len(data) and _contiguous(offs, cl)):
+                mv = memoryview(data)
+                data = b"".join(mv[o : o + c] for o, c in zip(offs, cl))
+            return Chunk(ts, cl, array("I", cl), data, self.index)
+        return self._read_slow(timeout)
+
+    def _read_slow(self, timeout: float) -> Chunk | None:
+        ts = array("q")
+        cl = array("I")
+        ol = array("I")
+        parts: list[bytes] = []
+
+        def on_packet(hdr, data: bytes) -> None:
+            s, us = hdr.getts()
+            ts.append(s * 1_000_000_000 + us * 1000)
+            cl.append(len(data))
+            ol.append(hdr.getlen())
+            parts.append(data)
+
+        self._p.dispatch(_CHUNK, on_packet)
+        if not ts:
+            r, _, _ = select.select([self._fd], [], [], timeout)
+            if not r:
+                return None
+            self._p.dispatch(_CHUNK, on_packet)
+            if not ts:
+                return None
+        return Chunk(ts, cl, ol, b"".join(parts), self.index)
+
+    def stats(self) -> tuple[int, int, int]:
+        """(received, dropped by the kernel, dropped by the interface) from libpcap."""
+        try:
+            return tuple(self._p.stats())  # type: ignore[return-value]
+        except pcapy.PcapError:
+            return (0, 0, 0)
+
+    def close(self) -> None:
+        try:
+            self._p.close()
+        except Exception:
+            pass
+
+
+def _contiguous(offs: array, cl: array) -> bool:
+    expected = 0
+    for o, c in zip(offs, cl):
+        if o != expected:
+            return False
+        expected += c
+    return True
+
+
+class FileSource:
+    """A pcap or pcapng file, read with nanosecond timestamps intact."""
+
+    def __init__(self, path: str, bpf: str | None = None, index_base: int = 0) -> None:
+        if not os.path.exists(path):
+            raise NotFound(f"capture file not found: {path}")
+        if os.path.isdir(path):
+            raise ValidationError(f"capture file {path} is a directory")
+        try:
+            self._r = open_capture(path)
+        except PcapFormatError as e:
+            raise ValidationError(f"cannot read {path}: {e}") from None
+        except OSError as e:
+            raise ValidationError(f"cannot read {path}: {e.strerror}") from None
+        self.path = path
+        self.name = os.path.basename(path)
+        self.index_base = index_base
+        self.bpf = bpf or ""
+        self._filters: dict[int, object] = {}
+        self.filtered_out = 0
+
+    @property
+    def interfaces(self) -> list[tuple[str, int]]:
+        """(name, linktype) per interface seen so far (grows as pcapng IDBs are read)."""
+        out = []
+        for i, itf in enumerate(self._r.interfaces):
+            name = itf.name or (self.name if i == 0 else f"{self.name}#{i}")
+            out.append((name, itf.linktype))
+        return out
+
+    @property
+    def truncated(self) -> int:
+        return self._r.truncated
+
+    def read(self, max_packets: int = _CHUNK) -> Chunk | None:
+        """The next chunk of the file, None at its end."""
+        while True:
+            cols = self._r.read_columns(max_packets)
+            if cols is None:
+                return None
+            iface: int | array
+            if len(self._r.interfaces) <= 1 or not any(cols.iface):
+                iface = self.index_base
+            else:
+                iface = array("H", (i + self.index_base for i in cols.iface))
+            chunk = Chunk(cols.ts_ns, cols.caplen, cols.origlen, cols.blob, iface)
+            if self.bpf:
+                chunk = self._apply_bpf(chunk, cols.iface)
+                if not len(chunk):
+                    continue
+            return chunk
+
+    def _apply_bpf(self, chunk: Chunk, local_iface: array) -> Chunk:
+        keep = []
+        mv = memoryview(chunk.blob)
+        off = 0
+        interfaces = self._r.interfaces
+        for i, c in enumerate(chunk.caplen):
+            lt = interfaces[local_iface[i]].linktype if len(interfaces) > 1 else interfaces[0].linktype
+            prog = self._filters.get(lt)
+            if prog is None:
+                try:
+                    prog = pcapy.compile(lt, DEFAULT_SNAPLEN, self.bpf, 1, 0)
+                except pcapy.PcapError as e:
+                    raise ValidationError(f"invalid BPF filter {self.bpf!r}: {e}") from None
+                self._filters[lt] = prog
+            if prog.filter(bytes(mv[off : off + c])):  # type: ignore[attr-defined]
+                keep.append((i, off, c))
+            off += c
+        self.filtered_out += len(chunk.caplen) - len(keep)
+        if len(keep) == len(chunk.caplen):
+            return chunk
+        ts = array("q", (chunk.ts_ns[i] for i, _, _ in keep))
+        cl = array("I", (c for _, _, c in keep))
+        ol = array("I", (chunk.origlen[i] for i, _, _ in keep))
+        blob = b"".join(mv[o : o + c] for _, o, c in keep)
+        iface = chunk.iface if isinstance(chunk.iface, int) else array(
+            "H", (chunk.iface[i] for i, _, _ in keep)
+        )
+        return Chunk(ts, cl, ol, blob, iface)
+
+    def close(self) -> None:
+        self._r.close()

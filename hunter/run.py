@@ -1,0 +1,375 @@
+"""Runs a hunter: sources -> batcher -> outbox -> uplink, until stopped or replayed.
+
+Capture threads (one per live interface) and the replay loop only ever touch the
+batcher and the outbox; everything that waits on the network lives in the uplink.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+
+from lc import __version__
+from lc.common.credentials import identity_from_pem
+from lc.common.errors import LcError, ValidationError
+from lc.common.transport import TlsFiles
+from lc.hunter.batcher import Batcher
+from lc.hunter.capture import Chunk, FileSource, LiveSource, check_bpf
+from lc.hunter.outbox import Outbox
+from lc.hunter.uplink import HunterIdentity, Uplink
+from lc.proto import lc_pb2
+
+__all__ = ["HuntConfig", "Hunter", "processor_exclusion"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class HuntConfig:
+    processor: str
+    interfaces: list[str] = field(default_factory=list)
+    read_file: str | None = None
+    hunter_id: str | None = None
+    bpf: str | None = None
+    promisc: bool = False
+    snaplen: int = 262144
+    batch_size: int = 64
+    batch_timeout_ms: int = 100
+    tls: TlsFiles | None = None
+    replay_speed: float = 0.0  # 0: as fast as possible; 1: the capture's own timing
+    queue_mb: int = 256
+    shutdown_timeout: float = 30.0
+    heartbeat_interval: float = 5.0
+    connect_timeout: float = 10.0
+    mode: str = "generic"
+
+    def validate(self) -> None:
+        if bool(self.interfaces) == bool(self.read_file):
+            raise ValidationError("give either -i/--interface (live) or -r/--read-file (replay)")
+        if ":" not in self.processor:
+            raise ValidationError(f"--processor must be HOST:PORT, got {self.processor!r}")
+        if self.batch_size < 1:
+            raise ValidationError("--batch-size must be at least 1")
+        if self.batch_timeout_ms < 1:
+            raise ValidationError("--batch-timeout must be at least 1 ms")
+        if self.replay_speed < 0:
+            raise ValidationError("--replay-speed must be 0 (as fast as possible) or positive")
+        if self.replay_speed and not self.read_file:
+            raise ValidationError("--replay-speed applies to -r/--read-file only")
+        if self.queue_mb < 1:
+            raise ValidationError("--queue-mb must be at least 1")
+
+
+def split_hostport(target: str) -> tuple[str, int]:
+    host, _, port = target.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        return host, int(port)
+    except ValueError:
+        raise ValidationError(f"bad port in {target!r}") from None
+
+
+def processor_exclusion(target: str) -> str:
+    """A BPF expression that excludes the hunter's own traffic to its processor."""
+    host, port = split_hostport(target)
+    try:
+        addrs = sorted({ai[4][0] for ai in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)})
+    except socket.gaierror:
+        addrs = []
+    if not addrs:
+        return f"not (tcp port {port})"
+    hosts = " or ".join(f"host {a}" for a in addrs)
+    return f"not (tcp port {port} and ({hosts}))"
+
+
+def default_hunter_id(cfg: HuntConfig) -> str:
+    if cfg.hunter_id:
+        return cfg.hunter_id
+    if cfg.tls is not None:
+        cert, _, _ = cfg.tls.read()
+        cn = identity_from_pem(cert).common_name
+        if cn:
+            return cn
+    return socket.gethostname()
+
+
+class _Usage:
+    """CPU percentage between two heartbeats, RSS from /proc."""
+
+    def __init__(self) -> None:
+        self._last = (time.monotonic(), self._cpu())
+
+    @staticmethod
+    def _cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    def cpu_percent(self) -> float:
+        now, cpu = time.monotonic(), self._cpu()
+        t0, c0 = self._last
+        self._last = (now, cpu)
+        return 100.0 * (cpu - c0) / (now - t0) if now > t0 else 0.0
+
+    @staticmethod
+    def rss_bytes() -> int:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except OSError:
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class Hunter:
+    def __init__(self, cfg: HuntConfig) -> None:
+        cfg.validate()
+        self.cfg = cfg
+        self.stop = threading.Event()
+        self.outbox = Outbox(max_bytes=cfg.queue_mb * 1024 * 1024)
+        self.captured = 0
+        self.bytes_captured = 0
+        self.forwarded = 0
+        self._usage = _Usage()
+        self._live: list[LiveSource] = []
+        self._file: FileSource | None = None
+        self.interfaces: list[tuple[str, int]] = []
+        self.started = time.monotonic()
+        self.uplink: Uplink | None = None
+
+    # -- setup -----------------------------------------------------------------------
+    def open_sources(self) -> None:
+        """Open every source before connecting, so bad input fails fast and clearly."""
+        cfg = self.cfg
+        if cfg.read_file:
+            if cfg.bpf:
+                check_bpf(cfg.bpf)
+            self._file = FileSource(cfg.read_file, cfg.bpf)
+            return
+        bpf = processor_exclusion(cfg.processor)
+        if cfg.bpf:
+            check_bpf(cfg.bpf)
+            bpf = f"({cfg.bpf}) and {bpf}"
+        for i, name in enumerate(cfg.interfaces):
+            src = LiveSource(name, bpf, cfg.snaplen, cfg.promisc, index=i)
+            self._live.append(src)
+            self.interfaces.append((name, src.linktype))
+
+    def counters(self) -> lc_pb2.HunterCounters:
+        ob = self.outbox
+        dropped = {"queue_full": ob.dropped_packets}
+        kernel = iface = 0
+        for s in self._live:
+            _, k, i = s.stats()
+            kernel += k
+            iface += i
+        if self._live:
+            dropped["kernel"] = kernel
+            dropped["interface"] = iface
+        if self._file is not None:
+            dropped["file_truncated"] = self._file.truncated
+        return lc_pb2.HunterCounters(
+            captured=self.captured,
+            forwarded=self.forwarded,
+            acked=ob.acked_packets,
+            dropped=dropped,
+            queue_batches=ob.backlog + ob.inflight,
+            queue_bytes=ob.queued_bytes,
+            batches_sent=ob.sent_batches,
+            cpu_percent=self._usage.cpu_percent(),
+            rss_bytes=self._usage.rss_bytes(),
+            bytes_captured=self.bytes_captured,
+        )
+
+    # -- run -------------------------------------------------------------------------
+    def run(self) -> int:
+        cfg = self.cfg
+        self.open_sources()
+        hunter_id = default_hunter_id(cfg)
+        if self._file is not None:
+            iface_names = [f"file:{self._file.name}"]
+            self.interfaces = self._file.interfaces  # the list object grows with pcapng IDBs
+        else:
+            iface_names = list(cfg.interfaces)
+        ident = HunterIdentity(
+            hunter_id=hunter_id,
+            epoch=time.time_ns(),
+            hostname=socket.gethostname(),
+            version=__version__,
+            mode=cfg.mode,
+            interfaces=iface_names,
+            capabilities=["generic"],
+        )
+        self.uplink = Uplink(
+            cfg.processor,
+            cfg.tls,
+            ident,
+            self.outbox,
+            self.interfaces,
+            self.counters,
+            heartbeat_interval=cfg.heartbeat_interval,
+            connect_timeout=cfg.connect_timeout,
+        )
+        proc_id = self.uplink.connect()
+        log.info("hunter %s registered with processor %s at %s", hunter_id, proc_id, cfg.processor)
+        self.uplink.start()
+        self._install_signals()
+        self.started = time.monotonic()
+        if self._file is not None:
+            self._replay()
+        else:
+            self._capture_live()
+        return self._finish()
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def on_signal(signum: int, _frame: object) -> None:
+            if self.stop.is_set():
+                log.warning("second %s: giving up on unacknowledged batches", signal.Signals(signum).name)
+                if self.uplink is not None:
+                    self.uplink.fatal = LcError("interrupted")
+                    self.outbox.wake()
+                return
+            log.info("%s: stopping capture, flushing", signal.Signals(signum).name)
+            self.stop.set()
+
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+
+    def _new_batcher(self) -> Batcher:
+        return Batcher(self.cfg.batch_size, self.cfg.batch_timeout_ms * 1_000_000)
+
+    def _add(self, batcher: Batcher, chunk: Chunk, block: bool) -> None:
+        now = time.monotonic_ns()
+        n = len(chunk)
+        self.captured += n
+        self.bytes_captured += len(chunk.blob)
+        ob = self.outbox
+        for b in batcher.add_columns(
+            chunk.ts_ns, chunk.caplen, chunk.origlen, chunk.blob, chunk.iface, now, ob.backlog > 0
+        ):
+            if ob.put(b, block=block):
+                self.forwarded += len(b)
+        self._tick(batcher, block, now)
+
+    def _tick(self, batcher: Batcher, block: bool, now: int | None = None) -> None:
+        if batcher.due(time.monotonic_ns() if now is None else now):
+            b = batcher.seal(self.outbox.backlog > 0)
+            if self.outbox.put(b, block=block):
+                self.forwarded += len(b)
+
+    def _flush(self, batcher: Batcher, block: bool) -> None:
+        if batcher.pending:
+            b = batcher.seal()
+            if self.outbox.put(b, block=block, timeout=self.cfg.shutdown_timeout if block else None):
+                self.forwarded += len(b)
+
+    def _replay(self) -> None:
+        src = self._file
+        assert src is not None
+        batcher = self._new_batcher()
+        speed = self.cfg.replay_speed
+        first_ts = None
+        t0 = time.monotonic_ns()
+        while not self.stop.is_set() and (self.uplink is None or self.uplink.fatal is None):
+            chunk = src.read(256 if speed else 4096)
+            if chunk is None:
+                break
+            if speed:
+                if first_ts is None:
+                    first_ts = chunk.ts_ns[0]
+                for part in _paced(chunk, first_ts, t0, speed, self.stop):
+                    self._add(batcher, part, block=True)
+            else:
+                self._add(batcher, chunk, block=True)
+        self._flush(batcher, block=True)
+
+    def _capture_live(self) -> None:
+        threads = []
+        for src in self._live:
+            t = threading.Thread(target=self._live_loop, args=(src,), name=f"lc-cap-{src.name}")
+            t.start()
+            threads.append(t)
+        try:
+            while not self.stop.wait(0.2):
+                if self.uplink is not None and self.uplink.fatal is not None:
+                    self.stop.set()
+        finally:
+            for t in threads:
+                t.join()
+
+    def _live_loop(self, src: LiveSource) -> None:
+        batcher = self._new_batcher()
+        timeout = min(0.1, self.cfg.batch_timeout_ms / 1000)
+        while not self.stop.is_set():
+            chunk = src.read(timeout)
+            if chunk is not None:
+                self._add(batcher, chunk, block=False)
+            else:
+                self._tick(batcher, block=False)
+        # Packets already in the kernel ring when the stop came are part of the capture.
+        while (chunk := src.read(0.0)) is not None:
+            self._add(batcher, chunk, block=False)
+        self._flush(batcher, block=False)
+
+    def _finish(self) -> int:
+        assert self.uplink is not None
+        ok = self.uplink.finish(self.cfg.shutdown_timeout)
+        for s in self._live:
+            s.close()
+        if self._file is not None:
+            self._file.close()
+        self.elapsed = time.monotonic() - self.started
+        if self.uplink.fatal is not None:
+            raise self.uplink.fatal
+        return 0 if ok else 1
+
+    def summary(self) -> str:
+        c = self.counters()
+        el = getattr(self, "elapsed", time.monotonic() - self.started)
+        rate = c.captured / el if el > 0 else 0.0
+        what = f"replayed {self._file.path}" if self._file is not None else "captured"
+        dropped = sum(c.dropped.values())
+        unacked = self.outbox.unacked_packets()
+        return (
+            f"lc hunt: {what}: {c.captured} packets ({c.bytes_captured} bytes) in {el:.2f} s "
+            f"({rate:,.0f} pkt/s); forwarded {c.forwarded}, acknowledged {c.acked}, "
+            f"dropped {dropped}, unacknowledged {unacked}"
+        )
+
+
+def _paced(chunk: Chunk, first_ts: int, t0: int, speed: float, stop: threading.Event):
+    """Split a chunk so that each part is released when its capture time comes due."""
+    from array import array
+
+    n = len(chunk)
+    start = 0
+    off = 0
+    mv = memoryview(chunk.blob)
+    while start < n and not stop.is_set():
+        now = time.monotonic_ns()
+        due_until = first_ts + int((now - t0) * speed)
+        end = start
+        while end < n and chunk.ts_ns[end] <= due_until:
+            end += 1
+        if end == start:
+            wait_ns = (chunk.ts_ns[start] - first_ts) / speed - (now - t0)
+            stop.wait(min(max(wait_ns / 1e9, 0.0005), 0.1))
+            continue
+        nb = sum(chunk.caplen[start:end])
+        iface = chunk.iface if isinstance(chunk.iface, int) else chunk.iface[start:end]
+        yield Chunk(
+            array("q", chunk.ts_ns[start:end]),
+            array("I", chunk.caplen[start:end]),
+            array("I", chunk.origlen[start:end]),
+            bytes(mv[off : off + nb]),
+            iface,
+        )
+        off += nb
+        start = end

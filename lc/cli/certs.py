@@ -1,0 +1,96 @@
+"""``lc certs``: create the private PKI behind lc's mutual TLS.
+
+    lc certs init --dir DIR [--hunter ID ...] [--processor-host NAME ...]
+                  [--processor-id ID] [--force]
+
+prints a JSON description of the CA and certificates it created or reused (see
+``lc.common.credentials.init_pki``). On failure it prints one JSON line
+``{"error": "...", "code": N}`` on stderr and exits with the error's exit code
+(3 for a refused id or host, 4 for a missing file, 1 otherwise).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from lc.common.credentials import init_pki
+from lc.common.errors import LcError
+
+__all__ = ["certs"]
+
+
+def _fail(ctx: click.Context, err: LcError) -> None:
+    """Report ``err`` as one JSON line on stderr and exit with its exit code."""
+    message = " ".join(str(err).split()) or err.__class__.__name__
+    click.echo(json.dumps({"error": message, "code": err.exit_code}), err=True)
+    ctx.exit(err.exit_code)
+
+
+@click.group(name="certs")
+def certs() -> None:
+    """Manage the TLS certificates of hunters, the processor and the admin CLI."""
+
+
+@certs.command(name="init")
+@click.option(
+    "--dir",
+    "directory",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory for the CA and certificates (created with mode 0700 if missing).",
+)
+@click.option(
+    "--hunter",
+    "hunters",
+    multiple=True,
+    metavar="ID",
+    help="Issue a client certificate for this hunter id (repeatable).",
+)
+@click.option(
+    "--processor-host",
+    "processor_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="Host name or IP address the processor is reached at (repeatable); "
+    "localhost, 127.0.0.1 and ::1 are always included.",
+)
+@click.option(
+    "--processor-id",
+    default="processor",
+    show_default=True,
+    metavar="ID",
+    help="Common name of the processor certificate.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Reissue existing leaf certificates (the CA is never replaced).",
+)
+@click.pass_context
+def init(
+    ctx: click.Context,
+    directory: Path,
+    hunters: tuple[str, ...],
+    processor_hosts: tuple[str, ...],
+    processor_id: str,
+    force: bool,
+) -> None:
+    """Create a CA and the processor, admin and hunter certificates in --dir.
+
+    Re-running reuses the CA and existing certificates and adds the new ones.
+    """
+    try:
+        paths = init_pki(
+            directory,
+            hunters=hunters,
+            processor_hosts=processor_hosts,
+            processor_id=processor_id,
+            force=force,
+        )
+    except LcError as err:
+        _fail(ctx, err)
+        return
+    click.echo(json.dumps(paths.as_dict(), sort_keys=True, indent=2))

@@ -1,0 +1,101 @@
+"""The ``lc`` command: one group, one way to fail.
+
+Exit codes (every command): 0 ok, 1 general, 2 connection, 3 validation (including
+bad flags: click's own usage errors are mapped from 2 to 3, because lc reserves 2
+for connection failures), 4 not found. Long-running commands (hunt, process) report
+an error as one ``lc <cmd>: error: ...`` line on stderr; the admin commands, whose
+stdout is JSON, report it as a JSON object on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import click
+
+from lc import __version__
+from lc.common.errors import LcError
+
+__all__ = ["cli", "main"]
+
+USAGE_EXIT = 3
+
+
+class _Group(click.Group):
+    """Registers subcommands lazily so that ``lc --help`` imports neither grpc nor pcapy."""
+
+    _lazy = {
+        "hunt": ("lc.cli.hunt", "hunt"),
+        "process": ("lc.cli.process", "process"),
+        "certs": ("lc.cli.certs", "certs"),
+        "list": ("lc.cli.admin", "list_group"),
+        "show": ("lc.cli.admin", "show_group"),
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(self._lazy)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self._lazy:
+            return None
+        import importlib
+
+        mod, attr = self._lazy[name]
+        return getattr(importlib.import_module(mod), attr)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="lc")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def cli(verbose: int) -> None:
+    """lc: distributed packet capture.
+
+    Hunters capture packets and stream them over mutual-TLS gRPC to a processor,
+    which writes PCAP and answers the admin commands.
+    """
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(
+        level=max(level, logging.DEBUG),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def fail_line(command: str, err: LcError | str, code: int | None = None) -> int:
+    """Print one plain error line for a long-running command and return its exit code."""
+    msg = " ".join(str(err).split())
+    click.echo(f"lc {command}: error: {msg}", err=True)
+    return code if code is not None else getattr(err, "exit_code", 1)
+
+
+def fail_json(err: LcError | str, code: int | None = None) -> int:
+    """Print an admin command's error as JSON on stderr and return its exit code."""
+    exit_code = code if code is not None else getattr(err, "exit_code", 1)
+    msg = " ".join(str(err).split())
+    click.echo(json.dumps({"error": msg, "code": exit_code}, sort_keys=True), err=True)
+    return exit_code
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: maps every failure to an exit code, no tracebacks."""
+    try:
+        rv = cli.main(args=argv, prog_name="lc", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("lc: aborted", err=True)
+        sys.exit(1)
+    except click.UsageError as e:
+        e.exit_code = USAGE_EXIT
+        e.show()
+        sys.exit(USAGE_EXIT)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except LcError as e:
+        sys.exit(fail_line("", e))
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(rv if isinstance(rv, int) else 0)

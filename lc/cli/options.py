@@ -1,0 +1,92 @@
+"""Options shared by several commands: processor address and TLS files."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import click
+
+from lc.common.errors import ValidationError
+from lc.common.transport import TlsFiles
+
+__all__ = ["parse_duration", "parse_size", "tls_from_flags", "tls_options"]
+
+
+def tls_options(f: Callable) -> Callable:
+    """--tls-cert/--tls-key/--tls-ca (also LC_TLS_CERT/KEY/CA) and --insecure."""
+
+    @click.option("--tls-cert", envvar="LC_TLS_CERT", metavar="FILE", help="Own certificate (PEM).")
+    @click.option("--tls-key", envvar="LC_TLS_KEY", metavar="FILE", help="Own private key (PEM).")
+    @click.option(
+        "--tls-ca", envvar="LC_TLS_CA", metavar="FILE", help="CA that signs the peers (PEM)."
+    )
+    @click.option(
+        "--insecure",
+        is_flag=True,
+        help="Plaintext, no authentication or authorization. Must be given on both sides.",
+    )
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        return f(*args, **kwargs)
+
+    return wrapper
+
+
+def tls_from_flags(cert: str | None, key: str | None, ca: str | None, insecure: bool) -> TlsFiles | None:
+    """The TLS files, or None with --insecure.
+
+    Raises:
+        ValidationError: TLS flags missing without --insecure, or mixed with it.
+    """
+    given = [n for n, v in (("--tls-cert", cert), ("--tls-key", key), ("--tls-ca", ca)) if v]
+    if insecure:
+        if given:
+            raise ValidationError(f"--insecure cannot be combined with {', '.join(given)}")
+        return None
+    missing = [n for n, v in (("--tls-cert", cert), ("--tls-key", key), ("--tls-ca", ca)) if not v]
+    if missing:
+        raise ValidationError(
+            f"TLS is required: missing {', '.join(missing)} (or pass --insecure explicitly)"
+        )
+    return TlsFiles(cert, key, ca)  # type: ignore[arg-type]
+
+
+_SIZE = {"": 1, "b": 1, "k": 1024, "kb": 1024, "m": 1024**2, "mb": 1024**2, "g": 1024**3, "gb": 1024**3}
+_TIME = {"": 1.0, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _split(value: str) -> tuple[float, str]:
+    v = value.strip().lower()
+    i = len(v)
+    while i and not (v[i - 1].isdigit() or v[i - 1] == "."):
+        i -= 1
+    return float(v[:i]), v[i:]
+
+
+def parse_size(value: str | None, flag: str) -> int | None:
+    """'100M' -> 104857600; None stays None."""
+    if value is None:
+        return None
+    try:
+        num, unit = _split(value)
+        size = int(num * _SIZE[unit])
+    except (ValueError, KeyError):
+        raise ValidationError(f"{flag}: expected a size like 100M or 2G, got {value!r}") from None
+    if size <= 0:
+        raise ValidationError(f"{flag} must be positive, got {value!r}")
+    return size
+
+
+def parse_duration(value: str | None, flag: str) -> float | None:
+    """'15m' -> 900.0 seconds; None stays None."""
+    if value is None:
+        return None
+    try:
+        num, unit = _split(value)
+        secs = num * _TIME[unit]
+    except (ValueError, KeyError):
+        raise ValidationError(f"{flag}: expected a duration like 30s, 15m or 1h, got {value!r}") from None
+    if secs <= 0:
+        raise ValidationError(f"{flag} must be positive, got {value!r}")
+    return secs

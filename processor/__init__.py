@@ -1,0 +1,1 @@
+"""The processor: gRPC services, hunter registry, PCAP writers."""

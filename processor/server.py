@@ -1,0 +1,145 @@
+"""Builds and runs a processor: gRPC server, services, PCAP output, clean shutdown."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import threading
+from collections.abc import Iterator
+from concurrent import futures
+from dataclasses import dataclass
+
+import grpc
+
+from lc.common.errors import LcError, ValidationError
+from lc.common.pcapfile import PcapSink
+from lc.common.transport import TlsFiles, server_credentials, server_options
+from lc.processor.auth import Authorizer
+from lc.processor.ingest import Ingest
+from lc.processor.registry import Registry
+from lc.processor.service import DataService, ManagementService
+from lc.proto import lc_pb2_grpc
+
+__all__ = ["ProcessConfig", "Processor", "normalise_listen"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class ProcessConfig:
+    listen: str = ":55555"
+    processor_id: str | None = None
+    tls: TlsFiles | None = None
+    write_file: str | None = None
+    data_dir: str = "lc-data"
+    rotate_size: int | None = None
+    rotate_interval: float | None = None
+    stale_after: float = 30.0
+    heartbeat_interval_ms: int = 5000
+    max_workers: int = 512
+    shutdown_grace: float = 5.0
+
+    def output_path(self) -> str:
+        return self.write_file or os.path.join(self.data_dir, "capture.pcap")
+
+
+def normalise_listen(listen: str) -> str:
+    """':55555' -> '[::]:55555' (all addresses); 'HOST:PORT' unchanged.
+
+    Raises:
+        ValidationError: no port, or a port out of range.
+    """
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValidationError(f"--listen must be [HOST]:PORT, got {listen!r}")
+    return f"{host or '[::]'}:{port}"
+
+
+class Processor:
+    def __init__(self, cfg: ProcessConfig) -> None:
+        self.cfg = cfg
+        self.processor_id = cfg.processor_id or socket.gethostname()
+        out = cfg.output_path()
+        out_dir = os.path.dirname(os.path.abspath(out))
+        try:
+            os.makedirs(out_dir, exist_ok=True)
+            os.makedirs(cfg.data_dir, exist_ok=True)
+        except OSError as e:
+            raise LcError(f"cannot create output directory {out_dir}: {e.strerror}") from None
+        if not os.access(out_dir, os.W_OK):
+            raise LcError(f"output directory {out_dir} is not writable")
+        self.sink = PcapSink(out, rotate_size=cfg.rotate_size, rotate_interval=cfg.rotate_interval)
+        self.ingest = Ingest(self.sink)
+        self.registry = Registry(stale_after=cfg.stale_after)
+        self.auth = Authorizer(insecure=cfg.tls is None)
+        self.server: grpc.Server | None = None
+        self.port = 0
+
+    def start(self) -> int:
+        cfg = self.cfg
+        listen = normalise_listen(cfg.listen)
+        creds = server_credentials(cfg.tls) if cfg.tls is not None else None
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=cfg.max_workers, thread_name_prefix="lc-rpc"),
+            options=server_options(),
+        )
+        self.data = DataService(self.ingest, self.registry, self.auth)
+        self.mgmt = ManagementService(
+            self.registry,
+            self.ingest,
+            self.auth,
+            self.processor_id,
+            listen,
+            cfg.heartbeat_interval_ms,
+        )
+        lc_pb2_grpc.add_DataServiceServicer_to_server(self.data, server)
+        lc_pb2_grpc.add_ManagementServiceServicer_to_server(self.mgmt, server)
+        try:
+            if creds is None:
+                port = server.add_insecure_port(listen)
+            else:
+                port = server.add_secure_port(listen, creds)
+        except RuntimeError as e:
+            raise LcError(f"cannot listen on {listen}: {e}") from None
+        if port == 0:
+            raise LcError(f"cannot listen on {listen} (address in use or not available)")
+        server.start()
+        self.server = server
+        self.port = port
+        host = listen.rpartition(":")[0]
+        self.mgmt.listen = f"{host}:{port}"
+        return port
+
+    def stop(self) -> None:
+        """Stop accepting, let streams finish for the grace period, then fsync the output."""
+        if self.server is not None:
+            self.data.stopping.set()
+            self.server.stop(self.cfg.shutdown_grace).wait()
+            self.server = None
+        self.ingest.close()
+
+    def serve_forever(self) -> None:
+        done = threading.Event()
+
+        def on_signal(signum: int, _frame: object) -> None:
+            log.info("%s: shutting down", signal.Signals(signum).name)
+            done.set()
+
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+        done.wait()
+        self.stop()
+
+
+@contextlib.contextmanager
+def running(cfg: ProcessConfig) -> Iterator[Processor]:
+    """A started processor for the duration of the block (tests use listen=':0')."""
+    p = Processor(cfg)
+    p.start()
+    try:
+        yield p
+    finally:
+        p.stop()

@@ -1,0 +1,220 @@
+"""gRPC servicers: thin adapters over the registry, the ingest and the authorizer."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator
+
+import grpc
+
+from lc import __version__
+from lc.common.credentials import validate_id
+from lc.common.errors import LcError, ParseError, ValidationError
+from lc.processor.auth import Authorizer
+from lc.processor.ingest import Ingest
+from lc.processor.registry import Registry
+from lc.proto import lc_pb2, lc_pb2_grpc
+
+__all__ = ["DataService", "ManagementService"]
+
+log = logging.getLogger(__name__)
+
+_FLOW_POLL_S = 0.25
+
+
+class DataService(lc_pb2_grpc.DataServiceServicer):
+    def __init__(self, ingest: Ingest, registry: Registry, auth: Authorizer) -> None:
+        self.ingest = ingest
+        self.registry = registry
+        self.auth = auth
+        self.stopping = threading.Event()
+
+    def StreamPackets(  # noqa: N802 (gRPC method name)
+        self, request_iterator: Iterator[lc_pb2.PacketBatch], context: grpc.ServicerContext
+    ) -> Iterator[lc_pb2.StreamControl]:
+        ident = self.auth.peer(context)
+        peer = context.peer()
+        out: queue.Queue = queue.Queue()
+        state = {"hunter": None, "clean": False}
+
+        # Batches are read and written on this thread while the handler's own thread
+        # yields acks and, unprompted, flow-control changes (so RESUME never waits
+        # for a batch that a paused hunter will not send).
+        def reader() -> None:
+            try:
+                for batch in request_iterator:
+                    hid = batch.hunter_id
+                    if state["hunter"] is None:
+                        if ident is not None and hid != ident.common_name:
+                            out.put(
+                                (
+                                    grpc.StatusCode.PERMISSION_DENIED,
+                                    f"certificate is for hunter {ident.common_name!r}, "
+                                    f"not {hid!r}",
+                                )
+                            )
+                            return
+                        if ident is not None and ident.role != "hunter":
+                            out.put(
+                                (
+                                    grpc.StatusCode.PERMISSION_DENIED,
+                                    f"certificate {ident.common_name!r} is not a hunter's",
+                                )
+                            )
+                            return
+                        state["hunter"] = hid
+                        self.registry.stream_opened(hid, peer)
+                    elif hid != state["hunter"]:
+                        out.put(
+                            (
+                                grpc.StatusCode.INVALID_ARGUMENT,
+                                f"stream of hunter {state['hunter']!r} carried a batch of {hid!r}",
+                            )
+                        )
+                        return
+                    try:
+                        ack, n, nb = self.ingest.accept(batch)
+                    except ParseError as e:
+                        out.put((grpc.StatusCode.INVALID_ARGUMENT, f"malformed batch: {e}"))
+                        return
+                    self.registry.received(hid, n, nb, ack.duplicate)
+                    out.put(ack)
+                state["clean"] = True
+            except grpc.RpcError:
+                pass  # the hunter went away; its unacknowledged batches come back later
+            except Exception as e:  # a bug: report it to the hunter rather than hang
+                log.exception("ingest failed")
+                out.put((grpc.StatusCode.INTERNAL, f"processor error: {e}"))
+            finally:
+                out.put(None)
+
+        t = threading.Thread(target=reader, name=f"lc-ingest-{peer}", daemon=True)
+        t.start()
+        announced = lc_pb2.FLOW_CONTINUE
+        try:
+            while True:
+                try:
+                    item = out.get(timeout=_FLOW_POLL_S)
+                except queue.Empty:
+                    item = False
+                acks = []
+                end = False
+                err = None
+                while item is not False:
+                    if item is None:
+                        end = True
+                        break
+                    if isinstance(item, tuple):
+                        err = item
+                        break
+                    acks.append(item)
+                    try:
+                        item = out.get_nowait()
+                    except queue.Empty:
+                        item = False
+                flow = self.ingest.flow
+                send_flow = flow
+                if flow == lc_pb2.FLOW_CONTINUE and announced in (
+                    lc_pb2.FLOW_SLOW,
+                    lc_pb2.FLOW_PAUSE,
+                ):
+                    send_flow = lc_pb2.FLOW_RESUME
+                if acks or send_flow != announced and not (
+                    announced == lc_pb2.FLOW_RESUME and send_flow == lc_pb2.FLOW_CONTINUE
+                ):
+                    yield lc_pb2.StreamControl(acks=acks, flow=send_flow)
+                    announced = send_flow
+                if err is not None:
+                    context.abort(err[0], err[1])
+                if end:
+                    return
+        finally:
+            if state["hunter"] is not None:
+                self.registry.stream_closed(state["hunter"], bool(state["clean"]))
+
+
+class ManagementService(lc_pb2_grpc.ManagementServiceServicer):
+    def __init__(
+        self,
+        registry: Registry,
+        ingest: Ingest,
+        auth: Authorizer,
+        processor_id: str,
+        listen: str,
+        heartbeat_interval_ms: int = 5000,
+    ) -> None:
+        self.registry = registry
+        self.ingest = ingest
+        self.auth = auth
+        self.processor_id = processor_id
+        self.listen = listen
+        self.heartbeat_interval_ms = heartbeat_interval_ms
+        self.started_ns = time.time_ns()
+        self._t0 = time.monotonic()
+
+    def RegisterHunter(self, request, context):  # noqa: N802
+        try:
+            validate_id(request.hunter_id)
+        except ValidationError as e:
+            return lc_pb2.RegisterResponse(accepted=False, reason=str(e))
+        why = self.auth.hunter_mismatch(context, request.hunter_id)
+        if why:
+            log.warning("refused registration from %s: %s", context.peer(), why)
+            return lc_pb2.RegisterResponse(accepted=False, reason=why)
+        self.registry.register(request, context.peer())
+        log.info(
+            "hunter %s registered from %s (%s, mode %s, %s)",
+            request.hunter_id,
+            context.peer(),
+            request.hostname,
+            request.mode,
+            ", ".join(request.interfaces),
+        )
+        return lc_pb2.RegisterResponse(
+            accepted=True,
+            processor_id=self.processor_id,
+            heartbeat_interval_ms=self.heartbeat_interval_ms,
+        )
+
+    def Heartbeat(self, request, context):  # noqa: N802
+        self.auth.require_hunter(context, request.hunter_id)
+        return lc_pb2.HeartbeatResponse(registered=self.registry.heartbeat(request))
+
+    def GetStatus(self, request, context):  # noqa: N802
+        self.auth.require_admin(context)
+        hunters = self.registry.all()
+        ing = self.ingest
+        return lc_pb2.StatusResponse(
+            processor_id=self.processor_id,
+            version=__version__,
+            started_at_ns=self.started_ns,
+            uptime_seconds=time.monotonic() - self._t0,
+            hunters_connected=sum(h.state == "connected" for h in hunters),
+            hunters_stale=sum(h.state == "stale" for h in hunters),
+            hunters_total=len(hunters),
+            packets_written=ing.packets,
+            bytes_written=ing.bytes,
+            batches_written=ing.batches,
+            batches_duplicate=ing.duplicates,
+            output_files=ing.sink.files(),
+            listen=self.listen,
+            insecure=self.auth.insecure,
+        )
+
+    def ListHunters(self, request, context):  # noqa: N802
+        self.auth.require_admin(context)
+        return lc_pb2.ListHuntersResponse(hunters=self.registry.all())
+
+    def GetHunter(self, request, context):  # noqa: N802
+        self.auth.require_admin(context)
+        info = self.registry.get(request.hunter_id)
+        if info is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no hunter {request.hunter_id!r}")
+        return info
+
+
+def abort_for(context: grpc.ServicerContext, e: LcError) -> None:
+    context.abort(getattr(grpc.StatusCode, e.grpc_code), str(e))

@@ -1,0 +1,1 @@
+"""The wire contract (lc.proto) and its generated Python code (checked in; see make proto-check)."""

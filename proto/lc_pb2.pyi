@@ -1,0 +1,258 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class FlowState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FLOW_CONTINUE: _ClassVar[FlowState]
+    FLOW_SLOW: _ClassVar[FlowState]
+    FLOW_PAUSE: _ClassVar[FlowState]
+    FLOW_RESUME: _ClassVar[FlowState]
+FLOW_CONTINUE: FlowState
+FLOW_SLOW: FlowState
+FLOW_PAUSE: FlowState
+FLOW_RESUME: FlowState
+
+class InterfaceRef(_message.Message):
+    __slots__ = ("name", "linktype")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LINKTYPE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    linktype: int
+    def __init__(self, name: _Optional[str] = ..., linktype: _Optional[int] = ...) -> None: ...
+
+class PacketMeta(_message.Message):
+    __slots__ = ("index", "protocol", "call_id", "filter_ids")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    FILTER_IDS_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    protocol: str
+    call_id: str
+    filter_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, index: _Optional[int] = ..., protocol: _Optional[str] = ..., call_id: _Optional[str] = ..., filter_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class PacketBatch(_message.Message):
+    __slots__ = ("hunter_id", "epoch", "sequence", "count", "data", "ts_ns", "caplen", "origlen", "interfaces", "iface", "meta", "sealed_at_ns")
+    HUNTER_ID_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    TS_NS_FIELD_NUMBER: _ClassVar[int]
+    CAPLEN_FIELD_NUMBER: _ClassVar[int]
+    ORIGLEN_FIELD_NUMBER: _ClassVar[int]
+    INTERFACES_FIELD_NUMBER: _ClassVar[int]
+    IFACE_FIELD_NUMBER: _ClassVar[int]
+    META_FIELD_NUMBER: _ClassVar[int]
+    SEALED_AT_NS_FIELD_NUMBER: _ClassVar[int]
+    hunter_id: str
+    epoch: int
+    sequence: int
+    count: int
+    data: bytes
+    ts_ns: bytes
+    caplen: bytes
+    origlen: bytes
+    interfaces: _containers.RepeatedCompositeFieldContainer[InterfaceRef]
+    iface: bytes
+    meta: _containers.RepeatedCompositeFieldContainer[PacketMeta]
+    sealed_at_ns: int
+    def __init__(self, hunter_id: _Optional[str] = ..., epoch: _Optional[int] = ..., sequence: _Optional[int] = ..., count: _Optional[int] = ..., data: _Optional[bytes] = ..., ts_ns: _Optional[bytes] = ..., caplen: _Optional[bytes] = ..., origlen: _Optional[bytes] = ..., interfaces: _Optional[_Iterable[_Union[InterfaceRef, _Mapping]]] = ..., iface: _Optional[bytes] = ..., meta: _Optional[_Iterable[_Union[PacketMeta, _Mapping]]] = ..., sealed_at_ns: _Optional[int] = ...) -> None: ...
+
+class Ack(_message.Message):
+    __slots__ = ("epoch", "sequence", "duplicate", "packets")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    PACKETS_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    sequence: int
+    duplicate: bool
+    packets: int
+    def __init__(self, epoch: _Optional[int] = ..., sequence: _Optional[int] = ..., duplicate: _Optional[bool] = ..., packets: _Optional[int] = ...) -> None: ...
+
+class StreamControl(_message.Message):
+    __slots__ = ("acks", "flow", "message")
+    ACKS_FIELD_NUMBER: _ClassVar[int]
+    FLOW_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    acks: _containers.RepeatedCompositeFieldContainer[Ack]
+    flow: FlowState
+    message: str
+    def __init__(self, acks: _Optional[_Iterable[_Union[Ack, _Mapping]]] = ..., flow: _Optional[_Union[FlowState, str]] = ..., message: _Optional[str] = ...) -> None: ...
+
+class RegisterRequest(_message.Message):
+    __slots__ = ("hunter_id", "hostname", "version", "mode", "interfaces", "capabilities", "epoch")
+    HUNTER_ID_FIELD_NUMBER: _ClassVar[int]
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    INTERFACES_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    hunter_id: str
+    hostname: str
+    version: str
+    mode: str
+    interfaces: _containers.RepeatedScalarFieldContainer[str]
+    capabilities: _containers.RepeatedScalarFieldContainer[str]
+    epoch: int
+    def __init__(self, hunter_id: _Optional[str] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., mode: _Optional[str] = ..., interfaces: _Optional[_Iterable[str]] = ..., capabilities: _Optional[_Iterable[str]] = ..., epoch: _Optional[int] = ...) -> None: ...
+
+class RegisterResponse(_message.Message):
+    __slots__ = ("accepted", "reason", "processor_id", "heartbeat_interval_ms")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    PROCESSOR_ID_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    accepted: bool
+    reason: str
+    processor_id: str
+    heartbeat_interval_ms: int
+    def __init__(self, accepted: _Optional[bool] = ..., reason: _Optional[str] = ..., processor_id: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ...) -> None: ...
+
+class HunterCounters(_message.Message):
+    __slots__ = ("captured", "forwarded", "acked", "dropped", "queue_batches", "queue_bytes", "batches_sent", "cpu_percent", "rss_bytes", "bytes_captured")
+    class DroppedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    CAPTURED_FIELD_NUMBER: _ClassVar[int]
+    FORWARDED_FIELD_NUMBER: _ClassVar[int]
+    ACKED_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_BATCHES_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    BATCHES_SENT_FIELD_NUMBER: _ClassVar[int]
+    CPU_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_CAPTURED_FIELD_NUMBER: _ClassVar[int]
+    captured: int
+    forwarded: int
+    acked: int
+    dropped: _containers.ScalarMap[str, int]
+    queue_batches: int
+    queue_bytes: int
+    batches_sent: int
+    cpu_percent: float
+    rss_bytes: int
+    bytes_captured: int
+    def __init__(self, captured: _Optional[int] = ..., forwarded: _Optional[int] = ..., acked: _Optional[int] = ..., dropped: _Optional[_Mapping[str, int]] = ..., queue_batches: _Optional[int] = ..., queue_bytes: _Optional[int] = ..., batches_sent: _Optional[int] = ..., cpu_percent: _Optional[float] = ..., rss_bytes: _Optional[int] = ..., bytes_captured: _Optional[int] = ...) -> None: ...
+
+class HeartbeatRequest(_message.Message):
+    __slots__ = ("hunter_id", "epoch", "counters", "sent_at_ns")
+    HUNTER_ID_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    COUNTERS_FIELD_NUMBER: _ClassVar[int]
+    SENT_AT_NS_FIELD_NUMBER: _ClassVar[int]
+    hunter_id: str
+    epoch: int
+    counters: HunterCounters
+    sent_at_ns: int
+    def __init__(self, hunter_id: _Optional[str] = ..., epoch: _Optional[int] = ..., counters: _Optional[_Union[HunterCounters, _Mapping]] = ..., sent_at_ns: _Optional[int] = ...) -> None: ...
+
+class HeartbeatResponse(_message.Message):
+    __slots__ = ("registered",)
+    REGISTERED_FIELD_NUMBER: _ClassVar[int]
+    registered: bool
+    def __init__(self, registered: _Optional[bool] = ...) -> None: ...
+
+class StatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StatusResponse(_message.Message):
+    __slots__ = ("processor_id", "version", "started_at_ns", "uptime_seconds", "hunters_connected", "hunters_stale", "hunters_total", "packets_written", "bytes_written", "batches_written", "batches_duplicate", "output_files", "listen", "insecure")
+    PROCESSOR_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_NS_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    HUNTERS_CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    HUNTERS_STALE_FIELD_NUMBER: _ClassVar[int]
+    HUNTERS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    PACKETS_WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    BYTES_WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    BATCHES_WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    BATCHES_DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FILES_FIELD_NUMBER: _ClassVar[int]
+    LISTEN_FIELD_NUMBER: _ClassVar[int]
+    INSECURE_FIELD_NUMBER: _ClassVar[int]
+    processor_id: str
+    version: str
+    started_at_ns: int
+    uptime_seconds: float
+    hunters_connected: int
+    hunters_stale: int
+    hunters_total: int
+    packets_written: int
+    bytes_written: int
+    batches_written: int
+    batches_duplicate: int
+    output_files: _containers.RepeatedScalarFieldContainer[str]
+    listen: str
+    insecure: bool
+    def __init__(self, processor_id: _Optional[str] = ..., version: _Optional[str] = ..., started_at_ns: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., hunters_connected: _Optional[int] = ..., hunters_stale: _Optional[int] = ..., hunters_total: _Optional[int] = ..., packets_written: _Optional[int] = ..., bytes_written: _Optional[int] = ..., batches_written: _Optional[int] = ..., batches_duplicate: _Optional[int] = ..., output_files: _Optional[_Iterable[str]] = ..., listen: _Optional[str] = ..., insecure: _Optional[bool] = ...) -> None: ...
+
+class ListHuntersRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListHuntersResponse(_message.Message):
+    __slots__ = ("hunters",)
+    HUNTERS_FIELD_NUMBER: _ClassVar[int]
+    hunters: _containers.RepeatedCompositeFieldContainer[HunterInfo]
+    def __init__(self, hunters: _Optional[_Iterable[_Union[HunterInfo, _Mapping]]] = ...) -> None: ...
+
+class GetHunterRequest(_message.Message):
+    __slots__ = ("hunter_id",)
+    HUNTER_ID_FIELD_NUMBER: _ClassVar[int]
+    hunter_id: str
+    def __init__(self, hunter_id: _Optional[str] = ...) -> None: ...
+
+class HunterInfo(_message.Message):
+    __slots__ = ("hunter_id", "hostname", "version", "mode", "interfaces", "capabilities", "state", "peer", "epoch", "registered_at_ns", "last_heartbeat_ns", "counters", "packets_received", "bytes_received", "batches_received", "batches_duplicate", "streaming")
+    HUNTER_ID_FIELD_NUMBER: _ClassVar[int]
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    INTERFACES_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    REGISTERED_AT_NS_FIELD_NUMBER: _ClassVar[int]
+    LAST_HEARTBEAT_NS_FIELD_NUMBER: _ClassVar[int]
+    COUNTERS_FIELD_NUMBER: _ClassVar[int]
+    PACKETS_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    BATCHES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    BATCHES_DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    STREAMING_FIELD_NUMBER: _ClassVar[int]
+    hunter_id: str
+    hostname: str
+    version: str
+    mode: str
+    interfaces: _containers.RepeatedScalarFieldContainer[str]
+    capabilities: _containers.RepeatedScalarFieldContainer[str]
+    state: str
+    peer: str
+    epoch: int
+    registered_at_ns: int
+    last_heartbeat_ns: int
+    counters: HunterCounters
+    packets_received: int
+    bytes_received: int
+    batches_received: int
+    batches_duplicate: int
+    streaming: bool
+    def __init__(self, hunter_id: _Optional[str] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., mode: _Optional[str] = ..., interfaces: _Optional[_Iterable[str]] = ..., capabilities: _Optional[_Iterable[str]] = ..., state: _Optional[str] = ..., peer: _Optional[str] = ..., epoch: _Optional[int] = ..., registered_at_ns: _Optional[int] = ..., last_heartbeat_ns: _Optional[int] = ..., counters: _Optional[_Union[HunterCounters, _Mapping]] = ..., packets_received: _Optional[int] = ..., bytes_received: _Optional[int] = ..., batches_received: _Optional[int] = ..., batches_duplicate: _Optional[int] = ..., streaming: _Optional[bool] = ...) -> None: ...
