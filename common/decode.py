@@ -14,7 +14,9 @@ What is decoded
       nibble); 228 raw IPv4 and 229 raw IPv6; 0 BSD loopback/NULL (4-byte family
       in the capturing host's byte order: whichever order gives a value below
       0x10000 is used); 108 OpenBSD LOOP (family in network order). NULL/LOOP
-      families: 2 is IPv4; 10, 24, 28 and 30 are IPv6 (Linux, BSDs, FreeBSD, macOS).
+      families: 2 is IPv4; 10, 24, 28 and 30 are IPv6 (Linux, BSDs, FreeBSD, macOS;
+      tshark 4.0 does not take 10 as IPv6 here). Linux cooked frames from netlink
+      (ARPHRD 824) are not IP. VLAN tags after an SLL/SLL2 header are walked too.
     * IPv4: header length, total length (Ethernet padding past it is ignored;
       a total length of 0, as written by TSO/GSO offload, means "to the end of the
       capture"), identification, MF flag and fragment offset.
@@ -23,11 +25,15 @@ What is decoded
       :data:`MAX_IPV6_EXT_HEADERS` of them. The walk stops at ESP (50), no next
       header (59) and at every other value, which becomes ``proto``. A payload
       length of 0 (jumbogram or offload) means "to the end of the capture".
-    * UDP (ports, length) and TCP (ports, sequence number, flags, data offset).
-      ICMP, ICMPv6 and every other transport are reported only as ``proto``.
+    * UDP (ports, length; a length of 0 means "to the IP end", as in jumbograms)
+      and TCP (ports, sequence number, flags, data offset). ICMP, ICMPv6 and every
+      other transport are reported only as ``proto``.
     * Fragments: ``frag_id``, ``frag_offset`` (in bytes), ``more_fragments``,
       ``is_fragment``. Only the first fragment (offset 0) has its transport header
       read; later fragments report ports 0 and their fragment data as the payload.
+      A transport header cut short by fragmentation (not by the snap length) in a
+      first fragment is not an error: the ports stay 0. An IPv6 "atomic fragment"
+      (offset 0, M clear) is not a fragment and decodes straight through.
       :mod:`lc.common.reasm` puts datagrams back together.
 
 What is ignored
@@ -46,8 +52,11 @@ Errors and limits
     decodes with ``ip_version == 0``. An unsupported link type raises ParseError
     (callers should check :data:`SUPPORTED_LINKTYPES` once per capture handle).
 
-For hot paths that need only the 5-tuple, :func:`ip_ports` skips building the
-result object.
+Speed
+    Untagged Ethernet + IPv4 without options + UDP/TCP, unfragmented, is read with
+    one ``unpack_from`` and no helper calls; everything else takes the general path
+    (same results, checked by the tests). For hot paths that need only the 5-tuple,
+    :func:`ip_ports` skips building the result object.
 """
 
 from __future__ import annotations
@@ -385,6 +394,10 @@ def _addr_text(addr: bytes) -> str:
 def _vlan_walk(data: bytes, off: int, etype: int, n: int) -> tuple[int, int, tuple[int, ...]]:
     """Reads VLAN tags starting at ``off`` (the TCI after a TPID). Returns
     (next offset, inner ethertype, VLAN ids)."""
+    if off + 4 <= n:  # the usual case: one tag
+        tci, inner = _VLAN.unpack_from(data, off)
+        if inner not in VLAN_TPIDS:
+            return off + 4, inner, (tci & 0x0FFF,)
     vids: list[int] = []
     while etype in VLAN_TPIDS:
         if len(vids) == MAX_VLAN_TAGS:
@@ -655,10 +668,29 @@ def decode_packet(linktype: int, data: bytes | bytearray | memoryview) -> Decode
                 raise _truncated("TCP header", l4, 20, end - l4)
             else:
                 flags = 0
-    return Decoded(
-        version, src, dst, proto, off, end, l4, sport, dport, payload, pend - payload,
-        flags, seq, vlans, etype, frag_id, frag_off, more, is_frag, frag_data, truncated,
-    )  # fmt: skip
+    d = _new_object(Decoded)  # as in the fast path: stores, not an __init__ call
+    d.ip_version = version
+    d.src = src
+    d.dst = dst
+    d.proto = proto
+    d.l3_offset = off
+    d.l3_end = end
+    d.l4_offset = l4
+    d.sport = sport
+    d.dport = dport
+    d.payload_offset = payload
+    d.payload_len = pend - payload
+    d.tcp_flags = flags
+    d.tcp_seq = seq
+    d.vlans = vlans
+    d.ethertype = etype
+    d.frag_id = frag_id
+    d.frag_offset = frag_off
+    d.more_fragments = more
+    d.is_fragment = is_frag
+    d.frag_data_offset = frag_data
+    d.looks_truncated = truncated
+    return d
 
 
 def ip_ports(
@@ -670,6 +702,20 @@ def ip_ports(
     and for non-first fragments), without building a :class:`Decoded`.
     """
     n = len(data)
+    if linktype == LINKTYPE_ETHERNET and n >= 42:
+        # The same fast path as decode_packet's, for UDP.
+        etype, vhl, total, _, flags, proto, src, dst, sport, dport, ulen = _FAST4.unpack_from(
+            data, 0
+        )
+        if (
+            etype == ETHERTYPE_IPV4
+            and vhl == 0x45
+            and not flags & 0x3FFF
+            and total >= 28
+            and proto == IPPROTO_UDP
+            and ulen >= 8
+        ):
+            return src, dst, proto, sport, dport
     if linktype == LINKTYPE_ETHERNET and n >= 14:
         off = 14
         etype = _U16.unpack_from(data, 12)[0]

@@ -27,6 +27,21 @@ can still be replayed. In pcapng, whose blocks carry their own length, a
 packet block with an impossible content (an unknown interface, a capture length
 larger than the block) is counted and skipped, and reading goes on.
 
+Interface indexes (``iface_index``, ``Columns.iface``) index
+``CaptureReader.interfaces``, which spans every section of a pcapng file; tshark
+4.0 shows ``frame.interface_id`` numbered within each section instead.
+
+Performance. Replay reads and writes millions of small records, so the classic
+pcap paths run no Python code per packet: records are walked with C-level
+chains of ``BytesIO.read``/``struct`` calls, and the 16-byte headers become
+uint32 arrays whose strided slices are the columns (see ``_chunk_pcap`` and
+``PcapWriter.write_columns``). Measured on the development VM (2 vCPU Xeon
+2.5 GHz, CPython 3.11.7) with 60-byte packets in batches of 4096, best of 5 runs
+of ``.venv/bin/python tests/common/test_pcapfile.py``: read_columns about 1.7-1.9M
+records/s, records() about 1.5-1.6M/s, write_columns about 1.3-1.9M/s (the
+spread is other load on the shared machine). pcapng runs one Python iteration
+per block: about 0.5-0.6M records/s.
+
 Limits (deliberate; they keep the hot path short):
 
 * pcap: the "modified" (Kuznetzov, 0xa1b2cd34) variant is not read; the header's
@@ -133,10 +148,10 @@ class Columns:
     ``iface[i]`` indexes ``CaptureReader.interfaces``.
     """
 
-    ts_ns: array  # array('q')
-    caplen: array  # array('I')
-    origlen: array  # array('I')
-    iface: array  # array('H')
+    ts_ns: array[int]  # 'q': int ns since the epoch
+    caplen: array[int]  # 'I'
+    origlen: array[int]  # 'I'
+    iface: array[int]  # 'H'
     blob: bytes
 
     def __len__(self) -> int:
@@ -618,7 +633,7 @@ class CaptureReader:
         else:
             mul_, div = 1, 10 ** (tsresol - 9)
         self.interfaces.append(Interface(name, linktype, snaplen))
-        self._conv.append((mul_, div, 0))
+        self._conv.append((mul_, div, tsoffset * _NS))
 
     def _corrupt(self) -> None:
         """Block framing is broken, so nothing after it can be found: count and stop."""
@@ -641,7 +656,7 @@ _PCAP_HEADER = struct.Struct("<IHHiIII")
 _PCAP_RECORD = struct.Struct("<IIII")
 
 
-def _u32_column(col: Sequence[int], start: int, end: int) -> array:
+def _u32_column(col: Sequence[int], start: int, end: int) -> array[int]:
     """``col[start:end]`` as array('I'); raises OverflowError for values outside uint32."""
     part = col[start:end]
     if isinstance(part, array) and part.typecode == "I":
@@ -925,6 +940,8 @@ class PcapSink:
         """Write a batch of packets of one link type in one write; returns bytes written."""
         if self._closed:
             raise ValueError("write to a closed PcapSink")
+        if not 0 <= linktype <= 0xFFFF:
+            raise ValueError(f"linktype {linktype} out of range (0..65535)")
         if end is None:
             end = len(caplen)
         if end <= start:

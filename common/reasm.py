@@ -339,6 +339,10 @@ class FragmentReassembler:
         added = sum(b - a for a, b in new) + (len(header) if header is not None else 0)
         while self._bytes + added > self.max_total_bytes and self._evict_oldest(key):
             pass
+        if self._bytes + added > self.max_total_bytes:  # this datagram alone is too much
+            counters["dropped_table_full"] += 1
+            self._drop(key)
+            return None
 
         for a, b in new:
             j = bisect_right(starts, a)

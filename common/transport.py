@@ -51,6 +51,9 @@ def server_options() -> list[tuple[str, int]]:
         *_COMMON_OPTIONS,
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.http2.max_ping_strikes", 0),
+        # gRPC sets SO_REUSEPORT by default, which would let a second processor bind the
+        # same port and silently take half of the hunters.
+        ("grpc.so_reuseport", 0),
     ]
 
 

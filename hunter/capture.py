@@ -27,6 +27,18 @@ from lc.common.pcapfile import PcapFormatError, open_capture
 __all__ = ["Chunk", "FileSource", "LiveSource", "check_bpf", "list_interfaces"]
 
 DEFAULT_SNAPLEN = 262144
+
+# pcap_activate() results (pcap/pcap.h); pcapy-ng returns them instead of raising.
+_PCAP_ERROR_NO_SUCH_DEVICE = -5
+_ACTIVATE_ERRORS = {
+    -1: "generic libpcap error",
+    -4: "the handle was already activated",
+    -6: "monitor mode is not supported",
+    -7: "permission denied (capture needs root or CAP_NET_RAW)",
+    -8: "permission denied (capture needs root or CAP_NET_RAW)",
+    -9: "the interface is not up",
+    -11: "promiscuous mode is not permitted",
+}
 _CHUNK = 4096
 
 
@@ -82,13 +94,19 @@ class LiveSource:
             p.set_promisc(1 if promisc else 0)
             p.set_timeout(50)
             p.set_buffer_size(buffer_mb * 1024 * 1024)
-            p.activate()
+            status = p.activate()
         except pcapy.PcapError as e:
             msg = str(e)
             if "No such device" in msg or "doesn't exist" in msg:
                 known = ", ".join(list_interfaces()) or "none found"
                 raise NotFound(f"unknown interface {name!r} (available: {known})") from None
             raise LcError(f"cannot capture on {name!r}: {msg}") from None
+        if status is not None and status < 0:
+            if status == _PCAP_ERROR_NO_SUCH_DEVICE:
+                known = ", ".join(list_interfaces()) or "none found"
+                raise NotFound(f"unknown interface {name!r} (available: {known})")
+            why = _ACTIVATE_ERRORS.get(status, f"libpcap error {status}")
+            raise LcError(f"cannot capture on {name!r}: {why}")
         self.linktype = p.datalink()
         if bpf:
             try:
@@ -97,6 +115,7 @@ class LiveSource:
                 raise ValidationError(f"invalid BPF filter {bpf!r}: {e}") from None
         p.setnonblock(1)
         self._p = p
+        self._last_stats: tuple[int, int, int] = (0, 0, 0)
         self._fd = p.getfd()
         self.bpf = bpf or ""
         # next_batch reports caplen only; with a snaplen this large nothing is cut,
@@ -159,14 +178,20 @@ class LiveSource:
 
     def stats(self) -> tuple[int, int, int]:
         """(received, dropped by the kernel, dropped by the interface) from libpcap."""
+        if self._p is None:
+            return self._last_stats
         try:
-            return tuple(self._p.stats())  # type: ignore[return-value]
-        except pcapy.PcapError:
-            return (0, 0, 0)
+            self._last_stats = tuple(self._p.stats())  # type: ignore[assignment]
+        except (pcapy.PcapError, ValueError):
+            pass
+        return self._last_stats
 
     def close(self) -> None:
+        self.stats()
+        p, self._p = self._p, None
         try:
-            self._p.close()
+            if p is not None:
+                p.close()
         except Exception:
             pass
 

@@ -102,8 +102,10 @@ class Processor:
                 port = server.add_insecure_port(listen)
             else:
                 port = server.add_secure_port(listen, creds)
-        except RuntimeError as e:
-            raise LcError(f"cannot listen on {listen}: {e}") from None
+        except RuntimeError:
+            raise LcError(
+                f"cannot listen on {listen}: address in use or not available"
+            ) from None
         if port == 0:
             raise LcError(f"cannot listen on {listen} (address in use or not available)")
         server.start()

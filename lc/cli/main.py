@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 
 import click
@@ -19,6 +20,10 @@ from lc import __version__
 from lc.common.errors import LcError
 
 __all__ = ["cli", "main"]
+
+# gRPC's C core logs handshake and bind details to stderr; lc reports failures itself
+# in one line (set GRPC_VERBOSITY=debug to see them).
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 USAGE_EXIT = 3
 
@@ -98,4 +103,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(fail_line("", e))
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as e:  # a bug: one line for the user, the traceback with -vv
+        logging.getLogger("lc").debug("internal error", exc_info=True)
+        click.echo(f"lc: internal error: {type(e).__name__}: {e} (run with -vv for details)",
+                   err=True)
+        sys.exit(1)
     sys.exit(rv if isinstance(rv, int) else 0)

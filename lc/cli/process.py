@@ -37,10 +37,6 @@ def process(listen, processor_id, write_file, data_dir, rotate_size, rotate_inte
 
     try:
         tls = tls_from_flags(tls_cert, tls_key, tls_ca, insecure)
-        if insecure:
-            click.echo("lc process: warning: --insecure: plaintext, no client authentication "
-                       "and no authorization; anyone who reaches the port can send and query",
-                       err=True)
         cfg = ProcessConfig(
             listen=listen, processor_id=processor_id, tls=tls, write_file=write_file,
             data_dir=data_dir, rotate_size=parse_size(rotate_size, "--rotate-size"),
@@ -51,6 +47,10 @@ def process(listen, processor_id, write_file, data_dir, rotate_size, rotate_inte
         port = p.start()
     except LcError as e:
         sys.exit(fail_line("process", e))
+    if insecure:
+        click.echo("lc process: warning: --insecure: plaintext, no client authentication "
+                   "and no authorization; anyone who reaches the port can send and query",
+                   err=True)
     click.echo(f"lc process: listening on {p.mgmt.listen} (port {port}), writing "
                f"{cfg.output_path()}", err=True)
     p.serve_forever()

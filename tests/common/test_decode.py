@@ -355,7 +355,8 @@ def run_tshark(pcap: Path, *prefs: str) -> list[dict[str, list[str]]]:
     for line in out.stdout.splitlines():
         cells = line.split("\t")
         assert len(cells) == len(TSHARK_FIELDS), line
-        rows.append({f: (c.split("|") if c else []) for f, c in zip(TSHARK_FIELDS, cells)})
+        pairs = zip(TSHARK_FIELDS, cells, strict=True)
+        rows.append({f: (c.split("|") if c else []) for f, c in pairs})
     return rows
 
 
@@ -467,7 +468,7 @@ def compare_with_tshark(linktype: int, frames: list[tuple[bytes, int]], pcap: Pa
     rows = run_tshark(pcap)
     assert len(rows) == len(frames)
     checked = 0
-    for row, (data, _orig) in zip(rows, frames):
+    for row, (data, _orig) in zip(rows, frames, strict=True):
         frame_no = row["frame.number"][0]
         exp = expected_from_tshark(row)
         d = decode_packet(linktype, data)
@@ -636,34 +637,53 @@ def test_non_ip_frames_have_version_zero() -> None:
     assert decode_packet(LINKTYPE_ETHERNET, eth(0x0042, bytes(46))).ip_version == 0  # 802.3
 
 
-@pytest.mark.parametrize(
-    ("linktype", "frame", "message"),
-    [
-        (
-            LINKTYPE_ETHERNET,
-            eth(0x0800, bytes.fromhex("45000014000000004011")),
-            "IPv4 header truncated at offset 14: need 20 bytes, have 10",
-        ),
-        (LINKTYPE_ETHERNET, bytes(13), "Ethernet header truncated at offset 0: need 14 bytes, have 13"),
-        (LINKTYPE_LINUX_SLL2, bytes(19), "Linux SLL2 header truncated at offset 0: need 20"),
-        (LINKTYPE_NULL, b"\x02\x00", "NULL loopback header truncated at offset 0: need 4"),
-        (LINKTYPE_RAW, bytes(30), "IP version 0, not 4 or 6"),
-        (LINKTYPE_IPV4, b"\x65" + bytes(30), "IPv4 header at offset 0 has version 6"),
-        (LINKTYPE_RAW, b"\x44" + bytes(30), "header length 16 < 20"),
-        (LINKTYPE_RAW, ipv4(17, udp(1, 2, b""), total=12), "total length 12 < header length 20"),
-        (LINKTYPE_RAW, ipv4(17, b"\0\1\0\2"), "UDP header truncated at offset 20: need 8 bytes, have 4"),
-        (LINKTYPE_RAW, ipv4(17, udp(1, 2, b"", length=5)), "UDP header at offset 20 has length 5"),
-        (LINKTYPE_RAW, ipv4(6, tcp(1, 2, 3, 0)[:16]), "TCP header truncated at offset 20: need 20"),
-        (LINKTYPE_RAW, ipv4(6, b"\0" * 12 + b"\x40" + bytes(7)), "data offset 16 < 20"),
-        (LINKTYPE_RAW, ipv4(6, b"\0" * 12 + b"\xf0" + bytes(7)), "TCP header with options"),
-        (LINKTYPE_RAW, ipv6(0, b"\x11\x05" + bytes(10)), "IPv6 extension header 0 truncated at offset 40: need 48"),
-        (LINKTYPE_RAW, ipv6(44, b"\x11\x00\x00"), "IPv6 fragment header truncated at offset 40: need 8"),
-        (LINKTYPE_RAW, ipv6(44, ext_frag(44, 0, True, 1) + ext_frag(17, 0, True, 1)), "second IPv6 fragment header"),
-        (LINKTYPE_RAW, ipv6(60, ext_opts(60) * MAX_IPV6_EXT_HEADERS + ext_opts(17)), "more than 16 IPv6 extension headers"),
-        (LINKTYPE_IPV6, bytes(39), "IPv6 header truncated at offset 0: need 40 bytes, have 39"),
-        (1234, bytes(60), "unsupported link type 1234"),
-    ],
-)  # fmt: skip
+MALFORMED = [
+    (
+        LINKTYPE_ETHERNET,
+        eth(0x0800, bytes.fromhex("45000014000000004011")),
+        "IPv4 header truncated at offset 14: need 20 bytes, have 10",
+    ),
+    (LINKTYPE_ETHERNET, bytes(13), "Ethernet header truncated at offset 0: need 14 bytes, have 13"),
+    (LINKTYPE_LINUX_SLL, bytes(15), "Linux SLL header truncated at offset 0: need 16"),
+    (LINKTYPE_LINUX_SLL2, bytes(19), "Linux SLL2 header truncated at offset 0: need 20"),
+    (LINKTYPE_NULL, b"\x02\x00", "NULL loopback header truncated at offset 0: need 4"),
+    (LINKTYPE_ETHERNET, eth(0x8100, b"\x00"), "VLAN tag truncated at offset 14: need 4"),
+    (LINKTYPE_RAW, bytes(30), "IP version 0, not 4 or 6"),
+    (LINKTYPE_IPV4, b"\x65" + bytes(30), "IPv4 header at offset 0 has version 6"),
+    (LINKTYPE_RAW, b"\x44" + bytes(30), "header length 16 < 20"),
+    (LINKTYPE_RAW, b"\x4f" + bytes(30), "IPv4 header with options truncated at offset 0: need 60"),
+    (LINKTYPE_RAW, ipv4(17, udp(1, 2, b""), total=12), "total length 12 < header length 20"),
+    (LINKTYPE_RAW, ipv4(17, b"\0\1\0\2"), "UDP header truncated at offset 20: need 8 bytes"),
+    (LINKTYPE_RAW, ipv4(17, udp(1, 2, b"", length=5)), "UDP header at offset 20 has length 5"),
+    (LINKTYPE_RAW, ipv4(6, tcp(1, 2, 3, 0)[:16]), "TCP header truncated at offset 20: need 20"),
+    (LINKTYPE_RAW, ipv4(6, b"\0" * 12 + b"\x40" + bytes(7)), "data offset 16 < 20"),
+    (LINKTYPE_RAW, ipv4(6, b"\0" * 12 + b"\xf0" + bytes(7)), "TCP header with options"),
+    (
+        LINKTYPE_RAW,
+        ipv6(0, b"\x11\x05" + bytes(10)),
+        "IPv6 extension header 0 truncated at offset 40: need 48",
+    ),
+    (
+        LINKTYPE_RAW,
+        ipv6(44, b"\x11\x00\x00"),
+        "IPv6 fragment header truncated at offset 40: need 8",
+    ),
+    (
+        LINKTYPE_RAW,
+        ipv6(44, ext_frag(44, 0, True, 1) + ext_frag(17, 0, True, 1)),
+        "second IPv6 fragment header",
+    ),
+    (
+        LINKTYPE_RAW,
+        ipv6(60, ext_opts(60) * MAX_IPV6_EXT_HEADERS + ext_opts(17)),
+        f"more than {MAX_IPV6_EXT_HEADERS} IPv6 extension headers",
+    ),
+    (LINKTYPE_IPV6, bytes(39), "IPv6 header truncated at offset 0: need 40 bytes, have 39"),
+    (1234, bytes(60), "unsupported link type 1234"),
+]
+
+
+@pytest.mark.parametrize(("linktype", "frame", "message"), MALFORMED, ids=[m[2] for m in MALFORMED])
 def test_malformed_input_raises_parse_error_saying_what_and_where(
     linktype: int, frame: bytes, message: str
 ) -> None:
@@ -672,6 +692,17 @@ def test_malformed_input_raises_parse_error_saying_what_and_where(
     assert message in str(info.value)
     with pytest.raises(ParseError):
         ip_ports(linktype, frame)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [f for lt, f, _ in MALFORMED if lt == LINKTYPE_RAW and f[0] >> 4 in (4, 6)],
+    ids=[m for lt, f, m in MALFORMED if lt == LINKTYPE_RAW and f[0] >> 4 in (4, 6)],
+)
+def test_malformed_ip_behind_ethernet_raises_too(frame: bytes) -> None:
+    """The same bad IP packets through the Ethernet fast path."""
+    with pytest.raises(ParseError):
+        decode_packet(LINKTYPE_ETHERNET, eth(0x0800 if frame[0] >> 4 == 4 else 0x86DD, frame))
 
 
 def test_fragment_fields() -> None:
@@ -722,16 +753,37 @@ def test_decoded_is_slotted() -> None:
 # --- fuzzing ---------------------------------------------------------------------------------
 
 
+OFFSET_FIELDS = ("l3_offset", "l3_end", "l4_offset", "payload_offset")
+
+
+def _via_sll(data: bytes) -> Decoded | None:
+    """Decodes an Ethernet frame's contents again behind a Linux SLL header (2 bytes
+    longer), which never takes the Ethernet fast path. None if that raises."""
+    try:
+        d = decode_packet(LINKTYPE_LINUX_SLL, sll(struct.unpack_from("!H", data, 12)[0], data[14:]))
+    except ParseError:
+        return None
+    for name in OFFSET_FIELDS:
+        setattr(d, name, getattr(d, name) - 2)
+    if d.frag_data_offset:
+        d.frag_data_offset -= 2
+    return d
+
+
 def _decode_or_parse_error(linktype: int, data: bytes) -> Decoded | None:
+    general = _via_sll(data) if linktype == LINKTYPE_ETHERNET and len(data) >= 14 else None
     try:
         d = decode_packet(linktype, data)
     except ParseError:
         with pytest.raises(ParseError):
             ip_ports(linktype, data)
+        assert general is None, "the general path accepted what the fast path refused"
         return None
     check_invariants(d, data)
     ports = ip_ports(linktype, data)
     assert ports == (None if d.ip_version == 0 else (d.src, d.dst, d.proto, d.sport, d.dport))
+    if linktype == LINKTYPE_ETHERNET and len(data) >= 14:
+        assert general is not None and general.as_dict() == d.as_dict()
     return d
 
 
@@ -764,7 +816,11 @@ _VALID = list(all_valid_frames())
 @FUZZ
 @given(
     st.sampled_from(_VALID),
-    st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=6),
+    # mostly in the headers, sometimes anywhere
+    st.lists(
+        st.tuples(st.one_of(st.integers(0, 80), st.integers(0, 10_000)), st.integers(0, 255)),
+        max_size=6,
+    ),
     st.integers(0, 10_000),
 )
 def test_mutated_valid_frames_raise_only_parse_error(

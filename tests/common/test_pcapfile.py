@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -259,11 +259,6 @@ def swap_pcap_to_big_endian(src: bytes) -> bytes:
     return b"".join(out)
 
 
-@pytest.fixture
-def tmp(tmp_path: Path) -> Path:
-    return tmp_path
-
-
 # --------------------------------------------------------------------------- round trips
 
 packets_st = st.lists(
@@ -318,8 +313,8 @@ def test_write_columns_is_byte_identical_to_write(packets):
         assert one.read_bytes() == many.read_bytes()
 
 
-def test_writer_global_header_and_properties(tmp: Path):
-    path = tmp / "h.pcap"
+def test_writer_global_header_and_properties(tmp_path: Path):
+    path = tmp_path / "h.pcap"
     w = PcapWriter(str(path), 113, snaplen=1500)
     assert (w.path, w.linktype, w.packets, w.bytes) == (str(path), 113, 0, 24)
     w.flush()
@@ -336,16 +331,16 @@ def test_writer_global_header_and_properties(tmp: Path):
     assert w.closed
 
 
-def test_writer_truncates_existing_file(tmp: Path):
-    path = tmp / "old.pcap"
+def test_writer_truncates_existing_file(tmp_path: Path):
+    path = tmp_path / "old.pcap"
     path.write_bytes(b"x" * 1000)
     with PcapWriter(path, 1):
         pass
     assert path.stat().st_size == 24
 
 
-def test_writer_cuts_packets_to_snaplen(tmp: Path):
-    path = tmp / "snap.pcap"
+def test_writer_cuts_packets_to_snaplen(tmp_path: Path):
+    path = tmp_path / "snap.pcap"
     with PcapWriter(path, 1, snaplen=8) as w:
         w.write(NS, bytes(range(20)))
         w.write_columns(array("q", [2 * NS, 3 * NS]), array("I", [4, 12]), [4, 30], bytes(16))
@@ -358,8 +353,8 @@ def test_writer_cuts_packets_to_snaplen(tmp: Path):
     ]
 
 
-def test_writer_refuses_bad_input_and_leaves_the_file_alone(tmp: Path):
-    path = tmp / "bad.pcap"
+def test_writer_refuses_bad_input_and_leaves_the_file_alone(tmp_path: Path):
+    path = tmp_path / "bad.pcap"
     with PcapWriter(path, 1) as w:
         w.write(5, b"ok")
         size = w.bytes
@@ -394,16 +389,16 @@ def test_writer_refuses_bad_input_and_leaves_the_file_alone(tmp: Path):
         assert w.write_columns([0], [0], [0], b"", start=0, end=0) == 0
     assert path.stat().st_size == size
     with pytest.raises(ValueError):
-        PcapWriter(tmp / "x.pcap", 1, snaplen=0)
+        PcapWriter(tmp_path / "x.pcap", 1, snaplen=0)
     with pytest.raises(ValueError):
-        PcapWriter(tmp / "x.pcap", 70000)
+        PcapWriter(tmp_path / "x.pcap", 70000)
 
 
-def test_write_columns_sub_range(tmp: Path):
+def test_write_columns_sub_range(tmp_path: Path):
     rng = random.Random(7)
     packets = random_packets(rng, 30)
     ts, caps, origs, blob = to_columns(packets)
-    path = tmp / "sub.pcap"
+    path = tmp_path / "sub.pcap"
     with PcapWriter(path, 1) as w:
         written = w.write_columns(ts, caps, origs, blob, 10, 20)
     assert written == sum(16 + len(p[1]) for p in packets[10:20])
@@ -414,13 +409,13 @@ def test_write_columns_sub_range(tmp: Path):
 # --------------------------------------------------------------------------- tshark oracle
 
 
-def test_tshark_reads_written_file_exactly(tmp: Path):
+def test_tshark_reads_written_file_exactly(tmp_path: Path):
     """tshark sees the same ns timestamps, lengths and bytes as were written."""
     rng = random.Random(2024)
     packets = random_packets(rng, 300, max_len=400)
     packets += [(0, b"\x00", 1), (TS_END_2100, b"\xff" * 3, 9), (NS - 1, b"z", 1)]
     packets += [(1_700_000_000_000_000_001, b"\x01\x02", 65535)]
-    path = tmp / "oracle.pcap"
+    path = tmp_path / "oracle.pcap"
     ts, caps, origs, blob = to_columns(packets)
     with PcapWriter(path, LT_USER0) as w:
         w.write_columns(ts, caps, origs, blob, 0, 100)
@@ -436,9 +431,9 @@ def test_tshark_reads_written_file_exactly(tmp: Path):
     assert info["File encapsulation"] == "user0"
 
 
-def test_sink_mixed_linktypes_open_cleanly_in_tshark(tmp: Path):
+def test_sink_mixed_linktypes_open_cleanly_in_tshark(tmp_path: Path):
     rng = random.Random(5)
-    sink = PcapSink(tmp / "deep" / "dir" / "out.pcap")
+    sink = PcapSink(tmp_path / "deep" / "dir" / "out.pcap")
     sent: dict[int, list[tuple[int, bytes, int]]] = {}
     for i in range(12):
         lt = [1, 113, 101, 276][i % 4]
@@ -452,10 +447,10 @@ def test_sink_mixed_linktypes_open_cleanly_in_tshark(tmp: Path):
         101: "out.raw.pcap",
         276: "out.linux_sll2.pcap",
     }
-    assert sink.files() == [str(tmp / "deep" / "dir" / n) for n in names.values()]
+    assert sink.files() == [str(tmp_path / "deep" / "dir" / n) for n in names.values()]
     encap = {1: "ether", 113: "linux-sll", 101: "rawip", 276: "linux-sll2"}
     for lt, name in names.items():
-        path = tmp / "deep" / "dir" / name
+        path = tmp_path / "deep" / "dir" / name
         frames = tshark_frames(path)
         assert [(f[0], f[1], f[2]) for f in frames] == [(t, o, len(d)) for t, d, o in sent[lt]]
         info = capinfos(path)
@@ -510,7 +505,7 @@ def test_corpus_interfaces_and_link_types():
 
 
 @pytest.mark.parametrize("rel", ["smtp/zeek_smtp.pcap", "mixed/ja4_latest.pcapng"])
-def test_reader_agrees_across_format_conversions(tmp: Path, rel: str):
+def test_reader_agrees_across_format_conversions(tmp_path: Path, rel: str):
     """One capture as µs pcap, ns pcap, pcapng (µs and ns) and big-endian: same packets."""
     editcap = need_tool("editcap")
     src = corpus(rel)
@@ -521,26 +516,29 @@ def test_reader_agrees_across_format_conversions(tmp: Path, rel: str):
         "ng.pcapng": ["-F", "pcapng"],
     }
     for name, opts in variants.items():
-        run(editcap, *opts, src, tmp / name)
-    run(editcap, "-F", "pcapng", tmp / "ns.pcap", tmp / "ns.pcapng")  # if_tsresol = 9
-    (tmp / "be.pcap").write_bytes(swap_pcap_to_big_endian((tmp / "us.pcap").read_bytes()))
-    (tmp / "be-ns.pcap").write_bytes(swap_pcap_to_big_endian((tmp / "ns.pcap").read_bytes()))
-    assert (tmp / "be.pcap").read_bytes()[:4] == b"\xa1\xb2\xc3\xd4"
-    assert (tmp / "be-ns.pcap").read_bytes()[:4] == b"\xa1\xb2\x3c\x4d"
+        run(editcap, *opts, src, tmp_path / name)
+    run(editcap, "-F", "pcapng", tmp_path / "ns.pcap", tmp_path / "ns.pcapng")  # if_tsresol = 9
+    for src_name, be_name in [("us.pcap", "be.pcap"), ("ns.pcap", "be-ns.pcap")]:
+        le_bytes = (tmp_path / src_name).read_bytes()
+        (tmp_path / be_name).write_bytes(swap_pcap_to_big_endian(le_bytes))
+    assert (tmp_path / "be.pcap").read_bytes()[:4] == b"\xa1\xb2\xc3\xd4"
+    assert (tmp_path / "be-ns.pcap").read_bytes()[:4] == b"\xa1\xb2\x3c\x4d"
     for name in ["us.pcap", "ns.pcap", "ng.pcapng", "ns.pcapng", "be.pcap", "be-ns.pcap"]:
-        got, reader = read_all(tmp / name)
+        got, reader = read_all(tmp_path / name)
         assert got == base, name
         assert reader.format == ("pcapng" if name.endswith("pcapng") else "pcap")
-        cols, _ = read_by_columns(tmp / name, 50)
+        cols, _ = read_by_columns(tmp_path / name, 50)
         assert cols == base, name
     # And tshark agrees with the big-endian file it did not write.
-    assert tshark_frames(tmp / "be.pcap") == [(t, o, len(d), 0) for t, _, d, o in base]
+    assert tshark_frames(tmp_path / "be.pcap") == [(t, o, len(d), 0) for t, _, d, o in base]
 
 
 # --------------------------------------------------------------------------- crafted pcapng
 
 
-def crafted_pcapng(tmp: Path, custom: bool = True) -> tuple[Path, list[Record], list[Interface]]:
+def crafted_pcapng(
+    tmp_path: Path, custom: bool = True
+) -> tuple[Path, list[Record], list[Interface]]:
     """Two sections (LE then BE) exercising every option and block type the reader knows.
 
     ``custom=False`` leaves out the custom block, which tshark shows as a frame of its own.
@@ -584,7 +582,7 @@ def crafted_pcapng(tmp: Path, custom: bool = True) -> tuple[Path, list[Record], 
     want.append((((1_000 * 1024 + 1) * NS >> 10) - 5 * NS, 5, b"pow2", 4))
     blocks.append(ng_spb(be, b"x" * 64, 200))  # holds min(origlen, snaplen 64) bytes
     want.append((0, 4, b"x" * 64, 200))
-    path = tmp / "crafted.pcapng"
+    path = tmp_path / "crafted.pcapng"
     path.write_bytes(b"".join(blocks))
     ifaces = [
         Interface("eth0", 1, 1500),
@@ -597,8 +595,8 @@ def crafted_pcapng(tmp: Path, custom: bool = True) -> tuple[Path, list[Record], 
     return path, want, ifaces
 
 
-def test_crafted_pcapng(tmp: Path):
-    path, want, ifaces = crafted_pcapng(tmp)
+def test_crafted_pcapng(tmp_path: Path):
+    path, want, ifaces = crafted_pcapng(tmp_path)
     got, reader = read_all(path)
     assert got == want
     assert reader.interfaces == ifaces
@@ -609,9 +607,9 @@ def test_crafted_pcapng(tmp: Path):
         assert cols == want
 
 
-def test_crafted_pcapng_matches_tshark(tmp: Path):
+def test_crafted_pcapng_matches_tshark(tmp_path: Path):
     """tshark decodes the crafted resolutions and offsets the same way."""
-    path, want, _ = crafted_pcapng(tmp, custom=False)
+    path, want, _ = crafted_pcapng(tmp_path, custom=False)
     frames = tshark_frames(path)
     # Simple Packet Blocks have no timestamp: tshark shows none where we report 0.
     # tshark 4.0 numbers interfaces within their section (the second section's
@@ -645,8 +643,8 @@ def test_crafted_pcapng_matches_tshark(tmp: Path):
         ),
     ],
 )
-def test_broken_header_raises_pcap_format_error(tmp: Path, content: bytes, message: str):
-    path = tmp / "broken.pcap"
+def test_broken_header_raises_pcap_format_error(tmp_path: Path, content: bytes, message: str):
+    path = tmp_path / "broken.pcap"
     path.write_bytes(content)
     with pytest.raises(PcapFormatError) as info:
         open_capture(path)
@@ -657,9 +655,9 @@ def test_broken_header_raises_pcap_format_error(tmp: Path, content: bytes, messa
     assert isinstance(info.value, ValueError)
 
 
-def test_missing_file_is_an_os_error(tmp: Path):
+def test_missing_file_is_an_os_error(tmp_path: Path):
     with pytest.raises(FileNotFoundError):
-        open_capture(tmp / "nope.pcap")
+        open_capture(tmp_path / "nope.pcap")
 
 
 @HYP
@@ -721,7 +719,7 @@ def test_truncated_pcapng_returns_every_complete_record(packets, cut):
         assert len(reader.interfaces) == (1 if done >= 2 else 0)
 
 
-def test_corrupt_caplen_mid_file_stops_cleanly(tmp: Path):
+def test_corrupt_caplen_mid_file_stops_cleanly(tmp_path: Path):
     recs = [(100 + i, 5, bytes([i]) * (10 + i), 60) for i in range(50)]
     good = craft_pcap(recs, nano=True)
     want = [(s * NS + f, 0, d, o) for s, f, d, o in recs]
@@ -731,7 +729,7 @@ def test_corrupt_caplen_mid_file_stops_cleanly(tmp: Path):
     for bad in (0xFFFFFFF0, 300000):
         data = bytearray(good + bytes(400000))
         struct.pack_into("<I", data, off + 8, bad)
-        path = tmp / f"corrupt{bad}.pcap"
+        path = tmp_path / f"corrupt{bad}.pcap"
         path.write_bytes(data)
         got, r = read_all(path)
         assert got == want[:20]
@@ -744,14 +742,14 @@ def test_corrupt_caplen_mid_file_stops_cleanly(tmp: Path):
             assert r.read_columns(1000) is None  # stays stopped
 
 
-def test_corrupt_pcapng_blocks(tmp: Path):
+def test_corrupt_pcapng_blocks(tmp_path: Path):
     bo = "<"
     head = ng_shb(bo) + ng_idb(bo, 1, 0)
     pkt = [ng_epb(bo, 0, 1000 + i, bytes([i]) * 3, 3) for i in range(6)]
     want = [((1000 + i) * 1000, 0, bytes([i]) * 3, 3) for i in range(6)]
     # An unknown interface id: framing is intact, so only that packet is lost.
     unknown_iface = ng_epb(bo, 7, 1, b"zz", 2)
-    path = tmp / "a.pcapng"
+    path = tmp_path / "a.pcapng"
     path.write_bytes(head + b"".join(pkt[:3]) + unknown_iface + b"".join(pkt[3:]))
     got, r = read_all(path)
     assert (got, r.truncated) == (want, 1)
@@ -779,10 +777,10 @@ def test_corrupt_pcapng_blocks(tmp: Path):
     assert (got, r.truncated) == (want[:2], 1)
 
 
-def test_classic_pcap_microseconds_and_big_endian(tmp: Path):
+def test_classic_pcap_microseconds_and_big_endian(tmp_path: Path):
     recs = [(1_700_000_000, 999_999, b"a", 1), (0, 0, b"", 0), (2**32 - 1, 1, b"\x00" * 70, 80)]
     for bo in "<>":
-        path = tmp / f"us{bo == '>'}.pcap"
+        path = tmp_path / f"us{bo == '>'}.pcap"
         path.write_bytes(craft_pcap(recs, bo=bo, nano=False, linktype=105, snaplen=96))
         got, r = read_all(path)
         assert got == [(s * NS + f * 1000, 0, d, o) for s, f, d, o in recs]
@@ -792,8 +790,8 @@ def test_classic_pcap_microseconds_and_big_endian(tmp: Path):
         assert got == [(s * NS + f, 0, d, o) for s, f, d, o in recs]
 
 
-def test_empty_capture_and_reader_lifetime(tmp: Path):
-    path = tmp / "empty.pcap"
+def test_empty_capture_and_reader_lifetime(tmp_path: Path):
+    path = tmp_path / "empty.pcap"
     with PcapWriter(path, 1):
         pass
     with open_capture(path) as r:
@@ -830,9 +828,9 @@ def test_linktype_names():
     assert linktype_name(147) == "dlt147"
 
 
-def test_sink_without_rotation(tmp: Path):
+def test_sink_without_rotation(tmp_path: Path):
     rng = random.Random(1)
-    path = tmp / "new" / "out.pcap"
+    path = tmp_path / "new" / "out.pcap"
     with PcapSink(str(path)) as sink:
         sink.write_columns(113, *batch(rng, 3, 10))
         sink.write_columns(1, *batch(rng, 2, 10))
@@ -844,8 +842,8 @@ def test_sink_without_rotation(tmp: Path):
         assert sink.packets == 3 + 2 + 4 + 1 + 2
     files = [
         str(path),
-        str(tmp / "new" / "out.ethernet.pcap"),
-        str(tmp / "new" / "out.dlt147.pcap"),
+        str(tmp_path / "new" / "out.ethernet.pcap"),
+        str(tmp_path / "new" / "out.dlt147.pcap"),
     ]
     assert sink.files() == files
     assert sink.bytes == sum(os.path.getsize(f) for f in files)
@@ -860,20 +858,20 @@ def test_sink_without_rotation(tmp: Path):
         sink.write_columns(1, *batch(rng, 1, 1))
 
 
-def test_sink_keeps_path_exactly(tmp: Path):
-    path = f"{tmp}/./out"  # no suffix, and a spelling that Path would normalise
+def test_sink_keeps_path_exactly(tmp_path: Path):
+    path = f"{tmp_path}/./out"  # no suffix, and a spelling that Path would normalise
     with PcapSink(path) as sink:
         sink.write_columns(1, *batch(random.Random(0), 1, 4))
         sink.write_columns(101, *batch(random.Random(0), 1, 4))
     assert sink.files()[0] == path
-    assert sink.files()[1] == str(tmp / "out.raw")
+    assert sink.files()[1] == str(tmp_path / "out.raw")
 
 
-def test_sink_rotation_by_size(tmp: Path):
+def test_sink_rotation_by_size(tmp_path: Path):
     rng = random.Random(2)
     clock = FakeClock()
     limit = 24 + 3 * (16 + 100)  # room for three 100-byte packets per file
-    sink = PcapSink(tmp / "out.pcap", rotate_size=limit, clock=clock)
+    sink = PcapSink(tmp_path / "out.pcap", rotate_size=limit, clock=clock)
     sent = []
     for n in [1, 1, 1, 1, 2, 1, 7, 1]:
         cols = batch(rng, n, 100)
@@ -881,22 +879,22 @@ def test_sink_rotation_by_size(tmp: Path):
         sent += columns_records(Columns(cols[0], cols[1], cols[2], array("H", [0] * n), cols[3]))
     sink.close()
     names = [f"out-{i:06d}.pcap" for i in range(1, 6)]
-    assert sink.files() == [str(tmp / n) for n in names]
-    per_file = [len(read_all(tmp / n)[0]) for n in names]
+    assert sink.files() == [str(tmp_path / n) for n in names]
+    per_file = [len(read_all(tmp_path / n)[0]) for n in names]
     # 1+1+1 | 1+2 | 1 | 7 (bigger than the limit: alone, whole) | 1
     assert per_file == [3, 3, 1, 7, 1]
-    sizes = [os.path.getsize(tmp / n) for n in names]
+    sizes = [os.path.getsize(tmp_path / n) for n in names]
     assert all(s <= limit for i, s in enumerate(sizes) if i != 3)
     assert sizes[3] > limit
-    got = [rec for n in names for rec in read_all(tmp / n)[0]]
+    got = [rec for n in names for rec in read_all(tmp_path / n)[0]]
     assert got == sent
     assert sink.packets == len(sent) and sink.bytes == sum(sizes)
 
 
-def test_sink_rotation_by_interval_and_per_linktype(tmp: Path):
+def test_sink_rotation_by_interval_and_per_linktype(tmp_path: Path):
     rng = random.Random(3)
     clock = FakeClock()
-    sink = PcapSink(tmp / "cap" / "out.pcap", rotate_interval=10.0, clock=clock)
+    sink = PcapSink(tmp_path / "cap" / "out.pcap", rotate_interval=10.0, clock=clock)
     sink.write_columns(1, *batch(rng, 1, 10))  # out-000001 opened at t=1000
     clock.now += 5
     sink.write_columns(113, *batch(rng, 1, 10))  # out.linux_sll-000001 opened at t=1005
@@ -910,7 +908,7 @@ def test_sink_rotation_by_interval_and_per_linktype(tmp: Path):
     sink.write_columns(113, *batch(rng, 2, 10))  # -> out.linux_sll-000002
     sink.write_columns(1, *batch(rng, 1, 10))  # -> out-000003
     sink.close()
-    d = tmp / "cap"
+    d = tmp_path / "cap"
     want = {
         "out-000001.pcap": 3,
         "out.linux_sll-000001.pcap": 2,
@@ -926,45 +924,60 @@ def test_sink_rotation_by_interval_and_per_linktype(tmp: Path):
     assert sink.packets == 9
 
 
-def test_sink_rejects_bad_settings(tmp: Path):
+def test_sink_rejects_bad_settings(tmp_path: Path):
     with pytest.raises(ValueError):
-        PcapSink(tmp / "x.pcap", rotate_size=0)
+        PcapSink(tmp_path / "x.pcap", rotate_size=0)
     with pytest.raises(ValueError):
-        PcapSink(tmp / "x.pcap", rotate_interval=-1)
+        PcapSink(tmp_path / "x.pcap", rotate_interval=-1)
+    sink = PcapSink(tmp_path / "x.pcap")
+    with pytest.raises(ValueError):
+        sink.write_columns(70000, *batch(random.Random(0), 1, 1))
+    assert sink.files() == [] and not (tmp_path / "x.pcap").exists()
 
 
 # --------------------------------------------------------------------------- throughput
 
 
-def bench(n: int = 1_000_000, size: int = 60, batch_size: int = 4096) -> dict[str, float]:
-    """Records per second for write_columns, read_columns and records() on small packets."""
-    rates = {}
+def bench(
+    n: int = 1_000_000, size: int = 60, batch_size: int = 4096, repeat: int = 1
+) -> dict[str, float]:
+    """Records per second for write_columns, read_columns and records() on small packets.
+
+    Each rate is the best of ``repeat`` runs: the machine is shared, and the best
+    run is the one least disturbed by other work.
+    """
+    rates: dict[str, float] = {}
+
+    def keep(name: str, count: int, started: float) -> None:
+        rates[name] = max(rates.get(name, 0.0), count / (time.perf_counter() - started))
+
     base = 1_700_000_000 * NS
     ts = array("q", range(base, base + n * 1000, 1000))
     caps = array("I", [size]) * n
     blob = random.Random(0).randbytes(size) * n
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "bench.pcap"
-        t = time.perf_counter()
-        with PcapWriter(path, 1) as w:
-            for i in range(0, n, batch_size):
-                j = min(n, i + batch_size)
-                w.write_columns(ts[i:j], caps[i:j], caps[i:j], blob[i * size : j * size])
-        rates["write_columns"] = n / (time.perf_counter() - t)
-        t = time.perf_counter()
-        got = 0
-        with open_capture(path) as r:
-            while (cols := r.read_columns(batch_size)) is not None:
-                got += len(cols)
-        rates["read_columns"] = got / (time.perf_counter() - t)
-        assert got == n
-        t = time.perf_counter()
-        got = 0
-        with open_capture(path) as r:
-            for _ in r.records():
-                got += 1
-        rates["records"] = got / (time.perf_counter() - t)
-        assert got == n
+        for _ in range(repeat):
+            t = time.perf_counter()
+            with PcapWriter(path, 1) as w:
+                for i in range(0, n, batch_size):
+                    j = min(n, i + batch_size)
+                    w.write_columns(ts[i:j], caps[i:j], caps[i:j], blob[i * size : j * size])
+            keep("write_columns", n, t)
+            t = time.perf_counter()
+            got = 0
+            with open_capture(path) as r:
+                while (cols := r.read_columns(batch_size)) is not None:
+                    got += len(cols)
+            keep("read_columns", got, t)
+            assert got == n
+            t = time.perf_counter()
+            got = 0
+            with open_capture(path) as r:
+                for _ in r.records():
+                    got += 1
+            keep("records", got, t)
+            assert got == n
     return rates
 
 
@@ -984,11 +997,5 @@ def test_throughput(capsys: pytest.CaptureFixture[str]):
     assert rates["write_columns"] > 250_000
 
 
-def _iter_main() -> Iterator[str]:
-    n, size = 1_000_000, 60
-    yield _report(bench(n, size), n, size)
-
-
 if __name__ == "__main__":
-    for line in _iter_main():
-        print(line)
+    print(_report(bench(1_000_000, 60, repeat=5), 1_000_000, 60))

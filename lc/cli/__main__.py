@@ -1,0 +1,3 @@
+from lc.cli.main import main
+
+main()
