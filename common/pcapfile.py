@@ -74,6 +74,8 @@ from types import TracebackType
 from .errors import ParseError
 
 __all__ = [
+    "frame_records",
+    "record_lengths",
     "MAX_RECORD",
     "CaptureReader",
     "Columns",
@@ -81,6 +83,7 @@ __all__ = [
     "PcapFormatError",
     "PcapSink",
     "PcapWriter",
+    "Records",
     "linktype_name",
     "open_capture",
 ]
@@ -156,6 +159,39 @@ class Columns:
 
     def __len__(self) -> int:
         return len(self.caplen)
+
+
+@dataclass(slots=True)
+class Records:
+    """A chunk of packets as nanosecond pcap records, with their columns beside them.
+
+    Packet ``i``'s record starts at ``o = 16 * i + sum(caplen[:i])`` in ``records``;
+    its bytes follow the 16-byte header.
+    """
+
+    ts_ns: array[int]  # 'q'
+    caplen: array[int]  # 'I'
+    origlen: array[int]  # 'I'
+    iface: array[int]  # 'H'
+    records: bytes
+
+    def __len__(self) -> int:
+        return len(self.caplen)
+
+
+def _interleave(hdr: array, frac_mul: int, datas: list[bytes]) -> bytes:
+    """Headers (host-order uint32 x4 per record) and packet bytes as nanosecond records."""
+    n = len(datas)
+    if frac_mul != 1:
+        hdr = array("I", hdr)
+        hdr[1::4] = array("I", map(mul, hdr[1::4], repeat(frac_mul)))
+    if _BIG_ENDIAN_HOST:
+        hdr = array("I", hdr)
+        hdr.byteswap()
+    parts: list[bytes] = [b""] * (2 * n)
+    parts[0::2] = map(BytesIO(hdr[: 4 * n].tobytes()).read, repeat(16, n))
+    parts[1::2] = datas
+    return b"".join(parts)
 
 
 def linktype_name(linktype: int) -> str:
@@ -264,6 +300,35 @@ class CaptureReader:
             blob=b"".join(datas),
         )
 
+    def read_records(self, max_packets: int) -> Records | None:
+        """Like :meth:`read_columns`, with the packets framed as nanosecond pcap records.
+
+        This is the replay hot path: a little-endian nanosecond pcap is passed
+        through as it lies in the file; other files have their headers rewritten
+        once, in bulk (see :func:`frame_records`).
+        """
+        if max_packets <= 0:
+            raise ValueError(f"max_packets must be positive, not {max_packets}")
+        if self._chunk != self._chunk_pcap:
+            cols = self.read_columns(max_packets)
+            if cols is None:
+                return None
+            recs = frame_records(cols.ts_ns, cols.caplen, cols.origlen, cols.blob)
+            return Records(cols.ts_ns, cols.caplen, cols.origlen, cols.iface, recs)
+        framed: list[bytes] = []
+        got = self._chunk_pcap(max_packets, framed)
+        if got is None:
+            return None
+        ts, _, caps, origs, _ = got
+        n = len(caps)
+        return Records(
+            ts_ns=array("q", ts),
+            caplen=caps if isinstance(caps, array) else array("I", caps),
+            origlen=origs if isinstance(origs, array) else array("I", origs),
+            iface=array("H", bytes(2 * n)),
+            records=framed[0] if len(framed) == 1 else b"".join(framed),
+        )
+
     # -- buffering
 
     def _fill(self, need: int) -> bool:
@@ -331,7 +396,7 @@ class CaptureReader:
         self._swap = (bo == ">") != _BIG_ENDIAN_HOST
         self._chunk = self._chunk_pcap
 
-    def _chunk_pcap(self, want: int) -> _Chunk | None:
+    def _chunk_pcap(self, want: int, framed: list[bytes] | None = None) -> _Chunk | None:
         """Parse up to ``want`` records without a Python-level loop per record.
 
         A pcap record is a 16-byte header followed by ``caplen`` bytes, so the
@@ -380,7 +445,14 @@ class CaptureReader:
                 secs = hdr[0::4]
                 fracs = hdr[1::4] if frac_mul == 1 else map(mul, hdr[1::4], repeat(frac_mul))
                 ts = list(map(add, map(mul, secs, g), fracs))
-                self._off = off + 16 * n + sum(caps)
+                new_off = off + 16 * n + sum(caps)
+                if framed is not None:
+                    if frac_mul == 1 and not swap and not _BIG_ENDIAN_HOST:
+                        # A little-endian nanosecond file already holds the wire's records.
+                        framed.append(self._buf[off:new_off])
+                    else:
+                        framed.append(_interleave(hdr, frac_mul, datas[:n] if n < len(datas) else datas))
+                self._off = new_off
                 if got:
                     ts_all += ts
                     caps_all += caps
@@ -664,6 +736,111 @@ def _u32_column(col: Sequence[int], start: int, end: int) -> array[int]:
     return array("I", part if isinstance(part, list) else list(part))
 
 
+def frame_records(
+    ts_ns: Sequence[int],
+    caplen: Sequence[int],
+    origlen: Sequence[int],
+    blob: bytes | bytearray | memoryview,
+    start: int = 0,
+    end: int | None = None,
+    snaplen: int = 262144,
+) -> bytes:
+    """Packets ``start..end`` of a columnar batch as nanosecond pcap records, back to back.
+
+    Each record is the 16-byte little-endian header (seconds, nanoseconds, caplen,
+    origlen) followed by the packet, exactly as in a nanosecond pcap file: this is
+    both what :class:`PcapWriter` appends and what a hunter puts on the wire, so
+    that a processor writes a batch with one ``write`` and no per-packet work.
+
+    Raises:
+        ValueError: inconsistent columns, origlen < caplen, or a time outside pcap's range.
+    """
+    total = len(caplen)
+    if end is None:
+        end = total
+    if not 0 <= start <= end <= total or len(ts_ns) < end or len(origlen) < end:
+        raise ValueError(
+            f"bad batch bounds {start}..{end} for columns of lengths "
+            f"{len(ts_ns)}, {total}, {len(origlen)}"
+        )
+    n = end - start
+    if n == 0:
+        return b""
+    # Every column step below is a C-level map or an array slice: no Python
+    # code runs per packet (see the module doc for the measured rate).
+    try:
+        caps = _u32_column(caplen, start, end)
+        origs = _u32_column(origlen, start, end)
+    except OverflowError:
+        raise ValueError("a packet length does not fit in 32 unsigned bits") from None
+    first = sum(caplen[:start]) if start else 0
+    need = first + sum(caps)
+    if need > len(blob):
+        raise ValueError(f"blob holds {len(blob)} bytes, the lengths need {need}")
+    if any(map(gt, caps, origs)):
+        raise ValueError("a packet has origlen < caplen")
+    ts = ts_ns[start:end]
+    g = repeat(_NS)
+    try:  # array('I') refuses seconds outside 0..2**32-1: the range check is free
+        secs = array("I", list(map(floordiv, ts, g)))
+    except OverflowError:
+        raise ValueError("a timestamp lies outside pcap's range [1970, 2106)") from None
+    nsecs = array("I", list(map(mod, ts, g)))
+    body = BytesIO(blob)  # shares a bytes blob; reads are cheaper than slices
+    body.seek(first)
+    datas: list[bytes] = list(map(body.read, caps))
+    if max(caps) > snaplen:  # rare: cut to snaplen, keeping origlen
+        caps = array("I", map(min, caps, repeat(snaplen)))
+        datas = [d[:snaplen] for d in datas]
+    hdr = array("I", bytes(16 * n))
+    hdr[0::4] = secs
+    hdr[1::4] = nsecs
+    hdr[2::4] = caps
+    hdr[3::4] = origs
+    if _BIG_ENDIAN_HOST:
+        hdr.byteswap()
+    parts: list[bytes] = [b""] * (2 * n)
+    parts[0::2] = map(BytesIO(hdr.tobytes()).read, repeat(16, n))
+    parts[1::2] = datas
+    return b"".join(parts)
+
+
+def record_lengths(data: bytes, count: int) -> array:
+    """Check that ``data`` is exactly ``count`` nanosecond-pcap records; return their caplens.
+
+    The walk is the reader's C-level chain of BytesIO reads (no Python code per
+    record), so validating a batch costs far less than writing it did.
+
+    Raises:
+        ParseError: the records do not end exactly at the end of ``data``, or their
+            number is not ``count``, or a nanosecond field is 10**9 or more.
+    """
+    if count == 0:
+        if data:
+            raise ParseError(f"{len(data)} bytes of records for 0 packets")
+        return array("I")
+    bio = BytesIO(data)
+    heads, heads_kept = tee(map(bio.read, repeat(16, count)))
+    try:
+        sizes = list(map(len, starmap(bio.read, map(_LE_CAPLEN.unpack, heads))))
+    except struct.error:
+        raise ParseError(f"records end early: fewer than {count} complete headers") from None
+    hdr = array("I", b"".join(heads_kept))
+    if _BIG_ENDIAN_HOST:
+        hdr.byteswap()
+    caps = hdr[2::4]
+    if len(caps) != count or caps != array("I", sizes):
+        raise ParseError(f"records are cut short: {count} packets do not fit the data")
+    if bio.tell() != len(data):
+        raise ParseError(f"{len(data) - bio.tell()} bytes left over after {count} records")
+    if count and max(hdr[1::4]) >= _NS:
+        raise ParseError("a record's nanosecond field is 10**9 or more")
+    return caps
+
+
+_LE_CAPLEN = struct.Struct("<8xI4x")
+
+
 class PcapWriter:
     """Write a little-endian, nanosecond-precision classic pcap file.
 
@@ -753,48 +930,21 @@ class PcapWriter:
         n = end - start
         if n == 0:
             return 0
-        # Every column step below is a C-level map or an array slice: no Python
-        # code runs per packet (see the module doc for the measured rate).
-        try:
-            caps = _u32_column(caplen, start, end)
-            origs = _u32_column(origlen, start, end)
-        except OverflowError:
-            raise ValueError("a packet length does not fit in 32 unsigned bits") from None
-        first = sum(caplen[:start]) if start else 0
-        need = first + sum(caps)
-        if need > len(blob):
-            raise ValueError(f"blob holds {len(blob)} bytes, the lengths need {need}")
-        if any(map(gt, caps, origs)):
-            raise ValueError("a packet has origlen < caplen")
-        ts = ts_ns[start:end]
-        g = repeat(_NS)
-        try:  # array('I') refuses seconds outside 0..2**32-1: the range check is free
-            secs = array("I", list(map(floordiv, ts, g)))
-        except OverflowError:
-            raise ValueError("a timestamp lies outside pcap's range [1970, 2106)") from None
-        nsecs = array("I", list(map(mod, ts, g)))
-        body = BytesIO(blob)  # shares a bytes blob; reads are cheaper than slices
-        body.seek(first)
-        datas: list[bytes] = list(map(body.read, caps))
-        snaplen = self._snaplen
-        if max(caps) > snaplen:  # rare: cut to snaplen, keeping origlen
-            caps = array("I", map(min, caps, repeat(snaplen)))
-            datas = [d[:snaplen] for d in datas]
-        hdr = array("I", bytes(16 * n))
-        hdr[0::4] = secs
-        hdr[1::4] = nsecs
-        hdr[2::4] = caps
-        hdr[3::4] = origs
-        if _BIG_ENDIAN_HOST:
-            hdr.byteswap()
-        parts: list[bytes] = [b""] * (2 * n)
-        parts[0::2] = map(BytesIO(hdr.tobytes()).read, repeat(16, n))
-        parts[1::2] = datas
-        out = b"".join(parts)
+        out = frame_records(ts_ns, caplen, origlen, blob, start, end, self._snaplen)
         self._f.write(out)
         self._packets += n
         self._bytes += len(out)
         return len(out)
+
+    def write_records(self, records: bytes | memoryview, count: int) -> int:
+        """Append ``count`` ready-made nanosecond records (see :func:`frame_records`).
+
+        The caller has checked them (:func:`record_lengths`); one write, no per-packet work.
+        """
+        self._f.write(records)
+        self._packets += count
+        self._bytes += len(records)
+        return len(records)
 
     def flush(self) -> None:
         """Hand buffered data to the OS, so readers of the file see it."""
@@ -957,6 +1107,33 @@ class PcapSink:
         if w is None:
             w = self._open(linktype, stream)
         return w.write_columns(ts_ns, caplen, origlen, blob, start, end)
+
+    def write_records(self, linktype: int, records: bytes | memoryview, count: int) -> int:
+        """Write ``count`` ready-made nanosecond records of one link type in one write."""
+        if self._closed:
+            raise ValueError("write to a closed PcapSink")
+        if not 0 <= linktype <= 0xFFFF:
+            raise ValueError(f"linktype {linktype} out of range (0..65535)")
+        if count <= 0:
+            return 0
+        stream = self._streams.get(linktype)
+        if stream is None:
+            stream = _Stream(None if not self._streams else linktype_name(linktype))
+            self._streams[linktype] = stream
+        w = stream.writer
+        if w is not None and self._rotating and self._due_bytes(stream, w, len(records)):
+            self._retire(w)
+            w = stream.writer = None
+        if w is None:
+            w = self._open(linktype, stream)
+        return w.write_records(records, count)
+
+    def _due_bytes(self, stream: _Stream, w: PcapWriter, nbytes: int) -> bool:
+        interval = self._rotate_interval
+        if interval is not None and self._clock() - stream.opened_at >= interval:
+            return True
+        size = self._rotate_size
+        return size is not None and w.packets > 0 and w.bytes + nbytes > size
 
     def _due(self, stream: _Stream, w: PcapWriter, caplen: Sequence[int], s: int, e: int) -> bool:
         interval = self._rotate_interval

@@ -1,9 +1,8 @@
-"""Packing and unpacking the columnar ``PacketBatch`` and JSON views of wire messages.
+"""Packing and unpacking ``PacketBatch`` and JSON views of wire messages.
 
-The batch keeps per-packet columns as fixed-width little-endian arrays inside bytes
-fields (see proto/lc.proto), so a batch of any size is built and parsed with a
-handful of memcpy-speed calls instead of one protobuf object per packet.
-This module is the only place that knows that layout.
+A batch carries its packets as nanosecond pcap records back to back (see
+proto/lc.proto for why); the per-packet interface indices are a packed uint16
+array and metadata is sparse. This module is the only place that knows that layout.
 """
 
 from __future__ import annotations
@@ -18,10 +17,11 @@ from typing import Any
 from google.protobuf.message import Message
 
 from lc.common.errors import ParseError
+from lc.common.pcapfile import record_lengths
 from lc.proto import lc_pb2
 
 __all__ = [
-    "BatchColumns",
+    "BatchRecords",
     "build_batch",
     "dumps",
     "message_to_json",
@@ -53,58 +53,53 @@ def _from_le(typecode: str, raw: bytes, what: str, count: int) -> array:
 
 
 @dataclass(slots=True)
-class BatchColumns:
-    """The packets of one batch as columns; ``blob`` holds their bytes back to back."""
+class BatchRecords:
+    """A received batch, checked: its records, their captured lengths, their interfaces."""
 
-    ts_ns: array  # 'q'
-    caplen: array  # 'I'
-    origlen: array  # 'I'
-    iface: array | None  # 'H' indices into ``interfaces``; None = all packets on interface 0
+    records: bytes  # nanosecond pcap records back to back
+    caplen: array  # 'I', one per record
+    iface: array | None  # 'H' indices into ``interfaces``; None = all on interface 0
     interfaces: list[tuple[str, int]]  # (name, linktype)
-    blob: bytes
     meta: list[lc_pb2.PacketMeta] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.ts_ns)
+        return len(self.caplen)
 
-    def linktype_groups(self) -> list[tuple[int, list[int] | None]]:
-        """Packets grouped by link type: [(linktype, indices or None for 'all')]."""
-        linktypes = {lt for _, lt in self.interfaces} if self.interfaces else {1}
+    def linktype_groups(self) -> list[tuple[int, bytes, int]]:
+        """The records split by link type, in order: [(linktype, records, count)]."""
+        interfaces = self.interfaces
+        linktypes = {lt for _, lt in interfaces}
         if self.iface is None or len(linktypes) == 1:
-            lt = self.interfaces[0][1] if self.interfaces else 1
-            return [(lt, None)]
-        groups: dict[int, list[int]] = {}
-        ifaces = self.interfaces
-        for i, idx in enumerate(self.iface):
-            groups.setdefault(ifaces[idx][1], []).append(i)
-        return list(groups.items())
+            return [(interfaces[0][1], self.records, len(self))]
+        parts: dict[int, list[bytes]] = {}
+        mv = memoryview(self.records)
+        off = 0
+        for idx, c in zip(self.iface, self.caplen, strict=True):
+            end = off + 16 + c
+            parts.setdefault(interfaces[idx][1], []).append(mv[off:end])
+            off = end
+        return [(lt, b"".join(p), len(p)) for lt, p in parts.items()]
 
 
 def build_batch(
     hunter_id: str,
     epoch: int,
     sequence: int,
-    ts_ns: array,
-    caplen: array,
-    origlen: array,
-    blob: bytes,
+    records: bytes,
+    count: int,
     interfaces: Sequence[tuple[str, int]],
     iface: array | None = None,
     meta: Sequence[lc_pb2.PacketMeta] = (),
     sealed_at_ns: int = 0,
 ) -> lc_pb2.PacketBatch:
-    """Build a PacketBatch from columns; ``origlen`` is omitted when it equals ``caplen``."""
-    n = len(ts_ns)
+    """Build a PacketBatch from framed records (see :func:`lc.common.pcapfile.frame_records`)."""
     batch = lc_pb2.PacketBatch(
         hunter_id=hunter_id,
         epoch=epoch,
         sequence=sequence,
-        count=n,
-        data=blob,
-        ts_ns=_to_le(ts_ns),
-        caplen=_to_le(caplen),
-        origlen=b"" if origlen == caplen else _to_le(origlen),
-        iface=b"" if iface is None or iface.count(0) == n else _to_le(iface),
+        count=count,
+        data=records,
+        iface=b"" if iface is None or iface.count(0) == count else _to_le(iface),
         sealed_at_ns=sealed_at_ns,
     )
     for name, lt in interfaces:
@@ -114,34 +109,30 @@ def build_batch(
     return batch
 
 
-def unpack_batch(batch: lc_pb2.PacketBatch) -> BatchColumns:
-    """Check a received batch's columns for consistency and return them.
+def unpack_batch(batch: lc_pb2.PacketBatch) -> BatchRecords:
+    """Check a received batch's framing and indices and return its records.
 
     Raises:
-        ParseError: a column has the wrong size, lengths do not add up to ``data``,
-            an interface index or metadata index is out of range.
+        ParseError: the records do not add up to ``count``, an interface or metadata
+            index is out of range, or no interface is given.
     """
     n = batch.count
-    ts = _from_le("q", batch.ts_ns, "ts_ns", n)
-    caplen = _from_le("I", batch.caplen, "caplen", n)
-    origlen = _from_le("I", batch.origlen, "origlen", n) if batch.origlen else caplen
-    if sum(caplen) != len(batch.data):
-        raise ParseError(
-            f"batch {batch.sequence}: captured lengths add up to {sum(caplen)} bytes "
-            f"but data holds {len(batch.data)}"
-        )
+    try:
+        caplen = record_lengths(batch.data, n)
+    except ParseError as e:
+        raise ParseError(f"batch {batch.sequence}: {e}") from None
     interfaces = [(i.name, i.linktype) for i in batch.interfaces]
+    if not interfaces:
+        raise ParseError(f"batch {batch.sequence}: no interface (link type) given")
     iface = None
     if batch.iface:
         iface = _from_le("H", batch.iface, "iface", n)
         if n and max(iface) >= len(interfaces):
             raise ParseError(f"batch {batch.sequence}: interface index out of range")
-    if not interfaces:
-        raise ParseError(f"batch {batch.sequence}: no interface (link type) given")
     for m in batch.meta:
         if m.index >= n:
             raise ParseError(f"batch {batch.sequence}: metadata for packet {m.index} of {n}")
-    return BatchColumns(ts, caplen, origlen, iface, interfaces, batch.data, list(batch.meta))
+    return BatchRecords(batch.data, caplen, iface, interfaces, list(batch.meta))
 
 
 def message_to_json(msg: Message) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from array import array
 from dataclasses import dataclass
 
+
 __all__ = ["Batcher", "SealedBatch"]
 
 DEFAULT_BATCH_SIZE = 64
@@ -27,17 +28,15 @@ MAX_BATCH_BYTES = 8 * 1024 * 1024
 
 @dataclass(slots=True)
 class SealedBatch:
-    """Columns of one batch, ready to be numbered and sent."""
+    """One batch, framed as nanosecond pcap records, ready to be numbered and sent."""
 
-    ts_ns: array
-    caplen: array
-    origlen: array
-    iface: array | None
-    blob: bytes
-    nbytes: int
+    records: bytes
+    count: int
+    iface: array | None  # 'H' per packet; None when every packet is on interface 0
+    nbytes: int  # packet bytes, without the record headers
 
     def __len__(self) -> int:
-        return len(self.ts_ns)
+        return self.count
 
 
 class Batcher:
@@ -75,26 +74,28 @@ class Batcher:
     def pending(self) -> int:
         return len(self._ts)
 
-    def add_columns(
+    def add_chunk(
         self,
         ts_ns: array,
         caplen: array,
         origlen: array,
-        blob: bytes,
+        records: bytes,
         iface: int | array,
         now_ns: int,
         busy: bool = False,
     ) -> list[SealedBatch]:
-        """Add a chunk of packets; return the batches it completed (possibly none).
+        """Add a chunk of framed packets; return the batches it completed (possibly none).
 
-        ``iface`` is one interface index for the whole chunk or an array of them.
-        ``busy`` tells whether the uplink had a backlog, which grows the targets.
+        ``records`` holds the chunk's packets as nanosecond pcap records (see
+        :func:`lc.common.pcapfile.frame_records`). ``iface`` is one interface index for
+        the whole chunk or an array of them. ``busy`` tells whether the uplink had a
+        backlog, which grows the targets.
         """
         sealed: list[SealedBatch] = []
         n = len(ts_ns)
         start = 0
         off = 0
-        mv = memoryview(blob)
+        mv = memoryview(records)
         while start < n:
             if not self._ts:
                 self._first_ns = now_ns
@@ -111,9 +112,10 @@ class Batcher:
                 self._iface.extend(array("H", [iface]) * (end - start))
             else:
                 self._iface.extend(iface[start:end])
-            self._pieces.append(mv[off : off + nb])
+            rb = nb + 16 * (end - start)
+            self._pieces.append(mv[off : off + rb])
             self._nbytes += nb
-            off += nb
+            off += rb
             start = end
             if len(self._ts) >= self.target_packets or self._nbytes >= self.target_bytes:
                 sealed.append(self.seal(busy))
@@ -121,15 +123,16 @@ class Batcher:
 
     @staticmethod
     def _fit_bytes(caplen: array, start: int, end: int, budget: int) -> tuple[int, int]:
-        total = 0
-        i = start
-        while i < end:
-            c = caplen[i]
-            if total + c > budget and i > start:
-                break
-            total += c
-            i += 1
-        return i, total
+        """The longest run from ``start`` within ``budget`` bytes (at least one packet)."""
+        # Bisect on prefix sums: C-level sums instead of a Python loop per packet.
+        lo, hi = start + 1, end
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if sum(caplen[start:mid]) <= budget:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo, sum(caplen[start:lo])
 
     def due(self, now_ns: int) -> bool:
         """True when pending packets have waited ``timeout_ns``."""
@@ -138,14 +141,9 @@ class Batcher:
     def seal(self, busy: bool = False) -> SealedBatch:
         """Close the pending batch (which must not be empty) and adapt the targets."""
         iface = self._iface if any(self._iface) else None
-        b = SealedBatch(
-            self._ts,
-            self._caplen,
-            self._origlen,
-            iface,
-            b"".join(self._pieces),
-            self._nbytes,
-        )
+        pieces = self._pieces
+        records = bytes(pieces[0]) if len(pieces) == 1 else b"".join(pieces)
+        b = SealedBatch(records, len(self._ts), iface, self._nbytes)
         self._reset()
         if busy:
             self.target_packets = min(self.target_packets * 2, self.max_packets)

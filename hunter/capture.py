@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import os
 import select
+import sys
 from array import array
 from dataclasses import dataclass
+from io import BytesIO
+from itertools import repeat
+from operator import add, mul
 
 import pcapy
 
 from lc.common.errors import LcError, NotFound, ValidationError
-from lc.common.pcapfile import PcapFormatError, open_capture
+from lc.common.pcapfile import PcapFormatError, frame_records, open_capture
 
 __all__ = ["Chunk", "FileSource", "LiveSource", "check_bpf", "list_interfaces"]
 
@@ -44,10 +48,15 @@ _CHUNK = 4096
 
 @dataclass(slots=True)
 class Chunk:
+    """Packets as nanosecond pcap records (the wire's framing) plus their columns.
+
+    Packet ``i``'s record starts at ``16 * i + sum(caplen[:i])`` in ``records``.
+    """
+
     ts_ns: array  # 'q'
     caplen: array  # 'I'
     origlen: array  # 'I'
-    blob: bytes
+    records: bytes
     iface: int | array  # one global interface index for all, or one per packet
 
     def __len__(self) -> int:
@@ -144,13 +153,27 @@ class LiveSource:
                     return None
             m = array("I")
             m.frombytes(meta)
+            n = len(m) // 4
             sec, usec, offs, cl = m[0::4], m[1::4], m[2::4], m[3::4]
-            ts = array("q", [s * 1_000_000_000 + u * 1000 for s, u in zip(sec, usec)])
-            total = sum(cl)
-            if not (offs[0] == 0 and total == len(data) and _contiguous(offs, cl)):
+            nsec = array("I", map(mul, usec, repeat(1000)))
+            ts = array("q", map(add, map(mul, sec, repeat(1_000_000_000)), nsec))
+            hdr = array("I", bytes(16 * n))
+            hdr[0::4] = sec
+            hdr[1::4] = nsec
+            hdr[2::4] = cl
+            hdr[3::4] = cl
+            if sys.byteorder == "big":
+                hdr.byteswap()
+            if offs[0] == 0 and sum(cl) == len(data):  # packets back to back, as usual
+                body = BytesIO(data)
+                datas = list(map(body.read, cl))
+            else:
                 mv = memoryview(data)
-                data = b"".join(mv[o : o + c] for o, c in zip(offs, cl))
-            return Chunk(ts, cl, array("I", cl), data, self.index)
+                datas = [mv[o : o + c] for o, c in zip(offs, cl, strict=True)]
+            parts: list = [b""] * (2 * n)
+            parts[0::2] = map(BytesIO(hdr.tobytes()).read, repeat(16, n))
+            parts[1::2] = datas
+            return Chunk(ts, cl, array("I", cl), b"".join(parts), self.index)
         return self._read_slow(timeout)
 
     def _read_slow(self, timeout: float) -> Chunk | None:
@@ -174,7 +197,7 @@ class LiveSource:
             self._p.dispatch(_CHUNK, on_packet)
             if not ts:
                 return None
-        return Chunk(ts, cl, ol, b"".join(parts), self.index)
+        return Chunk(ts, cl, ol, frame_records(ts, cl, ol, b"".join(parts)), self.index)
 
     def stats(self) -> tuple[int, int, int]:
         """(received, dropped by the kernel, dropped by the interface) from libpcap."""
@@ -194,15 +217,6 @@ class LiveSource:
                 p.close()
         except Exception:
             pass
-
-
-def _contiguous(offs: array, cl: array) -> bool:
-    expected = 0
-    for o, c in zip(offs, cl):
-        if o != expected:
-            return False
-        expected += c
-    return True
 
 
 class FileSource:
@@ -242,24 +256,24 @@ class FileSource:
     def read(self, max_packets: int = _CHUNK) -> Chunk | None:
         """The next chunk of the file, None at its end."""
         while True:
-            cols = self._r.read_columns(max_packets)
-            if cols is None:
+            recs = self._r.read_records(max_packets)
+            if recs is None:
                 return None
             iface: int | array
-            if len(self._r.interfaces) <= 1 or not any(cols.iface):
+            if len(self._r.interfaces) <= 1 or not any(recs.iface):
                 iface = self.index_base
             else:
-                iface = array("H", (i + self.index_base for i in cols.iface))
-            chunk = Chunk(cols.ts_ns, cols.caplen, cols.origlen, cols.blob, iface)
+                iface = array("H", (i + self.index_base for i in recs.iface))
+            chunk = Chunk(recs.ts_ns, recs.caplen, recs.origlen, recs.records, iface)
             if self.bpf:
-                chunk = self._apply_bpf(chunk, cols.iface)
+                chunk = self._apply_bpf(chunk, recs.iface)
                 if not len(chunk):
                     continue
             return chunk
 
     def _apply_bpf(self, chunk: Chunk, local_iface: array) -> Chunk:
-        keep = []
-        mv = memoryview(chunk.blob)
+        keep: list[tuple[int, int, int]] = []  # (index, record offset, record length)
+        mv = memoryview(chunk.records)
         off = 0
         interfaces = self._r.interfaces
         for i, c in enumerate(chunk.caplen):
@@ -271,20 +285,22 @@ class FileSource:
                 except pcapy.PcapError as e:
                     raise ValidationError(f"invalid BPF filter {self.bpf!r}: {e}") from None
                 self._filters[lt] = prog
-            if prog.filter(bytes(mv[off : off + c])):  # type: ignore[attr-defined]
-                keep.append((i, off, c))
-            off += c
+            if prog.filter(bytes(mv[off + 16 : off + 16 + c])):  # type: ignore[attr-defined]
+                keep.append((i, off, 16 + c))
+            off += 16 + c
         self.filtered_out += len(chunk.caplen) - len(keep)
         if len(keep) == len(chunk.caplen):
             return chunk
         ts = array("q", (chunk.ts_ns[i] for i, _, _ in keep))
-        cl = array("I", (c for _, _, c in keep))
+        cl = array("I", (chunk.caplen[i] for i, _, _ in keep))
         ol = array("I", (chunk.origlen[i] for i, _, _ in keep))
-        blob = b"".join(mv[o : o + c] for _, o, c in keep)
-        iface = chunk.iface if isinstance(chunk.iface, int) else array(
-            "H", (chunk.iface[i] for i, _, _ in keep)
+        records = b"".join(mv[o : o + n] for _, o, n in keep)
+        iface = (
+            chunk.iface
+            if isinstance(chunk.iface, int)
+            else array("H", (chunk.iface[i] for i, _, _ in keep))
         )
-        return Chunk(ts, cl, ol, blob, iface)
+        return Chunk(ts, cl, ol, records, iface)
 
     def close(self) -> None:
         self._r.close()

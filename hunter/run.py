@@ -249,10 +249,10 @@ class Hunter:
         now = time.monotonic_ns()
         n = len(chunk)
         self.captured += n
-        self.bytes_captured += len(chunk.blob)
+        self.bytes_captured += len(chunk.records) - 16 * n
         ob = self.outbox
-        for b in batcher.add_columns(
-            chunk.ts_ns, chunk.caplen, chunk.origlen, chunk.blob, chunk.iface, now, ob.backlog > 0
+        for b in batcher.add_chunk(
+            chunk.ts_ns, chunk.caplen, chunk.origlen, chunk.records, chunk.iface, now, ob.backlog > 0
         ):
             if ob.put(b, block=block):
                 self.forwarded += len(b)
@@ -351,7 +351,7 @@ def _paced(chunk: Chunk, first_ts: int, t0: int, speed: float, stop: threading.E
     n = len(chunk)
     start = 0
     off = 0
-    mv = memoryview(chunk.blob)
+    mv = memoryview(chunk.records)
     while start < n and not stop.is_set():
         now = time.monotonic_ns()
         due_until = first_ts + int((now - t0) * speed)
@@ -362,7 +362,7 @@ def _paced(chunk: Chunk, first_ts: int, t0: int, speed: float, stop: threading.E
             wait_ns = (chunk.ts_ns[start] - first_ts) / speed - (now - t0)
             stop.wait(min(max(wait_ns / 1e9, 0.0005), 0.1))
             continue
-        nb = sum(chunk.caplen[start:end])
+        nb = sum(chunk.caplen[start:end]) + 16 * (end - start)
         iface = chunk.iface if isinstance(chunk.iface, int) else chunk.iface[start:end]
         yield Chunk(
             array("q", chunk.ts_ns[start:end]),

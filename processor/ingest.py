@@ -13,10 +13,8 @@ written twice. Batches of one epoch arrive in sequence order on a stream.
 from __future__ import annotations
 
 import threading
-from array import array
-
 from lc.common.pcapfile import PcapSink
-from lc.common.wire import BatchColumns, unpack_batch
+from lc.common.wire import BatchRecords, unpack_batch
 from lc.proto import lc_pb2
 
 __all__ = ["Ingest"]
@@ -61,37 +59,22 @@ class Ingest:
                 self.sink.flush()
                 self._written[key] = seq
                 self.packets += len(cols)
-                self.bytes += len(cols.blob)
+                self.bytes += len(cols.records) - 16 * len(cols)
                 self.batches += 1
             return (
                 lc_pb2.Ack(epoch=batch.epoch, sequence=seq, packets=len(cols)),
                 len(cols),
-                len(cols.blob),
+                len(cols.records) - 16 * len(cols),
             )
         finally:
             with self._state_lock:
                 self._waiting -= 1
                 self._update_flow()
 
-    def _write(self, cols: BatchColumns) -> None:
-        groups = cols.linktype_groups()
-        if len(groups) == 1:
-            self.sink.write_columns(groups[0][0], cols.ts_ns, cols.caplen, cols.origlen, cols.blob)
-            return
-        # Packets of several link types in one batch: each goes to its own file, in order.
-        offsets = array("Q", [0]) * (len(cols) + 1)
-        acc = 0
-        for i, c in enumerate(cols.caplen):
-            offsets[i] = acc
-            acc += c
-        mv = memoryview(cols.blob)
-        for linktype, idx in groups:
-            assert idx is not None
-            ts = array("q", (cols.ts_ns[i] for i in idx))
-            cl = array("I", (cols.caplen[i] for i in idx))
-            ol = array("I", (cols.origlen[i] for i in idx))
-            blob = b"".join(mv[offsets[i] : offsets[i] + cols.caplen[i]] for i in idx)
-            self.sink.write_columns(linktype, ts, cl, ol, blob)
+    def _write(self, batch: BatchRecords) -> None:
+        # Records of several link types in one batch go to one file per link type.
+        for linktype, records, count in batch.linktype_groups():
+            self.sink.write_records(linktype, records, count)
 
     def _update_flow(self) -> None:
         # Hysteresis: SLOW/PAUSE hold until the queue is nearly empty again.

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11lc/proto/lc.proto\x12\x05lc.v1\".\n\x0cInterfaceRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08linktype\x18\x02 \x01(\r\"R\n\nPacketMeta\x12\r\n\x05index\x18\x01 \x01(\r\x12\x10\n\x08protocol\x18\x02 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x03 \x01(\t\x12\x12\n\nfilter_ids\x18\x04 \x03(\t\"\xfd\x01\n\x0bPacketBatch\x12\x11\n\thunter_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12\r\n\x05\x63ount\x18\x04 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\r\n\x05ts_ns\x18\x06 \x01(\x0c\x12\x0e\n\x06\x63\x61plen\x18\x07 \x01(\x0c\x12\x0f\n\x07origlen\x18\x08 \x01(\x0c\x12\'\n\ninterfaces\x18\t \x03(\x0b\x32\x13.lc.v1.InterfaceRef\x12\r\n\x05iface\x18\n \x01(\x0c\x12\x1f\n\x04meta\x18\x0b \x03(\x0b\x32\x11.lc.v1.PacketMeta\x12\x14\n\x0csealed_at_ns\x18\x0c \x01(\x04\"J\n\x03\x41\x63k\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12\x0f\n\x07packets\x18\x04 \x01(\r\"Z\n\rStreamControl\x12\x18\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\n.lc.v1.Ack\x12\x1e\n\x04\x66low\x18\x02 \x01(\x0e\x32\x10.lc.v1.FlowState\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x8e\x01\n\x0fRegisterRequest\x12\x11\n\thunter_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0c\n\x04mode\x18\x04 \x01(\t\x12\x12\n\ninterfaces\x18\x05 \x03(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x06 \x03(\t\x12\r\n\x05\x65poch\x18\x07 \x01(\x04\"i\n\x10RegisterResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x14\n\x0cprocessor_id\x18\x03 \x01(\t\x12\x1d\n\x15heartbeat_interval_ms\x18\x04 \x01(\r\"\xab\x02\n\x0eHunterCounters\x12\x10\n\x08\x63\x61ptured\x18\x01 \x01(\x04\x12\x11\n\tforwarded\x18\x02 \x01(\x04\x12\r\n\x05\x61\x63ked\x18\x03 \x01(\x04\x12\x33\n\x07\x64ropped\x18\x04 \x03(\x0b\x32\".lc.v1.HunterCounters.DroppedEntry\x12\x15\n\rqueue_batches\x18\x05 \x01(\x04\x12\x13\n\x0bqueue_bytes\x18\x06 \x01(\x04\x12\x14\n\x0c\x62\x61tches_sent\x18\x07 \x01(\x04\x12\x13\n\x0b\x63pu_percent\x18\x08 \x01(\x01\x12\x11\n\trss_bytes\x18\t \x01(\x04\x12\x16\n\x0e\x62ytes_captured\x18\n \x01(\x04\x1a.\n\x0c\x44roppedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"q\n\x10HeartbeatRequest\x12\x11\n\thunter_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\'\n\x08\x63ounters\x18\x03 \x01(\x0b\x32\x15.lc.v1.HunterCounters\x12\x12\n\nsent_at_ns\x18\x04 \x01(\x04\"\'\n\x11HeartbeatResponse\x12\x12\n\nregistered\x18\x01 \x01(\x08\"\x0f\n\rStatusRequest\"\xcb\x02\n\x0eStatusResponse\x12\x14\n\x0cprocessor_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x15\n\rstarted_at_ns\x18\x03 \x01(\x04\x12\x16\n\x0euptime_seconds\x18\x04 \x01(\x01\x12\x19\n\x11hunters_connected\x18\x05 \x01(\r\x12\x15\n\rhunters_stale\x18\x06 \x01(\r\x12\x15\n\rhunters_total\x18\x07 \x01(\r\x12\x17\n\x0fpackets_written\x18\x08 \x01(\x04\x12\x15\n\rbytes_written\x18\t \x01(\x04\x12\x17\n\x0f\x62\x61tches_written\x18\n \x01(\x04\x12\x19\n\x11\x62\x61tches_duplicate\x18\x0b \x01(\x04\x12\x14\n\x0coutput_files\x18\x0c \x03(\t\x12\x0e\n\x06listen\x18\r \x01(\t\x12\x10\n\x08insecure\x18\x0e \x01(\x08\"\x14\n\x12ListHuntersRequest\"9\n\x13ListHuntersResponse\x12\"\n\x07hunters\x18\x01 \x03(\x0b\x32\x11.lc.v1.HunterInfo\"%\n\x10GetHunterRequest\x12\x11\n\thunter_id\x18\x01 \x01(\t\"\xfe\x02\n\nHunterInfo\x12\x11\n\thunter_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0c\n\x04mode\x18\x04 \x01(\t\x12\x12\n\ninterfaces\x18\x05 \x03(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x06 \x03(\t\x12\r\n\x05state\x18\x07 \x01(\t\x12\x0c\n\x04peer\x18\x08 \x01(\t\x12\r\n\x05\x65poch\x18\t \x01(\x04\x12\x18\n\x10registered_at_ns\x18\n \x01(\x04\x12\x19\n\x11last_heartbeat_ns\x18\x0b \x01(\x04\x12\'\n\x08\x63ounters\x18\x0c \x01(\x0b\x32\x15.lc.v1.HunterCounters\x12\x18\n\x10packets_received\x18\r \x01(\x04\x12\x16\n\x0e\x62ytes_received\x18\x0e \x01(\x04\x12\x18\n\x10\x62\x61tches_received\x18\x0f \x01(\x04\x12\x19\n\x11\x62\x61tches_duplicate\x18\x10 \x01(\x04\x12\x11\n\tstreaming\x18\x11 \x01(\x08*N\n\tFlowState\x12\x11\n\rFLOW_CONTINUE\x10\x00\x12\r\n\tFLOW_SLOW\x10\x01\x12\x0e\n\nFLOW_PAUSE\x10\x02\x12\x0f\n\x0b\x46LOW_RESUME\x10\x03\x32L\n\x0b\x44\x61taService\x12=\n\rStreamPackets\x12\x12.lc.v1.PacketBatch\x1a\x14.lc.v1.StreamControl(\x01\x30\x01\x32\xcf\x02\n\x11ManagementService\x12\x41\n\x0eRegisterHunter\x12\x16.lc.v1.RegisterRequest\x1a\x17.lc.v1.RegisterResponse\x12>\n\tHeartbeat\x12\x17.lc.v1.HeartbeatRequest\x1a\x18.lc.v1.HeartbeatResponse\x12\x38\n\tGetStatus\x12\x14.lc.v1.StatusRequest\x1a\x15.lc.v1.StatusResponse\x12\x44\n\x0bListHunters\x12\x19.lc.v1.ListHuntersRequest\x1a\x1a.lc.v1.ListHuntersResponse\x12\x37\n\tGetHunter\x12\x17.lc.v1.GetHunterRequest\x1a\x11.lc.v1.HunterInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11lc/proto/lc.proto\x12\x05lc.v1\".\n\x0cInterfaceRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08linktype\x18\x02 \x01(\r\"R\n\nPacketMeta\x12\r\n\x05index\x18\x01 \x01(\r\x12\x10\n\x08protocol\x18\x02 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x03 \x01(\t\x12\x12\n\nfilter_ids\x18\x04 \x03(\t\"\xdf\x01\n\x0bPacketBatch\x12\x11\n\thunter_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12\r\n\x05\x63ount\x18\x04 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\'\n\ninterfaces\x18\t \x03(\x0b\x32\x13.lc.v1.InterfaceRef\x12\r\n\x05iface\x18\n \x01(\x0c\x12\x1f\n\x04meta\x18\x0b \x03(\x0b\x32\x11.lc.v1.PacketMeta\x12\x14\n\x0csealed_at_ns\x18\x0c \x01(\x04J\x04\x08\x06\x10\x07J\x04\x08\x07\x10\x08J\x04\x08\x08\x10\t\"J\n\x03\x41\x63k\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12\x0f\n\x07packets\x18\x04 \x01(\r\"Z\n\rStreamControl\x12\x18\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\n.lc.v1.Ack\x12\x1e\n\x04\x66low\x18\x02 \x01(\x0e\x32\x10.lc.v1.FlowState\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x8e\x01\n\x0fRegisterRequest\x12\x11\n\thunter_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0c\n\x04mode\x18\x04 \x01(\t\x12\x12\n\ninterfaces\x18\x05 \x03(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x06 \x03(\t\x12\r\n\x05\x65poch\x18\x07 \x01(\x04\"i\n\x10RegisterResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x14\n\x0cprocessor_id\x18\x03 \x01(\t\x12\x1d\n\x15heartbeat_interval_ms\x18\x04 \x01(\r\"\xab\x02\n\x0eHunterCounters\x12\x10\n\x08\x63\x61ptured\x18\x01 \x01(\x04\x12\x11\n\tforwarded\x18\x02 \x01(\x04\x12\r\n\x05\x61\x63ked\x18\x03 \x01(\x04\x12\x33\n\x07\x64ropped\x18\x04 \x03(\x0b\x32\".lc.v1.HunterCounters.DroppedEntry\x12\x15\n\rqueue_batches\x18\x05 \x01(\x04\x12\x13\n\x0bqueue_bytes\x18\x06 \x01(\x04\x12\x14\n\x0c\x62\x61tches_sent\x18\x07 \x01(\x04\x12\x13\n\x0b\x63pu_percent\x18\x08 \x01(\x01\x12\x11\n\trss_bytes\x18\t \x01(\x04\x12\x16\n\x0e\x62ytes_captured\x18\n \x01(\x04\x1a.\n\x0c\x44roppedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"q\n\x10HeartbeatRequest\x12\x11\n\thunter_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\'\n\x08\x63ounters\x18\x03 \x01(\x0b\x32\x15.lc.v1.HunterCounters\x12\x12\n\nsent_at_ns\x18\x04 \x01(\x04\"\'\n\x11HeartbeatResponse\x12\x12\n\nregistered\x18\x01 \x01(\x08\"\x0f\n\rStatusRequest\"\xcb\x02\n\x0eStatusResponse\x12\x14\n\x0cprocessor_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x15\n\rstarted_at_ns\x18\x03 \x01(\x04\x12\x16\n\x0euptime_seconds\x18\x04 \x01(\x01\x12\x19\n\x11hunters_connected\x18\x05 \x01(\r\x12\x15\n\rhunters_stale\x18\x06 \x01(\r\x12\x15\n\rhunters_total\x18\x07 \x01(\r\x12\x17\n\x0fpackets_written\x18\x08 \x01(\x04\x12\x15\n\rbytes_written\x18\t \x01(\x04\x12\x17\n\x0f\x62\x61tches_written\x18\n \x01(\x04\x12\x19\n\x11\x62\x61tches_duplicate\x18\x0b \x01(\x04\x12\x14\n\x0coutput_files\x18\x0c \x03(\t\x12\x0e\n\x06listen\x18\r \x01(\t\x12\x10\n\x08insecure\x18\x0e \x01(\x08\"\x14\n\x12ListHuntersRequest\"9\n\x13ListHuntersResponse\x12\"\n\x07hunters\x18\x01 \x03(\x0b\x32\x11.lc.v1.HunterInfo\"%\n\x10GetHunterRequest\x12\x11\n\thunter_id\x18\x01 \x01(\t\"\xfe\x02\n\nHunterInfo\x12\x11\n\thunter_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0c\n\x04mode\x18\x04 \x01(\t\x12\x12\n\ninterfaces\x18\x05 \x03(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x06 \x03(\t\x12\r\n\x05state\x18\x07 \x01(\t\x12\x0c\n\x04peer\x18\x08 \x01(\t\x12\r\n\x05\x65poch\x18\t \x01(\x04\x12\x18\n\x10registered_at_ns\x18\n \x01(\x04\x12\x19\n\x11last_heartbeat_ns\x18\x0b \x01(\x04\x12\'\n\x08\x63ounters\x18\x0c \x01(\x0b\x32\x15.lc.v1.HunterCounters\x12\x18\n\x10packets_received\x18\r \x01(\x04\x12\x16\n\x0e\x62ytes_received\x18\x0e \x01(\x04\x12\x18\n\x10\x62\x61tches_received\x18\x0f \x01(\x04\x12\x19\n\x11\x62\x61tches_duplicate\x18\x10 \x01(\x04\x12\x11\n\tstreaming\x18\x11 \x01(\x08*N\n\tFlowState\x12\x11\n\rFLOW_CONTINUE\x10\x00\x12\r\n\tFLOW_SLOW\x10\x01\x12\x0e\n\nFLOW_PAUSE\x10\x02\x12\x0f\n\x0b\x46LOW_RESUME\x10\x03\x32L\n\x0b\x44\x61taService\x12=\n\rStreamPackets\x12\x12.lc.v1.PacketBatch\x1a\x14.lc.v1.StreamControl(\x01\x30\x01\x32\xcf\x02\n\x11ManagementService\x12\x41\n\x0eRegisterHunter\x12\x16.lc.v1.RegisterRequest\x1a\x17.lc.v1.RegisterResponse\x12>\n\tHeartbeat\x12\x17.lc.v1.HeartbeatRequest\x1a\x18.lc.v1.HeartbeatResponse\x12\x38\n\tGetStatus\x12\x14.lc.v1.StatusRequest\x1a\x15.lc.v1.StatusResponse\x12\x44\n\x0bListHunters\x12\x19.lc.v1.ListHuntersRequest\x1a\x1a.lc.v1.ListHuntersResponse\x12\x37\n\tGetHunter\x12\x17.lc.v1.GetHunterRequest\x1a\x11.lc.v1.HunterInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,44 +33,44 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_HUNTERCOUNTERS_DROPPEDENTRY']._loaded_options = None
   _globals['_HUNTERCOUNTERS_DROPPEDENTRY']._serialized_options = b'8\001'
-  _globals['_FLOWSTATE']._serialized_start=2150
-  _globals['_FLOWSTATE']._serialized_end=2228
+  _globals['_FLOWSTATE']._serialized_start=2120
+  _globals['_FLOWSTATE']._serialized_end=2198
   _globals['_INTERFACEREF']._serialized_start=28
   _globals['_INTERFACEREF']._serialized_end=74
   _globals['_PACKETMETA']._serialized_start=76
   _globals['_PACKETMETA']._serialized_end=158
   _globals['_PACKETBATCH']._serialized_start=161
-  _globals['_PACKETBATCH']._serialized_end=414
-  _globals['_ACK']._serialized_start=416
-  _globals['_ACK']._serialized_end=490
-  _globals['_STREAMCONTROL']._serialized_start=492
-  _globals['_STREAMCONTROL']._serialized_end=582
-  _globals['_REGISTERREQUEST']._serialized_start=585
-  _globals['_REGISTERREQUEST']._serialized_end=727
-  _globals['_REGISTERRESPONSE']._serialized_start=729
-  _globals['_REGISTERRESPONSE']._serialized_end=834
-  _globals['_HUNTERCOUNTERS']._serialized_start=837
-  _globals['_HUNTERCOUNTERS']._serialized_end=1136
-  _globals['_HUNTERCOUNTERS_DROPPEDENTRY']._serialized_start=1090
-  _globals['_HUNTERCOUNTERS_DROPPEDENTRY']._serialized_end=1136
-  _globals['_HEARTBEATREQUEST']._serialized_start=1138
-  _globals['_HEARTBEATREQUEST']._serialized_end=1251
-  _globals['_HEARTBEATRESPONSE']._serialized_start=1253
-  _globals['_HEARTBEATRESPONSE']._serialized_end=1292
-  _globals['_STATUSREQUEST']._serialized_start=1294
-  _globals['_STATUSREQUEST']._serialized_end=1309
-  _globals['_STATUSRESPONSE']._serialized_start=1312
-  _globals['_STATUSRESPONSE']._serialized_end=1643
-  _globals['_LISTHUNTERSREQUEST']._serialized_start=1645
-  _globals['_LISTHUNTERSREQUEST']._serialized_end=1665
-  _globals['_LISTHUNTERSRESPONSE']._serialized_start=1667
-  _globals['_LISTHUNTERSRESPONSE']._serialized_end=1724
-  _globals['_GETHUNTERREQUEST']._serialized_start=1726
-  _globals['_GETHUNTERREQUEST']._serialized_end=1763
-  _globals['_HUNTERINFO']._serialized_start=1766
-  _globals['_HUNTERINFO']._serialized_end=2148
-  _globals['_DATASERVICE']._serialized_start=2230
-  _globals['_DATASERVICE']._serialized_end=2306
-  _globals['_MANAGEMENTSERVICE']._serialized_start=2309
-  _globals['_MANAGEMENTSERVICE']._serialized_end=2644
+  _globals['_PACKETBATCH']._serialized_end=384
+  _globals['_ACK']._serialized_start=386
+  _globals['_ACK']._serialized_end=460
+  _globals['_STREAMCONTROL']._serialized_start=462
+  _globals['_STREAMCONTROL']._serialized_end=552
+  _globals['_REGISTERREQUEST']._serialized_start=555
+  _globals['_REGISTERREQUEST']._serialized_end=697
+  _globals['_REGISTERRESPONSE']._serialized_start=699
+  _globals['_REGISTERRESPONSE']._serialized_end=804
+  _globals['_HUNTERCOUNTERS']._serialized_start=807
+  _globals['_HUNTERCOUNTERS']._serialized_end=1106
+  _globals['_HUNTERCOUNTERS_DROPPEDENTRY']._serialized_start=1060
+  _globals['_HUNTERCOUNTERS_DROPPEDENTRY']._serialized_end=1106
+  _globals['_HEARTBEATREQUEST']._serialized_start=1108
+  _globals['_HEARTBEATREQUEST']._serialized_end=1221
+  _globals['_HEARTBEATRESPONSE']._serialized_start=1223
+  _globals['_HEARTBEATRESPONSE']._serialized_end=1262
+  _globals['_STATUSREQUEST']._serialized_start=1264
+  _globals['_STATUSREQUEST']._serialized_end=1279
+  _globals['_STATUSRESPONSE']._serialized_start=1282
+  _globals['_STATUSRESPONSE']._serialized_end=1613
+  _globals['_LISTHUNTERSREQUEST']._serialized_start=1615
+  _globals['_LISTHUNTERSREQUEST']._serialized_end=1635
+  _globals['_LISTHUNTERSRESPONSE']._serialized_start=1637
+  _globals['_LISTHUNTERSRESPONSE']._serialized_end=1694
+  _globals['_GETHUNTERREQUEST']._serialized_start=1696
+  _globals['_GETHUNTERREQUEST']._serialized_end=1733
+  _globals['_HUNTERINFO']._serialized_start=1736
+  _globals['_HUNTERINFO']._serialized_end=2118
+  _globals['_DATASERVICE']._serialized_start=2200
+  _globals['_DATASERVICE']._serialized_end=2276
+  _globals['_MANAGEMENTSERVICE']._serialized_start=2279
+  _globals['_MANAGEMENTSERVICE']._serialized_end=2614
 # @@protoc_insertion_point(module_scope)

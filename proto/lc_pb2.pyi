@@ -39,15 +39,12 @@ class PacketMeta(_message.Message):
     def __init__(self, index: _Optional[int] = ..., protocol: _Optional[str] = ..., call_id: _Optional[str] = ..., filter_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PacketBatch(_message.Message):
-    __slots__ = ("hunter_id", "epoch", "sequence", "count", "data", "ts_ns", "caplen", "origlen", "interfaces", "iface", "meta", "sealed_at_ns")
+    __slots__ = ("hunter_id", "epoch", "sequence", "count", "data", "interfaces", "iface", "meta", "sealed_at_ns")
     HUNTER_ID_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
-    TS_NS_FIELD_NUMBER: _ClassVar[int]
-    CAPLEN_FIELD_NUMBER: _ClassVar[int]
-    ORIGLEN_FIELD_NUMBER: _ClassVar[int]
     INTERFACES_FIELD_NUMBER: _ClassVar[int]
     IFACE_FIELD_NUMBER: _ClassVar[int]
     META_FIELD_NUMBER: _ClassVar[int]
@@ -57,14 +54,11 @@ class PacketBatch(_message.Message):
     sequence: int
     count: int
     data: bytes
-    ts_ns: bytes
-    caplen: bytes
-    origlen: bytes
     interfaces: _containers.RepeatedCompositeFieldContainer[InterfaceRef]
     iface: bytes
     meta: _containers.RepeatedCompositeFieldContainer[PacketMeta]
     sealed_at_ns: int
-    def __init__(self, hunter_id: _Optional[str] = ..., epoch: _Optional[int] = ..., sequence: _Optional[int] = ..., count: _Optional[int] = ..., data: _Optional[bytes] = ..., ts_ns: _Optional[bytes] = ..., caplen: _Optional[bytes] = ..., origlen: _Optional[bytes] = ..., interfaces: _Optional[_Iterable[_Union[InterfaceRef, _Mapping]]] = ..., iface: _Optional[bytes] = ..., meta: _Optional[_Iterable[_Union[PacketMeta, _Mapping]]] = ..., sealed_at_ns: _Optional[int] = ...) -> None: ...
+    def __init__(self, hunter_id: _Optional[str] = ..., epoch: _Optional[int] = ..., sequence: _Optional[int] = ..., count: _Optional[int] = ..., data: _Optional[bytes] = ..., interfaces: _Optional[_Iterable[_Union[InterfaceRef, _Mapping]]] = ..., iface: _Optional[bytes] = ..., meta: _Optional[_Iterable[_Union[PacketMeta, _Mapping]]] = ..., sealed_at_ns: _Optional[int] = ...) -> None: ...
 
 class Ack(_message.Message):
     __slots__ = ("epoch", "sequence", "duplicate", "packets")
