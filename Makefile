@@ -14,9 +14,13 @@ $(BIN)/lc: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $@
 
-# Installs the tools the tests drive (tshark, tcpdump, sipp) when missing, then runs pytest.
+# Installs the tools the tests drive (tshark, tcpdump, sipp) when missing, checks that the
+# generated gRPC code is current and the code is lint-clean, then runs pytest.
 test: install
 	@scripts/test-deps.sh
+	@scripts/gen-proto.sh check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install

@@ -74,8 +74,6 @@ from types import TracebackType
 from .errors import ParseError
 
 __all__ = [
-    "frame_records",
-    "record_lengths",
     "MAX_RECORD",
     "CaptureReader",
     "Columns",
@@ -84,8 +82,10 @@ __all__ = [
     "PcapSink",
     "PcapWriter",
     "Records",
+    "frame_records",
     "linktype_name",
     "open_capture",
+    "record_lengths",
 ]
 
 #: Largest packet (or pcapng block) accepted; anything bigger is corruption, not data.
@@ -451,7 +451,9 @@ class CaptureReader:
                         # A little-endian nanosecond file already holds the wire's records.
                         framed.append(self._buf[off:new_off])
                     else:
-                        framed.append(_interleave(hdr, frac_mul, datas[:n] if n < len(datas) else datas))
+                        framed.append(
+                            _interleave(hdr, frac_mul, datas[:n] if n < len(datas) else datas)
+                        )
                 self._off = new_off
                 if got:
                     ts_all += ts

@@ -92,7 +92,9 @@ def open_channel(target: str, tls: TlsFiles | None) -> grpc.Channel:
     if tls is None:
         return grpc.insecure_channel(target, options=channel_options())
     cert, key, ca = tls.read()
-    creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=ca, private_key=key, certificate_chain=cert
+    )
     return grpc.secure_channel(target, creds, options=channel_options())
 
 

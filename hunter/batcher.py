@@ -16,7 +16,6 @@ from __future__ import annotations
 from array import array
 from dataclasses import dataclass
 
-
 __all__ = ["Batcher", "SealedBatch"]
 
 DEFAULT_BATCH_SIZE = 64

@@ -277,7 +277,11 @@ class FileSource:
         off = 0
         interfaces = self._r.interfaces
         for i, c in enumerate(chunk.caplen):
-            lt = interfaces[local_iface[i]].linktype if len(interfaces) > 1 else interfaces[0].linktype
+            lt = (
+                interfaces[local_iface[i]].linktype
+                if len(interfaces) > 1
+                else interfaces[0].linktype
+            )
             prog = self._filters.get(lt)
             if prog is None:
                 try:

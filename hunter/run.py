@@ -79,7 +79,9 @@ def processor_exclusion(target: str) -> str:
     """A BPF expression that excludes the hunter's own traffic to its processor."""
     host, port = split_hostport(target)
     try:
-        addrs = sorted({ai[4][0] for ai in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)})
+        addrs = sorted(
+            {ai[4][0] for ai in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)}
+        )
     except socket.gaierror:
         addrs = []
     if not addrs:
@@ -231,7 +233,9 @@ class Hunter:
 
         def on_signal(signum: int, _frame: object) -> None:
             if self.stop.is_set():
-                log.warning("second %s: giving up on unacknowledged batches", signal.Signals(signum).name)
+                log.warning(
+                    "second %s: giving up on unacknowledged batches", signal.Signals(signum).name
+                )
                 if self.uplink is not None:
                     self.uplink.fatal = LcError("interrupted")
                     self.outbox.wake()
@@ -252,7 +256,13 @@ class Hunter:
         self.bytes_captured += len(chunk.records) - 16 * n
         ob = self.outbox
         for b in batcher.add_chunk(
-            chunk.ts_ns, chunk.caplen, chunk.origlen, chunk.records, chunk.iface, now, ob.backlog > 0
+            chunk.ts_ns,
+            chunk.caplen,
+            chunk.origlen,
+            chunk.records,
+            chunk.iface,
+            now,
+            ob.backlog > 0,
         ):
             if ob.put(b, block=block):
                 self.forwarded += len(b)
@@ -267,7 +277,9 @@ class Hunter:
     def _flush(self, batcher: Batcher, block: bool) -> None:
         if batcher.pending:
             b = batcher.seal()
-            if self.outbox.put(b, block=block, timeout=self.cfg.shutdown_timeout if block else None):
+            if self.outbox.put(
+                b, block=block, timeout=self.cfg.shutdown_timeout if block else None
+            ):
                 self.forwarded += len(b)
 
     def _replay(self) -> None:

@@ -13,11 +13,12 @@ written twice. Batches of one epoch arrive in sequence order on a stream.
 from __future__ import annotations
 
 import threading
+
 from lc.common.pcapfile import PcapSink
 from lc.common.wire import BatchRecords, unpack_batch
 from lc.proto import lc_pb2
 
-__all__ = ["Ingest"]
+__all__ = ["Ingest", "flow_to_announce"]
 
 # Flow control from the depth of the write queue (batches waiting for the writer).
 SLOW_DEPTH = 8
@@ -96,3 +97,16 @@ class Ingest:
             self.sink.flush()
             self.sink.fsync()
             self.sink.close()
+
+
+def flow_to_announce(announced: int, state: int) -> int | None:
+    """What a stream tells its hunter now, given what it said last; None for nothing.
+
+    A return to CONTINUE after SLOW or PAUSE is announced as RESUME, unprompted, so
+    a paused hunter (which sends nothing) is never left waiting.
+    """
+    if state == lc_pb2.FLOW_CONTINUE:
+        if announced in (lc_pb2.FLOW_SLOW, lc_pb2.FLOW_PAUSE):
+            return lc_pb2.FLOW_RESUME
+        return None
+    return None if state == announced else state

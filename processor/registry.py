@@ -114,7 +114,9 @@ class Registry:
 
     def all(self) -> list[lc_pb2.HunterInfo]:
         with self._lock:
-            return [self._info(r) for r in sorted(self._hunters.values(), key=lambda r: r.hunter_id)]
+            return [
+                self._info(r) for r in sorted(self._hunters.values(), key=lambda r: r.hunter_id)
+            ]
 
     def _info(self, r: HunterRecord) -> lc_pb2.HunterInfo:
         return lc_pb2.HunterInfo(

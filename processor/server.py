@@ -103,9 +103,7 @@ class Processor:
             else:
                 port = server.add_secure_port(listen, creds)
         except RuntimeError:
-            raise LcError(
-                f"cannot listen on {listen}: address in use or not available"
-            ) from None
+            raise LcError(f"cannot listen on {listen}: address in use or not available") from None
         if port == 0:
             raise LcError(f"cannot listen on {listen} (address in use or not available)")
         server.start()

@@ -14,7 +14,7 @@ from lc import __version__
 from lc.common.credentials import validate_id
 from lc.common.errors import LcError, ParseError, ValidationError
 from lc.processor.auth import Authorizer
-from lc.processor.ingest import Ingest
+from lc.processor.ingest import Ingest, flow_to_announce
 from lc.processor.registry import Registry
 from lc.proto import lc_pb2, lc_pb2_grpc
 
@@ -32,7 +32,7 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
         self.auth = auth
         self.stopping = threading.Event()
 
-    def StreamPackets(  # noqa: N802 (gRPC method name)
+    def StreamPackets(
         self, request_iterator: Iterator[lc_pb2.PacketBatch], context: grpc.ServicerContext
     ) -> Iterator[lc_pb2.StreamControl]:
         ident = self.auth.peer(context)
@@ -52,8 +52,7 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
                             out.put(
                                 (
                                     grpc.StatusCode.PERMISSION_DENIED,
-                                    f"certificate is for hunter {ident.common_name!r}, "
-                                    f"not {hid!r}",
+                                    f"certificate is for hunter {ident.common_name!r}, not {hid!r}",
                                 )
                             )
                             return
@@ -115,18 +114,11 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
                         item = out.get_nowait()
                     except queue.Empty:
                         item = False
-                flow = self.ingest.flow
-                send_flow = flow
-                if flow == lc_pb2.FLOW_CONTINUE and announced in (
-                    lc_pb2.FLOW_SLOW,
-                    lc_pb2.FLOW_PAUSE,
-                ):
-                    send_flow = lc_pb2.FLOW_RESUME
-                if acks or send_flow != announced and not (
-                    announced == lc_pb2.FLOW_RESUME and send_flow == lc_pb2.FLOW_CONTINUE
-                ):
-                    yield lc_pb2.StreamControl(acks=acks, flow=send_flow)
-                    announced = send_flow
+                change = flow_to_announce(announced, self.ingest.flow)
+                if change is not None:
+                    announced = change
+                if acks or change is not None:
+                    yield lc_pb2.StreamControl(acks=acks, flow=announced)
                 if err is not None:
                     context.abort(err[0], err[1])
                 if end:
@@ -155,7 +147,7 @@ class ManagementService(lc_pb2_grpc.ManagementServiceServicer):
         self.started_ns = time.time_ns()
         self._t0 = time.monotonic()
 
-    def RegisterHunter(self, request, context):  # noqa: N802
+    def RegisterHunter(self, request, context):
         try:
             validate_id(request.hunter_id)
         except ValidationError as e:
@@ -179,11 +171,11 @@ class ManagementService(lc_pb2_grpc.ManagementServiceServicer):
             heartbeat_interval_ms=self.heartbeat_interval_ms,
         )
 
-    def Heartbeat(self, request, context):  # noqa: N802
+    def Heartbeat(self, request, context):
         self.auth.require_hunter(context, request.hunter_id)
         return lc_pb2.HeartbeatResponse(registered=self.registry.heartbeat(request))
 
-    def GetStatus(self, request, context):  # noqa: N802
+    def GetStatus(self, request, context):
         self.auth.require_admin(context)
         hunters = self.registry.all()
         ing = self.ingest
@@ -204,11 +196,11 @@ class ManagementService(lc_pb2_grpc.ManagementServiceServicer):
             insecure=self.auth.insecure,
         )
 
-    def ListHunters(self, request, context):  # noqa: N802
+    def ListHunters(self, request, context):
         self.auth.require_admin(context)
         return lc_pb2.ListHuntersResponse(hunters=self.registry.all())
 
-    def GetHunter(self, request, context):  # noqa: N802
+    def GetHunter(self, request, context):
         self.auth.require_admin(context)
         info = self.registry.get(request.hunter_id)
         if info is None:

@@ -84,8 +84,14 @@ def start_processor(tmp: Path, tls_args: list[str], *extra: str) -> ProcessorPro
 
 
 def tls_args(pki: Path, name: str) -> list[str]:
-    return ["--tls-cert", str(pki / f"{name}.pem"), "--tls-key", str(pki / f"{name}.key"),
-            "--tls-ca", str(pki / "ca.pem")]
+    return [
+        "--tls-cert",
+        str(pki / f"{name}.pem"),
+        "--tls-key",
+        str(pki / f"{name}.key"),
+        "--tls-ca",
+        str(pki / "ca.pem"),
+    ]
 
 
 @pytest.fixture
@@ -96,8 +102,9 @@ def processor(tmp_path, pki) -> Iterator[ProcessorProc]:
 
 
 def run_lc(*args: str, timeout: float = 120, env: dict[str, str] | None = None):
-    return subprocess.run([*LC, *args], capture_output=True, text=True, timeout=timeout,
-                          env=env or lc_env())
+    return subprocess.run(
+        [*LC, *args], capture_output=True, text=True, timeout=timeout, env=env or lc_env()
+    )
 
 
 def need(tool: str) -> None:

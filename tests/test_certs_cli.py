@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from lc.common.credentials import identity_from_pem
 
 from lc.cli.certs import certs
+from lc.common.credentials import identity_from_pem
 
 
 def run(*args: str) -> Result:

@@ -19,8 +19,13 @@ __all__ = ["list_group", "show_group"]
 
 
 def _processor_option(f: Callable) -> Callable:
-    return click.option("--processor", envvar="LC_PROCESSOR", required=True,
-                        metavar="HOST:PORT", help="Processor to ask (env LC_PROCESSOR).")(f)
+    return click.option(
+        "--processor",
+        envvar="LC_PROCESSOR",
+        required=True,
+        metavar="HOST:PORT",
+        help="Processor to ask (env LC_PROCESSOR).",
+    )(f)
 
 
 def _call(processor: str, tls_args: tuple, rpc: Callable[[Any], Any]) -> Any:
@@ -82,9 +87,12 @@ def list_hunters(processor, tls_cert, tls_key, tls_ca, insecure) -> None:
     from lc.common.wire import message_to_json
     from lc.proto import lc_pb2
 
-    _run(processor, (tls_cert, tls_key, tls_ca, insecure),
-         lambda s: s.ListHunters(lc_pb2.ListHuntersRequest(), timeout=10),
-         lambda r: [message_to_json(h) for h in r.hunters])
+    _run(
+        processor,
+        (tls_cert, tls_key, tls_ca, insecure),
+        lambda s: s.ListHunters(lc_pb2.ListHuntersRequest(), timeout=10),
+        lambda r: [message_to_json(h) for h in r.hunters],
+    )
 
 
 @show_group.command(name="status")
@@ -95,8 +103,12 @@ def show_status(processor, tls_cert, tls_key, tls_ca, insecure) -> None:
     from lc.common.wire import message_to_json
     from lc.proto import lc_pb2
 
-    _run(processor, (tls_cert, tls_key, tls_ca, insecure),
-         lambda s: s.GetStatus(lc_pb2.StatusRequest(), timeout=10), message_to_json)
+    _run(
+        processor,
+        (tls_cert, tls_key, tls_ca, insecure),
+        lambda s: s.GetStatus(lc_pb2.StatusRequest(), timeout=10),
+        message_to_json,
+    )
 
 
 @show_group.command(name="hunter")
@@ -108,6 +120,9 @@ def show_hunter(processor, hunter_id, tls_cert, tls_key, tls_ca, insecure) -> No
     from lc.common.wire import message_to_json
     from lc.proto import lc_pb2
 
-    _run(processor, (tls_cert, tls_key, tls_ca, insecure),
-         lambda s: s.GetHunter(lc_pb2.GetHunterRequest(hunter_id=hunter_id), timeout=10),
-         message_to_json)
+    _run(
+        processor,
+        (tls_cert, tls_key, tls_ca, insecure),
+        lambda s: s.GetHunter(lc_pb2.GetHunterRequest(hunter_id=hunter_id), timeout=10),
+        message_to_json,
+    )

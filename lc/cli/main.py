@@ -105,7 +105,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except Exception as e:  # a bug: one line for the user, the traceback with -vv
         logging.getLogger("lc").debug("internal error", exc_info=True)
-        click.echo(f"lc: internal error: {type(e).__name__}: {e} (run with -vv for details)",
-                   err=True)
+        click.echo(
+            f"lc: internal error: {type(e).__name__}: {e} (run with -vv for details)", err=True
+        )
         sys.exit(1)
     sys.exit(rv if isinstance(rv, int) else 0)

@@ -33,7 +33,9 @@ def tls_options(f: Callable) -> Callable:
     return wrapper
 
 
-def tls_from_flags(cert: str | None, key: str | None, ca: str | None, insecure: bool) -> TlsFiles | None:
+def tls_from_flags(
+    cert: str | None, key: str | None, ca: str | None, insecure: bool
+) -> TlsFiles | None:
     """The TLS files, or None with --insecure.
 
     Raises:
@@ -52,7 +54,16 @@ def tls_from_flags(cert: str | None, key: str | None, ca: str | None, insecure: 
     return TlsFiles(cert, key, ca)  # type: ignore[arg-type]
 
 
-_SIZE = {"": 1, "b": 1, "k": 1024, "kb": 1024, "m": 1024**2, "mb": 1024**2, "g": 1024**3, "gb": 1024**3}
+_SIZE = {
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "kb": 1024,
+    "m": 1024**2,
+    "mb": 1024**2,
+    "g": 1024**3,
+    "gb": 1024**3,
+}
 _TIME = {"": 1.0, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
 
 
@@ -86,7 +97,9 @@ def parse_duration(value: str | None, flag: str) -> float | None:
         num, unit = _split(value)
         secs = num * _TIME[unit]
     except (ValueError, KeyError):
-        raise ValidationError(f"{flag}: expected a duration like 30s, 15m or 1h, got {value!r}") from None
+        raise ValidationError(
+            f"{flag}: expected a duration like 30s, 15m or 1h, got {value!r}"
+        ) from None
     if secs <= 0:
         raise ValidationError(f"{flag} must be positive, got {value!r}")
     return secs

@@ -17,29 +17,60 @@ log = logging.getLogger("lc.process")
 
 
 @click.command()
-@click.option("--listen", default=":55555", show_default=True, metavar="[HOST]:PORT",
-              help="Address for hunters and admin clients.")
+@click.option(
+    "--listen",
+    default=":55555",
+    show_default=True,
+    metavar="[HOST]:PORT",
+    help="Address for hunters and admin clients.",
+)
 @click.option("--id", "processor_id", metavar="ID", help="Processor id (default: host name).")
-@click.option("-w", "--write-file", metavar="FILE",
-              help="Unified PCAP output (default: DATA_DIR/capture.pcap).")
-@click.option("--data-dir", default="lc-data", show_default=True, metavar="DIR",
-              help="Directory for the processor's state and default output.")
+@click.option(
+    "-w",
+    "--write-file",
+    metavar="FILE",
+    help="Unified PCAP output (default: DATA_DIR/capture.pcap).",
+)
+@click.option(
+    "--data-dir",
+    default="lc-data",
+    show_default=True,
+    metavar="DIR",
+    help="Directory for the processor's state and default output.",
+)
 @click.option("--rotate-size", metavar="SIZE", help="Start a new file past this size (e.g. 100M).")
-@click.option("--rotate-interval", metavar="DURATION",
-              help="Start a new file after this long (e.g. 15m).")
-@click.option("--stale-after", type=float, default=30.0, show_default=True, metavar="S",
-              hidden=True)
+@click.option(
+    "--rotate-interval", metavar="DURATION", help="Start a new file after this long (e.g. 15m)."
+)
+@click.option(
+    "--stale-after", type=float, default=30.0, show_default=True, metavar="S", hidden=True
+)
 @tls_options
-def process(listen, processor_id, write_file, data_dir, rotate_size, rotate_interval,
-            stale_after, tls_cert, tls_key, tls_ca, insecure) -> None:
+def process(
+    listen,
+    processor_id,
+    write_file,
+    data_dir,
+    rotate_size,
+    rotate_interval,
+    stale_after,
+    tls_cert,
+    tls_key,
+    tls_ca,
+    insecure,
+) -> None:
     """Run a processor: receive hunters' packets and write them to PCAP."""
     from lc.processor.server import ProcessConfig, Processor
 
     try:
         tls = tls_from_flags(tls_cert, tls_key, tls_ca, insecure)
         cfg = ProcessConfig(
-            listen=listen, processor_id=processor_id, tls=tls, write_file=write_file,
-            data_dir=data_dir, rotate_size=parse_size(rotate_size, "--rotate-size"),
+            listen=listen,
+            processor_id=processor_id,
+            tls=tls,
+            write_file=write_file,
+            data_dir=data_dir,
+            rotate_size=parse_size(rotate_size, "--rotate-size"),
             rotate_interval=parse_duration(rotate_interval, "--rotate-interval"),
             stale_after=stale_after,
         )
@@ -48,12 +79,18 @@ def process(listen, processor_id, write_file, data_dir, rotate_size, rotate_inte
     except LcError as e:
         sys.exit(fail_line("process", e))
     if insecure:
-        click.echo("lc process: warning: --insecure: plaintext, no client authentication "
-                   "and no authorization; anyone who reaches the port can send and query",
-                   err=True)
-    click.echo(f"lc process: listening on {p.mgmt.listen} (port {port}), writing "
-               f"{cfg.output_path()}", err=True)
+        click.echo(
+            "lc process: warning: --insecure: plaintext, no client authentication "
+            "and no authorization; anyone who reaches the port can send and query",
+            err=True,
+        )
+    click.echo(
+        f"lc process: listening on {p.mgmt.listen} (port {port}), writing {cfg.output_path()}",
+        err=True,
+    )
     p.serve_forever()
-    click.echo(f"lc process: stopped; wrote {p.ingest.packets} packets in "
-               f"{p.ingest.batches} batches to {', '.join(p.sink.files()) or 'no file'}",
-               err=True)
+    click.echo(
+        f"lc process: stopped; wrote {p.ingest.packets} packets in "
+        f"{p.ingest.batches} batches to {', '.join(p.sink.files()) or 'no file'}",
+        err=True,
+    )

@@ -32,7 +32,10 @@ def tshark_frames(path: Path) -> list[tuple[int, int]]:
     """(timestamp ns, frame length) per frame, as tshark reads the file."""
     out = subprocess.run(
         ["tshark", "-r", str(path), "-T", "fields", "-e", "frame.time_epoch", "-e", "frame.len"],
-        capture_output=True, text=True, check=True, timeout=120,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
     ).stdout
     frames = []
     for line in out.splitlines():
@@ -43,8 +46,9 @@ def tshark_frames(path: Path) -> list[tuple[int, int]]:
 
 
 def hunt(proc, pki, name: str, *args: str, timeout: float = 120):
-    return run_lc("hunt", "--processor", proc.addr, *tls_args(pki, f"hunter-{name}"), *args,
-                  timeout=timeout)
+    return run_lc(
+        "hunt", "--processor", proc.addr, *tls_args(pki, f"hunter-{name}"), *args, timeout=timeout
+    )
 
 
 def status(proc, pki) -> dict:
@@ -78,8 +82,11 @@ def test_two_hunters_at_once_each_in_order(tmp_path, pki, processor):
     b = tmp_path / "b.pcapng"
     subprocess.run(["editcap", "-F", "nsecpcap", str(SAMPLE), str(a)], check=True, timeout=60)
     # The second hunter's packets are shifted by an hour so that no record is in both.
-    subprocess.run(["editcap", "-F", "pcapng", "-t", "3600", "-r", str(SAMPLE), str(b), "1-700"],
-                   check=True, timeout=60)
+    subprocess.run(
+        ["editcap", "-F", "pcapng", "-t", "3600", "-r", str(SAMPLE), str(b), "1-700"],
+        check=True,
+        timeout=60,
+    )
     results = {}
 
     def run(name, path):
@@ -94,8 +101,9 @@ def test_two_hunters_at_once_each_in_order(tmp_path, pki, processor):
     st = status(processor, pki)
     assert st["packets_written"] == 1494 + 700
     assert st["hunters_total"] == 2
-    hunters = json.loads(run_lc("list", "hunters", "--processor", processor.addr,
-                                *tls_args(pki, "admin")).stdout)
+    hunters = json.loads(
+        run_lc("list", "hunters", "--processor", processor.addr, *tls_args(pki, "admin")).stdout
+    )
     by_id = {h["hunter_id"]: h for h in hunters}
     assert by_id["h1"]["packets_received"] == 1494 and by_id["h2"]["packets_received"] == 700
     assert by_id["h1"]["state"] == "disconnected"  # both stopped cleanly
@@ -130,12 +138,27 @@ def test_live_capture_on_lo_matches_tcpdump(tmp_path, pki, processor):
     ref = tmp_path / "tcpdump.pcap"
     td = subprocess.Popen(
         ["tcpdump", "-i", "lo", "-n", "-U", "--time-stamp-precision=nano", "-w", str(ref), bpf],
-        stderr=subprocess.PIPE, text=True,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     hunter = subprocess.Popen(
-        [*LC, "hunt", "--processor", processor.addr, *tls_args(pki, "hunter-live"),
-         "-i", "lo", "-f", bpf, "--batch-timeout", "20"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=lc_env(),
+        [
+            *LC,
+            "hunt",
+            "--processor",
+            processor.addr,
+            *tls_args(pki, "hunter-live"),
+            "-i",
+            "lo",
+            "-f",
+            bpf,
+            "--batch-timeout",
+            "20",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=lc_env(),
     )
     try:
         _wait_for(lambda: _hunter_streaming(processor, pki, "live"), 20, "hunter registered")
@@ -195,8 +218,9 @@ def _send_traffic(udp_port: int, tcp_port: int) -> None:
 
 
 def _hunter_streaming(proc, pki, hunter_id: str) -> bool:
-    r = run_lc("show", "hunter", "--id", hunter_id, "--processor", proc.addr,
-               *tls_args(pki, "admin"))
+    r = run_lc(
+        "show", "hunter", "--id", hunter_id, "--processor", proc.addr, *tls_args(pki, "admin")
+    )
     return r.returncode == 0 and json.loads(r.stdout)["state"] == "connected"
 
 
@@ -210,6 +234,7 @@ def _wait_for(cond, timeout: float, what: str) -> None:
 
 
 # -- security ---------------------------------------------------------------------------
+
 
 @pytest.mark.e2e
 def test_hunter_claiming_another_id_is_refused(pki, processor):
@@ -226,9 +251,21 @@ def test_hunter_from_another_ca_is_refused(tmp_path, pki, processor):
 
     other = tmp_path / "other"
     init_pki(other, hunters=["h1"])
-    r = run_lc("hunt", "--processor", processor.addr, "--connect-timeout", "3",
-               "--tls-cert", str(other / "hunter-h1.pem"), "--tls-key", str(other / "hunter-h1.key"),
-               "--tls-ca", str(pki / "ca.pem"), "-r", str(SAMPLE))
+    r = run_lc(
+        "hunt",
+        "--processor",
+        processor.addr,
+        "--connect-timeout",
+        "3",
+        "--tls-cert",
+        str(other / "hunter-h1.pem"),
+        "--tls-key",
+        str(other / "hunter-h1.key"),
+        "--tls-ca",
+        str(pki / "ca.pem"),
+        "-r",
+        str(SAMPLE),
+    )
     assert r.returncode == 2, r.stderr
     assert "cannot reach processor" in r.stderr
     assert status(processor, pki)["hunters_total"] == 0
@@ -265,8 +302,12 @@ def test_hunter_certificate_cannot_use_admin_rpcs(pki, processor):
 @pytest.mark.e2e
 def test_admin_commands_json_and_exit_codes(pki, processor):
     assert hunt(processor, pki, "h1", "-r", str(SAMPLE)).returncode == 0
-    env = lc_env(LC_PROCESSOR=processor.addr, LC_TLS_CERT=str(pki / "admin.pem"),
-                 LC_TLS_KEY=str(pki / "admin.key"), LC_TLS_CA=str(pki / "ca.pem"))
+    env = lc_env(
+        LC_PROCESSOR=processor.addr,
+        LC_TLS_CERT=str(pki / "admin.pem"),
+        LC_TLS_KEY=str(pki / "admin.key"),
+        LC_TLS_CA=str(pki / "ca.pem"),
+    )
     r = run_lc("show", "hunter", "--id", "h1", env=env)
     assert r.returncode == 0, r.stderr
     h = json.loads(r.stdout)
@@ -274,15 +315,20 @@ def test_admin_commands_json_and_exit_codes(pki, processor):
     assert h["counters"]["acked"] == 1494  # the final heartbeat carries the hunter's totals
     r = run_lc("show", "hunter", "--id", "nobody", env=env)
     assert r.returncode == 4 and json.loads(r.stderr)["code"] == 4
-    r = run_lc("show", "status", "--processor", "127.0.0.1:1", *tls_args(pki, "admin"),
-               timeout=60)
+    r = run_lc("show", "status", "--processor", "127.0.0.1:1", *tls_args(pki, "admin"), timeout=60)
     assert r.returncode == 2 and "cannot reach" in json.loads(r.stderr)["error"]
 
 
 @pytest.mark.e2e
 def test_rotation_by_size(tmp_path, pki):
-    p = start_processor(tmp_path, tls_args(pki, "processor"), "-w", str(tmp_path / "out" / "x.pcap"),
-                        "--rotate-size", "100K")
+    p = start_processor(
+        tmp_path,
+        tls_args(pki, "processor"),
+        "-w",
+        str(tmp_path / "out" / "x.pcap"),
+        "--rotate-size",
+        "100K",
+    )
     try:
         r = hunt(p, pki, "h1", "-r", str(SAMPLE), "--batch-size", "32")
         assert r.returncode == 0, r.stderr
@@ -297,6 +343,7 @@ def test_rotation_by_size(tmp_path, pki):
 
 
 # -- bad input: one clear line, non-zero exit, no traceback ------------------------------
+
 
 def _one_clear_line(r, code: int | None = None, text: str = "") -> None:
     assert r.returncode != 0
@@ -313,22 +360,56 @@ def test_bad_input_is_refused_clearly(tmp_path, pki, processor):
     t = tls_args(pki, "hunter-h1")
     bad = tmp_path / "bad.pcap"
     bad.write_bytes(b"this is not a capture file")
-    _one_clear_line(run_lc("hunt", "--processor", processor.addr, *t, "-r", str(bad)), 3,
-                    "not a pcap or pcapng file")
-    _one_clear_line(run_lc("hunt", "--processor", processor.addr, *t, "-r",
-                           str(tmp_path / "missing.pcap")), 4, "not found")
-    _one_clear_line(run_lc("hunt", "--processor", processor.addr, *t, "-r", str(SAMPLE), "-f",
-                           "udp prot 5060"), 3, "invalid BPF filter 'udp prot 5060'")
-    _one_clear_line(run_lc("hunt", "--processor", processor.addr, *t, "-i", "nosuchif0"), 4,
-                    "unknown interface 'nosuchif0'")
-    _one_clear_line(run_lc("hunt", "--processor", processor.addr, "--tls-cert",
-                           str(tmp_path / "nope.pem"), "--tls-key", str(pki / "hunter-h1.key"),
-                           "--tls-ca", str(pki / "ca.pem"), "-r", str(SAMPLE)), 4,
-                    "TLS certificate file not found")
-    _one_clear_line(run_lc("hunt", "--processor", "127.0.0.1:1", *t, "-r", str(SAMPLE),
-                           "--connect-timeout", "2"), 2, "cannot reach processor at 127.0.0.1:1")
-    _one_clear_line(run_lc("hunt", "--processor", processor.addr, "-r", str(SAMPLE)), 3,
-                    "TLS is required")
+    _one_clear_line(
+        run_lc("hunt", "--processor", processor.addr, *t, "-r", str(bad)),
+        3,
+        "not a pcap or pcapng file",
+    )
+    _one_clear_line(
+        run_lc("hunt", "--processor", processor.addr, *t, "-r", str(tmp_path / "missing.pcap")),
+        4,
+        "not found",
+    )
+    _one_clear_line(
+        run_lc("hunt", "--processor", processor.addr, *t, "-r", str(SAMPLE), "-f", "udp prot 5060"),
+        3,
+        "invalid BPF filter 'udp prot 5060'",
+    )
+    _one_clear_line(
+        run_lc("hunt", "--processor", processor.addr, *t, "-i", "nosuchif0"),
+        4,
+        "unknown interface 'nosuchif0'",
+    )
+    _one_clear_line(
+        run_lc(
+            "hunt",
+            "--processor",
+            processor.addr,
+            "--tls-cert",
+            str(tmp_path / "nope.pem"),
+            "--tls-key",
+            str(pki / "hunter-h1.key"),
+            "--tls-ca",
+            str(pki / "ca.pem"),
+            "-r",
+            str(SAMPLE),
+        ),
+        4,
+        "TLS certificate file not found",
+    )
+    _one_clear_line(
+        run_lc(
+            "hunt", "--processor", "127.0.0.1:1", *t, "-r", str(SAMPLE), "--connect-timeout", "2"
+        ),
+        2,
+        "cannot reach processor at 127.0.0.1:1",
+    )
+    _one_clear_line(
+        run_lc("hunt", "--processor", processor.addr, "-r", str(SAMPLE)), 3, "TLS is required"
+    )
     _one_clear_line(run_lc("process", "--listen", "nonsense", "--insecure"), 3, "--listen")
-    _one_clear_line(run_lc("process", "--listen", processor.addr, *tls_args(pki, "processor")), 1,
-                    "cannot listen")
+    _one_clear_line(
+        run_lc("process", "--listen", processor.addr, *tls_args(pki, "processor")),
+        1,
+        "cannot listen",
+    )

@@ -1,0 +1,199 @@
+"""make bench: end-to-end replay throughput, next to tcpdump on the same file.
+
+Generates a ~1M-packet capture (once, in bench-out/), then for a nanosecond and a
+microsecond copy of it: times `tcpdump -r FILE -w /dev/null` (the C limit), and
+`lc hunt -r FILE` streaming over mutual TLS to `lc process` on loopback, from the
+hunter's start to the last acknowledgement. Checks that the processor wrote every
+packet. Prints figures; asserts nothing about speed.
+
+    .venv/bin/python bench/run.py [--packets N] [--runs K] [--insecure-too]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench-out"
+LC = [sys.executable, "-m", "lc.cli"]
+
+
+def generate(path: Path, n: int, nano: bool) -> None:
+    """Ethernet/IPv4/UDP packets of 60-460 bytes, ~1 ms apart on average."""
+    from array import array
+
+    from lc.common.pcapfile import PcapWriter, frame_records
+
+    rnd = random.Random(1)
+    eth = bytes.fromhex("001122334455667788990aab") + b"\x08\x00"
+    ts = 1_700_000_000_000_000_000
+    w = PcapWriter(path, 1)
+    chunk = 50_000
+    for base in range(0, n, chunk):
+        tss, caps, pkts = array("q"), array("I"), []
+        for i in range(base, min(n, base + chunk)):
+            plen = rnd.choice((18, 60, 100, 160, 200, 400))
+            ip = struct.pack(
+                "!BBHHHBBH4s4s",
+                0x45,
+                0,
+                28 + plen,
+                i & 0xFFFF,
+                0,
+                64,
+                17,
+                0,
+                bytes((10, 0, i >> 8 & 255, i & 255)),
+                bytes((10, 0, 1, 1)),
+            )
+            udp = struct.pack("!HHHH", 10000 + i % 20000, 5060, 8 + plen, 0)
+            ts += rnd.randint(100_000, 1_900_000)
+            t = ts if nano else ts // 1000 * 1000
+            pkt = eth + ip + udp + rnd.randbytes(plen)
+            tss.append(t)
+            caps.append(len(pkt))
+            pkts.append(pkt)
+        w.write_records(frame_records(tss, caps, caps, b"".join(pkts)), len(caps))
+    w.close()
+    if not nano:  # rewrite as a classic microsecond pcap, as tcpdump writes by default
+        data = bytearray(path.read_bytes())
+        struct.pack_into("<I", data, 0, 0xA1B2C3D4)
+        off = 24
+        while off < len(data):
+            _, ns, cap, _ = struct.unpack_from("<IIII", data, off)
+            struct.pack_into("<I", data, off + 4, ns // 1000)
+            off += 16 + cap
+        path.write_bytes(bytes(data))
+
+
+def time_tcpdump(path: Path, runs: int) -> float | None:
+    if shutil.which("tcpdump") is None:
+        return None
+    best = float("inf")
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run(
+            ["tcpdump", "-r", str(path), "-w", "/dev/null"], check=True, stderr=subprocess.DEVNULL
+        )
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def start_processor(data_dir: Path, tls: list[str]) -> tuple[subprocess.Popen, str, Path]:
+    err = data_dir.parent / f"{data_dir.name}.log"
+    f = open(err, "w")  # noqa: SIM115
+    p = subprocess.Popen(
+        [*LC, "process", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir), *tls],
+        stderr=f,
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        m = re.search(r"\(port (\d+)\)", err.read_text())
+        if m:
+            return p, f"127.0.0.1:{m.group(1)}", data_dir / "capture.pcap"
+        if p.poll() is not None:
+            break
+        time.sleep(0.05)
+    p.kill()
+    raise SystemExit(f"processor did not start: {err.read_text()}")
+
+
+def run_e2e(
+    capture: Path, n: int, tls_p: list[str], tls_h: list[str], tag: str
+) -> tuple[float, str]:
+    data = OUT / f"data-{tag}"
+    shutil.rmtree(data, ignore_errors=True)
+    proc, addr, out = start_processor(data, tls_p)
+    try:
+        t0 = time.perf_counter()
+        r = subprocess.run(
+            [*LC, "hunt", "--processor", addr, "-r", str(capture), *tls_h],
+            capture_output=True,
+            text=True,
+        )
+        wall = time.perf_counter() - t0
+        if r.returncode != 0:
+            raise SystemExit(f"hunter failed: {r.stderr}")
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    m = re.search(r"in ([\d.]+) s", r.stdout)
+    took = float(m.group(1)) if m else wall
+    from lc.common.pcapfile import open_capture
+
+    with open_capture(out) as rd:
+        got = 0
+        while (c := rd.read_columns(65536)) is not None:
+            got += len(c)
+    status = "ok" if got == n else f"WRONG: {got} of {n} packets written"
+    return took, status
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--packets", type=int, default=1_000_000)
+    ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--insecure-too", action="store_true", help="also measure without TLS")
+    args = ap.parse_args()
+    OUT.mkdir(exist_ok=True)
+    sys.path.insert(0, str(ROOT))
+    from lc.common.credentials import init_pki
+
+    pki = OUT / "pki"
+    if not (pki / "ca.pem").exists():
+        init_pki(pki, hunters=["bench"])
+
+    def tls(name: str) -> list[str]:
+        return [
+            "--tls-cert",
+            str(pki / f"{name}.pem"),
+            "--tls-key",
+            str(pki / f"{name}.key"),
+            "--tls-ca",
+            str(pki / "ca.pem"),
+        ]
+
+    print(
+        f"lc end-to-end replay benchmark: {args.packets:,} packets, Python "
+        f"{sys.version.split()[0]}, {os.cpu_count()} CPUs; best of {args.runs}"
+    )
+    print(f"{'input':<22}{'tcpdump -r (C limit)':>24}{'lc hunt -> lc process':>26}  check")
+    modes = [("mTLS", tls("processor"), tls("hunter-bench"))]
+    if args.insecure_too:
+        modes.append(("insecure", ["--insecure"], ["--insecure"]))
+    for nano in (True, False):
+        name = f"bench-{args.packets}-{'ns' if nano else 'us'}.pcap"
+        cap = OUT / name
+        if not cap.exists():
+            print(f"  (generating {cap.relative_to(ROOT)} ...)", flush=True)
+            generate(cap, args.packets, nano)
+        td = time_tcpdump(cap, args.runs)
+        td_txt = f"{args.packets / td / 1e3:,.0f}k pkt/s" if td else "tcpdump missing"
+        for label, tp, th in modes:
+            best, status = float("inf"), "ok"
+            for i in range(args.runs):
+                took, st = run_e2e(cap, args.packets, tp, th, f"{label}-{i}")
+                best = min(best, took)
+                if st != "ok":
+                    status = st
+            desc = f"{'ns' if nano else 'µs'} pcap, {label}"
+            print(
+                f"{desc:<22}{td_txt:>24}{args.packets / best / 1e3:>21,.0f}k pkt/s  {status}",
+                flush=True,
+            )
+    for d in OUT.glob("data-*"):
+        shutil.rmtree(d, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

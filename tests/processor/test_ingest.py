@@ -1,0 +1,115 @@
+"""Processor pieces without gRPC: ingest (dedup, write, validation), flow control, registry."""
+
+from __future__ import annotations
+
+import itertools
+from array import array
+
+import pytest
+
+from lc.common.errors import ParseError
+from lc.common.pcapfile import PcapSink, frame_records, open_capture
+from lc.common.wire import build_batch
+from lc.processor.ingest import Ingest, flow_to_announce
+from lc.processor.registry import Registry
+from lc.proto import lc_pb2
+
+
+def _batch(
+    seq: int, payloads: list[bytes], epoch: int = 7, hunter: str = "h1", ifaces=None, iface=None
+) -> lc_pb2.PacketBatch:
+    ts = array("q", [1_700_000_000_000_000_000 + seq * 1000 + i for i in range(len(payloads))])
+    cl = array("I", map(len, payloads))
+    recs = frame_records(ts, cl, cl, b"".join(payloads))
+    return build_batch(hunter, epoch, seq, recs, len(payloads), ifaces or [("eth0", 1)], iface)
+
+
+def _read(path) -> list[tuple[int, bytes]]:
+    with open_capture(path) as r:
+        return [(ts, bytes(d)) for ts, _, d, _ in r.records()]
+
+
+def test_duplicates_are_acked_but_written_once(tmp_path):
+    ing = Ingest(PcapSink(str(tmp_path / "o.pcap")))
+    b1, b2 = _batch(1, [b"a" * 60, b"b" * 70]), _batch(2, [b"c" * 80])
+    for b in (b1, b2, b1, b2):
+        ack, _, _ = ing.accept(b)
+        assert ack.sequence == b.sequence
+    assert [ing.accept(b)[0].duplicate for b in (b1, b2)] == [True, True]
+    # Another epoch of the same hunter is a new run: its sequence 1 is written.
+    assert not ing.accept(_batch(1, [b"d" * 90], epoch=8))[0].duplicate
+    ing.close()
+    got = [d for _, d in _read(tmp_path / "o.pcap")]
+    assert got == [b"a" * 60, b"b" * 70, b"c" * 80, b"d" * 90]
+    assert ing.packets == 4 and ing.duplicates == 4 and ing.bytes == 300
+
+
+def test_malformed_batch_is_refused_and_nothing_written(tmp_path):
+    ing = Ingest(PcapSink(str(tmp_path / "o.pcap")))
+    good = _batch(1, [b"x" * 64])
+    bad = lc_pb2.PacketBatch()
+    bad.CopyFrom(good)
+    bad.count = 2
+    with pytest.raises(ParseError, match="batch 1"):
+        ing.accept(bad)
+    cut = lc_pb2.PacketBatch()
+    cut.CopyFrom(good)
+    cut.data = good.data[:-1]
+    with pytest.raises(ParseError):
+        ing.accept(cut)
+    assert ing.accept(good)[0].packets == 1  # the same sequence is still writable
+    ing.close()
+    assert len(_read(tmp_path / "o.pcap")) == 1
+
+
+def test_mixed_link_types_go_to_separate_files(tmp_path):
+    sink = PcapSink(str(tmp_path / "o.pcap"))
+    ing = Ingest(sink)
+    payloads = [b"e1" * 30, b"s1" * 30, b"e2" * 30, b"s2" * 30]
+    iface = array("H", [0, 1, 0, 1])
+    ing.accept(_batch(1, payloads, ifaces=[("eth0", 1), ("any", 113)], iface=iface))
+    ing.close()
+    files = sink.files()
+    assert [p.rsplit("/", 1)[1] for p in files] == ["o.pcap", "o.linux_sll.pcap"]
+    assert [d for _, d in _read(files[0])] == [payloads[0], payloads[2]]
+    assert [d for _, d in _read(files[1])] == [payloads[1], payloads[3]]
+
+
+STATES = [lc_pb2.FLOW_CONTINUE, lc_pb2.FLOW_SLOW, lc_pb2.FLOW_PAUSE, lc_pb2.FLOW_RESUME]
+
+
+@pytest.mark.parametrize(("announced", "state"), list(itertools.product(STATES, STATES[:3])))
+def test_flow_announcements_every_pair(announced, state):
+    change = flow_to_announce(announced, state)
+    told = announced if change is None else change
+    # After announcing, the hunter's view agrees with the processor's state...
+    if state == lc_pb2.FLOW_CONTINUE:
+        assert told in (lc_pb2.FLOW_CONTINUE, lc_pb2.FLOW_RESUME)
+    else:
+        assert told == state
+    # ...a return from SLOW/PAUSE is an explicit RESUME, and nothing is repeated.
+    if announced in (lc_pb2.FLOW_SLOW, lc_pb2.FLOW_PAUSE) and state == lc_pb2.FLOW_CONTINUE:
+        assert change == lc_pb2.FLOW_RESUME
+    assert flow_to_announce(told, state) is None
+
+
+def test_registry_states_follow_heartbeats_and_clean_stops():
+    now = [100.0]
+    reg = Registry(stale_after=30, clock=lambda: now[0])
+    reg.register(lc_pb2.RegisterRequest(hunter_id="h1", hostname="s1"), "peer")
+    assert reg.get("h1").state == "connected"
+    now[0] += 31
+    assert reg.get("h1").state == "stale"
+    assert reg.heartbeat(lc_pb2.HeartbeatRequest(hunter_id="h1"))
+    assert reg.get("h1").state == "connected"
+    assert not reg.heartbeat(lc_pb2.HeartbeatRequest(hunter_id="nobody"))
+    reg.stream_opened("h1", "peer")
+    reg.received("h1", 10, 1000, duplicate=False)
+    reg.received("h1", 10, 1000, duplicate=True)
+    reg.stream_closed("h1", clean=True)
+    info = reg.get("h1")
+    assert info.state == "disconnected"
+    assert (info.packets_received, info.batches_received, info.batches_duplicate) == (10, 1, 1)
+    reg.stream_opened("h1", "peer")
+    reg.stream_closed("h1", clean=False)  # a broken stream is not a clean stop
+    assert reg.get("h1").state == "connected"

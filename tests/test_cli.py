@@ -1,0 +1,54 @@
+"""The CLI's contract: help for every command, documented in the README, exit codes."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from click.testing import CliRunner
+
+from lc.cli.main import cli
+from tests.conftest import ROOT, run_lc
+
+COMMANDS = [
+    ("hunt",),
+    ("process",),
+    ("certs", "init"),
+    ("list", "hunters"),
+    ("show", "status"),
+    ("show", "hunter"),
+]
+
+
+@pytest.mark.parametrize("cmd", COMMANDS, ids=" ".join)
+def test_every_command_has_help_and_is_in_the_readme(cmd):
+    r = CliRunner().invoke(cli, [*cmd, "--help"])
+    assert r.exit_code == 0, r.output
+    assert "Usage:" in r.output
+    readme = (ROOT / "README.md").read_text()
+    assert re.search(rf"`lc {' '.join(cmd)}\b", readme), f"lc {' '.join(cmd)} not in README"
+
+
+def test_usage_errors_exit_3_not_2():
+    # 2 is reserved for connection failures.
+    r = run_lc("hunt", "--no-such-flag")
+    assert r.returncode == 3, r.stderr
+    assert "No such option" in r.stderr
+    r = run_lc("hunt", "--processor", "x:1", "--insecure", "--batch-size", "many")
+    assert r.returncode == 3
+
+
+def test_validation_errors_name_the_problem():
+    r = run_lc("hunt", "--processor", "127.0.0.1:1", "--insecure")
+    assert r.returncode == 3
+    assert "either -i/--interface (live) or -r/--read-file" in r.stderr
+    r = run_lc("hunt", "--processor", "127.0.0.1:1", "--insecure", "--tls-ca", "x", "-r", "f")
+    assert r.returncode == 3 and "--insecure cannot be combined with --tls-ca" in r.stderr
+    r = run_lc("process", "--insecure", "--rotate-size", "lots")
+    assert r.returncode == 3 and "--rotate-size" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_version():
+    r = CliRunner().invoke(cli, ["--version"])
+    assert r.exit_code == 0 and "lc" in r.output
