@@ -36,6 +36,9 @@ demo: install
 
 bench: install
 	@scripts/test-deps.sh
+	$(BIN)/python bench/wire_bench.py
+	$(BIN)/python bench/filter_bench.py
+	$(BIN)/python bench/filter_push_bench.py
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 # Regenerates the checked-in gRPC code from proto/ (see scripts/gen-proto.sh).

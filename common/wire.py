@@ -24,6 +24,7 @@ __all__ = [
     "BatchRecords",
     "build_batch",
     "dumps",
+    "filter_to_proto",
     "message_to_json",
     "unpack_batch",
 ]
@@ -133,6 +134,19 @@ def unpack_batch(batch: lc_pb2.PacketBatch) -> BatchRecords:
         if m.index >= n:
             raise ParseError(f"batch {batch.sequence}: metadata for packet {m.index} of {n}")
     return BatchRecords(batch.data, caplen, iface, interfaces, list(batch.meta))
+
+
+def filter_to_proto(f: Any, version: int = 0) -> lc_pb2.Filter:
+    """A :class:`lc.common.filters.Filter` as its wire message."""
+    return lc_pb2.Filter(
+        id=f.id,
+        type=f.type,
+        pattern=f.pattern,
+        enabled=f.enabled,
+        description=f.description,
+        hunters=list(f.hunters),
+        version=version,
+    )
 
 
 def message_to_json(msg: Message) -> dict[str, Any]:

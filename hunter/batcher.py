@@ -14,7 +14,7 @@ second, so at high packet rates only growing batches keep up.
 from __future__ import annotations
 
 from array import array
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["Batcher", "SealedBatch"]
 
@@ -33,6 +33,7 @@ class SealedBatch:
     count: int
     iface: array | None  # 'H' per packet; None when every packet is on interface 0
     nbytes: int  # packet bytes, without the record headers
+    meta: list[tuple[int, list[str]]] = field(default_factory=list)  # (index, filter ids)
 
     def __len__(self) -> int:
         return self.count
@@ -66,6 +67,7 @@ class Batcher:
         self._origlen = array("I")
         self._iface = array("H")
         self._pieces: list[bytes | memoryview] = []
+        self._meta: list[tuple[int, list[str]]] = []
         self._nbytes = 0
         self._first_ns = 0  # monotonic time the oldest pending packet arrived
 
@@ -82,14 +84,18 @@ class Batcher:
         iface: int | array,
         now_ns: int,
         busy: bool = False,
+        meta: dict[int, list[str]] | None = None,
     ) -> list[SealedBatch]:
         """Add a chunk of framed packets; return the batches it completed (possibly none).
 
         ``records`` holds the chunk's packets as nanosecond pcap records (see
         :func:`lc.common.pcapfile.frame_records`). ``iface`` is one interface index for
         the whole chunk or an array of them. ``busy`` tells whether the uplink had a
-        backlog, which grows the targets.
+        backlog, which grows the targets. ``meta`` maps chunk indices to the ids of
+        the filters those packets matched; they follow the packets into their batch.
         """
+        meta_keys = sorted(meta) if meta else []
+        mk = 0
         sealed: list[SealedBatch] = []
         n = len(ts_ns)
         start = 0
@@ -101,9 +107,20 @@ class Batcher:
             room = self.target_packets - len(self._ts)
             end = min(n, start + room)
             nb = sum(caplen[start:end])
-            # Respect the byte target: shrink the slice until it fits (at least one packet).
-            if self._nbytes + nb > self.target_bytes and end - start > 1:
-                end, nb = self._fit_bytes(caplen, start, end, self.target_bytes - self._nbytes)
+            # Respect the byte target: shrink the slice until it fits. When not even one
+            # more packet fits, seal what is pending first; a packet bigger than the whole
+            # target then travels alone.
+            if self._nbytes + nb > self.target_bytes:
+                budget = self.target_bytes - self._nbytes
+                end, nb = self._fit_bytes(caplen, start, end, budget)
+                if nb > budget and self._ts:
+                    sealed.append(self.seal(busy))
+                    continue
+            base = len(self._ts) - start
+            while mk < len(meta_keys) and meta_keys[mk] < end:
+                k = meta_keys[mk]
+                self._meta.append((base + k, meta[k]))  # type: ignore[index]
+                mk += 1
             self._ts.extend(ts_ns[start:end])
             self._caplen.extend(caplen[start:end])
             self._origlen.extend(origlen[start:end])
@@ -142,7 +159,7 @@ class Batcher:
         iface = self._iface if any(self._iface) else None
         pieces = self._pieces
         records = bytes(pieces[0]) if len(pieces) == 1 else b"".join(pieces)
-        b = SealedBatch(records, len(self._ts), iface, self._nbytes)
+        b = SealedBatch(records, len(self._ts), iface, self._nbytes, self._meta)
         self._reset()
         if busy:
             self.target_packets = min(self.target_packets * 2, self.max_packets)

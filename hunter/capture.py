@@ -25,6 +25,7 @@ from operator import add, mul
 
 import pcapy
 
+from lc.common.bpf import check_bpf, compile_bpf
 from lc.common.errors import LcError, NotFound, ValidationError
 from lc.common.pcapfile import PcapFormatError, frame_records, open_capture
 
@@ -68,18 +69,6 @@ def list_interfaces() -> list[str]:
         return list(pcapy.findalldevs())
     except pcapy.PcapError:
         return []
-
-
-def check_bpf(expr: str, linktype: int = 1, snaplen: int = DEFAULT_SNAPLEN) -> None:
-    """Compile ``expr`` for ``linktype``.
-
-    Raises:
-        ValidationError: the expression does not compile; the message quotes it.
-    """
-    try:
-        pcapy.compile(linktype, snaplen, expr, 1, 0)
-    except pcapy.PcapError as e:
-        raise ValidationError(f"invalid BPF filter {expr!r}: {e}") from None
 
 
 class LiveSource:
@@ -284,11 +273,7 @@ class FileSource:
             )
             prog = self._filters.get(lt)
             if prog is None:
-                try:
-                    prog = pcapy.compile(lt, DEFAULT_SNAPLEN, self.bpf, 1, 0)
-                except pcapy.PcapError as e:
-                    raise ValidationError(f"invalid BPF filter {self.bpf!r}: {e}") from None
-                self._filters[lt] = prog
+                prog = self._filters[lt] = compile_bpf(self.bpf, lt)
             if prog.filter(bytes(mv[off + 16 : off + 16 + c])):  # type: ignore[attr-defined]
                 keep.append((i, off, 16 + c))
             off += 16 + c

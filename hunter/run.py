@@ -18,9 +18,11 @@ from dataclasses import dataclass, field
 from lc import __version__
 from lc.common.credentials import identity_from_pem
 from lc.common.errors import LcError, ValidationError
+from lc.common.filters import compile_filters
 from lc.common.transport import TlsFiles
 from lc.hunter.batcher import Batcher
 from lc.hunter.capture import Chunk, FileSource, LiveSource, check_bpf
+from lc.hunter.filtering import GENERIC_FILTER_TYPES, MATCH_NOTHING, GenericFilter, HunterFilters
 from lc.hunter.outbox import Outbox
 from lc.hunter.uplink import HunterIdentity, Uplink
 from lc.proto import lc_pb2
@@ -48,8 +50,11 @@ class HuntConfig:
     heartbeat_interval: float = 5.0
     connect_timeout: float = 10.0
     mode: str = "generic"
+    no_filter_policy: str | None = None  # None: the mode's default (generic: allow)
 
     def validate(self) -> None:
+        if self.no_filter_policy not in (None, "allow", "deny"):
+            raise ValidationError("--no-filter-policy must be allow or deny")
         if bool(self.interfaces) == bool(self.read_file):
             raise ValidationError("give either -i/--interface (live) or -r/--read-file (replay)")
         if ":" not in self.processor:
@@ -140,8 +145,12 @@ class Hunter:
         self._live: list[LiveSource] = []
         self._file: FileSource | None = None
         self.interfaces: list[tuple[str, int]] = []
+        self.base_bpf: list[str] = []
         self.started = time.monotonic()
         self.uplink: Uplink | None = None
+        self.filtered_out = 0
+        self.filters: HunterFilters | None = None
+        self.mode: GenericFilter | None = None
 
     # -- setup -----------------------------------------------------------------------
     def open_sources(self) -> None:
@@ -152,14 +161,18 @@ class Hunter:
                 check_bpf(cfg.bpf)
             self._file = FileSource(cfg.read_file, cfg.bpf)
             return
-        bpf = processor_exclusion(cfg.processor)
+        self.base_bpf = [processor_exclusion(cfg.processor)]
         if cfg.bpf:
             check_bpf(cfg.bpf)
-            bpf = f"({cfg.bpf}) and {bpf}"
+            self.base_bpf.insert(0, cfg.bpf)
+        # Nothing is captured until the first filter set has been applied, so filters
+        # that exist when the hunter starts apply from its first packet.
         for i, name in enumerate(cfg.interfaces):
-            src = LiveSource(name, bpf, cfg.snaplen, cfg.promisc, index=i)
+            src = LiveSource(name, MATCH_NOTHING, cfg.snaplen, cfg.promisc, index=i)
             self._live.append(src)
             self.interfaces.append((name, src.linktype))
+            for expr in self.base_bpf:
+                check_bpf(expr, src.linktype)
 
     def counters(self) -> lc_pb2.HunterCounters:
         ob = self.outbox
@@ -174,6 +187,8 @@ class Hunter:
             dropped["interface"] = iface
         if self._file is not None:
             dropped["file_truncated"] = self._file.truncated
+        # Not a loss: packets no filter wanted (kept apart from the losses in summary()).
+        dropped["filtered"] = self.filtered_out
         return lc_pb2.HunterCounters(
             captured=self.captured,
             forwarded=self.forwarded,
@@ -197,6 +212,14 @@ class Hunter:
             self.interfaces = self._file.interfaces  # the list object grows with pcapng IDBs
         else:
             iface_names = list(cfg.interfaces)
+        policy = cfg.no_filter_policy or "allow"  # generic mode forwards all by default
+        self.mode = GenericFilter(
+            policy,
+            self.base_bpf,
+            self._set_kernel_filter if self._live else None,
+            lambda i: self.interfaces[i][1],
+        )
+        self.filters = HunterFilters(hunter_id, GENERIC_FILTER_TYPES, self.mode.apply)
         ident = HunterIdentity(
             hunter_id=hunter_id,
             epoch=time.time_ns(),
@@ -204,7 +227,7 @@ class Hunter:
             version=__version__,
             mode=cfg.mode,
             interfaces=iface_names,
-            capabilities=["generic"],
+            capabilities=["generic", *(f"filter:{t}" for t in GENERIC_FILTER_TYPES)],
         )
         self.uplink = Uplink(
             cfg.processor,
@@ -215,9 +238,16 @@ class Hunter:
             self.counters,
             heartbeat_interval=cfg.heartbeat_interval,
             connect_timeout=cfg.connect_timeout,
+            on_filters=self.filters.apply,
+            filter_types=GENERIC_FILTER_TYPES,
+            filter_version=lambda: self.filters.version if self.filters else 0,
         )
         proc_id = self.uplink.connect()
         log.info("hunter %s registered with processor %s at %s", hunter_id, proc_id, cfg.processor)
+        self.uplink.start_filters()
+        if not self.filters.received.wait(cfg.connect_timeout):
+            log.warning("no filter set from the processor yet; starting with none (%s)", policy)
+            self.mode.apply([], compile_filters([], hunter_id, GENERIC_FILTER_TYPES))
         self.uplink.start()
         self._install_signals()
         self.started = time.monotonic()
@@ -226,6 +256,11 @@ class Hunter:
         else:
             self._capture_live()
         return self._finish()
+
+    def _set_kernel_filter(self, expr: str) -> None:
+        for src in self._live:
+            src.set_filter(expr)
+        log.info("kernel filter: %s", expr)
 
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -254,6 +289,13 @@ class Hunter:
         n = len(chunk)
         self.captured += n
         self.bytes_captured += len(chunk.records) - 16 * n
+        meta = None
+        if self.mode is not None:
+            chunk, meta = self.mode.process(chunk)
+            self.filtered_out += n - len(chunk)
+            if not len(chunk):
+                self._tick(batcher, block, now)
+                return
         ob = self.outbox
         for b in batcher.add_chunk(
             chunk.ts_ns,
@@ -263,6 +305,7 @@ class Hunter:
             chunk.iface,
             now,
             ob.backlog > 0,
+            meta,
         ):
             if ob.put(b, block=block):
                 self.forwarded += len(b)
@@ -293,6 +336,8 @@ class Hunter:
             chunk = src.read(256 if speed else 4096)
             if chunk is None:
                 break
+            if len(src.interfaces) != len(self.interfaces):  # before its packets are sent
+                self.interfaces[:] = src.interfaces
             if speed:
                 if first_ts is None:
                     first_ts = chunk.ts_ns[0]
@@ -300,6 +345,8 @@ class Hunter:
                     self._add(batcher, part, block=True)
             else:
                 self._add(batcher, chunk, block=True)
+            if len(src.interfaces) != len(self.interfaces):  # a pcapng IDB came along
+                self.interfaces[:] = src.interfaces
         self._flush(batcher, block=True)
 
     def _capture_live(self) -> None:
@@ -347,11 +394,12 @@ class Hunter:
         el = getattr(self, "elapsed", time.monotonic() - self.started)
         rate = c.captured / el if el > 0 else 0.0
         what = f"replayed {self._file.path}" if self._file is not None else "captured"
-        dropped = sum(c.dropped.values())
+        dropped = sum(v for k, v in c.dropped.items() if k != "filtered")
         unacked = self.outbox.unacked_packets()
         return (
             f"lc hunt: {what}: {c.captured} packets ({c.bytes_captured} bytes) in {el:.2f} s "
-            f"({rate:,.0f} pkt/s); forwarded {c.forwarded}, acknowledged {c.acked}, "
+            f"({rate:,.0f} pkt/s); filtered out {self.filtered_out}, forwarded {c.forwarded}, "
+            f"acknowledged {c.acked}, "
             f"dropped {dropped}, unacknowledged {unacked}"
         )
 

@@ -60,7 +60,13 @@ class Uplink:
         counters: Callable[[], lc_pb2.HunterCounters],
         heartbeat_interval: float = 5.0,
         connect_timeout: float = 10.0,
+        on_filters: Callable[[lc_pb2.FilterUpdate], object] | None = None,
+        filter_types: tuple[str, ...] = (),
+        filter_version: Callable[[], int] = lambda: 0,
     ) -> None:
+        self.on_filters = on_filters
+        self.filter_types = filter_types
+        self.filter_version = filter_version
         self.target = target
         self.tls = tls
         self.ident = ident
@@ -121,6 +127,37 @@ class Uplink:
         self._proc_id = resp.processor_id
         return resp.processor_id
 
+    def start_filters(self) -> None:
+        """Subscribe to filter updates (call before capture starts)."""
+        if self.on_filters is None:
+            return
+        t = threading.Thread(target=self._filter_loop, name="lc-filters", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _filter_loop(self) -> None:
+        stub = lc_pb2_grpc.ManagementServiceStub(self._channel)
+        req = lc_pb2.SubscribeFiltersRequest(
+            hunter_id=self.ident.hunter_id, filter_types=list(self.filter_types)
+        )
+        backoff = 0.5
+        while not self._stopped.is_set():
+            call = stub.SubscribeFilters(req)
+            self._filter_call = call
+            try:
+                for upd in call:
+                    backoff = 0.5
+                    self.on_filters(upd)  # type: ignore[misc]
+            except grpc.RpcError as e:
+                if self._stopped.is_set():
+                    return
+                if e.code() in _FATAL:
+                    log.error("filter subscription refused: %s", e.details())
+                    return
+                log.debug("filter subscription broke: %s", e.details())
+            self._stopped.wait(backoff * random.uniform(0.8, 1.2))
+            backoff = min(backoff * 2, 30.0)
+
     def start(self) -> None:
         for name, fn in (("lc-stream", self._stream_loop), ("lc-heartbeat", self._heartbeat_loop)):
             t = threading.Thread(target=fn, name=name, daemon=True)
@@ -137,6 +174,9 @@ class Uplink:
         ok = self.outbox.wait_drained(timeout) if self.fatal is None else False
         self._stopped.set()
         self.outbox.wake()
+        call = getattr(self, "_filter_call", None)
+        if call is not None:
+            call.cancel()
         for t in self._threads:
             t.join(timeout=2.0)
         self._send_final_heartbeat()
@@ -166,6 +206,7 @@ class Uplink:
                 b.count,
                 self.interfaces,
                 b.iface,
+                meta=[lc_pb2.PacketMeta(index=i, filter_ids=ids) for i, ids in b.meta],
                 sealed_at_ns=time.time_ns(),
             )
             if self.flow == lc_pb2.FLOW_SLOW:
@@ -233,6 +274,7 @@ class Uplink:
             epoch=self.ident.epoch,
             counters=self.counters(),
             sent_at_ns=time.time_ns(),
+            filter_version=self.filter_version(),
         )
         try:
             resp = stub.Heartbeat(req, timeout=5.0)

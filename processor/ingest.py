@@ -38,6 +38,7 @@ class Ingest:
         self.bytes = 0
         self.batches = 0
         self.duplicates = 0
+        self.filter_matches: dict[str, int] = {}
 
     def accept(self, batch: lc_pb2.PacketBatch) -> tuple[lc_pb2.Ack, int, int]:
         """Write ``batch`` unless it is a duplicate; return (ack, packets, bytes) written.
@@ -59,6 +60,10 @@ class Ingest:
                 self._write(cols)
                 self.sink.flush()
                 self._written[key] = seq
+                fm = self.filter_matches
+                for m in cols.meta:
+                    for fid in m.filter_ids:
+                        fm[fid] = fm.get(fid, 0) + 1
                 self.packets += len(cols)
                 self.bytes += len(cols.records) - 16 * len(cols)
                 self.batches += 1

@@ -30,6 +30,7 @@ class HunterRecord:
     last_seen: float = 0.0  # monotonic
     last_heartbeat_ns: int = 0
     counters: lc_pb2.HunterCounters = field(default_factory=lc_pb2.HunterCounters)
+    filter_version: int = 0
     packets: int = 0
     bytes: int = 0
     batches: int = 0
@@ -70,6 +71,7 @@ class Registry:
             rec.last_seen = self._clock()
             rec.last_heartbeat_ns = time.time_ns()
             rec.counters.CopyFrom(req.counters)
+            rec.filter_version = req.filter_version
             return True
 
     def stream_opened(self, hunter_id: str, peer: str) -> None:
@@ -137,4 +139,5 @@ class Registry:
             batches_received=r.batches,
             batches_duplicate=r.duplicates,
             streaming=r.streams > 0,
+            filter_version=r.filter_version,
         )

@@ -18,9 +18,11 @@ from lc.common.errors import LcError, ValidationError
 from lc.common.pcapfile import PcapSink
 from lc.common.transport import TlsFiles, server_credentials, server_options
 from lc.processor.auth import Authorizer
+from lc.processor.filterhub import FilterHub
 from lc.processor.ingest import Ingest
 from lc.processor.registry import Registry
 from lc.processor.service import DataService, ManagementService
+from lc.processor.store import FilterStore
 from lc.proto import lc_pb2_grpc
 
 __all__ = ["ProcessConfig", "Processor", "normalise_listen"]
@@ -75,6 +77,8 @@ class Processor:
         self.ingest = Ingest(self.sink)
         self.registry = Registry(stale_after=cfg.stale_after)
         self.auth = Authorizer(insecure=cfg.tls is None)
+        self.store = FilterStore(os.path.join(cfg.data_dir, "lc.db"))
+        self.hub = FilterHub(self.store)
         self.server: grpc.Server | None = None
         self.port = 0
 
@@ -94,6 +98,7 @@ class Processor:
             self.processor_id,
             listen,
             cfg.heartbeat_interval_ms,
+            hub=self.hub,
         )
         lc_pb2_grpc.add_DataServiceServicer_to_server(self.data, server)
         lc_pb2_grpc.add_ManagementServiceServicer_to_server(self.mgmt, server)
@@ -120,6 +125,7 @@ class Processor:
             self.server.stop(self.cfg.shutdown_grace).wait()
             self.server = None
         self.ingest.close()
+        self.store.close()
 
     def serve_forever(self) -> None:
         done = threading.Event()

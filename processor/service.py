@@ -11,9 +11,13 @@ from collections.abc import Iterator
 import grpc
 
 from lc import __version__
+from lc.common.bpf import check_bpf
 from lc.common.credentials import validate_id
 from lc.common.errors import LcError, ParseError, ValidationError
+from lc.common.filters import Filter, new_filter_id, validate_filter
+from lc.common.wire import filter_to_proto
 from lc.processor.auth import Authorizer
+from lc.processor.filterhub import FilterHub
 from lc.processor.ingest import Ingest, flow_to_announce
 from lc.processor.registry import Registry
 from lc.proto import lc_pb2, lc_pb2_grpc
@@ -137,7 +141,9 @@ class ManagementService(lc_pb2_grpc.ManagementServiceServicer):
         processor_id: str,
         listen: str,
         heartbeat_interval_ms: int = 5000,
+        hub: FilterHub | None = None,
     ) -> None:
+        self.hub = hub
         self.registry = registry
         self.ingest = ingest
         self.auth = auth
@@ -194,6 +200,8 @@ class ManagementService(lc_pb2_grpc.ManagementServiceServicer):
             output_files=ing.sink.files(),
             listen=self.listen,
             insecure=self.auth.insecure,
+            filter_version=self.hub.store.version if self.hub is not None else 0,
+            filter_matches=dict(ing.filter_matches),
         )
 
     def ListHunters(self, request, context):
@@ -205,7 +213,92 @@ class ManagementService(lc_pb2_grpc.ManagementServiceServicer):
         info = self.registry.get(request.hunter_id)
         if info is None:
             context.abort(grpc.StatusCode.NOT_FOUND, f"no hunter {request.hunter_id!r}")
+        if self.hub is not None:
+            stored, version = self.hub.for_hunter(info.hunter_id, filter_types(info.capabilities))
+            info.filters.extend(filter_to_proto(f, v) for f, v in stored)
+            info.processor_filter_version = version
         return info
+
+    # -- filters ---------------------------------------------------------------------
+    def SetFilters(self, request, context):
+        self.auth.require_admin(context)
+        try:
+            filters = [
+                validate_filter(_from_proto(pb), bpf_check=check_bpf) for pb in request.filters
+            ]
+        except LcError as e:
+            abort_for(context, e)
+        if not filters:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no filter given")
+        ids = [f.id for f in filters]
+        if len(set(ids)) != len(ids):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the same filter id is given twice")
+        stored, version = self.hub.set_filters(filters)
+        log.info("filters set: %s (version %d)", ", ".join(ids), version)
+        return lc_pb2.SetFiltersResponse(
+            filters=[filter_to_proto(f, v) for f, v in stored], version=version
+        )
+
+    def DeleteFilter(self, request, context):
+        self.auth.require_admin(context)
+        try:
+            version = self.hub.delete(request.id)
+        except LcError as e:
+            abort_for(context, e)
+        log.info("filter removed: %s (version %d)", request.id, version)
+        return lc_pb2.DeleteFilterResponse(version=version)
+
+    def ListFilters(self, request, context):
+        self.auth.require_admin(context)
+        if request.hunter_id:
+            info = self.registry.get(request.hunter_id)
+            if info is None:
+                context.abort(grpc.StatusCode.NOT_FOUND, f"no hunter {request.hunter_id!r}")
+            stored, version = self.hub.for_hunter(
+                request.hunter_id, filter_types(info.capabilities)
+            )
+        else:
+            stored, version = self.hub.store.all()
+        return lc_pb2.ListFiltersResponse(
+            filters=[filter_to_proto(f, v) for f, v in stored], version=version
+        )
+
+    def GetFilter(self, request, context):
+        self.auth.require_admin(context)
+        try:
+            f, v = self.hub.store.get(request.id)
+        except LcError as e:
+            abort_for(context, e)
+        return filter_to_proto(f, v)
+
+    def SubscribeFilters(self, request, context):
+        self.auth.require_hunter(context, request.hunter_id)
+        sub = self.hub.subscribe(request.hunter_id, request.filter_types)
+        try:
+            while context.is_active():
+                try:
+                    upd = sub.updates.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+                yield upd
+        finally:
+            self.hub.unsubscribe(sub)
+
+
+def filter_types(capabilities) -> list[str]:
+    """The filter types a hunter registered it can apply ("filter:<type>" capabilities)."""
+    return [c.split(":", 1)[1] for c in capabilities if c.startswith("filter:")]
+
+
+def _from_proto(pb: lc_pb2.Filter) -> Filter:
+    return Filter(
+        id=pb.id or new_filter_id(),
+        type=pb.type,
+        pattern=pb.pattern,
+        enabled=pb.enabled,
+        description=pb.description,
+        hunters=tuple(pb.hunters),
+    )
 
 
 def abort_for(context: grpc.ServicerContext, e: LcError) -> None:

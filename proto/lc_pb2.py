@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11lc/proto/lc.proto\x12\x05lc.v1\".\n\x0cInterfaceRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08linktype\x18\x02 \x01(\r\"R\n\nPacketMeta\x12\r\n\x05index\x18\x01 \x01(\r\x12\x10\n\x08protocol\x18\x02 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x03 \x01(\t\x12\x12\n\nfilter_ids\x18\x04 \x03(\t\"\xdf\x01\n\x0bPacketBatch\x12\x11\n\thunter_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12\r\n\x05\x63ount\x18\x04 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\'\n\ninterfaces\x18\t \x03(\x0b\x32\x13.lc.v1.InterfaceRef\x12\r\n\x05iface\x18\n \x01(\x0c\x12\x1f\n\x04meta\x18\x0b \x03(\x0b\x32\x11.lc.v1.PacketMeta\x12\x14\n\x0csealed_at_ns\x18\x0c \x01(\x04J\x04\x08\x06\x10\x07J\x04\x08\x07\x10\x08J\x04\x08\x08\x10\t\"J\n\x03\x41\x63k\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12\x0f\n\x07packets\x18\x04 \x01(\r\"Z\n\rStreamControl\x12\x18\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\n.lc.v1.Ack\x12\x1e\n\x04\x66low\x18\x02 \x01(\x0e\x32\x10.lc.v1.FlowState\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x8e\x01\n\x0fRegisterRequest\x12\x11\n\thunter_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0c\n\x04mode\x18\x04 \x01(\t\x12\x12\n\ninterfaces\x18\x05 \x03(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x06 \x03(\t\x12\r\n\x05\x65poch\x18\x07 \x01(\x04\"i\n\x10RegisterResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x14\n\x0cprocessor_id\x18\x03 \x01(\t\x12\x1d\n\x15heartbeat_interval_ms\x18\x04 \x01(\r\"\xab\x02\n\x0eHunterCounters\x12\x10\n\x08\x63\x61ptured\x18\x01 \x01(\x04\x12\x11\n\tforwarded\x18\x02 \x01(\x04\x12\r\n\x05\x61\x63ked\x18\x03 \x01(\x04\x12\x33\n\x07\x64ropped\x18\x04 \x03(\x0b\x32\".lc.v1.HunterCounters.DroppedEntry\x12\x15\n\rqueue_batches\x18\x05 \x01(\x04\x12\x13\n\x0bqueue_bytes\x18\x06 \x01(\x04\x12\x14\n\x0c\x62\x61tches_sent\x18\x07 \x01(\x04\x12\x13\n\x0b\x63pu_percent\x18\x08 \x01(\x01\x12\x11\n\trss_bytes\x18\t \x01(\x04\x12\x16\n\x0e\x62ytes_captured\x18\n \x01(\x04\x1a.\n\x0c\x44roppedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"q\n\x10HeartbeatRequest\x12\x11\n\thunter_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\'\n\x08\x63ounters\x18\x03 \x01(\x0b\x32\x15.lc.v1.HunterCounters\x12\x12\n\nsent_at_ns\x18\x04 \x01(\x04\"\'\n\x11HeartbeatResponse\x12\x12\n\nregistered\x18\x01 \x01(\x08\"\x0f\n\rStatusRequest\"\xcb\x02\n\x0eStatusResponse\x12\x14\n\x0cprocessor_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x15\n\rstarted_at_ns\x18\x03 \x01(\x04\x12\x16\n\x0euptime_seconds\x18\x04 \x01(\x01\x12\x19\n\x11hunters_connected\x18\x05 \x01(\r\x12\x15\n\rhunters_stale\x18\x06 \x01(\r\x12\x15\n\rhunters_total\x18\x07 \x01(\r\x12\x17\n\x0fpackets_written\x18\x08 \x01(\x04\x12\x15\n\rbytes_written\x18\t \x01(\x04\x12\x17\n\x0f\x62\x61tches_written\x18\n \x01(\x04\x12\x19\n\x11\x62\x61tches_duplicate\x18\x0b \x01(\x04\x12\x14\n\x0coutput_files\x18\x0c \x03(\t\x12\x0e\n\x06listen\x18\r \x01(\t\x12\x10\n\x08insecure\x18\x0e \x01(\x08\"\x14\n\x12ListHuntersRequest\"9\n\x13ListHuntersResponse\x12\"\n\x07hunters\x18\x01 \x03(\x0b\x32\x11.lc.v1.HunterInfo\"%\n\x10GetHunterRequest\x12\x11\n\thunter_id\x18\x01 \x01(\t\"\xfe\x02\n\nHunterInfo\x12\x11\n\thunter_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0c\n\x04mode\x18\x04 \x01(\t\x12\x12\n\ninterfaces\x18\x05 \x03(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x06 \x03(\t\x12\r\n\x05state\x18\x07 \x01(\t\x12\x0c\n\x04peer\x18\x08 \x01(\t\x12\r\n\x05\x65poch\x18\t \x01(\x04\x12\x18\n\x10registered_at_ns\x18\n \x01(\x04\x12\x19\n\x11last_heartbeat_ns\x18\x0b \x01(\x04\x12\'\n\x08\x63ounters\x18\x0c \x01(\x0b\x32\x15.lc.v1.HunterCounters\x12\x18\n\x10packets_received\x18\r \x01(\x04\x12\x16\n\x0e\x62ytes_received\x18\x0e \x01(\x04\x12\x18\n\x10\x62\x61tches_received\x18\x0f \x01(\x04\x12\x19\n\x11\x62\x61tches_duplicate\x18\x10 \x01(\x04\x12\x11\n\tstreaming\x18\x11 \x01(\x08*N\n\tFlowState\x12\x11\n\rFLOW_CONTINUE\x10\x00\x12\r\n\tFLOW_SLOW\x10\x01\x12\x0e\n\nFLOW_PAUSE\x10\x02\x12\x0f\n\x0b\x46LOW_RESUME\x10\x03\x32L\n\x0b\x44\x61taService\x12=\n\rStreamPackets\x12\x12.lc.v1.PacketBatch\x1a\x14.lc.v1.StreamControl(\x01\x30\x01\x32\xcf\x02\n\x11ManagementService\x12\x41\n\x0eRegisterHunter\x12\x16.lc.v1.RegisterRequest\x1a\x17.lc.v1.RegisterResponse\x12>\n\tHeartbeat\x12\x17.lc.v1.HeartbeatRequest\x1a\x18.lc.v1.HeartbeatResponse\x12\x38\n\tGetStatus\x12\x14.lc.v1.StatusRequest\x1a\x15.lc.v1.StatusResponse\x12\x44\n\x0bListHunters\x12\x19.lc.v1.ListHuntersRequest\x1a\x1a.lc.v1.ListHuntersResponse\x12\x37\n\tGetHunter\x12\x17.lc.v1.GetHunterRequest\x1a\x11.lc.v1.HunterInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11lc/proto/lc.proto\x12\x05lc.v1\".\n\x0cInterfaceRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08linktype\x18\x02 \x01(\r\"R\n\nPacketMeta\x12\r\n\x05index\x18\x01 \x01(\r\x12\x10\n\x08protocol\x18\x02 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x03 \x01(\t\x12\x12\n\nfilter_ids\x18\x04 \x03(\t\"\xdf\x01\n\x0bPacketBatch\x12\x11\n\thunter_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12\r\n\x05\x63ount\x18\x04 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\'\n\ninterfaces\x18\t \x03(\x0b\x32\x13.lc.v1.InterfaceRef\x12\r\n\x05iface\x18\n \x01(\x0c\x12\x1f\n\x04meta\x18\x0b \x03(\x0b\x32\x11.lc.v1.PacketMeta\x12\x14\n\x0csealed_at_ns\x18\x0c \x01(\x04J\x04\x08\x06\x10\x07J\x04\x08\x07\x10\x08J\x04\x08\x08\x10\t\"J\n\x03\x41\x63k\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12\x0f\n\x07packets\x18\x04 \x01(\r\"Z\n\rStreamControl\x12\x18\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\n.lc.v1.Ack\x12\x1e\n\x04\x66low\x18\x02 \x01(\x0e\x32\x10.lc.v1.FlowState\x12\x0f\n\x07message\x18\x03 \x01(\t\"{\n\x06\x46ilter\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0f\n\x07pattern\x18\x03 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x04 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x0f\n\x07hunters\x18\x06 \x03(\t\x12\x0f\n\x07version\x18\x07 \x01(\x04\"3\n\x11SetFiltersRequest\x12\x1e\n\x07\x66ilters\x18\x01 \x03(\x0b\x32\r.lc.v1.Filter\"E\n\x12SetFiltersResponse\x12\x1e\n\x07\x66ilters\x18\x01 \x03(\x0b\x32\r.lc.v1.Filter\x12\x0f\n\x07version\x18\x02 \x01(\x04\"!\n\x13\x44\x65leteFilterRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\'\n\x14\x44\x65leteFilterResponse\x12\x0f\n\x07version\x18\x01 \x01(\x04\"\'\n\x12ListFiltersRequest\x12\x11\n\thunter_id\x18\x01 \x01(\t\"F\n\x13ListFiltersResponse\x12\x1e\n\x07\x66ilters\x18\x01 \x03(\x0b\x32\r.lc.v1.Filter\x12\x0f\n\x07version\x18\x02 \x01(\x04\"\x1e\n\x10GetFilterRequest\x12\n\n\x02id\x18\x01 \x01(\t\"B\n\x17SubscribeFiltersRequest\x12\x11\n\thunter_id\x18\x01 \x01(\t\x12\x14\n\x0c\x66ilter_types\x18\x02 \x03(\t\"^\n\x0c\x46ilterUpdate\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0c\n\x04\x66ull\x18\x02 \x01(\x08\x12\x1e\n\x07\x66ilters\x18\x03 \x03(\x0b\x32\r.lc.v1.Filter\x12\x0f\n\x07removed\x18\x04 \x03(\t\"\x8e\x01\n\x0fRegisterRequest\x12\x11\n\thunter_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0c\n\x04mode\x18\x04 \x01(\t\x12\x12\n\ninterfaces\x18\x05 \x03(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x06 \x03(\t\x12\r\n\x05\x65poch\x18\x07 \x01(\x04\"i\n\x10RegisterResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x14\n\x0cprocessor_id\x18\x03 \x01(\t\x12\x1d\n\x15heartbeat_interval_ms\x18\x04 \x01(\r\"\xab\x02\n\x0eHunterCounters\x12\x10\n\x08\x63\x61ptured\x18\x01 \x01(\x04\x12\x11\n\tforwarded\x18\x02 \x01(\x04\x12\r\n\x05\x61\x63ked\x18\x03 \x01(\x04\x12\x33\n\x07\x64ropped\x18\x04 \x03(\x0b\x32\".lc.v1.HunterCounters.DroppedEntry\x12\x15\n\rqueue_batches\x18\x05 \x01(\x04\x12\x13\n\x0bqueue_bytes\x18\x06 \x01(\x04\x12\x14\n\x0c\x62\x61tches_sent\x18\x07 \x01(\x04\x12\x13\n\x0b\x63pu_percent\x18\x08 \x01(\x01\x12\x11\n\trss_bytes\x18\t \x01(\x04\x12\x16\n\x0e\x62ytes_captured\x18\n \x01(\x04\x1a.\n\x0c\x44roppedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\x89\x01\n\x10HeartbeatRequest\x12\x11\n\thunter_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\'\n\x08\x63ounters\x18\x03 \x01(\x0b\x32\x15.lc.v1.HunterCounters\x12\x12\n\nsent_at_ns\x18\x04 \x01(\x04\x12\x16\n\x0e\x66ilter_version\x18\x05 \x01(\x04\"\'\n\x11HeartbeatResponse\x12\x12\n\nregistered\x18\x01 \x01(\x08\"\x0f\n\rStatusRequest\"\xdb\x03\n\x0eStatusResponse\x12\x14\n\x0cprocessor_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x15\n\rstarted_at_ns\x18\x03 \x01(\x04\x12\x16\n\x0euptime_seconds\x18\x04 \x01(\x01\x12\x19\n\x11hunters_connected\x18\x05 \x01(\r\x12\x15\n\rhunters_stale\x18\x06 \x01(\r\x12\x15\n\rhunters_total\x18\x07 \x01(\r\x12\x17\n\x0fpackets_written\x18\x08 \x01(\x04\x12\x15\n\rbytes_written\x18\t \x01(\x04\x12\x17\n\x0f\x62\x61tches_written\x18\n \x01(\x04\x12\x19\n\x11\x62\x61tches_duplicate\x18\x0b \x01(\x04\x12\x14\n\x0coutput_files\x18\x0c \x03(\t\x12\x0e\n\x06listen\x18\r \x01(\t\x12\x10\n\x08insecure\x18\x0e \x01(\x08\x12\x16\n\x0e\x66ilter_version\x18\x0f \x01(\x04\x12@\n\x0e\x66ilter_matches\x18\x10 \x03(\x0b\x32(.lc.v1.StatusResponse.FilterMatchesEntry\x1a\x34\n\x12\x46ilterMatchesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\x14\n\x12ListHuntersRequest\"9\n\x13ListHuntersResponse\x12\"\n\x07hunters\x18\x01 \x03(\x0b\x32\x11.lc.v1.HunterInfo\"%\n\x10GetHunterRequest\x12\x11\n\thunter_id\x18\x01 \x01(\t\"\xd8\x03\n\nHunterInfo\x12\x11\n\thunter_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0c\n\x04mode\x18\x04 \x01(\t\x12\x12\n\ninterfaces\x18\x05 \x03(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x06 \x03(\t\x12\r\n\x05state\x18\x07 \x01(\t\x12\x0c\n\x04peer\x18\x08 \x01(\t\x12\r\n\x05\x65poch\x18\t \x01(\x04\x12\x18\n\x10registered_at_ns\x18\n \x01(\x04\x12\x19\n\x11last_heartbeat_ns\x18\x0b \x01(\x04\x12\'\n\x08\x63ounters\x18\x0c \x01(\x0b\x32\x15.lc.v1.HunterCounters\x12\x18\n\x10packets_received\x18\r \x01(\x04\x12\x16\n\x0e\x62ytes_received\x18\x0e \x01(\x04\x12\x18\n\x10\x62\x61tches_received\x18\x0f \x01(\x04\x12\x19\n\x11\x62\x61tches_duplicate\x18\x10 \x01(\x04\x12\x11\n\tstreaming\x18\x11 \x01(\x08\x12\x16\n\x0e\x66ilter_version\x18\x12 \x01(\x04\x12\x1e\n\x07\x66ilters\x18\x13 \x03(\x0b\x32\r.lc.v1.Filter\x12 \n\x18processor_filter_version\x18\x14 \x01(\x04*N\n\tFlowState\x12\x11\n\rFLOW_CONTINUE\x10\x00\x12\r\n\tFLOW_SLOW\x10\x01\x12\x0e\n\nFLOW_PAUSE\x10\x02\x12\x0f\n\x0b\x46LOW_RESUME\x10\x03\x32L\n\x0b\x44\x61taService\x12=\n\rStreamPackets\x12\x12.lc.v1.PacketBatch\x1a\x14.lc.v1.StreamControl(\x01\x30\x01\x32\xa1\x05\n\x11ManagementService\x12\x41\n\x0eRegisterHunter\x12\x16.lc.v1.RegisterRequest\x1a\x17.lc.v1.RegisterResponse\x12>\n\tHeartbeat\x12\x17.lc.v1.HeartbeatRequest\x1a\x18.lc.v1.HeartbeatResponse\x12\x38\n\tGetStatus\x12\x14.lc.v1.StatusRequest\x1a\x15.lc.v1.StatusResponse\x12\x44\n\x0bListHunters\x12\x19.lc.v1.ListHuntersRequest\x1a\x1a.lc.v1.ListHuntersResponse\x12\x37\n\tGetHunter\x12\x17.lc.v1.GetHunterRequest\x1a\x11.lc.v1.HunterInfo\x12\x41\n\nSetFilters\x12\x18.lc.v1.SetFiltersRequest\x1a\x19.lc.v1.SetFiltersResponse\x12G\n\x0c\x44\x65leteFilter\x12\x1a.lc.v1.DeleteFilterRequest\x1a\x1b.lc.v1.DeleteFilterResponse\x12\x44\n\x0bListFilters\x12\x19.lc.v1.ListFiltersRequest\x1a\x1a.lc.v1.ListFiltersResponse\x12\x33\n\tGetFilter\x12\x17.lc.v1.GetFilterRequest\x1a\r.lc.v1.Filter\x12I\n\x10SubscribeFilters\x12\x1e.lc.v1.SubscribeFiltersRequest\x1a\x13.lc.v1.FilterUpdate0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,8 +33,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_HUNTERCOUNTERS_DROPPEDENTRY']._loaded_options = None
   _globals['_HUNTERCOUNTERS_DROPPEDENTRY']._serialized_options = b'8\001'
-  _globals['_FLOWSTATE']._serialized_start=2120
-  _globals['_FLOWSTATE']._serialized_end=2198
+  _globals['_STATUSRESPONSE_FILTERMATCHESENTRY']._loaded_options = None
+  _globals['_STATUSRESPONSE_FILTERMATCHESENTRY']._serialized_options = b'8\001'
+  _globals['_FLOWSTATE']._serialized_start=3013
+  _globals['_FLOWSTATE']._serialized_end=3091
   _globals['_INTERFACEREF']._serialized_start=28
   _globals['_INTERFACEREF']._serialized_end=74
   _globals['_PACKETMETA']._serialized_start=76
@@ -45,32 +47,54 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACK']._serialized_end=460
   _globals['_STREAMCONTROL']._serialized_start=462
   _globals['_STREAMCONTROL']._serialized_end=552
-  _globals['_REGISTERREQUEST']._serialized_start=555
-  _globals['_REGISTERREQUEST']._serialized_end=697
-  _globals['_REGISTERRESPONSE']._serialized_start=699
-  _globals['_REGISTERRESPONSE']._serialized_end=804
-  _globals['_HUNTERCOUNTERS']._serialized_start=807
-  _globals['_HUNTERCOUNTERS']._serialized_end=1106
-  _globals['_HUNTERCOUNTERS_DROPPEDENTRY']._serialized_start=1060
-  _globals['_HUNTERCOUNTERS_DROPPEDENTRY']._serialized_end=1106
-  _globals['_HEARTBEATREQUEST']._serialized_start=1108
-  _globals['_HEARTBEATREQUEST']._serialized_end=1221
-  _globals['_HEARTBEATRESPONSE']._serialized_start=1223
-  _globals['_HEARTBEATRESPONSE']._serialized_end=1262
-  _globals['_STATUSREQUEST']._serialized_start=1264
-  _globals['_STATUSREQUEST']._serialized_end=1279
-  _globals['_STATUSRESPONSE']._serialized_start=1282
-  _globals['_STATUSRESPONSE']._serialized_end=1613
-  _globals['_LISTHUNTERSREQUEST']._serialized_start=1615
-  _globals['_LISTHUNTERSREQUEST']._serialized_end=1635
-  _globals['_LISTHUNTERSRESPONSE']._serialized_start=1637
-  _globals['_LISTHUNTERSRESPONSE']._serialized_end=1694
-  _globals['_GETHUNTERREQUEST']._serialized_start=1696
-  _globals['_GETHUNTERREQUEST']._serialized_end=1733
-  _globals['_HUNTERINFO']._serialized_start=1736
-  _globals['_HUNTERINFO']._serialized_end=2118
-  _globals['_DATASERVICE']._serialized_start=2200
-  _globals['_DATASERVICE']._serialized_end=2276
-  _globals['_MANAGEMENTSERVICE']._serialized_start=2279
-  _globals['_MANAGEMENTSERVICE']._serialized_end=2614
+  _globals['_FILTER']._serialized_start=554
+  _globals['_FILTER']._serialized_end=677
+  _globals['_SETFILTERSREQUEST']._serialized_start=679
+  _globals['_SETFILTERSREQUEST']._serialized_end=730
+  _globals['_SETFILTERSRESPONSE']._serialized_start=732
+  _globals['_SETFILTERSRESPONSE']._serialized_end=801
+  _globals['_DELETEFILTERREQUEST']._serialized_start=803
+  _globals['_DELETEFILTERREQUEST']._serialized_end=836
+  _globals['_DELETEFILTERRESPONSE']._serialized_start=838
+  _globals['_DELETEFILTERRESPONSE']._serialized_end=877
+  _globals['_LISTFILTERSREQUEST']._serialized_start=879
+  _globals['_LISTFILTERSREQUEST']._serialized_end=918
+  _globals['_LISTFILTERSRESPONSE']._serialized_start=920
+  _globals['_LISTFILTERSRESPONSE']._serialized_end=990
+  _globals['_GETFILTERREQUEST']._serialized_start=992
+  _globals['_GETFILTERREQUEST']._serialized_end=1022
+  _globals['_SUBSCRIBEFILTERSREQUEST']._serialized_start=1024
+  _globals['_SUBSCRIBEFILTERSREQUEST']._serialized_end=1090
+  _globals['_FILTERUPDATE']._serialized_start=1092
+  _globals['_FILTERUPDATE']._serialized_end=1186
+  _globals['_REGISTERREQUEST']._serialized_start=1189
+  _globals['_REGISTERREQUEST']._serialized_end=1331
+  _globals['_REGISTERRESPONSE']._serialized_start=1333
+  _globals['_REGISTERRESPONSE']._serialized_end=1438
+  _globals['_HUNTERCOUNTERS']._serialized_start=1441
+  _globals['_HUNTERCOUNTERS']._serialized_end=1740
+  _globals['_HUNTERCOUNTERS_DROPPEDENTRY']._serialized_start=1694
+  _globals['_HUNTERCOUNTERS_DROPPEDENTRY']._serialized_end=1740
+  _globals['_HEARTBEATREQUEST']._serialized_start=1743
+  _globals['_HEARTBEATREQUEST']._serialized_end=1880
+  _globals['_HEARTBEATRESPONSE']._serialized_start=1882
+  _globals['_HEARTBEATRESPONSE']._serialized_end=1921
+  _globals['_STATUSREQUEST']._serialized_start=1923
+  _globals['_STATUSREQUEST']._serialized_end=1938
+  _globals['_STATUSRESPONSE']._serialized_start=1941
+  _globals['_STATUSRESPONSE']._serialized_end=2416
+  _globals['_STATUSRESPONSE_FILTERMATCHESENTRY']._serialized_start=2364
+  _globals['_STATUSRESPONSE_FILTERMATCHESENTRY']._serialized_end=2416
+  _globals['_LISTHUNTERSREQUEST']._serialized_start=2418
+  _globals['_LISTHUNTERSREQUEST']._serialized_end=2438
+  _globals['_LISTHUNTERSRESPONSE']._serialized_start=2440
+  _globals['_LISTHUNTERSRESPONSE']._serialized_end=2497
+  _globals['_GETHUNTERREQUEST']._serialized_start=2499
+  _globals['_GETHUNTERREQUEST']._serialized_end=2536
+  _globals['_HUNTERINFO']._serialized_start=2539
+  _globals['_HUNTERINFO']._serialized_end=3011
+  _globals['_DATASERVICE']._serialized_start=3093
+  _globals['_DATASERVICE']._serialized_end=3169
+  _globals['_MANAGEMENTSERVICE']._serialized_start=3172
+  _globals['_MANAGEMENTSERVICE']._serialized_end=3845
 # @@protoc_insertion_point(module_scope)

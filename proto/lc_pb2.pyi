@@ -82,6 +82,90 @@ class StreamControl(_message.Message):
     message: str
     def __init__(self, acks: _Optional[_Iterable[_Union[Ack, _Mapping]]] = ..., flow: _Optional[_Union[FlowState, str]] = ..., message: _Optional[str] = ...) -> None: ...
 
+class Filter(_message.Message):
+    __slots__ = ("id", "type", "pattern", "enabled", "description", "hunters", "version")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    PATTERN_FIELD_NUMBER: _ClassVar[int]
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    HUNTERS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    type: str
+    pattern: str
+    enabled: bool
+    description: str
+    hunters: _containers.RepeatedScalarFieldContainer[str]
+    version: int
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., pattern: _Optional[str] = ..., enabled: _Optional[bool] = ..., description: _Optional[str] = ..., hunters: _Optional[_Iterable[str]] = ..., version: _Optional[int] = ...) -> None: ...
+
+class SetFiltersRequest(_message.Message):
+    __slots__ = ("filters",)
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    filters: _containers.RepeatedCompositeFieldContainer[Filter]
+    def __init__(self, filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ...) -> None: ...
+
+class SetFiltersResponse(_message.Message):
+    __slots__ = ("filters", "version")
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    filters: _containers.RepeatedCompositeFieldContainer[Filter]
+    version: int
+    def __init__(self, filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ..., version: _Optional[int] = ...) -> None: ...
+
+class DeleteFilterRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class DeleteFilterResponse(_message.Message):
+    __slots__ = ("version",)
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    def __init__(self, version: _Optional[int] = ...) -> None: ...
+
+class ListFiltersRequest(_message.Message):
+    __slots__ = ("hunter_id",)
+    HUNTER_ID_FIELD_NUMBER: _ClassVar[int]
+    hunter_id: str
+    def __init__(self, hunter_id: _Optional[str] = ...) -> None: ...
+
+class ListFiltersResponse(_message.Message):
+    __slots__ = ("filters", "version")
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    filters: _containers.RepeatedCompositeFieldContainer[Filter]
+    version: int
+    def __init__(self, filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ..., version: _Optional[int] = ...) -> None: ...
+
+class GetFilterRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class SubscribeFiltersRequest(_message.Message):
+    __slots__ = ("hunter_id", "filter_types")
+    HUNTER_ID_FIELD_NUMBER: _ClassVar[int]
+    FILTER_TYPES_FIELD_NUMBER: _ClassVar[int]
+    hunter_id: str
+    filter_types: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, hunter_id: _Optional[str] = ..., filter_types: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class FilterUpdate(_message.Message):
+    __slots__ = ("version", "full", "filters", "removed")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    FULL_FIELD_NUMBER: _ClassVar[int]
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    full: bool
+    filters: _containers.RepeatedCompositeFieldContainer[Filter]
+    removed: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, version: _Optional[int] = ..., full: _Optional[bool] = ..., filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ..., removed: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class RegisterRequest(_message.Message):
     __slots__ = ("hunter_id", "hostname", "version", "mode", "interfaces", "capabilities", "epoch")
     HUNTER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -144,16 +228,18 @@ class HunterCounters(_message.Message):
     def __init__(self, captured: _Optional[int] = ..., forwarded: _Optional[int] = ..., acked: _Optional[int] = ..., dropped: _Optional[_Mapping[str, int]] = ..., queue_batches: _Optional[int] = ..., queue_bytes: _Optional[int] = ..., batches_sent: _Optional[int] = ..., cpu_percent: _Optional[float] = ..., rss_bytes: _Optional[int] = ..., bytes_captured: _Optional[int] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("hunter_id", "epoch", "counters", "sent_at_ns")
+    __slots__ = ("hunter_id", "epoch", "counters", "sent_at_ns", "filter_version")
     HUNTER_ID_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     COUNTERS_FIELD_NUMBER: _ClassVar[int]
     SENT_AT_NS_FIELD_NUMBER: _ClassVar[int]
+    FILTER_VERSION_FIELD_NUMBER: _ClassVar[int]
     hunter_id: str
     epoch: int
     counters: HunterCounters
     sent_at_ns: int
-    def __init__(self, hunter_id: _Optional[str] = ..., epoch: _Optional[int] = ..., counters: _Optional[_Union[HunterCounters, _Mapping]] = ..., sent_at_ns: _Optional[int] = ...) -> None: ...
+    filter_version: int
+    def __init__(self, hunter_id: _Optional[str] = ..., epoch: _Optional[int] = ..., counters: _Optional[_Union[HunterCounters, _Mapping]] = ..., sent_at_ns: _Optional[int] = ..., filter_version: _Optional[int] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ("registered",)
@@ -166,7 +252,14 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("processor_id", "version", "started_at_ns", "uptime_seconds", "hunters_connected", "hunters_stale", "hunters_total", "packets_written", "bytes_written", "batches_written", "batches_duplicate", "output_files", "listen", "insecure")
+    __slots__ = ("processor_id", "version", "started_at_ns", "uptime_seconds", "hunters_connected", "hunters_stale", "hunters_total", "packets_written", "bytes_written", "batches_written", "batches_duplicate", "output_files", "listen", "insecure", "filter_version", "filter_matches")
+    class FilterMatchesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     PROCESSOR_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_NS_FIELD_NUMBER: _ClassVar[int]
@@ -181,6 +274,8 @@ class StatusResponse(_message.Message):
     OUTPUT_FILES_FIELD_NUMBER: _ClassVar[int]
     LISTEN_FIELD_NUMBER: _ClassVar[int]
     INSECURE_FIELD_NUMBER: _ClassVar[int]
+    FILTER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FILTER_MATCHES_FIELD_NUMBER: _ClassVar[int]
     processor_id: str
     version: str
     started_at_ns: int
@@ -195,7 +290,9 @@ class StatusResponse(_message.Message):
     output_files: _containers.RepeatedScalarFieldContainer[str]
     listen: str
     insecure: bool
-    def __init__(self, processor_id: _Optional[str] = ..., version: _Optional[str] = ..., started_at_ns: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., hunters_connected: _Optional[int] = ..., hunters_stale: _Optional[int] = ..., hunters_total: _Optional[int] = ..., packets_written: _Optional[int] = ..., bytes_written: _Optional[int] = ..., batches_written: _Optional[int] = ..., batches_duplicate: _Optional[int] = ..., output_files: _Optional[_Iterable[str]] = ..., listen: _Optional[str] = ..., insecure: _Optional[bool] = ...) -> None: ...
+    filter_version: int
+    filter_matches: _containers.ScalarMap[str, int]
+    def __init__(self, processor_id: _Optional[str] = ..., version: _Optional[str] = ..., started_at_ns: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., hunters_connected: _Optional[int] = ..., hunters_stale: _Optional[int] = ..., hunters_total: _Optional[int] = ..., packets_written: _Optional[int] = ..., bytes_written: _Optional[int] = ..., batches_written: _Optional[int] = ..., batches_duplicate: _Optional[int] = ..., output_files: _Optional[_Iterable[str]] = ..., listen: _Optional[str] = ..., insecure: _Optional[bool] = ..., filter_version: _Optional[int] = ..., filter_matches: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class ListHuntersRequest(_message.Message):
     __slots__ = ()
@@ -214,7 +311,7 @@ class GetHunterRequest(_message.Message):
     def __init__(self, hunter_id: _Optional[str] = ...) -> None: ...
 
 class HunterInfo(_message.Message):
-    __slots__ = ("hunter_id", "hostname", "version", "mode", "interfaces", "capabilities", "state", "peer", "epoch", "registered_at_ns", "last_heartbeat_ns", "counters", "packets_received", "bytes_received", "batches_received", "batches_duplicate", "streaming")
+    __slots__ = ("hunter_id", "hostname", "version", "mode", "interfaces", "capabilities", "state", "peer", "epoch", "registered_at_ns", "last_heartbeat_ns", "counters", "packets_received", "bytes_received", "batches_received", "batches_duplicate", "streaming", "filter_version", "filters", "processor_filter_version")
     HUNTER_ID_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -232,6 +329,9 @@ class HunterInfo(_message.Message):
     BATCHES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
     BATCHES_DUPLICATE_FIELD_NUMBER: _ClassVar[int]
     STREAMING_FIELD_NUMBER: _ClassVar[int]
+    FILTER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    PROCESSOR_FILTER_VERSION_FIELD_NUMBER: _ClassVar[int]
     hunter_id: str
     hostname: str
     version: str
@@ -249,4 +349,7 @@ class HunterInfo(_message.Message):
     batches_received: int
     batches_duplicate: int
     streaming: bool
-    def __init__(self, hunter_id: _Optional[str] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., mode: _Optional[str] = ..., interfaces: _Optional[_Iterable[str]] = ..., capabilities: _Optional[_Iterable[str]] = ..., state: _Optional[str] = ..., peer: _Optional[str] = ..., epoch: _Optional[int] = ..., registered_at_ns: _Optional[int] = ..., last_heartbeat_ns: _Optional[int] = ..., counters: _Optional[_Union[HunterCounters, _Mapping]] = ..., packets_received: _Optional[int] = ..., bytes_received: _Optional[int] = ..., batches_received: _Optional[int] = ..., batches_duplicate: _Optional[int] = ..., streaming: _Optional[bool] = ...) -> None: ...
+    filter_version: int
+    filters: _containers.RepeatedCompositeFieldContainer[Filter]
+    processor_filter_version: int
+    def __init__(self, hunter_id: _Optional[str] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., mode: _Optional[str] = ..., interfaces: _Optional[_Iterable[str]] = ..., capabilities: _Optional[_Iterable[str]] = ..., state: _Optional[str] = ..., peer: _Optional[str] = ..., epoch: _Optional[int] = ..., registered_at_ns: _Optional[int] = ..., last_heartbeat_ns: _Optional[int] = ..., counters: _Optional[_Union[HunterCounters, _Mapping]] = ..., packets_received: _Optional[int] = ..., bytes_received: _Optional[int] = ..., batches_received: _Optional[int] = ..., batches_duplicate: _Optional[int] = ..., streaming: _Optional[bool] = ..., filter_version: _Optional[int] = ..., filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ..., processor_filter_version: _Optional[int] = ...) -> None: ...

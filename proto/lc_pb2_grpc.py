@@ -150,6 +150,31 @@ class ManagementServiceStub:
                 request_serializer=lc_dot_proto_dot_lc__pb2.GetHunterRequest.SerializeToString,
                 response_deserializer=lc_dot_proto_dot_lc__pb2.HunterInfo.FromString,
                 _registered_method=True)
+        self.SetFilters = channel.unary_unary(
+                '/lc.v1.ManagementService/SetFilters',
+                request_serializer=lc_dot_proto_dot_lc__pb2.SetFiltersRequest.SerializeToString,
+                response_deserializer=lc_dot_proto_dot_lc__pb2.SetFiltersResponse.FromString,
+                _registered_method=True)
+        self.DeleteFilter = channel.unary_unary(
+                '/lc.v1.ManagementService/DeleteFilter',
+                request_serializer=lc_dot_proto_dot_lc__pb2.DeleteFilterRequest.SerializeToString,
+                response_deserializer=lc_dot_proto_dot_lc__pb2.DeleteFilterResponse.FromString,
+                _registered_method=True)
+        self.ListFilters = channel.unary_unary(
+                '/lc.v1.ManagementService/ListFilters',
+                request_serializer=lc_dot_proto_dot_lc__pb2.ListFiltersRequest.SerializeToString,
+                response_deserializer=lc_dot_proto_dot_lc__pb2.ListFiltersResponse.FromString,
+                _registered_method=True)
+        self.GetFilter = channel.unary_unary(
+                '/lc.v1.ManagementService/GetFilter',
+                request_serializer=lc_dot_proto_dot_lc__pb2.GetFilterRequest.SerializeToString,
+                response_deserializer=lc_dot_proto_dot_lc__pb2.Filter.FromString,
+                _registered_method=True)
+        self.SubscribeFilters = channel.unary_stream(
+                '/lc.v1.ManagementService/SubscribeFilters',
+                request_serializer=lc_dot_proto_dot_lc__pb2.SubscribeFiltersRequest.SerializeToString,
+                response_deserializer=lc_dot_proto_dot_lc__pb2.FilterUpdate.FromString,
+                _registered_method=True)
 
 
 class ManagementServiceServicer:
@@ -189,6 +214,41 @@ class ManagementServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetFilters(self, request, context):
+        """Filters. Changing them needs the admin certificate; reading them too.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteFilter(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListFilters(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetFilter(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubscribeFilters(self, request, context):
+        """A hunter's subscription: first the complete set that applies to it (by target
+        and by the filter types it can apply), then every change as it happens. Each
+        update carries the processor's filter-set version after it; a hunter ignores
+        an update whose version is not newer than what it has.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ManagementServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -216,6 +276,31 @@ def add_ManagementServiceServicer_to_server(servicer, server):
                     servicer.GetHunter,
                     request_deserializer=lc_dot_proto_dot_lc__pb2.GetHunterRequest.FromString,
                     response_serializer=lc_dot_proto_dot_lc__pb2.HunterInfo.SerializeToString,
+            ),
+            'SetFilters': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetFilters,
+                    request_deserializer=lc_dot_proto_dot_lc__pb2.SetFiltersRequest.FromString,
+                    response_serializer=lc_dot_proto_dot_lc__pb2.SetFiltersResponse.SerializeToString,
+            ),
+            'DeleteFilter': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteFilter,
+                    request_deserializer=lc_dot_proto_dot_lc__pb2.DeleteFilterRequest.FromString,
+                    response_serializer=lc_dot_proto_dot_lc__pb2.DeleteFilterResponse.SerializeToString,
+            ),
+            'ListFilters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFilters,
+                    request_deserializer=lc_dot_proto_dot_lc__pb2.ListFiltersRequest.FromString,
+                    response_serializer=lc_dot_proto_dot_lc__pb2.ListFiltersResponse.SerializeToString,
+            ),
+            'GetFilter': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFilter,
+                    request_deserializer=lc_dot_proto_dot_lc__pb2.GetFilterRequest.FromString,
+                    response_serializer=lc_dot_proto_dot_lc__pb2.Filter.SerializeToString,
+            ),
+            'SubscribeFilters': grpc.unary_stream_rpc_method_handler(
+                    servicer.SubscribeFilters,
+                    request_deserializer=lc_dot_proto_dot_lc__pb2.SubscribeFiltersRequest.FromString,
+                    response_serializer=lc_dot_proto_dot_lc__pb2.FilterUpdate.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -357,6 +442,141 @@ class ManagementService:
             '/lc.v1.ManagementService/GetHunter',
             lc_dot_proto_dot_lc__pb2.GetHunterRequest.SerializeToString,
             lc_dot_proto_dot_lc__pb2.HunterInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetFilters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lc.v1.ManagementService/SetFilters',
+            lc_dot_proto_dot_lc__pb2.SetFiltersRequest.SerializeToString,
+            lc_dot_proto_dot_lc__pb2.SetFiltersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteFilter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lc.v1.ManagementService/DeleteFilter',
+            lc_dot_proto_dot_lc__pb2.DeleteFilterRequest.SerializeToString,
+            lc_dot_proto_dot_lc__pb2.DeleteFilterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFilters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lc.v1.ManagementService/ListFilters',
+            lc_dot_proto_dot_lc__pb2.ListFiltersRequest.SerializeToString,
+            lc_dot_proto_dot_lc__pb2.ListFiltersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFilter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lc.v1.ManagementService/GetFilter',
+            lc_dot_proto_dot_lc__pb2.GetFilterRequest.SerializeToString,
+            lc_dot_proto_dot_lc__pb2.Filter.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubscribeFilters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/lc.v1.ManagementService/SubscribeFilters',
+            lc_dot_proto_dot_lc__pb2.SubscribeFiltersRequest.SerializeToString,
+            lc_dot_proto_dot_lc__pb2.FilterUpdate.FromString,
             options,
             channel_credentials,
             insecure,

@@ -15,7 +15,7 @@ from lc.cli.main import fail_json
 from lc.cli.options import tls_from_flags, tls_options
 from lc.common.errors import LcError, NotFound, PermissionDenied, Unreachable, ValidationError
 
-__all__ = ["list_group", "show_group"]
+__all__ = ["list_group", "rm_group", "set_group", "show_group"]
 
 
 def _processor_option(f: Callable) -> Callable:
@@ -124,5 +124,157 @@ def show_hunter(processor, hunter_id, tls_cert, tls_key, tls_ca, insecure) -> No
         processor,
         (tls_cert, tls_key, tls_ca, insecure),
         lambda s: s.GetHunter(lc_pb2.GetHunterRequest(hunter_id=hunter_id), timeout=10),
+        message_to_json,
+    )
+
+
+# -- filters -----------------------------------------------------------------------------
+
+
+@click.group(name="set")
+def set_group() -> None:
+    """Create or change objects at a processor (JSON)."""
+
+
+@click.group(name="rm")
+def rm_group() -> None:
+    """Remove objects from a processor (JSON)."""
+
+
+def _load_filter_file(path: str) -> list:
+    """Filters from a YAML (or JSON) file: a list of filters, or {"filters": [...]}."""
+    import yaml
+
+    from lc.common.filters import Filter
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise NotFound(f"filter file not found: {path}") from None
+    except (OSError, yaml.YAMLError) as e:
+        raise ValidationError(f"cannot read filter file {path}: {e}") from None
+    if isinstance(doc, dict) and "filters" in doc:
+        doc = doc["filters"]
+    if not isinstance(doc, list) or not doc:
+        raise ValidationError(f"{path}: expected a list of filters (or 'filters:' with one)")
+    out = []
+    for i, item in enumerate(doc, 1):
+        if not isinstance(item, dict):
+            raise ValidationError(f"{path}: filter #{i} is not a mapping")
+        item = {k: v for k, v in item.items() if k != "version"}  # as `lc list filters` prints
+        item.setdefault("id", "")
+        try:
+            out.append(Filter.from_mapping(item))
+        except ValidationError as e:
+            raise ValidationError(f"{path}: filter #{i}: {e}") from None
+    return out
+
+
+@set_group.command(name="filter")
+@_processor_option
+@click.option("-f", "--file", "file", metavar="FILE.yaml", help="Import every filter in a file.")
+@click.option("--id", "filter_id", metavar="ID", help="Filter id (generated when omitted).")
+@click.option("--type", "ftype", metavar="TYPE", help="bpf, ip_address, sip_user, ... (README).")
+@click.option("--pattern", metavar="P", help="What to match (wildcards: README).")
+@click.option("--hunters", metavar="H1,H2", help="Only these hunters (default: every able one).")
+@click.option("--description", default="", metavar="TEXT")
+@click.option("--disabled", is_flag=True, help="Keep the filter but apply it nowhere.")
+@tls_options
+def set_filter(
+    processor,
+    file,
+    filter_id,
+    ftype,
+    pattern,
+    hunters,
+    description,
+    disabled,
+    tls_cert,
+    tls_key,
+    tls_ca,
+    insecure,
+) -> None:
+    """Create or replace filters; prints them as stored, with the new version."""
+    from lc.common.filters import Filter
+    from lc.common.wire import filter_to_proto, message_to_json
+    from lc.proto import lc_pb2
+
+    try:
+        if file:
+            if ftype or pattern or filter_id or hunters:
+                raise ValidationError("-f/--file cannot be combined with --id/--type/--pattern")
+            filters = _load_filter_file(file)
+        else:
+            if not ftype or pattern is None:
+                raise ValidationError("give --type and --pattern, or -f FILE.yaml")
+            hs = tuple(h.strip() for h in hunters.split(",") if h.strip()) if hunters else ()
+            filters = [
+                Filter(
+                    id=filter_id or "",
+                    type=ftype,
+                    pattern=pattern,
+                    enabled=not disabled,
+                    description=description,
+                    hunters=hs,
+                )
+            ]
+    except LcError as e:
+        sys.exit(fail_json(e))
+    req = lc_pb2.SetFiltersRequest(filters=[filter_to_proto(f) for f in filters])
+    _run(
+        processor,
+        (tls_cert, tls_key, tls_ca, insecure),
+        lambda s: s.SetFilters(req, timeout=30),
+        lambda r: {"filters": [message_to_json(f) for f in r.filters], "version": r.version},
+    )
+
+
+@rm_group.command(name="filter")
+@_processor_option
+@click.option("--id", "filter_id", required=True, metavar="ID")
+@tls_options
+def rm_filter(processor, filter_id, tls_cert, tls_key, tls_ca, insecure) -> None:
+    """Remove a filter; every hunter stops applying it."""
+    from lc.proto import lc_pb2
+
+    _run(
+        processor,
+        (tls_cert, tls_key, tls_ca, insecure),
+        lambda s: s.DeleteFilter(lc_pb2.DeleteFilterRequest(id=filter_id), timeout=30),
+        lambda r: {"removed": filter_id, "version": r.version},
+    )
+
+
+@list_group.command(name="filters")
+@_processor_option
+@click.option("--hunter", "hunter_id", metavar="ID", help="Only the filters this hunter applies.")
+@tls_options
+def list_filters(processor, hunter_id, tls_cert, tls_key, tls_ca, insecure) -> None:
+    """Every filter (a list that `lc set filter -f` imports again)."""
+    from lc.common.wire import message_to_json
+    from lc.proto import lc_pb2
+
+    _run(
+        processor,
+        (tls_cert, tls_key, tls_ca, insecure),
+        lambda s: s.ListFilters(lc_pb2.ListFiltersRequest(hunter_id=hunter_id or ""), timeout=30),
+        lambda r: [message_to_json(f) for f in r.filters],
+    )
+
+
+@show_group.command(name="filter")
+@_processor_option
+@click.option("--id", "filter_id", required=True, metavar="ID")
+@tls_options
+def show_filter(processor, filter_id, tls_cert, tls_key, tls_ca, insecure) -> None:
+    """One filter."""
+    from lc.common.wire import message_to_json
+    from lc.proto import lc_pb2
+
+    _run(
+        processor,
+        (tls_cert, tls_key, tls_ca, insecure),
+        lambda s: s.GetFilter(lc_pb2.GetFilterRequest(id=filter_id), timeout=10),
         message_to_json,
     )

@@ -83,6 +83,13 @@ log = logging.getLogger("lc.hunt")
     metavar="S",
     help="On stop or end of replay, wait this long for the processor's acks.",
 )
+@click.option(
+    "--no-filter-policy",
+    type=click.Choice(["allow", "deny"]),
+    default=None,
+    help="What to forward while the processor has no filter for this hunter "
+    "(generic mode default: allow).",
+)
 @click.option("--connect-timeout", type=float, default=10.0, show_default=True, metavar="S")
 @click.option(
     "--heartbeat-interval", type=float, default=5.0, show_default=True, metavar="S", hidden=True
@@ -101,6 +108,7 @@ def hunt(
     replay_speed,
     queue_mb,
     shutdown_timeout,
+    no_filter_policy,
     connect_timeout,
     heartbeat_interval,
     tls_cert,
@@ -134,6 +142,7 @@ def hunt(
             shutdown_timeout=shutdown_timeout,
             heartbeat_interval=heartbeat_interval,
             connect_timeout=connect_timeout,
+            no_filter_policy=no_filter_policy,
         )
         h = Hunter(cfg)
         code = h.run()

@@ -37,6 +37,8 @@ class _Group(click.Group):
         "certs": ("lc.cli.certs", "certs"),
         "list": ("lc.cli.admin", "list_group"),
         "show": ("lc.cli.admin", "show_group"),
+        "set": ("lc.cli.admin", "set_group"),
+        "rm": ("lc.cli.admin", "rm_group"),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

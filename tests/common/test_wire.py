@@ -1,0 +1,516 @@
+"""Tests for lc.common.wire: PacketBatch packing, checking on receipt, JSON views.
+
+The expectations are built independently of the module: records are framed by hand
+with struct (not with lc's own framing), the interface column is read back with
+struct, and a reference walk written here decides which record streams are valid.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from array import array
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lc.common.errors import ParseError
+from lc.common.pcapfile import frame_records, record_lengths
+from lc.common.wire import BatchRecords, build_batch, dumps, message_to_json, unpack_batch
+from lc.proto import lc_pb2
+
+NS = 1_000_000_000
+TS_MAX = (1 << 32) * NS - 1
+U64 = (1 << 64) - 1
+U32 = (1 << 32) - 1
+
+HYP = settings(
+    deadline=None,
+    max_examples=100,
+    report_multiple_bugs=False,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+Packet = tuple[int, bytes, int]  # (ts_ns, data, origlen)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def record(ts_ns: int, data: bytes, origlen: int | None = None) -> bytes:
+    """One nanosecond pcap record, framed by hand."""
+    sec, ns = divmod(ts_ns, NS)
+    orig = len(data) if origlen is None else origlen
+    return struct.pack("<IIII", sec, ns, len(data), orig) + data
+
+
+def records_of(packets: list[Packet]) -> bytes:
+    return b"".join(record(*p) for p in packets)
+
+
+def ref_caplens(data: bytes, count: int) -> list[int] | None:
+    """The reference check: ``count`` whole records, nothing left over, ns < 10**9."""
+    off = 0
+    caps = []
+    for _ in range(count):
+        if off + 16 > len(data):
+            return None
+        _sec, ns, cap, _orig = struct.unpack_from("<IIII", data, off)
+        if ns >= NS:
+            return None
+        off += 16 + cap
+        if off > len(data):
+            return None
+        caps.append(cap)
+    return caps if off == len(data) else None
+
+
+def roundtrip(batch: lc_pb2.PacketBatch) -> BatchRecords:
+    parsed = lc_pb2.PacketBatch()
+    parsed.ParseFromString(batch.SerializeToString())
+    return unpack_batch(parsed)
+
+
+def reparse(batch: lc_pb2.PacketBatch) -> lc_pb2.PacketBatch:
+    parsed = lc_pb2.PacketBatch()
+    parsed.ParseFromString(batch.SerializeToString())
+    return parsed
+
+
+def expand(iface: array | None, n: int) -> list[int]:
+    return [0] * n if iface is None else list(iface)
+
+
+def sample(n: int = 4, interfaces=(("eth0", 1), ("lo", 1))) -> lc_pb2.PacketBatch:
+    pk = [(1_700_000_000 * NS + i, bytes([i]) * (10 + i), 100 + i) for i in range(n)]
+    iface = array("H", [i % len(interfaces) for i in range(n)])
+    meta = [lc_pb2.PacketMeta(index=n - 1, protocol="sip")] if n else []
+    return build_batch("h1", 7, 3, records_of(pk), n, list(interfaces), iface, meta)
+
+
+packet_st = st.tuples(st.integers(0, TS_MAX), st.binary(max_size=120), st.integers(0, 5000)).map(
+    lambda p: (p[0], p[1], len(p[1]) + p[2])
+)
+interface_st = st.tuples(st.text(max_size=12), st.integers(0, U32))
+
+
+@st.composite
+def batches(draw, min_packets: int = 0):
+    packets = draw(st.lists(packet_st, min_size=min_packets, max_size=40))
+    n = len(packets)
+    interfaces = draw(st.lists(interface_st, min_size=1, max_size=5))
+    kind = draw(st.sampled_from(["none", "zeros", "random"]))
+    iface = None
+    if kind == "zeros":
+        iface = array("H", [0] * n)
+    elif kind == "random":
+        iface = array(
+            "H", draw(st.lists(st.integers(0, len(interfaces) - 1), min_size=n, max_size=n))
+        )
+    idx = sorted(draw(st.sets(st.integers(0, n - 1), max_size=n))) if n else []
+    meta = [
+        lc_pb2.PacketMeta(
+            index=i,
+            protocol=draw(st.sampled_from(["", "sip", "rtp", "dns"])),
+            call_id=draw(st.text(max_size=8)),
+            filter_ids=draw(st.lists(st.text(max_size=5), max_size=3)),
+        )
+        for i in idx
+    ]
+    head = draw(st.tuples(st.text(max_size=10), st.integers(0, U64), st.integers(0, U64)))
+    sealed = draw(st.integers(0, U64))
+    return packets, interfaces, iface, meta, head, sealed
+
+
+# --------------------------------------------------------------------------- round trip
+
+
+@HYP
+@given(b=batches())
+def test_build_serialise_parse_unpack_round_trip(b):
+    packets, interfaces, iface, meta, (hunter, epoch, seq), sealed = b
+    n = len(packets)
+    recs = records_of(packets)
+    msg = build_batch(hunter, epoch, seq, recs, n, interfaces, iface, meta, sealed)
+    parsed = reparse(msg)
+    assert (parsed.hunter_id, parsed.epoch, parsed.sequence, parsed.count) == (
+        hunter,
+        epoch,
+        seq,
+        n,
+    )
+    assert parsed.sealed_at_ns == sealed
+    assert parsed.data == recs
+    # The interface column on the wire: empty when all are 0, else uint16 little-endian.
+    want_iface = expand(iface, n)
+    if any(want_iface):
+        assert list(struct.unpack(f"<{n}H", parsed.iface)) == want_iface
+    else:
+        assert parsed.iface == b""
+
+    got = unpack_batch(parsed)
+    assert isinstance(got, BatchRecords)
+    assert got.records == recs
+    assert len(got) == n
+    assert list(got.caplen) == [len(p[1]) for p in packets]
+    assert expand(got.iface, n) == want_iface
+    assert got.iface is None or any(got.iface)
+    assert got.interfaces == [(name, lt) for name, lt in interfaces]
+    assert got.meta == meta
+
+
+def test_lc_framing_round_trips_too():
+    ts = array("q", [1_700_000_000 * NS + 999_999_999, 5])
+    cap = array("I", [3, 0])
+    recs = frame_records(ts, cap, array("I", [60, 0]), b"abc")
+    assert recs == record(ts[0], b"abc", 60) + record(5, b"")
+    got = roundtrip(build_batch("h", 1, 1, recs, 2, [("eth0", 1)]))
+    assert got.records == recs and list(got.caplen) == [3, 0] and got.iface is None
+
+
+def test_empty_batch_round_trips():
+    got = roundtrip(build_batch("h", 1, 1, b"", 0, [("eth0", 1)]))
+    assert got.records == b"" and len(got) == 0 and got.iface is None and got.meta == []
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+def _count_plus_one(b):
+    b.count += 1
+
+
+def _count_minus_one(b):
+    b.count -= 1
+
+
+def _count_zero(b):
+    b.count = 0
+
+
+def _count_huge(b):
+    b.count = U32
+
+
+def _no_data(b):
+    b.data = b""
+
+
+def _cut_one_byte(b):
+    b.data = b.data[:-1]
+
+
+def _cut_mid_header(b):
+    b.data = b.data[: len(b.data) - 13 - 12]  # last packet is 13 bytes: into its header
+
+
+def _cut_to_10(b):
+    b.data = b.data[:10]
+
+
+def _trailing_byte(b):
+    b.data += b"\x00"
+
+
+def _trailing_record(b):
+    b.data += record(1, b"xyz")
+
+
+def _caplen_too_big(b):
+    d = bytearray(b.data)
+    struct.pack_into("<I", d, 8, 10**6)
+    b.data = bytes(d)
+
+
+def _nanoseconds_overflow(b):
+    d = bytearray(b.data)
+    struct.pack_into("<I", d, 4, NS)
+    b.data = bytes(d)
+
+
+def _iface_short(b):
+    b.iface = struct.pack(f"<{b.count - 1}H", *([1] * (b.count - 1)))
+
+
+def _iface_long(b):
+    b.iface = struct.pack(f"<{b.count + 1}H", *([1] * (b.count + 1)))
+
+
+def _iface_odd(b):
+    b.iface = struct.pack(f"<{b.count}H", *([1] * b.count)) + b"\x00"
+
+
+def _iface_one_byte(b):
+    b.iface = b"\x01"
+
+
+def _iface_out_of_range(b):
+    b.iface = struct.pack(f"<{b.count}H", *([0] * (b.count - 1)), len(b.interfaces))
+
+
+def _iface_ffff(b):
+    b.iface = struct.pack(f"<{b.count}H", 0xFFFF, *([0] * (b.count - 1)))
+
+
+def _meta_out_of_range(b):
+    b.meta.add(index=b.count)
+
+
+def _meta_huge(b):
+    b.meta.add(index=U32, protocol="dns")
+
+
+def _no_interfaces(b):
+    del b.interfaces[:]
+
+
+REFUSALS = [
+    _count_plus_one,
+    _count_minus_one,
+    _count_zero,
+    _count_huge,
+    _no_data,
+    _cut_one_byte,
+    _cut_mid_header,
+    _cut_to_10,
+    _trailing_byte,
+    _trailing_record,
+    _caplen_too_big,
+    _nanoseconds_overflow,
+    _iface_short,
+    _iface_long,
+    _iface_odd,
+    _iface_one_byte,
+    _iface_out_of_range,
+    _iface_ffff,
+    _meta_out_of_range,
+    _meta_huge,
+    _no_interfaces,
+]
+
+
+@pytest.mark.parametrize("damage", REFUSALS, ids=lambda f: f.__name__.strip("_"))
+def test_unpack_refuses_with_parse_error(damage):
+    b = reparse(sample(4))
+    assert len(unpack_batch(b)) == 4  # valid before the damage
+    damage(b)
+    with pytest.raises(ParseError):
+        unpack_batch(reparse(b))
+
+
+def test_empty_batch_refusals():
+    b = reparse(build_batch("h", 1, 1, b"", 0, [("eth0", 1)]))
+    for damage in (
+        lambda m: setattr(m, "data", record(1, b"a")),
+        lambda m: setattr(m, "iface", b"\x00\x00"),
+        lambda m: m.meta.add(index=0),
+        lambda m: m.ClearField("interfaces"),
+    ):
+        bad = lc_pb2.PacketBatch()
+        bad.CopyFrom(b)
+        damage(bad)
+        with pytest.raises(ParseError):
+            unpack_batch(bad)
+
+
+def test_edges_that_are_valid():
+    b = reparse(sample(3, interfaces=(("a", 1), ("b", 113), ("c", 0))))
+    b.iface = struct.pack("<3H", 2, 2, 1)  # the highest index in range
+    b.meta.add(index=b.count - 1)  # the last packet
+    got = unpack_batch(b)
+    assert list(got.iface) == [2, 2, 1]
+    assert [m.index for m in got.meta] == [2, 2]
+
+
+# --------------------------------------------------------------------------- fuzz
+
+
+mutation_st = st.lists(
+    st.one_of(
+        st.tuples(st.just("flip"), st.integers(0, 10**6), st.integers(1, 255)),
+        st.tuples(
+            st.just("set32"),
+            st.integers(0, 10**6),
+            st.sampled_from([0, 1, 16, 999, NS - 1, NS, U32]),
+        ),
+        st.tuples(st.just("delete"), st.integers(0, 10**6), st.integers(1, 20)),
+        st.tuples(st.just("insert"), st.integers(0, 10**6), st.binary(min_size=1, max_size=20)),
+        st.tuples(st.just("truncate"), st.integers(0, 10**6), st.just(0)),
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+def mutate(data: bytes, ops) -> bytes:
+    d = bytearray(data)
+    for kind, pos, arg in ops:
+        at = pos % (len(d) + 1)
+        if kind == "flip" and d:
+            d[pos % len(d)] ^= arg
+        elif kind == "set32" and len(d) >= 4:
+            # Aim at header fields: any 4-aligned offset of the buffer.
+            at = (pos % (len(d) // 4)) * 4
+            d[at : at + 4] = struct.pack("<I", arg)
+        elif kind == "delete":
+            del d[at : at + arg]
+        elif kind == "insert":
+            d[at:at] = arg
+        elif kind == "truncate":
+            del d[at:]
+    return bytes(d)
+
+
+@settings(deadline=None, max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    packets=st.lists(
+        st.tuples(st.integers(0, TS_MAX), st.binary(max_size=24), st.just(0)).map(
+            lambda p: (p[0], p[1], len(p[1]))
+        ),
+        max_size=12,
+    ),
+    ops=mutation_st,
+)
+def test_fuzz_data_gives_batch_records_or_parse_error(packets, ops):
+    n = len(packets)
+    iface = array("H", [i % 2 for i in range(n)])
+    msg = build_batch("h", 1, 1, records_of(packets), n, [("a", 1), ("b", 113)], iface)
+    msg.data = mutate(msg.data, ops)
+    msg = reparse(msg)
+    want = ref_caplens(msg.data, n)
+    try:
+        got = unpack_batch(msg)
+    except ParseError:
+        assert want is None, f"valid records refused: {msg.data.hex()}"
+        return
+    assert want is not None, f"invalid records accepted: {msg.data.hex()}"
+    assert isinstance(got, BatchRecords)
+    assert got.records == msg.data
+    assert list(got.caplen) == want
+    assert len(got) == n
+
+
+# --------------------------------------------------------------------------- linktype groups
+
+
+def by_linktype(groups: list[tuple[int, bytes, int]]) -> dict[int, tuple[bytes, int]]:
+    """Groups keyed by link type (their order is not part of the contract)."""
+    lts = [lt for lt, _, _ in groups]
+    assert len(lts) == len(set(lts)), f"a link type appears twice: {lts}"
+    return {lt: (recs, cnt) for lt, recs, cnt in groups}
+
+
+def test_linktype_groups_split_a_mixed_batch_in_order():
+    pk = [(1_700_000_000 * NS + i, bytes([65 + i]) * (i + 1), i + 1) for i in range(6)]
+    ifc = [1, 0, 0, 1, 0, 1]
+    msg = build_batch("h", 1, 1, records_of(pk), 6, [("eth0", 1), ("any", 113)], array("H", ifc))
+    assert by_linktype(roundtrip(msg).linktype_groups()) == {
+        1: (record(*pk[1]) + record(*pk[2]) + record(*pk[4]), 3),
+        113: (record(*pk[0]) + record(*pk[3]) + record(*pk[5]), 3),
+    }
+
+
+def test_linktype_groups_single_stream_cases():
+    pk = [(i, b"x" * i, i) for i in range(4)]
+    recs = records_of(pk)
+    # Two interfaces, one link type: one stream.
+    msg = build_batch("h", 1, 1, recs, 4, [("a", 1), ("b", 1)], array("H", [0, 1, 0, 1]))
+    assert roundtrip(msg).linktype_groups() == [(1, recs, 4)]
+    # All on interface 0 although another link type is listed.
+    msg = build_batch("h", 1, 1, recs, 4, [("a", 276), ("b", 1)])
+    assert roundtrip(msg).linktype_groups() == [(276, recs, 4)]
+    # All on interface 1.
+    msg = build_batch("h", 1, 1, recs, 4, [("a", 276), ("b", 1)], array("H", [1] * 4))
+    assert roundtrip(msg).linktype_groups() == [(1, recs, 4)]
+
+
+@HYP
+@given(
+    sizes=st.lists(st.integers(0, 40), min_size=1, max_size=30),
+    linktypes=st.lists(st.sampled_from([0, 1, 113, 276]), min_size=1, max_size=4),
+    data=st.data(),
+)
+def test_linktype_groups_match_a_reference_split(sizes, linktypes, data):
+    n = len(sizes)
+    packets = [(1_700_000_000 * NS + i, bytes([i % 256]) * s, s) for i, s in enumerate(sizes)]
+    ifc = data.draw(st.lists(st.integers(0, len(linktypes) - 1), min_size=n, max_size=n))
+    interfaces = [(f"if{i}", lt) for i, lt in enumerate(linktypes)]
+    msg = build_batch("h", 1, 1, records_of(packets), n, interfaces, array("H", ifc))
+    want: dict[int, list[bytes]] = {}
+    for p, i in zip(packets, ifc, strict=True):
+        want.setdefault(linktypes[i], []).append(record(*p))
+    groups = roundtrip(msg).linktype_groups()
+    assert by_linktype(groups) == {lt: (b"".join(rs), len(rs)) for lt, rs in want.items()}
+    for _, recs, cnt in groups:
+        assert len(record_lengths(recs, cnt)) == cnt
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+def test_message_to_json_keeps_uint64_as_int():
+    big = U64 - 5
+    msg = lc_pb2.PacketBatch(hunter_id="h1", epoch=big, sequence=2**53 + 1, sealed_at_ns=U64)
+    out = message_to_json(msg)
+    assert out["epoch"] == big and type(out["epoch"]) is int
+    assert out["sequence"] == 2**53 + 1  # beyond a double's exact integers
+    back = json.loads(dumps(out))
+    assert back["epoch"] == big and back["sealed_at_ns"] == U64
+    assert f'"epoch": {big}' in dumps(out)
+
+
+def test_message_to_json_includes_zero_values():
+    out = message_to_json(lc_pb2.PacketBatch())
+    assert out == {
+        "hunter_id": "",
+        "epoch": 0,
+        "sequence": 0,
+        "count": 0,
+        "data": "",
+        "interfaces": [],
+        "iface": "",
+        "meta": [],
+        "sealed_at_ns": 0,
+    }
+    ctl = message_to_json(lc_pb2.StreamControl())
+    assert ctl == {"acks": [], "flow": 0, "message": ""}
+
+
+def test_message_to_json_nested_repeated_and_map_fields():
+    counters = lc_pb2.HunterCounters(captured=U64, cpu_percent=12.5)
+    counters.dropped["queue_full"] = 3
+    counters.dropped["kernel"] = 0
+    counters.dropped["malformed"] = 2**40
+    msg = lc_pb2.HeartbeatRequest(hunter_id="h", epoch=9, counters=counters)
+    out = message_to_json(msg)
+    c = out["counters"]
+    assert c["dropped"] == {"kernel": 0, "malformed": 2**40, "queue_full": 3}
+    assert c["captured"] == U64 and c["cpu_percent"] == 12.5
+    assert c["acked"] == 0 and c["rss_bytes"] == 0  # zero fields are present
+    assert set(c) == {f.name for f in lc_pb2.HunterCounters.DESCRIPTOR.fields}
+    assert json.loads(dumps(out))["counters"]["dropped"]["kernel"] == 0
+
+    # An unset map and an unset sub-message still appear, empty / zeroed.
+    empty = message_to_json(lc_pb2.HeartbeatRequest())
+    assert empty["counters"]["dropped"] == {}
+    assert empty["counters"]["captured"] == 0
+
+    b = build_batch(
+        "h",
+        1,
+        2,
+        record(5, b"\x01\x02"),
+        1,
+        [("eth0", 1)],
+        meta=[lc_pb2.PacketMeta(index=0, protocol="sip", filter_ids=["f1", "f2"])],
+    )
+    j = message_to_json(b)
+    assert j["data"] == record(5, b"\x01\x02").hex()
+    assert j["interfaces"] == [{"name": "eth0", "linktype": 1}]
+    assert j["meta"] == [{"index": 0, "protocol": "sip", "call_id": "", "filter_ids": ["f1", "f2"]}]
+    ctl = lc_pb2.StreamControl(flow=lc_pb2.FLOW_PAUSE)
+    ctl.acks.add(epoch=U64, sequence=1, packets=3)
+    assert message_to_json(ctl)["acks"] == [
+        {"epoch": U64, "sequence": 1, "duplicate": False, "packets": 3}
+    ]
