@@ -208,7 +208,7 @@ def main() -> None:
         msgs = sip_messages(m, rnd, known, stress)
         us, hit = time_match(lambda u, fs=fs: fs.match_fields({"sip_user": u}), msgs, args.runs)
         wild = sum("*" in x.pattern for x in f)
-        label = "sip_user" if not stress else "sip_user (b)"
+        label = "sip_user" if not stress else "sip_user/rand"
         what = "numbers and names" if not stress else "random alphanumeric, worst case"
         print(
             f"{label:<14} {build:>8.2f} {us:>11.2f} {hit:>9,}  6 users, {what} "

@@ -88,12 +88,12 @@ class GenericFilter:
         policy: str,
         base: list[str],
         set_kernel_filter: Callable[[str], None] | None,
-        linktype_of: Callable[[int], int],
+        interfaces: list[tuple[str, int]],
     ) -> None:
         self.policy = policy  # "allow" or "deny": what to forward with no filter
         self.base = base  # the user's -f and the exclusion of the processor's own port
         self.set_kernel_filter = set_kernel_filter
-        self.linktype_of = linktype_of
+        self.interfaces = interfaces  # (name, linktype) by interface index; may grow
         self._state: tuple[FilterSet, list[tuple[str, str]]] | None = None
         self._programs: dict[tuple[str, int], object] = {}
         self.kernel_expr = ""
@@ -132,14 +132,7 @@ class GenericFilter:
         self._state = (compiled, compiled.bpf())
 
     def _linktypes(self) -> set[int]:
-        lts = set()
-        i = 0
-        while True:
-            try:
-                lts.add(self.linktype_of(i))
-            except IndexError:
-                return lts or {1}
-            i += 1
+        return {lt for _, lt in self.interfaces} or {1}
 
     def process(self, chunk: Chunk) -> tuple[Chunk, dict[int, list[str]]]:
         """The packets of ``chunk`` to forward, and the filter ids each matched."""
@@ -153,13 +146,14 @@ class GenericFilter:
         meta: dict[int, list[str]] = {}
         has_ip = compiled.has("ip_address")
         programs = self._programs
+        interfaces = self.interfaces
         mv = memoryview(chunk.records)
         off = 0
         single = chunk.iface if isinstance(chunk.iface, int) else None
         for i, c in enumerate(chunk.caplen):
             data = mv[off + 16 : off + 16 + c]
             off += 16 + c
-            lt = self.linktype_of(single if single is not None else chunk.iface[i])
+            lt = interfaces[single if single is not None else chunk.iface[i]][1]
             ids: set[str] = set()
             if has_ip:
                 five = ip_ports(lt, data)

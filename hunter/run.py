@@ -217,7 +217,7 @@ class Hunter:
             policy,
             self.base_bpf,
             self._set_kernel_filter if self._live else None,
-            lambda i: self.interfaces[i][1],
+            self.interfaces,
         )
         self.filters = HunterFilters(hunter_id, GENERIC_FILTER_TYPES, self.mode.apply)
         ident = HunterIdentity(

@@ -26,9 +26,11 @@ Structures, per type
       that many digits can only match if they end with the same 7 digits, so an
       observed number costs one look-up of its last 7 digits, then an ``endswith``
       check (both ways) per pattern in that bucket: almost always none or one, since
-      7 digits leave ten million buckets. (Indexing every suffix of every pattern
-      instead costs several look-ups per value and several entries per pattern.)
-      Numbers shorter than 7 digits are looked up whole (equality).
+      7 digits leave ten million buckets (a bucket only grows when many patterns share
+      their last 7 digits, e.g. one subscriber number under many country codes).
+      Indexing every suffix of every pattern instead costs several look-ups per value
+      and several entries per pattern. Numbers shorter than 7 digits are looked up
+      whole (equality).
     * **bpf**: not matched here; :meth:`FilterSet.bpf` hands the expressions to the
       capture layer (libpcap).
 
