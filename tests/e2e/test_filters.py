@@ -447,3 +447,96 @@ def _wait(cond, timeout: float) -> None:
             return
         time.sleep(0.1)
     raise AssertionError("timed out")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="live capture on lo needs root")
+def test_bpf_swaps_lose_nothing_the_filters_keep(pki, processor):
+    """Port A is wanted throughout; port B is added and removed while traffic flows.
+
+    The kernel filter is swapped twice under a steady stream: every datagram to A must
+    arrive, and datagrams to B only while B's filter is in force.
+    """
+    pa, pb = _free_udp_port(), _free_udp_port()
+    ok_json(
+        admin(
+            processor,
+            pki,
+            "set",
+            "filter",
+            "--type",
+            "bpf",
+            "--pattern",
+            f"udp dst port {pa}",
+            "--id",
+            "a",
+        )
+    )
+    hunter = subprocess.Popen(
+        [
+            *LC,
+            "hunt",
+            "--processor",
+            processor.addr,
+            *tls_args(pki, "hunter-live"),
+            "-i",
+            "lo",
+            "-f",
+            f"udp port {pa} or udp port {pb}",
+            "--batch-timeout",
+            "20",
+            "--heartbeat-interval",
+            "0.3",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=lc_env(),
+    )
+    sent_a: list[bytes] = []
+    sent_b: list[bytes] = []
+    try:
+        _wait(lambda: _applied(processor, pki, "live", 1), 20)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            v = None
+            for i in range(1500):
+                ma, mb = f"A{i:011d}".encode(), f"B{i:011d}".encode()
+                s.sendto(b"payload " + ma, ("127.0.0.1", pa))
+                s.sendto(b"payload " + mb, ("127.0.0.1", pb))
+                sent_a.append(ma)
+                sent_b.append(mb)
+                if i == 400:
+                    v = ok_json(
+                        admin(
+                            processor,
+                            pki,
+                            "set",
+                            "filter",
+                            "--type",
+                            "bpf",
+                            "--pattern",
+                            f"udp dst port {pb}",
+                            "--id",
+                            "b",
+                        )
+                    )["version"]
+                if i == 1000:
+                    assert _applied(processor, pki, "live", v), "B's filter not applied yet"
+                    ok_json(admin(processor, pki, "rm", "filter", "--id", "b"))
+                time.sleep(0.001)
+        _wait(lambda: _applied(processor, pki, "live", v + 1), 10)
+        time.sleep(0.5)
+    finally:
+        hunter.send_signal(signal.SIGTERM)
+        _, err = hunter.communicate(timeout=60)
+    assert hunter.returncode == 0, err
+    st = ok_json(admin(processor, pki, "show", "status"))
+    processor.stop()
+    got = [p[-12:] for p in payloads(processor.data_dir / "capture.pcap")]
+    got_a = [m for m in got if m.startswith(b"A")]
+    got_b = [m for m in got if m.startswith(b"B")]
+    assert got_a == sent_a  # all of A, in order, across both swaps
+    assert 0 < len(got_b) < len(sent_b)
+    idx = sorted(int(m[1:]) for m in got_b)
+    assert idx == list(range(idx[0], idx[-1] + 1))  # one unbroken run while B was wanted
+    assert idx[0] >= 400 and idx[-1] < 1500
+    assert st["filter_matches"]["a"] == 1500 and st["filter_matches"]["b"] == len(got_b)
