@@ -249,6 +249,9 @@ class Hunter:
             log.warning("no filter set from the processor yet; starting with none (%s)", policy)
             self.mode.apply([], compile_filters([], hunter_id, GENERIC_FILTER_TYPES))
         self.uplink.start()
+        # One heartbeat at once: it tells the processor (and `lc show hunter`) that this
+        # hunter has applied its filters and is capturing, rather than in 5 s.
+        self.uplink.heartbeat_now()
         self._install_signals()
         self.started = time.monotonic()
         if self._file is not None:

@@ -268,6 +268,11 @@ class Uplink:
         while not self._stopped.wait(self.heartbeat_interval):
             self._heartbeat(stub)
 
+    def heartbeat_now(self) -> None:
+        """Send one heartbeat from the caller's thread (e.g. when capture has started)."""
+        if self._channel is not None:
+            self._heartbeat(lc_pb2_grpc.ManagementServiceStub(self._channel))
+
     def _heartbeat(self, stub: lc_pb2_grpc.ManagementServiceStub) -> None:
         req = lc_pb2.HeartbeatRequest(
             hunter_id=self.ident.hunter_id,

@@ -520,7 +520,7 @@ def test_bpf_swaps_lose_nothing_the_filters_keep(pki, processor):
                         )
                     )["version"]
                 if i == 1000:
-                    assert _applied(processor, pki, "live", v), "B's filter not applied yet"
+                    _wait(lambda v=v: _applied(processor, pki, "live", v), 10)
                     ok_json(admin(processor, pki, "rm", "filter", "--id", "b"))
                 time.sleep(0.001)
         _wait(lambda: _applied(processor, pki, "live", v + 1), 10)

@@ -161,8 +161,8 @@ def test_live_capture_on_lo_matches_tcpdump(tmp_path, pki, processor):
         env=lc_env(),
     )
     try:
-        _wait_for(lambda: _hunter_streaming(processor, pki, "live"), 20, "hunter registered")
-        time.sleep(0.5)  # tcpdump's handle is open well before the hunter registers
+        # The hunter heartbeats as soon as its filters are applied and capture runs.
+        _wait_for(lambda: _hunter_capturing(processor, pki, "live"), 20, "hunter capturing")
         _send_traffic(udp_port, tcp_port)
         time.sleep(0.5)
     finally:
@@ -218,11 +218,14 @@ def _send_traffic(udp_port: int, tcp_port: int) -> None:
     srv.close()
 
 
-def _hunter_streaming(proc, pki, hunter_id: str) -> bool:
+def _hunter_capturing(proc, pki, hunter_id: str) -> bool:
     r = run_lc(
         "show", "hunter", "--id", hunter_id, "--processor", proc.addr, *tls_args(pki, "admin")
     )
-    return r.returncode == 0 and json.loads(r.stdout)["state"] == "connected"
+    if r.returncode != 0:
+        return False
+    h = json.loads(r.stdout)
+    return h["state"] == "connected" and h["last_heartbeat_ns"] > 0
 
 
 def _wait_for(cond, timeout: float, what: str) -> None:
@@ -331,7 +334,8 @@ def test_rotation_by_size(tmp_path, pki):
         "100K",
     )
     try:
-        r = hunt(p, pki, "h1", "-r", str(SAMPLE), "--batch-size", "32")
+        # Paced, so that batches stay small (they grow only when the link is busy).
+        r = hunt(p, pki, "h1", "-r", str(SAMPLE), "--batch-size", "32", "--replay-speed", "50")
         assert r.returncode == 0, r.stderr
     finally:
         p.stop()
