@@ -17,6 +17,10 @@ COMMANDS = [
     ("list", "hunters"),
     ("show", "status"),
     ("show", "hunter"),
+    ("set", "filter"),
+    ("rm", "filter"),
+    ("list", "filters"),
+    ("show", "filter"),
 ]
 
 
