@@ -1090,25 +1090,12 @@ class PcapSink:
         end: int | None = None,
     ) -> int:
         """Write a batch of packets of one link type in one write; returns bytes written."""
-        if self._closed:
-            raise ValueError("write to a closed PcapSink")
-        if not 0 <= linktype <= 0xFFFF:
-            raise ValueError(f"linktype {linktype} out of range (0..65535)")
         if end is None:
             end = len(caplen)
         if end <= start:
             return 0
-        stream = self._streams.get(linktype)
-        if stream is None:
-            stream = _Stream(None if not self._streams else linktype_name(linktype))
-            self._streams[linktype] = stream
-        w = stream.writer
-        if w is not None and self._rotating and self._due(stream, w, caplen, start, end):
-            self._retire(w)
-            w = stream.writer = None
-        if w is None:
-            w = self._open(linktype, stream)
-        return w.write_columns(ts_ns, caplen, origlen, blob, start, end)
+        records = frame_records(ts_ns, caplen, origlen, blob, start, end)
+        return self.write_records(linktype, records, end - start)
 
     def write_records(self, linktype: int, records: bytes | memoryview, count: int) -> int:
         """Write ``count`` ready-made nanosecond records of one link type in one write."""
@@ -1136,16 +1123,6 @@ class PcapSink:
             return True
         size = self._rotate_size
         return size is not None and w.packets > 0 and w.bytes + nbytes > size
-
-    def _due(self, stream: _Stream, w: PcapWriter, caplen: Sequence[int], s: int, e: int) -> bool:
-        interval = self._rotate_interval
-        if interval is not None and self._clock() - stream.opened_at >= interval:
-            return True
-        size = self._rotate_size
-        if size is not None and w.packets:
-            # An upper bound: the writer may cut packets to its snaplen.
-            return w.bytes + 16 * (e - s) + sum(caplen[s:e]) > size
-        return False
 
     def _open(self, linktype: int, stream: _Stream) -> PcapWriter:
         if self._rotating:
