@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
 import socket
 import threading
-from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass
 
@@ -138,14 +136,3 @@ class Processor:
         signal.signal(signal.SIGTERM, on_signal)
         done.wait()
         self.stop()
-
-
-@contextlib.contextmanager
-def running(cfg: ProcessConfig) -> Iterator[Processor]:
-    """A started processor for the duration of the block (tests use listen=':0')."""
-    p = Processor(cfg)
-    p.start()
-    try:
-        yield p
-    finally:
-        p.stop()
