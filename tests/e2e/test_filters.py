@@ -540,3 +540,85 @@ def test_bpf_swaps_lose_nothing_the_filters_keep(pki, processor):
     assert idx == list(range(idx[0], idx[-1] + 1))  # one unbroken run while B was wanted
     assert idx[0] >= 400 and idx[-1] < 1500
     assert st["filter_matches"]["a"] == 1500 and st["filter_matches"]["b"] == len(got_b)
+
+
+def test_hunter_reconnecting_after_missed_changes_ends_with_the_processors_set(tmp_path, pki):
+    """The processor restarts and filters change while the hunter is cut off from it."""
+    port = _free_tcp_port()
+    listen = ["--listen", f"127.0.0.1:{port}"]
+    p = start_processor(tmp_path, tls_args(pki, "processor"), *listen)
+    ok_json(
+        admin(
+            p, pki, "set", "filter", "--type", "ip_address", "--pattern", "192.0.2.1", "--id", "old"
+        )
+    )
+    hunter = subprocess.Popen(
+        [
+            *LC,
+            "hunt",
+            "--processor",
+            f"127.0.0.1:{port}",
+            *tls_args(pki, "hunter-h1"),
+            "-r",
+            str(SAMPLE),
+            "--replay-speed",
+            "0.5",
+            "--heartbeat-interval",
+            "0.3",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=lc_env(),
+    )
+    try:
+        _wait(lambda: _applied(p, pki, "h1", 1), 20)
+        assert p.stop() == 0
+        # While the processor is down nobody can change filters; so the changes the hunter
+        # misses are made the moment it is back, before the hunter has resubscribed.
+        p = start_processor(tmp_path, tls_args(pki, "processor"), *listen)
+        ok_json(admin(p, pki, "rm", "filter", "--id", "old"))
+        ok_json(
+            admin(
+                p,
+                pki,
+                "set",
+                "filter",
+                "--type",
+                "bpf",
+                "--pattern",
+                "udp port 5070",
+                "--id",
+                "new",
+            )
+        )
+        ok_json(
+            admin(
+                p,
+                pki,
+                "set",
+                "filter",
+                "--type",
+                "ip_address",
+                "--pattern",
+                "198.51.100.0/24",
+                "--id",
+                "other",
+                "--hunters",
+                "h2",
+            )
+        )
+        _wait(lambda: _applied(p, pki, "h1", 4), 30)
+        h = ok_json(admin(p, pki, "show", "hunter", "--id", "h1"))
+        assert h["filter_version"] == h["processor_filter_version"] == 4
+        assert [f["id"] for f in h["filters"]] == ["new"]
+    finally:
+        hunter.send_signal(signal.SIGTERM)
+        hunter.communicate(timeout=60)
+        p.stop()
+
+
+def _free_tcp_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
