@@ -137,10 +137,26 @@ def test_live_capture_on_lo_matches_tcpdump(tmp_path, pki, processor):
     bpf = f"udp port {udp_port} or tcp port {tcp_port}"
     ref = tmp_path / "tcpdump.pcap"
     td = subprocess.Popen(
-        ["tcpdump", "-i", "lo", "-n", "-U", "--time-stamp-precision=nano", "-w", str(ref), bpf],
+        # --immediate-mode: otherwise tcpdump leaves what sits in its ring when stopped;
+        # -B: its default 2 MiB buffer drops packets of a burst on a busy machine.
+        [
+            "tcpdump",
+            "-i",
+            "lo",
+            "-n",
+            "-U",
+            "--immediate-mode",
+            "-B",
+            "65536",
+            "--time-stamp-precision=nano",
+            "-w",
+            str(ref),
+            bpf,
+        ],
         stderr=subprocess.PIPE,
         text=True,
     )
+    _wait_tcpdump_listening(td)
     hunter = subprocess.Popen(
         [
             *LC,
@@ -184,6 +200,24 @@ def test_live_capture_on_lo_matches_tcpdump(tmp_path, pki, processor):
     assert all(t % 1000 == 0 for t, _, _ in got)
     skew = [abs(a[0] - b[0]) for a, b in zip(got, want, strict=True)]
     assert max(skew) < 5_000_000, max(skew)
+
+
+def _wait_tcpdump_listening(td: subprocess.Popen, timeout: float = 20) -> None:
+    """tcpdump prints "listening on ..." once its capture is open; wait for that line."""
+    import select
+
+    deadline = time.monotonic() + timeout
+    line = ""
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([td.stderr], [], [], 0.2)
+        if r:
+            line = td.stderr.readline()
+            if "listening on" in line:
+                return
+            if not line:
+                break
+    td.kill()
+    raise AssertionError(f"tcpdump did not start: {line!r}")
 
 
 def _free_port(kind: int) -> int:
