@@ -921,18 +921,10 @@ class PcapWriter:
         ``blob[o : o + caplen[i]]`` with ``o = sum(caplen[:i])``. Everything is
         checked before anything is written, so a bad batch leaves the file as it was.
         """
-        total = len(caplen)
-        if end is None:
-            end = total
-        if not 0 <= start <= end <= total or len(ts_ns) < end or len(origlen) < end:
-            raise ValueError(
-                f"bad batch bounds {start}..{end} for columns of lengths "
-                f"{len(ts_ns)}, {total}, {len(origlen)}"
-            )
-        n = end - start
-        if n == 0:
-            return 0
         out = frame_records(ts_ns, caplen, origlen, blob, start, end, self._snaplen)
+        if not out:
+            return 0
+        n = (len(caplen) if end is None else end) - start
         self._f.write(out)
         self._packets += n
         self._bytes += len(out)

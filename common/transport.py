@@ -12,12 +12,19 @@ from dataclasses import dataclass
 
 import grpc
 
-from lc.common.errors import NotFound, ValidationError
+from lc.common.errors import (
+    LcError,
+    NotFound,
+    PermissionDenied,
+    Unreachable,
+    ValidationError,
+)
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
     "TlsFiles",
     "channel_options",
+    "error_from_rpc",
     "open_channel",
     "server_credentials",
     "server_options",
@@ -104,3 +111,28 @@ def server_credentials(tls: TlsFiles) -> grpc.ServerCredentials:
     return grpc.ssl_server_credentials(
         [(key, cert)], root_certificates=ca, require_client_auth=True
     )
+
+
+_STATUS_ERRORS: dict[grpc.StatusCode, type[LcError]] = {
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+    grpc.StatusCode.UNAUTHENTICATED: PermissionDenied,
+    grpc.StatusCode.INVALID_ARGUMENT: ValidationError,
+    grpc.StatusCode.UNAVAILABLE: Unreachable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: Unreachable,
+}
+
+
+def error_from_rpc(e: grpc.RpcError, target: str) -> LcError:
+    """The LcError (hence the exit code) for a failed call to the processor at ``target``.
+
+    The one mapping from gRPC status codes to lc's errors, for hunters and the CLI alike.
+    """
+    code = e.code()
+    details = e.details() or code.name
+    cls = _STATUS_ERRORS.get(code, LcError)
+    if cls is Unreachable:
+        return Unreachable(f"cannot reach processor at {target}: {details}")
+    if cls is LcError:
+        return LcError(f"processor {target}: {code.name}: {details}")
+    return cls(details)

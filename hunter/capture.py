@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import os
 import select
-import sys
 from array import array
 from dataclasses import dataclass
-from io import BytesIO
 from itertools import repeat
 from operator import add, mul
 
@@ -142,27 +140,14 @@ class LiveSource:
                     return None
             m = array("I")
             m.frombytes(meta)
-            n = len(m) // 4
             sec, usec, offs, cl = m[0::4], m[1::4], m[2::4], m[3::4]
-            nsec = array("I", map(mul, usec, repeat(1000)))
-            ts = array("q", map(add, map(mul, sec, repeat(1_000_000_000)), nsec))
-            hdr = array("I", bytes(16 * n))
-            hdr[0::4] = sec
-            hdr[1::4] = nsec
-            hdr[2::4] = cl
-            hdr[3::4] = cl
-            if sys.byteorder == "big":
-                hdr.byteswap()
-            if offs[0] == 0 and sum(cl) == len(data):  # packets back to back, as usual
-                body = BytesIO(data)
-                datas = list(map(body.read, cl))
-            else:
+            ts = array(
+                "q", map(add, map(mul, sec, repeat(1_000_000_000)), map(mul, usec, repeat(1000)))
+            )
+            if not (offs[0] == 0 and sum(cl) == len(data)):  # not back to back: gather first
                 mv = memoryview(data)
-                datas = [mv[o : o + c] for o, c in zip(offs, cl, strict=True)]
-            parts: list = [b""] * (2 * n)
-            parts[0::2] = map(BytesIO(hdr.tobytes()).read, repeat(16, n))
-            parts[1::2] = datas
-            return Chunk(ts, cl, array("I", cl), b"".join(parts), self.index)
+                data = b"".join(mv[o : o + c] for o, c in zip(offs, cl, strict=True))
+            return Chunk(ts, cl, array("I", cl), frame_records(ts, cl, cl, data), self.index)
         return self._read_slow(timeout)
 
     def _read_slow(self, timeout: float) -> Chunk | None:

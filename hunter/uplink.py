@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from lc.common.errors import LcError, PermissionDenied, Unreachable
-from lc.common.transport import TlsFiles, open_channel
+from lc.common.transport import TlsFiles, error_from_rpc, open_channel
 from lc.common.wire import build_batch
 from lc.hunter.outbox import Outbox
 from lc.proto import lc_pb2, lc_pb2_grpc
@@ -119,7 +119,7 @@ class Uplink:
         try:
             resp = stub.RegisterHunter(req, timeout=self.connect_timeout)
         except grpc.RpcError as e:
-            raise _rpc_error(e, self.target) from None
+            raise error_from_rpc(e, self.target) from None
         if not resp.accepted:
             raise PermissionDenied(f"processor refused hunter {i.hunter_id!r}: {resp.reason}")
         if resp.heartbeat_interval_ms:
@@ -235,7 +235,7 @@ class Uplink:
                 if self._stopped.is_set():
                     return
                 if e.code() in _FATAL:
-                    self.fatal = _rpc_error(e, self.target)
+                    self.fatal = error_from_rpc(e, self.target)
                     log.error("%s", self.fatal)
                     self.outbox.wake()
                     return
@@ -296,14 +296,3 @@ class Uplink:
             self._heartbeat(lc_pb2_grpc.ManagementServiceStub(self._channel))
         except Exception:  # the final report is best effort
             pass
-
-
-def _rpc_error(e: grpc.RpcError, target: str) -> LcError:
-    code = e.code()
-    details = e.details() or code.name
-    if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
-        return PermissionDenied(f"processor {target} refused this hunter: {details}")
-    if code == grpc.StatusCode.UNAVAILABLE or code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return Unreachable(f"cannot reach processor at {target}: {details}")
-    err = LcError(f"processor {target}: {code.name}: {details}")
-    return err

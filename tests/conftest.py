@@ -112,3 +112,14 @@ def need(tool: str) -> None:
         if os.environ.get("CI") == "true":
             pytest.fail(f"{tool} is required in CI (make test installs it)")
         pytest.skip(f"{tool} not installed (make test installs it)")
+
+
+def start_hunter(target: str, pki: Path, name: str, *args: str) -> subprocess.Popen:
+    """A long-running `lc hunt` with hunter ``name``'s certificate (stop it with SIGTERM)."""
+    return subprocess.Popen(
+        [*LC, "hunt", "--processor", target, *tls_args(pki, f"hunter-{name}"), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=lc_env(),
+    )

@@ -13,7 +13,7 @@ import click
 
 from lc.cli.main import fail_json
 from lc.cli.options import tls_from_flags, tls_options
-from lc.common.errors import LcError, NotFound, PermissionDenied, Unreachable, ValidationError
+from lc.common.errors import LcError, NotFound, Unreachable, ValidationError
 
 __all__ = ["list_group", "rm_group", "set_group", "show_group"]
 
@@ -31,7 +31,7 @@ def _processor_option(f: Callable) -> Callable:
 def _call(processor: str, tls_args: tuple, rpc: Callable[[Any], Any]) -> Any:
     import grpc
 
-    from lc.common.transport import open_channel
+    from lc.common.transport import error_from_rpc, open_channel
     from lc.proto import lc_pb2_grpc
 
     tls = tls_from_flags(*tls_args)
@@ -45,16 +45,7 @@ def _call(processor: str, tls_args: tuple, rpc: Callable[[Any], Any]) -> Any:
         try:
             return rpc(stub)
         except grpc.RpcError as e:
-            code, details = e.code(), e.details()
-            if code == grpc.StatusCode.NOT_FOUND:
-                raise NotFound(details) from None
-            if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
-                raise PermissionDenied(details) from None
-            if code == grpc.StatusCode.INVALID_ARGUMENT:
-                raise ValidationError(details) from None
-            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                raise Unreachable(f"processor {processor}: {details}") from None
-            raise LcError(f"processor {processor}: {code.name}: {details}") from None
+            raise error_from_rpc(e, processor) from None
     finally:
         channel.close()
 

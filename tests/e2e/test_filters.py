@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from lc.common.pcapfile import PcapWriter, open_capture
-from tests.conftest import LC, ROOT, lc_env, need, run_lc, start_processor, tls_args
+from tests.conftest import ROOT, lc_env, need, run_lc, start_hunter, start_processor, tls_args
 
 SAMPLE = ROOT / "captures" / "sip-call.pcap"
 pytestmark = pytest.mark.e2e
@@ -351,26 +351,18 @@ def test_live_hunter_applies_changes_without_restart(tmp_path, pki, processor):
     # A filter no generic hunter applies: it only makes the first set's version 1, so
     # that the test can see when the hunter has applied it and started capturing.
     ok_json(admin(processor, pki, "set", "filter", "--type", "sip_user", "--pattern", "nobody"))
-    hunter = subprocess.Popen(
-        [
-            *LC,
-            "hunt",
-            "--processor",
-            processor.addr,
-            *tls_args(pki, "hunter-live"),
-            "-i",
-            "lo",
-            "-f",
-            bpf,
-            "--batch-timeout",
-            "20",
-            "--heartbeat-interval",
-            "0.3",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=lc_env(),
+    hunter = start_hunter(
+        processor.addr,
+        pki,
+        "live",
+        "-i",
+        "lo",
+        "-f",
+        bpf,
+        "--batch-timeout",
+        "20",
+        "--heartbeat-interval",
+        "0.3",
     )
     sent: dict[str, list[bytes]] = {}
     try:
@@ -471,26 +463,18 @@ def test_bpf_swaps_lose_nothing_the_filters_keep(pki, processor):
             "a",
         )
     )
-    hunter = subprocess.Popen(
-        [
-            *LC,
-            "hunt",
-            "--processor",
-            processor.addr,
-            *tls_args(pki, "hunter-live"),
-            "-i",
-            "lo",
-            "-f",
-            f"udp port {pa} or udp port {pb}",
-            "--batch-timeout",
-            "20",
-            "--heartbeat-interval",
-            "0.3",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=lc_env(),
+    hunter = start_hunter(
+        processor.addr,
+        pki,
+        "live",
+        "-i",
+        "lo",
+        "-f",
+        f"udp port {pa} or udp port {pb}",
+        "--batch-timeout",
+        "20",
+        "--heartbeat-interval",
+        "0.3",
     )
     sent_a: list[bytes] = []
     sent_b: list[bytes] = []
@@ -552,24 +536,16 @@ def test_hunter_reconnecting_after_missed_changes_ends_with_the_processors_set(t
             p, pki, "set", "filter", "--type", "ip_address", "--pattern", "192.0.2.1", "--id", "old"
         )
     )
-    hunter = subprocess.Popen(
-        [
-            *LC,
-            "hunt",
-            "--processor",
-            f"127.0.0.1:{port}",
-            *tls_args(pki, "hunter-h1"),
-            "-r",
-            str(SAMPLE),
-            "--replay-speed",
-            "0.5",
-            "--heartbeat-interval",
-            "0.3",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=lc_env(),
+    hunter = start_hunter(
+        f"127.0.0.1:{port}",
+        pki,
+        "h1",
+        "-r",
+        str(SAMPLE),
+        "--replay-speed",
+        "0.5",
+        "--heartbeat-interval",
+        "0.3",
     )
     try:
         _wait(lambda: _applied(p, pki, "h1", 1), 20)

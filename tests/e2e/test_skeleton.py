@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from lc.common.pcapfile import open_capture
-from tests.conftest import LC, ROOT, lc_env, need, run_lc, start_processor, tls_args
+from tests.conftest import ROOT, lc_env, need, run_lc, start_hunter, start_processor, tls_args
 
 SAMPLE = ROOT / "captures" / "sip-call.pcap"
 
@@ -157,24 +157,8 @@ def test_live_capture_on_lo_matches_tcpdump(tmp_path, pki, processor):
         text=True,
     )
     _wait_tcpdump_listening(td)
-    hunter = subprocess.Popen(
-        [
-            *LC,
-            "hunt",
-            "--processor",
-            processor.addr,
-            *tls_args(pki, "hunter-live"),
-            "-i",
-            "lo",
-            "-f",
-            bpf,
-            "--batch-timeout",
-            "20",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=lc_env(),
+    hunter = start_hunter(
+        processor.addr, pki, "live", "-i", "lo", "-f", bpf, "--batch-timeout", "20"
     )
     try:
         # The hunter heartbeats as soon as its filters are applied and capture runs.
