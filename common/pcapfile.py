@@ -58,6 +58,7 @@ Limits (deliberate; they keep the hot path short):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import sys
@@ -82,6 +83,7 @@ __all__ = [
     "PcapSink",
     "PcapWriter",
     "Records",
+    "SinkFile",
     "frame_records",
     "linktype_name",
     "open_capture",
@@ -853,7 +855,12 @@ class PcapWriter:
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], linktype: int, snaplen: int = _DEFAULT_SNAPLEN
+        self,
+        path: str | os.PathLike[str],
+        linktype: int,
+        snaplen: int = _DEFAULT_SNAPLEN,
+        exclusive: bool = False,
+        buffered: bool = True,
     ) -> None:
         if not 0 <= linktype <= 0xFFFF:
             raise ValueError(f"linktype {linktype} out of range (0..65535)")
@@ -863,10 +870,65 @@ class PcapWriter:
         self._linktype = linktype
         self._snaplen = snaplen
         self._packets = 0
-        self._f = open(self._path, "wb")  # noqa: SIM115 (closed by close())
+        # exclusive: FileExistsError rather than overwrite an existing file.
+        # Unbuffered (whole batches per write): a failed write is cut off cleanly.
+        self._f = open(  # noqa: SIM115 (closed by close())
+            self._path, "xb" if exclusive else "wb", buffering=-1 if buffered else 0
+        )
         header = _PCAP_HEADER.pack(_PCAP_NS, 2, 4, 0, 0, snaplen, linktype)
         self._f.write(header)
         self._bytes = len(header)
+
+    @classmethod
+    def resume(cls, path: str | os.PathLike[str], linktype: int, size: int) -> PcapWriter:
+        """Continue a file this writer's format wrote, cut back to ``size`` bytes.
+
+        ``size`` is the length known to hold only complete records (a processor records
+        it after every batch), so whatever a crash left past it (a torn record, or
+        batches never acknowledged) is removed. A ``size`` below the header's length
+        rewrites the header.
+
+        Raises:
+            PcapFormatError: the file is not a nanosecond little-endian pcap of
+                ``linktype``, or is shorter than ``size``.
+            OSError: it cannot be opened for writing.
+        """
+        path = os.fspath(path)
+        f = open(path, "r+b", buffering=0)  # noqa: SIM115 (owned by the writer)
+        try:
+            head = f.read(_PCAP_HEADER.size)
+            end = f.seek(0, os.SEEK_END)
+            if size < _PCAP_HEADER.size:
+                f.seek(0)
+                f.truncate()
+                head = _PCAP_HEADER.pack(_PCAP_NS, 2, 4, 0, 0, _DEFAULT_SNAPLEN, linktype)
+                f.write(head)
+                size = len(head)
+            elif len(head) < _PCAP_HEADER.size:
+                raise PcapFormatError(f"{path}: no pcap header to continue")
+            magic, _, _, _, _, snaplen, lt = _PCAP_HEADER.unpack(head)
+            if magic != _PCAP_NS or lt != linktype:
+                raise PcapFormatError(
+                    f"{path}: not a nanosecond pcap of link type {linktype} "
+                    f"(magic {magic:#x}, link type {lt}); not continuing it"
+                )
+            if end < size:
+                raise PcapFormatError(
+                    f"{path} holds {end} bytes, fewer than the {size} recorded as written"
+                )
+            f.truncate(size)
+            f.seek(size)
+        except BaseException:
+            f.close()
+            raise
+        self = cls.__new__(cls)
+        self._path = path
+        self._linktype = linktype
+        self._snaplen = snaplen or _DEFAULT_SNAPLEN
+        self._packets = 0
+        self._f = f
+        self._bytes = size
+        return self
 
     @property
     def path(self) -> str:
@@ -934,15 +996,37 @@ class PcapWriter:
         """Append ``count`` ready-made nanosecond records (see :func:`frame_records`).
 
         The caller has checked them (:func:`record_lengths`); one write, no per-packet work.
+        A failed write (a full disk) is cut back off the file before the error is raised,
+        so the file never keeps part of a batch.
         """
-        self._f.write(records)
+        try:
+            done = self._f.write(records)
+            if done is not None and done < len(records):  # unbuffered: a short write
+                mv = memoryview(records)
+                while done < len(records):
+                    done += self._f.write(mv[done:]) or 0
+        except OSError:
+            self._cut_back()
+            raise
         self._packets += count
         self._bytes += len(records)
         return len(records)
 
+    def _cut_back(self) -> None:
+        # Exact for unbuffered writers (the sink's); a buffered one may still hold bytes.
+        with contextlib.suppress(OSError, ValueError):
+            os.ftruncate(self._f.fileno(), self._bytes)
+            self._f.seek(self._bytes)
+
     def flush(self) -> None:
-        """Hand buffered data to the OS, so readers of the file see it."""
-        self._f.flush()
+        """Hand buffered data to the OS, so readers of the file see it.
+
+        On failure (a full disk) the file is cut back to its last complete batch."""
+        try:
+            self._f.flush()
+        except OSError:
+            self._cut_back()
+            raise
 
     def fsync(self) -> None:
         """Flush and ask the OS to put the data on disk."""
@@ -977,6 +1061,17 @@ class PcapWriter:
     def bytes(self) -> int:
         """The file's size so far (header included), whether flushed or not."""
         return self._bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SinkFile:
+    """Where a :class:`PcapSink` stands for one link type (see ``PcapSink.state``)."""
+
+    linktype: int
+    label: str  # "" for the link type that owns the plain name
+    counter: int  # rotation counter of the file (0 without rotation)
+    path: str
+    size: int  # bytes of complete batches, header included
 
 
 class _Stream:
@@ -1014,9 +1109,17 @@ class PcapSink:
       long has passed since the current one was opened. Rotation happens on the
       next write; an idle sink keeps its file open.
 
-    Files are opened when their first batch arrives (no empty files), their
-    directories are created as needed, and existing files are overwritten.
-    Each batch is one write call, so no file ever holds half a record of ours.
+    Files are opened when their first batch arrives (no empty files) and their
+    directories are created as needed. An existing file is never overwritten: a
+    rotating sink skips to the next free counter, and a plain name that is taken
+    becomes ``<stem>-<n><suffix>`` (``out-2.pcap``). Each batch is one write call,
+    so no file ever holds half a record of ours.
+
+    Continuing after a restart: ``resume`` lists, per link type, the file a previous
+    run was writing and the size recorded as complete (:meth:`state` gives these).
+    That file is cut back to the size and appended to, and rotation counters carry
+    on from it. ``on_open(linktype, label, counter, path)`` is called before a new
+    file is created, so a caller can record it first and recognise it after a crash.
     """
 
     def __init__(
@@ -1025,6 +1128,8 @@ class PcapSink:
         rotate_size: int | None = None,
         rotate_interval: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        resume: Sequence[SinkFile] = (),
+        on_open: Callable[[int, str, int, str], None] | None = None,
     ) -> None:
         if rotate_size is not None and rotate_size <= 0:
             raise ValueError(f"rotate_size must be positive, not {rotate_size}")
@@ -1044,6 +1149,38 @@ class PcapSink:
         self._closed_packets = 0
         self._closed_bytes = 0
         self._closed = False
+        self._on_open = on_open
+        self.resume_notes: list[str] = []  # what resuming did, for the log
+        for sf in resume:
+            self._resume(sf)
+
+    def _resume(self, sf: SinkFile) -> None:
+        label = sf.label or None
+        if label is None and any(st.label is None for st in self._streams.values()):
+            label = linktype_name(sf.linktype)
+        stream = _Stream(label)
+        stream.counter = sf.counter
+        self._streams[sf.linktype] = stream
+        if not os.path.exists(sf.path):
+            self.resume_notes.append(f"{sf.path} is gone; its link type starts a new file")
+            return
+        try:
+            w = PcapWriter.resume(sf.path, sf.linktype, sf.size)
+        except (OSError, ParseError) as e:
+            self.resume_notes.append(f"not continuing {sf.path}: {e}")
+            return
+        stream.writer = w
+        stream.opened_at = self._clock()
+        self._files.append(sf.path)
+        self.resume_notes.append(f"continuing {sf.path} at {w.bytes} bytes")
+
+    def state(self) -> list[SinkFile]:
+        """Per link type, the file being written and its size so far (complete batches)."""
+        return [
+            SinkFile(lt, st.label or "", st.counter, st.writer.path, st.writer.bytes)
+            for lt, st in self._streams.items()
+            if st.writer is not None
+        ]
 
     @property
     def path(self) -> str:
@@ -1117,15 +1254,29 @@ class PcapSink:
         return size is not None and w.packets > 0 and w.bytes + nbytes > size
 
     def _open(self, linktype: int, stream: _Stream) -> PcapWriter:
-        if self._rotating:
-            stream.counter += 1
-            name = self.file_name(linktype, stream.counter)
-        else:
-            name = self.file_name(linktype)
-        parent = os.path.dirname(name)
+        parent = os.path.dirname(self.file_name(linktype))
         if parent:
             os.makedirs(parent, exist_ok=True)
-        w = PcapWriter(name, linktype)
+        taken = 1
+        while True:
+            if self._rotating:
+                stream.counter += 1
+                name = self.file_name(linktype, stream.counter)
+            else:
+                name = self.file_name(linktype)
+                if taken > 1:
+                    stem, suffix = os.path.splitext(name)
+                    name = f"{stem}-{taken}{suffix}"
+            taken += 1
+            if os.path.exists(name):
+                continue
+            if self._on_open is not None:
+                self._on_open(linktype, stream.label or "", stream.counter, name)
+            try:
+                w = PcapWriter(name, linktype, exclusive=True, buffered=False)
+            except FileExistsError:  # created meanwhile by someone else
+                continue
+            break
         stream.writer = w
         stream.opened_at = self._clock()
         self._files.append(name)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from dataclasses import dataclass
 
 import grpc
@@ -105,12 +107,79 @@ def open_channel(target: str, tls: TlsFiles | None) -> grpc.Channel:
     return grpc.secure_channel(target, creds, options=channel_options())
 
 
-def server_credentials(tls: TlsFiles) -> grpc.ServerCredentials:
-    """Server credentials that require a client certificate signed by ``tls.ca``."""
+def server_credentials(tls: TlsFiles, reload: bool = True) -> grpc.ServerCredentials:
+    """Server credentials that require a client certificate signed by ``tls.ca``.
+
+    With ``reload``, the files are looked at again (size and mtime, at most once a
+    second) whenever a client connects, and a changed certificate, key or CA is used
+    from the next handshake on; connections already open keep theirs. A change that
+    does not load (a key that does not match, a half-written file) is logged and the
+    previous set stays in use.
+    """
     cert, key, ca = tls.read()
-    return grpc.ssl_server_credentials(
-        [(key, cert)], root_certificates=ca, require_client_auth=True
+    if not reload:
+        return grpc.ssl_server_credentials(
+            [(key, cert)], root_certificates=ca, require_client_auth=True
+        )
+    watcher = _CertWatcher(tls)
+    initial = grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
+    return grpc.dynamic_ssl_server_credentials(
+        initial, watcher.fetch, require_client_authentication=True
     )
+
+
+class _CertWatcher:
+    """gRPC's certificate-configuration fetcher over a TlsFiles (see server_credentials)."""
+
+    def __init__(self, tls: TlsFiles) -> None:
+        self.tls = tls
+        self._stamp = self._stat()
+        self._checked = time.monotonic()
+        self._lock = threading.Lock()
+        self.reloads = 0
+
+    def _stat(self) -> tuple[tuple[int, int], ...]:
+        out = []
+        for path in (self.tls.cert, self.tls.key, self.tls.ca):
+            try:
+                st = os.stat(path)
+                out.append((st.st_mtime_ns, st.st_size))
+            except OSError:
+                out.append((0, 0))
+        return tuple(out)
+
+    def fetch(self):  # -> grpc.ServerCertificateConfiguration | None
+        with self._lock:
+            now = time.monotonic()
+            if now - self._checked < 1.0:
+                return None
+            self._checked = now
+            stamp = self._stat()
+            if stamp == self._stamp:
+                return None
+            try:
+                cert, key, ca = self.tls.read()
+                _check_key_pair(cert, key)
+            except (LcError, ValueError) as e:
+                log.warning("TLS files changed but cannot be used (keeping the old ones): %s", e)
+                return None
+            self._stamp = stamp
+            self.reloads += 1
+            log.info("TLS certificate reloaded from %s", self.tls.cert)
+            return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
+
+
+def _check_key_pair(cert_pem: bytes, key_pem: bytes) -> None:
+    """ValueError unless the key is the certificate's (gRPC would fail the handshake)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    pub = serialization.PublicFormat.SubjectPublicKeyInfo
+    enc = serialization.Encoding.DER
+    if cert.public_key().public_bytes(enc, pub) != key.public_key().public_bytes(enc, pub):
+        raise ValueError("the key does not belong to the certificate")
 
 
 _STATUS_ERRORS: dict[grpc.StatusCode, type[LcError]] = {

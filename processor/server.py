@@ -18,6 +18,7 @@ from lc.common.transport import TlsFiles, server_credentials, server_options
 from lc.processor.auth import Authorizer
 from lc.processor.filterhub import FilterHub
 from lc.processor.ingest import Ingest
+from lc.processor.ledger import Ledger
 from lc.processor.registry import Registry
 from lc.processor.service import DataService, ManagementService
 from lc.processor.store import FilterStore
@@ -41,6 +42,7 @@ class ProcessConfig:
     heartbeat_interval_ms: int = 5000
     max_workers: int = 512
     shutdown_grace: float = 5.0
+    slow_writer_file: str | None = None  # tests: while this file exists, writing is slow
 
     def output_path(self) -> str:
         return self.write_file or os.path.join(self.data_dir, "capture.pcap")
@@ -71,11 +73,26 @@ class Processor:
             raise LcError(f"cannot create output directory {out_dir}: {e.strerror}") from None
         if not os.access(out_dir, os.W_OK):
             raise LcError(f"output directory {out_dir} is not writable")
-        self.sink = PcapSink(out, rotate_size=cfg.rotate_size, rotate_interval=cfg.rotate_interval)
-        self.ingest = Ingest(self.sink)
+        db = os.path.join(cfg.data_dir, "lc.db")
+        self.store = FilterStore(db)
+        self.ledger = Ledger(db)
+        output = os.path.abspath(out)
+
+        def on_open(linktype: int, label: str, counter: int, path: str) -> None:
+            self.ledger.file_opening(output, linktype, label, counter, path)
+
+        self.sink = PcapSink(
+            out,
+            rotate_size=cfg.rotate_size,
+            rotate_interval=cfg.rotate_interval,
+            resume=self.ledger.sink_files(output),
+            on_open=on_open,
+        )
+        for note in self.sink.resume_notes:
+            log.info("output: %s", note)
+        self.ingest = Ingest(self.sink, self.ledger, output, slow_writer_file=cfg.slow_writer_file)
         self.registry = Registry(stale_after=cfg.stale_after)
         self.auth = Authorizer(insecure=cfg.tls is None)
-        self.store = FilterStore(os.path.join(cfg.data_dir, "lc.db"))
         self.hub = FilterHub(self.store)
         self.server: grpc.Server | None = None
         self.port = 0
@@ -110,6 +127,7 @@ class Processor:
         if port == 0:
             raise LcError(f"cannot listen on {listen} (address in use or not available)")
         server.start()
+        self.ingest.start()
         self.server = server
         self.port = port
         host = listen.rpartition(":")[0]
@@ -117,12 +135,14 @@ class Processor:
         return port
 
     def stop(self) -> None:
-        """Stop accepting, let streams finish for the grace period, then fsync the output."""
+        """Stop accepting, let streams finish for the grace period, then write, commit and
+        fsync everything received (hunters resend what they saw no Ack for)."""
         if self.server is not None:
             self.data.stopping.set()
             self.server.stop(self.cfg.shutdown_grace).wait()
             self.server = None
         self.ingest.close()
+        self.ledger.close()
         self.store.close()
 
     def serve_forever(self) -> None:

@@ -15,7 +15,7 @@ from lc.common.bpf import check_bpf
 from lc.common.credentials import validate_id
 from lc.common.errors import LcError, ParseError, ValidationError
 from lc.common.filters import Filter, new_filter_id, validate_filter
-from lc.common.wire import filter_to_proto
+from lc.common.wire import BatchRecords, filter_to_proto, unpack_batch
 from lc.processor.auth import Authorizer
 from lc.processor.filterhub import FilterHub
 from lc.processor.ingest import Ingest, flow_to_announce
@@ -79,12 +79,15 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
                         )
                         return
                     try:
-                        ack, n, nb = self.ingest.accept(batch)
+                        cols = unpack_batch(batch)
                     except ParseError as e:
                         out.put((grpc.StatusCode.INVALID_ARGUMENT, f"malformed batch: {e}"))
                         return
-                    self.registry.received(hid, n, nb, ack.duplicate)
-                    out.put(ack)
+                    try:
+                        self.ingest.submit(batch, cols, _replier(out, self.registry, hid, cols))
+                    except LcError as e:
+                        out.put((grpc.StatusCode.UNAVAILABLE, str(e)))
+                        return
                 state["clean"] = True
             except grpc.RpcError:
                 pass  # the hunter went away; its unacknowledged batches come back later
@@ -130,6 +133,21 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
         finally:
             if state["hunter"] is not None:
                 self.registry.stream_closed(state["hunter"], bool(state["clean"]))
+
+
+def _replier(out: queue.Queue, registry: Registry, hunter_id: str, cols: BatchRecords):
+    """The writer's callback for one batch: count it, queue its Ack (or the error)."""
+
+    def reply(r: object) -> None:
+        if isinstance(r, lc_pb2.Ack):
+            n = 0 if r.duplicate else len(cols)
+            nb = 0 if r.duplicate else len(cols.records) - 16 * len(cols)
+            registry.received(hunter_id, n, nb, r.duplicate)
+            out.put(r)
+        else:
+            out.put((grpc.StatusCode.UNAVAILABLE, f"processor cannot write: {r}"))
+
+    return reply
 
 
 class ManagementService(lc_pb2_grpc.ManagementServiceServicer):
@@ -202,6 +220,10 @@ class ManagementService(lc_pb2_grpc.ManagementServiceServicer):
             insecure=self.auth.insecure,
             filter_version=self.hub.store.version if self.hub is not None else 0,
             filter_matches=dict(ing.filter_matches),
+            write_queue_batches=ing.queue_batches,
+            write_queue_bytes=ing.queue_bytes,
+            flow=lc_pb2.FlowState.Name(ing.flow).removeprefix("FLOW_"),
+            batches_received=ing.received,
         )
 
     def ListHunters(self, request, context):

@@ -27,16 +27,30 @@ class InterfaceRef(_message.Message):
     def __init__(self, name: _Optional[str] = ..., linktype: _Optional[int] = ...) -> None: ...
 
 class PacketMeta(_message.Message):
-    __slots__ = ("index", "protocol", "call_id", "filter_ids")
+    __slots__ = ("index", "protocol", "call_id", "filter_ids", "sip_method", "sip_status", "sip_cseq_method", "sip_from_user", "sip_to_user", "sip_from_uri", "sip_to_uri")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_FIELD_NUMBER: _ClassVar[int]
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
     FILTER_IDS_FIELD_NUMBER: _ClassVar[int]
+    SIP_METHOD_FIELD_NUMBER: _ClassVar[int]
+    SIP_STATUS_FIELD_NUMBER: _ClassVar[int]
+    SIP_CSEQ_METHOD_FIELD_NUMBER: _ClassVar[int]
+    SIP_FROM_USER_FIELD_NUMBER: _ClassVar[int]
+    SIP_TO_USER_FIELD_NUMBER: _ClassVar[int]
+    SIP_FROM_URI_FIELD_NUMBER: _ClassVar[int]
+    SIP_TO_URI_FIELD_NUMBER: _ClassVar[int]
     index: int
     protocol: str
     call_id: str
     filter_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, index: _Optional[int] = ..., protocol: _Optional[str] = ..., call_id: _Optional[str] = ..., filter_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    sip_method: str
+    sip_status: int
+    sip_cseq_method: str
+    sip_from_user: str
+    sip_to_user: str
+    sip_from_uri: str
+    sip_to_uri: str
+    def __init__(self, index: _Optional[int] = ..., protocol: _Optional[str] = ..., call_id: _Optional[str] = ..., filter_ids: _Optional[_Iterable[str]] = ..., sip_method: _Optional[str] = ..., sip_status: _Optional[int] = ..., sip_cseq_method: _Optional[str] = ..., sip_from_user: _Optional[str] = ..., sip_to_user: _Optional[str] = ..., sip_from_uri: _Optional[str] = ..., sip_to_uri: _Optional[str] = ...) -> None: ...
 
 class PacketBatch(_message.Message):
     __slots__ = ("hunter_id", "epoch", "sequence", "count", "data", "interfaces", "iface", "meta", "sealed_at_ns")
@@ -197,7 +211,7 @@ class RegisterResponse(_message.Message):
     def __init__(self, accepted: _Optional[bool] = ..., reason: _Optional[str] = ..., processor_id: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ...) -> None: ...
 
 class HunterCounters(_message.Message):
-    __slots__ = ("captured", "forwarded", "acked", "dropped", "queue_batches", "queue_bytes", "batches_sent", "cpu_percent", "rss_bytes", "bytes_captured")
+    __slots__ = ("captured", "forwarded", "acked", "dropped", "queue_batches", "queue_bytes", "batches_sent", "cpu_percent", "rss_bytes", "bytes_captured", "spool", "breaker", "reconnects", "flow", "connect_failures")
     class DroppedEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -215,6 +229,11 @@ class HunterCounters(_message.Message):
     CPU_PERCENT_FIELD_NUMBER: _ClassVar[int]
     RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
     BYTES_CAPTURED_FIELD_NUMBER: _ClassVar[int]
+    SPOOL_FIELD_NUMBER: _ClassVar[int]
+    BREAKER_FIELD_NUMBER: _ClassVar[int]
+    RECONNECTS_FIELD_NUMBER: _ClassVar[int]
+    FLOW_FIELD_NUMBER: _ClassVar[int]
+    CONNECT_FAILURES_FIELD_NUMBER: _ClassVar[int]
     captured: int
     forwarded: int
     acked: int
@@ -225,7 +244,42 @@ class HunterCounters(_message.Message):
     cpu_percent: float
     rss_bytes: int
     bytes_captured: int
-    def __init__(self, captured: _Optional[int] = ..., forwarded: _Optional[int] = ..., acked: _Optional[int] = ..., dropped: _Optional[_Mapping[str, int]] = ..., queue_batches: _Optional[int] = ..., queue_bytes: _Optional[int] = ..., batches_sent: _Optional[int] = ..., cpu_percent: _Optional[float] = ..., rss_bytes: _Optional[int] = ..., bytes_captured: _Optional[int] = ...) -> None: ...
+    spool: SpoolCounters
+    breaker: str
+    reconnects: int
+    flow: str
+    connect_failures: int
+    def __init__(self, captured: _Optional[int] = ..., forwarded: _Optional[int] = ..., acked: _Optional[int] = ..., dropped: _Optional[_Mapping[str, int]] = ..., queue_batches: _Optional[int] = ..., queue_bytes: _Optional[int] = ..., batches_sent: _Optional[int] = ..., cpu_percent: _Optional[float] = ..., rss_bytes: _Optional[int] = ..., bytes_captured: _Optional[int] = ..., spool: _Optional[_Union[SpoolCounters, _Mapping]] = ..., breaker: _Optional[str] = ..., reconnects: _Optional[int] = ..., flow: _Optional[str] = ..., connect_failures: _Optional[int] = ...) -> None: ...
+
+class SpoolCounters(_message.Message):
+    __slots__ = ("dir", "max_bytes", "bytes", "records", "appended", "replayed", "acked", "dropped_batches", "dropped_packets", "torn", "corrupt", "write_errors", "packets")
+    DIR_FIELD_NUMBER: _ClassVar[int]
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    APPENDED_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    ACKED_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_BATCHES_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_PACKETS_FIELD_NUMBER: _ClassVar[int]
+    TORN_FIELD_NUMBER: _ClassVar[int]
+    CORRUPT_FIELD_NUMBER: _ClassVar[int]
+    WRITE_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    PACKETS_FIELD_NUMBER: _ClassVar[int]
+    dir: str
+    max_bytes: int
+    bytes: int
+    records: int
+    appended: int
+    replayed: int
+    acked: int
+    dropped_batches: int
+    dropped_packets: int
+    torn: int
+    corrupt: int
+    write_errors: int
+    packets: int
+    def __init__(self, dir: _Optional[str] = ..., max_bytes: _Optional[int] = ..., bytes: _Optional[int] = ..., records: _Optional[int] = ..., appended: _Optional[int] = ..., replayed: _Optional[int] = ..., acked: _Optional[int] = ..., dropped_batches: _Optional[int] = ..., dropped_packets: _Optional[int] = ..., torn: _Optional[int] = ..., corrupt: _Optional[int] = ..., write_errors: _Optional[int] = ..., packets: _Optional[int] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
     __slots__ = ("hunter_id", "epoch", "counters", "sent_at_ns", "filter_version")
@@ -252,7 +306,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("processor_id", "version", "started_at_ns", "uptime_seconds", "hunters_connected", "hunters_stale", "hunters_total", "packets_written", "bytes_written", "batches_written", "batches_duplicate", "output_files", "listen", "insecure", "filter_version", "filter_matches")
+    __slots__ = ("processor_id", "version", "started_at_ns", "uptime_seconds", "hunters_connected", "hunters_stale", "hunters_total", "packets_written", "bytes_written", "batches_written", "batches_duplicate", "output_files", "listen", "insecure", "filter_version", "filter_matches", "write_queue_batches", "write_queue_bytes", "flow", "batches_received")
     class FilterMatchesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -276,6 +330,10 @@ class StatusResponse(_message.Message):
     INSECURE_FIELD_NUMBER: _ClassVar[int]
     FILTER_VERSION_FIELD_NUMBER: _ClassVar[int]
     FILTER_MATCHES_FIELD_NUMBER: _ClassVar[int]
+    WRITE_QUEUE_BATCHES_FIELD_NUMBER: _ClassVar[int]
+    WRITE_QUEUE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FLOW_FIELD_NUMBER: _ClassVar[int]
+    BATCHES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
     processor_id: str
     version: str
     started_at_ns: int
@@ -292,7 +350,11 @@ class StatusResponse(_message.Message):
     insecure: bool
     filter_version: int
     filter_matches: _containers.ScalarMap[str, int]
-    def __init__(self, processor_id: _Optional[str] = ..., version: _Optional[str] = ..., started_at_ns: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., hunters_connected: _Optional[int] = ..., hunters_stale: _Optional[int] = ..., hunters_total: _Optional[int] = ..., packets_written: _Optional[int] = ..., bytes_written: _Optional[int] = ..., batches_written: _Optional[int] = ..., batches_duplicate: _Optional[int] = ..., output_files: _Optional[_Iterable[str]] = ..., listen: _Optional[str] = ..., insecure: _Optional[bool] = ..., filter_version: _Optional[int] = ..., filter_matches: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    write_queue_batches: int
+    write_queue_bytes: int
+    flow: str
+    batches_received: int
+    def __init__(self, processor_id: _Optional[str] = ..., version: _Optional[str] = ..., started_at_ns: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., hunters_connected: _Optional[int] = ..., hunters_stale: _Optional[int] = ..., hunters_total: _Optional[int] = ..., packets_written: _Optional[int] = ..., bytes_written: _Optional[int] = ..., batches_written: _Optional[int] = ..., batches_duplicate: _Optional[int] = ..., output_files: _Optional[_Iterable[str]] = ..., listen: _Optional[str] = ..., insecure: _Optional[bool] = ..., filter_version: _Optional[int] = ..., filter_matches: _Optional[_Mapping[str, int]] = ..., write_queue_batches: _Optional[int] = ..., write_queue_bytes: _Optional[int] = ..., flow: _Optional[str] = ..., batches_received: _Optional[int] = ...) -> None: ...
 
 class ListHuntersRequest(_message.Message):
     __slots__ = ()

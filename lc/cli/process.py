@@ -45,6 +45,13 @@ log = logging.getLogger("lc.process")
 @click.option(
     "--stale-after", type=float, default=30.0, show_default=True, metavar="S", hidden=True
 )
+@click.option(
+    "--test-slow-writer",
+    "slow_writer_file",
+    metavar="FILE",
+    hidden=True,
+    help="Tests only: while FILE exists, each batch takes 50 ms more to write.",
+)
 @tls_options
 def process(
     listen,
@@ -54,6 +61,7 @@ def process(
     rotate_size,
     rotate_interval,
     stale_after,
+    slow_writer_file,
     tls_cert,
     tls_key,
     tls_ca,
@@ -73,6 +81,7 @@ def process(
             rotate_size=parse_size(rotate_size, "--rotate-size"),
             rotate_interval=parse_duration(rotate_interval, "--rotate-interval"),
             stale_after=stale_after,
+            slow_writer_file=slow_writer_file,
         )
         p = Processor(cfg)
         port = p.start()
