@@ -1,60 +1,144 @@
-"""The hunter's bounded store of batches between capture and acknowledgement.
+"""The hunter's store of batches between capture and acknowledgement: memory, then disk.
 
-Capture threads ``put`` sealed batches; the uplink takes them in sequence order
-(``next_batch``), keeps them as in flight until the processor acknowledges them
-(``ack``), and puts every unacknowledged one back at the front after a broken
-stream (``requeue_inflight``), so delivery is at least once and the processor's
-(hunter, epoch, sequence) check makes it exactly once in its output.
+Capture threads ``put`` sealed batches; each gets the next sequence number of this
+run's epoch. The uplink takes them in order (``next_batch``), keeps them in flight
+until the processor acknowledges them (``ack``), and puts every unacknowledged one
+back after a broken stream (``requeue_inflight``): delivery is at least once, and the
+processor's (hunter, epoch, sequence) ledger makes it exactly once in its output.
 
-Memory is bounded by ``max_bytes`` over queued plus in-flight batches. A live
-capture never waits for room: a batch that does not fit is dropped and its packets
-are counted under ``dropped["queue_full"]``. An offline replay (``block=True``)
-waits instead, because a file can be read at the pace the link allows.
+**One queue, two tiers.** The in-memory queue is the head; the optional disk
+:class:`~lc.hunter.spool.Spool` is the tail. A batch goes to the spool when
+
+* the uplink is *offline*: not connected, or the processor asked it to PAUSE;
+* the memory queue has no room (``max_bytes``); or
+* the spool already holds unacknowledged batches: everything behind a spooled batch
+  is spooled too, so batches still leave in capture order.
+
+Going offline also moves what is in memory (in flight first, then queued) to the
+spool when the spool is empty, so an outage's batches are all on disk, where a
+hunter crash cannot take them. The uplink reads the memory queue first, then the
+spool; once every spooled batch is acknowledged, batches stay in memory again.
+Batches that an earlier run left in the spool keep their own epoch and are sent
+first.
+
+**Losses are counted, never silent.** Without a spool, a live capture never waits:
+a batch that does not fit is dropped (``dropped_packets``). A full or unwritable
+spool drops the newest batch (the spool counts it). A replay (``block=True``) waits
+for room instead, since a file can be read at the pace the link allows.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from lc.hunter.batcher import SealedBatch
+from lc.hunter.spool import Spool, SpooledBatch
+from lc.proto import lc_pb2
 
-__all__ = ["Outbox", "Pending"]
+__all__ = ["Outbox", "Pending", "meta_from_blob", "meta_to_proto"]
+
+log = logging.getLogger(__name__)
+
+_OVERHEAD = 64  # bytes charged per batch on top of its records
 
 
 @dataclass(slots=True)
 class Pending:
     sequence: int
-    batch: SealedBatch
+    batch: SealedBatch | SpooledBatch
     sent_at: float = 0.0
+    epoch: int = 0
+    spooled: bool = False
+
+    @property
+    def size(self) -> int:
+        return self.batch.nbytes + _OVERHEAD
+
+
+def meta_to_proto(meta: list) -> list[lc_pb2.PacketMeta]:
+    """Batch metadata as PacketMeta: entries are (index, filter ids) or (index, PacketMeta)."""
+    out = []
+    for index, v in meta:
+        if isinstance(v, lc_pb2.PacketMeta):
+            v.index = index
+            out.append(v)
+        else:
+            out.append(lc_pb2.PacketMeta(index=index, filter_ids=v))
+    return out
+
+
+def meta_from_blob(blob: bytes) -> list[lc_pb2.PacketMeta]:
+    if not blob:
+        return []
+    holder = lc_pb2.PacketBatch()
+    holder.ParseFromString(blob)
+    return list(holder.meta)
+
+
+def _meta_blob(meta: list) -> bytes:
+    if not meta:
+        return b""
+    return lc_pb2.PacketBatch(meta=meta_to_proto(meta)).SerializeToString()
 
 
 class Outbox:
-    def __init__(self, max_bytes: int = 256 * 1024 * 1024, max_inflight: int = 64) -> None:
+    def __init__(
+        self,
+        max_bytes: int = 256 * 1024 * 1024,
+        max_inflight: int = 64,
+        spool: Spool | None = None,
+        epoch: int = 0,
+    ) -> None:
         self.max_bytes = max_bytes
         self.max_inflight = max_inflight
+        self.spool = spool
+        self.epoch = epoch
         self._lock = threading.Condition()
         self._queue: deque[Pending] = deque()
-        self._inflight: dict[int, Pending] = {}
+        self._inflight: dict[tuple[int, int], Pending] = {}
         self._bytes = 0
         self._next_seq = 1
+        self._online = spool is None  # without a spool, memory is the only place to queue
+        self._spooling = spool is not None and len(spool) > 0
+        self._reader: Iterator[SpooledBatch] | None = None
         self.dropped_packets = 0
         self.dropped_batches = 0
         self.acked_packets = 0
         self.acked_batches = 0
         self.sent_batches = 0
         self.resent_batches = 0
+        self.spooled_batches = 0
 
     # -- producer side -------------------------------------------------------------
     def put(self, batch: SealedBatch, block: bool = False, timeout: float | None = None) -> bool:
-        """Queue a batch; False (and counted) when it had to be dropped for lack of room."""
-        size = batch.nbytes + 64
+        """Queue a batch (memory or spool); False when it was dropped (and counted)."""
+        size = batch.nbytes + _OVERHEAD
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
-            while self._bytes + size > self.max_bytes and self._bytes > 0:
-                if not block:
+            while True:
+                seq = self._next_seq  # read again after every wait: others may have put
+                full = self._bytes + size > self.max_bytes and self._bytes > 0
+                if self.spool is not None and (
+                    self._spooling or not self._online or (full and not block)
+                ):
+                    if self._to_spool(seq, batch):
+                        self._next_seq += 1
+                        self._lock.notify_all()
+                        return True
+                    if not block:
+                        return False  # the spool counted the drop
+                elif not full:
+                    self._next_seq += 1
+                    self._queue.append(Pending(seq, batch, epoch=self.epoch))
+                    self._bytes += size
+                    self._lock.notify_all()
+                    return True
+                elif not block:
                     self.dropped_packets += len(batch)
                     self.dropped_batches += 1
                     return False
@@ -63,58 +147,153 @@ class Outbox:
                     self.dropped_packets += len(batch)
                     self.dropped_batches += 1
                     return False
-                self._lock.wait(remaining if remaining is not None else 0.5)
-            seq = self._next_seq
-            self._next_seq += 1
-            self._queue.append(Pending(seq, batch))
-            self._bytes += size
-            self._lock.notify_all()
+                self._lock.wait(min(remaining, 0.2) if remaining is not None else 0.2)
+
+    def _to_spool(
+        self, seq: int, batch: SealedBatch | SpooledBatch, epoch: int | None = None
+    ) -> bool:
+        assert self.spool is not None
+        if isinstance(batch, SpooledBatch):  # already there
             return True
+        ok = self.spool.append(
+            self.epoch if epoch is None else epoch,
+            seq,
+            batch.records,
+            batch.count,
+            batch.iface,
+            meta_blob=_meta_blob(batch.meta),
+        )
+        if ok:
+            self._spooling = True
+            self.spooled_batches += 1
+        return ok
 
     @property
     def backlog(self) -> int:
-        """Batches queued and not yet sent (the batcher grows batches while this is > 0)."""
-        return len(self._queue)
+        """Batches waiting to be sent (the batcher grows batches while this is > 0)."""
+        n = len(self._queue)
+        if self._spooling and self.spool is not None:
+            n += max(0, len(self.spool) - sum(p.spooled for p in self._inflight.values()))
+        return n
 
-    # -- uplink side ---------------------------------------------------------------
+    # -- the uplink's side -----------------------------------------------------------
+    def set_online(self, online: bool) -> None:
+        """Connected and not paused (True), or not (False: new batches go to the spool,
+        and what memory holds moves there if the spool is empty)."""
+        with self._lock:
+            if online == self._online:
+                return
+            self._online = online
+            if not online and self.spool is not None and not self._spooling:
+                self._spill()
+            self._lock.notify_all()
+
+    def _spill(self) -> None:
+        """Move in-flight and queued memory batches to the (empty) spool, in order."""
+        items = sorted(self._inflight.values(), key=lambda p: p.sequence) + list(self._queue)
+        moved = 0
+        for p in items:
+            if p.spooled or not self._to_spool(p.sequence, p.batch, p.epoch):
+                break
+            moved += 1
+        if moved == 0:
+            return
+        for p in items[:moved]:
+            self._inflight.pop((p.epoch, p.sequence), None)
+            self._bytes -= p.size
+        keep = items[moved:]
+        self._queue = deque(p for p in keep if (p.epoch, p.sequence) not in self._inflight)
+        self._reader = None  # reread the spool from its first unacknowledged batch
+        log.info("moved %d batches from memory to the disk spool", moved)
+
     def next_batch(self, timeout: float) -> Pending | None:
         """The oldest unsent batch, moved to in flight; None if none within ``timeout``
         or the in-flight window is full."""
         deadline = time.monotonic() + timeout
         with self._lock:
-            while not self._queue or len(self._inflight) >= self.max_inflight:
+            while True:
+                if len(self._inflight) < self.max_inflight:
+                    if self._queue:
+                        p = self._queue.popleft()
+                        break
+                    if self._spooling:
+                        p = self._from_spool()
+                        if p is not None:
+                            break
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return None
-                self._lock.wait(remaining)
-            p = self._queue.popleft()
+                self._lock.wait(min(remaining, 0.2))
             if p.sent_at:
                 self.resent_batches += 1
             p.sent_at = time.monotonic()
-            self._inflight[p.sequence] = p
+            self._inflight[(p.epoch, p.sequence)] = p
             self.sent_batches += 1
             return p
 
-    def ack(self, sequence: int) -> int:
+    def _from_spool(self) -> Pending | None:
+        assert self.spool is not None
+        if self._reader is None:
+            self._reader = self.spool.pending()
+        for b in self._reader:
+            if (b.epoch, b.sequence) in self._inflight:
+                continue
+            return Pending(b.sequence, b, epoch=b.epoch, spooled=True)
+        self._reader = None
+        if len(self.spool) == 0:
+            self._spooling = False
+        return None
+
+    def ack(self, sequence: int, epoch: int | None = None) -> int:
         """Forget an acknowledged batch; returns its packet count (0 if unknown)."""
+        key = (self.epoch if epoch is None else epoch, sequence)
         with self._lock:
-            p = self._inflight.pop(sequence, None)
+            p = self._inflight.pop(key, None)
             if p is None:
                 return 0
-            self._bytes -= p.batch.nbytes + 64
-            self.acked_packets += len(p.batch)
+            if p.spooled:
+                assert self.spool is not None
+                self.spool.ack(p.epoch, p.sequence)
+                if len(self.spool) == 0:
+                    self._spooling = False
+                    self._reader = None
+            else:
+                self._bytes -= p.size
+            n = p.batch.count
+            self.acked_packets += n
             self.acked_batches += 1
             self._lock.notify_all()
-            return len(p.batch)
+            return n
 
     def requeue_inflight(self) -> int:
-        """After a broken stream: unacknowledged batches go back, in order, to the front."""
+        """After a broken stream: unacknowledged batches go back, in order, to be sent again."""
         with self._lock:
-            items = sorted(self._inflight.values(), key=lambda p: p.sequence)
+            items = sorted(self._inflight.values(), key=lambda p: (p.spooled, p.sequence))
             self._inflight.clear()
-            self._queue.extendleft(reversed(items))
+            self._queue.extendleft(reversed([p for p in items if not p.spooled]))
+            if any(p.spooled for p in items):
+                self._reader = None  # reread the spool from its first unacknowledged batch
             self._lock.notify_all()
             return len(items)
+
+    def spool_rest(self) -> int:
+        """At shutdown: move every unacknowledged memory batch to the spool; returns how
+        many batches are left only in memory (lost when the process exits)."""
+        with self._lock:
+            if self.spool is None:
+                return len(self._queue) + len(self._inflight)
+            items = sorted(
+                (p for p in self._inflight.values() if not p.spooled), key=lambda p: p.sequence
+            ) + list(self._queue)
+            self._inflight = {k: p for k, p in self._inflight.items() if p.spooled}
+            self._queue.clear()
+            left = 0
+            for p in items:
+                if self._to_spool(p.sequence, p.batch, p.epoch):
+                    self._bytes -= p.size
+                else:
+                    left += 1
+            return left
 
     def wake(self) -> None:
         with self._lock:
@@ -127,25 +306,39 @@ class Outbox:
 
     @property
     def queued_bytes(self) -> int:
+        """Bytes held in memory (queued and in flight)."""
         return self._bytes
+
+    @property
+    def spooling(self) -> bool:
+        return self._spooling
 
     def drained(self) -> bool:
         with self._lock:
-            return not self._queue and not self._inflight
+            return self._drained()
+
+    def _drained(self) -> bool:
+        if self._queue or self._inflight:
+            return False
+        return not self._spooling or self.spool is None or len(self.spool) == 0
 
     def wait_drained(self, timeout: float) -> bool:
-        """Wait until every batch is acknowledged; False on timeout."""
+        """Wait until every batch (spooled ones too) is acknowledged; False on timeout."""
         deadline = time.monotonic() + timeout
         with self._lock:
-            while self._queue or self._inflight:
+            while not self._drained():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
-                self._lock.wait(min(remaining, 0.5))
+                self._lock.wait(min(remaining, 0.2))
             return True
 
     def unacked_packets(self) -> int:
         with self._lock:
-            return sum(len(p.batch) for p in self._queue) + sum(
-                len(p.batch) for p in self._inflight.values()
-            )
+            n = sum(p.batch.count for p in self._queue)
+            n += sum(p.batch.count for p in self._inflight.values() if not p.spooled)
+            return n
+
+    def memory_batches(self) -> int:
+        with self._lock:
+            return len(self._queue) + sum(not p.spooled for p in self._inflight.values())

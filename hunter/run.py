@@ -21,9 +21,11 @@ from lc.common.errors import LcError, ValidationError
 from lc.common.filters import compile_filters
 from lc.common.transport import TlsFiles
 from lc.hunter.batcher import Batcher
+from lc.hunter.breaker import CircuitBreaker
 from lc.hunter.capture import Chunk, FileSource, LiveSource, check_bpf
 from lc.hunter.filtering import GENERIC_FILTER_TYPES, MATCH_NOTHING, GenericFilter, HunterFilters
 from lc.hunter.outbox import Outbox
+from lc.hunter.spool import Spool, SpoolError
 from lc.hunter.uplink import HunterIdentity, Uplink
 from lc.proto import lc_pb2
 
@@ -51,6 +53,14 @@ class HuntConfig:
     connect_timeout: float = 10.0
     mode: str = "generic"
     no_filter_policy: str | None = None  # None: the mode's default (generic: allow)
+    disk_buffer: bool = False
+    disk_buffer_dir: str | None = None  # None: ./lc-spool/<hunter id>
+    disk_buffer_max_mb: int = 1024
+    breaker_failures: int = 5
+    breaker_open_time: float = 30.0
+    breaker_half_open: int = 3
+    backoff_initial: float = 1.0
+    backoff_max: float = 60.0
 
     def validate(self) -> None:
         if self.no_filter_policy not in (None, "allow", "deny"):
@@ -69,6 +79,16 @@ class HuntConfig:
             raise ValidationError("--replay-speed applies to -r/--read-file only")
         if self.queue_mb < 1:
             raise ValidationError("--queue-mb must be at least 1")
+        if self.disk_buffer_max_mb < 1:
+            raise ValidationError("--disk-buffer-max-mb must be at least 1")
+        if self.disk_buffer_dir and not self.disk_buffer:
+            raise ValidationError("--disk-buffer-dir needs --disk-buffer")
+        if self.breaker_failures < 1 or self.breaker_half_open < 1:
+            raise ValidationError("--breaker-failures and --breaker-half-open must be at least 1")
+        if self.breaker_open_time < 0 or self.shutdown_timeout < 0:
+            raise ValidationError("--breaker-open-time and --shutdown-timeout must be >= 0")
+        if not 0 < self.backoff_initial <= self.backoff_max:
+            raise ValidationError("--backoff-max must be at least the initial backoff (1 s)")
 
 
 def split_hostport(target: str) -> tuple[str, int]:
@@ -137,7 +157,13 @@ class Hunter:
         cfg.validate()
         self.cfg = cfg
         self.stop = threading.Event()
-        self.outbox = Outbox(max_bytes=cfg.queue_mb * 1024 * 1024)
+        self.epoch = time.time_ns()
+        self.spool: Spool | None = None
+        self.spool_error = ""
+        self.outbox = Outbox(max_bytes=cfg.queue_mb * 1024 * 1024, epoch=self.epoch)
+        self.breaker = CircuitBreaker(
+            cfg.breaker_failures, cfg.breaker_open_time, cfg.breaker_half_open
+        )
         self.captured = 0
         self.bytes_captured = 0
         self.forwarded = 0
@@ -177,6 +203,8 @@ class Hunter:
     def counters(self) -> lc_pb2.HunterCounters:
         ob = self.outbox
         dropped = {"queue_full": ob.dropped_packets}
+        if self.spool is not None:
+            dropped["spool_full"] = self.spool.counters()["dropped_packets"]
         kernel = iface = 0
         for s in self._live:
             _, k, i = s.stats()
@@ -189,7 +217,13 @@ class Hunter:
             dropped["file_truncated"] = self._file.truncated
         # Not a loss: packets no filter wanted (kept apart from the losses in summary()).
         dropped["filtered"] = self.filtered_out
+        up = self.uplink
         return lc_pb2.HunterCounters(
+            spool=self._spool_counters(),
+            breaker=self.breaker.state,
+            reconnects=up.reconnects if up else 0,
+            connect_failures=up.connect_failures if up else 0,
+            flow=lc_pb2.FlowState.Name(up.flow).removeprefix("FLOW_") if up else "",
             captured=self.captured,
             forwarded=self.forwarded,
             acked=ob.acked_packets,
@@ -202,11 +236,63 @@ class Hunter:
             bytes_captured=self.bytes_captured,
         )
 
+    def _spool_counters(self) -> lc_pb2.SpoolCounters | None:
+        if not self.cfg.disk_buffer:
+            return None
+        sc = lc_pb2.SpoolCounters(
+            dir=self.spool_dir, max_bytes=self.cfg.disk_buffer_max_mb * 1024 * 1024
+        )
+        if self.spool is None:
+            sc.write_errors = 1  # the directory could not be used at all (see the log)
+            return sc
+        c = self.spool.counters()
+        for k in (
+            "bytes",
+            "records",
+            "appended",
+            "replayed",
+            "acked",
+            "dropped_batches",
+            "dropped_packets",
+            "torn",
+            "corrupt",
+            "write_errors",
+        ):
+            setattr(sc, k, c.get(k, 0))
+        return sc
+
+    def _open_spool(self, hunter_id: str) -> None:
+        cfg = self.cfg
+        self.spool_dir = os.path.abspath(cfg.disk_buffer_dir or os.path.join("lc-spool", hunter_id))
+        try:
+            self.spool = Spool(self.spool_dir, max_bytes=cfg.disk_buffer_max_mb * 1024 * 1024)
+        except SpoolError as e:
+            self.spool_error = str(e)
+            log.error("disk buffer disabled: %s; batches stay in memory only", e)
+            return
+        self.outbox = Outbox(
+            max_bytes=cfg.queue_mb * 1024 * 1024, spool=self.spool, epoch=self.epoch
+        )
+        c = self.spool.counters()
+        if c["records"]:
+            log.info(
+                "disk buffer %s: %d batches (%d bytes) left by an earlier run will be sent first%s",
+                self.spool_dir,
+                c["records"],
+                c["bytes"],
+                f"; skipped {c['torn']} torn and {c['corrupt']} corrupt records"
+                if c["torn"] or c["corrupt"]
+                else "",
+            )
+
     # -- run -------------------------------------------------------------------------
     def run(self) -> int:
         cfg = self.cfg
         self.open_sources()
         hunter_id = default_hunter_id(cfg)
+        self.spool_dir = ""
+        if cfg.disk_buffer:
+            self._open_spool(hunter_id)
         if self._file is not None:
             iface_names = [f"file:{self._file.name}"]
             self.interfaces = self._file.interfaces  # the list object grows with pcapng IDBs
@@ -222,7 +308,7 @@ class Hunter:
         self.filters = HunterFilters(hunter_id, GENERIC_FILTER_TYPES, self.mode.apply)
         ident = HunterIdentity(
             hunter_id=hunter_id,
-            epoch=time.time_ns(),
+            epoch=self.epoch,
             hostname=socket.gethostname(),
             version=__version__,
             mode=cfg.mode,
@@ -241,14 +327,30 @@ class Hunter:
             on_filters=self.filters.apply,
             filter_types=GENERIC_FILTER_TYPES,
             filter_version=lambda: self.filters.version if self.filters else 0,
+            breaker=self.breaker,
+            backoff_initial=cfg.backoff_initial,
+            backoff_max=cfg.backoff_max,
         )
-        proc_id = self.uplink.connect()
-        log.info("hunter %s registered with processor %s at %s", hunter_id, proc_id, cfg.processor)
+        if self.spool is None:
+            # Without a disk buffer there is nowhere to keep packets: fail fast and clearly.
+            proc_id = self.uplink.connect()
+            log.info(
+                "hunter %s registered with processor %s at %s", hunter_id, proc_id, cfg.processor
+            )
+        else:
+            log.info(
+                "hunter %s: connecting to %s in the background; spooling to %s meanwhile",
+                hunter_id,
+                cfg.processor,
+                self.spool_dir,
+            )
+            self.uplink.start()
         self.uplink.start_filters()
         if not self.filters.received.wait(cfg.connect_timeout):
             log.warning("no filter set from the processor yet; starting with none (%s)", policy)
             self.mode.apply([], compile_filters([], hunter_id, GENERIC_FILTER_TYPES))
-        self.uplink.start()
+        if self.spool is None:
+            self.uplink.start()
         # One heartbeat at once: it tells the processor (and `lc show hunter`) that this
         # hunter has applied its filters and is capturing, rather than in 5 s.
         self.uplink.heartbeat_now()
@@ -307,16 +409,21 @@ class Hunter:
             chunk.records,
             chunk.iface,
             now,
-            ob.backlog > 0,
+            self._busy(),
             meta,
         ):
             if ob.put(b, block=block):
                 self.forwarded += len(b)
         self._tick(batcher, block, now)
 
+    def _busy(self) -> bool:
+        """Grow batches: a backlog, or the processor asked for fewer, bigger batches."""
+        up = self.uplink
+        return self.outbox.backlog > 0 or (up is not None and up.flow == lc_pb2.FLOW_SLOW)
+
     def _tick(self, batcher: Batcher, block: bool, now: int | None = None) -> None:
         if batcher.due(time.monotonic_ns() if now is None else now):
-            b = batcher.seal(self.outbox.backlog > 0)
+            b = batcher.seal(self._busy())
             if self.outbox.put(b, block=block):
                 self.forwarded += len(b)
 
@@ -388,9 +495,27 @@ class Hunter:
         if self._file is not None:
             self._file.close()
         self.elapsed = time.monotonic() - self.started
+        self.spooled_at_exit = 0
+        if self.spool is not None:
+            lost = self.outbox.spool_rest()
+            self.spooled_at_exit = len(self.spool)
+            self.spool.close()
+            if self.spooled_at_exit:
+                log.info(
+                    "%d batches wait in the disk buffer %s for the next run",
+                    self.spooled_at_exit,
+                    self.spool_dir,
+                )
+            ok = lost == 0 and self._spool_losses() == 0
         if self.uplink.fatal is not None:
             raise self.uplink.fatal
         return 0 if ok else 1
+
+    def _spool_losses(self) -> int:
+        if self.spool is None:
+            return 0
+        c = self.spool.counters()
+        return c["dropped_batches"] + c["write_errors"]
 
     def summary(self) -> str:
         c = self.counters()
@@ -399,11 +524,19 @@ class Hunter:
         what = f"replayed {self._file.path}" if self._file is not None else "captured"
         dropped = sum(v for k, v in c.dropped.items() if k != "filtered")
         unacked = self.outbox.unacked_packets()
+        spooled = ""
+        if self.cfg.disk_buffer:
+            sc = c.spool
+            spooled = (
+                f", disk buffer: {getattr(self, 'spooled_at_exit', sc.records)} batches kept, "
+                f"{sc.appended} spooled, {sc.replayed} replayed, "
+                f"{sc.dropped_packets} packets dropped (full)"
+            )
         return (
             f"lc hunt: {what}: {c.captured} packets ({c.bytes_captured} bytes) in {el:.2f} s "
             f"({rate:,.0f} pkt/s); filtered out {self.filtered_out}, forwarded {c.forwarded}, "
             f"acknowledged {c.acked}, "
-            f"dropped {dropped}, unacknowledged {unacked}"
+            f"dropped {dropped}, unacknowledged {unacked}{spooled}"
         )
 
 

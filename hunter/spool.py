@@ -99,6 +99,7 @@ DEFAULT_SEGMENT_BYTES = 16 * 1024 * 1024
 MAGIC = b"LCSP"
 VERSION = 1
 FLAG_IFACE = 1
+FLAG_META_BLOB = 2  # meta is the caller's own encoding (SpooledBatch.meta_blob)
 _HEADER = struct.Struct("<4sBBHIIQQIII")
 HEADER_SIZE = _HEADER.size  # 44
 _MAX_LENGTH = 0xFFFFFFFF
@@ -141,6 +142,7 @@ class SpooledBatch:
     meta: list[tuple[int, list[str]]]  # (packet index, filter ids)
     segment: int  # counter of the segment file holding it
     offset: int  # byte offset of its record in that file
+    meta_blob: bytes = b""  # meta in the caller's own encoding (``append(meta_blob=)``)
 
     @property
     def nbytes(self) -> int:
@@ -418,6 +420,7 @@ class Spool:
         count: int,
         iface: array | None = None,
         meta: Iterable[tuple[int, Sequence[str]]] = (),
+        meta_blob: bytes | None = None,
     ) -> bool:
         """Store one batch; False (and counted) when it is dropped or cannot be written.
 
@@ -432,11 +435,12 @@ class Spool:
             ib = iface.tobytes()
         else:
             ib = b""
-        mb = _encode_meta(meta)
+        mb = _encode_meta(meta) if meta_blob is None else meta_blob
+        flags = (FLAG_IFACE if ib else 0) | (FLAG_META_BLOB if meta_blob is not None else 0)
         length = HEADER_SIZE + len(records) + len(ib) + len(mb)
         if length > _MAX_LENGTH:
             raise ValueError(f"a batch of {length} bytes does not fit one spool record")
-        pre = struct.pack("<BBHI", VERSION, FLAG_IFACE if ib else 0, 0, length)
+        pre = struct.pack("<BBHI", VERSION, flags, 0, length)
         tail = struct.pack("<QQIII", epoch, sequence, count, len(records), len(mb))
         crc = zlib.crc32(mb, zlib.crc32(ib, zlib.crc32(records, zlib.crc32(tail, zlib.crc32(pre)))))
         buf = b"".join((MAGIC, pre, _U32.pack(crc), tail, records, ib, mb))
@@ -586,13 +590,17 @@ class Spool:
                 if _BIG_ENDIAN:
                     iface.byteswap()
                 p += 2 * count
+            blob = b""
             try:
-                meta = _decode_meta(memoryview(buf)[p : p + mlen])
+                if flags & FLAG_META_BLOB:
+                    meta, blob = [], buf[p : p + mlen]
+                else:
+                    meta = _decode_meta(memoryview(buf)[p : p + mlen])
             except (ValueError, struct.error):
                 pass
             else:
                 records = buf[HEADER_SIZE : HEADER_SIZE + rlen]
-                return SpooledBatch(epoch, seq, records, count, iface, meta, seg.number, off)
+                return SpooledBatch(epoch, seq, records, count, iface, meta, seg.number, off, blob)
         with self._lock:  # damaged since it was written: skip it for good
             self._c["corrupt"] += 1
             self._drop_record(seg, off, counted=False)

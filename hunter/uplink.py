@@ -1,29 +1,47 @@
-"""The hunter's connection to its processor: registration, heartbeats, the batch stream.
+"""The hunter's connection to its processor: sessions, heartbeats, filters, the batch stream.
 
-Threads: one runs the StreamPackets call (gRPC itself pulls the request generator
-on its own thread) and reads acknowledgements and flow control; one sends a
-heartbeat every ``heartbeat_interval`` seconds. Capture never calls into this
-module: it only puts batches into the :class:`~lc.hunter.outbox.Outbox`.
+A *session* is: open a channel (reading the TLS files again, so renewed certificates
+are picked up), wait until it is ready, register, then run one StreamPackets call
+until it ends or breaks. The session loop runs sessions forever:
 
-A broken stream is retried with exponential backoff; unacknowledged batches are
-sent again and the processor drops any it had already written.
+* Every connect/register/stream call goes through a
+  :class:`~lc.hunter.breaker.CircuitBreaker`; while it is open no call is made.
+* Between failed attempts it waits with exponential backoff and jitter (tenacity's
+  ``wait_exponential_jitter``: ``backoff_initial`` doubling to ``backoff_max``,
+  1 s to 60 s by default), retrying forever. A session that delivered something
+  resets the backoff.
+* gRPC keepalives (see :mod:`lc.common.transport`) break a stream whose peer
+  vanished without closing it, so the loop notices dead links.
+* While no session is up, or the processor asks to PAUSE, the outbox is *offline*
+  and batches go to the disk spool; capture never waits for the network.
+
+Flow control: SLOW makes the stream wait ``slow_delay`` between batches (and the
+batcher, seeing the backlog, makes bigger ones); PAUSE stops sending; RESUME or
+CONTINUE sends again. The processor announces RESUME by itself.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import grpc
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    wait_exponential_jitter,
+)
 
 from lc.common.errors import LcError, PermissionDenied, Unreachable
 from lc.common.transport import TlsFiles, error_from_rpc, open_channel
 from lc.common.wire import build_batch
-from lc.hunter.outbox import Outbox
+from lc.hunter.breaker import CircuitBreaker
+from lc.hunter.outbox import Outbox, Pending, meta_from_blob, meta_to_proto
+from lc.hunter.spool import SpooledBatch
 from lc.proto import lc_pb2, lc_pb2_grpc
 
 __all__ = ["HunterIdentity", "Uplink"]
@@ -49,6 +67,14 @@ class HunterIdentity:
     capabilities: list[str] = field(default_factory=list)
 
 
+class _Retry(Exception):
+    """A failed attempt: wait (backoff) and try again."""
+
+
+class _Stopped(Exception):
+    """The uplink is stopping: end the session loop."""
+
+
 class Uplink:
     def __init__(
         self,
@@ -63,6 +89,10 @@ class Uplink:
         on_filters: Callable[[lc_pb2.FilterUpdate], object] | None = None,
         filter_types: tuple[str, ...] = (),
         filter_version: Callable[[], int] = lambda: 0,
+        breaker: CircuitBreaker | None = None,
+        backoff_initial: float = 1.0,
+        backoff_max: float = 60.0,
+        slow_delay: float = 0.05,
     ) -> None:
         self.on_filters = on_filters
         self.filter_types = filter_types
@@ -75,37 +105,75 @@ class Uplink:
         self.counters = counters
         self.heartbeat_interval = heartbeat_interval
         self.connect_timeout = connect_timeout
+        self.breaker = breaker or CircuitBreaker()
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.slow_delay = slow_delay
         self.flow = lc_pb2.FLOW_CONTINUE
         self.fatal: LcError | None = None
         self.reconnects = 0
+        self.connect_failures = 0
+        self.sessions = 0
         self._channel: grpc.Channel | None = None
+        self._chan_lock = threading.Lock()
+        self.connected = threading.Event()  # a registered session is up
         self._closing = threading.Event()  # no more batches will be added
         self._stopped = threading.Event()  # give up now
         self._threads: list[threading.Thread] = []
         self._proc_id = ""
+        self._filter_call = None
+        self._stream_call = None
+
+    # -- channel -----------------------------------------------------------------------
+    def _open(self) -> grpc.Channel:
+        """A ready channel (new TLS files are read here), or Unreachable."""
+        ch = open_channel(self.target, self.tls)
+        try:
+            grpc.channel_ready_future(ch).result(timeout=self.connect_timeout)
+        except grpc.FutureTimeoutError:
+            ch.close()
+            raise Unreachable(
+                f"cannot reach processor at {self.target} within {self.connect_timeout:g} s"
+                + ("" if self.tls is None else " (is it up, and does its TLS trust ours?)")
+            ) from None
+        return ch
+
+    def _drop_channel(self) -> None:
+        with self._chan_lock:
+            ch, self._channel = self._channel, None
+        self.connected.clear()
+        if ch is not None:
+            ch.close()
+
+    def _stub(self, kind):
+        ch = self._channel
+        return None if ch is None else kind(ch)
 
     # -- lifecycle -----------------------------------------------------------------
     def connect(self) -> str:
-        """Open the channel and register; returns the processor's id.
+        """First connection, made before capture starts; returns the processor's id.
 
         Raises:
             Unreachable: the processor cannot be reached within ``connect_timeout``
                 (includes TLS handshake failures, which gRPC reports the same way).
             PermissionDenied: the processor refused the registration.
         """
-        self._channel = open_channel(self.target, self.tls)
+        ch = self._open()
+        with self._chan_lock:
+            self._channel = ch
         try:
-            grpc.channel_ready_future(self._channel).result(timeout=self.connect_timeout)
-        except grpc.FutureTimeoutError:
-            self._channel.close()
-            raise Unreachable(
-                f"cannot reach processor at {self.target} within {self.connect_timeout:g} s"
-                + ("" if self.tls is None else " (is it up, and does its TLS trust ours?)")
-            ) from None
-        return self._register()
+            pid = self._register()
+        except LcError:
+            self._drop_channel()
+            raise
+        self.breaker.success()
+        self.connected.set()
+        return pid
 
     def _register(self) -> str:
-        stub = lc_pb2_grpc.ManagementServiceStub(self._channel)
+        stub = self._stub(lc_pb2_grpc.ManagementServiceStub)
+        if stub is None:
+            raise Unreachable("no channel")
         i = self.ident
         req = lc_pb2.RegisterRequest(
             hunter_id=i.hunter_id,
@@ -136,17 +204,19 @@ class Uplink:
         self._threads.append(t)
 
     def _filter_loop(self) -> None:
-        stub = lc_pb2_grpc.ManagementServiceStub(self._channel)
         req = lc_pb2.SubscribeFiltersRequest(
             hunter_id=self.ident.hunter_id, filter_types=list(self.filter_types)
         )
-        backoff = 0.5
         while not self._stopped.is_set():
+            if not self.connected.wait(0.2):
+                continue
+            stub = self._stub(lc_pb2_grpc.ManagementServiceStub)
+            if stub is None:
+                continue
             call = stub.SubscribeFilters(req)
             self._filter_call = call
             try:
                 for upd in call:
-                    backoff = 0.5
                     self.on_filters(upd)  # type: ignore[misc]
             except grpc.RpcError as e:
                 if self._stopped.is_set():
@@ -155,11 +225,15 @@ class Uplink:
                     log.error("filter subscription refused: %s", e.details())
                     return
                 log.debug("filter subscription broke: %s", e.details())
-            self._stopped.wait(backoff * random.uniform(0.8, 1.2))
-            backoff = min(backoff * 2, 30.0)
+            except ValueError:  # the channel was closed under us: a new session comes
+                pass
+            self._stopped.wait(0.5)
 
     def start(self) -> None:
-        for name, fn in (("lc-stream", self._stream_loop), ("lc-heartbeat", self._heartbeat_loop)):
+        for name, fn in (
+            ("lc-session", self._session_loop),
+            ("lc-heartbeat", self._heartbeat_loop),
+        ):
             t = threading.Thread(target=fn, name=name, daemon=True)
             t.start()
             self._threads.append(t)
@@ -167,27 +241,148 @@ class Uplink:
     def finish(self, timeout: float) -> bool:
         """No more batches are coming: wait up to ``timeout`` for all acks, then close.
 
-        Returns True when everything was acknowledged.
+        Returns True when everything was acknowledged. What is not is left to the
+        caller (the hunter moves it to the spool).
         """
         self._closing.set()
         self.outbox.wake()
         ok = self.outbox.wait_drained(timeout) if self.fatal is None else False
+        if ok:  # let the stream half-close on its own: the processor sees a clean end
+            for t in self._threads:
+                if t.name == "lc-session":
+                    t.join(timeout=3.0)
         self._stopped.set()
         self.outbox.wake()
-        call = getattr(self, "_filter_call", None)
-        if call is not None:
-            call.cancel()
+        for call in (self._filter_call, self._stream_call):
+            if call is not None:
+                call.cancel()
         for t in self._threads:
-            t.join(timeout=2.0)
+            t.join(timeout=5.0)
         self._send_final_heartbeat()
-        if self._channel is not None:
-            self._channel.close()
+        self._drop_channel()
         return ok and self.fatal is None
 
-    # -- stream --------------------------------------------------------------------
+    # -- the session loop ------------------------------------------------------------
+    def _session_loop(self) -> None:
+        while not self._stopped.is_set():
+            retrying = Retrying(
+                wait=wait_exponential_jitter(
+                    initial=self.backoff_initial,
+                    max=self.backoff_max,
+                    jitter=self.backoff_initial,
+                ),
+                retry=retry_if_exception_type(_Retry),
+                sleep=self._sleep,
+                before_sleep=self._log_retry,
+                reraise=True,
+            )
+            try:
+                retrying(self._session)
+            except _Stopped:
+                return
+            except LcError as e:  # refused for good (certificate, id): stop the hunter
+                self.fatal = e
+                log.error("%s", e)
+                self.outbox.wake()
+                return
+            if self._closing.is_set() and self.outbox.drained():
+                return
+
+    def _sleep(self, seconds: float) -> None:
+        if self._stopped.wait(seconds):
+            raise _Stopped()
+
+    def _log_retry(self, rs: RetryCallState) -> None:
+        wait = rs.next_action.sleep if rs.next_action else 0.0
+        exc = rs.outcome.exception() if rs.outcome else None
+        log.warning("processor %s: %s; next attempt in %.1f s", self.target, exc, wait)
+
+    def _session(self) -> None:
+        """One connect/register/stream; returns after a session that delivered, raises
+        _Retry after a failed one."""
+        if self._stopped.is_set():
+            raise _Stopped()
+        if self._channel is None or not self.connected.is_set():
+            if not self.breaker.allow():
+                raise _Retry(f"circuit breaker open ({self.breaker.retry_in():.0f} s left)")
+            try:
+                ch = self._open()
+                with self._chan_lock:
+                    self._channel = ch
+                self._register()
+            except PermissionDenied:
+                self._drop_channel()
+                raise
+            except LcError as e:
+                self.connect_failures += 1
+                self.breaker.failure()
+                self._drop_channel()
+                raise _Retry(str(e)) from None
+            self.breaker.success()
+            self.connected.set()
+            if self.sessions:
+                self.reconnects += 1
+                log.info("reconnected to processor %s at %s", self._proc_id, self.target)
+        self.sessions += 1
+        delivered, error = self._stream()
+        if error is None:
+            return  # ended cleanly (we closed)
+        self.outbox.set_online(False)
+        n = self.outbox.requeue_inflight()
+        if n:
+            log.info("%d unacknowledged batches will be sent again", n)
+        self.flow = lc_pb2.FLOW_CONTINUE
+        self._drop_channel()
+        if isinstance(error, LcError):
+            raise error  # fatal
+        if self._stopped.is_set():
+            raise _Stopped()
+        if not delivered:
+            self.connect_failures += 1
+            self.breaker.failure()
+            raise _Retry(error)
+        log.warning("stream to %s broke (%s); reconnecting", self.target, error)
+
+    def _stream(self) -> tuple[bool, str | LcError | None]:
+        """Run one StreamPackets call: (anything acknowledged?, why it ended or None)."""
+        stub = self._stub(lc_pb2_grpc.DataServiceStub)
+        if stub is None:
+            return False, "no channel"
+        call_done = threading.Event()
+        delivered = False
+        self.flow = lc_pb2.FLOW_CONTINUE
+        self.outbox.set_online(True)
+        try:
+            call = stub.StreamPackets(self._requests(call_done))
+            self._stream_call = call
+            for ctl in call:
+                if not delivered:
+                    delivered = True
+                    self.breaker.success()
+                for ack in ctl.acks:
+                    self.outbox.ack(ack.sequence, ack.epoch)
+                if ctl.flow != self.flow:
+                    log.info("processor flow control: %s", lc_pb2.FlowState.Name(ctl.flow))
+                    self.flow = ctl.flow
+                    # PAUSE: new batches go to the spool; anything else: send again.
+                    self.outbox.set_online(ctl.flow != lc_pb2.FLOW_PAUSE)
+            call_done.set()
+            if self._closing.is_set() and self.outbox.drained():
+                return delivered, None
+            return delivered, "the processor ended the stream"
+        except grpc.RpcError as e:
+            call_done.set()
+            if self._stopped.is_set():
+                return delivered, None
+            if e.code() in _FATAL:
+                return delivered, error_from_rpc(e, self.target)
+            return delivered, f"{e.code().name}: {e.details()}"
+        except ValueError as e:  # channel closed under us
+            call_done.set()
+            return delivered, str(e)
+
     def _requests(self, call_done: threading.Event) -> Iterator[lc_pb2.PacketBatch]:
         ob = self.outbox
-        ident = self.ident
         while not self._stopped.is_set() and not call_done.is_set():
             if self._closing.is_set() and ob.drained():
                 return  # half-close: tells the processor this hunter is done
@@ -197,83 +392,43 @@ class Uplink:
             p = ob.next_batch(timeout=0.1)
             if p is None:
                 continue
-            b = p.batch
-            yield build_batch(
-                ident.hunter_id,
-                ident.epoch,
-                p.sequence,
-                b.records,
-                b.count,
-                self.interfaces,
-                b.iface,
-                meta=[lc_pb2.PacketMeta(index=i, filter_ids=ids) for i, ids in b.meta],
-                sealed_at_ns=time.time_ns(),
-            )
+            yield self._build(p)
             if self.flow == lc_pb2.FLOW_SLOW:
-                time.sleep(0.05)
+                time.sleep(self.slow_delay)
 
-    def _stream_loop(self) -> None:
-        stub = lc_pb2_grpc.DataServiceStub(self._channel)
-        backoff = 0.5
-        while not self._stopped.is_set():
-            call_done = threading.Event()
-            try:
-                call = stub.StreamPackets(self._requests(call_done))
-                for ctl in call:
-                    backoff = 0.5
-                    for ack in ctl.acks:
-                        if ack.epoch == self.ident.epoch:
-                            self.outbox.ack(ack.sequence)
-                    if ctl.flow != self.flow:
-                        log.info("processor flow control: %s", lc_pb2.FlowState.Name(ctl.flow))
-                        self.flow = ctl.flow
-                call_done.set()
-                if self._closing.is_set() and self.outbox.drained():
-                    return
-            except grpc.RpcError as e:
-                call_done.set()
-                if self._stopped.is_set():
-                    return
-                if e.code() in _FATAL:
-                    self.fatal = error_from_rpc(e, self.target)
-                    log.error("%s", self.fatal)
-                    self.outbox.wake()
-                    return
-                log.warning(
-                    "stream to %s broke (%s: %s); reconnecting in %.1f s",
-                    self.target,
-                    e.code().name,
-                    e.details(),
-                    backoff,
-                )
-            n = self.outbox.requeue_inflight()
-            if n:
-                log.info("%d unacknowledged batches will be sent again", n)
-            self.flow = lc_pb2.FLOW_CONTINUE
-            self._stopped.wait(backoff * random.uniform(0.8, 1.2))
-            backoff = min(backoff * 2, 30.0)
-            self.reconnects += 1
-            try:
-                self._register()
-            except LcError as e:
-                if isinstance(e, PermissionDenied):
-                    self.fatal = e
-                    self.outbox.wake()
-                    return
-                log.warning("re-registration failed: %s", e)
+    def _build(self, p: Pending) -> lc_pb2.PacketBatch:
+        b = p.batch
+        if isinstance(b, SpooledBatch):
+            meta = meta_from_blob(b.meta_blob) if b.meta_blob else meta_to_proto(b.meta)
+        else:
+            meta = meta_to_proto(b.meta)
+        return build_batch(
+            self.ident.hunter_id,
+            p.epoch,
+            p.sequence,
+            b.records,
+            b.count,
+            self.interfaces,
+            b.iface,
+            meta=meta,
+            sealed_at_ns=time.time_ns(),
+        )
 
     # -- heartbeats ----------------------------------------------------------------
     def _heartbeat_loop(self) -> None:
-        stub = lc_pb2_grpc.ManagementServiceStub(self._channel)
         while not self._stopped.wait(self.heartbeat_interval):
-            self._heartbeat(stub)
+            if self.connected.is_set():
+                self._heartbeat()
 
     def heartbeat_now(self) -> None:
         """Send one heartbeat from the caller's thread (e.g. when capture has started)."""
-        if self._channel is not None:
-            self._heartbeat(lc_pb2_grpc.ManagementServiceStub(self._channel))
+        if self.connected.is_set():
+            self._heartbeat()
 
-    def _heartbeat(self, stub: lc_pb2_grpc.ManagementServiceStub) -> None:
+    def _heartbeat(self) -> None:
+        stub = self._stub(lc_pb2_grpc.ManagementServiceStub)
+        if stub is None:
+            return
         req = lc_pb2.HeartbeatRequest(
             hunter_id=self.ident.hunter_id,
             epoch=self.ident.epoch,
@@ -286,13 +441,13 @@ class Uplink:
             if not resp.registered:
                 log.info("processor does not know this hunter any more; registering again")
                 self._register()
-        except (grpc.RpcError, LcError) as e:
+        except (grpc.RpcError, LcError, ValueError) as e:
             log.debug("heartbeat failed: %s", e)
 
     def _send_final_heartbeat(self) -> None:
-        if self._channel is None or self.fatal is not None:
+        if self._channel is None or self.fatal is not None or not self.connected.is_set():
             return
         try:
-            self._heartbeat(lc_pb2_grpc.ManagementServiceStub(self._channel))
+            self._heartbeat()
         except Exception:  # the final report is best effort
             pass

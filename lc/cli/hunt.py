@@ -9,140 +9,173 @@ import click
 
 from lc.cli.main import fail_line
 from lc.cli.options import tls_from_flags, tls_options
-from lc.common.errors import LcError
+from lc.common.errors import LcError, ValidationError
 
 __all__ = ["hunt"]
 
 log = logging.getLogger("lc.hunt")
 
 
-@click.command()
-@click.option(
-    "--processor",
-    envvar="LC_PROCESSOR",
-    required=True,
-    metavar="HOST:PORT",
-    help="Processor to forward to (env LC_PROCESSOR).",
-)
-@click.option(
-    "--id",
-    "hunter_id",
-    metavar="ID",
-    help="Hunter id (default: the name in the certificate, or the host name with --insecure).",
-)
-@click.option(
-    "-i",
-    "--interface",
-    "interfaces",
-    multiple=True,
-    metavar="IFACE",
-    help="Capture live on this interface (repeatable; 'any' for all).",
-)
-@click.option("-r", "--read-file", metavar="FILE", help="Replay a pcap or pcapng file instead.")
-@click.option("-f", "--filter", "bpf", metavar="BPF", help="Kernel (BPF) capture filter.")
-@click.option("--promisc", is_flag=True, help="Put the interfaces in promiscuous mode.")
-@click.option(
-    "--snaplen", type=int, default=262144, show_default=True, help="Bytes kept per packet."
-)
-@click.option(
-    "--batch-size",
-    type=int,
-    default=64,
-    show_default=True,
-    help="Packets per batch (grows while the link is busy).",
-)
-@click.option(
-    "--batch-timeout",
-    "batch_timeout_ms",
-    type=int,
-    default=100,
-    show_default=True,
-    metavar="MS",
-    help="Send a partial batch after this many milliseconds.",
-)
-@click.option(
-    "--replay-speed",
-    type=float,
-    default=0.0,
-    show_default=True,
-    metavar="X",
-    help="With -r: 0 = as fast as possible, 1 = the capture's own timing, 2 = twice as fast.",
-)
-@click.option(
-    "--queue-mb",
-    type=int,
-    default=256,
-    show_default=True,
-    help="Memory for batches not yet acknowledged; live capture drops (and counts) beyond it.",
-)
-@click.option(
-    "--shutdown-timeout",
-    type=float,
-    default=30.0,
-    show_default=True,
-    metavar="S",
-    help="On stop or end of replay, wait this long for the processor's acks.",
-)
-@click.option(
-    "--no-filter-policy",
-    type=click.Choice(["allow", "deny"]),
-    default=None,
-    help="What to forward while the processor has no filter for this hunter "
-    "(generic mode default: allow).",
-)
-@click.option("--connect-timeout", type=float, default=10.0, show_default=True, metavar="S")
-@click.option(
-    "--heartbeat-interval", type=float, default=5.0, show_default=True, metavar="S", hidden=True
-)
-@tls_options
-def hunt(
-    processor,
-    hunter_id,
-    interfaces,
-    read_file,
-    bpf,
-    promisc,
-    snaplen,
-    batch_size,
-    batch_timeout_ms,
-    replay_speed,
-    queue_mb,
-    shutdown_timeout,
-    no_filter_policy,
-    connect_timeout,
-    heartbeat_interval,
-    tls_cert,
-    tls_key,
-    tls_ca,
-    insecure,
-) -> int:
-    """Capture packets and stream them to a processor (generic mode: everything)."""
+_HUNT_OPTIONS = [
+    click.option(
+        "--processor",
+        envvar="LC_PROCESSOR",
+        metavar="HOST:PORT",
+        help="Processor to forward to (env LC_PROCESSOR). Required.",
+    ),
+    click.option(
+        "--id",
+        "hunter_id",
+        metavar="ID",
+        help="Hunter id (default: the name in the certificate, or the host name with --insecure).",
+    ),
+    click.option(
+        "-i",
+        "--interface",
+        "interfaces",
+        multiple=True,
+        metavar="IFACE",
+        help="Capture live on this interface (repeatable; 'any' for all).",
+    ),
+    click.option("-r", "--read-file", metavar="FILE", help="Replay a pcap or pcapng file instead."),
+    click.option("-f", "--filter", "bpf", metavar="BPF", help="Kernel (BPF) capture filter."),
+    click.option("--promisc", is_flag=True, help="Put the interfaces in promiscuous mode."),
+    click.option(
+        "--snaplen", type=int, default=262144, show_default=True, help="Bytes kept per packet."
+    ),
+    click.option(
+        "--batch-size",
+        type=int,
+        default=64,
+        show_default=True,
+        help="Packets per batch (grows while the link is busy).",
+    ),
+    click.option(
+        "--batch-timeout",
+        "batch_timeout_ms",
+        type=int,
+        default=100,
+        show_default=True,
+        metavar="MS",
+        help="Send a partial batch after this many milliseconds.",
+    ),
+    click.option(
+        "--replay-speed",
+        type=float,
+        default=0.0,
+        show_default=True,
+        metavar="X",
+        help="With -r: 0 = as fast as possible, 1 = the capture's own timing, 2 = twice as fast.",
+    ),
+    click.option(
+        "--queue-mb",
+        type=int,
+        default=256,
+        show_default=True,
+        help="Memory for batches not yet acknowledged; beyond it batches go to the disk "
+        "buffer, or live capture drops (and counts) them.",
+    ),
+    click.option(
+        "--disk-buffer",
+        is_flag=True,
+        help="Spool to disk what cannot be sent (processor down, PAUSE, full memory); "
+        "replayed in order later, also after a hunter restart.",
+    ),
+    click.option(
+        "--disk-buffer-dir",
+        metavar="DIR",
+        help="Spool directory (default: ./lc-spool/HUNTER_ID).",
+    ),
+    click.option(
+        "--disk-buffer-max-mb",
+        type=int,
+        default=1024,
+        show_default=True,
+        help="Spool size limit; when full, the newest batches are dropped and counted.",
+    ),
+    click.option(
+        "--shutdown-timeout",
+        type=float,
+        default=30.0,
+        show_default=True,
+        metavar="S",
+        help="On stop or end of replay, wait this long for the processor's acks "
+        "(then spool the rest with --disk-buffer).",
+    ),
+    click.option(
+        "--no-filter-policy",
+        type=click.Choice(["allow", "deny"]),
+        default=None,
+        help="What to forward while the processor has no filter for this hunter "
+        "(generic mode default: allow).",
+    ),
+    click.option("--connect-timeout", type=float, default=10.0, show_default=True, metavar="S"),
+    click.option(
+        "--breaker-failures",
+        type=int,
+        default=5,
+        show_default=True,
+        metavar="N",
+        help="Circuit breaker: open after N consecutive failed connect/register/stream calls.",
+    ),
+    click.option(
+        "--breaker-open-time",
+        type=float,
+        default=30.0,
+        show_default=True,
+        metavar="S",
+        help="Circuit breaker: stay open (no calls) this long.",
+    ),
+    click.option(
+        "--breaker-half-open",
+        type=int,
+        default=3,
+        show_default=True,
+        metavar="N",
+        help="Circuit breaker: trial calls let through half open; N successes close it.",
+    ),
+    click.option(
+        "--backoff-max",
+        type=float,
+        default=60.0,
+        show_default=True,
+        metavar="S",
+        help="Reconnect backoff: 1 s doubling (with jitter) up to this.",
+    ),
+    click.option(
+        "--backoff-initial", type=float, default=1.0, show_default=True, metavar="S", hidden=True
+    ),
+    click.option(
+        "--heartbeat-interval", type=float, default=5.0, show_default=True, metavar="S", hidden=True
+    ),
+    tls_options,
+]
+
+
+def hunt_options(f):
+    """Every ``lc hunt`` option, shared by the generic command and the protocol modes."""
+    for opt in reversed(_HUNT_OPTIONS):
+        f = opt(f)
+    return f
+
+
+def run_hunter(mode: str, opts: dict, **mode_opts) -> None:
+    """Build the HuntConfig from the shared options, run the hunter, exit with its code."""
     from lc.hunter.run import HuntConfig, Hunter
 
     try:
-        tls = tls_from_flags(tls_cert, tls_key, tls_ca, insecure)
-        if insecure:
+        if not opts.get("processor"):
+            raise ValidationError("Missing option '--processor' (or env LC_PROCESSOR).")
+        tls = tls_from_flags(
+            opts.pop("tls_cert"), opts.pop("tls_key"), opts.pop("tls_ca"), opts["insecure"]
+        )
+        if opts.pop("insecure"):
             click.echo(
                 "lc hunt: warning: --insecure: traffic is sent in plaintext, unauthenticated",
                 err=True,
             )
         cfg = HuntConfig(
-            processor=processor,
-            interfaces=list(interfaces),
-            read_file=read_file,
-            hunter_id=hunter_id,
-            bpf=bpf,
-            promisc=promisc,
-            snaplen=snaplen,
-            batch_size=batch_size,
-            batch_timeout_ms=batch_timeout_ms,
-            tls=tls,
-            replay_speed=replay_speed,
-            queue_mb=queue_mb,
-            shutdown_timeout=shutdown_timeout,
-            heartbeat_interval=heartbeat_interval,
-            connect_timeout=connect_timeout,
-            no_filter_policy=no_filter_policy,
+            tls=tls, mode=mode, interfaces=list(opts.pop("interfaces")), **opts, **mode_opts
         )
         h = Hunter(cfg)
         code = h.run()
@@ -151,7 +184,28 @@ def hunt(
     click.echo(h.summary())
     if code != 0:
         click.echo(
-            "lc hunt: error: not every packet was acknowledged before the shutdown timeout",
+            "lc hunt: error: not every packet was acknowledged or spooled before the "
+            "shutdown timeout",
             err=True,
         )
     sys.exit(code)
+
+
+@click.group(invoke_without_command=True)
+@hunt_options
+@click.pass_context
+def hunt(ctx: click.Context, **opts) -> None:
+    """Capture packets and stream them to a processor (generic mode: everything)."""
+    if ctx.invoked_subcommand is not None:
+        given = [
+            k
+            for k, v in opts.items()
+            if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE
+        ]
+        if given:
+            raise click.UsageError(
+                f"options go after the mode: lc hunt {ctx.invoked_subcommand} [OPTIONS] "
+                f"(got {', '.join('--' + g.replace('_', '-') for g in given)} before it)"
+            )
+        return
+    run_hunter("generic", opts)
