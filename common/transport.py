@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from lc.common.credentials import check_key_pair
 from lc.common.errors import (
     LcError,
     NotFound,
@@ -159,27 +160,14 @@ class _CertWatcher:
                 return None
             try:
                 cert, key, ca = self.tls.read()
-                _check_key_pair(cert, key)
-            except (LcError, ValueError) as e:
+                check_key_pair(cert, key, cert_name=self.tls.cert, key_name=self.tls.key)
+            except LcError as e:
                 log.warning("TLS files changed but cannot be used (keeping the old ones): %s", e)
                 return None
             self._stamp = stamp
             self.reloads += 1
             log.info("TLS certificate reloaded from %s", self.tls.cert)
             return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
-
-
-def _check_key_pair(cert_pem: bytes, key_pem: bytes) -> None:
-    """ValueError unless the key is the certificate's (gRPC would fail the handshake)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
-    cert = x509.load_pem_x509_certificate(cert_pem)
-    key = serialization.load_pem_private_key(key_pem, password=None)
-    pub = serialization.PublicFormat.SubjectPublicKeyInfo
-    enc = serialization.Encoding.DER
-    if cert.public_key().public_bytes(enc, pub) != key.public_key().public_bytes(enc, pub):
-        raise ValueError("the key does not belong to the certificate")
 
 
 _STATUS_ERRORS: dict[grpc.StatusCode, type[LcError]] = {

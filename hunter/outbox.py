@@ -23,8 +23,9 @@ first.
 
 **Losses are counted, never silent.** Without a spool, a live capture never waits:
 a batch that does not fit is dropped (``dropped_packets``). A full or unwritable
-spool drops the newest batch (the spool counts it). A replay (``block=True``) waits
-for room instead, since a file can be read at the pace the link allows.
+spool drops the newest batch (the spool counts it), for a replay too. A replay
+(``block=True``) waits for room in memory while connected, since a file can be read
+at the pace the link allows.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from lc.hunter.batcher import SealedBatch
@@ -105,7 +105,7 @@ class Outbox:
         self._next_seq = 1
         self._online = spool is None  # without a spool, memory is the only place to queue
         self._spooling = spool is not None and len(spool) > 0
-        self._reader: Iterator[SpooledBatch] | None = None
+        self._cursor: tuple[int, int] | None = None  # where reading the spool stands
         self.dropped_packets = 0
         self.dropped_batches = 0
         self.acked_packets = 0
@@ -130,8 +130,8 @@ class Outbox:
                         self._next_seq += 1
                         self._lock.notify_all()
                         return True
-                    if not block:
-                        return False  # the spool counted the drop
+                    # Full or unwritable: drop-newest (counted by the spool), replay or not.
+                    return False
                 elif not full:
                     self._next_seq += 1
                     self._queue.append(Pending(seq, batch, epoch=self.epoch))
@@ -203,7 +203,7 @@ class Outbox:
             self._bytes -= p.size
         keep = items[moved:]
         self._queue = deque(p for p in keep if (p.epoch, p.sequence) not in self._inflight)
-        self._reader = None  # reread the spool from its first unacknowledged batch
+        self._cursor = None  # reread the spool from its first unacknowledged batch
         log.info("moved %d batches from memory to the disk spool", moved)
 
     def next_batch(self, timeout: float) -> Pending | None:
@@ -233,16 +233,16 @@ class Outbox:
 
     def _from_spool(self) -> Pending | None:
         assert self.spool is not None
-        if self._reader is None:
-            self._reader = self.spool.pending()
-        for b in self._reader:
-            if (b.epoch, b.sequence) in self._inflight:
-                continue
-            return Pending(b.sequence, b, epoch=b.epoch, spooled=True)
-        self._reader = None
-        if len(self.spool) == 0:
-            self._spooling = False
-        return None
+        while True:
+            got = self.spool.next_after(self._cursor)
+            if got is None:
+                if len(self.spool) == 0:
+                    self._spooling = False
+                    self._cursor = None
+                return None
+            b, self._cursor = got
+            if (b.epoch, b.sequence) not in self._inflight:
+                return Pending(b.sequence, b, epoch=b.epoch, spooled=True)
 
     def ack(self, sequence: int, epoch: int | None = None) -> int:
         """Forget an acknowledged batch; returns its packet count (0 if unknown)."""
@@ -256,7 +256,7 @@ class Outbox:
                 self.spool.ack(p.epoch, p.sequence)
                 if len(self.spool) == 0:
                     self._spooling = False
-                    self._reader = None
+                    self._cursor = None
             else:
                 self._bytes -= p.size
             n = p.batch.count
@@ -272,7 +272,7 @@ class Outbox:
             self._inflight.clear()
             self._queue.extendleft(reversed([p for p in items if not p.spooled]))
             if any(p.spooled for p in items):
-                self._reader = None  # reread the spool from its first unacknowledged batch
+                self._cursor = None  # reread the spool from its first unacknowledged batch
             self._lock.notify_all()
             return len(items)
 

@@ -553,6 +553,44 @@ class Spool:
             if fd >= 0:
                 os.close(fd)
 
+    def next_after(
+        self, cursor: tuple[int, int] | None
+    ) -> tuple[SpooledBatch, tuple[int, int]] | None:
+        """The first unacknowledged batch after ``cursor`` (None: from the start) and the
+        cursor to pass next time; None when there is none (yet). Counts ``replayed``.
+
+        Unlike :meth:`pending`, holds nothing open between calls, so a reader can stop
+        at the end and carry on from the same place once more is appended.
+        """
+        number, index = (0, 0) if cursor is None else (cursor[0], cursor[1] + 1)
+        while True:
+            with self._lock:
+                loc = self._next_pending(number, index)
+                if loc is None:
+                    return None
+                seg, index = loc
+                number = seg.number
+                off = seg.offsets[index]
+                length = seg.info[off][3]
+            try:
+                fd = os.open(seg.path, os.O_RDONLY)
+            except FileNotFoundError:  # every record in it was acknowledged meanwhile
+                index += 1
+                continue
+            try:
+                batch = self._read(fd, seg, off, length)
+            finally:
+                os.close(fd)
+            if batch is None:
+                index += 1
+                continue
+            with self._lock:
+                if seg.is_acked(index):
+                    index += 1
+                    continue
+                self._c["replayed"] += 1
+            return batch, (number, index)
+
     def peek(self, n: int) -> list[SpooledBatch]:
         """The first ``n`` unacknowledged batches (fewer if the spool holds fewer)."""
         out: list[SpooledBatch] = []
