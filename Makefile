@@ -39,6 +39,8 @@ bench: install
 	$(BIN)/python bench/wire_bench.py
 	$(BIN)/python bench/filter_bench.py
 	$(BIN)/python bench/filter_push_bench.py
+	$(BIN)/python bench/spool_bench.py
+	$(BIN)/python bench/drain_bench.py
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 # Regenerates the checked-in gRPC code from proto/ (see scripts/gen-proto.sh).

@@ -49,7 +49,7 @@ __all__ = ["Ingest", "flow_to_announce"]
 log = logging.getLogger(__name__)
 
 SLOW_DEPTH = 16
-PAUSE_DEPTH = 64
+PAUSE_DEPTH = 48  # below a hunter's in-flight window (64), so one hunter can trigger it
 RESUME_DEPTH = 4
 MAX_QUEUE_BYTES = 256 * 1024 * 1024
 _GROUP_BYTES = 32 * 1024 * 1024  # a group's commit waits for at most this much writing
