@@ -903,7 +903,7 @@ class PcapWriter:
                 f.truncate()
                 head = _PCAP_HEADER.pack(_PCAP_NS, 2, 4, 0, 0, _DEFAULT_SNAPLEN, linktype)
                 f.write(head)
-                size = len(head)
+                size = end = len(head)
             elif len(head) < _PCAP_HEADER.size:
                 raise PcapFormatError(f"{path}: no pcap header to continue")
             magic, _, _, _, _, snaplen, lt = _PCAP_HEADER.unpack(head)
@@ -1251,7 +1251,9 @@ class PcapSink:
         if interval is not None and self._clock() - stream.opened_at >= interval:
             return True
         size = self._rotate_size
-        return size is not None and w.packets > 0 and w.bytes + nbytes > size
+        # Not an empty file (a batch bigger than the limit still goes whole into one);
+        # ``bytes``, not ``packets``: a continued file has packets from an earlier run.
+        return size is not None and w.bytes > _PCAP_HEADER.size and w.bytes + nbytes > size
 
     def _open(self, linktype: int, stream: _Stream) -> PcapWriter:
         parent = os.path.dirname(self.file_name(linktype))

@@ -189,8 +189,18 @@ class Outbox:
             self._lock.notify_all()
 
     def _spill(self) -> None:
-        """Move in-flight and queued memory batches to the (empty) spool, in order."""
+        """Move in-flight and queued memory batches to the (empty) spool, in order.
+
+        All or nothing: if they do not all fit, they all stay in memory (which is sent
+        first), so neither order nor the spool's drop counters are disturbed."""
         items = sorted(self._inflight.values(), key=lambda p: p.sequence) + list(self._queue)
+        assert self.spool is not None
+        need = sum(
+            self.spool.record_size(len(p.batch.records), p.batch.count, 0) + 64 * len(p.batch.meta)
+            for p in items
+        )
+        if need > self.spool.room():
+            return
         moved = 0
         for p in items:
             if p.spooled or not self._to_spool(p.sequence, p.batch, p.epoch):

@@ -727,6 +727,16 @@ class Spool:
         with self._lock:
             return dict(self._c)
 
+    def room(self) -> int:
+        """Bytes that can still be appended before the spool is full."""
+        with self._lock:
+            return self.max_bytes - self._c["bytes"]
+
+    @staticmethod
+    def record_size(records_len: int, count: int, meta_len: int) -> int:
+        """Bytes one batch takes in a segment (at most: interface indices included)."""
+        return HEADER_SIZE + records_len + 2 * count + meta_len
+
     def __len__(self) -> int:
         with self._lock:
             return self._c["records"]

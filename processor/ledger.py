@@ -188,8 +188,8 @@ class Ledger:
             self._dirty.clear()
             self._files.clear()
             db = self._db
-            db.execute("BEGIN IMMEDIATE")
             try:
+                db.execute("BEGIN IMMEDIATE")
                 if dirty:
                     db.executemany("INSERT OR REPLACE INTO delivered VALUES (?, ?, ?, ?)", dirty)
                 if files:
@@ -198,7 +198,12 @@ class Ledger:
                     )
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                # Keep what was not committed for the next attempt.
+                self._dirty.update((h, e) for h, e, _, _ in dirty)
+                for out, lt, label, counter, path, size in files:
+                    self._files.setdefault((out, lt), SinkFile(lt, label, counter, path, size))
                 raise
             self.commits += 1
 
