@@ -62,9 +62,23 @@ class BatchRecords:
     iface: array | None  # 'H' indices into ``interfaces``; None = all on interface 0
     interfaces: list[tuple[str, int]]  # (name, linktype)
     meta: list[lc_pb2.PacketMeta] = field(default_factory=list)
+    meta_table: list[lc_pb2.PacketMeta] = field(default_factory=list)
+    meta_ref: array | None = None  # 'H' per packet: 0 none, k = meta_table[k - 1]
 
     def __len__(self) -> int:
         return len(self.caplen)
+
+    def packet_meta(self) -> list[lc_pb2.PacketMeta | None]:
+        """Per packet, its metadata (dense table entry, else sparse entry, else None)."""
+        out: list[lc_pb2.PacketMeta | None] = [None] * len(self)
+        for m in self.meta:
+            out[m.index] = m
+        if self.meta_ref is not None:
+            table = [None, *self.meta_table]
+            for i, k in enumerate(self.meta_ref):
+                if k:
+                    out[i] = table[k]
+        return out
 
     def linktype_groups(self) -> list[tuple[int, bytes, int]]:
         """The records split by link type, in order: [(linktype, records, count)]."""
@@ -92,6 +106,8 @@ def build_batch(
     iface: array | None = None,
     meta: Sequence[lc_pb2.PacketMeta] = (),
     sealed_at_ns: int = 0,
+    meta_table: Sequence[lc_pb2.PacketMeta] = (),
+    meta_ref: array | None = None,
 ) -> lc_pb2.PacketBatch:
     """Build a PacketBatch from framed records (see :func:`lc.common.pcapfile.frame_records`)."""
     batch = lc_pb2.PacketBatch(
@@ -107,6 +123,9 @@ def build_batch(
         batch.interfaces.add(name=name, linktype=lt)
     if meta:
         batch.meta.extend(meta)
+    if meta_ref is not None:
+        batch.meta_table.extend(meta_table)
+        batch.meta_ref = _to_le(meta_ref)
     return batch
 
 
@@ -133,7 +152,14 @@ def unpack_batch(batch: lc_pb2.PacketBatch) -> BatchRecords:
     for m in batch.meta:
         if m.index >= n:
             raise ParseError(f"batch {batch.sequence}: metadata for packet {m.index} of {n}")
-    return BatchRecords(batch.data, caplen, iface, interfaces, list(batch.meta))
+    meta_ref = None
+    if batch.meta_ref:
+        meta_ref = _from_le("H", batch.meta_ref, "meta_ref", n)
+        if n and max(meta_ref) > len(batch.meta_table):
+            raise ParseError(f"batch {batch.sequence}: metadata reference out of range")
+    return BatchRecords(
+        batch.data, caplen, iface, interfaces, list(batch.meta), list(batch.meta_table), meta_ref
+    )
 
 
 def filter_to_proto(f: Any, version: int = 0) -> lc_pb2.Filter:

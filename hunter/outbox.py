@@ -31,8 +31,10 @@ at the pace the link allows.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
+from array import array
 from collections import deque
 from dataclasses import dataclass
 
@@ -40,7 +42,7 @@ from lc.hunter.batcher import SealedBatch
 from lc.hunter.spool import Spool, SpooledBatch
 from lc.proto import lc_pb2
 
-__all__ = ["Outbox", "Pending", "meta_from_blob", "meta_to_proto"]
+__all__ = ["Outbox", "Pending", "encode_meta", "meta_from_blob"]
 
 log = logging.getLogger(__name__)
 
@@ -60,30 +62,57 @@ class Pending:
         return self.batch.nbytes + _OVERHEAD
 
 
-def meta_to_proto(meta: list) -> list[lc_pb2.PacketMeta]:
-    """Batch metadata as PacketMeta: entries are (index, filter ids) or (index, PacketMeta)."""
-    out = []
+def encode_meta(
+    meta: list, count: int
+) -> tuple[list[lc_pb2.PacketMeta], list[lc_pb2.PacketMeta], array | None]:
+    """Batch metadata for the wire: (sparse, table, refs).
+
+    Entries are (index, filter ids), sent sparse, or (index, PacketMeta), where one
+    PacketMeta object is shared by many packets (a call's RTP): those go dense, each
+    distinct object once in the table and a uint16 reference per packet.
+    """
+    sparse: list[lc_pb2.PacketMeta] = []
+    table: list[lc_pb2.PacketMeta] = []
+    refs: array | None = None
+    slot: dict[int, int] = {}
     for index, v in meta:
         if isinstance(v, lc_pb2.PacketMeta):
-            v.index = index
-            out.append(v)
+            if refs is None:
+                refs = array("H", bytes(2 * count))
+            k = slot.get(id(v))
+            if k is None:
+                if len(table) >= 0xFFFF:  # cannot happen with batches <= 32768 packets
+                    continue
+                table.append(v)
+                k = slot[id(v)] = len(table)
+            refs[index] = k
         else:
-            out.append(lc_pb2.PacketMeta(index=index, filter_ids=v))
-    return out
+            sparse.append(lc_pb2.PacketMeta(index=index, filter_ids=v))
+    return sparse, table, refs
 
 
-def meta_from_blob(blob: bytes) -> list[lc_pb2.PacketMeta]:
-    if not blob:
-        return []
+def meta_from_blob(blob: bytes) -> lc_pb2.PacketBatch:
+    """The spooled metadata: a PacketBatch holding only meta, meta_table and meta_ref."""
     holder = lc_pb2.PacketBatch()
-    holder.ParseFromString(blob)
-    return list(holder.meta)
+    if blob:
+        holder.ParseFromString(blob)
+    return holder
 
 
-def _meta_blob(meta: list) -> bytes:
+def _meta_blob(meta: list, count: int) -> bytes:
     if not meta:
         return b""
-    return lc_pb2.PacketBatch(meta=meta_to_proto(meta)).SerializeToString()
+    sparse, table, refs = encode_meta(meta, count)
+    holder = lc_pb2.PacketBatch(meta=sparse, meta_table=table)
+    if refs is not None:
+        holder.meta_ref = refs.tobytes() if sys.byteorder == "little" else _swapped(refs)
+    return holder.SerializeToString()
+
+
+def _swapped(a: array) -> bytes:
+    b = array(a.typecode, a)
+    b.byteswap()
+    return b.tobytes()
 
 
 class Outbox:
@@ -161,7 +190,7 @@ class Outbox:
             batch.records,
             batch.count,
             batch.iface,
-            meta_blob=_meta_blob(batch.meta),
+            meta_blob=_meta_blob(batch.meta, batch.count),
         )
         if ok:
             self._spooling = True

@@ -40,7 +40,7 @@ from lc.common.errors import LcError, PermissionDenied, Unreachable
 from lc.common.transport import TlsFiles, error_from_rpc, open_channel
 from lc.common.wire import build_batch
 from lc.hunter.breaker import CircuitBreaker
-from lc.hunter.outbox import Outbox, Pending, meta_from_blob, meta_to_proto
+from lc.hunter.outbox import Outbox, Pending, encode_meta, meta_from_blob
 from lc.hunter.spool import SpooledBatch
 from lc.proto import lc_pb2, lc_pb2_grpc
 
@@ -398,10 +398,16 @@ class Uplink:
 
     def _build(self, p: Pending) -> lc_pb2.PacketBatch:
         b = p.batch
-        if isinstance(b, SpooledBatch):
-            meta = meta_from_blob(b.meta_blob) if b.meta_blob else meta_to_proto(b.meta)
-        else:
-            meta = meta_to_proto(b.meta)
+        if isinstance(b, SpooledBatch) and b.meta_blob:
+            held = meta_from_blob(b.meta_blob)
+            batch = build_batch(
+                self.ident.hunter_id, p.epoch, p.sequence, b.records, b.count,
+                self.interfaces, b.iface, meta=held.meta, sealed_at_ns=time.time_ns(),
+            )  # fmt: skip
+            batch.meta_table.extend(held.meta_table)
+            batch.meta_ref = held.meta_ref
+            return batch
+        sparse, table, refs = encode_meta(b.meta, b.count)
         return build_batch(
             self.ident.hunter_id,
             p.epoch,
@@ -410,8 +416,10 @@ class Uplink:
             b.count,
             self.interfaces,
             b.iface,
-            meta=meta,
+            meta=sparse,
             sealed_at_ns=time.time_ns(),
+            meta_table=table,
+            meta_ref=refs,
         )
 
     # -- heartbeats ----------------------------------------------------------------

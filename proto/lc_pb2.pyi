@@ -53,7 +53,7 @@ class PacketMeta(_message.Message):
     def __init__(self, index: _Optional[int] = ..., protocol: _Optional[str] = ..., call_id: _Optional[str] = ..., filter_ids: _Optional[_Iterable[str]] = ..., sip_method: _Optional[str] = ..., sip_status: _Optional[int] = ..., sip_cseq_method: _Optional[str] = ..., sip_from_user: _Optional[str] = ..., sip_to_user: _Optional[str] = ..., sip_from_uri: _Optional[str] = ..., sip_to_uri: _Optional[str] = ...) -> None: ...
 
 class PacketBatch(_message.Message):
-    __slots__ = ("hunter_id", "epoch", "sequence", "count", "data", "interfaces", "iface", "meta", "sealed_at_ns")
+    __slots__ = ("hunter_id", "epoch", "sequence", "count", "data", "interfaces", "iface", "meta", "sealed_at_ns", "meta_table", "meta_ref")
     HUNTER_ID_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
@@ -63,6 +63,8 @@ class PacketBatch(_message.Message):
     IFACE_FIELD_NUMBER: _ClassVar[int]
     META_FIELD_NUMBER: _ClassVar[int]
     SEALED_AT_NS_FIELD_NUMBER: _ClassVar[int]
+    META_TABLE_FIELD_NUMBER: _ClassVar[int]
+    META_REF_FIELD_NUMBER: _ClassVar[int]
     hunter_id: str
     epoch: int
     sequence: int
@@ -72,7 +74,9 @@ class PacketBatch(_message.Message):
     iface: bytes
     meta: _containers.RepeatedCompositeFieldContainer[PacketMeta]
     sealed_at_ns: int
-    def __init__(self, hunter_id: _Optional[str] = ..., epoch: _Optional[int] = ..., sequence: _Optional[int] = ..., count: _Optional[int] = ..., data: _Optional[bytes] = ..., interfaces: _Optional[_Iterable[_Union[InterfaceRef, _Mapping]]] = ..., iface: _Optional[bytes] = ..., meta: _Optional[_Iterable[_Union[PacketMeta, _Mapping]]] = ..., sealed_at_ns: _Optional[int] = ...) -> None: ...
+    meta_table: _containers.RepeatedCompositeFieldContainer[PacketMeta]
+    meta_ref: bytes
+    def __init__(self, hunter_id: _Optional[str] = ..., epoch: _Optional[int] = ..., sequence: _Optional[int] = ..., count: _Optional[int] = ..., data: _Optional[bytes] = ..., interfaces: _Optional[_Iterable[_Union[InterfaceRef, _Mapping]]] = ..., iface: _Optional[bytes] = ..., meta: _Optional[_Iterable[_Union[PacketMeta, _Mapping]]] = ..., sealed_at_ns: _Optional[int] = ..., meta_table: _Optional[_Iterable[_Union[PacketMeta, _Mapping]]] = ..., meta_ref: _Optional[bytes] = ...) -> None: ...
 
 class Ack(_message.Message):
     __slots__ = ("epoch", "sequence", "duplicate", "packets")
@@ -415,3 +419,57 @@ class HunterInfo(_message.Message):
     filters: _containers.RepeatedCompositeFieldContainer[Filter]
     processor_filter_version: int
     def __init__(self, hunter_id: _Optional[str] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., mode: _Optional[str] = ..., interfaces: _Optional[_Iterable[str]] = ..., capabilities: _Optional[_Iterable[str]] = ..., state: _Optional[str] = ..., peer: _Optional[str] = ..., epoch: _Optional[int] = ..., registered_at_ns: _Optional[int] = ..., last_heartbeat_ns: _Optional[int] = ..., counters: _Optional[_Union[HunterCounters, _Mapping]] = ..., packets_received: _Optional[int] = ..., bytes_received: _Optional[int] = ..., batches_received: _Optional[int] = ..., batches_duplicate: _Optional[int] = ..., streaming: _Optional[bool] = ..., filter_version: _Optional[int] = ..., filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ..., processor_filter_version: _Optional[int] = ...) -> None: ...
+
+class ListCallsRequest(_message.Message):
+    __slots__ = ("active", "user", "limit")
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    active: bool
+    user: str
+    limit: int
+    def __init__(self, active: _Optional[bool] = ..., user: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class CallInfo(_message.Message):
+    __slots__ = ("call_id", "method", "state", "from_user", "to_user", "from_uri", "to_uri", "start_ns", "end_ns", "last_seen_ns", "hunters", "packets", "bytes", "sip_packets", "rtp_packets", "rtcp_packets", "pcap_path")
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    FROM_USER_FIELD_NUMBER: _ClassVar[int]
+    TO_USER_FIELD_NUMBER: _ClassVar[int]
+    FROM_URI_FIELD_NUMBER: _ClassVar[int]
+    TO_URI_FIELD_NUMBER: _ClassVar[int]
+    START_NS_FIELD_NUMBER: _ClassVar[int]
+    END_NS_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_NS_FIELD_NUMBER: _ClassVar[int]
+    HUNTERS_FIELD_NUMBER: _ClassVar[int]
+    PACKETS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    SIP_PACKETS_FIELD_NUMBER: _ClassVar[int]
+    RTP_PACKETS_FIELD_NUMBER: _ClassVar[int]
+    RTCP_PACKETS_FIELD_NUMBER: _ClassVar[int]
+    PCAP_PATH_FIELD_NUMBER: _ClassVar[int]
+    call_id: str
+    method: str
+    state: str
+    from_user: str
+    to_user: str
+    from_uri: str
+    to_uri: str
+    start_ns: int
+    end_ns: int
+    last_seen_ns: int
+    hunters: _containers.RepeatedScalarFieldContainer[str]
+    packets: int
+    bytes: int
+    sip_packets: int
+    rtp_packets: int
+    rtcp_packets: int
+    pcap_path: str
+    def __init__(self, call_id: _Optional[str] = ..., method: _Optional[str] = ..., state: _Optional[str] = ..., from_user: _Optional[str] = ..., to_user: _Optional[str] = ..., from_uri: _Optional[str] = ..., to_uri: _Optional[str] = ..., start_ns: _Optional[int] = ..., end_ns: _Optional[int] = ..., last_seen_ns: _Optional[int] = ..., hunters: _Optional[_Iterable[str]] = ..., packets: _Optional[int] = ..., bytes: _Optional[int] = ..., sip_packets: _Optional[int] = ..., rtp_packets: _Optional[int] = ..., rtcp_packets: _Optional[int] = ..., pcap_path: _Optional[str] = ...) -> None: ...
+
+class ListCallsResponse(_message.Message):
+    __slots__ = ("calls",)
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    calls: _containers.RepeatedCompositeFieldContainer[CallInfo]
+    def __init__(self, calls: _Optional[_Iterable[_Union[CallInfo, _Mapping]]] = ...) -> None: ...

@@ -175,6 +175,11 @@ class ManagementServiceStub:
                 request_serializer=lc_dot_proto_dot_lc__pb2.SubscribeFiltersRequest.SerializeToString,
                 response_deserializer=lc_dot_proto_dot_lc__pb2.FilterUpdate.FromString,
                 _registered_method=True)
+        self.ListCalls = channel.unary_unary(
+                '/lc.v1.ManagementService/ListCalls',
+                request_serializer=lc_dot_proto_dot_lc__pb2.ListCallsRequest.SerializeToString,
+                response_deserializer=lc_dot_proto_dot_lc__pb2.ListCallsResponse.FromString,
+                _registered_method=True)
 
 
 class ManagementServiceServicer:
@@ -249,6 +254,13 @@ class ManagementServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListCalls(self, request, context):
+        """VoIP call index (admin): calls written by the per-call PCAP writer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ManagementServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -301,6 +313,11 @@ def add_ManagementServiceServicer_to_server(servicer, server):
                     servicer.SubscribeFilters,
                     request_deserializer=lc_dot_proto_dot_lc__pb2.SubscribeFiltersRequest.FromString,
                     response_serializer=lc_dot_proto_dot_lc__pb2.FilterUpdate.SerializeToString,
+            ),
+            'ListCalls': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCalls,
+                    request_deserializer=lc_dot_proto_dot_lc__pb2.ListCallsRequest.FromString,
+                    response_serializer=lc_dot_proto_dot_lc__pb2.ListCallsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -577,6 +594,33 @@ class ManagementService:
             '/lc.v1.ManagementService/SubscribeFilters',
             lc_dot_proto_dot_lc__pb2.SubscribeFiltersRequest.SerializeToString,
             lc_dot_proto_dot_lc__pb2.FilterUpdate.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCalls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lc.v1.ManagementService/ListCalls',
+            lc_dot_proto_dot_lc__pb2.ListCallsRequest.SerializeToString,
+            lc_dot_proto_dot_lc__pb2.ListCallsResponse.FromString,
             options,
             channel_credentials,
             insecure,

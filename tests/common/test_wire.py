@@ -472,6 +472,8 @@ def test_message_to_json_includes_zero_values():
         "iface": "",
         "meta": [],
         "sealed_at_ns": 0,
+        "meta_table": [],
+        "meta_ref": "",
     }
     ctl = message_to_json(lc_pb2.StreamControl())
     assert ctl == {"acks": [], "flow": 0, "message": ""}
@@ -508,9 +510,34 @@ def test_message_to_json_nested_repeated_and_map_fields():
     j = message_to_json(b)
     assert j["data"] == record(5, b"\x01\x02").hex()
     assert j["interfaces"] == [{"name": "eth0", "linktype": 1}]
-    assert j["meta"] == [{"index": 0, "protocol": "sip", "call_id": "", "filter_ids": ["f1", "f2"]}]
+    meta = j["meta"]
+    assert len(meta) == 1
+    assert {k: meta[0][k] for k in ("index", "protocol", "call_id", "filter_ids")} == {
+        "index": 0,
+        "protocol": "sip",
+        "call_id": "",
+        "filter_ids": ["f1", "f2"],
+    }
+    assert set(meta[0]) == {f.name for f in lc_pb2.PacketMeta.DESCRIPTOR.fields}
     ctl = lc_pb2.StreamControl(flow=lc_pb2.FLOW_PAUSE)
     ctl.acks.add(epoch=U64, sequence=1, packets=3)
     assert message_to_json(ctl)["acks"] == [
         {"epoch": U64, "sequence": 1, "duplicate": False, "packets": 3}
     ]
+
+
+def test_dense_meta_round_trips_through_build_and_unpack():
+    call = lc_pb2.PacketMeta(protocol="rtp", call_id="c1", filter_ids=["f"])
+    sip = lc_pb2.PacketMeta(protocol="sip", call_id="c1", sip_method="INVITE")
+    recs = b"".join(record(i, bytes([i]) * 3) for i in range(4))
+    b = build_batch(
+        "h", 1, 1, recs, 4, [("lo", 1)], meta_table=[sip, call], meta_ref=array("H", [1, 2, 0, 2])
+    )
+    cols = unpack_batch(lc_pb2.PacketBatch.FromString(b.SerializeToString()))
+    per = cols.packet_meta()
+    assert [m.protocol if m else None for m in per] == ["sip", "rtp", None, "rtp"]
+    assert per[0].sip_method == "INVITE" and per[3].call_id == "c1"
+    bad = lc_pb2.PacketBatch.FromString(b.SerializeToString())
+    bad.meta_ref = array("H", [1, 3, 0, 0]).tobytes()
+    with pytest.raises(ParseError, match="metadata reference out of range"):
+        unpack_batch(bad)

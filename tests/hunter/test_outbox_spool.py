@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from lc.common.pcapfile import frame_records, record_lengths
 from lc.hunter.batcher import SealedBatch
-from lc.hunter.outbox import Outbox, Pending, meta_from_blob, meta_to_proto
+from lc.hunter.outbox import Outbox, Pending, encode_meta, meta_from_blob
 from lc.hunter.spool import HEADER_SIZE, Spool, SpooledBatch
 from lc.proto import lc_pb2
 
@@ -39,14 +39,14 @@ def make_batch(tag: int, count: int = 3, size: int = 40) -> SealedBatch:
 
 def record_size(b: SealedBatch) -> int:
     """What one batch occupies in a spool segment (header + records + meta blob)."""
-    blob = lc_pb2.PacketBatch(meta=meta_to_proto(b.meta)).SerializeToString()
+    blob = lc_pb2.PacketBatch(meta=encode_meta(b.meta, b.count)[0]).SerializeToString()
     return HEADER_SIZE + len(b.records) + len(blob)
 
 
 def meta_of(p: Pending) -> list[tuple[int, list[str]]]:
     """The (index, filter ids) a pending batch carries, whichever tier it came from."""
     if isinstance(p.batch, SpooledBatch):
-        return [(m.index, list(m.filter_ids)) for m in meta_from_blob(p.batch.meta_blob)]
+        return [(m.index, list(m.filter_ids)) for m in meta_from_blob(p.batch.meta_blob).meta]
     return [(i, list(ids)) for i, ids in p.batch.meta]
 
 
@@ -98,7 +98,7 @@ def test_offline_puts_go_to_spool_and_come_back_in_order(spool):
         assert same(p, b)
         record_lengths(bytes(p.batch.records), p.batch.count)  # still valid records
         # meta_from_blob gives PacketMeta with the original index and filter ids
-        metas = meta_from_blob(p.batch.meta_blob)
+        metas = meta_from_blob(p.batch.meta_blob).meta
         assert [m.index for m in metas] == [i for i, _ in b.meta]
         assert [list(m.filter_ids) for m in metas] == [ids for _, ids in b.meta]
 
