@@ -27,6 +27,7 @@ from lc.hunter.filtering import GENERIC_FILTER_TYPES, MATCH_NOTHING, GenericFilt
 from lc.hunter.outbox import Outbox
 from lc.hunter.spool import Spool, SpoolError
 from lc.hunter.uplink import HunterIdentity, Uplink
+from lc.hunter.voip import VOIP_FILTER_TYPES, VoipConfig, VoipMode
 from lc.proto import lc_pb2
 
 __all__ = ["HuntConfig", "Hunter", "processor_exclusion"]
@@ -61,6 +62,7 @@ class HuntConfig:
     breaker_half_open: int = 3
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
+    voip: VoipConfig | None = None  # mode "voip"
 
     def validate(self) -> None:
         if self.no_filter_policy not in (None, "allow", "deny"):
@@ -176,7 +178,7 @@ class Hunter:
         self.uplink: Uplink | None = None
         self.filtered_out = 0
         self.filters: HunterFilters | None = None
-        self.mode: GenericFilter | None = None
+        self.mode: GenericFilter | VoipMode | None = None
 
     # -- setup -----------------------------------------------------------------------
     def open_sources(self) -> None:
@@ -216,9 +218,17 @@ class Hunter:
         if self._file is not None:
             dropped["file_truncated"] = self._file.truncated
         # Not a loss: packets no filter wanted (kept apart from the losses in summary()).
-        dropped["filtered"] = self.filtered_out
+        mode_figures = {}
+        if isinstance(self.mode, VoipMode):
+            mode_figures = self.mode.counters()
+            dropped["filtered"] = self.mode.filtered()
+            dropped["call_buffer_full"] = mode_figures["buffer_full"]
+            dropped["calls_evicted"] = mode_figures["calls_evicted"]
+        else:
+            dropped["filtered"] = self.filtered_out
         up = self.uplink
         return lc_pb2.HunterCounters(
+            mode=mode_figures,
             spool=self._spool_counters(),
             breaker=self.breaker.state,
             reconnects=up.reconnects if up else 0,
@@ -298,14 +308,16 @@ class Hunter:
             self.interfaces = self._file.interfaces  # the list object grows with pcapng IDBs
         else:
             iface_names = list(cfg.interfaces)
-        policy = cfg.no_filter_policy or "allow"  # generic mode forwards all by default
-        self.mode = GenericFilter(
-            policy,
-            self.base_bpf,
-            self._set_kernel_filter if self._live else None,
-            self.interfaces,
-        )
-        self.filters = HunterFilters(hunter_id, GENERIC_FILTER_TYPES, self.mode.apply)
+        setter = self._set_kernel_filter if self._live else None
+        if cfg.mode == "voip":
+            policy = cfg.no_filter_policy or "deny"  # protocol modes forward nothing unasked
+            self.mode = VoipMode(policy, self.base_bpf, setter, self.interfaces, cfg.voip)
+            types = VOIP_FILTER_TYPES
+        else:
+            policy = cfg.no_filter_policy or "allow"  # generic mode forwards all by default
+            self.mode = GenericFilter(policy, self.base_bpf, setter, self.interfaces)
+            types = GENERIC_FILTER_TYPES
+        self.filters = HunterFilters(hunter_id, types, self.mode.apply)
         ident = HunterIdentity(
             hunter_id=hunter_id,
             epoch=self.epoch,
@@ -313,7 +325,7 @@ class Hunter:
             version=__version__,
             mode=cfg.mode,
             interfaces=iface_names,
-            capabilities=["generic", *(f"filter:{t}" for t in GENERIC_FILTER_TYPES)],
+            capabilities=[cfg.mode, *(f"filter:{t}" for t in types)],
         )
         self.uplink = Uplink(
             cfg.processor,
@@ -325,7 +337,7 @@ class Hunter:
             heartbeat_interval=cfg.heartbeat_interval,
             connect_timeout=cfg.connect_timeout,
             on_filters=self.filters.apply,
-            filter_types=GENERIC_FILTER_TYPES,
+            filter_types=types,
             filter_version=lambda: self.filters.version if self.filters else 0,
             breaker=self.breaker,
             backoff_initial=cfg.backoff_initial,
@@ -348,7 +360,7 @@ class Hunter:
         self.uplink.start_filters()
         if not self.filters.received.wait(cfg.connect_timeout):
             log.warning("no filter set from the processor yet; starting with none (%s)", policy)
-            self.mode.apply([], compile_filters([], hunter_id, GENERIC_FILTER_TYPES))
+            self.mode.apply([], compile_filters([], hunter_id, types))
         if self.spool is None:
             self.uplink.start()
         # One heartbeat at once: it tells the processor (and `lc show hunter`) that this
@@ -360,6 +372,8 @@ class Hunter:
             self._replay()
         else:
             self._capture_live()
+        if isinstance(self.mode, VoipMode):
+            self.mode.finish()  # calls never matched are dropped (and counted)
         return self._finish()
 
     def _set_kernel_filter(self, expr: str) -> None:
@@ -397,7 +411,7 @@ class Hunter:
         meta = None
         if self.mode is not None:
             chunk, meta = self.mode.process(chunk)
-            self.filtered_out += n - len(chunk)
+            self.filtered_out += max(0, n - len(chunk))
             if not len(chunk):
                 self._tick(batcher, block, now)
                 return
@@ -481,6 +495,8 @@ class Hunter:
             if chunk is not None:
                 self._add(batcher, chunk, block=False)
             else:
+                if isinstance(self.mode, VoipMode):
+                    self.mode.tick(time.time_ns())  # calls end and expire without traffic
                 self._tick(batcher, block=False)
         # Packets already in the kernel ring when the stop came are part of the capture.
         while (chunk := src.read(0.0)) is not None:
@@ -532,9 +548,17 @@ class Hunter:
                 f"{sc.appended} spooled, {sc.replayed} replayed, "
                 f"{sc.dropped_packets} packets dropped (full)"
             )
+        if c.mode:
+            m = c.mode
+            spooled += (
+                f"; calls: {m['calls_created']} seen, {m['calls_matched']} matched, "
+                f"{m['calls_unmatched']} never matched, {m['calls_evicted']} evicted; "
+                f"{m['sip_messages']} SIP messages ({m['sip_malformed']} malformed)"
+            )
         return (
             f"lc hunt: {what}: {c.captured} packets ({c.bytes_captured} bytes) in {el:.2f} s "
-            f"({rate:,.0f} pkt/s); filtered out {self.filtered_out}, forwarded {c.forwarded}, "
+            f"({rate:,.0f} pkt/s); filtered out {c.dropped['filtered']}, "
+            f"forwarded {c.forwarded}, "
             f"acknowledged {c.acked}, "
             f"dropped {dropped}, unacknowledged {unacked}{spooled}"
         )

@@ -215,8 +215,15 @@ class RegisterResponse(_message.Message):
     def __init__(self, accepted: _Optional[bool] = ..., reason: _Optional[str] = ..., processor_id: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ...) -> None: ...
 
 class HunterCounters(_message.Message):
-    __slots__ = ("captured", "forwarded", "acked", "dropped", "queue_batches", "queue_bytes", "batches_sent", "cpu_percent", "rss_bytes", "bytes_captured", "spool", "breaker", "reconnects", "flow", "connect_failures")
+    __slots__ = ("captured", "forwarded", "acked", "dropped", "queue_batches", "queue_bytes", "batches_sent", "cpu_percent", "rss_bytes", "bytes_captured", "spool", "breaker", "reconnects", "flow", "connect_failures", "mode")
     class DroppedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class ModeEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -238,6 +245,7 @@ class HunterCounters(_message.Message):
     RECONNECTS_FIELD_NUMBER: _ClassVar[int]
     FLOW_FIELD_NUMBER: _ClassVar[int]
     CONNECT_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
     captured: int
     forwarded: int
     acked: int
@@ -253,7 +261,8 @@ class HunterCounters(_message.Message):
     reconnects: int
     flow: str
     connect_failures: int
-    def __init__(self, captured: _Optional[int] = ..., forwarded: _Optional[int] = ..., acked: _Optional[int] = ..., dropped: _Optional[_Mapping[str, int]] = ..., queue_batches: _Optional[int] = ..., queue_bytes: _Optional[int] = ..., batches_sent: _Optional[int] = ..., cpu_percent: _Optional[float] = ..., rss_bytes: _Optional[int] = ..., bytes_captured: _Optional[int] = ..., spool: _Optional[_Union[SpoolCounters, _Mapping]] = ..., breaker: _Optional[str] = ..., reconnects: _Optional[int] = ..., flow: _Optional[str] = ..., connect_failures: _Optional[int] = ...) -> None: ...
+    mode: _containers.ScalarMap[str, int]
+    def __init__(self, captured: _Optional[int] = ..., forwarded: _Optional[int] = ..., acked: _Optional[int] = ..., dropped: _Optional[_Mapping[str, int]] = ..., queue_batches: _Optional[int] = ..., queue_bytes: _Optional[int] = ..., batches_sent: _Optional[int] = ..., cpu_percent: _Optional[float] = ..., rss_bytes: _Optional[int] = ..., bytes_captured: _Optional[int] = ..., spool: _Optional[_Union[SpoolCounters, _Mapping]] = ..., breaker: _Optional[str] = ..., reconnects: _Optional[int] = ..., flow: _Optional[str] = ..., connect_failures: _Optional[int] = ..., mode: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class SpoolCounters(_message.Message):
     __slots__ = ("dir", "max_bytes", "bytes", "records", "appended", "replayed", "acked", "dropped_batches", "dropped_packets", "torn", "corrupt", "write_errors", "packets")
