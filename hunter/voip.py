@@ -21,9 +21,11 @@ MESSAGE, OPTIONS, SUBSCRIBE/NOTIFY, ...). States:
 undecided  no SIP message matched yet: packets are held in the call's buffer
 matched    a SIP message matched: the buffer was flushed in capture order and
            every later packet of the call is forwarded at once
-rejected   held too long without a match (``decide_timeout``): the buffer is
-           dropped and packets are no longer held, but SIP is still checked,
-           so a later matching message still switches the call to matched
+rejected   the final response to the INVITE (401/407 challenges aside) matched
+           nothing either, or the call was held ``decide_timeout`` without a
+           match: the buffer is dropped and packets are no longer held, but SIP
+           is still checked, so a later matching message (a re-INVITE with a
+           P-Asserted-Identity, say) still switches the call to matched
 =========  ==================================================================
 
 A message matches when any filter of type sip_user or phone_number (From, To,
@@ -466,7 +468,17 @@ class VoipMode:
             ids = self._match(msg, sdp, src, dst)
             if ids is not None:
                 self._set_matched(call, ids, out)
-            elif call.state == UNDECIDED and ts - call.first_ns > self.cfg.decide_timeout_ns:
+            elif call.state == UNDECIDED and (
+                ts - call.first_ns > self.cfg.decide_timeout_ns
+                or (
+                    msg.status >= 200
+                    and msg.cseq_method == "INVITE"
+                    and msg.status not in (401, 407)
+                )
+            ):
+                # The dialog is settled (its final response carried the last identities
+                # an INVITE usually gets) and nothing matched: stop holding its media.
+                # Packets that arrived with that response are still judged below.
                 self._reject(call)
         meta = lc_pb2.PacketMeta(
             protocol="sip",

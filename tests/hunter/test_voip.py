@@ -354,8 +354,9 @@ def test_fragmented_invite_is_reassembled_and_its_fragments_forwarded():
 
 def test_bounds_evict_calls_and_cap_buffers_with_counters():
     frames = []
-    for k in range(50):
-        frames += call_frames(f"c{k}", f"u{k}", 20000 + 4 * k, 30, T0 + k * 1000)
+    for k in range(50):  # early media: RTP before any final response, so it is held
+        f = call_frames(f"c{k}", f"u{k}", 20000 + 4 * k, 30, T0 + k * 1000)
+        frames += [x for x in f if b"SIP/2.0 200" not in x[1]]
     m = synth_mode([Filter(id="x", type="sip_user", pattern="nobody")],
                    max_calls=10, max_call_packets=20)  # fmt: skip
     assert feed(m, frames) == []
@@ -368,9 +369,19 @@ def test_bounds_evict_calls_and_cap_buffers_with_counters():
 
 def test_decide_timeout_stops_holding_an_unmatched_call():
     frames = call_frames("c-late", "nobody", 20400, 10, T0)
+    frames = [x for x in frames if b"SIP/2.0 200" not in x[1]]  # never answered
     m = synth_mode([], decide_timeout_ns=10**6)
     out = feed(m, frames)
     assert out == [] and m.counters()["calls_rejected"] == 1
+
+
+def test_an_answered_call_that_matched_nothing_is_no_longer_held():
+    frames = call_frames("c-no", "nobody", 20600, 50, T0)
+    m = synth_mode([Filter(id="x", type="sip_user", pattern="alice")])
+    assert feed(m, frames) == []
+    c = m.counters()
+    assert c["calls_rejected"] == 1 and c["buffer_full"] == 0
+    assert c["unmatched_packets"] >= 100  # its RTP, counted, never held
 
 
 def test_sip_over_tcp_split_and_coalesced_messages():
