@@ -26,21 +26,38 @@ queue depth                 state announced to every hunter
 Streams poll :attr:`Ingest.flow` on their own, so RESUME reaches a paused hunter
 that sends nothing. The queue itself is bounded by bytes: a stream whose batch does
 not fit waits, which gRPC's flow control turns into back-pressure on that hunter.
+
+Per-call PCAPs. With a :class:`~lc.processor.calls.CallWriter` (``calls``), a group
+is written in three steps: (1) each new batch's packets that carry a Call-ID go to
+their calls' files (buffered); (2) ``calls.flush()`` hands those files to the OS and
+commits the call index, then ``calls.tick()`` closes the calls that are over; (3)
+each batch goes to the unified output and is marked in the ledger, which is then
+committed. An Ack therefore means "in the unified file and in its call files". A
+batch whose call write fails is not written to the unified file nor acknowledged
+(the hunter sends it again; the CallWriter drops the packets of it that it already
+holds, by their timestamp and bytes); a failed ``calls.flush()`` fails every new
+batch of the group the same way. The per-call work runs on the writer thread, so
+it counts in the queue depth that drives flow control.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sqlite3
+import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import accumulate, compress, repeat
+from operator import add, truth
 
 from lc.common.errors import LcError
 from lc.common.pcapfile import PcapSink
 from lc.common.wire import BatchRecords, unpack_batch
+from lc.processor.calls import CallWriter, SipSummary
 from lc.processor.ledger import Ledger
 from lc.proto import lc_pb2
 
@@ -53,6 +70,8 @@ PAUSE_DEPTH = 48  # below a hunter's in-flight window (64), so one hunter can tr
 RESUME_DEPTH = 4
 MAX_QUEUE_BYTES = 256 * 1024 * 1024
 _GROUP_BYTES = 32 * 1024 * 1024  # a group's commit waits for at most this much writing
+_NS = 1_000_000_000
+_RECORD_TS = struct.Struct("<II").unpack_from  # seconds, nanoseconds of a record header
 
 Reply = Callable[[lc_pb2.Ack | LcError | OSError], None]
 
@@ -78,8 +97,10 @@ class Ingest:
         pause_depth: int = PAUSE_DEPTH,
         resume_depth: int = RESUME_DEPTH,
         slow_writer_file: str | None = None,
+        calls: CallWriter | None = None,
     ) -> None:
         self.sink = sink
+        self.calls = calls  # per-call PCAPs; owned by the writer thread from start()
         self.ledger = ledger if ledger is not None else Ledger(":memory:")
         self.output = output or os.path.abspath(sink.path)
         self.max_queue_bytes = max_queue_bytes
@@ -101,6 +122,7 @@ class Ingest:
         self.received = 0
         self.duplicates = 0
         self.write_errors = 0
+        self.call_write_errors = 0  # batches refused because their call files failed
         self.groups = 0
         self.filter_matches: dict[str, int] = {}
         self.extra_writers: list[Callable[[list[tuple[str, BatchRecords]]], None]] = []
@@ -191,18 +213,60 @@ class Ingest:
 
     def _write_group(self, group: list[_Item]) -> None:
         ledger = self.ledger
-        results: list[tuple[_Item, object]] = []
-        written: list[tuple[str, BatchRecords]] = []
-        fm = self.filter_matches
-        for it in group:
+        calls = self.calls
+        # Per batch of the group: its reply (an Ack or an error), or the position of an
+        # earlier copy of the same batch in this group, whose fate it shares.
+        results: list[object] = [None] * len(group)
+        fresh: list[int] = []  # new batches, in order (already in their call files)
+        first: dict[tuple[str, int, int], int] = {}
+        for k, it in enumerate(group):
             if self.slow_writer_file and os.path.exists(self.slow_writer_file):
                 time.sleep(0.05)  # test hook: a writer that cannot keep up
+            key = (it.hunter_id, it.epoch, it.sequence)
             if ledger.written(it.hunter_id, it.epoch, it.sequence):
                 self.duplicates += 1
-                results.append(
-                    (it, lc_pb2.Ack(epoch=it.epoch, sequence=it.sequence, duplicate=True))
-                )
+                results[k] = lc_pb2.Ack(epoch=it.epoch, sequence=it.sequence, duplicate=True)
                 continue
+            earlier = first.get(key)
+            if earlier is not None:
+                results[k] = earlier
+                continue
+            if calls is not None:
+                try:
+                    _write_calls(calls, it.hunter_id, it.cols)
+                except (OSError, LcError, sqlite3.Error) as e:
+                    self.write_errors += 1
+                    self.call_write_errors += 1
+                    log.error(
+                        "cannot write batch %d of %s to its call files: %s",
+                        it.sequence,
+                        it.hunter_id,
+                        e,
+                    )
+                    results[k] = _reply_error(e)
+                    continue
+            first[key] = k
+            fresh.append(k)
+        if calls is not None:
+            try:
+                calls.flush()  # before the ledger commit: an Ack implies the call files too
+            except (OSError, LcError, sqlite3.Error) as e:
+                self.write_errors += 1
+                self.call_write_errors += len(fresh)
+                log.error("cannot flush the call files (%d batches refused): %s", len(fresh), e)
+                err = _reply_error(e)
+                for k in fresh:
+                    results[k] = err
+                fresh = []
+            else:
+                try:
+                    calls.tick(calls.clock_ns)
+                except Exception:  # what it closes was flushed and committed above
+                    log.exception("closing finished calls failed")
+        written: list[tuple[str, BatchRecords]] = []
+        fm = self.filter_matches
+        for k in fresh:
+            it = group[k]
             cols = it.cols
             try:
                 for linktype, records, count in cols.linktype_groups():
@@ -210,7 +274,7 @@ class Ingest:
             except OSError as e:
                 self.write_errors += 1
                 log.error("cannot write batch %d of %s: %s", it.sequence, it.hunter_id, e)
-                results.append((it, e))
+                results[k] = e
                 continue
             ledger.mark(it.hunter_id, it.epoch, it.sequence)
             written.append((it.hunter_id, cols))
@@ -220,9 +284,15 @@ class Ingest:
             self.packets += len(cols)
             self.bytes += len(cols.records) - 16 * len(cols)
             self.batches += 1
-            results.append(
-                (it, lc_pb2.Ack(epoch=it.epoch, sequence=it.sequence, packets=len(cols)))
-            )
+            results[k] = lc_pb2.Ack(epoch=it.epoch, sequence=it.sequence, packets=len(cols))
+        for k, r in enumerate(results):
+            if isinstance(r, int):  # a copy of batch r: acknowledged as a duplicate if it was
+                r = results[r]
+                if isinstance(r, lc_pb2.Ack):
+                    self.duplicates += 1
+                    it = group[k]
+                    r = lc_pb2.Ack(epoch=it.epoch, sequence=it.sequence, duplicate=True)
+                results[k] = r
         for w in self.extra_writers:
             w(written)
         try:
@@ -232,9 +302,9 @@ class Ingest:
         except Exception as e:
             log.error("cannot commit what was written: %s", e)
             err = LcError(f"processor cannot record what it wrote: {e}")
-            results = [(it, err) for it, _ in results]
+            results = [err] * len(group)
         self.groups += 1
-        for it, r in results:
+        for it, r in zip(group, results, strict=True):
             it.reply(r)  # type: ignore[arg-type]
 
     # -- flow ----------------------------------------------------------------------------
@@ -274,11 +344,99 @@ class Ingest:
             self._queue.clear()
         if leftover:
             self._write_group(leftover)
+        if self.calls is not None:
+            try:
+                self.calls.close()  # every call file closed, every row committed
+            except OSError as e:
+                log.error("cannot close the call files: %s", e)
         self.sink.flush()
         self.sink.fsync()
         self.ledger.file_state(self.output, self.sink.state())
         self.ledger.commit(time.time_ns())
         self.sink.close()
+
+
+def _write_calls(calls: CallWriter, hunter_id: str, cols: BatchRecords) -> None:
+    """Write each packet of a batch that carries a Call-ID to its call's file.
+
+    The hot path of per-call capture. What a PacketMeta means (call, protocol, SIP
+    summary) is worked out once per distinct PacketMeta (a dense batch shares a few
+    table entries between all its packets); the per-packet loop then only cuts the
+    record out, reads its timestamp and calls :meth:`CallWriter.write`. (C-level maps
+    for the cutting and the timestamps too measured slower: they keep thousands of
+    objects alive at once, which sets the garbage collector off.)
+
+    Raises:
+        OSError: from the CallWriter; the batch must not be acknowledged.
+    """
+    # Per packet, what its metadata means, as BatchRecords.packet_meta() resolves it
+    # (the dense table entry, else the sparse entry), but without a PacketMeta list:
+    # each table entry is interpreted once, and the per-packet step is a C-level map.
+    ref = cols.meta_ref
+    whats: Iterable
+    if ref is not None:
+        table = [None, *map(_call_of, cols.meta_table)]
+        whats = list(map(table.__getitem__, ref))
+        for m in cols.meta:
+            if not ref[m.index]:
+                whats[m.index] = _call_of(m)
+    elif cols.meta:
+        whats = [None] * len(cols)
+        for m in cols.meta:
+            whats[m.index] = _call_of(m)
+    else:
+        return
+    keep = list(map(truth, whats))
+    if not any(keep):
+        return
+    offsets = list(accumulate(map(add, cols.caplen, repeat(16)), initial=0))
+    starts: Iterable[int] = offsets[:-1]
+    ends: Iterable[int] = offsets[1:]
+    iface = cols.iface
+    linktypes = [lt for _, lt in cols.interfaces]
+    lts: Iterable[int] = (
+        repeat(linktypes[0]) if iface is None else map(linktypes.__getitem__, iface)
+    )
+    if not all(keep):
+        whats = compress(whats, keep)
+        starts = compress(starts, keep)
+        ends = compress(ends, keep)
+        lts = compress(lts, keep)
+    records = cols.records
+    write = calls.write
+    unpack = _RECORD_TS
+    # Not strict: lts may be an endless repeat.
+    for (call_id, protocol, sip), start, end, linktype in zip(
+        whats, starts, ends, lts, strict=False
+    ):
+        sec, ns = unpack(records, start)
+        write(call_id, hunter_id, sec * _NS + ns, records[start:end], linktype, protocol, sip)
+
+
+def _reply_error(e: Exception) -> LcError | OSError:
+    """What a hunter is told when its batch could not go to its call files."""
+    if isinstance(e, OSError | LcError):
+        return e
+    return LcError(f"cannot record the calls: {e}")
+
+
+def _call_of(m: lc_pb2.PacketMeta) -> tuple[str, str, SipSummary | None] | None:
+    """(call id, protocol, SIP summary or None) of a packet's metadata; None: no call."""
+    call_id = m.call_id
+    if not call_id:
+        return None
+    sip = None
+    if m.sip_method or m.sip_status:
+        sip = SipSummary(
+            method=m.sip_method,
+            status=m.sip_status,
+            cseq_method=m.sip_cseq_method,
+            from_user=m.sip_from_user,
+            to_user=m.sip_to_user,
+            from_uri=m.sip_from_uri,
+            to_uri=m.sip_to_uri,
+        )
+    return call_id, m.protocol, sip
 
 
 def flow_to_announce(announced: int, state: int) -> int | None:

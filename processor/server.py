@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import socket
@@ -16,6 +17,7 @@ from lc.common.errors import LcError, ValidationError
 from lc.common.pcapfile import PcapSink
 from lc.common.transport import TlsFiles, server_credentials, server_options
 from lc.processor.auth import Authorizer
+from lc.processor.calls import DEFAULT_PATTERN, CallIndex, CallWriter
 from lc.processor.filterhub import FilterHub
 from lc.processor.ingest import Ingest
 from lc.processor.ledger import Ledger
@@ -43,6 +45,10 @@ class ProcessConfig:
     max_workers: int = 512
     shutdown_grace: float = 5.0
     slow_writer_file: str | None = None  # tests: while this file exists, writing is slow
+    per_call_pcap_dir: str | None = None  # one pcap per VoIP call there (None: off)
+    per_call_pcap_pattern: str = DEFAULT_PATTERN
+    call_grace: float = 5.0  # seconds a call's file stays open after the call ended
+    call_idle_timeout: float = 300.0  # seconds without a packet before a call is closed
 
     def output_path(self) -> str:
         return self.write_file or os.path.join(self.data_dir, "capture.pcap")
@@ -60,6 +66,43 @@ def normalise_listen(listen: str) -> str:
     return f"{host or '[::]'}:{port}"
 
 
+def _open_calls(cfg: ProcessConfig, db: str) -> tuple[CallWriter, CallIndex, CallIndex]:
+    """The per-call writer and its index (plus a second connection for queries).
+
+    Raises:
+        ValidationError: a bad pattern, grace or idle timeout (the text names it).
+        LcError: the directory or the index cannot be created.
+    """
+    assert cfg.per_call_pcap_dir is not None
+    for flag, value, least in (
+        ("--call-grace", cfg.call_grace, 0.0),
+        ("--call-idle-timeout", cfg.call_idle_timeout, 1e-9),
+    ):
+        if not (math.isfinite(value) and value >= least):
+            raise ValidationError(f"{flag} must be {'positive' if least else '0 or more'}")
+    index = CallIndex(db)
+    try:
+        writer = CallWriter(
+            cfg.per_call_pcap_dir,
+            cfg.per_call_pcap_pattern,
+            index=index,
+            grace_ns=round(cfg.call_grace * 1e9),
+            idle_timeout_ns=max(1, round(cfg.call_idle_timeout * 1e9)),
+        )
+    except ValidationError as e:
+        index.close()
+        raise ValidationError(f"--per-call-pcap-pattern: {e}") from None
+    except OSError as e:
+        index.close()
+        raise LcError(
+            f"cannot create the per-call directory {cfg.per_call_pcap_dir}: {e.strerror or e}"
+        ) from None
+    if not os.access(writer.directory, os.W_OK):
+        index.close()
+        raise LcError(f"per-call directory {writer.directory} is not writable")
+    return writer, index, CallIndex(db)
+
+
 class Processor:
     def __init__(self, cfg: ProcessConfig) -> None:
         self.cfg = cfg
@@ -74,6 +117,12 @@ class Processor:
         if not os.access(out_dir, os.W_OK):
             raise LcError(f"output directory {out_dir} is not writable")
         db = os.path.join(cfg.data_dir, "lc.db")
+        # Per-call capture first: a bad pattern or directory is refused before anything opens.
+        self.calls: CallWriter | None = None
+        self.call_index: CallIndex | None = None  # the writer's connection (writer thread)
+        self.call_query: CallIndex | None = None  # the admin RPCs' (WAL: never blocks it)
+        if cfg.per_call_pcap_dir is not None:
+            self.calls, self.call_index, self.call_query = _open_calls(cfg, db)
         self.store = FilterStore(db)
         self.ledger = Ledger(db)
         output = os.path.abspath(out)
@@ -90,7 +139,13 @@ class Processor:
         )
         for note in self.sink.resume_notes:
             log.info("output: %s", note)
-        self.ingest = Ingest(self.sink, self.ledger, output, slow_writer_file=cfg.slow_writer_file)
+        self.ingest = Ingest(
+            self.sink,
+            self.ledger,
+            output,
+            slow_writer_file=cfg.slow_writer_file,
+            calls=self.calls,
+        )
         self.registry = Registry(stale_after=cfg.stale_after)
         self.auth = Authorizer(insecure=cfg.tls is None)
         self.hub = FilterHub(self.store)
@@ -114,6 +169,7 @@ class Processor:
             listen,
             cfg.heartbeat_interval_ms,
             hub=self.hub,
+            calls=self.call_query,
         )
         lc_pb2_grpc.add_DataServiceServicer_to_server(self.data, server)
         lc_pb2_grpc.add_ManagementServiceServicer_to_server(self.mgmt, server)
@@ -141,7 +197,10 @@ class Processor:
             self.data.stopping.set()
             self.server.stop(self.cfg.shutdown_grace).wait()
             self.server = None
-        self.ingest.close()
+        self.ingest.close()  # closes the call files (and commits their rows) first
+        for index in (self.call_index, self.call_query):
+            if index is not None:
+                index.close()
         self.ledger.close()
         self.store.close()
 

@@ -17,6 +17,7 @@ from lc.common.errors import LcError, ParseError, ValidationError
 from lc.common.filters import Filter, new_filter_id, validate_filter
 from lc.common.wire import BatchRecords, filter_to_proto, unpack_batch
 from lc.processor.auth import Authorizer
+from lc.processor.calls import CallIndex
 from lc.processor.filterhub import FilterHub
 from lc.processor.ingest import Ingest, flow_to_announce
 from lc.processor.registry import Registry
@@ -160,8 +161,10 @@ class ManagementService(lc_pb2_grpc.ManagementServiceServicer):
         listen: str,
         heartbeat_interval_ms: int = 5000,
         hub: FilterHub | None = None,
+        calls: CallIndex | None = None,
     ) -> None:
         self.hub = hub
+        self.calls = calls  # the call index, when the processor writes per-call PCAPs
         self.registry = registry
         self.ingest = ingest
         self.auth = auth
@@ -241,6 +244,24 @@ class ManagementService(lc_pb2_grpc.ManagementServiceServicer):
             info.processor_filter_version = version
         return info
 
+    # -- calls -------------------------------------------------------------------------
+    def ListCalls(self, request, context):
+        self.auth.require_admin(context)
+        if self.calls is None:
+            context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "this processor does not write per-call PCAPs (start it with --per-call-pcap-dir)",
+            )
+        try:
+            rows = self.calls.query(
+                active=request.active,
+                user=request.user or None,
+                limit=request.limit or None,
+            )
+        except LcError as e:
+            abort_for(context, e)
+        return lc_pb2.ListCallsResponse(calls=[_call_info(r) for r in rows])
+
     # -- filters ---------------------------------------------------------------------
     def SetFilters(self, request, context):
         self.auth.require_admin(context)
@@ -310,6 +331,29 @@ class ManagementService(lc_pb2_grpc.ManagementServiceServicer):
 def filter_types(capabilities) -> list[str]:
     """The filter types a hunter registered it can apply ("filter:<type>" capabilities)."""
     return [c.split(":", 1)[1] for c in capabilities if c.startswith("filter:")]
+
+
+def _call_info(row: dict) -> lc_pb2.CallInfo:
+    """A call index row as its wire message (``end_ns`` 0 while the call goes on)."""
+    return lc_pb2.CallInfo(
+        call_id=row["call_id"],
+        method=row["method"],
+        state=row["state"],
+        from_user=row["from_user"],
+        to_user=row["to_user"],
+        from_uri=row["from_uri"],
+        to_uri=row["to_uri"],
+        start_ns=row["start_ns"],
+        end_ns=row["end_ns"] or 0,
+        last_seen_ns=row["last_seen_ns"],
+        hunters=row["hunters"],
+        packets=row["packets"],
+        bytes=row["bytes"],
+        sip_packets=row["sip_packets"],
+        rtp_packets=row["rtp_packets"],
+        rtcp_packets=row["rtcp_packets"],
+        pcap_path=row["pcap_path"],
+    )
 
 
 def _from_proto(pb: lc_pb2.Filter) -> Filter:

@@ -1,4 +1,4 @@
-"""Admin commands: ``lc list hunters``, ``lc show status``, ``lc show hunter``.
+"""Admin commands: ``lc list hunters``, ``lc show status``, ``lc show hunter``, filters, calls.
 
 Output is JSON on stdout; errors are JSON on stderr with the exit code in it.
 """
@@ -83,6 +83,32 @@ def list_hunters(processor, tls_cert, tls_key, tls_ca, insecure) -> None:
         (tls_cert, tls_key, tls_ca, insecure),
         lambda s: s.ListHunters(lc_pb2.ListHuntersRequest(), timeout=10),
         lambda r: [message_to_json(h) for h in r.hunters],
+    )
+
+
+@list_group.command(name="calls")
+@_processor_option
+@click.option("--active", is_flag=True, help="Only calls still going (ringing or answered).")
+@click.option("--user", metavar="USER", help="Only calls whose From or To user is exactly USER.")
+@click.option(
+    "--limit",
+    type=click.IntRange(0, 2**32 - 1),
+    default=0,
+    metavar="N",
+    help="At most N calls, newest first (default: all).",
+)
+@tls_options
+def list_calls(processor, active, user, limit, tls_cert, tls_key, tls_ca, insecure) -> None:
+    """Calls in the processor's call index (needs lc process --per-call-pcap-dir), newest first."""
+    from lc.common.wire import message_to_json
+    from lc.proto import lc_pb2
+
+    req = lc_pb2.ListCallsRequest(active=active, user=user or "", limit=limit)
+    _run(
+        processor,
+        (tls_cert, tls_key, tls_ca, insecure),
+        lambda s: s.ListCalls(req, timeout=30),
+        lambda r: [message_to_json(c) for c in r.calls],
     )
 
 

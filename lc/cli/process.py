@@ -43,6 +43,36 @@ log = logging.getLogger("lc.process")
     "--rotate-interval", metavar="DURATION", help="Start a new file after this long (e.g. 15m)."
 )
 @click.option(
+    "--per-call-pcap-dir",
+    metavar="DIR",
+    help="Also write one PCAP per VoIP call there, and keep a call index (lc list calls).",
+)
+@click.option(
+    "--per-call-pcap-pattern",
+    default="{timestamp}_{callid}.pcap",
+    show_default=True,
+    metavar="PATTERN",
+    help="Per-call file name; tokens {callid} {from} {to} {timestamp} {hunter}.",
+)
+@click.option(
+    "--call-grace",
+    type=float,
+    default=5.0,
+    show_default=True,
+    metavar="S",
+    hidden=True,
+    help="Seconds (of capture time) a call's file stays open after the call ended.",
+)
+@click.option(
+    "--call-idle-timeout",
+    type=float,
+    default=300.0,
+    show_default=True,
+    metavar="S",
+    hidden=True,
+    help="Seconds (of capture time) without a packet after which a call is closed.",
+)
+@click.option(
     "--stale-after", type=float, default=30.0, show_default=True, metavar="S", hidden=True
 )
 @click.option(
@@ -60,6 +90,10 @@ def process(
     data_dir,
     rotate_size,
     rotate_interval,
+    per_call_pcap_dir,
+    per_call_pcap_pattern,
+    call_grace,
+    call_idle_timeout,
     stale_after,
     slow_writer_file,
     tls_cert,
@@ -82,6 +116,10 @@ def process(
             rotate_interval=parse_duration(rotate_interval, "--rotate-interval"),
             stale_after=stale_after,
             slow_writer_file=slow_writer_file,
+            per_call_pcap_dir=per_call_pcap_dir,
+            per_call_pcap_pattern=per_call_pcap_pattern,
+            call_grace=call_grace,
+            call_idle_timeout=call_idle_timeout,
         )
         p = Processor(cfg)
         port = p.start()
@@ -93,13 +131,23 @@ def process(
             "and no authorization; anyone who reaches the port can send and query",
             err=True,
         )
+    calls_note = ""
+    if p.calls is not None:
+        calls_note = f" and one file per call in {p.calls.directory}"
     click.echo(
-        f"lc process: listening on {p.mgmt.listen} (port {port}), writing {cfg.output_path()}",
+        f"lc process: listening on {p.mgmt.listen} (port {port}), "
+        f"writing {cfg.output_path()}{calls_note}",
         err=True,
     )
     p.serve_forever()
-    click.echo(
+    stopped = (
         f"lc process: stopped; wrote {p.ingest.packets} packets in "
-        f"{p.ingest.batches} batches to {', '.join(p.sink.files()) or 'no file'}",
-        err=True,
+        f"{p.ingest.batches} batches to {', '.join(p.sink.files()) or 'no file'}"
     )
+    if p.calls is not None:
+        c = p.calls.counters
+        stopped += (
+            f"; {c['packets']} packets of {c['calls_opened']} new calls in {p.calls.directory}"
+            f" ({c['duplicates']} duplicates dropped, {c['reopened']} files continued)"
+        )
+    click.echo(stopped, err=True)
