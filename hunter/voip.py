@@ -75,10 +75,21 @@ log = logging.getLogger(__name__)
 VOIP_FILTER_TYPES = ("sip_user", "phone_number", "sip_uri", "call_id", "codec", "ip_address")
 
 UNDECIDED, MATCHED, REJECTED = 0, 1, 2
+_RTP, _RTCP, _SIP = 0, 1, 2
+_REC = struct.Struct("<IIII")
 _STATE_NAMES = ("undecided", "matched", "rejected")
 
 # Ethernet + untagged IPv4 (IHL 5) + the first 4 bytes of UDP/TCP, from the ethertype on.
-_ETH_IP4 = struct.Struct("!HBxxxxxHxBxx4s4sHH")
+_ETH_IP4 = struct.Struct("!HBxxxxxHxBxxIIHH")
+
+
+def _endpoint_key(addr: bytes, port: int) -> int | tuple[bytes, int]:
+    """Dictionary key of an (address, port): one int for IPv4 (fast to hash)."""
+    if len(addr) == 4:
+        return int.from_bytes(addr, "big") << 16 | port
+    return (addr, port)
+
+
 _LT_ETHERNET = 1
 _LT_RAW = 101
 
@@ -123,10 +134,30 @@ def voip_bpf(sip_ports: frozenset[int] | set[int], rtp_range: tuple[int, int]) -
     )
 
 
+def _sip_meta(call_id: str, ids: list[str], summary: tuple) -> lc_pb2.PacketMeta:
+    method, status, cseq, from_user, to_user, from_uri, to_uri = summary
+    return lc_pb2.PacketMeta(
+        protocol="sip",
+        call_id=call_id,
+        filter_ids=ids,
+        sip_method=method,
+        sip_status=status,
+        sip_cseq_method=cseq,
+        sip_from_user=from_user,
+        sip_to_user=to_user,
+        sip_from_uri=from_uri,
+        sip_to_uri=to_uri,
+    )
+
+
 class _Call:
     __slots__ = (
         "buf",
         "buf_bytes",
+        "buf_if",
+        "buf_kind",
+        "buf_meta",
+        "buf_n",
         "call_id",
         "end_ns",
         "endpoints",
@@ -136,21 +167,25 @@ class _Call:
         "meta_rtcp",
         "meta_rtp",
         "method",
-        "sip_held",
         "state",
     )
 
     def __init__(self, call_id: str, ts: int, method: str) -> None:
         self.call_id = call_id
         self.state = UNDECIDED
-        self.buf: list[tuple] = []  # (ts, caplen, origlen, record bytes, iface, meta)
+        # The held packets, compactly: their pcap records back to back (the 16-byte
+        # header holds time and lengths), and per packet its interface and kind.
+        self.buf = bytearray()
+        self.buf_if = array("H")
+        self.buf_kind = bytearray()  # _RTP, _RTCP or _SIP
+        self.buf_meta: list[tuple] = []  # one SIP summary per held SIP packet
+        self.buf_n = 0
         self.buf_bytes = 0
-        self.sip_held = 0
         self.ids: list[str] = []
         self.first_ns = ts
         self.last_ns = ts
         self.end_ns = 0
-        self.endpoints: list[tuple[bytes, int]] = []
+        self.endpoints: list[int | tuple[bytes, int]] = []
         self.method = method
         self.meta_rtp: lc_pb2.PacketMeta | None = None
         self.meta_rtcp: lc_pb2.PacketMeta | None = None
@@ -214,7 +249,8 @@ class VoipMode:
         self._fs: FilterSet | None = None
         self._lock = threading.Lock()
         self._calls: dict[str, _Call] = {}
-        self._endpoints: dict[tuple[bytes, int], tuple[_Call, bool]] = {}  # -> (call, rtcp)
+        # (address, port) key (see _endpoint_key) -> (call, is RTCP)
+        self._endpoints: dict[int | tuple[bytes, int], tuple[_Call, bool]] = {}
         self._streams: dict[tuple, _Stream] = {}
         self._tcp = TcpReassembler(max_streams=4096, idle_timeout_ns=self.cfg.idle_timeout_ns)
         self._frags = FragmentReassembler()
@@ -267,13 +303,17 @@ class VoipMode:
         off = 0
         ts_col, cap_col, orig_col = chunk.ts_ns, chunk.caplen, chunk.origlen
         c = self.c
+        unassociated = unmatched = 0
+        lt = interfaces[single][1] if single is not None else 0
         for i in range(len(ts_col)):
             cap = cap_col[i]
             start = off
             off += 16 + cap
-            ifx = single if single is not None else chunk.iface[i]
-            lt = interfaces[ifx][1]
-            ts = ts_col[i]
+            if single is None:
+                ifx = chunk.iface[i]
+                lt = interfaces[ifx][1]
+            else:
+                ifx = single
             # Fast path: Ethernet, untagged IPv4 without options, not a fragment, UDP.
             if lt == _LT_ETHERNET and cap >= 38:
                 etype, vihl, frag, proto, src, dst, sport, dport = unpack(rec, start + 28)
@@ -285,18 +325,24 @@ class VoipMode:
                     and sport not in sip_ports
                     and dport not in sip_ports
                 ):
-                    hit = endpoints.get((dst, dport)) or endpoints.get((src, sport))
+                    hit = endpoints.get(dst << 16 | dport) or endpoints.get(src << 16 | sport)
                     if hit is None:
-                        c["unassociated"] += 1
+                        unassociated += 1
                         continue
                     call, rtcp = hit
+                    call.last_ns = ts_col[i]
+                    if call.state == REJECTED:
+                        unmatched += 1
+                        continue
                     if not rtcp and cap > 43 and 192 <= rec[start + 16 + 43] <= 223:
                         rtcp = True  # rtcp-mux: RTCP on the RTP port (RFC 5761)
-                    pkt = (ts, cap, orig_col[i], mv[start:off], ifx)
+                    pkt = (ts_col[i], cap, orig_col[i], mv[start:off], ifx)
                     self._media(call, pkt, rtcp, out)
                     continue
-            pkt = (ts, cap, orig_col[i], mv[start:off], ifx)
+            pkt = (ts_col[i], cap, orig_col[i], mv[start:off], ifx)
             self._slow(pkt, lt, mv[start + 16 : off], out)
+        c["unassociated"] += unassociated
+        c["unmatched_packets"] += unmatched
         if len(ts_col):
             last = ts_col[len(ts_col) - 1]
             if last > self._clock:
@@ -311,7 +357,7 @@ class VoipMode:
                 meta = self._media_meta(call, rtcp)
             out.add(pkt, meta)
         elif st == UNDECIDED:
-            self._hold(call, pkt, "rtcp" if rtcp else "rtp", False)
+            self._hold(call, pkt, _RTCP if rtcp else _RTP)
         else:
             self.c["unmatched_packets"] += 1
 
@@ -325,17 +371,32 @@ class VoipMode:
             call.meta_rtp = m
         return m
 
-    def _hold(self, call: _Call, pkt: tuple, proto: str | lc_pb2.PacketMeta, sip: bool) -> None:
+    def _hold(self, call: _Call, pkt: tuple, kind: int, meta=None) -> None:
         cfg = self.cfg
-        size = pkt[1] + 80
-        limit = cfg.max_call_packets * (4 if sip else 1)
-        if len(call.buf) >= limit or self._buffered + size > cfg.max_buffer_bytes:
+        rec = pkt[3]
+        size = len(rec) + 3
+        limit = cfg.max_call_packets * (4 if kind == _SIP else 1)
+        if call.buf_n >= limit or self._buffered + size > cfg.max_buffer_bytes:
             self.c["buffer_full"] += 1
             return
-        ts, cap, orig, rec, iface = pkt
-        call.buf.append((ts, cap, orig, bytes(rec), iface, proto))
+        call.buf += rec
+        call.buf_if.append(pkt[4])
+        call.buf_kind.append(kind)
+        if kind == _SIP:
+            call.buf_meta.append(meta)
+        call.buf_n += 1
         call.buf_bytes += size
         self._buffered += size
+
+    def _drop_held(self, call: _Call) -> int:
+        n = call.buf_n
+        self._buffered -= call.buf_bytes
+        call.buf = bytearray()
+        call.buf_if = array("H")
+        call.buf_kind = bytearray()
+        call.buf_meta = []
+        call.buf_n = call.buf_bytes = 0
+        return n
 
     # -- everything but plain UDP media ----------------------------------------------
     def _slow(self, pkt: tuple, lt: int, data: memoryview, out: _Out) -> None:
@@ -353,7 +414,8 @@ class VoipMode:
                 payload = data[d.payload_offset : d.payload_offset + d.payload_len]
                 self._sip_datagram([pkt], payload, d.src, d.dst, out)
                 return
-            hit = self._endpoints.get((d.dst, d.dport)) or self._endpoints.get((d.src, d.sport))
+            ep = self._endpoints
+            hit = ep.get(_endpoint_key(d.dst, d.dport)) or ep.get(_endpoint_key(d.src, d.sport))
             if hit is None:
                 self.c["unassociated"] += 1
                 return
@@ -480,23 +542,23 @@ class VoipMode:
                 # an INVITE usually gets) and nothing matched: stop holding its media.
                 # Packets that arrived with that response are still judged below.
                 self._reject(call)
-        meta = lc_pb2.PacketMeta(
-            protocol="sip",
-            call_id=cid,
-            filter_ids=call.ids,
-            sip_method=msg.method,
-            sip_status=msg.status,
-            sip_cseq_method=msg.cseq_method,
-            sip_from_user=msg.from_user,
-            sip_to_user=msg.to_user,
-            sip_from_uri=msg.from_uri,
-            sip_to_uri=msg.to_uri,
+        # A plain tuple while held: a protobuf message costs kilobytes (its arena), and
+        # 10,000 undecided calls hold tens of thousands of SIP packets.
+        summary = (
+            msg.method,
+            msg.status,
+            msg.cseq_method,
+            msg.from_user,
+            msg.to_user,
+            msg.from_uri,
+            msg.to_uri,
         )
+        meta = _sip_meta(cid, call.ids, summary) if call.state == MATCHED else summary
         for pkt in frames:
             if call.state == MATCHED:
                 out.add(pkt, meta)
             elif call.state == UNDECIDED:
-                self._hold(call, pkt, meta, True)
+                self._hold(call, pkt, _SIP, meta)
             else:
                 c["unmatched_packets"] += 1
         self._track_end(call, msg, ts)
@@ -537,27 +599,27 @@ class VoipMode:
         call.state = MATCHED
         call.ids = ids
         self.c["calls_matched"] += 1
-        for ts, cap, orig, rec, iface, proto in call.buf:
-            if isinstance(proto, lc_pb2.PacketMeta):
-                meta = proto
-                del meta.filter_ids[:]
-                meta.filter_ids.extend(ids)
+        buf, mv = call.buf, memoryview(call.buf)
+        sip_metas = iter(call.buf_meta)
+        off = 0
+        for k in range(call.buf_n):
+            sec, nsec, cap, orig = _REC.unpack_from(buf, off)
+            end = off + 16 + cap
+            kind = call.buf_kind[k]
+            if kind == _SIP:
+                meta = _sip_meta(call.call_id, ids, next(sip_metas))
             else:
-                meta = call.meta_rtcp if proto == "rtcp" else call.meta_rtp
+                meta = call.meta_rtcp if kind == _RTCP else call.meta_rtp
                 if meta is None:
-                    meta = self._media_meta(call, proto == "rtcp")
-            out.add((ts, cap, orig, rec, iface), meta)
-        self._buffered -= call.buf_bytes
-        call.buf = []
-        call.buf_bytes = 0
+                    meta = self._media_meta(call, kind == _RTCP)
+            out.add((sec * 1_000_000_000 + nsec, cap, orig, mv[off:end], call.buf_if[k]), meta)
+            off = end
+        self._drop_held(call)
 
     def _reject(self, call: _Call) -> None:
         call.state = REJECTED
         self.c["calls_rejected"] += 1
-        self.c["unmatched_packets"] += len(call.buf)
-        self._buffered -= call.buf_bytes
-        call.buf = []
-        call.buf_bytes = 0
+        self.c["unmatched_packets"] += self._drop_held(call)
 
     def _add_endpoints(self, call: _Call, sdp) -> None:
         for addr, port, kind in rtp_endpoints(sdp):
@@ -565,7 +627,7 @@ class VoipMode:
                 raw = socket.inet_pton(socket.AF_INET6 if ":" in addr else socket.AF_INET, addr)
             except OSError:
                 continue
-            key = (raw, port)
+            key = _endpoint_key(raw, port)
             old = self._endpoints.get(key)
             if old is not None and old[0] is call:
                 continue
@@ -622,9 +684,7 @@ class VoipMode:
     def _forget(self, call: _Call, evicted: bool = False) -> None:
         if call.state != MATCHED:
             self.c["calls_unmatched"] += 1
-            self.c["unmatched_packets"] += len(call.buf)
-            self._buffered -= call.buf_bytes
-            call.buf = []
+            self.c["unmatched_packets"] += self._drop_held(call)
         for key in call.endpoints:
             hit = self._endpoints.get(key)
             if hit is not None and hit[0] is call:
@@ -653,7 +713,7 @@ class VoipMode:
             for name, n in zip(_STATE_NAMES, states, strict=True):
                 out[f"calls_{name}_now"] = n
             out["buffered_bytes"] = self._buffered
-            out["buffered_packets"] = sum(len(c.buf) for c in self._calls.values())
+            out["buffered_packets"] = sum(c.buf_n for c in self._calls.values())
             out["rtp_endpoints"] = len(self._endpoints)
             out["tcp_streams"] = self._tcp.stream_count
             for k, v in self._tcp.counters.items():
