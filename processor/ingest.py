@@ -48,7 +48,7 @@ import sqlite3
 import struct
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import accumulate, compress, repeat
@@ -281,6 +281,11 @@ class Ingest:
             for m in cols.meta:
                 for fid in m.filter_ids:
                     fm[fid] = fm.get(fid, 0) + 1
+            if cols.meta_ref is not None and cols.meta_table:
+                for ref, n in Counter(cols.meta_ref).items():  # dense: count at C speed
+                    if ref:
+                        for fid in cols.meta_table[ref - 1].filter_ids:
+                            fm[fid] = fm.get(fid, 0) + n
             self.packets += len(cols)
             self.bytes += len(cols.records) - 16 * len(cols)
             self.batches += 1

@@ -216,7 +216,12 @@ def test_each_call_file_holds_exactly_its_packets_in_order(rig):
     # The unified output still has every packet.
     rig.ingest.sink.flush()
     assert file_records(rig.tmp / "all.pcap") == recs
-    assert rig.ingest.filter_matches == {}  # dense metadata: counted by nobody (unchanged)
+    # Dense metadata counts per matched filter too: every call packet carries its ids.
+    per_filter: dict[str, int] = {}
+    for _, m in packets:
+        for fid in m.filter_ids if m is not None else ():
+            per_filter[fid] = per_filter.get(fid, 0) + 1
+    assert per_filter and rig.ingest.filter_matches == per_filter
 
 
 def test_a_duplicate_batch_adds_nothing_to_the_call_files(rig):
