@@ -56,3 +56,21 @@ def test_validation_errors_name_the_problem():
 def test_version():
     r = CliRunner().invoke(cli, ["--version"])
     assert r.exit_code == 0 and "lc" in r.output
+
+
+def test_hunt_voip_refuses_bad_flags_with_one_clear_line():
+    from tests.conftest import run_lc
+
+    base = ["hunt", "voip", "--insecure", "--processor", "127.0.0.1:1", "-r", "x.pcap"]
+    for extra, text in (
+        (["--sip-port", "abc"], "--sip-port 'abc'"),
+        (["--sip-port", "70000"], "ports are 1-65535"),
+        (["--rtp-port-range", "5-2"], "--rtp-port-range '5-2'"),
+        (["--call-grace", "0"], "--call-grace must be positive"),
+        (["--max-calls", "0"], "--max-calls must be at least 1"),
+    ):
+        r = run_lc(*base, *extra)
+        assert r.returncode == 3, (extra, r.stderr)
+        assert text in r.stderr and "Traceback" not in r.stderr
+    r = run_lc("hunt", "--insecure", "voip", "-r", "x.pcap")
+    assert r.returncode == 3 and "options go after the mode" in r.stderr

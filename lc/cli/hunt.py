@@ -215,9 +215,9 @@ def _ports(value: str) -> frozenset[int]:
     try:
         ports = frozenset(int(p) for p in value.split(",") if p.strip())
     except ValueError:
-        raise click.BadParameter(f"{value!r}: a comma-separated list of ports") from None
+        raise click.BadParameter(f"--sip-port {value!r}: a comma-separated list of ports") from None
     if not ports or not all(0 < p < 65536 for p in ports):
-        raise click.BadParameter(f"{value!r}: ports are 1-65535")
+        raise click.BadParameter(f"--sip-port {value!r}: ports are 1-65535")
     return ports
 
 
@@ -226,9 +226,13 @@ def _port_range(value: str) -> tuple[int, int]:
     try:
         a, b = int(lo), int(hi)
     except ValueError:
-        raise click.BadParameter(f"{value!r}: give LOW-HIGH, e.g. 10000-32768") from None
+        raise click.BadParameter(
+            f"--rtp-port-range {value!r}: give LOW-HIGH, e.g. 10000-32768"
+        ) from None
     if not sep or not 0 < a <= b < 65536:
-        raise click.BadParameter(f"{value!r}: give LOW-HIGH with 1 <= LOW <= HIGH <= 65535")
+        raise click.BadParameter(
+            f"--rtp-port-range {value!r}: give LOW-HIGH with 1 <= LOW <= HIGH <= 65535"
+        )
     return a, b
 
 
@@ -328,7 +332,7 @@ def voip(
             if v <= 0:
                 raise click.BadParameter(f"{name} must be positive")
     except click.BadParameter as e:
-        sys.exit(fail_line("hunt", ValidationError(e.format_message())))
+        sys.exit(fail_line("hunt", ValidationError(e.message)))
     cfg = VoipConfig(
         sip_ports=ports,
         rtp_range=rng,
