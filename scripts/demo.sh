@@ -22,7 +22,7 @@ tls() { echo --tls-cert "$OUT/pki/$1.pem" --tls-key "$OUT/pki/$1.key" --tls-ca "
 echo "== 2. processor on $addr"
 # shellcheck disable=SC2046
 "$LC" process --listen "$addr" --id demo-processor --data-dir "$OUT/data" $(tls processor) \
-    2>"$OUT/processor.log" &
+    --per-call-pcap-dir "$OUT/calls" 2>"$OUT/processor.log" &
 proc=$!
 trap 'kill $proc 2>/dev/null || true' EXIT
 for _ in $(seq 100); do
@@ -36,11 +36,25 @@ echo "== 3. hunter replays $SAMPLE (waits for every acknowledgement)"
 "$LC" hunt --processor "$addr" -r "$SAMPLE" $(tls hunter-demo-hunter)
 
 # shellcheck disable=SC2046
+echo "== 4. VoIP: a filter for one of the sample's three calls, then lc hunt voip replays it"
+"$LC" set filter --id demo-call --type call_id --pattern '2-6983@127.0.0.1' \
+    --processor "$addr" $(tls admin) >/dev/null
+"$LC" hunt voip --processor "$addr" -r "$SAMPLE" $(tls hunter-demo-hunter) \
+    --sip-port 5061,5070 --rtp-port-range 6000-6199
+"$LC" list calls --processor "$addr" $(tls admin) >"$OUT/calls.json"
+echo "call index (lc list calls):"
+.venv/bin/python - "$OUT/calls.json" <<'PY'
+import json, sys
+for c in json.load(open(sys.argv[1])):
+    print(f"  {c['call_id']}: {c['state']}, {c['from_user']} -> {c['to_user']}, "
+          f"{c['sip_packets']} SIP + {c['rtp_packets']} RTP packets in {c['pcap_path']}")
+PY
+
 "$LC" show status --processor "$addr" $(tls admin) >"$OUT/status.json"
 # shellcheck disable=SC2046
 "$LC" list hunters --processor "$addr" $(tls admin) >"$OUT/hunters.json"
 
-echo "== 4. stopping the processor (SIGTERM: writes and fsyncs what it acknowledged)"
+echo "== 5. stopping the processor (SIGTERM: writes and fsyncs what it acknowledged)"
 kill -TERM $proc
 wait $proc
 trap - EXIT
