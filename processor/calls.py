@@ -370,6 +370,19 @@ class CallIndex:
                 db.execute("ROLLBACK")
                 raise
 
+    @staticmethod
+    def statements(
+        rows: Sequence[tuple[object, ...]], counts: Sequence[tuple[object, ...]]
+    ) -> list[tuple[str, Sequence[tuple[object, ...]]]]:
+        """What :meth:`commit` executes, for a caller that commits it in its own
+        transaction (the processor's ledger: files, ranges and calls agree at once)."""
+        out: list[tuple[str, Sequence[tuple[object, ...]]]] = []
+        if rows:
+            out.append((_UPSERT, rows))
+        if counts:
+            out.append((_UPDATE_COUNTS, counts))
+        return out
+
     def get(self, call_id: str) -> dict[str, object] | None:
         """The call's row, or None if the index has no such call."""
         with self._lock:
@@ -951,12 +964,16 @@ class CallWriter:
 
     # -- flushing and closing
 
-    def flush(self) -> None:
+    def flush(self, defer: bool = False):
         """Flush (and fsync, if asked) the files written since the last flush, then
-        commit their calls' rows to the index in one transaction."""
+        commit their calls' rows to the index in one transaction.
+
+        With ``defer``, return the rows instead, as ``(rows, counts)`` for
+        :meth:`CallIndex.statements`, for the caller to commit in its own transaction.
+        """
         dirty = self._dirty
         if not dirty:
-            return
+            return ([], []) if defer else None
         for c in dirty:
             f = c.file
             if f is not None:
@@ -967,12 +984,14 @@ class CallWriter:
                 except OSError:
                     self._abandon(c)
                     raise
-        self._index.commit(
-            [c.row() for c in dirty if c.meta], [c.counts() for c in dirty if not c.meta]
-        )
+        rows = [c.row() for c in dirty if c.meta]
+        counts = [c.counts() for c in dirty if not c.meta]
+        if not defer:
+            self._index.commit(rows, counts)
         for c in dirty:
             c.dirty = c.meta = False
         self._dirty = []
+        return (rows, counts) if defer else None
 
     def close(self) -> None:
         """Close every file and commit every pending row; safe to call twice.

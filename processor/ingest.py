@@ -29,15 +29,16 @@ not fit waits, which gRPC's flow control turns into back-pressure on that hunter
 
 Per-call PCAPs. With a :class:`~lc.processor.calls.CallWriter` (``calls``), a group
 is written in three steps: (1) each new batch's packets that carry a Call-ID go to
-their calls' files (buffered); (2) ``calls.flush()`` hands those files to the OS and
-commits the call index, then ``calls.tick()`` closes the calls that are over; (3)
-each batch goes to the unified output and is marked in the ledger, which is then
-committed. An Ack therefore means "in the unified file and in its call files". A
-batch whose call write fails is not written to the unified file nor acknowledged
-(the hunter sends it again; the CallWriter drops the packets of it that it already
-holds, by their timestamp and bytes); a failed ``calls.flush()`` fails every new
-batch of the group the same way. The per-call work runs on the writer thread, so
-it counts in the queue depth that drives flow control.
+their calls' files (buffered); (2) ``calls.flush(defer=True)`` hands those files to
+the OS; (3) each batch goes to the unified output and is marked in the ledger, which
+is then committed together with the call index's rows, in one transaction (so after a
+crash the call files, cut back to the index's lengths, agree with the ledger too);
+then ``calls.tick()`` closes the calls that are over. An Ack therefore means "in the
+unified file and in its call files". A batch whose call write fails is not written
+to the unified file nor acknowledged (the hunter sends it again; the CallWriter drops
+the packets of it that it already holds, by their timestamp and bytes); a failed
+``calls.flush()`` fails every new batch of the group the same way. The per-call work
+runs on the writer thread, so it counts in the queue depth that drives flow control.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ from operator import add, truth
 from lc.common.errors import LcError
 from lc.common.pcapfile import PcapSink
 from lc.common.wire import BatchRecords, unpack_batch
-from lc.processor.calls import CallWriter, SipSummary
+from lc.processor.calls import CallIndex, CallWriter, SipSummary
 from lc.processor.ledger import Ledger
 from lc.proto import lc_pb2
 
@@ -247,9 +248,13 @@ class Ingest:
                     continue
             first[key] = k
             fresh.append(k)
+        pending_calls = None
         if calls is not None:
             try:
-                calls.flush()  # before the ledger commit: an Ack implies the call files too
+                # Files handed to the OS now; their index rows are committed with the
+                # ledger below, in one transaction: an Ack implies the call files too,
+                # and after a crash the call files are cut back to what the ledger has.
+                pending_calls = calls.flush(defer=True)
             except (OSError, LcError, sqlite3.Error) as e:
                 self.write_errors += 1
                 self.call_write_errors += len(fresh)
@@ -258,11 +263,6 @@ class Ingest:
                 for k in fresh:
                     results[k] = err
                 fresh = []
-            else:
-                try:
-                    calls.tick(calls.clock_ns)
-                except Exception:  # what it closes was flushed and committed above
-                    log.exception("closing finished calls failed")
         written: list[tuple[str, BatchRecords]] = []
         fm = self.filter_matches
         for k in fresh:
@@ -303,11 +303,17 @@ class Ingest:
         try:
             self.sink.flush()
             ledger.file_state(self.output, self.sink.state())
-            ledger.commit(time.time_ns())
+            extra = CallIndex.statements(*pending_calls) if pending_calls else ()
+            ledger.commit(time.time_ns(), extra)
         except Exception as e:
             log.error("cannot commit what was written: %s", e)
             err = LcError(f"processor cannot record what it wrote: {e}")
             results = [err] * len(group)
+        if calls is not None:
+            try:
+                calls.tick(calls.clock_ns)  # closes finished calls, flushed and committed
+            except Exception:
+                log.exception("closing finished calls failed")
         self.groups += 1
         for it, r in zip(group, results, strict=True):
             it.reply(r)  # type: ignore[arg-type]

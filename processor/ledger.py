@@ -34,6 +34,7 @@ import os
 import sqlite3
 import threading
 from bisect import bisect_right
+from collections.abc import Sequence
 
 from lc.common.errors import LcError
 from lc.common.pcapfile import SinkFile
@@ -177,8 +178,9 @@ class Ledger:
             for f in files:
                 self._files[(output, f.linktype)] = f
 
-    def commit(self, now_ns: int) -> None:
-        """One transaction with every range and file size changed since the last commit."""
+    def commit(self, now_ns: int, extra: Sequence[tuple[str, Sequence[tuple]]] = ()) -> None:
+        """One transaction with every range and file size changed since the last commit,
+        plus ``extra`` statements (sql, parameter rows): the per-call index's rows."""
         with self._lock:
             dirty = [(h, e, str(self._ranges[(h, e)]), now_ns) for h, e in self._dirty]
             files = [
@@ -196,6 +198,8 @@ class Ledger:
                     db.executemany(
                         "INSERT OR REPLACE INTO sink_files VALUES (?, ?, ?, ?, ?, ?)", files
                     )
+                for sql, params in extra:
+                    db.executemany(sql, params)
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:

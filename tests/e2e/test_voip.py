@@ -155,3 +155,45 @@ def test_replay_writes_each_target_call_exactly_as_tshark_sees_it(tmp_path, pki,
         ].get("tcp_ctl", 0)
         assert c["state"] == "ended"
     assert len(list(calls_dir.glob("*.pcap"))) == len(targets)
+
+
+def test_per_call_files_stay_exact_across_a_processor_sigkill(tmp_path, pki):
+    """SIGKILL the processor in the middle of calls and restart it with the same
+    arguments: each call's file continues and holds its packets exactly once."""
+    import signal
+
+    from tests.e2e.test_delivery import restart
+
+    need("tshark")
+    cap = tmp_path / "calls.pcap"
+    info = make_voip_capture(cap, calls=4, rtp_per_call=2000, match_every=1, concurrent=4)
+    port = free_port()
+    calls_dir = tmp_path / "calls"
+    p = start_processor(tmp_path, tls_args(pki, "processor"), "--listen", f"127.0.0.1:{port}",
+                        "--per-call-pcap-dir", str(calls_dir))  # fmt: skip
+    set_filter(p, pki, "sip_user", "target-*")
+    h = subprocess.Popen(
+        [*LC, "hunt", "voip", "--processor", p.addr, *tls_args(pki, "hunter-h1"), "-r", str(cap),
+         "--replay-speed", "1", "--disk-buffer", "--disk-buffer-dir", str(tmp_path / "spool"),
+         "--backoff-max", "2", "--breaker-open-time", "2", "--shutdown-timeout", "120"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=lc_env(),
+    )  # fmt: skip
+    try:
+        time.sleep(8)  # calls are under way
+        p.proc.send_signal(signal.SIGKILL)
+        p.proc.wait(10)
+        time.sleep(5)
+        restart(p, tmp_path)
+        _, err = h.communicate(timeout=180)
+        assert h.returncode == 0, err
+        calls = list_calls(p, pki)
+    finally:
+        if h.poll() is None:
+            h.kill()
+        p.stop()
+    oracle = calls_by_tshark(cap, sip_ports=(5060,))
+    assert {c["call_id"] for c in calls} == set(info["calls"])
+    want = call_packets(cap, oracle, set(info["calls"]))
+    for c in calls:
+        assert records(Path(c["pcap_path"])) == want[c["call_id"]]
+    assert len(list(calls_dir.glob("*.pcap"))) == len(info["calls"])

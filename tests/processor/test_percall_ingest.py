@@ -372,7 +372,7 @@ def test_a_failed_call_flush_refuses_the_group(rig, monkeypatch):
     batch, recs = make_batch(1, packets)
     real = rig.calls.flush
 
-    def failing() -> None:
+    def failing(defer: bool = False) -> None:
         raise OSError(5, "Input/output error")
 
     monkeypatch.setattr(rig.calls, "flush", failing)
