@@ -14,7 +14,9 @@ matched, which travel with it to the processor.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 from array import array
 from collections.abc import Callable
@@ -76,8 +78,54 @@ class HunterFilters:
                 return False
             self.version = upd.version
             log.info("applied filter set version %d (%d filters)", upd.version, len(compiled))
+            if self.cache_path:
+                self._save(filters)
         self.received.set()
         return True
+
+    # -- a copy on disk, so a hunter restarted while its processor is down keeps its set
+    cache_path: str | None = None
+
+    def _save(self, filters: list[Filter]) -> None:
+        data = {"version": self.version, "filters": [f.to_json() for f in filters]}
+        tmp = f"{self.cache_path}.tmp"
+        try:
+            with open(tmp, "w") as fh:
+                json.dump(data, fh)
+            os.replace(tmp, self.cache_path)
+        except OSError as e:
+            log.warning("cannot keep the filter set in %s: %s", self.cache_path, e)
+
+    def load_cached(self, path: str) -> bool:
+        """Apply the set a previous run kept at ``path`` (and keep later ones there).
+
+        True when a set was applied. The processor's full set replaces it on connect.
+        """
+        self.cache_path = path
+        try:
+            with open(path) as fh:
+                data = json.load(fh)
+            filters = [Filter.from_mapping(d) for d in data["filters"]]
+            version = int(data["version"])
+        except FileNotFoundError:
+            return False
+        except (OSError, ValueError, KeyError, TypeError, LcError) as e:
+            log.warning("ignoring the kept filter set %s: %s", path, e)
+            return False
+        upd = lc_pb2.FilterUpdate(version=version, full=True)
+        for f in filters:
+            upd.filters.add(
+                id=f.id,
+                type=f.type,
+                pattern=f.pattern,
+                enabled=f.enabled,
+                description=f.description,
+                hunters=list(f.hunters),
+            )
+        ok = self.apply(upd)
+        if ok:
+            log.info("applied the filter set kept from the last run (version %d)", version)
+        return ok
 
 
 class GenericFilter:

@@ -318,6 +318,10 @@ class Hunter:
             self.mode = GenericFilter(policy, self.base_bpf, setter, self.interfaces)
             types = GENERIC_FILTER_TYPES
         self.filters = HunterFilters(hunter_id, types, self.mode.apply)
+        if self.spool is not None:
+            # Keep the applied set beside the spool: restarted while the processor is
+            # down, the hunter filters as it did, not by the no-filter policy.
+            self.filters.load_cached(os.path.join(self.spool_dir, f"filters-{cfg.mode}.json"))
         ident = HunterIdentity(
             hunter_id=hunter_id,
             epoch=self.epoch,
