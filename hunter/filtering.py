@@ -25,6 +25,7 @@ from lc.common.bpf import compile_bpf
 from lc.common.decode import ip_ports
 from lc.common.errors import LcError
 from lc.common.filters import Filter, FilterSet, compile_filters
+from lc.common.wire import filter_to_proto
 from lc.hunter.capture import Chunk
 from lc.proto import lc_pb2
 
@@ -113,15 +114,7 @@ class HunterFilters:
             log.warning("ignoring the kept filter set %s: %s", path, e)
             return False
         upd = lc_pb2.FilterUpdate(version=version, full=True)
-        for f in filters:
-            upd.filters.add(
-                id=f.id,
-                type=f.type,
-                pattern=f.pattern,
-                enabled=f.enabled,
-                description=f.description,
-                hunters=list(f.hunters),
-            )
+        upd.filters.extend(filter_to_proto(f) for f in filters)
         ok = self.apply(upd)
         if ok:
             log.info("applied the filter set kept from the last run (version %d)", version)

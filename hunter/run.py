@@ -255,20 +255,8 @@ class Hunter:
         if self.spool is None:
             sc.write_errors = 1  # the directory could not be used at all (see the log)
             return sc
-        c = self.spool.counters()
-        for k in (
-            "bytes",
-            "records",
-            "appended",
-            "replayed",
-            "acked",
-            "dropped_batches",
-            "dropped_packets",
-            "torn",
-            "corrupt",
-            "write_errors",
-        ):
-            setattr(sc, k, c.get(k, 0))
+        for k, v in self.spool.counters().items():  # the same names on the wire
+            setattr(sc, k, v)
         return sc
 
     def _open_spool(self, hunter_id: str) -> None:

@@ -606,3 +606,10 @@ def test_random_schedules_deliver_every_batch_once_in_order(seed, steps):
 @pytest.mark.parametrize("seed", range(8))
 def test_long_random_schedules(seed, tmp_path):
     run_schedule(random.Random(1000 + seed), str(tmp_path / "spool"), 400)
+
+
+def test_every_spool_counter_reaches_the_heartbeat(tmp_path):
+    """The hunter copies Spool.counters() into SpoolCounters by name."""
+    with Spool(tmp_path / "s") as sp:
+        names = set(sp.counters())
+    assert names <= {f.name for f in lc_pb2.SpoolCounters.DESCRIPTOR.fields}
