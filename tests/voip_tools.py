@@ -274,6 +274,7 @@ def place_calls(
     timeout: float | None = None,
     workdir: str | os.PathLike[str] | None = None,
     check: bool = True,
+    scenario: Path | None = None,
 ) -> PlacedCalls:
     """Place ``len(users)`` calls to the UAS on ``ip:uas_port``, call ``i`` to ``users[i]``.
 
@@ -289,7 +290,8 @@ def place_calls(
     per process. The Call-IDs are set with ``-cid_str`` (``lc<token>-<process>-<call
     number>@<ip>``), so they are known without reading any log; tshark confirms them.
 
-    ``transport="tcp"`` (or ``rtp=False``) uses ``tests/sipp/uac_tcp.xml``: the same
+    ``scenario`` replaces the UAC scenario file (e.g. ``tests/sipp/uac_long.xml``, a
+    64 s call). ``transport="tcp"`` (or ``rtp=False``) uses ``tests/sipp/uac_tcp.xml``: the same
     signalling (SDP included), no RTP. Everything is bounded by ``timeout`` (default:
     enough for the calls at ``concurrent`` at a time, plus 60 s).
 
@@ -301,9 +303,10 @@ def place_calls(
     if len(users) > 2500:
         raise ValueError("at most 2500 calls per run (sipp's media ports repeat after that)")
     tflag = _transport_flag(transport)
-    scenario = UAC_XML if (rtp and transport == "udp") else UAC_TCP_XML
+    if scenario is None:
+        scenario = UAC_XML if (rtp and transport == "udp") else UAC_TCP_XML
     d = _workdir(workdir, "lc-sipp-uac-")
-    if scenario is UAC_XML and not (d / "pcap").exists():
+    if scenario is not UAC_TCP_XML and not (d / "pcap").exists():
         (d / "pcap").symlink_to(sipp_media_dir())
     groups: dict[str, int] = {}
     for u in users:

@@ -197,3 +197,55 @@ def test_per_call_files_stay_exact_across_a_processor_sigkill(tmp_path, pki):
     for c in calls:
         assert records(Path(c["pcap_path"])) == want[c["call_id"]]
     assert len(list(calls_dir.glob("*.pcap"))) == len(info["calls"])
+
+
+def test_live_call_longer_than_60s_keeps_its_rtp_to_the_end(tmp_path, pki):
+    """A live 65 s sipp call with RTP throughout: every RTP packet tshark ties to it,
+    to the last, is in its file (the gap lippycat has on long calls)."""
+    if os.geteuid() != 0:
+        pytest.skip("live capture on lo needs root")
+    need("sipp")
+    need("tcpdump")
+    need("tshark")
+    from tests.voip_tools import SIPP_DIR
+
+    calls_dir = tmp_path / "calls"
+    p = start_processor(tmp_path, tls_args(pki, "processor"), "--per-call-pcap-dir", str(calls_dir))
+    uas_port = free_port()
+    set_filter(p, pki, "sip_user", "longcall")
+    h = subprocess.Popen(
+        [*LC, "hunt", "voip", "--processor", p.addr, *tls_args(pki, "hunter-live"),
+         "-i", "lo", "--sip-port", str(uas_port), "--rtp-port-range", "20000-40000",
+         "--heartbeat-interval", "0.5", "--call-grace", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=lc_env(),
+    )  # fmt: skip
+    uas = None
+    try:
+        wait_for(lambda: hunter_capturing(p, pki, "live"), 30, "the hunter capturing")
+        ref = tmp_path / "ref.pcap"
+        bpf = f"udp and (port {uas_port} or portrange 20000-40000)"
+        with tcpdump_capture(ref, bpf):
+            uas = run_uas(uas_port, media_port=20000, workdir=tmp_path / "uas")
+            placed = place_calls(
+                uas_port, ["longcall"], from_user="zed", concurrent=1, call_seconds=1,
+                media_port=30000, workdir=tmp_path / "uac", scenario=SIPP_DIR / "uac_long.xml",
+            )  # fmt: skip
+            time.sleep(2)
+        time.sleep(3)
+    finally:
+        if uas is not None:
+            stop_process(uas)
+        rc = stop_process(h, timeout=40)
+        _, herr = h.communicate()
+    assert rc == 0, herr
+    calls = list_calls(p, pki)
+    p.stop()
+    (cid,) = placed.call_ids
+    oracle = calls_by_tshark(ref, sip_ports=(uas_port,))
+    frames = oracle[cid]
+    want = call_packets(ref, oracle, [cid])[cid]
+    assert [c["call_id"] for c in calls] == [cid]
+    got = records(Path(calls[0]["pcap_path"]))
+    assert [b for _, b in got] == [b for _, b in want]
+    assert calls[0]["rtp_packets"] == len(frames.rtp) > 9 * 200
+    assert got[-1][0] - got[0][0] > 60 * 10**9  # RTP (and the BYE) past the first minute
