@@ -305,17 +305,17 @@ class VoipMode:
         c = self.c
         unassociated = unmatched = 0
         lt = interfaces[single][1] if single is not None else 0
-        for i in range(len(ts_col)):
-            cap = cap_col[i]
+        ethernet, rejected = _LT_ETHERNET, REJECTED  # locals: read once per packet below
+        iface_col = chunk.iface
+        ifx = single
+        for i, cap in enumerate(cap_col):
             start = off
             off += 16 + cap
             if single is None:
-                ifx = chunk.iface[i]
+                ifx = iface_col[i]
                 lt = interfaces[ifx][1]
-            else:
-                ifx = single
             # Fast path: Ethernet, untagged IPv4 without options, not a fragment, UDP.
-            if lt == _LT_ETHERNET and cap >= 38:
+            if lt == ethernet and cap >= 38:
                 etype, vihl, frag, proto, src, dst, sport, dport = unpack(rec, start + 28)
                 if (
                     etype == 0x0800
@@ -331,7 +331,7 @@ class VoipMode:
                         continue
                     call, rtcp = hit
                     call.last_ns = ts_col[i]
-                    if call.state == REJECTED:
+                    if call.state == rejected:
                         unmatched += 1
                         continue
                     if not rtcp and cap > 43 and 192 <= rec[start + 16 + 43] <= 223:
