@@ -249,3 +249,52 @@ def test_live_call_longer_than_60s_keeps_its_rtp_to_the_end(tmp_path, pki):
     assert [b for _, b in got] == [b for _, b in want]
     assert calls[0]["rtp_packets"] == len(frames.rtp) > 9 * 200
     assert got[-1][0] - got[0][0] > 60 * 10**9  # RTP (and the BYE) past the first minute
+
+
+def test_live_sipp_calls_over_tcp(tmp_path, pki):
+    """SIP over TCP from real peers: the targeted user's calls, exactly the SIP segments
+    tshark attributes to each (no handshakes, no bare ACKs)."""
+    if os.geteuid() != 0:
+        pytest.skip("live capture on lo needs root")
+    need("sipp")
+    need("tcpdump")
+    need("tshark")
+    calls_dir = tmp_path / "calls"
+    p = start_processor(tmp_path, tls_args(pki, "processor"), "--per-call-pcap-dir", str(calls_dir))
+    uas_port = free_port()
+    set_filter(p, pki, "sip_user", "alice")
+    h = subprocess.Popen(
+        [*LC, "hunt", "voip", "--processor", p.addr, *tls_args(pki, "hunter-live"),
+         "-i", "lo", "--sip-port", str(uas_port), "--heartbeat-interval", "0.5",
+         "--call-grace", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=lc_env(),
+    )  # fmt: skip
+    uas = None
+    try:
+        wait_for(lambda: hunter_capturing(p, pki, "live"), 30, "the hunter capturing")
+        ref = tmp_path / "ref.pcap"
+        with tcpdump_capture(ref, f"tcp port {uas_port}"):
+            uas = run_uas(uas_port, transport="tcp", workdir=tmp_path / "uas")
+            placed = place_calls(
+                uas_port, ["alice", "bob", "alice"], from_user="zed", concurrent=3,
+                call_seconds=2, transport="tcp", workdir=tmp_path / "uac",
+            )  # fmt: skip
+            time.sleep(2)
+        time.sleep(3)
+    finally:
+        if uas is not None:
+            stop_process(uas)
+        rc = stop_process(h, timeout=40)
+        _, herr = h.communicate()
+    assert rc == 0, herr
+    calls = list_calls(p, pki)
+    p.stop()
+    oracle = calls_by_tshark(ref, sip_ports=(uas_port,))
+    alice = {cid for cid, who in placed.call_ids.items() if who == "alice"}
+    assert len(alice) == 2 and alice <= set(oracle)
+    assert {c["call_id"] for c in calls} == alice
+    want = call_packets(ref, oracle, alice)
+    for c in calls:
+        got = records(Path(c["pcap_path"]))
+        assert [b for _, b in got] == [b for _, b in want[c["call_id"]]]
+        assert c["state"] == "ended" and c["sip_packets"] == len(got) >= 7
