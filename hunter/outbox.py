@@ -304,6 +304,23 @@ class Outbox:
             self._lock.notify_all()
             return n
 
+    def unsend(self, p: Pending) -> None:
+        """Give back a batch taken for a stream that has ended before sending it.
+
+        A stream's request generator may take a batch after the stream broke and after
+        ``requeue_inflight`` ran; without this, that batch would sit in flight (and the
+        spool's read position past it) and never be sent."""
+        with self._lock:
+            key = (p.epoch, p.sequence)
+            if self._inflight.get(key) is not p:
+                return  # already requeued or acknowledged
+            del self._inflight[key]
+            if p.spooled:
+                self._cursor = None  # reread the spool from its first unacknowledged batch
+            else:
+                self._queue.appendleft(p)
+            self._lock.notify_all()
+
     def requeue_inflight(self) -> int:
         """After a broken stream: unacknowledged batches go back, in order, to be sent again."""
         with self._lock:

@@ -392,6 +392,9 @@ class Uplink:
             p = ob.next_batch(timeout=0.1)
             if p is None:
                 continue
+            if call_done.is_set() or self._stopped.is_set():
+                ob.unsend(p)  # the stream ended while we waited: it goes with the next one
+                return
             yield self._build(p)
             if self.flow == lc_pb2.FLOW_SLOW:
                 time.sleep(self.slow_delay)

@@ -613,3 +613,28 @@ def test_every_spool_counter_reaches_the_heartbeat(tmp_path):
     with Spool(tmp_path / "s") as sp:
         names = set(sp.counters())
     assert names <= {f.name for f in lc_pb2.SpoolCounters.DESCRIPTOR.fields}
+
+
+def test_a_batch_taken_by_a_dead_stream_after_requeue_is_sent_again(tmp_path):
+    """The race that lost a batch in the processor-SIGKILL test: the stream breaks, its
+    batches are spilled to the spool and requeued, and only then does the dying stream's
+    request generator take the first spooled batch. Given back with unsend, it is sent
+    by the next stream, in order."""
+    with Spool(tmp_path / "s") as sp:
+        ob = Outbox(spool=sp, epoch=5)
+        ob.set_online(True)
+        for k in range(3):
+            assert ob.put(make_batch(k))
+        assert ob.next_batch(0).sequence == 1  # in flight on the stream that breaks
+        ob.set_online(False)  # the break: memory goes to the spool
+        ob.requeue_inflight()
+        late = ob.next_batch(0)  # the dying generator, after the requeue
+        assert late.sequence == 1 and late.spooled
+        ob.unsend(late)
+        ob.set_online(True)  # the next stream
+        got = []
+        while (p := ob.next_batch(0)) is not None:
+            got.append(p.sequence)
+            ob.ack(p.sequence, p.epoch)
+        assert got == [1, 2, 3]
+        assert ob.wait_drained(1) and len(sp) == 0
