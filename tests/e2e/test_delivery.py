@@ -152,9 +152,9 @@ def test_processor_sigkill_for_30s_then_restart_writes_everything_once_in_order(
         time.sleep(30)
         assert h.poll() is None, "the hunter must keep capturing while the processor is down"
         restart(p, tmp_path)
-        code, out, err = finish(h, timeout=180)
+        code, summary, err = finish(h, timeout=180)
         assert code == 0, err
-        assert "disk buffer: 0 batches kept" in out, out  # all delivered, none left over
+        assert "disk buffer: 0 batches kept" in summary, summary  # none left over
     finally:
         if h.poll() is None:
             h.kill()
