@@ -133,7 +133,6 @@ class Outbox:
         self._bytes = 0
         self._next_seq = 1
         self._online = spool is None  # without a spool, memory is the only place to queue
-        self._spooling = spool is not None and len(spool) > 0
         self._cursor: tuple[int, int] | None = None  # where reading the spool stands
         self.dropped_packets = 0
         self.dropped_batches = 0
@@ -193,7 +192,6 @@ class Outbox:
             meta_blob=_meta_blob(batch.meta, batch.count),
         )
         if ok:
-            self._spooling = True
             self.spooled_batches += 1
         return ok
 
@@ -201,7 +199,7 @@ class Outbox:
     def backlog(self) -> int:
         """Batches waiting to be sent (the batcher grows batches while this is > 0)."""
         n = len(self._queue)
-        if self._spooling and self.spool is not None:
+        if self.spool is not None and self._spooling:
             n += max(0, len(self.spool) - sum(p.spooled for p in self._inflight.values()))
         return n
 
@@ -276,7 +274,6 @@ class Outbox:
             got = self.spool.next_after(self._cursor)
             if got is None:
                 if len(self.spool) == 0:
-                    self._spooling = False
                     self._cursor = None
                 return None
             b, self._cursor = got
@@ -294,7 +291,6 @@ class Outbox:
                 assert self.spool is not None
                 self.spool.ack(p.epoch, p.sequence)
                 if len(self.spool) == 0:
-                    self._spooling = False
                     self._cursor = None
             else:
                 self._bytes -= p.size
@@ -366,6 +362,11 @@ class Outbox:
         return self._bytes
 
     @property
+    def _spooling(self) -> bool:
+        """The spool holds unacknowledged batches: new ones queue behind them."""
+        return self.spool is not None and len(self.spool) > 0
+
+    @property
     def spooling(self) -> bool:
         return self._spooling
 
@@ -376,7 +377,7 @@ class Outbox:
     def _drained(self) -> bool:
         if self._queue or self._inflight:
             return False
-        return not self._spooling or self.spool is None or len(self.spool) == 0
+        return not self._spooling
 
     def wait_drained(self, timeout: float) -> bool:
         """Wait until every batch (spooled ones too) is acknowledged; False on timeout."""

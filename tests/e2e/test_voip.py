@@ -58,7 +58,14 @@ def wait_for(cond, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_live_sipp_calls_only_the_targeted_users_calls_each_in_its_own_file(tmp_path, pki):
+def live_calls(
+    tmp_path, pki, user_filter: str, users: list[str], transport: str = "udp", **calls_kw
+):
+    """A processor writing per-call files, `lc hunt voip -i lo` with a sip_user filter, a
+    tcpdump reference and a sipp UAS; places the calls, stops everything.
+
+    Returns (processor (still running), placed calls, reference capture, UAS port).
+    """
     if os.geteuid() != 0:
         pytest.skip("live capture on lo needs root")
     need("sipp")
@@ -67,24 +74,28 @@ def test_live_sipp_calls_only_the_targeted_users_calls_each_in_its_own_file(tmp_
     calls_dir = tmp_path / "calls"
     p = start_processor(tmp_path, tls_args(pki, "processor"), "--per-call-pcap-dir", str(calls_dir))
     uas_port = free_port()
-    set_filter(p, pki, "sip_user", "alice")
+    set_filter(p, pki, "sip_user", user_filter)
+    media = ["--rtp-port-range", "20000-40000"] if transport == "udp" else []
     h = subprocess.Popen(
         [*LC, "hunt", "voip", "--processor", p.addr, *tls_args(pki, "hunter-live"),
-         "-i", "lo", "--sip-port", str(uas_port), "--rtp-port-range", "20000-40000",
-         "--heartbeat-interval", "0.5", "--call-grace", "1"],
+         "-i", "lo", "--sip-port", str(uas_port), *media, "--heartbeat-interval", "0.5",
+         "--call-grace", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=lc_env(),
     )  # fmt: skip
     uas = None
     try:
         wait_for(lambda: hunter_capturing(p, pki, "live"), 30, "the hunter capturing")
         ref = tmp_path / "ref.pcap"
-        bpf = f"udp and (port {uas_port} or portrange 20000-40000)"
+        bpf = (
+            f"udp and (port {uas_port} or portrange 20000-40000)"
+            if transport == "udp"
+            else f"tcp port {uas_port}"
+        )
         with tcpdump_capture(ref, bpf):
-            uas = run_uas(uas_port, media_port=20000, workdir=tmp_path / "uas")
-            placed = place_calls(
-                uas_port, ["alice", "bob", "alice", "carol"], from_user="zed",
-                concurrent=4, call_seconds=3, media_port=30000, workdir=tmp_path / "uac",
-            )  # fmt: skip
+            uas = run_uas(uas_port, transport=transport, media_port=20000,
+                          workdir=tmp_path / "uas")  # fmt: skip
+            placed = place_calls(uas_port, users, from_user="zed", transport=transport,
+                                 workdir=tmp_path / "uac", **calls_kw)  # fmt: skip
             time.sleep(2)  # the last RTP and the 200 to BYE reach tcpdump and the hunter
         time.sleep(3)  # grace: the hunter forwards, the processor writes
     finally:
@@ -93,6 +104,15 @@ def test_live_sipp_calls_only_the_targeted_users_calls_each_in_its_own_file(tmp_
         rc = stop_process(h, timeout=40)
         _, herr = h.communicate()
     assert rc == 0, herr
+    return p, placed, ref, uas_port
+
+
+def test_live_sipp_calls_only_the_targeted_users_calls_each_in_its_own_file(tmp_path, pki):
+    p, placed, ref, uas_port = live_calls(
+        tmp_path, pki, "alice", ["alice", "bob", "alice", "carol"],
+        concurrent=4, call_seconds=3, media_port=30000,
+    )  # fmt: skip
+    calls_dir = tmp_path / "calls"
     calls = list_calls(p, pki)
     by_user = list_calls(p, pki, "--user", "alice")
     p.stop()
@@ -202,42 +222,12 @@ def test_per_call_files_stay_exact_across_a_processor_sigkill(tmp_path, pki):
 def test_live_call_longer_than_60s_keeps_its_rtp_to_the_end(tmp_path, pki):
     """A live 65 s sipp call with RTP throughout: every RTP packet tshark ties to it,
     to the last, is in its file (the gap lippycat has on long calls)."""
-    if os.geteuid() != 0:
-        pytest.skip("live capture on lo needs root")
-    need("sipp")
-    need("tcpdump")
-    need("tshark")
     from tests.voip_tools import SIPP_DIR
 
-    calls_dir = tmp_path / "calls"
-    p = start_processor(tmp_path, tls_args(pki, "processor"), "--per-call-pcap-dir", str(calls_dir))
-    uas_port = free_port()
-    set_filter(p, pki, "sip_user", "longcall")
-    h = subprocess.Popen(
-        [*LC, "hunt", "voip", "--processor", p.addr, *tls_args(pki, "hunter-live"),
-         "-i", "lo", "--sip-port", str(uas_port), "--rtp-port-range", "20000-40000",
-         "--heartbeat-interval", "0.5", "--call-grace", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=lc_env(),
+    p, placed, ref, uas_port = live_calls(
+        tmp_path, pki, "longcall", ["longcall"], concurrent=1, call_seconds=1,
+        media_port=30000, scenario=SIPP_DIR / "uac_long.xml",
     )  # fmt: skip
-    uas = None
-    try:
-        wait_for(lambda: hunter_capturing(p, pki, "live"), 30, "the hunter capturing")
-        ref = tmp_path / "ref.pcap"
-        bpf = f"udp and (port {uas_port} or portrange 20000-40000)"
-        with tcpdump_capture(ref, bpf):
-            uas = run_uas(uas_port, media_port=20000, workdir=tmp_path / "uas")
-            placed = place_calls(
-                uas_port, ["longcall"], from_user="zed", concurrent=1, call_seconds=1,
-                media_port=30000, workdir=tmp_path / "uac", scenario=SIPP_DIR / "uac_long.xml",
-            )  # fmt: skip
-            time.sleep(2)
-        time.sleep(3)
-    finally:
-        if uas is not None:
-            stop_process(uas)
-        rc = stop_process(h, timeout=40)
-        _, herr = h.communicate()
-    assert rc == 0, herr
     calls = list_calls(p, pki)
     p.stop()
     (cid,) = placed.call_ids
@@ -254,39 +244,10 @@ def test_live_call_longer_than_60s_keeps_its_rtp_to_the_end(tmp_path, pki):
 def test_live_sipp_calls_over_tcp(tmp_path, pki):
     """SIP over TCP from real peers: the targeted user's calls, exactly the SIP segments
     tshark attributes to each (no handshakes, no bare ACKs)."""
-    if os.geteuid() != 0:
-        pytest.skip("live capture on lo needs root")
-    need("sipp")
-    need("tcpdump")
-    need("tshark")
-    calls_dir = tmp_path / "calls"
-    p = start_processor(tmp_path, tls_args(pki, "processor"), "--per-call-pcap-dir", str(calls_dir))
-    uas_port = free_port()
-    set_filter(p, pki, "sip_user", "alice")
-    h = subprocess.Popen(
-        [*LC, "hunt", "voip", "--processor", p.addr, *tls_args(pki, "hunter-live"),
-         "-i", "lo", "--sip-port", str(uas_port), "--heartbeat-interval", "0.5",
-         "--call-grace", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=lc_env(),
+    p, placed, ref, uas_port = live_calls(
+        tmp_path, pki, "alice", ["alice", "bob", "alice"], transport="tcp",
+        concurrent=3, call_seconds=2,
     )  # fmt: skip
-    uas = None
-    try:
-        wait_for(lambda: hunter_capturing(p, pki, "live"), 30, "the hunter capturing")
-        ref = tmp_path / "ref.pcap"
-        with tcpdump_capture(ref, f"tcp port {uas_port}"):
-            uas = run_uas(uas_port, transport="tcp", workdir=tmp_path / "uas")
-            placed = place_calls(
-                uas_port, ["alice", "bob", "alice"], from_user="zed", concurrent=3,
-                call_seconds=2, transport="tcp", workdir=tmp_path / "uac",
-            )  # fmt: skip
-            time.sleep(2)
-        time.sleep(3)
-    finally:
-        if uas is not None:
-            stop_process(uas)
-        rc = stop_process(h, timeout=40)
-        _, herr = h.communicate()
-    assert rc == 0, herr
     calls = list_calls(p, pki)
     p.stop()
     oracle = calls_by_tshark(ref, sip_ports=(uas_port,))
