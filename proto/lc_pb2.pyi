@@ -27,33 +27,133 @@ class InterfaceRef(_message.Message):
     def __init__(self, name: _Optional[str] = ..., linktype: _Optional[int] = ...) -> None: ...
 
 class PacketMeta(_message.Message):
-    __slots__ = ("index", "protocol", "call_id", "filter_ids", "sip_method", "sip_status", "sip_cseq_method", "sip_from_user", "sip_to_user", "sip_from_uri", "sip_to_uri")
+    __slots__ = ("index", "protocol", "session_id", "filter_ids", "sip", "dns", "tls", "http", "email")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_FIELD_NUMBER: _ClassVar[int]
-    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     FILTER_IDS_FIELD_NUMBER: _ClassVar[int]
-    SIP_METHOD_FIELD_NUMBER: _ClassVar[int]
-    SIP_STATUS_FIELD_NUMBER: _ClassVar[int]
-    SIP_CSEQ_METHOD_FIELD_NUMBER: _ClassVar[int]
-    SIP_FROM_USER_FIELD_NUMBER: _ClassVar[int]
-    SIP_TO_USER_FIELD_NUMBER: _ClassVar[int]
-    SIP_FROM_URI_FIELD_NUMBER: _ClassVar[int]
-    SIP_TO_URI_FIELD_NUMBER: _ClassVar[int]
+    SIP_FIELD_NUMBER: _ClassVar[int]
+    DNS_FIELD_NUMBER: _ClassVar[int]
+    TLS_FIELD_NUMBER: _ClassVar[int]
+    HTTP_FIELD_NUMBER: _ClassVar[int]
+    EMAIL_FIELD_NUMBER: _ClassVar[int]
     index: int
     protocol: str
-    call_id: str
+    session_id: str
     filter_ids: _containers.RepeatedScalarFieldContainer[str]
-    sip_method: str
-    sip_status: int
-    sip_cseq_method: str
-    sip_from_user: str
-    sip_to_user: str
-    sip_from_uri: str
-    sip_to_uri: str
-    def __init__(self, index: _Optional[int] = ..., protocol: _Optional[str] = ..., call_id: _Optional[str] = ..., filter_ids: _Optional[_Iterable[str]] = ..., sip_method: _Optional[str] = ..., sip_status: _Optional[int] = ..., sip_cseq_method: _Optional[str] = ..., sip_from_user: _Optional[str] = ..., sip_to_user: _Optional[str] = ..., sip_from_uri: _Optional[str] = ..., sip_to_uri: _Optional[str] = ...) -> None: ...
+    sip: SipSummary
+    dns: DnsSummary
+    tls: TlsSummary
+    http: HttpSummary
+    email: EmailSummary
+    def __init__(self, index: _Optional[int] = ..., protocol: _Optional[str] = ..., session_id: _Optional[str] = ..., filter_ids: _Optional[_Iterable[str]] = ..., sip: _Optional[_Union[SipSummary, _Mapping]] = ..., dns: _Optional[_Union[DnsSummary, _Mapping]] = ..., tls: _Optional[_Union[TlsSummary, _Mapping]] = ..., http: _Optional[_Union[HttpSummary, _Mapping]] = ..., email: _Optional[_Union[EmailSummary, _Mapping]] = ...) -> None: ...
+
+class SipSummary(_message.Message):
+    __slots__ = ("method", "status", "cseq_method", "from_user", "to_user", "from_uri", "to_uri")
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    CSEQ_METHOD_FIELD_NUMBER: _ClassVar[int]
+    FROM_USER_FIELD_NUMBER: _ClassVar[int]
+    TO_USER_FIELD_NUMBER: _ClassVar[int]
+    FROM_URI_FIELD_NUMBER: _ClassVar[int]
+    TO_URI_FIELD_NUMBER: _ClassVar[int]
+    method: str
+    status: int
+    cseq_method: str
+    from_user: str
+    to_user: str
+    from_uri: str
+    to_uri: str
+    def __init__(self, method: _Optional[str] = ..., status: _Optional[int] = ..., cseq_method: _Optional[str] = ..., from_user: _Optional[str] = ..., to_user: _Optional[str] = ..., from_uri: _Optional[str] = ..., to_uri: _Optional[str] = ...) -> None: ...
+
+class DnsSummary(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class TlsSummary(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class HttpSummary(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class EmailSummary(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class FlowTuple(_message.Message):
+    __slots__ = ("src_ip", "dst_ip", "src_port", "dst_port", "ip_proto")
+    SRC_IP_FIELD_NUMBER: _ClassVar[int]
+    DST_IP_FIELD_NUMBER: _ClassVar[int]
+    SRC_PORT_FIELD_NUMBER: _ClassVar[int]
+    DST_PORT_FIELD_NUMBER: _ClassVar[int]
+    IP_PROTO_FIELD_NUMBER: _ClassVar[int]
+    src_ip: bytes
+    dst_ip: bytes
+    src_port: int
+    dst_port: int
+    ip_proto: int
+    def __init__(self, src_ip: _Optional[bytes] = ..., dst_ip: _Optional[bytes] = ..., src_port: _Optional[int] = ..., dst_port: _Optional[int] = ..., ip_proto: _Optional[int] = ...) -> None: ...
+
+class CallEvent(_message.Message):
+    __slots__ = ("call_id", "method", "state", "from_user", "to_user", "from_uri", "to_uri", "sip_packets", "rtp_packets", "rtcp_packets", "sip_bytes", "rtp_bytes", "rtcp_bytes", "codecs", "last_status")
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    FROM_USER_FIELD_NUMBER: _ClassVar[int]
+    TO_USER_FIELD_NUMBER: _ClassVar[int]
+    FROM_URI_FIELD_NUMBER: _ClassVar[int]
+    TO_URI_FIELD_NUMBER: _ClassVar[int]
+    SIP_PACKETS_FIELD_NUMBER: _ClassVar[int]
+    RTP_PACKETS_FIELD_NUMBER: _ClassVar[int]
+    RTCP_PACKETS_FIELD_NUMBER: _ClassVar[int]
+    SIP_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RTP_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RTCP_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CODECS_FIELD_NUMBER: _ClassVar[int]
+    LAST_STATUS_FIELD_NUMBER: _ClassVar[int]
+    call_id: str
+    method: str
+    state: str
+    from_user: str
+    to_user: str
+    from_uri: str
+    to_uri: str
+    sip_packets: int
+    rtp_packets: int
+    rtcp_packets: int
+    sip_bytes: int
+    rtp_bytes: int
+    rtcp_bytes: int
+    codecs: _containers.RepeatedScalarFieldContainer[str]
+    last_status: int
+    def __init__(self, call_id: _Optional[str] = ..., method: _Optional[str] = ..., state: _Optional[str] = ..., from_user: _Optional[str] = ..., to_user: _Optional[str] = ..., from_uri: _Optional[str] = ..., to_uri: _Optional[str] = ..., sip_packets: _Optional[int] = ..., rtp_packets: _Optional[int] = ..., rtcp_packets: _Optional[int] = ..., sip_bytes: _Optional[int] = ..., rtp_bytes: _Optional[int] = ..., rtcp_bytes: _Optional[int] = ..., codecs: _Optional[_Iterable[str]] = ..., last_status: _Optional[int] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("dataset", "start_ns", "end_ns", "session_id", "flow", "filter_ids", "captured", "seq", "call")
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    START_NS_FIELD_NUMBER: _ClassVar[int]
+    END_NS_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    FLOW_FIELD_NUMBER: _ClassVar[int]
+    FILTER_IDS_FIELD_NUMBER: _ClassVar[int]
+    CAPTURED_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    CALL_FIELD_NUMBER: _ClassVar[int]
+    dataset: str
+    start_ns: int
+    end_ns: int
+    session_id: str
+    flow: FlowTuple
+    filter_ids: _containers.RepeatedScalarFieldContainer[str]
+    captured: bool
+    seq: int
+    call: CallEvent
+    def __init__(self, dataset: _Optional[str] = ..., start_ns: _Optional[int] = ..., end_ns: _Optional[int] = ..., session_id: _Optional[str] = ..., flow: _Optional[_Union[FlowTuple, _Mapping]] = ..., filter_ids: _Optional[_Iterable[str]] = ..., captured: _Optional[bool] = ..., seq: _Optional[int] = ..., call: _Optional[_Union[CallEvent, _Mapping]] = ...) -> None: ...
 
 class PacketBatch(_message.Message):
-    __slots__ = ("hunter_id", "epoch", "sequence", "count", "data", "interfaces", "iface", "meta", "sealed_at_ns", "meta_table", "meta_ref")
+    __slots__ = ("hunter_id", "epoch", "sequence", "count", "data", "interfaces", "iface", "meta", "sealed_at_ns", "meta_table", "meta_ref", "events")
     HUNTER_ID_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +165,7 @@ class PacketBatch(_message.Message):
     SEALED_AT_NS_FIELD_NUMBER: _ClassVar[int]
     META_TABLE_FIELD_NUMBER: _ClassVar[int]
     META_REF_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
     hunter_id: str
     epoch: int
     sequence: int
@@ -76,7 +177,8 @@ class PacketBatch(_message.Message):
     sealed_at_ns: int
     meta_table: _containers.RepeatedCompositeFieldContainer[PacketMeta]
     meta_ref: bytes
-    def __init__(self, hunter_id: _Optional[str] = ..., epoch: _Optional[int] = ..., sequence: _Optional[int] = ..., count: _Optional[int] = ..., data: _Optional[bytes] = ..., interfaces: _Optional[_Iterable[_Union[InterfaceRef, _Mapping]]] = ..., iface: _Optional[bytes] = ..., meta: _Optional[_Iterable[_Union[PacketMeta, _Mapping]]] = ..., sealed_at_ns: _Optional[int] = ..., meta_table: _Optional[_Iterable[_Union[PacketMeta, _Mapping]]] = ..., meta_ref: _Optional[bytes] = ...) -> None: ...
+    events: _containers.RepeatedCompositeFieldContainer[Event]
+    def __init__(self, hunter_id: _Optional[str] = ..., epoch: _Optional[int] = ..., sequence: _Optional[int] = ..., count: _Optional[int] = ..., data: _Optional[bytes] = ..., interfaces: _Optional[_Iterable[_Union[InterfaceRef, _Mapping]]] = ..., iface: _Optional[bytes] = ..., meta: _Optional[_Iterable[_Union[PacketMeta, _Mapping]]] = ..., sealed_at_ns: _Optional[int] = ..., meta_table: _Optional[_Iterable[_Union[PacketMeta, _Mapping]]] = ..., meta_ref: _Optional[bytes] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...
 
 class Ack(_message.Message):
     __slots__ = ("epoch", "sequence", "duplicate", "packets")
