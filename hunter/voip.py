@@ -138,15 +138,17 @@ def _sip_meta(call_id: str, ids: list[str], summary: tuple) -> lc_pb2.PacketMeta
     method, status, cseq, from_user, to_user, from_uri, to_uri = summary
     return lc_pb2.PacketMeta(
         protocol="sip",
-        call_id=call_id,
+        session_id=call_id,
         filter_ids=ids,
-        sip_method=method,
-        sip_status=status,
-        sip_cseq_method=cseq,
-        sip_from_user=from_user,
-        sip_to_user=to_user,
-        sip_from_uri=from_uri,
-        sip_to_uri=to_uri,
+        sip=lc_pb2.SipSummary(
+            method=method,
+            status=status,
+            cseq_method=cseq,
+            from_user=from_user,
+            to_user=to_user,
+            from_uri=from_uri,
+            to_uri=to_uri,
+        ),
     )
 
 
@@ -363,7 +365,7 @@ class VoipMode:
 
     def _media_meta(self, call: _Call, rtcp: bool) -> lc_pb2.PacketMeta:
         m = lc_pb2.PacketMeta(
-            protocol="rtcp" if rtcp else "rtp", call_id=call.call_id, filter_ids=call.ids
+            protocol="rtcp" if rtcp else "rtp", session_id=call.call_id, filter_ids=call.ids
         )
         if rtcp:
             call.meta_rtcp = m

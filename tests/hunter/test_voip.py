@@ -125,7 +125,7 @@ def test_forwards_exactly_what_tshark_attributes(name, sip_oracle, rtp_oracle):
     got_rtp = set()
     for frame, meta in got:
         if meta.protocol == "sip":
-            got_sip[meta.call_id].add(frame)
+            got_sip[meta.session_id].add(frame)
         else:
             assert meta.protocol in ("rtp", "rtcp")
             got_rtp.add(frame)
@@ -165,7 +165,7 @@ def test_call_id_filter_forwards_only_that_call_whole():
     m, ifs = mode_for([f], sip_ports=sip_ports(rows))
     got = run_file(path, m, ifs)
     assert got
-    assert {meta.call_id for _, meta in got} == {target["sip.Call-ID"]}
+    assert {meta.session_id for _, meta in got} == {target["sip.Call-ID"]}
     assert all(list(meta.filter_ids) == ["f1"] for _, meta in got)
     want_sip = {int(r["frame.number"]) for r in rows if r["sip.Call-ID"] == target["sip.Call-ID"]}
     assert {fr for fr, meta in got if meta.protocol == "sip"} == want_sip
@@ -312,7 +312,7 @@ def test_a_long_call_keeps_its_rtp_to_the_end_and_others_are_dropped():
     out = feed(m, frames, size=97)
     alice = sorted(t for t, _, _ in [(t, b, x) for t, b, x in frames_of(frames, "alice")])
     assert [t for t, _, meta in out] == alice  # every frame of alice's call, in order
-    assert {meta.call_id for _, _, meta in out} == {"c-alice"}
+    assert {meta.session_id for _, _, meta in out} == {"c-alice"}
     assert sum(meta.protocol == "rtp" for _, _, meta in out) == 6000
 
 
@@ -411,7 +411,7 @@ def test_sip_over_tcp_split_and_coalesced_messages():
     m = synth_mode([Filter(id="a", type="sip_user", pattern="alice")])
     out = feed(m, frames, size=2)
     assert len(out) == 4  # three INVITE segments and the coalesced one; not the ACK
-    assert {meta.call_id for _, _, meta in out} == {cid}
+    assert {meta.session_id for _, _, meta in out} == {cid}
     assert m.counters()["sip_messages"] == 3
 
 
