@@ -26,7 +26,10 @@ import time
 from array import array
 
 from lc.common.pcapfile import frame_records
+from lc.common.wire import encode_extras
 from lc.hunter.spool import Spool
+
+EXTRAS = encode_extras([(0, ["bench"])], 1)
 
 BATCH = 4096
 TEMPLATES = 8
@@ -50,7 +53,7 @@ def write(directory: str, batches: list[tuple[bytes, int]], n: int, fsync: bool)
         while sent < n:
             records, count = batches[seq % len(batches)]
             seq += 1
-            if not sp.append(1, seq, records, count, meta=[(0, ["bench"])]):
+            if not sp.append(1, seq, records, count, extras=EXTRAS):
                 raise SystemExit(f"append failed: {sp.counters()}")
             sent += count
     return time.perf_counter() - t0

@@ -1,8 +1,18 @@
-"""Packing and unpacking ``PacketBatch`` and JSON views of wire messages.
+"""The one codec of ``PacketBatch``, and JSON views of wire messages.
 
 A batch carries its packets as nanosecond pcap records back to back (see
 proto/lc.proto for why); the per-packet interface indices are a packed uint16
-array and metadata is sparse. This module is the only place that knows that layout.
+array; per-packet metadata is sparse (``meta``, with an index) or dense
+(``meta_table`` + a uint16 ``meta_ref`` per packet); session events ride along in
+``events``. This module is the only place that knows that layout:
+
+* hunter side: :func:`encode_meta` turns a sealed batch's metadata entries into the
+  sparse and dense forms, :func:`encode_extras` gives the spool's stored form of
+  everything besides the records (metadata and events, one serialised PacketBatch
+  holding only those fields), and :func:`encode_batch` builds the message sent, from
+  a sealed batch's parts or from a spooled batch's records and extras;
+* processor side: :func:`unpack_batch` checks a received batch (framing, indices,
+  events) and returns :class:`BatchRecords`.
 """
 
 from __future__ import annotations
@@ -14,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from lc.common.errors import ParseError
 from lc.common.pcapfile import record_lengths
@@ -24,10 +34,16 @@ __all__ = [
     "BatchRecords",
     "build_batch",
     "dumps",
+    "encode_batch",
+    "encode_extras",
+    "encode_meta",
+    "event_problem",
     "filter_to_proto",
     "message_to_json",
     "unpack_batch",
 ]
+
+MAX_PORT = 0xFFFF
 
 _LITTLE = sys.byteorder == "little"
 
@@ -55,7 +71,8 @@ def _from_le(typecode: str, raw: bytes, what: str, count: int) -> array:
 
 @dataclass(slots=True)
 class BatchRecords:
-    """A received batch, checked: its records, their captured lengths, their interfaces."""
+    """A received batch, checked: its records, their captured lengths, their interfaces,
+    its metadata and its events."""
 
     records: bytes  # nanosecond pcap records back to back
     caplen: array  # 'I', one per record
@@ -64,6 +81,9 @@ class BatchRecords:
     meta: list[lc_pb2.PacketMeta] = field(default_factory=list)
     meta_table: list[lc_pb2.PacketMeta] = field(default_factory=list)
     meta_ref: array | None = None  # 'H' per packet: 0 none, k = meta_table[k - 1]
+    # Valid events with their position in the batch (the ``seq`` of the event id).
+    events: list[tuple[int, lc_pb2.Event]] = field(default_factory=list)
+    bad_events: int = 0  # events skipped as malformed (see :func:`event_problem`)
 
     def __len__(self) -> int:
         return len(self.caplen)
@@ -85,7 +105,7 @@ class BatchRecords:
         interfaces = self.interfaces
         linktypes = {lt for _, lt in interfaces}
         if self.iface is None or len(linktypes) == 1:
-            return [(interfaces[0][1], self.records, len(self))]
+            return [(interfaces[0][1], self.records, len(self))] if len(self) else []
         parts: dict[int, list[bytes]] = {}
         mv = memoryview(self.records)
         off = 0
@@ -94,6 +114,103 @@ class BatchRecords:
             parts.setdefault(interfaces[idx][1], []).append(mv[off:end])
             off = end
         return [(lt, b"".join(p), len(p)) for lt, p in parts.items()]
+
+
+# -- hunter side ----------------------------------------------------------------------
+
+
+def encode_meta(
+    meta: Sequence[tuple[int, Any]], count: int
+) -> tuple[list[lc_pb2.PacketMeta], list[lc_pb2.PacketMeta], array | None]:
+    """A sealed batch's metadata entries for the wire: (sparse, table, refs).
+
+    Entries are (index, filter ids), sent sparse, or (index, PacketMeta), where one
+    PacketMeta object is shared by many packets (a call's RTP): those go dense, each
+    distinct object once in the table and a uint16 reference per packet.
+    """
+    sparse: list[lc_pb2.PacketMeta] = []
+    table: list[lc_pb2.PacketMeta] = []
+    refs: array | None = None
+    slot: dict[int, int] = {}
+    for index, v in meta:
+        if isinstance(v, lc_pb2.PacketMeta):
+            if refs is None:
+                refs = array("H", bytes(2 * count))
+            k = slot.get(id(v))
+            if k is None:
+                if len(table) >= 0xFFFF:  # cannot happen with batches <= 32768 packets
+                    continue
+                table.append(v)
+                k = slot[id(v)] = len(table)
+            refs[index] = k
+        else:
+            sparse.append(lc_pb2.PacketMeta(index=index, filter_ids=v))
+    return sparse, table, refs
+
+
+def _set_extras(
+    batch: lc_pb2.PacketBatch,
+    meta: Sequence[tuple[int, Any]],
+    count: int,
+    events: Sequence[lc_pb2.Event],
+) -> None:
+    if meta:
+        sparse, table, refs = encode_meta(meta, count)
+        if sparse:
+            batch.meta.extend(sparse)
+        if refs is not None:
+            batch.meta_table.extend(table)
+            batch.meta_ref = _to_le(refs)
+    if events:
+        batch.events.extend(events)
+        for i, ev in enumerate(batch.events):
+            ev.seq = i
+
+
+def encode_extras(
+    meta: Sequence[tuple[int, Any]], count: int, events: Sequence[lc_pb2.Event] = ()
+) -> bytes:
+    """What a spool stores besides the records: the metadata and events of a batch of
+    ``count`` packets, as a serialised PacketBatch holding only those fields (b"" when
+    there are none). :func:`encode_batch` merges it back with ``extras=``."""
+    if not meta and not events:
+        return b""
+    holder = lc_pb2.PacketBatch()
+    _set_extras(holder, meta, count, events)
+    return holder.SerializeToString()
+
+
+def encode_batch(
+    hunter_id: str,
+    epoch: int,
+    sequence: int,
+    interfaces: Sequence[tuple[str, int]],
+    records: bytes,
+    count: int,
+    iface: array | None = None,
+    meta: Sequence[tuple[int, Any]] = (),
+    events: Sequence[lc_pb2.Event] = (),
+    extras: bytes = b"",
+    sealed_at_ns: int = 0,
+) -> lc_pb2.PacketBatch:
+    """The PacketBatch a hunter sends for one numbered batch.
+
+    From a sealed batch: its ``meta`` entries (see :func:`encode_meta`) and ``events``;
+    from a spooled one: its stored ``extras`` (see :func:`encode_extras`).
+
+    Raises:
+        ParseError: ``extras`` is not what :func:`encode_extras` wrote.
+    """
+    batch = build_batch(hunter_id, epoch, sequence, records, count, interfaces, iface,
+                        sealed_at_ns=sealed_at_ns)  # fmt: skip
+    if extras:
+        try:
+            batch.MergeFromString(extras)
+        except DecodeError as e:
+            raise ParseError(f"batch {sequence}: stored metadata does not decode: {e}") from None
+    else:
+        _set_extras(batch, meta, count, events)
+    return batch
 
 
 def build_batch(
@@ -108,8 +225,10 @@ def build_batch(
     sealed_at_ns: int = 0,
     meta_table: Sequence[lc_pb2.PacketMeta] = (),
     meta_ref: array | None = None,
+    events: Sequence[lc_pb2.Event] = (),
 ) -> lc_pb2.PacketBatch:
-    """Build a PacketBatch from framed records (see :func:`lc.common.pcapfile.frame_records`)."""
+    """Build a PacketBatch from framed records (see :func:`lc.common.pcapfile.frame_records`)
+    and metadata already in wire form (tests and tools; hunters use :func:`encode_batch`)."""
     batch = lc_pb2.PacketBatch(
         hunter_id=hunter_id,
         epoch=epoch,
@@ -126,11 +245,38 @@ def build_batch(
     if meta_ref is not None:
         batch.meta_table.extend(meta_table)
         batch.meta_ref = _to_le(meta_ref)
+    if events:
+        batch.events.extend(events)
     return batch
+
+
+# -- processor side -------------------------------------------------------------------
+
+
+def event_problem(ev: lc_pb2.Event) -> str | None:
+    """Why an event cannot be used (None when it can): its addresses must be 4 or 16
+    bytes (both the same family) or absent, ports 16-bit, the IP protocol 8-bit, and it
+    needs a dataset."""
+    if not ev.dataset:
+        return "no dataset"
+    if ev.HasField("flow"):
+        f = ev.flow
+        if len(f.src_ip) not in (0, 4, 16) or len(f.dst_ip) not in (0, 4, 16):
+            return "address neither 4 nor 16 bytes"
+        if f.src_ip and f.dst_ip and len(f.src_ip) != len(f.dst_ip):
+            return "addresses of two families"
+        if f.src_port > MAX_PORT or f.dst_port > MAX_PORT:
+            return "port above 65535"
+        if f.ip_proto > 255:
+            return "IP protocol above 255"
+    return None
 
 
 def unpack_batch(batch: lc_pb2.PacketBatch) -> BatchRecords:
     """Check a received batch's framing and indices and return its records.
+
+    A malformed event does not refuse the batch: it is skipped and counted in
+    ``bad_events`` (its packets are good, and the hunter would only send it again).
 
     Raises:
         ParseError: the records do not add up to ``count``, an interface or metadata
@@ -157,9 +303,17 @@ def unpack_batch(batch: lc_pb2.PacketBatch) -> BatchRecords:
         meta_ref = _from_le("H", batch.meta_ref, "meta_ref", n)
         if n and max(meta_ref) > len(batch.meta_table):
             raise ParseError(f"batch {batch.sequence}: metadata reference out of range")
+    events: list[tuple[int, lc_pb2.Event]] = []
+    bad = 0
+    for i, ev in enumerate(batch.events):
+        if event_problem(ev) is None:
+            events.append((i, ev))
+        else:
+            bad += 1
     return BatchRecords(
-        batch.data, caplen, iface, interfaces, list(batch.meta), list(batch.meta_table), meta_ref
-    )
+        batch.data, caplen, iface, interfaces, list(batch.meta), list(batch.meta_table),
+        meta_ref, events, bad,
+    )  # fmt: skip
 
 
 def filter_to_proto(f: Any, version: int = 0) -> lc_pb2.Filter:

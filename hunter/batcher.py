@@ -9,12 +9,21 @@ caller reports a backlog at seal time (the link is busy), the targets double, up
 ``max_packets``/``max_bytes``; when the link keeps up they halve back toward the
 configured ``batch_size``. A gRPC stream carries a few thousand messages per
 second, so at high packet rates only growing batches keep up.
+
+Session events (``add_events``) ride on the next sealed batch. Pending events start
+the timeout clock like a packet, so a batch holding only events is sealed by the
+timeout too; many pending events (``MAX_BATCH_EVENTS``, or their bytes reaching the
+byte target) make the batch due at once.
 """
 
 from __future__ import annotations
 
+import time
 from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+from lc.proto import lc_pb2
 
 __all__ = ["Batcher", "SealedBatch"]
 
@@ -23,6 +32,7 @@ DEFAULT_TIMEOUT_MS = 100
 DEFAULT_BYTE_TARGET = 256 * 1024
 MAX_BATCH_PACKETS = 32768
 MAX_BATCH_BYTES = 8 * 1024 * 1024
+MAX_BATCH_EVENTS = 4096
 
 
 @dataclass(slots=True)
@@ -33,7 +43,10 @@ class SealedBatch:
     count: int
     iface: array | None  # 'H' per packet; None when every packet is on interface 0
     nbytes: int  # packet bytes, without the record headers
-    meta: list[tuple[int, list[str]]] = field(default_factory=list)  # (index, filter ids)
+    # (index, filter ids) or (index, PacketMeta shared by many packets): see wire.encode_meta
+    meta: list[tuple[int, object]] = field(default_factory=list)
+    events: list[lc_pb2.Event] = field(default_factory=list)
+    event_bytes: int = 0  # the events' serialised size (memory accounting)
 
     def __len__(self) -> int:
         return self.count
@@ -62,18 +75,34 @@ class Batcher:
         self._reset()
 
     def _reset(self) -> None:
-        self._ts = array("q")
-        self._caplen = array("I")
-        self._origlen = array("I")
+        self._count = 0
         self._iface = array("H")
         self._pieces: list[bytes | memoryview] = []
-        self._meta: list[tuple[int, list[str]]] = []
+        self._meta: list[tuple[int, object]] = []
+        self._events: list[lc_pb2.Event] = []
+        self._event_bytes = 0
         self._nbytes = 0
-        self._first_ns = 0  # monotonic time the oldest pending packet arrived
+        self._first_ns = 0  # monotonic time the oldest pending packet (or event) arrived
 
     @property
     def pending(self) -> int:
-        return len(self._ts)
+        """Packets and events waiting for the next seal."""
+        return self._count + len(self._events)
+
+    def add_events(self, events: Iterable[lc_pb2.Event], now_ns: int | None = None) -> None:
+        """Attach session events to the next sealed batch (in order).
+
+        Never seals by itself: pending events make :meth:`due` true after the timeout
+        (``now_ns``, default the monotonic clock, starts it when nothing was pending),
+        or at once when they reach ``MAX_BATCH_EVENTS`` or the byte target.
+        """
+        new = list(events)
+        if not new:
+            return
+        if not self.pending:
+            self._first_ns = time.monotonic_ns() if now_ns is None else now_ns
+        self._events.extend(new)
+        self._event_bytes += sum(ev.ByteSize() for ev in new)
 
     def add_chunk(
         self,
@@ -84,7 +113,7 @@ class Batcher:
         iface: int | array,
         now_ns: int,
         busy: bool = False,
-        meta: dict[int, list[str]] | None = None,
+        meta: dict[int, object] | None = None,
     ) -> list[SealedBatch]:
         """Add a chunk of framed packets; return the batches it completed (possibly none).
 
@@ -92,19 +121,22 @@ class Batcher:
         :func:`lc.common.pcapfile.frame_records`). ``iface`` is one interface index for
         the whole chunk or an array of them. ``busy`` tells whether the uplink had a
         backlog, which grows the targets. ``meta`` maps chunk indices to the ids of
-        the filters those packets matched; they follow the packets into their batch.
+        the filters those packets matched (or to a PacketMeta, see
+        :func:`lc.common.wire.encode_meta`); they follow the packets into their batch.
+        ``ts_ns`` and ``origlen`` are the chunk's own columns: the records already hold
+        them, so the batcher keeps no column but the interface indices.
         """
         meta_keys = sorted(meta) if meta else []
         mk = 0
         sealed: list[SealedBatch] = []
-        n = len(ts_ns)
+        n = len(caplen)
         start = 0
         off = 0
         mv = memoryview(records)
         while start < n:
-            if not self._ts:
+            if not self.pending:
                 self._first_ns = now_ns
-            room = self.target_packets - len(self._ts)
+            room = self.target_packets - self._count
             end = min(n, start + room)
             nb = sum(caplen[start:end])
             # Respect the byte target: shrink the slice until it fits. When not even one
@@ -113,17 +145,15 @@ class Batcher:
             if self._nbytes + nb > self.target_bytes:
                 budget = self.target_bytes - self._nbytes
                 end, nb = self._fit_bytes(caplen, start, end, budget)
-                if nb > budget and self._ts:
+                if nb > budget and self._count:
                     sealed.append(self.seal(busy))
                     continue
-            base = len(self._ts) - start
+            base = self._count - start
             while mk < len(meta_keys) and meta_keys[mk] < end:
                 k = meta_keys[mk]
                 self._meta.append((base + k, meta[k]))  # type: ignore[index]
                 mk += 1
-            self._ts.extend(ts_ns[start:end])
-            self._caplen.extend(caplen[start:end])
-            self._origlen.extend(origlen[start:end])
+            self._count += end - start
             if isinstance(iface, int):
                 self._iface.extend(array("H", [iface]) * (end - start))
             else:
@@ -133,7 +163,7 @@ class Batcher:
             self._nbytes += nb
             off += rb
             start = end
-            if len(self._ts) >= self.target_packets or self._nbytes >= self.target_bytes:
+            if self._count >= self.target_packets or self._nbytes >= self.target_bytes:
                 sealed.append(self.seal(busy))
         return sealed
 
@@ -151,15 +181,22 @@ class Batcher:
         return lo, sum(caplen[start:lo])
 
     def due(self, now_ns: int) -> bool:
-        """True when pending packets have waited ``timeout_ns``."""
-        return bool(self._ts) and now_ns - self._first_ns >= self.timeout_ns
+        """True when pending packets or events have waited ``timeout_ns``, or when the
+        pending events alone fill a batch."""
+        if not self.pending:
+            return False
+        if len(self._events) >= MAX_BATCH_EVENTS or self._event_bytes >= self.target_bytes:
+            return True
+        return now_ns - self._first_ns >= self.timeout_ns
 
     def seal(self, busy: bool = False) -> SealedBatch:
         """Close the pending batch (which must not be empty) and adapt the targets."""
         iface = self._iface if any(self._iface) else None
         pieces = self._pieces
         records = bytes(pieces[0]) if len(pieces) == 1 else b"".join(pieces)
-        b = SealedBatch(records, len(self._ts), iface, self._nbytes, self._meta)
+        b = SealedBatch(
+            records, self._count, iface, self._nbytes, self._meta, self._events, self._event_bytes
+        )
         self._reset()
         if busy:
             self.target_packets = min(self.target_packets * 2, self.max_packets)

@@ -31,18 +31,16 @@ at the pace the link allows.
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import time
-from array import array
 from collections import deque
 from dataclasses import dataclass
 
+from lc.common.wire import encode_extras
 from lc.hunter.batcher import SealedBatch
 from lc.hunter.spool import Spool, SpooledBatch
-from lc.proto import lc_pb2
 
-__all__ = ["Outbox", "Pending", "encode_meta", "meta_from_blob"]
+__all__ = ["Outbox", "Pending"]
 
 log = logging.getLogger(__name__)
 
@@ -59,60 +57,21 @@ class Pending:
 
     @property
     def size(self) -> int:
-        return self.batch.nbytes + _OVERHEAD
+        return _size(self.batch)
 
 
-def encode_meta(
-    meta: list, count: int
-) -> tuple[list[lc_pb2.PacketMeta], list[lc_pb2.PacketMeta], array | None]:
-    """Batch metadata for the wire: (sparse, table, refs).
-
-    Entries are (index, filter ids), sent sparse, or (index, PacketMeta), where one
-    PacketMeta object is shared by many packets (a call's RTP): those go dense, each
-    distinct object once in the table and a uint16 reference per packet.
-    """
-    sparse: list[lc_pb2.PacketMeta] = []
-    table: list[lc_pb2.PacketMeta] = []
-    refs: array | None = None
-    slot: dict[int, int] = {}
-    for index, v in meta:
-        if isinstance(v, lc_pb2.PacketMeta):
-            if refs is None:
-                refs = array("H", bytes(2 * count))
-            k = slot.get(id(v))
-            if k is None:
-                if len(table) >= 0xFFFF:  # cannot happen with batches <= 32768 packets
-                    continue
-                table.append(v)
-                k = slot[id(v)] = len(table)
-            refs[index] = k
-        else:
-            sparse.append(lc_pb2.PacketMeta(index=index, filter_ids=v))
-    return sparse, table, refs
+def _size(batch: SealedBatch | SpooledBatch) -> int:
+    """Memory charged for a batch: its packet bytes, events and a fixed overhead."""
+    if isinstance(batch, SealedBatch):
+        return batch.nbytes + batch.event_bytes + _OVERHEAD
+    return batch.nbytes + _OVERHEAD
 
 
-def meta_from_blob(blob: bytes) -> lc_pb2.PacketBatch:
-    """The spooled metadata: a PacketBatch holding only meta, meta_table and meta_ref."""
-    holder = lc_pb2.PacketBatch()
-    if blob:
-        holder.ParseFromString(blob)
-    return holder
-
-
-def _meta_blob(meta: list, count: int) -> bytes:
-    if not meta:
-        return b""
-    sparse, table, refs = encode_meta(meta, count)
-    holder = lc_pb2.PacketBatch(meta=sparse, meta_table=table)
-    if refs is not None:
-        holder.meta_ref = refs.tobytes() if sys.byteorder == "little" else _swapped(refs)
-    return holder.SerializeToString()
-
-
-def _swapped(a: array) -> bytes:
-    b = array(a.typecode, a)
-    b.byteswap()
-    return b.tobytes()
+def _extras_estimate(batch: SealedBatch | SpooledBatch) -> int:
+    """Spool bytes a batch's metadata and events will take, at most (roughly)."""
+    if isinstance(batch, SealedBatch):
+        return 64 * len(batch.meta) + batch.event_bytes + 8 * len(batch.events)
+    return len(batch.extras)
 
 
 class Outbox:
@@ -145,7 +104,7 @@ class Outbox:
     # -- producer side -------------------------------------------------------------
     def put(self, batch: SealedBatch, block: bool = False, timeout: float | None = None) -> bool:
         """Queue a batch (memory or spool); False when it was dropped (and counted)."""
-        size = batch.nbytes + _OVERHEAD
+        size = _size(batch)
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             while True:
@@ -189,7 +148,7 @@ class Outbox:
             batch.records,
             batch.count,
             batch.iface,
-            meta_blob=_meta_blob(batch.meta, batch.count),
+            extras=encode_extras(batch.meta, batch.count, batch.events),
         )
         if ok:
             self.spooled_batches += 1
@@ -223,7 +182,7 @@ class Outbox:
         items = sorted(self._inflight.values(), key=lambda p: p.sequence) + list(self._queue)
         assert self.spool is not None
         need = sum(
-            self.spool.record_size(len(p.batch.records), p.batch.count, 0) + 64 * len(p.batch.meta)
+            self.spool.record_size(len(p.batch.records), p.batch.count, _extras_estimate(p.batch))
             for p in items
         )
         if need > self.spool.room():

@@ -31,15 +31,16 @@ from a newer lc) is left on disk untouched and counted in ``bytes``.
 
     0  4s magic b"LCSP"          16 u64 epoch
     4  u8 version (1)            24 u64 sequence
-    5  u8 flags (bit 0: iface)   32 u32 count (packets)
+    5  u8 flags                  32 u32 count (packets)
     6  u16 reserved (0)          36 u32 records_len
-    8  u32 length (header+payload)  40 u32 meta_len
+    8  u32 length (header+payload)  40 u32 extras_len
     12 u32 crc                   44 payload
 
+    flags: bit 0 iface present; bit 1 extras in the wire codec's form (always set)
     payload = records (records_len bytes: nanosecond pcap records back to back)
             + iface (2 * count bytes of little-endian uint16, only when flag bit 0)
-            + meta (meta_len bytes): u32 n, then n x (u32 index, u16 k,
-              k x (u16 len, UTF-8 filter id))
+            + extras (extras_len bytes): the batch's metadata and events as
+              :func:`lc.common.wire.encode_extras` wrote them; opaque to the spool
 
 ``crc`` is ``zlib.crc32`` of the payload, chained over header bytes 4..12 and 16..44
 first, so a flipped bit in epoch, sequence, count or flags is caught as well.
@@ -86,7 +87,7 @@ import threading
 import zlib
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from lc.common.errors import LcError
@@ -99,13 +100,11 @@ DEFAULT_SEGMENT_BYTES = 16 * 1024 * 1024
 MAGIC = b"LCSP"
 VERSION = 1
 FLAG_IFACE = 1
-FLAG_META_BLOB = 2  # meta is the caller's own encoding (SpooledBatch.meta_blob)
+FLAG_EXTRAS = 2  # the extras are the wire codec's (lc.common.wire.encode_extras)
 _HEADER = struct.Struct("<4sBBHIIQQIII")
 HEADER_SIZE = _HEADER.size  # 44
 _MAX_LENGTH = 0xFFFFFFFF
 _U32 = struct.Struct("<I")
-_META_ENTRY = struct.Struct("<IH")
-_U16 = struct.Struct("<H")
 
 _ACK_ENTRY = struct.Struct("<QI")
 _ACK_KEY = struct.Struct("<QQ")
@@ -139,10 +138,9 @@ class SpooledBatch:
     records: bytes  # nanosecond pcap records back to back
     count: int  # packets
     iface: array | None  # 'H' per packet; None when every packet is on interface 0
-    meta: list[tuple[int, list[str]]]  # (packet index, filter ids)
     segment: int  # counter of the segment file holding it
     offset: int  # byte offset of its record in that file
-    meta_blob: bytes = b""  # meta in the caller's own encoding (``append(meta_blob=)``)
+    extras: bytes = b""  # metadata and events, as ``append(extras=)`` got them
 
     @property
     def nbytes(self) -> int:
@@ -167,43 +165,6 @@ class _Segment:
 
 
 # -- record encoding ---------------------------------------------------------------
-
-
-def _encode_meta(meta: Iterable[tuple[int, Sequence[str]]]) -> bytes:
-    items = list(meta)
-    if not items:
-        return b""
-    parts = [_U32.pack(len(items))]
-    for index, ids in items:
-        parts.append(_META_ENTRY.pack(index, len(ids)))
-        for fid in ids:
-            raw = fid.encode()
-            parts.append(_U16.pack(len(raw)))
-            parts.append(raw)
-    return b"".join(parts)
-
-
-def _decode_meta(buf: bytes | memoryview) -> list[tuple[int, list[str]]]:
-    if not buf:
-        return []
-    (n,) = _U32.unpack_from(buf, 0)
-    pos = 4
-    out: list[tuple[int, list[str]]] = []
-    for _ in range(n):
-        index, k = _META_ENTRY.unpack_from(buf, pos)
-        pos += _META_ENTRY.size
-        ids = []
-        for _ in range(k):
-            (ln,) = _U16.unpack_from(buf, pos)
-            pos += 2
-            if pos + ln > len(buf):
-                raise ValueError("meta runs past its region")
-            ids.append(bytes(buf[pos : pos + ln]).decode())
-            pos += ln
-        out.append((index, ids))
-    if pos != len(buf):
-        raise ValueError("trailing bytes after meta")
-    return out
 
 
 def _crc(buf: bytes | memoryview, pos: int, length: int) -> int:
@@ -419,8 +380,7 @@ class Spool:
         records: bytes | bytearray | memoryview,
         count: int,
         iface: array | None = None,
-        meta: Iterable[tuple[int, Sequence[str]]] = (),
-        meta_blob: bytes | None = None,
+        extras: bytes = b"",
     ) -> bool:
         """Store one batch; False (and counted) when it is dropped or cannot be written.
 
@@ -435,8 +395,8 @@ class Spool:
             ib = iface.tobytes()
         else:
             ib = b""
-        mb = _encode_meta(meta) if meta_blob is None else meta_blob
-        flags = (FLAG_IFACE if ib else 0) | (FLAG_META_BLOB if meta_blob is not None else 0)
+        mb = extras
+        flags = (FLAG_IFACE if ib else 0) | FLAG_EXTRAS
         length = HEADER_SIZE + len(records) + len(ib) + len(mb)
         if length > _MAX_LENGTH:
             raise ValueError(f"a batch of {length} bytes does not fit one spool record")
@@ -628,17 +588,12 @@ class Spool:
                 if _BIG_ENDIAN:
                     iface.byteswap()
                 p += 2 * count
-            blob = b""
-            try:
-                if flags & FLAG_META_BLOB:
-                    meta, blob = [], buf[p : p + mlen]
-                else:
-                    meta = _decode_meta(memoryview(buf)[p : p + mlen])
-            except (ValueError, struct.error):
-                pass
-            else:
+            # Extras of another form (none written by lc since it has a wire codec) are
+            # damage as far as this version knows.
+            if flags & FLAG_EXTRAS or not mlen:
                 records = buf[HEADER_SIZE : HEADER_SIZE + rlen]
-                return SpooledBatch(epoch, seq, records, count, iface, meta, seg.number, off, blob)
+                extras = buf[p : p + mlen]
+                return SpooledBatch(epoch, seq, records, count, iface, seg.number, off, extras)
         with self._lock:  # damaged since it was written: skip it for good
             self._c["corrupt"] += 1
             self._drop_record(seg, off, counted=False)
@@ -733,9 +688,9 @@ class Spool:
             return self.max_bytes - self._c["bytes"]
 
     @staticmethod
-    def record_size(records_len: int, count: int, meta_len: int) -> int:
+    def record_size(records_len: int, count: int, extras_len: int) -> int:
         """Bytes one batch takes in a segment (at most: interface indices included)."""
-        return HEADER_SIZE + records_len + 2 * count + meta_len
+        return HEADER_SIZE + records_len + 2 * count + extras_len
 
     def __len__(self) -> int:
         with self._lock:

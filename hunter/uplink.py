@@ -36,11 +36,11 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from lc.common.errors import LcError, PermissionDenied, Unreachable
+from lc.common.errors import LcError, ParseError, PermissionDenied, Unreachable
 from lc.common.transport import TlsFiles, error_from_rpc, open_channel
-from lc.common.wire import build_batch
+from lc.common.wire import encode_batch
 from lc.hunter.breaker import CircuitBreaker
-from lc.hunter.outbox import Outbox, Pending, encode_meta, meta_from_blob
+from lc.hunter.outbox import Outbox, Pending
 from lc.hunter.spool import SpooledBatch
 from lc.proto import lc_pb2, lc_pb2_grpc
 
@@ -401,29 +401,14 @@ class Uplink:
 
     def _build(self, p: Pending) -> lc_pb2.PacketBatch:
         b = p.batch
-        if isinstance(b, SpooledBatch) and b.meta_blob:
-            held = meta_from_blob(b.meta_blob)
-            batch = build_batch(
-                self.ident.hunter_id, p.epoch, p.sequence, b.records, b.count,
-                self.interfaces, b.iface, meta=held.meta, sealed_at_ns=time.time_ns(),
-            )  # fmt: skip
-            batch.meta_table.extend(held.meta_table)
-            batch.meta_ref = held.meta_ref
-            return batch
-        sparse, table, refs = encode_meta(b.meta, b.count)
-        return build_batch(
-            self.ident.hunter_id,
-            p.epoch,
-            p.sequence,
-            b.records,
-            b.count,
-            self.interfaces,
-            b.iface,
-            meta=sparse,
-            sealed_at_ns=time.time_ns(),
-            meta_table=table,
-            meta_ref=refs,
-        )
+        args = (self.ident.hunter_id, p.epoch, p.sequence, self.interfaces, b.records, b.count)
+        if isinstance(b, SpooledBatch):
+            try:
+                return encode_batch(*args, b.iface, extras=b.extras, sealed_at_ns=time.time_ns())
+            except ParseError as e:  # passed the spool's CRC, so a bug: keep the packets
+                log.error("spooled batch %d/%d: %s; sent without it", p.epoch, p.sequence, e)
+                return encode_batch(*args, b.iface, sealed_at_ns=time.time_ns())
+        return encode_batch(*args, b.iface, b.meta, b.events, sealed_at_ns=time.time_ns())
 
     # -- heartbeats ----------------------------------------------------------------
     def _heartbeat_loop(self) -> None:

@@ -77,39 +77,11 @@ Durability
     or shorter than its row is not appended to: a new file is started
     (``files_replaced``) and the call's counts restart with it.
 
-Call states (``STATES``; ``next_state`` applies the table; a pair not listed leaves
-the state as it is). Events come from the SIP summary: requests by method,
-responses by status and CSeq method; ``request``/``request 2xx``/``request >=300``
-concern a call whose initial method is not INVITE (REGISTER, MESSAGE, OPTIONS...),
-a non-INVITE transaction. A call first seen through RTP/RTCP starts ``ringing``.
-
-=========== ====================== =========== =====================================
-state       event                  new state   note
-=========== ====================== =========== =====================================
-(new)       first packet           ringing     INVITE, REGISTER... or media
-ringing     INVITE 2xx             answered
-ringing     INVITE 487             cancelled   "terminated": a CANCEL, seen or not
-ringing     INVITE >=300 (not 487) failed      end = the response's time
-ringing     CANCEL                 cancelled   end = the CANCEL's time
-ringing     BYE                    ended       end = the BYE's time
-ringing     request 2xx            ended       non-INVITE transaction done
-ringing     request >=300          failed
-answered    BYE                    ended       re-INVITE answers and failures,
-                                               CANCEL of a re-INVITE: no change
-failed      INVITE                 ringing     retry, e.g. after 401/407; end cleared
-failed      INVITE 2xx             answered    another fork answered
-failed      request                ringing     retry, e.g. REGISTER after 401
-cancelled   INVITE 2xx             answered    the 200 crossed the CANCEL
-                                               (RFC 3261 section 9.1): call is up
-ended       request                ringing     a refresh reusing the Call-ID
-=========== ====================== =========== =====================================
-
-1xx responses, retransmissions, ACK, PRACK, UPDATE, INFO and other in-dialog
-requests change nothing. ``end_ns`` is set when a call enters ended, failed or
-cancelled and cleared when it leaves them; ``method`` is the first request's
-method (ACK, BYE, CANCEL, PRACK, UPDATE or INFO first, i.e. a call caught in
-mid-dialog, count as INVITE). From/To users and URIs come from the call's first
-SIP message that carries them.
+Call states follow the one SIP call-state table, :mod:`lc.common.sipcall`, which
+the hunter's VoIP mode follows too: ringing, answered, ended, failed, cancelled;
+``end_ns`` is set when a call enters ended, failed or cancelled and cleared when it
+leaves them; ``method`` is the call's initial method. From/To users and URIs come
+from the call's first SIP message that carries them.
 
 Cost. Per packet in the common case (a known call, no SIP summary): one dict
 look-up, one hash of the packet bytes, one buffered ``file.write`` and a few
@@ -135,11 +107,13 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from lc.common.errors import LcError, ValidationError
+from lc.common.sipcall import ACTIVE as _ACTIVE
+from lc.common.sipcall import FINAL as _FINAL
+from lc.common.sipcall import STATES, SipSummary, initial_method, next_state
 
 __all__ = [
     "DEFAULT_PATTERN",
@@ -153,9 +127,6 @@ __all__ = [
 
 DEFAULT_PATTERN = "{timestamp}_{callid}.pcap"
 TOKENS = ("callid", "from", "to", "timestamp", "hunter")
-STATES = ("ringing", "answered", "ended", "failed", "cancelled")
-_ACTIVE = frozenset(("ringing", "answered"))
-_FINAL = frozenset(("ended", "failed", "cancelled"))
 
 _NS = 1_000_000_000
 _PCAP_NS_MAGIC = 0xA1B23C4D
@@ -172,86 +143,6 @@ _FILE_BUFFER = 32 * 1024  # per open file; up to max_open_files of them
 
 _SEEN_MAX = 4096  # dedup hashes kept per call, at most
 _SEEN_MIN_LIMIT = 256  # below this many, a call's hashes are never pruned
-
-# Requests that exist only inside an INVITE dialog: a call first seen through one
-# of them was caught mid-dialog.
-_IN_DIALOG = frozenset(("ACK", "BYE", "CANCEL", "PRACK", "UPDATE", "INFO"))
-
-
-@dataclass(frozen=True, slots=True)
-class SipSummary:
-    """What the hunter says about one SIP message (PacketMeta's ``sip_*`` fields)."""
-
-    method: str = ""  #: request method; "" for a response
-    status: int = 0  #: response status; 0 for a request
-    cseq_method: str = ""  #: the CSeq method (what a response answers)
-    from_user: str = ""
-    to_user: str = ""
-    from_uri: str = ""
-    to_uri: str = ""
-
-
-# ----------------------------------------------------------------------------- states
-
-# (state, event) -> new state; pairs not listed leave the state unchanged.
-_TRANSITIONS: dict[tuple[str, str], str] = {
-    ("ringing", "invite_2xx"): "answered",
-    ("ringing", "invite_487"): "cancelled",
-    ("ringing", "invite_fail"): "failed",
-    ("ringing", "cancel"): "cancelled",
-    ("ringing", "bye"): "ended",
-    ("ringing", "request_2xx"): "ended",
-    ("ringing", "request_fail"): "failed",
-    ("answered", "bye"): "ended",
-    ("failed", "invite"): "ringing",
-    ("failed", "invite_2xx"): "answered",
-    ("failed", "request"): "ringing",
-    ("cancelled", "invite_2xx"): "answered",
-    ("ended", "request"): "ringing",
-}
-
-
-def _event(call_method: str, sip: SipSummary) -> str | None:
-    """The state-machine event a SIP message is for a call, or None if it is none."""
-    status = sip.status
-    if status:
-        cm = sip.cseq_method.upper()
-        if cm == "INVITE":
-            if status < 200:
-                return "invite_1xx"
-            if status < 300:
-                return "invite_2xx"
-            return "invite_487" if status == 487 else "invite_fail"
-        if cm and cm == call_method and status >= 200:
-            return "request_2xx" if status < 300 else "request_fail"
-        return None
-    m = sip.method.upper()
-    if m == "INVITE":
-        return "invite"
-    if m == "CANCEL":
-        return "cancel"
-    if m == "BYE":
-        return "bye"
-    if m and m == call_method:
-        return "request"
-    return None
-
-
-def next_state(state: str, call_method: str, sip: SipSummary) -> str:
-    """The state a call in ``state`` whose initial method is ``call_method`` goes to.
-
-    See the table in the module docstring; anything it does not list keeps ``state``.
-    """
-    event = _event(call_method, sip)
-    if event is None:
-        return state
-    return _TRANSITIONS.get((state, event), state)
-
-
-def _initial_method(sip: SipSummary) -> str:
-    m = (sip.method or sip.cseq_method).upper()
-    return "INVITE" if m in _IN_DIALOG else m
-
 
 # ------------------------------------------------------------------------------ index
 
@@ -899,7 +790,7 @@ class CallWriter:
 
     def _on_sip(self, c: _Call, ts_ns: int, sip: SipSummary) -> None:
         if not c.method:
-            c.method = _initial_method(sip)
+            c.method = initial_method(sip)
             c.meta = True
         if not c.parties:
             self._take_parties(c, sip)

@@ -433,20 +433,22 @@ def _reply_error(e: Exception) -> LcError | OSError:
 
 def _call_of(m: lc_pb2.PacketMeta) -> tuple[str, str, SipSummary | None] | None:
     """(call id, protocol, SIP summary or None) of a packet's metadata; None: no call."""
-    call_id = m.call_id
+    call_id = m.session_id
     if not call_id:
         return None
     sip = None
-    if m.sip_method or m.sip_status:
-        sip = SipSummary(
-            method=m.sip_method,
-            status=m.sip_status,
-            cseq_method=m.sip_cseq_method,
-            from_user=m.sip_from_user,
-            to_user=m.sip_to_user,
-            from_uri=m.sip_from_uri,
-            to_uri=m.sip_to_uri,
-        )
+    if m.HasField("sip"):
+        s = m.sip
+        if s.method or s.status:
+            sip = SipSummary(
+                method=s.method,
+                status=s.status,
+                cseq_method=s.cseq_method,
+                from_user=s.from_user,
+                to_user=s.to_user,
+                from_uri=s.from_uri,
+                to_uri=s.to_uri,
+            )
     return call_id, m.protocol, sip
 
 

@@ -61,14 +61,13 @@ def voip_batch() -> tuple[lc_pb2.PacketBatch, list[bytes]]:
     """Two calls: alice->bob (INVITE, 200, 2 RTP) and carol->dave (INVITE only)."""
 
     def meta(call_id: str, frm: str, to: str, **kw) -> lc_pb2.PacketMeta:
-        return lc_pb2.PacketMeta(
-            call_id=call_id, sip_from_user=frm, sip_to_user=to, sip_cseq_method="INVITE", **kw
-        )
+        sip = lc_pb2.SipSummary(from_user=frm, to_user=to, cseq_method="INVITE", **kw)
+        return lc_pb2.PacketMeta(session_id=call_id, protocol="sip", sip=sip)
 
-    a_inv = meta("call-a", "alice", "bob", protocol="sip", sip_method="INVITE")
-    a_ok = meta("call-a", "alice", "bob", protocol="sip", sip_status=200)
-    a_rtp = lc_pb2.PacketMeta(protocol="rtp", call_id="call-a")
-    c_inv = meta("call-c", "carol", "dave", protocol="sip", sip_method="INVITE")
+    a_inv = meta("call-a", "alice", "bob", method="INVITE")
+    a_ok = meta("call-a", "alice", "bob", status=200)
+    a_rtp = lc_pb2.PacketMeta(protocol="rtp", session_id="call-a")
+    c_inv = meta("call-c", "carol", "dave", method="INVITE")
     table = [a_inv, a_ok, a_rtp, c_inv]
     ref = array("H", [1, 4, 2, 3, 3, 0])
     payloads = [bytes([k]) * (60 + k) for k in range(len(ref))]

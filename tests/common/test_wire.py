@@ -17,7 +17,16 @@ from hypothesis import strategies as st
 
 from lc.common.errors import ParseError
 from lc.common.pcapfile import frame_records, record_lengths
-from lc.common.wire import BatchRecords, build_batch, dumps, message_to_json, unpack_batch
+from lc.common.wire import (
+    BatchRecords,
+    build_batch,
+    dumps,
+    encode_batch,
+    encode_extras,
+    event_problem,
+    message_to_json,
+    unpack_batch,
+)
 from lc.proto import lc_pb2
 
 NS = 1_000_000_000
@@ -113,7 +122,7 @@ def batches(draw, min_packets: int = 0):
         lc_pb2.PacketMeta(
             index=i,
             protocol=draw(st.sampled_from(["", "sip", "rtp", "dns"])),
-            call_id=draw(st.text(max_size=8)),
+            session_id=draw(st.text(max_size=8)),
             filter_ids=draw(st.lists(st.text(max_size=5), max_size=3)),
         )
         for i in idx
@@ -474,6 +483,7 @@ def test_message_to_json_includes_zero_values():
         "sealed_at_ns": 0,
         "meta_table": [],
         "meta_ref": "",
+        "events": [],
     }
     ctl = message_to_json(lc_pb2.StreamControl())
     assert ctl == {"acks": [], "flow": 0, "message": ""}
@@ -512,10 +522,10 @@ def test_message_to_json_nested_repeated_and_map_fields():
     assert j["interfaces"] == [{"name": "eth0", "linktype": 1}]
     meta = j["meta"]
     assert len(meta) == 1
-    assert {k: meta[0][k] for k in ("index", "protocol", "call_id", "filter_ids")} == {
+    assert {k: meta[0][k] for k in ("index", "protocol", "session_id", "filter_ids")} == {
         "index": 0,
         "protocol": "sip",
-        "call_id": "",
+        "session_id": "",
         "filter_ids": ["f1", "f2"],
     }
     assert set(meta[0]) == {f.name for f in lc_pb2.PacketMeta.DESCRIPTOR.fields}
@@ -527,8 +537,8 @@ def test_message_to_json_nested_repeated_and_map_fields():
 
 
 def test_dense_meta_round_trips_through_build_and_unpack():
-    call = lc_pb2.PacketMeta(protocol="rtp", call_id="c1", filter_ids=["f"])
-    sip = lc_pb2.PacketMeta(protocol="sip", call_id="c1", sip_method="INVITE")
+    call = lc_pb2.PacketMeta(protocol="rtp", session_id="c1", filter_ids=["f"])
+    sip = lc_pb2.PacketMeta(protocol="sip", session_id="c1", sip=lc_pb2.SipSummary(method="INVITE"))
     recs = b"".join(record(i, bytes([i]) * 3) for i in range(4))
     b = build_batch(
         "h", 1, 1, recs, 4, [("lo", 1)], meta_table=[sip, call], meta_ref=array("H", [1, 2, 0, 2])
@@ -536,8 +546,126 @@ def test_dense_meta_round_trips_through_build_and_unpack():
     cols = unpack_batch(lc_pb2.PacketBatch.FromString(b.SerializeToString()))
     per = cols.packet_meta()
     assert [m.protocol if m else None for m in per] == ["sip", "rtp", None, "rtp"]
-    assert per[0].sip_method == "INVITE" and per[3].call_id == "c1"
+    assert per[0].sip.method == "INVITE" and per[3].session_id == "c1"
     bad = lc_pb2.PacketBatch.FromString(b.SerializeToString())
     bad.meta_ref = array("H", [1, 3, 0, 0]).tobytes()
     with pytest.raises(ParseError, match="metadata reference out of range"):
         unpack_batch(bad)
+
+
+# --------------------------------------------------------------------------- the hunter's codec
+
+
+def call_event(n: int, **kw) -> lc_pb2.Event:
+    ev = lc_pb2.Event(
+        dataset="sip",
+        start_ns=T0 + n,
+        end_ns=T0 + n + 5 * NS,
+        session_id=f"call-{n}@host",
+        flow=lc_pb2.FlowTuple(
+            src_ip=bytes([10, 0, 0, 1]), dst_ip=bytes([10, 0, 0, 2]),
+            src_port=5060, dst_port=5060, ip_proto=17,
+        ),
+        filter_ids=["alice"],
+        captured=True,
+        call=lc_pb2.CallEvent(call_id=f"call-{n}@host", method="INVITE", state="ended",
+                              codecs=["PCMU"], rtp_packets=100 + n),
+    )  # fmt: skip
+    for k, v in kw.items():
+        setattr(ev, k, v)
+    return ev
+
+
+T0 = 1_700_000_000 * NS
+
+
+def sealed_parts(n: int = 4):
+    """A sealed batch's parts as the batcher gives them: records, sparse filter ids for
+    some packets, one PacketMeta object shared by others (dense), events."""
+    recs = b"".join(record(T0 + i, bytes([i]) * (i + 3)) for i in range(n))
+    shared = lc_pb2.PacketMeta(protocol="rtp", session_id="call-1@host", filter_ids=["alice"])
+    sip = lc_pb2.PacketMeta(
+        protocol="sip", session_id="call-1@host",
+        sip=lc_pb2.SipSummary(method="INVITE", from_user="alice", to_user="bob"),
+    )  # fmt: skip
+    meta = [(0, sip), (1, ["f1", "ü"]), (2, shared), (3, shared)]
+    return recs, n, meta, [call_event(1), call_event(2)]
+
+
+def test_events_and_meta_round_trip_through_the_wire():
+    recs, n, meta, events = sealed_parts()
+    msg = encode_batch("h1", 7, 3, [("eth0", 1)], recs, n, None, meta, events, sealed_at_ns=9)
+    got = unpack_batch(lc_pb2.PacketBatch.FromString(msg.SerializeToString()))
+    assert got.records == recs and len(got) == n
+    per = got.packet_meta()
+    assert per[0].sip.from_user == "alice" and per[0].WhichOneof("summary") == "sip"
+    assert list(per[1].filter_ids) == ["f1", "ü"] and per[1].index == 1
+    assert per[2].protocol == per[3].protocol == "rtp"
+    assert len(got.meta_table) == 2  # the shared PacketMeta travels once
+    assert [(i, e.session_id) for i, e in got.events] == [(0, "call-1@host"), (1, "call-2@host")]
+    assert [e.seq for _, e in got.events] == [0, 1]
+    assert got.events[1][1].call.rtp_packets == 102 and got.bad_events == 0
+    assert events[0].seq == 0 and not events[1].seq  # the caller's events are not changed
+
+
+def test_spooled_extras_give_the_same_batch_as_the_sealed_one():
+    recs, n, meta, events = sealed_parts()
+    iface = array("H", [0, 1, 1, 0])
+    ifs = [("eth0", 1), ("any", 113)]
+    direct = encode_batch("h1", 7, 3, ifs, recs, n, iface, meta, events, sealed_at_ns=9)
+    blob = encode_extras(meta, n, events)
+    assert isinstance(blob, bytes) and blob
+    spooled = encode_batch("h1", 7, 3, ifs, recs, n, iface, extras=blob, sealed_at_ns=9)
+    assert spooled == direct
+    assert spooled.SerializeToString() == direct.SerializeToString()
+    # Nothing besides the records: no extras at all.
+    assert encode_extras([], n) == b""
+    plain = encode_batch("h1", 7, 3, ifs, recs, n, iface, extras=b"")
+    assert not plain.meta and not plain.events and not plain.meta_ref
+
+
+def test_an_events_only_batch_round_trips():
+    msg = encode_batch("h1", 1, 1, [("eth0", 1)], b"", 0, events=[call_event(5)])
+    got = unpack_batch(lc_pb2.PacketBatch.FromString(msg.SerializeToString()))
+    assert len(got) == 0 and got.linktype_groups() == []
+    assert [e.call.call_id for _, e in got.events] == ["call-5@host"]
+    msg2 = encode_batch(
+        "h1", 1, 1, [("eth0", 1)], b"", 0, extras=encode_extras([], 0, [call_event(5)])
+    )
+    assert msg2 == msg
+
+
+def test_damaged_extras_are_a_parse_error():
+    blob = encode_extras([], 0, [call_event(1)])
+    with pytest.raises(ParseError, match="stored metadata"):
+        encode_batch("h", 1, 1, [("eth0", 1)], b"", 0, extras=blob[:-3])
+
+
+@pytest.mark.parametrize(
+    "damage, why",
+    [
+        (lambda e: setattr(e, "dataset", ""), "no dataset"),
+        (lambda e: setattr(e.flow, "src_ip", b"\x01\x02\x03"), "neither 4 nor 16"),
+        (lambda e: setattr(e.flow, "dst_ip", bytes(16)), "two families"),
+        (lambda e: setattr(e.flow, "dst_port", 65536), "port"),
+        (lambda e: setattr(e.flow, "ip_proto", 256), "IP protocol"),
+    ],
+)
+def test_a_malformed_event_is_skipped_and_counted_not_the_batch(damage, why):
+    bad = call_event(2)
+    damage(bad)
+    assert why in event_problem(bad)
+    good = [call_event(1), call_event(3)]
+    msg = build_batch("h", 1, 1, record(T0, b"x"), 1, [("eth0", 1)], events=[good[0], bad, good[1]])
+    got = unpack_batch(lc_pb2.PacketBatch.FromString(msg.SerializeToString()))
+    assert len(got) == 1  # the packets are fine
+    assert [(i, e.session_id) for i, e in got.events] == [(0, "call-1@host"), (2, "call-3@host")]
+    assert got.bad_events == 1
+
+
+def test_events_without_a_flow_or_with_ipv6_are_valid():
+    v6 = call_event(1)
+    v6.flow.src_ip = bytes(15) + b"\x01"
+    v6.flow.dst_ip = bytes(15) + b"\x02"
+    bare = lc_pb2.Event(dataset="dns")
+    assert event_problem(v6) is None and event_problem(bare) is None

@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from lc.common.pcapfile import frame_records, record_lengths
-from lc.hunter.batcher import Batcher, SealedBatch
+from lc.hunter.batcher import MAX_BATCH_EVENTS, Batcher, SealedBatch
+from lc.proto import lc_pb2
 
 NS = 1_000_000_000
 TS_MAX = (1 << 32) * NS - 1  # pcap seconds are unsigned 32-bit
@@ -378,3 +379,60 @@ def test_iface_none_when_all_zero():
     out = add(b, make_chunk(packets_of([1, 2]), iface=[0, 0]), now=0)
     out += add(b, make_chunk(packets_of([3, 4]), iface=0), now=1)
     assert len(out) == 1 and out[0].iface is None and out[0].count == 4
+
+
+# --------------------------------------------------------------------------- events
+
+
+def event(n: int) -> lc_pb2.Event:
+    return lc_pb2.Event(dataset="sip", session_id=f"call-{n}", start_ns=n, end_ns=n + 1)
+
+
+def test_events_ride_on_the_next_sealed_batch_in_order():
+    b = Batcher(batch_size=4, timeout_ns=100, byte_target=10**6)
+    add(b, make_chunk(packets_of([10, 10])), now=0)
+    b.add_events([event(1), event(2)], now_ns=5)
+    b.add_events([], now_ns=6)
+    b.add_events([event(3)], now_ns=7)
+    assert b.pending == 2 + 3
+    out = add(b, make_chunk(packets_of([10, 10, 10], seed=1)), now=8)
+    assert [x.count for x in out] == [4]
+    assert [e.session_id for e in out[0].events] == ["call-1", "call-2", "call-3"]
+    assert out[0].event_bytes == sum(event(i).ByteSize() for i in (1, 2, 3))
+    assert b.pending == 1
+    # The next batch starts without them.
+    assert b.seal().events == []
+
+
+def test_a_batch_of_events_only_is_sealed_by_the_timeout():
+    b = Batcher(batch_size=4, timeout_ns=100)
+    assert not b.due(10**12)
+    b.add_events([event(1)], now_ns=1_000)
+    assert not b.due(1_099)
+    # Packets arriving later do not restart the clock the event started.
+    add(b, make_chunk(packets_of([10])), now=1_050)
+    assert b.due(1_100)
+    sb = b.seal()
+    assert sb.count == 1 and len(sb) == 1 and [e.session_id for e in sb.events] == ["call-1"]
+    b.add_events([event(2)], now_ns=5_000)
+    assert not b.due(5_099) and b.due(5_100)
+    sb = b.seal()
+    assert (sb.count, sb.records, sb.nbytes, sb.iface, sb.meta) == (0, b"", 0, None, [])
+    assert [e.session_id for e in sb.events] == ["call-2"]
+    assert b.pending == 0 and not b.due(10**12)
+
+
+def test_many_events_make_a_batch_due_at_once():
+    b = Batcher(batch_size=4, timeout_ns=10**12)
+    b.add_events([event(i) for i in range(MAX_BATCH_EVENTS - 1)], now_ns=0)
+    assert not b.due(1)
+    b.add_events([event(10**6)], now_ns=1)
+    assert b.due(1)
+    assert len(b.seal().events) == MAX_BATCH_EVENTS
+    # Their bytes count too: big events reach the byte target before the count.
+    small = Batcher(batch_size=4, timeout_ns=10**12, byte_target=1_000)
+    big = lc_pb2.Event(dataset="sip", session_id="x" * 600)
+    small.add_events([big], now_ns=0)
+    assert not small.due(0)
+    small.add_events([big], now_ns=0)
+    assert small.due(0)

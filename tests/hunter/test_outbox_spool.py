@@ -18,8 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lc.common.pcapfile import frame_records, record_lengths
+from lc.common.wire import encode_batch, encode_extras
 from lc.hunter.batcher import SealedBatch
-from lc.hunter.outbox import Outbox, Pending, encode_meta, meta_from_blob
+from lc.hunter.outbox import Outbox, Pending
 from lc.hunter.spool import HEADER_SIZE, Spool, SpooledBatch
 from lc.proto import lc_pb2
 
@@ -39,15 +40,23 @@ def make_batch(tag: int, count: int = 3, size: int = 40) -> SealedBatch:
 
 def record_size(b: SealedBatch) -> int:
     """What one batch occupies in a spool segment (header + records + meta blob)."""
-    blob = lc_pb2.PacketBatch(meta=encode_meta(b.meta, b.count)[0]).SerializeToString()
+    blob = encode_extras(b.meta, b.count, b.events)
     return HEADER_SIZE + len(b.records) + len(blob)
+
+
+def sent(p: Pending) -> lc_pb2.PacketBatch:
+    """The PacketBatch the uplink builds for a pending batch, whichever tier it came from."""
+    b = p.batch
+    if isinstance(b, SpooledBatch):
+        return encode_batch("h", p.epoch, p.sequence, [("eth0", 1)], b.records, b.count,
+                            b.iface, extras=b.extras)  # fmt: skip
+    return encode_batch("h", p.epoch, p.sequence, [("eth0", 1)], b.records, b.count,
+                        b.iface, b.meta, b.events)  # fmt: skip
 
 
 def meta_of(p: Pending) -> list[tuple[int, list[str]]]:
     """The (index, filter ids) a pending batch carries, whichever tier it came from."""
-    if isinstance(p.batch, SpooledBatch):
-        return [(m.index, list(m.filter_ids)) for m in meta_from_blob(p.batch.meta_blob).meta]
-    return [(i, list(ids)) for i, ids in p.batch.meta]
+    return [(m.index, list(m.filter_ids)) for m in sent(p).meta]
 
 
 def same(p: Pending, b: SealedBatch) -> bool:
@@ -97,8 +106,8 @@ def test_offline_puts_go_to_spool_and_come_back_in_order(spool):
     for p, b in zip(got, batches, strict=True):
         assert same(p, b)
         record_lengths(bytes(p.batch.records), p.batch.count)  # still valid records
-        # meta_from_blob gives PacketMeta with the original index and filter ids
-        metas = meta_from_blob(p.batch.meta_blob).meta
+        # the batch sent from the spool has PacketMeta with the original index and filter ids
+        metas = sent(p).meta
         assert [m.index for m in metas] == [i for i, _ in b.meta]
         assert [list(m.filter_ids) for m in metas] == [ids for _, ids in b.meta]
 
@@ -638,3 +647,51 @@ def test_a_batch_taken_by_a_dead_stream_after_requeue_is_sent_again(tmp_path):
             ob.ack(p.sequence, p.epoch)
         assert got == [1, 2, 3]
         assert ob.wait_drained(1) and len(sp) == 0
+
+
+# --------------------------------------------------------------------------- events
+
+
+def events_batch(n: int) -> SealedBatch:
+    evs = [lc_pb2.Event(dataset="sip", session_id=f"c{n}-{i}", captured=True) for i in range(3)]
+    return SealedBatch(b"", 0, None, 0, events=evs, event_bytes=sum(e.ByteSize() for e in evs))
+
+
+def test_events_only_batches_go_through_memory_and_the_spool(tmp_path):
+    with Spool(tmp_path / "spool") as sp:
+        ob = Outbox(spool=sp, epoch=4)
+        # Offline: to the spool, with the packets' batches around it, in order.
+        mixed = make_batch(1)
+        mixed.events = [lc_pb2.Event(dataset="sip", session_id="m")]
+        assert ob.put(events_batch(0)) and ob.put(mixed) and ob.put(events_batch(2))
+        assert len(sp) == 3
+        got = [take(ob) for _ in range(3)]
+        assert all(p.spooled for p in got)
+        msgs = [sent(p) for p in got]
+        assert [[e.session_id for e in m.events] for m in msgs] == [
+            ["c0-0", "c0-1", "c0-2"], ["m"], ["c2-0", "c2-1", "c2-2"],
+        ]  # fmt: skip
+        assert [m.count for m in msgs] == [0, 3, 0]
+        assert meta_of(got[1]) == mixed.meta
+        for p in got:
+            assert ob.ack(p.sequence, p.epoch) == p.batch.count
+        assert len(sp) == 0
+        # Online: in memory, charged for its events.
+        ob.set_online(True)
+        b = events_batch(3)
+        assert ob.put(b)
+        assert len(sp) == 0 and ob.queued_bytes == b.event_bytes + 64
+        p = take(ob)
+        assert [e.session_id for e in sent(p).events] == ["c3-0", "c3-1", "c3-2"]
+        assert ob.ack(p.sequence, p.epoch) == 0 and ob.drained()
+
+
+def test_events_survive_a_hunter_restart_in_the_spool(tmp_path):
+    with Spool(tmp_path / "spool") as sp:
+        ob = Outbox(spool=sp, epoch=4)
+        assert ob.put(events_batch(7))
+    with Spool(tmp_path / "spool") as sp:
+        ob = Outbox(spool=sp, epoch=5)
+        p = take(ob)
+        assert p.epoch == 4 and p.sequence == 1
+        assert [e.session_id for e in sent(p).events] == ["c7-0", "c7-1", "c7-2"]

@@ -24,7 +24,7 @@ from lc.hunter.spool import HEADER_SIZE, Spool, SpooledBatch, SpoolError
 
 JOIN = 10.0  # upper bound for a thread that must finish; never reached when all is well
 
-Batch = tuple[int, int, bytes, int, array | None, list[tuple[int, list[str]]]]
+Batch = tuple[int, int, bytes, int, array | None, bytes]
 
 
 def make_batch(rnd: random.Random, epoch: int, seq: int, size: int = 0) -> Batch:
@@ -34,13 +34,14 @@ def make_batch(rnd: random.Random, epoch: int, seq: int, size: int = 0) -> Batch
     iface = None
     if rnd.random() < 0.5:
         iface = array("H", [rnd.randint(0, 65535) for _ in range(count)])
-    meta = [(i, [f"f{rnd.randint(0, 9)}", "ü-filter"]) for i in range(count) if rnd.random() < 0.3]
-    return epoch, seq, records, count, iface, meta
+    # The spool keeps the extras (the wire codec's metadata and events) as opaque bytes.
+    extras = rnd.randbytes(rnd.choice([0, 0, 1, 37]))
+    return epoch, seq, records, count, iface, extras
 
 
 def key(b: SpooledBatch | Batch) -> tuple:
     if isinstance(b, SpooledBatch):
-        return (b.epoch, b.sequence, b.records, b.count, b.iface, b.meta)
+        return (b.epoch, b.sequence, b.records, b.count, b.iface, b.extras)
     return b
 
 

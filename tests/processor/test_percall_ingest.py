@@ -71,19 +71,21 @@ def rtp_frame(seq: int, ssrc: int) -> bytes:
 def sip_meta(call_id: str, method: str = "", status: int = 0, cseq: str = "") -> lc_pb2.PacketMeta:
     return lc_pb2.PacketMeta(
         protocol="sip",
-        call_id=call_id,
-        sip_method=method,
-        sip_status=status,
-        sip_cseq_method=cseq or method,
-        sip_from_user="alice",
-        sip_to_user="bob",
-        sip_from_uri="sip:alice@example.com",
-        sip_to_uri="sip:bob@example.com",
+        session_id=call_id,
+        sip=lc_pb2.SipSummary(
+            method=method,
+            status=status,
+            cseq_method=cseq or method,
+            from_user="alice",
+            to_user="bob",
+            from_uri="sip:alice@example.com",
+            to_uri="sip:bob@example.com",
+        ),
     )
 
 
 def rtp_meta(call_id: str) -> lc_pb2.PacketMeta:
-    return lc_pb2.PacketMeta(protocol="rtp", call_id=call_id, filter_ids=["voip"])
+    return lc_pb2.PacketMeta(protocol="rtp", session_id=call_id, filter_ids=["voip"])
 
 
 Packet = tuple[bytes, "lc_pb2.PacketMeta | None"]
@@ -266,10 +268,10 @@ def test_sparse_metadata_is_resolved_as_packet_meta_says(rig, dense):
     cl = array("I", map(len, payloads))
     recs = frame_records(ts, cl, cl, b"".join(payloads))
     sparse = [
-        lc_pb2.PacketMeta(index=1, protocol="rtp", call_id="C"),
-        lc_pb2.PacketMeta(index=3, protocol="rtp", call_id="C"),  # the table's B wins
+        lc_pb2.PacketMeta(index=1, protocol="rtp", session_id="C"),
+        lc_pb2.PacketMeta(index=3, protocol="rtp", session_id="C"),  # the table's B wins
         lc_pb2.PacketMeta(index=4, protocol="dns"),
-        lc_pb2.PacketMeta(index=5, protocol="rtcp", call_id="A"),
+        lc_pb2.PacketMeta(index=5, protocol="rtcp", session_id="A"),
     ]
     kw = {}
     if dense:
@@ -281,8 +283,8 @@ def test_sparse_metadata_is_resolved_as_packet_meta_says(rig, dense):
     batch = lc_pb2.PacketBatch.FromString(batch.SerializeToString())
     want: dict[str, list[int]] = {}
     for i, m in enumerate(unpack_batch(batch).packet_meta()):
-        if m is not None and m.call_id:
-            want.setdefault(m.call_id, []).append(i)
+        if m is not None and m.session_id:
+            want.setdefault(m.session_id, []).append(i)
     assert want == ({"A": [0, 5], "B": [3], "C": [1]} if dense else {"A": [5], "C": [1, 3]})
     rig.ingest.accept(batch)
     each = [recs[16 * k + sum(cl[:k]) : 16 * (k + 1) + sum(cl[: k + 1])] for k in range(6)]
