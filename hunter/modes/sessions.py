@@ -53,7 +53,15 @@ from lc.common.flow import (
 )
 from lc.hunter.capture import Chunk
 from lc.hunter.modes.base import EMPTY, Forward, Mode, ModeContext, ModeCounters
-from lc.hunter.session import MATCHED, REJECTED, UNDECIDED, Out, Session, SessionLimits, SessionTable
+from lc.hunter.session import (
+    MATCHED,
+    REJECTED,
+    UNDECIDED,
+    Out,
+    Session,
+    SessionLimits,
+    SessionTable,
+)
 from lc.proto import lc_pb2
 
 __all__ = ["IP_FRAGMENTS", "Dissector", "SessionMode"]
@@ -237,6 +245,7 @@ class SessionMode(Mode):
         dat = 16 + dcap
         hold = self.table.hold
         meta_of = self.dis.meta
+        count_rejected = self.events_all  # their packet counts go only into their events
         iface_col = chunk.iface
         ifx = single
         off = 0
@@ -265,14 +274,19 @@ class SessionMode(Mode):
                     s, tag = hit
                     ts = ts_col[i]
                     s.last_ns = ts
+                    st = s.state
+                    if st == rejected:
+                        # The bulk of the traffic: media of calls no filter wanted.
+                        unmatched += 1
+                        if not count_rejected:
+                            continue
                     if tag == dtag and cap > dcap and dlo <= rec[start + dat] <= dhi:
                         tag = dto
                     s.pk[tag] += 1
                     s.by[tag] += cap
-                    st = s.state
                     if st == rejected:
-                        unmatched += 1
-                    elif st == matched:
+                        continue
+                    if st == matched:
                         meta = s.metas[tag]
                         if meta is None:
                             meta = s.metas[tag] = meta_of(s, tag, None)
@@ -292,9 +306,10 @@ class SessionMode(Mode):
 
     def _alias_packet(self, s: Session, tag: int, pkt: tuple, out: Out) -> None:
         s.last_ns = pkt[0]
-        s.pk[tag] += 1
-        s.by[tag] += pkt[1]
         st = s.state
+        if st != REJECTED or self.events_all:
+            s.pk[tag] += 1
+            s.by[tag] += pkt[1]
         if st == MATCHED:
             meta = s.metas[tag]
             if meta is None:
@@ -330,16 +345,15 @@ class SessionMode(Mode):
                 return
             s, tag = hit
             dtag, dbyte, dlo, dhi, dto = self._demux
-            if tag == dtag and d.payload_len > dbyte:
-                if dlo <= data[d.payload_offset + dbyte] <= dhi:
-                    tag = dto
+            if (
+                tag == dtag
+                and d.payload_len > dbyte
+                and dlo <= data[d.payload_offset + dbyte] <= dhi
+            ):
+                tag = dto
             self._alias_packet(s, tag, pkt, out)
             return
-        if (
-            d.proto == 6
-            and self._streams is not None
-            and (d.sport in ports or d.dport in ports)
-        ):
+        if d.proto == 6 and self._streams is not None and (d.sport in ports or d.dport in ports):
             held = (*pkt[:3], bytes(pkt[3]), pkt[4])
             for key, msg, frames in self._streams.segment(pkt[0], held, d, data):
                 self._stream_message(key, msg, frames, out, pkt[0])

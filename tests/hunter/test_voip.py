@@ -1,4 +1,4 @@
-"""VoIP mode (lc.hunter.voip) on real captures, checked against tshark, and its rules.
+"""VoIP mode (lc.hunter.modes.voip) on real captures, checked against tshark, and its rules.
 
 The oracle: the public captures in ../shared/corpus with tshark's own per-frame
 expectations (see its MANIFEST.md). tshark ties RTP to calls by SDP as lc does, so for
@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from lc.common.filters import Filter, compile_filters
 from lc.common.pcapfile import frame_records, open_capture
 from lc.hunter.capture import Chunk, FileSource
-from lc.hunter.voip import VOIP_FILTER_TYPES, VoipConfig, VoipMode, voip_bpf
+from lc.hunter.modes.base import ModeContext
+from lc.hunter.modes.voip import VOIP_FILTER_TYPES, VoipConfig, voip_bpf, voip_mode
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
 
@@ -38,11 +39,37 @@ def tsv(path: Path) -> list[dict[str, str]]:
     return [dict(zip(header, line.split("\t"), strict=False)) for line in lines[2:]]
 
 
+class VoipMode:
+    """The VoIP mode as these tests drive it: process() gives (chunk, meta), finish()
+    and tick() their packets too (the events are kept in ``events``), counters() the
+    mode's figures, filtered() what it did not forward for want of a match."""
+
+    def __init__(self, policy: str, interfaces: list, cfg: VoipConfig, filters: list) -> None:
+        self.mode = voip_mode(ModeContext(interfaces, policy=policy), cfg)
+        self.mode.apply(compile_filters(filters, "h", VOIP_FILTER_TYPES))
+        self.events: list = []
+        self.tail: list = []
+
+    def process(self, chunk):
+        fwd = self.mode.process(chunk)
+        self.events += fwd.events
+        return fwd.chunk, fwd.meta
+
+    def finish(self):
+        fwd = self.mode.finish()
+        self.events += fwd.events
+        self.tail.append((fwd.chunk, fwd.meta))
+
+    def counters(self) -> dict[str, int]:
+        return self.mode.counters().figures
+
+    def filtered(self) -> int:
+        return self.mode.counters().dropped["filtered"]
+
+
 def mode_for(filters: list[Filter], policy: str = "deny", **cfg) -> tuple[VoipMode, list]:
     interfaces: list[tuple[str, int]] = []
-    m = VoipMode(policy, [], None, interfaces, VoipConfig(**cfg))
-    m.apply(filters, compile_filters(filters, "h", VOIP_FILTER_TYPES))
-    return m, interfaces
+    return VoipMode(policy, interfaces, VoipConfig(**cfg), filters), interfaces
 
 
 def run_file(path: Path, mode: VoipMode, interfaces: list, chunk: int = 512):
@@ -300,9 +327,7 @@ def feed(mode: VoipMode, frames, size: int = 64):
 
 
 def synth_mode(filters, **cfg):
-    m = VoipMode("deny", [], None, [("lo", 1)], VoipConfig(**cfg))
-    m.apply(filters, compile_filters(filters, "h", VOIP_FILTER_TYPES))
-    return m
+    return VoipMode("deny", [("lo", 1)], VoipConfig(**cfg), filters)
 
 
 def test_a_long_call_keeps_its_rtp_to_the_end_and_others_are_dropped():
