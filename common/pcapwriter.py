@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,6 +208,23 @@ class PcapWriter:
             os.ftruncate(self._f.fileno(), self._bytes)
             self._f.seek(self._bytes)
 
+    def cut_back(self, size: int, packets: int | None = None) -> None:
+        """Remove everything written after the file was ``size`` bytes long (an undo:
+        ``size`` must be a record boundary this writer passed). ``packets`` is what
+        :attr:`packets` said then.
+
+        Raises:
+            OSError: the file cannot be truncated.
+        """
+        if not _PCAP_HEADER.size <= size <= self._bytes:
+            raise ValueError(f"cannot cut {self._path} back to {size} of {self._bytes} bytes")
+        self._f.flush()
+        os.ftruncate(self._f.fileno(), size)
+        self._f.seek(size)
+        self._bytes = size
+        if packets is not None:
+            self._packets = packets
+
     def flush(self) -> None:
         """Hand buffered data to the OS, so readers of the file see it.
 
@@ -264,15 +282,22 @@ class SinkFile:
 
 
 class _Stream:
-    """The open file (if any) and the rotation state of one link type."""
+    """The file and the rotation state of one link type."""
 
-    __slots__ = ("counter", "label", "opened_at", "writer")
+    __slots__ = ("base", "counter", "label", "opened_at", "path", "retired", "size", "writer")
 
     def __init__(self, label: str | None) -> None:
         self.label = label  # None: the first link type, which gets the plain name
         self.counter = 0
         self.opened_at = 0.0
-        self.writer: PcapWriter | None = None
+        self.writer: PcapWriter | None = None  # None: no file yet, or closed while idle
+        self.path = ""  # the current file ("" before the first one)
+        self.size = 0  # its size while ``writer`` is None
+        self.retired = False  # the current file is finished: the next batch starts a new one
+        self.base = 0  # bytes of ``writer`` already counted in the sink's closed bytes
+
+    def current_size(self) -> int:
+        return self.writer.bytes if self.writer is not None else self.size
 
 
 class PcapSink:
@@ -288,6 +313,8 @@ class PcapSink:
     * Without rotation the first link type goes to ``path`` exactly.
     * With rotation every file gets a 6-digit counter, per link type, starting at
       000001: ``out-000001.pcap``, ``out-000002.pcap``, ``out.linux_sll-000001.pcap``.
+      A number is taken only by a file that was created: a failed creation (an
+      unwritable directory) leaves the counter where it was.
 
     Rotation rules, checked before each batch is written:
 
@@ -304,6 +331,14 @@ class PcapSink:
     becomes ``<stem>-<n><suffix>`` (``out-2.pcap``). Each batch is one write call,
     so no file ever holds half a record of ours.
 
+    Open files are bounded: at most ``max_open_files`` are open at once (hunters
+    choose link types, so their number is theirs); the least recently written is
+    closed and reopened, continued at its size, when its link type comes again.
+
+    Undo: :meth:`mark` returns where every file stands and :meth:`rollback` cuts them
+    back to it, so a caller can take back a batch (or a group of batches) that it
+    could not complete elsewhere.
+
     Continuing after a restart: ``resume`` lists, per link type, the file a previous
     run was writing and the size recorded as complete (:meth:`state` gives these).
     That file is cut back to the size and appended to, and rotation counters carry
@@ -319,11 +354,14 @@ class PcapSink:
         clock: Callable[[], float] = time.monotonic,
         resume: Sequence[SinkFile] = (),
         on_open: Callable[[int, str, int, str], None] | None = None,
+        max_open_files: int = 32,
     ) -> None:
         if rotate_size is not None and rotate_size <= 0:
             raise ValueError(f"rotate_size must be positive, not {rotate_size}")
         if rotate_interval is not None and rotate_interval <= 0:
             raise ValueError(f"rotate_interval must be positive, not {rotate_interval}")
+        if max_open_files < 1:
+            raise ValueError(f"max_open_files must be positive, not {max_open_files}")
         p = Path(path)
         self._dir = p.parent
         self._stem = p.stem
@@ -334,11 +372,14 @@ class PcapSink:
         self._rotating = rotate_size is not None or rotate_interval is not None
         self._clock = clock
         self._streams: dict[int, _Stream] = {}
+        self._open_lru: OrderedDict[int, _Stream] = OrderedDict()  # link types with a writer
+        self._max_open = max_open_files
         self._files: list[str] = []
         self._closed_packets = 0
         self._closed_bytes = 0
         self._closed = False
         self._on_open = on_open
+        self.reopened = 0  # files closed while idle and opened again
         self.resume_notes: list[str] = []  # what resuming did, for the log
         for sf in resume:
             self._resume(sf)
@@ -358,17 +399,16 @@ class PcapSink:
         except (OSError, ParseError) as e:
             self.resume_notes.append(f"not continuing {sf.path}: {e}")
             return
-        stream.writer = w
-        stream.opened_at = self._clock()
+        self._adopt(sf.linktype, stream, w)
         self._files.append(sf.path)
         self.resume_notes.append(f"continuing {sf.path} at {w.bytes} bytes")
 
     def state(self) -> list[SinkFile]:
         """Per link type, the file being written and its size so far (complete batches)."""
         return [
-            SinkFile(lt, st.label or "", st.counter, st.writer.path, st.writer.bytes)
+            SinkFile(lt, st.label or "", st.counter, st.path, st.current_size())
             for lt, st in self._streams.items()
-            if st.writer is not None
+            if st.path
         ]
 
     @property
@@ -381,6 +421,10 @@ class PcapSink:
         return self._closed_packets + sum(
             s.writer.packets for s in self._streams.values() if s.writer is not None
         )
+
+    @property
+    def open_files(self) -> int:
+        return len(self._open_lru)
 
     def files(self) -> list[str]:
         """Every file written so far, in the order they were opened."""
@@ -416,7 +460,12 @@ class PcapSink:
         return self.write_records(linktype, records, end - start)
 
     def write_records(self, linktype: int, records: bytes | memoryview, count: int) -> int:
-        """Write ``count`` ready-made nanosecond records of one link type in one write."""
+        """Write ``count`` ready-made nanosecond records of one link type in one write.
+
+        Raises:
+            ValueError: a link type outside 0..65535, or the sink is closed.
+            OSError: the file cannot be created or written (nothing of it is left).
+        """
         if self._closed:
             raise ValueError("write to a closed PcapSink")
         if not 0 <= linktype <= 0xFFFF:
@@ -428,11 +477,15 @@ class PcapSink:
             stream = _Stream(None if not self._streams else linktype_name(linktype))
             self._streams[linktype] = stream
         w = stream.writer
+        if w is None and stream.path and not stream.retired:
+            w = self._reopen(linktype, stream)
         if w is not None and self._rotating and self._due_bytes(stream, w, len(records)):
-            self._retire(w)
-            w = stream.writer = None
+            self._retire(linktype, stream)
+            w = None
         if w is None:
             w = self._open(linktype, stream)
+        else:
+            self._open_lru.move_to_end(linktype)
         return w.write_records(records, count)
 
     def _due_bytes(self, stream: _Stream, w: PcapWriter, nbytes: int) -> bool:
@@ -449,10 +502,11 @@ class PcapSink:
         if parent:
             os.makedirs(parent, exist_ok=True)
         taken = 1
+        counter = stream.counter
         while True:
             if self._rotating:
-                stream.counter += 1
-                name = self.file_name(linktype, stream.counter)
+                counter += 1
+                name = self.file_name(linktype, counter)
             else:
                 name = self.file_name(linktype)
                 if taken > 1:
@@ -462,21 +516,93 @@ class PcapSink:
             if os.path.exists(name):
                 continue
             if self._on_open is not None:
-                self._on_open(linktype, stream.label or "", stream.counter, name)
+                self._on_open(linktype, stream.label or "", counter, name)
             try:
                 w = PcapWriter(name, linktype, exclusive=True, buffered=False)
             except FileExistsError:  # created meanwhile by someone else
                 continue
             break
-        stream.writer = w
-        stream.opened_at = self._clock()
+        stream.counter = counter  # only now: a failed creation takes no number
+        stream.retired = False
+        self._adopt(linktype, stream, w)
         self._files.append(name)
         return w
 
-    def _retire(self, w: PcapWriter) -> None:
+    def _reopen(self, linktype: int, stream: _Stream) -> PcapWriter | None:
+        """Open again a file closed while idle, at its size; None if it cannot be continued
+        (gone, or changed behind our back): then a new file is started."""
+        try:
+            w = PcapWriter.resume(stream.path, linktype, stream.size)
+        except (OSError, ParseError) as e:
+            self.resume_notes.append(f"not continuing {stream.path}: {e}")
+            stream.retired = True
+            return None
+        self.reopened += 1
+        self._adopt(linktype, stream, w, base=stream.size)
+        return w
+
+    def _adopt(self, linktype: int, stream: _Stream, w: PcapWriter, base: int = 0) -> None:
+        stream.writer = w
+        stream.path = w.path
+        stream.base = base
+        if not base:
+            stream.opened_at = self._clock()
+        lru = self._open_lru
+        lru[linktype] = stream
+        lru.move_to_end(linktype)
+        while len(lru) > self._max_open:
+            _, old = lru.popitem(last=False)
+            self._close_writer(old)
+
+    def _close_writer(self, stream: _Stream) -> None:
+        w = stream.writer
+        if w is None:
+            return
+        stream.writer = None
+        stream.size = w.bytes
         w.close()
         self._closed_packets += w.packets
-        self._closed_bytes += w.bytes
+        self._closed_bytes += w.bytes - stream.base
+
+    def _retire(self, linktype: int, stream: _Stream) -> None:
+        self._open_lru.pop(linktype, None)
+        self._close_writer(stream)
+        stream.retired = True
+
+    # -- undo ------------------------------------------------------------------------
+    def mark(self) -> dict[int, tuple[str, int, int, bool]]:
+        """Where every link type's file stands now, for :meth:`rollback`."""
+        return {
+            lt: (st.path, st.current_size(), st.writer.packets if st.writer else 0, st.retired)
+            for lt, st in self._streams.items()
+        }
+
+    def rollback(self, mark: dict[int, tuple[str, int, int, bool]]) -> None:
+        """Cut every file back to where :meth:`mark` found it.
+
+        A file started since then (a rotation, a new link type) is cut back to its
+        header and stays the current file, so its name is not taken twice.
+
+        Raises:
+            OSError: a file cannot be truncated.
+        """
+        for lt, st in self._streams.items():
+            path, size, packets, retired = mark.get(lt, ("", 0, 0, False))
+            if path and st.path == path:
+                if st.writer is not None:
+                    st.writer.cut_back(max(size, _PCAP_HEADER.size), packets)
+                else:
+                    os.truncate(path, size)
+                    st.size = size
+                st.retired = retired
+                continue
+            if path:  # rotated since: the earlier file loses what it got after the mark
+                os.truncate(path, size)
+            if st.writer is not None:
+                st.writer.cut_back(_PCAP_HEADER.size, 0)
+            elif st.path:
+                os.truncate(st.path, _PCAP_HEADER.size)
+                st.size = _PCAP_HEADER.size
 
     def flush(self) -> None:
         """Hand every open file's buffered data to the OS."""
@@ -494,9 +620,8 @@ class PcapSink:
         """Close every open file; safe to call twice."""
         self._closed = True
         for s in self._streams.values():
-            if s.writer is not None:
-                self._retire(s.writer)
-                s.writer = None
+            self._close_writer(s)
+        self._open_lru.clear()
 
     def __enter__(self) -> PcapSink:
         return self
@@ -514,5 +639,5 @@ class PcapSink:
     def bytes(self) -> int:
         """Bytes written (file headers included), over every file."""
         return self._closed_bytes + sum(
-            s.writer.bytes for s in self._streams.values() if s.writer is not None
+            s.writer.bytes - s.base for s in self._streams.values() if s.writer is not None
         )
