@@ -70,8 +70,12 @@ class PcapWriter:
         self._bytes = len(header)
 
     @classmethod
-    def resume(cls, path: str | os.PathLike[str], linktype: int, size: int) -> PcapWriter:
+    def resume(
+        cls, path: str | os.PathLike[str], linktype: int | None, size: int
+    ) -> PcapWriter:
         """Continue a file this writer's format wrote, cut back to ``size`` bytes.
+
+        ``linktype`` None takes the file's own (then ``size`` must cover the header).
 
         ``size`` is the length known to hold only complete records (a processor records
         it after every batch), so whatever a crash left past it (a torn record, or
@@ -88,7 +92,10 @@ class PcapWriter:
         try:
             head = f.read(_PCAP_HEADER.size)
             end = f.seek(0, os.SEEK_END)
+            if size < _PCAP_HEADER.size and linktype is None:
+                raise PcapFormatError(f"{path}: {size} bytes recorded, less than a pcap header")
             if size < _PCAP_HEADER.size:
+                assert linktype is not None
                 f.seek(0)
                 f.truncate()
                 head = _PCAP_HEADER.pack(_PCAP_NS, 2, 4, 0, 0, _DEFAULT_SNAPLEN, linktype)
@@ -97,6 +104,8 @@ class PcapWriter:
             elif len(head) < _PCAP_HEADER.size:
                 raise PcapFormatError(f"{path}: no pcap header to continue")
             magic, _, _, _, _, snaplen, lt = _PCAP_HEADER.unpack(head)
+            if linktype is None:
+                linktype = lt
             if magic != _PCAP_NS or lt != linktype:
                 raise PcapFormatError(
                     f"{path}: not a nanosecond pcap of link type {linktype} "
