@@ -127,7 +127,7 @@ from lc.common.sipcall import FINAL as _FINAL
 from lc.common.sipcall import SipSummary, initial_method, next_state
 from lc.processor.callindex import CallIndex
 
-__all__ = ["DEFAULT_PATTERN", "TOKENS", "CallWriter"]
+__all__ = ["DEFAULT_PATTERN", "TOKENS", "CallWriter", "check_pattern"]
 
 DEFAULT_PATTERN = "{timestamp}_{callid}.pcap"
 TOKENS = ("callid", "from", "to", "timestamp", "hunter")
@@ -163,7 +163,8 @@ def _int(value: object) -> int:
     return int(value) if isinstance(value, int | str) else 0
 
 
-def _check_pattern(pattern: str) -> None:
+def check_pattern(pattern: str) -> None:
+    """Refuse a call file pattern (ValidationError naming the problem)."""
     allowed = ", ".join(f"{{{t}}}" for t in TOKENS)
     if not pattern:
         raise ValidationError("the call file pattern is empty")
@@ -303,7 +304,7 @@ class CallWriter:
         dedup_window_ns: int = 50_000_000,
         dedup_history_ns: int = 2 * _NS,
     ) -> None:
-        _check_pattern(pattern)
+        check_pattern(pattern)
         for name, value, least in (
             ("grace_ns", grace_ns, 0),
             ("idle_timeout_ns", idle_timeout_ns, 1),
