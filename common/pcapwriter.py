@@ -70,9 +70,7 @@ class PcapWriter:
         self._bytes = len(header)
 
     @classmethod
-    def resume(
-        cls, path: str | os.PathLike[str], linktype: int | None, size: int
-    ) -> PcapWriter:
+    def resume(cls, path: str | os.PathLike[str], linktype: int | None, size: int) -> PcapWriter:
         """Continue a file this writer's format wrote, cut back to ``size`` bytes.
 
         ``linktype`` None takes the file's own (then ``size`` must cover the header).
