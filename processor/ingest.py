@@ -27,18 +27,13 @@ Streams poll :attr:`Ingest.flow` on their own, so RESUME reaches a paused hunter
 that sends nothing. The queue itself is bounded by bytes: a stream whose batch does
 not fit waits, which gRPC's flow control turns into back-pressure on that hunter.
 
-Per-call PCAPs. With a :class:`~lc.processor.calls.CallWriter` (``calls``), a group
-is written in three steps: (1) each new batch's packets that carry a Call-ID go to
-their calls' files (buffered); (2) ``calls.flush(defer=True)`` hands those files to
-the OS; (3) each batch goes to the unified output and is marked in the ledger, which
-is then committed together with the call index's rows, in one transaction (so after a
-crash the call files, cut back to the index's lengths, agree with the ledger too);
-then ``calls.tick()`` closes the calls that are over. An Ack therefore means "in the
-unified file and in its call files". A batch whose call write fails is not written
-to the unified file nor acknowledged (the hunter sends it again; the CallWriter drops
-the packets of it that it already holds, by their timestamp and bytes); a failed
-``calls.flush()`` fails every new batch of the group the same way. The per-call work
-runs on the writer thread, so it counts in the queue depth that drives flow control.
+What a group's batches go to: every output that must agree with the Ack is a
+*sink* written inside the ledger's transaction (the per-call files, the event log,
+the unified PCAP: see :mod:`lc.processor.sinks` for the steps), and a batch that
+fails in any of them is taken back from all; things that must never delay an Ack
+(status counters, metrics) *observe* the committed batches afterwards, on their own
+thread. The per-call and event work runs on the writer thread, so it counts in the
+queue depth that drives flow control.
 """
 
 from __future__ import annotations
@@ -46,20 +41,27 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-import struct
 import threading
 import time
-from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import accumulate, compress, repeat
-from operator import add, truth
 
 from lc.common.errors import LcError
-from lc.common.pcapfile import PcapSink
+from lc.common.pcapwriter import PcapSink
+from lc.common.text import log_text
 from lc.common.wire import BatchRecords, unpack_batch
-from lc.processor.calls import CallIndex, CallWriter, SipSummary
+from lc.processor.callfiles import CallWriter
 from lc.processor.ledger import Ledger
+from lc.processor.sinks import (
+    CallFiles,
+    Observer,
+    Observers,
+    Received,
+    Sink,
+    StatusCounters,
+    UnifiedPcap,
+)
 from lc.proto import lc_pb2
 
 __all__ = ["Ingest", "flow_to_announce"]
@@ -71,10 +73,11 @@ PAUSE_DEPTH = 48  # below a hunter's in-flight window (64), so one hunter can tr
 RESUME_DEPTH = 4
 MAX_QUEUE_BYTES = 256 * 1024 * 1024
 _GROUP_BYTES = 32 * 1024 * 1024  # a group's commit waits for at most this much writing
-_NS = 1_000_000_000
-_RECORD_TS = struct.Struct("<II").unpack_from  # seconds, nanoseconds of a record header
 
 Reply = Callable[[lc_pb2.Ack | LcError | OSError], None]
+
+# What a sink may raise for one batch (or a group): the batch fails, nothing else.
+_WRITE_ERRORS = (OSError, LcError, ValueError, sqlite3.Error)
 
 
 @dataclass(slots=True)
@@ -99,11 +102,24 @@ class Ingest:
         resume_depth: int = RESUME_DEPTH,
         slow_writer_file: str | None = None,
         calls: CallWriter | None = None,
+        events: Sink | None = None,
+        observers: list[Observer] | None = None,
     ) -> None:
         self.sink = sink
         self.calls = calls  # per-call PCAPs; owned by the writer thread from start()
         self.ledger = ledger if ledger is not None else Ledger(":memory:")
         self.output = output or os.path.abspath(sink.path)
+        # The sinks, in the order a batch goes to them: the per-call files (which the
+        # event log names), the event log, the unified output. Prepared in reverse:
+        # the call writer's flush ends its undo journal, so it goes last.
+        self.sinks: list[Sink] = []
+        if calls is not None:
+            self.sinks.append(CallFiles(calls))
+        if events is not None:
+            self.sinks.append(events)
+        self.sinks.append(UnifiedPcap(sink, self.ledger, self.output))
+        self.status = StatusCounters()
+        self.observers = Observers([self.status, *(observers or [])])
         self.max_queue_bytes = max_queue_bytes
         self.slow_depth = slow_depth
         self.pause_depth = pause_depth
@@ -124,13 +140,15 @@ class Ingest:
         self.duplicates = 0
         self.write_errors = 0
         self.call_write_errors = 0  # batches refused because their call files failed
+        self.rollback_errors = 0  # batches that could not be taken back after a failure
+        self.events = 0  # events of written batches
+        self.bad_events = 0  # events skipped as malformed (see lc.common.wire.event_problem)
         self.groups = 0
-        self.filter_matches: dict[str, int] = {}
-        self.extra_writers: list[Callable[[list[tuple[str, BatchRecords]]], None]] = []
 
     # -- producer side (stream threads) ----------------------------------------------
     def start(self) -> None:
         if self._writer is None:
+            self.observers.start()
             self._writer = threading.Thread(target=self._run, name="lc-writer", daemon=True)
             self._writer.start()
 
@@ -139,7 +157,7 @@ class Ingest:
 
         Waits while the queue is over its byte cap (back-pressure on that stream).
         """
-        size = len(cols.records) + 64
+        size = len(cols.records) + 64 + 128 * len(cols.events)
         item = _Item(batch.hunter_id, batch.epoch, batch.sequence, cols, reply, size)
         with self._cond:
             while (
@@ -184,6 +202,27 @@ class Ingest:
         n = 0 if r.duplicate else len(cols)
         return r, n, 0 if r.duplicate else len(cols.records) - 16 * len(cols)
 
+    @property
+    def filter_matches(self) -> dict[str, int]:
+        """Packets received per matched filter id (committed batches)."""
+        self.observers.settle()
+        return self.status.snapshot()[0]
+
+    @property
+    def events_by_dataset(self) -> dict[str, int]:
+        """Events written per dataset (committed batches)."""
+        self.observers.settle()
+        return self.status.snapshot()[1]
+
+    @property
+    def events_file(self) -> str:
+        """The event log's current file ("" without one)."""
+        for s in self.sinks:
+            path = getattr(s, "path", None)
+            if s.name == "events" and isinstance(path, str):
+                return path
+        return ""
+
     # -- the writer --------------------------------------------------------------------
     def _run(self) -> None:
         while True:
@@ -212,14 +251,47 @@ class Ingest:
                 self._update_flow()
                 self._cond.notify_all()
 
+    def _write_batch(self, it: _Item) -> object:
+        """One new batch into every sink: None, or the error its hunter is told (the
+        batch is then in no sink)."""
+        rb = Received(it.hunter_id, it.epoch, it.sequence, it.cols)
+        sinks = self.sinks
+        marks = [s.mark() for s in sinks]
+        done = 0
+        try:
+            for s in sinks:
+                s.write(rb)
+                done += 1
+        except _WRITE_ERRORS as e:
+            failed = sinks[done]
+            self.write_errors += 1
+            if failed.name == "calls":
+                self.call_write_errors += 1
+            log.error(
+                "cannot write batch %d of %s (%s): %s",
+                it.sequence, log_text(it.hunter_id), failed.name, log_text(e),
+            )  # fmt: skip
+            self._rollback(sinks[: done + 1], marks, f"batch {it.sequence}")
+            return _reply_error(e)
+        return None
+
+    def _rollback(self, sinks: list[Sink], marks: list[object], what: str) -> None:
+        for s, m in reversed(list(zip(sinks, marks, strict=False))):
+            try:
+                s.rollback(m)
+            except Exception as e:  # the sink may now hold part of it: say so loudly
+                self.rollback_errors += 1
+                log.error("cannot take %s back from the %s output: %s", what, s.name, e)
+
     def _write_group(self, group: list[_Item]) -> None:
         ledger = self.ledger
-        calls = self.calls
+        sinks = self.sinks
         # Per batch of the group: its reply (an Ack or an error), or the position of an
         # earlier copy of the same batch in this group, whose fate it shares.
         results: list[object] = [None] * len(group)
-        fresh: list[int] = []  # new batches, in order (already in their call files)
+        fresh: list[int] = []  # new batches, in order, written to every sink
         first: dict[tuple[str, int, int], int] = {}
+        group_marks = [s.mark() for s in sinks]
         for k, it in enumerate(group):
             if self.slow_writer_file and os.path.exists(self.slow_writer_file):
                 time.sleep(0.05)  # test hook: a writer that cannot keep up
@@ -232,63 +304,47 @@ class Ingest:
             if earlier is not None:
                 results[k] = earlier
                 continue
-            if calls is not None:
-                try:
-                    _write_calls(calls, it.hunter_id, it.cols)
-                except (OSError, LcError, sqlite3.Error) as e:
-                    self.write_errors += 1
-                    self.call_write_errors += 1
-                    log.error(
-                        "cannot write batch %d of %s to its call files: %s",
-                        it.sequence,
-                        it.hunter_id,
-                        e,
-                    )
-                    results[k] = _reply_error(e)
-                    continue
+            err = self._write_batch(it)
+            if err is not None:
+                results[k] = err
+                continue
             first[key] = k
             fresh.append(k)
-        pending_calls = None
-        if calls is not None:
-            try:
-                # Files handed to the OS now; their index rows are committed with the
-                # ledger below, in one transaction: an Ack implies the call files too,
-                # and after a crash the call files are cut back to what the ledger has.
-                pending_calls = calls.flush(defer=True)
-            except (OSError, LcError, sqlite3.Error) as e:
-                self.write_errors += 1
+        # Hand everything to the OS and gather the sinks' ledger statements; the call
+        # writer's flush last (it ends its undo journal). A failure takes the group back.
+        extra: list = []
+        preparing = ""
+        try:
+            for s in reversed(sinks):
+                preparing = s.name
+                extra.extend(s.prepare())
+        except _WRITE_ERRORS as e:
+            self.write_errors += 1
+            if preparing == "calls":
                 self.call_write_errors += len(fresh)
-                log.error("cannot flush the call files (%d batches refused): %s", len(fresh), e)
-                err = _reply_error(e)
-                for k in fresh:
-                    results[k] = err
-                fresh = []
-        written: list[tuple[str, BatchRecords]] = []
-        fm = self.filter_matches
+            log.error("cannot hand the group to the OS (%d batches refused): %s", len(fresh), e)
+            self._rollback(sinks, group_marks, "a group")
+            err = _reply_error(e)
+            for k in fresh:
+                results[k] = err
+            fresh = []
+            extra = []
+            for s in reversed(sinks):  # the state as it is again (nothing new)
+                try:
+                    extra.extend(s.prepare())
+                except _WRITE_ERRORS:
+                    pass
+        written: list[Received] = []
         for k in fresh:
             it = group[k]
             cols = it.cols
-            try:
-                for linktype, records, count in cols.linktype_groups():
-                    self.sink.write_records(linktype, records, count)
-            except OSError as e:
-                self.write_errors += 1
-                log.error("cannot write batch %d of %s: %s", it.sequence, it.hunter_id, e)
-                results[k] = e
-                continue
             ledger.mark(it.hunter_id, it.epoch, it.sequence)
-            written.append((it.hunter_id, cols))
-            for m in cols.meta:
-                for fid in m.filter_ids:
-                    fm[fid] = fm.get(fid, 0) + 1
-            if cols.meta_ref is not None and cols.meta_table:
-                for ref, n in Counter(cols.meta_ref).items():  # dense: count at C speed
-                    if ref:
-                        for fid in cols.meta_table[ref - 1].filter_ids:
-                            fm[fid] = fm.get(fid, 0) + n
+            written.append(Received(it.hunter_id, it.epoch, it.sequence, cols))
             self.packets += len(cols)
             self.bytes += len(cols.records) - 16 * len(cols)
             self.batches += 1
+            self.events += len(cols.events)
+            self.bad_events += cols.bad_events
             results[k] = lc_pb2.Ack(epoch=it.epoch, sequence=it.sequence, packets=len(cols))
         for k, r in enumerate(results):
             if isinstance(r, int):  # a copy of batch r: acknowledged as a duplicate if it was
@@ -298,25 +354,25 @@ class Ingest:
                     it = group[k]
                     r = lc_pb2.Ack(epoch=it.epoch, sequence=it.sequence, duplicate=True)
                 results[k] = r
-        for w in self.extra_writers:
-            w(written)
+        committed = True
         try:
-            self.sink.flush()
-            ledger.file_state(self.output, self.sink.state())
-            extra = CallIndex.statements(*pending_calls) if pending_calls else ()
             ledger.commit(time.time_ns(), extra)
         except Exception as e:
             log.error("cannot commit what was written: %s", e)
             err = LcError(f"processor cannot record what it wrote: {e}")
             results = [err] * len(group)
-        if calls is not None:
-            try:
-                calls.tick(calls.clock_ns)  # closes finished calls, flushed and committed
-            except Exception:
-                log.exception("closing finished calls failed")
+            committed = False
+        if committed:
+            for s in sinks:
+                try:
+                    s.committed()  # e.g. close finished calls, rotate the event log
+                except Exception:
+                    log.exception("the %s output failed after a commit", s.name)
         self.groups += 1
         for it, r in zip(group, results, strict=True):
             it.reply(r)  # type: ignore[arg-type]
+        if committed:
+            self.observers.submit(written)  # after the Acks: observers never delay one
 
     # -- flow ----------------------------------------------------------------------------
     def _update_flow(self) -> None:
@@ -355,101 +411,21 @@ class Ingest:
             self._queue.clear()
         if leftover:
             self._write_group(leftover)
-        if self.calls is not None:
+        extra: list = []
+        for s in self.sinks:
             try:
-                self.calls.close()  # every call file closed, every row committed
-            except OSError as e:
-                log.error("cannot close the call files: %s", e)
-        self.sink.flush()
-        self.sink.fsync()
-        self.ledger.file_state(self.output, self.sink.state())
-        self.ledger.commit(time.time_ns())
-        self.sink.close()
-
-
-def _write_calls(calls: CallWriter, hunter_id: str, cols: BatchRecords) -> None:
-    """Write each packet of a batch that carries a Call-ID to its call's file.
-
-    The hot path of per-call capture. What a PacketMeta means (call, protocol, SIP
-    summary) is worked out once per distinct PacketMeta (a dense batch shares a few
-    table entries between all its packets); the per-packet loop then only cuts the
-    record out, reads its timestamp and calls :meth:`CallWriter.write`. (C-level maps
-    for the cutting and the timestamps too measured slower: they keep thousands of
-    objects alive at once, which sets the garbage collector off.)
-
-    Raises:
-        OSError: from the CallWriter; the batch must not be acknowledged.
-    """
-    # Per packet, what its metadata means, as BatchRecords.packet_meta() resolves it
-    # (the dense table entry, else the sparse entry), but without a PacketMeta list:
-    # each table entry is interpreted once, and the per-packet step is a C-level map.
-    ref = cols.meta_ref
-    whats: Iterable
-    if ref is not None:
-        table = [None, *map(_call_of, cols.meta_table)]
-        whats = list(map(table.__getitem__, ref))
-        for m in cols.meta:
-            if not ref[m.index]:
-                whats[m.index] = _call_of(m)
-    elif cols.meta:
-        whats = [None] * len(cols)
-        for m in cols.meta:
-            whats[m.index] = _call_of(m)
-    else:
-        return
-    keep = list(map(truth, whats))
-    if not any(keep):
-        return
-    offsets = list(accumulate(map(add, cols.caplen, repeat(16)), initial=0))
-    starts: Iterable[int] = offsets[:-1]
-    ends: Iterable[int] = offsets[1:]
-    iface = cols.iface
-    linktypes = [lt for _, lt in cols.interfaces]
-    lts: Iterable[int] = (
-        repeat(linktypes[0]) if iface is None else map(linktypes.__getitem__, iface)
-    )
-    if not all(keep):
-        whats = compress(whats, keep)
-        starts = compress(starts, keep)
-        ends = compress(ends, keep)
-        lts = compress(lts, keep)
-    records = cols.records
-    write = calls.write
-    unpack = _RECORD_TS
-    # Not strict: lts may be an endless repeat.
-    for (call_id, protocol, sip), start, end, linktype in zip(
-        whats, starts, ends, lts, strict=False
-    ):
-        sec, ns = unpack(records, start)
-        write(call_id, hunter_id, sec * _NS + ns, records[start:end], linktype, protocol, sip)
+                extra.extend(s.close())  # every file closed; call rows committed
+            except (OSError, LcError, sqlite3.Error) as e:
+                log.error("cannot close the %s output: %s", s.name, e)
+        self.ledger.commit(time.time_ns(), extra)
+        self.observers.close()
 
 
 def _reply_error(e: Exception) -> LcError | OSError:
-    """What a hunter is told when its batch could not go to its call files."""
+    """What a hunter is told when its batch could not be written."""
     if isinstance(e, OSError | LcError):
         return e
-    return LcError(f"cannot record the calls: {e}")
-
-
-def _call_of(m: lc_pb2.PacketMeta) -> tuple[str, str, SipSummary | None] | None:
-    """(call id, protocol, SIP summary or None) of a packet's metadata; None: no call."""
-    call_id = m.session_id
-    if not call_id:
-        return None
-    sip = None
-    if m.HasField("sip"):
-        s = m.sip
-        if s.method or s.status:
-            sip = SipSummary(
-                method=s.method,
-                status=s.status,
-                cseq_method=s.cseq_method,
-                from_user=s.from_user,
-                to_user=s.to_user,
-                from_uri=s.from_uri,
-                to_uri=s.to_uri,
-            )
-    return call_id, m.protocol, sip
+    return LcError(f"cannot write the batch: {e}")
 
 
 def flow_to_announce(announced: int, state: int) -> int | None:

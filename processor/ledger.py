@@ -14,6 +14,10 @@ Two tables in the processor's SQLite database (``lc.db`` under ``--data-dir``):
     counter, and its size after the last batch that was committed. A new file is
     recorded *before* it is created, with size 0.
 
+``sink_state``
+    The same for other sinks with one current file (the event log): per (sink, key)
+    the file being written and its committed size; recorded before creation too.
+
 The commit rule. For each group of batches the writer (1) writes them to the files,
 (2) hands the bytes to the OS, (3) commits the new ranges and file sizes in one
 transaction, and (4) only then acknowledges them. After a SIGKILL at any point, the
@@ -39,7 +43,7 @@ from collections.abc import Sequence
 from lc.common.errors import LcError
 from lc.common.pcapfile import SinkFile
 
-__all__ = ["Ledger", "RangeSet"]
+__all__ = ["SINK_STATE_SQL", "Ledger", "RangeSet"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS delivered (
@@ -58,7 +62,17 @@ CREATE TABLE IF NOT EXISTS sink_files (
     size INTEGER NOT NULL,         -- bytes of committed batches, header included
     PRIMARY KEY (output, linktype)
 );
+CREATE TABLE IF NOT EXISTS sink_state (
+    sink TEXT NOT NULL,            -- "events"
+    key TEXT NOT NULL,             -- the sink's directory (absolute)
+    path TEXT NOT NULL,            -- its current file
+    size INTEGER NOT NULL,         -- bytes of committed batches
+    PRIMARY KEY (sink, key)
+);
 """
+
+#: Statement (sink, key, path, size) a sink gives :meth:`Ledger.commit` for its file.
+SINK_STATE_SQL = "INSERT OR REPLACE INTO sink_state VALUES (?, ?, ?, ?)"
 
 
 class RangeSet:
@@ -177,6 +191,19 @@ class Ledger:
         with self._lock:
             for f in files:
                 self._files[(output, f.linktype)] = f
+
+    def sink_state(self, sink: str, key: str) -> tuple[str, int] | None:
+        """(path, committed size) of a sink's current file, or None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT path, size FROM sink_state WHERE sink=? AND key=?", (sink, key)
+            ).fetchone()
+        return None if row is None else (str(row[0]), int(row[1]))
+
+    def sink_state_opening(self, sink: str, key: str, path: str) -> None:
+        """Record, before it is created, the file a sink now writes (size 0)."""
+        with self._lock:
+            self._db.execute(SINK_STATE_SQL, (sink, key, path, 0))
 
     def commit(self, now_ns: int, extra: Sequence[tuple[str, Sequence[tuple]]] = ()) -> None:
         """One transaction with every range and file size changed since the last commit,

@@ -7,6 +7,7 @@ import math
 import os
 import signal
 import socket
+import tempfile
 import threading
 from concurrent import futures
 from dataclasses import dataclass
@@ -17,7 +18,9 @@ from lc.common.errors import LcError, ValidationError
 from lc.common.pcapfile import PcapSink
 from lc.common.transport import TlsFiles, server_credentials, server_options
 from lc.processor.auth import Authorizer
+from lc.processor.callfiles import check_pattern
 from lc.processor.calls import DEFAULT_PATTERN, CallIndex, CallWriter
+from lc.processor.eventlog import DEFAULT_ROTATE_SIZE, EventLog
 from lc.processor.filterhub import FilterHub
 from lc.processor.ingest import Ingest
 from lc.processor.ledger import Ledger
@@ -49,9 +52,37 @@ class ProcessConfig:
     per_call_pcap_pattern: str = DEFAULT_PATTERN
     call_grace: float = 5.0  # seconds a call's file stays open after the call ended
     call_idle_timeout: float = 300.0  # seconds without a packet before a call is closed
+    events: bool = True  # write the event log
+    events_dir: str | None = None  # default DATA_DIR/events
+    events_rotate_size: int | None = None  # default eventlog.DEFAULT_ROTATE_SIZE
 
     def output_path(self) -> str:
         return self.write_file or os.path.join(self.data_dir, "capture.pcap")
+
+    def events_path(self) -> str:
+        return self.events_dir or os.path.join(self.data_dir, "events")
+
+
+def check_writable_dir(directory: str, flag: str) -> None:
+    """Refuse, at start, a directory where no file can be created (exit 3 naming the
+    flag): ``-w /proc/x.pcap`` used to start and fail only at the first batch.
+
+    Creates the directory if needed, then creates and removes a probe file in it
+    (permission bits alone say nothing for root, nor for a read-only or special
+    file system).
+
+    Raises:
+        ValidationError: the directory cannot be created or written.
+    """
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".lc-probe-", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ValidationError(
+            f"{flag}: cannot create files in {directory}: {e.strerror or e}"
+        ) from None
 
 
 def normalise_listen(listen: str) -> str:
@@ -109,13 +140,21 @@ class Processor:
         self.processor_id = cfg.processor_id or socket.gethostname()
         out = cfg.output_path()
         out_dir = os.path.dirname(os.path.abspath(out))
-        try:
-            os.makedirs(out_dir, exist_ok=True)
-            os.makedirs(cfg.data_dir, exist_ok=True)
-        except OSError as e:
-            raise LcError(f"cannot create output directory {out_dir}: {e.strerror}") from None
-        if not os.access(out_dir, os.W_OK):
-            raise LcError(f"output directory {out_dir} is not writable")
+        if cfg.per_call_pcap_dir is not None:  # a bad pattern is refused before anything
+            try:
+                check_pattern(cfg.per_call_pcap_pattern)
+            except ValidationError as e:
+                raise ValidationError(f"--per-call-pcap-pattern: {e}") from None
+        check_writable_dir(cfg.data_dir, "--data-dir")
+        check_writable_dir(out_dir, "-w" if cfg.write_file else "--data-dir")
+        if cfg.events:
+            check_writable_dir(
+                cfg.events_path(), "--events-dir" if cfg.events_dir else "--data-dir"
+            )
+        if cfg.per_call_pcap_dir is not None:
+            check_writable_dir(cfg.per_call_pcap_dir, "--per-call-pcap-dir")
+        if cfg.events_rotate_size is not None and cfg.events_rotate_size < 1:
+            raise ValidationError("--events-rotate-size must be positive")
         db = os.path.join(cfg.data_dir, "lc.db")
         # Per-call capture first: a bad pattern or directory is refused before anything opens.
         self.calls: CallWriter | None = None
@@ -139,18 +178,44 @@ class Processor:
         )
         for note in self.sink.resume_notes:
             log.info("output: %s", note)
+        self.events: EventLog | None = None
+        if cfg.events:
+            try:
+                self.events = EventLog(
+                    cfg.events_path(),
+                    self.ledger,
+                    rotate_size=cfg.events_rotate_size or DEFAULT_ROTATE_SIZE,
+                    call_info=self._call_info if self.calls is not None else None,
+                )
+            except OSError as e:
+                raise LcError(
+                    f"cannot open the event log in {cfg.events_path()}: {e.strerror or e}"
+                ) from None
+            for note in self.events.notes:
+                log.info("events: %s", note)
         self.ingest = Ingest(
             self.sink,
             self.ledger,
             output,
             slow_writer_file=cfg.slow_writer_file,
             calls=self.calls,
+            events=self.events,
         )
         self.registry = Registry(stale_after=cfg.stale_after)
         self.auth = Authorizer(insecure=cfg.tls is None)
         self.hub = FilterHub(self.store)
         self.server: grpc.Server | None = None
         self.port = 0
+
+    def _call_info(self, call_id: str) -> tuple[str, list[str]] | None:
+        """(pcap path, hunters) of a call, from the call index (writer thread)."""
+        assert self.call_index is not None and self.calls is not None
+        path = self.calls.call_path(call_id)
+        row = self.call_index.get(call_id)
+        if row is None:
+            return (path, []) if path else None
+        hunters = row["hunters"]
+        return path or str(row["pcap_path"]), list(hunters) if isinstance(hunters, list) else []
 
     def start(self) -> int:
         cfg = self.cfg

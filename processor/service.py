@@ -227,6 +227,9 @@ class ManagementService(lc_pb2_grpc.ManagementServiceServicer):
             write_queue_bytes=ing.queue_bytes,
             flow=lc_pb2.FlowState.Name(ing.flow).removeprefix("FLOW_"),
             batches_received=ing.received,
+            events_written=ing.events_by_dataset,
+            events_malformed=ing.bad_events,
+            events_file=ing.events_file,
         )
 
     def ListHunters(self, request, context):

@@ -421,8 +421,15 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("processor_id", "version", "started_at_ns", "uptime_seconds", "hunters_connected", "hunters_stale", "hunters_total", "packets_written", "bytes_written", "batches_written", "batches_duplicate", "output_files", "listen", "insecure", "filter_version", "filter_matches", "write_queue_batches", "write_queue_bytes", "flow", "batches_received")
+    __slots__ = ("processor_id", "version", "started_at_ns", "uptime_seconds", "hunters_connected", "hunters_stale", "hunters_total", "packets_written", "bytes_written", "batches_written", "batches_duplicate", "output_files", "listen", "insecure", "filter_version", "filter_matches", "write_queue_batches", "write_queue_bytes", "flow", "batches_received", "events_written", "events_malformed", "events_file")
     class FilterMatchesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class EventsWrittenEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -449,6 +456,9 @@ class StatusResponse(_message.Message):
     WRITE_QUEUE_BYTES_FIELD_NUMBER: _ClassVar[int]
     FLOW_FIELD_NUMBER: _ClassVar[int]
     BATCHES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_MALFORMED_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FILE_FIELD_NUMBER: _ClassVar[int]
     processor_id: str
     version: str
     started_at_ns: int
@@ -469,7 +479,10 @@ class StatusResponse(_message.Message):
     write_queue_bytes: int
     flow: str
     batches_received: int
-    def __init__(self, processor_id: _Optional[str] = ..., version: _Optional[str] = ..., started_at_ns: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., hunters_connected: _Optional[int] = ..., hunters_stale: _Optional[int] = ..., hunters_total: _Optional[int] = ..., packets_written: _Optional[int] = ..., bytes_written: _Optional[int] = ..., batches_written: _Optional[int] = ..., batches_duplicate: _Optional[int] = ..., output_files: _Optional[_Iterable[str]] = ..., listen: _Optional[str] = ..., insecure: _Optional[bool] = ..., filter_version: _Optional[int] = ..., filter_matches: _Optional[_Mapping[str, int]] = ..., write_queue_batches: _Optional[int] = ..., write_queue_bytes: _Optional[int] = ..., flow: _Optional[str] = ..., batches_received: _Optional[int] = ...) -> None: ...
+    events_written: _containers.ScalarMap[str, int]
+    events_malformed: int
+    events_file: str
+    def __init__(self, processor_id: _Optional[str] = ..., version: _Optional[str] = ..., started_at_ns: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., hunters_connected: _Optional[int] = ..., hunters_stale: _Optional[int] = ..., hunters_total: _Optional[int] = ..., packets_written: _Optional[int] = ..., bytes_written: _Optional[int] = ..., batches_written: _Optional[int] = ..., batches_duplicate: _Optional[int] = ..., output_files: _Optional[_Iterable[str]] = ..., listen: _Optional[str] = ..., insecure: _Optional[bool] = ..., filter_version: _Optional[int] = ..., filter_matches: _Optional[_Mapping[str, int]] = ..., write_queue_batches: _Optional[int] = ..., write_queue_bytes: _Optional[int] = ..., flow: _Optional[str] = ..., batches_received: _Optional[int] = ..., events_written: _Optional[_Mapping[str, int]] = ..., events_malformed: _Optional[int] = ..., events_file: _Optional[str] = ...) -> None: ...
 
 class ListHuntersRequest(_message.Message):
     __slots__ = ()

@@ -9,7 +9,7 @@ import click
 
 from lc.cli.main import fail_line
 from lc.cli.options import parse_duration, parse_size, tls_from_flags, tls_options
-from lc.common.errors import LcError
+from lc.common.errors import LcError, ValidationError
 
 __all__ = ["process"]
 
@@ -73,6 +73,17 @@ log = logging.getLogger("lc.process")
     help="Seconds (of capture time) without a packet after which a call is closed.",
 )
 @click.option(
+    "--events-dir",
+    metavar="DIR",
+    help="Event log directory: one JSON line per session event (default: DATA_DIR/events).",
+)
+@click.option(
+    "--events-rotate-size",
+    metavar="SIZE",
+    help="Start a new event log file past this size (default 100M; also every day, UTC).",
+)
+@click.option("--no-events", is_flag=True, help="Write no event log.")
+@click.option(
     "--stale-after", type=float, default=30.0, show_default=True, metavar="S", hidden=True
 )
 @click.option(
@@ -94,6 +105,9 @@ def process(
     per_call_pcap_pattern,
     call_grace,
     call_idle_timeout,
+    events_dir,
+    events_rotate_size,
+    no_events,
     stale_after,
     slow_writer_file,
     tls_cert,
@@ -120,7 +134,14 @@ def process(
             per_call_pcap_pattern=per_call_pcap_pattern,
             call_grace=call_grace,
             call_idle_timeout=call_idle_timeout,
+            events=not no_events,
+            events_dir=events_dir,
+            events_rotate_size=parse_size(events_rotate_size, "--events-rotate-size"),
         )
+        if no_events and (events_dir or events_rotate_size):
+            raise ValidationError(
+                "--no-events cannot be combined with --events-dir or --events-rotate-size"
+            )
         p = Processor(cfg)
         port = p.start()
     except LcError as e:
@@ -134,6 +155,8 @@ def process(
     calls_note = ""
     if p.calls is not None:
         calls_note = f" and one file per call in {p.calls.directory}"
+    if p.events is not None:
+        calls_note += f"; events to {p.events.directory}"
     click.echo(
         f"lc process: listening on {p.mgmt.listen} (port {port}), "
         f"writing {cfg.output_path()}{calls_note}",
@@ -150,4 +173,6 @@ def process(
             f"; {c['packets']} packets of {c['calls_opened']} new calls in {p.calls.directory}"
             f" ({c['duplicates']} duplicates dropped, {c['reopened']} files continued)"
         )
+    if p.events is not None:
+        stopped += f"; {p.ingest.events} events to {p.events.directory}"
     click.echo(stopped, err=True)

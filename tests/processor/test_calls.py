@@ -611,36 +611,75 @@ def test_a_failed_flush_raises_and_the_resent_batch_is_written(outdir, index):
     w = writer(outdir, index, pattern="{callid}.pcap")
     a = send(w, "c1", T0, rtp(1))
     w.flush()
+    mark = w.mark()  # the processor marks before every batch
     b = send(w, "c1", T0 + MS, rtp(2))
-    call = w._calls["c1"]
-    real = call.file
+    real = w._calls["c1"].file._f
 
     class DiskFull:
         """The disk fills up: b's record reaches the file only in part."""
 
         def write(self, data: bytes) -> int:
-            return real.write(data)
-
-        def flush(self) -> None:
+            real.write(bytes(data)[:10])
             raise OSError(errno.ENOSPC, "No space left on device")
 
-        def close(self) -> None:
-            real.close()
-            os.truncate(real.name, 24 + len(a) + 10)
+        def __getattr__(self, name: str):
+            return getattr(real, name)
 
-    call.file = DiskFull()
+    w._calls["c1"].file._f = DiskFull()
     with pytest.raises(OSError, match="No space"):
         w.flush()
-    assert w.open_files == 0
+    # Nothing of b stays in the file, and the batch is taken back whole.
+    assert (outdir / "c1.pcap").stat().st_size == 24 + len(a)
+    w.rollback(mark)
+    w._calls["c1"].file._f = real
     # The batch was not acknowledged: the hunter sends b again, with its timestamp.
     b_again = send(w, "c1", T0 + MS, rtp(2))
     assert b_again == b and w.counters["duplicates"] == 0
-    assert w.counters["files_replaced"] == 1
+    assert w.counters["files_replaced"] == 0
     w.close()
     row = index.get("c1")
-    assert row["pcap_path"] == str(outdir / "c1-2.pcap") and row["packets"] == 1
-    assert_single_pcap(row["pcap_path"], [b])
-    assert (outdir / "c1.pcap").stat().st_size == 24 + len(a) + 10  # left as it was
+    assert row["pcap_path"] == str(outdir / "c1.pcap") and row["packets"] == 2
+    assert_single_pcap(row["pcap_path"], [a, b])
+
+
+def test_a_batch_taken_back_leaves_no_record_twice(outdir, index):
+    """Issue 9 item 6a: a batch that failed after some of its records were written for
+    a call (another call's file, or the unified output, failed) is resent whole; before,
+    the records written before the failure stayed, and the resend wrote them again."""
+    w = writer(outdir, index, pattern="{callid}.pcap")
+    first = [send(w, "c1", T0, rtp(1)), send(w, "c2", T0 + 1, rtp(50))]
+    w.flush()
+    mark = w.mark()
+    batch = [("c1", T0 + 10 * MS + k, rtp(2 + k)) for k in range(3)]
+    batch += [("c3", T0 + 20 * MS, rtp(90))]  # a new call: its file must go again
+    batch += [("c2", T0 + 30 * MS + k, rtp(60 + k)) for k in range(3)]
+    for cid, ts, pkt in batch:
+        send(w, cid, ts, pkt)
+    real = w._calls["c2"].file._f
+
+    class DiskFull:
+        def write(self, data: bytes) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name: str):
+            return getattr(real, name)
+
+    w._calls["c2"].file._f = DiskFull()
+    with pytest.raises(OSError, match="No space"):
+        w.flush()  # c1 and c3 were written before c2 failed
+    w._calls["c2"].file._f = real
+    w.rollback(mark)  # the batch failed: nothing of it stays
+    assert (outdir / "c1.pcap").stat().st_size == 24 + len(first[0])
+    assert not (outdir / "c3.pcap").exists() and w.calls == 2
+    resent = {cid: [] for cid in ("c1", "c2", "c3")}
+    for cid, ts, pkt in batch:
+        resent[cid].append(send(w, cid, ts, pkt))
+    w.close()
+    assert w.counters["duplicates"] == 0
+    assert_single_pcap(outdir / "c1.pcap", [first[0], *resent["c1"]])
+    assert_single_pcap(outdir / "c2.pcap", [first[1], *resent["c2"]])
+    assert_single_pcap(outdir / "c3.pcap", resent["c3"])
+    assert index.get("c1")["packets"] == 4 and index.get("c3")["packets"] == 1
 
 
 def test_writing_to_a_closed_writer_fails(outdir, index):
