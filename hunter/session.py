@@ -100,6 +100,7 @@ class Session:
         "by",
         "end_ns",
         "first_ns",
+        "flow",
         "ids",
         "info",
         "key",
@@ -123,6 +124,7 @@ class Session:
         self.pk = [0] * ntags  # packets per tag
         self.by = [0] * ntags  # bytes per tag
         self.info = info  # the dissector's own state
+        self.flow: tuple | None = None  # (src, sport, dst, dport, proto) of its first message
         # The held packets, compactly: their pcap records back to back (the 16-byte
         # header holds time and lengths), and per packet its interface and tag; message
         # packets also keep their summary, shared frames their token.

@@ -64,11 +64,22 @@ from lc.hunter.session import (
 )
 from lc.proto import lc_pb2
 
-__all__ = ["IP_FRAGMENTS", "Dissector", "SessionMode"]
+__all__ = ["IP_FRAGMENTS", "Dissector", "SessionMode", "set_flow"]
 
 _LT_ETHERNET = 1
 #: Kernel BPF for IP fragments (IPv4 MF or offset; an IPv6 fragment header first).
 IP_FRAGMENTS = "(ip and ip[6:2] & 0x3fff != 0) or (ip6 and ip6[6] == 44)"
+
+
+def set_flow(ev: lc_pb2.Event, flow: tuple) -> None:
+    """``ev.flow`` from ``(src, sport, dst, dport, proto)``."""
+    src, sport, dst, dport, proto = flow
+    f = ev.flow
+    f.src_ip = src
+    f.dst_ip = dst
+    f.src_port = sport
+    f.dst_port = dport
+    f.ip_proto = proto
 
 
 class Dissector:
@@ -138,7 +149,11 @@ class Dissector:
         return lc_pb2.PacketMeta(protocol=self.tags[tag], session_id=s.name, filter_ids=s.ids)
 
     def describe(self, s: Session, ev: lc_pb2.Event) -> None:
-        """Fill in the event of a session leaving the table (flow, detail)."""
+        """Fill in the event of a session leaving the table: by default its flow is
+        that of its first message; a dissector that knows better (who initiated)
+        orients it, and adds its detail."""
+        if s.flow is not None:
+            set_flow(ev, s.flow)
 
     def figures(self) -> dict[str, int]:
         return {}
@@ -403,6 +418,7 @@ class SessionMode(Mode):
             # Also a message of a session whose start was not seen (a hunter started
             # mid-session): it is followed and judged like any other.
             s = table.open(key, ts, dis.new_info(msg, flow))
+            s.flow = flow
         else:
             table.touch(s)
         s.last_ns = ts

@@ -51,7 +51,7 @@ from lc.hunter.modes.base import (
     positive_int,
     seconds_ns,
 )
-from lc.hunter.modes.sessions import IP_FRAGMENTS, Dissector, SessionMode
+from lc.hunter.modes.sessions import IP_FRAGMENTS, Dissector, SessionMode, set_flow
 from lc.hunter.session import Session, SessionLimits
 from lc.proto import lc_pb2
 
@@ -269,12 +269,7 @@ class SipDissector(Dissector):
     def describe(self, s: Session, ev: lc_pb2.Event) -> None:
         call: _Call = s.info  # type: ignore[assignment]
         if call.flow is not None:
-            src, sport, dst, dport, proto = call.flow
-            ev.flow.src_ip = src
-            ev.flow.dst_ip = dst
-            ev.flow.src_port = sport
-            ev.flow.dst_port = dport
-            ev.flow.ip_proto = proto
+            set_flow(ev, call.flow)
         pk, by = s.pk, s.by
         ev.call.CopyFrom(
             lc_pb2.CallEvent(
