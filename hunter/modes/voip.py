@@ -160,6 +160,7 @@ class SipDissector(Dissector):
         self.cfg = cfg
         self.ports = cfg.sip_ports
         self.sdp_malformed = 0
+        self.sdp_unusable = 0  # SDP media addresses that are no IP address
 
     def kernel_bpf(self) -> str:
         return voip_bpf(self.cfg.sip_ports, self.cfg.rtp_range)
@@ -292,14 +293,15 @@ class SipDissector(Dissector):
         )
 
     def figures(self) -> dict[str, int]:
-        return {"sdp_malformed": self.sdp_malformed}
+        return {"sdp_malformed": self.sdp_malformed, "sdp_unusable_addresses": self.sdp_unusable}
 
     def _add_endpoints(self, s: Session, sdp) -> None:
         alias = self.table.alias
         for addr, port, kind in rtp_endpoints(sdp):
             try:
                 raw = socket.inet_pton(socket.AF_INET6 if ":" in addr else socket.AF_INET, addr)
-            except OSError:
+            except (OSError, ValueError):  # a host name, or junk (a NUL: ValueError)
+                self.sdp_unusable += 1
                 continue
             key = int.from_bytes(raw, "big") << 16 | port if len(raw) == 4 else (raw, port)
             alias(s, key, _RTCP if kind == "rtcp" else _RTP)

@@ -74,7 +74,7 @@ def seeds() -> tuple[bytes, ...]:
 
 
 # Places where a hostile byte keeps a message parseable but its strings undecodable.
-MARKERS = [b"sip:", b"Call-ID: ", b"i: ", b"From: ", b"To: ", b"a=rtpmap:8 ", b"INVITE "]
+MARKERS = [b"sip:", b"Call-ID: ", b"From: ", b"To: ", b"a=rtpmap:8 ", b"c=IN IP4 ", b"INVITE "]
 HOSTILE = [b"\xff", b"\xc3(", b"\xed\xa0\x80", b"\x1b[2J", b"\x00"]
 
 

@@ -576,3 +576,16 @@ def test_strings_from_the_wire_reach_protobuf_as_valid_utf8():
     assert out[1][2].sip.to_user == "u" * 256
     for ev in m.events:
         ev.SerializeToString()
+
+
+def test_an_sdp_address_that_is_no_ip_address_is_no_endpoint():
+    """A NUL in c= ended the hunter (ValueError from inet_pton, found by the hostile replay)."""
+    frames = call_frames("c-nul", "alice", 21400, 3, T0)
+    t, raw = frames[0]
+    frames[0] = (t, raw.replace(b"c=IN IP4 10.0.0.1", b"c=IN IP4 10.0\x00.1"))
+    t, raw = frames[2]
+    frames[2] = (t, raw.replace(b"c=IN IP4 10.0.0.2", b"c=IN IP4 pbx.example"))
+    m = synth_mode([Filter(id="a", type="sip_user", pattern="alice")])
+    out = feed(m, frames)
+    assert [meta.protocol for _, _, meta in out].count("sip") == 5
+    assert m.counters()["sdp_unusable_addresses"] == 4  # RTP and RTCP of each
