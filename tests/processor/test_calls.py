@@ -7,7 +7,6 @@ Packets are hand-built Ethernet/IPv4/UDP frames carrying real SIP text and RTP h
 from __future__ import annotations
 
 import errno
-import os
 import re
 import shutil
 import struct
