@@ -25,7 +25,8 @@ import grpc
 
 from lc.common.credentials import init_pki
 from lc.common.transport import TlsFiles, open_channel
-from lc.hunter.filtering import GENERIC_FILTER_TYPES, HunterFilters
+from lc.hunter.filtering import HunterFilters
+from lc.hunter.modes.generic import SPEC as GENERIC
 from lc.proto import lc_pb2, lc_pb2_grpc
 
 
@@ -82,13 +83,13 @@ def main() -> None:
             def on_change(_filters, _compiled, hid=hid):
                 pass
 
-            hf = HunterFilters(hid, GENERIC_FILTER_TYPES, on_change)
+            hf = HunterFilters(hid, GENERIC.filter_types, on_change)
             ch = open_channel(target, tls(f"hunter-{hid}"))
             stub = lc_pb2_grpc.ManagementServiceStub(ch)
             stub.RegisterHunter(lc_pb2.RegisterRequest(hunter_id=hid, mode="bench"), timeout=10)
             call = stub.SubscribeFilters(
                 lc_pb2.SubscribeFiltersRequest(
-                    hunter_id=hid, filter_types=list(GENERIC_FILTER_TYPES)
+                    hunter_id=hid, filter_types=list(GENERIC.filter_types)
                 )
             )
 

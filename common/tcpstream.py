@@ -416,6 +416,16 @@ class TcpReassembler:
         self._drop(key, st, "streams_closed", remember=False)
         return Delivery(start, start, chunks, gap, True)
 
+    def close_all(self) -> list[tuple[Hashable, Delivery]]:
+        """Ends every stream (the end of a capture): ``(key, delivery)`` for each, as
+        :meth:`close` returns them, least recently used first."""
+        out: list[tuple[Hashable, Delivery]] = []
+        for key in list(self._streams):
+            d = self.close(key)
+            if d is not None:
+                out.append((key, d))
+        return out
+
     def clear(self) -> None:
         """Forgets every stream without counting or flushing them."""
         self._streams.clear()

@@ -13,21 +13,24 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from lc import __version__
 from lc.common.credentials import identity_from_pem
 from lc.common.errors import LcError, ValidationError
-from lc.common.filters import compile_filters
+from lc.common.filters import Filter, FilterSet, compile_filters
+from lc.common.text import log_text
 from lc.common.transport import TlsFiles
+from lc.hunter import modes
 from lc.hunter.batcher import Batcher
 from lc.hunter.breaker import CircuitBreaker
 from lc.hunter.capture import Chunk, FileSource, LiveSource, check_bpf
-from lc.hunter.filtering import GENERIC_FILTER_TYPES, MATCH_NOTHING, GenericFilter, HunterFilters
+from lc.hunter.filtering import HunterFilters
+from lc.hunter.modes.base import EMPTY, MATCH_NOTHING, Forward, Mode, ModeContext
 from lc.hunter.outbox import Outbox
 from lc.hunter.spool import Spool, SpoolError
 from lc.hunter.uplink import HunterIdentity, Uplink
-from lc.hunter.voip import VOIP_FILTER_TYPES, VoipConfig, VoipMode
 from lc.proto import lc_pb2
 
 __all__ = ["HuntConfig", "Hunter", "processor_exclusion"]
@@ -52,8 +55,10 @@ class HuntConfig:
     shutdown_timeout: float = 30.0
     heartbeat_interval: float = 5.0
     connect_timeout: float = 10.0
-    mode: str = "generic"
+    mode: str = "generic"  # a registered mode (lc.hunter.modes)
+    mode_config: object | None = None  # the mode's config; None: its defaults
     no_filter_policy: str | None = None  # None: the mode's default (generic: allow)
+    events: str = "captured"  # session events: of captured sessions, or "all"
     disk_buffer: bool = False
     disk_buffer_dir: str | None = None  # None: ./lc-spool/<hunter id>
     disk_buffer_max_mb: int = 1024
@@ -62,11 +67,24 @@ class HuntConfig:
     breaker_half_open: int = 3
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
-    voip: VoipConfig | None = None  # mode "voip"
 
     def validate(self) -> None:
+        spec = modes.get(self.mode)
+        if spec is None:
+            raise ValidationError(
+                f"unknown mode {log_text(self.mode)!r}; modes: {', '.join(modes.names())}"
+            )
+        if self.mode_config is None:
+            self.mode_config = spec.config()
+        elif not isinstance(self.mode_config, spec.config):
+            raise ValidationError(f"mode {self.mode}: config must be a {spec.config.__name__}")
+        validate = getattr(self.mode_config, "validate", None)
+        if validate is not None:
+            validate()
         if self.no_filter_policy not in (None, "allow", "deny"):
             raise ValidationError("--no-filter-policy must be allow or deny")
+        if self.events not in ("captured", "all"):
+            raise ValidationError("--events must be captured or all")
         if bool(self.interfaces) == bool(self.read_file):
             raise ValidationError("give either -i/--interface (live) or -r/--read-file (replay)")
         if ":" not in self.processor:
@@ -176,9 +194,11 @@ class Hunter:
         self.base_bpf: list[str] = []
         self.started = time.monotonic()
         self.uplink: Uplink | None = None
-        self.filtered_out = 0
         self.filters: HunterFilters | None = None
-        self.mode: GenericFilter | VoipMode | None = None
+        self.mode: Mode | None = None
+        self.kernel_expr = ""
+        self.mode_errors = 0  # packets lost to a mode's failure (a bug: logged, counted)
+        self._mode_error_logs = 0
 
     # -- setup -----------------------------------------------------------------------
     def open_sources(self) -> None:
@@ -217,15 +237,16 @@ class Hunter:
             dropped["interface"] = iface
         if self._file is not None:
             dropped["file_truncated"] = self._file.truncated
-        # Not a loss: packets no filter wanted (kept apart from the losses in summary()).
-        mode_figures = {}
-        if isinstance(self.mode, VoipMode):
-            mode_figures = self.mode.counters()
-            dropped["filtered"] = self.mode.filtered()
-            dropped["call_buffer_full"] = mode_figures["buffer_full"]
-            dropped["calls_evicted"] = mode_figures["calls_evicted"]
-        else:
-            dropped["filtered"] = self.filtered_out
+        # The mode's own reasons; "filtered" (packets no filter wanted) is not a loss and
+        # is kept apart from the losses in summary().
+        mode_figures: dict[str, int] = {}
+        dropped["filtered"] = 0
+        if self.mode is not None:
+            mc = self.mode.counters()
+            mode_figures = mc.figures
+            dropped.update(mc.dropped)
+        if self.mode_errors:
+            dropped["mode_error"] = self.mode_errors
         up = self.uplink
         return lc_pb2.HunterCounters(
             mode=mode_figures,
@@ -296,16 +317,14 @@ class Hunter:
             self.interfaces = self._file.interfaces  # the list object grows with pcapng IDBs
         else:
             iface_names = list(cfg.interfaces)
-        setter = self._set_kernel_filter if self._live else None
-        if cfg.mode == "voip":
-            policy = cfg.no_filter_policy or "deny"  # protocol modes forward nothing unasked
-            self.mode = VoipMode(policy, self.base_bpf, setter, self.interfaces, cfg.voip)
-            types = VOIP_FILTER_TYPES
-        else:
-            policy = cfg.no_filter_policy or "allow"  # generic mode forwards all by default
-            self.mode = GenericFilter(policy, self.base_bpf, setter, self.interfaces)
-            types = GENERIC_FILTER_TYPES
-        self.filters = HunterFilters(hunter_id, types, self.mode.apply)
+        spec = modes.get(cfg.mode)
+        assert spec is not None  # validated
+        policy = cfg.no_filter_policy or spec.default_policy
+        self.mode = spec.factory(
+            ModeContext(self.interfaces, policy=policy, events=cfg.events), cfg.mode_config
+        )
+        types = spec.filter_types
+        self.filters = HunterFilters(hunter_id, types, self._apply_filters)
         if self.spool is not None:
             # Keep the applied set beside the spool: restarted while the processor is
             # down, the hunter filters as it did, not by the no-filter policy.
@@ -352,7 +371,7 @@ class Hunter:
         self.uplink.start_filters()
         if not self.filters.received.wait(cfg.connect_timeout):
             log.warning("no filter set from the processor yet; starting with none (%s)", policy)
-            self.mode.apply([], compile_filters([], hunter_id, types))
+            self._apply_filters([], compile_filters([], hunter_id, types))
         if self.spool is None:
             self.uplink.start()
         # One heartbeat at once: it tells the processor (and `lc show hunter`) that this
@@ -364,14 +383,40 @@ class Hunter:
             self._replay()
         else:
             self._capture_live()
-        if isinstance(self.mode, VoipMode):
-            self.mode.finish()  # calls never matched are dropped (and counted)
+        # What the mode still holds is decided now (sessions never matched are dropped
+        # and counted); what it releases, packets and events, goes out last.
+        batcher = self._new_batcher()
+        self._put(batcher, self._mode_call(self.mode.finish), block=self._file is not None)
+        self._flush(batcher, block=self._file is not None)
         return self._finish()
 
-    def _set_kernel_filter(self, expr: str) -> None:
-        for src in self._live:
-            src.set_filter(expr)
-        log.info("kernel filter: %s", expr)
+    def _kernel_expression(self, compiled: FilterSet) -> str:
+        """The kernel BPF: the user's -f and the processor exclusion, AND the mode's."""
+        assert self.mode is not None
+        mode_expr = self.mode.kernel_filter(compiled)
+        if mode_expr == MATCH_NOTHING:
+            return MATCH_NOTHING
+        parts = [f"({b})" for b in self.base_bpf]
+        if mode_expr:
+            parts.append(f"({mode_expr})")
+        return " and ".join(parts)
+
+    def _apply_filters(self, filters: list[Filter], compiled: FilterSet) -> None:
+        """Swap in a filter set: check the kernel filter, give the set to the mode, then
+        change the kernel filter. libpcap re-filters what the ring already holds with the
+        new program and the handle stays open, so no packet the new set wants is lost.
+        Raises LcError (nothing changed) when the kernel filter or a BPF filter is bad."""
+        assert self.mode is not None
+        expr = self._kernel_expression(compiled)
+        if self._live and expr != self.kernel_expr:
+            for lt in {src.linktype for src in self._live}:
+                check_bpf(expr, lt)
+        self.mode.apply(compiled)
+        if self._live and expr != self.kernel_expr:
+            for src in self._live:
+                src.set_filter(expr)
+            log.info("kernel filter: %s", expr)
+        self.kernel_expr = expr
 
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -396,30 +441,44 @@ class Hunter:
         return Batcher(self.cfg.batch_size, self.cfg.batch_timeout_ms * 1_000_000)
 
     def _add(self, batcher: Batcher, chunk: Chunk, block: bool) -> None:
-        now = time.monotonic_ns()
         n = len(chunk)
         self.captured += n
         self.bytes_captured += len(chunk.records) - 16 * n
-        meta = None
-        if self.mode is not None:
-            chunk, meta = self.mode.process(chunk)
-            self.filtered_out += max(0, n - len(chunk))
-            if not len(chunk):
-                self._tick(batcher, block, now)
-                return
-        ob = self.outbox
-        for b in batcher.add_chunk(
-            chunk.ts_ns,
-            chunk.caplen,
-            chunk.origlen,
-            chunk.records,
-            chunk.iface,
-            now,
-            self._busy(),
-            meta,
-        ):
-            if ob.put(b, block=block):
-                self.forwarded += len(b)
+        assert self.mode is not None
+        self._put(batcher, self._mode_call(self.mode.process, chunk, lost=n), block)
+
+    def _mode_call(self, fn: Callable[..., Forward], *args: object, lost: int = 0) -> Forward:
+        """A mode call that cannot stop the hunter: a mode that raises has a bug, which is
+        logged (the first few times) and counted; the ``lost`` packets it had are lost."""
+        try:
+            return fn(*args)
+        except Exception:
+            self.mode_errors += lost
+            self._mode_error_logs += 1
+            if self._mode_error_logs <= 10:
+                log.exception("the %s mode failed (%d packets lost)", self.cfg.mode, lost)
+            return EMPTY
+
+    def _put(self, batcher: Batcher, fwd: Forward, block: bool) -> None:
+        """Hand what a mode forwards to the batcher (and sealed batches to the outbox)."""
+        now = time.monotonic_ns()
+        if fwd.events:
+            batcher.add_events(fwd.events, now)
+        chunk = fwd.chunk
+        if len(chunk):
+            ob = self.outbox
+            for b in batcher.add_chunk(
+                chunk.ts_ns,
+                chunk.caplen,
+                chunk.origlen,
+                chunk.records,
+                chunk.iface,
+                now,
+                self._busy(),
+                fwd.meta,
+            ):
+                if ob.put(b, block=block):
+                    self.forwarded += len(b)
         self._tick(batcher, block, now)
 
     def _busy(self) -> bool:
@@ -487,9 +546,9 @@ class Hunter:
             if chunk is not None:
                 self._add(batcher, chunk, block=False)
             else:
-                if isinstance(self.mode, VoipMode):
-                    self.mode.tick(time.time_ns())  # calls end and expire without traffic
-                self._tick(batcher, block=False)
+                # Sessions end and expire without traffic too.
+                assert self.mode is not None
+                self._put(batcher, self._mode_call(self.mode.tick, time.time_ns()), block=False)
         # Packets already in the kernel ring when the stop came are part of the capture.
         while (chunk := src.read(0.0)) is not None:
             self._add(batcher, chunk, block=False)
@@ -540,13 +599,9 @@ class Hunter:
                 f"{sc.appended} spooled, {sc.replayed} replayed, "
                 f"{sc.dropped_packets} packets dropped (full)"
             )
-        if c.mode:
-            m = c.mode
-            spooled += (
-                f"; calls: {m['calls_created']} seen, {m['calls_matched']} matched, "
-                f"{m['calls_unmatched']} never matched, {m['calls_evicted']} evicted; "
-                f"{m['sip_messages']} SIP messages ({m['sip_malformed']} malformed)"
-            )
+        note = self.mode.counters().summary if self.mode is not None else ""
+        if note:
+            spooled += f"; {note}"
         return (
             f"lc hunt: {what}: {c.captured} packets ({c.bytes_captured} bytes) in {el:.2f} s "
             f"({rate:,.0f} pkt/s); filtered out {c.dropped['filtered']}, "

@@ -12,13 +12,15 @@ Pure Python: no sockets, no grpc, no libpcap (``bpf`` patterns are checked throu
 ``bpf_check`` callable the caller passes).
 """
 
-from lc.common.filters.engine import FilterSet, compile_filters
+from lc.common.filters.engine import FilterSet, KeywordMatcher, KeywordStream, compile_filters
 from lc.common.filters.model import (
     FILTER_TYPES,
     MAX_BPF_LEN,
     MAX_DESCRIPTION_LEN,
     MAX_PATTERN_LEN,
+    TYPES,
     Filter,
+    FilterType,
     dump_filters,
     new_filter_id,
     normalise_value,
@@ -33,8 +35,12 @@ __all__ = [
     "MAX_DESCRIPTION_LEN",
     "MAX_PATTERN_LEN",
     "MIN_PHONE_DIGITS",
+    "TYPES",
     "Filter",
     "FilterSet",
+    "FilterType",
+    "KeywordMatcher",
+    "KeywordStream",
     "compile_filters",
     "dump_filters",
     "new_filter_id",

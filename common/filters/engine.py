@@ -31,8 +31,15 @@ Structures, per type
       Indexing every suffix of every pattern instead costs several look-ups per value
       and several entries per pattern. Numbers shorter than 7 digits are looked up
       whole (equality).
+    * **keyword**: one Aho-Corasick automaton over bytes (each byte as one character,
+      ASCII letters lowered on both sides). :meth:`FilterSet.match` scans whole values
+      (a message); :meth:`FilterSet.keywords` gives a :class:`KeywordMatcher` whose
+      :meth:`~KeywordMatcher.stream` scans a byte stream piece by piece and finds
+      keywords across the pieces (it keeps the last ``longest keyword - 1`` bytes).
     * **bpf**: not matched here; :meth:`FilterSet.bpf` hands the expressions to the
       capture layer (libpcap).
+
+Which structure a type uses is its ``matcher`` in :data:`lc.common.filters.model.TYPES`.
 
 Values may be ``str`` or bytes-like; bytes are decoded as UTF-8 with
 ``errors="surrogateescape"`` (so undecodable bytes never match a pattern, which is
@@ -55,14 +62,14 @@ from lc.common.filters.model import (
     FILTER_TYPES,
     PREFIX,
     SUFFIX,
-    TEXT_TYPES,
+    TYPES,
     VALUE_NORMALISATION,
     Filter,
     prepare_filter,
 )
 from lc.common.filters.phone import MIN_PHONE_DIGITS, normalise_phone
 
-__all__ = ["FilterSet", "compile_filters"]
+__all__ = ["FilterSet", "KeywordMatcher", "KeywordStream", "compile_filters"]
 
 _TYPE_SET: Final = frozenset(FILTER_TYPES)
 # Values are joined with, and framed by, one separator; patterns hold no control
@@ -226,7 +233,66 @@ class _PhoneMatcher:
                     out.update(exact[p])
 
 
-_Matcher = _TextMatcher | _IpMatcher | _PhoneMatcher
+def _latin1(v: Value) -> str:
+    """Bytes as one character each, ASCII letters lowered (a str value: its UTF-8)."""
+    if type(v) is str:
+        v = v.encode("utf-8", "surrogateescape")
+    return bytes(v).lower().decode("latin-1")
+
+
+class KeywordMatcher:
+    """The ``keyword`` filters: byte strings found anywhere in a payload."""
+
+    __slots__ = ("_automaton", "longest")
+
+    def __init__(self, entries: list[tuple[str, str]]) -> None:
+        words: dict[str, tuple[str, ...]] = {}
+        for fid, core in entries:
+            word = core.encode("utf-8").decode("latin-1")
+            words[word] = (*words.get(word, ()), fid)
+        automaton = ahocorasick.Automaton()
+        for word, ids in words.items():
+            automaton.add_word(word, ids)
+        automaton.make_automaton()
+        self._automaton = automaton
+        self.longest = max(len(w) for w in words)
+
+    def match_into(self, values: Iterable[Value], out: set[str]) -> None:
+        automaton = self._automaton
+        for v in values:
+            for _, ids in automaton.iter(_latin1(v)):
+                out.update(ids)
+
+    def stream(self) -> KeywordStream:
+        """A scanner for one byte stream (one direction of a connection)."""
+        return KeywordStream(self)
+
+
+class KeywordStream:
+    """Scans one byte stream in pieces; a keyword split across pieces is found."""
+
+    __slots__ = ("_automaton", "_keep", "_tail")
+
+    def __init__(self, matcher: KeywordMatcher) -> None:
+        self._automaton = matcher._automaton
+        self._keep = matcher.longest - 1
+        self._tail = ""
+
+    def feed(self, data: bytes | bytearray | memoryview) -> set[str]:
+        """The ids of the keywords that end in ``data`` (each match reported once)."""
+        tail = self._tail
+        text = tail + _latin1(data)
+        out: set[str] = set()
+        first_new = len(tail)  # a match ending before this was reported already
+        for end, ids in self._automaton.iter(text):
+            if end >= first_new:
+                out.update(ids)
+        keep = self._keep
+        self._tail = text[-keep:] if keep else ""
+        return out
+
+
+_Matcher = _TextMatcher | _IpMatcher | _PhoneMatcher | KeywordMatcher
 
 
 class FilterSet:
@@ -296,6 +362,11 @@ class FilterSet:
         m.match_into(values, out)
         return out
 
+    def keywords(self) -> KeywordMatcher | None:
+        """The ``keyword`` filters' matcher (None without any), for stream scanning."""
+        m = self._matchers.get("keyword")
+        return m if isinstance(m, KeywordMatcher) else None
+
     def match_ip(self, addresses: Iterable[bytes | str]) -> set[str]:
         """Ids of the ``ip_address`` filters containing any of ``addresses``.
 
@@ -361,6 +432,7 @@ def compile_filters(
     text: dict[str, list[tuple[str, str, str]]] = {}
     ips: list[tuple[str, tuple[int, int, int]]] = []
     phones: list[tuple[str, str]] = []
+    keywords: list[tuple[str, str]] = []
     bpf: list[tuple[str, str]] = []
     seen: set[str] = set()
     for f in filters:
@@ -376,20 +448,28 @@ def compile_filters(
             raise ValidationError(f"filter {g.id!r}: duplicate id")
         seen.add(g.id)
         kept.append(g)
-        if g.type in TEXT_TYPES:
+        matcher = TYPES[g.type].matcher
+        if matcher == "text":
             assert isinstance(p.key, str)
             text.setdefault(g.type, []).append((g.id, p.kind, p.key))
-        elif g.type == "ip_address":
+        elif matcher == "ip":
             assert isinstance(p.key, tuple)
             ips.append((g.id, p.key))
-        elif g.type == "phone_number":
+        elif matcher == "phone":
             assert isinstance(p.key, str)
             phones.append((g.id, p.key))
-        else:
+        elif matcher == "keyword":
+            assert isinstance(p.key, str)
+            keywords.append((g.id, p.key))
+        elif matcher == "bpf":
             bpf.append((g.id, g.pattern))
+        else:  # a new matcher kind in the table without its structure here
+            raise ValidationError(f"filter {g.id!r}: type {g.type!r} has no matcher")
     matchers: dict[str, _Matcher] = {t: _TextMatcher(t, e) for t, e in text.items()}
     if ips:
         matchers["ip_address"] = _IpMatcher(ips)
     if phones:
         matchers["phone_number"] = _PhoneMatcher(phones)
+    if keywords:
+        matchers["keyword"] = KeywordMatcher(keywords)
     return FilterSet(tuple(kept), matchers, bpf)

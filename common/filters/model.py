@@ -55,7 +55,12 @@ tls_ja3s         JA3S (MD5, 32 hex)          no     none                        
 tls_ja4          JA4 fingerprint             no     none                             yes [5]
 email_address    bare address (no name, <>)  no     none                             yes
 email_subject    decoded Subject             no     none                             yes
+keyword          payload bytes               no     ASCII letters lowered            no [6]
 ===============  ==========================  =====  ===============================  =========
+
+Each row is one :class:`FilterType` in :data:`TYPES`, which also names the hunter
+modes that apply the type; the engine dispatches on its ``matcher``, and a type that
+is not in the table is refused everywhere (never taken for BPF).
 
 ``sip_uri`` is case-insensitive as a whole, user part included (RFC 3261 keeps the
 user part case-sensitive, but a URI filter is about the address, and one rule is
@@ -89,6 +94,12 @@ stored as ``example.com``.
     ``*_e5627efa2ab1``), but the fixed part must fit the shape at its place: a
     ``foo*`` pattern must be the start of a possible JA4, ``*foo`` its end, ``*foo*``
     a run of it.
+[6] A ``keyword`` is a byte string searched anywhere in a payload (a message, or a
+    TCP stream across its segments: :meth:`FilterSet.keywords`), with one
+    Aho-Corasick automaton for all keywords. The pattern is UTF-8; ASCII letters match
+    in either case, other bytes exactly (no Unicode case folding: payloads are bytes).
+    No wildcards (it is always a "contains" match; ``\*`` is a literal star) and at
+    least :data:`MIN_KEYWORD_BYTES` bytes, since a shorter one is in most payloads.
 
 Validation
 ==========
@@ -134,7 +145,10 @@ __all__ = [
     "MAX_BPF_LEN",
     "MAX_DESCRIPTION_LEN",
     "MAX_PATTERN_LEN",
+    "MIN_KEYWORD_BYTES",
+    "TYPES",
     "Filter",
+    "FilterType",
     "dump_filters",
     "new_filter_id",
     "normalise_value",
@@ -142,55 +156,88 @@ __all__ = [
     "validate_filter",
 ]
 
-FILTER_TYPES: Final[tuple[str, ...]] = (
-    "bpf",
-    "ip_address",
-    "sip_user",
-    "phone_number",
-    "sip_uri",
-    "call_id",
-    "codec",
-    "dns_domain",
-    "http_host",
-    "http_url",
-    "tls_sni",
-    "tls_ja3",
-    "tls_ja3s",
-    "tls_ja4",
-    "email_address",
-    "email_subject",
-)
+
+@dataclass(frozen=True, slots=True)
+class FilterType:
+    """Everything about one filter type, in one place (the table in the module doc).
+
+    ``matcher`` says which engine structure matches it: ``text`` (exact values and
+    the wildcard grammar), ``ip``, ``phone``, ``keyword`` (bytes in a payload) or
+    ``bpf`` (compiled by libpcap, never matched by the engine). ``case``:
+    ``sensitive``, ``insensitive`` (both sides ``casefold``-ed; ASCII-only lowering
+    for ``keyword``, whose values are bytes) or ``n/a``. ``modes`` are the hunter modes
+    that apply the type (``lc.hunter.modes`` registers what each mode applies; a test
+    keeps the two in step). ``value`` is what a mode passes to the engine.
+    """
+
+    name: str
+    matcher: str
+    value: str
+    case: str = "n/a"
+    wildcards: bool = True
+    no_spaces: bool = False  # the values never hold whitespace: such a pattern is refused
+    host_name: bool = False  # a name whose end is normalised (trailing dot, port)
+    modes: tuple[str, ...] = ()
+
+
+_PROTOCOL_MODES: Final = ("voip", "dns", "tls", "http", "email")
+
+TYPES: Final[dict[str, FilterType]] = {
+    t.name: t
+    for t in (
+        FilterType("bpf", "bpf", "none: compiled by libpcap", wildcards=False,
+                   modes=("generic",)),
+        FilterType("ip_address", "ip", "packet src and dst address", wildcards=False,
+                   modes=("generic", *_PROTOCOL_MODES)),
+        FilterType("sip_user", "text", "user part of SIP URIs", "sensitive", modes=("voip",)),
+        FilterType("phone_number", "phone", "SIP users, tel: numbers", wildcards=False,
+                   modes=("voip",)),
+        FilterType("sip_uri", "text", "a whole SIP/SIPS/TEL URI", "insensitive",
+                   no_spaces=True, modes=("voip",)),
+        FilterType("call_id", "text", "Call-ID", "sensitive", no_spaces=True, modes=("voip",)),
+        FilterType("codec", "text", "SDP rtpmap encoding name", "insensitive", no_spaces=True,
+                   modes=("voip",)),
+        FilterType("dns_domain", "text", "DNS query name", "insensitive", no_spaces=True,
+                   host_name=True, modes=("dns",)),
+        FilterType("http_host", "text", "Host / :authority", "insensitive", no_spaces=True,
+                   host_name=True, modes=("http",)),
+        FilterType("http_url", "text", "HTTP request target", "sensitive", no_spaces=True,
+                   modes=("http",)),
+        FilterType("tls_sni", "text", "ClientHello server_name", "insensitive",
+                   no_spaces=True, host_name=True, modes=("tls",)),
+        FilterType("tls_ja3", "text", "JA3 (MD5, 32 hex)", "insensitive", wildcards=False,
+                   modes=("tls",)),
+        FilterType("tls_ja3s", "text", "JA3S (MD5, 32 hex)", "insensitive", wildcards=False,
+                   modes=("tls",)),
+        FilterType("tls_ja4", "text", "JA4 fingerprint", "insensitive", modes=("tls",)),
+        FilterType("email_address", "text", "bare address (no name, <>)", "insensitive",
+                   modes=("email",)),
+        FilterType("email_subject", "text", "decoded Subject", "insensitive",
+                   modes=("email",)),
+        FilterType("keyword", "keyword", "payload bytes (a message, a stream)", "insensitive",
+                   wildcards=False, modes=("http", "email")),
+    )
+}  # fmt: skip
 """Every filter type, in the order the documentation lists them."""
+
+FILTER_TYPES: Final[tuple[str, ...]] = tuple(TYPES)
+"""Every filter type's name, in the order the documentation lists them."""
 
 MAX_PATTERN_LEN: Final = 1024
 MAX_BPF_LEN: Final = 8192
 MAX_DESCRIPTION_LEN: Final = 1024
+#: A keyword shorter than this would be found in most payloads.
+MIN_KEYWORD_BYTES: Final = 3
 
 _TYPE_SET: Final = frozenset(FILTER_TYPES)
-_CASE_SENSITIVE: Final = frozenset({"sip_user", "call_id", "http_url"})
-_CASE_INSENSITIVE: Final = frozenset(
-    {
-        "sip_uri",
-        "codec",
-        "dns_domain",
-        "http_host",
-        "tls_sni",
-        "tls_ja3",
-        "tls_ja3s",
-        "tls_ja4",
-        "email_address",
-        "email_subject",
-    }
-)
+_TEXT = [t for t in TYPES.values() if t.matcher == "text"]
+_CASE_SENSITIVE: Final = frozenset(t.name for t in _TEXT if t.case == "sensitive")
+_CASE_INSENSITIVE: Final = frozenset(t.name for t in _TEXT if t.case == "insensitive")
 TEXT_TYPES: Final = _CASE_SENSITIVE | _CASE_INSENSITIVE
 """Types whose values are text, matched by exact value or the wildcard grammar."""
-_NO_WILDCARDS: Final = frozenset({"tls_ja3", "tls_ja3s"})
-# Types whose values never hold whitespace (names, tokens, URIs): a pattern with some
-# inside could never match, so it is refused as a likely mistake.
-_NO_SPACES: Final = frozenset(
-    {"sip_uri", "call_id", "codec", "dns_domain", "http_host", "http_url", "tls_sni"}
-)
-_NAME_TYPES: Final = frozenset({"dns_domain", "tls_sni", "http_host"})
+_NO_WILDCARDS: Final = frozenset(t.name for t in _TEXT if not t.wildcards)
+_NO_SPACES: Final = frozenset(t.name for t in _TEXT if t.no_spaces)
+_NAME_TYPES: Final = frozenset(t.name for t in _TEXT if t.host_name)
 _SPACE_RE: Final = re.compile(r"\s")
 
 # Pattern kinds after the wildcard grammar is applied.
@@ -613,6 +660,21 @@ def prepare_filter(f: Filter, bpf_check: Callable[[str], None] | None = None) ->
                 "_, 12 hex)"
             )
         return done(render_pattern(kind, core), kind, core)
+    if t == "keyword":
+        split = _split_wildcards(p)
+        if isinstance(split, str) or split[0] != EXACT:
+            raise ValidationError(
+                f"{who}: keyword pattern {_show(p)} may not use '*': a keyword is found "
+                "anywhere in the payload (write \\* for a literal star)"
+            )
+        raw = split[1].encode("utf-8").lower()  # ASCII letters only
+        if len(raw) < MIN_KEYWORD_BYTES:
+            raise ValidationError(
+                f"{who}: keyword pattern {_show(p)} has {len(raw)} bytes; at least "
+                f"{MIN_KEYWORD_BYTES} are needed (a shorter one is in most payloads)"
+            )
+        core = raw.decode("utf-8")
+        return done(render_pattern(EXACT, core), EXACT, core)
     if t == "ip_address":
         text, net_key = _parse_network(who, p)
         return done(text, EXACT, net_key)
@@ -632,10 +694,11 @@ def prepare_filter(f: Filter, bpf_check: Callable[[str], None] | None = None) ->
                 f"normalised; at least {MIN_PHONE_DIGITS} are needed"
             )
         return done(p, EXACT, digits)
-    # bpf
-    if bpf_check is not None:
-        bpf_check(p)
-    return done(p, EXACT, p)
+    if t == "bpf":
+        if bpf_check is not None:
+            bpf_check(p)
+        return done(p, EXACT, p)
+    raise ValidationError(f"{who}: filter type {t!r} has no validation rule")  # a new row
 
 
 _IPV4_RE: Final = re.compile(

@@ -107,7 +107,16 @@ _HUNT_OPTIONS = [
         type=click.Choice(["allow", "deny"]),
         default=None,
         help="What to forward while the processor has no filter for this hunter "
-        "(generic mode default: allow).",
+        "(default: allow for plain lc hunt, deny for the protocol modes).",
+    ),
+    click.option(
+        "--events",
+        type=click.Choice(["captured", "all"]),
+        default="captured",
+        show_default=True,
+        help="Session events (a call ended, ...) to send: those of the sessions whose "
+        "packets are captured, or all sessions the mode parsed (metadata only for the "
+        "others).",
     ),
     click.option("--connect-timeout", type=float, default=10.0, show_default=True, metavar="S"),
     click.option(
@@ -159,7 +168,7 @@ def hunt_options(f):
     return f
 
 
-def run_hunter(mode: str, opts: dict, **mode_opts) -> None:
+def run_hunter(mode: str, opts: dict, mode_config: object = None) -> None:
     """Build the HuntConfig from the shared options, run the hunter, exit with its code."""
     from lc.hunter.run import HuntConfig, Hunter
 
@@ -175,7 +184,11 @@ def run_hunter(mode: str, opts: dict, **mode_opts) -> None:
                 err=True,
             )
         cfg = HuntConfig(
-            tls=tls, mode=mode, interfaces=list(opts.pop("interfaces")), **opts, **mode_opts
+            tls=tls,
+            mode=mode,
+            mode_config=mode_config,
+            interfaces=list(opts.pop("interfaces")),
+            **opts,
         )
         h = Hunter(cfg)
         code = h.run()
@@ -191,7 +204,52 @@ def run_hunter(mode: str, opts: dict, **mode_opts) -> None:
     sys.exit(code)
 
 
-@click.group(invoke_without_command=True)
+class _ModeGroup(click.Group):
+    """``lc hunt``'s subcommands: one per registered protocol mode (lc.hunter.modes)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        from lc.hunter import modes
+
+        return [n for n in modes.names() if n != "generic"]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        from lc.hunter import modes
+
+        spec = modes.get(cmd_name)
+        if spec is None or cmd_name == "generic":
+            return None
+        return mode_command(spec)
+
+
+def mode_command(spec) -> click.Command:
+    """The ``lc hunt NAME`` command of a mode: every ``lc hunt`` option plus the flags
+    its config declares (:func:`lc.hunter.modes.base.option`)."""
+    from lc.hunter.modes.base import cli_options, parse_options
+
+    flags = cli_options(spec.config)
+
+    def callback(**opts) -> None:
+        texts = {name: opts.pop(name) for name, _ in flags}
+        try:
+            cfg = parse_options(spec.config, texts)
+        except LcError as e:
+            sys.exit(fail_line("hunt", e))
+        run_hunter(spec.name, opts, mode_config=cfg)
+
+    f = hunt_options(callback)
+    for name, opt in reversed(flags):
+        f = click.option(
+            opt.flag,
+            name,
+            default=opt.default,
+            show_default=True,
+            metavar=opt.metavar,
+            help=opt.help,
+        )(f)
+    return click.command(spec.name, help=spec.help)(f)
+
+
+@click.group(cls=_ModeGroup, invoke_without_command=True)
 @hunt_options
 @click.pass_context
 def hunt(ctx: click.Context, **opts) -> None:
@@ -209,138 +267,3 @@ def hunt(ctx: click.Context, **opts) -> None:
             )
         return
     run_hunter("generic", opts)
-
-
-def _ports(value: str) -> frozenset[int]:
-    try:
-        ports = frozenset(int(p) for p in value.split(",") if p.strip())
-    except ValueError:
-        raise click.BadParameter(f"--sip-port {value!r}: a comma-separated list of ports") from None
-    if not ports or not all(0 < p < 65536 for p in ports):
-        raise click.BadParameter(f"--sip-port {value!r}: ports are 1-65535")
-    return ports
-
-
-def _port_range(value: str) -> tuple[int, int]:
-    lo, sep, hi = value.partition("-")
-    try:
-        a, b = int(lo), int(hi)
-    except ValueError:
-        raise click.BadParameter(
-            f"--rtp-port-range {value!r}: give LOW-HIGH, e.g. 10000-32768"
-        ) from None
-    if not sep or not 0 < a <= b < 65536:
-        raise click.BadParameter(
-            f"--rtp-port-range {value!r}: give LOW-HIGH with 1 <= LOW <= HIGH <= 65535"
-        )
-    return a, b
-
-
-@hunt.command("voip")
-@click.option(
-    "--sip-port",
-    "sip_ports",
-    default="5060,5061",
-    show_default=True,
-    metavar="PORTS",
-    help="Comma-separated ports parsed as SIP (UDP and TCP); also the kernel filter's.",
-)
-@click.option(
-    "--rtp-port-range",
-    default="10000-32768",
-    show_default=True,
-    metavar="LOW-HIGH",
-    help="UDP ports captured for RTP/RTCP (tied to calls by their SDP, not by port).",
-)
-@click.option(
-    "--max-calls", type=int, default=20000, show_default=True, help="Calls followed at once."
-)
-@click.option(
-    "--call-buffer-packets",
-    type=int,
-    default=2000,
-    show_default=True,
-    help="Packets held per undecided call.",
-)
-@click.option(
-    "--call-buffer-mb",
-    type=int,
-    default=256,
-    show_default=True,
-    help="Memory for held packets, over all undecided calls.",
-)
-@click.option(
-    "--call-grace",
-    type=float,
-    default=5.0,
-    show_default=True,
-    metavar="S",
-    help="A call is followed this long after it ends (late RTP, the 200 to BYE).",
-)
-@click.option(
-    "--call-idle-timeout",
-    type=float,
-    default=300.0,
-    show_default=True,
-    metavar="S",
-    help="A call without packets this long is over.",
-)
-@click.option(
-    "--call-decide-timeout",
-    type=float,
-    default=60.0,
-    show_default=True,
-    metavar="S",
-    help="Stop holding a call that no filter matched within this long.",
-)
-@hunt_options
-def voip(
-    sip_ports,
-    rtp_port_range,
-    max_calls,
-    call_buffer_packets,
-    call_buffer_mb,
-    call_grace,
-    call_idle_timeout,
-    call_decide_timeout,
-    **opts,
-) -> None:
-    """VoIP: capture the SIP and RTP/RTCP of the calls that filters select, whole.
-
-    Calls are held until a SIP message matches a filter (sip_user, phone_number,
-    sip_uri, call_id, codec, ip_address); then the call's packets so far and for the
-    rest of its life are forwarded. With no filter, nothing is forwarded unless
-    --no-filter-policy allow.
-    """
-    from lc.hunter.voip import VoipConfig
-
-    try:
-        ports = _ports(sip_ports)
-        rng = _port_range(rtp_port_range)
-        for name, v in (
-            ("--max-calls", max_calls),
-            ("--call-buffer-packets", call_buffer_packets),
-            ("--call-buffer-mb", call_buffer_mb),
-        ):
-            if v < 1:
-                raise click.BadParameter(f"{name} must be at least 1")
-        for name, v in (
-            ("--call-grace", call_grace),
-            ("--call-idle-timeout", call_idle_timeout),
-            ("--call-decide-timeout", call_decide_timeout),
-        ):
-            if v <= 0:
-                raise click.BadParameter(f"{name} must be positive")
-    except click.BadParameter as e:
-        sys.exit(fail_line("hunt", ValidationError(e.message)))
-    cfg = VoipConfig(
-        sip_ports=ports,
-        rtp_range=rng,
-        max_calls=max_calls,
-        max_call_packets=call_buffer_packets,
-        max_buffer_bytes=call_buffer_mb * 1024 * 1024,
-        grace_ns=int(call_grace * 1e9),
-        idle_timeout_ns=int(call_idle_timeout * 1e9),
-        decide_timeout_ns=int(call_decide_timeout * 1e9),
-    )
-    run_hunter("voip", opts, voip=cfg)

@@ -1,4 +1,4 @@
-"""VoIP mode (lc.hunter.voip) on real captures, checked against tshark, and its rules.
+"""VoIP mode (lc.hunter.modes.voip) on real captures, checked against tshark, and its rules.
 
 The oracle: the public captures in ../shared/corpus with tshark's own per-frame
 expectations (see its MANIFEST.md). tshark ties RTP to calls by SDP as lc does, so for
@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from lc.common.filters import Filter, compile_filters
 from lc.common.pcapfile import frame_records, open_capture
 from lc.hunter.capture import Chunk, FileSource
-from lc.hunter.voip import VOIP_FILTER_TYPES, VoipConfig, VoipMode, voip_bpf
+from lc.hunter.modes.base import ModeContext
+from lc.hunter.modes.voip import VOIP_FILTER_TYPES, VoipConfig, voip_bpf, voip_mode
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
 
@@ -38,11 +39,39 @@ def tsv(path: Path) -> list[dict[str, str]]:
     return [dict(zip(header, line.split("\t"), strict=False)) for line in lines[2:]]
 
 
+class VoipMode:
+    """The VoIP mode as these tests drive it: process() gives (chunk, meta), finish()
+    and tick() their packets too (the events are kept in ``events``), counters() the
+    mode's figures, filtered() what it did not forward for want of a match."""
+
+    def __init__(
+        self, policy: str, interfaces: list, cfg: VoipConfig, filters: list, events="captured"
+    ) -> None:
+        self.mode = voip_mode(ModeContext(interfaces, policy=policy, events=events), cfg)
+        self.mode.apply(compile_filters(filters, "h", VOIP_FILTER_TYPES))
+        self.events: list = []
+        self.tail: list = []
+
+    def process(self, chunk):
+        fwd = self.mode.process(chunk)
+        self.events += fwd.events
+        return fwd.chunk, fwd.meta
+
+    def finish(self):
+        fwd = self.mode.finish()
+        self.events += fwd.events
+        self.tail.append((fwd.chunk, fwd.meta))
+
+    def counters(self) -> dict[str, int]:
+        return self.mode.counters().figures
+
+    def filtered(self) -> int:
+        return self.mode.counters().dropped["filtered"]
+
+
 def mode_for(filters: list[Filter], policy: str = "deny", **cfg) -> tuple[VoipMode, list]:
     interfaces: list[tuple[str, int]] = []
-    m = VoipMode(policy, [], None, interfaces, VoipConfig(**cfg))
-    m.apply(filters, compile_filters(filters, "h", VOIP_FILTER_TYPES))
-    return m, interfaces
+    return VoipMode(policy, interfaces, VoipConfig(**cfg), filters), interfaces
 
 
 def run_file(path: Path, mode: VoipMode, interfaces: list, chunk: int = 512):
@@ -125,7 +154,7 @@ def test_forwards_exactly_what_tshark_attributes(name, sip_oracle, rtp_oracle):
     got_rtp = set()
     for frame, meta in got:
         if meta.protocol == "sip":
-            got_sip[meta.call_id].add(frame)
+            got_sip[meta.session_id].add(frame)
         else:
             assert meta.protocol in ("rtp", "rtcp")
             got_rtp.add(frame)
@@ -165,7 +194,7 @@ def test_call_id_filter_forwards_only_that_call_whole():
     m, ifs = mode_for([f], sip_ports=sip_ports(rows))
     got = run_file(path, m, ifs)
     assert got
-    assert {meta.call_id for _, meta in got} == {target["sip.Call-ID"]}
+    assert {meta.session_id for _, meta in got} == {target["sip.Call-ID"]}
     assert all(list(meta.filter_ids) == ["f1"] for _, meta in got)
     want_sip = {int(r["frame.number"]) for r in rows if r["sip.Call-ID"] == target["sip.Call-ID"]}
     assert {fr for fr, meta in got if meta.protocol == "sip"} == want_sip
@@ -300,9 +329,7 @@ def feed(mode: VoipMode, frames, size: int = 64):
 
 
 def synth_mode(filters, **cfg):
-    m = VoipMode("deny", [], None, [("lo", 1)], VoipConfig(**cfg))
-    m.apply(filters, compile_filters(filters, "h", VOIP_FILTER_TYPES))
-    return m
+    return VoipMode("deny", [("lo", 1)], VoipConfig(**cfg), filters)
 
 
 def test_a_long_call_keeps_its_rtp_to_the_end_and_others_are_dropped():
@@ -312,7 +339,7 @@ def test_a_long_call_keeps_its_rtp_to_the_end_and_others_are_dropped():
     out = feed(m, frames, size=97)
     alice = sorted(t for t, _, _ in [(t, b, x) for t, b, x in frames_of(frames, "alice")])
     assert [t for t, _, meta in out] == alice  # every frame of alice's call, in order
-    assert {meta.call_id for _, _, meta in out} == {"c-alice"}
+    assert {meta.session_id for _, _, meta in out} == {"c-alice"}
     assert sum(meta.protocol == "rtp" for _, _, meta in out) == 6000
 
 
@@ -411,7 +438,7 @@ def test_sip_over_tcp_split_and_coalesced_messages():
     m = synth_mode([Filter(id="a", type="sip_user", pattern="alice")])
     out = feed(m, frames, size=2)
     assert len(out) == 4  # three INVITE segments and the coalesced one; not the ACK
-    assert {meta.call_id for _, _, meta in out} == {cid}
+    assert {meta.session_id for _, _, meta in out} == {cid}
     assert m.counters()["sip_messages"] == 3
 
 
@@ -440,3 +467,112 @@ def test_garbage_never_raises_and_is_counted(blobs, data):
         c["sip_malformed"] + c["unassociated"] + c["decode_errors"] + c["unmatched_packets"]
         + c["tcp_no_message"] + c["sip_messages"] + c["fragments_fragments"] + c["tcp_segments"]
     ) > 0  # fmt: skip
+
+
+# -- the seam: events, shared TCP frames, wire-safe strings ----------------------------------
+
+
+def tcp_frame(src, dst, sport, dport, seq, payload, flags=0x10):
+    hdr = struct.pack("!HHIIBBHHH", sport, dport, seq, 1, 0x50, flags, 65535, 0, 0)
+    seg = hdr + payload
+    ip = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(seg), 1, 0, 64, 6, 0,
+        bytes(map(int, src.split("."))), bytes(map(int, dst.split("."))),
+    )  # fmt: skip
+    return b"\x00" * 12 + b"\x08\x00" + ip + seg
+
+
+def two_calls_on_one_connection():
+    """INVITE a (for alice) and INVITE b (for bob) over one TCP connection; the middle
+    segment carries the end of a's INVITE and the start of b's."""
+    a, b = invite("tcp-a", "alice", 20700), invite("tcp-b", "bob", 20800)
+    stream = a + b
+    cuts = [0, 100, len(a) + 50, len(stream)]
+    frames = []
+    for k in range(3):
+        frames.append(
+            (T0 + k, tcp_frame("10.0.0.1", "10.0.0.2", 40000, 5060, 1000 + cuts[k],
+                               stream[cuts[k] : cuts[k + 1]]))
+        )  # fmt: skip
+    return frames
+
+
+@pytest.mark.parametrize(
+    "users,want",
+    [
+        (["bob"], [(T0 + 1, "tcp-b"), (T0 + 2, "tcp-b")]),  # was: the last segment only
+        (["alice"], [(T0, "tcp-a"), (T0 + 1, "tcp-a")]),
+        (["alice", "bob"], [(T0, "tcp-a"), (T0 + 1, "tcp-a"), (T0 + 2, "tcp-b")]),
+    ],
+    ids=["second", "first", "both"],
+)
+def test_a_segment_carrying_two_calls_messages_is_forwarded_once_for_either(users, want):
+    """Issue 9, item 6b: the frame belongs to both calls; it is forwarded once, with the
+    metadata of the first of its calls that matched."""
+    m = synth_mode([Filter(id=f"u{k}", type="sip_user", pattern=u) for k, u in enumerate(users)])
+    out = feed(m, two_calls_on_one_connection(), size=1)
+    m.finish()
+    assert [(t, meta.session_id) for t, _, meta in out] == want
+
+
+def test_one_call_event_per_call_when_it_ends():
+    frames = call_frames("c-alice", "alice", 21000, 20, T0)
+    frames += call_frames("c-bob", "bob", 21100, 10, T0 + 5_000_000)
+    m = synth_mode([Filter(id="a", type="sip_user", pattern="alice")])
+    out = feed(m, frames, size=16)
+    m.finish()
+    (ev,) = m.events  # bob's call was not captured: no event by default
+    assert ev.dataset == "sip" and ev.captured and list(ev.filter_ids) == ["a"]
+    assert ev.session_id == "c-alice" and ev.call.call_id == "c-alice"
+    c = ev.call
+    assert (c.method, c.state, c.from_user, c.to_user) == ("INVITE", "ended", "caller", "alice")
+    assert c.to_uri == "sip:alice@10.0.0.2" and c.last_status == 200
+    assert list(c.codecs) == ["PCMA"]
+    sent = [meta.protocol for _, _, meta in out]
+    assert (c.sip_packets, c.rtp_packets, c.rtcp_packets) == (
+        sent.count("sip"),
+        sent.count("rtp"),
+        sent.count("rtcp"),
+    )
+    assert c.rtp_bytes == sum(len(b) for _, b, meta in out if meta.protocol == "rtp")
+    assert ev.start_ns == T0 and ev.end_ns == max(t for t, _, _ in out) - 1000  # the BYE
+    flow = ev.flow  # the INVITE's signalling 5-tuple
+    assert (flow.src_ip, flow.dst_ip) == (bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]))
+    assert (flow.src_port, flow.dst_port, flow.ip_proto) == (5060, 5060, 17)
+
+
+def test_with_events_all_calls_not_captured_get_metadata_only_events():
+    frames = call_frames("c-alice", "alice", 21000, 20, T0)
+    frames += call_frames("c-bob", "bob", 21100, 10, T0 + 5_000_000)
+    m = VoipMode("deny", [("lo", 1)], VoipConfig(),
+                 [Filter(id="a", type="sip_user", pattern="alice")], events="all")  # fmt: skip
+    feed(m, frames, size=16)
+    m.finish()
+    by_id = {ev.session_id: ev for ev in m.events}
+    assert set(by_id) == {"c-alice", "c-bob"}
+    bob = by_id["c-bob"]
+    assert not bob.captured and list(bob.filter_ids) == []
+    assert bob.call.to_user == "bob" and bob.call.state == "ended"
+    assert bob.call.sip_packets == 5 and bob.call.rtp_packets == 20  # seen, not sent
+
+
+def test_strings_from_the_wire_reach_protobuf_as_valid_utf8():
+    cid = b"c-\xff\xfe-utf8"
+    raw = invite("X", "alice", 21200, from_user="FROM").replace(b"Call-ID: X", b"Call-ID: " + cid)
+    raw = raw.replace(b"sip:FROM", b"sip:caller\xc3(")
+    long_user = "u" * 1000
+    frames = [(T0, eth_ip_udp("10.0.0.1", "10.0.0.2", 5060, 5060, raw)),
+              (T0 + 1, eth_ip_udp("10.0.0.1", "10.0.0.2", 5060, 5060,
+                                  invite("long", long_user, 21300)))]  # fmt: skip
+    m = VoipMode("allow", [("lo", 1)], VoipConfig(), [], events="all")
+    out = feed(m, frames)
+    m.finish()
+    assert len(out) == 2 and len(m.events) == 2
+    for _, _, meta in out:
+        meta.SerializeToString()  # raised UnicodeEncodeError before (issue 9, item 2)
+    bad = out[0][2]
+    assert bad.session_id == "c-\ufffd\ufffd-utf8"
+    assert bad.sip.from_user == "caller\ufffd("
+    assert out[1][2].sip.to_user == "u" * 256
+    for ev in m.events:
+        ev.SerializeToString()

@@ -1,0 +1,514 @@
+"""A protocol mode made of a dissector: the per-chunk loop every session mode shares.
+
+:class:`SessionMode` implements :class:`~lc.hunter.modes.base.Mode` on top of the
+flow layer (:mod:`lc.common.flow`) and the session layer (:mod:`lc.hunter.session`);
+a protocol supplies only a :class:`Dissector`. What a packet is, in this order:
+
+* **a message**: UDP or TCP with a port in ``Dissector.ports``. UDP datagrams are
+  parsed whole (IPv4/IPv6 fragments are reassembled first, and every fragment frame
+  belongs to the message); TCP is reassembled per direction and framed by the
+  dissector's framer, and each frame belongs to the message(s) its bytes carry.
+  Frames of TCP connections that carry no bytes (handshakes, pure ACKs) belong to
+  nothing (``tcp_no_message``).
+* **an alias's packet**: UDP whose destination or source (address, port) a session
+  claimed (:meth:`SessionTable.alias`), e.g. RTP at an endpoint an SDP announced.
+  Its tag comes from the alias; ``Dissector.demux`` may switch it by one payload byte
+  (RTP/RTCP multiplexing, RFC 5761). This is the hot path: untagged Ethernet/IPv4/UDP
+  is read with one ``unpack_from`` (:data:`lc.common.flow.PEEK_IPV4`) and one or two
+  dict look-ups, no call per packet.
+* anything else is not forwarded (``unassociated``).
+
+A message is parsed (``malformed`` when it cannot be), finds or opens its session
+(``session_key``), updates the dissector's view of it (``on_message``: aliases,
+parties, state), and while the session is not matched, is matched against the filters
+with the values the dissector gives (``filter_values``; the packet's addresses are
+added for ``ip_address``). A match forwards what the session held, then its frames;
+``settled`` (or ``decide_timeout``) rejects an undecided session. ``after_message``
+sets the end (``Session.end_ns``). Sessions leave the table ``grace`` after their
+end, when idle, evicted, or at the end of the capture; then the dissector describes
+them as an Event: always for matched sessions (``captured``), and with
+``--events all`` for the others too (``captured`` false, no filter ids).
+
+With no filter at all, the policy decides: ``deny`` matches nothing, ``allow``
+every session. Clocks are capture timestamps, so a replay behaves as the live capture
+did; :meth:`SessionMode.tick` moves time on when no packet comes.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from lc.common.decode import LINKTYPE_RAW, decode_packet
+from lc.common.errors import ParseError
+from lc.common.filters import FilterSet
+from lc.common.flow import (
+    PEEK_IPV4,
+    PEEK_OFFSET,
+    UDP4_PAYLOAD,
+    Fragments,
+    Frame,
+    Framer,
+    TcpStreams,
+    endpoint_key,
+)
+from lc.hunter.capture import Chunk
+from lc.hunter.modes.base import EMPTY, Forward, Mode, ModeContext, ModeCounters
+from lc.hunter.session import (
+    MATCHED,
+    REJECTED,
+    UNDECIDED,
+    Out,
+    Session,
+    SessionLimits,
+    SessionTable,
+)
+from lc.proto import lc_pb2
+
+__all__ = ["IP_FRAGMENTS", "Dissector", "SessionMode", "set_flow"]
+
+_LT_ETHERNET = 1
+#: Kernel BPF for IP fragments (IPv4 MF or offset; an IPv6 fragment header first).
+IP_FRAGMENTS = "(ip and ip[6:2] & 0x3fff != 0) or (ip6 and ip6[6] == 44)"
+
+
+def set_flow(ev: lc_pb2.Event, flow: tuple) -> None:
+    """``ev.flow`` from ``(src, sport, dst, dport, proto)``."""
+    src, sport, dst, dport, proto = flow
+    f = ev.flow
+    f.src_ip = src
+    f.dst_ip = dst
+    f.src_port = sport
+    f.dst_port = dport
+    f.ip_proto = proto
+
+
+class Dissector:
+    """What a protocol mode supplies (override what applies; see the module docstring).
+
+    Class attributes: ``protocol`` (the event dataset and the message packets'
+    ``PacketMeta.protocol``), ``tags`` (``PacketMeta.protocol`` per packet tag),
+    ``message_tag`` (the tag of message packets), ``demux`` (None, or ``(tag, payload
+    byte, low, high, new tag)``: an alias packet of ``tag`` whose payload byte lies
+    in [low, high] has ``new tag``), ``noun`` (singular and plural, for counter
+    names), ``alias_noun`` (the figure counting aliases), ``ports`` (message ports),
+    ``streams`` (whether messages also come over TCP, framed by :meth:`new_framer`).
+    The engine sets ``table`` (the :class:`SessionTable`) before the first packet.
+    """
+
+    protocol = "session"
+    tags: tuple[str, ...] = ("session",)
+    message_tag = 0
+    demux: tuple[int, int, int, int, int] | None = None
+    noun = ("session", "sessions")
+    alias_noun = "aliases"
+    ports: frozenset[int] = frozenset()
+    streams = True
+    table: SessionTable
+
+    def kernel_bpf(self) -> str:
+        """The kernel filter of what the mode wants ("" for everything): by default its
+        ports (UDP and TCP) and IP fragments (later fragments carry no ports)."""
+        ports = " or ".join(f"port {p}" for p in sorted(self.ports))
+        return f"((udp or tcp) and ({ports})) or {IP_FRAGMENTS}" if ports else ""
+
+    def new_framer(self) -> Framer:
+        raise NotImplementedError
+
+    def parse(self, payload: memoryview) -> object:
+        """One message from a datagram's payload; raises ParseError when malformed."""
+        raise NotImplementedError
+
+    def session_key(self, msg: object) -> object:
+        raise NotImplementedError
+
+    def new_info(self, msg: object, flow: tuple) -> object:
+        """The dissector's own state for a new session (``Session.info``)."""
+        return None
+
+    def on_message(self, s: Session, msg: object, flow: tuple, ts: int) -> object:
+        """Update the session with a message; returns what ``filter_values`` needs."""
+        return None
+
+    def filter_values(self, msg: object, ctx: object) -> tuple[dict[str, object], list]:
+        """``(values by filter type, extra addresses for ip_address)``."""
+        return {}, []
+
+    def settled(self, s: Session, msg: object) -> bool:
+        """True when nothing later would make this undecided session match."""
+        return False
+
+    def summary(self, msg: object) -> object:
+        """A compact summary of the message, kept while its packets are held."""
+        return None
+
+    def after_message(self, s: Session, msg: object, ts: int) -> None:
+        """Track the session's end (set ``s.end_ns``)."""
+
+    def meta(self, s: Session, tag: int, summary: object) -> lc_pb2.PacketMeta:
+        """The metadata of a forwarded packet (``summary`` only for message packets)."""
+        return lc_pb2.PacketMeta(protocol=self.tags[tag], session_id=s.name, filter_ids=s.ids)
+
+    def describe(self, s: Session, ev: lc_pb2.Event) -> None:
+        """Fill in the event of a session leaving the table: by default its flow is
+        that of its first message; a dissector that knows better (who initiated)
+        orients it, and adds its detail."""
+        if s.flow is not None:
+            set_flow(ev, s.flow)
+
+    def figures(self) -> dict[str, int]:
+        return {}
+
+
+class SessionMode(Mode):
+    """A mode built from a dissector (see the module docstring). Thread-safe."""
+
+    def __init__(self, ctx: ModeContext, dissector: Dissector, limits: SessionLimits) -> None:
+        self.dis = dissector
+        self.interfaces = ctx.interfaces
+        self.policy = ctx.policy
+        self.events_all = ctx.events == "all"
+        self.limits = limits
+        self._fs: FilterSet | None = None
+        self._lock = threading.Lock()
+        self.table = SessionTable(
+            limits, len(dissector.tags), dissector.message_tag, dissector.meta, self._forgotten
+        )
+        dissector.table = self.table
+        self._streams = (
+            TcpStreams(dissector.new_framer, idle_timeout_ns=limits.idle_timeout_ns)
+            if dissector.streams
+            else None
+        )
+        self._frags = Fragments()
+        self._events: list[lc_pb2.Event] = []
+        self._clock = 0
+        self._next_expiry = 0
+        if dissector.demux is None:
+            self._demux = (-1, 0, 0, 0, 0)
+        else:
+            tag, byte, lo, hi, to = dissector.demux
+            self._demux = (tag, byte, lo, hi, to)
+        self.c = dict.fromkeys(
+            ("messages", "malformed", "unassociated", "decode_errors", "forwarded", "events"), 0
+        )
+
+    # -- filters ---------------------------------------------------------------------
+    def kernel_filter(self, compiled: FilterSet) -> str:
+        return self.dis.kernel_bpf()
+
+    def apply(self, compiled: FilterSet) -> None:
+        """Swap in a new filter set. Matched sessions stay matched; others are judged by
+        the new set from their next message on."""
+        self._fs = compiled
+
+    # -- chunks ----------------------------------------------------------------------
+    def process(self, chunk: Chunk) -> Forward:
+        """The packets to forward now (this chunk's and any flushed from session
+        buffers, in capture order), their metadata, and the events of sessions that
+        ended."""
+        with self._lock:
+            out = Out()
+            self._process(chunk, out)
+            if self._clock >= self._next_expiry:
+                self._expire(self._clock, out)
+            return self._forward(out)
+
+    def tick(self, now_ns: int) -> Forward:
+        """Time passes without packets (live capture, wall clock)."""
+        with self._lock:
+            if now_ns > self._clock:
+                self._clock = now_ns
+            out = Out()
+            self._expire(self._clock, out)
+            return self._forward(out)
+
+    def finish(self) -> Forward:
+        """End of capture: the streams' last bytes are framed, every session leaves."""
+        with self._lock:
+            out = Out()
+            if self._streams is not None:
+                for key, msg, frames in self._streams.close_all():
+                    self._stream_message(key, msg, frames, out, self._clock)
+            self.table.finish()
+            return self._forward(out)
+
+    def _forward(self, out: Out) -> Forward:
+        self.c["forwarded"] += len(out)
+        events = self._events
+        if events:
+            self._events = []
+        elif not len(out):
+            return EMPTY
+        return Forward(out.chunk(), out.meta, events)
+
+    def _process(self, chunk: Chunk, out: Out) -> None:
+        interfaces = self.interfaces
+        single = chunk.iface if isinstance(chunk.iface, int) else None
+        rec = chunk.records
+        mv = memoryview(rec)
+        ports = self.dis.ports
+        aliases = self.table.aliases
+        unpack = PEEK_IPV4.unpack_from
+        ts_col, cap_col, orig_col = chunk.ts_ns, chunk.caplen, chunk.origlen
+        unassociated = unmatched = 0
+        lt = interfaces[single][1] if single is not None else 0
+        # Locals: read once per packet below.
+        ethernet, matched, rejected = _LT_ETHERNET, MATCHED, REJECTED
+        peek_at = 16 + PEEK_OFFSET
+        dtag, dbyte, dlo, dhi, dto = self._demux
+        dcap = UDP4_PAYLOAD + dbyte  # the byte is captured when caplen > dcap
+        dat = 16 + dcap
+        hold = self.table.hold
+        meta_of = self.dis.meta
+        count_rejected = self.events_all  # their packet counts go only into their events
+        iface_col = chunk.iface
+        ifx = single
+        off = 0
+        for i, cap in enumerate(cap_col):
+            start = off
+            off += 16 + cap
+            if single is None:
+                ifx = iface_col[i]
+                lt = interfaces[ifx][1]
+            # Fast path: Ethernet, untagged IPv4 without options, not a fragment, UDP,
+            # not a message port: an alias's packet, or nothing.
+            if lt == ethernet and cap >= 38:
+                etype, vihl, frag, proto, src, dst, sport, dport = unpack(rec, start + peek_at)
+                if (
+                    etype == 0x0800
+                    and vihl == 0x45
+                    and not frag & 0x3FFF
+                    and proto == 17
+                    and sport not in ports
+                    and dport not in ports
+                ):
+                    hit = aliases.get(dst << 16 | dport) or aliases.get(src << 16 | sport)
+                    if hit is None:
+                        unassociated += 1
+                        continue
+                    s, tag = hit
+                    ts = ts_col[i]
+                    s.last_ns = ts
+                    st = s.state
+                    if st == rejected:
+                        # The bulk of the traffic: media of calls no filter wanted.
+                        unmatched += 1
+                        if not count_rejected:
+                            continue
+                    if tag == dtag and cap > dcap and dlo <= rec[start + dat] <= dhi:
+                        tag = dto
+                    s.pk[tag] += 1
+                    s.by[tag] += cap
+                    if st == rejected:
+                        continue
+                    if st == matched:
+                        meta = s.metas[tag]
+                        if meta is None:
+                            meta = s.metas[tag] = meta_of(s, tag, None)
+                        out.add((ts, cap, orig_col[i], mv[start:off], ifx), meta)
+                    else:
+                        hold(s, (ts, cap, orig_col[i], mv[start:off], ifx), tag)
+                    continue
+            pkt = (ts_col[i], cap, orig_col[i], mv[start:off], ifx)
+            self._slow(pkt, lt, mv[start + 16 : off], out)
+        c = self.c
+        c["unassociated"] += unassociated
+        self.table.unmatched_packets += unmatched
+        if len(ts_col):
+            last = ts_col[len(ts_col) - 1]
+            if last > self._clock:
+                self._clock = last
+
+    def _alias_packet(self, s: Session, tag: int, pkt: tuple, out: Out) -> None:
+        s.last_ns = pkt[0]
+        st = s.state
+        if st != REJECTED or self.events_all:
+            s.pk[tag] += 1
+            s.by[tag] += pkt[1]
+        if st == MATCHED:
+            meta = s.metas[tag]
+            if meta is None:
+                meta = s.metas[tag] = self.dis.meta(s, tag, None)
+            out.add(pkt, meta)
+        elif st == UNDECIDED:
+            self.table.hold(s, pkt, tag)
+        else:
+            self.table.unmatched_packets += 1
+
+    # -- everything but an alias's plain UDP ---------------------------------------------
+    def _slow(self, pkt: tuple, lt: int, data: memoryview, out: Out) -> None:
+        try:
+            d = decode_packet(lt, data)
+        except ParseError:
+            self.c["decode_errors"] += 1
+            return
+        if d.is_fragment:
+            self._fragment(pkt, lt, data, d, out)
+            return
+        ports = self.dis.ports
+        if d.proto == 17:
+            if d.sport in ports or d.dport in ports:
+                payload = data[d.payload_offset : d.payload_offset + d.payload_len]
+                self._datagram([pkt], payload, (d.src, d.sport, d.dst, d.dport, 17), out)
+                return
+            aliases = self.table.aliases
+            hit = aliases.get(endpoint_key(d.dst, d.dport)) or aliases.get(
+                endpoint_key(d.src, d.sport)
+            )
+            if hit is None:
+                self.c["unassociated"] += 1
+                return
+            s, tag = hit
+            dtag, dbyte, dlo, dhi, dto = self._demux
+            if (
+                tag == dtag
+                and d.payload_len > dbyte
+                and dlo <= data[d.payload_offset + dbyte] <= dhi
+            ):
+                tag = dto
+            self._alias_packet(s, tag, pkt, out)
+            return
+        if d.proto == 6 and self._streams is not None and (d.sport in ports or d.dport in ports):
+            held = (*pkt[:3], bytes(pkt[3]), pkt[4])
+            for key, msg, frames in self._streams.segment(pkt[0], held, d, data):
+                self._stream_message(key, msg, frames, out, pkt[0])
+            return
+        self.c["unassociated"] += 1
+
+    def _fragment(self, pkt: tuple, lt: int, data: memoryview, d, out: Out) -> None:
+        held = pkt if isinstance(pkt[3], bytes) else (*pkt[:3], bytes(pkt[3]), pkt[4])
+        done = self._frags.feed(pkt[0], held, lt, data, d)
+        if done is None:
+            return
+        whole, frames = done
+        try:
+            dd = decode_packet(LINKTYPE_RAW, whole)
+        except ParseError:
+            self.c["decode_errors"] += 1
+            return
+        ports = self.dis.ports
+        if dd.proto == 17 and (dd.sport in ports or dd.dport in ports):
+            payload = memoryview(whole)[dd.payload_offset : dd.payload_offset + dd.payload_len]
+            self._datagram(frames, payload, (dd.src, dd.sport, dd.dst, dd.dport, 17), out)
+        else:
+            self.c["unassociated"] += len(frames)
+
+    def _datagram(self, frames: list, payload, flow: tuple, out: Out) -> None:
+        try:
+            msg = self.dis.parse(payload)
+        except ParseError:
+            self.c["malformed"] += 1
+            return
+        self._message(msg, frames, flow, out, frames[-1][0])
+
+    def _stream_message(self, key: tuple, msg: object, frames: list, out: Out, ts: int) -> None:
+        if frames:
+            last = frames[-1]
+            ts = (last.frame if isinstance(last, Frame) else last)[0]
+        self._message(msg, frames, (*key, 6), out, ts)
+
+    # -- messages ----------------------------------------------------------------------
+    def _message(self, msg: object, frames: list, flow: tuple, out: Out, ts: int) -> None:
+        self.c["messages"] += 1
+        dis = self.dis
+        table = self.table
+        key = dis.session_key(msg)
+        s = table.sessions.get(key)
+        if s is None:
+            # Also a message of a session whose start was not seen (a hunter started
+            # mid-session): it is followed and judged like any other.
+            s = table.open(key, ts, dis.new_info(msg, flow))
+            s.flow = flow
+        else:
+            table.touch(s)
+        s.last_ns = ts
+        ctx = dis.on_message(s, msg, flow, ts)
+        if s.state != MATCHED:
+            ids = self._match(msg, ctx, flow)
+            if ids is not None:
+                table.decide(s, ids, out)
+            elif s.state == UNDECIDED and (
+                ts - s.first_ns > self.limits.decide_timeout_ns or dis.settled(s, msg)
+            ):
+                # Settled without a match: stop holding. The frames of this very
+                # message are still judged below.
+                table.reject(s)
+        summary = dis.summary(msg)
+        meta = dis.meta(s, dis.message_tag, summary) if s.state == MATCHED else None
+        table.message_frames(s, frames, summary, meta, out)
+        dis.after_message(s, msg, ts)
+
+    def _match(self, msg: object, ctx: object, flow: tuple) -> list[str] | None:
+        fs = self._fs
+        if fs is None or not len(fs):
+            return [] if self.policy == "allow" else None
+        fields, addrs = self.dis.filter_values(msg, ctx)
+        ids = fs.match_fields(fields)
+        if fs.has("ip_address"):
+            ids |= fs.match_ip([flow[0], flow[2], *addrs])
+        return sorted(ids) if ids else None
+
+    # -- time and the end ----------------------------------------------------------------
+    def _expire(self, now: int, out: Out) -> None:
+        self._next_expiry = now + 10**9  # at most once per second of capture time
+        if self._streams is not None:
+            for key, msg, frames in self._streams.expire(now):
+                self._stream_message(key, msg, frames, out, now)
+        self.table.expire(now)
+        self._frags.expire(now)
+
+    def _forgotten(self, s: Session) -> None:
+        captured = s.state == MATCHED
+        if not (captured or self.events_all):
+            return
+        ev = lc_pb2.Event(
+            dataset=self.dis.protocol,
+            start_ns=s.first_ns,
+            end_ns=s.end_ns or s.last_ns,
+            session_id=s.name,
+            filter_ids=s.ids if captured else (),
+            captured=captured,
+        )
+        self.dis.describe(s, ev)
+        self._events.append(ev)
+        self.c["events"] += 1
+
+    # -- figures -----------------------------------------------------------------------
+    def counters(self) -> ModeCounters:
+        with self._lock:
+            dis = self.dis
+            one, many = dis.noun
+            c = self.c
+            table = self.table
+            figures = {
+                f"{dis.protocol}_messages": c["messages"],
+                f"{dis.protocol}_malformed": c["malformed"],
+                "unassociated": c["unassociated"],
+                "decode_errors": c["decode_errors"],
+                "forwarded": c["forwarded"],
+                "events": c["events"],
+            }
+            figures.update(table.figures(many))
+            figures[dis.alias_noun] = len(table.aliases)
+            no_message = 0
+            if self._streams is not None:
+                for k, v in self._streams.figures().items():
+                    figures[f"tcp_{k}"] = v
+                no_message = self._streams.counters["no_message"]
+            for k, v in self._frags.figures().items():
+                figures[f"fragments_{k}"] = v
+            figures.update(dis.figures())
+            tc = table.counters
+            dropped = {
+                # Not losses: packets that belong to no session or to unmatched ones.
+                "filtered": c["unassociated"] + table.unmatched_packets + no_message,
+                f"{one}_buffer_full": table.buffer_full,
+                f"{many}_evicted": tc["evicted"],
+                "malformed": c["decode_errors"] + c["malformed"],
+            }
+            summary = (
+                f"{many}: {tc['created']} seen, {tc['matched']} matched, "
+                f"{tc['unmatched']} never matched, {tc['evicted']} evicted; "
+                f"{c['messages']} {dis.protocol.upper()} messages ({c['malformed']} malformed)"
+            )
+            return ModeCounters(figures, dropped, summary)

@@ -1,0 +1,397 @@
+"""The session layer: hold a session's packets until a filter decides, then forward
+them and the rest of the session whole. Protocol-neutral; a mode's dissector says
+what a session is (a SIP call, a DNS transaction, a TCP connection).
+
+A **session** has a key (its id on the wire, e.g. a Call-ID), a state, the filter
+ids it matched, its times, and its held packets. States:
+
+=========  ===========================================================================
+undecided  no message matched yet: packets are held in the session's buffer
+matched    a message matched: the buffer went out in capture order and every later
+           packet of the session is forwarded at once
+rejected   the mode judged it settled without a match (or it was held
+           ``decide_timeout_ns``): the buffer is dropped and packets are no longer
+           held, but messages are still judged, so a later match still captures the
+           rest
+=========  ===========================================================================
+
+**Aliases** map other keys to a session with a *tag* (the packet's kind within the
+session): an RTP endpoint an SDP announced, a DNS transaction id, the reverse
+direction of a flow. A mode's per-packet loop reads :attr:`SessionTable.aliases`
+directly (one dict look-up per packet); the newest session to claim a key wins it.
+
+**Tags** name a packet's protocol within its session (``PacketMeta.protocol``): the
+mode's message tag (e.g. ``sip``) and its other tags (``rtp``, ``rtcp``). Each session
+counts packets and bytes per tag (for its event). Packets of a message carry the
+message's summary; other packets share one metadata object per (session, tag).
+
+**Shared frames**: a frame that carries the end of one message and the start of the
+next (over TCP) belongs to both messages, maybe to two sessions. It comes with a
+token (:class:`lc.common.flow.Frame`) and is forwarded **once**: by the first of its
+sessions to be matched, with that session's metadata (the wire names one session per
+packet; the other session's per-session outputs miss that frame).
+
+**Bounds and time**, each with a counter: ``max_sessions`` (a new session evicts the
+least recently active one that is not matched, else the least recently active:
+``evicted``; activity is a message, not every media packet, so that the hot path
+stays one look-up); ``max_held_packets`` per session (``message_hold_factor`` times
+that for message packets) and ``max_held_bytes`` over all (``buffer_full``). Clocks
+are capture timestamps: :meth:`SessionTable.expire` forgets sessions
+``grace_ns`` after they ended, or ``idle_timeout_ns`` after their last packet, and
+rejects those held ``decide_timeout_ns`` without a match. A session that ends
+undecided or rejected is dropped: its held packets count as ``unmatched_packets``
+(filtered, not lost).
+
+Not thread-safe: the mode that owns a table serialises access.
+"""
+
+from __future__ import annotations
+
+import struct
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lc.common.text import wire_text
+from lc.hunter.capture import Chunk
+from lc.proto import lc_pb2
+
+__all__ = [
+    "MATCHED",
+    "REJECTED",
+    "STATE_NAMES",
+    "UNDECIDED",
+    "Out",
+    "Session",
+    "SessionLimits",
+    "SessionTable",
+]
+
+UNDECIDED, MATCHED, REJECTED = 0, 1, 2
+STATE_NAMES = ("undecided", "matched", "rejected")
+_REC = struct.Struct("<IIII")
+
+# A frame as the layers pass it around: (ts_ns, caplen, origlen, record, iface), the
+# record being the frame's 16-byte nanosecond pcap header and bytes.
+Pkt = tuple
+
+
+@dataclass(slots=True)
+class SessionLimits:
+    max_sessions: int = 20_000
+    max_held_packets: int = 2000
+    max_held_bytes: int = 256 * 1024 * 1024
+    grace_ns: int = 5 * 10**9
+    idle_timeout_ns: int = 300 * 10**9
+    decide_timeout_ns: int = 60 * 10**9
+    message_hold_factor: int = 4
+
+
+class Session:
+    __slots__ = (
+        "aliases",
+        "buf",
+        "buf_bytes",
+        "buf_if",
+        "buf_n",
+        "buf_sum",
+        "buf_tag",
+        "buf_tok",
+        "by",
+        "end_ns",
+        "first_ns",
+        "flow",
+        "ids",
+        "info",
+        "key",
+        "last_ns",
+        "metas",
+        "name",
+        "pk",
+        "state",
+    )
+
+    def __init__(self, key: object, name: str, ts: int, ntags: int, info: object) -> None:
+        self.key = key
+        self.name = name  # the key as wire text (PacketMeta.session_id)
+        self.state = UNDECIDED
+        self.ids: list[str] = []
+        self.first_ns = ts
+        self.last_ns = ts
+        self.end_ns = 0
+        self.aliases: list[object] = []
+        self.metas: list[lc_pb2.PacketMeta | None] = [None] * ntags
+        self.pk = [0] * ntags  # packets per tag
+        self.by = [0] * ntags  # bytes per tag
+        self.info = info  # the dissector's own state
+        self.flow: tuple | None = None  # (src, sport, dst, dport, proto) of its first message
+        # The held packets, compactly: their pcap records back to back (the 16-byte
+        # header holds time and lengths), and per packet its interface and tag; message
+        # packets also keep their summary, shared frames their token.
+        self.buf = bytearray()
+        self.buf_if = array("H")
+        self.buf_tag = bytearray()
+        self.buf_sum: list[object] = []
+        self.buf_tok: dict[int, object] | None = None
+        self.buf_n = 0
+        self.buf_bytes = 0
+
+
+class Out:
+    """The packets a chunk forwards, in order, with their metadata."""
+
+    __slots__ = ("caplen", "iface", "meta", "origlen", "parts", "ts")
+
+    def __init__(self) -> None:
+        self.ts = array("q")
+        self.caplen = array("I")
+        self.origlen = array("I")
+        self.iface = array("H")
+        self.parts: list[bytes | memoryview] = []
+        self.meta: dict[int, lc_pb2.PacketMeta] = {}
+
+    def add(self, pkt: Pkt, meta: lc_pb2.PacketMeta) -> None:
+        ts, cap, orig, rec, iface = pkt
+        self.meta[len(self.ts)] = meta
+        self.ts.append(ts)
+        self.caplen.append(cap)
+        self.origlen.append(orig)
+        self.iface.append(iface)
+        self.parts.append(rec)
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def chunk(self) -> Chunk:
+        return Chunk(self.ts, self.caplen, self.origlen, b"".join(self.parts), self.iface)
+
+
+_COUNTERS = ("created", "matched", "unmatched", "evicted", "rejected")
+
+
+class SessionTable:
+    """Sessions, their aliases and held packets (see the module docstring).
+
+    ``meta(session, tag, summary)`` builds the PacketMeta of a packet (``summary`` is
+    None except for message packets); ``on_forget(session)`` hears of every session
+    leaving the table (ended, idle, evicted or at the end), e.g. to emit its event.
+    """
+
+    def __init__(
+        self,
+        limits: SessionLimits,
+        ntags: int,
+        message_tag: int,
+        meta: Callable[[Session, int, object], lc_pb2.PacketMeta],
+        on_forget: Callable[[Session], None] | None = None,
+    ) -> None:
+        self.limits = limits
+        self.ntags = ntags
+        self.message_tag = message_tag
+        self.meta = meta
+        self.on_forget = on_forget
+        self.sessions: dict[object, Session] = {}  # least recently active first
+        self.aliases: dict[object, tuple[Session, int]] = {}
+        self.held_bytes = 0
+        self.counters = dict.fromkeys(_COUNTERS, 0)
+        self.unmatched_packets = 0
+        self.buffer_full = 0
+
+    # -- sessions --------------------------------------------------------------------
+    def open(self, key: object, ts: int, info: object) -> Session:
+        """A new session (evicting one when the table is full)."""
+        sessions = self.sessions
+        if len(sessions) >= self.limits.max_sessions:
+            victim = next((v for v in sessions.values() if v.state != MATCHED), None)
+            if victim is None:
+                victim = next(iter(sessions.values()))
+            self.counters["evicted"] += 1
+            self.forget(victim)
+        name = key if type(key) is str and key.isascii() and len(key) <= 1024 else None
+        s = sessions[key] = Session(key, name or wire_text(str(key)), ts, self.ntags, info)
+        self.counters["created"] += 1
+        return s
+
+    def touch(self, s: Session) -> None:
+        """Mark ``s`` active (it moves to the end of the eviction order)."""
+        sessions = self.sessions
+        del sessions[s.key]
+        sessions[s.key] = s
+
+    def alias(self, s: Session, key: object, tag: int, max_aliases: int = 64) -> None:
+        """Tie ``key`` to ``s`` with ``tag``; a key another session had is taken over."""
+        old = self.aliases.get(key)
+        if old is not None and old[0] is s:
+            return
+        self.aliases[key] = (s, tag)
+        if len(s.aliases) < max_aliases:
+            s.aliases.append(key)
+
+    # -- packets ---------------------------------------------------------------------
+    def hold(self, s: Session, pkt: Pkt, tag: int, summary: object = None, token=None) -> None:
+        """Keep a packet of an undecided session (or count it when there is no room)."""
+        rec = pkt[3]
+        size = len(rec) + 3
+        lim = self.limits
+        limit = lim.max_held_packets
+        if tag == self.message_tag:
+            limit *= lim.message_hold_factor
+        if s.buf_n >= limit or self.held_bytes + size > lim.max_held_bytes:
+            self.buffer_full += 1
+            return
+        if token is not None:
+            if s.buf_tok is None:
+                s.buf_tok = {}
+            s.buf_tok[s.buf_n] = token
+        s.buf += rec
+        s.buf_if.append(pkt[4])
+        s.buf_tag.append(tag)
+        if tag == self.message_tag:
+            s.buf_sum.append(summary)
+        s.buf_n += 1
+        s.buf_bytes += size
+        self.held_bytes += size
+
+    def message_frames(
+        self, s: Session, frames: list, summary: object, meta: object, out: Out
+    ) -> None:
+        """The frames of one message of ``s``: forwarded (``meta``), held or counted.
+
+        ``frames`` holds frames, or :class:`lc.common.flow.Frame` tokens of frames
+        that may be shared with another message (forwarded at most once).
+        """
+        tag = self.message_tag
+        pk, by = s.pk, s.by
+        st = s.state
+        for f in frames:
+            if type(f) is tuple:
+                pk[tag] += 1
+                by[tag] += f[1]
+                if st == MATCHED:
+                    out.add(f, meta)  # type: ignore[arg-type]
+                elif st == UNDECIDED:
+                    self.hold(s, f, tag, summary)
+                else:
+                    self.unmatched_packets += 1
+                continue
+            pkt = f.frame
+            first = not f.claims
+            f.claims += 1
+            if s in f.holders:
+                continue  # this session has it already
+            pk[tag] += 1
+            by[tag] += pkt[1]
+            if st == MATCHED:
+                if not f.done:
+                    f.done = True
+                    out.add(pkt, meta)  # type: ignore[arg-type]
+            elif st == UNDECIDED:
+                if not f.done:
+                    f.holders.append(s)
+                    self.hold(s, pkt, tag, summary, f)
+            elif first:
+                self.unmatched_packets += 1
+
+    def decide(self, s: Session, ids: list[str], out: Out) -> None:
+        """``s`` matched the filters ``ids``: forward what it holds, in capture order."""
+        s.state = MATCHED
+        s.ids = ids
+        self.counters["matched"] += 1
+        buf, mv = s.buf, memoryview(s.buf)
+        tags = s.buf_tag
+        sums = iter(s.buf_sum)
+        toks = s.buf_tok
+        metas = s.metas
+        mtag = self.message_tag
+        meta_of = self.meta
+        off = 0
+        for k in range(s.buf_n):
+            sec, nsec, cap, orig = _REC.unpack_from(buf, off)
+            end = off + 16 + cap
+            tag = tags[k]
+            if tag == mtag:
+                meta = meta_of(s, tag, next(sums))
+            else:
+                meta = metas[tag]
+                if meta is None:
+                    meta = metas[tag] = meta_of(s, tag, None)
+            tok = toks.get(k) if toks is not None else None
+            if tok is None or not tok.done:
+                if tok is not None:
+                    tok.done = True
+                out.add((sec * 1_000_000_000 + nsec, cap, orig, mv[off:end], s.buf_if[k]), meta)
+            off = end
+        self._drop_held(s)
+
+    def reject(self, s: Session) -> None:
+        """Stop holding ``s``: its buffer goes (counted), later messages are still judged."""
+        s.state = REJECTED
+        self.counters["rejected"] += 1
+        self.unmatched_packets += self._drop_held(s)
+
+    def _drop_held(self, s: Session) -> int:
+        n = s.buf_n
+        self.held_bytes -= s.buf_bytes
+        s.buf = bytearray()
+        s.buf_if = array("H")
+        s.buf_tag = bytearray()
+        s.buf_sum = []
+        s.buf_tok = None
+        s.buf_n = s.buf_bytes = 0
+        return n
+
+    # -- time ------------------------------------------------------------------------
+    def expire(self, now: int) -> None:
+        """Forget sessions ended ``grace_ns`` ago or idle ``idle_timeout_ns``; reject
+        those held ``decide_timeout_ns`` without a match."""
+        lim = self.limits
+        grace, idle, decide = lim.grace_ns, lim.idle_timeout_ns, lim.decide_timeout_ns
+        gone = [
+            s
+            for s in self.sessions.values()
+            if (s.end_ns and now - s.end_ns > grace)
+            or now - s.last_ns > idle
+            or (s.state == UNDECIDED and now - s.first_ns > decide)
+        ]
+        for s in gone:
+            if s.state == UNDECIDED and not s.end_ns and now - s.last_ns <= idle:
+                self.reject(s)  # held too long: stop holding, keep following
+                continue
+            self.forget(s)
+
+    def forget(self, s: Session) -> None:
+        """Remove ``s`` (and its aliases); an unmatched session's held packets count."""
+        if s.state != MATCHED:
+            self.counters["unmatched"] += 1
+            self.unmatched_packets += self._drop_held(s)
+        aliases = self.aliases
+        for key in s.aliases:
+            hit = aliases.get(key)
+            if hit is not None and hit[0] is s:
+                del aliases[key]
+        self.sessions.pop(s.key, None)
+        if self.on_forget is not None:
+            self.on_forget(s)
+
+    def finish(self) -> None:
+        """The end of the capture: every session goes."""
+        for s in list(self.sessions.values()):
+            self.forget(s)
+
+    # -- figures ---------------------------------------------------------------------
+    def figures(self, noun: str) -> dict[str, int]:
+        """Counters named for the mode's sessions (``calls_created``, ...)."""
+        out = {f"{noun}_{k}": v for k, v in self.counters.items()}
+        states = [0, 0, 0]
+        held = 0
+        for s in self.sessions.values():
+            states[s.state] += 1
+            held += s.buf_n
+        out[f"{noun}_active"] = len(self.sessions)
+        for name, n in zip(STATE_NAMES, states, strict=True):
+            out[f"{noun}_{name}_now"] = n
+        out["unmatched_packets"] = self.unmatched_packets
+        out["buffer_full"] = self.buffer_full
+        out["buffered_bytes"] = self.held_bytes
+        out["buffered_packets"] = held
+        return out
