@@ -25,21 +25,20 @@ File naming
 Deduplication
     Two hunters may capture the same packet. A packet is dropped (counted in
     ``duplicates``) when its bytes (the record without its 16-byte header) equal
-    those of a packet already written for the same call and either (a) another
-    hunter wrote it with a timestamp within ``dedup_window_ns`` (±50 ms: clock
-    skew and path delay between hunters) or (b) it has exactly the same
-    timestamp while the call is open and that timestamp is within the history
-    below. One hunter's own identical packets at different times are kept: SIP
-    retransmissions (T1 = 500 ms and more) and true duplicates on its wire. A
-    duplicate is dropped before its SIP summary is applied. The rule matches
-    64-bit hashes, remembered per call for ``dedup_history_ns`` of
-    capture time (2 s; a hunter's batches arrive up to that much later than
-    another's) and at most 4096 per call. Limits: copies that differ in any byte
-    (another VLAN tag or MAC, a decremented TTL), hunters whose clocks are more
-    than 50 ms apart, and copies delivered more than 2 s late are written twice;
-    so is a capture sent again after its call closed (a file replayed twice: the
-    unified output holds it twice as well). A batch sent again because it was not
-    acknowledged needs none of this: the ledger drops it as a whole.
+    those of a packet another hunter wrote for the same call with a timestamp within
+    ``dedup_window_ns`` (±50 ms: clock skew and path delay between hunters). A
+    hunter's own packets are never dropped here: a batch it sends again is dropped
+    whole by the ledger, its identical packets at different times are SIP
+    retransmissions or true duplicates on its wire, and a capture it sends again as a
+    new run (a file replayed twice) is written again, in the call file as in the
+    unified file (issue 9 item 6d: before, such a replay was dropped or not depending
+    on whether its call was still open, 498 or 996 packets for one replay). A
+    duplicate is dropped before its SIP summary is applied. The rule matches 64-bit
+    hashes, remembered per call for ``dedup_history_ns`` of capture time (2 s; a
+    hunter's batches arrive up to that much later than another's) and at most 4096
+    per call. Limits: copies that differ in any byte (another VLAN tag or MAC, a
+    decremented TTL), hunters whose clocks are more than 50 ms apart, and copies
+    delivered more than 2 s late are written twice.
 
 Order
     Records are written in arrival order. One hunter's packets arrive in capture
@@ -380,7 +379,7 @@ class CallWriter:
         prev = seen.get(key)
         if prev is not None:
             d = ts_ns - prev[0]
-            if d == 0 or (prev[1] != hunter_id and -self._window <= d <= self._window):
+            if prev[1] != hunter_id and -self._window <= d <= self._window:
                 self._duplicates += 1
                 return
         if c.file is None:

@@ -74,3 +74,18 @@ def test_hunt_voip_refuses_bad_flags_with_one_clear_line():
         assert text in r.stderr and "Traceback" not in r.stderr
     r = run_lc("hunt", "--insecure", "voip", "-r", "x.pcap")
     assert r.returncode == 3 and "options go after the mode" in r.stderr
+
+
+def test_an_unusable_output_is_refused_at_start(tmp_path):
+    """Issue 9 item 5: `-w /proc/x.pcap` started normally and failed at the first batch."""
+    data = str(tmp_path / "data")
+    common = ("process", "--insecure", "--listen", "127.0.0.1:0", "--data-dir", data)
+    r = run_lc(*common, "-w", "/proc/x.pcap", timeout=30)
+    assert r.returncode == 3, r.stderr
+    assert "-w: cannot create files in /proc" in r.stderr and "Traceback" not in r.stderr
+    r = run_lc(*common, "--events-dir", "/proc/lc-events", timeout=30)
+    assert r.returncode == 3 and "--events-dir" in r.stderr, r.stderr
+    r = run_lc(*common, "--no-events", "--events-dir", str(tmp_path / "ev"), timeout=30)
+    assert r.returncode == 3 and "--no-events" in r.stderr, r.stderr
+    r = run_lc(*common, "--events-rotate-size", "lots", timeout=30)
+    assert r.returncode == 3 and "--events-rotate-size" in r.stderr, r.stderr

@@ -469,3 +469,26 @@ def bench(n: int = 4096, calls: int = 200, batches: int = 20, rounds: int = 5) -
 
 if __name__ == "__main__":
     bench(*map(int, sys.argv[1:]))
+
+
+def test_a_capture_replayed_twice_is_in_the_call_file_twice_as_the_readme_says(tmp_path):
+    """Issue 9 item 6d: replaying the same capture twice wrote each per-call packet twice
+    while the README said identical packets are written once. Decided: what a hunter
+    sends again as a new run is written again, in the call file as in the unified file
+    (bounded memory: a processor cannot remember every packet of every call), and only
+    copies of one packet from two hunters close in time are dropped; the README says so.
+    """
+    r = Rig(tmp_path)
+    packets, ia, _, _ = interleaved()
+    for epoch in (1, 2):  # two runs of `lc hunt -r` over the same file (calls still open)
+        batch, recs = make_batch(1, packets, epoch=epoch)
+        assert not r.ingest.accept(batch)[0].duplicate
+    r.close()
+    row = CallIndex(tmp_path / "lc.db").get("call-A")
+    want = [recs[i] for i in ia]
+    assert file_records(row["pcap_path"]) == want + want
+    assert row["packets"] == 2 * len(ia)
+    assert len(file_records(tmp_path / "all.pcap")) == 2 * len(packets)
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert "(same bytes within 50 ms, or the same timestamp) is written once" not in readme
+    assert "a file replayed twice — is written again" in readme

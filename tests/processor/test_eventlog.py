@@ -1,0 +1,235 @@
+"""The event log sink through a real Ingest: ECS lines, Community ID, rotation, undo,
+cut-back after a crash. Every line is parsed with the standard json module; the
+Community ID is checked against the ``communityid`` package where installed."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from array import array
+from pathlib import Path
+
+import pytest
+
+from lc.common.errors import LcError
+from lc.common.pcapfile import PcapSink, frame_records
+from lc.common.wire import build_batch
+from lc.processor.eventlog import EventLog, iso_ns
+from lc.processor.ingest import Ingest
+from lc.processor.ledger import Ledger
+from lc.proto import lc_pb2
+
+NS = 1_000_000_000
+T0 = 1_795_000_000 * NS + 123_456_789
+DAY = 86_400
+
+
+def call_event(n: int, **kw) -> lc_pb2.Event:
+    ev = lc_pb2.Event(
+        dataset="sip",
+        start_ns=T0 + n * NS,
+        end_ns=T0 + n * NS + 30 * NS + 5,
+        session_id=f"call-{n}@example.com",
+        flow=lc_pb2.FlowTuple(
+            src_ip=bytes([10, 0, 0, 1]), dst_ip=bytes([10, 0, 0, 2]),
+            src_port=5060 + n, dst_port=5060, ip_proto=17,
+        ),
+        filter_ids=["alice"],
+        captured=True,
+        call=lc_pb2.CallEvent(
+            call_id=f"call-{n}@example.com", method="INVITE", state="ended",
+            from_user="alice", to_user="bob", from_uri="sip:alice@example.com",
+            to_uri="sip:bob@example.com", sip_packets=7, rtp_packets=100 + n, rtcp_packets=3,
+            sip_bytes=4000, rtp_bytes=17200, rtcp_bytes=240, codecs=["PCMU", "telephone-event"],
+            last_status=200,
+        ),
+    )  # fmt: skip
+    for k, v in kw.items():
+        setattr(ev, k, v)
+    return ev
+
+
+def batch(seq: int, events: list[lc_pb2.Event], packets: int = 2, linktype: int = 1, epoch=7):
+    payloads = [bytes([seq % 256, i]) * 40 for i in range(packets)]
+    ts = array("q", [T0 + seq * 1000 + i for i in range(packets)])
+    cl = array("I", map(len, payloads))
+    recs = frame_records(ts, cl, cl, b"".join(payloads))
+    b = build_batch("h1", epoch, seq, recs, packets, [("eth0", linktype)], events=events)
+    return lc_pb2.PacketBatch.FromString(b.SerializeToString())
+
+
+class Rig:
+    def __init__(self, tmp: Path, clock=None, rotate_size: int = 10**9) -> None:
+        self.tmp = tmp
+        self.ledger = Ledger(str(tmp / "lc.db"))
+        self.sink = PcapSink(
+            str(tmp / "all.pcap"), resume=self.ledger.sink_files(str(tmp / "all.pcap"))
+        )
+        kw = {"clock": clock} if clock else {}
+        self.events = EventLog(tmp / "events", self.ledger, rotate_size=rotate_size, **kw)
+        self.ingest = Ingest(self.sink, self.ledger, str(tmp / "all.pcap"), events=self.events)
+
+    def lines(self) -> list[dict]:
+        out = []
+        for f in sorted((self.tmp / "events").iterdir()):
+            for line in f.read_bytes().splitlines():
+                out.append(json.loads(line))
+        return out
+
+    def close(self) -> None:
+        self.ingest.close()
+        self.ledger.close()
+
+
+@pytest.fixture
+def rig(tmp_path):
+    r = Rig(tmp_path)
+    yield r
+    r.close()
+
+
+def test_each_event_is_one_ecs_line(rig):
+    evs = [call_event(1), call_event(2)]
+    ack, n, _ = rig.ingest.accept(batch(1, evs))
+    assert n == 2 and not ack.duplicate
+    rig.ingest.accept(batch(2, [], packets=3))  # no events: nothing
+    rig.ingest.accept(batch(3, [call_event(3)], packets=0))  # events only
+    lines = rig.lines()
+    assert [d["lc"]["session_id"] for d in lines] == [f"call-{n}@example.com" for n in (1, 2, 3)]
+    d = lines[0]
+    assert d["@timestamp"] == iso_ns(T0 + NS) and d["@timestamp"].endswith(".123456789Z")
+    assert d["event"]["kind"] == "event" and d["event"]["category"] == ["network"]
+    assert d["event"]["dataset"] == "lc.sip" and d["event"]["duration"] == 30 * NS + 5
+    assert d["event"]["id"] == "h1:7:1:0" and lines[1]["event"]["id"] == "h1:7:1:1"
+    assert lines[2]["event"]["id"] == "h1:7:3:0"
+    assert d["observer"]["name"] == "h1"
+    assert d["source"] == {"ip": "10.0.0.1", "port": 5061}
+    assert d["destination"] == {"ip": "10.0.0.2", "port": 5060}
+    assert d["network"]["transport"] == "udp" and d["network"]["protocol"] == "sip"
+    assert d["sip"]["call_id"] == "call-1@example.com" and d["sip"]["code"] == 200
+    assert d["sip"]["from"]["uri"] == {"username": "alice", "original": "sip:alice@example.com"}
+    call = d["lc"]["call"]
+    assert call["state"] == "ended" and call["packets"] == {"sip": 7, "rtp": 101, "rtcp": 3}
+    assert call["codecs"] == ["PCMU", "telephone-event"] and call["hunters"] == ["h1"]
+    assert d["lc"]["filter_ids"] == ["alice"] and d["lc"]["captured"] is True
+    assert rig.ingest.events == 3 and rig.ingest.events_by_dataset == {"sip": 3}
+    assert oct(os.stat(rig.events.path).st_mode & 0o777) == "0o640"
+
+
+def test_community_id_equals_the_reference():
+    communityid = pytest.importorskip("communityid")
+    cid = communityid.CommunityID()
+    from lc.processor.eventlog import event_document
+
+    for flow in [
+        ("10.0.0.1", "10.0.0.2", 17, 5061, 5060),
+        ("192.168.1.9", "10.9.8.7", 6, 5060, 40123),
+        ("2001:db8::1", "2001:db8::2", 17, 5060, 5060),
+    ]:
+        s, d, proto, sp, dp = flow
+        ev = call_event(1)
+        ev.flow.CopyFrom(
+            lc_pb2.FlowTuple(
+                src_ip=ipaddress.ip_address(s).packed,
+                dst_ip=ipaddress.ip_address(d).packed,
+                src_port=sp,
+                dst_port=dp,
+                ip_proto=proto,
+            )
+        )
+        make = communityid.FlowTuple.make_udp if proto == 17 else communityid.FlowTuple.make_tcp
+        want = cid.calc(make(s, d, sp, dp))
+        assert event_document(ev, "h", "x")["network"]["community_id"] == want
+
+
+def test_hostile_strings_stay_one_bounded_line(rig):
+    ev = call_event(1)
+    ev.call.from_user = 'al\x00ice\x1b[31m\n{"forged": 1}'
+    ev.session_id = "é" * 5000
+    rig.ingest.accept(batch(1, [ev]))
+    raw = next((rig.tmp / "events").iterdir()).read_bytes()
+    assert raw.count(b"\n") == 1
+    d = json.loads(raw.decode("utf-8"))
+    assert d["sip"]["from"]["uri"]["username"] == 'al\x00ice\x1b[31m\n{"forged": 1}'
+    assert d["lc"]["session_id"] == "é" * 1024
+
+
+def test_malformed_events_are_skipped_and_counted(rig):
+    bad = call_event(2)
+    bad.flow.src_ip = b"\x01\x02\x03"
+    ack, n, _ = rig.ingest.accept(batch(1, [call_event(1), bad, call_event(3)]))
+    assert n == 2 and not ack.duplicate
+    assert [d["event"]["id"] for d in rig.lines()] == ["h1:7:1:0", "h1:7:1:2"]
+    assert rig.ingest.bad_events == 1
+
+
+def test_a_resent_batch_writes_its_events_once(rig):
+    b = batch(1, [call_event(1)])
+    for _ in range(3):
+        rig.ingest.accept(b)
+    assert len(rig.lines()) == 1
+
+
+def test_a_batch_that_fails_elsewhere_leaves_no_event(rig):
+    """The unified PCAP refuses a link type above 65535 (issue 9 item 4): that batch
+    fails alone, its events are taken back, the group's other batches are written."""
+    good1, good2 = batch(1, [call_event(1)]), batch(3, [call_event(3)])
+    bad = batch(2, [call_event(2)], linktype=70000)
+    replies: list = []
+    rig.ingest._write_group(_items((good1, bad, good2), replies))  # one group
+    assert isinstance(replies[0], lc_pb2.Ack) and isinstance(replies[2], lc_pb2.Ack)
+    assert isinstance(replies[1], LcError) and "70000" in str(replies[1])
+    assert [d["lc"]["session_id"] for d in rig.lines()] == [
+        "call-1@example.com", "call-3@example.com",
+    ]  # fmt: skip
+    assert not rig.ledger.written("h1", 7, 2) and rig.ledger.written("h1", 7, 3)
+
+
+def _items(batches, replies: list):
+    from lc.common.wire import unpack_batch
+    from lc.processor.ingest import _Item
+
+    return [
+        _Item(b.hunter_id, b.epoch, b.sequence, unpack_batch(b), replies.append, 100)
+        for b in batches
+    ]
+
+
+def test_cut_back_after_a_crash(tmp_path):
+    r = Rig(tmp_path)
+    r.ingest.accept(batch(1, [call_event(1), call_event(2)]))
+    path = r.events.path
+    committed = os.path.getsize(path)
+    # A crash while a batch was written and not committed: its lines are on disk.
+    with open(path, "ab") as f:
+        f.write(b'{"event": {"id": "h1:7:2:0"}}\n{"torn')
+    r.ledger.close()  # (the process died: nothing else is closed or committed)
+    r2 = Rig(tmp_path)
+    assert r2.events.path == path and os.path.getsize(path) == committed
+    assert any("continuing" in n for n in r2.events.notes)
+    r2.ingest.accept(batch(2, [call_event(3)]))
+    assert [d["event"]["id"] for d in r2.lines()] == ["h1:7:1:0", "h1:7:1:1", "h1:7:2:0"]
+    r2.close()
+
+
+def test_size_and_daily_rotation(tmp_path):
+    now = [1_795_000_000.0]
+    r = Rig(tmp_path, clock=lambda: now[0], rotate_size=600)
+    for seq in range(1, 7):
+        r.ingest.accept(batch(seq, [call_event(seq)]))
+    files = sorted((tmp_path / "events").iterdir())
+    assert len(files) >= 3
+    day = files[0].name.split("-")[1]
+    assert [f.name for f in files] == [
+        f"events-{day}-{k:06d}.jsonl" for k in range(1, len(files) + 1)
+    ]
+    # Every file ends on a batch boundary, every line is whole.
+    assert [d["event"]["id"] for d in r.lines()] == [f"h1:7:{s}:0" for s in range(1, 7)]
+    now[0] += DAY
+    r.ingest.accept(batch(7, [call_event(7)]))
+    r.ingest.accept(batch(8, [call_event(8)]))
+    newest = sorted((tmp_path / "events").iterdir())[-1]
+    assert newest.name.split("-")[1] != day
+    assert len(r.lines()) == 8
+    r.close()
