@@ -190,9 +190,8 @@ class SipDissector(Dissector):
             codecs = call.codecs
             if len(codecs) < _MAX_CODECS:
                 for name in codecs_of(sdp):
-                    name = wire_text(name, 64)
-                    if name not in codecs and len(codecs) < _MAX_CODECS:
-                        codecs.append(name)
+                    if name not in codecs:
+                        codecs.append(name)  # raw: made wire-safe in describe()
         if not call.flow_is_invite:
             if msg.is_request:
                 if call.flow is None or msg.method == "INVITE":
@@ -287,7 +286,7 @@ class SipDissector(Dissector):
                 sip_bytes=by[_SIP],
                 rtp_bytes=by[_RTP],
                 rtcp_bytes=by[_RTCP],
-                codecs=call.codecs,
+                codecs=[wire_text(c, 64) for c in call.codecs[:_MAX_CODECS]],
                 last_status=call.last_status,
             )
         )
