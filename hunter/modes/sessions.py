@@ -218,6 +218,8 @@ class SessionMode(Mode):
         with self._lock:
             if now_ns > self._clock:
                 self._clock = now_ns
+            if self._clock < self._next_expiry:
+                return EMPTY
             out = Out()
             self._expire(self._clock, out)
             return self._forward(out)
