@@ -138,3 +138,15 @@ def test_the_users_bpf_is_anded_with_the_modes_kernel_filter(mode, filters, poli
     h.base_bpf = ["udp port 9", "not (tcp port 1)"]
     h.mode = spec.factory(ModeContext([("lo", 1)], policy), spec.config())
     assert h._kernel_expression(compile_filters(filters, "h", spec.filter_types)) == want
+
+
+def test_every_modes_figures_fit_a_heartbeat():
+    """counters.mode and counters.dropped are maps the processor bounds (64 keys, token
+    names): a mode's figures must fit, with room for the pipeline's own reasons."""
+    token = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+    for name in modes.names():
+        spec = modes.get(name)
+        assert spec is not None
+        c = spec.factory(ModeContext([("lo", 1)], "deny"), spec.config()).counters()
+        assert len(c.figures) <= 60 and len(c.dropped) <= 10, name
+        assert all(token.fullmatch(k) for k in [*c.figures, *c.dropped]), name
