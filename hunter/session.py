@@ -166,7 +166,9 @@ class Out:
         return Chunk(self.ts, self.caplen, self.origlen, b"".join(self.parts), self.iface)
 
 
-_COUNTERS = ("created", "matched", "unmatched", "evicted", "rejected")
+# created; matched, rejected (decisions); and how sessions left: ended (grace after
+# their end), idle, evicted; unmatched counts those that left without a match.
+_COUNTERS = ("created", "matched", "unmatched", "evicted", "rejected", "ended", "idle")
 
 
 class SessionTable:
@@ -353,10 +355,12 @@ class SessionTable:
             or now - s.last_ns > idle
             or (s.state == UNDECIDED and now - s.first_ns > decide)
         ]
+        counters = self.counters
         for s in gone:
             if s.state == UNDECIDED and not s.end_ns and now - s.last_ns <= idle:
                 self.reject(s)  # held too long: stop holding, keep following
                 continue
+            counters["ended" if s.end_ns and now - s.end_ns > grace else "idle"] += 1
             self.forget(s)
 
     def forget(self, s: Session) -> None:

@@ -104,6 +104,7 @@ def test_expiry_forgets_ended_and_idle_sessions_and_rejects_undecided_ones():
     assert waiting.state == REJECTED and waiting in t.sessions.values()
     t.expire(101)
     assert gone == [ended, idle]
+    assert t.counters["ended"] == 1 and t.counters["idle"] == 1
     t.finish()
     assert gone == [ended, idle, waiting] and not t.sessions
 
