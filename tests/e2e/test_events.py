@@ -12,6 +12,7 @@ import ipaddress
 import json
 import queue
 import signal
+import subprocess
 import threading
 import time
 from array import array
@@ -24,7 +25,9 @@ from lc.common.pcapfile import frame_records
 from lc.common.transport import TlsFiles, open_channel
 from lc.common.wire import encode_batch
 from lc.proto import lc_pb2, lc_pb2_grpc
-from tests.conftest import start_processor, tls_args
+from tests.conftest import LC, lc_env, need, start_processor, tls_args
+from tests.e2e.test_voip import set_filter
+from tests.voip_tools import free_port, make_voip_capture
 
 pytestmark = pytest.mark.e2e
 
@@ -201,3 +204,94 @@ def test_no_event_missing_or_doubled_across_a_processor_sigkill(tmp_path, pki):
     finally:
         assert p2.stop() == 0
     check_lines(event_lines(p2.data_dir), batches)
+
+
+# -- the real hunter: `lc hunt voip -r`, calls checked against tshark ------------------------
+
+
+def tshark_invites(cap: Path) -> dict[str, str]:
+    """Per Call-ID, the Community ID tshark computes for the call's first INVITE."""
+    r = subprocess.run(
+        ["tshark", "--enable-protocol", "communityid", "-r", str(cap), "-Y",
+         'sip.Method == "INVITE"', "-T", "fields", "-e", "sip.Call-ID", "-e", "communityid"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    out: dict[str, str] = {}
+    for line in r.stdout.splitlines():
+        cid, _, community = line.partition("\t")
+        out.setdefault(cid, community)
+    return out
+
+
+def hunt_voip(p, pki, cap: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*LC, "hunt", "voip", "--processor", p.addr, *tls_args(pki, "hunter-h1"),
+         "-r", str(cap), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=lc_env(),
+    )  # fmt: skip
+
+
+def check_calls(lines: list[dict], info: dict, cap: Path, calls_dir: Path | None) -> None:
+    by_call = {}
+    for d in lines:
+        assert d["sip"]["call_id"] not in by_call, f"two events for {d['sip']['call_id']}"
+        by_call[d["sip"]["call_id"]] = d
+    assert set(by_call) == set(info["calls"])
+    invites = tshark_invites(cap)
+    for cid, d in by_call.items():
+        c = info["calls"][cid]
+        assert d["network"]["community_id"] == invites[cid], cid
+        assert d["event"]["dataset"] == "lc.sip" and d["observer"]["name"] == "h1"
+        assert d["lc"]["captured"] == bool(c["target"])
+        assert d["sip"]["from"]["uri"]["username"] == c["caller"]
+        assert d["sip"]["to"]["uri"]["username"] == c["callee"]
+        assert d["lc"]["call"]["packets"]["rtp"] == c["rtp"], cid
+        if calls_dir is not None and c["target"]:
+            assert Path(d["lc"]["call"]["pcap_path"]).parent == calls_dir
+        assert d["event"]["duration"] > 0
+
+
+def test_a_replay_writes_one_event_per_call(tmp_path, pki):
+    need("tshark")
+    cap = tmp_path / "calls.pcap"
+    info = make_voip_capture(cap, calls=8, rtp_per_call=100, match_every=2, concurrent=4)
+    calls_dir = tmp_path / "calls"
+    p = start_processor(tmp_path, tls_args(pki, "processor"), "--per-call-pcap-dir", str(calls_dir))
+    try:
+        set_filter(p, pki, "sip_user", "target-*")
+        h = hunt_voip(p, pki, cap, "--events", "all")
+        _, err = h.communicate(timeout=120)
+        assert h.returncode == 0, err
+    finally:
+        assert p.stop() == 0
+    check_calls(event_lines(p.data_dir), info, cap, calls_dir)
+
+
+def test_no_call_event_missing_or_doubled_across_a_processor_sigkill(tmp_path, pki):
+    from tests.e2e.test_delivery import restart
+
+    need("tshark")
+    cap = tmp_path / "calls.pcap"
+    info = make_voip_capture(cap, calls=12, rtp_per_call=300, match_every=2, concurrent=3)
+    port = free_port()
+    p = start_processor(tmp_path, tls_args(pki, "processor"), "--listen", f"127.0.0.1:{port}")
+    set_filter(p, pki, "sip_user", "target-*")
+    h = hunt_voip(p, pki, cap, "--events", "all", "--replay-speed", "4", "--disk-buffer",
+                  "--disk-buffer-dir", str(tmp_path / "spool"), "--backoff-max", "1",
+                  "--breaker-open-time", "1", "--shutdown-timeout", "120")  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(event_lines(p.data_dir)) < 3:
+            time.sleep(0.05)
+        assert len(event_lines(p.data_dir)) < len(info["calls"]), "the replay ended too soon"
+        p.proc.send_signal(signal.SIGKILL)  # calls have ended, others are under way
+        p.proc.wait(10)
+        time.sleep(2)
+        restart(p, tmp_path)
+        _, err = h.communicate(timeout=180)
+        assert h.returncode == 0, err
+    finally:
+        if h.poll() is None:
+            h.kill()
+        p.stop()
+    check_calls(event_lines(p.data_dir), info, cap, None)
