@@ -249,10 +249,13 @@ _SRV = struct.Struct("!3H")
 _SOA = struct.Struct("!5I")
 
 # Label bytes that are written as themselves: 0x21..0x7E except the specials that
-# RFC 1035 5.1 / dnspython escape with a backslash. "." is in this set only for the
-# fast check in _text (a "." inside a label is caught by counting the dots).
+# RFC 1035 5.1 / dnspython escape with a backslash. _PLAIN_MAP maps them (and ".",
+# for the fast check in _text; a "." inside a label is caught by counting the dots)
+# to "a" and every other byte to NUL, so "all plain" is translate(...).isalpha().
 _SPECIAL = b'"().;\\@$'
-_PLAIN = bytes(c for c in range(0x21, 0x7F) if c not in _SPECIAL) + b"."
+_PLAIN_MAP = bytes(
+    0x61 if (0x20 < c < 0x7F and c not in _SPECIAL) or c == 0x2E else 0 for c in range(256)
+)
 _ESCAPE = [
     chr(c)
     if 0x20 < c < 0x7F and c not in _SPECIAL
@@ -308,8 +311,12 @@ _tuple_new = tuple.__new__
 
 def _text(labels: list[bytes]) -> str:
     raw = b".".join(labels)
-    if not raw.translate(None, _PLAIN) and raw.count(b".") == len(labels) - 1:
+    if raw.translate(_PLAIN_MAP).isalpha() and raw.count(46) == len(labels) - 1:
         return raw.decode("ascii")
+    return _escaped(labels)
+
+
+def _escaped(labels: list[bytes]) -> str:
     esc = _ESCAPE
     return ".".join("".join([esc[c] for c in label]) for label in labels)
 
@@ -363,15 +370,72 @@ def name_labels(name: str) -> tuple[bytes, ...]:
     return tuple(labels)
 
 
-def _name(data: bytes, off: int, n: int, cache: dict[int, tuple[str, int, int]]) -> tuple[str, int]:
+def _name(data: bytes, off: int, n: int, cache: dict[int, tuple[str, int]]) -> tuple[str, int]:
     """Reads the name at ``off``; returns its text and the offset after it in place.
 
-    ``cache`` maps the offset of every name already read in this message to
-    ``(text, wire length, end offset)``.
+    ``n`` bounds the bytes the name may occupy in place (the message end, or the end
+    of the rdata holding it). ``cache`` maps the offset of every name already read
+    in this message to ``(text, wire length)``. The fast path takes
+    the two usual shapes, labels up to the root byte, and labels ending in a
+    pointer to a name already read; everything else goes to :func:`_name_slow`.
     """
-    hit = cache.get(off)
-    if hit is not None:
-        return hit[0], hit[2]
+    start = off
+    labels: list[bytes] = []
+    try:
+        c = data[off]
+        if c >= 0xC0 and off + 1 < n:
+            # Only a pointer (most owner names): to a name already read, it is that name.
+            ptr = ((c & 0x3F) << 8) | data[off + 1]
+            hit = cache.get(ptr)
+            if hit is not None and ptr < off:
+                return hit[0], off + 2
+        while 0 < c < 64:
+            e = off + 1 + c
+            labels.append(data[off + 1 : e])
+            off = e
+            c = data[off]
+    except IndexError:
+        raise DnsError(f"name at offset {start} runs past the end ({n} bytes)") from None
+    if c == 0 and off < n:
+        end = off + 1
+        wire = end - start
+        if wire > MAX_NAME_WIRE_LENGTH:
+            raise DnsError(f"name at offset {start} is longer than 255 bytes")
+        if not labels:
+            text = "."
+        else:
+            raw = b".".join(labels)
+            if raw.translate(_PLAIN_MAP).isalpha() and raw.count(46) == len(labels) - 1:
+                text = raw.decode("ascii")
+            else:
+                text = _escaped(labels)
+    elif c >= 0xC0 and off + 1 < n:
+        ptr = ((c & 0x3F) << 8) | data[off + 1]
+        suffix = cache.get(ptr)
+        if suffix is None or ptr >= start:
+            return _name_slow(data, start, n, cache)
+        end = off + 2
+        wire = off - start + suffix[1]
+        if wire > MAX_NAME_WIRE_LENGTH:
+            raise DnsError(f"name at offset {start} is longer than 255 bytes")
+        if not labels:
+            text = suffix[0]
+        else:
+            text = _text(labels)
+            if suffix[1] > 1:
+                text = text + "." + suffix[0]
+    else:
+        return _name_slow(data, start, n, cache)
+    cache[start] = (text, wire)
+    return text, end
+
+
+def _name_slow(data: bytes, off: int, n: int, cache: dict[int, tuple[str, int]]) -> tuple[str, int]:
+    """:func:`_name` for every shape, with every guard checked as it goes.
+
+    Besides the name itself, the name at the first pointer's target is remembered,
+    so that a chain of pointers is walked once per message, not once per record.
+    """
     start = off
     labels: list[bytes] = []
     wire = 1
@@ -379,6 +443,9 @@ def _name(data: bytes, off: int, n: int, cache: dict[int, tuple[str, int, int]])
     end = -1
     hops = 0
     suffix = None
+    first_ptr = -1
+    first_k = 0
+    first_wire = 0
     while True:
         if off >= n:
             raise DnsError(f"name at offset {start} runs past the end ({n} bytes)")
@@ -402,6 +469,7 @@ def _name(data: bytes, off: int, n: int, cache: dict[int, tuple[str, int, int]])
             ptr = ((c & 0x3F) << 8) | data[off + 1]
             if end < 0:
                 end = off + 2
+                first_ptr, first_k, first_wire = ptr, len(labels), wire - 1
             if ptr >= limit:
                 raise DnsError(
                     f"name at offset {start}: pointer at {off} to {ptr} does not point backwards"
@@ -421,16 +489,21 @@ def _name(data: bytes, off: int, n: int, cache: dict[int, tuple[str, int, int]])
             off = ptr
         else:
             raise DnsError(f"name at offset {start}: label type 0x{c & 0xC0:02x} at {off}")
+    text = _join(labels, suffix)
+    cache[start] = (text, wire)
+    if first_ptr >= 0 and first_ptr not in cache:
+        cache[first_ptr] = (_join(labels[first_k:], suffix), wire - first_wire)
+    return text, end
+
+
+def _join(labels: list[bytes], suffix: tuple[str, int] | None) -> str:
+    """The text of ``labels`` followed by a name already read (or the root)."""
     if labels:
         text = _text(labels)
         if suffix is not None and suffix[1] > 1:
             text = text + "." + suffix[0]
-    elif suffix is not None:
-        text = suffix[0]
-    else:
-        text = "."
-    cache[start] = (text, wire, end)
-    return text, end
+        return text
+    return "." if suffix is None else suffix[0]
 
 
 # --- rdata decoders: (data, off, rend, n, cache) -> value; raise DnsError ------------------
@@ -685,7 +758,7 @@ def parse_dns(data: bytes | bytearray | memoryview, *, records: bool = True) -> 
     if n < 12:
         raise DnsError(f"message of {n} bytes is shorter than the 12-byte header")
     ident, flags, qd, an, ns, ar = _HEADER.unpack_from(data, 0)
-    cache: dict[int, tuple[str, int, int]] = {}
+    cache: dict[int, tuple[str, int]] = {}
     off = 12
     if qd == 1:
         qname, off = _name(data, off, n, cache)
