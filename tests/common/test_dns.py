@@ -609,7 +609,7 @@ def test_worst_case_messages_parse_in_bounded_time() -> None:
     msg = parse_dns(data)
     took = time.perf_counter() - t0
     assert msg.defects == () and len(msg.answers) == count + 1
-    assert took < 1.0, f"{took:.3f} s for {count} records"
+    assert took < 0.3, f"{took:.3f} s for {count} records"  # 0.01 s measured
     # and random 64 KiB blobs behind a valid header
     rng = random.Random(7)
     t0 = time.perf_counter()
