@@ -330,24 +330,30 @@ def name_labels(name: str) -> tuple[bytes, ...]:
     """The exact label bytes of a name written as :func:`parse_dns` writes it.
 
     The inverse of :func:`name_text`: ``\\DDD`` and ``\\c`` escapes are undone and
-    unescaped dots separate labels. ``"."`` and ``""`` are the root, ``()``.
-    Raises :class:`DnsError` for a dangling backslash or a ``\\DDD`` over 255.
+    unescaped dots separate labels; a final dot is dropped. ``"."`` and ``""`` are
+    the root, ``()``. Characters beyond ASCII (which :func:`parse_dns` never
+    writes, but a user may type) stand for their UTF-8 bytes, without IDNA.
+    Raises :class:`DnsError` for a dangling backslash, a ``\\DDD`` over 255, or a
+    lone surrogate.
     """
     if name in (".", ""):
         return ()
-    if "\\" not in name:
-        raw = name.encode("ascii", "surrogateescape")
+    try:
+        raw = name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise DnsError(f"name {name[:80]!r} is not text that can be bytes") from None
+    if b"\\" not in raw:
         if raw.endswith(b"."):
             raw = raw[:-1]
         return tuple(raw.split(b"."))
     labels: list[bytes] = []
     cur = bytearray()
-    i, n = 0, len(name)
+    i, n = 0, len(raw)
     while i < n:
-        ch = name[i]
-        if ch == "\\":
-            digits = name[i + 1 : i + 4]
-            if len(digits) == 3 and digits.isascii() and digits.isdigit():
+        c = raw[i]
+        if c == 0x5C:  # backslash
+            digits = raw[i + 1 : i + 4]
+            if len(digits) == 3 and digits.isdigit():
                 value = int(digits)
                 if value > 255:
                     raise DnsError(f"name {name[:80]!r}: \\{value} is not a byte")
@@ -356,14 +362,14 @@ def name_labels(name: str) -> tuple[bytes, ...]:
                 continue
             if i + 1 >= n:
                 raise DnsError(f"name {name[:80]!r} ends in a backslash")
-            cur += name[i + 1].encode("utf-8", "surrogateescape")
+            cur.append(raw[i + 1])
             i += 2
             continue
-        if ch == ".":
+        if c == 0x2E:  # dot
             labels.append(bytes(cur))
             cur = bytearray()
         else:
-            cur += ch.encode("utf-8", "surrogateescape")
+            cur.append(c)
         i += 1
     if cur:
         labels.append(bytes(cur))
