@@ -589,9 +589,21 @@ def test_every_truncation_of_a_response() -> None:
             _only_dns_error(wire[:cut])
 
 
+def _best_time(data: bytes, rounds: int = 5) -> float:
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        parse_dns(data)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
 def test_worst_case_messages_parse_in_bounded_time() -> None:
-    """64 KiB of hostile compression: long pointer chains and thousands of records
-    whose names all use them. The per-message work stays linear (the name cache)."""
+    """64 KiB of hostile compression: a chain of MAX_POINTER_HOPS pointers to a long
+    name, and thousands of records whose names all point at the chain's end. Each
+    record costs about what a record pointing at the question costs (the chain is
+    walked once per message, not once per record: that was 10 times slower).
+    Compared as a ratio of best-of-5 times, so a loaded machine does not matter."""
     base = 12 + len(question())
     rdata_off = base + 2 + 10
     raw = bytearray(wire_name(b"a" * 60, b"b" * 60, b"c" * 60))
@@ -605,14 +617,22 @@ def test_worst_case_messages_parse_in_bounded_time() -> None:
     count = (65535 - 12 - len(question()) - len(blob)) // len(rec)
     data = header(flags=0x8180, an=count + 1) + question() + blob + rec * count
     assert len(data) <= 65535
-    t0 = time.perf_counter()
     msg = parse_dns(data)
-    took = time.perf_counter() - t0
     assert msg.defects == () and len(msg.answers) == count + 1
-    assert took < 0.3, f"{took:.3f} s for {count} records"  # 0.01 s measured
-    # and random 64 KiB blobs behind a valid header
+    plain = (
+        header(flags=0x8180, an=count + 1)
+        + question()
+        + blob
+        + rr(PTR_Q, TYPE_CNAME, PTR_Q) * count
+    )
+    assert len(parse_dns(plain).answers) == count + 1
+    ratio = _best_time(data) / _best_time(plain)
+    assert ratio < 3, f"hostile chains cost {ratio:.1f} times plain pointers"
+    # and random 64 KiB blobs behind a valid header: at most one record-section
+    # fault each, so about as fast as the first bad record
     rng = random.Random(7)
+    blobs = [header(flags=0x8180, an=65535) + question() + rng.randbytes(65000) for _ in range(20)]
     t0 = time.perf_counter()
-    for _ in range(20):
-        _only_dns_error(header(flags=0x8180, an=65535) + question() + rng.randbytes(65000))
-    assert time.perf_counter() - t0 < 2.0
+    for b in blobs:
+        _only_dns_error(b)
+    assert time.perf_counter() - t0 < 20 * _best_time(plain)
