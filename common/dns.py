@@ -641,6 +641,16 @@ def _edns(rec: DnsRecord, defects: list[str]) -> Edns | None:
     return Edns(rec.rclass, ttl >> 24, (ttl >> 16) & 0xFF, ttl & 0xFFFF, tuple(opts))
 
 
+_FLAG_BITS = (
+    ("AA", 0x0400),
+    ("TC", 0x0200),
+    ("RD", 0x0100),
+    ("RA", 0x0080),
+    ("AD", 0x0020),
+    ("CD", 0x0010),
+)
+
+
 class DnsMessage:
     """One parsed DNS message; see the module docstring for what each part holds.
 
@@ -723,22 +733,14 @@ class DnsMessage:
         return self.rcode if edns is None else (edns.extended_rcode << 4) | self.rcode
 
     @property
-    def flag_names(self) -> tuple[str, ...]:
-        """The header flags that are set, as dig prints them (``qr aa tc rd ra ad cd``)."""
+    def header_flags(self) -> tuple[str, ...]:
+        """The flags that are set, as ECS ``dns.header_flags`` lists them: ``AA TC RD
+        RA AD CD`` from the header, and ``DO`` from EDNS."""
         f = self.flags
-        return tuple(
-            name
-            for name, bit in (
-                ("qr", 0x8000),
-                ("aa", 0x0400),
-                ("tc", 0x0200),
-                ("rd", 0x0100),
-                ("ra", 0x0080),
-                ("ad", 0x0020),
-                ("cd", 0x0010),
-            )
-            if f & bit
-        )
+        out = [name for name, bit in _FLAG_BITS if f & bit]
+        if self.edns is not None and self.edns.flags & 0x8000:
+            out.append("DO")
+        return tuple(out)
 
     def __repr__(self) -> str:
         kind = "response" if self.qr else "query"

@@ -148,7 +148,7 @@ from hashlib import blake2b
 
 from publicsuffixlist import PublicSuffixList
 
-from lc.common.dns import DnsError, name_labels
+from lc.common.dns import DnsError, name_labels, name_text
 from lc.common.errors import ValidationError
 
 __all__ = [
@@ -228,21 +228,25 @@ def _get_psl() -> PublicSuffixList:
     return _psl
 
 
-def registered_domain(name: str) -> tuple[str, bytes] | None:
-    """``(registered domain, subdomain bytes)`` of a name written as
-    :mod:`lc.common.dns` writes names, lower-cased; None without one (a public
-    suffix itself, a single label, the root). The subdomain keeps its dots.
+_shared_cache: dict[bytes, int] = {}
+
+
+def registered_domain(name: str) -> tuple[str, str] | None:
+    """``(registered domain, subdomain)`` of a name written as :mod:`lc.common.dns`
+    writes names, both lower-cased and in that form (the subdomain is ``""`` for
+    the registered domain itself): the ECS ``dns.question.registered_domain`` and
+    ``subdomain``. None when the name has no registered domain (a public suffix
+    itself, a single label, the root).
 
     Raises :class:`~lc.common.dns.DnsError` for a name that is not in that form.
     """
-    got = _split(name.lower(), {})
+    if len(_shared_cache) >= DEFAULT_MAX_CACHE:
+        _shared_cache.clear()
+    got = _split(name.lower(), _shared_cache)
     if got is None:
         return None
     labels, nreg = got
-    return (
-        b".".join(labels[-nreg:]).decode("ascii", "backslashreplace"),
-        b".".join(labels[:-nreg]),
-    )
+    return name_text(labels[-nreg:]), name_text(labels[:-nreg]) if len(labels) > nreg else ""
 
 
 def _split(lname: str, cache: dict[bytes, int]) -> tuple[tuple[bytes, ...], int] | None:
@@ -563,7 +567,7 @@ class TunnelDetector:
             counters["no_domain"] += 1
             return None
         labels, nreg = got
-        domain = b".".join(labels[-nreg:]).decode("ascii", "backslashreplace")
+        domain = name_text(labels[-nreg:])
         sub = b".".join(labels[:-nreg])
         domains = self.domains
         stats = domains.get(domain)

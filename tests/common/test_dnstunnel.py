@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_dns_corpus import CORPUS, dns_messages, need
 
-from lc.common.dns import parse_dns
+from lc.common.dns import name_labels, parse_dns
 from lc.common.dnstunnel import (
     DEFAULT_THRESHOLD,
     DomainStats,
@@ -59,15 +59,16 @@ ORDINARY = [
 @pytest.mark.parametrize(
     ("name", "expected"),
     [
-        ("www.example.co.uk", ("example.co.uk", b"www")),
-        ("A.B.Example.COM", ("example.com", b"a.b")),
-        ("example.com", ("example.com", b"")),
-        ("d111111abcdef8.cloudfront.net", ("d111111abcdef8.cloudfront.net", b"")),
-        ("e12345.dscx.akamaiedge.net", ("dscx.akamaiedge.net", b"e12345")),
-        ("yrb0pe.t1.biillpi.com", ("biillpi.com", b"yrb0pe.t1")),
-        ("vaaaakardli.pirate.sea", ("pirate.sea", b"vaaaakardli")),
-        ("z0p\\228x.t1.biillpi.com", ("biillpi.com", b"z0p\xe4x.t1")),
-        ("a\\.b.example.org", ("example.org", b"a.b")),
+        ("www.example.co.uk", ("example.co.uk", "www")),
+        ("A.B.Example.COM", ("example.com", "a.b")),
+        ("example.com", ("example.com", "")),
+        ("d111111abcdef8.cloudfront.net", ("d111111abcdef8.cloudfront.net", "")),
+        ("e12345.dscx.akamaiedge.net", ("dscx.akamaiedge.net", "e12345")),
+        ("yrb0pe.t1.biillpi.com", ("biillpi.com", "yrb0pe.t1")),
+        ("vaaaakardli.pirate.sea", ("pirate.sea", "vaaaakardli")),
+        ("z0p\\228X.t1.biillpi.com", ("biillpi.com", "z0p\\228x.t1")),
+        ("a\\.b.example.org", ("example.org", "a\\.b")),
+        ("x.\\200\\201.example", ("\\200\\201.example", "x")),
         ("com", None),
         ("localhost", None),
         (".", None),
@@ -283,7 +284,8 @@ def plain_weighted_sum(queries: list[tuple[str, int]]) -> dict[str, float]:
     for name, qtype in queries:
         got = registered_domain(name) if not name.lower().endswith(".arpa") else None
         if got:
-            per.setdefault(got[0], []).append((got[1], qtype))
+            sub = b".".join(name_labels(got[1])) if got[1] else b""
+            per.setdefault(got[0], []).append((sub, qtype))
     out = {}
     for domain, items in per.items():
         ents = [query_features(sub)[1] for sub, _ in items]
