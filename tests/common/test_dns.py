@@ -25,6 +25,7 @@ import dns.rrset
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_dns_corpus import ALL_DNS_FILES, CORPUS, dns_messages
 
 from lc.common.dns import (
     MAX_POINTER_HOPS,
@@ -555,12 +556,29 @@ def _seed_messages() -> list[bytes]:
     r.additional.append(
         dns.rrset.from_text("_sip._udp.example.net.", 60, "IN", "SRV", "1 2 3 x.example.net.")
     )
-    return [q.to_wire(), r.to_wire()]
+    return [q.to_wire(), r.to_wire(), *_corpus_seeds()]
+
+
+_CORPUS_SEEDS: list[bytes] = []
+
+
+def _corpus_seeds() -> list[bytes]:
+    """Up to six messages of each DNS capture of the corpus (tunnel queries with
+    8-bit labels, TXT answers, EDNS, SRV, the 20-record TCP answer...), or none
+    when the corpus is not there (the dnspython-built seeds still run)."""
+    if not _CORPUS_SEEDS:
+        for capture in ALL_DNS_FILES:
+            if (CORPUS / capture).is_file():
+                msgs = [raw for *_, raw in dns_messages(CORPUS / capture)]
+                _CORPUS_SEEDS.extend(msgs[:: max(1, len(msgs) // 6)][:6])
+    return _CORPUS_SEEDS
 
 
 @given(st.data())
 @settings(max_examples=1500, deadline=None)
 def test_mutated_messages_raise_only_dns_error(data: st.DataObject) -> None:
+    """dnspython-built and corpus messages, cut, flipped, overwritten with label and
+    pointer bytes, stretched, and given other counts."""
     base = bytearray(data.draw(st.sampled_from(_seed_messages())))
     for _ in range(data.draw(st.integers(1, 6))):
         op = data.draw(st.sampled_from(["flip", "set", "insert", "delete", "truncate", "count"]))
@@ -584,6 +602,7 @@ def test_mutated_messages_raise_only_dns_error(data: st.DataObject) -> None:
 
 
 def test_every_truncation_of_a_response() -> None:
+    assert len(_seed_messages()) > 2 or not CORPUS.is_dir()
     for wire in _seed_messages():
         for cut in range(len(wire)):
             _only_dns_error(wire[:cut])
