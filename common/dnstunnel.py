@@ -228,7 +228,7 @@ def _get_psl() -> PublicSuffixList:
     return _psl
 
 
-_shared_cache: dict[bytes, int] = {}
+_shared_cache: dict[bytes, tuple[int, str]] = {}
 
 
 def registered_domain(name: str) -> tuple[str, str] | None:
@@ -245,14 +245,17 @@ def registered_domain(name: str) -> tuple[str, str] | None:
     got = _split(name.lower(), _shared_cache)
     if got is None:
         return None
-    labels, nreg = got
-    return name_text(labels[-nreg:]), name_text(labels[:-nreg]) if len(labels) > nreg else ""
+    labels, nreg, domain = got
+    return domain, name_text(labels[:-nreg]) if len(labels) > nreg else ""
 
 
-def _split(lname: str, cache: dict[bytes, int]) -> tuple[tuple[bytes, ...], int] | None:
-    """The labels of a lower-cased name and how many of them the registered domain
-    has (None when it has none). ``cache`` maps the last labels to that count (0
-    for none): the answer depends on no more labels than the longest rule has."""
+def _split(
+    lname: str, cache: dict[bytes, tuple[int, str]]
+) -> tuple[tuple[bytes, ...], int, str] | None:
+    """The labels of a lower-cased name, how many of them the registered domain has
+    and its text; None when it has none. ``cache`` maps the last labels to ``(count,
+    text)`` (``(0, "")`` for none): the answer depends on no more labels than the
+    longest rule of the list has."""
     if "\\" in lname or not lname.isascii():
         labels = name_labels(lname)
     else:
@@ -262,13 +265,14 @@ def _split(lname: str, cache: dict[bytes, int]) -> tuple[tuple[bytes, ...], int]
     if len(labels) < 2:
         return None
     key = b".".join(labels[-_DEPTH:])
-    nreg = cache.get(key)
-    if nreg is None:
+    hit = cache.get(key)
+    if hit is None:
         reg = _get_psl().privatesuffix(key.decode("ascii", "replace"))
-        nreg = cache[key] = 0 if reg is None else reg.count(".") + 1
-    if not nreg:
+        nreg = 0 if reg is None else reg.count(".") + 1
+        hit = cache[key] = (nreg, name_text(labels[-nreg:]) if nreg else "")
+    if not hit[0]:
         return None
-    return labels, nreg
+    return labels, hit[0], hit[1]
 
 
 def query_features(sub: bytes) -> tuple[int, float, int, int, bool, bool]:
@@ -287,6 +291,20 @@ def query_features(sub: bytes) -> tuple[int, float, int, int, bool, bool]:
         digits = token - len(tok.translate(None, b"0123456789"))
         carrier = 2 <= digits <= token - 2
     return n, h, token, longest_label, carrier, odd
+
+
+_HLL_SHIFT = 64 - _HLL_P
+_HLL_REST = (1 << _HLL_SHIFT) - 1
+
+
+def _measure(sub: bytes) -> tuple[int, int, int, bool, bool, int, int]:
+    """What a query adds to its domain's statistics: ``(L, bits in thousandths,
+    longest label, carrier, odd, HLL register, HLL rank)``. Depends on ``sub`` only,
+    so :class:`TunnelDetector` keeps it for names seen again."""
+    n, h, _token, longest, carrier, odd = query_features(sub)
+    x = int.from_bytes(blake2b(sub, digest_size=8).digest(), "big")
+    rank = _HLL_SHIFT - (x & _HLL_REST).bit_length() + 1
+    return n, round(n * h * 1000), longest, carrier, odd, x >> _HLL_SHIFT, rank
 
 
 class DomainStats:
@@ -330,30 +348,21 @@ class DomainStats:
     # --- adding ------------------------------------------------------------------------
     def add(self, sub: bytes, qtype: int, ts_ns: int, client: str | None = None) -> None:
         """Counts one query whose lower-cased subdomain is ``sub``."""
-        n, h, _token, longest, carrier, odd = query_features(sub)
-        self.add_features(sub, n, h, longest, carrier, odd, qtype, ts_ns, client)
+        self.add_features(_measure(sub), qtype, ts_ns, client)
 
     def add_features(
         self,
-        sub: bytes,
-        n: int,
-        h: float,
-        longest: int,
-        carrier: bool,
-        odd: bool,
+        f: tuple[int, int, int, bool, bool, int, int],
         qtype: int,
         ts_ns: int,
         client: str | None,
     ) -> None:
+        """Counts one query given :func:`_measure` of its subdomain."""
+        n, mbits, longest, carrier, odd, idx, rank = f
         self.queries += 1
-        x = int.from_bytes(blake2b(sub, digest_size=8).digest(), "big")
-        idx = x >> (64 - _HLL_P)
-        rest = x & ((1 << (64 - _HLL_P)) - 1)
-        rank = (64 - _HLL_P) - rest.bit_length() + 1
         if rank > self.hll[idx]:
             self.hll[idx] = rank
         self.sum_len += n
-        mbits = round(n * h * 1000)
         self.sum_mbits += mbits
         if n > self.max_len:
             self.max_len = n
@@ -538,7 +547,9 @@ class TunnelDetector:
             ),
             0,
         )
-        self._cache: dict[bytes, int] = {}
+        self._cache: dict[bytes, tuple[int, str]] = {}
+        # subdomain -> _measure(subdomain): ordinary names come back again and again
+        self._measured: dict[bytes, tuple[int, int, int, bool, bool, int, int]] = {}
         _get_psl()
 
     def observe(self, qname: str, qtype: int, ts_ns: int, client: str | None = None) -> str | None:
@@ -555,8 +566,9 @@ class TunnelDetector:
             counters["reverse"] += 1
             return None
         cache = self._cache
-        if len(cache) >= self.max_cache:
+        if len(cache) >= self.max_cache or len(self._measured) >= self.max_cache:
             cache.clear()
+            self._measured.clear()
             counters["cache_flushes"] += 1
         try:
             got = _split(lname, cache)
@@ -566,8 +578,7 @@ class TunnelDetector:
         if got is None:
             counters["no_domain"] += 1
             return None
-        labels, nreg = got
-        domain = name_text(labels[-nreg:])
+        labels, nreg, domain = got
         sub = b".".join(labels[:-nreg])
         domains = self.domains
         stats = domains.get(domain)
@@ -578,7 +589,10 @@ class TunnelDetector:
             stats = domains[domain] = DomainStats(self.max_clients)
         else:
             domains.move_to_end(domain)
-        stats.add(sub, qtype, ts_ns, client)
+        f = self._measured.get(sub)
+        if f is None:
+            f = self._measured[sub] = _measure(sub)
+        stats.add_features(f, qtype, ts_ns, client)
         counters["scored"] += 1
         return domain
 
