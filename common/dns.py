@@ -76,12 +76,19 @@ DNS over TCP
     the message boundaries are unknown: :meth:`DnsTcpFramer.gap` drops what is held
     and every later byte of that direction is dropped and counted
     (``desync_bytes``) until :meth:`DnsTcpFramer.reset` (a new connection). DNS
-    connections are short, so nothing tries to guess a boundary.
+    connections are short, so nothing tries to guess a boundary. With
+    :class:`~lc.common.tcpstream.TcpReassembler`: feed each delivered chunk, call
+    ``gap()`` when ``Delivery.gap`` is set, and ``reset()`` when a chunk starts at
+    offset 0 again (a new stream on the same key) or the stream closed.
 
 Speed
-    The hot path is ``struct.unpack_from`` at offsets, a dict of names already read,
-    plain tuples behind small ``NamedTuple`` records, and no regex. Measured with
-    ``bench/dns_parse_bench.py`` (see there for the figures and the command).
+    The hot path is ``struct.unpack_from`` at offsets, a dict of names already read
+    in the message, plain tuples behind small ``NamedTuple`` records, no regex, and
+    two fast paths for names (labels up to the root; a pointer to a name already
+    read). ``bench/dns_parse_bench.py`` parses the 1,029 DNS messages of the corpus:
+    about 5 us per message for everything (3 us for header and question only),
+    against 60 to 110 us for dnspython, on the development VM (2 vCPU shared
+    with other jobs, so the figures move by a factor of two; run it for yours).
 """
 
 from __future__ import annotations
