@@ -19,7 +19,9 @@ to look like a tunnel:
 * service discovery: ``_ldap._tcp.dc._msdcs`` SRV, ``_sip._udp`` SRV, HTTPS;
 * long hyphenated corporate host names (``jenkins-build-agent-07.ci``);
 * browser probes: random single labels with a search domain appended;
-* reverse look-ups (PTR under in-addr.arpa and ip6.arpa).
+* device ids: UUIDs under one IoT domain; long random DKIM selectors (SES style);
+* reverse look-ups (PTR under in-addr.arpa and ip6.arpa) and DNS-SD names under
+  ``local`` (spaces, brackets, UTF-8).
 
 :func:`benign_tunnels` is apart: services that really do carry data in names
 (file-hash reputation look-ups under one domain), which score as tunnels.
@@ -78,6 +80,14 @@ SUBS = [
 REGIONS = ["eu-west-1", "us-east-1", "us-west-2", "ap-southeast-1", "fra1", "ams3", "nyc1", "sfo2"]
 ENVS = ["prod", "staging", "dev", "qa", "test"]
 QTYPES = [1] * 6 + [28] * 3 + [65]  # A, AAAA, HTTPS
+# DNS-SD instance names as devices announce them (spaces, brackets, UTF-8).
+MDNS = [
+    "Living Room TV",
+    "HP LaserJet 4250 [A1B2C3]",
+    "Kitchen speaker",
+    "Büro Drucker",
+    "Meeting Room 2",
+]
 
 
 def _rand(rng: random.Random, alphabet: str, n: int) -> str:
@@ -109,6 +119,10 @@ def ordinary_workload(queries: int = 20000, seed: int = 1) -> list[tuple[str, in
 
     def regional() -> str:
         return f"{rng.choice(REGIONS)}.{rng.choice(['api', 'cdn', 'storage'])}.{rng.choice(sites)}"
+
+    def uuid() -> str:
+        h = _rand(rng, hexd, 32)
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
     def corp_host() -> str:
         host = f"{rng.choice(apps)}-{rng.choice(ENVS)}-{rng.randrange(1, 40):02d}"
@@ -142,6 +156,15 @@ def ordinary_workload(queries: int = 20000, seed: int = 1) -> list[tuple[str, in
         (1, lambda: (f"{_rand(rng, string.ascii_lowercase, rng.randrange(7, 16))}.corp.{corp}", 1)),
         (2, lambda: (f"{octet()}.{octet(0)}.168.192.in-addr.arpa", 12)),
         (1, lambda: (".".join(_rand(rng, hexd, 32)) + ".ip6.arpa", 12)),
+        (2, lambda: (f"{uuid()}.devices.iot-{rng.choice(['one', 'two'])}.com", 1)),
+        (1, lambda: (f"{_rand(rng, alnum, 32)}._domainkey.{rng.choice(sites)}", 16)),
+        (
+            1,
+            lambda: (
+                f"{rng.choice(MDNS)}._{rng.choice(['ipp', 'googlecast', 'airplay'])}._tcp.local",
+                16,
+            ),
+        ),
     ]
     weights = [w for w, _ in families]
     gens = [g for _, g in families]
