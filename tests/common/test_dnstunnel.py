@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import string
+from pathlib import Path
 
 import pytest
 from dns_workload import benign_tunnels, ordinary_workload
@@ -79,6 +81,51 @@ def test_registered_domain_by_public_suffix_list(
     name: str, expected: tuple[str, bytes] | None
 ) -> None:
     assert registered_domain(name) == expected
+
+
+def _psl_vectors() -> list[tuple[str, str | None]]:
+    """The Public Suffix List's own test vectors (public domain), as shipped with
+    publicsuffixlist: ASCII ones without a leading dot (lc's names have none)."""
+    import publicsuffixlist
+
+    path = Path(publicsuffixlist.__file__).with_name("test_psl.txt")
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        m = re.fullmatch(r"checkPublicSuffix\('([^']+)', (?:'([^']+)'|null)\);", line.strip())
+        if m and m.group(1).isascii() and not m.group(1).startswith("."):
+            out.append((m.group(1), m.group(2)))
+    return out
+
+
+def test_registered_domain_passes_the_psl_test_vectors() -> None:
+    vectors = _psl_vectors()
+    assert len(vectors) > 50
+    for name, expected in vectors:
+        got = registered_domain(name)
+        assert (got[0] if got else None) == expected, name
+
+
+def test_cached_registered_domains_equal_the_list_on_every_name() -> None:
+    """The suffix cache (keyed by as few labels as decide the answer) gives what
+    publicsuffixlist gives for the whole name, on the generated workload and the
+    corpus tunnels, in one detector (so the cache is warm and shared)."""
+    from publicsuffixlist import PublicSuffixList
+
+    psl = PublicSuffixList()
+    names = [n for n, _ in ordinary_workload(5000)] + [
+        "x.s3.dualstack.us-east-1.amazonaws.com",
+        "y.x.s3.dualstack.us-east-1.amazonaws.com",
+        "a.b.c.ck",
+        "www.ck",
+        "a.www.ck",
+    ]
+    det = TunnelDetector()
+    for name in names:
+        if name.endswith((".arpa", ".local")):
+            continue
+        expected = psl.privatesuffix(name.lower())
+        got = det.observe(name, 1, 0)
+        assert got == expected, name
 
 
 def test_features() -> None:
