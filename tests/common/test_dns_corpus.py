@@ -9,6 +9,8 @@ Oracles (never generated with lc):
 * Zeek's ``dns.log`` for ``dns/zeek_ipv6-fragmented-dns`` (query/response pairing
   with :func:`transaction_key`, RTT, flags, answers).
 * suricata-verify's expected SRV fields for ``dns/suricata_dns-udp-eve-log-srv``.
+* Arkime's session documents for the two ``dns/arkime_*`` captures: every
+  response's question, rcode, opcode and header flags by name, and all records.
 * dnspython (a test-only dependency) over every DNS message in the corpus,
   including mDNS, which tshark's ``dns`` filter leaves out: names as dnspython
   writes them (this checks the escaping of iodine's 8-bit labels) and every
@@ -47,8 +49,11 @@ from lc.common.dns import (
     DnsRecord,
     DnsTcpFramer,
     name_labels,
+    opcode_name,
     parse_dns,
+    rcode_name,
     transaction_key,
+    type_name,
 )
 from lc.common.errors import ParseError
 from lc.common.pcapfile import open_capture
@@ -550,3 +555,82 @@ def _dp_rdata_known(r: DnsRecord) -> bool:
         TYPE_TXT,
         TYPE_SOA,
     )
+
+
+# --- Arkime: per-response summaries -------------------------------------------------------
+
+ARKIME_FILES = ["dns/arkime_dns-wiresharkrepo.pcap", "dns/arkime_dns-tcp.pcap"]
+
+
+def _arkime_record(r: DnsRecord) -> dict[str, object]:
+    """One record as Arkime's ``dns.answers`` entries hold it (names lower-cased, as
+    Arkime writes them; PTR data is not in Arkime's entry)."""
+    out: dict[str, object] = {
+        "class": "IN" if r.rclass == 1 else str(r.rclass),
+        "name": r.name.lower(),
+        "ttl": r.ttl,
+        "type": type_name(r.rtype),
+    }
+    if r.rtype in (TYPE_A, TYPE_AAAA):
+        out["ip"] = r.rdata
+    elif r.rtype == TYPE_CNAME:
+        out["cname"] = str(r.rdata).lower()
+    elif r.rtype == TYPE_NS:
+        out["nameserver"] = str(r.rdata).lower()
+    elif r.rtype == TYPE_MX:
+        out["priority"], out["mx"] = r.rdata[0], r.rdata[1].lower()  # type: ignore[index]
+    elif r.rtype == TYPE_TXT:
+        out["txt"] = [s.decode() for s in r.rdata]  # type: ignore[union-attr]
+    elif r.rtype != TYPE_PTR:
+        raise AssertionError(f"add Arkime's form of type {r.rtype}")
+    return out
+
+
+@pytest.mark.parametrize("capture", ARKIME_FILES)
+def test_responses_match_arkime(capture: str) -> None:
+    """Every response's question, rcode, opcode, header flags (``header_flags``) and
+    records in all three sections against Arkime's session documents. Arkime keys
+    DNS by response and lower-cases names, so the comparison is of lower-cased
+    summaries, as multisets (sessions list them in another order)."""
+    import json
+
+    doc = json.loads(need(capture + ".arkime.json").read_text())
+    theirs = []
+    for session in doc["sessions3"]:
+        for e in session["body"].get("dns", []):
+            theirs.append(
+                {
+                    "queryHost": e["queryHost"],
+                    "qt": e["qt"],
+                    "qc": e["qc"],
+                    "status": e["status"],
+                    "opcode": e["opcode"],
+                    "headerFlags": sorted(e["headerFlags"]),
+                    "answersCnt": e["answersCnt"],
+                    "answers": e.get("answers", []),
+                }
+            )
+    ours = []
+    for *_, raw in dns_messages(need(capture)):
+        msg = parse_dns(raw)
+        if not msg.qr:
+            continue
+        records = [r for r in all_records(msg) if r.rtype != TYPE_OPT]
+        ours.append(
+            {
+                "queryHost": msg.qname.lower(),
+                "qt": type_name(msg.qtype),
+                "qc": "IN" if msg.qclass == 1 else str(msg.qclass),
+                "status": rcode_name(msg.full_rcode),
+                "opcode": opcode_name(msg.opcode),
+                "headerFlags": sorted(msg.header_flags),
+                "answersCnt": len(records),
+                "answers": [_arkime_record(r) for r in records],
+            }
+        )
+    assert len(ours) == len(theirs) > 0
+
+    def key(entry: dict[str, object]) -> str:
+        return json.dumps(entry, sort_keys=True)
+
+    assert sorted(map(key, ours)) == sorted(map(key, theirs))
