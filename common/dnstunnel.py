@@ -48,7 +48,8 @@ Statistics per registered domain (:class:`DomainStats`)
     merging in any order gives the same sums); the longest ``L`` and label;
     carrier, odd and tunnel-type counts; first and last capture time; up to
     ``max_clients`` client addresses (queries from others are counted in
-    ``clients_dropped``).
+    ``clients_dropped``); and the sum of ``H``, for the mean entropy that
+    :meth:`DomainStats.summary` shows with the other figures (not scored).
 
 The score
     Components, each in [0, 1]:
@@ -344,12 +345,13 @@ _HLL_REST = (1 << _HLL_SHIFT) - 1
 _CHLL_SHIFT = 64 - _CHLL_P
 _CHLL_REST = (1 << _CHLL_SHIFT) - 1
 
-Measure = tuple[int, int, int, bool, bool, int, int, int, int]
+Measure = tuple[int, int, int, bool, bool, int, int, int, int, int]
 
 
 def _measure(sub: bytes) -> Measure:
     """What a query adds to its domain's statistics: ``(L, bits in thousandths,
-    longest label, carrier, odd, HLL register, rank, carrier-HLL register, rank)``.
+    longest label, carrier, odd, HLL register, rank, carrier-HLL register, rank,
+    H in thousandths)``.
     Depends on ``sub`` only, so :class:`TunnelDetector` keeps it for names seen
     again."""
     n, h, _token, longest, carrier, odd = query_features(sub)
@@ -366,6 +368,7 @@ def _measure(sub: bytes) -> Measure:
         rank,
         x >> _CHLL_SHIFT,
         crank,
+        round(h * 1000),
     )
 
 
@@ -400,6 +403,7 @@ class DomainStats:
         "queries",
         "sum_len",
         "sum_mbits",
+        "sum_mentropy",
         "tunnel_types",
     )
 
@@ -408,6 +412,7 @@ class DomainStats:
         self.hll = bytearray(_HLL_M)
         self.chll = bytearray(_CHLL_M)
         self.sum_len = 0
+        self.sum_mentropy = 0
         self.sum_mbits = 0
         self.max_len = 0
         self.max_label = 0
@@ -434,11 +439,12 @@ class DomainStats:
         client: str | None,
     ) -> None:
         """Counts one query given :func:`_measure` of its subdomain."""
-        n, mbits, longest, carrier, odd, idx, rank, cidx, crank = f
+        n, mbits, longest, carrier, odd, idx, rank, cidx, crank, mentropy = f
         self.queries += 1
         if rank > self.hll[idx]:
             self.hll[idx] = rank
         self.sum_len += n
+        self.sum_mentropy += mentropy
         self.sum_mbits += mbits
         if n > self.max_len:
             self.max_len = n
@@ -473,6 +479,7 @@ class DomainStats:
         self.hll = bytearray(map(max, self.hll, other.hll))
         self.chll = bytearray(map(max, self.chll, other.chll))
         self.sum_len += other.sum_len
+        self.sum_mentropy += other.sum_mentropy
         self.sum_mbits += other.sum_mbits
         self.max_len = max(self.max_len, other.max_len)
         self.max_label = max(self.max_label, other.max_label)
@@ -531,6 +538,24 @@ class DomainStats:
         )
         return round(c["evidence"] * signal, 6)
 
+    def summary(self) -> dict[str, object]:
+        """What an alert shows besides the components: the statistics as figures."""
+        q = max(1, self.queries)
+        return {
+            "queries": self.queries,
+            "unique_subdomains": self.unique,
+            "unique_carriers": self.unique_carriers,
+            "mean_length": round(self.sum_len / q, 1),
+            "max_length": self.max_len,
+            "max_label": self.max_label,
+            "mean_entropy": round(self.sum_mentropy / 1000 / q, 3),
+            "tunnel_types": self.tunnel_types,
+            "first_ns": self.first_ns,
+            "last_ns": self.last_ns,
+            "clients": sorted(self.clients),
+            "clients_dropped": self.clients_dropped,
+        }
+
     # --- compact form ------------------------------------------------------------------
     def to_dict(self) -> dict[str, object]:
         """A JSON-able form (the HLL as base64); :meth:`from_dict` reads it back."""
@@ -539,6 +564,7 @@ class DomainStats:
             "hll": base64.b64encode(bytes(self.hll)).decode("ascii"),
             "chll": base64.b64encode(bytes(self.chll)).decode("ascii"),
             "len": self.sum_len,
+            "mentropy": self.sum_mentropy,
             "mbits": self.sum_mbits,
             "max_len": self.max_len,
             "max_label": self.max_label,
@@ -569,6 +595,7 @@ class DomainStats:
             for attr, key in (
                 ("queries", "q"),
                 ("sum_len", "len"),
+                ("sum_mentropy", "mentropy"),
                 ("max_len", "max_len"),
                 ("max_label", "max_label"),
                 ("carriers", "carriers"),

@@ -249,6 +249,10 @@ def test_score_components_and_bounds() -> None:
         s.add(rng.randbytes(63), 10, i * 1_000_000_000)
     assert s.score() == pytest.approx(0.965, abs=0.001)
     assert math.isclose(s.components()["rate"], 100 / 99)
+    summary = s.summary()
+    assert summary["queries"] == 100 and 60 < summary["mean_length"] <= 63  # "." splits labels
+    assert 5.5 < summary["mean_entropy"] < 6.0  # 63 random bytes: at most log2(63)
+    assert summary["unique_subdomains"] == pytest.approx(100, abs=5)
 
 
 # --- the detector: bounds and counters ------------------------------------------------------
