@@ -70,7 +70,7 @@ Not done here
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lc.common.errors import ParseError, ValidationError
 
@@ -200,6 +200,8 @@ class ClientHello:
     supported_groups: tuple[int, ...]
     signature_algorithms: tuple[int, ...]
     ec_point_formats: tuple[int, ...]
+    raw: bytes = field(default=b"", repr=False, compare=False)
+    """The message body as received (after the 4-byte handshake header)."""
 
     @property
     def version(self) -> int:
@@ -230,6 +232,8 @@ class ServerHello:
     """The protocol chosen, None without the extension."""
     is_hrr: bool
     """A HelloRetryRequest (RFC 8446 section 4.1.3)."""
+    raw: bytes = field(default=b"", repr=False, compare=False)
+    """The message body as received (after the 4-byte handshake header)."""
 
     @property
     def version(self) -> int:
@@ -417,6 +421,7 @@ def parse_client_hello(body: bytes | bytearray | memoryview) -> ClientHello:
         groups,
         sigalgs,
         formats,
+        data,
     )
 
 
@@ -474,6 +479,7 @@ def parse_server_hello(body: bytes | bytearray | memoryview) -> ServerHello:
         selected,
         alpn,
         random == HRR_RANDOM,
+        data,
     )
 
 
@@ -638,7 +644,7 @@ class TlsStream:
                 if self._record_header(hdr):
                     continue
                 left = self._rec_left
-                if not left:
+                if not left or pos == n:
                     continue
             k = left if left <= n - pos else n - pos
             chunk = data[pos : pos + k]
