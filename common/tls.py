@@ -139,6 +139,7 @@ DEFAULT_MAX_HELLO_BYTES = 64 * 1024
 HRR_RANDOM = bytes.fromhex("cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c")
 
 _U16 = struct.Struct(">H")
+_HH = struct.Struct(">HH")
 _REC = struct.Struct(">BHH")
 _u16 = _U16.unpack_from
 _rec = _REC.unpack_from
@@ -333,18 +334,22 @@ def _parse_extensions(
         )
     exts = []
     types = []
+    add_ext = exts.append
+    add_type = types.append
+    hh = _HH.unpack_from
     while off < end:
         if off + 4 > end:
             raise TlsParseError(f"{what}: truncated extension header", "hello")
-        etype, ln = _u16(data, off)[0], _u16(data, off + 2)[0]
+        etype, ln = hh(data, off)
         off += 4
-        if off + ln > end:
+        nxt = off + ln
+        if nxt > end:
             raise TlsParseError(
                 f"{what}: extension {etype} of {ln} bytes overruns the hello", "hello"
             )
-        exts.append((etype, data[off : off + ln]))
-        types.append(etype)
-        off += ln
+        add_ext((etype, data[off:nxt]))
+        add_type(etype)
+        off = nxt
     return tuple(exts), tuple(types)
 
 
