@@ -59,6 +59,12 @@ Bounds
     bytes) and one hello body (``max_hello_bytes``, default 64 KiB); ``buffered``
     says how much it holds now. A hello that claims more is refused (``too_big``).
 
+Speed
+    :func:`parse_client_hello` takes about 12-19 us for a 517-byte OpenSSL
+    ClientHello, a new stream fed the whole record about 23 us (development VM, 2
+    vCPU shared, CPython 3.11; ``bench/tls_parse_bench.py``). A connection is parsed
+    only until both hellos are seen.
+
 Not done here
     Decryption, certificates (their bytes are skipped), SSLv2, DTLS, renegotiation
     inside an encrypted connection. Server names are kept as sent (decoded as
