@@ -55,7 +55,8 @@ def check_link_types(cols: BatchRecords) -> str:
         return f"{len(ifaces)} interfaces in one batch (at most {MAX_INTERFACES})"
     for name, lt in ifaces:
         if not 0 <= lt <= MAX_LINKTYPE:
-            return f"interface {log_text(name, 64)!r} has link type {lt}, outside 0..{MAX_LINKTYPE}"
+            name = log_text(name, 64)
+            return f"interface '{name}' has link type {lt}, outside 0..{MAX_LINKTYPE}"
     distinct = {lt for _, lt in ifaces}
     if len(distinct) > MAX_LINKTYPES:
         return f"{len(distinct)} distinct link types in one batch (at most {MAX_LINKTYPES})"

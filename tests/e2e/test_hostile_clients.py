@@ -195,9 +195,11 @@ def test_a_half_dead_run_gives_way_after_its_silence(tmp_path, pki):
         assert register(stub, epoch=111).accepted
         old = stub.SubscribeFilters(lc_pb2.SubscribeFiltersRequest(hunter_id="h1"))
         next(old)  # the full set: the subscription is open
-        r = run_lc("hunt", "--processor", p.addr, *tls_args(pki, "hunter-h1"),
-                   "-r", str(SAMPLE), timeout=60)  # fmt: skip
-        assert r.returncode != 0 and "already connected" in r.stderr
+        with channel(p, pki, "hunter-h1") as other:  # another run, at once: refused
+            with pytest.raises(grpc.RpcError) as e:
+                register(lc_pb2_grpc.ManagementServiceStub(other), epoch=222)
+            assert e.value.code() == grpc.StatusCode.ALREADY_EXISTS
+            assert "hunter h1 is already connected" in e.value.details()
         time.sleep(3.2)  # silent for takeover_after (= --stale-after here)
         real_hunter_delivers(p, pki, "h1")
         with pytest.raises(grpc.RpcError) as e:
