@@ -34,6 +34,7 @@ log = logging.getLogger("lc.processor.tls")
 _HEAD = re.compile(rb"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ ([\w.-]+):\d+\] ?(.*)$")
 _PEER = re.compile(rb"endpoint_peer_address=(?:ipv4:|ipv6:)?([^,}\s]+)")
 _FAILED = b"CallNextHandshakerLocked: error="
+_CONTINUATIONS = (b"=== Source Location Trace", b"src/core/", b" shutdown=")
 _MAX_RECORD = 16 * 1024  # a record longer than this is cut (bounded memory)
 _MAX_PARTIAL = 64 * 1024  # a "line" without newline longer than this is flushed as is
 
@@ -142,9 +143,14 @@ class GrpcLogReader:
         self._partial = b""
         self._record: list[bytes] = []
         self._record_len = 0
+        self._record_t = 0.0
         self._pending_ssl: bytes | None = None  # a failure seen without its peer yet
+        self._pending_t = 0.0
+        self._now = 0.0
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes, now: float = 0.0) -> None:
+        """Take what the core wrote; ``now`` (monotonic seconds) dates new records."""
+        self._now = now
         buf = self._partial + data
         *lines, self._partial = buf.split(b"\n")
         if len(self._partial) > _MAX_PARTIAL:
@@ -153,10 +159,12 @@ class GrpcLogReader:
         for line in lines:
             self._line(line + b"\n")
 
-    def flush(self) -> None:
-        """The writer went quiet: finish the current record (and an unpaired failure)."""
-        self._end_record()
-        if self._pending_ssl is not None:
+    def flush(self, now: float = float("inf"), max_age: float = 2.0) -> None:
+        """The writer went quiet: finish a record (and report an unpaired failure) begun
+        ``max_age`` seconds before ``now`` or earlier (a busy core may pause mid-record)."""
+        if self._record and now - self._record_t >= max_age:
+            self._end_record()
+        if self._pending_ssl is not None and now - self._pending_t >= max_age:
             reason, self._pending_ssl = self._pending_ssl, None
             self.on_failure(None, reason.decode("utf-8", "replace"))
 
@@ -165,10 +173,14 @@ class GrpcLogReader:
             self._end_record()
             self._record = [line]
             self._record_len = len(line)
+            self._record_t = self._now
         elif self._record:
             if self._record_len < _MAX_RECORD:
                 self._record.append(line)
                 self._record_len += len(line)
+        elif line.startswith(_CONTINUATIONS):  # the tail of a record already ended
+            if self.show_grpc:
+                self.passthrough(line)
         else:
             self.passthrough(line)  # not gRPC's: someone else's output
 
@@ -195,6 +207,7 @@ class GrpcLogReader:
             if self._pending_ssl is not None:  # two without a handshaker record: report one
                 self.on_failure(None, self._pending_ssl.decode("utf-8", "replace"))
             self._pending_ssl = message.split(b"with error", 1)[-1].strip()
+            self._pending_t = self._record_t
         if self.show_grpc:
             self.passthrough(text)
 
@@ -227,17 +240,20 @@ def capture_grpc_log(show_grpc: bool = False) -> HandshakeLog:
     reader = GrpcLogReader(handshakes.failed, write, show_grpc=show_grpc)
 
     def run() -> None:
+        last = 0.0
         while True:
             try:
                 ready, _, _ = select.select([r], [], [], 0.5)
+                now = time.monotonic()
                 if ready:
                     data = os.read(r, 65536)
                     if not data:
                         return
-                    reader.feed(data)
-                    continue
-                reader.flush()
-                handshakes.tick()
+                    reader.feed(data, now)
+                if not ready or now - last >= 1.0:
+                    last = now
+                    reader.flush(now)
+                    handshakes.tick()
             except Exception:  # never let a parsing bug block the core's writes to fd 2
                 try:
                     data = os.read(r, 65536)

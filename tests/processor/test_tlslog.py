@@ -89,3 +89,15 @@ def test_hostile_peer_text_is_escaped_and_rate_limited(caplog):
     assert len(caplog.records) == 2
     assert "5 more TLS handshakes failed in the last 10 s" in caplog.records[1].getMessage()
     assert h.failures == 6
+
+
+def test_a_core_pausing_mid_failure_still_gives_one_report_with_its_peer():
+    r, failures, out = reader()
+    lines = FAILURE.splitlines(keepends=True)
+    r.feed(b"".join(lines[:4]), now=0.0)  # up to the head of the failure record
+    r.flush(now=0.6)  # quiet for a moment: nothing is reported yet
+    assert failures == []
+    r.feed(b"".join(lines[4:]), now=1.0)  # the rest, with the peer
+    r.flush(now=5.0)
+    assert [p for p, _ in failures] == ["127.0.0.1:42080"]
+    assert out == []
