@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from lc import __version__
-from lc.common.credentials import identity_from_pem
+from lc.common.credentials import identity_from_pem, validate_id
 from lc.common.errors import LcError, ValidationError
 from lc.common.filters import compile_filters
 from lc.common.transport import TlsFiles
@@ -65,6 +65,12 @@ class HuntConfig:
     voip: VoipConfig | None = None  # mode "voip"
 
     def validate(self) -> None:
+        if self.hunter_id is not None:
+            # Before any use: the id names the spool directory and goes on the wire.
+            try:
+                validate_id(self.hunter_id)
+            except ValidationError as e:
+                raise ValidationError(f"--id: {e}") from None
         if self.no_filter_policy not in (None, "allow", "deny"):
             raise ValidationError("--no-filter-policy must be allow or deny")
         if bool(self.interfaces) == bool(self.read_file):
@@ -118,14 +124,28 @@ def processor_exclusion(target: str) -> str:
 
 
 def default_hunter_id(cfg: HuntConfig) -> str:
+    """``--id``, else the certificate's common name, else the host name; always a valid id
+    (the processor's rule, :func:`lc.common.credentials.validate_id`), since it names the
+    spool directory.
+
+    Raises:
+        ValidationError: the id taken from the certificate or the host name is not valid.
+    """
     if cfg.hunter_id:
-        return cfg.hunter_id
+        return validate_id(cfg.hunter_id)
     if cfg.tls is not None:
         cert, _, _ = cfg.tls.read()
         cn = identity_from_pem(cert).common_name
         if cn:
-            return cn
-    return socket.gethostname()
+            try:
+                return validate_id(cn)
+            except ValidationError as e:
+                raise ValidationError(f"the certificate's common name: {e}; give --id") from None
+    host = socket.gethostname()
+    try:
+        return validate_id(host)
+    except ValidationError as e:
+        raise ValidationError(f"the host name: {e}; give --id") from None
 
 
 class _Usage:
