@@ -136,6 +136,7 @@ class Outbox:
         self._cursor: tuple[int, int] | None = None  # where reading the spool stands
         self.dropped_packets = 0
         self.dropped_batches = 0
+        self._full_at: tuple[int, int] | None = None  # drop counters when memory became full
         self.acked_packets = 0
         self.acked_batches = 0
         self.sent_batches = 0
@@ -164,18 +165,40 @@ class Outbox:
                     self._next_seq += 1
                     self._queue.append(Pending(seq, batch, epoch=self.epoch))
                     self._bytes += size
+                    if self._full_at is not None:
+                        self._room_again()
                     self._lock.notify_all()
                     return True
                 elif not block:
-                    self.dropped_packets += len(batch)
-                    self.dropped_batches += 1
+                    self._drop(batch)
                     return False
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
-                    self.dropped_packets += len(batch)
-                    self.dropped_batches += 1
+                    self._drop(batch)
                     return False
                 self._lock.wait(min(remaining, 0.2) if remaining is not None else 0.2)
+
+    def _drop(self, batch: SealedBatch) -> None:
+        """Count a batch memory has no room for; say so once when dropping starts."""
+        if self._full_at is None:
+            self._full_at = (self.dropped_batches, self.dropped_packets)
+            log.warning(
+                "memory queue full (%d bytes; --queue-mb): dropping new batches "
+                "until the processor acknowledges older ones",
+                self.max_bytes,
+            )
+        self.dropped_packets += len(batch)
+        self.dropped_batches += 1
+
+    def _room_again(self) -> None:
+        assert self._full_at is not None
+        b0, p0 = self._full_at
+        self._full_at = None
+        log.warning(
+            "memory queue has room again; %d batches (%d packets) were dropped while it was full",
+            self.dropped_batches - b0,
+            self.dropped_packets - p0,
+        )
 
     def _to_spool(
         self, seq: int, batch: SealedBatch | SpooledBatch, epoch: int | None = None

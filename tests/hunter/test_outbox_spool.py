@@ -8,6 +8,7 @@ must finish is joined with a bound that fails loudly.
 
 from __future__ import annotations
 
+import logging
 import random
 import tempfile
 import threading
@@ -371,6 +372,27 @@ def test_spool_full_frees_room_once_acknowledged(tmp_path):
         ob.ack(p.sequence, p.epoch)
         assert ob.put(make_batch(4))  # the acknowledged segment's room is free again
         assert [q.sequence for q in drain(ob)] == [2, 3]
+    finally:
+        sp.close()
+
+
+def test_a_full_spool_says_once_when_dropping_starts_and_once_when_it_ends(tmp_path, caplog):
+    b = make_batch(0)
+    sp = Spool(tmp_path / "s", max_bytes=2 * record_size(b), segment_bytes=1)
+    try:
+        ob = Outbox(spool=sp, epoch=1)
+        with caplog.at_level(logging.WARNING, logger="lc.hunter.spool"):
+            assert ob.put(make_batch(1)) and ob.put(make_batch(2))
+            assert caplog.messages == []
+            assert not any(ob.put(make_batch(i, count=2)) for i in range(3, 6))
+            assert len(caplog.messages) == 1 and "is full" in caplog.messages[0]
+            p = take(ob)
+            ob.ack(p.sequence, p.epoch)
+            assert ob.put(make_batch(6))
+            assert ob.put(make_batch(7)) is False  # full again: said again
+        assert len(caplog.messages) == 3, caplog.messages
+        assert "has room again; 3 batches (6 packets) were dropped" in caplog.messages[1]
+        assert "is full" in caplog.messages[2]
     finally:
         sp.close()
 
