@@ -236,10 +236,11 @@ class Outbox:
     @property
     def backlog(self) -> int:
         """Batches waiting to be sent (the batcher grows batches while this is > 0)."""
-        n = len(self._queue)
-        if self.spool is not None and self._spooling:
-            n += max(0, len(self.spool) - sum(p.spooled for p in self._inflight.values()))
-        return n
+        with self._lock:  # capture threads ask while the uplink changes what is in flight
+            n = len(self._queue)
+            if self.spool is not None and self._spooling:
+                n += max(0, len(self.spool) - sum(p.spooled for p in self._inflight.values()))
+            return n
 
     # -- the uplink's side -----------------------------------------------------------
     def set_online(self, online: bool) -> None:

@@ -204,9 +204,12 @@ class Hunter:
         self.mode: GenericFilter | VoipMode | None = None
         self.policy = ""  # the no-filter policy in force (the mode's default if not given)
         self.most_filters = 0  # the most filters ever applied at once (0: never any)
+        self._apply_lock = threading.Lock()
+        self._sets_applied = 0  # filter sets applied (the kept one or the processor's)
         self.interrupted: signal.Signals | None = None  # the signal that stopped it
         self.replay_complete = False  # the whole file was read
         self.causes: list[str] = []  # why the exit code is not 0, for the user
+        self.capture_error = ""  # a capture thread ended by an exception (a bug)
 
     # -- setup -----------------------------------------------------------------------
     def open_sources(self) -> None:
@@ -316,6 +319,7 @@ class Hunter:
     # -- run -------------------------------------------------------------------------
     def run(self) -> int:
         cfg = self.cfg
+        self._install_signals()  # first: a signal while starting stops it cleanly too
         self.open_sources()
         hunter_id = default_hunter_id(cfg)
         self.spool_dir = ""
@@ -381,15 +385,12 @@ class Hunter:
             )
             self.uplink.start()
         self.uplink.start_filters()
-        if not self.filters.received.wait(cfg.connect_timeout):
-            log.warning("no filter set from the processor yet; starting with none (%s)", policy)
-            self.mode.apply([], compile_filters([], hunter_id, types))
+        self._first_filter_set(compile_filters([], hunter_id, types))
         if self.spool is None:
             self.uplink.start()
         # One heartbeat at once: it tells the processor (and `lc show hunter`) that this
         # hunter has applied its filters and is capturing, rather than in 5 s.
         self.uplink.heartbeat_now()
-        self._install_signals()
         self.started = time.monotonic()
         if self._file is not None:
             self._replay()
@@ -399,9 +400,47 @@ class Hunter:
             self.mode.finish()  # calls never matched are dropped (and counted)
         return self._finish()
 
+    def _first_filter_set(self, none: FilterSet) -> None:
+        """Apply a first filter set before the first packet is read.
+
+        The set kept from the last run, if any, is applied already. A live capture with a
+        disk buffer never waits for the processor: its kernel ring would overflow, or,
+        as the handle matches nothing until a set is applied, it would capture nothing
+        while connection attempts run (an outage at start lost all but the last second
+        of traffic that way). It starts at once with the no-filter policy, and the
+        processor's set replaces it on arrival. Otherwise the hunter waits up to
+        ``connect_timeout`` for the processor's set, so that filters that exist apply from
+        the first packet: without a disk buffer it is connected already, and a replay
+        loses nothing by waiting.
+        """
+        assert self.filters is not None and self.mode is not None
+        if self.filters.received.is_set():
+            return
+        if self._live and self.spool is not None:
+            log.info(
+                "no filter set yet: capturing at once with --no-filter-policy %s until the "
+                "processor's set arrives",
+                self.policy,
+            )
+        else:
+            deadline = time.monotonic() + self.cfg.connect_timeout
+            while not self.filters.received.wait(0.05):
+                if self.stop.is_set() or time.monotonic() >= deadline:
+                    break
+            else:
+                return
+            log.warning(
+                "no filter set from the processor yet; starting with none (%s)", self.policy
+            )
+        with self._apply_lock:  # unless the processor's set came in meanwhile
+            if not self._sets_applied:
+                self.mode.apply([], none)
+
     def _apply_filters(self, filters: list, compiled: FilterSet) -> None:
         assert self.mode is not None
-        self.mode.apply(filters, compiled)
+        with self._apply_lock:
+            self.mode.apply(filters, compiled)
+            self._sets_applied += 1
         self.most_filters = max(self.most_filters, len(compiled))
 
     def _set_kernel_filter(self, expr: str) -> None:
@@ -518,6 +557,14 @@ class Hunter:
                 t.join()
 
     def _live_loop(self, src: LiveSource) -> None:
+        try:
+            self._capture_from(src)
+        except Exception as e:  # a bug; never a capture thread ending in silence
+            log.exception("capture on %s failed", src.name)
+            self.capture_error = f"capture on {src.name} failed: {type(e).__name__}: {e}"
+            self.stop.set()
+
+    def _capture_from(self, src: LiveSource) -> None:
         batcher = self._new_batcher()
         timeout = min(0.1, self.cfg.batch_timeout_ms / 1000)
         while not self.stop.is_set():
@@ -566,7 +613,7 @@ class Hunter:
     def _loss_causes(self, acked_all: bool, lost_batches: int, unacked_packets: int) -> list[str]:
         """One line per reason packets the hunter had taken were lost (empty: none were)."""
         cfg = self.cfg
-        causes = []
+        causes = [self.capture_error] if self.capture_error else []
         ob = self.outbox
         kernel = sum(s.stats()[1] for s in self._live)
         iface = sum(s.stats()[2] for s in self._live)

@@ -128,15 +128,23 @@ class Uplink:
     def _open(self) -> grpc.Channel:
         """A ready channel (new TLS files are read here), or Unreachable."""
         ch = open_channel(self.target, self.tls)
-        try:
-            grpc.channel_ready_future(ch).result(timeout=self.connect_timeout)
-        except grpc.FutureTimeoutError:
+        ready = grpc.channel_ready_future(ch)
+        deadline = time.monotonic() + self.connect_timeout
+        while True:  # in short steps, so that a stop does not wait for the timeout
+            try:
+                ready.result(timeout=max(0.0, min(0.1, deadline - time.monotonic())))
+                return ch
+            except grpc.FutureTimeoutError:
+                if time.monotonic() < deadline and not self._stopped.is_set():
+                    continue
+            ready.cancel()
             ch.close()
+            if self._stopped.is_set():
+                raise Unreachable(f"stopped while connecting to {self.target}")
             raise Unreachable(
                 f"cannot reach processor at {self.target} within {self.connect_timeout:g} s"
                 + ("" if self.tls is None else " (is it up, and does its TLS trust ours?)")
             ) from None
-        return ch
 
     def _drop_channel(self) -> None:
         with self._chan_lock:
