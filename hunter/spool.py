@@ -319,6 +319,7 @@ class Spool:
         self._next_number = 1
         self._c = dict.fromkeys(_COUNTERS, 0)
         self._full_at: tuple[int, int] | None = None  # drop counters when it became full
+        self._failing = False  # the last write failed (said once)
         self._closed = False
         self._lockfd = self._open_directory()
         try:
@@ -490,10 +491,13 @@ class Spool:
                 done = self._file.write(buf)  # type: ignore[union-attr]
                 while done < length:  # a short write: finish it, or fail below
                     done += self._file.write(mv[done:])  # type: ignore[union-attr]
-            except OSError:
-                c["write_errors"] += 1
+            except OSError as e:
+                self._write_failed(e)
                 self._rollback(seg)
                 return False
+            if self._failing:
+                self._failing = False
+                log.warning("disk buffer %s: writing works again", self.directory)
             seg.size += length
             seg.offsets.append(off)
             seg.info[off] = (epoch, sequence, count, length)
@@ -509,8 +513,8 @@ class Spool:
         path = os.path.join(self.directory, _seg_name(number, "seg"))
         try:
             self._file = open(path, "ab", buffering=0)  # noqa: SIM115 - kept open across calls
-        except OSError:
-            self._c["write_errors"] += 1
+        except OSError as e:
+            self._write_failed(e)
             return None
         self._next_number += 1
         seg = _Segment(number, path)
@@ -519,6 +523,18 @@ class Spool:
         if self.fsync:
             self._sync_dir()
         return seg
+
+    def _write_failed(self, e: OSError) -> None:
+        """Count a failed write; log once when failures start (and once when they end)."""
+        self._c["write_errors"] += 1
+        if not self._failing:
+            self._failing = True
+            log.error(
+                "cannot write to the disk buffer %s: %s; batches that do not fit in memory "
+                "are lost until writing works again (spool.write_errors)",
+                self.directory,
+                _why(e),
+            )
 
     def _rollback(self, seg: _Segment) -> None:
         """Cut a failed write off the active segment; if that fails too, seal it there."""
