@@ -604,11 +604,18 @@ class Hunter:
         if self.uplink.fatal is not None:
             raise self.uplink.fatal
         self.causes = self._loss_causes(ok, lost, unacked[1])
-        if self._file is not None and not self.replay_complete:
-            why = self.interrupted.name if self.interrupted is not None else "a stop"
-            self.causes.insert(0, f"the replay of {self._file.path} was interrupted by {why}")
+        cut = self._replay_cut_short()
+        if cut:
+            self.causes.insert(0, f"the replay of {cut}")
             return 128 + self.interrupted if self.interrupted is not None else 1
         return 1 if self.causes else 0
+
+    def _replay_cut_short(self) -> str:
+        """'F was interrupted by SIGINT' for a replay stopped before the end of its file."""
+        if self._file is None or self.replay_complete:
+            return ""
+        why = self.interrupted.name if self.interrupted is not None else "a stop"
+        return f"{self._file.path} was interrupted by {why}"
 
     def _loss_causes(self, acked_all: bool, lost_batches: int, unacked_packets: int) -> list[str]:
         """One line per reason packets the hunter had taken were lost (empty: none were)."""
@@ -666,9 +673,8 @@ class Hunter:
         rate = c.captured / el if el > 0 else 0.0
         if self._file is None:
             what = "captured"
-        elif self._file is not None and not self.replay_complete:
-            why = self.interrupted.name if self.interrupted is not None else "a stop"
-            what = f"replay of {self._file.path} interrupted by {why}"
+        elif cut := self._replay_cut_short():
+            what = f"replay of {cut}"
         else:
             what = f"replayed {self._file.path}"
         dropped = sum(v for k, v in c.dropped.items() if k != "filtered")

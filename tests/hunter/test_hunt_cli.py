@@ -84,7 +84,7 @@ def test_a_replay_stopped_by_sigint_says_so_and_exits_non_zero(tmp_path, pki, pr
         if h.poll() is None:
             h.kill()
     assert h.returncode == 130, (out, err)
-    assert f"lc hunt: replay of {cap} interrupted by SIGINT: " in out, out
+    assert f"lc hunt: replay of {cap} was interrupted by SIGINT: " in out, out
     assert f"lc hunt: error: the replay of {cap} was interrupted by SIGINT" in err, err
     n = int(out.split("interrupted by SIGINT: ")[1].split(" packets")[0])
     assert 100 < n < 3000
