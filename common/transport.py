@@ -319,8 +319,16 @@ def probe(target: str, tls: TlsFiles | None, timeout: float = 3.0) -> tuple[str,
         return f"the connection broke during the TLS handshake ({e.strerror or e})", True
 
 
-def wait_ready(channel: grpc.Channel, target: str, tls: TlsFiles | None, timeout: float) -> None:
+def wait_ready(
+    channel: grpc.Channel,
+    target: str,
+    tls: TlsFiles | None,
+    timeout: float,
+    stop: threading.Event | None = None,
+) -> None:
     """Wait until ``channel`` is connected, or raise naming the real cause.
+
+    Waits in short steps, so that a set ``stop`` ends the wait at once (Unreachable).
 
     As soon as gRPC reports a failed connection attempt, one probe (see :func:`probe`)
     looks at why: a TLS problem fails at once (TlsFailure); anything else (nothing
@@ -346,6 +354,8 @@ def wait_ready(channel: grpc.Channel, target: str, tls: TlsFiles | None, timeout
                 return
             except grpc.FutureTimeoutError:
                 pass
+            if stop is not None and stop.is_set():
+                raise Unreachable(f"stopped while connecting to {target}")
             if (failed.is_set() and not probed) or (left <= 0 and not probed):
                 probed = True
                 why, tls_problem = probe(target, tls, timeout=min(3.0, max(left, 1.0)))

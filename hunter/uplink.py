@@ -129,7 +129,7 @@ class Uplink:
         """A ready channel (new TLS files are read here), or Unreachable."""
         ch = open_channel(self.target, self.tls)
         try:
-            wait_ready(ch, self.target, self.tls, self.connect_timeout)
+            wait_ready(ch, self.target, self.tls, self.connect_timeout, self._stopped)
         except LcError:
             ch.close()
             raise
