@@ -1,0 +1,115 @@
+"""Helpers for the mail parser tests: the corpus's TCP sessions, and tshark's oracles.
+
+A capture is read with :mod:`lc.common.pcapfile`, each frame decoded with
+:func:`lc.common.decode.decode_packet` and each TCP direction put back together by
+:class:`lc.common.tcpstream.TcpReassembler` (read-only use of those modules). A
+session is the list of ``Segment``s of one connection in frame order: which side
+sent it, its capture timestamp, its frame number and the bytes that became
+contiguous with it. Connections are numbered in order of their first frame,
+which is how tshark numbers ``tcp.stream`` when no connection is reused.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from lc.common.decode import IPPROTO_TCP, decode_packet
+from lc.common.errors import ParseError
+from lc.common.pcapfile import open_capture
+from lc.common.tcpstream import TcpReassembler
+
+CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+@dataclass(frozen=True)
+class Segment:
+    frame: int
+    ts_ns: int
+    from_client: bool
+    data: bytes
+
+
+@dataclass
+class Session:
+    stream: int  # tshark's tcp.stream, in order of first frame
+    client: tuple[bytes, int]  # (address, port)
+    server: tuple[bytes, int]
+    segments: list[Segment]
+
+    def client_bytes(self) -> bytes:
+        return b"".join(s.data for s in self.segments if s.from_client)
+
+    def server_bytes(self) -> bytes:
+        return b"".join(s.data for s in self.segments if not s.from_client)
+
+
+def need(rel: str) -> Path:
+    """The corpus file ``rel``; skips (or fails in CI) when it is missing."""
+    path = CORPUS / rel
+    if not path.is_file():
+        reason = f"capture corpus file not found: {path}"
+        if IN_CI:
+            pytest.fail(f"{reason} (CI=true: the corpus is required)")
+        pytest.skip(reason)
+    return path
+
+
+def sessions(path: Path, server_ports: set[int]) -> list[Session]:
+    """Every TCP connection of ``path`` whose one end uses a port in ``server_ports``."""
+    reasm = TcpReassembler()
+    out: dict[tuple, Session] = {}
+    order = 0
+    with open_capture(path) as reader:
+        for number, (ts, iface, data, _orig) in enumerate(reader.records(), 1):
+            try:
+                d = decode_packet(reader.interfaces[iface].linktype, data)
+            except ParseError:
+                continue
+            if d.proto != IPPROTO_TCP or d.is_fragment:
+                continue
+            if d.dport in server_ports:
+                client, server, from_client = (d.src, d.sport), (d.dst, d.dport), True
+            elif d.sport in server_ports:
+                client, server, from_client = (d.dst, d.dport), (d.src, d.sport), False
+            else:
+                continue
+            conn = (client, server)
+            sess = out.get(conn)
+            if sess is None:
+                sess = out[conn] = Session(order, client, server, [])
+                order += 1
+            payload = data[d.payload_offset : d.payload_offset + d.payload_len]
+            got = reasm.feed(ts, (conn, from_client), d.tcp_seq, d.tcp_flags, payload)
+            for _off, chunk in got.chunks:
+                sess.segments.append(Segment(number, ts, from_client, chunk))
+    return list(out.values())
+
+
+def read_oracle(path: Path) -> list[dict[str, str]]:
+    """The rows of a tshark TSV oracle, in file order."""
+    lines = path.read_bytes().decode("utf-8", "surrogateescape").split("\n")
+    assert lines[0].startswith("# oracle="), f"{path}: line 1 is not the oracle comment"
+    header = lines[1].split("\t")
+    rows = []
+    for line in lines[2:]:
+        if not line:
+            continue
+        cells = line.split("\t")
+        assert len(cells) == len(header), f"{path}: row has {len(cells)} cells: {line[:80]!r}"
+        rows.append(dict(zip(header, cells, strict=True)))
+    return rows
+
+
+def cells(value: str) -> list[str]:
+    """A tshark cell with several occurrences (joined by ``|``) as a list."""
+    return value.split("|") if value else []
+
+
+def unescape(value: str) -> str:
+    """tshark prints CR and LF inside header values as the two-character escapes."""
+    return value.replace("\\r", "\r").replace("\\n", "\n").replace("\\t", "\t")
