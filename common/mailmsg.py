@@ -265,15 +265,16 @@ class Address:
 # ``addr``, ``<addr>``, ``Name <addr>`` or ``"Name" <addr>``, with no comments,
 # groups, escapes, routes or domain literals. Anything else takes getaddresses;
 # the tests check that both agree on what the fast path accepts.
-_ADDR = r'[^\s<>()\[\]\\,;:@"]+@[^\s<>()\[\]\\,;:@"]+'
+_ADDR = r'[^ \t<>()\[\]\\,;:@"]+@[^ \t<>()\[\]\\,;:@"]+'
 _FAST_ITEM = re.compile(
-    r'\s*(?:(?:"([^"\\\r\n]*)"|([^"<>()\[\]\\,;:@\r\n]*))\s*<('
+    r'[ \t]*(?:(?:"([^"\\\r\n]*)"|([^"<>()\[\]\\,;:@\r\n]*))[ \t]*<('
     + _ADDR
     + r")>|("
     + _ADDR
-    + r"))\s*(?:,|\Z)"
+    + r"))[ \t]*(?:,|\Z)"
 )
 _HARD = re.compile(r"[()\\:;\[\]\r\n]")
+_LWS = re.compile(r"[ \t]+")
 
 
 def _fast_addresses(value: str) -> list[tuple[str, str]] | None:
@@ -293,9 +294,10 @@ def _fast_addresses(value: str) -> list[tuple[str, str]] | None:
         elif quoted is not None:
             out.append((quoted, angle))
         else:
-            out.append((" ".join(plain.split()), angle))
+            # getaddresses splits a phrase on spaces and tabs only, and joins with one space
+            out.append((" ".join(w for w in _LWS.split(plain) if w), angle))
         pos = m.end()
-        if value[pos - 1] == "," and not value[pos:].strip():
+        if value[pos - 1] == "," and not value[pos:].strip(" \t"):
             return None  # a trailing comma: let getaddresses decide
     return out
 
