@@ -12,13 +12,14 @@ which is how tshark numbers ``tcp.stream`` when no connection is reused.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import pytest
 
 from lc.common.decode import IPPROTO_TCP, decode_packet
 from lc.common.errors import ParseError
+from lc.common.mailmsg import MailMessage, MailSession
 from lc.common.pcapfile import open_capture
 from lc.common.tcpstream import TcpReassembler
 
@@ -113,3 +114,75 @@ def cells(value: str) -> list[str]:
 def unescape(value: str) -> str:
     """tshark prints CR and LF inside header values as the two-character escapes."""
     return value.replace("\\r", "\r").replace("\\n", "\n").replace("\\t", "\t")
+
+
+# --- running sessions -------------------------------------------------------------------
+
+
+def run(session: MailSession, segments: list[Segment]) -> list:
+    """Feeds ``segments`` in order (frame numbers as timestamps) and closes the session.
+
+    Every event carries the frame number of the data that completed it as its
+    timestamp (``end_ns`` for messages), which is what the tshark comparisons use.
+    """
+    events: list = []
+    for seg in segments:
+        events += session.feed(seg.from_client, seg.data, seg.frame)
+    events += session.close()
+    return events
+
+
+def canon(event: object) -> tuple:
+    """An event without its timestamps, for comparing runs."""
+    if isinstance(event, MailMessage):
+        return (
+            "MailMessage",
+            event.protocol,
+            event.command,
+            event.header,
+            event.body,
+            event.size,
+            event.truncated,
+            event.complete,
+            event.helo,
+            event.mail_from,
+            event.rcpt_to,
+            event.mailbox,
+            event.user,
+        )
+    out = [type(event).__name__]
+    for f in fields(event):  # type: ignore[arg-type]
+        if f.name == "ts_ns":
+            continue
+        value = getattr(event, f.name)
+        if f.name == "command" and value is not None:
+            value = canon(value)
+        out.append((f.name, value))
+    return tuple(out)
+
+
+def by_kind(events: list) -> dict[str, list[tuple]]:
+    """Events per type, each list in order, without timestamps.
+
+    The order between the two directions' events depends on how their bytes
+    were interleaved; the order within each kind does not.
+    """
+    out: dict[str, list[tuple]] = {}
+    for e in events:
+        c = canon(e)
+        out.setdefault(c[0], []).append(c)
+    return out
+
+
+def split_segments(segments: list[Segment], cuts: list[int]) -> list[Segment]:
+    """The same bytes, each segment cut again at the given offsets (mod its length)."""
+    out = []
+    for i, seg in enumerate(segments):
+        n = len(seg.data)
+        points = sorted({c % (n + 1) for c in cuts[i % max(len(cuts), 1) :][:3]}) if cuts else []
+        last = 0
+        for p in [*points, n]:
+            if p > last:
+                out.append(Segment(seg.frame, seg.ts_ns, seg.from_client, seg.data[last:p]))
+            last = max(last, p)
+    return out
