@@ -130,8 +130,8 @@ class Pop3Session(MailSession):
         self._pending: deque[Pop3Command] = deque()
         self._greeted = False
         self._held: bytes | None = None  # a status line waiting for its command
-        # The multi-line body being read: (command, status text, builder or line buffer)
-        self._multi: tuple[Pop3Command, str, int] | None = None
+        # The multi-line body being read: (its command, the status line's text)
+        self._multi: tuple[Pop3Command, str] | None = None
         self._msg: MessageBuilder | None = None
         self._lines = bytearray()
 
@@ -198,6 +198,8 @@ class Pop3Session(MailSession):
         while not self._done():
             if self._multi is not None:
                 before = r.consumed
+                if self._msg is not None and not self._msg.size:
+                    self._msg.ts_ns = r.ts_ns  # the message begins with its first byte
                 sink = self._msg.add if self._msg is not None else self._add_line_bytes
                 if not r.read_dotted(sink):
                     break
@@ -246,7 +248,7 @@ class Pop3Session(MailSession):
     def _status(self, ok: bool, text: str, out: list) -> None:
         cmd = self._pending.popleft()
         if ok and _multi_line(cmd):
-            self._multi = (cmd, text, self._s.ts_ns)
+            self._multi = (cmd, text)
             self._s.dot_bol = True
             if cmd.verb in _MESSAGE_VERBS:
                 self._msg = MessageBuilder(self.max_header + self.max_body, self._s.ts_ns)
@@ -277,7 +279,7 @@ class Pop3Session(MailSession):
 
     def _end_multi(self, out: list, complete: bool = True) -> None:
         assert self._multi is not None
-        cmd, text, ts = self._multi
+        cmd, text = self._multi
         self._multi = None
         lines: tuple[str, ...] = ()
         if self._msg is not None:
@@ -289,7 +291,7 @@ class Pop3Session(MailSession):
                     body,
                     protocol="pop3",
                     command=cmd.verb,
-                    ts_ns=ts,
+                    ts_ns=b.ts_ns,
                     end_ns=self._s.ts_ns,
                     size=b.size,
                     truncated=truncated,

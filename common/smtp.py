@@ -165,7 +165,11 @@ class SmtpSession(MailSession):
                 self._command(line, out)
             elif mode is _DATA:
                 before = r.consumed
-                done = r.read_dotted(self._msg.add)  # type: ignore[union-attr]
+                msg = self._msg
+                assert msg is not None
+                if not msg.size:
+                    msg.ts_ns = r.ts_ns  # the message begins with its first byte
+                done = r.read_dotted(msg.add)
                 if done:
                     self._end_message(out)
                     self._push(SmtpCommand(r.ts_ns, ".", ""))
@@ -179,6 +183,8 @@ class SmtpSession(MailSession):
                         break
                     self._bdat_left -= len(chunk)
                     if self._msg is not None:
+                        if not self._msg.size:
+                            self._msg.ts_ns = r.ts_ns
                         self._msg.add(chunk)
                     if self._bdat_left:
                         break
