@@ -525,6 +525,8 @@ class ImapSession(MailSession):
         start = r.consumed
         progress = False
         while not self._done():
+            if self._mode is _AUTH_LINE:
+                break  # the client owes the line that answers a challenge: nothing comes first
             if self._held_resp is not None:
                 if self._held_resp.tag not in self._pending:
                     break
@@ -723,6 +725,11 @@ class ImapSession(MailSession):
         return False
 
     def _force_server(self, out: list) -> bool:
+        if self._mode is _AUTH_LINE and self._cmd is not None:
+            # The client's answer to the challenge is not coming: go on as if it had.
+            self._wait_for_continuation("auth", self._cmd.tag)
+            self._mode = _AUTH_WAIT
+            return True
         if self._held_resp is not None:
             resp, self._held_resp = self._held_resp, None
             out.append(resp)

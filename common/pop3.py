@@ -208,7 +208,7 @@ class Pop3Session(MailSession):
                 continue
             if self._held is not None:
                 line = self._held
-                if not self._pending:
+                if not self._pending or self._mode is _AUTH_LINE:
                     break
                 self._held = None
                 progress = True
@@ -227,13 +227,15 @@ class Pop3Session(MailSession):
                     out.append(Pop3Reply(r.ts_ns, ok, text, (), None))
                     self.counters["replies"] += 1
                     continue
-                if not self._pending:
+                if not self._pending or self._mode is _AUTH_LINE:
+                    # Its command is not read yet, or it answers the secret line the
+                    # client owes after a challenge.
                     self._held = line
                     break
                 self._status(ok, text, out)
             elif line[:1] == b"+":
                 # An AUTH challenge: the client's next line answers it.
-                if not self._pending:
+                if not self._pending or self._mode is _AUTH_LINE:
                     self._held = line
                     break
                 if self._pending[0] is self._wait and self._mode is _WAIT:
@@ -329,6 +331,9 @@ class Pop3Session(MailSession):
     def _force_server(self, out: list) -> bool:
         if self._held is None:
             return False
+        if self._mode is _AUTH_LINE:  # the client's answer is not coming: go on as if it had
+            self._mode = _WAIT
+            return True
         line, self._held = self._held, None
         status = _status_of(line)
         if status is None:
