@@ -269,7 +269,7 @@ class ImapSession(MailSession):
         self.mailbox = ""
         """The selected mailbox."""
         self._mode = _CMD
-        self._idle = False
+        self._idle = ""  # the tag of an IDLE the client has not ended with DONE
         self._pending: dict[str, deque[ImapCommand]] = {}
         self._npending = 0
         self._waiters: deque[_Waiter] = deque()
@@ -382,11 +382,13 @@ class ImapSession(MailSession):
     def _client_line(self, line: bytes, out: list) -> None:
         cmd = self._cmd
         if cmd is None:
-            if self._idle and line.strip().upper() == b"DONE":
-                self._idle = False
-                out.append(ImapCommand(self._c.ts_ns, "", "DONE", ""))
-                self.counters["commands"] += 1
-                return
+            if self._idle:
+                # Anything but DONE means the IDLE was refused; either way it is over.
+                self._idle = ""
+                if line.strip().upper() == b"DONE":
+                    out.append(ImapCommand(self._c.ts_ns, "", "DONE", ""))
+                    self.counters["commands"] += 1
+                    return
             raw_tag, _, rest = line.partition(b" ")
             raw_name, _, rest = rest.partition(b" ")
             tag = raw_tag.decode("utf-8", "surrogateescape")[:64]
@@ -404,7 +406,7 @@ class ImapSession(MailSession):
             self._segs = []
             self._register(cmd)
             if name == "IDLE":
-                self._idle = True
+                self._idle = tag
             text = rest
         else:
             text = line
@@ -528,7 +530,7 @@ class ImapSession(MailSession):
             if self._mode is _AUTH_LINE:
                 break  # the client owes the line that answers a challenge: nothing comes first
             if self._held_resp is not None:
-                if self._held_resp.tag not in self._pending:
+                if not self._may_pair(self._held_resp.tag):
                     break
                 resp, self._held_resp = self._held_resp, None
                 self._tagged(resp, out)
@@ -595,8 +597,8 @@ class ImapSession(MailSession):
                 tag = raw_tag.decode("utf-8", "surrogateescape")[:64]
                 resp_t = ImapResponse(self._s.ts_ns, tag, status.decode(), self._text(text), None)
                 self.counters["replies"] += 1
-                if tag not in self._pending:
-                    self._held_resp = resp_t  # its command has not been read yet
+                if not self._may_pair(tag):
+                    self._held_resp = resp_t
                     return
                 self._tagged(resp_t, out)
                 return
@@ -623,10 +625,20 @@ class ImapSession(MailSession):
                 }.get(kind, self.max_body)
                 self._slit_buf = self._sections[kind] = MessageBuilder(limit, self._s.ts_ns)
 
+    def _may_pair(self, tag: str) -> bool:
+        """A tagged response can be read: its command has been, and (IDLE) it ended."""
+        return tag in self._pending and tag != self._idle
+
     def _continuation(self) -> None:
         w = self._waiters.popleft()
-        if w.state == 0:
-            w.state = 1
+        if w.state != 0:
+            return
+        w.state = 1
+        if w is self._cwait and w.kind == "auth":
+            # The client owes its answer now: the server says nothing more until it
+            # has been read (see _server_step).
+            self._cwait = None
+            self._mode = _AUTH_LINE
 
     def _end_untagged(self, out: list, complete: bool = True) -> None:
         resp = self._resp
@@ -698,8 +710,6 @@ class ImapSession(MailSession):
             self.mailbox = cmd.mailbox if ok else ""
         elif name in ("CLOSE", "UNSELECT") and ok:
             self.mailbox = ""
-        elif name == "IDLE":
-            self._idle = False
         elif name == "STARTTLS" and cmd is self._tls_cmd:
             self._tls_cmd = None
             if ok:
@@ -731,6 +741,9 @@ class ImapSession(MailSession):
             self._mode = _AUTH_WAIT
             return True
         if self._held_resp is not None:
+            if self._held_resp.tag == self._idle and self._idle:
+                self._idle = ""  # the DONE is not coming: pair it all the same
+                return True
             resp, self._held_resp = self._held_resp, None
             out.append(resp)
             self.counters["unpaired_replies"] += 1
