@@ -29,6 +29,8 @@ from lc.common.mailmsg import (
     MessageBuilder,
     StreamReader,
     _fast_addresses,
+    _part_info,
+    _part_info_stdlib,
     decode_bytes,
     decode_words,
     parse_addresses,
@@ -521,3 +523,23 @@ def test_overlong_line_is_never_buffered_whole() -> None:
 
 def test_error_type() -> None:
     assert issubclass(MailParseError, ParseError)
+
+
+PARAM_TEXT = st.text(alphabet="abcxyz/;= \"<>*'.-_\t", max_size=40)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.one_of(st.none(), PARAM_TEXT), st.one_of(st.none(), PARAM_TEXT))
+def test_fast_parameter_reading_agrees_with_the_stdlib(
+    ctype: str | None, disposition: str | None
+) -> None:
+    fields = {}
+    if ctype is not None:
+        fields["content-type"] = ctype
+    if disposition is not None:
+        fields["content-disposition"] = disposition
+    try:
+        want = _part_info_stdlib(fields)
+    except (ValueError, LookupError, TypeError, IndexError, UnicodeError):
+        return  # the walk counts these as defects either way
+    assert _part_info(fields) == want
