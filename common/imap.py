@@ -374,6 +374,9 @@ class ImapSession(MailSession):
 
     def _wait_for_continuation(self, kind: str, tag: str) -> _Waiter:
         w = _Waiter(kind, tag)
+        if len(self._waiters) >= self.max_pending:
+            self._waiters.popleft()  # only IDLEs the server never answered pile up
+            self.counters["pending_dropped"] += 1
         self._waiters.append(w)
         if kind != "idle":
             self._cwait = w

@@ -1098,7 +1098,12 @@ class MailSession:
                 for reader, force in ((self._c, self._force_client), (self._s, self._force_server)):
                     while len(reader) > self.max_blocked and not self._done():
                         if not force(out):
-                            break
+                            # Nothing to assume, yet the bytes do not go: never hold them.
+                            side = "client" if reader is self._c else "server"
+                            raise MailParseError(
+                                f"{self.protocol}: {len(reader)} bytes from the {side} "
+                                "cannot be read"
+                            )
                         self.counters["assumed_replies"] += 1
                         self._pump(out)
         except MailParseError as e:

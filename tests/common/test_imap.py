@@ -340,3 +340,8 @@ def test_mutated_sessions_never_raise(data: st.DataObject) -> None:
         if isinstance(e, MailMessage):
             e.ecs()
     assert sess.error is None or isinstance(sess.error, MailParseError)
+
+
+def test_unanswered_idles_are_bounded() -> None:
+    sess, _ = talk((C, b"i IDLE\r\nDONE\r\n" * 50), max_pending=8)
+    assert len(sess._waiters) <= 8 and sess.counters["pending_dropped"] >= 42
