@@ -12,6 +12,8 @@ which is how tshark numbers ``tcp.stream`` when no connection is reused.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -186,3 +188,22 @@ def split_segments(segments: list[Segment], cuts: list[int]) -> list[Segment]:
                 out.append(Segment(seg.frame, seg.ts_ns, seg.from_client, seg.data[last:p]))
             last = max(last, p)
     return out
+
+
+def tshark(capture: str, display_filter: str, names: list[str]) -> list[dict[str, str]]:
+    """Runs tshark on a corpus capture for fields the stored oracles do not have."""
+    path = need(capture)
+    exe = shutil.which("tshark")
+    if exe is None:
+        if IN_CI:
+            pytest.fail("tshark is not installed (scripts/test-deps.sh installs it)")
+        pytest.skip("tshark is not installed")
+    args = [exe, "-n", "-r", str(path), "-Y", display_filter, "-T", "fields"]
+    for opt in ("header=y", "separator=/t", "quote=n", "occurrence=a", "aggregator=|"):
+        args += ["-E", opt]
+    for name in names:
+        args += ["-e", name]
+    done = subprocess.run(args, capture_output=True, timeout=120, check=True)
+    lines = done.stdout.decode("utf-8", "surrogateescape").split("\n")
+    header = lines[0].split("\t")
+    return [dict(zip(header, x.split("\t"), strict=True)) for x in lines[1:] if x]

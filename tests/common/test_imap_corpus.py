@@ -20,7 +20,7 @@ import email.policy
 import json
 
 import pytest
-from mailcorpus import cells, need, read_oracle, run, sessions, unescape
+from mailcorpus import cells, need, read_oracle, run, sessions, tshark, unescape
 
 from lc.common.imap import ImapCommand, ImapResponse, ImapSession
 from lc.common.mailmsg import MailMessage, parse_addresses
@@ -142,3 +142,30 @@ def test_imap_starttls_upgrades() -> None:
         ("CAPABILITY", "OK"),
         ("STARTTLS", "OK"),
     ]
+
+
+MORE_FIELDS = {
+    "imf.cc": "cc",
+    "imf.date": "date",
+    "imf.content.type": "content-type",
+    "imf.in_reply_to": "in-reply-to",
+    "imf.reply_to": "reply-to",
+}
+
+
+def test_more_fields_against_tshark_run_here() -> None:
+    """Fields the stored oracle lacks, from tshark, for every message literal."""
+    capture = "imap/arkime_imap.pcap"
+    rows = tshark(capture, "imf", ["frame.number", *MORE_FIELDS])
+    per_frame: dict[int, list[MailMessage]] = {}
+    for _p, events in imap_runs(capture):
+        for e in events:
+            if isinstance(e, MailMessage):
+                per_frame.setdefault(e.end_ns, []).append(e)
+    assert sorted(per_frame) == sorted(int(r["frame.number"]) for r in rows)
+    for row in rows:
+        msgs = per_frame[int(row["frame.number"])]
+        for key, name in MORE_FIELDS.items():
+            # One cell per frame: the values of the messages that have the field.
+            want = [unescape(v).replace("\r\n", "") for v in cells(row[key])]
+            assert [m.fields[name] for m in msgs if name in m.fields] == want, key

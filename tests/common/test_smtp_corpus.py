@@ -23,12 +23,13 @@ comparison it affects.
 from __future__ import annotations
 
 import email
+import email.message
 import email.policy
 import hashlib
 import json
 
 import pytest
-from mailcorpus import cells, need, read_oracle, run, sessions, unescape
+from mailcorpus import cells, need, read_oracle, run, sessions, tshark, unescape
 
 from lc.common.mailmsg import MailMessage
 from lc.common.smtp import SmtpCommand, SmtpReply, SmtpSession
@@ -224,3 +225,36 @@ def test_auth_secrets_never_come_out() -> None:
         assert secret.decode() not in text
     assert parser.counters["secret_lines"] == 2
     assert parser.auth_mechanism == "LOGIN"
+
+
+MORE_FIELDS = {
+    "imf.content.type": "content-type",
+    "imf.ext.mailer": "x-mailer",
+    "imf.user_agent": "user-agent",
+    "imf.in_reply_to": "in-reply-to",
+    "imf.reply_to": "reply-to",
+    "imf.date": "date",
+}
+
+
+@pytest.mark.parametrize("capture", CAPTURES)
+def test_more_fields_against_tshark_run_here(capture: str) -> None:
+    """Header fields and MIME part dispositions the stored oracle lacks, from tshark."""
+    names = ["frame.number", *MORE_FIELDS, "mime_multipart.header.content-disposition"]
+    rows = tshark(capture, "imf", names)
+    messages = {e.end_ns: e for _p, e in smtp_events(capture) if isinstance(e, MailMessage)}
+    assert sorted(messages) == sorted(int(r["frame.number"]) for r in rows)
+    for row in rows:
+        msg = messages[int(row["frame.number"])]
+        for key, name in MORE_FIELDS.items():
+            assert msg.fields.get(name, "") == unescape(row[key]).replace("\r\n", ""), key
+        # File names, read by the stdlib from the dispositions tshark found.
+        want = []
+        for disposition in cells(row["mime_multipart.header.content-disposition"]):
+            m = email.message.Message()
+            m["Content-Disposition"] = unescape(disposition).replace("\r\n", "")
+            if m.get_filename():
+                want.append(m.get_filename())
+        assert list(msg.attachments) == want
+    if capture.endswith("md5.pcap") or capture.endswith("zeek_smtp.pcap"):
+        assert any(m.attachments for m in messages.values())
