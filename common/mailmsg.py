@@ -32,9 +32,9 @@ Messages (RFC 5322, MIME: RFC 2045-2047, 2231)
     Content-Disposition or the ``name`` parameter of Content-Type, RFC 2231 and
     RFC 2047 forms included) and ``body_text`` (the decoded text of the
     ``text/*`` parts that are not attachments, transfer encoding (base64,
-    quoted-printable) and charset undone, joined by newlines, at most ``max_body``
-    characters: what a keyword filter is matched against). MIME nesting is
-    walked to :data:`MAX_MIME_DEPTH` levels and :data:`MAX_MIME_PARTS` parts;
+    quoted-printable) and charset undone, line breaks as LF, joined by LF, at
+    most ``max_body`` characters: what a keyword filter is matched against). MIME
+    nesting is walked to :data:`MAX_MIME_DEPTH` levels and :data:`MAX_MIME_PARTS` parts;
     plain parameter lists are read directly and the rest (RFC 2231 names,
     backslashes, unbalanced quotes) by :class:`email.message.Message`;
     ``message/rfc822`` parts are walked as part of the text. HTML is not
@@ -657,6 +657,8 @@ class MailMessage:
             if maintype != "text" or disposition == "attachment" or room <= 0:
                 continue
             text = decode_bytes(_undo_transfer(body, fields), charset)
+            if "\r" in text:
+                text = text.replace("\r\n", "\n")
             if len(text) > room:
                 text = text[:room]
             texts.append(text)
