@@ -333,9 +333,20 @@ def parse_addresses(value: str) -> tuple[Address, ...]:
     return tuple(out)
 
 
-def _date_ns(value: str) -> int | None:
-    if not value:
-        return None
+_MONTHS = {
+    m: i
+    for i, m in enumerate(
+        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1
+    )
+}
+# The usual RFC 5322 form, read without parsedate_tz: "Tue, 8 Dec 2015 22:30:00 +0100".
+_DATE = re.compile(
+    r"(?:[A-Za-z]{3},[ \t]*)?(\d{1,2})[ \t]+([A-Za-z]{3})[ \t]+([1-9]\d{3})[ \t]+"
+    r"(\d{1,2}):(\d{2})(?::(\d{2}))?[ \t]+([+-])(\d{2})(\d{2})\Z"
+)
+
+
+def _date_ns_stdlib(value: str) -> int | None:
     try:
         parsed = email.utils.parsedate_tz(value)
         if parsed is None:
@@ -345,6 +356,26 @@ def _date_ns(value: str) -> int | None:
     except (ValueError, OverflowError, TypeError, IndexError):
         return None
     return int(secs) * 1_000_000_000
+
+
+def _date_ns(value: str) -> int | None:
+    """A Date value as int nanoseconds since the epoch; what :func:`_date_ns_stdlib`
+    (email.utils.parsedate_tz) gives, reading the usual form directly."""
+    if not value:
+        return None
+    m = _DATE.match(value)
+    month = _MONTHS.get(m.group(2).lower()) if m is not None else None
+    if m is None or month is None:
+        return _date_ns_stdlib(value)
+    day, _mon, year, hour, minute, second, sign, zh, zm = m.groups()
+    offset = int(zh) * 3600 + int(zm) * 60
+    try:
+        secs = calendar.timegm(
+            (int(year), month, int(day), int(hour), int(minute), int(second or 0), 0, 1, 0)
+        )
+    except (ValueError, OverflowError):
+        return None
+    return (secs - (offset if sign == "+" else -offset)) * 1_000_000_000
 
 
 PartInfo = tuple[str, str | None, str | None, str | None, str | None]

@@ -28,6 +28,8 @@ from lc.common.mailmsg import (
     MailParseError,
     MessageBuilder,
     StreamReader,
+    _date_ns,
+    _date_ns_stdlib,
     _fast_addresses,
     _part_info,
     _part_info_stdlib,
@@ -543,3 +545,29 @@ def test_fast_parameter_reading_agrees_with_the_stdlib(
     except (ValueError, LookupError, TypeError, IndexError, UnicodeError):
         return  # the walk counts these as defects either way
     assert _part_info(fields) == want
+
+
+DATE_PART = st.sampled_from(["Tue, ", "tue,", "", "Mon,\t"])
+MONTH = st.sampled_from(["Jan", "feb", "MAR", "Dec", "Xyz", "May"])
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    DATE_PART,
+    st.integers(0, 39),
+    MONTH,
+    st.integers(0, 9999),
+    st.integers(0, 30),
+    st.integers(0, 70),
+    st.one_of(st.none(), st.integers(0, 70)),
+    st.sampled_from(["+", "-"]),
+    st.integers(0, 2399),
+    st.sampled_from([" ", "  ", "\t"]),
+)
+def test_fast_date_reading_agrees_with_parsedate_tz(
+    dow: str, day: int, mon: str, year: int, hh: int, mm: int, ss: int | None, sign: str,
+    zone: int, sp: str,
+) -> None:  # fmt: skip
+    clock = f"{hh}:{mm:02d}" + (f":{ss:02d}" if ss is not None else "")
+    value = f"{dow}{day}{sp}{mon}{sp}{year:04d}{sp}{clock}{sp}{sign}{zone:04d}"
+    assert _date_ns(value) == _date_ns_stdlib(value)
