@@ -51,12 +51,16 @@ from .errors import LcError, NotFound, ValidationError
 
 __all__ = [
     "ADMIN_ROLE",
+    "CA_KEY_NOTE",
+    "EXPIRY_WARNING_DAYS",
     "HUNTER_ROLE",
     "PROCESSOR_ROLE",
     "CertFiles",
     "CertIdentity",
     "PkiPaths",
     "check_key_pair",
+    "check_pki",
+    "check_tls_files",
     "hunter_uri",
     "identity_from_pem",
     "init_pki",
@@ -253,6 +257,251 @@ def check_key_pair(
             f"the {key_label} does not match the {cert_label} "
             f"(CN={ident.common_name}, sha256 {ident.fingerprint[:16]})"
         )
+
+
+# ----------------------------------------------------------------------------- checks
+
+EXPIRY_WARNING_DAYS = 30
+CA_KEY_NOTE = (
+    "ca.key signs new certificates: it stays on this host (the CA host) and is never "
+    "copied; hand out ca.pem and each party's own .pem and .key only"
+)
+
+
+def _load_cert_list(pem: bytes, label: str) -> list[x509.Certificate]:
+    try:
+        certs = x509.load_pem_x509_certificates(pem)
+    except ValueError as exc:
+        raise ValidationError(f"{label} is not a valid PEM X.509 certificate ({exc})") from None
+    if not certs:
+        raise ValidationError(f"{label} holds no certificate")
+    return certs
+
+
+def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        return False
+    return True
+
+
+def _chains_to(chain: Sequence[x509.Certificate], cas: Sequence[x509.Certificate]) -> bool:
+    """Whether ``chain[0]`` is signed by one of ``cas``, directly or through ``chain[1:]``."""
+    cur = chain[0]
+    for _ in range(len(chain)):
+        if any(_signed_by(cur, ca) for ca in cas):
+            return True
+        nxt = next((c for c in chain[1:] if c is not cur and _signed_by(cur, c)), None)
+        if nxt is None:
+            return False
+        cur = nxt
+    return False
+
+
+def _day(t: _dt.datetime) -> str:
+    return t.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _validity(cert: x509.Certificate, label: str, now: _dt.datetime) -> tuple[str, str]:
+    """(problem, warning) about ``cert``'s validity period at ``now``; "" for none."""
+    nb, na = cert.not_valid_before_utc, cert.not_valid_after_utc
+    if now < nb:
+        return f"{label} is not valid before {_day(nb)} (is this host's clock right?)", ""
+    if now >= na:
+        return f"{label} expired on {_day(na)}", ""
+    left = na - now
+    if left <= _dt.timedelta(days=EXPIRY_WARNING_DAYS):
+        return "", f"{label} expires in {left.days} days, on {_day(na)}"
+    return "", ""
+
+
+def check_tls_files(
+    cert_pem: bytes,
+    key_pem: bytes,
+    ca_pem: bytes,
+    *,
+    cert_name: str = "",
+    key_name: str = "",
+    ca_name: str = "",
+    now: _dt.datetime | None = None,
+) -> list[str]:
+    """Check a party's own TLS files before they are used; return warnings.
+
+    Raises ValidationError naming the first problem: a file that is not a certificate or
+    key, a key that does not match the certificate, a certificate that has expired or is
+    not yet valid, a certificate not signed by (a CA in) the CA file, or an expired CA.
+    The warnings say when the certificate or its CA expires within
+    ``EXPIRY_WARNING_DAYS`` days. lc's PKI has one CA (``lc certs init``): it signs every
+    party's certificate, and every party checks its peers against it.
+    """
+    now = now or _dt.datetime.now(_dt.UTC)
+    cert_label = f"the certificate {cert_name}".rstrip()
+    ca_label = f"the CA certificate {ca_name}".rstrip()
+    check_key_pair(cert_pem, key_pem, cert_name=cert_name, key_name=key_name)
+    chain = _load_cert_list(cert_pem, cert_label)
+    cas = _load_cert_list(ca_pem, ca_label)
+    warnings = []
+    problem, warning = _validity(chain[0], cert_label, now)
+    if problem:
+        expired = now >= chain[0].not_valid_after_utc
+        raise ValidationError(
+            f"{problem}; renew it (lc certs init --force)" if expired else problem
+        )
+    if warning:
+        warnings.append(f"{warning}; renew it (lc certs init --force)")
+    if not _chains_to(chain, cas):
+        ident = _identity(chain[0])
+        raise ValidationError(
+            f"{cert_label} (CN={ident.common_name}) is not signed by the CA in "
+            f"{ca_name or 'the CA file'} (use the files of one `lc certs init` directory together)"
+        )
+    signers = [ca for ca in cas if any(_signed_by(c, ca) for c in chain)]
+    valid = [ca for ca in signers if not _validity(ca, ca_label, now)[0]]
+    if not valid:
+        raise ValidationError(_validity(signers[0], ca_label, now)[0])
+    for ca in valid:
+        _, warning = _validity(ca, ca_label, now)
+        if warning:
+            warnings.append(warning)
+    return warnings
+
+
+_ROLE_USAGE = {
+    PROCESSOR_ROLE: (ExtendedKeyUsageOID.SERVER_AUTH, "serverAuth"),
+    HUNTER_ROLE: (ExtendedKeyUsageOID.CLIENT_AUTH, "clientAuth"),
+    ADMIN_ROLE: (ExtendedKeyUsageOID.CLIENT_AUTH, "clientAuth"),
+}
+
+
+def _check_leaf(
+    cert_path: Path, key_path: Path, cas: list[x509.Certificate], now: _dt.datetime
+) -> dict[str, Any]:
+    """One leaf of an lc PKI directory, as ``check_pki`` reports it."""
+    stem = cert_path.stem
+    if stem.startswith("hunter-"):
+        role, cn = HUNTER_ROLE, stem.removeprefix("hunter-")
+    elif stem in (PROCESSOR_ROLE, ADMIN_ROLE):
+        role, cn = stem, ADMIN_ROLE if stem == ADMIN_ROLE else None
+    else:
+        role, cn = "", None
+    entry: dict[str, Any] = {
+        "cert": str(cert_path),
+        "key": str(key_path) if key_path.exists() else None,
+        "expected_role": role or None,
+        "problems": [],
+        "warnings": [],
+    }
+    problems, warnings = entry["problems"], entry["warnings"]
+    try:
+        cert_pem = read_pem(cert_path)
+        chain = _load_cert_list(cert_pem, f"the certificate {cert_path}")
+    except LcError as exc:
+        problems.append(str(exc))
+        return entry
+    cert = chain[0]
+    ident = _identity(cert)
+    entry.update(
+        role=ident.role,
+        common_name=ident.common_name,
+        sans=list(ident.sans),
+        not_before=cert.not_valid_before_utc.isoformat(),
+        not_after=cert.not_valid_after_utc.isoformat(),
+        days_left=(cert.not_valid_after_utc - now).days,
+        fingerprint=ident.fingerprint,
+    )
+    problem, warning = _validity(cert, "the certificate", now)
+    if problem:
+        problems.append(problem)
+    if warning:
+        warnings.append(warning)
+    if entry["key"] is None:
+        problems.append(f"its key {key_path.name} is missing")
+    else:
+        try:
+            check_key_pair(
+                cert_pem,
+                read_pem(key_path, what="TLS private key"),
+                cert_name=str(cert_path),
+                key_name=str(key_path),
+            )
+        except LcError as exc:
+            problems.append(str(exc))
+    if cas and not _chains_to(chain, cas):
+        problems.append("it is not signed by this directory's CA (ca.pem)")
+    if role:
+        if ident.role != role:
+            problems.append(f"its role (subject OU) is {ident.role or 'none'!r}, not {role!r}")
+        if cn is not None and ident.common_name != cn:
+            problems.append(f"its common name is {ident.common_name!r}, not {cn!r}")
+        try:
+            usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+            oid, usage_name = _ROLE_USAGE[role]
+            if oid not in usages:
+                problems.append(f"its extendedKeyUsage lacks {usage_name}")
+        except x509.ExtensionNotFound:
+            pass
+    return entry
+
+
+def check_pki(directory: str | os.PathLike[str], now: _dt.datetime | None = None) -> dict[str, Any]:
+    """Check every certificate of an lc PKI directory (what ``lc certs check`` prints).
+
+    For the CA (``ca.pem``) and each leaf (``processor``, ``admin``, ``hunter-<id>``, and
+    any other ``*.pem``): validity, key match, chain to ``ca.pem``, role and name.
+    ``ok`` is False when any entry has a problem; warnings (expiry within
+    ``EXPIRY_WARNING_DAYS`` days, where the CA key is) do not make it False.
+
+    Raises NotFound when the directory does not exist.
+    """
+    now = now or _dt.datetime.now(_dt.UTC)
+    path = Path(directory).expanduser().absolute()
+    if not path.is_dir():
+        raise NotFound(f"PKI directory not found: {path}")
+    ca_entry: dict[str, Any] = {"cert": str(path / CA_CERT), "problems": [], "warnings": []}
+    cas: list[x509.Certificate] = []
+    try:
+        cas = _load_cert_list(read_pem(path / CA_CERT, what="CA certificate"), "ca.pem")
+    except LcError as exc:
+        ca_entry["problems"].append(str(exc))
+    if cas:
+        ca = cas[0]
+        ca_entry.update(
+            common_name=_identity(ca).common_name,
+            not_before=ca.not_valid_before_utc.isoformat(),
+            not_after=ca.not_valid_after_utc.isoformat(),
+            days_left=(ca.not_valid_after_utc - now).days,
+        )
+        for c in cas:
+            problem, warning = _validity(c, "the CA certificate", now)
+            ca_entry["problems"] += [problem] if problem else []
+            ca_entry["warnings"] += [warning] if warning else []
+    key = path / CA_KEY
+    ca_entry["key"] = str(key) if key.exists() else None
+    if key.exists():
+        ca_entry["note"] = CA_KEY_NOTE
+        if cas:
+            try:
+                check_key_pair(
+                    read_pem(path / CA_CERT),
+                    read_pem(key, what="CA private key"),
+                    cert_name=str(path / CA_CERT),
+                    key_name=str(key),
+                )
+            except LcError as exc:
+                ca_entry["problems"].append(str(exc))
+    leaves = [
+        _check_leaf(p, p.with_suffix(".key"), cas, now)
+        for p in sorted(path.glob("*.pem"))
+        if p.name != CA_CERT
+    ]
+    entries = [ca_entry, *leaves]
+    return {
+        "directory": str(path),
+        "ok": not any(e["problems"] for e in entries),
+        "ca": ca_entry,
+        "certificates": leaves,
+    }
 
 
 # ----------------------------------------------------------------------------- validation

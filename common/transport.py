@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass
 
 import grpc
 
-from lc.common.credentials import check_key_pair
+from lc.common.credentials import check_tls_files
 from lc.common.errors import (
     LcError,
     NotFound,
@@ -25,12 +27,15 @@ from lc.common.errors import (
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
+    "TlsFailure",
     "TlsFiles",
     "channel_options",
     "error_from_rpc",
     "open_channel",
+    "probe",
     "server_credentials",
     "server_options",
+    "wait_ready",
 ]
 
 log = logging.getLogger(__name__)
@@ -96,12 +101,46 @@ class TlsFiles:
             out.append(data)
         return out[0], out[1], out[2]
 
+    def checked(self) -> tuple[bytes, bytes, bytes]:
+        """Read (cert, key, ca) and check them before use (see ``check_tls_files``).
+
+        Certificates expiring within 30 days are logged as a warning (once per message).
+
+        Raises:
+            NotFound: a file does not exist.
+            ValidationError: a file is unreadable or not PEM, the key does not match the
+                certificate, the certificate has expired, is not yet valid or is not signed
+                by the CA, or the CA has expired. The message names the file.
+        """
+        cert, key, ca = self.read()
+        for warning in check_tls_files(
+            cert, key, ca, cert_name=self.cert, key_name=self.key, ca_name=self.ca
+        ):
+            _warn_once(warning)
+        return cert, key, ca
+
+
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def _warn_once(message: str) -> None:
+    with _warned_lock:
+        if message in _warned or len(_warned) > 1000:
+            return
+        _warned.add(message)
+    log.warning("%s", message)
+
+
+class TlsFailure(Unreachable):
+    """The processor answered, but the TLS handshake failed; the message says why."""
+
 
 def open_channel(target: str, tls: TlsFiles | None) -> grpc.Channel:
     """A channel to ``target`` (HOST:PORT): mutual TLS with ``tls``, plaintext when None."""
     if tls is None:
         return grpc.insecure_channel(target, options=channel_options())
-    cert, key, ca = tls.read()
+    cert, key, ca = tls.checked()
     creds = grpc.ssl_channel_credentials(
         root_certificates=ca, private_key=key, certificate_chain=cert
     )
@@ -117,7 +156,7 @@ def server_credentials(tls: TlsFiles, reload: bool = True) -> grpc.ServerCredent
     does not load (a key that does not match, a half-written file) is logged and the
     previous set stays in use.
     """
-    cert, key, ca = tls.read()
+    cert, key, ca = tls.checked()
     if not reload:
         return grpc.ssl_server_credentials(
             [(key, cert)], root_certificates=ca, require_client_auth=True
@@ -159,8 +198,7 @@ class _CertWatcher:
             if stamp == self._stamp:
                 return None
             try:
-                cert, key, ca = self.tls.read()
-                check_key_pair(cert, key, cert_name=self.tls.cert, key_name=self.tls.key)
+                cert, key, ca = self.tls.checked()
             except LcError as e:
                 log.warning("TLS files changed but cannot be used (keeping the old ones): %s", e)
                 return None
@@ -168,6 +206,169 @@ class _CertWatcher:
             self.reloads += 1
             log.info("TLS certificate reloaded from %s", self.tls.cert)
             return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
+
+
+def _host_port(target: str) -> tuple[str, int]:
+    host, _, port = target.rpartition(":")
+    return host.strip("[]") or "localhost", int(port)
+
+
+_VERIFY_HINTS = {
+    2: "is not signed by the CA in {ca}",
+    9: "is not valid yet (check the clocks)",
+    10: "has expired",
+    18: "is self-signed, not signed by the CA in {ca}",
+    19: "is not signed by the CA in {ca}",
+    20: "is not signed by the CA in {ca}",
+    21: "is not signed by the CA in {ca}",
+    62: "is not valid for the host name {host}",
+}
+
+
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes.fromhex("000000040000000000")
+
+
+def _rejected(e: ssl.SSLError, tls: TlsFiles) -> str:
+    reason = (e.reason or str(e)).upper()
+    if "WRONG_VERSION" in reason or "RECORD_LAYER" in reason or "PACKET_LENGTH" in reason:
+        return f"the processor does not speak TLS (started with --insecure?) ({e.reason})"
+    ours = f"the processor rejected our certificate {tls.cert}"
+    if "UNKNOWN_CA" in reason or "BAD_CERTIFICATE" in reason or "DECRYPT" in reason:
+        return f"{ours}: it is not signed by the processor's CA ({e.reason})"
+    if "EXPIRED" in reason:
+        return f"{ours} as expired (check the clocks) ({e.reason})"
+    if "CERTIFICATE_REQUIRED" in reason:
+        return f"the processor wants a client certificate and got none ({e.reason})"
+    return f"{ours} ({e.reason or e})"
+
+
+def probe(target: str, tls: TlsFiles | None, timeout: float = 3.0) -> tuple[str, bool]:
+    """Why a channel to ``target`` does not come up, found by connecting once ourselves.
+
+    Returns (reason, tls_problem): ``tls_problem`` is True when the processor answered but
+    the TLS handshake failed (its certificate is not trusted by our CA, or is not valid
+    for its host name, or it rejected ours); the reason is "" when nothing was found.
+    gRPC reports every one of these as "unavailable"; Python's ssl module tells them apart.
+    """
+    try:
+        host, port = _host_port(target)
+    except ValueError:
+        return f"bad address {target!r}", False
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except socket.gaierror as e:
+        return f"cannot resolve {host}: {e.strerror}", False
+    except ConnectionRefusedError:
+        return f"connection refused (is a processor listening on port {port}?)", False
+    except TimeoutError:
+        return f"no answer within {timeout:g} s", False
+    except OSError as e:
+        return e.strerror or str(e), False
+    if tls is None:
+        with sock:  # does it answer HTTP/2 in plaintext, or does it want TLS?
+            try:
+                sock.settimeout(min(timeout, 2.0))
+                sock.sendall(_H2_PREFACE)
+                first = sock.recv(16)
+            except TimeoutError:
+                return "", False
+            except OSError:
+                first = b""
+        if not first or first[:1] == b"\x15":  # hung up, or a TLS alert record
+            return "the processor expects TLS, and this client runs with --insecure", True
+        return "", False
+    try:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(cafile=tls.ca)
+        ctx.load_cert_chain(tls.cert, tls.key)
+        ctx.set_alpn_protocols(["h2"])
+    except (OSError, ssl.SSLError, ValueError) as e:
+        sock.close()
+        return f"cannot load our TLS files: {e}", False
+    theirs = "the processor's certificate"
+    try:
+        with ctx.wrap_socket(sock, server_hostname=host) as tsock:
+            tsock.settimeout(min(timeout, 2.0))
+            try:  # with TLS 1.3 the server judges our certificate after the handshake
+                data = tsock.recv(64)
+            except ssl.SSLError as e:
+                return _rejected(e, tls), True
+            except TimeoutError:
+                return "", False
+            except OSError:
+                data = b""
+            if not data:
+                return (
+                    f"the processor refused our certificate {tls.cert}: it closed the "
+                    "connection right after the handshake (is our certificate signed by the "
+                    "processor's CA?)",
+                    True,
+                )
+            return "", False
+    except ssl.SSLCertVerificationError as e:
+        hint = _VERIFY_HINTS.get(e.verify_code, "is not trusted")
+        return (
+            f"{theirs} {hint.format(ca=tls.ca, host=host)} ({e.verify_message})",
+            True,
+        )
+    except ssl.SSLError as e:
+        return _rejected(e, tls), True
+    except TimeoutError:
+        return f"no TLS answer within {timeout:g} s", True
+    except OSError as e:
+        return f"the connection broke during the TLS handshake ({e.strerror or e})", True
+
+
+def wait_ready(
+    channel: grpc.Channel,
+    target: str,
+    tls: TlsFiles | None,
+    timeout: float,
+    stop: threading.Event | None = None,
+) -> None:
+    """Wait until ``channel`` is connected, or raise naming the real cause.
+
+    Waits in short steps, so that a set ``stop`` ends the wait at once (Unreachable).
+
+    As soon as gRPC reports a failed connection attempt, one probe (see :func:`probe`)
+    looks at why: a TLS problem fails at once (TlsFailure); anything else (nothing
+    listening yet, no answer) is waited out until ``timeout`` and then reported
+    (Unreachable).
+    """
+    failed = threading.Event()
+
+    def watch(state: grpc.ChannelConnectivity) -> None:
+        if state == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+            failed.set()
+
+    channel.subscribe(watch, try_to_connect=True)
+    ready = grpc.channel_ready_future(channel)
+    deadline = time.monotonic() + timeout
+    why = ""
+    probed = False
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                ready.result(timeout=max(0.0, min(left, 0.1)))
+                return
+            except grpc.FutureTimeoutError:
+                pass
+            if stop is not None and stop.is_set():
+                raise Unreachable(f"stopped while connecting to {target}")
+            if (failed.is_set() and not probed) or (left <= 0 and not probed):
+                probed = True
+                why, tls_problem = probe(target, tls, timeout=min(3.0, max(left, 1.0)))
+                if tls_problem:
+                    raise TlsFailure(f"TLS handshake with the processor at {target} failed: {why}")
+            if left <= 0:
+                break
+    finally:
+        ready.cancel()
+        channel.unsubscribe(watch)
+    raise Unreachable(
+        f"cannot reach processor at {target} within {timeout:g} s" + (f": {why}" if why else "")
+    )
 
 
 _STATUS_ERRORS: dict[grpc.StatusCode, type[LcError]] = {

@@ -14,10 +14,13 @@ processor's (hunter, epoch, sequence) ledger makes it exactly once in its output
 * the spool already holds unacknowledged batches: everything behind a spooled batch
   is spooled too, so batches still leave in capture order.
 
-Going offline also moves what is in memory (in flight first, then queued) to the
-spool when the spool is empty, so an outage's batches are all on disk, where a
-hunter crash cannot take them. The uplink reads the memory queue first, then the
-spool; once every spooled batch is acknowledged, batches stay in memory again.
+Before any batch goes to the spool while memory holds older ones (going offline, or
+memory full), what memory holds (in flight and queued) moves to the spool first, in
+capture order; so an outage's batches are all on disk, where a hunter crash cannot take
+them, and the spool, read in append order, always holds a run's batches in capture
+order, also when the hunter stops and the next run sends them. Batches in flight stay
+in flight, now backed by their spool record. The uplink reads the memory queue first,
+then the spool; once every spooled batch is acknowledged, batches stay in memory again.
 Batches that an earlier run left in the spool keep their own epoch and are sent
 first.
 
@@ -95,6 +98,7 @@ class Outbox:
         self._cursor: tuple[int, int] | None = None  # where reading the spool stands
         self.dropped_packets = 0
         self.dropped_batches = 0
+        self._full_at: tuple[int, int] | None = None  # drop counters when memory became full
         self.acked_packets = 0
         self.acked_batches = 0
         self.sent_batches = 0
@@ -110,9 +114,17 @@ class Outbox:
             while True:
                 seq = self._next_seq  # read again after every wait: others may have put
                 full = self._bytes + size > self.max_bytes and self._bytes > 0
-                if self.spool is not None and (
+                to_spool = self.spool is not None and (
                     self._spooling or not self._online or (full and not block)
-                ):
+                )
+                if to_spool and self._in_memory() and not self._spill():
+                    # Memory's batches do not all fit in the spool, and this newer batch
+                    # must not overtake them there: it joins them in memory, or is dropped.
+                    if full:
+                        self._drop(batch)
+                        return False
+                    to_spool = False
+                if to_spool:
                     if self._to_spool(seq, batch):
                         self._next_seq += 1
                         self._lock.notify_all()
@@ -123,18 +135,40 @@ class Outbox:
                     self._next_seq += 1
                     self._queue.append(Pending(seq, batch, epoch=self.epoch))
                     self._bytes += size
+                    if self._full_at is not None:
+                        self._room_again()
                     self._lock.notify_all()
                     return True
                 elif not block:
-                    self.dropped_packets += len(batch)
-                    self.dropped_batches += 1
+                    self._drop(batch)
                     return False
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
-                    self.dropped_packets += len(batch)
-                    self.dropped_batches += 1
+                    self._drop(batch)
                     return False
                 self._lock.wait(min(remaining, 0.2) if remaining is not None else 0.2)
+
+    def _drop(self, batch: SealedBatch) -> None:
+        """Count a batch memory has no room for; say so once when dropping starts."""
+        if self._full_at is None:
+            self._full_at = (self.dropped_batches, self.dropped_packets)
+            log.warning(
+                "memory queue full (%d bytes; --queue-mb): dropping new batches "
+                "until the processor acknowledges older ones",
+                self.max_bytes,
+            )
+        self.dropped_packets += len(batch)
+        self.dropped_batches += 1
+
+    def _room_again(self) -> None:
+        assert self._full_at is not None
+        b0, p0 = self._full_at
+        self._full_at = None
+        log.warning(
+            "memory queue has room again; %d batches (%d packets) were dropped while it was full",
+            self.dropped_batches - b0,
+            self.dropped_packets - p0,
+        )
 
     def _to_spool(
         self, seq: int, batch: SealedBatch | SpooledBatch, epoch: int | None = None
@@ -154,53 +188,66 @@ class Outbox:
             self.spooled_batches += 1
         return ok
 
+    def _in_memory(self) -> bool:
+        """Memory holds batches not yet in the spool (queued, or in flight)."""
+        return bool(self._queue) or any(not p.spooled for p in self._inflight.values())
+
     @property
     def backlog(self) -> int:
         """Batches waiting to be sent (the batcher grows batches while this is > 0)."""
-        n = len(self._queue)
-        if self.spool is not None and self._spooling:
-            n += max(0, len(self.spool) - sum(p.spooled for p in self._inflight.values()))
-        return n
+        with self._lock:  # capture threads ask while the uplink changes what is in flight
+            n = len(self._queue)
+            if self.spool is not None and self._spooling:
+                n += max(0, len(self.spool) - sum(p.spooled for p in self._inflight.values()))
+            return n
 
     # -- the uplink's side -----------------------------------------------------------
     def set_online(self, online: bool) -> None:
         """Connected and not paused (True), or not (False: new batches go to the spool,
-        and what memory holds moves there if the spool is empty)."""
+        and what memory holds moves there first)."""
         with self._lock:
             if online == self._online:
                 return
             self._online = online
-            if not online and self.spool is not None and not self._spooling:
+            if not online and self.spool is not None:
                 self._spill()
             self._lock.notify_all()
 
-    def _spill(self) -> None:
-        """Move in-flight and queued memory batches to the (empty) spool, in order.
+    def _spill(self) -> bool:
+        """Move every memory batch, in flight and queued, to the spool in capture order;
+        True when memory holds none afterwards.
 
-        All or nothing: if they do not all fit, they all stay in memory (which is sent
-        first), so neither order nor the spool's drop counters are disturbed."""
-        items = sorted(self._inflight.values(), key=lambda p: p.sequence) + list(self._queue)
+        Called before any batch goes to the spool while memory holds older ones (going
+        offline, or memory full), so the spool, read in append order, always holds a
+        run's batches in capture order, at run time and for the next run alike. All or
+        nothing: if they do not all fit, they all stay in memory (which is sent first),
+        so neither order nor the spool's drop counters are disturbed. In-flight batches
+        stay in flight, now backed by their spool record: the processor's ack
+        acknowledges the record, and after a broken stream they are read back from it."""
         assert self.spool is not None
+        items = sorted(
+            [p for p in self._inflight.values() if not p.spooled] + list(self._queue),
+            key=lambda p: (p.epoch, p.sequence),
+        )
+        if not items:
+            return True
         need = sum(
             self.spool.record_size(len(p.batch.records), p.batch.count, _extras_estimate(p.batch))
             for p in items
         )
         if need > self.spool.room():
-            return
+            return False
         moved = 0
         for p in items:
-            if p.spooled or not self._to_spool(p.sequence, p.batch, p.epoch):
-                break
-            moved += 1
-        if moved == 0:
-            return
-        for p in items[:moved]:
-            self._inflight.pop((p.epoch, p.sequence), None)
+            if not self._to_spool(p.sequence, p.batch, p.epoch):
+                break  # a write error (counted by the spool): the rest stays in memory
             self._bytes -= p.size
-        keep = items[moved:]
-        self._queue = deque(p for p in keep if (p.epoch, p.sequence) not in self._inflight)
+            p.spooled = True
+            moved += 1
+        self._queue = deque(p for p in self._queue if not p.spooled)
         self._cursor = None  # reread the spool from its first unacknowledged batch
         log.info("moved %d batches from memory to the disk spool", moved)
+        return moved == len(items)
 
     def next_batch(self, timeout: float) -> Pending | None:
         """The oldest unsent batch, moved to in flight; None if none within ``timeout``
@@ -294,8 +341,9 @@ class Outbox:
             if self.spool is None:
                 return len(self._queue) + len(self._inflight)
             items = sorted(
-                (p for p in self._inflight.values() if not p.spooled), key=lambda p: p.sequence
-            ) + list(self._queue)
+                [p for p in self._inflight.values() if not p.spooled] + list(self._queue),
+                key=lambda p: (p.epoch, p.sequence),
+            )
             self._inflight = {k: p for k, p in self._inflight.items() if p.spooled}
             self._queue.clear()
             left = 0

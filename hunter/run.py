@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from lc import __version__
-from lc.common.credentials import identity_from_pem
+from lc.common.credentials import identity_from_pem, validate_id
 from lc.common.errors import LcError, ValidationError
 from lc.common.filters import Filter, FilterSet, compile_filters
 from lc.common.text import log_text
@@ -47,6 +47,7 @@ class HuntConfig:
     bpf: str | None = None
     promisc: bool = False
     snaplen: int = 262144
+    pcap_buffer_mb: int = 32  # the kernel's capture ring per live interface
     batch_size: int = 64
     batch_timeout_ms: int = 100
     tls: TlsFiles | None = None
@@ -81,6 +82,12 @@ class HuntConfig:
         validate = getattr(self.mode_config, "validate", None)
         if validate is not None:
             validate()
+        if self.hunter_id is not None:
+            # Before any use: the id names the spool directory and goes on the wire.
+            try:
+                validate_id(self.hunter_id)
+            except ValidationError as e:
+                raise ValidationError(f"--id: {e}") from None
         if self.no_filter_policy not in (None, "allow", "deny"):
             raise ValidationError("--no-filter-policy must be allow or deny")
         if self.events not in ("captured", "all"):
@@ -97,6 +104,8 @@ class HuntConfig:
             raise ValidationError("--replay-speed must be 0 (as fast as possible) or positive")
         if self.replay_speed and not self.read_file:
             raise ValidationError("--replay-speed applies to -r/--read-file only")
+        if not 1 <= self.pcap_buffer_mb <= 4096:
+            raise ValidationError("--pcap-buffer-mb must be 1 to 4096")
         if self.queue_mb < 1:
             raise ValidationError("--queue-mb must be at least 1")
         if self.disk_buffer_max_mb < 1:
@@ -136,14 +145,28 @@ def processor_exclusion(target: str) -> str:
 
 
 def default_hunter_id(cfg: HuntConfig) -> str:
+    """``--id``, else the certificate's common name, else the host name; always a valid id
+    (the processor's rule, :func:`lc.common.credentials.validate_id`), since it names the
+    spool directory.
+
+    Raises:
+        ValidationError: the id taken from the certificate or the host name is not valid.
+    """
     if cfg.hunter_id:
-        return cfg.hunter_id
+        return validate_id(cfg.hunter_id)
     if cfg.tls is not None:
         cert, _, _ = cfg.tls.read()
         cn = identity_from_pem(cert).common_name
         if cn:
-            return cn
-    return socket.gethostname()
+            try:
+                return validate_id(cn)
+            except ValidationError as e:
+                raise ValidationError(f"the certificate's common name: {e}; give --id") from None
+    host = socket.gethostname()
+    try:
+        return validate_id(host)
+    except ValidationError as e:
+        raise ValidationError(f"the host name: {e}; give --id") from None
 
 
 class _Usage:
@@ -199,6 +222,14 @@ class Hunter:
         self.kernel_expr = ""
         self.mode_errors = 0  # packets lost to a mode's failure (a bug: logged, counted)
         self._mode_error_logs = 0
+        self.policy = ""  # the no-filter policy in force (the mode's default if not given)
+        self.most_filters = 0  # the most filters ever applied at once (0: never any)
+        self._apply_lock = threading.Lock()
+        self._sets_applied = 0  # filter sets applied (the kept one or the processor's)
+        self.interrupted: signal.Signals | None = None  # the signal that stopped it
+        self.replay_complete = False  # the whole file was read
+        self.causes: list[str] = []  # why the exit code is not 0, for the user
+        self.capture_error = ""  # a capture thread ended by an exception (a bug)
 
     # -- setup -----------------------------------------------------------------------
     def open_sources(self) -> None:
@@ -216,7 +247,9 @@ class Hunter:
         # Nothing is captured until the first filter set has been applied, so filters
         # that exist when the hunter starts apply from its first packet.
         for i, name in enumerate(cfg.interfaces):
-            src = LiveSource(name, MATCH_NOTHING, cfg.snaplen, cfg.promisc, index=i)
+            src = LiveSource(
+                name, MATCH_NOTHING, cfg.snaplen, cfg.promisc, cfg.pcap_buffer_mb, index=i
+            )
             self._live.append(src)
             self.interfaces.append((name, src.linktype))
             for expr in self.base_bpf:
@@ -307,6 +340,7 @@ class Hunter:
     # -- run -------------------------------------------------------------------------
     def run(self) -> int:
         cfg = self.cfg
+        self._install_signals()  # first: a signal while starting stops it cleanly too
         self.open_sources()
         hunter_id = default_hunter_id(cfg)
         self.spool_dir = ""
@@ -324,6 +358,7 @@ class Hunter:
             ModeContext(self.interfaces, policy=policy, events=cfg.events), cfg.mode_config
         )
         types = spec.filter_types
+        self.policy = policy
         self.filters = HunterFilters(hunter_id, types, self._apply_filters)
         if self.spool is not None:
             # Keep the applied set beside the spool: restarted while the processor is
@@ -369,15 +404,12 @@ class Hunter:
             )
             self.uplink.start()
         self.uplink.start_filters()
-        if not self.filters.received.wait(cfg.connect_timeout):
-            log.warning("no filter set from the processor yet; starting with none (%s)", policy)
-            self._apply_filters([], compile_filters([], hunter_id, types))
+        self._first_filter_set(compile_filters([], hunter_id, types))
         if self.spool is None:
             self.uplink.start()
         # One heartbeat at once: it tells the processor (and `lc show hunter`) that this
         # hunter has applied its filters and is capturing, rather than in 5 s.
         self.uplink.heartbeat_now()
-        self._install_signals()
         self.started = time.monotonic()
         if self._file is not None:
             self._replay()
@@ -402,6 +434,13 @@ class Hunter:
         return " and ".join(parts)
 
     def _apply_filters(self, filters: list[Filter], compiled: FilterSet) -> None:
+        """The filter set from the processor (or the one kept beside the spool)."""
+        with self._apply_lock:
+            self._apply_set(compiled)
+            self._sets_applied += 1
+        self.most_filters = max(self.most_filters, len(compiled))
+
+    def _apply_set(self, compiled: FilterSet) -> None:
         """Swap in a filter set: check the kernel filter, give the set to the mode, then
         change the kernel filter. libpcap re-filters what the ring already holds with the
         new program and the handle stays open, so no packet the new set wants is lost.
@@ -418,6 +457,42 @@ class Hunter:
             log.info("kernel filter: %s", expr)
         self.kernel_expr = expr
 
+    def _first_filter_set(self, none: FilterSet) -> None:
+        """Apply a first filter set before the first packet is read.
+
+        The set kept from the last run, if any, is applied already. A live capture with a
+        disk buffer never waits for the processor: its kernel ring would overflow, or,
+        as the handle matches nothing until a set is applied, it would capture nothing
+        while connection attempts run (an outage at start lost all but the last second
+        of traffic that way). It starts at once with the no-filter policy, and the
+        processor's set replaces it on arrival. Otherwise the hunter waits up to
+        ``connect_timeout`` for the processor's set, so that filters that exist apply from
+        the first packet: without a disk buffer it is connected already, and a replay
+        loses nothing by waiting.
+        """
+        assert self.filters is not None and self.mode is not None
+        if self.filters.received.is_set():
+            return
+        if self._live and self.spool is not None:
+            log.info(
+                "no filter set yet: capturing at once with --no-filter-policy %s until the "
+                "processor's set arrives",
+                self.policy,
+            )
+        else:
+            deadline = time.monotonic() + self.cfg.connect_timeout
+            while not self.filters.received.wait(0.05):
+                if self.stop.is_set() or time.monotonic() >= deadline:
+                    break
+            else:
+                return
+            log.warning(
+                "no filter set from the processor yet; starting with none (%s)", self.policy
+            )
+        with self._apply_lock:  # unless the processor's set came in meanwhile
+            if not self._sets_applied:
+                self._apply_set(none)
+
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
@@ -432,6 +507,7 @@ class Hunter:
                     self.outbox.wake()
                 return
             log.info("%s: stopping capture, flushing", signal.Signals(signum).name)
+            self.interrupted = signal.Signals(signum)
             self.stop.set()
 
         signal.signal(signal.SIGINT, on_signal)
@@ -510,6 +586,7 @@ class Hunter:
         while not self.stop.is_set() and (self.uplink is None or self.uplink.fatal is None):
             chunk = src.read(256 if speed else 4096)
             if chunk is None:
+                self.replay_complete = True
                 break
             if len(src.interfaces) != len(self.interfaces):  # before its packets are sent
                 self.interfaces[:] = src.interfaces
@@ -539,6 +616,14 @@ class Hunter:
                 t.join()
 
     def _live_loop(self, src: LiveSource) -> None:
+        try:
+            self._capture_from(src)
+        except Exception as e:  # a bug; never a capture thread ending in silence
+            log.exception("capture on %s failed", src.name)
+            self.capture_error = f"capture on {src.name} failed: {type(e).__name__}: {e}"
+            self.stop.set()
+
+    def _capture_from(self, src: LiveSource) -> None:
         batcher = self._new_batcher()
         timeout = min(0.1, self.cfg.batch_timeout_ms / 1000)
         while not self.stop.is_set():
@@ -563,6 +648,8 @@ class Hunter:
             self._file.close()
         self.elapsed = time.monotonic() - self.started
         self.spooled_at_exit = 0
+        unacked = (self.outbox.memory_batches(), self.outbox.unacked_packets())
+        lost = unacked[0]
         if self.spool is not None:
             lost = self.outbox.spool_rest()
             self.spooled_at_exit = len(self.spool)
@@ -573,22 +660,82 @@ class Hunter:
                     self.spooled_at_exit,
                     self.spool_dir,
                 )
-            ok = lost == 0 and self._spool_losses() == 0
         if self.uplink.fatal is not None:
             raise self.uplink.fatal
-        return 0 if ok else 1
+        self.causes = self._loss_causes(ok, lost, unacked[1])
+        cut = self._replay_cut_short()
+        if cut:
+            self.causes.insert(0, f"the replay of {cut}")
+            return 128 + self.interrupted if self.interrupted is not None else 1
+        return 1 if self.causes else 0
 
-    def _spool_losses(self) -> int:
-        if self.spool is None:
-            return 0
-        c = self.spool.counters()
-        return c["dropped_batches"] + c["write_errors"]
+    def _replay_cut_short(self) -> str:
+        """'F was interrupted by SIGINT' for a replay stopped before the end of its file."""
+        if self._file is None or self.replay_complete:
+            return ""
+        why = self.interrupted.name if self.interrupted is not None else "a stop"
+        return f"{self._file.path} was interrupted by {why}"
+
+    def _loss_causes(self, acked_all: bool, lost_batches: int, unacked_packets: int) -> list[str]:
+        """One line per reason packets the hunter had taken were lost (empty: none were)."""
+        cfg = self.cfg
+        causes = [self.capture_error] if self.capture_error else []
+        ob = self.outbox
+        kernel = sum(s.stats()[1] for s in self._live)
+        iface = sum(s.stats()[2] for s in self._live)
+        if kernel:
+            causes.append(
+                f"the kernel dropped {kernel} packets before lc read them (its capture buffer "
+                f"was full; --pcap-buffer-mb {cfg.pcap_buffer_mb})"
+            )
+        if iface:
+            causes.append(f"the interfaces dropped {iface} packets (libpcap's ps_ifdrop)")
+        if ob.dropped_packets:
+            causes.append(
+                f"{ob.dropped_packets} packets ({ob.dropped_batches} batches) dropped: the memory "
+                f"queue was full (--queue-mb {cfg.queue_mb})"
+                + ("" if self.spool is not None else " and there is no disk buffer")
+            )
+        if self.spool is not None:
+            c = self.spool.counters()
+            if c["dropped_packets"]:
+                causes.append(
+                    f"{c['dropped_packets']} packets ({c['dropped_batches']} batches) dropped: "
+                    f"the disk buffer {self.spool_dir} was full "
+                    f"(--disk-buffer-max-mb {cfg.disk_buffer_max_mb})"
+                )
+            if c["write_errors"]:
+                causes.append(
+                    f"{c['write_errors']} writes to the disk buffer {self.spool_dir} failed "
+                    "(see the log)"
+                )
+            if lost_batches:
+                causes.append(
+                    f"{lost_batches} unacknowledged batches could not be kept in the disk buffer "
+                    f"{self.spool_dir} at exit"
+                )
+        elif not acked_all and lost_batches:
+            where = (
+                f"the disk buffer could not be used ({self.spool_error})"
+                if self.spool_error
+                else "no disk buffer (--disk-buffer) to keep them"
+            )
+            causes.append(
+                f"{unacked_packets} packets ({lost_batches} batches) were not acknowledged "
+                f"within --shutdown-timeout {cfg.shutdown_timeout:g} s and {where}"
+            )
+        return causes
 
     def summary(self) -> str:
         c = self.counters()
         el = getattr(self, "elapsed", time.monotonic() - self.started)
         rate = c.captured / el if el > 0 else 0.0
-        what = f"replayed {self._file.path}" if self._file is not None else "captured"
+        if self._file is None:
+            what = "captured"
+        elif cut := self._replay_cut_short():
+            what = f"replay of {cut}"
+        else:
+            what = f"replayed {self._file.path}"
         dropped = sum(v for k, v in c.dropped.items() if k != "filtered")
         unacked = self.outbox.unacked_packets()
         spooled = ""
@@ -602,12 +749,21 @@ class Hunter:
         note = self.mode.counters().summary if self.mode is not None else ""
         if note:
             spooled += f"; {note}"
+        reasons = ", ".join(
+            f"{k} {v}" for k, v in sorted(c.dropped.items()) if v and k != "filtered"
+        )
+        if self.policy == "deny" and self.most_filters == 0:
+            spooled += (
+                "; no filter applied and --no-filter-policy deny: nothing forwarded "
+                "(add one with `lc set filter`, or give --no-filter-policy allow)"
+            )
         return (
             f"lc hunt: {what}: {c.captured} packets ({c.bytes_captured} bytes) in {el:.2f} s "
             f"({rate:,.0f} pkt/s); filtered out {c.dropped['filtered']}, "
             f"forwarded {c.forwarded}, "
             f"acknowledged {c.acked}, "
-            f"dropped {dropped}, unacknowledged {unacked}{spooled}"
+            f"dropped {dropped}{f' ({reasons})' if reasons else ''}, "
+            f"unacknowledged {unacked}{spooled}"
         )
 
 

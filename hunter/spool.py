@@ -58,7 +58,8 @@ it never deletes a batch that was not acknowledged; the oldest batches are also 
 closest to being delivered (they go first) and form the contiguous start of the outage;
 and in append-only segments dropping the oldest would mean deleting a whole 16 MiB segment
 of unacknowledged data at once. This is the outbox's live-capture policy too: what does not
-fit is dropped at the door, and counted.
+fit is dropped at the door, and counted. One warning is logged when dropping starts and
+one, with what was dropped, when an append fits again.
 
 **Errors while writing** (ENOSPC, EIO, ...) are counted under ``write_errors`` and make
 ``append`` return False; a capture thread never sees an exception. A failed write is
@@ -79,6 +80,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import logging
 import os
 import re
 import struct
@@ -93,6 +95,8 @@ from dataclasses import dataclass, field
 from lc.common.errors import LcError
 
 __all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_SEGMENT_BYTES", "Spool", "SpoolError", "SpooledBatch"]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 1024 * 1024 * 1024
 DEFAULT_SEGMENT_BYTES = 16 * 1024 * 1024
@@ -275,6 +279,8 @@ class Spool:
         self._file = None  # the active segment, opened unbuffered in append mode
         self._next_number = 1
         self._c = dict.fromkeys(_COUNTERS, 0)
+        self._full_at: tuple[int, int] | None = None  # drop counters when it became full
+        self._failing = False  # the last write failed (said once)
         self._closed = False
         self._lockfd = self._open_directory()
         try:
@@ -411,7 +417,26 @@ class Spool:
             if c["bytes"] + length > self.max_bytes:
                 c["dropped_batches"] += 1
                 c["dropped_packets"] += count
+                if self._full_at is None:  # said once when dropping starts, once when it ends
+                    self._full_at = (c["dropped_batches"] - 1, c["dropped_packets"] - count)
+                    log.warning(
+                        "disk buffer %s is full (%d bytes of %d): dropping the newest batches "
+                        "until the processor acknowledges older ones",
+                        self.directory,
+                        c["bytes"],
+                        self.max_bytes,
+                    )
                 return False
+            if self._full_at is not None:
+                b0, p0 = self._full_at
+                self._full_at = None
+                log.warning(
+                    "disk buffer %s has room again; %d batches (%d packets) were dropped "
+                    "while it was full",
+                    self.directory,
+                    c["dropped_batches"] - b0,
+                    c["dropped_packets"] - p0,
+                )
             seg = self._active
             if seg is not None and seg.size and seg.size + length > self.segment_bytes:
                 self._seal()
@@ -426,10 +451,13 @@ class Spool:
                 done = self._file.write(buf)  # type: ignore[union-attr]
                 while done < length:  # a short write: finish it, or fail below
                     done += self._file.write(mv[done:])  # type: ignore[union-attr]
-            except OSError:
-                c["write_errors"] += 1
+            except OSError as e:
+                self._write_failed(e)
                 self._rollback(seg)
                 return False
+            if self._failing:
+                self._failing = False
+                log.warning("disk buffer %s: writing works again", self.directory)
             seg.size += length
             seg.offsets.append(off)
             seg.info[off] = (epoch, sequence, count, length)
@@ -445,8 +473,8 @@ class Spool:
         path = os.path.join(self.directory, _seg_name(number, "seg"))
         try:
             self._file = open(path, "ab", buffering=0)  # noqa: SIM115 - kept open across calls
-        except OSError:
-            self._c["write_errors"] += 1
+        except OSError as e:
+            self._write_failed(e)
             return None
         self._next_number += 1
         seg = _Segment(number, path)
@@ -455,6 +483,18 @@ class Spool:
         if self.fsync:
             self._sync_dir()
         return seg
+
+    def _write_failed(self, e: OSError) -> None:
+        """Count a failed write; log once when failures start (and once when they end)."""
+        self._c["write_errors"] += 1
+        if not self._failing:
+            self._failing = True
+            log.error(
+                "cannot write to the disk buffer %s: %s; batches that do not fit in memory "
+                "are lost until writing works again (spool.write_errors)",
+                self.directory,
+                _why(e),
+            )
 
     def _rollback(self, seg: _Segment) -> None:
         """Cut a failed write off the active segment; if that fails too, seal it there."""

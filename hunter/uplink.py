@@ -37,7 +37,7 @@ from tenacity import (
 )
 
 from lc.common.errors import LcError, ParseError, PermissionDenied, Unreachable
-from lc.common.transport import TlsFiles, error_from_rpc, open_channel
+from lc.common.transport import TlsFiles, error_from_rpc, open_channel, wait_ready
 from lc.common.wire import encode_batch
 from lc.hunter.breaker import CircuitBreaker
 from lc.hunter.outbox import Outbox, Pending
@@ -129,13 +129,10 @@ class Uplink:
         """A ready channel (new TLS files are read here), or Unreachable."""
         ch = open_channel(self.target, self.tls)
         try:
-            grpc.channel_ready_future(ch).result(timeout=self.connect_timeout)
-        except grpc.FutureTimeoutError:
+            wait_ready(ch, self.target, self.tls, self.connect_timeout, self._stopped)
+        except LcError:
             ch.close()
-            raise Unreachable(
-                f"cannot reach processor at {self.target} within {self.connect_timeout:g} s"
-                + ("" if self.tls is None else " (is it up, and does its TLS trust ours?)")
-            ) from None
+            raise
         return ch
 
     def _drop_channel(self) -> None:
@@ -155,7 +152,8 @@ class Uplink:
 
         Raises:
             Unreachable: the processor cannot be reached within ``connect_timeout``
-                (includes TLS handshake failures, which gRPC reports the same way).
+                (TlsFailure, at once, when it answers but the TLS handshake fails).
+            ValidationError: our own TLS files are unusable (key mismatch, expired, ...).
             PermissionDenied: the processor refused the registration.
         """
         ch = self._open()

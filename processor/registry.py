@@ -64,9 +64,11 @@ class Registry:
             return rec
 
     def heartbeat(self, req: lc_pb2.HeartbeatRequest) -> bool:
+        """Record a heartbeat; False when the hunter is unknown, or registered under
+        another run (epoch): it has to register (again) first."""
         with self._lock:
             rec = self._hunters.get(req.hunter_id)
-            if rec is None:
+            if rec is None or (req.epoch and rec.epoch and req.epoch != rec.epoch):
                 return False
             rec.last_seen = self._clock()
             rec.last_heartbeat_ns = time.time_ns()
@@ -101,6 +103,13 @@ class Registry:
                 rec.batches += 1
                 rec.packets += packets
                 rec.bytes += nbytes
+
+    def heard(self, hunter_id: str) -> float | None:
+        """Seconds since the hunter was last heard from (registration, heartbeat, batch);
+        None for a hunter never seen."""
+        with self._lock:
+            rec = self._hunters.get(hunter_id)
+            return None if rec is None else self._clock() - rec.last_seen
 
     def state(self, rec: HunterRecord) -> str:
         if rec.closed_cleanly:

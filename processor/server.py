@@ -24,6 +24,7 @@ from lc.processor.eventlog import DEFAULT_ROTATE_SIZE, EventLog
 from lc.processor.filterhub import FilterHub
 from lc.processor.ingest import Ingest
 from lc.processor.ledger import Ledger
+from lc.processor.limits import StreamGate
 from lc.processor.registry import Registry
 from lc.processor.service import DataService, ManagementService
 from lc.processor.store import FilterStore
@@ -45,7 +46,11 @@ class ProcessConfig:
     rotate_interval: float | None = None
     stale_after: float = 30.0
     heartbeat_interval_ms: int = 5000
-    max_workers: int = 512
+    # gRPC threads. A stream holds one for its life, so streams get at most
+    # max_workers - admin_threads of them; the rest serve registrations, heartbeats and
+    # admin commands however many streams are open (see processor.limits).
+    max_workers: int = 1024
+    admin_threads: int = 64
     shutdown_grace: float = 5.0
     slow_writer_file: str | None = None  # tests: while this file exists, writing is slow
     per_call_pcap_dir: str | None = None  # one pcap per VoIP call there (None: off)
@@ -225,7 +230,12 @@ class Processor:
             futures.ThreadPoolExecutor(max_workers=cfg.max_workers, thread_name_prefix="lc-rpc"),
             options=server_options(),
         )
-        self.data = DataService(self.ingest, self.registry, self.auth)
+        self.gate = StreamGate(
+            max_streams=max(1, cfg.max_workers - cfg.admin_threads),
+            heard=self.registry.heard,
+            takeover_after=min(15.0, cfg.stale_after),
+        )
+        self.data = DataService(self.ingest, self.registry, self.auth, self.gate)
         self.mgmt = ManagementService(
             self.registry,
             self.ingest,
@@ -235,6 +245,7 @@ class Processor:
             cfg.heartbeat_interval_ms,
             hub=self.hub,
             calls=self.call_query,
+            gate=self.gate,
         )
         lc_pb2_grpc.add_DataServiceServicer_to_server(self.data, server)
         lc_pb2_grpc.add_ManagementServiceServicer_to_server(self.mgmt, server)

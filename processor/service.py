@@ -4,37 +4,147 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import grpc
 
 from lc import __version__
 from lc.common.bpf import check_bpf
-from lc.common.credentials import validate_id
+from lc.common.credentials import HUNTER_ROLE, validate_id
 from lc.common.errors import LcError, ParseError, ValidationError
 from lc.common.filters import Filter, new_filter_id, validate_filter
+from lc.common.text import log_text, wire_text
 from lc.common.wire import BatchRecords, filter_to_proto, unpack_batch
 from lc.processor.auth import Authorizer
 from lc.processor.calls import CallIndex
 from lc.processor.filterhub import FilterHub
 from lc.processor.ingest import Ingest, flow_to_announce
+from lc.processor.limits import DATA, FILTERS, Refused, StreamGate, Throttle, Ticket
 from lc.processor.registry import Registry
 from lc.proto import lc_pb2, lc_pb2_grpc
 
-__all__ = ["DataService", "ManagementService"]
+__all__ = [
+    "MAX_INTERFACES",
+    "MAX_LINKTYPES",
+    "DataService",
+    "ManagementService",
+    "check_heartbeat",
+    "check_link_types",
+    "check_registration",
+]
 
 log = logging.getLogger(__name__)
+_throttle = Throttle(log)
 
 _FLOW_POLL_S = 0.25
 
+# What a batch may name (a hunter captures on a few interfaces of a few link types; each
+# link type is its own output file, so the number a batch may open is kept small).
+MAX_INTERFACES = 256
+MAX_LINKTYPES = 8
+MAX_LINKTYPE = 0xFFFF  # a pcap header holds 16 bits of link type
+
+
+def check_link_types(cols: BatchRecords) -> str:
+    """Why a batch's interface table is refused ("" when it is fine)."""
+    ifaces = cols.interfaces
+    if len(ifaces) > MAX_INTERFACES:
+        return f"{len(ifaces)} interfaces in one batch (at most {MAX_INTERFACES})"
+    for name, lt in ifaces:
+        if not 0 <= lt <= MAX_LINKTYPE:
+            name = log_text(name, 64)
+            return f"interface '{name}' has link type {lt}, outside 0..{MAX_LINKTYPE}"
+    distinct = {lt for _, lt in ifaces}
+    if len(distinct) > MAX_LINKTYPES:
+        return f"{len(distinct)} distinct link types in one batch (at most {MAX_LINKTYPES})"
+    return ""
+
+
+_MODE_RE = re.compile(r"[A-Za-z0-9_.-]{0,32}")
+_TOKEN_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+MAX_LIST = 64
+
+
+def _printable(field: str, value: str, limit: int) -> None:
+    if len(value) > limit:
+        raise ValidationError(f"{field}: {len(value)} characters (at most {limit})")
+    if not value.isprintable():
+        raise ValidationError(f"{field}: holds control characters")
+
+
+def check_registration(req: lc_pb2.RegisterRequest) -> lc_pb2.RegisterRequest:
+    """The registration as it may be kept and shown, or ValidationError naming the field.
+
+    Host name and version must be printable and short; mode and capabilities are tokens;
+    interface names (a replayed file's name among them) are kept, cut to 256 characters,
+    since refusing a hunter for its file's name would be wrong: they are escaped wherever
+    they are shown (JSON, logs).
+    """
+    _printable("hostname", req.hostname, 255)
+    _printable("version", req.version, 64)
+    if not _MODE_RE.fullmatch(req.mode):
+        raise ValidationError("mode: use at most 32 characters from A-Z a-z 0-9 _ . -")
+    for name, values in (("interfaces", req.interfaces), ("capabilities", req.capabilities)):
+        if len(values) > MAX_LIST:
+            raise ValidationError(f"{name}: {len(values)} entries (at most {MAX_LIST})")
+    for i, cap in enumerate(req.capabilities):
+        if not _TOKEN_RE.fullmatch(cap):
+            raise ValidationError(
+                f"capabilities[{i}]: use 1-64 characters from A-Z a-z 0-9 _ . : -"
+            )
+    clean = lc_pb2.RegisterRequest()
+    clean.CopyFrom(req)
+    del clean.interfaces[:]
+    clean.interfaces.extend(wire_text(name, 256) for name in req.interfaces)
+    return clean
+
+
+def check_heartbeat(req: lc_pb2.HeartbeatRequest) -> None:
+    """Raise ValidationError naming a heartbeat field that is out of bounds."""
+    c = req.counters
+    for name, table in (("counters.dropped", c.dropped), ("counters.mode", c.mode)):
+        if len(table) > MAX_LIST:
+            raise ValidationError(f"{name}: {len(table)} entries (at most {MAX_LIST})")
+        for key in table:
+            if not _TOKEN_RE.fullmatch(key):
+                raise ValidationError(f"{name}: a key is not 1-64 characters of A-Z a-z 0-9 _.:-")
+    for name, value in (("counters.breaker", c.breaker), ("counters.flow", c.flow)):
+        if not _MODE_RE.fullmatch(value):
+            raise ValidationError(f"{name}: use at most 32 characters from A-Z a-z 0-9 _ . -")
+    _printable("counters.spool.dir", c.spool.dir, 4096)
+
+
+def _admit(
+    gate: StreamGate, context: grpc.ServicerContext, kind: str, cancel: Callable[[str], None]
+) -> Ticket:
+    """A ticket for one more stream (released when the call ends), or abort."""
+    try:
+        ticket = gate.open(kind, context.peer(), cancel)
+    except Refused as r:
+        context.abort(getattr(grpc.StatusCode, r.code), r.message)
+    if not context.add_callback(lambda: gate.close(ticket)):
+        gate.close(ticket)  # the call has already ended
+    return ticket
+
+
+def _claim(gate: StreamGate, context: grpc.ServicerContext, ticket: Ticket, hunter_id: str) -> None:
+    try:
+        gate.claim(ticket, hunter_id)
+    except Refused as r:
+        context.abort(getattr(grpc.StatusCode, r.code), r.message)
+
 
 class DataService(lc_pb2_grpc.DataServiceServicer):
-    def __init__(self, ingest: Ingest, registry: Registry, auth: Authorizer) -> None:
+    def __init__(
+        self, ingest: Ingest, registry: Registry, auth: Authorizer, gate: StreamGate
+    ) -> None:
         self.ingest = ingest
         self.registry = registry
         self.auth = auth
+        self.gate = gate
         self.stopping = threading.Event()
 
     def StreamPackets(
@@ -42,7 +152,17 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
     ) -> Iterator[lc_pb2.StreamControl]:
         ident = self.auth.peer(context)
         peer = context.peer()
+        if ident is not None and ident.role != HUNTER_ROLE:
+            context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"certificate {ident.common_name!r} is not a hunter's",
+            )
         out: queue.Queue = queue.Queue()
+        ticket = _admit(
+            self.gate, context, DATA, lambda why: out.put((grpc.StatusCode.ABORTED, why))
+        )
+        if ident is not None:  # the id is the certificate's: the stream is its from the start
+            _claim(self.gate, context, ticket, ident.common_name)
         state = {"hunter": None, "clean": False}
 
         # Batches are read and written on this thread while the handler's own thread
@@ -61,14 +181,17 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
                                 )
                             )
                             return
-                        if ident is not None and ident.role != "hunter":
-                            out.put(
-                                (
-                                    grpc.StatusCode.PERMISSION_DENIED,
-                                    f"certificate {ident.common_name!r} is not a hunter's",
-                                )
-                            )
+                        try:
+                            validate_id(hid)
+                        except ValidationError as e:
+                            out.put((grpc.StatusCode.INVALID_ARGUMENT, str(e)))
                             return
+                        if ident is None:  # --insecure: the first batch names the hunter
+                            try:
+                                self.gate.claim(ticket, hid)
+                            except Refused as r:
+                                out.put((getattr(grpc.StatusCode, r.code), r.message))
+                                return
                         state["hunter"] = hid
                         self.registry.stream_opened(hid, peer)
                     elif hid != state["hunter"]:
@@ -83,6 +206,16 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
                         cols = unpack_batch(batch)
                     except ParseError as e:
                         out.put((grpc.StatusCode.INVALID_ARGUMENT, f"malformed batch: {e}"))
+                        return
+                    why = check_link_types(cols)
+                    if why:
+                        out.put(
+                            (grpc.StatusCode.INVALID_ARGUMENT, f"batch {batch.sequence}: {why}")
+                        )
+                        _throttle.warning(
+                            ("linktype", hid),
+                            f"refused a batch of hunter {hid} from {peer}: {why}",
+                        )
                         return
                     try:
                         self.ingest.submit(batch, cols, _replier(out, self.registry, hid, cols))
@@ -132,6 +265,7 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
                 if end:
                     return
         finally:
+            self.gate.close(ticket)
             if state["hunter"] is not None:
                 self.registry.stream_closed(state["hunter"], bool(state["clean"]))
 
@@ -162,7 +296,9 @@ class ManagementService(lc_pb2_grpc.ManagementServiceServicer):
         heartbeat_interval_ms: int = 5000,
         hub: FilterHub | None = None,
         calls: CallIndex | None = None,
+        gate: StreamGate | None = None,
     ) -> None:
+        self.gate = gate or StreamGate(10**9, registry.heard)
         self.hub = hub
         self.calls = calls  # the call index, when the processor writes per-call PCAPs
         self.registry = registry
@@ -175,22 +311,37 @@ class ManagementService(lc_pb2_grpc.ManagementServiceServicer):
         self._t0 = time.monotonic()
 
     def RegisterHunter(self, request, context):
+        peer = context.peer()
         try:
             validate_id(request.hunter_id)
         except ValidationError as e:
             return lc_pb2.RegisterResponse(accepted=False, reason=str(e))
         why = self.auth.hunter_mismatch(context, request.hunter_id)
         if why:
-            log.warning("refused registration from %s: %s", context.peer(), why)
+            _throttle.warning(
+                ("register", peer), f"refused registration from {peer}: {log_text(why)}"
+            )
             return lc_pb2.RegisterResponse(accepted=False, reason=why)
-        self.registry.register(request, context.peer())
+        try:
+            request = check_registration(request)
+        except ValidationError as e:
+            _throttle.warning(
+                ("register", peer),
+                f"refused registration of hunter {request.hunter_id} from {peer}: {e}",
+            )
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"RegisterHunter: {e}")
+        try:
+            self.gate.register(request.hunter_id, request.epoch, peer)
+        except Refused as r:
+            context.abort(getattr(grpc.StatusCode, r.code), r.message)
+        self.registry.register(request, peer)
         log.info(
             "hunter %s registered from %s (%s, mode %s, %s)",
             request.hunter_id,
-            context.peer(),
-            request.hostname,
-            request.mode,
-            ", ".join(request.interfaces),
+            peer,
+            log_text(request.hostname),
+            log_text(request.mode),
+            log_text(", ".join(request.interfaces), 400),
         )
         return lc_pb2.RegisterResponse(
             accepted=True,
@@ -200,6 +351,10 @@ class ManagementService(lc_pb2_grpc.ManagementServiceServicer):
 
     def Heartbeat(self, request, context):
         self.auth.require_hunter(context, request.hunter_id)
+        try:
+            check_heartbeat(request)
+        except ValidationError as e:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Heartbeat: {e}")
         return lc_pb2.HeartbeatResponse(registered=self.registry.heartbeat(request))
 
     def GetStatus(self, request, context):
@@ -280,7 +435,7 @@ class ManagementService(lc_pb2_grpc.ManagementServiceServicer):
         if len(set(ids)) != len(ids):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the same filter id is given twice")
         stored, version = self.hub.set_filters(filters)
-        log.info("filters set: %s (version %d)", ", ".join(ids), version)
+        log.info("filters set: %s (version %d)", log_text(", ".join(ids), 400), version)
         return lc_pb2.SetFiltersResponse(
             filters=[filter_to_proto(f, v) for f, v in stored], version=version
         )
@@ -291,7 +446,7 @@ class ManagementService(lc_pb2_grpc.ManagementServiceServicer):
             version = self.hub.delete(request.id)
         except LcError as e:
             abort_for(context, e)
-        log.info("filter removed: %s (version %d)", request.id, version)
+        log.info("filter removed: %s (version %d)", log_text(request.id), version)
         return lc_pb2.DeleteFilterResponse(version=version)
 
     def ListFilters(self, request, context):
@@ -319,15 +474,35 @@ class ManagementService(lc_pb2_grpc.ManagementServiceServicer):
 
     def SubscribeFilters(self, request, context):
         self.auth.require_hunter(context, request.hunter_id)
-        sub = self.hub.subscribe(request.hunter_id, request.filter_types)
+        try:
+            validate_id(request.hunter_id)
+        except ValidationError as e:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        subs: list = []
+        why: list[str] = []
+
+        def cancel(reason: str) -> None:  # a newer subscription of this hunter replaced it
+            why.append(reason)
+            for sub in subs:
+                sub.updates.put(None)
+
+        ticket = _admit(self.gate, context, FILTERS, cancel)
+        _claim(self.gate, context, ticket, request.hunter_id)
+        types = [t for t in request.filter_types[:MAX_LIST] if _TOKEN_RE.fullmatch(t)]
+        sub = self.hub.subscribe(request.hunter_id, types)
+        subs.append(sub)
         try:
             while context.is_active():
+                if ticket.closed:
+                    context.abort(grpc.StatusCode.ABORTED, why[0] if why else "replaced")
                 try:
                     upd = sub.updates.get(timeout=0.5)
                 except queue.Empty:
                     continue
-                yield upd
+                if upd is not None:
+                    yield upd
         finally:
+            self.gate.close(ticket)
             self.hub.unsubscribe(sub)
 
 

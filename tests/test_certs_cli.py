@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import stat
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 
 from lc.cli.certs import certs
-from lc.common.credentials import identity_from_pem
+from lc.common.credentials import identity_from_pem, init_pki
+from tests.tls_tools import issue
 
 
 def run(*args: str) -> Result:
@@ -33,7 +37,12 @@ def test_init_prints_sorted_json(tmp_path: Path) -> None:
         "--processor-id", "proc-9",
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
-    assert result.stderr == ""
+    # One line on stderr: where the CA key is, and that it stays on this host.
+    assert result.stderr.splitlines() == [
+        f"lc certs: the CA key is {d.absolute() / 'ca.key'}: ca.key signs new certificates: "
+        "it stays on this host (the CA host) and is never copied; hand out ca.pem and each "
+        "party's own .pem and .key only"
+    ]
     out = json.loads(result.stdout)
     assert result.stdout == json.dumps(out, sort_keys=True, indent=2) + "\n"
     assert out["directory"] == str(d.absolute())
@@ -143,3 +152,101 @@ def test_help_lists_the_options() -> None:
     assert result.exit_code == 0
     for option in ("--dir", "--hunter", "--processor-host", "--processor-id", "--force"):
         assert option in result.stdout
+
+
+# -- lc certs check ------------------------------------------------------------------------
+
+
+def check(d: Path) -> tuple[Result, dict]:
+    result = run("check", "--dir", str(d))
+    assert "Traceback" not in result.output + result.stderr
+    return result, json.loads(result.stdout) if result.stdout else {}
+
+
+def by_file(report: dict) -> dict[str, dict]:
+    return {Path(e["cert"]).name: e for e in report["certificates"]}
+
+
+def test_check_of_a_fresh_directory_is_ok(tmp_path: Path) -> None:
+    d = tmp_path / "pki"
+    init_pki(d, hunters=["a"])
+    result, report = check(d)
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr == ""
+    assert report["ok"] is True
+    assert report["ca"]["problems"] == [] and report["ca"]["key"] == str(d / "ca.key")
+    assert "stays on this host" in report["ca"]["note"]
+    files = by_file(report)
+    assert set(files) == {"admin.pem", "processor.pem", "hunter-a.pem"}
+    for name, role in [("admin.pem", "admin"), ("processor.pem", "processor")]:
+        assert files[name]["role"] == role and files[name]["expected_role"] == role
+    a = files["hunter-a.pem"]
+    assert (a["role"], a["common_name"], a["problems"], a["warnings"]) == ("hunter", "a", [], [])
+    assert 800 < a["days_left"] <= 825
+
+
+def test_check_names_every_problem_and_exits_1(tmp_path: Path) -> None:
+    d = tmp_path / "pki"
+    other = tmp_path / "other"
+    init_pki(d, hunters=["a", "b", "c"])
+    init_pki(other, hunters=["a"])
+    issue(d, "hunter-old", role="hunter", cn="old", start_days=-30, end_days=-1)
+    issue(d, "hunter-later", role="hunter", cn="later", start_days=2, end_days=30)
+    issue(d, "hunter-soon", role="hunter", cn="soon", start_days=-1, end_days=10)
+    issue(d, "hunter-x", role="admin", cn="x")
+    (d / "hunter-b.key").write_bytes((d / "hunter-c.key").read_bytes())  # wrong key
+    (d / "hunter-a.pem").write_bytes((other / "hunter-a.pem").read_bytes())  # other CA
+    (d / "hunter-a.key").write_bytes((other / "hunter-a.key").read_bytes())
+    (d / "hunter-c.key").unlink()
+    result, report = check(d)
+    assert result.exit_code == 1
+    assert report["ok"] is False
+    files = by_file(report)
+    problems = {name: " | ".join(e["problems"]) for name, e in files.items()}
+    assert "expired on" in problems["hunter-old.pem"]
+    assert "not valid before" in problems["hunter-later.pem"]
+    assert problems["hunter-soon.pem"] == ""
+    assert "expires in 9 days" in files["hunter-soon.pem"]["warnings"][0]
+    assert "role (subject OU) is 'admin', not 'hunter'" in problems["hunter-x.pem"]
+    assert "does not match the certificate" in problems["hunter-b.pem"]
+    assert "not signed by this directory's CA" in problems["hunter-a.pem"]
+    assert "key hunter-c.key is missing" in problems["hunter-c.pem"]
+    assert problems["processor.pem"] == "" and problems["admin.pem"] == ""
+    # Each problem and warning is also one line on stderr.
+    lines = result.stderr.splitlines()
+    assert any(x.startswith("lc certs: warning: ") and "hunter-soon.pem" in x for x in lines)
+    assert sum(x.startswith("lc certs: problem: ") for x in lines) == sum(
+        len(e["problems"]) for e in files.values()
+    )
+
+
+def test_check_of_an_expired_ca(tmp_path: Path) -> None:
+    d = tmp_path / "pki"
+    init_pki(d)
+    # A CA that expired: its certificate replaced by one with the same key, valid until
+    # yesterday (lc certs init never makes one).
+    old = x509.load_pem_x509_certificate((d / "ca.pem").read_bytes())
+    key = serialization.load_pem_private_key((d / "ca.key").read_bytes(), None)
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(old.subject)
+        .issuer_name(old.subject)
+        .public_key(old.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=10))
+        .not_valid_after(now - dt.timedelta(days=1))
+    )
+    for ext in old.extensions:
+        builder = builder.add_extension(ext.value, ext.critical)
+    expired = builder.sign(key, hashes.SHA256())
+    (d / "ca.pem").write_bytes(expired.public_bytes(serialization.Encoding.PEM))
+    result, report = check(d)
+    assert result.exit_code == 1
+    assert any("expired on" in p for p in report["ca"]["problems"])
+
+
+def test_check_of_a_missing_directory_exits_4(tmp_path: Path) -> None:
+    result = run("check", "--dir", str(tmp_path / "nope"))
+    assert result.exit_code == 4
+    assert "PKI directory not found" in error_of(result)["error"]

@@ -14,6 +14,7 @@ COMMANDS = [
     ("hunt",),
     ("process",),
     ("certs", "init"),
+    ("certs", "check"),
     ("list", "hunters"),
     ("show", "status"),
     ("show", "hunter"),

@@ -102,9 +102,32 @@ def tcpdump_capture(
     can write where root can. Returns once tcpdump says "listening on"; on exit sends
     SIGINT and waits, so the file is complete when the ``with`` ends.
 
+    While it runs, one socket with ``SO_TIMESTAMPNS`` stays open: that makes the kernel
+    stamp each packet once when it is received (``net_enable_timestamp``), so tcpdump and
+    the hunter read the same timestamp. Without any such socket, each packet socket
+    reads the clock itself as the packet reaches it, and two captures of the same packet
+    differ by a microsecond or more (whether some other process had enabled it decided
+    whether exact-timestamp comparisons passed).
+
     Raises:
         AssertionError: tcpdump did not start (not root, bad filter...).
     """
+    with shared_kernel_timestamps():
+        yield from _tcpdump(path, bpf, interface, nano, start_timeout)
+
+
+@contextlib.contextmanager
+def shared_kernel_timestamps() -> Iterator[None]:
+    """Keep the kernel stamping received packets once, for every capture alike."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_TIMESTAMPNS", 35), 1)  # 35: Linux
+        time.sleep(0.05)  # the kernel enables it through a deferred static-key update
+        yield
+
+
+def _tcpdump(
+    path: str | os.PathLike[str], bpf: str, interface: str, nano: bool, start_timeout: float
+) -> Iterator[subprocess.Popen]:
     cmd = ["tcpdump", "-i", interface, "-n", "-U", "-Z", "root", "--immediate-mode"]
     cmd += ["-B", "65536"]
     if nano:

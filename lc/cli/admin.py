@@ -13,7 +13,7 @@ import click
 
 from lc.cli.main import fail_json
 from lc.cli.options import tls_from_flags, tls_options
-from lc.common.errors import LcError, NotFound, Unreachable, ValidationError
+from lc.common.errors import LcError, NotFound, ValidationError
 
 __all__ = ["list_group", "rm_group", "set_group", "show_group"]
 
@@ -31,16 +31,13 @@ def _processor_option(f: Callable) -> Callable:
 def _call(processor: str, tls_args: tuple, rpc: Callable[[Any], Any]) -> Any:
     import grpc
 
-    from lc.common.transport import error_from_rpc, open_channel
+    from lc.common.transport import error_from_rpc, open_channel, wait_ready
     from lc.proto import lc_pb2_grpc
 
     tls = tls_from_flags(*tls_args)
     channel = open_channel(processor, tls)
     try:
-        try:
-            grpc.channel_ready_future(channel).result(timeout=10)
-        except grpc.FutureTimeoutError:
-            raise Unreachable(f"cannot reach processor at {processor}") from None
+        wait_ready(channel, processor, tls, timeout=10)
         stub = lc_pb2_grpc.ManagementServiceStub(channel)
         try:
             return rpc(stub)

@@ -2,9 +2,13 @@
 
     lc certs init --dir DIR [--hunter ID ...] [--processor-host NAME ...]
                   [--processor-id ID] [--force]
+    lc certs check --dir DIR
 
-prints a JSON description of the CA and certificates it created or reused (see
-``lc.common.credentials.init_pki``). On failure it prints one JSON line
+``init`` prints a JSON description of the CA and certificates it created or reused (see
+``lc.common.credentials.init_pki``) and, on stderr, where the CA key is and that it stays
+on this host. ``check`` prints a JSON report of every certificate in DIR (validity, key
+match, chain, role; see ``lc.common.credentials.check_pki``), warns on stderr of those
+expiring within 30 days and exits 1 when any has a problem. On failure it prints one JSON line
 ``{"error": "...", "code": N}`` on stderr and exits with the error's exit code
 (3 for a refused id or host, 4 for a missing file, 1 otherwise).
 """
@@ -16,7 +20,7 @@ from pathlib import Path
 
 import click
 
-from lc.common.credentials import init_pki
+from lc.common.credentials import CA_KEY_NOTE, check_pki, init_pki
 from lc.common.errors import LcError
 
 __all__ = ["certs"]
@@ -94,3 +98,34 @@ def init(
         _fail(ctx, err)
         return
     click.echo(json.dumps(paths.as_dict(), sort_keys=True, indent=2))
+    click.echo(f"lc certs: the CA key is {paths.ca.key}: {CA_KEY_NOTE}", err=True)
+
+
+@certs.command(name="check")
+@click.option(
+    "--dir",
+    "directory",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory made by lc certs init.",
+)
+@click.pass_context
+def check(ctx: click.Context, directory: Path) -> None:
+    """Check every certificate in --dir: expiry, key match, chain to ca.pem, role.
+
+    Prints a JSON report; warns on stderr of certificates expiring within 30 days;
+    exits 1 when any certificate has a problem.
+    """
+    try:
+        report = check_pki(directory)
+    except LcError as err:
+        _fail(ctx, err)
+        return
+    click.echo(json.dumps(report, sort_keys=True, indent=2))
+    for entry in [report["ca"], *report["certificates"]]:
+        for problem in entry["problems"]:
+            click.echo(f"lc certs: problem: {entry['cert']}: {problem}", err=True)
+        for warning in entry["warnings"]:
+            click.echo(f"lc certs: warning: {entry['cert']}: {warning}", err=True)
+    if not report["ok"]:
+        ctx.exit(1)

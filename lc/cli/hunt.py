@@ -44,6 +44,14 @@ _HUNT_OPTIONS = [
         "--snaplen", type=int, default=262144, show_default=True, help="Bytes kept per packet."
     ),
     click.option(
+        "--pcap-buffer-mb",
+        type=int,
+        default=32,
+        show_default=True,
+        metavar="N",
+        help="Kernel capture buffer per live interface; raise it when dropped.kernel grows.",
+    ),
+    click.option(
         "--batch-size",
         type=int,
         default=64,
@@ -195,12 +203,10 @@ def run_hunter(mode: str, opts: dict, mode_config: object = None) -> None:
     except LcError as e:
         sys.exit(fail_line("hunt", e))
     click.echo(h.summary())
-    if code != 0:
-        click.echo(
-            "lc hunt: error: not every packet was acknowledged or spooled before the "
-            "shutdown timeout",
-            err=True,
-        )
+    for cause in h.causes:
+        click.echo(f"lc hunt: error: {cause}", err=True)
+    if code != 0 and not h.causes:  # cannot happen; never exit non-zero without a word
+        click.echo("lc hunt: error: not every packet was delivered or kept", err=True)
     sys.exit(code)
 
 

@@ -22,8 +22,15 @@ from lc.common.errors import LcError
 __all__ = ["cli", "main"]
 
 # gRPC's C core logs handshake and bind details to stderr; lc reports failures itself
-# in one line (set GRPC_VERBOSITY=debug to see them).
+# in one line (set GRPC_VERBOSITY=debug to see them). `lc process` reads that log to
+# report failed TLS handshakes (lc.processor.tlslog) unless the user asked for it.
+_USER_GRPC_LOG = "GRPC_VERBOSITY" in os.environ or "GRPC_TRACE" in os.environ
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+_entry_point = False  # set by main(): only the real command takes over file descriptor 2
+
+# Captured traffic is sensitive: what `lc hunt` and `lc process` create (PCAPs, per-call
+# files, lc.db, spool segments, their directories) is not for other users: 0640 / 0750.
+_PRIVATE_UMASK = 0o027
 
 USAGE_EXIT = 3
 
@@ -50,6 +57,12 @@ class _Group(click.Group):
         import importlib
 
         mod, attr = self._lazy[name]
+        if name in ("hunt", "process") and _entry_point:
+            os.umask(os.umask(_PRIVATE_UMASK) | _PRIVATE_UMASK)  # tighter, never looser
+        if name == "process" and _entry_point and not _USER_GRPC_LOG:
+            from lc.processor.tlslog import capture_grpc_log
+
+            capture_grpc_log(show_grpc=(ctx.params.get("verbose") or 0) >= 2)
         return getattr(importlib.import_module(mod), attr)
 
 
@@ -87,6 +100,8 @@ def fail_json(err: LcError | str, code: int | None = None) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: maps every failure to an exit code, no tracebacks."""
+    global _entry_point
+    _entry_point = True
     try:
         rv = cli.main(args=argv, prog_name="lc", standalone_mode=False)
     except click.exceptions.Exit as e:

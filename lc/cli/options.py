@@ -33,6 +33,16 @@ def tls_options(f: Callable) -> Callable:
     return wrapper
 
 
+def _from_env(param: str) -> bool:
+    """True when the value of ``param`` came from its environment variable (exported for
+    the admin commands, say), which the user may not think of when reading the error."""
+    ctx = click.get_current_context(silent=True)
+    return (
+        ctx is not None
+        and ctx.get_parameter_source(param) == click.core.ParameterSource.ENVIRONMENT
+    )
+
+
 def tls_from_flags(
     cert: str | None, key: str | None, ca: str | None, insecure: bool
 ) -> TlsFiles | None:
@@ -41,10 +51,20 @@ def tls_from_flags(
     Raises:
         ValidationError: TLS flags missing without --insecure, or mixed with it.
     """
-    given = [n for n, v in (("--tls-cert", cert), ("--tls-key", key), ("--tls-ca", ca)) if v]
     if insecure:
-        if given:
-            raise ValidationError(f"--insecure cannot be combined with {', '.join(given)}")
+        given = [("tls_cert", "--tls-cert", "LC_TLS_CERT", cert),
+                 ("tls_key", "--tls-key", "LC_TLS_KEY", key),
+                 ("tls_ca", "--tls-ca", "LC_TLS_CA", ca)]  # fmt: skip
+        flags = [f for p, f, _, v in given if v and not _from_env(p)]
+        env = [e for p, _, e, v in given if v and _from_env(p)]
+        if flags or env:
+            parts = [", ".join(flags)] if flags else []
+            if env:
+                parts.append(
+                    f"{', '.join(env)} from the environment (unset "
+                    f"{'it' if len(env) == 1 else 'them'}, or drop --insecure)"
+                )
+            raise ValidationError(f"--insecure cannot be combined with {', or with '.join(parts)}")
         return None
     missing = [n for n, v in (("--tls-cert", cert), ("--tls-key", key), ("--tls-ca", ca)) if not v]
     if missing:

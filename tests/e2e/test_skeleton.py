@@ -288,8 +288,9 @@ def test_hunter_from_another_ca_is_refused(tmp_path, pki, processor):
         "-r",
         str(SAMPLE),
     )
-    assert r.returncode == 2, r.stderr
-    assert "cannot reach processor" in r.stderr
+    # Refused before connecting: our certificate is not signed by the CA we were given.
+    assert r.returncode == 3, r.stderr
+    assert "hunter-h1.pem (CN=h1) is not signed by the CA in" in r.stderr
     assert status(processor, pki)["hunters_total"] == 0
 
 

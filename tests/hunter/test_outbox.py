@@ -6,6 +6,7 @@ bounded joins that fail loudly, and "still blocked" checks can only pass late.
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import pytest
@@ -303,3 +304,16 @@ def test_concurrent_producers_and_consumer(max_inflight):
         assert [c for _, c in mine] == [1000 * k + i for i in range(per)]
     assert ob.resent_batches == len(seen) - total
     assert ob.queued_bytes == 0
+
+
+def test_a_full_memory_queue_says_once_when_dropping_starts_and_once_when_it_ends(caplog):
+    ob = Outbox(max_bytes=2 * (batch(3).nbytes + 64))
+    with caplog.at_level(logging.WARNING, logger="lc.hunter.outbox"):
+        assert ob.put(batch(3)) and ob.put(batch(3))
+        assert not ob.put(batch(4)) and not ob.put(batch(5))
+        assert len(caplog.messages) == 1 and "memory queue full" in caplog.messages[0]
+        p = ob.next_batch(0)
+        ob.ack(p.sequence)
+        assert ob.put(batch(3))
+    assert len(caplog.messages) == 2, caplog.messages
+    assert "has room again; 2 batches (9 packets) were dropped" in caplog.messages[1]

@@ -8,6 +8,7 @@ must finish is joined with a bound that fails loudly.
 
 from __future__ import annotations
 
+import logging
 import random
 import tempfile
 import threading
@@ -170,16 +171,20 @@ def test_online_puts_stay_in_memory(spool):
     assert ob.queued_bytes == 0
 
 
-def test_online_with_memory_full_spills_new_batches_to_spool(spool):
+def test_online_with_memory_full_moves_memory_to_the_spool_before_the_new_batch(spool):
     b = make_batch(0)
     ob = Outbox(max_bytes=2 * (b.nbytes + 64), spool=spool, epoch=1)
     ob.set_online(True)
     batches = [make_batch(i) for i in range(5)]
-    assert all(ob.put(x) for x in batches)
-    assert ob.memory_batches() == 2 and len(spool) == 3
+    assert all(ob.put(x) for x in batches[:2])
+    assert ob.memory_batches() == 2 and len(spool) == 0
+    assert all(ob.put(x) for x in batches[2:])
+    # The spool is read in append order: memory's older batches go in first.
+    assert ob.memory_batches() == 0 and ob.queued_bytes == 0 and len(spool) == 5
+    assert [x.sequence for x in spool.peek(10)] == [1, 2, 3, 4, 5]
     got = [take(ob) for _ in range(5)]
     assert [p.sequence for p in got] == [1, 2, 3, 4, 5]
-    assert [p.spooled for p in got] == [False, False, True, True, True]
+    assert all(p.spooled for p in got)
     assert all(same(p, x) for p, x in zip(got, batches, strict=True))
 
 
@@ -193,15 +198,17 @@ def test_going_offline_moves_memory_and_inflight_to_the_spool_in_order(spool):
     assert [p.sequence for p in first] == [1, 2]
     ob.set_online(False)
     assert len(spool) == 5
-    assert ob.queued_bytes == 0 and ob.memory_batches() == 0 and ob.inflight == 0
+    assert ob.queued_bytes == 0 and ob.memory_batches() == 0
     assert [b.sequence for b in spool.peek(10)] == [1, 2, 3, 4, 5]
     assert ob.spooled_batches == 5
-    # an ack for a batch that was in flight before the move is unknown now: it is resent
-    assert ob.ack(1, 2) == 0
+    # In flight they stay (PAUSE keeps the stream): their ack acknowledges the spool record.
+    assert ob.inflight == 2
+    assert ob.ack(1, 2) == batches[0].count and len(spool) == 4
+    ob.requeue_inflight()  # the stream broke after all: 2 is read back from the spool
     got = drain(ob)
-    assert [p.sequence for p in got] == [1, 2, 3, 4, 5]
+    assert [p.sequence for p in got] == [2, 3, 4, 5]
     assert all(p.spooled for p in got)
-    assert all(same(p, b) for p, b in zip(got, batches, strict=True))
+    assert all(same(p, b) for p, b in zip(got, batches[1:], strict=True))
     assert len(spool) == 0
 
 
@@ -256,14 +263,18 @@ def test_requeue_mixes_memory_and_spool_in_order(spool):
     b = make_batch(0)
     ob = Outbox(max_bytes=2 * (b.nbytes + 64), spool=spool, epoch=1)
     ob.set_online(True)
-    for i in range(4):
-        ob.put(make_batch(i))  # 1, 2 in memory; 3, 4 spooled
-    assert [take(ob).sequence for _ in range(4)] == [1, 2, 3, 4]
+    ob.put(make_batch(0))
+    ob.put(make_batch(1))  # 1, 2 in memory
+    assert [take(ob).sequence for _ in range(2)] == [1, 2]
+    ob.put(make_batch(2))  # 3 in memory, 1 and 2 in flight: full
+    ob.put(make_batch(3))  # memory (1, 2 in flight, 3 queued) moves to the spool first
+    assert ob.memory_batches() == 0 and len(spool) == 4
+    assert [take(ob).sequence for _ in range(2)] == [3, 4]
     assert ob.requeue_inflight() == 4
     got = [take(ob) for _ in range(4)]
     assert [p.sequence for p in got] == [1, 2, 3, 4]
-    assert [p.spooled for p in got] == [False, False, True, True]
-    assert ob.resent_batches == 2  # the memory ones are the same Pending, sent again
+    assert all(p.spooled for p in got)
+    assert ob.resent_batches == 0  # read back from the spool: new Pending objects
 
 
 def test_max_inflight_applies_to_spooled_batches(spool):
@@ -380,6 +391,27 @@ def test_spool_full_frees_room_once_acknowledged(tmp_path):
         ob.ack(p.sequence, p.epoch)
         assert ob.put(make_batch(4))  # the acknowledged segment's room is free again
         assert [q.sequence for q in drain(ob)] == [2, 3]
+    finally:
+        sp.close()
+
+
+def test_a_full_spool_says_once_when_dropping_starts_and_once_when_it_ends(tmp_path, caplog):
+    b = make_batch(0)
+    sp = Spool(tmp_path / "s", max_bytes=2 * record_size(b), segment_bytes=1)
+    try:
+        ob = Outbox(spool=sp, epoch=1)
+        with caplog.at_level(logging.WARNING, logger="lc.hunter.spool"):
+            assert ob.put(make_batch(1)) and ob.put(make_batch(2))
+            assert caplog.messages == []
+            assert not any(ob.put(make_batch(i, count=2)) for i in range(3, 6))
+            assert len(caplog.messages) == 1 and "is full" in caplog.messages[0]
+            p = take(ob)
+            ob.ack(p.sequence, p.epoch)
+            assert ob.put(make_batch(6))
+            assert ob.put(make_batch(7)) is False  # full again: said again
+        assert len(caplog.messages) == 3, caplog.messages
+        assert "has room again; 3 batches (6 packets) were dropped" in caplog.messages[1]
+        assert "is full" in caplog.messages[2]
     finally:
         sp.close()
 
@@ -510,15 +542,19 @@ def test_backlog_counts_spooled_unsent_batches(spool):
     ob.set_online(True)
     ob.put(make_batch(9))
     ob.put(make_batch(10))
-    ob.put(make_batch(11))  # memory full: spooled
-    assert ob.memory_batches() == 2 and len(spool) == 1
+    ob.put(make_batch(11))  # memory full: memory's two go to the spool, then this one
+    assert ob.memory_batches() == 0 and len(spool) == 3
     assert ob.backlog == 3
 
 
 # ------------------------------------------------------------------ random schedule
 
 
-def run_schedule(rnd: random.Random, directory: str, steps: int) -> None:
+def run_schedule(rnd: random.Random, directory: str, steps: int, restart: bool = False) -> None:
+    """Random puts, outages, sends, acks and broken streams; then the link comes back
+    for good, or (``restart``) the hunter stops, keeping what is owed in the spool, and a
+    new run on the same spool delivers it. Either way every batch is delivered, and
+    first deliveries follow capture order."""
     sample = make_batch(0)
     mem_batches = rnd.choice([1, 2, 4, 100])
     ob = Outbox(
@@ -548,13 +584,12 @@ def run_schedule(rnd: random.Random, directory: str, steps: int) -> None:
                 if not online:
                     assert ob.queued_bytes == before  # offline: memory does not grow
             elif op == "online":
-                was_online, was_spooling = online, ob.spooling
+                was_online = online
                 online = rnd.random() < 0.5
                 ob.set_online(online)
-                if was_online and not online and not was_spooling:
+                if was_online and not online:
                     # an outage starts: what memory held is now on disk
                     assert ob.memory_batches() == 0 and ob.queued_bytes == 0
-                    assert ob.inflight == 0
             elif op == "next":
                 p = take(ob)
                 if p is not None:
@@ -577,7 +612,15 @@ def run_schedule(rnd: random.Random, directory: str, steps: int) -> None:
             assert ob.inflight <= ob.max_inflight
             assert ob.queued_bytes >= 0
             assert len(sp) <= len(put) - len(acked)
-        # the link comes back for good: everything still owed is delivered
+        if restart:  # stop: what memory holds joins the spool, and a new run sends it all
+            assert ob.spool_rest() == 0
+            sp.close()
+            acked_before = ob.acked_batches
+            sp = Spool(directory)
+            ob = Outbox(spool=sp, epoch=ob.epoch + 1)
+            assert ob.acked_batches == 0
+        else:  # the link comes back for good: everything still owed is delivered
+            acked_before = 0
         ob.set_online(True)
         ob.requeue_inflight()
         while (p := take(ob)) is not None:
@@ -594,9 +637,10 @@ def run_schedule(rnd: random.Random, directory: str, steps: int) -> None:
         assert len(sp) == 0 and ob.queued_bytes == 0 and ob.backlog == 0
         c = sp.counters()
         assert c["dropped_batches"] == 0 and c["write_errors"] == 0
-        assert c["acked"] == c["appended"] and c["records"] == 0  # each spooled one acked
-        assert ob.acked_batches == len(put)
-        assert ob.acked_packets == sum(b.count for b in put.values())
+        if not restart:
+            assert c["acked"] == c["appended"] and c["records"] == 0  # each spooled one acked
+            assert ob.acked_packets == sum(b.count for b in put.values())
+        assert acked_before + ob.acked_batches == len(put)
     finally:
         sp.close()
 
@@ -615,6 +659,37 @@ def test_random_schedules_deliver_every_batch_once_in_order(seed, steps):
 @pytest.mark.parametrize("seed", range(8))
 def test_long_random_schedules(seed, tmp_path):
     run_schedule(random.Random(1000 + seed), str(tmp_path / "spool"), 400)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(seed=st.integers(0, 2**32 - 1), steps=st.integers(0, 80))
+def test_random_schedules_then_a_stop_and_a_new_run_deliver_in_capture_order(seed, steps):
+    with tempfile.TemporaryDirectory() as d:
+        run_schedule(random.Random(seed), d, steps, restart=True)
+
+
+def test_a_stop_with_batches_in_memory_and_in_the_spool_keeps_capture_order(tmp_path):
+    """Memory full while online: the newer batches went to the spool while the older ones
+    were still in memory; at the stop the older ones were appended behind them, so the
+    next run sent them after the newer ones (the order swapped in the output)."""
+    d = tmp_path / "spool"
+    b = make_batch(0)
+    sp = Spool(d)
+    ob = Outbox(max_bytes=2 * (b.nbytes + 64), spool=sp, epoch=5)
+    ob.set_online(True)
+    batches = [make_batch(i) for i in range(6)]
+    assert all(ob.put(x) for x in batches)
+    assert take(ob).sequence == 1  # in flight when the hunter stops
+    assert ob.spool_rest() == 0
+    sp.close()
+    with Spool(d) as sp2:
+        got = drain(Outbox(spool=sp2, epoch=6))
+    assert [(p.epoch, p.sequence) for p in got] == [(5, i) for i in range(1, 7)]
+    assert all(same(p, x) for p, x in zip(got, batches, strict=True))
 
 
 def test_every_spool_counter_reaches_the_heartbeat(tmp_path):

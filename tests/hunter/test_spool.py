@@ -7,6 +7,7 @@ or restarted hunter would find. Nothing is timed.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import random
 import shutil
@@ -365,6 +366,22 @@ def test_write_failure_is_counted_not_raised(
         assert [key(b) for b in sp.pending()] == [batches[0], batches[1], batches[3]]
         c = sp.counters()
         assert c["torn"] == c["corrupt"] == 0
+
+
+def test_write_failures_are_logged_once_when_they_start_and_once_when_they_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    rnd = random.Random(10)
+    with Spool(tmp_path) as sp, caplog.at_level(logging.WARNING, logger="lc.hunter.spool"):
+        fill(sp, [make_batch(rnd, 5, 1)])
+        real = sp._file
+        monkeypatch.setattr(sp, "_file", _FailingFile(real, 0))
+        assert not any(sp.append(*make_batch(rnd, 5, s)) for s in (2, 3, 4))
+        assert sp.counters()["write_errors"] == 3
+        assert len(caplog.records) == 1 and "No space left on device" in caplog.messages[0]
+        monkeypatch.setattr(sp, "_file", real)
+        assert sp.append(*make_batch(rnd, 5, 5)) and sp.append(*make_batch(rnd, 5, 6))
+        assert len(caplog.records) == 2 and "writing works again" in caplog.messages[1]
 
 
 def test_append_after_close_is_refused(tmp_path: Path) -> None:
