@@ -45,16 +45,22 @@ Framing (RFC 9112 section 6), done here rather than by llhttp
     where to resume. Measured in ``bench/http_parse_bench.py``.
 
 Resynchronisation and giving up
-    The first bytes of a direction must start a message (after optional empty lines).
-    A first byte that is not printable ASCII (TLS ``0x16``, binary protocols) marks the
-    whole connection as not HTTP at once (``not_http``); nothing more is parsed in either
-    direction. Other text that is not a message head (a capture that began
-    mid-connection), a malformed head, a bad chunk or a gap that cannot be skipped
-    exactly, sends that direction looking for the next line that starts a message
-    (``resyncs``, ``skipped_bytes``); after ``max_resync`` bytes without one it gives up
-    (``gave_up``), and if no message was ever parsed on the client side the connection
-    is marked not HTTP. When the server side resynchronises, the oldest unanswered
-    request is taken as the one whose response was lost.
+    The first bytes of a direction must start a message (after optional empty lines):
+    its first line must be a request line (client) or status line (server). If the
+    client's are not, or the server's are not before the client sent any request (TLS
+    ``0x16``, SSH, POP3 and SMTP banners...), the whole connection is marked not HTTP at
+    once (``not_http``) and nothing more is parsed in either direction; a server that
+    answers HTTP requests with something else is given up (``gave_up``) and the
+    requests stay unanswered. With ``midstream=True`` (the caller saw no SYN: the
+    capture began mid-connection) text that does not start a message is taken for the
+    middle of one and skipped instead; binary is still not HTTP.
+
+    Later, a malformed head, a bad chunk or a gap that cannot be skipped exactly sends
+    that direction looking for the next line that starts a message (``resyncs``,
+    ``skipped_bytes``); after ``max_resync`` bytes without one it gives up (``gave_up``),
+    and if no message was ever parsed on the client side the connection is marked not
+    HTTP. When the server side resynchronises, the oldest unanswered request is taken as
+    the one whose response was lost.
 
 Bounds (constructor arguments, defaults below)
     ``max_head``: bytes of one message head (and of a chunked trailer section);
@@ -705,6 +711,7 @@ class _Side:
         "parsed",
         "remaining",
         "resync_budget",
+        "resynced",
         "search",
         "started",
         "state",
@@ -722,6 +729,7 @@ class _Side:
         self.started = False  # the first bytes looked like HTTP (or a resync found a start)
         self.parsed = 0  # message heads parsed
         self.line_ok = False  # the current head's first line was checked
+        self.resynced = False  # a resync found a message start
 
 
 class HttpConnection:
@@ -737,6 +745,7 @@ class HttpConnection:
         "max_head",
         "max_pending",
         "max_resync",
+        "midstream",
         "not_http",
         "pending",
         "tunnel",
@@ -749,6 +758,7 @@ class HttpConnection:
         max_pending: int = DEFAULT_MAX_PENDING,
         max_resync: int = DEFAULT_MAX_RESYNC,
         counters: dict[str, int] | None = None,
+        midstream: bool = False,
     ) -> None:
         for name, value, low in (
             ("max_body", max_body, 0),
@@ -767,6 +777,9 @@ class HttpConnection:
         self.max_head = max_head
         self.max_pending = max_pending
         self.max_resync = max_resync
+        self.midstream = midstream
+        """The capture began after the connection did (no SYN seen): text that does not
+        start a message is taken for the middle of one, and skipped."""
         self._client = _Side(True)
         self._server = _Side(False)
         self.pending: deque[HttpRequest] = deque()
@@ -1002,8 +1015,11 @@ class HttpConnection:
                 if nl >= 0:
                     rule = _REQUEST_LINE if side.is_client else _RESPONSE_START
                     if rule.match(buf, pos) is None:
-                        self.counters["malformed"] += 1
-                        self._start_resync(side, ts_ns)
+                        if not side.parsed and not side.resynced:
+                            self._reject_start(side)
+                        else:
+                            self.counters["malformed"] += 1
+                            self._start_resync(side, ts_ns)
                         return pos, False
                     side.line_ok = True
             side.search = max(pos, end - 2)
@@ -1031,11 +1047,8 @@ class HttpConnection:
         """Whether a direction's first bytes can start a message (None: need more)."""
         first = buf[pos]
         if first < 0x20 or first > 0x7E:
-            # Binary (TLS, SSH key exchange...): not HTTP.
-            if side.is_client or not self._client.parsed:
-                self._mark_not_http()
-            else:
-                self._give_up(side)
+            # Binary (TLS, SSH key exchange...): not HTTP, even mid-connection.
+            self._reject_start(side, binary=True)
             return False
         chunk = bytes(buf[pos : pos + 80])
         if side.is_client:
@@ -1047,10 +1060,21 @@ class HttpConnection:
         if ok is None:
             return None
         if not ok:
-            # Text that does not start a message: a capture begun mid-connection?
-            self._start_resync(side, 0)
+            self._reject_start(side)
             return False
         return True
+
+    def _reject_start(self, side: _Side, binary: bool = False) -> None:
+        """A direction's first bytes do not start an HTTP message."""
+        if self.midstream and not binary:
+            # Probably the middle of a message: look for the next one.
+            self._start_resync(side, 0)
+        elif side.is_client or not self._client.parsed:
+            self._mark_not_http()
+        else:
+            self.counters["gave_up"] += 1
+            side.state = _DEAD
+            side.buf.clear()
 
     def _request_head(self, side: _Side, head: bytes, start_ts: int, ts_ns: int) -> None:
         req = _parse_request(head, start_ts)
@@ -1065,7 +1089,7 @@ class HttpConnection:
         req.body_declared = None if chunked else length
         if len(self.pending) >= self.max_pending:
             self.counters["pending_overflow"] += 1
-            self._unanswered(self.pending.popleft())
+            self._unanswered()
         self.pending.append(req)
         side.msg = req
         if chunked:
@@ -1167,15 +1191,17 @@ class HttpConnection:
         self._interim = []
         self.counters["transactions"] += 1
 
-    def _unanswered(self, req: HttpRequest) -> None:
+    def _unanswered(self) -> None:
+        """The oldest waiting request will get no response (its interim ones, if any)."""
+        req = self.pending.popleft()
         self.counters["unanswered"] += 1
         self.counters["transactions"] += 1
-        self._events.append(HttpTransaction(req, None, ()))
+        self._events.append(HttpTransaction(req, None, tuple(self._interim)))
+        self._interim = []
 
     def _flush_pending(self) -> None:
         while self.pending:
-            self._unanswered(self.pending.popleft())
-        self._interim = []
+            self._unanswered()
 
     def _end(self, side: _Side, ts_ns: int) -> None:
         """This direction ended (FIN or close)."""
@@ -1226,8 +1252,7 @@ class HttpConnection:
         elif not side.is_client and self.pending:
             # A response head that could not be read: take the oldest request as
             # the one whose response was lost.
-            self._unanswered(self.pending.popleft())
-            self._interim = []
+            self._unanswered()
         self.counters["resyncs"] += 1
         side.state = _RESYNC
         side.resync_budget = self.max_resync
@@ -1281,6 +1306,7 @@ class HttpConnection:
         side.search = 0
         side.line_ok = False
         side.started = True
+        side.resynced = True
         return start
 
     def _give_up(self, side: _Side) -> None:
