@@ -155,10 +155,10 @@ _TCHAR = rb"!#$%&'*+.^_`|~0-9A-Za-z-"
 # lc's own rule for a request line: any token method, a target without blanks or
 # controls (8-bit bytes allowed), HTTP/d.d.
 _REQUEST_LINE = re.compile(
-    rb"([" + _TCHAR + rb"]{1,64}) ([^\x00-\x20\x7f]+) HTTP/([0-9])\.([0-9])\r?\n"
+    rb"([" + _TCHAR + rb"]{1,64}) ([^\x00-\x20\x7f]+) HTTP/(1)\.([0-9])\r?\n"
 )
 _METHOD_PREFIX = re.compile(rb"[" + _TCHAR + rb"]{1,64}( |\Z)")
-_RESPONSE_START = re.compile(rb"HTTP/[0-9]\.[0-9] [0-9]{3}[ \r\n]")
+_RESPONSE_START = re.compile(rb"HTTP/1\.[0-9] [0-9]{3}[ \r\n]")
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 _NEUTRAL_LINE = b"GET / HTTP/%d.%d\r\n"
 
@@ -477,7 +477,7 @@ class _Collector:
         self.url = b""
         self.status = b""
         self.headers: list[tuple[bytes, bytes]] = []
-        self.done = False
+        self.done = False  # the head is complete
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -488,7 +488,7 @@ class _Collector:
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value.strip(b" \t")))
 
-    def on_message_complete(self) -> None:
+    def on_headers_complete(self) -> None:
         self.done = True
 
 
@@ -499,6 +499,7 @@ def _new_parser(request: bool, collector: _Collector) -> httptools.HttpRequestPa
     parser.set_dangerous_leniencies(
         lenient_headers=True,
         lenient_optional_cr_before_lf=True,
+        lenient_optional_lf_after_cr=True,  # with the one above: bare LF line ends
         lenient_chunked_length=True,
         lenient_transfer_encoding=True,
         lenient_keep_alive=True,
@@ -512,8 +513,11 @@ def _llhttp_head(head: bytes, request: bool) -> tuple[_Collector, object]:
     parser = _new_parser(request, collector)
     try:
         parser.feed_data(head)
-    except httptools.HttpParserUpgrade:
-        pass  # CONNECT or Upgrade: the head is complete; what follows is for the caller
+    except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+        # Only the head is fed: what llhttp says after it ("Pause on CONNECT/Upgrade")
+        # is for the framing, which is done here.
+        if not collector.done:
+            raise
     return collector, parser
 
 
@@ -1002,26 +1006,25 @@ class HttpConnection:
             if not verdict:
                 return pos, False
             side.started = True
+        if not side.line_ok and buf.find(b"\n", max(pos, side.search)) >= 0:
+            # Judge the first line as soon as it is complete, rather than wait up to
+            # max_head bytes for the end of something that is not a head.
+            rule = _REQUEST_LINE if side.is_client else _RESPONSE_START
+            if rule.match(buf, pos) is None:
+                side.search = 0
+                if not side.parsed and not side.resynced:
+                    self._reject_start(side)
+                else:
+                    self.counters["malformed"] += 1
+                    self._start_resync(side, ts_ns)
+                return pos, False
+            side.line_ok = True
         m = _EMPTY_LINE.search(buf, max(pos, side.search))
         if m is None:
             if end - pos > self.max_head:
                 self.counters["oversized_heads"] += 1
                 self._start_resync(side, ts_ns)
                 return end, False
-            if not side.line_ok:
-                # Judge the first line as soon as it is complete, rather than wait
-                # max_head bytes for the end of something that is not a head.
-                nl = buf.find(b"\n", pos)
-                if nl >= 0:
-                    rule = _REQUEST_LINE if side.is_client else _RESPONSE_START
-                    if rule.match(buf, pos) is None:
-                        if not side.parsed and not side.resynced:
-                            self._reject_start(side)
-                        else:
-                            self.counters["malformed"] += 1
-                            self._start_resync(side, ts_ns)
-                        return pos, False
-                    side.line_ok = True
             side.search = max(pos, end - 2)
             return pos, True
         side.search = 0
@@ -1068,7 +1071,7 @@ class HttpConnection:
         """A direction's first bytes do not start an HTTP message."""
         if self.midstream and not binary:
             # Probably the middle of a message: look for the next one.
-            self._start_resync(side, 0)
+            self._start_resync(side, 0, lost_response=False)
         elif side.is_client or not self._client.parsed:
             self._mark_not_http()
         else:
@@ -1102,7 +1105,7 @@ class HttpConnection:
 
     def _response_head(self, side: _Side, head: bytes, start_ts: int, ts_ns: int) -> None:
         resp = _parse_response(head, start_ts)
-        chunked, length, _ = _framing(resp)
+        chunked, length, te_other = _framing(resp)
         side.parsed += 1
         status = resp.status
         req = self.pending[0] if self.pending else None
@@ -1112,7 +1115,7 @@ class HttpConnection:
                 self._interim.append(status)
             return  # interim: the final response is still to come
         self.counters["responses"] += 1
-        if chunked and length is not None:
+        if (chunked or te_other) and length is not None:
             resp._defect("cl_and_te")
         side.msg = resp
         method = req.method if req is not None else ""
@@ -1131,6 +1134,8 @@ class HttpConnection:
             self._finish(side, ts_ns)
         elif chunked:
             side.state = _CHUNK_SIZE
+        elif te_other:
+            side.state = _BODY_CLOSE  # a coding other than chunked last: until close
         elif length is not None:
             resp.body_declared = length
             if length:
@@ -1245,11 +1250,11 @@ class HttpConnection:
         self.counters["bad_chunks"] += 1
         self._start_resync(side, ts_ns)
 
-    def _start_resync(self, side: _Side, ts_ns: int) -> None:
+    def _start_resync(self, side: _Side, ts_ns: int, lost_response: bool = True) -> None:
         if side.msg is not None:
             # A message cut short: it still ends (and a response still answers).
             self._finish(side, ts_ns, complete=False)
-        elif not side.is_client and self.pending:
+        elif lost_response and not side.is_client and self.pending:
             # A response head that could not be read: take the oldest request as
             # the one whose response was lost.
             self._unanswered()
