@@ -102,7 +102,10 @@ class Conn:
     client: tuple[bytes, int]
     server: tuple[bytes, int]
     http: HttpConnection
+    midstream: bool
     events: list[tuple[int, HttpEvent]] = field(default_factory=list)
+    chunks: list[tuple[bool, bytes, int]] = field(default_factory=list)
+    """What was fed: (from the client, bytes, frame number), for test_http_fuzz."""
 
 
 @dataclass
@@ -146,7 +149,7 @@ def run_capture(path: Path, max_body: int = 1 << 24, counters: dict | None = Non
                 else:
                     client, server = a, b
                 h = HttpConnection(max_body, counters=counters, midstream=not syn)
-                conn = Conn(len(order), client, server, h)
+                conn = Conn(len(order), client, server, h, not syn)
                 conns[key] = conn
                 order.append(conn)
             from_client = a == conn.client
@@ -157,6 +160,7 @@ def run_capture(path: Path, max_body: int = 1 << 24, counters: dict | None = Non
             if got.gap:
                 events += (h.gap_client if from_client else h.gap_server)(None, number)
             for _off, chunk in got.chunks:
+                conn.chunks.append((from_client, chunk, number))
                 events += (h.feed_client if from_client else h.feed_server)(chunk, number)
             if got.closed:
                 events += (h.end_client if from_client else h.end_server)(number)
