@@ -468,16 +468,33 @@ HttpEvent = HttpRequest | HttpTransaction
 
 
 # --- head parsing (llhttp) ------------------------------------------------------------------
-class _Collector:
-    """httptools callbacks for one head."""
+_F_HOST, _F_UA, _F_REFERER, _F_CTYPE, _F_CL, _F_TE = range(6)
+_FIELDS = {
+    b"host": _F_HOST,
+    b"user-agent": _F_UA,
+    b"referer": _F_REFERER,
+    b"content-type": _F_CTYPE,
+    b"content-length": _F_CL,
+    b"transfer-encoding": _F_TE,
+}
 
-    __slots__ = ("done", "headers", "status", "url")
+
+class _Collector:
+    """httptools callbacks for one head; notes the fields lc reads as they go by."""
+
+    __slots__ = ("cl", "ctype", "done", "headers", "hosts", "referer", "status", "te", "ua", "url")
 
     def __init__(self) -> None:
         self.url = b""
         self.status = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.done = False  # the head is complete
+        self.hosts: list[bytes] = []
+        self.ua: bytes | None = None
+        self.referer: bytes | None = None
+        self.ctype: bytes | None = None
+        self.cl: list[bytes] = []
+        self.te: list[bytes] = []
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -486,7 +503,26 @@ class _Collector:
         self.status += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value.strip(b" \t")))
+        value = value.strip(b" \t")
+        self.headers.append((name, value))
+        field = _FIELDS.get(name.lower())
+        if field is None:
+            return
+        if field == _F_HOST:
+            self.hosts.append(value)
+        elif field == _F_UA:
+            if self.ua is None:
+                self.ua = value
+        elif field == _F_REFERER:
+            if self.referer is None:
+                self.referer = value
+        elif field == _F_CTYPE:
+            if self.ctype is None:
+                self.ctype = value
+        elif field == _F_CL:
+            self.cl.append(value)
+        else:
+            self.te.append(value)
 
     def on_headers_complete(self) -> None:
         self.done = True
@@ -521,7 +557,7 @@ def _llhttp_head(head: bytes, request: bool) -> tuple[_Collector, object]:
     return collector, parser
 
 
-def _parse_request(head: bytes, ts_ns: int) -> HttpRequest:
+def _parse_request(head: bytes, ts_ns: int) -> tuple[HttpRequest, _Collector]:
     """Parses a complete request head (request line to the empty line included)."""
     try:
         collector, parser = _llhttp_head(head, True)
@@ -553,33 +589,21 @@ def _parse_request(head: bytes, ts_ns: int) -> HttpRequest:
     target_s = _text(target)
     req.target = target_s
     req.path, req.query, authority = _split_target(target_s)
-    req.host = ""
-    req.user_agent = ""
-    req.referrer = ""
-    req._emitted = False
-    hosts = 0
-    for name, value in req.headers:
-        n = name.lower()
-        if n == b"host":
-            hosts += 1
-            if hosts == 1:
-                req.host = _strip_port(_text(value))
-        elif n == b"user-agent":
-            if not req.user_agent:
-                req.user_agent = _text(value)
-        elif n == b"referer":
-            if not req.referrer:
-                req.referrer = _text(value)
-        elif n == b"content-type" and not req.content_type:
-            req.content_type = _mime(value)
-    if hosts > 1:
+    hosts = collector.hosts
+    req.host = _strip_port(_text(hosts[0])) if hosts else ""
+    if len(hosts) > 1:
         req._defect("duplicate_host")
     if not req.host and authority:
         req.host = _strip_port(authority)
-    return req
+    req.user_agent = _text(collector.ua) if collector.ua is not None else ""
+    req.referrer = _text(collector.referer) if collector.referer is not None else ""
+    if collector.ctype is not None:
+        req.content_type = _mime(collector.ctype)
+    req._emitted = False
+    return req, collector
 
 
-def _parse_response(head: bytes, ts_ns: int) -> HttpResponse:
+def _parse_response(head: bytes, ts_ns: int) -> tuple[HttpResponse, _Collector]:
     """Parses a complete response head (status line to the empty line included)."""
     if not head.startswith(b"HTTP/"):
         raise HttpError(f"not an HTTP status line: {head[:80]!r}")
@@ -594,11 +618,9 @@ def _parse_response(head: bytes, ts_ns: int) -> HttpResponse:
     resp = HttpResponse(version, tuple(collector.headers), ts_ns)
     resp.status = status
     resp.reason = _text(collector.status)
-    for name, value in resp.headers:
-        if name.lower() == b"content-type":
-            resp.content_type = _mime(value)
-            break
-    return resp
+    if collector.ctype is not None:
+        resp.content_type = _mime(collector.ctype)
+    return resp, collector
 
 
 def _mime(value: bytes) -> str:
@@ -636,29 +658,28 @@ def _split_target(target: str) -> tuple[str, str, str]:
     return path, query, authority
 
 
-def _framing(msg: _Message) -> tuple[bool, int | None, bool]:
+def _framing(collector: _Collector) -> tuple[bool, int | None, bool]:
     """``(chunked, content_length, te_other)`` from the head; raises HttpError on a bad
     Content-Length."""
     chunked = False
     te_other = False
     length: int | None = None
-    for name, value in msg.headers:
-        n = name.lower()
-        if n == b"transfer-encoding":
-            codings = [c.strip(b" \t").lower() for c in value.split(b",") if c.strip(b" \t")]
-            if codings:
-                # Only the last coding of the last field frames the message.
-                chunked = codings[-1] == b"chunked"
-                te_other = not chunked
-        elif n == b"content-length":
-            for part in value.split(b","):
-                part = part.strip(b" \t")
-                if not part.isdigit() or len(part) > _MAX_CL_DIGITS:
-                    raise HttpError(f"bad Content-Length: {value[:40]!r}")
-                v = int(part)
-                if length is not None and v != length:
-                    raise HttpError(f"conflicting Content-Length values: {value[:40]!r}")
-                length = v
+    if collector.te:
+        # Only the last coding of the last field frames the message.
+        codings = [c.strip(b" \t").lower() for c in collector.te[-1].split(b",")]
+        codings = [c for c in codings if c]
+        if codings:
+            chunked = codings[-1] == b"chunked"
+            te_other = not chunked
+    for value in collector.cl:
+        for part in value.split(b","):
+            part = part.strip(b" \t")
+            if not part.isdigit() or len(part) > _MAX_CL_DIGITS:
+                raise HttpError(f"bad Content-Length: {value[:40]!r}")
+            v = int(part)
+            if length is not None and v != length:
+                raise HttpError(f"conflicting Content-Length values: {value[:40]!r}")
+            length = v
     return chunked, length, te_other
 
 
@@ -671,8 +692,8 @@ def parse_request_head(data: bytes) -> HttpRequest:
     m = _EMPTY_LINE.search(data)
     if m is None:
         raise HttpError(f"request head without its end: {data[:80]!r}")
-    req = _parse_request(bytes(data[: m.end()]).lstrip(b"\r\n"), 0)
-    chunked, length, _ = _framing(req)
+    req, collector = _parse_request(bytes(data[: m.end()]).lstrip(b"\r\n"), 0)
+    chunked, length, _ = _framing(collector)
     req.chunked, req.body_declared = chunked, length
     return req
 
@@ -682,8 +703,8 @@ def parse_response_head(data: bytes) -> HttpResponse:
     m = _EMPTY_LINE.search(data)
     if m is None:
         raise HttpError(f"response head without its end: {data[:80]!r}")
-    resp = _parse_response(bytes(data[: m.end()]).lstrip(b"\r\n"), 0)
-    chunked, length, _ = _framing(resp)
+    resp, collector = _parse_response(bytes(data[: m.end()]).lstrip(b"\r\n"), 0)
+    chunked, length, _ = _framing(collector)
     resp.chunked, resp.body_declared = chunked, length
     return resp
 
@@ -1080,8 +1101,8 @@ class HttpConnection:
             side.buf.clear()
 
     def _request_head(self, side: _Side, head: bytes, start_ts: int, ts_ns: int) -> None:
-        req = _parse_request(head, start_ts)
-        chunked, length, te_other = _framing(req)
+        req, collector = _parse_request(head, start_ts)
+        chunked, length, te_other = _framing(collector)
         if te_other:
             raise HttpError("request with a Transfer-Encoding other than chunked")
         side.parsed += 1
@@ -1104,8 +1125,8 @@ class HttpConnection:
             self._finish(side, ts_ns)
 
     def _response_head(self, side: _Side, head: bytes, start_ts: int, ts_ns: int) -> None:
-        resp = _parse_response(head, start_ts)
-        chunked, length, te_other = _framing(resp)
+        resp, collector = _parse_response(head, start_ts)
+        chunked, length, te_other = _framing(collector)
         side.parsed += 1
         status = resp.status
         req = self.pending[0] if self.pending else None
