@@ -70,7 +70,10 @@ Bounds (constructor arguments, defaults below)
     ``pending_overflow``); ``max_resync``: bytes scanned for a message start before
     giving up. Lengths from the wire are only ever counted down, never allocated:
     Content-Length is limited to 18 digits and chunk sizes to 16 hex digits. The
-    buffer of a direction holds at most one unfinished head or line.
+    buffer of a direction holds at most one unfinished head or line. So one connection
+    holds at most about ``2 * max_head + (max_pending + 1) * max_body`` bytes of wire
+    data (1.1 MiB with the defaults; waiting requests keep their examined bodies for
+    their transactions), plus their parsed header fields.
 
 Counters
     ``counters`` (a dict of ints, shared if the caller passes one in, so that a mode can
@@ -120,7 +123,7 @@ __all__ = [
 
 DEFAULT_MAX_BODY = 65536
 DEFAULT_MAX_HEAD = 65536
-DEFAULT_MAX_PENDING = 64
+DEFAULT_MAX_PENDING = 16
 DEFAULT_MAX_RESYNC = 256 * 1024
 
 _COUNTERS = (
@@ -190,6 +193,16 @@ _STATE_NAMES = (
 
 class HttpError(ParseError):
     """Bytes that are not a valid HTTP/1.x message head."""
+
+
+def _head_end(buf: bytearray, start: int) -> int:
+    """Where the first empty line at or after ``start`` ends (CRLF or bare LF), or -1."""
+    i = buf.find(b"\n\r\n", start)
+    if i < 0:
+        j = buf.find(b"\n\n", start)
+        return j + 2 if j >= 0 else -1
+    j = buf.find(b"\n\n", start, i + 1)
+    return j + 2 if j >= 0 else i + 3
 
 
 def _text(b: bytes) -> str:
@@ -442,7 +455,6 @@ class HttpTransaction:
                 out["http.request.referrer"] = wire_text(req.referrer, 8192)
             if req.user_agent:
                 out["user_agent.original"] = wire_text(req.user_agent)
-            out["event.start"] = req.ts_ns
         if resp is not None:
             if req is None:
                 out["http.version"] = resp.version
@@ -450,7 +462,6 @@ class HttpTransaction:
             out["http.response.body.bytes"] = resp.body_seen
             if resp.content_type:
                 out["http.response.mime_type"] = wire_text(resp.content_type)
-            out["event.end"] = resp.end_ts_ns
         duration = self.duration_ns
         if duration is not None:
             out["event.duration"] = duration
@@ -1027,21 +1038,17 @@ class HttpConnection:
             if not verdict:
                 return pos, False
             side.started = True
-        if not side.line_ok and buf.find(b"\n", max(pos, side.search)) >= 0:
-            # Judge the first line as soon as it is complete, rather than wait up to
-            # max_head bytes for the end of something that is not a head.
-            rule = _REQUEST_LINE if side.is_client else _RESPONSE_START
-            if rule.match(buf, pos) is None:
-                side.search = 0
-                if not side.parsed and not side.resynced:
-                    self._reject_start(side)
-                else:
-                    self.counters["malformed"] += 1
-                    self._start_resync(side, ts_ns)
+        search = max(pos, side.search)
+        head_end = _head_end(buf, search)
+        if head_end < 0:
+            if (
+                not side.line_ok
+                and buf.find(b"\n", search) >= 0
+                and not self._first_line(side, buf, pos, ts_ns)
+            ):
+                # The first line is complete and starts no message: no need to wait
+                # up to max_head bytes for the end of something that is not a head.
                 return pos, False
-            side.line_ok = True
-        m = _EMPTY_LINE.search(buf, max(pos, side.search))
-        if m is None:
             if end - pos > self.max_head:
                 self.counters["oversized_heads"] += 1
                 self._start_resync(side, ts_ns)
@@ -1049,8 +1056,8 @@ class HttpConnection:
             side.search = max(pos, end - 2)
             return pos, True
         side.search = 0
+        line_checked = side.line_ok
         side.line_ok = False
-        head_end = m.end()
         if head_end - pos > self.max_head:
             self.counters["oversized_heads"] += 1
             self._start_resync(side, ts_ns)
@@ -1063,9 +1070,26 @@ class HttpConnection:
             else:
                 self._response_head(side, head, start_ts, ts_ns)
         except HttpError:
+            if not line_checked and not self._first_line(side, buf, pos, ts_ns):
+                return pos, False  # not even its first line starts a message
             self.counters["malformed"] += 1
             self._start_resync(side, ts_ns)
         return head_end, False
+
+    def _first_line(self, side: _Side, buf: bytearray, pos: int, ts_ns: int) -> bool:
+        """Whether the (complete) line at ``pos`` can start a message. If not, the
+        direction is rejected (first message) or resynchronised from ``pos``."""
+        rule = _REQUEST_LINE if side.is_client else _RESPONSE_START
+        if rule.match(buf, pos) is not None:
+            side.line_ok = True
+            return True
+        side.search = 0
+        if not side.parsed and not side.resynced:
+            self._reject_start(side)
+        else:
+            self.counters["malformed"] += 1
+            self._start_resync(side, ts_ns)
+        return False
 
     def _first_bytes(self, side: _Side, buf: bytearray, pos: int) -> bool | None:
         """Whether a direction's first bytes can start a message (None: need more)."""
