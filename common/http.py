@@ -1162,7 +1162,6 @@ class HttpConnection:
         self.counters["responses"] += 1
         if (chunked or te_other) and length is not None:
             resp._defect("cl_and_te")
-        side.msg = resp
         method = req.method if req is not None else ""
         if status == 101 or (method == "CONNECT" and 200 <= status < 300):
             resp.complete = True
@@ -1170,11 +1169,14 @@ class HttpConnection:
             self._respond(resp)
             self.tunnel = True
             self.counters["tunnels"] += 1
-            self._client.state = _TUNNEL
-            self._server.state = _TUNNEL
+            for s in (self._client, self._server):
+                s.state = _TUNNEL
+                s.buf.clear()
             return
-        resp.chunked = chunked and method != "HEAD"
-        if method == "HEAD" or status in (204, 304):
+        side.msg = resp
+        no_body = method == "HEAD" or status in (204, 304)
+        resp.chunked = chunked and not no_body
+        if no_body:
             resp.body_declared = length
             self._finish(side, ts_ns)
         elif chunked:

@@ -320,6 +320,7 @@ def test_upgrade_101_makes_a_tunnel() -> None:
     (tx,) = txs(ev)
     assert tx.status == 101 and c.tunnel and not c.active
     assert c.feed_client(b"\x81\x85garbage", 3) == [] and c.counters["malformed"] == 0
+    assert c.close(4) == [] and c.counters["transactions"] == 1
 
 
 def test_connect_2xx_makes_a_tunnel() -> None:
@@ -331,6 +332,7 @@ def test_connect_2xx_makes_a_tunnel() -> None:
     (tx,) = txs(c.feed_server(b"HTTP/1.1 200 Connection established\r\n\r\n", 2))
     assert c.tunnel and tx.status == 200
     assert c.feed_client(b"\x16\x03\x01\x00\x05hello", 3) == [] and not c.not_http
+    assert c.close(4) == [] and c.counters["transactions"] == 1
 
 
 def test_gap_of_known_size_in_a_body_stays_in_step() -> None:
