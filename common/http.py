@@ -59,8 +59,9 @@ Resynchronisation and giving up
     that direction looking for the next line that starts a message (``resyncs``,
     ``skipped_bytes``); after ``max_resync`` bytes without one it gives up (``gave_up``),
     and if no message was ever parsed on the client side the connection is marked not
-    HTTP. When the server side resynchronises, the oldest unanswered request is taken as
-    the one whose response was lost.
+    HTTP. When a response head is lost (a status line with bad header fields, a head
+    over ``max_head``, a gap), the oldest unanswered request is taken as the one whose
+    response it was; junk that does not even start with a status line loses none.
 
 Bounds (constructor arguments, defaults below)
     ``max_head``: bytes of one message head (and of a chunked trailer section);
@@ -162,6 +163,7 @@ _REQUEST_LINE = re.compile(
 )
 _METHOD_PREFIX = re.compile(rb"[" + _TCHAR + rb"]{1,64}( |\Z)")
 _RESPONSE_START = re.compile(rb"HTTP/1\.[0-9] [0-9]{3}[ \r\n]")
+_VERSION_TAIL = re.compile(rb"HTTP/1\.[0-9]\r?\n")
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 _NEUTRAL_LINE = b"GET / HTTP/%d.%d\r\n"
 
@@ -1087,8 +1089,10 @@ class HttpConnection:
         if not side.parsed and not side.resynced:
             self._reject_start(side)
         else:
+            # Junk between messages (a body longer than its Content-Length said...):
+            # no response head was lost in it.
             self.counters["malformed"] += 1
-            self._start_resync(side, ts_ns)
+            self._start_resync(side, ts_ns, lost_response=False)
         return False
 
     def _first_bytes(self, side: _Side, buf: bytearray, pos: int) -> bool | None:
@@ -1311,45 +1315,54 @@ class HttpConnection:
         side.search = 0
 
     def _resync(self, side: _Side, buf: bytearray, pos: int) -> int:
-        """Looks for a message start at a line start; returns where to go on from."""
+        """Looks for a message start at a line start; returns where to go on from.
+
+        Linear: every byte is looked at a bounded number of times over all calls
+        (``side.search`` remembers where the last call stopped looking).
+        """
         end = len(buf)
-        at = pos
+        at = max(pos, side.search)
+        line_start = pos  # pos is a line start, or where the skipping began
+        scanned = pos  # newlines before this were taken into line_start
         while True:
             hit = buf.find(b"HTTP/", at)
             if hit < 0:
                 break
-            line_start = buf.rfind(b"\n", pos, hit) + 1 if hit > pos else pos
-            if line_start == 0 or line_start < pos:
-                line_start = pos
             if side.is_client:
-                # "METHOD target HTTP/x.y" on one line ending at this "HTTP/".
-                m = _REQUEST_LINE.match(buf, line_start)
-                if m is not None and m.end() - 10 <= hit < m.end():
+                # A request line ends with "HTTP/1.x" CRLF: look at this hit's tail first.
+                nl = buf.rfind(b"\n", scanned, hit)
+                if nl >= 0:
+                    line_start = nl + 1
+                scanned = hit
+                tail = _VERSION_TAIL.match(buf, hit)
+                if tail is None:
+                    if end - hit < 10 and buf.find(b"\n", hit) < 0:
+                        return self._resync_wait(side, buf, pos, line_start, hit)
+                elif _REQUEST_LINE.match(buf, line_start) is not None:
                     return self._resynced(side, pos, line_start)
-                if m is None and buf.find(b"\n", hit) < 0:
-                    # The line is not complete yet: wait for it.
-                    return self._resync_wait(side, buf, pos, line_start)
-            else:
-                if hit == line_start:
-                    if end - hit < 13:
-                        return self._resync_wait(side, buf, pos, hit)
-                    if _RESPONSE_START.match(buf, hit):
-                        return self._resynced(side, pos, hit)
+            elif hit == pos or buf[hit - 1] == 0x0A:
+                if end - hit < 13:
+                    return self._resync_wait(side, buf, pos, hit, hit)
+                if _RESPONSE_START.match(buf, hit):
+                    return self._resynced(side, pos, hit)
             at = hit + 1
         # No start here: keep only the last partial line (it may grow into one).
-        last_nl = buf.rfind(b"\n", pos, end)
-        keep_from = last_nl + 1 if last_nl >= 0 else pos
+        last_nl = buf.rfind(b"\n", scanned, end)
+        keep_from = last_nl + 1 if last_nl >= 0 else line_start
         if end - keep_from > self.max_head:
             keep_from = end
-        return self._resync_wait(side, buf, pos, keep_from)
+        return self._resync_wait(side, buf, pos, keep_from, max(keep_from, end - 4))
 
-    def _resync_wait(self, side: _Side, buf: bytearray, pos: int, keep_from: int) -> int:
+    def _resync_wait(
+        self, side: _Side, buf: bytearray, pos: int, keep_from: int, resume: int
+    ) -> int:
         skipped = keep_from - pos
         self.counters["skipped_bytes"] += skipped
         side.resync_budget -= skipped
         if side.resync_budget < 0 or len(buf) - keep_from > self.max_head:
             self._give_up(side)
             return len(buf)
+        side.search = resume
         return keep_from
 
     def _resynced(self, side: _Side, pos: int, start: int) -> int:

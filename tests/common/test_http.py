@@ -7,6 +7,8 @@ test_http_corpus.py; splits and fuzzing in test_http_fuzz.py.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from lc.common.errors import ParseError, ValidationError
@@ -488,3 +490,50 @@ def test_ecs_strings_are_wire_safe() -> None:
         assert "\ufffd" in value
     assert tx.target.encode("utf-8", "surrogateescape") == b"/\xff"
     assert tx.user_agent.encode("utf-8", "surrogateescape") == b"a\xff\x1b[31m"
+
+
+@pytest.mark.parametrize("step", [1, 7, 1000])
+def test_resync_finds_a_start_split_anywhere(step: int) -> None:
+    c = HttpConnection()
+    client = GET + b"BROKEN\r\n\r\nxx HTTP/ yy\r\nGET /found HTTP/1.1\r\nHost: h\r\n\r\n"
+    server = (
+        OK + b"garbage HTTP/1.1 200 nope\r\nHTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+    )
+    events = []
+    for i in range(0, len(client), step):
+        events += c.feed_client(client[i : i + step], 1)
+    for i in range(0, len(server), step):
+        events += c.feed_server(server[i : i + step], 2)
+    assert [r.target for r in reqs(events)] == ["/a?x=1", "/found"]
+    assert [(t.target, t.status) for t in txs(events)] == [("/a?x=1", 200), ("/found", 404)]
+    assert c.counters["resyncs"] == 2
+
+
+@pytest.mark.parametrize("side", ["client", "server"])
+def test_resync_over_hostile_bytes_is_linear(side: str) -> None:
+    """60 KB of "HTTP/" without a line end, one byte at a time: each byte is looked at
+    a bounded number of times (this took minutes when every call rescanned the line)."""
+    c = HttpConnection()
+    c.feed_client(GET, 1)
+    if side == "client":
+        feed, start = c.feed_client, b"BROKEN\r\n\r\n"
+    else:
+        feed, start = c.feed_server, OK + b"junk\r\n"
+    feed(start, 1)
+    junk = b"HTTP/" * 12_000
+    t0 = time.process_time()
+    for i in range(len(junk)):
+        feed(junk[i : i + 1], 2)
+    assert time.process_time() - t0 < 5.0
+    state = c.client_state if side == "client" else c.server_state
+    assert state in ("resync", "dead")
+
+
+def test_a_lost_response_head_costs_its_request_only() -> None:
+    c = HttpConnection()
+    c.feed_client(b"GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\n", 1)
+    ev = c.feed_server(b"HTTP/1.1 200 OK\r\nBad Header: x\r\nContent-Length: 3\r\n\r\nabc" + OK, 2)
+    first, second = txs(ev)
+    assert (first.target, first.response) == ("/1", None)
+    assert (second.target, second.status) == ("/2", 200)
+    assert c.counters["malformed"] == 1 and c.counters["unanswered"] == 1
