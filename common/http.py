@@ -1315,7 +1315,8 @@ class HttpConnection:
         side.search = 0
 
     def _resync(self, side: _Side, buf: bytearray, pos: int) -> int:
-        """Looks for a message start at a line start; returns where to go on from.
+        """Looks for a message start (a request line at a line start, a status line
+        anywhere); returns where to go on from.
 
         Linear: every byte is looked at a bounded number of times over all calls
         (``side.search`` remembers where the last call stopped looking).
@@ -1340,7 +1341,9 @@ class HttpConnection:
                         return self._resync_wait(side, buf, pos, line_start, hit)
                 elif _REQUEST_LINE.match(buf, line_start) is not None:
                     return self._resynced(side, pos, line_start)
-            elif hit == pos or buf[hit - 1] == 0x0A:
+            else:
+                # A status line may follow the unframed body of a lost response
+                # directly, so it is not looked for at line starts only.
                 if end - hit < 13:
                     return self._resync_wait(side, buf, pos, hit, hit)
                 if _RESPONSE_START.match(buf, hit):
