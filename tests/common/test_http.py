@@ -497,7 +497,7 @@ def test_resync_finds_a_start_split_anywhere(step: int) -> None:
     c = HttpConnection()
     client = GET + b"BROKEN\r\n\r\nxx HTTP/ yy\r\nGET /found HTTP/1.1\r\nHost: h\r\n\r\n"
     server = (
-        OK + b"garbage HTTP/1.1 200 nope\r\nHTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+        OK + b"garbage HTTP/1.1 2xx nope\r\nHTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
     )
     events = []
     for i in range(0, len(client), step):
