@@ -99,6 +99,7 @@ Errors
 from __future__ import annotations
 
 import re
+import zlib
 from collections import deque
 
 import httptools
@@ -270,6 +271,34 @@ class _Message:
     def body(self) -> bytes:
         """The examined body prefix (at most ``max_body`` bytes, dechunked)."""
         return bytes(self._body)
+
+    def decoded_body(self, limit: int | None = None) -> bytes | None:
+        """The examined body with its Content-Encoding undone (gzip, x-gzip, deflate),
+        at most ``limit`` bytes (default: as many as ``body`` holds, at least 64 KiB).
+
+        The body as sent when it has no Content-Encoding (or ``identity``); None for
+        an encoding lc cannot undo (``br``, ``zstd``, several) or bytes that do not
+        decode. A body cut at ``max_body`` decodes as far as it goes. Computed on each
+        call, never in the parsing path; the output bound holds whatever the ratio.
+        """
+        coding = (self.header("content-encoding") or "identity").strip().lower()
+        raw = bytes(self._body)
+        if limit is None:
+            limit = max(len(raw), 65536)
+        if coding in ("", "identity"):
+            return raw[:limit]
+        if coding in ("gzip", "x-gzip"):
+            decoder = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        elif coding == "deflate":
+            # RFC 9110 says zlib format; some servers send raw deflate.
+            wbits = zlib.MAX_WBITS if raw[:1] and (raw[0] & 0x0F) == 8 else -zlib.MAX_WBITS
+            decoder = zlib.decompressobj(wbits=wbits)
+        else:
+            return None
+        try:
+            return decoder.decompress(raw, limit) if limit > 0 else b""
+        except zlib.error:
+            return None
 
     def header(self, name: str) -> str | None:
         """The first value of the header field ``name`` (any case), decoded; or None."""

@@ -537,3 +537,36 @@ def test_a_lost_response_head_costs_its_request_only() -> None:
     assert (first.target, first.response) == ("/1", None)
     assert (second.target, second.status) == ("/2", 200)
     assert c.counters["malformed"] == 1 and c.counters["unanswered"] == 1
+
+
+def test_decoded_body() -> None:
+    import gzip
+    import zlib
+
+    text = b"keyword " * 2000
+    for coding, blob in (
+        ("gzip", gzip.compress(text)),
+        ("deflate", zlib.compress(text)),
+        ("deflate", zlib.compress(text)[2:-4]),  # raw deflate, as some servers send
+    ):
+        c = HttpConnection()
+        c.feed_client(GET, 1)
+        head = f"HTTP/1.1 200 OK\r\nContent-Encoding: {coding}\r\n"
+        head += f"Content-Length: {len(blob)}\r\n\r\n"
+        (tx,) = txs(c.feed_server(head.encode() + blob, 2))
+        assert tx.response.body == blob
+        assert tx.response.decoded_body() == text
+        assert tx.response.decoded_body(100) == text[:100]  # the output is bounded
+    resp = parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\n\r\n")
+    assert resp.decoded_body() is None
+    c = HttpConnection()
+    c.feed_client(GET, 1)
+    (tx,) = txs(
+        c.feed_server(
+            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 4\r\n\r\nnope", 2
+        )
+    )
+    assert tx.response.decoded_body() is None
+    c.feed_client(GET, 3)
+    (tx,) = txs(c.feed_server(OK, 4))
+    assert tx.response.decoded_body() == b"hello"  # no Content-Encoding: as sent

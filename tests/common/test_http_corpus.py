@@ -36,7 +36,14 @@ import pytest
 
 from lc.common.decode import IPPROTO_TCP, TCP_ACK, TCP_SYN, decode_packet
 from lc.common.errors import ParseError
-from lc.common.http import HttpConnection, HttpEvent, HttpRequest, HttpResponse, HttpTransaction
+from lc.common.http import (
+    HttpConnection,
+    HttpEvent,
+    HttpRequest,
+    HttpResponse,
+    HttpTransaction,
+    parse_request_head,
+)
 from lc.common.pcapfile import open_capture
 from lc.common.tcpstream import TcpReassembler
 
@@ -424,8 +431,10 @@ def test_pipelined_transactions_match_zeek() -> None:
             assert tx.response.body_seen == int(z["response_body_len"])
         else:
             # Zeek counts the gunzipped body; lc counts (and keeps) the body as sent,
-            # dechunked but not decoded.
+            # dechunked, and decodes it on request.
             assert tx.response.body_seen == int(tx.response.header("content-length") or -1)
+            decoded = tx.response.decoded_body(1 << 20)
+            assert decoded is not None and len(decoded) == int(z["response_body_len"])
         assert (z["id.orig_p"], z["id.resp_p"]) == ("1673", "80")
 
 
@@ -494,3 +503,29 @@ def test_every_corpus_capture_parses_without_malformed_heads() -> None:
     assert not {c.server[1] for c in not_http} & {80}
     for name in ("malformed", "bad_chunks", "oversized_heads", "resyncs"):
         assert mixed[name] == 0, (name, mixed)
+
+
+def test_ssdp_requests_match_tshark() -> None:
+    """HTTP over UDP (SSDP M-SEARCH in mixed/ja4_latest) through parse_request_head."""
+    rows = [
+        r
+        for r in read_oracle(need("mixed/ja4_latest.pcapng.expected-http.tsv"))
+        if not r["tcp.stream"]
+    ]
+    assert len(rows) == 3
+    seen = {}
+    with open_capture(need("mixed/ja4_latest.pcapng")) as reader:
+        for number, (_ts, iface, data, _orig) in enumerate(reader.records(), 1):
+            d = decode_packet(reader.interfaces[iface].linktype, data)
+            if d.proto == 17 and d.dport == 1900:
+                payload = data[d.payload_offset : d.payload_offset + d.payload_len]
+                seen[number] = parse_request_head(payload)
+    assert sorted(seen) == sorted(int(r["frame.number"]) for r in rows)
+    for r in rows:
+        req = seen[int(r["frame.number"])]
+        assert (req.method, req.target, f"HTTP/{req.version}", req.header("host")) == (
+            r["http.request.method"],
+            r["http.request.uri"],
+            r["http.request.version"],
+            r["http.host"],
+        )
