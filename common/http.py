@@ -67,21 +67,25 @@ Bounds (constructor arguments, defaults below)
     ``max_head``: bytes of one message head (and of a chunked trailer section);
     ``max_body``: bytes of each body examined and kept (dechunked, not decompressed),
     the rest is counted but not kept (``body_truncated``); ``max_pending``: requests
-    waiting for their response (the oldest is then given up as unanswered,
-    ``pending_overflow``); ``max_resync``: bytes scanned for a message start before
-    giving up. Lengths from the wire are only ever counted down, never allocated:
-    Content-Length is limited to 18 digits and chunk sizes to 16 hex digits. The
-    buffer of a direction holds at most one unfinished head or line. So one connection
-    holds at most about ``2 * max_head + (max_pending + 1) * max_body`` bytes of wire
-    data (1.1 MiB with the defaults; waiting requests keep their examined bodies for
-    their transactions), plus their parsed header fields.
+    waiting for their response that are kept whole for their transactions; past that,
+    only their method is kept, so that pairing (and the HEAD rule) stays right, and
+    their transactions come out without the request (``pending_overflow``; the request
+    events were emitted as usual); past 16 times that, the oldest is given up as
+    unanswered and later pairs may drift (``pending_dropped``); ``max_resync``: bytes
+    scanned for a message start before giving up. Lengths from the wire are only ever
+    counted down, never allocated: Content-Length is limited to 18 digits and chunk
+    sizes to 16 hex digits. The buffer of a direction holds at most one unfinished
+    head or line. So one connection holds at most about
+    ``(max_pending + 3) * max_head + (max_pending + 1) * max_body`` bytes of wire data
+    (1.1 MiB with the defaults), plus Python's overhead per header field.
 
 Counters
     ``counters`` (a dict of ints, shared if the caller passes one in, so that a mode can
     sum all connections in one place): ``requests``, ``responses``, ``informational``,
     ``transactions``, ``unanswered``, ``orphan_responses``, ``malformed``,
     ``oversized_heads``, ``bad_chunks``, ``resyncs``, ``skipped_bytes``, ``gaps``,
-    ``gave_up``, ``not_http``, ``tunnels``, ``pending_overflow``, ``truncated_bodies``.
+    ``gave_up``, ``not_http``, ``tunnels``, ``pending_overflow``, ``pending_dropped``,
+    ``truncated_bodies``.
 
 Strings
     Text fields are decoded as UTF-8 with ``surrogateescape`` (no byte is lost, filters
@@ -124,8 +128,8 @@ __all__ = [
 ]
 
 DEFAULT_MAX_BODY = 65536
-DEFAULT_MAX_HEAD = 65536
-DEFAULT_MAX_PENDING = 16
+DEFAULT_MAX_HEAD = 32768
+DEFAULT_MAX_PENDING = 8
 DEFAULT_MAX_RESYNC = 256 * 1024
 
 _COUNTERS = (
@@ -145,9 +149,12 @@ _COUNTERS = (
     "not_http",
     "tunnels",
     "pending_overflow",
+    "pending_dropped",
     "truncated_bodies",
 )
 
+#: Past max_pending waiting requests, this many times more are kept as placeholders.
+_PLACEHOLDERS_PER_PENDING = 16
 #: Interim statuses kept per transaction (more are counted, not kept).
 _MAX_INTERIM = 8
 #: A chunk-size line (size, extensions) longer than this is an error.
@@ -805,6 +812,7 @@ class HttpConnection:
     __slots__ = (
         "_client",
         "_events",
+        "_full",
         "_interim",
         "_server",
         "counters",
@@ -849,8 +857,11 @@ class HttpConnection:
         start a message is taken for the middle of one, and skipped."""
         self._client = _Side(True)
         self._server = _Side(False)
-        self.pending: deque[HttpRequest] = deque()
-        """Requests whose head is complete and that await their final response."""
+        self.pending: deque[HttpRequest | str] = deque()
+        """Requests whose head is complete and that await their final response, oldest
+        first; past ``max_pending`` of them, only their method is kept (a placeholder
+        that keeps the pairing, and the HEAD rule, right)."""
+        self._full = 0  # HttpRequest objects in pending
         self._interim: list[int] = []
         self._events: list[HttpEvent] = []
         self.not_http = False
@@ -1168,10 +1179,18 @@ class HttpConnection:
             req._defect("cl_and_te")
         req.chunked = chunked
         req.body_declared = None if chunked else length
-        if len(self.pending) >= self.max_pending:
-            self.counters["pending_overflow"] += 1
+        pending = self.pending
+        if len(pending) >= self.max_pending * _PLACEHOLDERS_PER_PENDING:
+            # Not even placeholders fit: give up the oldest (later pairs may drift).
+            self.counters["pending_dropped"] += 1
             self._unanswered()
-        self.pending.append(req)
+        if self._full >= self.max_pending:
+            # Its request event was emitted (or will be): keep only what pairing needs.
+            self.counters["pending_overflow"] += 1
+            pending.append(req.method)
+        else:
+            pending.append(req)
+            self._full += 1
         side.msg = req
         if chunked:
             side.state = _CHUNK_SIZE
@@ -1186,16 +1205,16 @@ class HttpConnection:
         chunked, length, te_other = _framing(collector)
         side.parsed += 1
         status = resp.status
-        req = self.pending[0] if self.pending else None
+        front = self.pending[0] if self.pending else None
         if 100 <= status < 200 and status != 101:
             self.counters["informational"] += 1
-            if req is not None and len(self._interim) < _MAX_INTERIM:
+            if front is not None and len(self._interim) < _MAX_INTERIM:
                 self._interim.append(status)
             return  # interim: the final response is still to come
         self.counters["responses"] += 1
         if (chunked or te_other) and length is not None:
             resp._defect("cl_and_te")
-        method = req.method if req is not None else ""
+        method = front.method if isinstance(front, HttpRequest) else front or ""
         if status == 101 or (method == "CONNECT" and 200 <= status < 300):
             resp.complete = True
             resp.end_ts_ns = ts_ns
@@ -1267,10 +1286,13 @@ class HttpConnection:
 
     def _respond(self, resp: HttpResponse) -> None:
         """A final response ended: pair it with the oldest waiting request."""
+        req: HttpRequest | None = None
         if self.pending:
-            req: HttpRequest | None = self.pending.popleft()
+            front = self.pending.popleft()
+            if not isinstance(front, str):
+                req = front
+                self._full -= 1
         else:
-            req = None
             self.counters["orphan_responses"] += 1
         self._events.append(HttpTransaction(req, resp, tuple(self._interim)))
         self._interim = []
@@ -1278,10 +1300,12 @@ class HttpConnection:
 
     def _unanswered(self) -> None:
         """The oldest waiting request will get no response (its interim ones, if any)."""
-        req = self.pending.popleft()
+        front = self.pending.popleft()
         self.counters["unanswered"] += 1
-        self.counters["transactions"] += 1
-        self._events.append(HttpTransaction(req, None, tuple(self._interim)))
+        if not isinstance(front, str):
+            self._full -= 1
+            self.counters["transactions"] += 1
+            self._events.append(HttpTransaction(front, None, tuple(self._interim)))
         self._interim = []
 
     def _flush_pending(self) -> None:
@@ -1424,3 +1448,4 @@ class HttpConnection:
             side.state = _DEAD
             side.buf.clear()
         self.pending.clear()
+        self._full = 0

@@ -223,13 +223,32 @@ def test_endless_head_is_bounded() -> None:
     assert c.client_state in ("resync", "dead")
 
 
-def test_max_pending_gives_up_the_oldest() -> None:
+def test_past_max_pending_placeholders_keep_the_pairing() -> None:
     c = HttpConnection(max_pending=2)
-    ev = c.feed_client(b"".join(b"GET /%d HTTP/1.1\r\n\r\n" % i for i in range(4)), 1)
-    unanswered = txs(ev)
-    assert [t.target for t in unanswered] == ["/0", "/1"]
-    assert all(t.response is None for t in unanswered)
-    assert c.counters["pending_overflow"] == 2 and len(c.pending) == 2
+    heads = [b"GET /0 HTTP/1.1\r\n\r\n", b"GET /1 HTTP/1.1\r\n\r\n"]
+    heads += [b"HEAD /2 HTTP/1.1\r\n\r\n", b"GET /3 HTTP/1.1\r\n\r\n"]
+    ev = c.feed_client(b"".join(heads), 1)
+    assert [r.target for r in reqs(ev)] == ["/0", "/1", "/2", "/3"] and txs(ev) == []
+    assert c.counters["pending_overflow"] == 2 and len(c.pending) == 4
+    head_answer = b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n"  # no body: HEAD
+    ev = c.feed_server(OK + OK + head_answer + OK, 2)
+    got = [(t.target, t.status, t.response.body) for t in txs(ev)]
+    assert got == [
+        ("/0", 200, b"hello"),
+        ("/1", 200, b"hello"),
+        ("", 200, b""),  # the placeholder still said HEAD
+        ("", 200, b"hello"),
+    ]
+    assert c.counters["orphan_responses"] == 0 and not c.pending
+
+
+def test_past_the_placeholders_the_oldest_is_dropped() -> None:
+    c = HttpConnection(max_pending=1)
+    ev = c.feed_client(b"".join(b"GET /%d HTTP/1.1\r\n\r\n" % i for i in range(18)), 1)
+    (dropped,) = txs(ev)
+    assert dropped.target == "/0" and dropped.response is None
+    assert c.counters["pending_dropped"] == 2 and len(c.pending) == 16
+    assert c.counters["unanswered"] == 2  # the second was a placeholder: no event
 
 
 def test_tls_on_port_80_is_not_http() -> None:
