@@ -65,27 +65,25 @@ def _parts(
     method: str, version: str, headers: Sequence[tuple[bytes, bytes]]
 ) -> tuple[str, list[bytes], list[tuple[bytes, bytes]]]:
     """``(a, header names, cookies as (name, item))``; cookies in wire order."""
-    names: list[bytes] = []
+    names = [n for n, _ in headers]
+    lowers = [n.lower() for n in names]
+    has_cookie = b"cookie" in lowers
+    has_referer = b"referer" in lowers
     cookies: list[tuple[bytes, bytes]] = []
-    has_cookie = has_referer = False
+    if has_cookie or has_referer:
+        kept = []
+        for (name, value), lower in zip(headers, lowers, strict=True):
+            if lower == b"cookie":
+                for item in value.split(b";"):
+                    item = item.strip(b" \t")
+                    if item:
+                        cookies.append((item.split(b"=", 1)[0].strip(b" \t"), item))
+            elif lower != b"referer":
+                kept.append(name)
+        names = kept
     language = "0000"
-    seen_language = False
-    for name, value in headers:
-        lower = name.lower()
-        if lower == b"cookie":
-            has_cookie = True
-            for item in value.split(b";"):
-                item = item.strip(b" \t")
-                if item:
-                    cookies.append((item.split(b"=", 1)[0].strip(b" \t"), item))
-            continue
-        if lower == b"referer":
-            has_referer = True
-            continue
-        names.append(name)
-        if lower == b"accept-language" and not seen_language:
-            seen_language = True
-            language = _language(value)
+    if b"accept-language" in lowers:
+        language = _language(headers[lowers.index(b"accept-language")][1])
     a = (
         f"{method[:2].lower()}{version.replace('.', '')[:2]}"
         f"{'c' if has_cookie else 'n'}{'r' if has_referer else 'n'}"
