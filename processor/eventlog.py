@@ -135,37 +135,52 @@ def event_document(
         "filter_ids": [wire_text(x, 256) for x in ev.filter_ids],
         "captured": ev.captured,
     }
-    if ev.WhichOneof("detail") == "call":
-        c = ev.call
-        call_id = wire_text(c.call_id)
-        sip: dict[str, Any] = {
-            "call_id": call_id,
-            "method": wire_text(c.method, 64),
-            "from": {
-                "uri": {"username": wire_text(c.from_user), "original": wire_text(c.from_uri)}
-            },
-            "to": {"uri": {"username": wire_text(c.to_user), "original": wire_text(c.to_uri)}},
-        }
-        if c.last_status:
-            sip["code"] = c.last_status
-        doc["sip"] = sip
-        call: dict[str, Any] = {
-            "state": wire_text(c.state, 64),
-            "packets": {"sip": c.sip_packets, "rtp": c.rtp_packets, "rtcp": c.rtcp_packets},
-            "bytes": {"sip": c.sip_bytes, "rtp": c.rtp_bytes, "rtcp": c.rtcp_bytes},
-            "codecs": [wire_text(x, 64) for x in c.codecs],
-            "hunters": [hunter],
-        }
-        info = call_info(c.call_id) if call_info is not None else None
-        if info is not None:
-            path, hunters = info
-            if path:
-                call["pcap_path"] = wire_text(path, 4096)
-            if hunters:
-                call["hunters"] = sorted({hunter, *(wire_text(h, 256) for h in hunters)})
-        lc["call"] = call
+    render = DETAIL_RENDERERS.get(ev.WhichOneof("detail") or "")
+    if render is not None:
+        render(ev, doc, lc, hunter, call_info)
     doc["lc"] = lc
     return doc
+
+
+def _call_fields(
+    ev: lc_pb2.Event,
+    doc: dict[str, Any],
+    lc: dict[str, Any],
+    hunter: str,
+    call_info: Callable[[str], tuple[str, list[str]] | None] | None,
+) -> None:
+    """A VoIP call's fields: Packetbeat's ``sip.*`` names, the rest under ``lc.call``."""
+    c = ev.call
+    call_id = wire_text(c.call_id)
+    sip: dict[str, Any] = {
+        "call_id": call_id,
+        "method": wire_text(c.method, 64),
+        "from": {"uri": {"username": wire_text(c.from_user), "original": wire_text(c.from_uri)}},
+        "to": {"uri": {"username": wire_text(c.to_user), "original": wire_text(c.to_uri)}},
+    }
+    if c.last_status:
+        sip["code"] = c.last_status
+    doc["sip"] = sip
+    call: dict[str, Any] = {
+        "state": wire_text(c.state, 64),
+        "packets": {"sip": c.sip_packets, "rtp": c.rtp_packets, "rtcp": c.rtcp_packets},
+        "bytes": {"sip": c.sip_bytes, "rtp": c.rtp_bytes, "rtcp": c.rtcp_bytes},
+        "codecs": [wire_text(x, 64) for x in c.codecs],
+        "hunters": [hunter],
+    }
+    info = call_info(c.call_id) if call_info is not None else None
+    if info is not None:
+        path, hunters = info
+        if path:
+            call["pcap_path"] = wire_text(path, 4096)
+        if hunters:
+            call["hunters"] = sorted({hunter, *(wire_text(h, 256) for h in hunters)})
+    lc["call"] = call
+
+
+#: The fields of each kind of event detail (``Event.detail``), added to ``doc`` and to its
+#: ``lc`` object. A mode that adds a detail to the wire contract adds its renderer here.
+DETAIL_RENDERERS: dict[str, Callable[..., None]] = {"call": _call_fields}
 
 
 class EventLog:
