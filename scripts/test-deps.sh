@@ -6,6 +6,9 @@ need=()
 command -v tshark  >/dev/null 2>&1 || need+=(tshark)
 command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
 command -v sipp    >/dev/null 2>&1 || need+=(sip-tester)
+command -v curl    >/dev/null 2>&1 || need+=(curl)           # HTTP client (http mode)
+command -v ab      >/dev/null 2>&1 || need+=(apache2-utils)  # ab -k: keep-alive load
+command -v openssl >/dev/null 2>&1 || need+=(openssl)        # s_server: HTTPS peer
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
     echo "lc tests need: ${need[*]} (Debian packages). Run as root, or: sudo apt-get install -y ${need[*]}" >&2
