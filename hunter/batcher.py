@@ -46,7 +46,8 @@ class SealedBatch:
     # (index, filter ids) or (index, PacketMeta shared by many packets): see wire.encode_meta
     meta: list[tuple[int, object]] = field(default_factory=list)
     events: list[lc_pb2.Event] = field(default_factory=list)
-    event_bytes: int = 0  # the events' serialised size (memory accounting)
+    event_bytes: int = 0  # the events' (and key log lines') size (memory accounting)
+    keylog: list[bytes] = field(default_factory=list)  # TLS key log lines
 
     def __len__(self) -> int:
         return self.count
@@ -81,13 +82,23 @@ class Batcher:
         self._meta: list[tuple[int, object]] = []
         self._events: list[lc_pb2.Event] = []
         self._event_bytes = 0
+        self._keylog: list[bytes] = []
         self._nbytes = 0
         self._first_ns = 0  # monotonic time the oldest pending packet (or event) arrived
 
     @property
     def pending(self) -> int:
         """Packets and events waiting for the next seal."""
-        return self._count + len(self._events)
+        return self._count + len(self._events) + len(self._keylog)
+
+    def add_keylog(self, lines: list[bytes], now_ns: int | None = None) -> None:
+        """Attach TLS key log lines to the next sealed batch (like :meth:`add_events`)."""
+        if not lines:
+            return
+        if not self.pending:
+            self._first_ns = time.monotonic_ns() if now_ns is None else now_ns
+        self._keylog.extend(lines)
+        self._event_bytes += sum(len(x) + 4 for x in lines)
 
     def add_events(self, events: Iterable[lc_pb2.Event], now_ns: int | None = None) -> None:
         """Attach session events to the next sealed batch (in order).
@@ -195,8 +206,9 @@ class Batcher:
         pieces = self._pieces
         records = bytes(pieces[0]) if len(pieces) == 1 else b"".join(pieces)
         b = SealedBatch(
-            records, self._count, iface, self._nbytes, self._meta, self._events, self._event_bytes
-        )
+            records, self._count, iface, self._nbytes, self._meta, self._events, self._event_bytes,
+            self._keylog,
+        )  # fmt: skip
         self._reset()
         if busy:
             self.target_packets = min(self.target_packets * 2, self.max_packets)
