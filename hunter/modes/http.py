@@ -255,6 +255,8 @@ class HttpDissector(Dissector):
     noun = ("connection", "connections")
     alias_noun = "aliases"
     streams = True
+    capture_unit = "connection"
+    session_events = False  # one event per transaction instead (see HttpMode)
 
     def __init__(self, cfg: HttpConfig, events_all: bool = False) -> None:
         self.cfg = cfg
@@ -285,9 +287,9 @@ class HttpDissector(Dissector):
             a, b = b, a
         return f"tcp:{_addr(a[0])}:{a[1]}-{_addr(b[0])}:{b[1]}"
 
-    def new_info(self, msg: _Piece, flow: tuple) -> _Conn:  # type: ignore[override]
-        src, sport, dst, dport, _ = flow
-        client = (dst, dport) if sport in self.ports and dport not in self.ports else (src, sport)
+    def new_info(self, msg: _Piece | None, flow: tuple) -> _Conn:  # type: ignore[override]
+        # The engine gives the connection's flow initiator first (as far as it knows).
+        client = (flow[0], flow[1])
         return _Conn(
             client, HttpConnection(max_body=self.cfg.max_body, counters=self.http_counters)
         )
@@ -304,6 +306,7 @@ class HttpDissector(Dissector):
         c.framers[d] = msg.framer
         events = (conn.feed_client if from_client else conn.feed_server)(msg.data, ts)
         msg.events = events
+        msg.data = b""  # the piece may stay as a held frame's summary: not its bytes twice
         return events
 
     def filter_values(self, msg: _Piece, events: object) -> tuple[dict[str, object], list]:  # type: ignore[override]
@@ -347,16 +350,20 @@ class HttpDissector(Dissector):
             fields["keyword"] = searched
         return fields, []
 
-    def summary(self, msg: _Piece) -> tuple | None:  # type: ignore[override]
-        if not msg.events:
-            return None
-        ev = msg.events[-1]
-        if isinstance(ev, HttpRequest):
-            return (ev.method, ev.host, ev.target, 0, ev.content_type, ev.body_seen, False)
-        r = ev.response
-        if r is None:
-            return None
-        return ("", "", "", r.status, r.content_type, r.body_seen, True)
+    def summary(self, msg: _Piece) -> _Piece:  # type: ignore[override]
+        # Asked before on_message parses the piece: the piece itself stands for its
+        # summary, read in meta() when its frames are forwarded (parsed by then).
+        return msg
+
+    @staticmethod
+    def _summary_of(piece: _Piece) -> tuple | None:
+        for ev in reversed(piece.events):
+            if isinstance(ev, HttpRequest):
+                return (ev.method, ev.host, ev.target, 0, ev.content_type, ev.body_seen, False)
+            r = ev.response
+            if r is not None:
+                return ("", "", "", r.status, r.content_type, r.body_seen, True)
+        return None
 
     def after_message(self, s: Session, msg: _Piece, ts: int) -> None:  # type: ignore[override]
         c: _Conn = s.info  # type: ignore[assignment]
@@ -366,6 +373,13 @@ class HttpDissector(Dissector):
         self._release(s, c)
 
     def meta(self, s: Session, tag: int, summary: object) -> lc_pb2.PacketMeta:
+        if isinstance(summary, _Piece):
+            summary = self._summary_of(summary)
+            if summary is None:
+                shared = s.metas[tag]
+                if shared is None:
+                    shared = s.metas[tag] = self.meta(s, tag, None)
+                return shared
         m = lc_pb2.PacketMeta(protocol="http", session_id=s.name, filter_ids=s.ids)
         if summary is not None:
             method, host, target, status, ctype, nbody, response = summary  # type: ignore[misc]
@@ -518,6 +532,7 @@ class HttpMode(SessionMode):
 
     def _forgotten(self, s: Session) -> None:
         self.dis.closing(s)
+        super()._forgotten(s)
 
     def _forward(self, out):
         if self.dis.events:
