@@ -219,9 +219,11 @@ def test_live_mail_sessions_each_filter_type_selects_its_sessions(tmp_path, pki)
     sessions: dict[str, int] = {}
     try:
         wait_for(
-            lambda: (i := show_hunter(p, pki, "live")) is not None
-            and i["state"] == "connected"
-            and i.get("last_heartbeat_ns", 0) > 0,
+            lambda: (
+                (i := show_hunter(p, pki, "live")) is not None
+                and i["state"] == "connected"
+                and i.get("last_heartbeat_ns", 0) > 0
+            ),
             30,
             "the hunter capturing",
         )
@@ -231,8 +233,10 @@ def test_live_mail_sessions_each_filter_type_selects_its_sessions(tmp_path, pki)
             ("local:sender:1", "email_address", "*@local-flag.test")
         ]
         bpf = f"tcp and (port {smtp_port} or port {imap_port} or port {pop3_port})"
-        with tcpdump_capture(ref, bpf), smtp_server(smtp_port) as server, dovecot(
-            tmp_path, imap_port, pop3_port
+        with (
+            tcpdump_capture(ref, bpf),
+            smtp_server(smtp_port) as server,
+            dovecot(tmp_path, imap_port, pop3_port),
         ):
             sessions["smtp_addr"] = send(
                 smtp_port, "dave@example.org",
