@@ -47,7 +47,6 @@ from dataclasses import dataclass
 
 from lc.common.errors import ValidationError
 from lc.common.filters import Filter, compile_filters, validate_filter
-from lc.common.flow import flow_key
 from lc.common.imap import ImapCommand, ImapResponse, ImapSession
 from lc.common.mailmsg import MailMessage, MailSession
 from lc.common.pop3 import Pop3Command, Pop3Reply, Pop3Session
@@ -64,8 +63,8 @@ from lc.hunter.modes.base import (
     positive_int,
     seconds_ns,
 )
-from lc.hunter.modes.sessions import Dissector, SessionMode, set_flow
-from lc.hunter.session import MATCHED, UNDECIDED, Out, Session, SessionLimits
+from lc.hunter.modes.sessions import MAX_WAITING_EVENTS, Dissector, SessionMode, set_flow
+from lc.hunter.session import UNDECIDED, Out, Session, SessionLimits
 from lc.proto import lc_pb2
 
 __all__ = [
@@ -318,17 +317,17 @@ class EmailDissector(Dissector):
     noun = ("session", "sessions")
     alias_noun = "aliases"
     streams = True
+    capture_unit = "connection"  # the whole TCP connection, SYN to the last ACK
+    session_events = False  # one event per message instead
 
     def __init__(self, cfg: EmailConfig) -> None:
         self.cfg = cfg
         self.port_proto = cfg.ports()
         self.ports = frozenset(self.port_proto)
         self.c = dict.fromkeys(
-            ("email_messages", "email_events_dropped", "tls_sessions", "starttls", "gave_up",
-             "gaps", "tls_malformed"),
+            ("email_messages", "tls_sessions", "starttls", "gave_up", "gaps"),
             0,
         )  # fmt: skip
-        self.last: Session | None = None  # the session of the message just handled
 
     def kernel_bpf(self) -> str:
         ports = " or ".join(f"port {p}" for p in sorted(self.ports))
@@ -342,11 +341,8 @@ class EmailDissector(Dissector):
 
         raise ParseError("mail is TCP only")
 
-    def session_key(self, msg: tuple) -> tuple:  # type: ignore[override]
-        return msg[0]
-
-    def new_info(self, msg: tuple, flow: tuple) -> _Conn:  # type: ignore[override]
-        src, sport, dst, dport, _ = flow
+    def new_info(self, msg: object, flow: tuple) -> _Conn:
+        src, sport, dst, dport, _ = flow  # the initiator first, as far as known
         pp = self.port_proto
         if dport in pp or sport not in pp:
             client, server, port = (src, sport), (dst, dport), dport
@@ -362,15 +358,9 @@ class EmailDissector(Dissector):
         return cls(max_body=size)
 
     def on_message(self, s: Session, msg: tuple, flow: tuple, ts: int) -> object:  # type: ignore[override]
-        self.last = s
         conn: _Conn = s.info  # type: ignore[assignment]
-        data, fresh = msg[1]
+        data, fresh = msg  # type: ignore[misc]
         from_client = (flow[0], flow[1]) == conn.client
-        if not conn.client_seen and not conn.server_seen:
-            c, sv = conn.client, conn.server
-            s.name = wire_text(
-                f"{conn.shown}:{_ip_text(c[0])}:{c[1]}-{_ip_text(sv[0])}:{sv[1]}", 200
-            )
         seen = conn.client_seen if from_client else conn.server_seen
         if from_client:
             conn.client_seen = True
@@ -387,7 +377,12 @@ class EmailDissector(Dissector):
             conn.tls = True  # TLS where cleartext was expected: record it as TLS
             conn.parser = None
         if conn.tls:
+            before = (conn.tls_sni, conn.tls_version)
             self._tls(conn, from_client, data)
+            if conn.summary is not None and before != (conn.tls_sni, conn.tls_version):
+                conn.summary = None  # metadata from the new state
+            if conn.summary is None:
+                s.metas[0] = None
             return None
         p = conn.parser
         assert p is not None
@@ -414,7 +409,7 @@ class EmailDissector(Dissector):
                 elif isinstance(ev, ServerHello) and not ev.is_hrr:
                     conn.tls_version = ev.version
         except Exception:  # TlsParseError: not TLS after all; counted, never raised
-            self.c["tls_malformed"] += 1
+            self.c["gave_up"] += 1
 
     def _events(self, s: Session, conn: _Conn, events: list) -> tuple:
         """Update the session from the parser's events; the values filters are asked."""
@@ -494,7 +489,8 @@ class EmailDissector(Dissector):
             conn.upgraded = True
             self.c["starttls"] += 1
         if events:
-            conn.summary = None  # the state changed: a new summary
+            conn.summary = None  # the state changed: new metadata from now on
+            s.metas[0] = None
         for m in msgs:
             self._message_event(s, conn, m)
         return senders, recipients, subjects, bodies, mailboxes, commands
@@ -516,11 +512,7 @@ class EmailDissector(Dissector):
         # Encrypted from here on: nothing more can match but the addresses.
         return conn.upgraded
 
-    def summary(self, msg: object) -> object:
-        s = self.last
-        if s is None:
-            return None
-        conn: _Conn = s.info  # type: ignore[assignment]
+    def _summary(self, conn: _Conn) -> tuple:
         if conn.summary is None:
             m = conn.last_msg
             conn.summary = (
@@ -544,9 +536,9 @@ class EmailDissector(Dissector):
             s.end_ns = ts
 
     def meta(self, s: Session, tag: int, summary: object) -> lc_pb2.PacketMeta:
+        """Every frame of a connection carries the session's state when it went."""
         conn: _Conn = s.info  # type: ignore[assignment]
-        if summary is None:
-            return lc_pb2.PacketMeta(protocol=conn.shown, session_id=s.name, filter_ids=s.ids)
+        summary = self._summary(conn)
         cached = conn.meta
         if cached is not None and cached[0] is summary:
             return cached[1]
@@ -609,8 +601,7 @@ class EmailDissector(Dissector):
 
     def _queue(self, s: Session, conn: _Conn, ev: lc_pb2.Event) -> None:
         if len(conn.pending) >= _MAX_PENDING_EVENTS:
-            self.c["email_events_dropped"] += 1
-            return
+            return  # bounded; the engine counts what it cannot keep (events_dropped)
         conn.pending.append(ev)
 
     def tls_event(self, s: Session, conn: _Conn) -> None:
@@ -643,30 +634,32 @@ class EmailMode(SessionMode):
             by_kind[kind if kind in by_kind else "rest"].append(f)
         types = EMAIL_FILTER_TYPES
         self._local = {k: compile_filters(v, None, types) for k, v in by_kind.items() if v}
+        if self._local:
+            self.policy = "deny"  # filters exist: the no-filter policy does not apply
 
-    def _stream_message(self, key: tuple, msg: object, frames: list, out: Out, ts: int) -> None:
-        ckey = flow_key(key[0], key[1], key[2], key[3], 6)[0]
-        super()._stream_message(key, (ckey, msg), frames, out, ts)
-        s = self.dis.last
-        if s is not None:
-            self.dis.last = None
-            self._flush_events(s)
+    def _conn_message(
+        self, s: Session, msg: object, toks: list, flow: tuple, out: Out, ts: int
+    ) -> None:
+        super()._conn_message(s, msg, toks, flow, out, ts)
+        self._take_pending(s)
 
-    def _flush_events(self, s: Session) -> None:
+    def _take_pending(self, s: Session) -> None:
+        """The messages' events: sent now if the connection is decided, else they wait
+        with it (the engine sends them when it is decided, or drops them)."""
         conn: _Conn = s.info  # type: ignore[assignment]
         if not conn.pending:
             return
-        if s.state == MATCHED:
-            for ev in conn.pending:
-                ev.filter_ids.extend(s.ids)
-                ev.captured = True
-            self._emit(conn)
-        elif s.state != UNDECIDED and self.events_all:
-            self._emit(conn)  # rejected: metadata only
-
-    def _emit(self, conn: _Conn) -> None:
-        self._events.extend(conn.pending)
-        self.c["events"] += len(conn.pending)
+        for ev in conn.pending:
+            if s.state == UNDECIDED:
+                waiting = s.events
+                if waiting is None:
+                    waiting = s.events = []
+                if len(waiting) < MAX_WAITING_EVENTS:
+                    waiting.append(ev)
+                else:
+                    self.cc["events_dropped"] += 1
+            else:
+                self._emit(s, ev)
         conn.pending = []
 
     def _match(self, msg: object, ctx: object, flow: tuple) -> list[str] | None:
@@ -697,23 +690,12 @@ class EmailMode(SessionMode):
         conn: _Conn = s.info  # type: ignore[assignment]
         p = conn.parser
         if p is not None and not p.closed:
-            self.dis.last = s
-            self.dis._events(s, conn, p.close(s.last_ns))
-            self.dis.last = None
+            self.dis._events(s, conn, p.close(s.last_ns))  # a message cut short
         if conn.tls:
             self.dis.c["tls_sessions"] += 1
             self.dis.tls_event(s, conn)
-        if not conn.pending:
-            return
-        if s.state == MATCHED:
-            for ev in conn.pending:
-                ev.filter_ids.extend(s.ids)
-                ev.captured = True
-            self._emit(conn)
-        elif self.events_all:
-            self._emit(conn)
-        else:
-            conn.pending = []
+        self._take_pending(s)
+        super()._forgotten(s)
 
     def finish(self) -> Forward:
         return super().finish()
