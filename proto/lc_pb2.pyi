@@ -93,8 +93,30 @@ class HttpSummary(_message.Message):
     def __init__(self, method: _Optional[str] = ..., host: _Optional[str] = ..., target: _Optional[str] = ..., status: _Optional[int] = ..., content_type: _Optional[str] = ..., body_bytes: _Optional[int] = ..., response: _Optional[bool] = ...) -> None: ...
 
 class EmailSummary(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("protocol", "command", "mail_from", "rcpt_to", "from_address", "to_address", "subject", "message_id", "mailbox", "upgraded", "tls_sni")
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    MAIL_FROM_FIELD_NUMBER: _ClassVar[int]
+    RCPT_TO_FIELD_NUMBER: _ClassVar[int]
+    FROM_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    TO_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    MAILBOX_FIELD_NUMBER: _ClassVar[int]
+    UPGRADED_FIELD_NUMBER: _ClassVar[int]
+    TLS_SNI_FIELD_NUMBER: _ClassVar[int]
+    protocol: str
+    command: str
+    mail_from: str
+    rcpt_to: _containers.RepeatedScalarFieldContainer[str]
+    from_address: _containers.RepeatedScalarFieldContainer[str]
+    to_address: _containers.RepeatedScalarFieldContainer[str]
+    subject: str
+    message_id: str
+    mailbox: str
+    upgraded: bool
+    tls_sni: str
+    def __init__(self, protocol: _Optional[str] = ..., command: _Optional[str] = ..., mail_from: _Optional[str] = ..., rcpt_to: _Optional[_Iterable[str]] = ..., from_address: _Optional[_Iterable[str]] = ..., to_address: _Optional[_Iterable[str]] = ..., subject: _Optional[str] = ..., message_id: _Optional[str] = ..., mailbox: _Optional[str] = ..., upgraded: _Optional[bool] = ..., tls_sni: _Optional[str] = ...) -> None: ...
 
 class FlowTuple(_message.Message):
     __slots__ = ("src_ip", "dst_ip", "src_port", "dst_port", "ip_proto")
@@ -189,7 +211,7 @@ class HttpEvent(_message.Message):
     def __init__(self, method: _Optional[str] = ..., host: _Optional[str] = ..., target: _Optional[str] = ..., path: _Optional[str] = ..., query: _Optional[str] = ..., version: _Optional[str] = ..., status: _Optional[int] = ..., reason: _Optional[str] = ..., request_body_bytes: _Optional[int] = ..., response_body_bytes: _Optional[int] = ..., content_type: _Optional[str] = ..., referrer: _Optional[str] = ..., user_agent: _Optional[str] = ..., duration_ns: _Optional[int] = ..., ja4h: _Optional[str] = ..., keywords: _Optional[_Iterable[str]] = ..., request_body: _Optional[bytes] = ..., response_body: _Optional[bytes] = ..., truncated: _Optional[bool] = ..., transaction: _Optional[int] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("dataset", "start_ns", "end_ns", "session_id", "flow", "filter_ids", "captured", "seq", "call", "http")
+    __slots__ = ("dataset", "start_ns", "end_ns", "session_id", "flow", "filter_ids", "captured", "seq", "call", "http", "email")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     START_NS_FIELD_NUMBER: _ClassVar[int]
     END_NS_FIELD_NUMBER: _ClassVar[int]
@@ -200,6 +222,7 @@ class Event(_message.Message):
     SEQ_FIELD_NUMBER: _ClassVar[int]
     CALL_FIELD_NUMBER: _ClassVar[int]
     HTTP_FIELD_NUMBER: _ClassVar[int]
+    EMAIL_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     start_ns: int
     end_ns: int
@@ -210,7 +233,62 @@ class Event(_message.Message):
     seq: int
     call: CallEvent
     http: HttpEvent
-    def __init__(self, dataset: _Optional[str] = ..., start_ns: _Optional[int] = ..., end_ns: _Optional[int] = ..., session_id: _Optional[str] = ..., flow: _Optional[_Union[FlowTuple, _Mapping]] = ..., filter_ids: _Optional[_Iterable[str]] = ..., captured: _Optional[bool] = ..., seq: _Optional[int] = ..., call: _Optional[_Union[CallEvent, _Mapping]] = ..., http: _Optional[_Union[HttpEvent, _Mapping]] = ...) -> None: ...
+    email: EmailEvent
+    def __init__(self, dataset: _Optional[str] = ..., start_ns: _Optional[int] = ..., end_ns: _Optional[int] = ..., session_id: _Optional[str] = ..., flow: _Optional[_Union[FlowTuple, _Mapping]] = ..., filter_ids: _Optional[_Iterable[str]] = ..., captured: _Optional[bool] = ..., seq: _Optional[int] = ..., call: _Optional[_Union[CallEvent, _Mapping]] = ..., http: _Optional[_Union[HttpEvent, _Mapping]] = ..., email: _Optional[_Union[EmailEvent, _Mapping]] = ...) -> None: ...
+
+class EmailEvent(_message.Message):
+    __slots__ = ("protocol", "command", "direction", "from_address", "to_address", "cc_address", "subject", "message_id", "origination_ns", "content_type", "attachments", "helo", "mail_from", "rcpt_to", "mailbox", "user", "size", "truncated", "complete", "body", "x_mailer", "reply_to", "upgraded", "tls_sni", "tls_version")
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    FROM_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    TO_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    CC_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    ORIGINATION_NS_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ATTACHMENTS_FIELD_NUMBER: _ClassVar[int]
+    HELO_FIELD_NUMBER: _ClassVar[int]
+    MAIL_FROM_FIELD_NUMBER: _ClassVar[int]
+    RCPT_TO_FIELD_NUMBER: _ClassVar[int]
+    MAILBOX_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    X_MAILER_FIELD_NUMBER: _ClassVar[int]
+    REPLY_TO_FIELD_NUMBER: _ClassVar[int]
+    UPGRADED_FIELD_NUMBER: _ClassVar[int]
+    TLS_SNI_FIELD_NUMBER: _ClassVar[int]
+    TLS_VERSION_FIELD_NUMBER: _ClassVar[int]
+    protocol: str
+    command: str
+    direction: str
+    from_address: _containers.RepeatedScalarFieldContainer[str]
+    to_address: _containers.RepeatedScalarFieldContainer[str]
+    cc_address: _containers.RepeatedScalarFieldContainer[str]
+    subject: str
+    message_id: str
+    origination_ns: int
+    content_type: str
+    attachments: _containers.RepeatedScalarFieldContainer[str]
+    helo: str
+    mail_from: str
+    rcpt_to: _containers.RepeatedScalarFieldContainer[str]
+    mailbox: str
+    user: str
+    size: int
+    truncated: bool
+    complete: bool
+    body: str
+    x_mailer: str
+    reply_to: _containers.RepeatedScalarFieldContainer[str]
+    upgraded: bool
+    tls_sni: str
+    tls_version: int
+    def __init__(self, protocol: _Optional[str] = ..., command: _Optional[str] = ..., direction: _Optional[str] = ..., from_address: _Optional[_Iterable[str]] = ..., to_address: _Optional[_Iterable[str]] = ..., cc_address: _Optional[_Iterable[str]] = ..., subject: _Optional[str] = ..., message_id: _Optional[str] = ..., origination_ns: _Optional[int] = ..., content_type: _Optional[str] = ..., attachments: _Optional[_Iterable[str]] = ..., helo: _Optional[str] = ..., mail_from: _Optional[str] = ..., rcpt_to: _Optional[_Iterable[str]] = ..., mailbox: _Optional[str] = ..., user: _Optional[str] = ..., size: _Optional[int] = ..., truncated: _Optional[bool] = ..., complete: _Optional[bool] = ..., body: _Optional[str] = ..., x_mailer: _Optional[str] = ..., reply_to: _Optional[_Iterable[str]] = ..., upgraded: _Optional[bool] = ..., tls_sni: _Optional[str] = ..., tls_version: _Optional[int] = ...) -> None: ...
 
 class PacketBatch(_message.Message):
     __slots__ = ("hunter_id", "epoch", "sequence", "count", "data", "interfaces", "iface", "meta", "sealed_at_ns", "meta_table", "meta_ref", "events", "tls_keylog")
@@ -349,7 +427,7 @@ class FilterUpdate(_message.Message):
     def __init__(self, version: _Optional[int] = ..., full: _Optional[bool] = ..., filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ..., removed: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RegisterRequest(_message.Message):
-    __slots__ = ("hunter_id", "hostname", "version", "mode", "interfaces", "capabilities", "epoch")
+    __slots__ = ("hunter_id", "hostname", "version", "mode", "interfaces", "capabilities", "epoch", "local_filters")
     HUNTER_ID_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -357,6 +435,7 @@ class RegisterRequest(_message.Message):
     INTERFACES_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_FILTERS_FIELD_NUMBER: _ClassVar[int]
     hunter_id: str
     hostname: str
     version: str
@@ -364,7 +443,8 @@ class RegisterRequest(_message.Message):
     interfaces: _containers.RepeatedScalarFieldContainer[str]
     capabilities: _containers.RepeatedScalarFieldContainer[str]
     epoch: int
-    def __init__(self, hunter_id: _Optional[str] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., mode: _Optional[str] = ..., interfaces: _Optional[_Iterable[str]] = ..., capabilities: _Optional[_Iterable[str]] = ..., epoch: _Optional[int] = ...) -> None: ...
+    local_filters: _containers.RepeatedCompositeFieldContainer[Filter]
+    def __init__(self, hunter_id: _Optional[str] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., mode: _Optional[str] = ..., interfaces: _Optional[_Iterable[str]] = ..., capabilities: _Optional[_Iterable[str]] = ..., epoch: _Optional[int] = ..., local_filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ...) -> None: ...
 
 class RegisterResponse(_message.Message):
     __slots__ = ("accepted", "reason", "processor_id", "heartbeat_interval_ms")
@@ -567,7 +647,7 @@ class GetHunterRequest(_message.Message):
     def __init__(self, hunter_id: _Optional[str] = ...) -> None: ...
 
 class HunterInfo(_message.Message):
-    __slots__ = ("hunter_id", "hostname", "version", "mode", "interfaces", "capabilities", "state", "peer", "epoch", "registered_at_ns", "last_heartbeat_ns", "counters", "packets_received", "bytes_received", "batches_received", "batches_duplicate", "streaming", "filter_version", "filters", "processor_filter_version")
+    __slots__ = ("hunter_id", "hostname", "version", "mode", "interfaces", "capabilities", "state", "peer", "epoch", "registered_at_ns", "last_heartbeat_ns", "counters", "packets_received", "bytes_received", "batches_received", "batches_duplicate", "streaming", "filter_version", "filters", "processor_filter_version", "local_filters")
     HUNTER_ID_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -588,6 +668,7 @@ class HunterInfo(_message.Message):
     FILTER_VERSION_FIELD_NUMBER: _ClassVar[int]
     FILTERS_FIELD_NUMBER: _ClassVar[int]
     PROCESSOR_FILTER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_FILTERS_FIELD_NUMBER: _ClassVar[int]
     hunter_id: str
     hostname: str
     version: str
@@ -608,7 +689,8 @@ class HunterInfo(_message.Message):
     filter_version: int
     filters: _containers.RepeatedCompositeFieldContainer[Filter]
     processor_filter_version: int
-    def __init__(self, hunter_id: _Optional[str] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., mode: _Optional[str] = ..., interfaces: _Optional[_Iterable[str]] = ..., capabilities: _Optional[_Iterable[str]] = ..., state: _Optional[str] = ..., peer: _Optional[str] = ..., epoch: _Optional[int] = ..., registered_at_ns: _Optional[int] = ..., last_heartbeat_ns: _Optional[int] = ..., counters: _Optional[_Union[HunterCounters, _Mapping]] = ..., packets_received: _Optional[int] = ..., bytes_received: _Optional[int] = ..., batches_received: _Optional[int] = ..., batches_duplicate: _Optional[int] = ..., streaming: _Optional[bool] = ..., filter_version: _Optional[int] = ..., filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ..., processor_filter_version: _Optional[int] = ...) -> None: ...
+    local_filters: _containers.RepeatedCompositeFieldContainer[Filter]
+    def __init__(self, hunter_id: _Optional[str] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., mode: _Optional[str] = ..., interfaces: _Optional[_Iterable[str]] = ..., capabilities: _Optional[_Iterable[str]] = ..., state: _Optional[str] = ..., peer: _Optional[str] = ..., epoch: _Optional[int] = ..., registered_at_ns: _Optional[int] = ..., last_heartbeat_ns: _Optional[int] = ..., counters: _Optional[_Union[HunterCounters, _Mapping]] = ..., packets_received: _Optional[int] = ..., bytes_received: _Optional[int] = ..., batches_received: _Optional[int] = ..., batches_duplicate: _Optional[int] = ..., streaming: _Optional[bool] = ..., filter_version: _Optional[int] = ..., filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ..., processor_filter_version: _Optional[int] = ..., local_filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ...) -> None: ...
 
 class ListCallsRequest(_message.Message):
     __slots__ = ("active", "user", "limit")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the external programs lc's tests use as real peers and oracles:
-# tshark (independent dissector), tcpdump (reference capture), sipp (SIP peer).
+# tshark (independent dissector), tcpdump (reference capture), sipp (SIP peer),
+# dovecot (IMAP and POP3 server of the email tests).
 set -euo pipefail
 need=()
 command -v tshark  >/dev/null 2>&1 || need+=(tshark)
@@ -9,6 +10,7 @@ command -v sipp    >/dev/null 2>&1 || need+=(sip-tester)
 command -v curl    >/dev/null 2>&1 || need+=(curl)           # HTTP client (http mode)
 command -v ab      >/dev/null 2>&1 || need+=(apache2-utils)  # ab -k: keep-alive load
 command -v openssl >/dev/null 2>&1 || need+=(openssl)        # s_server: HTTPS peer
+command -v dovecot >/dev/null 2>&1 || need+=(dovecot-imapd dovecot-pop3d)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
     echo "lc tests need: ${need[*]} (Debian packages). Run as root, or: sudo apt-get install -y ${need[*]}" >&2

@@ -134,7 +134,7 @@ class CliOption:
     parse: Callable[[str], Any]
     help: str
     metavar: str | None = None
-    switch: bool = False  # a flag without a value: its text is "yes" when given, else "no"
+    switch: bool = False  # a flag without a value: "yes" when given, else ``default``
 
 
 def option(
@@ -145,7 +145,8 @@ def option(
     metavar: str | None = None,
     switch: bool = False,
 ) -> Any:
-    """A config field that is also a command-line flag (see the module docstring)."""
+    """A config field that is also a command-line flag (see the module docstring);
+    ``switch``: the flag takes no value (its text is "yes" when given)."""
     opt = CliOption(flag, default, parse, help, metavar, switch)
     return field(default_factory=lambda: parse(default), metadata={"cli": opt})
 

@@ -245,7 +245,7 @@ def mode_command(spec) -> click.Command:
     f = hunt_options(callback)
     for name, opt in reversed(flags):
         if opt.switch:
-            f = click.option(opt.flag, name, is_flag=True, flag_value="yes", default="no",
+            f = click.option(opt.flag, name, is_flag=True, flag_value="yes", default=opt.default,
                              help=opt.help)(f)  # fmt: skip
             continue
         f = click.option(

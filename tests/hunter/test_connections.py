@@ -4,6 +4,11 @@ by FIN/RST plus grace, idle, mid-stream pickup, a late match after a rejection."
 
 from __future__ import annotations
 
+import itertools
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from lc.common.filters import Filter, compile_filters
 from lc.common.flow import connection_id
 from lc.hunter.session import MATCHED, REJECTED, SessionLimits
@@ -266,3 +271,92 @@ def test_message_sessions_are_unchanged_by_the_connection_machinery():
     from lc.hunter.modes.voip import SipDissector, VoipConfig
 
     assert SipDissector(VoipConfig()).capture_unit == "message"
+
+
+# -- properties ----------------------------------------------------------------------------
+
+WORDS = [b"a", b"bc", b"secret", b"DONE", b" ", b"xyz"]
+
+
+@st.composite
+def conversations(draw):
+    """Connections (1-4) of random lines both ways, cut into random segments, with or
+    without a handshake and a close, interleaved, some segments sent twice."""
+    per_conn = []
+    for n in range(1, draw(st.integers(1, 4)) + 1):
+        c = Conn(n)
+        frames = c.handshake() if draw(st.booleans()) else []
+        for _ in range(draw(st.integers(0, 6))):
+            client = draw(st.booleans())
+            words = draw(st.lists(st.sampled_from(WORDS), min_size=1, max_size=3))
+            line = b"DONE\n" if words == [b"DONE"] else b"".join(w for w in words) + b"\n"
+            cuts = sorted(draw(st.sets(st.integers(1, len(line) - 1), max_size=2)))
+            parts = [line[a:b] for a, b in zip([0, *cuts], [*cuts, len(line)], strict=True)]
+            for part in parts:
+                f = c.client(part) if client else c.server(part)
+                frames.append(f)
+                if draw(st.integers(0, 4)) == 0:
+                    frames.append(f)  # a retransmission
+                if draw(st.booleans()):
+                    frames.append(c.server_ack() if client else c.client_ack())
+        end = draw(st.sampled_from(["fin", "rst", "open"]))
+        frames += c.close() if end == "fin" else [c.reset()] if end == "rst" else []
+        per_conn.append(frames)
+    order = draw(st.permutations([k for k, fs in enumerate(per_conn) for _ in fs]))
+    its = [iter(fs) for fs in per_conn]
+    frames = [(k, next(its[k])) for k in order]
+    cuts = sorted(draw(st.sets(st.integers(1, max(1, len(frames) - 1)), max_size=5)))
+    return per_conn, frames, cuts
+
+
+def expected(frames: list[bytes]) -> list[bytes]:
+    """What a connection's frames should give: all if a line with the keyword completes
+    before a DONE line; after a DONE, from the frame completing such a line on."""
+    bufs = {}
+    state = "undecided"
+    for k, f in enumerate(frames):
+        sport = int.from_bytes(f[34:36], "big")
+        data = f[54:]
+        if frames.index(f) != k:
+            continue  # a retransmission completes nothing
+        buf = bufs.get(sport, b"") + data
+        *lines, bufs[sport] = buf.split(b"\n")
+        for line in lines:
+            if b"secret" in line:
+                return frames if state == "undecided" else frames[k:]
+            if line == b"DONE" and state == "undecided":
+                state = "rejected"
+    return []
+
+
+@settings(max_examples=200, deadline=None)
+@given(conversations())
+def test_any_interleaving_forwards_exactly_each_connections_due_frames(conv):
+    per_conn, frames, cuts = conv
+    m = line_mode()
+    keyword(m, "secret")
+    got: list[bytes] = []
+    bounds = [0, *cuts, len(frames)]
+    for a, b in itertools.pairwise(bounds):
+        if a < b:
+            got += records(m.process(chunk([f for _, f in frames[a:b]], T0 + a * 1000)))
+    got += records(m.finish())
+    by_conn: dict[int, list[bytes]] = {}
+    for f in got:
+        ports = {int.from_bytes(f[34:36], "big"), int.from_bytes(f[36:38], "big")}
+        by_conn.setdefault(max(ports) - 40001, []).append(f)
+    for k, fs in enumerate(per_conn):
+        assert by_conn.get(k, []) == expected(fs), k
+    assert m.table.held_bytes == 0 and not m.table.sessions
+
+
+def test_connection_mode_figures_fit_a_heartbeat():
+    c = line_mode(udp_flows=True).counters()
+    assert len(c.figures) <= 60 and len(c.dropped) <= 10
+
+
+def test_connection_ids_name_ipv6_in_brackets():
+    key = (b"\x20\x01" + b"\0" * 13 + b"\x01", 443, b"\x20\x01" + b"\0" * 13 + b"\x02", 5555, 6)
+    assert connection_id(key, 1_700_000_000_000_000_007) == (
+        "tcp:[2001::1]:443-[2001::2]:5555@1700000000.000000007"
+    )

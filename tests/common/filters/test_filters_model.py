@@ -32,7 +32,7 @@ KNOWN = (
     "bpf, ip_address, sip_user, phone_number, sip_uri, call_id, codec, dns_domain, "
     "http_host, http_url, http_method, http_status, http_user_agent, http_ja4h, "
     "tls_sni, tls_ja3, tls_ja3s, tls_ja4, email_address, email_subject, "
-    "keyword"
+    "email_mailbox, email_command, keyword"
 )
 
 
