@@ -156,21 +156,22 @@ class HttpConfig:
         self.local_filters()
 
     def local_filters(self) -> list[Filter]:
-        """The local filters, validated; ids ``local-TYPE-N``."""
+        """The local filters, validated; ids ``local:<flag>:<n>`` (as every mode names
+        them), description ``local``."""
         out: list[Filter] = []
         for flag, type_, patterns in (
-            ("--host", "http_host", self.hosts),
-            ("--path", "http_url", self.paths),
-            ("--method", "http_method", self.methods),
-            ("--status", "http_status", self.statuses),
-            ("--keywords", "keyword", self.keywords),
+            ("host", "http_host", self.hosts),
+            ("path", "http_url", self.paths),
+            ("method", "http_method", self.methods),
+            ("status", "http_status", self.statuses),
+            ("keywords", "keyword", self.keywords),
         ):
             for i, p in enumerate(patterns, 1):
-                f = Filter(id=f"local-{type_}-{i}", type=type_, pattern=p)
+                f = Filter(id=f"local:{flag}:{i}", type=type_, pattern=p, description="local")
                 try:
                     out.append(compile_filters([f]).filters[0])
                 except ValidationError as e:
-                    raise ValidationError(f"{flag}: {e}") from None
+                    raise ValidationError(f"--{flag}: {e}") from None
         return out
 
     def limits(self) -> SessionLimits:
@@ -516,6 +517,7 @@ class HttpMode(SessionMode):
     def __init__(self, ctx: ModeContext, dissector: HttpDissector, limits: SessionLimits):
         super().__init__(ctx, dissector, limits)
         self._local = dissector.cfg.local_filters()
+        self.local_filters = self._local  # registration: shown by `lc show hunter`
         if self._local:
             self._fs = compile_filters(self._local, types=HTTP_FILTER_TYPES)
             dissector.fs = self._fs

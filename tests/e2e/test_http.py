@@ -178,6 +178,40 @@ def test_local_filters_and_bad_flags(tmp_path, pki) -> None:
     assert r.returncode == 3 and "--keywords" in r.stderr
 
 
+def test_local_filters_are_shown_by_show_hunter_and_select(tmp_path, pki) -> None:
+    """The local flags register with the hunter (``lc show hunter`` lists them, with
+    their flag in the id) and select connections on their own (no pushed filter)."""
+    from tests.hunter.test_voip import CORPUS, need_corpus
+
+    need_corpus()
+    cap = CORPUS / "http/zeek_http-pipelined-requests.pcap"
+    p = start_processor(tmp_path, tls_args(pki, "processor"))
+    try:
+        r = run_lc("hunt", "http", "--status", "2xx", "--host", "*.mozilla.org,example.org",
+                   "--keywords", "no-such-word", "--processor", p.addr,
+                   *tls_args(pki, "hunter-h1"), "-r", str(cap))  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        shown = run_lc("show", "hunter", "--id", "h1", "--processor", p.addr,
+                       *tls_args(pki, "admin"))  # fmt: skip
+    finally:
+        p.stop()
+    assert shown.returncode == 0, shown.stderr
+    info = json.loads(shown.stdout)
+    assert [(f["id"], f["type"], f["pattern"]) for f in info["local_filters"]] == [
+        ("local:host:1", "http_host", "*.mozilla.org"),
+        ("local:host:2", "http_host", "example.org"),
+        ("local:status:1", "http_status", "2xx"),
+        ("local:keywords:1", "keyword", "no-such-word"),
+    ]
+    assert info["mode"] == "http"
+    (log,) = (p.data_dir / "events").glob("*.jsonl")
+    evs = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(evs) == 5 and all(e["lc"]["captured"] for e in evs)
+    # The first request's Host decides the connection (before any response is seen).
+    assert {i for e in evs for i in e["lc"]["filter_ids"]} == {"local:host:1"}
+    assert (p.data_dir / "capture.pcap").stat().st_size > 24
+
+
 def test_https_keys_follow_the_capture_and_tshark_decrypts_it(tmp_path, pki) -> None:
     need("tshark")
     need("curl")

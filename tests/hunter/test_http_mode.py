@@ -118,8 +118,8 @@ def test_local_filters_stand_beside_the_pushed_ones() -> None:
     need_corpus()
     path = CORPUS / "http/zeek_http-pipelined-requests.pcap"
     events, _, _ = run(path, [], statuses=("2xx",))
-    assert [e.filter_ids for e in events if e.captured][:1] == [["local-http_status-1"]]
+    assert [e.filter_ids for e in events if e.captured][:1] == [["local:status:1"]]
     events, _, _ = run(path, [Filter(id="x", type="http_host", pattern="nothing.example")],
                        keywords=("mozilla",))  # fmt: skip
-    assert all(list(e.filter_ids) == ["local-keyword-1"] for e in events if e.captured)
+    assert all(list(e.filter_ids) == ["local:keywords:1"] for e in events if e.captured)
     assert sum(e.captured for e in events) == 5
