@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lc.common.decode import TCP_FIN, TCP_SYN
 from lc.common.errors import ValidationError
 from lc.common.filters import Filter, FilterSet, compile_filters
 from lc.common.http import HttpConnection, HttpRequest, HttpResponse, HttpTransaction
@@ -186,13 +187,15 @@ class HttpConfig:
 
 
 class _Piece:
-    """A message for the engine: stream bytes one direction's reassembler released."""
+    """A message for the engine: stream bytes one direction's reassembler released,
+    or (``end``) the end of the server's stream: its FIN reached in order."""
 
-    __slots__ = ("data", "events", "framer", "key")
+    __slots__ = ("data", "end", "events", "framer", "key")
 
-    def __init__(self, framer: object, data: bytes) -> None:
+    def __init__(self, framer: object, data: bytes, end: bool = False) -> None:
         self.framer = framer
         self.data = data
+        self.end = end
         self.key: tuple | None = None  # (src, sport, dst, dport), set by the mode
         self.events: list = []  # the HTTP events the piece completed
 
@@ -212,14 +215,20 @@ class _PieceFramer:
         return [(start, self.offset, _Piece(self, bytes(data)))]
 
 
+# _Conn.fin: the server's FIN
+_FIN_NONE, _FIN_SEEN, _FIN_TOLD = 0, 1, 2
+
+
 class _Conn:
     """The dissector's view of a connection (``Session.info``)."""
 
-    __slots__ = ("client", "conn", "framers", "keywords", "n", "waiting")
+    __slots__ = ("client", "conn", "fin", "first", "framers", "keywords", "n", "waiting")
 
     def __init__(self, client: tuple, conn: HttpConnection) -> None:
         self.client = client  # (address, port) of the client
         self.conn = conn
+        self.first = True  # no frame of the connection placed yet
+        self.fin = _FIN_NONE  # the server's FIN: seen, then told to the parser
         self.framers: list[object] = [None, None]  # the last framer per direction
         self.n = 0  # transactions so far
         self.waiting: list[tuple[HttpTransaction, int, tuple[str, ...]]] = []
@@ -305,7 +314,12 @@ class HttpDissector(Dissector):
             self.gaps += 1
             (conn.gap_client if from_client else conn.gap_server)(None, ts)
         c.framers[d] = msg.framer
-        events = (conn.feed_client if from_client else conn.feed_server)(msg.data, ts)
+        if msg.end:
+            # The server's stream ended in order (FIN): an until-close body is complete
+            # and requests still waiting are unanswered (judged now, not at expiry).
+            events = conn.end_server(ts)
+        else:
+            events = (conn.feed_client if from_client else conn.feed_server)(msg.data, ts)
         msg.events = events
         msg.data = b""  # the piece may stay as a held frame's summary: not its bytes twice
         return events
@@ -445,6 +459,7 @@ class HttpDissector(Dissector):
     def closing(self, s: Session) -> None:
         """The connection leaves the table: what the parser still holds is decided."""
         c: _Conn = s.info  # type: ignore[assignment]
+        c.fin = _FIN_TOLD
         for ev in c.conn.close(s.last_ns):
             if isinstance(ev, HttpTransaction):
                 self._done(s, c, ev)
@@ -516,6 +531,7 @@ class HttpMode(SessionMode):
 
     def __init__(self, ctx: ModeContext, dissector: HttpDissector, limits: SessionLimits):
         super().__init__(ctx, dissector, limits)
+        self._cur: Session | None = None  # the connection of the frame being handled
         self._local = dissector.cfg.local_filters()
         self.local_filters = self._local  # registration: shown by `lc show hunter`
         if self._local:
@@ -531,6 +547,35 @@ class HttpMode(SessionMode):
     def _stream_message(self, key: tuple, msg: object, frames: list, out, ts: int) -> None:
         msg.key = key  # type: ignore[attr-defined]
         super()._stream_message(key, msg, frames, out, ts)
+
+    # Two small hooks around the engine's connection handling: whether the capture saw
+    # the connection's SYN (else the parser starts in mid-stream mode), and when the
+    # server's stream ends in order (its FIN, after every byte before it).
+    def _connection(self, flow: tuple, ts: int, flags: int, out) -> Session:
+        s = super()._connection(flow, ts, flags, out)
+        c: _Conn = s.info  # type: ignore[assignment]
+        if c.first:
+            c.first = False
+            if not flags & TCP_SYN:
+                c.conn.midstream = True  # picked up mid-connection: skip to a message start
+        if flags & TCP_FIN and c.fin == _FIN_NONE and (flow[0], flow[1]) != c.client:
+            c.fin = _FIN_SEEN
+        self._cur = s
+        return s
+
+    def _tcp_frame(self, pkt: tuple, d, data: memoryview, out) -> None:
+        super()._tcp_frame(pkt, d, data, out)
+        s = self._cur
+        c: _Conn = s.info  # type: ignore[assignment]
+        if c.fin != _FIN_SEEN:
+            return
+        src, sport, dst, dport, _ = s.flow  # type: ignore[misc]
+        key = (dst, dport, src, sport) if (src, sport) == c.client else (src, sport, dst, dport)
+        if key in self._streams.reassembler:
+            return  # bytes before the FIN are still missing
+        c.fin = _FIN_TOLD
+        end = _Piece(c.framers[1], b"", end=True)
+        self._conn_stream_message(key, end, [], out, pkt[0])
 
     def _forgotten(self, s: Session) -> None:
         self.dis.closing(s)
