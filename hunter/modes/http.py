@@ -19,9 +19,12 @@ does with a connection on one of ``--http-port``:
   ``http_user_agent``, ``http_ja4h`` (the request's JA4H) when a request's head and
   examined body are known; ``http_status`` when its response is; ``keyword`` over the
   request line, header fields and examined body of either (dechunked, so a keyword
-  split by chunking or segments is found; gzip/deflate bodies also decoded), and
-  ``ip_address`` (the connection's addresses). Local filters (``--host``, ``--path``,
-  ``--method``, ``--status``, ``--keywords``) are held beside the processor's.
+  split by chunking or segments is found; gzip/deflate bodies also decoded),
+  ``ip_address`` (the connection's addresses, at its first packet) and ``bpf`` (libpcap
+  expressions, tried on each packet of an undecided connection): these two select
+  connections the parser cannot read (HTTPS on a --http-port, for --tls-keylog).
+  Local filters (``--host``, ``--path``, ``--method``, ``--status``, ``--keywords``)
+  are held beside the processor's.
 * **Metadata**: a packet that completes a request or response carries an
   ``HttpSummary``; the others of the connection carry its session id.
 * **Events**: one ``HttpEvent`` per transaction (request and response), with the
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lc.common.bpf import compile_bpf
 from lc.common.decode import TCP_FIN, TCP_SYN
 from lc.common.errors import ValidationError
 from lc.common.filters import Filter, FilterSet, compile_filters
@@ -64,6 +68,7 @@ HTTP_FILTER_TYPES = (
     "http_ja4h",
     "keyword",
     "ip_address",
+    "bpf",
 )
 _MAX_WAITING = 64  # finished transactions kept per undecided connection
 _TEXT_MAX = 8192
@@ -532,6 +537,8 @@ class HttpMode(SessionMode):
     def __init__(self, ctx: ModeContext, dissector: HttpDissector, limits: SessionLimits):
         super().__init__(ctx, dissector, limits)
         self._cur: Session | None = None  # the connection of the frame being handled
+        self._bpf: list[tuple[str, dict[int, object]]] = []  # (id, program per link type)
+        self._frame: tuple = ((), b"")  # the frame being handled, while bpf filters exist
         self._local = dissector.cfg.local_filters()
         self.local_filters = self._local  # registration: shown by `lc show hunter`
         if self._local:
@@ -540,9 +547,14 @@ class HttpMode(SessionMode):
 
     def apply(self, compiled: FilterSet) -> None:
         fs = compile_filters([*compiled.filters, *self._local]) if self._local else compiled
+        # bpf filters: compiled for every link type in use before anything changes (a
+        # refused expression leaves the previous set in place).
+        links = {lt for _, lt in self.interfaces} or {1}
+        bpf = [(fid, {lt: compile_bpf(expr, lt) for lt in links}) for fid, expr in fs.bpf()]
         with self._lock:
             self._fs = fs
             self.dis.fs = fs
+            self._bpf = bpf
 
     def _stream_message(self, key: tuple, msg: object, frames: list, out, ts: int) -> None:
         msg.key = key  # type: ignore[attr-defined]
@@ -554,6 +566,8 @@ class HttpMode(SessionMode):
     def _connection(self, flow: tuple, ts: int, flags: int, out) -> Session:
         s = super()._connection(flow, ts, flags, out)
         c: _Conn = s.info  # type: ignore[assignment]
+        if self._bpf and s.state != MATCHED:
+            self._match_bpf(s, out)
         if c.first:
             c.first = False
             if not flags & TCP_SYN:
@@ -563,7 +577,19 @@ class HttpMode(SessionMode):
         self._cur = s
         return s
 
+    def _match_bpf(self, s: Session, out) -> None:
+        """``bpf`` filters select the connection of a packet they match (any packet of
+        it, TLS included): held frames go, this one and every later one follow."""
+        pkt, data = self._frame
+        lt = self.interfaces[pkt[4]][1] if self.interfaces else 1
+        raw = bytes(data)
+        ids = [fid for fid, progs in self._bpf if (p := progs.get(lt)) and p.filter(raw)]
+        if ids:
+            self.table.decide(s, sorted({*ids, *s.ids}), out)
+
     def _tcp_frame(self, pkt: tuple, d, data: memoryview, out) -> None:
+        if self._bpf:
+            self._frame = (pkt, data)
         super()._tcp_frame(pkt, d, data, out)
         s = self._cur
         c: _Conn = s.info  # type: ignore[assignment]
@@ -601,9 +627,9 @@ SPEC = ModeSpec(
 
     Requests and responses on --http-port are parsed from the reassembled streams;
     a match on http_host, http_url, http_method, http_status, http_user_agent,
-    http_ja4h, keyword or ip_address captures the whole connection (held packets
-    first). One event per transaction. With no filter, nothing is forwarded unless
-    --no-filter-policy allow.""",
+    http_ja4h, keyword, ip_address or bpf captures the whole connection (held packets
+    first; ip_address and bpf also select HTTPS). One event per transaction. With no
+    filter, nothing is forwarded unless --no-filter-policy allow.""",
     filter_types=HTTP_FILTER_TYPES,
     default_policy="deny",
     config=HttpConfig,

@@ -5,6 +5,9 @@ TLS (which the HTTP parser cannot read)."""
 
 from __future__ import annotations
 
+import pytest
+
+from lc.common.errors import ValidationError
 from lc.common.filters import Filter, compile_filters
 from lc.hunter.modes.base import ModeContext
 from lc.hunter.modes.http import HTTP_FILTER_TYPES, HttpConfig, http_mode
@@ -73,3 +76,40 @@ def test_with_its_syn_seen_a_connection_that_starts_with_garbage_is_not_http() -
               a.client(b"GET /next HTTP/1.1\r\nHost: mid.example\r\n\r\n")]  # fmt: skip
     assert records(m.process(chunk(frames, T0))) == []
     assert m.dis.http_counters["not_http"] == 1
+
+
+CLIENT_HELLO = bytes.fromhex("160301002e0100002a0303") + bytes(32) + bytes.fromhex("000002c02f0100")
+
+
+def test_bpf_and_ip_address_select_connections_that_carry_tls_whole() -> None:
+    for filt in (("bpf", "host 10.0.0.5"), ("ip_address", "10.0.0.5")):
+        m = mode(filt)
+        tls, other = Conn(5, PORT), Conn(6, PORT)
+        frames = [*tls.handshake(), tls.client(CLIENT_HELLO),
+                  tls.server(b"\x16\x03\x03\x00\x01x"), *other.handshake(),
+                  other.client(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")]  # fmt: skip
+        fwd = m.process(chunk(frames, T0))
+        assert records(fwd) == frames[:5], filt
+        assert all(list(fwd.meta[i].filter_ids) == ["f0"] for i in range(5))
+        later = [tls.client(b"\x17\x03\x03\x00\x02ab"), *tls.close()]
+        assert records(m.process(chunk(later, T0 + S))) == later, filt
+        assert m.dis.http_counters["not_http"] == 1  # the TLS one: never parsed
+
+
+def test_a_bpf_filter_matching_a_later_frame_flushes_the_held_ones_in_order() -> None:
+    m = mode(("bpf", "tcp[13] & 4 != 0"))  # a RST
+    a, b = Conn(7, PORT), Conn(8, PORT)
+    frames = [*a.handshake(), a.client(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"), *b.handshake()]
+    assert records(m.process(chunk(frames, T0))) == []
+    rst = a.reset()
+    fwd = m.process(chunk([rst], T0 + S))
+    assert records(fwd) == [*frames[:4], rst]
+    assert m.table.counters["matched"] == 1
+
+
+def test_a_bpf_filter_that_does_not_compile_is_refused_and_the_old_set_stays() -> None:
+    m = mode(("http_host", "a.example"))
+    bad = compile_filters([Filter(id="b", type="bpf", pattern="nonsense ((")], "h", ("bpf",))
+    with pytest.raises(ValidationError):
+        m.apply(bad)
+    assert m._fs.has("http_host")
