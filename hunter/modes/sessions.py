@@ -280,6 +280,9 @@ class SessionMode(Mode):
             else None
         )
         self._gen = 0  # chunks processed: which Out a frame token's index refers to
+        # Connections that ignore the rest (IPv4), by (lower, higher endpoint as
+        # address << 16 | port, protocol): the per-chunk loop places their frames.
+        self._fast: dict[tuple[int, int, int], Session] = {}
         self._frags = Fragments()
         self._events: list[lc_pb2.Event] = []
         self._clock = 0
@@ -370,6 +373,10 @@ class SessionMode(Mode):
         count_rejected = self.events_all  # their packet counts go only into their events
         iface_col = chunk.iface
         ifx = single
+        fast = self._fast
+        sessions = self.table.sessions
+        ctag = self.dis.message_tag
+        conn_frames = 0
         off = 0
         for i, cap in enumerate(cap_col):
             start = off
@@ -416,10 +423,47 @@ class SessionMode(Mode):
                     else:
                         hold(s, (ts, cap, orig_col[i], mv[start:off], ifx), tag)
                     continue
+                if (
+                    fast
+                    and etype == 0x0800
+                    and vihl == 0x45
+                    and not frag & 0x3FFF
+                    and cap >= 48
+                    and (proto == 6 or proto == 17)
+                ):
+                    # A connection whose messages no longer matter (ignore_rest):
+                    # the bulk of TLS and QUIC, placed without decoding.
+                    a, b = src << 16 | sport, dst << 16 | dport
+                    fkey = (a, b, proto) if a < b else (b, a, proto)
+                    s = fast.get(fkey)
+                    if s is not None:
+                        ts = ts_col[i]
+                        s.last_ns = ts
+                        del sessions[s.key]
+                        sessions[s.key] = s
+                        s.pk[ctag] += 1
+                        s.by[ctag] += cap
+                        conn_frames += 1
+                        st = s.state
+                        if st == matched:
+                            meta = s.metas[ctag]
+                            if meta is None:
+                                meta = s.metas[ctag] = meta_of(s, ctag, None)
+                            out.add((ts, cap, orig_col[i], mv[start:off], ifx), meta)
+                        elif st == rejected:
+                            unmatched += 1
+                        else:
+                            hold(s, (ts, cap, orig_col[i], mv[start:off], ifx), ctag)
+                        if proto == 6:
+                            fl = rec[start + 63]  # 16 + 14 + 20 + 13: the TCP flags
+                            if fl & 5:  # FIN or RST
+                                self._conn_end(s, fl, a < b, ts)
+                        continue
             pkt = (ts_col[i], cap, orig_col[i], mv[start:off], ifx)
             self._slow(pkt, lt, mv[start + 16 : off], out)
         c = self.c
         c["unassociated"] += unassociated
+        self.cc["frames"] += conn_frames
         self.table.unmatched_packets += unmatched
         if len(ts_col):
             last = ts_col[len(ts_col) - 1]
@@ -633,23 +677,42 @@ class SessionMode(Mode):
         s = self._connection((d.src, d.sport, d.dst, d.dport, 6), ts, flags, out)
         tok = self._place(s, pkt, out)
         if flags & (TCP_FIN | TCP_RST):
-            if flags & TCP_RST:
-                s.cflags |= _RST
-            else:
-                s.cflags |= _FIN_LO if (d.src, d.sport) <= (d.dst, d.dport) else _FIN_HI
-            cf = s.cflags
-            if not s.end_ns and (cf & _RST or cf & (_FIN_LO | _FIN_HI) == _FIN_LO | _FIN_HI):
-                s.end_ns = ts
+            self._conn_end(s, flags, (d.src, d.sport) <= (d.dst, d.dport), ts)
         streams = self._streams
         if s.cflags & _NO_MESSAGES:
             if not s.cflags & _STREAMS_DROPPED:
                 s.cflags |= _STREAMS_DROPPED
                 streams.drop((d.src, d.sport, d.dst, d.dport))
                 streams.drop((d.dst, d.dport, d.src, d.sport))
+                self._go_fast(s)
             return
         for key, msg, frames in streams.segment(ts, tok, d, data):
             self._conn_stream_message(key, msg, frames, out, ts)
         tok.pkt = None
+
+    def _conn_end(self, s: Session, flags: int, from_lower: bool, ts: int) -> None:
+        """A FIN or RST of connection ``s``: its end once both sides sent FIN, or RST."""
+        if flags & TCP_RST:
+            s.cflags |= _RST
+        else:
+            s.cflags |= _FIN_LO if from_lower else _FIN_HI
+        cf = s.cflags
+        if not s.end_ns and (cf & _RST or cf & (_FIN_LO | _FIN_HI) == _FIN_LO | _FIN_HI):
+            s.end_ns = ts
+
+    @staticmethod
+    def _fast_key(s: Session) -> tuple[int, int, int] | None:
+        src, sport, dst, dport, proto = s.key  # type: ignore[misc]
+        if len(src) != 4:
+            return None
+        return (int.from_bytes(src, "big") << 16 | sport, int.from_bytes(dst, "big") << 16 | dport,
+                proto)  # fmt: skip
+
+    def _go_fast(self, s: Session) -> None:
+        """``s`` ignores the rest: the per-chunk loop places its IPv4 frames."""
+        fkey = self._fast_key(s)
+        if fkey is not None:
+            self._fast[fkey] = s
 
     def _conn_stream_message(
         self, key: tuple, msg: object, frames: list, out: Out, ts: int
@@ -671,6 +734,9 @@ class SessionMode(Mode):
         s = self._connection(flow, ts, 0, out)
         toks = [self._place(s, f, out) for f in frames]
         if s.cflags & _NO_MESSAGES:
+            if not s.cflags & _STREAMS_DROPPED:
+                s.cflags |= _STREAMS_DROPPED
+                self._go_fast(s)
             return
         try:
             msg = self.dis.parse(payload)
@@ -778,6 +844,10 @@ class SessionMode(Mode):
         self._frags.expire(now)
 
     def _forgotten(self, s: Session) -> None:
+        if s.cflags & _STREAMS_DROPPED and self._fast:
+            fkey = self._fast_key(s)
+            if fkey is not None and self._fast.get(fkey) is s:
+                del self._fast[fkey]
         if s.events:
             self._decided(s)  # undecided to the end: sent with --events all only
         captured = s.state == MATCHED

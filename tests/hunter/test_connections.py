@@ -247,6 +247,19 @@ def test_ignore_rest_stops_parsing_but_not_capture():
     assert feed(m, frames) == frames
     assert m.dis.seen == [b"secret", b"IGNORE"]
     assert m.counters().figures["tcp_streams"] == 0
+    # Its later frames take the per-chunk loop (no decoding), FINs included.
+    (s,) = m.table.sessions.values()
+    assert list(m._fast.values()) == [s] and s.end_ns == T0 + 6000  # the second FIN
+    assert m.counters().figures["decode_errors"] == 0 and s.pk[0] == len(frames)
+    m.tick(T0 + 10 * S)
+    assert not m.table.sessions and not m._fast
+    # Rejected ones too: counted, not held.
+    b = Conn(2)
+    frames = [*b.handshake(), b.client(b"DONE\nIGNORE\n"), b.server(b"x" * 500), b.reset()]
+    assert feed(m, frames, T0 + 20 * S) == []
+    (s,) = m.table.sessions.values()
+    assert s.state == REJECTED and s.end_ns == T0 + 20 * S + 5000 and m.table.held_bytes == 0
+    assert m.counters().dropped["filtered"] == len(frames)
 
 
 def test_udp_flows_are_connections_when_the_dissector_asks():
@@ -275,7 +288,7 @@ def test_message_sessions_are_unchanged_by_the_connection_machinery():
 
 # -- properties ----------------------------------------------------------------------------
 
-WORDS = [b"a", b"bc", b"secret", b"DONE", b" ", b"xyz"]
+WORDS = [b"a", b"bc", b"secret", b"DONE", b"IGNORE", b" ", b"xyz"]
 
 
 @st.composite
@@ -289,7 +302,7 @@ def conversations(draw):
         for _ in range(draw(st.integers(0, 6))):
             client = draw(st.booleans())
             words = draw(st.lists(st.sampled_from(WORDS), min_size=1, max_size=3))
-            line = b"DONE\n" if words == [b"DONE"] else b"".join(w for w in words) + b"\n"
+            line = b"".join(words) + b"\n"
             cuts = sorted(draw(st.sets(st.integers(1, len(line) - 1), max_size=2)))
             parts = [line[a:b] for a, b in zip([0, *cuts], [*cuts, len(line)], strict=True)]
             for part in parts:
@@ -311,7 +324,8 @@ def conversations(draw):
 
 def expected(frames: list[bytes]) -> list[bytes]:
     """What a connection's frames should give: all if a line with the keyword completes
-    before a DONE line; after a DONE, from the frame completing such a line on."""
+    before a DONE line; after a DONE, from the frame completing such a line on; no line
+    after an IGNORE line counts."""
     bufs = {}
     state = "undecided"
     for k, f in enumerate(frames):
@@ -326,6 +340,8 @@ def expected(frames: list[bytes]) -> list[bytes]:
                 return frames if state == "undecided" else frames[k:]
             if line == b"DONE" and state == "undecided":
                 state = "rejected"
+            if line == b"IGNORE":
+                return []
     return []
 
 
