@@ -70,9 +70,16 @@ message tag), ``max_held_bytes`` overall (``buffer_full``; a frame not held for 
 room still goes if its own message matches). With ``udp_flows`` a UDP flow (5-tuple)
 on ``ports`` is a connection too (QUIC): each datagram is parsed as a message, a
 malformed one still belongs to it, and it ends by idleness (or ``end_ns`` set by the
-dissector). ``ignore_rest(s)`` (from ``on_message``) says no later message of ``s``
-matters (TLS after the handshake): its streams are dropped, its frames still follow the
-decision. Events: ``message_event`` gives one per message (a handshake, a transaction);
+dissector); without it, UDP on ``ports`` goes to ``session_key`` sessions if the
+dissector defines it (DNS), else belongs to nothing, and the default kernel filter is
+its ports over TCP. A message's direction: ``flow[:2] == s.flow[:2]`` for the
+initiator's (``s.flow`` is the connection's, initiator first: the SYN's sender, else
+the side not on ``ports``). ``ignore_rest(s)`` (from ``on_message``) says no later
+message of ``s`` matters (TLS after the handshake): its streams are dropped, and its
+frames (still following its decision) skip the decoder: the per-chunk loop places
+IPv4-over-Ethernet ones directly, as the alias hot path does.
+
+Events: ``message_event`` gives one per message (a handshake, a transaction);
 the engine fills in dataset, session id, times and flow if unset, and sends it once the
 connection is decided, with ``captured`` and the filter ids (rejected or never decided:
 only with ``--events all``; at most :data:`MAX_WAITING_EVENTS` wait per connection,
@@ -167,9 +174,24 @@ class Dissector:
 
     def kernel_bpf(self) -> str:
         """The kernel filter of what the mode wants ("" for everything): by default its
-        ports (UDP and TCP) and IP fragments (later fragments carry no ports)."""
+        ports (UDP and TCP) and IP fragments (later fragments carry no ports); a
+        connection dissector with no use for UDP (no ``udp_flows``, no ``session_key``),
+        its ports over TCP."""
         ports = " or ".join(f"port {p}" for p in sorted(self.ports))
-        return f"((udp or tcp) and ({ports})) or {IP_FRAGMENTS}" if ports else ""
+        if not ports:
+            return ""
+        if not self.wants_udp():
+            return f"tcp and ({ports})"
+        return f"((udp or tcp) and ({ports})) or {IP_FRAGMENTS}"
+
+    def wants_udp(self) -> bool:
+        """Whether UDP on ``ports`` is parsed: as flows (``udp_flows``), or as messages
+        of sessions (a message dissector, or one that defines ``session_key``)."""
+        return (
+            self.capture_unit != "connection"
+            or self.udp_flows
+            or type(self).session_key is not Dissector.session_key
+        )
 
     def new_framer(self) -> Framer:
         raise NotImplementedError
@@ -264,6 +286,7 @@ class SessionMode(Mode):
             raise ValueError(f"capture_unit {dissector.capture_unit!r}: message or connection")
         self._conn = dissector.capture_unit == "connection"
         self._udp_flows = self._conn and dissector.udp_flows
+        self._udp = dissector.wants_udp()
         self.table = SessionTable(
             limits,
             len(dissector.tags),
@@ -502,8 +525,10 @@ class SessionMode(Mode):
                 payload = data[d.payload_offset : d.payload_offset + d.payload_len]
                 if self._udp_flows:
                     self._udp_flow([pkt], payload, (d.src, d.sport, d.dst, d.dport, 17), out)
-                else:
+                elif self._udp:
                     self._datagram([pkt], payload, (d.src, d.sport, d.dst, d.dport, 17), out)
+                else:
+                    self.c["unassociated"] += 1
                 return
             aliases = self.table.aliases
             hit = aliases.get(endpoint_key(d.dst, d.dport)) or aliases.get(
@@ -549,8 +574,10 @@ class SessionMode(Mode):
             flow = (dd.src, dd.sport, dd.dst, dd.dport, 17)
             if self._udp_flows:
                 self._udp_flow(frames, payload, flow, out)
-            else:
+            elif self._udp:
                 self._datagram(frames, payload, flow, out)
+            else:
+                self.c["unassociated"] += len(frames)
         else:
             self.c["unassociated"] += len(frames)
 
