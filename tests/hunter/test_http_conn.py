@@ -6,12 +6,15 @@ TLS (which the HTTP parser cannot read)."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from lc.common.errors import ValidationError
 from lc.common.filters import Filter, compile_filters
 from lc.hunter.modes.base import ModeContext
 from lc.hunter.modes.http import HTTP_FILTER_TYPES, HttpConfig, http_mode
 from tests.hunter.conn_toy import ACK, FIN, Conn, chunk, records
+from tests.hunter.test_mode_fuzz import through_the_wire
 
 T0 = 1_700_000_000 * 10**9
 S = 10**9
@@ -113,3 +116,86 @@ def test_a_bpf_filter_that_does_not_compile_is_refused_and_the_old_set_stays() -
     with pytest.raises(ValidationError):
         m.apply(bad)
     assert m._fs.has("http_host")
+
+
+# -- hypothesis: hostile HTTP connections through the mode and the wire -----------------
+
+FUZZ_FILTERS = [
+    Filter(id="host", type="http_host", pattern="*.example"),
+    Filter(id="url", type="http_url", pattern="/a*"),
+    Filter(id="method", type="http_method", pattern="POST"),
+    Filter(id="status", type="http_status", pattern="5xx"),
+    Filter(id="ua", type="http_user_agent", pattern="*curl*"),
+    Filter(id="ja4h", type="http_ja4h", pattern="po11*"),
+    Filter(id="kw", type="keyword", pattern="secret"),
+    Filter(id="ip", type="ip_address", pattern="10.0.0.9"),
+    Filter(id="bpf", type="bpf", pattern="tcp[13] & 1 != 0"),
+]
+PIECES = [b"GET /a HTTP/1.1\r\n", b"POST /b HTTP/1.0\r\n", b"HEAD / HTTP/1.1\r\n",
+          b"Host: x.example\r\n", b"User-Agent: curl/8\r\n", b"Content-Length: 5\r\n",
+          b"Content-Length: 99999999999\r\n", b"Transfer-Encoding: chunked\r\n",
+          b"Content-Encoding: gzip\r\n", b"Expect: 100-continue\r\n", b" folded\r\n",
+          b"\r\n", b"5\r\nsecre\r\n", b"0\r\n\r\n", b"HTTP/1.1 200 OK\r\n",
+          b"HTTP/1.1 503 Busy\r\n", b"HTTP/1.1 100 Continue\r\n\r\n", b"\xff\xfe\x00",
+          b"\xed\xa0\x80", b"\x16\x03\x01\x00\x05hello", b"secret", b"\n"]  # fmt: skip
+
+
+@st.composite
+def connections(draw) -> list[bytes]:
+    """Frames of 1-3 interleaved connections: optional handshake, pieces of HTTP-ish
+    text in random segments either way, reordering, losses, FIN or RST, or nothing."""
+    conns = []
+    for n in range(draw(st.integers(1, 3))):
+        c = Conn(9 + n, PORT)
+        frames = list(c.handshake()) if draw(st.booleans()) else []
+        for _ in range(draw(st.integers(0, 8))):
+            data = b"".join(draw(st.lists(st.sampled_from(PIECES), min_size=1, max_size=6)))
+            frames.append(c.client(data) if draw(st.booleans()) else c.server(data))
+            if draw(st.integers(0, 4)) == 0:
+                frames.append(c.client_ack())
+        end = draw(st.sampled_from(["fin", "rst", "server-fin", "none"]))
+        if end == "fin":
+            frames += c.close()
+        elif end == "rst":
+            frames.append(c.reset())
+        elif end == "server-fin":
+            frames.append(c._s(FIN | ACK))
+        if frames and draw(st.booleans()):  # one reordering and one loss
+            i, j = draw(st.integers(0, len(frames) - 1)), draw(st.integers(0, len(frames) - 1))
+            frames[i], frames[j] = frames[j], frames[i]
+            del frames[draw(st.integers(0, len(frames) - 1))]
+        conns.append(frames)
+    out: list[bytes] = []
+    while any(conns):
+        k = draw(st.integers(0, len(conns) - 1))
+        if conns[k]:
+            out.append(conns[k].pop(0))
+    return out
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(connections(), st.sampled_from(["allow", "filters", "none"]), st.integers(1, 5))
+def test_hostile_http_connections_through_the_mode_and_the_wire(frames, how, cut) -> None:
+    policy = "allow" if how == "allow" else "deny"
+    m = http_mode(ModeContext([("eth0", 1)], policy, "all"), HttpConfig(max_body=16))
+    m.apply(compile_filters(FUZZ_FILTERS if how == "filters" else [], "h", HTTP_FILTER_TYPES))
+    ifs = [("eth0", 1)]
+    sent = 0
+    got: list[bytes] = []
+    step = max(1, len(frames) // cut)
+    for k in range(0, len(frames), step):
+        fwd = m.process(chunk(frames[k : k + step], T0 + k * S))
+        got += records(fwd)
+        sent += through_the_wire(fwd, ifs, k + 1)
+    for fwd in (m.tick(T0 + 400 * S), m.finish()):
+        got += records(fwd)
+        sent += through_the_wire(fwd, ifs, 9999)
+    assert sent == len(got) <= len(frames)
+    assert all(got.count(f) <= frames.count(f) for f in got)  # nothing forwarded twice
+    if how == "allow":
+        assert got == frames  # every frame, in order: decided at the first packet
+    elif how == "none":
+        assert got == []
+    c = m.counters()
+    assert all(isinstance(v, int) and v >= 0 for v in c.figures.values())
+    assert all(isinstance(v, int) and v >= 0 for v in c.dropped.values())
