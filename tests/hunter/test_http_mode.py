@@ -123,3 +123,42 @@ def test_local_filters_stand_beside_the_pushed_ones() -> None:
                        keywords=("mozilla",))  # fmt: skip
     assert all(list(e.filter_ids) == ["local:keywords:1"] for e in events if e.captured)
     assert sum(e.captured for e in events) == 5
+
+
+def test_event_documents_equal_zeeks_http_log() -> None:
+    """The mode's events as the processor writes them (ECS) against Zeek's http.log."""
+    from lc.processor.eventlog import event_document
+    from tests.common.test_http_corpus import read_zeek_log, run_capture
+
+    need_corpus()
+    path = CORPUS / "http/zeek_http-pipelined-requests.pcap"
+    zeek = read_zeek_log(Path(f"{path}.zeek-http.log"))
+    events, _, _ = run(path, [], policy="allow")
+    docs = [event_document(e, "h", f"e{k}") for k, e in enumerate(events)]
+    # Zeek counts a gzipped body after gunzipping; lc counts it as sent (Content-Length).
+    txs = [tx for _n, _c, tx in run_capture(path).transactions()]
+    encoded = {
+        k: int(tx.response.header("content-length"))
+        for k, tx in enumerate(txs)
+        if tx.response.header("content-encoding")
+    }
+    assert 0 < len(encoded) < 5
+    assert len(docs) == len(zeek) == 5
+    for k, (d, z) in enumerate(zip(docs, zeek, strict=True)):
+        z["response_body_len"] = encoded.get(k, z["response_body_len"])
+        got = (
+            d["lc"]["http"]["transaction"], d["source"]["ip"], d["source"]["port"],
+            d["destination"]["ip"], d["destination"]["port"], d["http"]["request"]["method"],
+            d["url"]["domain"], d["url"]["original"], d["http"]["request"]["referrer"],
+            d["http"]["version"], d["user_agent"]["original"],
+            d["http"]["request"]["body"]["bytes"], d["http"]["response"]["body"]["bytes"],
+            d["http"]["response"]["status_code"], d["lc"]["http"]["reason"],
+        )  # fmt: skip
+        want = (
+            int(z["trans_depth"]), z["id.orig_h"], int(z["id.orig_p"]), z["id.resp_h"],
+            int(z["id.resp_p"]), z["method"], z["host"], z["uri"], z["referrer"], z["version"],
+            z["user_agent"], int(z["request_body_len"]), int(z["response_body_len"]),
+            int(z["status_code"]), z["status_msg"],
+        )  # fmt: skip
+        assert got == want
+        assert d["event"]["duration"] > 0 and d["lc"]["captured"]
