@@ -70,6 +70,7 @@ HTTP_FILTER_TYPES = (
     "ip_address",
     "bpf",
 )
+_NO_VALUES: tuple[dict[str, object], list] = ({}, [])  # a piece that completed nothing
 _MAX_WAITING = 64  # finished transactions kept per undecided connection
 _TEXT_MAX = 8192
 
@@ -330,6 +331,8 @@ class HttpDissector(Dissector):
         return events
 
     def filter_values(self, msg: _Piece, events: object) -> tuple[dict[str, object], list]:  # type: ignore[override]
+        if not events:
+            return _NO_VALUES
         hosts: list[str] = []
         urls: list[str] = []
         methods: list[str] = []
@@ -386,11 +389,15 @@ class HttpDissector(Dissector):
         return None
 
     def after_message(self, s: Session, msg: _Piece, ts: int) -> None:  # type: ignore[override]
+        events = msg.events
+        if not events:
+            return
         c: _Conn = s.info  # type: ignore[assignment]
-        for ev in msg.events:
+        for ev in events:
             if isinstance(ev, HttpTransaction):
                 self._done(s, c, ev)
-        self._release(s, c)
+        if c.waiting:
+            self._release(s, c)
 
     def meta(self, s: Session, tag: int, summary: object) -> lc_pb2.PacketMeta:
         if isinstance(summary, _Piece):
@@ -602,6 +609,12 @@ class HttpMode(SessionMode):
         c.fin = _FIN_TOLD
         end = _Piece(c.framers[1], b"", end=True)
         self._conn_stream_message(key, end, [], out, pkt[0])
+
+    def _decided(self, s: Session) -> None:
+        super()._decided(s)
+        c: _Conn = s.info  # type: ignore[assignment]
+        if c.waiting:  # the transactions that waited for the decision go (or not) now
+            self.dis._release(s, c)
 
     def _forgotten(self, s: Session) -> None:
         self.dis.closing(s)
