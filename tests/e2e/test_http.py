@@ -212,7 +212,8 @@ def test_local_filters_are_shown_by_show_hunter_and_select(tmp_path, pki) -> Non
     assert (p.data_dir / "capture.pcap").stat().st_size > 24
 
 
-def test_https_keys_follow_the_capture_and_tshark_decrypts_it(tmp_path, pki) -> None:
+@pytest.mark.parametrize("by", ["ip_address", "bpf"])
+def test_https_keys_follow_the_capture_and_tshark_decrypts_it(tmp_path, pki, by) -> None:
     need("tshark")
     need("curl")
     need("openssl")
@@ -253,7 +254,11 @@ def test_https_keys_follow_the_capture_and_tshark_decrypts_it(tmp_path, pki) -> 
 
     p = start_processor(tmp_path, tls_args(pki, "processor"))
     try:
-        _set(p, pki, "host", "ip_address", "127.0.0.1")
+        # Both select the HTTPS connection the HTTP parser cannot read.
+        if by == "bpf":
+            _set(p, pki, "host", "bpf", f"tcp dst port {port} and tcp[13] & 2 != 0")
+        else:
+            _set(p, pki, "host", "ip_address", "127.0.0.1")
         r = run_lc("hunt", "http", "--http-port", str(port), "--tls-keylog", str(keys),
                    "--processor", p.addr, *tls_args(pki, "hunter-h1"), "-r", str(cap))  # fmt: skip
         assert r.returncode == 0, r.stderr
