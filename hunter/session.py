@@ -32,10 +32,12 @@ sessions to be matched, with that session's metadata (the wire names one session
 packet; the other session's per-session outputs miss that frame).
 
 **Bounds and time**, each with a counter: ``max_sessions`` (a new session evicts the
-least recently active one that is not matched, else the least recently active:
+least recently active one that is not matched, looking among the
+:data:`EVICTION_SCAN` least recently active, else the least recently active:
 ``evicted``; activity is a message, not every media packet, so that the hot path
-stays one look-up); ``max_held_packets`` per session (``message_hold_factor`` times
-that for message packets) and ``max_held_bytes`` over all (``buffer_full``). Clocks
+stays one look-up; for a connection, every packet); ``max_held_packets`` per session
+(``message_hold_factor`` times that for message packets), ``max_held_session_bytes``
+per session if set, and ``max_held_bytes`` over all (``buffer_full``). Clocks
 are capture timestamps: :meth:`SessionTable.expire` forgets sessions
 ``grace_ns`` after they ended, or ``idle_timeout_ns`` after their last packet, and
 rejects those held ``decide_timeout_ns`` without a match. A session that ends
@@ -51,6 +53,7 @@ import struct
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import islice
 
 from lc.common.text import wire_text
 from lc.hunter.capture import Chunk
@@ -68,6 +71,9 @@ __all__ = [
 ]
 
 UNDECIDED, MATCHED, REJECTED = 0, 1, 2
+#: How many of the least recently active sessions a full table looks through for one
+#: that is not matched, to evict it rather than a matched one.
+EVICTION_SCAN = 256
 STATE_NAMES = ("undecided", "matched", "rejected")
 _REC = struct.Struct("<IIII")
 
@@ -85,6 +91,9 @@ class SessionLimits:
     idle_timeout_ns: int = 300 * 10**9
     decide_timeout_ns: int = 60 * 10**9
     message_hold_factor: int = 4
+    #: Bytes held per session (0: no bound but ``max_held_packets``); connection
+    #: capture sets it, a TCP connection being able to carry much before its decision.
+    max_held_session_bytes: int = 0
 
 
 class Session:
@@ -98,7 +107,9 @@ class Session:
         "buf_tag",
         "buf_tok",
         "by",
+        "cflags",
         "end_ns",
+        "events",
         "first_ns",
         "flow",
         "ids",
@@ -131,10 +142,14 @@ class Session:
         self.buf = bytearray()
         self.buf_if = array("H")
         self.buf_tag = bytearray()
-        self.buf_sum: list[object] = []
+        self.buf_sum: dict[int, object] = {}  # summary by held index (message packets)
         self.buf_tok: dict[int, object] | None = None
         self.buf_n = 0
         self.buf_bytes = 0
+        # Connection capture (lc.hunter.modes.sessions): the connection's flags (FINs,
+        # RST, ...), and events that wait for the session's decision.
+        self.cflags = 0
+        self.events: list[lc_pb2.Event] | None = None
 
 
 class Out:
@@ -176,7 +191,9 @@ class SessionTable:
 
     ``meta(session, tag, summary)`` builds the PacketMeta of a packet (``summary`` is
     None except for message packets); ``on_forget(session)`` hears of every session
-    leaving the table (ended, idle, evicted or at the end), e.g. to emit its event.
+    leaving the table (ended, idle, evicted or at the end), e.g. to emit its event;
+    ``on_decided(session)`` of every decision (matched or rejected), e.g. to release
+    the events that waited for it.
     """
 
     def __init__(
@@ -186,12 +203,14 @@ class SessionTable:
         message_tag: int,
         meta: Callable[[Session, int, object], lc_pb2.PacketMeta],
         on_forget: Callable[[Session], None] | None = None,
+        on_decided: Callable[[Session], None] | None = None,
     ) -> None:
         self.limits = limits
         self.ntags = ntags
         self.message_tag = message_tag
         self.meta = meta
         self.on_forget = on_forget
+        self.on_decided = on_decided
         self.sessions: dict[object, Session] = {}  # least recently active first
         self.aliases: dict[object, tuple[Session, int]] = {}
         self.held_bytes = 0
@@ -200,16 +219,20 @@ class SessionTable:
         self.buffer_full = 0
 
     # -- sessions --------------------------------------------------------------------
-    def open(self, key: object, ts: int, info: object) -> Session:
-        """A new session (evicting one when the table is full)."""
+    def open(self, key: object, ts: int, info: object, name: str | None = None) -> Session:
+        """A new session (evicting one when the table is full); ``name`` (wire-safe
+        already) is its id, by default the key as wire text."""
         sessions = self.sessions
         if len(sessions) >= self.limits.max_sessions:
-            victim = next((v for v in sessions.values() if v.state != MATCHED), None)
-            if victim is None:
+            victim = next(
+                (v for v in islice(sessions.values(), EVICTION_SCAN) if v.state != MATCHED), None
+            )
+            if victim is None:  # a bounded look: a table full of matched ones costs no scan
                 victim = next(iter(sessions.values()))
             self.counters["evicted"] += 1
             self.forget(victim)
-        name = key if type(key) is str and key.isascii() and len(key) <= 1024 else None
+        if name is None and type(key) is str and key.isascii() and len(key) <= 1024:
+            name = key
         s = sessions[key] = Session(key, name or wire_text(str(key)), ts, self.ntags, info)
         self.counters["created"] += 1
         return s
@@ -230,29 +253,42 @@ class SessionTable:
             s.aliases.append(key)
 
     # -- packets ---------------------------------------------------------------------
-    def hold(self, s: Session, pkt: Pkt, tag: int, summary: object = None, token=None) -> None:
-        """Keep a packet of an undecided session (or count it when there is no room)."""
+    def hold(self, s: Session, pkt: Pkt, tag: int, summary: object = None, token=None) -> int:
+        """Keep a packet of an undecided session (or count it when there is no room);
+        its index in the session's buffer, or -1."""
         rec = pkt[3]
         size = len(rec) + 3
         lim = self.limits
         limit = lim.max_held_packets
         if tag == self.message_tag:
             limit *= lim.message_hold_factor
-        if s.buf_n >= limit or self.held_bytes + size > lim.max_held_bytes:
+        per = lim.max_held_session_bytes
+        if (
+            s.buf_n >= limit
+            or self.held_bytes + size > lim.max_held_bytes
+            or (per and s.buf_bytes + size > per)
+        ):
             self.buffer_full += 1
-            return
+            return -1
+        k = s.buf_n
         if token is not None:
             if s.buf_tok is None:
                 s.buf_tok = {}
-            s.buf_tok[s.buf_n] = token
+            s.buf_tok[k] = token
         s.buf += rec
         s.buf_if.append(pkt[4])
         s.buf_tag.append(tag)
-        if tag == self.message_tag:
-            s.buf_sum.append(summary)
-        s.buf_n += 1
+        if summary is not None:
+            s.buf_sum[k] = summary
+        s.buf_n = k + 1
         s.buf_bytes += size
         self.held_bytes += size
+        return k
+
+    def summarise(self, s: Session, k: int, summary: object) -> None:
+        """Give the held packet ``k`` of ``s`` a message's summary (kept: the first)."""
+        if 0 <= k < s.buf_n and summary is not None:
+            s.buf_sum.setdefault(k, summary)
 
     def message_frames(
         self, s: Session, frames: list, summary: object, meta: object, out: Out
@@ -301,18 +337,18 @@ class SessionTable:
         self.counters["matched"] += 1
         buf, mv = s.buf, memoryview(s.buf)
         tags = s.buf_tag
-        sums = iter(s.buf_sum)
+        sums = s.buf_sum
         toks = s.buf_tok
         metas = s.metas
-        mtag = self.message_tag
         meta_of = self.meta
         off = 0
         for k in range(s.buf_n):
             sec, nsec, cap, orig = _REC.unpack_from(buf, off)
             end = off + 16 + cap
             tag = tags[k]
-            if tag == mtag:
-                meta = meta_of(s, tag, next(sums))
+            summary = sums.get(k) if sums else None
+            if summary is not None:
+                meta = meta_of(s, tag, summary)
             else:
                 meta = metas[tag]
                 if meta is None:
@@ -324,12 +360,16 @@ class SessionTable:
                 out.add((sec * 1_000_000_000 + nsec, cap, orig, mv[off:end], s.buf_if[k]), meta)
             off = end
         self._drop_held(s)
+        if self.on_decided is not None:
+            self.on_decided(s)
 
     def reject(self, s: Session) -> None:
         """Stop holding ``s``: its buffer goes (counted), later messages are still judged."""
         s.state = REJECTED
         self.counters["rejected"] += 1
         self.unmatched_packets += self._drop_held(s)
+        if self.on_decided is not None:
+            self.on_decided(s)
 
     def _drop_held(self, s: Session) -> int:
         n = s.buf_n
@@ -337,7 +377,7 @@ class SessionTable:
         s.buf = bytearray()
         s.buf_if = array("H")
         s.buf_tag = bytearray()
-        s.buf_sum = []
+        s.buf_sum = {}
         s.buf_tok = None
         s.buf_n = s.buf_bytes = 0
         return n
