@@ -1,0 +1,471 @@
+"""DNS mode (``lc hunt dns``): DNS transactions over UDP and TCP, domain filters, RTT,
+and tunneling statistics for the processor.
+
+A :class:`~lc.hunter.modes.sessions.Dissector` for DNS on the shared session engine.
+
+* **Messages**: DNS over UDP (fragmented too) and TCP (2-byte length framing,
+  :class:`lc.common.dns.DnsTcpFramer`) on ``--dns-port`` (``--udp-only``: UDP only),
+  parsed by :func:`lc.common.dns.parse_dns`.
+* **A session is a transaction**: a query and its response, paired by
+  :func:`lc.common.dns.transaction_key` (transport, client and server addresses and
+  ports, id, question). A response without a question (FORMERR...) meets its query
+  by the key without the question. The RTT is the response's capture time minus the
+  first query's. A transaction ends with its response (``--dns-grace`` later it leaves
+  the table, so retransmitted answers still belong to it); a query unanswered for
+  ``--dns-timeout`` leaves as **unanswered** (counted, and its event says so).
+* **Filters**: ``dns_domain`` over the question name and the names of the answer
+  chain (CNAME owners and targets), ``ip_address`` (the packet's addresses). A query
+  whose name matches is forwarded at once; one that does not is held until its
+  response decides (the CNAME chain may match): a matching transaction forwards its
+  query **and** its response.
+* **Metadata**: every forwarded message packet carries a ``DnsSummary`` (id, qname,
+  qtype, rcode, direction, at most 8 answers, RTT, the tunneling score of the
+  question's registered domain).
+* **Events**: one ``DnsEvent`` per transaction when it leaves the table.
+* **Tunneling** (``--detect-tunneling``, default on): every query the hunter sees,
+  whatever the filters select, is counted by a :class:`lc.common.dnstunnel.TunnelDetector`.
+  Every ``--tunnel-report`` seconds of capture time (and at the end) the statistics
+  since the last report go to the processor on the next batch (``PacketBatch.dns_tunnel``),
+  which adds up every hunter's and raises alerts (:mod:`lc.processor.tunnels`). The
+  score in the metadata is the larger of the domain's score over the last complete
+  report interval and over the current one (what this hunter saw).
+
+Strings from the wire go out through :func:`lc.common.text.wire_text`.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+import orjson
+
+from lc.common.dns import (
+    TYPE_A,
+    TYPE_AAAA,
+    TYPE_CNAME,
+    DnsError,
+    DnsMessage,
+    DnsTcpFramer,
+    parse_dns,
+    transaction_key,
+    type_name,
+)
+from lc.common.dnstunnel import TunnelDetector, registered_domain
+from lc.common.text import wire_text
+from lc.hunter.capture import Chunk
+from lc.hunter.modes.base import (
+    Forward,
+    ModeContext,
+    ModeSpec,
+    option,
+    port_list,
+    positive_int,
+    seconds_ns,
+)
+from lc.hunter.modes.sessions import IP_FRAGMENTS, Dissector, SessionMode, set_flow
+from lc.hunter.session import Session, SessionLimits
+from lc.proto import lc_pb2
+
+__all__ = ["DNS_FILTER_TYPES", "SPEC", "DnsConfig", "DnsDissector", "DnsMode", "dns_mode"]
+
+DNS_FILTER_TYPES = ("dns_domain", "ip_address")
+
+_NAME_MAX = 1024  # a name's text (\DDD escapes make 255 wire bytes up to ~1000)
+_DATA_MAX = 256
+_META_ANSWERS = 8
+_EVENT_ANSWERS = 16
+
+
+def flag(text: str | bool) -> bool:
+    """A boolean flag's value (click gives a bool; the environment gives text)."""
+    if isinstance(text, bool):
+        return text
+    v = text.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{text!r}: true or false")
+
+
+@dataclass(slots=True)
+class DnsConfig:
+    dns_ports: frozenset[int] = option(
+        "--dns-port", "53", port_list, "Comma-separated ports parsed as DNS (UDP and TCP).", "PORTS"
+    )
+    udp_only: bool = option("--udp-only", "false", flag, "DNS over UDP only (not TCP).")
+    detect_tunneling: bool = option(
+        "--detect-tunneling/--no-detect-tunneling",
+        "true",
+        flag,
+        "Keep tunneling statistics of every query and report them to the processor.",
+    )
+    timeout_ns: int = option(
+        "--dns-timeout", "5", seconds_ns, "A query unanswered this long is unanswered.", "S"
+    )
+    grace_ns: int = option(
+        "--dns-grace", "1", seconds_ns, "A transaction is followed this long after it ends.", "S"
+    )
+    report_ns: int = option(
+        "--tunnel-report", "5", seconds_ns, "Tunneling statistics go out this often.", "S"
+    )
+    max_transactions: int = option(
+        "--max-transactions", "50000", positive_int, "Transactions followed at once.", "N"
+    )
+    max_domains: int = option(
+        "--tunnel-max-domains", "10000", positive_int, "Domains with tunneling statistics.", "N"
+    )
+
+    def validate(self) -> None:
+        """Each flag is checked on its own."""
+
+    def limits(self) -> SessionLimits:
+        return SessionLimits(
+            max_sessions=self.max_transactions,
+            max_held_packets=8,
+            max_held_bytes=64 * 1024 * 1024,
+            grace_ns=self.grace_ns,
+            idle_timeout_ns=self.timeout_ns,
+            decide_timeout_ns=self.timeout_ns,
+            message_hold_factor=1,
+        )
+
+
+class _Txn:
+    """The dissector's view of a transaction (``Session.info``)."""
+
+    __slots__ = (
+        "client_flow",
+        "domain",
+        "queries",
+        "query",
+        "query_ns",
+        "response",
+        "response_ns",
+        "responses",
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        self.client_flow: tuple | None = None
+        self.query: DnsMessage | None = None
+        self.response: DnsMessage | None = None
+        self.query_ns = 0
+        self.response_ns = 0
+        self.queries = 0
+        self.responses = 0
+        self.domain: str | None = None
+
+
+def rdata_text(rtype: int, rdata: object) -> str:
+    """A record's data as text (dig-like), bounded."""
+    if isinstance(rdata, str):
+        return wire_text(rdata, _NAME_MAX)
+    if isinstance(rdata, bytes):
+        return "\\# " + str(len(rdata)) + " " + rdata[: _DATA_MAX // 2].hex()
+    if isinstance(rdata, tuple):
+        if rdata and all(isinstance(x, bytes) for x in rdata):  # TXT
+            return wire_text(" ".join('"' + x.decode("latin-1") + '"' for x in rdata), _DATA_MAX)
+        return wire_text(" ".join(str(x) for x in rdata), _DATA_MAX)
+    return wire_text(str(rdata), _DATA_MAX)
+
+
+def _ip_text(raw: bytes) -> str:
+    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
+
+
+class _ParsingFramer:
+    """A :class:`DnsTcpFramer` whose messages come out parsed (malformed ones counted)."""
+
+    __slots__ = ("counters", "framer")
+
+    def __init__(self) -> None:
+        self.framer = DnsTcpFramer()
+        self.counters = {"malformed": 0}
+
+    @property
+    def offset(self) -> int:
+        return self.framer.offset
+
+    def feed(self, data: bytes) -> list[tuple[int, int, object]]:
+        out = []
+        for start, end, raw in self.framer.feed(data):
+            try:
+                out.append((start, end, parse_dns(raw)))
+            except DnsError:
+                self.counters["malformed"] += 1
+        return out
+
+
+class DnsDissector(Dissector):
+    protocol = "dns"
+    tags = ("dns",)
+    message_tag = 0
+    noun = ("transaction", "transactions")
+    alias_noun = "pending_no_question"
+
+    def __init__(self, cfg: DnsConfig) -> None:
+        self.cfg = cfg
+        self.ports = cfg.dns_ports
+        self.streams = not cfg.udp_only
+        self.flow: tuple = ()  # the flow of the message being handled (set by DnsMode)
+        self.rtt = 0
+        self.noq: dict[tuple, object] = {}  # key without question -> key of the query
+        self.detector: TunnelDetector | None = (
+            TunnelDetector(max_domains=cfg.max_domains) if cfg.detect_tunneling else None
+        )
+        self.last_scores: dict[str, float] = {}
+        self.c = dict.fromkeys(("queries", "responses", "unanswered", "answered",
+                                "orphan_responses"), 0)  # fmt: skip
+
+    def kernel_bpf(self) -> str:
+        ports = " or ".join(f"port {p}" for p in sorted(self.ports))
+        proto = "udp" if self.cfg.udp_only else "(udp or tcp)"
+        return f"({proto} and ({ports})) or {IP_FRAGMENTS}"
+
+    def new_framer(self) -> _ParsingFramer:
+        return _ParsingFramer()
+
+    def parse(self, payload: memoryview) -> DnsMessage:
+        return parse_dns(payload)
+
+    def session_key(self, msg: DnsMessage) -> object:  # type: ignore[override]
+        src, sport, dst, dport, proto = self.flow
+        transport = "tcp" if proto == 6 else "udp"
+        if msg.qr and not msg.questions:
+            k = transaction_key(msg, src, sport, dst, dport, transport, question=False)
+            return self.noq.get(k, k)
+        return transaction_key(msg, src, sport, dst, dport, transport)
+
+    def new_info(self, msg: DnsMessage, flow: tuple) -> _Txn:  # type: ignore[override]
+        return _Txn()
+
+    def on_message(self, s: Session, msg: DnsMessage, flow: tuple, ts: int) -> object:  # type: ignore[override]
+        t: _Txn = s.info  # type: ignore[assignment]
+        self.rtt = 0
+        if not t.queries and not t.responses:  # a readable session id
+            k = s.key
+            s.name = wire_text(
+                f"{k[0]}:{_ip_text(k[1])}:{k[2]}-{_ip_text(k[3])}:{k[4]}#{k[5]}"  # type: ignore[index]
+            )
+        if msg.qr:
+            self.c["responses"] += 1
+            t.responses += 1
+            if t.response is None:
+                t.response = msg
+                t.response_ns = ts
+                if t.client_flow is None:
+                    t.client_flow = (flow[2], flow[3], flow[0], flow[1], flow[4])
+                k = s.key
+                if k[6] is not None:  # type: ignore[index]
+                    self.noq.pop((*k[:6], None), None)  # type: ignore[index]
+            if t.query_ns:
+                self.rtt = t.response_ns - t.query_ns
+        else:
+            self.c["queries"] += 1
+            t.queries += 1
+            if t.query is None:
+                t.query = msg
+                t.query_ns = ts
+                t.client_flow = flow
+                k = s.key
+                if k[6] is not None and len(self.noq) < 4 * self.cfg.max_transactions:  # type: ignore[index]
+                    self.noq[(*k[:6], None)] = k  # type: ignore[index]
+        return None
+
+    def filter_values(self, msg: DnsMessage, ctx: object) -> tuple[dict[str, object], list]:  # type: ignore[override]
+        names = [msg.qname]
+        for r in msg.answers:
+            if r[1] == TYPE_CNAME:
+                names.append(r[0])
+                names.append(r[4])  # type: ignore[arg-type]
+        return {"dns_domain": names}, []
+
+    def settled(self, s: Session, msg: DnsMessage) -> bool:  # type: ignore[override]
+        return msg.qr  # the response decides; nothing later would
+
+    def summary(self, msg: DnsMessage) -> tuple:  # type: ignore[override]
+        return (msg, self.rtt)  # formatted only when forwarded (meta)
+
+    def after_message(self, s: Session, msg: DnsMessage, ts: int) -> None:  # type: ignore[override]
+        if msg.qr and not s.end_ns:
+            s.end_ns = ts
+
+    def domain_score(self, domain: str | None) -> float:
+        if domain is None or self.detector is None:
+            return 0.0
+        return max(self.last_scores.get(domain, 0.0), self.detector.score(domain))
+
+    def meta(self, s: Session, tag: int, summary: object) -> lc_pb2.PacketMeta:
+        if summary is None:
+            return lc_pb2.PacketMeta(protocol="dns", session_id=s.name, filter_ids=s.ids)
+        msg, rtt = summary  # type: ignore[misc]
+        t: _Txn = s.info  # type: ignore[assignment]
+        if t.domain is None and msg.qname:
+            got = registered_domain(msg.qname.lower())
+            t.domain = got[0] if got else ""
+        answers = [
+            f"{type_name(r[1])} {rdata_text(r[1], r[4])}" for r in msg.answers[:_META_ANSWERS]
+        ]
+        return lc_pb2.PacketMeta(
+            protocol="dns",
+            session_id=s.name,
+            filter_ids=s.ids,
+            dns=lc_pb2.DnsSummary(
+                id=msg.id,
+                qname=wire_text(msg.qname, _NAME_MAX),
+                qtype=msg.qtype,
+                rcode=msg.full_rcode if msg.qr else 0,
+                response=msg.qr,
+                answers=answers,
+                rtt_ns=rtt,
+                tunnel_score=self.domain_score(t.domain),
+            ),
+        )
+
+    def describe(self, s: Session, ev: lc_pb2.Event) -> None:
+        t: _Txn = s.info  # type: ignore[assignment]
+        flow = t.client_flow or s.flow
+        if flow is not None:
+            set_flow(ev, flow)
+        q, r = t.query, t.response
+        m = r if r is not None else q
+        assert m is not None
+        d = lc_pb2.DnsEvent(
+            id=m.id,
+            opcode=m.opcode,
+            header_flags=list(m.header_flags),
+            qname=wire_text(m.qname, _NAME_MAX),
+            qtype=m.qtype,
+            qclass=m.qclass,
+            answered=r is not None,
+            queries=t.queries,
+            responses=t.responses,
+        )
+        if r is not None:
+            d.rcode = r.full_rcode
+            if q is not None:
+                d.rtt_ns = t.response_ns - t.query_ns
+            for rec in r.answers[:_EVENT_ANSWERS]:
+                name, rtype, rclass, ttl, rdata = rec
+                d.answers.add(name=wire_text(name, _NAME_MAX), type=rtype, **{"class": rclass},
+                              ttl=ttl, data=rdata_text(rtype, rdata))  # fmt: skip
+                if rtype in (TYPE_A, TYPE_AAAA) and isinstance(rdata, str):
+                    d.resolved_ips.append(rdata)
+        if m.qname:
+            got = registered_domain(m.qname.lower())
+            if got is not None:
+                d.registered_domain = wire_text(got[0], _NAME_MAX)
+                d.subdomain = wire_text(got[1], _NAME_MAX)
+                d.tunnel_score = self.domain_score(got[0])
+        ev.dns.CopyFrom(d)
+
+    def forgotten(self, s: Session) -> None:
+        t: _Txn = s.info  # type: ignore[assignment]
+        if t.response is None:
+            self.c["unanswered"] += 1
+            k = s.key
+            if k[6] is not None:  # type: ignore[index]
+                self.noq.pop((*k[:6], None), None)  # type: ignore[index]
+        elif t.query is None:
+            self.c["orphan_responses"] += 1
+        else:
+            self.c["answered"] += 1
+
+    def figures(self) -> dict[str, int]:
+        out = {f"dns_{k}": v for k, v in self.c.items()}
+        if self.detector is not None:
+            for k, v in self.detector.counters.items():
+                out[f"tunnel_{k}"] = v
+            out["tunnel_domains"] = len(self.detector.domains)
+        return out
+
+
+class DnsMode(SessionMode):
+    """The session engine with a DNS dissector, plus tunneling statistics."""
+
+    dis: DnsDissector
+
+    def __init__(self, ctx: ModeContext, dissector: DnsDissector, limits: SessionLimits) -> None:
+        super().__init__(ctx, dissector, limits)
+        self._report_at = 0
+        self._tunnel: list[lc_pb2.DnsTunnelStats] = []
+        self.reports = 0
+
+    def _message(self, msg: object, frames: list, flow: tuple, out, ts: int) -> None:
+        dis = self.dis
+        dis.flow = flow
+        det = dis.detector
+        if det is not None and not msg.qr and msg.questions:  # type: ignore[attr-defined]
+            det.observe(msg.qname, msg.qtype, ts, _ip_text(flow[0]))  # type: ignore[attr-defined]
+        super()._message(msg, frames, flow, out, ts)
+
+    def _forgotten(self, s: Session) -> None:
+        self.dis.forgotten(s)
+        super()._forgotten(s)
+
+    def _report(self, now: int, force: bool = False) -> None:
+        det = self.dis.detector
+        if det is None:
+            return
+        if not self._report_at:
+            self._report_at = now + self.dis.cfg.report_ns
+            if not force:
+                return
+        if not force and now < self._report_at:
+            return
+        self._report_at = now + self.dis.cfg.report_ns
+        if not det.domains:
+            return
+        scores = {d: s.score() for d, s in det.domains.items()}
+        snap = det.snapshot(reset=True)
+        self.dis.last_scores = scores
+        self._tunnel.extend(
+            lc_pb2.DnsTunnelStats(domain=d, stats=orjson.dumps(v)) for d, v in snap.items()
+        )
+        self.reports += 1
+
+    def _with_tunnel(self, fwd: Forward) -> Forward:
+        if not self._tunnel:
+            return fwd
+        extra, self._tunnel = self._tunnel, []
+        return Forward(fwd.chunk, fwd.meta, fwd.events, extra)
+
+    def process(self, chunk: Chunk) -> Forward:
+        fwd = super().process(chunk)
+        with self._lock:
+            self._report(self._clock)
+            return self._with_tunnel(fwd)
+
+    def tick(self, now_ns: int) -> Forward:
+        fwd = super().tick(now_ns)
+        with self._lock:
+            self._report(self._clock)
+            return self._with_tunnel(fwd)
+
+    def finish(self) -> Forward:
+        fwd = super().finish()
+        with self._lock:
+            self._report(self._clock, force=True)
+            return self._with_tunnel(fwd)
+
+
+def dns_mode(ctx: ModeContext, cfg: DnsConfig | None = None) -> DnsMode:
+    """DNS mode for a hunter (the registry's factory)."""
+    cfg = cfg or DnsConfig()
+    return DnsMode(ctx, DnsDissector(cfg), cfg.limits())
+
+
+SPEC = ModeSpec(
+    name="dns",
+    help="""DNS: capture the transactions (query and response) that filters select,
+    with their RTT, and report tunneling statistics of every query to the processor.
+
+    A query is held until its question name or its response's CNAME chain matches a
+    dns_domain filter (or an ip_address filter matches); then query and response are
+    forwarded. With no filter, nothing is forwarded unless --no-filter-policy allow.""",
+    filter_types=DNS_FILTER_TYPES,
+    default_policy="deny",
+    config=DnsConfig,
+    factory=dns_mode,
+)
