@@ -37,8 +37,10 @@ def events(p) -> list[dict]:
 
 
 def tshark_numbers(path: Path, display_filter: str) -> list[int]:
-    r = subprocess.run(["tshark", "-r", str(path), "-Y", display_filter, "-T", "fields",
-                        "-e", "frame.number"], capture_output=True, text=True, check=True)  # fmt: skip
+    r = subprocess.run(
+        ["tshark", "-r", str(path), "-Y", display_filter, "-T", "fields", "-e", "frame.number"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
     return [int(x) for x in r.stdout.split()]
 
 
@@ -66,8 +68,10 @@ def test_replay_forwards_exactly_the_matching_transactions_cname_chain_included(
     src = frames(cap)
     assert frames(p.data_dir / "capture.pcap") == [src[n - 1] for n in want]
     evs = [e for e in events(p) if e["event"]["dataset"] == "lc.dns"]
-    assert sorted(e["dns"]["question"]["name"] for e in evs) == ["www.google.com",
-                                                                 "www.l.google.com"]
+    assert sorted(e["dns"]["question"]["name"] for e in evs) == [
+        "www.google.com",
+        "www.l.google.com",
+    ]
     for e in evs:
         assert e["dns"]["type"] == "answer" and e["lc"]["filter_ids"] == ["f1"]
         assert e["event"]["duration"] == e["lc"]["dns"]["rtt_ns"] > 0
@@ -78,3 +82,37 @@ def test_replay_forwards_exactly_the_matching_transactions_cname_chain_included(
                                           "class": "IN", "ttl": cname["dns"]["answers"][0]["ttl"],
                                           "data": "www.l.google.com"}  # fmt: skip
     assert "transactions: 19 seen, 2 matched" in r.stdout, r.stdout
+
+
+def test_tunnel_captures_from_two_hunters_raise_one_alert_ordinary_traffic_none(tmp_path, pki):
+    """Two hunters replay the same iodine tunnel; the processor adds their statistics
+    up and raises one alert for pirate.sea (debounced: the second hunter's report
+    raises no second one), written once as an event.kind alert and listed by
+    `lc list alerts` with both hunters. An ordinary capture raises none."""
+    tunnel = CORPUS / "dns" / "elastic_dns-tunnel-iodine.pcap"
+    plain = CORPUS / "dns" / "arkime_dns-wiresharkrepo.pcap"
+    if not tunnel.exists():
+        pytest.skip("corpus not present")
+    p = start_processor(tmp_path, tls_args(pki, "processor"))
+    try:
+        for hid, cap in (("h1", tunnel), ("h2", tunnel), ("h1", plain)):
+            r = run_lc("hunt", "dns", "--processor", p.addr, *tls_args(pki, f"hunter-{hid}"),
+                       "-r", str(cap))  # fmt: skip
+            assert r.returncode == 0, r.stderr
+        r = run_lc("list", "alerts", "--processor", p.addr, *tls_args(pki, "admin"))
+        assert r.returncode == 0, r.stderr
+        alerts = json.loads(r.stdout)
+        r = run_lc("list", "alerts", "--processor", p.addr, *tls_args(pki, "hunter-h1"))
+        assert r.returncode != 0  # admin certificate only
+    finally:
+        p.stop()
+    assert [a["domain"] for a in alerts] == ["pirate.sea"]
+    (a,) = alerts
+    assert a["score"] >= 0.7 and a["hunters"] == ["h1", "h2"]
+    assert set(a["components"]) >= {"info", "carrier", "odd", "types", "evidence", "rate"}
+    assert a["clients"] and a["first_seen"] < a["last_seen"]
+    kinds = [e for e in events(p) if e["event"]["kind"] == "alert"]
+    assert len(kinds) == 1
+    (al,) = kinds
+    assert al["lc"]["dns_tunnel"]["domain"] == "pirate.sea"
+    assert al["dns"]["question"]["registered_domain"] == "pirate.sea"
