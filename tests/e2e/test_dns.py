@@ -116,3 +116,102 @@ def test_tunnel_captures_from_two_hunters_raise_one_alert_ordinary_traffic_none(
     (al,) = kinds
     assert al["lc"]["dns_tunnel"]["domain"] == "pirate.sea"
     assert al["dns"]["question"]["registered_domain"] == "pirate.sea"
+
+
+def _dnsmasq(port: int, tmp: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        ["dnsmasq", "-k", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+         "--bind-interfaces", "--listen-address=127.0.0.1", f"--port={port}",
+         "--pid-file=" + str(tmp / "dnsmasq.pid"), "--user=root", "--log-facility=-",
+         "--host-record=www.watched.test,10.1.2.3", "--host-record=www.other.test,10.9.9.9",
+         "--cname=alias.other.test,www.watched.test", "--address=/tun.test/10.7.7.7",
+         "--address=/plain.test/10.8.8.8"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def test_live_dig_and_dnsmasq_udp_and_tcp_with_a_tunnel_like_workload(tmp_path, pki):
+    """dig against dnsmasq on loopback, captured by `lc hunt dns -i lo` with a
+    dns_domain filter and by tcpdump: the unified PCAP holds exactly the DNS frames of
+    the matching transactions (a direct name over UDP and TCP, a CNAME alias over
+    UDP), as tshark reads the reference; each transaction's event has its RTT. Then a
+    tunnel-like workload (long random labels, TXT) raises one alert for its domain,
+    and an ordinary one (names of words) none."""
+    import os
+    import random
+    import time
+
+    from tests.conftest import LC, lc_env
+    from tests.voip_tools import free_port, stop_process, tcpdump_capture
+
+    if os.geteuid() != 0:
+        pytest.skip("live capture on lo needs root")
+    for tool in ("dnsmasq", "dig", "tcpdump", "tshark"):
+        need(tool)
+    port = free_port()
+    p = start_processor(tmp_path, tls_args(pki, "processor"))
+    dns = _dnsmasq(port, tmp_path)
+    set_filter(p, pki, "dns_domain", "*.watched.test")
+    h = subprocess.Popen(
+        [*LC, "hunt", "dns", "--dns-port", str(port), "--tunnel-report", "1",
+         "--processor", p.addr, *tls_args(pki, "hunter-live"), "-i", "lo",
+         "--heartbeat-interval", "0.5"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=lc_env(),
+    )  # fmt: skip
+    ref = tmp_path / "ref.pcap"
+    rng = random.Random(7)
+    alphabet = "abcdefghijklmnopqrstuvwxyz234567"
+    tunnel = ["".join(rng.choice(alphabet) for _ in range(50)) + ".t.tun.test" for _ in range(40)]
+    words = ["mail", "www", "api", "cdn", "shop", "blog", "news", "static", "img", "login"]
+    plain = [f"{w}.plain.test" for w in words] * 3
+    batch = tmp_path / "queries"
+    batch.write_text("".join(f"{n} TXT\n" for n in tunnel) + "".join(f"{n} A\n" for n in plain))
+    try:
+        time.sleep(3)  # the hunter has its filter and captures
+        dig = ["dig", "@127.0.0.1", "-p", str(port), "+tries=1", "+time=2"]
+        with tcpdump_capture(ref, f"port {port}"):
+            for args in (["www.watched.test"], ["+tcp", "www.watched.test"],
+                         ["alias.other.test"], ["www.other.test"]):  # fmt: skip
+                r = subprocess.run([*dig, *args], capture_output=True, text=True, timeout=20)
+                assert "status: NOERROR" in r.stdout, r.stdout
+            subprocess.run([*dig, "+short", "-f", str(batch)], capture_output=True, timeout=60)
+            time.sleep(1)
+        time.sleep(2)
+    finally:
+        rc = stop_process(h, timeout=40)
+        _, herr = h.communicate()
+        stop_process(dns)
+    try:
+        assert rc == 0, herr
+        r = run_lc("list", "alerts", "--processor", p.addr, *tls_args(pki, "admin"))
+        assert r.returncode == 0, r.stderr
+        alerts = json.loads(r.stdout)
+    finally:
+        p.stop()
+    out = frames(p.data_dir / "capture.pcap")
+    got_ids = subprocess.run(
+        ["tshark", "-r", str(ref), "-d", f"udp.port=={port},dns", "-d", f"tcp.port=={port},dns",
+         "-Y", 'dns.flags.response == 1 and (dns.qry.name matches "watched\\\\.test$" '
+         'or dns.cname matches "watched\\\\.test$")', "-T", "fields", "-e", "dns.id"],
+        capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    assert len(got_ids) == 3, got_ids
+    want = tshark_numbers_decoded(ref, port, " or ".join(f"dns.id == {i}" for i in got_ids))
+    src = frames(ref)
+    assert out == [src[n - 1] for n in want]
+    evs = [e for e in events(p) if e["event"]["kind"] == "event"]
+    assert sorted(e["dns"]["question"]["name"] for e in evs) == [
+        "alias.other.test", "www.watched.test", "www.watched.test"]  # fmt: skip
+    assert sorted(e["network"]["transport"] for e in evs) == ["tcp", "udp", "udp"]
+    assert all(e["event"]["duration"] > 0 and e["dns"]["response_code"] == "NOERROR"
+               for e in evs)  # fmt: skip
+    assert [a["domain"] for a in alerts] == ["tun.test"], alerts
+    assert alerts[0]["hunters"] == ["live"] and alerts[0]["clients"] == ["127.0.0.1"]
+
+
+def tshark_numbers_decoded(path: Path, port: int, display_filter: str) -> list[int]:
+    r = subprocess.run(
+        ["tshark", "-r", str(path), "-d", f"udp.port=={port},dns", "-d", f"tcp.port=={port},dns",
+         "-Y", f"dns and ({display_filter})", "-T", "fields", "-e", "frame.number"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return [int(x) for x in r.stdout.split()]
