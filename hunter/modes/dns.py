@@ -373,10 +373,11 @@ class DnsDissector(Dissector):
             self.c["answered"] += 1
 
     def figures(self) -> dict[str, int]:
-        out = {f"dns_{k}": v for k, v in self.c.items()}
+        c = self.c  # (a heartbeat holds at most 60 figures: the main ones)
+        out = {f"dns_{k}": c[k] for k in ("queries", "responses", "unanswered")}
         if self.detector is not None:
-            for k, v in self.detector.counters.items():
-                out[f"tunnel_{k}"] = v
+            for k in ("queries", "scored", "domains_evicted"):
+                out[f"tunnel_{k}"] = self.detector.counters[k]
             out["tunnel_domains"] = len(self.detector.domains)
         return out
 
