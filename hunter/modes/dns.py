@@ -75,6 +75,7 @@ _NAME_MAX = 1024  # a name's text (\DDD escapes make 255 wire bytes up to ~1000)
 _DATA_MAX = 256
 _META_ANSWERS = 8
 _EVENT_ANSWERS = 16
+_CONN_PENDING = 64  # queries of one TCP connection waiting for their responses
 
 
 def flag(text: str | bool) -> bool:
@@ -123,7 +124,7 @@ class DnsConfig:
     def limits(self) -> SessionLimits:
         return SessionLimits(
             max_sessions=self.max_transactions,
-            max_held_packets=8,
+            max_held_packets=16,  # a TCP handshake, query, ACKs and response fit
             max_held_bytes=64 * 1024 * 1024,
             grace_ns=self.grace_ns,
             idle_timeout_ns=self.timeout_ns,
@@ -174,6 +175,22 @@ def _ip_text(raw: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
 
 
+class _Conn:
+    """The dissector's view of a DNS-over-TCP connection (``Session.info`` of a
+    connection session): its queries waiting for their responses, in order."""
+
+    __slots__ = ("pending",)
+
+    def __init__(self) -> None:
+        # (id, question) -> (query, capture time); at most _CONN_PENDING (oldest out).
+        self.pending: dict[tuple, tuple[DnsMessage, int]] = {}
+
+
+def _qkey(msg: DnsMessage) -> tuple:
+    q = (msg.qname.lower(), msg.qtype, msg.qclass) if msg.questions else None
+    return (msg.id, q)
+
+
 class _ParsingFramer:
     """A :class:`DnsTcpFramer` whose messages come out parsed (malformed ones counted)."""
 
@@ -208,6 +225,9 @@ class DnsDissector(Dissector):
         self.cfg = cfg
         self.ports = cfg.dns_ports
         self.streams = not cfg.udp_only
+        # Over TCP a matching transaction captures its whole connection.
+        self.capture_unit = "message" if cfg.udp_only else "connection"
+        self.pair: tuple | None = None  # (query, time, response, time) of a TCP response
         self.flow: tuple = ()  # the flow of the message being handled (set by DnsMode)
         self.rtt = 0
         self.noq: dict[tuple, object] = {}  # key without question -> key of the query
@@ -237,12 +257,15 @@ class DnsDissector(Dissector):
             return self.noq.get(k, k)
         return transaction_key(msg, src, sport, dst, dport, transport)
 
-    def new_info(self, msg: DnsMessage, flow: tuple) -> _Txn:  # type: ignore[override]
-        return _Txn()
+    def new_info(self, msg: DnsMessage | None, flow: tuple) -> _Txn | _Conn:  # type: ignore[override]
+        return _Conn() if msg is None else _Txn()
 
     def on_message(self, s: Session, msg: DnsMessage, flow: tuple, ts: int) -> object:  # type: ignore[override]
-        t: _Txn = s.info  # type: ignore[assignment]
+        t = s.info
         self.rtt = 0
+        if type(t) is _Conn:
+            self._conn_message(t, msg, ts)
+            return None
         if not t.queries and not t.responses:  # a readable session id
             k = s.key
             s.name = wire_text(
@@ -273,6 +296,61 @@ class DnsDissector(Dissector):
                     self.noq[(*k[:6], None)] = k  # type: ignore[index]
         return None
 
+    def _conn_message(self, c: _Conn, msg: DnsMessage, ts: int) -> None:
+        """A message of a TCP connection: queries wait for their responses, a
+        response meets its query (by id and question, else by id) and leaves the
+        pair in ``self.pair`` for :meth:`message_event`."""
+        self.pair = None
+        pending = c.pending
+        if not msg.qr:
+            self.c["queries"] += 1
+            k = _qkey(msg)
+            if k not in pending:
+                if len(pending) >= _CONN_PENDING:
+                    pending.pop(next(iter(pending)))
+                    self.c["unanswered"] += 1
+                pending[k] = (msg, ts)
+            return
+        self.c["responses"] += 1
+        got = pending.pop(_qkey(msg), None)
+        if got is None:
+            for k in pending:
+                if k[0] == msg.id:
+                    got = pending.pop(k)
+                    break
+        if got is None:
+            self.c["orphan_responses"] += 1
+            self.pair = (None, 0, msg, ts)
+            return
+        self.c["answered"] += 1
+        self.rtt = ts - got[1]
+        self.pair = (got[0], got[1], msg, ts)
+
+    def message_event(self, s: Session, msg: DnsMessage, flow: tuple, ts: int) -> object:  # type: ignore[override]
+        """Over TCP, one event per transaction, when its response comes."""
+        if not msg.qr or self.pair is None:
+            return None
+        q, qts, r, rts = self.pair
+        self.pair = None
+        ev = lc_pb2.Event(start_ns=qts or rts, end_ns=rts)
+        set_flow(ev, (flow[2], flow[3], flow[0], flow[1], flow[4]))
+        ev.dns.CopyFrom(self.detail(q, r, qts, rts, int(q is not None), 1))
+        return ev
+
+    def pending_events(self, s: Session) -> list[lc_pb2.Event]:
+        """The unanswered queries of a TCP connection leaving the table, as events."""
+        c: _Conn = s.info  # type: ignore[assignment]
+        out = []
+        for q, qts in c.pending.values():
+            self.c["unanswered"] += 1
+            ev = lc_pb2.Event(start_ns=qts, end_ns=s.end_ns or s.last_ns)
+            if s.flow is not None:
+                set_flow(ev, s.flow)
+            ev.dns.CopyFrom(self.detail(q, None, qts, 0, 1, 0))
+            out.append(ev)
+        c.pending.clear()
+        return out
+
     def filter_values(self, msg: DnsMessage, ctx: object) -> tuple[dict[str, object], list]:  # type: ignore[override]
         names = [msg.qname]
         for r in msg.answers:
@@ -282,13 +360,15 @@ class DnsDissector(Dissector):
         return {"dns_domain": names}, []
 
     def settled(self, s: Session, msg: DnsMessage) -> bool:  # type: ignore[override]
+        if type(s.info) is _Conn:  # a response with no other query waiting
+            return msg.qr and not s.info.pending  # type: ignore[attr-defined]
         return msg.qr  # the response decides; nothing later would
 
     def summary(self, msg: DnsMessage) -> tuple:  # type: ignore[override]
         return (msg, self.rtt)  # formatted only when forwarded (meta)
 
     def after_message(self, s: Session, msg: DnsMessage, ts: int) -> None:  # type: ignore[override]
-        if msg.qr and not s.end_ns:
+        if msg.qr and not s.end_ns and type(s.info) is _Txn:  # (a connection: FIN/RST)
             s.end_ns = ts
 
     def domain_score(self, domain: str | None) -> float:
@@ -300,10 +380,15 @@ class DnsDissector(Dissector):
         if summary is None:
             return lc_pb2.PacketMeta(protocol="dns", session_id=s.name, filter_ids=s.ids)
         msg, rtt = summary  # type: ignore[misc]
-        t: _Txn = s.info  # type: ignore[assignment]
-        if t.domain is None and msg.qname:
-            got = registered_domain(msg.qname.lower())
-            t.domain = got[0] if got else ""
+        t = s.info
+        if type(t) is _Txn:
+            if t.domain is None and msg.qname:
+                got = registered_domain(msg.qname.lower())
+                t.domain = got[0] if got else ""
+            domain = t.domain
+        else:
+            got = registered_domain(msg.qname.lower()) if msg.qname else None
+            domain = got[0] if got else None
         answers = [
             f"{type_name(r[1])} {rdata_text(r[1], r[4])}" for r in msg.answers[:_META_ANSWERS]
         ]
@@ -319,7 +404,7 @@ class DnsDissector(Dissector):
                 response=msg.qr,
                 answers=answers,
                 rtt_ns=rtt,
-                tunnel_score=self.domain_score(t.domain),
+                tunnel_score=self.domain_score(domain),
             ),
         )
 
@@ -328,7 +413,19 @@ class DnsDissector(Dissector):
         flow = t.client_flow or s.flow
         if flow is not None:
             set_flow(ev, flow)
-        q, r = t.query, t.response
+        d = self.detail(t.query, t.response, t.query_ns, t.response_ns, t.queries, t.responses)
+        ev.dns.CopyFrom(d)
+
+    def detail(
+        self,
+        q: DnsMessage | None,
+        r: DnsMessage | None,
+        qts: int,
+        rts: int,
+        queries: int,
+        responses: int,
+    ) -> lc_pb2.DnsEvent:
+        """A transaction's event detail: its query and/or response, their times."""
         m = r if r is not None else q
         assert m is not None
         d = lc_pb2.DnsEvent(
@@ -339,13 +436,13 @@ class DnsDissector(Dissector):
             qtype=m.qtype,
             qclass=m.qclass,
             answered=r is not None,
-            queries=t.queries,
-            responses=t.responses,
+            queries=queries,
+            responses=responses,
         )
         if r is not None:
             d.rcode = r.full_rcode
             if q is not None:
-                d.rtt_ns = t.response_ns - t.query_ns
+                d.rtt_ns = rts - qts
             for rec in r.answers[:_EVENT_ANSWERS]:
                 name, rtype, rclass, ttl, rdata = rec
                 d.answers.add(name=wire_text(name, _NAME_MAX), type=rtype, **{"class": rclass},
@@ -358,10 +455,12 @@ class DnsDissector(Dissector):
                 d.registered_domain = wire_text(got[0], _NAME_MAX)
                 d.subdomain = wire_text(got[1], _NAME_MAX)
                 d.tunnel_score = self.domain_score(got[0])
-        ev.dns.CopyFrom(d)
+        return d
 
     def forgotten(self, s: Session) -> None:
         t: _Txn = s.info  # type: ignore[assignment]
+        if type(t) is _Conn:
+            return
         if t.response is None:
             self.c["unanswered"] += 1
             k = s.key
@@ -401,7 +500,21 @@ class DnsMode(SessionMode):
             det.observe(msg.qname, msg.qtype, ts, _ip_text(flow[0]))  # type: ignore[attr-defined]
         super()._message(msg, frames, flow, out, ts)
 
+    def _conn_message(self, s: Session, msg: object, toks: list, flow: tuple, out, ts: int) -> None:
+        det = self.dis.detector
+        if det is not None and not msg.qr and msg.questions:  # type: ignore[attr-defined]
+            det.observe(msg.qname, msg.qtype, ts, _ip_text(flow[0]))  # type: ignore[attr-defined]
+        super()._conn_message(s, msg, toks, flow, out, ts)
+
     def _forgotten(self, s: Session) -> None:
+        if type(s.info) is _Conn:
+            # A connection: its transactions had their events; its unanswered queries
+            # have theirs now (no event for the connection itself).
+            if s.events:
+                self._decided(s)
+            for ev in self.dis.pending_events(s):
+                self._emit(s, ev)
+            return
         self.dis.forgotten(s)
         super()._forgotten(s)
 

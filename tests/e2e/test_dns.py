@@ -189,14 +189,27 @@ def test_live_dig_and_dnsmasq_udp_and_tcp_with_a_tunnel_like_workload(tmp_path, 
     finally:
         p.stop()
     out = frames(p.data_dir / "capture.pcap")
-    got_ids = subprocess.run(
+    got = subprocess.run(
         ["tshark", "-r", str(ref), "-d", f"udp.port=={port},dns", "-d", f"tcp.port=={port},dns",
          "-Y", 'dns.flags.response == 1 and (dns.qry.name matches "watched\\\\.test$" '
-         'or dns.cname matches "watched\\\\.test$")', "-T", "fields", "-e", "dns.id"],
-        capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
-    assert len(got_ids) == 3, got_ids
-    want = tshark_numbers_decoded(ref, port, " or ".join(f"dns.id == {i}" for i in got_ids))
+         'or dns.cname matches "watched\\\\.test$")', "-T", "fields", "-e", "dns.id",
+         "-e", "tcp.stream"],
+        capture_output=True, text=True, check=True).stdout.splitlines()  # fmt: skip
+    assert len(got) == 3, got
+    rows = [[*line.split("\t"), ""][:2] for line in got]
+    udp_ids = [i for i, stream in rows if not stream]
+    streams = [stream for _, stream in rows if stream]
+    assert len(udp_ids) == 2 and len(streams) == 1, got
+    # UDP: the query and response frames; TCP: the whole connection (handshake to the
+    # last ACK after both FINs, both directions), as tshark's tcp.stream has it.
+    want = tshark_numbers_decoded(
+        ref, port, "(udp and (" + " or ".join(f"dns.id == {i}" for i in udp_ids) + "))"
+        f" or tcp.stream == {streams[0]}", dns_only=False,
+    )  # fmt: skip
     src = frames(ref)
+    conn = tshark_numbers_decoded(ref, port, f"tcp.stream == {streams[0]}", dns_only=False)
+    assert len(conn) >= 8  # SYN, SYN-ACK, ACK, query, response, ACKs, FINs
+    assert set(conn) <= set(want)
     assert out == [src[n - 1] for n in want]
     evs = [e for e in events(p) if e["event"]["kind"] == "event"]
     assert sorted(e["dns"]["question"]["name"] for e in evs) == [
@@ -208,10 +221,13 @@ def test_live_dig_and_dnsmasq_udp_and_tcp_with_a_tunnel_like_workload(tmp_path, 
     assert alerts[0]["hunters"] == ["live"] and alerts[0]["clients"] == ["127.0.0.1"]
 
 
-def tshark_numbers_decoded(path: Path, port: int, display_filter: str) -> list[int]:
+def tshark_numbers_decoded(
+    path: Path, port: int, display_filter: str, dns_only: bool = True
+) -> list[int]:
+    flt = f"dns and ({display_filter})" if dns_only else display_filter
     r = subprocess.run(
         ["tshark", "-r", str(path), "-d", f"udp.port=={port},dns", "-d", f"tcp.port=={port},dns",
-         "-Y", f"dns and ({display_filter})", "-T", "fields", "-e", "frame.number"],
+         "-Y", flt, "-T", "fields", "-e", "frame.number"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     return [int(x) for x in r.stdout.split()]
