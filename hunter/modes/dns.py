@@ -36,6 +36,7 @@ Strings from the wire go out through :func:`lc.common.text.wire_text`.
 from __future__ import annotations
 
 import socket
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import orjson
@@ -47,11 +48,13 @@ from lc.common.dns import (
     DnsError,
     DnsMessage,
     DnsTcpFramer,
+    answers_have_type,
     parse_dns,
     transaction_key,
     type_name,
 )
 from lc.common.dnstunnel import TunnelDetector, registered_domain
+from lc.common.flow import PEEK_IPV4, PEEK_OFFSET, UDP4_PAYLOAD
 from lc.common.text import wire_text
 from lc.hunter.capture import Chunk
 from lc.hunter.modes.base import (
@@ -64,7 +67,7 @@ from lc.hunter.modes.base import (
     seconds_ns,
 )
 from lc.hunter.modes.sessions import IP_FRAGMENTS, Dissector, SessionMode, set_flow
-from lc.hunter.session import Session, SessionLimits
+from lc.hunter.session import Out, Session, SessionLimits
 from lc.proto import lc_pb2
 
 __all__ = ["DNS_FILTER_TYPES", "SPEC", "DnsConfig", "DnsDissector", "DnsMode", "dns_mode"]
@@ -75,6 +78,7 @@ _NAME_MAX = 1024  # a name's text (\DDD escapes make 255 wire bytes up to ~1000)
 _DATA_MAX = 256
 _META_ANSWERS = 8
 _EVENT_ANSWERS = 16
+_NAME_CACHE = 65536  # question names -> the dns_domain filters they match (fast path)
 _CONN_PENDING = 64  # queries of one TCP connection waiting for their responses
 
 
@@ -482,7 +486,25 @@ class DnsDissector(Dissector):
 
 
 class DnsMode(SessionMode):
-    """The session engine with a DNS dissector, plus tunneling statistics."""
+    """The session engine with a DNS dissector, plus tunneling statistics.
+
+    **Fast path** (the bulk of a resolver's traffic, when the filters are only
+    ``dns_domain`` and events are for captured transactions): an untagged
+    Ethernet/IPv4/UDP datagram on a DNS port is read at fixed offsets and its header
+    and question parsed (``records=False``), without a session: a query whose name
+    matches no filter (answers cached per name) waits in a bounded dict keyed like
+    :func:`~lc.common.dns.transaction_key`, holding its frames (copied); its response
+    meets it there and, when it has answers, is parsed whole to judge the CNAME chain.
+    No match: both are counted (filtered, a transaction never matched) and dropped.
+    A match (the name, or the chain) hands the query and the response to the engine
+    (:meth:`SessionMode._message`), in capture order with their own times, so a
+    captured transaction is the same as on the general path (metadata, RTT, event).
+    A query unanswered for ``--dns-timeout`` leaves as unanswered. Everything else
+    (TCP, IPv6, VLANs, fragments, responses without a waiting query) takes the
+    general path; so do all packets while ``ip_address`` or ``bpf`` filters exist,
+    with ``--events all``, or with no filter and ``--no-filter-policy allow`` (the
+    waiting queries are then handed to the engine first).
+    """
 
     dis: DnsDissector
 
@@ -491,6 +513,217 @@ class DnsMode(SessionMode):
         self._report_at = 0
         self._tunnel: list[lc_pb2.DnsTunnelStats] = []
         self.reports = 0
+        # transaction key -> [query, flow, time, frames] of queries waiting (fast path)
+        self._pend: OrderedDict[tuple, list] = OrderedDict()
+        self._names: dict[str, list[str] | None] = {}
+        self.fast = dict.fromkeys(("queries", "dropped", "promoted", "evicted"), 0)
+
+    def apply(self, compiled) -> None:  # type: ignore[no-untyped-def]
+        with self._lock:
+            super().apply(compiled)
+            self._names = {}
+
+    def _fast_ok(self) -> bool:
+        fs = self._fs
+        if self.events_all:
+            return False
+        if fs is None or not len(fs):
+            return self.policy != "allow"
+        return not fs.has("ip_address") and not fs.has("bpf")
+
+    def _process(self, chunk: Chunk, out: Out) -> None:  # type: ignore[override]
+        if not self._fast_ok():
+            if self._pend:
+                self._promote_all(out)
+            super()._process(chunk, out)
+            return
+        interfaces = self.interfaces
+        single = chunk.iface if isinstance(chunk.iface, int) else None
+        rec = chunk.records
+        mv = memoryview(rec)
+        ports = self.dis.ports
+        unpack = PEEK_IPV4.unpack_from
+        ts_col, cap_col, orig_col = chunk.ts_ns, chunk.caplen, chunk.origlen
+        lt = interfaces[single][1] if single is not None else 0
+        peek_at = 16 + PEEK_OFFSET
+        at = 16 + UDP4_PAYLOAD
+        iface_col = chunk.iface
+        ifx = single
+        fast = self._fast_udp
+        slow = self._slow
+        unassociated = 0
+        off = 0
+        for i, cap in enumerate(cap_col):
+            start = off
+            off += 16 + cap
+            if single is None:
+                ifx = iface_col[i]
+                lt = interfaces[ifx][1]
+            if lt == 1 and cap >= 54:
+                etype, vihl, frag, proto, src, dst, sport, dport = unpack(rec, start + peek_at)
+                if etype == 0x0800 and vihl == 0x45 and not frag & 0x3FFF and proto == 17:
+                    if sport not in ports and dport not in ports:
+                        unassociated += 1
+                        continue
+                    pkt = (ts_col[i], cap, orig_col[i], mv[start:off], ifx)
+                    if fast(pkt, mv[start + at : off], src, sport, dst, dport, out):
+                        continue
+                    slow(pkt, lt, mv[start + 16 : off], out)
+                    continue
+            slow((ts_col[i], cap, orig_col[i], mv[start:off], ifx), lt, mv[start + 16 : off], out)
+        self.c["unassociated"] += unassociated
+        if len(ts_col):
+            last = ts_col[len(ts_col) - 1]
+            if last > self._clock:
+                self._clock = last
+
+    def _name_ids(self, names: list[str]) -> list[str] | None:
+        fs = self._fs
+        if fs is None or not len(fs):
+            return None
+        if len(names) == 1:
+            cache = self._names
+            name = names[0]
+            if name in cache:
+                return cache[name]
+            if len(cache) >= _NAME_CACHE:
+                cache.clear()
+            ids = fs.match_fields({"dns_domain": names})
+            got = cache[name] = sorted(ids) if ids else None
+            return got
+        ids = fs.match_fields({"dns_domain": names})
+        return sorted(ids) if ids else None
+
+    def _fast_udp(
+        self, pkt: tuple, payload: memoryview, src: int, sport: int, dst: int, dport: int, out: Out
+    ) -> bool:
+        """One DNS datagram on the fast path; False: the general path takes it."""
+        data = bytes(payload)
+        n = len(data)
+        if n < 17 or data[4] or data[5] != 1:  # one question
+            return False
+        off = 12  # the question's name: plain labels (the key is its lower-case bytes)
+        c = data[off]
+        while c:
+            if c > 63:
+                return False
+            off += 1 + c
+            if off >= n:
+                return False
+            c = data[off]
+        qend = off + 5
+        if qend > n:
+            return False
+        dis = self.dis
+        ts = pkt[0]
+        if not data[2] & 0x80:
+            key = (src, sport, dst, dport, data[0] << 8 | data[1], data[12:qend].lower())
+            p = self._pend.get(key)
+            if p is not None:  # a retransmission: held with its first query
+                p[3].append((*pkt[:3], bytes(pkt[3]), pkt[4]))
+                self.c["messages"] += 1
+                dis.c["queries"] += 1
+                if dis.detector is not None:
+                    q = p[0]
+                    dis.detector.observe(q.qname, q.qtype, ts, _ip_text(p[1][0]))
+                return True
+            try:
+                msg = parse_dns(data, records=False)
+            except DnsError:
+                return False  # counted as malformed by the general path
+            flow = (src.to_bytes(4, "big"), sport, dst.to_bytes(4, "big"), dport, 17)
+            det = dis.detector
+            if det is not None:
+                det.observe(msg.qname, msg.qtype, ts, _ip_text(flow[0]))
+            if self._name_ids([msg.qname]) is not None:
+                if data[10] or data[11]:  # EDNS (the DO flag) is the event's too
+                    msg = parse_dns(data)
+                dis.flow = flow
+                SessionMode._message(self, msg, [pkt], flow, out, ts)
+                return True
+            pend = self._pend
+            if len(pend) >= self.dis.cfg.max_transactions:
+                _, old = pend.popitem(last=False)
+                self.fast["evicted"] += 1
+                self.table.counters["evicted"] += 1
+                self._drop(old, unanswered=True)
+            pend[key] = [msg, flow, ts, [(*pkt[:3], bytes(pkt[3]), pkt[4])]]
+            self.fast["queries"] += 1
+            self.c["messages"] += 1
+            dis.c["queries"] += 1
+            self.table.counters["created"] += 1
+            return True
+        key = (dst, dport, src, sport, data[0] << 8 | data[1], data[12:qend].lower())
+        p = self._pend.pop(key, None)
+        if p is None:
+            return False  # its query took the general path, or none was seen
+        ids = None
+        full = None
+        if (data[6] or data[7]) and answers_have_type(data, TYPE_CNAME):
+            try:
+                full = parse_dns(data)
+            except DnsError:
+                full = None
+            if full is not None:
+                names = [full.qname]
+                for r in full.answers:
+                    if r[1] == TYPE_CNAME:
+                        names.append(r[0])
+                        names.append(r[4])
+                if len(names) > 1:
+                    ids = self._name_ids(names)
+        if ids is None:
+            self.c["messages"] += 1
+            dis.c["responses"] += 1
+            dis.c["answered"] += 1
+            self.table.unmatched_packets += 1
+            self._drop(p, unanswered=False)
+            return True
+        self._promote(p, out)
+        flow = (src.to_bytes(4, "big"), sport, dst.to_bytes(4, "big"), dport, 17)
+        dis.flow = flow
+        SessionMode._message(self, full, [pkt], flow, out, ts)
+        return True
+
+    def _drop(self, p: list, unanswered: bool) -> None:
+        """A waiting query's transaction leaves without a match."""
+        t = self.table
+        t.counters["unmatched"] += 1
+        t.counters["idle" if unanswered else "ended"] += 1
+        t.unmatched_packets += len(p[3])
+        self.fast["dropped"] += 1
+        if unanswered:
+            self.dis.c["unanswered"] += 1
+
+    def _promote(self, p: list, out: Out) -> None:
+        """Hand a waiting query (and its retransmissions) to the engine."""
+        msg, flow, ts, frames = p
+        if msg.arcount:  # read whole (EDNS, the DO flag) now that it is kept
+            msg = parse_dns(frames[0][3][16 + UDP4_PAYLOAD :])
+        n = len(frames)
+        self.c["messages"] -= n
+        self.dis.c["queries"] -= n
+        self.table.counters["created"] -= 1
+        self.fast["promoted"] += 1
+        self.dis.flow = flow
+        SessionMode._message(self, msg, frames[:1], flow, out, ts)
+        for f in frames[1:]:
+            SessionMode._message(self, msg, [f], flow, out, f[0])
+
+    def _promote_all(self, out: Out) -> None:
+        pend, self._pend = self._pend, OrderedDict()
+        for p in pend.values():
+            self._promote(p, out)
+
+    def _expire(self, now: int, out: Out) -> None:
+        super()._expire(now, out)
+        pend = self._pend
+        limit = now - self.dis.cfg.timeout_ns
+        while pend:
+            k = next(iter(pend))
+            if pend[k][2] >= limit:
+                break
+            self._drop(pend.pop(k), unanswered=True)
 
     def _message(self, msg: object, frames: list, flow: tuple, out, ts: int) -> None:
         dis = self.dis
@@ -558,6 +791,10 @@ class DnsMode(SessionMode):
             return self._with_tunnel(fwd)
 
     def finish(self) -> Forward:
+        with self._lock:
+            pend, self._pend = self._pend, OrderedDict()
+            for p in pend.values():
+                self._drop(p, unanswered=True)
         fwd = super().finish()
         with self._lock:
             self._report(self._clock, force=True)

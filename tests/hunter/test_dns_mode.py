@@ -1,0 +1,101 @@
+"""The DNS mode's fast path (untagged Ethernet/IPv4/UDP without a session until a
+match) forwards exactly what the general path (the session engine for every packet)
+forwards, with the same metadata and events, on the corpus and on the benchmark's
+generated mix; and the answer-type scan it relies on never misses a CNAME."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lc.common.dns import TYPE_CNAME, DnsError, answers_have_type, parse_dns
+from lc.common.filters import Filter, compile_filters
+from lc.hunter.capture import FileSource
+from lc.hunter.modes.base import ModeContext
+from lc.hunter.modes.dns import DNS_FILTER_TYPES, DnsConfig, dns_mode
+
+ROOT = Path(__file__).resolve().parents[2]
+CORPUS = ROOT.parent / "shared" / "corpus"
+
+
+def _replay(path: Path, filters: list[Filter], fast: bool) -> tuple[list, list, dict]:
+    src = FileSource(str(path))
+    m = dns_mode(ModeContext(src.interfaces, "deny", "captured"), DnsConfig())
+    if not fast:
+        m._fast_ok = lambda: False  # type: ignore[method-assign]
+    m.apply(compile_filters(filters, "h", DNS_FILTER_TYPES))
+    frames, metas, events = [], [], []
+    fwds = []
+    while (c := src.read()) is not None:
+        fwds.append(m.process(c))
+    fwds.append(m.finish())
+    for f in fwds:
+        mv = memoryview(f.chunk.records)
+        off = 0
+        for i, cap in enumerate(f.chunk.caplen):
+            frames.append(bytes(mv[off + 16 : off + 16 + cap]))
+            meta = f.meta.get(i)
+            metas.append(None if meta is None else meta.SerializeToString(deterministic=True))
+            off += 16 + cap
+        events += [e.SerializeToString(deterministic=True) for e in f.events]
+    return frames, metas, {"events": sorted(events), "counters": m.counters().figures}
+
+
+CASES = [
+    ("dns/arkime_dns-wiresharkrepo.pcap", "www.l.google.com"),
+    ("dns/arkime_dns-wiresharkrepo.pcap", "*.google.com"),
+    ("dns/elastic_dns-tunnel-iodine.pcap", "*.pirate.sea"),
+    ("dns/dmachard_dnscat2.pcap", "*a*"),
+    ("dns/suricata_dns-udp-eve-log-srv.pcap", "*e*"),
+    ("dns/zeek_ipv6-fragmented-dns.pcap", "*e*"),
+]
+
+
+@pytest.mark.parametrize(("capture", "pattern"), CASES)
+def test_fast_path_forwards_what_the_general_path_does(capture: str, pattern: str) -> None:
+    path = CORPUS / capture
+    if not path.exists():
+        pytest.skip("corpus not present")
+    flt = [Filter(id="f", type="dns_domain", pattern=pattern)]
+    fast = _replay(path, flt, True)
+    slow = _replay(path, flt, False)
+    assert fast[0] == slow[0] and fast[1] == slow[1]
+    assert fast[2]["events"] == slow[2]["events"]
+    for k in ("forwarded", "dns_queries", "dns_responses", "transactions_matched"):
+        assert fast[2]["counters"][k] == slow[2]["counters"][k], k
+
+
+def test_fast_path_on_the_benchmark_mix_cname_matches_included(tmp_path) -> None:
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    from bench.dns_bench import make_capture
+
+    cap = tmp_path / "mix.pcap"
+    info = make_capture(cap, 3000, seed=5)
+    for pattern in ("*.watched-bench.com", "*.cdn-7.net"):  # the second only via CNAMEs
+        flt = [Filter(id="f", type="dns_domain", pattern=pattern)]
+        fast = _replay(cap, flt, True)
+        slow = _replay(cap, flt, False)
+        assert fast[0] == slow[0] and fast[1] == slow[1] and fast[2]["events"] == slow[2]["events"]
+        assert fast[0]
+    fast = _replay(cap, [Filter(id="f", type="dns_domain", pattern="*.watched-bench.com")], True)
+    assert len(fast[0]) == info["want_frames"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_answer_scan_never_misses_a_cname(tail: bytes) -> None:
+    head = bytes.fromhex("1234818000010002000000000377777701780000010001")
+    cname = bytes.fromhex("c00c000500010000003c0004") + b"\x01y\xc0\x10"
+    for data in (head + tail, head + cname + tail, head + tail[:20] + cname):
+        assert isinstance(answers_have_type(data, TYPE_CNAME), bool)
+        try:
+            msg = parse_dns(data)
+        except DnsError:
+            continue
+        if any(r[1] == TYPE_CNAME for r in msg.answers):
+            assert answers_have_type(data, TYPE_CNAME)
