@@ -116,7 +116,8 @@ def response(qid: int, qname: bytes, qtype: int, rng: random.Random, tunnel: boo
     rcode = 0
     if tunnel:
         txt = bytes(rng.getrandbits(8) for _ in range(rng.randrange(40, 200)))
-        rrs.append(b"\xc0\x0c" + struct.pack("!HHIH", 16, 1, 0, len(txt) + 1) + bytes([len(txt)]) + txt)
+        rdata = bytes([len(txt)]) + txt
+        rrs.append(b"\xc0\x0c" + struct.pack("!HHIH", 16, 1, 0, len(rdata)) + rdata)
     elif rng.random() < 0.04:
         rcode = 3
     else:
