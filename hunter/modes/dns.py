@@ -41,6 +41,7 @@ from dataclasses import dataclass
 
 import orjson
 
+from lc.common.bpf import compile_bpf
 from lc.common.dns import (
     TYPE_A,
     TYPE_AAAA,
@@ -72,7 +73,7 @@ from lc.proto import lc_pb2
 
 __all__ = ["DNS_FILTER_TYPES", "SPEC", "DnsConfig", "DnsDissector", "DnsMode", "dns_mode"]
 
-DNS_FILTER_TYPES = ("dns_domain", "ip_address")
+DNS_FILTER_TYPES = ("dns_domain", "ip_address", "bpf")
 
 _NAME_MAX = 1024  # a name's text (\DDD escapes make 255 wire bytes up to ~1000)
 _DATA_MAX = 256
@@ -516,12 +517,41 @@ class DnsMode(SessionMode):
         # transaction key -> [query, flow, time, frames] of queries waiting (fast path)
         self._pend: OrderedDict[tuple, list] = OrderedDict()
         self._names: dict[str, list[str] | None] = {}
+        self._bpf: dict[tuple[str, int], object] = {}  # (filter id, link type) -> program
+        self._cur: tuple[memoryview, int] | None = None  # the frame being handled
         self.fast = dict.fromkeys(("queries", "dropped", "promoted", "evicted"), 0)
 
     def apply(self, compiled) -> None:  # type: ignore[no-untyped-def]
+        # bpf filters are compiled (libpcap) for every link type in use before anything
+        # changes; a frame completing a message is matched against them.
+        programs = {}
+        for fid, expr in compiled.bpf():
+            for lt in {lt for _, lt in self.interfaces} or {1}:
+                programs[(fid, lt)] = self._bpf.get((fid, lt)) or compile_bpf(expr, lt)
         with self._lock:
             super().apply(compiled)
             self._names = {}
+            self._bpf = programs
+
+    def _slow(self, pkt: tuple, lt: int, data: memoryview, out: Out) -> None:
+        self._cur = (data, lt)
+        super()._slow(pkt, lt, data, out)
+        self._cur = None
+
+    def _match(self, msg: object, ctx: object, flow: tuple) -> list[str] | None:
+        """The engine's match, plus the ``bpf`` filters the frame that completes the
+        message matches (a transaction, or a TCP connection, matches then)."""
+        ids = super()._match(msg, ctx, flow)
+        progs = self._bpf
+        cur = self._cur
+        if not progs or cur is None:
+            return ids
+        data, lt = cur
+        raw = bytes(data)
+        hit = {fid for (fid, plt), prog in progs.items() if plt == lt and prog.filter(raw)}  # type: ignore[attr-defined]
+        if not hit:
+            return ids
+        return sorted(hit.union(ids or ()))
 
     def _fast_ok(self) -> bool:
         fs = self._fs

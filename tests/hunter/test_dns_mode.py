@@ -99,3 +99,43 @@ def test_answer_scan_never_misses_a_cname(tail: bytes) -> None:
             continue
         if any(r[1] == TYPE_CNAME for r in msg.answers):
             assert answers_have_type(data, TYPE_CNAME)
+
+
+def test_bpf_filter_selects_transactions_by_a_frame_of_theirs(tmp_path) -> None:
+    """A bpf filter matches a transaction when the frame of its query or of its
+    response matches the expression (compiled by libpcap): both are forwarded. The
+    oracle: tshark's DNS ids of the frames longer than 150 bytes, then every frame of
+    those ids."""
+    import shutil
+    import subprocess
+
+    if shutil.which("tshark") is None:
+        pytest.skip("tshark not installed")
+    cap = CORPUS / "dns" / "arkime_dns-wiresharkrepo.pcap"
+    if not cap.exists():
+        pytest.skip("corpus not present")
+
+    def tshark(flt: str, field: str) -> list[str]:
+        r = subprocess.run(["tshark", "-r", str(cap), "-Y", flt, "-T", "fields", "-e", field],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+        return r.stdout.split()
+
+    ids = set(tshark("dns and frame.len > 150", "dns.id"))
+    assert ids
+    want = [int(n) for n in tshark(" or ".join(f"dns.id == {i}" for i in ids), "frame.number")]
+    src = FileSource(str(cap))
+    every = []
+    while (c := src.read()) is not None:
+        mv = memoryview(c.records)
+        off = 0
+        for cap_len in c.caplen:
+            every.append(bytes(mv[off + 16 : off + 16 + cap_len]))
+            off += 16 + cap_len
+    got, metas, _ = _replay(cap, [Filter(id="big", type="bpf", pattern="greater 151")], True)
+    assert got == [every[n - 1] for n in want]
+    assert all(m is not None and b"big" in m for m in metas)
+    # Beside a dns_domain filter, each transaction carries the ids it matched.
+    both = [Filter(id="big", type="bpf", pattern="greater 151"),
+            Filter(id="g", type="dns_domain", pattern="*.google.com")]  # fmt: skip
+    got2, _, _ = _replay(cap, both, True)
+    assert set(got) <= set(got2)
