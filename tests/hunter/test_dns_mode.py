@@ -5,6 +5,7 @@ generated mix; and the answer-type scan it relies on never misses a CNAME."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,9 @@ from lc.common.filters import Filter, compile_filters
 from lc.hunter.capture import FileSource
 from lc.hunter.modes.base import ModeContext
 from lc.hunter.modes.dns import DNS_FILTER_TYPES, DnsConfig, dns_mode
+from tests.hunter.test_mode_fuzz import T0, chunk_of, through_the_wire
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT.parent / "shared" / "corpus"
@@ -139,3 +143,84 @@ def test_bpf_filter_selects_transactions_by_a_frame_of_theirs(tmp_path) -> None:
             Filter(id="g", type="dns_domain", pattern="*.google.com")]  # fmt: skip
     got2, _, _ = _replay(cap, both, True)
     assert set(got) <= set(got2)
+
+
+# -- hostile DNS through the mode and the wire ---------------------------------------------
+
+
+def _dns_seeds() -> list[bytes]:
+    import random
+
+    from bench.dns_bench import query, response, tcp_frame, udp_frame, wire_name
+
+    out: list[bytes] = []
+    for name in ("elastic_dns-tunnel-iodine.pcap", "dmachard_dnscat2.pcap",
+                 "arkime_dns-wiresharkrepo.pcap", "arkime_dns-tcp.pcap"):  # fmt: skip
+        path = CORPUS / "dns" / name
+        if path.exists():
+            src = FileSource(str(path))
+            c = src.read()
+            if c is not None and src.interfaces[0][1] == 1:
+                mv = memoryview(c.records)
+                off = 0
+                for cap_len in list(c.caplen)[:60]:
+                    out.append(bytes(mv[off + 16 : off + 16 + cap_len]))
+                    off += 16 + cap_len
+    rng = random.Random(3)
+    a, b = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 53])
+    for qname in (b"\xff\xfe\x00raw.watched-bench.com", b"x.watched-bench.com", b"\xc3(.t.tun.net"):
+        w = wire_name(qname)
+        q, r = query(7, w, 16), response(7, w, 16, rng, qname.startswith(b"\xc3"))
+        out += [udp_frame(a, 4000, b, 53, q), udp_frame(b, 53, a, 4000, r)]
+        out.append(tcp_frame(a, 4001, b, 53, 1, 0, 0x18, len(q).to_bytes(2, "big") + q))
+    return out
+
+
+_SEEDS: list[bytes] = []
+
+
+@st.composite
+def _hostile(draw) -> bytes:
+    if not _SEEDS:
+        _SEEDS.extend(_dns_seeds())
+    frame = bytearray(draw(st.sampled_from(_SEEDS)))
+    for _ in range(draw(st.integers(0, 4))):
+        kind = draw(st.sampled_from(["flip", "cut", "insert", "label", "pointer"]))
+        pos = draw(st.integers(42, max(42, len(frame) - 1)))
+        if kind == "flip" and pos < len(frame):
+            frame[pos] = draw(st.integers(0, 255))
+        elif kind == "cut":
+            del frame[pos:]
+        elif kind == "label":  # raw 8-bit label bytes, the same length (lengths stay right)
+            bad = draw(st.binary(min_size=1, max_size=8))
+            frame[pos : pos + len(bad)] = bad
+        elif kind == "pointer":  # a compression pointer anywhere (loops, forward)
+            frame[pos : pos + 2] = bytes([0xC0, draw(st.integers(0, 255))])
+        else:
+            frame[pos:pos] = draw(st.binary(max_size=20))
+    return bytes(frame)
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.lists(_hostile(), min_size=1, max_size=40), st.sampled_from(["captured", "all"]))
+def test_hostile_dns_through_the_mode_and_the_wire(frames: list[bytes], events: str) -> None:
+    """Mutated DNS frames (iodine-like raw labels, pointer loops, cuts) through the DNS
+    mode, on the fast path (``captured``) and the general one (``all``), with every
+    filter type it applies, then the batcher, the wire codec and protobuf: nothing
+    raises, nothing is forwarded twice."""
+    interfaces = [("eth0", 1)]
+    m = dns_mode(ModeContext(interfaces, "deny", events), DnsConfig())
+    filters = [Filter(id="d", type="dns_domain", pattern="*.watched-bench.com"),
+               Filter(id="t", type="dns_domain", pattern="*tun*")]  # fmt: skip
+    if events == "all":
+        filters += [Filter(id="ip", type="ip_address", pattern="10.0.0.0/8"),
+                    Filter(id="b", type="bpf", pattern="udp")]  # fmt: skip
+    m.apply(compile_filters(filters, "h1", DNS_FILTER_TYPES))
+    half = len(frames) // 2
+    sent = through_the_wire(m.process(chunk_of(frames[:half], T0)), interfaces, 1)
+    sent += through_the_wire(m.process(chunk_of(frames[half:], T0 + 10**9)), interfaces, 2)
+    sent += through_the_wire(m.tick(T0 + 400 * 10**9), interfaces, 3)
+    sent += through_the_wire(m.finish(), interfaces, 4)
+    c = m.counters()
+    assert all(isinstance(v, int) and v >= 0 for v in c.figures.values())
+    assert sent <= len(frames)
