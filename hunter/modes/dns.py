@@ -240,6 +240,7 @@ class DnsDissector(Dissector):
             TunnelDetector(max_domains=cfg.max_domains) if cfg.detect_tunneling else None
         )
         self.last_scores: dict[str, float] = {}
+        self.scores: dict[str, float] = {}
         self.c = dict.fromkeys(("queries", "responses", "unanswered", "answered",
                                 "orphan_responses"), 0)  # fmt: skip
 
@@ -377,9 +378,16 @@ class DnsDissector(Dissector):
             s.end_ns = ts
 
     def domain_score(self, domain: str | None) -> float:
+        """The domain's score (computed once per chunk: :attr:`scores` is emptied
+        before each)."""
         if domain is None or self.detector is None:
             return 0.0
-        return max(self.last_scores.get(domain, 0.0), self.detector.score(domain))
+        got = self.scores.get(domain)
+        if got is None:
+            got = self.scores[domain] = max(
+                self.last_scores.get(domain, 0.0), self.detector.score(domain)
+            )
+        return got
 
     def meta(self, s: Session, tag: int, summary: object) -> lc_pb2.PacketMeta:
         if summary is None:
@@ -809,18 +817,21 @@ class DnsMode(SessionMode):
         return Forward(fwd.chunk, fwd.meta, fwd.events, extra)
 
     def process(self, chunk: Chunk) -> Forward:
+        self.dis.scores = {}
         fwd = super().process(chunk)
         with self._lock:
             self._report(self._clock)
             return self._with_tunnel(fwd)
 
     def tick(self, now_ns: int) -> Forward:
+        self.dis.scores = {}
         fwd = super().tick(now_ns)
         with self._lock:
             self._report(self._clock)
             return self._with_tunnel(fwd)
 
     def finish(self) -> Forward:
+        self.dis.scores = {}
         with self._lock:
             pend, self._pend = self._pend, OrderedDict()
             for p in pend.values():
