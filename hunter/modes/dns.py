@@ -486,10 +486,9 @@ class DnsDissector(Dissector):
 
     def figures(self) -> dict[str, int]:
         c = self.c  # (a heartbeat holds at most 60 figures: the main ones)
-        out = {f"dns_{k}": c[k] for k in ("queries", "responses", "unanswered")}
+        out = {f"dns_{k}": c[k] for k in ("queries", "unanswered")}
         if self.detector is not None:
-            for k in ("queries", "scored", "domains_evicted"):
-                out[f"tunnel_{k}"] = self.detector.counters[k]
+            out["tunnel_domains_evicted"] = self.detector.counters["domains_evicted"]
             out["tunnel_domains"] = len(self.detector.domains)
         return out
 
