@@ -540,6 +540,8 @@ class Hunter:
         now = time.monotonic_ns()
         if fwd.events:
             batcher.add_events(fwd.events, now)
+        if fwd.tunnel:
+            batcher.add_tunnel(fwd.tunnel, now)
         chunk = fwd.chunk
         if len(chunk):
             ob = self.outbox

@@ -406,7 +406,9 @@ class Uplink:
             except ParseError as e:  # passed the spool's CRC, so a bug: keep the packets
                 log.error("spooled batch %d/%d: %s; sent without it", p.epoch, p.sequence, e)
                 return encode_batch(*args, b.iface, sealed_at_ns=time.time_ns())
-        return encode_batch(*args, b.iface, b.meta, b.events, sealed_at_ns=time.time_ns())
+        return encode_batch(
+            *args, b.iface, b.meta, b.events, sealed_at_ns=time.time_ns(), tunnel=b.tunnel
+        )
 
     # -- heartbeats ----------------------------------------------------------------
     def _heartbeat_loop(self) -> None:

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Installs the external programs lc's tests use as real peers and oracles:
-# tshark (independent dissector), tcpdump (reference capture), sipp (SIP peer).
+# tshark (independent dissector), tcpdump (reference capture), sipp (SIP peer),
+# dnsmasq and dig (DNS server and client).
 set -euo pipefail
 need=()
 command -v tshark  >/dev/null 2>&1 || need+=(tshark)
 command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
 command -v sipp    >/dev/null 2>&1 || need+=(sip-tester)
+command -v dnsmasq >/dev/null 2>&1 || need+=(dnsmasq-base)  # DNS server (lc hunt dns tests)
+command -v dig     >/dev/null 2>&1 || need+=(bind9-dnsutils)  # DNS client
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
     echo "lc tests need: ${need[*]} (Debian packages). Run as root, or: sudo apt-get install -y ${need[*]}" >&2
