@@ -92,6 +92,11 @@ _ADDR_MAX = 320
 _MAX_PENDING_EVENTS = 64
 _MAX_LIST = 100
 _INBOUND_COMMANDS = frozenset({"FETCH", "RETR", "TOP"})
+#: ICMP destination unreachable / time exceeded, ICMPv6 types 1-4 (errors).
+_ICMP_ERRORS_BPF = (
+    "icmp[icmptype] == icmp-unreach or icmp[icmptype] == icmp-timxceed"
+    " or (icmp6 and ip6[40] >= 1 and ip6[40] <= 4)"
+)
 
 
 def _text_list(text: str) -> tuple[str, ...]:
@@ -330,8 +335,10 @@ class EmailDissector(Dissector):
         )  # fmt: skip
 
     def kernel_bpf(self) -> str:
+        # ICMP errors too: one quoting a captured connection's segment (a path MTU
+        # "fragmentation needed") is one of its frames (the engine matches the quote).
         ports = " or ".join(f"port {p}" for p in sorted(self.ports))
-        return f"tcp and ({ports})"
+        return f"(tcp and ({ports})) or {_ICMP_ERRORS_BPF}"
 
     def new_framer(self) -> _Chunks:
         return _Chunks()
