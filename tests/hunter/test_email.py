@@ -295,3 +295,37 @@ def test_the_kernel_filter_lets_the_icmp_errors_of_connections_through():
     )  # fmt: skip
     icmp = [ln for ln in r.stdout.splitlines() if "ICMP" in ln]
     assert len(icmp) == 4 and all("need to frag" in ln for ln in icmp)
+
+
+def _zeek_set(value: str) -> set[str]:
+    return set() if value in ("-", "(empty)") else set(value.split(","))
+
+
+def _angle(value: str) -> set[str]:
+    """Zeek's From/To/Cc header text (``"Name" <a@b>`` or ``a@b``, comma-separated)."""
+    out = set()
+    for part in _zeek_set(value):
+        out.add(part.rsplit("<", 1)[-1].rstrip(">").strip().lower())
+    return out
+
+
+def test_events_agree_with_zeeks_smtp_log():
+    """Zeek's smtp.log (one row per SMTP transaction) as the oracle: envelope, HELO,
+    header addresses, subject, Message-ID and user agent of each message."""
+    need_corpus()
+    lines = (CORPUS / "smtp/zeek_smtp.pcap.zeek-smtp.log").read_text().splitlines()
+    names = next(ln for ln in lines if ln.startswith("#fields")).split("\t")[1:]
+    rows = [dict(zip(names, ln.split("\t"), strict=True)) for ln in lines if ln[:1] != "#"]
+    m, _ = run("smtp/zeek_smtp.pcap", [], policy="allow")
+    by_id = {"<" + e.email.message_id + ">": e.email for e in m.events}
+    assert len(rows) == 2 and len(by_id) == len(rows)
+    for r in rows:
+        e = by_id[r["msg_id"]]
+        assert e.helo == r["helo"]
+        assert e.mail_from == r["mailfrom"]
+        assert set(e.rcpt_to) == _zeek_set(r["rcptto"])
+        assert {a.lower() for a in e.from_address} == _angle(r["from"])
+        assert {a.lower() for a in e.to_address} == _angle(r["to"])
+        assert {a.lower() for a in e.cc_address} == _angle(r["cc"])
+        assert e.subject == r["subject"]
+        assert e.x_mailer == r["user_agent"]
