@@ -72,9 +72,16 @@ message tag), ``max_held_bytes`` overall (``buffer_full``; a frame not held for 
 room still goes if its own message matches). With ``udp_flows`` a UDP flow (5-tuple)
 on ``ports`` is a connection too (QUIC): each datagram is parsed as a message, a
 malformed one still belongs to it, and it ends by idleness (or ``end_ns`` set by the
-dissector). ``ignore_rest(s)`` (from ``on_message``) says no later message of ``s``
-matters (TLS after the handshake): its streams are dropped, its frames still follow the
-decision. Events: ``message_event`` gives one per message (a handshake, a transaction);
+dissector); without it, UDP on ``ports`` goes to ``session_key`` sessions if the
+dissector defines it (DNS), else belongs to nothing, and the default kernel filter is
+its ports over TCP. A message's direction: ``flow[:2] == s.flow[:2]`` for the
+initiator's (``s.flow`` is the connection's, initiator first: the SYN's sender, else
+the side not on ``ports``). ``ignore_rest(s)`` (from ``on_message``) says no later
+message of ``s`` matters (TLS after the handshake): its streams are dropped, and its
+frames (still following its decision) skip the decoder: the per-chunk loop places
+IPv4-over-Ethernet ones directly, as the alias hot path does.
+
+Events: ``message_event`` gives one per message (a handshake, a transaction);
 the engine fills in dataset, session id, times and flow if unset, and sends it once the
 connection is decided, with ``captured`` and the filter ids (rejected or never decided:
 only with ``--events all``; at most :data:`MAX_WAITING_EVENTS` wait per connection,
@@ -170,9 +177,24 @@ class Dissector:
 
     def kernel_bpf(self) -> str:
         """The kernel filter of what the mode wants ("" for everything): by default its
-        ports (UDP and TCP) and IP fragments (later fragments carry no ports)."""
+        ports (UDP and TCP) and IP fragments (later fragments carry no ports); a
+        connection dissector with no use for UDP (no ``udp_flows``, no ``session_key``),
+        its ports over TCP."""
         ports = " or ".join(f"port {p}" for p in sorted(self.ports))
-        return f"((udp or tcp) and ({ports})) or {IP_FRAGMENTS}" if ports else ""
+        if not ports:
+            return ""
+        if not self.wants_udp():
+            return f"tcp and ({ports})"
+        return f"((udp or tcp) and ({ports})) or {IP_FRAGMENTS}"
+
+    def wants_udp(self) -> bool:
+        """Whether UDP on ``ports`` is parsed: as flows (``udp_flows``), or as messages
+        of sessions (a message dissector, or one that defines ``session_key``)."""
+        return (
+            self.capture_unit != "connection"
+            or self.udp_flows
+            or type(self).session_key is not Dissector.session_key
+        )
 
     def new_framer(self) -> Framer:
         raise NotImplementedError
@@ -267,6 +289,7 @@ class SessionMode(Mode):
             raise ValueError(f"capture_unit {dissector.capture_unit!r}: message or connection")
         self._conn = dissector.capture_unit == "connection"
         self._udp_flows = self._conn and dissector.udp_flows
+        self._udp = dissector.wants_udp()
         self.table = SessionTable(
             limits,
             len(dissector.tags),
@@ -283,6 +306,9 @@ class SessionMode(Mode):
             else None
         )
         self._gen = 0  # chunks processed: which Out a frame token's index refers to
+        # Connections that ignore the rest (IPv4), by (lower, higher endpoint as
+        # address << 16 | port, protocol): the per-chunk loop places their frames.
+        self._fast: dict[tuple[int, int, int], Session] = {}
         self._frags = Fragments()
         self._events: list[lc_pb2.Event] = []
         self._clock = 0
@@ -373,6 +399,10 @@ class SessionMode(Mode):
         count_rejected = self.events_all  # their packet counts go only into their events
         iface_col = chunk.iface
         ifx = single
+        fast = self._fast
+        sessions = self.table.sessions
+        ctag = self.dis.message_tag
+        conn_frames = 0
         off = 0
         for i, cap in enumerate(cap_col):
             start = off
@@ -419,10 +449,47 @@ class SessionMode(Mode):
                     else:
                         hold(s, (ts, cap, orig_col[i], mv[start:off], ifx), tag)
                     continue
+                if (
+                    fast
+                    and etype == 0x0800
+                    and vihl == 0x45
+                    and not frag & 0x3FFF
+                    and cap >= 48
+                    and (proto == 6 or proto == 17)
+                ):
+                    # A connection whose messages no longer matter (ignore_rest):
+                    # the bulk of TLS and QUIC, placed without decoding.
+                    a, b = src << 16 | sport, dst << 16 | dport
+                    fkey = (a, b, proto) if a < b else (b, a, proto)
+                    s = fast.get(fkey)
+                    if s is not None:
+                        ts = ts_col[i]
+                        s.last_ns = ts
+                        del sessions[s.key]
+                        sessions[s.key] = s
+                        s.pk[ctag] += 1
+                        s.by[ctag] += cap
+                        conn_frames += 1
+                        st = s.state
+                        if st == matched:
+                            meta = s.metas[ctag]
+                            if meta is None:
+                                meta = s.metas[ctag] = meta_of(s, ctag, None)
+                            out.add((ts, cap, orig_col[i], mv[start:off], ifx), meta)
+                        elif st == rejected:
+                            unmatched += 1
+                        else:
+                            hold(s, (ts, cap, orig_col[i], mv[start:off], ifx), ctag)
+                        if proto == 6:
+                            fl = rec[start + 63]  # 16 + 14 + 20 + 13: the TCP flags
+                            if fl & 5:  # FIN or RST
+                                self._conn_end(s, fl, a < b, ts)
+                        continue
             pkt = (ts_col[i], cap, orig_col[i], mv[start:off], ifx)
             self._slow(pkt, lt, mv[start + 16 : off], out)
         c = self.c
         c["unassociated"] += unassociated
+        self.cc["frames"] += conn_frames
         self.table.unmatched_packets += unmatched
         if len(ts_col):
             last = ts_col[len(ts_col) - 1]
@@ -461,8 +528,10 @@ class SessionMode(Mode):
                 payload = data[d.payload_offset : d.payload_offset + d.payload_len]
                 if self._udp_flows:
                     self._udp_flow([pkt], payload, (d.src, d.sport, d.dst, d.dport, 17), out)
-                else:
+                elif self._udp:
                     self._datagram([pkt], payload, (d.src, d.sport, d.dst, d.dport, 17), out)
+                else:
+                    self.c["unassociated"] += 1
                 return
             aliases = self.table.aliases
             hit = aliases.get(endpoint_key(d.dst, d.dport)) or aliases.get(
@@ -525,8 +594,10 @@ class SessionMode(Mode):
             flow = (dd.src, dd.sport, dd.dst, dd.dport, 17)
             if self._udp_flows:
                 self._udp_flow(frames, payload, flow, out)
-            else:
+            elif self._udp:
                 self._datagram(frames, payload, flow, out)
+            else:
+                self.c["unassociated"] += len(frames)
         else:
             self.c["unassociated"] += len(frames)
 
@@ -653,23 +724,42 @@ class SessionMode(Mode):
         s = self._connection((d.src, d.sport, d.dst, d.dport, 6), ts, flags, out)
         tok = self._place(s, pkt, out)
         if flags & (TCP_FIN | TCP_RST):
-            if flags & TCP_RST:
-                s.cflags |= _RST
-            else:
-                s.cflags |= _FIN_LO if (d.src, d.sport) <= (d.dst, d.dport) else _FIN_HI
-            cf = s.cflags
-            if not s.end_ns and (cf & _RST or cf & (_FIN_LO | _FIN_HI) == _FIN_LO | _FIN_HI):
-                s.end_ns = ts
+            self._conn_end(s, flags, (d.src, d.sport) <= (d.dst, d.dport), ts)
         streams = self._streams
         if s.cflags & _NO_MESSAGES:
             if not s.cflags & _STREAMS_DROPPED:
                 s.cflags |= _STREAMS_DROPPED
                 streams.drop((d.src, d.sport, d.dst, d.dport))
                 streams.drop((d.dst, d.dport, d.src, d.sport))
+                self._go_fast(s)
             return
         for key, msg, frames in streams.segment(ts, tok, d, data):
             self._conn_stream_message(key, msg, frames, out, ts)
         tok.pkt = None
+
+    def _conn_end(self, s: Session, flags: int, from_lower: bool, ts: int) -> None:
+        """A FIN or RST of connection ``s``: its end once both sides sent FIN, or RST."""
+        if flags & TCP_RST:
+            s.cflags |= _RST
+        else:
+            s.cflags |= _FIN_LO if from_lower else _FIN_HI
+        cf = s.cflags
+        if not s.end_ns and (cf & _RST or cf & (_FIN_LO | _FIN_HI) == _FIN_LO | _FIN_HI):
+            s.end_ns = ts
+
+    @staticmethod
+    def _fast_key(s: Session) -> tuple[int, int, int] | None:
+        src, sport, dst, dport, proto = s.key  # type: ignore[misc]
+        if len(src) != 4:
+            return None
+        return (int.from_bytes(src, "big") << 16 | sport, int.from_bytes(dst, "big") << 16 | dport,
+                proto)  # fmt: skip
+
+    def _go_fast(self, s: Session) -> None:
+        """``s`` ignores the rest: the per-chunk loop places its IPv4 frames."""
+        fkey = self._fast_key(s)
+        if fkey is not None:
+            self._fast[fkey] = s
 
     def _conn_stream_message(
         self, key: tuple, msg: object, frames: list, out: Out, ts: int
@@ -691,6 +781,9 @@ class SessionMode(Mode):
         s = self._connection(flow, ts, 0, out)
         toks = [self._place(s, f, out) for f in frames]
         if s.cflags & _NO_MESSAGES:
+            if not s.cflags & _STREAMS_DROPPED:
+                s.cflags |= _STREAMS_DROPPED
+                self._go_fast(s)
             return
         try:
             msg = self.dis.parse(payload)
@@ -798,6 +891,10 @@ class SessionMode(Mode):
         self._frags.expire(now)
 
     def _forgotten(self, s: Session) -> None:
+        if s.cflags & _STREAMS_DROPPED and self._fast:
+            fkey = self._fast_key(s)
+            if fkey is not None and self._fast.get(fkey) is s:
+                del self._fast[fkey]
         if s.events:
             self._decided(s)  # undecided to the end: sent with --events all only
         captured = s.state == MATCHED
