@@ -372,6 +372,7 @@ class Hunter:
             mode=cfg.mode,
             interfaces=iface_names,
             capabilities=[cfg.mode, *(f"filter:{t}" for t in types)],
+            local_filters=list(getattr(self.mode, "local_filters", ())),
         )
         self.uplink = Uplink(
             cfg.processor,

@@ -60,6 +60,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -254,9 +255,82 @@ def _dns_fields(
     }
 
 
+def _email_fields(
+    ev: lc_pb2.Event,
+    doc: dict[str, Any],
+    lc: dict[str, Any],
+    hunter: str,
+    call_info: object = None,
+) -> None:
+    """One email message (or implicit-TLS session): ECS ``email.*``, the rest under
+    ``lc.smtp``, ``lc.imap``, ``lc.email`` (and ``tls.*`` for implicit TLS)."""
+    e = ev.email
+    email: dict[str, Any] = {}
+
+    def put(obj: dict[str, Any], key: str, value: Any) -> None:
+        if value:
+            obj[key] = value
+
+    def addrs(values) -> list[str]:
+        return [wire_text(v, 320) for v in values]
+
+    if e.from_address:
+        email["from"] = {"address": addrs(e.from_address)}
+    if e.to_address:
+        email["to"] = {"address": addrs(e.to_address)}
+    if e.cc_address:
+        email["cc"] = {"address": addrs(e.cc_address)}
+    if e.reply_to:
+        email["reply_to"] = {"address": addrs(e.reply_to)}
+    put(email, "subject", wire_text(e.subject, 1024))
+    put(email, "message_id", wire_text(e.message_id, 1024))
+    if e.origination_ns > 0:
+        secs, ns = divmod(e.origination_ns, 1_000_000_000)
+        try:
+            stamp = datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            email["origination_timestamp"] = f"{stamp}.{ns // 1_000_000:03d}Z"
+        except (OverflowError, OSError, ValueError):
+            pass
+    put(email, "content_type", wire_text(e.content_type, 256))
+    if e.attachments:
+        email["attachments"] = [{"file": {"name": wire_text(a, 256)}} for a in e.attachments]
+    put(email, "direction", wire_text(e.direction, 16))
+    put(email, "x_mailer", wire_text(e.x_mailer, 256))
+    if email:
+        doc["email"] = email
+    smtp: dict[str, Any] = {}
+    put(smtp, "helo", wire_text(e.helo, 256))
+    put(smtp, "mail_from", wire_text(e.mail_from, 320))
+    if e.rcpt_to:
+        smtp["rcpt_to"] = addrs(e.rcpt_to)
+    if smtp:
+        lc["smtp"] = smtp
+    if e.mailbox:
+        lc["imap"] = {"mailbox": wire_text(e.mailbox, 1024)}
+    mail: dict[str, Any] = {"protocol": wire_text(e.protocol, 16)}
+    put(mail, "command", wire_text(e.command, 64))
+    put(mail, "user", wire_text(e.user, 256))
+    put(mail, "size", e.size)
+    put(mail, "truncated", e.truncated)
+    mail["complete"] = e.complete
+    put(mail, "upgraded", e.upgraded)
+    put(mail, "body", wire_text(e.body, 1 << 20))
+    lc["email"] = mail
+    if e.tls_sni or e.tls_version:
+        tls: dict[str, Any] = {}
+        put(tls, "client", {"server_name": wire_text(e.tls_sni, 256)} if e.tls_sni else None)
+        if e.tls_version:
+            tls["version_code"] = e.tls_version
+        doc["tls"] = tls
+
+
 #: The fields of each kind of event detail (``Event.detail``), added to ``doc`` and to its
 #: ``lc`` object. A mode that adds a detail to the wire contract adds its renderer here.
-DETAIL_RENDERERS: dict[str, Callable[..., None]] = {"call": _call_fields, "dns": _dns_fields}
+DETAIL_RENDERERS: dict[str, Callable[..., None]] = {
+    "call": _call_fields,
+    "dns": _dns_fields,
+    "email": _email_fields,
+}
 
 
 class EventLog:

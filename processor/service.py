@@ -96,6 +96,14 @@ def check_registration(req: lc_pb2.RegisterRequest) -> lc_pb2.RegisterRequest:
             raise ValidationError(
                 f"capabilities[{i}]: use 1-64 characters from A-Z a-z 0-9 _ . : -"
             )
+    if len(req.local_filters) > MAX_LIST:
+        raise ValidationError(f"local_filters: {len(req.local_filters)} (at most {MAX_LIST})")
+    for i, lf in enumerate(req.local_filters):
+        try:
+            validate_filter(Filter(id=lf.id, type=lf.type, pattern=lf.pattern))
+        except ValidationError as e:
+            raise ValidationError(f"local_filters[{i}]: {e}") from None
+        _printable(f"local_filters[{i}].description", lf.description, 1024)
     clean = lc_pb2.RegisterRequest()
     clean.CopyFrom(req)
     del clean.interfaces[:]

@@ -95,8 +95,30 @@ class HttpSummary(_message.Message):
     def __init__(self) -> None: ...
 
 class EmailSummary(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("protocol", "command", "mail_from", "rcpt_to", "from_address", "to_address", "subject", "message_id", "mailbox", "upgraded", "tls_sni")
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    MAIL_FROM_FIELD_NUMBER: _ClassVar[int]
+    RCPT_TO_FIELD_NUMBER: _ClassVar[int]
+    FROM_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    TO_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    MAILBOX_FIELD_NUMBER: _ClassVar[int]
+    UPGRADED_FIELD_NUMBER: _ClassVar[int]
+    TLS_SNI_FIELD_NUMBER: _ClassVar[int]
+    protocol: str
+    command: str
+    mail_from: str
+    rcpt_to: _containers.RepeatedScalarFieldContainer[str]
+    from_address: _containers.RepeatedScalarFieldContainer[str]
+    to_address: _containers.RepeatedScalarFieldContainer[str]
+    subject: str
+    message_id: str
+    mailbox: str
+    upgraded: bool
+    tls_sni: str
+    def __init__(self, protocol: _Optional[str] = ..., command: _Optional[str] = ..., mail_from: _Optional[str] = ..., rcpt_to: _Optional[_Iterable[str]] = ..., from_address: _Optional[_Iterable[str]] = ..., to_address: _Optional[_Iterable[str]] = ..., subject: _Optional[str] = ..., message_id: _Optional[str] = ..., mailbox: _Optional[str] = ..., upgraded: _Optional[bool] = ..., tls_sni: _Optional[str] = ...) -> None: ...
 
 class FlowTuple(_message.Message):
     __slots__ = ("src_ip", "dst_ip", "src_port", "dst_port", "ip_proto")
@@ -147,7 +169,7 @@ class CallEvent(_message.Message):
     def __init__(self, call_id: _Optional[str] = ..., method: _Optional[str] = ..., state: _Optional[str] = ..., from_user: _Optional[str] = ..., to_user: _Optional[str] = ..., from_uri: _Optional[str] = ..., to_uri: _Optional[str] = ..., sip_packets: _Optional[int] = ..., rtp_packets: _Optional[int] = ..., rtcp_packets: _Optional[int] = ..., sip_bytes: _Optional[int] = ..., rtp_bytes: _Optional[int] = ..., rtcp_bytes: _Optional[int] = ..., codecs: _Optional[_Iterable[str]] = ..., last_status: _Optional[int] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("dataset", "start_ns", "end_ns", "session_id", "flow", "filter_ids", "captured", "seq", "call", "dns")
+    __slots__ = ("dataset", "start_ns", "end_ns", "session_id", "flow", "filter_ids", "captured", "seq", "call", "dns", "email")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     START_NS_FIELD_NUMBER: _ClassVar[int]
     END_NS_FIELD_NUMBER: _ClassVar[int]
@@ -158,6 +180,7 @@ class Event(_message.Message):
     SEQ_FIELD_NUMBER: _ClassVar[int]
     CALL_FIELD_NUMBER: _ClassVar[int]
     DNS_FIELD_NUMBER: _ClassVar[int]
+    EMAIL_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     start_ns: int
     end_ns: int
@@ -168,7 +191,62 @@ class Event(_message.Message):
     seq: int
     call: CallEvent
     dns: DnsEvent
-    def __init__(self, dataset: _Optional[str] = ..., start_ns: _Optional[int] = ..., end_ns: _Optional[int] = ..., session_id: _Optional[str] = ..., flow: _Optional[_Union[FlowTuple, _Mapping]] = ..., filter_ids: _Optional[_Iterable[str]] = ..., captured: _Optional[bool] = ..., seq: _Optional[int] = ..., call: _Optional[_Union[CallEvent, _Mapping]] = ..., dns: _Optional[_Union[DnsEvent, _Mapping]] = ...) -> None: ...
+    email: EmailEvent
+    def __init__(self, dataset: _Optional[str] = ..., start_ns: _Optional[int] = ..., end_ns: _Optional[int] = ..., session_id: _Optional[str] = ..., flow: _Optional[_Union[FlowTuple, _Mapping]] = ..., filter_ids: _Optional[_Iterable[str]] = ..., captured: _Optional[bool] = ..., seq: _Optional[int] = ..., call: _Optional[_Union[CallEvent, _Mapping]] = ..., dns: _Optional[_Union[DnsEvent, _Mapping]] = ..., email: _Optional[_Union[EmailEvent, _Mapping]] = ...) -> None: ...
+
+class EmailEvent(_message.Message):
+    __slots__ = ("protocol", "command", "direction", "from_address", "to_address", "cc_address", "subject", "message_id", "origination_ns", "content_type", "attachments", "helo", "mail_from", "rcpt_to", "mailbox", "user", "size", "truncated", "complete", "body", "x_mailer", "reply_to", "upgraded", "tls_sni", "tls_version")
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    FROM_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    TO_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    CC_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    ORIGINATION_NS_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ATTACHMENTS_FIELD_NUMBER: _ClassVar[int]
+    HELO_FIELD_NUMBER: _ClassVar[int]
+    MAIL_FROM_FIELD_NUMBER: _ClassVar[int]
+    RCPT_TO_FIELD_NUMBER: _ClassVar[int]
+    MAILBOX_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    X_MAILER_FIELD_NUMBER: _ClassVar[int]
+    REPLY_TO_FIELD_NUMBER: _ClassVar[int]
+    UPGRADED_FIELD_NUMBER: _ClassVar[int]
+    TLS_SNI_FIELD_NUMBER: _ClassVar[int]
+    TLS_VERSION_FIELD_NUMBER: _ClassVar[int]
+    protocol: str
+    command: str
+    direction: str
+    from_address: _containers.RepeatedScalarFieldContainer[str]
+    to_address: _containers.RepeatedScalarFieldContainer[str]
+    cc_address: _containers.RepeatedScalarFieldContainer[str]
+    subject: str
+    message_id: str
+    origination_ns: int
+    content_type: str
+    attachments: _containers.RepeatedScalarFieldContainer[str]
+    helo: str
+    mail_from: str
+    rcpt_to: _containers.RepeatedScalarFieldContainer[str]
+    mailbox: str
+    user: str
+    size: int
+    truncated: bool
+    complete: bool
+    body: str
+    x_mailer: str
+    reply_to: _containers.RepeatedScalarFieldContainer[str]
+    upgraded: bool
+    tls_sni: str
+    tls_version: int
+    def __init__(self, protocol: _Optional[str] = ..., command: _Optional[str] = ..., direction: _Optional[str] = ..., from_address: _Optional[_Iterable[str]] = ..., to_address: _Optional[_Iterable[str]] = ..., cc_address: _Optional[_Iterable[str]] = ..., subject: _Optional[str] = ..., message_id: _Optional[str] = ..., origination_ns: _Optional[int] = ..., content_type: _Optional[str] = ..., attachments: _Optional[_Iterable[str]] = ..., helo: _Optional[str] = ..., mail_from: _Optional[str] = ..., rcpt_to: _Optional[_Iterable[str]] = ..., mailbox: _Optional[str] = ..., user: _Optional[str] = ..., size: _Optional[int] = ..., truncated: _Optional[bool] = ..., complete: _Optional[bool] = ..., body: _Optional[str] = ..., x_mailer: _Optional[str] = ..., reply_to: _Optional[_Iterable[str]] = ..., upgraded: _Optional[bool] = ..., tls_sni: _Optional[str] = ..., tls_version: _Optional[int] = ...) -> None: ...
 
 class DnsEvent(_message.Message):
     __slots__ = ("id", "opcode", "header_flags", "qname", "qtype", "qclass", "rcode", "answered", "rtt_ns", "answers", "resolved_ips", "registered_domain", "subdomain", "tunnel_score", "queries", "responses", "alert")
@@ -395,7 +473,7 @@ class FilterUpdate(_message.Message):
     def __init__(self, version: _Optional[int] = ..., full: _Optional[bool] = ..., filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ..., removed: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RegisterRequest(_message.Message):
-    __slots__ = ("hunter_id", "hostname", "version", "mode", "interfaces", "capabilities", "epoch")
+    __slots__ = ("hunter_id", "hostname", "version", "mode", "interfaces", "capabilities", "epoch", "local_filters")
     HUNTER_ID_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -403,6 +481,7 @@ class RegisterRequest(_message.Message):
     INTERFACES_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_FILTERS_FIELD_NUMBER: _ClassVar[int]
     hunter_id: str
     hostname: str
     version: str
@@ -410,7 +489,8 @@ class RegisterRequest(_message.Message):
     interfaces: _containers.RepeatedScalarFieldContainer[str]
     capabilities: _containers.RepeatedScalarFieldContainer[str]
     epoch: int
-    def __init__(self, hunter_id: _Optional[str] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., mode: _Optional[str] = ..., interfaces: _Optional[_Iterable[str]] = ..., capabilities: _Optional[_Iterable[str]] = ..., epoch: _Optional[int] = ...) -> None: ...
+    local_filters: _containers.RepeatedCompositeFieldContainer[Filter]
+    def __init__(self, hunter_id: _Optional[str] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., mode: _Optional[str] = ..., interfaces: _Optional[_Iterable[str]] = ..., capabilities: _Optional[_Iterable[str]] = ..., epoch: _Optional[int] = ..., local_filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ...) -> None: ...
 
 class RegisterResponse(_message.Message):
     __slots__ = ("accepted", "reason", "processor_id", "heartbeat_interval_ms")
@@ -609,7 +689,7 @@ class GetHunterRequest(_message.Message):
     def __init__(self, hunter_id: _Optional[str] = ...) -> None: ...
 
 class HunterInfo(_message.Message):
-    __slots__ = ("hunter_id", "hostname", "version", "mode", "interfaces", "capabilities", "state", "peer", "epoch", "registered_at_ns", "last_heartbeat_ns", "counters", "packets_received", "bytes_received", "batches_received", "batches_duplicate", "streaming", "filter_version", "filters", "processor_filter_version")
+    __slots__ = ("hunter_id", "hostname", "version", "mode", "interfaces", "capabilities", "state", "peer", "epoch", "registered_at_ns", "last_heartbeat_ns", "counters", "packets_received", "bytes_received", "batches_received", "batches_duplicate", "streaming", "filter_version", "filters", "processor_filter_version", "local_filters")
     HUNTER_ID_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -630,6 +710,7 @@ class HunterInfo(_message.Message):
     FILTER_VERSION_FIELD_NUMBER: _ClassVar[int]
     FILTERS_FIELD_NUMBER: _ClassVar[int]
     PROCESSOR_FILTER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_FILTERS_FIELD_NUMBER: _ClassVar[int]
     hunter_id: str
     hostname: str
     version: str
@@ -650,7 +731,8 @@ class HunterInfo(_message.Message):
     filter_version: int
     filters: _containers.RepeatedCompositeFieldContainer[Filter]
     processor_filter_version: int
-    def __init__(self, hunter_id: _Optional[str] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., mode: _Optional[str] = ..., interfaces: _Optional[_Iterable[str]] = ..., capabilities: _Optional[_Iterable[str]] = ..., state: _Optional[str] = ..., peer: _Optional[str] = ..., epoch: _Optional[int] = ..., registered_at_ns: _Optional[int] = ..., last_heartbeat_ns: _Optional[int] = ..., counters: _Optional[_Union[HunterCounters, _Mapping]] = ..., packets_received: _Optional[int] = ..., bytes_received: _Optional[int] = ..., batches_received: _Optional[int] = ..., batches_duplicate: _Optional[int] = ..., streaming: _Optional[bool] = ..., filter_version: _Optional[int] = ..., filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ..., processor_filter_version: _Optional[int] = ...) -> None: ...
+    local_filters: _containers.RepeatedCompositeFieldContainer[Filter]
+    def __init__(self, hunter_id: _Optional[str] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., mode: _Optional[str] = ..., interfaces: _Optional[_Iterable[str]] = ..., capabilities: _Optional[_Iterable[str]] = ..., state: _Optional[str] = ..., peer: _Optional[str] = ..., epoch: _Optional[int] = ..., registered_at_ns: _Optional[int] = ..., last_heartbeat_ns: _Optional[int] = ..., counters: _Optional[_Union[HunterCounters, _Mapping]] = ..., packets_received: _Optional[int] = ..., bytes_received: _Optional[int] = ..., batches_received: _Optional[int] = ..., batches_duplicate: _Optional[int] = ..., streaming: _Optional[bool] = ..., filter_version: _Optional[int] = ..., filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ..., processor_filter_version: _Optional[int] = ..., local_filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ...) -> None: ...
 
 class ListCallsRequest(_message.Message):
     __slots__ = ("active", "user", "limit")

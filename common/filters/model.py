@@ -55,6 +55,8 @@ tls_ja3s         JA3S (MD5, 32 hex)          no     none                        
 tls_ja4          JA4 fingerprint             no     none                             yes [5]
 email_address    bare address (no name, <>)  no     none                             yes
 email_subject    decoded Subject             no     none                             yes
+email_mailbox    IMAP mailbox (decoded)      no     none                             yes
+email_command    mail command verb           no     none                             yes
 keyword          payload bytes               no     ASCII letters lowered            no [6]
 ===============  ==========================  =====  ===============================  =========
 
@@ -213,6 +215,10 @@ TYPES: Final[dict[str, FilterType]] = {
         FilterType("email_address", "text", "bare address (no name, <>)", "insensitive",
                    modes=("email",)),
         FilterType("email_subject", "text", "decoded Subject", "insensitive",
+                   modes=("email",)),
+        FilterType("email_mailbox", "text", "IMAP mailbox (decoded)", "insensitive",
+                   modes=("email",)),
+        FilterType("email_command", "text", "mail command verb", "insensitive",
                    modes=("email",)),
         FilterType("keyword", "keyword", "payload bytes (a message, a stream)", "insensitive",
                    wildcards=False, modes=("http", "email")),

@@ -244,6 +244,10 @@ def mode_command(spec) -> click.Command:
 
     f = hunt_options(callback)
     for name, opt in reversed(flags):
+        if opt.switch:
+            f = click.option(opt.flag, name, is_flag=True, flag_value="yes", default=opt.default,
+                             help=opt.help)(f)  # fmt: skip
+            continue
         # A default of "true"/"false" makes an on/off flag (--x, or --x/--no-x).
         onoff = opt.default in ("true", "false")
         f = click.option(
