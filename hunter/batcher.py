@@ -48,6 +48,7 @@ class SealedBatch:
     events: list[lc_pb2.Event] = field(default_factory=list)
     event_bytes: int = 0  # the events' (and key log lines') size (memory accounting)
     keylog: list[bytes] = field(default_factory=list)  # TLS key log lines
+    tunnel: list[lc_pb2.DnsTunnelStats] = field(default_factory=list)  # DNS mode's statistics
 
     def __len__(self) -> int:
         return self.count
@@ -83,13 +84,14 @@ class Batcher:
         self._events: list[lc_pb2.Event] = []
         self._event_bytes = 0
         self._keylog: list[bytes] = []
+        self._tunnel: list[lc_pb2.DnsTunnelStats] = []
         self._nbytes = 0
         self._first_ns = 0  # monotonic time the oldest pending packet (or event) arrived
 
     @property
     def pending(self) -> int:
         """Packets and events waiting for the next seal."""
-        return self._count + len(self._events) + len(self._keylog)
+        return self._count + len(self._events) + len(self._keylog) + len(self._tunnel)
 
     def add_keylog(self, lines: list[bytes], now_ns: int | None = None) -> None:
         """Attach TLS key log lines to the next sealed batch (like :meth:`add_events`)."""
@@ -114,6 +116,16 @@ class Batcher:
             self._first_ns = time.monotonic_ns() if now_ns is None else now_ns
         self._events.extend(new)
         self._event_bytes += sum(ev.ByteSize() for ev in new)
+
+    def add_tunnel(self, stats: Iterable[lc_pb2.DnsTunnelStats], now_ns: int | None = None) -> None:
+        """Attach DNS tunneling statistics to the next sealed batch (like events)."""
+        new = list(stats)
+        if not new:
+            return
+        if not self.pending:
+            self._first_ns = time.monotonic_ns() if now_ns is None else now_ns
+        self._tunnel.extend(new)
+        self._event_bytes += sum(s.ByteSize() for s in new)
 
     def add_chunk(
         self,
@@ -207,7 +219,7 @@ class Batcher:
         records = bytes(pieces[0]) if len(pieces) == 1 else b"".join(pieces)
         b = SealedBatch(
             records, self._count, iface, self._nbytes, self._meta, self._events, self._event_bytes,
-            self._keylog,
+            self._keylog, self._tunnel,
         )  # fmt: skip
         self._reset()
         if busy:

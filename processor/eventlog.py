@@ -236,6 +236,82 @@ def _http_fields(ev: lc_pb2.Event, doc: dict[str, Any], lc: dict[str, Any], *_: 
     lc["http"] = lc_http
 
 
+def _dns_fields(
+    ev: lc_pb2.Event,
+    doc: dict[str, Any],
+    lc: dict[str, Any],
+    hunter: str,
+    call_info: Callable[[str], tuple[str, list[str]] | None] | None,
+) -> None:
+    """A DNS transaction (ECS ``dns.*``, RTT as ``event.duration``), or a tunneling
+    alert (``event.kind: alert``, the alert under ``lc.dns_tunnel``)."""
+    d = ev.dns
+    if d.HasField("alert"):
+        a = d.alert
+        event = doc["event"]
+        event["kind"] = "alert"
+        event["category"] = ["network", "intrusion_detection"]
+        event["type"] = ["indicator"]
+        event["severity"] = 73
+        event["risk_score"] = round(a.score * 100, 1)
+        event["reason"] = f"DNS tunneling suspected under {wire_text(a.domain, 256)}"
+        doc["dns"] = {"question": {"registered_domain": wire_text(a.domain, 256)}}
+        lc["dns_tunnel"] = {
+            "domain": wire_text(a.domain, 256),
+            "score": round(a.score, 6),
+            "components": {wire_text(k, 64): round(v, 6) for k, v in sorted(a.components.items())},
+            "clients": [wire_text(c, 64) for c in a.clients],
+            "hunters": [wire_text(h, 256) for h in a.hunters],
+            "first_seen": iso_ns(a.first_seen_ns),
+            "last_seen": iso_ns(a.last_seen_ns),
+            "queries": a.queries,
+            "unique_subdomains": a.unique_subdomains,
+        }
+        return
+    from lc.common.dns import opcode_name, rcode_name, type_name
+
+    question: dict[str, Any] = {
+        "name": wire_text(d.qname, 1024),
+        "type": type_name(d.qtype),
+        "class": "IN" if d.qclass == 1 else f"CLASS{d.qclass}",
+    }
+    if d.registered_domain:
+        question["registered_domain"] = wire_text(d.registered_domain, 1024)
+        if d.subdomain:
+            question["subdomain"] = wire_text(d.subdomain, 1024)
+    dns: dict[str, Any] = {
+        "id": d.id,
+        "type": "answer" if d.answered else "query",
+        "op_code": opcode_name(d.opcode),
+        "header_flags": [wire_text(f, 8) for f in d.header_flags],
+        "question": question,
+    }
+    if d.answered:
+        dns["response_code"] = rcode_name(d.rcode)
+        dns["answers"] = [
+            {
+                "name": wire_text(a.name, 1024),
+                "type": type_name(a.type),
+                "class": "IN" if getattr(a, "class") == 1 else f"CLASS{getattr(a, 'class')}",
+                "ttl": a.ttl,
+                "data": wire_text(a.data, 1024),
+            }
+            for a in d.answers
+        ]
+        if d.resolved_ips:
+            dns["resolved_ip"] = [wire_text(x, 64) for x in d.resolved_ips]
+        if d.rtt_ns:
+            doc["event"]["duration"] = d.rtt_ns
+    doc["dns"] = dns
+    lc["dns"] = {
+        "answered": d.answered,
+        "rtt_ns": d.rtt_ns,
+        "queries": d.queries,
+        "responses": d.responses,
+        "tunnel_score": round(d.tunnel_score, 6),
+    }
+
+
 def _email_fields(
     ev: lc_pb2.Event,
     doc: dict[str, Any],
@@ -309,6 +385,7 @@ def _email_fields(
 #: ``lc`` object. A mode that adds a detail to the wire contract adds its renderer here.
 DETAIL_RENDERERS: dict[str, Callable[..., None]] = {
     "call": _call_fields,
+    "dns": _dns_fields,
     "http": _http_fields,
     "email": _email_fields,
 }

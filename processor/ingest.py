@@ -105,6 +105,7 @@ class Ingest:
         events: Sink | None = None,
         keys: Sink | None = None,
         observers: list[Observer] | None = None,
+        tunnels: Sink | None = None,
     ) -> None:
         self.sink = sink
         self.calls = calls  # per-call PCAPs; owned by the writer thread from start()
@@ -116,6 +117,8 @@ class Ingest:
         self.sinks: list[Sink] = []
         if calls is not None:
             self.sinks.append(CallFiles(calls))
+        if tunnels is not None:  # DNS tunneling: its alerts go into the batch's events
+            self.sinks.append(tunnels)
         if events is not None:
             self.sinks.append(events)
         if keys is not None:

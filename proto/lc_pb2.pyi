@@ -67,8 +67,24 @@ class SipSummary(_message.Message):
     def __init__(self, method: _Optional[str] = ..., status: _Optional[int] = ..., cseq_method: _Optional[str] = ..., from_user: _Optional[str] = ..., to_user: _Optional[str] = ..., from_uri: _Optional[str] = ..., to_uri: _Optional[str] = ...) -> None: ...
 
 class DnsSummary(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("id", "qname", "qtype", "rcode", "response", "answers", "rtt_ns", "tunnel_score")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    QNAME_FIELD_NUMBER: _ClassVar[int]
+    QTYPE_FIELD_NUMBER: _ClassVar[int]
+    RCODE_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ANSWERS_FIELD_NUMBER: _ClassVar[int]
+    RTT_NS_FIELD_NUMBER: _ClassVar[int]
+    TUNNEL_SCORE_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    qname: str
+    qtype: int
+    rcode: int
+    response: bool
+    answers: _containers.RepeatedScalarFieldContainer[str]
+    rtt_ns: int
+    tunnel_score: float
+    def __init__(self, id: _Optional[int] = ..., qname: _Optional[str] = ..., qtype: _Optional[int] = ..., rcode: _Optional[int] = ..., response: _Optional[bool] = ..., answers: _Optional[_Iterable[str]] = ..., rtt_ns: _Optional[int] = ..., tunnel_score: _Optional[float] = ...) -> None: ...
 
 class TlsSummary(_message.Message):
     __slots__ = ()
@@ -211,7 +227,7 @@ class HttpEvent(_message.Message):
     def __init__(self, method: _Optional[str] = ..., host: _Optional[str] = ..., target: _Optional[str] = ..., path: _Optional[str] = ..., query: _Optional[str] = ..., version: _Optional[str] = ..., status: _Optional[int] = ..., reason: _Optional[str] = ..., request_body_bytes: _Optional[int] = ..., response_body_bytes: _Optional[int] = ..., content_type: _Optional[str] = ..., referrer: _Optional[str] = ..., user_agent: _Optional[str] = ..., duration_ns: _Optional[int] = ..., ja4h: _Optional[str] = ..., keywords: _Optional[_Iterable[str]] = ..., request_body: _Optional[bytes] = ..., response_body: _Optional[bytes] = ..., truncated: _Optional[bool] = ..., transaction: _Optional[int] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("dataset", "start_ns", "end_ns", "session_id", "flow", "filter_ids", "captured", "seq", "call", "http", "email")
+    __slots__ = ("dataset", "start_ns", "end_ns", "session_id", "flow", "filter_ids", "captured", "seq", "call", "dns", "http", "email")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     START_NS_FIELD_NUMBER: _ClassVar[int]
     END_NS_FIELD_NUMBER: _ClassVar[int]
@@ -221,6 +237,7 @@ class Event(_message.Message):
     CAPTURED_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     CALL_FIELD_NUMBER: _ClassVar[int]
+    DNS_FIELD_NUMBER: _ClassVar[int]
     HTTP_FIELD_NUMBER: _ClassVar[int]
     EMAIL_FIELD_NUMBER: _ClassVar[int]
     dataset: str
@@ -232,9 +249,10 @@ class Event(_message.Message):
     captured: bool
     seq: int
     call: CallEvent
+    dns: DnsEvent
     http: HttpEvent
     email: EmailEvent
-    def __init__(self, dataset: _Optional[str] = ..., start_ns: _Optional[int] = ..., end_ns: _Optional[int] = ..., session_id: _Optional[str] = ..., flow: _Optional[_Union[FlowTuple, _Mapping]] = ..., filter_ids: _Optional[_Iterable[str]] = ..., captured: _Optional[bool] = ..., seq: _Optional[int] = ..., call: _Optional[_Union[CallEvent, _Mapping]] = ..., http: _Optional[_Union[HttpEvent, _Mapping]] = ..., email: _Optional[_Union[EmailEvent, _Mapping]] = ...) -> None: ...
+    def __init__(self, dataset: _Optional[str] = ..., start_ns: _Optional[int] = ..., end_ns: _Optional[int] = ..., session_id: _Optional[str] = ..., flow: _Optional[_Union[FlowTuple, _Mapping]] = ..., filter_ids: _Optional[_Iterable[str]] = ..., captured: _Optional[bool] = ..., seq: _Optional[int] = ..., call: _Optional[_Union[CallEvent, _Mapping]] = ..., dns: _Optional[_Union[DnsEvent, _Mapping]] = ..., http: _Optional[_Union[HttpEvent, _Mapping]] = ..., email: _Optional[_Union[EmailEvent, _Mapping]] = ...) -> None: ...
 
 class EmailEvent(_message.Message):
     __slots__ = ("protocol", "command", "direction", "from_address", "to_address", "cc_address", "subject", "message_id", "origination_ns", "content_type", "attachments", "helo", "mail_from", "rcpt_to", "mailbox", "user", "size", "truncated", "complete", "body", "x_mailer", "reply_to", "upgraded", "tls_sni", "tls_version")
@@ -290,8 +308,96 @@ class EmailEvent(_message.Message):
     tls_version: int
     def __init__(self, protocol: _Optional[str] = ..., command: _Optional[str] = ..., direction: _Optional[str] = ..., from_address: _Optional[_Iterable[str]] = ..., to_address: _Optional[_Iterable[str]] = ..., cc_address: _Optional[_Iterable[str]] = ..., subject: _Optional[str] = ..., message_id: _Optional[str] = ..., origination_ns: _Optional[int] = ..., content_type: _Optional[str] = ..., attachments: _Optional[_Iterable[str]] = ..., helo: _Optional[str] = ..., mail_from: _Optional[str] = ..., rcpt_to: _Optional[_Iterable[str]] = ..., mailbox: _Optional[str] = ..., user: _Optional[str] = ..., size: _Optional[int] = ..., truncated: _Optional[bool] = ..., complete: _Optional[bool] = ..., body: _Optional[str] = ..., x_mailer: _Optional[str] = ..., reply_to: _Optional[_Iterable[str]] = ..., upgraded: _Optional[bool] = ..., tls_sni: _Optional[str] = ..., tls_version: _Optional[int] = ...) -> None: ...
 
+class DnsEvent(_message.Message):
+    __slots__ = ("id", "opcode", "header_flags", "qname", "qtype", "qclass", "rcode", "answered", "rtt_ns", "answers", "resolved_ips", "registered_domain", "subdomain", "tunnel_score", "queries", "responses", "alert")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    OPCODE_FIELD_NUMBER: _ClassVar[int]
+    HEADER_FLAGS_FIELD_NUMBER: _ClassVar[int]
+    QNAME_FIELD_NUMBER: _ClassVar[int]
+    QTYPE_FIELD_NUMBER: _ClassVar[int]
+    QCLASS_FIELD_NUMBER: _ClassVar[int]
+    RCODE_FIELD_NUMBER: _ClassVar[int]
+    ANSWERED_FIELD_NUMBER: _ClassVar[int]
+    RTT_NS_FIELD_NUMBER: _ClassVar[int]
+    ANSWERS_FIELD_NUMBER: _ClassVar[int]
+    RESOLVED_IPS_FIELD_NUMBER: _ClassVar[int]
+    REGISTERED_DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    SUBDOMAIN_FIELD_NUMBER: _ClassVar[int]
+    TUNNEL_SCORE_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    RESPONSES_FIELD_NUMBER: _ClassVar[int]
+    ALERT_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    opcode: int
+    header_flags: _containers.RepeatedScalarFieldContainer[str]
+    qname: str
+    qtype: int
+    qclass: int
+    rcode: int
+    answered: bool
+    rtt_ns: int
+    answers: _containers.RepeatedCompositeFieldContainer[DnsAnswer]
+    resolved_ips: _containers.RepeatedScalarFieldContainer[str]
+    registered_domain: str
+    subdomain: str
+    tunnel_score: float
+    queries: int
+    responses: int
+    alert: DnsTunnelAlert
+    def __init__(self, id: _Optional[int] = ..., opcode: _Optional[int] = ..., header_flags: _Optional[_Iterable[str]] = ..., qname: _Optional[str] = ..., qtype: _Optional[int] = ..., qclass: _Optional[int] = ..., rcode: _Optional[int] = ..., answered: _Optional[bool] = ..., rtt_ns: _Optional[int] = ..., answers: _Optional[_Iterable[_Union[DnsAnswer, _Mapping]]] = ..., resolved_ips: _Optional[_Iterable[str]] = ..., registered_domain: _Optional[str] = ..., subdomain: _Optional[str] = ..., tunnel_score: _Optional[float] = ..., queries: _Optional[int] = ..., responses: _Optional[int] = ..., alert: _Optional[_Union[DnsTunnelAlert, _Mapping]] = ...) -> None: ...
+
+class DnsAnswer(_message.Message):
+    __slots__ = ("name", "type", "ttl", "data")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    CLASS_FIELD_NUMBER: _ClassVar[int]
+    TTL_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    type: int
+    ttl: int
+    data: str
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[int] = ..., ttl: _Optional[int] = ..., data: _Optional[str] = ..., **kwargs) -> None: ...
+
+class DnsTunnelAlert(_message.Message):
+    __slots__ = ("domain", "score", "components", "clients", "hunters", "first_seen_ns", "last_seen_ns", "queries", "unique_subdomains")
+    class ComponentsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    COMPONENTS_FIELD_NUMBER: _ClassVar[int]
+    CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    HUNTERS_FIELD_NUMBER: _ClassVar[int]
+    FIRST_SEEN_NS_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_NS_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    UNIQUE_SUBDOMAINS_FIELD_NUMBER: _ClassVar[int]
+    domain: str
+    score: float
+    components: _containers.ScalarMap[str, float]
+    clients: _containers.RepeatedScalarFieldContainer[str]
+    hunters: _containers.RepeatedScalarFieldContainer[str]
+    first_seen_ns: int
+    last_seen_ns: int
+    queries: int
+    unique_subdomains: int
+    def __init__(self, domain: _Optional[str] = ..., score: _Optional[float] = ..., components: _Optional[_Mapping[str, float]] = ..., clients: _Optional[_Iterable[str]] = ..., hunters: _Optional[_Iterable[str]] = ..., first_seen_ns: _Optional[int] = ..., last_seen_ns: _Optional[int] = ..., queries: _Optional[int] = ..., unique_subdomains: _Optional[int] = ...) -> None: ...
+
+class DnsTunnelStats(_message.Message):
+    __slots__ = ("domain", "stats")
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    domain: str
+    stats: bytes
+    def __init__(self, domain: _Optional[str] = ..., stats: _Optional[bytes] = ...) -> None: ...
+
 class PacketBatch(_message.Message):
-    __slots__ = ("hunter_id", "epoch", "sequence", "count", "data", "interfaces", "iface", "meta", "sealed_at_ns", "meta_table", "meta_ref", "events", "tls_keylog")
+    __slots__ = ("hunter_id", "epoch", "sequence", "count", "data", "interfaces", "iface", "meta", "sealed_at_ns", "meta_table", "meta_ref", "events", "dns_tunnel", "tls_keylog")
     HUNTER_ID_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
@@ -304,6 +410,7 @@ class PacketBatch(_message.Message):
     META_TABLE_FIELD_NUMBER: _ClassVar[int]
     META_REF_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
+    DNS_TUNNEL_FIELD_NUMBER: _ClassVar[int]
     TLS_KEYLOG_FIELD_NUMBER: _ClassVar[int]
     hunter_id: str
     epoch: int
@@ -317,8 +424,9 @@ class PacketBatch(_message.Message):
     meta_table: _containers.RepeatedCompositeFieldContainer[PacketMeta]
     meta_ref: bytes
     events: _containers.RepeatedCompositeFieldContainer[Event]
+    dns_tunnel: _containers.RepeatedCompositeFieldContainer[DnsTunnelStats]
     tls_keylog: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, hunter_id: _Optional[str] = ..., epoch: _Optional[int] = ..., sequence: _Optional[int] = ..., count: _Optional[int] = ..., data: _Optional[bytes] = ..., interfaces: _Optional[_Iterable[_Union[InterfaceRef, _Mapping]]] = ..., iface: _Optional[bytes] = ..., meta: _Optional[_Iterable[_Union[PacketMeta, _Mapping]]] = ..., sealed_at_ns: _Optional[int] = ..., meta_table: _Optional[_Iterable[_Union[PacketMeta, _Mapping]]] = ..., meta_ref: _Optional[bytes] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., tls_keylog: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    def __init__(self, hunter_id: _Optional[str] = ..., epoch: _Optional[int] = ..., sequence: _Optional[int] = ..., count: _Optional[int] = ..., data: _Optional[bytes] = ..., interfaces: _Optional[_Iterable[_Union[InterfaceRef, _Mapping]]] = ..., iface: _Optional[bytes] = ..., meta: _Optional[_Iterable[_Union[PacketMeta, _Mapping]]] = ..., sealed_at_ns: _Optional[int] = ..., meta_table: _Optional[_Iterable[_Union[PacketMeta, _Mapping]]] = ..., meta_ref: _Optional[bytes] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., dns_tunnel: _Optional[_Iterable[_Union[DnsTunnelStats, _Mapping]]] = ..., tls_keylog: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class Ack(_message.Message):
     __slots__ = ("epoch", "sequence", "duplicate", "packets")
@@ -745,3 +853,13 @@ class ListCallsResponse(_message.Message):
     CALLS_FIELD_NUMBER: _ClassVar[int]
     calls: _containers.RepeatedCompositeFieldContainer[CallInfo]
     def __init__(self, calls: _Optional[_Iterable[_Union[CallInfo, _Mapping]]] = ...) -> None: ...
+
+class ListAlertsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListAlertsResponse(_message.Message):
+    __slots__ = ("alerts",)
+    ALERTS_FIELD_NUMBER: _ClassVar[int]
+    alerts: _containers.RepeatedCompositeFieldContainer[DnsTunnelAlert]
+    def __init__(self, alerts: _Optional[_Iterable[_Union[DnsTunnelAlert, _Mapping]]] = ...) -> None: ...

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the external programs lc's tests use as real peers and oracles:
 # tshark (independent dissector), tcpdump (reference capture), sipp (SIP peer),
-# dovecot (IMAP and POP3 server of the email tests).
+# dnsmasq and dig (DNS server and client), dovecot (IMAP and POP3 server of the email
+# tests).
 set -euo pipefail
 need=()
 command -v tshark  >/dev/null 2>&1 || need+=(tshark)
@@ -10,6 +11,8 @@ command -v sipp    >/dev/null 2>&1 || need+=(sip-tester)
 command -v curl    >/dev/null 2>&1 || need+=(curl)           # HTTP client (http mode)
 command -v ab      >/dev/null 2>&1 || need+=(apache2-utils)  # ab -k: keep-alive load
 command -v openssl >/dev/null 2>&1 || need+=(openssl)        # s_server: HTTPS peer
+command -v dnsmasq >/dev/null 2>&1 || need+=(dnsmasq-base)  # DNS server (lc hunt dns tests)
+command -v dig     >/dev/null 2>&1 || need+=(bind9-dnsutils)  # DNS client
 command -v dovecot >/dev/null 2>&1 || need+=(dovecot-imapd dovecot-pop3d)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then

@@ -9,7 +9,7 @@ is a module with its dissector (see :mod:`lc.hunter.modes.sessions`), a parser i
 
 from __future__ import annotations
 
-from lc.hunter.modes import email, generic, http, voip
+from lc.hunter.modes import dns, email, generic, http, voip
 from lc.hunter.modes.base import Forward, Mode, ModeContext, ModeCounters, ModeSpec
 
 __all__ = [
@@ -52,5 +52,6 @@ def names() -> list[str]:
 
 register(generic.SPEC)
 register(voip.SPEC)
+register(dns.SPEC)
 register(http.SPEC)
 register(email.SPEC)

@@ -66,6 +66,9 @@ class Forward(NamedTuple):
     chunk: Chunk
     meta: dict[int, Any]  # PacketMeta (or, sparse, a list of filter ids) per index
     events: list[lc_pb2.Event]
+    # Protocol statistics for the processor, on the next batch (DNS tunneling:
+    # PacketBatch.dns_tunnel).
+    tunnel: list[lc_pb2.DnsTunnelStats] | tuple = ()
 
 
 def _empty_chunk() -> Chunk:

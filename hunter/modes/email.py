@@ -46,7 +46,7 @@ import socket
 from dataclasses import dataclass
 
 from lc.common.errors import ValidationError
-from lc.common.filters import Filter, compile_filters, validate_filter
+from lc.common.filters import Filter, FilterSet, compile_filters, validate_filter
 from lc.common.imap import ImapCommand, ImapResponse, ImapSession
 from lc.common.mailmsg import MailMessage, MailSession
 from lc.common.pop3 import Pop3Command, Pop3Reply, Pop3Session
@@ -92,6 +92,11 @@ _ADDR_MAX = 320
 _MAX_PENDING_EVENTS = 64
 _MAX_LIST = 100
 _INBOUND_COMMANDS = frozenset({"FETCH", "RETR", "TOP"})
+#: ICMP destination unreachable / time exceeded, ICMPv6 types 1-4 (errors).
+_ICMP_ERRORS_BPF = (
+    "icmp[icmptype] == icmp-unreach or icmp[icmptype] == icmp-timxceed"
+    " or (icmp6 and ip6[40] >= 1 and ip6[40] <= 4)"
+)
 
 
 def _text_list(text: str) -> tuple[str, ...]:
@@ -328,10 +333,14 @@ class EmailDissector(Dissector):
             ("email_messages", "tls_sessions", "starttls", "gave_up", "gaps"),
             0,
         )  # fmt: skip
+        #: Whether a keyword filter (pushed or local) wants the decoded body.
+        self.want_body = True
 
     def kernel_bpf(self) -> str:
+        # ICMP errors too: one quoting a captured connection's segment (a path MTU
+        # "fragmentation needed") is one of its frames (the engine matches the quote).
         ports = " or ".join(f"port {p}" for p in sorted(self.ports))
-        return f"tcp and ({ports})"
+        return f"(tcp and ({ports})) or {_ICMP_ERRORS_BPF}"
 
     def new_framer(self) -> _Chunks:
         return _Chunks()
@@ -481,7 +490,8 @@ class EmailDissector(Dissector):
                     senders.append(ev.mail_from)
                 recipients.extend(ev.rcpt_to)
                 subjects.append(ev.subject)
-                bodies.append(ev.body_text)
+                if self.want_body:  # decoding the body costs: only for a keyword filter
+                    bodies.append(ev.body_text)
                 if ev.mailbox:
                     mailboxes.append(ev.mailbox)
         p = conn.parser
@@ -499,6 +509,8 @@ class EmailDissector(Dissector):
         if ctx is None:
             return {}, []
         senders, recipients, subjects, bodies, mailboxes, commands = ctx  # type: ignore[misc]
+        if not (commands or senders or recipients or subjects or mailboxes):
+            return {}, []  # most segments (a message's body, a reply) add no value
         return {
             "email_address": senders + recipients,
             "email_subject": subjects,
@@ -636,6 +648,17 @@ class EmailMode(SessionMode):
         self._local = {k: compile_filters(v, None, types) for k, v in by_kind.items() if v}
         if self._local:
             self.policy = "deny"  # filters exist: the no-filter policy does not apply
+        self._want_body()
+
+    def apply(self, compiled: FilterSet) -> None:
+        super().apply(compiled)
+        self._want_body()
+
+    def _want_body(self) -> None:
+        fs = self._fs
+        self.dis.want_body = (fs is not None and fs.has("keyword")) or any(
+            f.has("keyword") for f in self._local.values()
+        )
 
     def _conn_message(
         self, s: Session, msg: object, toks: list, flow: tuple, out: Out, ts: int
