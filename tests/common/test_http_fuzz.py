@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lc.common.http import (
+    _PLACEHOLDERS_PER_PENDING,
     HttpConnection,
     HttpError,
     HttpEvent,
@@ -261,7 +262,10 @@ MAX_HEAD = 256
 def check_bounds(c: HttpConnection) -> None:
     for side in (c._client, c._server):
         assert len(side.buf) <= MAX_HEAD + 8, (len(side.buf), side.state)
-    assert len(c.pending) <= c.max_pending
+    # Whole requests are held up to max_pending; past it only their methods (placeholders
+    # keep pairing and the HEAD rule right), themselves bounded.
+    assert c._full <= c.max_pending
+    assert len(c.pending) <= c.max_pending * _PLACEHOLDERS_PER_PENDING
     for side in (c._client, c._server):
         if side.msg is not None:
             assert len(side.msg._body) <= c.max_body

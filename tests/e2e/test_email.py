@@ -137,14 +137,16 @@ service pop3-login {{
 
 def _logs_in(port: int) -> bool:
     try:
-        m = imaplib.IMAP4("127.0.0.1", port, timeout=5)
+        m = imaplib.IMAP4("127.0.0.1", port, timeout=10)
     except OSError:
         return False
     try:
         m.login(USER, PASSWORD)
         m.logout()
         return True
-    except imaplib.IMAP4.error:
+    except (imaplib.IMAP4.error, OSError):  # NO [UNAVAILABLE], or no answer in time
+        with contextlib.suppress(OSError):
+            m.shutdown()
         return False
 
 
