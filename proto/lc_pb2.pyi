@@ -71,8 +71,32 @@ class DnsSummary(_message.Message):
     def __init__(self) -> None: ...
 
 class TlsSummary(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("handshake", "server_name", "alpn", "client_version", "server_version", "ja3", "ja3s", "ja4", "ja4s", "cipher", "next_protocol", "quic")
+    HANDSHAKE_FIELD_NUMBER: _ClassVar[int]
+    SERVER_NAME_FIELD_NUMBER: _ClassVar[int]
+    ALPN_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    JA3_FIELD_NUMBER: _ClassVar[int]
+    JA3S_FIELD_NUMBER: _ClassVar[int]
+    JA4_FIELD_NUMBER: _ClassVar[int]
+    JA4S_FIELD_NUMBER: _ClassVar[int]
+    CIPHER_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    QUIC_FIELD_NUMBER: _ClassVar[int]
+    handshake: str
+    server_name: str
+    alpn: _containers.RepeatedScalarFieldContainer[str]
+    client_version: int
+    server_version: int
+    ja3: str
+    ja3s: str
+    ja4: str
+    ja4s: str
+    cipher: int
+    next_protocol: str
+    quic: bool
+    def __init__(self, handshake: _Optional[str] = ..., server_name: _Optional[str] = ..., alpn: _Optional[_Iterable[str]] = ..., client_version: _Optional[int] = ..., server_version: _Optional[int] = ..., ja3: _Optional[str] = ..., ja3s: _Optional[str] = ..., ja4: _Optional[str] = ..., ja4s: _Optional[str] = ..., cipher: _Optional[int] = ..., next_protocol: _Optional[str] = ..., quic: _Optional[bool] = ...) -> None: ...
 
 class HttpSummary(_message.Message):
     __slots__ = ()
@@ -131,7 +155,7 @@ class CallEvent(_message.Message):
     def __init__(self, call_id: _Optional[str] = ..., method: _Optional[str] = ..., state: _Optional[str] = ..., from_user: _Optional[str] = ..., to_user: _Optional[str] = ..., from_uri: _Optional[str] = ..., to_uri: _Optional[str] = ..., sip_packets: _Optional[int] = ..., rtp_packets: _Optional[int] = ..., rtcp_packets: _Optional[int] = ..., sip_bytes: _Optional[int] = ..., rtp_bytes: _Optional[int] = ..., rtcp_bytes: _Optional[int] = ..., codecs: _Optional[_Iterable[str]] = ..., last_status: _Optional[int] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("dataset", "start_ns", "end_ns", "session_id", "flow", "filter_ids", "captured", "seq", "call")
+    __slots__ = ("dataset", "start_ns", "end_ns", "session_id", "flow", "filter_ids", "captured", "seq", "call", "tls")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     START_NS_FIELD_NUMBER: _ClassVar[int]
     END_NS_FIELD_NUMBER: _ClassVar[int]
@@ -141,6 +165,7 @@ class Event(_message.Message):
     CAPTURED_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     CALL_FIELD_NUMBER: _ClassVar[int]
+    TLS_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     start_ns: int
     end_ns: int
@@ -150,7 +175,44 @@ class Event(_message.Message):
     captured: bool
     seq: int
     call: CallEvent
-    def __init__(self, dataset: _Optional[str] = ..., start_ns: _Optional[int] = ..., end_ns: _Optional[int] = ..., session_id: _Optional[str] = ..., flow: _Optional[_Union[FlowTuple, _Mapping]] = ..., filter_ids: _Optional[_Iterable[str]] = ..., captured: _Optional[bool] = ..., seq: _Optional[int] = ..., call: _Optional[_Union[CallEvent, _Mapping]] = ...) -> None: ...
+    tls: TlsEvent
+    def __init__(self, dataset: _Optional[str] = ..., start_ns: _Optional[int] = ..., end_ns: _Optional[int] = ..., session_id: _Optional[str] = ..., flow: _Optional[_Union[FlowTuple, _Mapping]] = ..., filter_ids: _Optional[_Iterable[str]] = ..., captured: _Optional[bool] = ..., seq: _Optional[int] = ..., call: _Optional[_Union[CallEvent, _Mapping]] = ..., tls: _Optional[_Union[TlsEvent, _Mapping]] = ...) -> None: ...
+
+class TlsEvent(_message.Message):
+    __slots__ = ("server_name", "alpn", "client_version", "server_version", "client_ciphers", "cipher", "next_protocol", "ja3", "ja3s", "ja4", "ja4_r", "ja4s", "quic", "hello_retry", "packets", "bytes")
+    SERVER_NAME_FIELD_NUMBER: _ClassVar[int]
+    ALPN_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_CIPHERS_FIELD_NUMBER: _ClassVar[int]
+    CIPHER_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    JA3_FIELD_NUMBER: _ClassVar[int]
+    JA3S_FIELD_NUMBER: _ClassVar[int]
+    JA4_FIELD_NUMBER: _ClassVar[int]
+    JA4_R_FIELD_NUMBER: _ClassVar[int]
+    JA4S_FIELD_NUMBER: _ClassVar[int]
+    QUIC_FIELD_NUMBER: _ClassVar[int]
+    HELLO_RETRY_FIELD_NUMBER: _ClassVar[int]
+    PACKETS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    server_name: str
+    alpn: _containers.RepeatedScalarFieldContainer[str]
+    client_version: int
+    server_version: int
+    client_ciphers: _containers.RepeatedScalarFieldContainer[int]
+    cipher: int
+    next_protocol: str
+    ja3: str
+    ja3s: str
+    ja4: str
+    ja4_r: str
+    ja4s: str
+    quic: bool
+    hello_retry: bool
+    packets: int
+    bytes: int
+    def __init__(self, server_name: _Optional[str] = ..., alpn: _Optional[_Iterable[str]] = ..., client_version: _Optional[int] = ..., server_version: _Optional[int] = ..., client_ciphers: _Optional[_Iterable[int]] = ..., cipher: _Optional[int] = ..., next_protocol: _Optional[str] = ..., ja3: _Optional[str] = ..., ja3s: _Optional[str] = ..., ja4: _Optional[str] = ..., ja4_r: _Optional[str] = ..., ja4s: _Optional[str] = ..., quic: _Optional[bool] = ..., hello_retry: _Optional[bool] = ..., packets: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...
 
 class PacketBatch(_message.Message):
     __slots__ = ("hunter_id", "epoch", "sequence", "count", "data", "interfaces", "iface", "meta", "sealed_at_ns", "meta_table", "meta_ref", "events")

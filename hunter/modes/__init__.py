@@ -9,7 +9,7 @@ is a module with its dissector (see :mod:`lc.hunter.modes.sessions`), a parser i
 
 from __future__ import annotations
 
-from lc.hunter.modes import generic, voip
+from lc.hunter.modes import generic, tls, voip
 from lc.hunter.modes.base import Forward, Mode, ModeContext, ModeCounters, ModeSpec
 
 __all__ = [
@@ -52,3 +52,4 @@ def names() -> list[str]:
 
 register(generic.SPEC)
 register(voip.SPEC)
+register(tls.SPEC)

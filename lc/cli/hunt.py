@@ -244,6 +244,11 @@ def mode_command(spec) -> click.Command:
 
     f = hunt_options(callback)
     for name, opt in reversed(flags):
+        if "/" in opt.flag:  # an on/off switch (--quic/--no-quic): parse gets a bool
+            f = click.option(
+                opt.flag, name, default=opt.parse(opt.default), show_default=True, help=opt.help
+            )(f)
+            continue
         f = click.option(
             opt.flag,
             name,
