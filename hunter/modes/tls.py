@@ -299,7 +299,7 @@ class TlsDissector(Dissector):
         conn.meta = None
         if isinstance(h, ClientHello):
             self.c["client_hellos"] += 1
-            if conn.ch is None or conn.hrr:  # the second ClientHello after an HRR wins
+            if conn.ch is None:  # the first (as FoxIO's tools); after an HRR, a second
                 conn.ch = h
                 conn.cfp = self.cache.client(h, quic)
             if not quic:
