@@ -42,6 +42,7 @@ bench: install
 	$(BIN)/python bench/spool_bench.py
 	$(BIN)/python bench/drain_bench.py
 	$(BIN)/python bench/voip_bench.py
+	$(BIN)/python bench/tls_bench.py
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 # Regenerates the checked-in gRPC code from proto/ (see scripts/gen-proto.sh).

@@ -6,6 +6,8 @@ need=()
 command -v tshark  >/dev/null 2>&1 || need+=(tshark)
 command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
 command -v sipp    >/dev/null 2>&1 || need+=(sip-tester)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)  # s_server/s_client (tls e2e)
+command -v curl    >/dev/null 2>&1 || need+=(curl)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
     echo "lc tests need: ${need[*]} (Debian packages). Run as root, or: sudo apt-get install -y ${need[*]}" >&2
