@@ -11,6 +11,8 @@ Flow keys
     so both directions have one key) and the direction of a packet within it.
     :func:`endpoint_key` gives one (address, port), as an ``int`` for IPv4 (cheap to
     hash; the hot path of a mode builds it inline from :data:`PEEK_IPV4`).
+    :func:`connection_id` names a connection (a session id): its canonical 5-tuple
+    and the capture time of its first packet seen.
 
 The fast peek
     :data:`PEEK_IPV4` is the one fixed-offset layout for the common frame (untagged
@@ -47,6 +49,7 @@ IP fragments (:class:`Fragments`)
 
 from __future__ import annotations
 
+import socket
 import struct
 from collections.abc import Callable, Hashable
 from typing import Protocol
@@ -63,6 +66,7 @@ __all__ = [
     "Frame",
     "Framer",
     "TcpStreams",
+    "connection_id",
     "endpoint_key",
     "flow_key",
 ]
@@ -93,6 +97,29 @@ def endpoint_key(addr: bytes, port: int) -> int | tuple[bytes, int]:
     if len(addr) == 4:
         return int.from_bytes(addr, "big") << 16 | port
     return (addr, port)
+
+
+_PROTO_NAMES = {6: "tcp", 17: "udp", 132: "sctp"}
+
+
+def _addr_text(addr: bytes) -> str:
+    if len(addr) == 4:
+        return socket.inet_ntop(socket.AF_INET, addr)
+    if len(addr) == 16:
+        return "[" + socket.inet_ntop(socket.AF_INET6, addr) + "]"
+    return addr.hex()
+
+
+def connection_id(key: tuple[bytes, int, bytes, int, int], first_ns: int) -> str:
+    """A connection's session id from its canonical key (:func:`flow_key`) and the
+    capture time of its first packet seen, e.g.
+    ``tcp:10.0.0.1:40000-10.0.1.1:443@1700000000.000123456``: the same for every
+    packet of the connection, both directions, and different for a later connection
+    on the same 5-tuple. ASCII only (safe on the wire as it is)."""
+    src, sport, dst, dport, proto = key
+    name = _PROTO_NAMES.get(proto) or str(proto)
+    sec, ns = divmod(first_ns, 1_000_000_000)
+    return f"{name}:{_addr_text(src)}:{sport}-{_addr_text(dst)}:{dport}@{sec}.{ns:09d}"
 
 
 class Frame:
@@ -188,6 +215,14 @@ class TcpStreams:
         elif len(self._dirs) > 2 * self.max_streams:  # cannot happen with the hook; a bound
             self._end(next(iter(self._dirs)))
         return out
+
+    def drop(self, key: Hashable) -> None:
+        """Stop following one direction (``(src, sport, dst, dport)``): its held bytes
+        and waiting frames are dropped unframed (a consumer that wants nothing more
+        from a connection)."""
+        self.reassembler.close(key)
+        self._ready = [m for m in self._ready if m[0] != key]
+        self._end(key)
 
     def expire(self, now_ns: int) -> list:
         """Expire idle streams and timed-out holes; the messages their bytes completed."""

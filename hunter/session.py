@@ -85,6 +85,9 @@ class SessionLimits:
     idle_timeout_ns: int = 300 * 10**9
     decide_timeout_ns: int = 60 * 10**9
     message_hold_factor: int = 4
+    #: Bytes held per session (0: no bound but ``max_held_packets``); connection
+    #: capture sets it, a TCP connection being able to carry much before its decision.
+    max_held_session_bytes: int = 0
 
 
 class Session:
@@ -98,7 +101,9 @@ class Session:
         "buf_tag",
         "buf_tok",
         "by",
+        "cflags",
         "end_ns",
+        "events",
         "first_ns",
         "flow",
         "ids",
@@ -131,10 +136,14 @@ class Session:
         self.buf = bytearray()
         self.buf_if = array("H")
         self.buf_tag = bytearray()
-        self.buf_sum: list[object] = []
+        self.buf_sum: dict[int, object] = {}  # summary by held index (message packets)
         self.buf_tok: dict[int, object] | None = None
         self.buf_n = 0
         self.buf_bytes = 0
+        # Connection capture (lc.hunter.modes.sessions): the connection's flags (FINs,
+        # RST, ...), and events that wait for the session's decision.
+        self.cflags = 0
+        self.events: list[lc_pb2.Event] | None = None
 
 
 class Out:
@@ -176,7 +185,9 @@ class SessionTable:
 
     ``meta(session, tag, summary)`` builds the PacketMeta of a packet (``summary`` is
     None except for message packets); ``on_forget(session)`` hears of every session
-    leaving the table (ended, idle, evicted or at the end), e.g. to emit its event.
+    leaving the table (ended, idle, evicted or at the end), e.g. to emit its event;
+    ``on_decided(session)`` of every decision (matched or rejected), e.g. to release
+    the events that waited for it.
     """
 
     def __init__(
@@ -186,12 +197,14 @@ class SessionTable:
         message_tag: int,
         meta: Callable[[Session, int, object], lc_pb2.PacketMeta],
         on_forget: Callable[[Session], None] | None = None,
+        on_decided: Callable[[Session], None] | None = None,
     ) -> None:
         self.limits = limits
         self.ntags = ntags
         self.message_tag = message_tag
         self.meta = meta
         self.on_forget = on_forget
+        self.on_decided = on_decided
         self.sessions: dict[object, Session] = {}  # least recently active first
         self.aliases: dict[object, tuple[Session, int]] = {}
         self.held_bytes = 0
@@ -200,8 +213,9 @@ class SessionTable:
         self.buffer_full = 0
 
     # -- sessions --------------------------------------------------------------------
-    def open(self, key: object, ts: int, info: object) -> Session:
-        """A new session (evicting one when the table is full)."""
+    def open(self, key: object, ts: int, info: object, name: str | None = None) -> Session:
+        """A new session (evicting one when the table is full); ``name`` (wire-safe
+        already) is its id, by default the key as wire text."""
         sessions = self.sessions
         if len(sessions) >= self.limits.max_sessions:
             victim = next((v for v in sessions.values() if v.state != MATCHED), None)
@@ -209,7 +223,8 @@ class SessionTable:
                 victim = next(iter(sessions.values()))
             self.counters["evicted"] += 1
             self.forget(victim)
-        name = key if type(key) is str and key.isascii() and len(key) <= 1024 else None
+        if name is None and type(key) is str and key.isascii() and len(key) <= 1024:
+            name = key
         s = sessions[key] = Session(key, name or wire_text(str(key)), ts, self.ntags, info)
         self.counters["created"] += 1
         return s
@@ -230,29 +245,42 @@ class SessionTable:
             s.aliases.append(key)
 
     # -- packets ---------------------------------------------------------------------
-    def hold(self, s: Session, pkt: Pkt, tag: int, summary: object = None, token=None) -> None:
-        """Keep a packet of an undecided session (or count it when there is no room)."""
+    def hold(self, s: Session, pkt: Pkt, tag: int, summary: object = None, token=None) -> int:
+        """Keep a packet of an undecided session (or count it when there is no room);
+        its index in the session's buffer, or -1."""
         rec = pkt[3]
         size = len(rec) + 3
         lim = self.limits
         limit = lim.max_held_packets
         if tag == self.message_tag:
             limit *= lim.message_hold_factor
-        if s.buf_n >= limit or self.held_bytes + size > lim.max_held_bytes:
+        per = lim.max_held_session_bytes
+        if (
+            s.buf_n >= limit
+            or self.held_bytes + size > lim.max_held_bytes
+            or (per and s.buf_bytes + size > per)
+        ):
             self.buffer_full += 1
-            return
+            return -1
+        k = s.buf_n
         if token is not None:
             if s.buf_tok is None:
                 s.buf_tok = {}
-            s.buf_tok[s.buf_n] = token
+            s.buf_tok[k] = token
         s.buf += rec
         s.buf_if.append(pkt[4])
         s.buf_tag.append(tag)
-        if tag == self.message_tag:
-            s.buf_sum.append(summary)
-        s.buf_n += 1
+        if summary is not None:
+            s.buf_sum[k] = summary
+        s.buf_n = k + 1
         s.buf_bytes += size
         self.held_bytes += size
+        return k
+
+    def summarise(self, s: Session, k: int, summary: object) -> None:
+        """Give the held packet ``k`` of ``s`` a message's summary (kept: the first)."""
+        if 0 <= k < s.buf_n and summary is not None:
+            s.buf_sum.setdefault(k, summary)
 
     def message_frames(
         self, s: Session, frames: list, summary: object, meta: object, out: Out
@@ -301,18 +329,18 @@ class SessionTable:
         self.counters["matched"] += 1
         buf, mv = s.buf, memoryview(s.buf)
         tags = s.buf_tag
-        sums = iter(s.buf_sum)
+        sums = s.buf_sum
         toks = s.buf_tok
         metas = s.metas
-        mtag = self.message_tag
         meta_of = self.meta
         off = 0
         for k in range(s.buf_n):
             sec, nsec, cap, orig = _REC.unpack_from(buf, off)
             end = off + 16 + cap
             tag = tags[k]
-            if tag == mtag:
-                meta = meta_of(s, tag, next(sums))
+            summary = sums.get(k) if sums else None
+            if summary is not None:
+                meta = meta_of(s, tag, summary)
             else:
                 meta = metas[tag]
                 if meta is None:
@@ -324,12 +352,16 @@ class SessionTable:
                 out.add((sec * 1_000_000_000 + nsec, cap, orig, mv[off:end], s.buf_if[k]), meta)
             off = end
         self._drop_held(s)
+        if self.on_decided is not None:
+            self.on_decided(s)
 
     def reject(self, s: Session) -> None:
         """Stop holding ``s``: its buffer goes (counted), later messages are still judged."""
         s.state = REJECTED
         self.counters["rejected"] += 1
         self.unmatched_packets += self._drop_held(s)
+        if self.on_decided is not None:
+            self.on_decided(s)
 
     def _drop_held(self, s: Session) -> int:
         n = s.buf_n
@@ -337,7 +369,7 @@ class SessionTable:
         s.buf = bytearray()
         s.buf_if = array("H")
         s.buf_tag = bytearray()
-        s.buf_sum = []
+        s.buf_sum = {}
         s.buf_tok = None
         s.buf_n = s.buf_bytes = 0
         return n

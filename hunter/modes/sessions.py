@@ -32,13 +32,59 @@ them as an Event: always for matched sessions (``captured``), and with
 With no filter at all, the policy decides: ``deny`` matches nothing, ``allow``
 every session. Clocks are capture timestamps, so a replay behaves as the live capture
 did; :meth:`SessionMode.tick` moves time on when no packet comes.
+
+**Whole-connection capture** (``Dissector.capture_unit = "connection"``; TLS, HTTP,
+email, DNS over TCP). A TCP connection with a port in ``ports`` is one session, keyed
+by its canonical 5-tuple (:func:`lc.common.flow.flow_key`) and named by
+:func:`lc.common.flow.connection_id` (5-tuple and first-seen time), and **every** frame
+of it belongs to it from the first one seen: SYN, SYN-ACK, pure ACKs, data, FIN/RST,
+retransmissions, both directions. Each frame is placed at once, in capture order: held
+in the connection's buffer while undecided, forwarded while matched (with the
+connection's metadata, ``meta(s, message_tag, None)``), counted (filtered) while
+rejected. The bytes are still reassembled and framed per direction by
+``new_framer()``; each message (several per connection: HTTP keep-alive, SMTP
+transactions) goes through ``on_message``, ``filter_values``, ``settled``,
+``message_event`` and ``after_message`` with the connection's session (``session_key``
+is not used). A message that matches flushes the held frames (those of the messages
+so far carry their summary, ``meta(s, tag, summary(msg))``) and every later frame is
+forwarded at once; a frame that completes a message within the chunk being forwarded
+carries that message's summary, frames forwarded in earlier chunks keep the
+connection's metadata. ``settled`` true (e.g. after the TLS ServerHello, an HTTP
+transaction, the end of an SMTP message) or ``decide_timeout`` rejects: the buffer is
+dropped (``filtered``) and frames are no longer held, but later messages are still
+judged, and a later match captures the rest of the connection **from the frame that
+completes the matching message** on (what is missing: everything from the connection's
+start, or from the rejection, to that frame, including the matching message's earlier
+segments). An ``ip_address`` filter (or the ``allow`` policy without filters) decides at
+the first packet.
+
+The end: FIN in both directions or a RST sets ``end_ns``; the connection leaves the
+table ``grace`` later (late ACKs and retransmissions in between still follow it), or
+when idle ``idle_timeout``, or evicted (least recently active first among those not
+matched: ``evicted``); a later packet of the 5-tuple opens a new connection, picked up
+mid-stream, as does a new SYN on an ended one's 5-tuple (``connections_reused``). Seen
+mid-stream (no SYN), a connection is oriented with the protocol's port as the server.
+Bounds: ``max_sessions`` connections, ``max_held_session_bytes`` and
+``max_held_packets`` per connection (times ``message_hold_factor``: every frame has the
+message tag), ``max_held_bytes`` overall (``buffer_full``; a frame not held for want of
+room still goes if its own message matches). With ``udp_flows`` a UDP flow (5-tuple)
+on ``ports`` is a connection too (QUIC): each datagram is parsed as a message, a
+malformed one still belongs to it, and it ends by idleness (or ``end_ns`` set by the
+dissector). ``ignore_rest(s)`` (from ``on_message``) says no later message of ``s``
+matters (TLS after the handshake): its streams are dropped, its frames still follow the
+decision. Events: ``message_event`` gives one per message (a handshake, a transaction);
+the engine fills in dataset, session id, times and flow if unset, and sends it once the
+connection is decided, with ``captured`` and the filter ids (rejected or never decided:
+only with ``--events all``; at most :data:`MAX_WAITING_EVENTS` wait per connection,
+``events_dropped``); ``session_events = False`` turns off the per-session event of
+``describe``.
 """
 
 from __future__ import annotations
 
 import threading
 
-from lc.common.decode import LINKTYPE_RAW, decode_packet
+from lc.common.decode import LINKTYPE_RAW, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, decode_packet
 from lc.common.errors import ParseError
 from lc.common.filters import FilterSet
 from lc.common.flow import (
@@ -49,7 +95,9 @@ from lc.common.flow import (
     Frame,
     Framer,
     TcpStreams,
+    connection_id,
     endpoint_key,
+    flow_key,
 )
 from lc.hunter.capture import Chunk
 from lc.hunter.modes.base import EMPTY, Forward, Mode, ModeContext, ModeCounters
@@ -67,6 +115,11 @@ from lc.proto import lc_pb2
 __all__ = ["IP_FRAGMENTS", "Dissector", "SessionMode", "set_flow"]
 
 _LT_ETHERNET = 1
+# Session.cflags of a connection: FIN from its lower / higher endpoint (canonical key
+# order), RST, no more messages wanted (the dissector's ignore_rest), streams dropped.
+_FIN_LO, _FIN_HI, _RST, _NO_MESSAGES, _STREAMS_DROPPED = 1, 2, 4, 8, 16
+#: Events of one undecided session waiting for its decision (more are counted).
+MAX_WAITING_EVENTS = 64
 #: Kernel BPF for IP fragments (IPv4 MF or offset; an IPv6 fragment header first).
 IP_FRAGMENTS = "(ip and ip[6:2] & 0x3fff != 0) or (ip6 and ip6[6] == 44)"
 
@@ -91,7 +144,11 @@ class Dissector:
     byte, low, high, new tag)``: an alias packet of ``tag`` whose payload byte lies
     in [low, high] has ``new tag``), ``noun`` (singular and plural, for counter
     names), ``alias_noun`` (the figure counting aliases), ``ports`` (message ports),
-    ``streams`` (whether messages also come over TCP, framed by :meth:`new_framer`).
+    ``streams`` (whether messages also come over TCP, framed by :meth:`new_framer`),
+    ``capture_unit`` (``"message"``: a session is what ``session_key`` says;
+    ``"connection"``: a TCP connection is one, see the module docstring),
+    ``udp_flows`` (with ``"connection"``: a UDP flow on ``ports`` is one too),
+    ``session_events`` (whether a session leaving the table gives an event).
     The engine sets ``table`` (the :class:`SessionTable`) before the first packet.
     """
 
@@ -103,6 +160,9 @@ class Dissector:
     alias_noun = "aliases"
     ports: frozenset[int] = frozenset()
     streams = True
+    capture_unit = "message"
+    udp_flows = False
+    session_events = True
     table: SessionTable
 
     def kernel_bpf(self) -> str:
@@ -122,8 +182,22 @@ class Dissector:
         raise NotImplementedError
 
     def new_info(self, msg: object, flow: tuple) -> object:
-        """The dissector's own state for a new session (``Session.info``)."""
+        """The dissector's own state for a new session (``Session.info``); for a
+        connection ``msg`` is None (it opens at its first packet) and ``flow`` is the
+        connection's, initiator first as far as known."""
         return None
+
+    def message_event(self, s: Session, msg: object, flow: tuple, ts: int) -> object:
+        """An event for this message (an ``lc_pb2.Event`` with its detail), or None.
+        The engine fills in what is left unset (dataset, session id, filter ids,
+        captured, times, flow) and sends it once the session is decided."""
+        return None
+
+    def ignore_rest(self, s: Session) -> None:
+        """No later message of connection ``s`` can matter (e.g. TLS after the
+        handshake): its bytes are no longer reassembled nor framed; its packets
+        still follow the connection's decision."""
+        s.cflags |= _NO_MESSAGES
 
     def on_message(self, s: Session, msg: object, flow: tuple, ts: int) -> object:
         """Update the session with a message; returns what ``filter_values`` needs."""
@@ -159,6 +233,22 @@ class Dissector:
         return {}
 
 
+class _Token:
+    """A frame of a connection as the flow layer carries it to its message: its
+    session, time, index in the session's buffer (held; -1 not held, -2 not held for
+    want of room) or in the chunk's output (forwarded in chunk ``gen``)."""
+
+    __slots__ = ("gen", "k", "oi", "pkt", "s", "ts")
+
+    def __init__(self, s: Session, ts: int, k: int, gen: int, oi: int, pkt=None) -> None:
+        self.s = s
+        self.ts = ts
+        self.k = k
+        self.gen = gen
+        self.oi = oi
+        self.pkt = pkt  # the frame being placed, while not held nor forwarded
+
+
 class SessionMode(Mode):
     """A mode built from a dissector (see the module docstring). Thread-safe."""
 
@@ -170,15 +260,26 @@ class SessionMode(Mode):
         self.limits = limits
         self._fs: FilterSet | None = None
         self._lock = threading.Lock()
+        if dissector.capture_unit not in ("message", "connection"):
+            raise ValueError(f"capture_unit {dissector.capture_unit!r}: message or connection")
+        self._conn = dissector.capture_unit == "connection"
+        self._udp_flows = self._conn and dissector.udp_flows
         self.table = SessionTable(
-            limits, len(dissector.tags), dissector.message_tag, dissector.meta, self._forgotten
+            limits,
+            len(dissector.tags),
+            dissector.message_tag,
+            dissector.meta,
+            self._forgotten,
+            self._decided if self._conn else None,
         )
         dissector.table = self.table
+        streams_kw = {"max_streams": max(4096, 2 * limits.max_sessions)} if self._conn else {}
         self._streams = (
-            TcpStreams(dissector.new_framer, idle_timeout_ns=limits.idle_timeout_ns)
-            if dissector.streams
+            TcpStreams(dissector.new_framer, idle_timeout_ns=limits.idle_timeout_ns, **streams_kw)
+            if dissector.streams or self._conn
             else None
         )
+        self._gen = 0  # chunks processed: which Out a frame token's index refers to
         self._frags = Fragments()
         self._events: list[lc_pb2.Event] = []
         self._clock = 0
@@ -191,6 +292,7 @@ class SessionMode(Mode):
         self.c = dict.fromkeys(
             ("messages", "malformed", "unassociated", "decode_errors", "forwarded", "events"), 0
         )
+        self.cc = dict.fromkeys(("frames", "orphan_messages", "events_dropped", "reused"), 0)
 
     # -- filters ---------------------------------------------------------------------
     def kernel_filter(self, compiled: FilterSet) -> str:
@@ -208,6 +310,7 @@ class SessionMode(Mode):
         ended."""
         with self._lock:
             out = Out()
+            self._gen += 1
             self._process(chunk, out)
             if self._clock >= self._next_expiry:
                 self._expire(self._clock, out)
@@ -221,6 +324,7 @@ class SessionMode(Mode):
             if self._clock < self._next_expiry:
                 return EMPTY
             out = Out()
+            self._gen += 1
             self._expire(self._clock, out)
             return self._forward(out)
 
@@ -228,6 +332,7 @@ class SessionMode(Mode):
         """End of capture: the streams' last bytes are framed, every session leaves."""
         with self._lock:
             out = Out()
+            self._gen += 1
             if self._streams is not None:
                 for key, msg, frames in self._streams.close_all():
                     self._stream_message(key, msg, frames, out, self._clock)
@@ -351,7 +456,10 @@ class SessionMode(Mode):
         if d.proto == 17:
             if d.sport in ports or d.dport in ports:
                 payload = data[d.payload_offset : d.payload_offset + d.payload_len]
-                self._datagram([pkt], payload, (d.src, d.sport, d.dst, d.dport, 17), out)
+                if self._udp_flows:
+                    self._udp_flow([pkt], payload, (d.src, d.sport, d.dst, d.dport, 17), out)
+                else:
+                    self._datagram([pkt], payload, (d.src, d.sport, d.dst, d.dport, 17), out)
                 return
             aliases = self.table.aliases
             hit = aliases.get(endpoint_key(d.dst, d.dport)) or aliases.get(
@@ -371,6 +479,9 @@ class SessionMode(Mode):
             self._alias_packet(s, tag, pkt, out)
             return
         if d.proto == 6 and self._streams is not None and (d.sport in ports or d.dport in ports):
+            if self._conn:
+                self._tcp_frame(pkt, d, data, out)
+                return
             held = (*pkt[:3], bytes(pkt[3]), pkt[4])
             for key, msg, frames in self._streams.segment(pkt[0], held, d, data):
                 self._stream_message(key, msg, frames, out, pkt[0])
@@ -391,7 +502,11 @@ class SessionMode(Mode):
         ports = self.dis.ports
         if dd.proto == 17 and (dd.sport in ports or dd.dport in ports):
             payload = memoryview(whole)[dd.payload_offset : dd.payload_offset + dd.payload_len]
-            self._datagram(frames, payload, (dd.src, dd.sport, dd.dst, dd.dport, 17), out)
+            flow = (dd.src, dd.sport, dd.dst, dd.dport, 17)
+            if self._udp_flows:
+                self._udp_flow(frames, payload, flow, out)
+            else:
+                self._datagram(frames, payload, flow, out)
         else:
             self.c["unassociated"] += len(frames)
 
@@ -404,6 +519,9 @@ class SessionMode(Mode):
         self._message(msg, frames, flow, out, frames[-1][0])
 
     def _stream_message(self, key: tuple, msg: object, frames: list, out: Out, ts: int) -> None:
+        if self._conn:
+            self._conn_stream_message(key, msg, frames, out, ts)
+            return
         if frames:
             last = frames[-1]
             ts = (last.frame if isinstance(last, Frame) else last)[0]
@@ -450,6 +568,206 @@ class SessionMode(Mode):
             ids |= fs.match_ip([flow[0], flow[2], *addrs])
         return sorted(ids) if ids else None
 
+    # -- connections (capture_unit "connection") ------------------------------------------
+    def _connection(self, flow: tuple, ts: int, flags: int, out: Out) -> Session:
+        """The connection ``flow`` (a packet's 5-tuple) belongs to, opened if new."""
+        src, sport, dst, dport, proto = flow
+        key, _ = flow_key(src, sport, dst, dport, proto)
+        table = self.table
+        s = table.sessions.get(key)
+        if s is not None:
+            if s.end_ns and flags & (TCP_SYN | TCP_ACK) == TCP_SYN:
+                # A new connection on the 5-tuple of one that ended (within its grace).
+                self.cc["reused"] += 1
+                table.counters["ended"] += 1
+                table.forget(s)
+            else:
+                table.touch(s)
+                s.last_ns = ts
+                return s
+        dis = self.dis
+        ports = dis.ports
+        # A SYN tells; seen mid-stream, the side on a port of the protocol is the server.
+        syn = flags & TCP_SYN
+        initiator = not flags & TCP_ACK if syn else dport in ports or sport not in ports
+        oriented = flow if initiator else (dst, dport, src, sport, proto)
+        s = table.open(key, ts, dis.new_info(None, oriented), connection_id(key, ts))
+        s.flow = oriented
+        fs = self._fs
+        if fs is None or not len(fs):
+            if self.policy == "allow":
+                table.decide(s, [], out)
+        elif fs.has("ip_address"):
+            ids = fs.match_ip((src, dst))
+            if ids:
+                table.decide(s, sorted(ids), out)
+        return s
+
+    def _place(self, s: Session, pkt: tuple, out: Out) -> _Token:
+        """One frame of connection ``s``: forwarded, held or counted, at once. A frame
+        neither held nor forwarded (rejected, no room) keeps ``pkt`` in its token
+        while its own messages are judged: if one matches, it still goes."""
+        tag = self.dis.message_tag
+        s.pk[tag] += 1
+        s.by[tag] += pkt[1]
+        self.cc["frames"] += 1
+        st = s.state
+        if st == MATCHED:
+            meta = s.metas[tag]
+            if meta is None:
+                meta = s.metas[tag] = self.dis.meta(s, tag, None)
+            tok = _Token(s, pkt[0], -1, self._gen, len(out))
+            out.add(pkt, meta)
+            return tok
+        if st == UNDECIDED:
+            k = self.table.hold(s, pkt, tag)
+            if k >= 0:
+                return _Token(s, pkt[0], k, self._gen, -1)
+            return _Token(s, pkt[0], -2, self._gen, -1, pkt)  # -2: counted as buffer_full
+        self.table.unmatched_packets += 1
+        return _Token(s, pkt[0], -1, self._gen, -1, pkt)
+
+    def _tcp_frame(self, pkt: tuple, d, data: memoryview, out: Out) -> None:
+        ts = pkt[0]
+        flags = d.tcp_flags
+        s = self._connection((d.src, d.sport, d.dst, d.dport, 6), ts, flags, out)
+        tok = self._place(s, pkt, out)
+        if flags & (TCP_FIN | TCP_RST):
+            if flags & TCP_RST:
+                s.cflags |= _RST
+            else:
+                s.cflags |= _FIN_LO if (d.src, d.sport) <= (d.dst, d.dport) else _FIN_HI
+            cf = s.cflags
+            if not s.end_ns and (cf & _RST or cf & (_FIN_LO | _FIN_HI) == _FIN_LO | _FIN_HI):
+                s.end_ns = ts
+        streams = self._streams
+        if s.cflags & _NO_MESSAGES:
+            if not s.cflags & _STREAMS_DROPPED:
+                s.cflags |= _STREAMS_DROPPED
+                streams.drop((d.src, d.sport, d.dst, d.dport))
+                streams.drop((d.dst, d.dport, d.src, d.sport))
+            return
+        for key, msg, frames in streams.segment(ts, tok, d, data):
+            self._conn_stream_message(key, msg, frames, out, ts)
+        tok.pkt = None
+
+    def _conn_stream_message(
+        self, key: tuple, msg: object, frames: list, out: Out, ts: int
+    ) -> None:
+        ckey, _ = flow_key(*key, 6)
+        s = self.table.sessions.get(ckey)
+        toks = [f.frame for f in frames]
+        if s is None:  # its connection left the table before this message completed
+            self.cc["orphan_messages"] += 1
+            return
+        if s.cflags & _NO_MESSAGES:
+            return
+        if toks:
+            ts = toks[-1].ts
+        self._conn_message(s, msg, toks, (*key, 6), out, ts)
+
+    def _udp_flow(self, frames: list, payload, flow: tuple, out: Out) -> None:
+        ts = frames[-1][0]
+        s = self._connection(flow, ts, 0, out)
+        toks = [self._place(s, f, out) for f in frames]
+        if s.cflags & _NO_MESSAGES:
+            return
+        try:
+            msg = self.dis.parse(payload)
+        except ParseError:
+            self.c["malformed"] += 1
+            return
+        self._conn_message(s, msg, toks, flow, out, ts)
+        for tok in toks:
+            tok.pkt = None
+
+    def _conn_message(
+        self, s: Session, msg: object, toks: list, flow: tuple, out: Out, ts: int
+    ) -> None:
+        """A message of connection ``s`` whose frames were placed already (``toks``)."""
+        self.c["messages"] += 1
+        dis = self.dis
+        table = self.table
+        summary = dis.summary(msg)
+        if summary is not None and s.state == UNDECIDED:
+            for tok in toks:
+                if tok.s is s and tok.k >= 0:
+                    table.summarise(s, tok.k, summary)  # goes out with it if matched
+        was = s.state
+        ctx = dis.on_message(s, msg, flow, ts)
+        if was != MATCHED:
+            ids = self._match(msg, ctx, flow)
+            if ids is not None:
+                table.decide(s, ids, out)
+                # The frame completing this message, if it was not held (a late
+                # match after a rejection, a full buffer), still goes.
+                meta = None
+                for tok in toks:
+                    if tok.pkt is not None and tok.s is s:
+                        if meta is None:
+                            meta = dis.meta(s, dis.message_tag, summary)
+                        out.add(tok.pkt, meta)
+                        tok.pkt = None
+                        if tok.k == -2:
+                            table.buffer_full -= 1
+                        else:
+                            table.unmatched_packets -= 1
+            elif s.state == UNDECIDED and (
+                ts - s.first_ns > self.limits.decide_timeout_ns or dis.settled(s, msg)
+            ):
+                table.reject(s)
+        elif summary is not None:
+            # Its frames forwarded within this chunk carry it too; earlier ones left
+            # with the connection's metadata.
+            meta = None
+            gen = self._gen
+            for tok in toks:
+                if tok.s is s and tok.oi >= 0 and tok.gen == gen:
+                    if meta is None:
+                        meta = dis.meta(s, dis.message_tag, summary)
+                    out.meta[tok.oi] = meta
+        ev = dis.message_event(s, msg, flow, ts)
+        if ev is not None:
+            if not ev.start_ns:
+                ev.start_ns = toks[0].ts if toks else ts
+            if not ev.end_ns:
+                ev.end_ns = ts
+            if not ev.HasField("flow"):
+                set_flow(ev, flow)
+            if s.state == UNDECIDED:
+                waiting = s.events
+                if waiting is None:
+                    waiting = s.events = []
+                if len(waiting) < MAX_WAITING_EVENTS:
+                    waiting.append(ev)
+                else:
+                    self.cc["events_dropped"] += 1
+            else:
+                self._emit(s, ev)
+        dis.after_message(s, msg, ts)
+
+    def _emit(self, s: Session, ev: lc_pb2.Event) -> None:
+        """Send a message's event of a decided session (``--events all``: rejected too)."""
+        captured = s.state == MATCHED
+        if not (captured or self.events_all):
+            return
+        if not ev.dataset:
+            ev.dataset = self.dis.protocol
+        ev.session_id = s.name
+        del ev.filter_ids[:]
+        if captured:
+            ev.filter_ids.extend(s.ids)
+        ev.captured = captured
+        self._events.append(ev)
+        self.c["events"] += 1
+
+    def _decided(self, s: Session) -> None:
+        waiting = s.events
+        if waiting:
+            s.events = None
+            for ev in waiting:
+                self._emit(s, ev)
+
     # -- time and the end ----------------------------------------------------------------
     def _expire(self, now: int, out: Out) -> None:
         self._next_expiry = now + 10**9  # at most once per second of capture time
@@ -460,8 +778,10 @@ class SessionMode(Mode):
         self._frags.expire(now)
 
     def _forgotten(self, s: Session) -> None:
+        if s.events:
+            self._decided(s)  # undecided to the end: sent with --events all only
         captured = s.state == MATCHED
-        if not (captured or self.events_all):
+        if not (self.dis.session_events and (captured or self.events_all)):
             return
         ev = lc_pb2.Event(
             dataset=self.dis.protocol,
@@ -496,7 +816,14 @@ class SessionMode(Mode):
             if self._streams is not None:
                 for k, v in self._streams.figures().items():
                     figures[f"tcp_{k}"] = v
-                no_message = self._streams.counters["no_message"]
+                if not self._conn:  # a connection's frames all belong to it
+                    no_message = self._streams.counters["no_message"]
+            if self._conn:
+                cc = self.cc
+                figures["connection_frames"] = cc["frames"]
+                figures["connections_reused"] = cc["reused"]
+                figures["messages_orphaned"] = cc["orphan_messages"]
+                figures["events_dropped"] = cc["events_dropped"]
             for k, v in self._frags.figures().items():
                 figures[f"fragments_{k}"] = v
             figures.update(dis.figures())
