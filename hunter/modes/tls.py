@@ -29,7 +29,6 @@ Strings from the wire (SNI, ALPN) go out through :func:`lc.common.text.wire_text
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass
 
 from lc.common.bpf import compile_bpf
@@ -40,7 +39,6 @@ from lc.common.fingerprint import (
     FingerprintCache,
     ServerFingerprints,
 )
-from lc.common.flow import flow_key
 from lc.common.quic import QuicHandshake, QuicParseError
 from lc.common.text import wire_text
 from lc.common.tls import (
@@ -60,7 +58,7 @@ from lc.hunter.modes.base import (
     seconds_ns,
 )
 from lc.hunter.modes.sessions import IP_FRAGMENTS, Dissector, SessionMode, set_flow
-from lc.hunter.session import Out, Session, SessionLimits
+from lc.hunter.session import REJECTED, UNDECIDED, Out, Session, SessionLimits
 from lc.proto import lc_pb2
 
 __all__ = ["SPEC", "TLS_FILTER_TYPES", "TlsConfig", "TlsDissector", "TlsFramer", "TlsMode"]
@@ -190,7 +188,7 @@ class TlsFramer:
 class _Conn:
     """The dissector's view of a connection (``Session.info``)."""
 
-    __slots__ = ("cfp", "ch", "flow", "hrr", "meta", "quic", "sfp", "sh")
+    __slots__ = ("cfp", "ch", "flow", "hrr", "ignored", "meta", "quic", "sfp", "sh")
 
     def __init__(self, quic: QuicHandshake | None) -> None:
         self.quic = quic
@@ -201,18 +199,7 @@ class _Conn:
         self.hrr = False
         self.flow: tuple | None = None  # client -> server, once known
         self.meta: lc_pb2.PacketMeta | None = None  # for packets without a hello
-
-
-def _conn_name(key: tuple) -> str:
-    a, ap, b, bp, proto = key
-    fam_a = socket.AF_INET6 if len(a) == 16 else socket.AF_INET
-    fam_b = socket.AF_INET6 if len(b) == 16 else socket.AF_INET
-    sa, sb = socket.inet_ntop(fam_a, a), socket.inet_ntop(fam_b, b)
-    if fam_a == socket.AF_INET6:
-        sa = f"[{sa}]"
-    if fam_b == socket.AF_INET6:
-        sb = f"[{sb}]"
-    return f"{sa}:{ap}-{sb}:{bp}/{'tcp' if proto == 6 else 'udp'}"
+        self.ignored = False  # the rest of the connection is not parsed
 
 
 class TlsDissector(Dissector):
@@ -221,13 +208,15 @@ class TlsDissector(Dissector):
     message_tag = 0
     noun = ("connection", "connections")
     alias_noun = "aliases"
+    capture_unit = "connection"
+    session_events = True
 
     def __init__(self, cfg: TlsConfig) -> None:
         self.cfg = cfg
         self.ports = cfg.tls_ports
         self.quic = cfg.quic
+        self.udp_flows = cfg.quic  # a QUIC flow is a connection too
         self.cache = FingerprintCache()
-        self.flow: tuple = (b"", 0, b"", 0, 0)  # the current message's (set by TlsMode)
         self.server_filters = False  # a ServerHello filter is loaded (set by TlsMode)
         self.c = dict.fromkeys(
             (
@@ -255,13 +244,12 @@ class TlsDissector(Dissector):
             raise ParseError("empty datagram")
         return bytes(payload)
 
-    def session_key(self, msg: object) -> str:
-        src, sport, dst, dport, proto = self.flow
-        key, _ = flow_key(src, sport, dst, dport, proto)
-        return _conn_name(key)
-
     def new_info(self, msg: object, flow: tuple) -> _Conn:  # type: ignore[override]
-        return _Conn(QuicHandshake() if flow[4] == 17 else None)
+        # ``flow`` is oriented by the engine (the SYN's sender, else the side off the
+        # TLS ports is the client); a ClientHello corrects it.
+        conn = _Conn(QuicHandshake() if flow[4] == 17 else None)
+        conn.flow = flow
+        return conn
 
     def on_message(self, s: Session, msg: object, flow: tuple, ts: int) -> object:
         conn: _Conn = s.info  # type: ignore[assignment]
@@ -278,9 +266,22 @@ class TlsDissector(Dissector):
                 return None
             for h in hellos:
                 self._hello(conn, h, flow, True)
-            return conn if hellos else None
-        self._hello(conn, msg, flow, False)  # type: ignore[arg-type]
+            if not hellos:
+                return None
+        else:
+            self._hello(conn, msg, flow, False)  # type: ignore[arg-type]
+        # Later frames of a matched connection carry what the hellos said so far.
+        s.metas[self.message_tag] = None
         return conn
+
+    def handshake_done(self, s: Session) -> bool:
+        """Nothing later in the connection is parsed: its ServerHello was seen (what
+        follows is encrypted, or certificates no filter reads), or QUIC's Initials
+        gave both hellos."""
+        conn: _Conn = s.info  # type: ignore[assignment]
+        if conn.quic is not None:
+            return conn.quic.done
+        return conn.sh is not None
 
     def _from_client(self, conn: _Conn, flow: tuple) -> bool:
         if conn.flow is not None:
@@ -424,7 +425,7 @@ class TlsMode(SessionMode):
         super().__init__(ctx, dissector, limits)
         self._programs: dict[tuple[str, int], object] = {}
         self._bpfs: list[tuple[str, str]] = []
-        self._frames: list = []
+        self._pkt: tuple | None = None
 
     def apply(self, compiled: FilterSet) -> None:
         programs = {}
@@ -438,15 +439,30 @@ class TlsMode(SessionMode):
         super().apply(compiled)
 
     def _datagram(self, frames: list, payload, flow: tuple, out: Out) -> None:
-        if not self.dis.quic:
-            self.c["unassociated"] += len(frames)
-            return
-        super()._datagram(frames, payload, flow, out)
+        # Only with --no-quic (else UDP on the ports is a connection): not ours.
+        self.c["unassociated"] += len(frames)
 
-    def _message(self, msg: object, frames: list, flow: tuple, out: Out, ts: int) -> None:
-        self.dis.flow = flow
-        self._frames = frames
-        super()._message(msg, frames, flow, out, ts)
+    def _tcp_frame(self, pkt: tuple, d, data: memoryview, out: Out) -> None:
+        self._pkt = pkt  # the frame that completes any message it yields (bpf)
+        super()._tcp_frame(pkt, d, data, out)
+
+    def _udp_flow(self, frames: list, payload, flow: tuple, out: Out) -> None:
+        self._pkt = frames[-1]
+        super()._udp_flow(frames, payload, flow, out)
+
+    def _conn_message(
+        self, s: Session, msg: object, toks: list, flow: tuple, out: Out, ts: int
+    ) -> None:
+        super()._conn_message(s, msg, toks, flow, out, ts)
+        st = s.state
+        conn: _Conn = s.info  # type: ignore[assignment]
+        if st == UNDECIDED or conn.ignored:
+            return
+        # Decided: stop reassembling once the handshake is over, or at once when a
+        # rejected connection's event (--events all) needs nothing more.
+        if self.dis.handshake_done(s) or (st == REJECTED and not self.events_all):
+            conn.ignored = True
+            self.dis.ignore_rest(s)
 
     def _match(self, msg: object, ctx: object, flow: tuple) -> list[str] | None:
         fs = self._fs
@@ -458,13 +474,11 @@ class TlsMode(SessionMode):
             ids = fs.match_fields(fields)
         if fs.has("ip_address"):
             ids |= fs.match_ip([flow[0], flow[2]])
-        if self._bpfs and self._frames:
-            ids |= self._match_bpf()
+        if self._bpfs and self._pkt is not None:
+            ids |= self._match_bpf(self._pkt)
         return sorted(ids) if ids else None
 
-    def _match_bpf(self) -> set[str]:
-        last = self._frames[-1]
-        pkt = last if type(last) is tuple else last.frame
+    def _match_bpf(self, pkt: tuple) -> set[str]:
         lt = self.interfaces[pkt[4]][1]
         raw = bytes(pkt[3][16:])
         out = set()
