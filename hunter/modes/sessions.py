@@ -118,6 +118,10 @@ _LT_ETHERNET = 1
 # Session.cflags of a connection: FIN from its lower / higher endpoint (canonical key
 # order), RST, no more messages wanted (the dissector's ignore_rest), streams dropped.
 _FIN_LO, _FIN_HI, _RST, _NO_MESSAGES, _STREAMS_DROPPED = 1, 2, 4, 8, 16
+# ... and: on the fast path (SessionMode._fast).
+_FAST = 32
+#: Where the TCP flags byte of a frame that fits PEEK_IPV4 is, in its pcap record.
+_TCP4_FLAGS_AT = 16 + 14 + 20 + 13
 #: Events of one undecided session waiting for its decision (more are counted).
 MAX_WAITING_EVENTS = 64
 #: Kernel BPF for IP fragments (IPv4 MF or offset; an IPv6 fragment header first).
@@ -233,6 +237,26 @@ class Dissector:
         return {}
 
 
+def _end_flags(s: Session, flags: int, from_lower: bool, ts: int) -> None:
+    """A FIN or RST of connection ``s`` (sent by its lower endpoint or not): the
+    connection ends at the RST, or at the second direction's FIN."""
+    if flags & TCP_RST:
+        s.cflags |= _RST
+    else:
+        s.cflags |= _FIN_LO if from_lower else _FIN_HI
+    cf = s.cflags
+    if not s.end_ns and (cf & _RST or cf & (_FIN_LO | _FIN_HI) == _FIN_LO | _FIN_HI):
+        s.end_ns = ts
+
+
+def _fast_key(key: tuple) -> int:
+    """A canonical IPv4 5-tuple (:func:`flow_key`) as the int ``_process`` builds from
+    :data:`PEEK_IPV4`: (lower address, port) above (higher address, port), 48 bits each
+    (the int order of ``address << 16 | port`` is the canonical order)."""
+    lo, lport, hi, hport, _ = key
+    return (int.from_bytes(lo, "big") << 16 | lport) << 48 | int.from_bytes(hi, "big") << 16 | hport
+
+
 class _Token:
     """A frame of a connection as the flow layer carries it to its message: its
     session, time, index in the session's buffer (held; -1 not held, -2 not held for
@@ -292,7 +316,13 @@ class SessionMode(Mode):
         self.c = dict.fromkeys(
             ("messages", "malformed", "unassociated", "decode_errors", "forwarded", "events"), 0
         )
-        self.cc = dict.fromkeys(("frames", "orphan_messages", "events_dropped", "reused"), 0)
+        self.cc = dict.fromkeys(
+            ("frames", "fast", "orphan_messages", "events_dropped", "reused"), 0
+        )
+        # Decided IPv4 TCP connections whose messages no longer matter, by their
+        # canonical 5-tuple as one int (_fast_key): their frames that fit PEEK_IPV4 and
+        # carry no SYN, FIN or RST cost one look-up in _process.
+        self._fast: dict[int, Session] = {}
 
     # -- filters ---------------------------------------------------------------------
     def kernel_filter(self, compiled: FilterSet) -> str:
@@ -370,6 +400,10 @@ class SessionMode(Mode):
         count_rejected = self.events_all  # their packet counts go only into their events
         iface_col = chunk.iface
         ifx = single
+        fast = self._fast
+        mtag = self.dis.message_tag
+        tcp_flags_at = _TCP4_FLAGS_AT
+        fast_frames = 0
         off = 0
         for i, cap in enumerate(cap_col):
             start = off
@@ -416,10 +450,43 @@ class SessionMode(Mode):
                     else:
                         hold(s, (ts, cap, orig_col[i], mv[start:off], ifx), tag)
                     continue
+                # A decided TCP connection's frame but a SYN (which may open a new one).
+                if (
+                    proto == 6
+                    and fast
+                    and cap >= 48
+                    and etype == 0x0800
+                    and vihl == 0x45
+                    and not frag & 0x3FFF
+                    and not (tflags := rec[start + tcp_flags_at]) & 2
+                ):
+                    a = src << 16 | sport
+                    b = dst << 16 | dport
+                    s = fast.get(a << 48 | b if a < b else b << 48 | a)
+                    if s is not None:
+                        ts = ts_col[i]
+                        s.last_ns = ts
+                        s.pk[mtag] += 1
+                        s.by[mtag] += cap
+                        fast_frames += 1
+                        if tflags & 5:  # FIN or RST
+                            _end_flags(s, tflags, a < b, ts)
+                        if s.state == matched:
+                            meta = s.metas[mtag]
+                            if meta is None:
+                                meta = s.metas[mtag] = meta_of(s, mtag, None)
+                            out.add((ts, cap, orig_col[i], mv[start:off], ifx), meta)
+                        else:
+                            unmatched += 1
+                        continue
             pkt = (ts_col[i], cap, orig_col[i], mv[start:off], ifx)
             self._slow(pkt, lt, mv[start + 16 : off], out)
         c = self.c
         c["unassociated"] += unassociated
+        if fast_frames:
+            cc = self.cc
+            cc["frames"] += fast_frames
+            cc["fast"] += fast_frames
         self.table.unmatched_packets += unmatched
         if len(ts_col):
             last = ts_col[len(ts_col) - 1]
@@ -633,23 +700,27 @@ class SessionMode(Mode):
         s = self._connection((d.src, d.sport, d.dst, d.dport, 6), ts, flags, out)
         tok = self._place(s, pkt, out)
         if flags & (TCP_FIN | TCP_RST):
-            if flags & TCP_RST:
-                s.cflags |= _RST
-            else:
-                s.cflags |= _FIN_LO if (d.src, d.sport) <= (d.dst, d.dport) else _FIN_HI
-            cf = s.cflags
-            if not s.end_ns and (cf & _RST or cf & (_FIN_LO | _FIN_HI) == _FIN_LO | _FIN_HI):
-                s.end_ns = ts
-        streams = self._streams
+            _end_flags(s, flags, (d.src, d.sport) <= (d.dst, d.dport), ts)
         if s.cflags & _NO_MESSAGES:
-            if not s.cflags & _STREAMS_DROPPED:
-                s.cflags |= _STREAMS_DROPPED
-                streams.drop((d.src, d.sport, d.dst, d.dport))
-                streams.drop((d.dst, d.dport, d.src, d.sport))
+            self._no_messages(s, d)
             return
-        for key, msg, frames in streams.segment(ts, tok, d, data):
+        for key, msg, frames in self._streams.segment(ts, tok, d, data):
             self._conn_stream_message(key, msg, frames, out, ts)
         tok.pkt = None
+        if s.cflags & _NO_MESSAGES:
+            self._no_messages(s, d)
+
+    def _no_messages(self, s: Session, d) -> None:
+        """Connection ``s`` wants no more messages: its streams go; once it is decided,
+        its later frames take the fast path of ``_process`` (IPv4)."""
+        cf = s.cflags
+        if not cf & _STREAMS_DROPPED:
+            s.cflags |= _STREAMS_DROPPED
+            self._streams.drop((d.src, d.sport, d.dst, d.dport))
+            self._streams.drop((d.dst, d.dport, d.src, d.sport))
+        if not cf & _FAST and s.state != UNDECIDED and len(d.src) == 4:
+            s.cflags |= _FAST
+            self._fast[_fast_key(s.key)] = s
 
     def _conn_stream_message(
         self, key: tuple, msg: object, frames: list, out: Out, ts: int
@@ -778,6 +849,10 @@ class SessionMode(Mode):
         self._frags.expire(now)
 
     def _forgotten(self, s: Session) -> None:
+        if s.cflags & _FAST:
+            k = _fast_key(s.key)
+            if self._fast.get(k) is s:
+                del self._fast[k]
         if s.events:
             self._decided(s)  # undecided to the end: sent with --events all only
         captured = s.state == MATCHED
@@ -821,6 +896,7 @@ class SessionMode(Mode):
             if self._conn:
                 cc = self.cc
                 figures["connection_frames"] = cc["frames"]
+                figures["connection_frames_fast"] = cc["fast"]
                 figures["connections_reused"] = cc["reused"]
                 figures["messages_orphaned"] = cc["orphan_messages"]
                 figures["events_dropped"] = cc["events_dropped"]
