@@ -258,6 +258,63 @@ def test_ip_address_and_bpf_filters() -> None:
     assert {ev.flow.dst_ip for ev in run.events if ev.captured} == {bytes([142, 251, 16, 94])}
 
 
+TLS_CAPTURES = sorted(
+    f"tls/{p.name}" for p in (CORPUS / "tls").glob("*.pcap*") if p.suffix in (".pcap", ".pcapng")
+)
+
+
+def _ja4plus_by_connection(path: Path) -> dict[tuple, set[str]]:
+    """ja4plus (PyPI; its own TCP and QUIC reassembly, through scapy) over a capture:
+    JA4 (``c``) and JA4S (``s``) by (side, client ip, port, server ip, port)."""
+    import ipaddress
+
+    pytest.importorskip("scapy")
+    ja4plus = pytest.importorskip("ja4plus")
+    from scapy.utils import PcapReader
+
+    client, server = ja4plus.JA4Fingerprinter(), ja4plus.JA4SFingerprinter()
+    for pkt in PcapReader(str(path)):
+        client.process_packet(pkt)
+        server.process_packet(pkt)
+    out: dict[tuple, set[str]] = {}
+    for side, fp in (("c", client), ("s", server)):
+        for e in fp.get_fingerprints():
+            src = (str(ipaddress.ip_address(e["src"])), e["srcport"])
+            dst = (str(ipaddress.ip_address(e["dst"])), e["dstport"])
+            key = (side, *src, *dst) if side == "c" else (side, *dst, *src)
+            out.setdefault(key, set()).add(e["fingerprint"])
+    return out
+
+
+@pytest.mark.parametrize("rel", TLS_CAPTURES)
+def test_mode_agrees_with_ja4plus_per_connection(rel: str) -> None:
+    """Connection by connection, the mode's events carry the JA4 and JA4S that ja4plus
+    (an implementation independent of lc and of FoxIO's tools) computes from the same
+    capture: the same connections (TCP and QUIC), the same fingerprints, except the
+    documented choices."""
+    path = need(rel)
+    theirs = _ja4plus_by_connection(path)
+    ports = frozenset(k[4] for k in theirs)
+    run = Run(path, [], policy="allow", tls_ports=ports)
+    ours: dict[tuple, set[str]] = {}
+    for (cip, cport, sip, sport, _), ev in run.by_flow().items():
+        if ev.tls.ja4:
+            ours.setdefault(("c", cip, cport, sip, sport), set()).add(ev.tls.ja4)
+        if ev.tls.ja4s:
+            ours.setdefault(("s", cip, cport, sip, sport), set()).add(ev.tls.ja4s)
+    assert set(ours) == set(theirs)
+    for key, fps in ours.items():
+        (fp,) = fps
+        if key[0] == "c" and rel in SPEC_OVER_REFERENCE:
+            ref_a, ours_a = SPEC_OVER_REFERENCE[rel]
+            fp = fp.replace(ours_a, ref_a)  # lc follows the specification's ALPN rule
+        if key[0] == "s" and rel == "tls/arkime_tls13.pcap":
+            # ja4plus reads a draft TLS 1.3 ServerHello as a final one (see
+            # tests/common/test_tls_corpus.py); tshark and Arkime read it as lc does.
+            continue
+        assert fp in theirs[key], (key, fp, theirs[key])
+
+
 # --- the framer: any cut, any tail -------------------------------------------------------
 def _client_hello_record() -> bytes:
     path = need("tls/ja4_tls12.pcap")
