@@ -350,3 +350,83 @@ def test_random_tails_and_garbage_never_raise(tail: bytes, cut: int) -> None:
     h = TlsFramer()
     for i in range(0, len(data), max(1, rnd.randint(1, 50))):
         h.feed(data[i : i + 50])
+
+
+# --- the record layer, by hypothesis --------------------------------------------------------
+def _handshake_message() -> bytes:
+    rec = _client_hello_record()
+    return rec[5 : 5 + int.from_bytes(rec[3:5], "big")]
+
+
+def _as_records(msg: bytes, cuts: list[int]) -> bytes:
+    """``msg`` (one handshake message) over handshake records split at ``cuts``."""
+    points = sorted({c for c in cuts if 0 < c < len(msg)})
+    out = b""
+    for a, b in zip([0, *points], [*points, len(msg)], strict=True):
+        out += b"\x16\x03\x01" + (b - a).to_bytes(2, "big") + msg[a:b]
+    return out
+
+
+def _segments(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c for c in cuts if 0 < c < len(data)})
+    return [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
+
+
+_CUTS = st.lists(st.integers(min_value=1, max_value=600), max_size=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_CUTS, _CUTS)
+def test_a_hello_over_any_records_and_segments_is_the_same_hello(records, segments) -> None:
+    """A ClientHello fragmented over handshake records anywhere, the records cut into
+    TCP segments anywhere: the framer gives the one hello, from the stream's start to
+    the end of the segment that completed it."""
+    msg = _handshake_message()
+    whole = TlsFramer().feed(b"\x16\x03\x01" + len(msg).to_bytes(2, "big") + msg)[0][2]
+    stream = _as_records(msg, records)
+    f = TlsFramer()
+    got = []
+    end = 0
+    for seg in _segments(stream, segments):
+        end += len(seg)
+        for ev in f.feed(seg):
+            got.append((ev, end))
+    assert len(got) == 1
+    (start, stop, hello), at = got[0]
+    assert hello == whole and start == 0 and stop == at == len(stream)
+    assert not f.counters
+
+
+@settings(max_examples=40, deadline=None)
+@given(_CUTS, _CUTS, st.booleans())
+def test_the_mode_captures_the_connection_whatever_the_record_layer(records, segments, match):
+    """Through the mode on TCP frames: the fragmented, segmented hello is fingerprinted
+    as the whole one and its connection captured whole (SYN to FIN) when a tls_ja4 filter
+    names it, not at all when the filter names another stack."""
+    from lc.common.fingerprint import ja4
+    from lc.common.tls import parse_client_hello
+    from tests.hunter.conn_toy import Conn, chunk
+    from tests.hunter.conn_toy import records as forwarded
+
+    msg = _handshake_message()
+    fp = ja4(parse_client_hello(msg[4:]))
+    mode = tls_mode(ModeContext([("eth0", 1)], policy="deny", events="all"), TlsConfig())
+    pattern = fp if match else "t13d0000h2_000000000000_000000000000"
+    mode.apply(compile_filters([Filter(id="f", type="tls_ja4", pattern=pattern)], "h",
+                               TLS_FILTER_TYPES))  # fmt: skip
+    c = Conn(1, port=443)
+    frames = c.handshake()
+    for seg in _segments(_as_records(msg, records), segments):
+        frames += [c.client(seg), c.server_ack()]
+    frames += c.close()
+    t0 = 1_700_000_000 * 10**9
+    got, events = [], []
+    for k, fr in enumerate(frames):
+        fwd = mode.process(chunk([fr], t0 + k * 1000))
+        got += forwarded(fwd)
+        events += fwd.events
+    events += mode.finish().events
+    assert got == (frames if match else [])
+    (ev,) = events
+    assert ev.captured is match and ev.tls.ja4 == fp
+    assert ev.tls.server_name == "contile.services.mozilla.com"
