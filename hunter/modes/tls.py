@@ -1,9 +1,14 @@
 """TLS mode (``lc hunt tls``): fingerprint TLS and QUIC handshakes, capture the
 connections filters select.
 
-A :class:`~lc.hunter.modes.sessions.Dissector` on the shared session engine: a
-**session** is one connection (TCP, or QUIC's UDP flow), keyed by its canonical
-5-tuple (``PacketMeta.session_id`` is ``lower:port-higher:port/tcp``).
+A :class:`~lc.hunter.modes.sessions.Dissector` on the shared session engine with
+``capture_unit = "connection"``: a **session** is one connection (TCP, or with
+``--quic`` a UDP flow), every frame of it from the SYN on belongs to it, and the engine
+names it (:func:`lc.common.flow.connection_id`). A match captures the connection whole
+(held frames flushed in capture order, then every later frame until FIN/RST plus the
+grace); once a connection is decided and its handshake over (ServerHello seen, QUIC's
+hellos complete, or rejected without ``--events all``) the mode calls ``ignore_rest``:
+nothing more is reassembled, and the engine's fast path places its frames by one look-up.
 
 * **Messages**: over TCP on ``--tls-port``, each direction is reassembled and fed to
   a :class:`lc.common.tls.TlsStream` (:class:`TlsFramer`), so a ClientHello split over
@@ -16,8 +21,8 @@ A :class:`~lc.hunter.modes.sessions.Dissector` on the shared session engine: a
   per distinct hello shape (:class:`lc.common.fingerprint.FingerprintCache`).
 * **Filters** and when they decide: ``tls_sni``, ``tls_ja3`` and ``tls_ja4`` at the
   ClientHello; ``tls_ja3s`` and ``tls_ja4s`` at the ServerHello; ``ip_address`` at
-  the first message; ``bpf`` on the packet completing the ClientHello (the first
-  message of a QUIC flow). A connection no filter matched is settled at its
+  the first packet (the engine); ``bpf`` on the packet completing a hello (the first
+  hello of a QUIC flow). A connection no filter matched is settled at its
   ClientHello when no ServerHello filter is loaded, else at its ServerHello: it is
   no longer held.
 * **Metadata**: every forwarded packet carries a ``TlsSummary`` with what the
