@@ -32,10 +32,12 @@ sessions to be matched, with that session's metadata (the wire names one session
 packet; the other session's per-session outputs miss that frame).
 
 **Bounds and time**, each with a counter: ``max_sessions`` (a new session evicts the
-least recently active one that is not matched, else the least recently active:
+least recently active one that is not matched, looking among the
+:data:`EVICTION_SCAN` least recently active, else the least recently active:
 ``evicted``; activity is a message, not every media packet, so that the hot path
-stays one look-up); ``max_held_packets`` per session (``message_hold_factor`` times
-that for message packets) and ``max_held_bytes`` over all (``buffer_full``). Clocks
+stays one look-up; for a connection, every packet); ``max_held_packets`` per session
+(``message_hold_factor`` times that for message packets), ``max_held_session_bytes``
+per session if set, and ``max_held_bytes`` over all (``buffer_full``). Clocks
 are capture timestamps: :meth:`SessionTable.expire` forgets sessions
 ``grace_ns`` after they ended, or ``idle_timeout_ns`` after their last packet, and
 rejects those held ``decide_timeout_ns`` without a match. A session that ends
@@ -51,6 +53,7 @@ import struct
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import islice
 
 from lc.common.text import wire_text
 from lc.hunter.capture import Chunk
@@ -68,6 +71,9 @@ __all__ = [
 ]
 
 UNDECIDED, MATCHED, REJECTED = 0, 1, 2
+#: How many of the least recently active sessions a full table looks through for one
+#: that is not matched, to evict it rather than a matched one.
+EVICTION_SCAN = 256
 STATE_NAMES = ("undecided", "matched", "rejected")
 _REC = struct.Struct("<IIII")
 
@@ -218,8 +224,10 @@ class SessionTable:
         already) is its id, by default the key as wire text."""
         sessions = self.sessions
         if len(sessions) >= self.limits.max_sessions:
-            victim = next((v for v in sessions.values() if v.state != MATCHED), None)
-            if victim is None:
+            victim = next(
+                (v for v in islice(sessions.values(), EVICTION_SCAN) if v.state != MATCHED), None
+            )
+            if victim is None:  # a bounded look: a table full of matched ones costs no scan
                 victim = next(iter(sessions.values()))
             self.counters["evicted"] += 1
             self.forget(victim)

@@ -70,9 +70,16 @@ message tag), ``max_held_bytes`` overall (``buffer_full``; a frame not held for 
 room still goes if its own message matches). With ``udp_flows`` a UDP flow (5-tuple)
 on ``ports`` is a connection too (QUIC): each datagram is parsed as a message, a
 malformed one still belongs to it, and it ends by idleness (or ``end_ns`` set by the
-dissector). ``ignore_rest(s)`` (from ``on_message``) says no later message of ``s``
-matters (TLS after the handshake): its streams are dropped, its frames still follow the
-decision. Events: ``message_event`` gives one per message (a handshake, a transaction);
+dissector); without it, UDP on ``ports`` goes to ``session_key`` sessions if the
+dissector defines it (DNS), else belongs to nothing, and the default kernel filter is
+its ports over TCP. A message's direction: ``flow[:2] == s.flow[:2]`` for the
+initiator's (``s.flow`` is the connection's, initiator first: the SYN's sender, else
+the side not on ``ports``). ``ignore_rest(s)`` (from ``on_message``) says no later
+message of ``s`` matters (TLS after the handshake): its streams are dropped, and its
+frames (still following its decision) skip the decoder: the per-chunk loop places
+IPv4-over-Ethernet ones directly, as the alias hot path does.
+
+Events: ``message_event`` gives one per message (a handshake, a transaction);
 the engine fills in dataset, session id, times and flow if unset, and sends it once the
 connection is decided, with ``captured`` and the filter ids (rejected or never decided:
 only with ``--events all``; at most :data:`MAX_WAITING_EVENTS` wait per connection,
@@ -118,10 +125,6 @@ _LT_ETHERNET = 1
 # Session.cflags of a connection: FIN from its lower / higher endpoint (canonical key
 # order), RST, no more messages wanted (the dissector's ignore_rest), streams dropped.
 _FIN_LO, _FIN_HI, _RST, _NO_MESSAGES, _STREAMS_DROPPED = 1, 2, 4, 8, 16
-# ... and: on the fast path (SessionMode._fast).
-_FAST = 32
-#: Where the TCP flags byte of a frame that fits PEEK_IPV4 is, in its pcap record.
-_TCP4_FLAGS_AT = 16 + 14 + 20 + 13
 #: Events of one undecided session waiting for its decision (more are counted).
 MAX_WAITING_EVENTS = 64
 #: Kernel BPF for IP fragments (IPv4 MF or offset; an IPv6 fragment header first).
@@ -171,9 +174,24 @@ class Dissector:
 
     def kernel_bpf(self) -> str:
         """The kernel filter of what the mode wants ("" for everything): by default its
-        ports (UDP and TCP) and IP fragments (later fragments carry no ports)."""
+        ports (UDP and TCP) and IP fragments (later fragments carry no ports); a
+        connection dissector with no use for UDP (no ``udp_flows``, no ``session_key``),
+        its ports over TCP."""
         ports = " or ".join(f"port {p}" for p in sorted(self.ports))
-        return f"((udp or tcp) and ({ports})) or {IP_FRAGMENTS}" if ports else ""
+        if not ports:
+            return ""
+        if not self.wants_udp():
+            return f"tcp and ({ports})"
+        return f"((udp or tcp) and ({ports})) or {IP_FRAGMENTS}"
+
+    def wants_udp(self) -> bool:
+        """Whether UDP on ``ports`` is parsed: as flows (``udp_flows``), or as messages
+        of sessions (a message dissector, or one that defines ``session_key``)."""
+        return (
+            self.capture_unit != "connection"
+            or self.udp_flows
+            or type(self).session_key is not Dissector.session_key
+        )
 
     def new_framer(self) -> Framer:
         raise NotImplementedError
@@ -237,26 +255,6 @@ class Dissector:
         return {}
 
 
-def _end_flags(s: Session, flags: int, from_lower: bool, ts: int) -> None:
-    """A FIN or RST of connection ``s`` (sent by its lower endpoint or not): the
-    connection ends at the RST, or at the second direction's FIN."""
-    if flags & TCP_RST:
-        s.cflags |= _RST
-    else:
-        s.cflags |= _FIN_LO if from_lower else _FIN_HI
-    cf = s.cflags
-    if not s.end_ns and (cf & _RST or cf & (_FIN_LO | _FIN_HI) == _FIN_LO | _FIN_HI):
-        s.end_ns = ts
-
-
-def _fast_key(key: tuple) -> int:
-    """A canonical IPv4 5-tuple (:func:`flow_key`) as the int ``_process`` builds from
-    :data:`PEEK_IPV4`: (lower address, port) above (higher address, port), 48 bits each
-    (the int order of ``address << 16 | port`` is the canonical order)."""
-    lo, lport, hi, hport, _ = key
-    return (int.from_bytes(lo, "big") << 16 | lport) << 48 | int.from_bytes(hi, "big") << 16 | hport
-
-
 class _Token:
     """A frame of a connection as the flow layer carries it to its message: its
     session, time, index in the session's buffer (held; -1 not held, -2 not held for
@@ -288,6 +286,7 @@ class SessionMode(Mode):
             raise ValueError(f"capture_unit {dissector.capture_unit!r}: message or connection")
         self._conn = dissector.capture_unit == "connection"
         self._udp_flows = self._conn and dissector.udp_flows
+        self._udp = dissector.wants_udp()
         self.table = SessionTable(
             limits,
             len(dissector.tags),
@@ -304,6 +303,9 @@ class SessionMode(Mode):
             else None
         )
         self._gen = 0  # chunks processed: which Out a frame token's index refers to
+        # Connections that ignore the rest (IPv4), by (lower, higher endpoint as
+        # address << 16 | port, protocol): the per-chunk loop places their frames.
+        self._fast: dict[tuple[int, int, int], Session] = {}
         self._frags = Fragments()
         self._events: list[lc_pb2.Event] = []
         self._clock = 0
@@ -316,13 +318,7 @@ class SessionMode(Mode):
         self.c = dict.fromkeys(
             ("messages", "malformed", "unassociated", "decode_errors", "forwarded", "events"), 0
         )
-        self.cc = dict.fromkeys(
-            ("frames", "fast", "orphan_messages", "events_dropped", "reused"), 0
-        )
-        # Decided IPv4 TCP connections whose messages no longer matter, by their
-        # canonical 5-tuple as one int (_fast_key): their frames that fit PEEK_IPV4 and
-        # carry no SYN, FIN or RST cost one look-up in _process.
-        self._fast: dict[int, Session] = {}
+        self.cc = dict.fromkeys(("frames", "orphan_messages", "events_dropped", "reused"), 0)
 
     # -- filters ---------------------------------------------------------------------
     def kernel_filter(self, compiled: FilterSet) -> str:
@@ -401,9 +397,9 @@ class SessionMode(Mode):
         iface_col = chunk.iface
         ifx = single
         fast = self._fast
-        mtag = self.dis.message_tag
-        tcp_flags_at = _TCP4_FLAGS_AT
-        fast_frames = 0
+        sessions = self.table.sessions
+        ctag = self.dis.message_tag
+        conn_frames = 0
         off = 0
         for i, cap in enumerate(cap_col):
             start = off
@@ -450,43 +446,49 @@ class SessionMode(Mode):
                     else:
                         hold(s, (ts, cap, orig_col[i], mv[start:off], ifx), tag)
                     continue
-                # A decided TCP connection's frame but a SYN (which may open a new one).
                 if (
-                    proto == 6
-                    and fast
-                    and cap >= 48
+                    fast
                     and etype == 0x0800
                     and vihl == 0x45
                     and not frag & 0x3FFF
-                    and not (tflags := rec[start + tcp_flags_at]) & 2
+                    and cap >= 48
+                    and (proto == 6 or proto == 17)
                 ):
-                    a = src << 16 | sport
-                    b = dst << 16 | dport
-                    s = fast.get(a << 48 | b if a < b else b << 48 | a)
-                    if s is not None:
+                    # A connection whose messages no longer matter (ignore_rest):
+                    # the bulk of TLS and QUIC, placed without decoding.
+                    a, b = src << 16 | sport, dst << 16 | dport
+                    fkey = (a, b, proto) if a < b else (b, a, proto)
+                    s = fast.get(fkey)
+                    # A SYN takes the decoding path: it may open a new connection on
+                    # the 5-tuple of one that ended (_connection).
+                    if s is not None and not (proto == 6 and rec[start + 63] & 2):
                         ts = ts_col[i]
                         s.last_ns = ts
-                        s.pk[mtag] += 1
-                        s.by[mtag] += cap
-                        fast_frames += 1
-                        if tflags & 5:  # FIN or RST
-                            _end_flags(s, tflags, a < b, ts)
-                        if s.state == matched:
-                            meta = s.metas[mtag]
+                        del sessions[s.key]
+                        sessions[s.key] = s
+                        s.pk[ctag] += 1
+                        s.by[ctag] += cap
+                        conn_frames += 1
+                        st = s.state
+                        if st == matched:
+                            meta = s.metas[ctag]
                             if meta is None:
-                                meta = s.metas[mtag] = meta_of(s, mtag, None)
+                                meta = s.metas[ctag] = meta_of(s, ctag, None)
                             out.add((ts, cap, orig_col[i], mv[start:off], ifx), meta)
-                        else:
+                        elif st == rejected:
                             unmatched += 1
+                        else:
+                            hold(s, (ts, cap, orig_col[i], mv[start:off], ifx), ctag)
+                        if proto == 6:
+                            fl = rec[start + 63]  # 16 + 14 + 20 + 13: the TCP flags
+                            if fl & 5:  # FIN or RST
+                                self._conn_end(s, fl, a < b, ts)
                         continue
             pkt = (ts_col[i], cap, orig_col[i], mv[start:off], ifx)
             self._slow(pkt, lt, mv[start + 16 : off], out)
         c = self.c
         c["unassociated"] += unassociated
-        if fast_frames:
-            cc = self.cc
-            cc["frames"] += fast_frames
-            cc["fast"] += fast_frames
+        self.cc["frames"] += conn_frames
         self.table.unmatched_packets += unmatched
         if len(ts_col):
             last = ts_col[len(ts_col) - 1]
@@ -525,8 +527,10 @@ class SessionMode(Mode):
                 payload = data[d.payload_offset : d.payload_offset + d.payload_len]
                 if self._udp_flows:
                     self._udp_flow([pkt], payload, (d.src, d.sport, d.dst, d.dport, 17), out)
-                else:
+                elif self._udp:
                     self._datagram([pkt], payload, (d.src, d.sport, d.dst, d.dport, 17), out)
+                else:
+                    self.c["unassociated"] += 1
                 return
             aliases = self.table.aliases
             hit = aliases.get(endpoint_key(d.dst, d.dport)) or aliases.get(
@@ -572,8 +576,10 @@ class SessionMode(Mode):
             flow = (dd.src, dd.sport, dd.dst, dd.dport, 17)
             if self._udp_flows:
                 self._udp_flow(frames, payload, flow, out)
-            else:
+            elif self._udp:
                 self._datagram(frames, payload, flow, out)
+            else:
+                self.c["unassociated"] += len(frames)
         else:
             self.c["unassociated"] += len(frames)
 
@@ -700,27 +706,42 @@ class SessionMode(Mode):
         s = self._connection((d.src, d.sport, d.dst, d.dport, 6), ts, flags, out)
         tok = self._place(s, pkt, out)
         if flags & (TCP_FIN | TCP_RST):
-            _end_flags(s, flags, (d.src, d.sport) <= (d.dst, d.dport), ts)
+            self._conn_end(s, flags, (d.src, d.sport) <= (d.dst, d.dport), ts)
+        streams = self._streams
         if s.cflags & _NO_MESSAGES:
-            self._no_messages(s, d)
+            if not s.cflags & _STREAMS_DROPPED:
+                s.cflags |= _STREAMS_DROPPED
+                streams.drop((d.src, d.sport, d.dst, d.dport))
+                streams.drop((d.dst, d.dport, d.src, d.sport))
+                self._go_fast(s)
             return
-        for key, msg, frames in self._streams.segment(ts, tok, d, data):
+        for key, msg, frames in streams.segment(ts, tok, d, data):
             self._conn_stream_message(key, msg, frames, out, ts)
         tok.pkt = None
-        if s.cflags & _NO_MESSAGES:
-            self._no_messages(s, d)
 
-    def _no_messages(self, s: Session, d) -> None:
-        """Connection ``s`` wants no more messages: its streams go; once it is decided,
-        its later frames take the fast path of ``_process`` (IPv4)."""
+    def _conn_end(self, s: Session, flags: int, from_lower: bool, ts: int) -> None:
+        """A FIN or RST of connection ``s``: its end once both sides sent FIN, or RST."""
+        if flags & TCP_RST:
+            s.cflags |= _RST
+        else:
+            s.cflags |= _FIN_LO if from_lower else _FIN_HI
         cf = s.cflags
-        if not cf & _STREAMS_DROPPED:
-            s.cflags |= _STREAMS_DROPPED
-            self._streams.drop((d.src, d.sport, d.dst, d.dport))
-            self._streams.drop((d.dst, d.dport, d.src, d.sport))
-        if not cf & _FAST and s.state != UNDECIDED and len(d.src) == 4:
-            s.cflags |= _FAST
-            self._fast[_fast_key(s.key)] = s
+        if not s.end_ns and (cf & _RST or cf & (_FIN_LO | _FIN_HI) == _FIN_LO | _FIN_HI):
+            s.end_ns = ts
+
+    @staticmethod
+    def _fast_key(s: Session) -> tuple[int, int, int] | None:
+        src, sport, dst, dport, proto = s.key  # type: ignore[misc]
+        if len(src) != 4:
+            return None
+        return (int.from_bytes(src, "big") << 16 | sport, int.from_bytes(dst, "big") << 16 | dport,
+                proto)  # fmt: skip
+
+    def _go_fast(self, s: Session) -> None:
+        """``s`` ignores the rest: the per-chunk loop places its IPv4 frames."""
+        fkey = self._fast_key(s)
+        if fkey is not None:
+            self._fast[fkey] = s
 
     def _conn_stream_message(
         self, key: tuple, msg: object, frames: list, out: Out, ts: int
@@ -742,6 +763,9 @@ class SessionMode(Mode):
         s = self._connection(flow, ts, 0, out)
         toks = [self._place(s, f, out) for f in frames]
         if s.cflags & _NO_MESSAGES:
+            if not s.cflags & _STREAMS_DROPPED:
+                s.cflags |= _STREAMS_DROPPED
+                self._go_fast(s)
             return
         try:
             msg = self.dis.parse(payload)
@@ -849,10 +873,10 @@ class SessionMode(Mode):
         self._frags.expire(now)
 
     def _forgotten(self, s: Session) -> None:
-        if s.cflags & _FAST:
-            k = _fast_key(s.key)
-            if self._fast.get(k) is s:
-                del self._fast[k]
+        if s.cflags & _STREAMS_DROPPED and self._fast:
+            fkey = self._fast_key(s)
+            if fkey is not None and self._fast.get(fkey) is s:
+                del self._fast[fkey]
         if s.events:
             self._decided(s)  # undecided to the end: sent with --events all only
         captured = s.state == MATCHED
@@ -896,7 +920,6 @@ class SessionMode(Mode):
             if self._conn:
                 cc = self.cc
                 figures["connection_frames"] = cc["frames"]
-                figures["connection_frames_fast"] = cc["fast"]
                 figures["connections_reused"] = cc["reused"]
                 figures["messages_orphaned"] = cc["orphan_messages"]
                 figures["events_dropped"] = cc["events_dropped"]

@@ -4,10 +4,16 @@ by FIN/RST plus grace, idle, mid-stream pickup, a late match after a rejection."
 
 from __future__ import annotations
 
+import itertools
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from lc.common.filters import Filter, compile_filters
 from lc.common.flow import connection_id
 from lc.hunter.session import MATCHED, REJECTED, SessionLimits
 from tests.hunter.conn_toy import Conn, chunk, line_mode, records, udp
+from tests.hunter.test_mode_fuzz import through_the_wire
 
 T0 = 1_700_000_000 * 10**9
 S = 10**9
@@ -242,6 +248,19 @@ def test_ignore_rest_stops_parsing_but_not_capture():
     assert feed(m, frames) == frames
     assert m.dis.seen == [b"secret", b"IGNORE"]
     assert m.counters().figures["tcp_streams"] == 0
+    # Its later frames take the per-chunk loop (no decoding), FINs included.
+    (s,) = m.table.sessions.values()
+    assert list(m._fast.values()) == [s] and s.end_ns == T0 + 6000  # the second FIN
+    assert m.counters().figures["decode_errors"] == 0 and s.pk[0] == len(frames)
+    m.tick(T0 + 10 * S)
+    assert not m.table.sessions and not m._fast
+    # Rejected ones too: counted, not held.
+    b = Conn(2)
+    frames = [*b.handshake(), b.client(b"DONE\nIGNORE\n"), b.server(b"x" * 500), b.reset()]
+    assert feed(m, frames, T0 + 20 * S) == []
+    (s,) = m.table.sessions.values()
+    assert s.state == REJECTED and s.end_ns == T0 + 20 * S + 5000 and m.table.held_bytes == 0
+    assert m.counters().dropped["filtered"] == len(frames)
 
 
 def test_udp_flows_are_connections_when_the_dissector_asks():
@@ -266,3 +285,147 @@ def test_message_sessions_are_unchanged_by_the_connection_machinery():
     from lc.hunter.modes.voip import SipDissector, VoipConfig
 
     assert SipDissector(VoipConfig()).capture_unit == "message"
+
+
+# -- properties ----------------------------------------------------------------------------
+
+WORDS = [b"a", b"bc", b"secret", b"DONE", b"IGNORE", b" ", b"xyz"]
+
+
+@st.composite
+def conversations(draw):
+    """Connections (1-4) of random lines both ways, cut into random segments, with or
+    without a handshake and a close, interleaved, some segments sent twice."""
+    per_conn = []
+    for n in range(1, draw(st.integers(1, 4)) + 1):
+        c = Conn(n)
+        frames = c.handshake() if draw(st.booleans()) else []
+        for _ in range(draw(st.integers(0, 6))):
+            client = draw(st.booleans())
+            words = draw(st.lists(st.sampled_from(WORDS), min_size=1, max_size=3))
+            line = b"".join(words) + b"\n"
+            cuts = sorted(draw(st.sets(st.integers(1, len(line) - 1), max_size=2)))
+            parts = [line[a:b] for a, b in zip([0, *cuts], [*cuts, len(line)], strict=True)]
+            for part in parts:
+                f = c.client(part) if client else c.server(part)
+                frames.append(f)
+                if draw(st.integers(0, 4)) == 0:
+                    frames.append(f)  # a retransmission
+                if draw(st.booleans()):
+                    frames.append(c.server_ack() if client else c.client_ack())
+        end = draw(st.sampled_from(["fin", "rst", "open"]))
+        frames += c.close() if end == "fin" else [c.reset()] if end == "rst" else []
+        per_conn.append(frames)
+    order = draw(st.permutations([k for k, fs in enumerate(per_conn) for _ in fs]))
+    its = [iter(fs) for fs in per_conn]
+    frames = [(k, next(its[k])) for k in order]
+    cuts = sorted(draw(st.sets(st.integers(1, max(1, len(frames) - 1)), max_size=5)))
+    return per_conn, frames, cuts
+
+
+def expected(frames: list[bytes]) -> list[bytes]:
+    """What a connection's frames should give: all if a line with the keyword completes
+    before a DONE line; after a DONE, from the frame completing such a line on; no line
+    after an IGNORE line counts."""
+    bufs = {}
+    state = "undecided"
+    for k, f in enumerate(frames):
+        sport = int.from_bytes(f[34:36], "big")
+        data = f[54:]
+        if frames.index(f) != k:
+            continue  # a retransmission completes nothing
+        buf = bufs.get(sport, b"") + data
+        *lines, bufs[sport] = buf.split(b"\n")
+        for line in lines:
+            if b"secret" in line:
+                return frames if state == "undecided" else frames[k:]
+            if line == b"DONE" and state == "undecided":
+                state = "rejected"
+            if line == b"IGNORE":
+                return []
+    return []
+
+
+@settings(max_examples=200, deadline=None)
+@given(conversations())
+def test_any_interleaving_forwards_exactly_each_connections_due_frames(conv):
+    per_conn, frames, cuts = conv
+    m = line_mode()
+    keyword(m, "secret")
+    got: list[bytes] = []
+    bounds = [0, *cuts, len(frames)]
+    for a, b in itertools.pairwise(bounds):
+        if a < b:
+            got += records(m.process(chunk([f for _, f in frames[a:b]], T0 + a * 1000)))
+    got += records(m.finish())
+    by_conn: dict[int, list[bytes]] = {}
+    for f in got:
+        ports = {int.from_bytes(f[34:36], "big"), int.from_bytes(f[36:38], "big")}
+        by_conn.setdefault(max(ports) - 40001, []).append(f)
+    for k, fs in enumerate(per_conn):
+        assert by_conn.get(k, []) == expected(fs), k
+    assert m.table.held_bytes == 0 and not m.table.sessions
+
+
+def test_connection_mode_figures_fit_a_heartbeat():
+    c = line_mode(udp_flows=True).counters()
+    assert len(c.figures) <= 60 and len(c.dropped) <= 10
+
+
+def test_a_connection_dissectors_kernel_filter_is_tcp_unless_it_wants_udp():
+    assert line_mode().dis.kernel_bpf() == "tcp and (port 7070)"
+    assert line_mode(udp_flows=True).dis.kernel_bpf().startswith("((udp or tcp) and (port 7070))")
+    # Without udp_flows nor session_key, UDP on its port belongs to nothing.
+    m = line_mode(policy="allow")
+    c = Conn(1)
+    assert feed(m, [udp(c.c, 5555, c.s, 7070, b"secret\n")]) == []
+    assert m.counters().figures["unassociated"] == 1
+
+
+def test_connection_ids_name_ipv6_in_brackets():
+    key = (b"\x20\x01" + b"\0" * 13 + b"\x01", 443, b"\x20\x01" + b"\0" * 13 + b"\x02", 5555, 6)
+    assert connection_id(key, 1_700_000_000_000_000_007) == (
+        "tcp:[2001::1]:443-[2001::2]:5555@1700000000.000000007"
+    )
+
+
+@st.composite
+def hostile(draw) -> list[bytes]:
+    """Connection frames with bytes flipped, cut short or spliced in (headers too)."""
+    c, d = Conn(1), Conn(2)
+    frames = [*c.handshake(), c.client(b"a secret\n"), c.server(b"DONE\nIGNORE\n"),
+              *d.handshake(), d.client(b"x" * 50 + b"\n"), c.client(b"more\n"), *c.close(),
+              udp(c.c, 5555, c.s, 7070, b"secret"), d.reset()]  # fmt: skip
+    out = []
+    for f in draw(st.lists(st.sampled_from(frames), min_size=1, max_size=30)):
+        f = bytearray(f)
+        for _ in range(draw(st.integers(0, 3))):
+            how = draw(st.integers(0, 2))
+            pos = draw(st.integers(0, len(f)))
+            if how == 0 and pos < len(f):
+                f[pos] = draw(st.integers(0, 255))
+            elif how == 1:
+                del f[pos:]
+            else:
+                f[pos:pos] = draw(st.binary(max_size=20))
+        out.append(bytes(f))
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(hostile(), st.sampled_from(["allow", "filters"]), st.booleans())
+def test_hostile_frames_never_stop_a_connection_mode(frames, how, udp_flows):
+    m = line_mode(SessionLimits(max_sessions=2, max_held_session_bytes=300), policy=how,
+                  events="all", udp_flows=udp_flows)  # fmt: skip
+    if how == "filters":
+        keyword(m, "secret", ip="10.0.0.2/32")
+    interfaces = [("eth0", 1)]
+    half = len(frames) // 2
+    sent = through_the_wire(m.process(chunk(frames[:half], T0)), interfaces, 1)
+    sent += through_the_wire(m.process(chunk(frames[half:], T0 + S)), interfaces, 2)
+    sent += through_the_wire(m.tick(T0 + 400 * S), interfaces, 3)
+    sent += through_the_wire(m.finish(), interfaces, 4)
+    assert sent <= len(frames)  # nothing forwarded twice
+    c = m.counters()
+    assert all(isinstance(v, int) and v >= 0 for v in [*c.figures.values(), *c.dropped.values()])
+    assert m.table.held_bytes == 0 and not m.table.sessions and not m._fast

@@ -162,3 +162,17 @@ def test_session_names_are_wire_text():
     assert s.name == "bad\ufffd-id"
     s.name.encode("utf-8")
     assert t.open("ok", 0, None).name == "ok"
+
+
+def test_a_full_table_looks_only_so_far_for_an_unmatched_session_to_evict():
+    """A table full of matched sessions (the allow policy, whole connections) must not
+    be walked whole for each new session: past EVICTION_SCAN, the oldest goes."""
+    from lc.hunter.session import EVICTION_SCAN
+
+    n = EVICTION_SCAN + 10
+    t, gone = table(max_sessions=n)
+    for k in range(n - 1):
+        t.decide(t.open(f"m{k}", k, None), ["f"], Out())
+    late = t.open("late-undecided", n, None)
+    t.open("new", n + 1, None)
+    assert gone[0].key == "m0" and late.key in t.sessions
