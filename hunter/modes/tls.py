@@ -62,7 +62,7 @@ from lc.hunter.modes.base import (
     positive_int,
     seconds_ns,
 )
-from lc.hunter.modes.sessions import IP_FRAGMENTS, Dissector, SessionMode, set_flow
+from lc.hunter.modes.sessions import Dissector, SessionMode, set_flow
 from lc.hunter.session import REJECTED, UNDECIDED, Out, Session, SessionLimits
 from lc.proto import lc_pb2
 
@@ -226,18 +226,11 @@ class TlsDissector(Dissector):
         self.c = dict.fromkeys(
             (
                 "client_hellos",
-                "server_hellos",
-                "hello_retry_requests",
-                "quic_datagrams",
+                "server_hellos",  # HelloRetryRequests included
                 "quic_malformed",
             ),
             0,
         )
-
-    def kernel_bpf(self) -> str:
-        ports = " or ".join(f"port {p}" for p in sorted(self.ports))
-        proto = "(udp or tcp)" if self.quic else "tcp"
-        return f"({proto} and ({ports})) or {IP_FRAGMENTS}"
 
     def new_framer(self) -> TlsFramer:
         return TlsFramer()
@@ -259,7 +252,6 @@ class TlsDissector(Dissector):
     def on_message(self, s: Session, msg: object, flow: tuple, ts: int) -> object:
         conn: _Conn = s.info  # type: ignore[assignment]
         if isinstance(msg, bytes):
-            self.c["quic_datagrams"] += 1
             q = conn.quic
             if q is None or q.done:
                 return None
@@ -312,7 +304,7 @@ class TlsDissector(Dissector):
                 conn.flow = flow
             return
         if h.is_hrr:
-            self.c["hello_retry_requests"] += 1
+            self.c["server_hellos"] += 1
             conn.hrr = True
             return
         self.c["server_hellos"] += 1
@@ -405,9 +397,9 @@ class TlsDissector(Dissector):
     def figures(self) -> dict[str, int]:
         out = dict(self.c)
         cache = self.cache
-        out["fingerprint_cache_hits"] = cache.hits
-        out["fingerprint_cache_misses"] = cache.misses
-        out["fingerprint_cache_entries"] = len(cache)
+        # Hello shapes fingerprinted (the others were found in the cache). The heartbeat
+        # bounds a mode's figures (60): QUIC datagrams are tls_messages already.
+        out["fingerprints_computed"] = cache.misses
         return out
 
 
@@ -420,9 +412,9 @@ def _alpn_texts(values: tuple[bytes, ...]) -> list[str]:
 
 
 class TlsMode(SessionMode):
-    """The session engine with the TLS dissector: tells the dissector the current
-    message's flow, whether ServerHello filters are loaded, and adds ``bpf`` filters
-    (matched on the packet completing a connection's first message)."""
+    """The session engine with the TLS dissector: tells the dissector whether
+    ServerHello filters are loaded, adds ``bpf`` filters (matched on the packet
+    completing a hello), and ends parsing of decided connections (``ignore_rest``)."""
 
     dis: TlsDissector
 
@@ -442,10 +434,6 @@ class TlsMode(SessionMode):
         self._bpfs = bpfs
         self.dis.server_filters = any(compiled.has(t) for t in _SERVER_TYPES)
         super().apply(compiled)
-
-    def _datagram(self, frames: list, payload, flow: tuple, out: Out) -> None:
-        # Only with --no-quic (else UDP on the ports is a connection): not ours.
-        self.c["unassociated"] += len(frames)
 
     def _tcp_frame(self, pkt: tuple, d, data: memoryview, out: Out) -> None:
         self._pkt = pkt  # the frame that completes any message it yields (bpf)

@@ -246,7 +246,10 @@ def test_no_quic_leaves_udp_alone() -> None:
     path = need("tls/ja4_tls-sni.pcapng")
     run = Run(path, [], policy="allow", quic=False)
     assert run.events and not any(ev.tls.quic for ev in run.events)
-    assert run.figures["quic_datagrams"] == 0
+    assert run.figures["connections_created"] == len(run.events)  # TCP connections only
+    assert (
+        run.figures["tls_messages"] == run.figures["client_hellos"] + run.figures["server_hellos"]
+    )  # no QUIC datagram
 
 
 def test_ip_address_and_bpf_filters() -> None:
