@@ -43,6 +43,8 @@ bench: install
 	$(BIN)/python bench/drain_bench.py
 	$(BIN)/python bench/voip_bench.py
 	$(BIN)/python bench/tls_bench.py
+	$(BIN)/python bench/dns_bench.py
+	$(BIN)/python bench/email_bench.py
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 # Regenerates the checked-in gRPC code from proto/ (see scripts/gen-proto.sh).

@@ -127,6 +127,7 @@ __all__ = [
     "DnsTcpFramer",
     "Edns",
     "TransactionKey",
+    "answers_have_type",
     "name_labels",
     "name_text",
     "opcode_name",
@@ -864,6 +865,47 @@ class TransactionKey(NamedTuple):
     server_port: int
     id: int
     question: tuple[str, int, int] | None
+
+
+def answers_have_type(data: bytes | memoryview, rtype: int) -> bool:
+    """Whether a record of type ``rtype`` may be in the answer section of a message
+    with one question, scanned without decoding (for a decision that needs the
+    record only when it is there: a CNAME chain). True too when the scan cannot
+    tell (an answer's owner name is not a pointer or plain labels, a truncated
+    section): the caller then parses the message. Never raises."""
+    n = len(data)
+    if n < 12:
+        return True
+    ancount = data[6] << 8 | data[7]
+    off = 12
+    while off < n:  # the question's name: plain labels (parsed already)
+        c = data[off]
+        if not c:
+            off += 1
+            break
+        if c >= 0xC0:
+            off += 2
+            break
+        off += 1 + c
+    off += 4
+    for _ in range(ancount):
+        if off + 12 > n:
+            return True
+        c = data[off]
+        if c >= 0xC0:
+            off += 2
+        else:
+            while off < n and data[off] and data[off] < 0xC0:
+                off += 1 + data[off]
+            if off >= n:
+                return True
+            off += 1 if not data[off] else 2
+            if off + 10 > n:
+                return True
+        if (data[off] << 8 | data[off + 1]) == rtype:
+            return True
+        off += 10 + (data[off + 8] << 8 | data[off + 9])
+    return False
 
 
 def transaction_key(

@@ -12,7 +12,8 @@ Flow keys
     :func:`endpoint_key` gives one (address, port), as an ``int`` for IPv4 (cheap to
     hash; the hot path of a mode builds it inline from :data:`PEEK_IPV4`).
     :func:`connection_id` names a connection (a session id): its canonical 5-tuple
-    and the capture time of its first packet seen.
+    and the capture time of its first packet seen. :func:`icmp_quoted_flow` gives
+    the 5-tuple of the datagram an ICMP or ICMPv6 error quotes (the flow it is about).
 
 The fast peek
     :data:`PEEK_IPV4` is the one fixed-offset layout for the common frame (untagged
@@ -69,6 +70,7 @@ __all__ = [
     "connection_id",
     "endpoint_key",
     "flow_key",
+    "icmp_quoted_flow",
 ]
 
 #: Ethernet + untagged IPv4 (IHL 5) + the first 4 bytes of UDP/TCP, from the ethertype
@@ -97,6 +99,47 @@ def endpoint_key(addr: bytes, port: int) -> int | tuple[bytes, int]:
     if len(addr) == 4:
         return int.from_bytes(addr, "big") << 16 | port
     return (addr, port)
+
+
+#: ICMP error types that quote the datagram that caused them (RFC 792, RFC 4443).
+_ICMP4_ERRORS = frozenset({3, 4, 5, 11, 12})
+_ICMP6_ERRORS = frozenset({1, 2, 3, 4})
+
+
+def icmp_quoted_flow(proto: int, payload: bytes | memoryview) -> tuple | None:
+    """The 5-tuple ``(src, sport, dst, dport, proto)`` of the TCP or UDP datagram an
+    ICMP (``proto`` 1) or ICMPv6 (58) error quotes, given the ICMP message (its
+    ``payload``), or None: not an error, not TCP/UDP, cut short. An error about a
+    connection's segment (a path MTU "fragmentation needed", a TTL expiry) belongs to
+    that connection as much as its segments do (Wireshark gives it the connection's
+    ``tcp.stream``). Only the quoted IP header and the first 4 transport bytes (the
+    ports) are read; an IPv6 extension header or a fragment other than the first
+    gives None."""
+    n = len(payload)
+    if n < 8:
+        return None
+    if proto == 1:
+        if payload[0] not in _ICMP4_ERRORS or n < 28 or payload[8] >> 4 != 4:
+            return None
+        ihl = (payload[8] & 0x0F) * 4
+        if ihl < 20 or n < 8 + ihl + 4 or int.from_bytes(payload[14:16], "big") & 0x1FFF:
+            return None
+        inner = payload[17]
+        src, dst = bytes(payload[20:24]), bytes(payload[24:28])
+        at = 8 + ihl
+    elif proto == 58:
+        if payload[0] not in _ICMP6_ERRORS or n < 52 or payload[8] >> 4 != 6:
+            return None
+        inner = payload[14]
+        src, dst = bytes(payload[16:32]), bytes(payload[32:48])
+        at = 48
+    else:
+        return None
+    if inner not in (6, 17):
+        return None
+    sport = int.from_bytes(payload[at : at + 2], "big")
+    dport = int.from_bytes(payload[at + 2 : at + 4], "big")
+    return (src, sport, dst, dport, inner)
 
 
 _PROTO_NAMES = {6: "tcp", 17: "udp", 132: "sctp"}

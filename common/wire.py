@@ -84,6 +84,8 @@ class BatchRecords:
     # Valid events with their position in the batch (the ``seq`` of the event id).
     events: list[tuple[int, lc_pb2.Event]] = field(default_factory=list)
     bad_events: int = 0  # events skipped as malformed (see :func:`event_problem`)
+    # DNS tunneling statistics (checked by their consumer, lc.processor.tunnels)
+    dns_tunnel: list[lc_pb2.DnsTunnelStats] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.caplen)
@@ -153,7 +155,10 @@ def _set_extras(
     meta: Sequence[tuple[int, Any]],
     count: int,
     events: Sequence[lc_pb2.Event],
+    tunnel: Sequence[lc_pb2.DnsTunnelStats] = (),
 ) -> None:
+    if tunnel:
+        batch.dns_tunnel.extend(tunnel)
     if meta:
         sparse, table, refs = encode_meta(meta, count)
         if sparse:
@@ -168,15 +173,18 @@ def _set_extras(
 
 
 def encode_extras(
-    meta: Sequence[tuple[int, Any]], count: int, events: Sequence[lc_pb2.Event] = ()
+    meta: Sequence[tuple[int, Any]],
+    count: int,
+    events: Sequence[lc_pb2.Event] = (),
+    tunnel: Sequence[lc_pb2.DnsTunnelStats] = (),
 ) -> bytes:
     """What a spool stores besides the records: the metadata and events of a batch of
     ``count`` packets, as a serialised PacketBatch holding only those fields (b"" when
     there are none). :func:`encode_batch` merges it back with ``extras=``."""
-    if not meta and not events:
+    if not meta and not events and not tunnel:
         return b""
     holder = lc_pb2.PacketBatch()
-    _set_extras(holder, meta, count, events)
+    _set_extras(holder, meta, count, events, tunnel)
     return holder.SerializeToString()
 
 
@@ -192,6 +200,7 @@ def encode_batch(
     events: Sequence[lc_pb2.Event] = (),
     extras: bytes = b"",
     sealed_at_ns: int = 0,
+    tunnel: Sequence[lc_pb2.DnsTunnelStats] = (),
 ) -> lc_pb2.PacketBatch:
     """The PacketBatch a hunter sends for one numbered batch.
 
@@ -209,7 +218,7 @@ def encode_batch(
         except DecodeError as e:
             raise ParseError(f"batch {sequence}: stored metadata does not decode: {e}") from None
     else:
-        _set_extras(batch, meta, count, events)
+        _set_extras(batch, meta, count, events, tunnel)
     return batch
 
 
@@ -312,7 +321,7 @@ def unpack_batch(batch: lc_pb2.PacketBatch) -> BatchRecords:
             bad += 1
     return BatchRecords(
         batch.data, caplen, iface, interfaces, list(batch.meta), list(batch.meta_table),
-        meta_ref, events, bad,
+        meta_ref, events, bad, list(batch.dns_tunnel),
     )  # fmt: skip
 
 

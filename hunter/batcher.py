@@ -47,6 +47,7 @@ class SealedBatch:
     meta: list[tuple[int, object]] = field(default_factory=list)
     events: list[lc_pb2.Event] = field(default_factory=list)
     event_bytes: int = 0  # the events' serialised size (memory accounting)
+    tunnel: list[lc_pb2.DnsTunnelStats] = field(default_factory=list)  # DNS mode's statistics
 
     def __len__(self) -> int:
         return self.count
@@ -81,13 +82,14 @@ class Batcher:
         self._meta: list[tuple[int, object]] = []
         self._events: list[lc_pb2.Event] = []
         self._event_bytes = 0
+        self._tunnel: list[lc_pb2.DnsTunnelStats] = []
         self._nbytes = 0
         self._first_ns = 0  # monotonic time the oldest pending packet (or event) arrived
 
     @property
     def pending(self) -> int:
         """Packets and events waiting for the next seal."""
-        return self._count + len(self._events)
+        return self._count + len(self._events) + len(self._tunnel)
 
     def add_events(self, events: Iterable[lc_pb2.Event], now_ns: int | None = None) -> None:
         """Attach session events to the next sealed batch (in order).
@@ -103,6 +105,16 @@ class Batcher:
             self._first_ns = time.monotonic_ns() if now_ns is None else now_ns
         self._events.extend(new)
         self._event_bytes += sum(ev.ByteSize() for ev in new)
+
+    def add_tunnel(self, stats: Iterable[lc_pb2.DnsTunnelStats], now_ns: int | None = None) -> None:
+        """Attach DNS tunneling statistics to the next sealed batch (like events)."""
+        new = list(stats)
+        if not new:
+            return
+        if not self.pending:
+            self._first_ns = time.monotonic_ns() if now_ns is None else now_ns
+        self._tunnel.extend(new)
+        self._event_bytes += sum(s.ByteSize() for s in new)
 
     def add_chunk(
         self,
@@ -195,8 +207,9 @@ class Batcher:
         pieces = self._pieces
         records = bytes(pieces[0]) if len(pieces) == 1 else b"".join(pieces)
         b = SealedBatch(
-            records, self._count, iface, self._nbytes, self._meta, self._events, self._event_bytes
-        )
+            records, self._count, iface, self._nbytes, self._meta, self._events,
+            self._event_bytes, self._tunnel,
+        )  # fmt: skip
         self._reset()
         if busy:
             self.target_packets = min(self.target_packets * 2, self.max_packets)

@@ -372,6 +372,7 @@ class Hunter:
             mode=cfg.mode,
             interfaces=iface_names,
             capabilities=[cfg.mode, *(f"filter:{t}" for t in types)],
+            local_filters=list(getattr(self.mode, "local_filters", ())),
         )
         self.uplink = Uplink(
             cfg.processor,
@@ -540,6 +541,8 @@ class Hunter:
         now = time.monotonic_ns()
         if fwd.events:
             batcher.add_events(fwd.events, now)
+        if fwd.tunnel:
+            batcher.add_tunnel(fwd.tunnel, now)
         chunk = fwd.chunk
         if len(chunk):
             ob = self.outbox

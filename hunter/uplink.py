@@ -38,7 +38,7 @@ from tenacity import (
 
 from lc.common.errors import LcError, ParseError, PermissionDenied, Unreachable
 from lc.common.transport import TlsFiles, error_from_rpc, open_channel, wait_ready
-from lc.common.wire import encode_batch
+from lc.common.wire import encode_batch, filter_to_proto
 from lc.hunter.breaker import CircuitBreaker
 from lc.hunter.outbox import Outbox, Pending
 from lc.hunter.spool import SpooledBatch
@@ -65,6 +65,7 @@ class HunterIdentity:
     mode: str
     interfaces: list[str]
     capabilities: list[str] = field(default_factory=list)
+    local_filters: list = field(default_factory=list)  # the mode's own filters (Filter)
 
 
 class _Retry(Exception):
@@ -181,6 +182,7 @@ class Uplink:
             interfaces=i.interfaces,
             capabilities=i.capabilities,
             epoch=i.epoch,
+            local_filters=[filter_to_proto(f) for f in i.local_filters],
         )
         try:
             resp = stub.RegisterHunter(req, timeout=self.connect_timeout)
@@ -406,7 +408,9 @@ class Uplink:
             except ParseError as e:  # passed the spool's CRC, so a bug: keep the packets
                 log.error("spooled batch %d/%d: %s; sent without it", p.epoch, p.sequence, e)
                 return encode_batch(*args, b.iface, sealed_at_ns=time.time_ns())
-        return encode_batch(*args, b.iface, b.meta, b.events, sealed_at_ns=time.time_ns())
+        return encode_batch(
+            *args, b.iface, b.meta, b.events, sealed_at_ns=time.time_ns(), tunnel=b.tunnel
+        )
 
     # -- heartbeats ----------------------------------------------------------------
     def _heartbeat_loop(self) -> None:

@@ -60,6 +60,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -224,9 +225,159 @@ def _tls_fields(
     }
 
 
+def _dns_fields(
+    ev: lc_pb2.Event,
+    doc: dict[str, Any],
+    lc: dict[str, Any],
+    hunter: str,
+    call_info: Callable[[str], tuple[str, list[str]] | None] | None,
+) -> None:
+    """A DNS transaction (ECS ``dns.*``, RTT as ``event.duration``), or a tunneling
+    alert (``event.kind: alert``, the alert under ``lc.dns_tunnel``)."""
+    d = ev.dns
+    if d.HasField("alert"):
+        a = d.alert
+        event = doc["event"]
+        event["kind"] = "alert"
+        event["category"] = ["network", "intrusion_detection"]
+        event["type"] = ["indicator"]
+        event["severity"] = 73
+        event["risk_score"] = round(a.score * 100, 1)
+        event["reason"] = f"DNS tunneling suspected under {wire_text(a.domain, 256)}"
+        doc["dns"] = {"question": {"registered_domain": wire_text(a.domain, 256)}}
+        lc["dns_tunnel"] = {
+            "domain": wire_text(a.domain, 256),
+            "score": round(a.score, 6),
+            "components": {wire_text(k, 64): round(v, 6) for k, v in sorted(a.components.items())},
+            "clients": [wire_text(c, 64) for c in a.clients],
+            "hunters": [wire_text(h, 256) for h in a.hunters],
+            "first_seen": iso_ns(a.first_seen_ns),
+            "last_seen": iso_ns(a.last_seen_ns),
+            "queries": a.queries,
+            "unique_subdomains": a.unique_subdomains,
+        }
+        return
+    from lc.common.dns import opcode_name, rcode_name, type_name
+
+    question: dict[str, Any] = {
+        "name": wire_text(d.qname, 1024),
+        "type": type_name(d.qtype),
+        "class": "IN" if d.qclass == 1 else f"CLASS{d.qclass}",
+    }
+    if d.registered_domain:
+        question["registered_domain"] = wire_text(d.registered_domain, 1024)
+        if d.subdomain:
+            question["subdomain"] = wire_text(d.subdomain, 1024)
+    dns: dict[str, Any] = {
+        "id": d.id,
+        "type": "answer" if d.answered else "query",
+        "op_code": opcode_name(d.opcode),
+        "header_flags": [wire_text(f, 8) for f in d.header_flags],
+        "question": question,
+    }
+    if d.answered:
+        dns["response_code"] = rcode_name(d.rcode)
+        dns["answers"] = [
+            {
+                "name": wire_text(a.name, 1024),
+                "type": type_name(a.type),
+                "class": "IN" if getattr(a, "class") == 1 else f"CLASS{getattr(a, 'class')}",
+                "ttl": a.ttl,
+                "data": wire_text(a.data, 1024),
+            }
+            for a in d.answers
+        ]
+        if d.resolved_ips:
+            dns["resolved_ip"] = [wire_text(x, 64) for x in d.resolved_ips]
+        if d.rtt_ns:
+            doc["event"]["duration"] = d.rtt_ns
+    doc["dns"] = dns
+    lc["dns"] = {
+        "answered": d.answered,
+        "rtt_ns": d.rtt_ns,
+        "queries": d.queries,
+        "responses": d.responses,
+        "tunnel_score": round(d.tunnel_score, 6),
+    }
+
+
+def _email_fields(
+    ev: lc_pb2.Event,
+    doc: dict[str, Any],
+    lc: dict[str, Any],
+    hunter: str,
+    call_info: object = None,
+) -> None:
+    """One email message (or implicit-TLS session): ECS ``email.*``, the rest under
+    ``lc.smtp``, ``lc.imap``, ``lc.email`` (and ``tls.*`` for implicit TLS)."""
+    e = ev.email
+    email: dict[str, Any] = {}
+
+    def put(obj: dict[str, Any], key: str, value: Any) -> None:
+        if value:
+            obj[key] = value
+
+    def addrs(values) -> list[str]:
+        return [wire_text(v, 320) for v in values]
+
+    if e.from_address:
+        email["from"] = {"address": addrs(e.from_address)}
+    if e.to_address:
+        email["to"] = {"address": addrs(e.to_address)}
+    if e.cc_address:
+        email["cc"] = {"address": addrs(e.cc_address)}
+    if e.reply_to:
+        email["reply_to"] = {"address": addrs(e.reply_to)}
+    put(email, "subject", wire_text(e.subject, 1024))
+    put(email, "message_id", wire_text(e.message_id, 1024))
+    if e.origination_ns > 0:
+        secs, ns = divmod(e.origination_ns, 1_000_000_000)
+        try:
+            stamp = datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            email["origination_timestamp"] = f"{stamp}.{ns // 1_000_000:03d}Z"
+        except (OverflowError, OSError, ValueError):
+            pass
+    put(email, "content_type", wire_text(e.content_type, 256))
+    if e.attachments:
+        email["attachments"] = [{"file": {"name": wire_text(a, 256)}} for a in e.attachments]
+    put(email, "direction", wire_text(e.direction, 16))
+    put(email, "x_mailer", wire_text(e.x_mailer, 256))
+    if email:
+        doc["email"] = email
+    smtp: dict[str, Any] = {}
+    put(smtp, "helo", wire_text(e.helo, 256))
+    put(smtp, "mail_from", wire_text(e.mail_from, 320))
+    if e.rcpt_to:
+        smtp["rcpt_to"] = addrs(e.rcpt_to)
+    if smtp:
+        lc["smtp"] = smtp
+    if e.mailbox:
+        lc["imap"] = {"mailbox": wire_text(e.mailbox, 1024)}
+    mail: dict[str, Any] = {"protocol": wire_text(e.protocol, 16)}
+    put(mail, "command", wire_text(e.command, 64))
+    put(mail, "user", wire_text(e.user, 256))
+    put(mail, "size", e.size)
+    put(mail, "truncated", e.truncated)
+    mail["complete"] = e.complete
+    put(mail, "upgraded", e.upgraded)
+    put(mail, "body", wire_text(e.body, 1 << 20))
+    lc["email"] = mail
+    if e.tls_sni or e.tls_version:
+        tls: dict[str, Any] = {}
+        put(tls, "client", {"server_name": wire_text(e.tls_sni, 256)} if e.tls_sni else None)
+        if e.tls_version:
+            tls["version_code"] = e.tls_version
+        doc["tls"] = tls
+
+
 #: The fields of each kind of event detail (``Event.detail``), added to ``doc`` and to its
 #: ``lc`` object. A mode that adds a detail to the wire contract adds its renderer here.
-DETAIL_RENDERERS: dict[str, Callable[..., None]] = {"call": _call_fields, "tls": _tls_fields}
+DETAIL_RENDERERS: dict[str, Callable[..., None]] = {
+    "call": _call_fields,
+    "dns": _dns_fields,
+    "email": _email_fields,
+    "tls": _tls_fields,
+}
 
 
 class EventLog:

@@ -104,6 +104,7 @@ class Ingest:
         calls: CallWriter | None = None,
         events: Sink | None = None,
         observers: list[Observer] | None = None,
+        tunnels: Sink | None = None,
     ) -> None:
         self.sink = sink
         self.calls = calls  # per-call PCAPs; owned by the writer thread from start()
@@ -115,6 +116,8 @@ class Ingest:
         self.sinks: list[Sink] = []
         if calls is not None:
             self.sinks.append(CallFiles(calls))
+        if tunnels is not None:  # DNS tunneling: its alerts go into the batch's events
+            self.sinks.append(tunnels)
         if events is not None:
             self.sinks.append(events)
         self.sinks.append(UnifiedPcap(sink, self.ledger, self.output))

@@ -24,6 +24,7 @@ class HunterRecord:
     mode: str = ""
     interfaces: list[str] = field(default_factory=list)
     capabilities: list[str] = field(default_factory=list)
+    local_filters: list = field(default_factory=list)  # lc_pb2.Filter, checked
     peer: str = ""
     epoch: int = 0
     registered_at_ns: int = 0
@@ -56,6 +57,7 @@ class Registry:
             rec.mode = req.mode
             rec.interfaces = list(req.interfaces)
             rec.capabilities = list(req.capabilities)
+            rec.local_filters = list(req.local_filters)
             rec.peer = peer
             rec.epoch = req.epoch
             rec.registered_at_ns = time.time_ns()
@@ -137,6 +139,7 @@ class Registry:
             mode=r.mode,
             interfaces=r.interfaces,
             capabilities=r.capabilities,
+            local_filters=r.local_filters,
             state=self.state(r),
             peer=r.peer,
             epoch=r.epoch,

@@ -28,6 +28,7 @@ from lc.processor.limits import StreamGate
 from lc.processor.registry import Registry
 from lc.processor.service import DataService, ManagementService
 from lc.processor.store import FilterStore
+from lc.processor.tunnels import TunnelAlerts
 from lc.proto import lc_pb2_grpc
 
 __all__ = ["ProcessConfig", "Processor", "normalise_listen"]
@@ -60,6 +61,7 @@ class ProcessConfig:
     events: bool = True  # write the event log
     events_dir: str | None = None  # default DATA_DIR/events
     events_rotate_size: int | None = None  # default eventlog.DEFAULT_ROTATE_SIZE
+    tunneling_threshold: float = 0.7  # DNS tunneling alert score (lc.processor.tunnels)
 
     def output_path(self) -> str:
         return self.write_file or os.path.join(self.data_dir, "capture.pcap")
@@ -198,6 +200,7 @@ class Processor:
                 ) from None
             for note in self.events.notes:
                 log.info("events: %s", note)
+        self.tunnels = TunnelAlerts(cfg.tunneling_threshold)
         self.ingest = Ingest(
             self.sink,
             self.ledger,
@@ -205,6 +208,7 @@ class Processor:
             slow_writer_file=cfg.slow_writer_file,
             calls=self.calls,
             events=self.events,
+            tunnels=self.tunnels,
         )
         self.registry = Registry(stale_after=cfg.stale_after)
         self.auth = Authorizer(insecure=cfg.tls is None)
@@ -246,6 +250,7 @@ class Processor:
             hub=self.hub,
             calls=self.call_query,
             gate=self.gate,
+            tunnels=self.tunnels,
         )
         lc_pb2_grpc.add_DataServiceServicer_to_server(self.data, server)
         lc_pb2_grpc.add_ManagementServiceServicer_to_server(self.mgmt, server)

@@ -24,6 +24,7 @@ from lc.processor.filterhub import FilterHub
 from lc.processor.ingest import Ingest, flow_to_announce
 from lc.processor.limits import DATA, FILTERS, Refused, StreamGate, Throttle, Ticket
 from lc.processor.registry import Registry
+from lc.processor.tunnels import TunnelAlerts
 from lc.proto import lc_pb2, lc_pb2_grpc
 
 __all__ = [
@@ -95,6 +96,14 @@ def check_registration(req: lc_pb2.RegisterRequest) -> lc_pb2.RegisterRequest:
             raise ValidationError(
                 f"capabilities[{i}]: use 1-64 characters from A-Z a-z 0-9 _ . : -"
             )
+    if len(req.local_filters) > MAX_LIST:
+        raise ValidationError(f"local_filters: {len(req.local_filters)} (at most {MAX_LIST})")
+    for i, lf in enumerate(req.local_filters):
+        try:
+            validate_filter(Filter(id=lf.id, type=lf.type, pattern=lf.pattern))
+        except ValidationError as e:
+            raise ValidationError(f"local_filters[{i}]: {e}") from None
+        _printable(f"local_filters[{i}].description", lf.description, 1024)
     clean = lc_pb2.RegisterRequest()
     clean.CopyFrom(req)
     del clean.interfaces[:]
@@ -297,7 +306,9 @@ class ManagementService(lc_pb2_grpc.ManagementServiceServicer):
         hub: FilterHub | None = None,
         calls: CallIndex | None = None,
         gate: StreamGate | None = None,
+        tunnels: TunnelAlerts | None = None,
     ) -> None:
+        self.tunnels = tunnels  # DNS tunneling alerts
         self.gate = gate or StreamGate(10**9, registry.heard)
         self.hub = hub
         self.calls = calls  # the call index, when the processor writes per-call PCAPs
@@ -419,6 +430,11 @@ class ManagementService(lc_pb2_grpc.ManagementServiceServicer):
         except LcError as e:
             abort_for(context, e)
         return lc_pb2.ListCallsResponse(calls=[_call_info(r) for r in rows])
+
+    def ListAlerts(self, request, context):
+        self.auth.require_admin(context)
+        alerts = self.tunnels.alerts() if self.tunnels is not None else []
+        return lc_pb2.ListAlertsResponse(alerts=alerts)
 
     # -- filters ---------------------------------------------------------------------
     def SetFilters(self, request, context):

@@ -67,8 +67,24 @@ class SipSummary(_message.Message):
     def __init__(self, method: _Optional[str] = ..., status: _Optional[int] = ..., cseq_method: _Optional[str] = ..., from_user: _Optional[str] = ..., to_user: _Optional[str] = ..., from_uri: _Optional[str] = ..., to_uri: _Optional[str] = ...) -> None: ...
 
 class DnsSummary(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("id", "qname", "qtype", "rcode", "response", "answers", "rtt_ns", "tunnel_score")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    QNAME_FIELD_NUMBER: _ClassVar[int]
+    QTYPE_FIELD_NUMBER: _ClassVar[int]
+    RCODE_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ANSWERS_FIELD_NUMBER: _ClassVar[int]
+    RTT_NS_FIELD_NUMBER: _ClassVar[int]
+    TUNNEL_SCORE_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    qname: str
+    qtype: int
+    rcode: int
+    response: bool
+    answers: _containers.RepeatedScalarFieldContainer[str]
+    rtt_ns: int
+    tunnel_score: float
+    def __init__(self, id: _Optional[int] = ..., qname: _Optional[str] = ..., qtype: _Optional[int] = ..., rcode: _Optional[int] = ..., response: _Optional[bool] = ..., answers: _Optional[_Iterable[str]] = ..., rtt_ns: _Optional[int] = ..., tunnel_score: _Optional[float] = ...) -> None: ...
 
 class TlsSummary(_message.Message):
     __slots__ = ("handshake", "server_name", "alpn", "client_version", "server_version", "ja3", "ja3s", "ja4", "ja4s", "cipher", "next_protocol", "quic")
@@ -103,8 +119,30 @@ class HttpSummary(_message.Message):
     def __init__(self) -> None: ...
 
 class EmailSummary(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("protocol", "command", "mail_from", "rcpt_to", "from_address", "to_address", "subject", "message_id", "mailbox", "upgraded", "tls_sni")
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    MAIL_FROM_FIELD_NUMBER: _ClassVar[int]
+    RCPT_TO_FIELD_NUMBER: _ClassVar[int]
+    FROM_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    TO_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    MAILBOX_FIELD_NUMBER: _ClassVar[int]
+    UPGRADED_FIELD_NUMBER: _ClassVar[int]
+    TLS_SNI_FIELD_NUMBER: _ClassVar[int]
+    protocol: str
+    command: str
+    mail_from: str
+    rcpt_to: _containers.RepeatedScalarFieldContainer[str]
+    from_address: _containers.RepeatedScalarFieldContainer[str]
+    to_address: _containers.RepeatedScalarFieldContainer[str]
+    subject: str
+    message_id: str
+    mailbox: str
+    upgraded: bool
+    tls_sni: str
+    def __init__(self, protocol: _Optional[str] = ..., command: _Optional[str] = ..., mail_from: _Optional[str] = ..., rcpt_to: _Optional[_Iterable[str]] = ..., from_address: _Optional[_Iterable[str]] = ..., to_address: _Optional[_Iterable[str]] = ..., subject: _Optional[str] = ..., message_id: _Optional[str] = ..., mailbox: _Optional[str] = ..., upgraded: _Optional[bool] = ..., tls_sni: _Optional[str] = ...) -> None: ...
 
 class FlowTuple(_message.Message):
     __slots__ = ("src_ip", "dst_ip", "src_port", "dst_port", "ip_proto")
@@ -155,7 +193,7 @@ class CallEvent(_message.Message):
     def __init__(self, call_id: _Optional[str] = ..., method: _Optional[str] = ..., state: _Optional[str] = ..., from_user: _Optional[str] = ..., to_user: _Optional[str] = ..., from_uri: _Optional[str] = ..., to_uri: _Optional[str] = ..., sip_packets: _Optional[int] = ..., rtp_packets: _Optional[int] = ..., rtcp_packets: _Optional[int] = ..., sip_bytes: _Optional[int] = ..., rtp_bytes: _Optional[int] = ..., rtcp_bytes: _Optional[int] = ..., codecs: _Optional[_Iterable[str]] = ..., last_status: _Optional[int] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("dataset", "start_ns", "end_ns", "session_id", "flow", "filter_ids", "captured", "seq", "call", "tls")
+    __slots__ = ("dataset", "start_ns", "end_ns", "session_id", "flow", "filter_ids", "captured", "seq", "call", "dns", "tls", "email")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     START_NS_FIELD_NUMBER: _ClassVar[int]
     END_NS_FIELD_NUMBER: _ClassVar[int]
@@ -165,7 +203,9 @@ class Event(_message.Message):
     CAPTURED_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     CALL_FIELD_NUMBER: _ClassVar[int]
+    DNS_FIELD_NUMBER: _ClassVar[int]
     TLS_FIELD_NUMBER: _ClassVar[int]
+    EMAIL_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     start_ns: int
     end_ns: int
@@ -175,8 +215,10 @@ class Event(_message.Message):
     captured: bool
     seq: int
     call: CallEvent
+    dns: DnsEvent
     tls: TlsEvent
-    def __init__(self, dataset: _Optional[str] = ..., start_ns: _Optional[int] = ..., end_ns: _Optional[int] = ..., session_id: _Optional[str] = ..., flow: _Optional[_Union[FlowTuple, _Mapping]] = ..., filter_ids: _Optional[_Iterable[str]] = ..., captured: _Optional[bool] = ..., seq: _Optional[int] = ..., call: _Optional[_Union[CallEvent, _Mapping]] = ..., tls: _Optional[_Union[TlsEvent, _Mapping]] = ...) -> None: ...
+    email: EmailEvent
+    def __init__(self, dataset: _Optional[str] = ..., start_ns: _Optional[int] = ..., end_ns: _Optional[int] = ..., session_id: _Optional[str] = ..., flow: _Optional[_Union[FlowTuple, _Mapping]] = ..., filter_ids: _Optional[_Iterable[str]] = ..., captured: _Optional[bool] = ..., seq: _Optional[int] = ..., call: _Optional[_Union[CallEvent, _Mapping]] = ..., dns: _Optional[_Union[DnsEvent, _Mapping]] = ..., tls: _Optional[_Union[TlsEvent, _Mapping]] = ..., email: _Optional[_Union[EmailEvent, _Mapping]] = ...) -> None: ...
 
 class TlsEvent(_message.Message):
     __slots__ = ("server_name", "alpn", "client_version", "server_version", "client_ciphers", "cipher", "next_protocol", "ja3", "ja3s", "ja4", "ja4_r", "ja4s", "quic", "hello_retry", "packets", "bytes")
@@ -214,8 +256,150 @@ class TlsEvent(_message.Message):
     bytes: int
     def __init__(self, server_name: _Optional[str] = ..., alpn: _Optional[_Iterable[str]] = ..., client_version: _Optional[int] = ..., server_version: _Optional[int] = ..., client_ciphers: _Optional[_Iterable[int]] = ..., cipher: _Optional[int] = ..., next_protocol: _Optional[str] = ..., ja3: _Optional[str] = ..., ja3s: _Optional[str] = ..., ja4: _Optional[str] = ..., ja4_r: _Optional[str] = ..., ja4s: _Optional[str] = ..., quic: _Optional[bool] = ..., hello_retry: _Optional[bool] = ..., packets: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...
 
+class EmailEvent(_message.Message):
+    __slots__ = ("protocol", "command", "direction", "from_address", "to_address", "cc_address", "subject", "message_id", "origination_ns", "content_type", "attachments", "helo", "mail_from", "rcpt_to", "mailbox", "user", "size", "truncated", "complete", "body", "x_mailer", "reply_to", "upgraded", "tls_sni", "tls_version")
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    FROM_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    TO_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    CC_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    ORIGINATION_NS_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ATTACHMENTS_FIELD_NUMBER: _ClassVar[int]
+    HELO_FIELD_NUMBER: _ClassVar[int]
+    MAIL_FROM_FIELD_NUMBER: _ClassVar[int]
+    RCPT_TO_FIELD_NUMBER: _ClassVar[int]
+    MAILBOX_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    X_MAILER_FIELD_NUMBER: _ClassVar[int]
+    REPLY_TO_FIELD_NUMBER: _ClassVar[int]
+    UPGRADED_FIELD_NUMBER: _ClassVar[int]
+    TLS_SNI_FIELD_NUMBER: _ClassVar[int]
+    TLS_VERSION_FIELD_NUMBER: _ClassVar[int]
+    protocol: str
+    command: str
+    direction: str
+    from_address: _containers.RepeatedScalarFieldContainer[str]
+    to_address: _containers.RepeatedScalarFieldContainer[str]
+    cc_address: _containers.RepeatedScalarFieldContainer[str]
+    subject: str
+    message_id: str
+    origination_ns: int
+    content_type: str
+    attachments: _containers.RepeatedScalarFieldContainer[str]
+    helo: str
+    mail_from: str
+    rcpt_to: _containers.RepeatedScalarFieldContainer[str]
+    mailbox: str
+    user: str
+    size: int
+    truncated: bool
+    complete: bool
+    body: str
+    x_mailer: str
+    reply_to: _containers.RepeatedScalarFieldContainer[str]
+    upgraded: bool
+    tls_sni: str
+    tls_version: int
+    def __init__(self, protocol: _Optional[str] = ..., command: _Optional[str] = ..., direction: _Optional[str] = ..., from_address: _Optional[_Iterable[str]] = ..., to_address: _Optional[_Iterable[str]] = ..., cc_address: _Optional[_Iterable[str]] = ..., subject: _Optional[str] = ..., message_id: _Optional[str] = ..., origination_ns: _Optional[int] = ..., content_type: _Optional[str] = ..., attachments: _Optional[_Iterable[str]] = ..., helo: _Optional[str] = ..., mail_from: _Optional[str] = ..., rcpt_to: _Optional[_Iterable[str]] = ..., mailbox: _Optional[str] = ..., user: _Optional[str] = ..., size: _Optional[int] = ..., truncated: _Optional[bool] = ..., complete: _Optional[bool] = ..., body: _Optional[str] = ..., x_mailer: _Optional[str] = ..., reply_to: _Optional[_Iterable[str]] = ..., upgraded: _Optional[bool] = ..., tls_sni: _Optional[str] = ..., tls_version: _Optional[int] = ...) -> None: ...
+
+class DnsEvent(_message.Message):
+    __slots__ = ("id", "opcode", "header_flags", "qname", "qtype", "qclass", "rcode", "answered", "rtt_ns", "answers", "resolved_ips", "registered_domain", "subdomain", "tunnel_score", "queries", "responses", "alert")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    OPCODE_FIELD_NUMBER: _ClassVar[int]
+    HEADER_FLAGS_FIELD_NUMBER: _ClassVar[int]
+    QNAME_FIELD_NUMBER: _ClassVar[int]
+    QTYPE_FIELD_NUMBER: _ClassVar[int]
+    QCLASS_FIELD_NUMBER: _ClassVar[int]
+    RCODE_FIELD_NUMBER: _ClassVar[int]
+    ANSWERED_FIELD_NUMBER: _ClassVar[int]
+    RTT_NS_FIELD_NUMBER: _ClassVar[int]
+    ANSWERS_FIELD_NUMBER: _ClassVar[int]
+    RESOLVED_IPS_FIELD_NUMBER: _ClassVar[int]
+    REGISTERED_DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    SUBDOMAIN_FIELD_NUMBER: _ClassVar[int]
+    TUNNEL_SCORE_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    RESPONSES_FIELD_NUMBER: _ClassVar[int]
+    ALERT_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    opcode: int
+    header_flags: _containers.RepeatedScalarFieldContainer[str]
+    qname: str
+    qtype: int
+    qclass: int
+    rcode: int
+    answered: bool
+    rtt_ns: int
+    answers: _containers.RepeatedCompositeFieldContainer[DnsAnswer]
+    resolved_ips: _containers.RepeatedScalarFieldContainer[str]
+    registered_domain: str
+    subdomain: str
+    tunnel_score: float
+    queries: int
+    responses: int
+    alert: DnsTunnelAlert
+    def __init__(self, id: _Optional[int] = ..., opcode: _Optional[int] = ..., header_flags: _Optional[_Iterable[str]] = ..., qname: _Optional[str] = ..., qtype: _Optional[int] = ..., qclass: _Optional[int] = ..., rcode: _Optional[int] = ..., answered: _Optional[bool] = ..., rtt_ns: _Optional[int] = ..., answers: _Optional[_Iterable[_Union[DnsAnswer, _Mapping]]] = ..., resolved_ips: _Optional[_Iterable[str]] = ..., registered_domain: _Optional[str] = ..., subdomain: _Optional[str] = ..., tunnel_score: _Optional[float] = ..., queries: _Optional[int] = ..., responses: _Optional[int] = ..., alert: _Optional[_Union[DnsTunnelAlert, _Mapping]] = ...) -> None: ...
+
+class DnsAnswer(_message.Message):
+    __slots__ = ("name", "type", "ttl", "data")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    CLASS_FIELD_NUMBER: _ClassVar[int]
+    TTL_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    type: int
+    ttl: int
+    data: str
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[int] = ..., ttl: _Optional[int] = ..., data: _Optional[str] = ..., **kwargs) -> None: ...
+
+class DnsTunnelAlert(_message.Message):
+    __slots__ = ("domain", "score", "components", "clients", "hunters", "first_seen_ns", "last_seen_ns", "queries", "unique_subdomains")
+    class ComponentsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    COMPONENTS_FIELD_NUMBER: _ClassVar[int]
+    CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    HUNTERS_FIELD_NUMBER: _ClassVar[int]
+    FIRST_SEEN_NS_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_NS_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    UNIQUE_SUBDOMAINS_FIELD_NUMBER: _ClassVar[int]
+    domain: str
+    score: float
+    components: _containers.ScalarMap[str, float]
+    clients: _containers.RepeatedScalarFieldContainer[str]
+    hunters: _containers.RepeatedScalarFieldContainer[str]
+    first_seen_ns: int
+    last_seen_ns: int
+    queries: int
+    unique_subdomains: int
+    def __init__(self, domain: _Optional[str] = ..., score: _Optional[float] = ..., components: _Optional[_Mapping[str, float]] = ..., clients: _Optional[_Iterable[str]] = ..., hunters: _Optional[_Iterable[str]] = ..., first_seen_ns: _Optional[int] = ..., last_seen_ns: _Optional[int] = ..., queries: _Optional[int] = ..., unique_subdomains: _Optional[int] = ...) -> None: ...
+
+class DnsTunnelStats(_message.Message):
+    __slots__ = ("domain", "stats")
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    domain: str
+    stats: bytes
+    def __init__(self, domain: _Optional[str] = ..., stats: _Optional[bytes] = ...) -> None: ...
+
 class PacketBatch(_message.Message):
-    __slots__ = ("hunter_id", "epoch", "sequence", "count", "data", "interfaces", "iface", "meta", "sealed_at_ns", "meta_table", "meta_ref", "events")
+    __slots__ = ("hunter_id", "epoch", "sequence", "count", "data", "interfaces", "iface", "meta", "sealed_at_ns", "meta_table", "meta_ref", "events", "dns_tunnel")
     HUNTER_ID_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
@@ -228,6 +412,7 @@ class PacketBatch(_message.Message):
     META_TABLE_FIELD_NUMBER: _ClassVar[int]
     META_REF_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
+    DNS_TUNNEL_FIELD_NUMBER: _ClassVar[int]
     hunter_id: str
     epoch: int
     sequence: int
@@ -240,7 +425,8 @@ class PacketBatch(_message.Message):
     meta_table: _containers.RepeatedCompositeFieldContainer[PacketMeta]
     meta_ref: bytes
     events: _containers.RepeatedCompositeFieldContainer[Event]
-    def __init__(self, hunter_id: _Optional[str] = ..., epoch: _Optional[int] = ..., sequence: _Optional[int] = ..., count: _Optional[int] = ..., data: _Optional[bytes] = ..., interfaces: _Optional[_Iterable[_Union[InterfaceRef, _Mapping]]] = ..., iface: _Optional[bytes] = ..., meta: _Optional[_Iterable[_Union[PacketMeta, _Mapping]]] = ..., sealed_at_ns: _Optional[int] = ..., meta_table: _Optional[_Iterable[_Union[PacketMeta, _Mapping]]] = ..., meta_ref: _Optional[bytes] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...
+    dns_tunnel: _containers.RepeatedCompositeFieldContainer[DnsTunnelStats]
+    def __init__(self, hunter_id: _Optional[str] = ..., epoch: _Optional[int] = ..., sequence: _Optional[int] = ..., count: _Optional[int] = ..., data: _Optional[bytes] = ..., interfaces: _Optional[_Iterable[_Union[InterfaceRef, _Mapping]]] = ..., iface: _Optional[bytes] = ..., meta: _Optional[_Iterable[_Union[PacketMeta, _Mapping]]] = ..., sealed_at_ns: _Optional[int] = ..., meta_table: _Optional[_Iterable[_Union[PacketMeta, _Mapping]]] = ..., meta_ref: _Optional[bytes] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., dns_tunnel: _Optional[_Iterable[_Union[DnsTunnelStats, _Mapping]]] = ...) -> None: ...
 
 class Ack(_message.Message):
     __slots__ = ("epoch", "sequence", "duplicate", "packets")
@@ -349,7 +535,7 @@ class FilterUpdate(_message.Message):
     def __init__(self, version: _Optional[int] = ..., full: _Optional[bool] = ..., filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ..., removed: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RegisterRequest(_message.Message):
-    __slots__ = ("hunter_id", "hostname", "version", "mode", "interfaces", "capabilities", "epoch")
+    __slots__ = ("hunter_id", "hostname", "version", "mode", "interfaces", "capabilities", "epoch", "local_filters")
     HUNTER_ID_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -357,6 +543,7 @@ class RegisterRequest(_message.Message):
     INTERFACES_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_FILTERS_FIELD_NUMBER: _ClassVar[int]
     hunter_id: str
     hostname: str
     version: str
@@ -364,7 +551,8 @@ class RegisterRequest(_message.Message):
     interfaces: _containers.RepeatedScalarFieldContainer[str]
     capabilities: _containers.RepeatedScalarFieldContainer[str]
     epoch: int
-    def __init__(self, hunter_id: _Optional[str] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., mode: _Optional[str] = ..., interfaces: _Optional[_Iterable[str]] = ..., capabilities: _Optional[_Iterable[str]] = ..., epoch: _Optional[int] = ...) -> None: ...
+    local_filters: _containers.RepeatedCompositeFieldContainer[Filter]
+    def __init__(self, hunter_id: _Optional[str] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., mode: _Optional[str] = ..., interfaces: _Optional[_Iterable[str]] = ..., capabilities: _Optional[_Iterable[str]] = ..., epoch: _Optional[int] = ..., local_filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ...) -> None: ...
 
 class RegisterResponse(_message.Message):
     __slots__ = ("accepted", "reason", "processor_id", "heartbeat_interval_ms")
@@ -563,7 +751,7 @@ class GetHunterRequest(_message.Message):
     def __init__(self, hunter_id: _Optional[str] = ...) -> None: ...
 
 class HunterInfo(_message.Message):
-    __slots__ = ("hunter_id", "hostname", "version", "mode", "interfaces", "capabilities", "state", "peer", "epoch", "registered_at_ns", "last_heartbeat_ns", "counters", "packets_received", "bytes_received", "batches_received", "batches_duplicate", "streaming", "filter_version", "filters", "processor_filter_version")
+    __slots__ = ("hunter_id", "hostname", "version", "mode", "interfaces", "capabilities", "state", "peer", "epoch", "registered_at_ns", "last_heartbeat_ns", "counters", "packets_received", "bytes_received", "batches_received", "batches_duplicate", "streaming", "filter_version", "filters", "processor_filter_version", "local_filters")
     HUNTER_ID_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -584,6 +772,7 @@ class HunterInfo(_message.Message):
     FILTER_VERSION_FIELD_NUMBER: _ClassVar[int]
     FILTERS_FIELD_NUMBER: _ClassVar[int]
     PROCESSOR_FILTER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_FILTERS_FIELD_NUMBER: _ClassVar[int]
     hunter_id: str
     hostname: str
     version: str
@@ -604,7 +793,8 @@ class HunterInfo(_message.Message):
     filter_version: int
     filters: _containers.RepeatedCompositeFieldContainer[Filter]
     processor_filter_version: int
-    def __init__(self, hunter_id: _Optional[str] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., mode: _Optional[str] = ..., interfaces: _Optional[_Iterable[str]] = ..., capabilities: _Optional[_Iterable[str]] = ..., state: _Optional[str] = ..., peer: _Optional[str] = ..., epoch: _Optional[int] = ..., registered_at_ns: _Optional[int] = ..., last_heartbeat_ns: _Optional[int] = ..., counters: _Optional[_Union[HunterCounters, _Mapping]] = ..., packets_received: _Optional[int] = ..., bytes_received: _Optional[int] = ..., batches_received: _Optional[int] = ..., batches_duplicate: _Optional[int] = ..., streaming: _Optional[bool] = ..., filter_version: _Optional[int] = ..., filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ..., processor_filter_version: _Optional[int] = ...) -> None: ...
+    local_filters: _containers.RepeatedCompositeFieldContainer[Filter]
+    def __init__(self, hunter_id: _Optional[str] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., mode: _Optional[str] = ..., interfaces: _Optional[_Iterable[str]] = ..., capabilities: _Optional[_Iterable[str]] = ..., state: _Optional[str] = ..., peer: _Optional[str] = ..., epoch: _Optional[int] = ..., registered_at_ns: _Optional[int] = ..., last_heartbeat_ns: _Optional[int] = ..., counters: _Optional[_Union[HunterCounters, _Mapping]] = ..., packets_received: _Optional[int] = ..., bytes_received: _Optional[int] = ..., batches_received: _Optional[int] = ..., batches_duplicate: _Optional[int] = ..., streaming: _Optional[bool] = ..., filter_version: _Optional[int] = ..., filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ..., processor_filter_version: _Optional[int] = ..., local_filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ...) -> None: ...
 
 class ListCallsRequest(_message.Message):
     __slots__ = ("active", "user", "limit")
@@ -659,3 +849,13 @@ class ListCallsResponse(_message.Message):
     CALLS_FIELD_NUMBER: _ClassVar[int]
     calls: _containers.RepeatedCompositeFieldContainer[CallInfo]
     def __init__(self, calls: _Optional[_Iterable[_Union[CallInfo, _Mapping]]] = ...) -> None: ...
+
+class ListAlertsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListAlertsResponse(_message.Message):
+    __slots__ = ("alerts",)
+    ALERTS_FIELD_NUMBER: _ClassVar[int]
+    alerts: _containers.RepeatedCompositeFieldContainer[DnsTunnelAlert]
+    def __init__(self, alerts: _Optional[_Iterable[_Union[DnsTunnelAlert, _Mapping]]] = ...) -> None: ...

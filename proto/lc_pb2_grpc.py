@@ -180,6 +180,11 @@ class ManagementServiceStub:
                 request_serializer=lc_dot_proto_dot_lc__pb2.ListCallsRequest.SerializeToString,
                 response_deserializer=lc_dot_proto_dot_lc__pb2.ListCallsResponse.FromString,
                 _registered_method=True)
+        self.ListAlerts = channel.unary_unary(
+                '/lc.v1.ManagementService/ListAlerts',
+                request_serializer=lc_dot_proto_dot_lc__pb2.ListAlertsRequest.SerializeToString,
+                response_deserializer=lc_dot_proto_dot_lc__pb2.ListAlertsResponse.FromString,
+                _registered_method=True)
 
 
 class ManagementServiceServicer:
@@ -261,6 +266,13 @@ class ManagementServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAlerts(self, request, context):
+        """DNS tunneling alerts (admin), aggregated over every hunter.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ManagementServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -318,6 +330,11 @@ def add_ManagementServiceServicer_to_server(servicer, server):
                     servicer.ListCalls,
                     request_deserializer=lc_dot_proto_dot_lc__pb2.ListCallsRequest.FromString,
                     response_serializer=lc_dot_proto_dot_lc__pb2.ListCallsResponse.SerializeToString,
+            ),
+            'ListAlerts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAlerts,
+                    request_deserializer=lc_dot_proto_dot_lc__pb2.ListAlertsRequest.FromString,
+                    response_serializer=lc_dot_proto_dot_lc__pb2.ListAlertsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -621,6 +638,33 @@ class ManagementService:
             '/lc.v1.ManagementService/ListCalls',
             lc_dot_proto_dot_lc__pb2.ListCallsRequest.SerializeToString,
             lc_dot_proto_dot_lc__pb2.ListCallsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAlerts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lc.v1.ManagementService/ListAlerts',
+            lc_dot_proto_dot_lc__pb2.ListAlertsRequest.SerializeToString,
+            lc_dot_proto_dot_lc__pb2.ListAlertsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the external programs lc's tests use as real peers and oracles:
-# tshark (independent dissector), tcpdump (reference capture), sipp (SIP peer).
+# tshark (independent dissector), tcpdump (reference capture), sipp (SIP peer),
+# dnsmasq and dig (DNS server and client), dovecot (IMAP and POP3 server of the email
+# tests).
 set -euo pipefail
 need=()
 command -v tshark  >/dev/null 2>&1 || need+=(tshark)
@@ -8,6 +10,9 @@ command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
 command -v sipp    >/dev/null 2>&1 || need+=(sip-tester)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)  # s_server/s_client (tls e2e)
 command -v curl    >/dev/null 2>&1 || need+=(curl)
+command -v dnsmasq >/dev/null 2>&1 || need+=(dnsmasq-base)  # DNS server (lc hunt dns tests)
+command -v dig     >/dev/null 2>&1 || need+=(bind9-dnsutils)  # DNS client
+command -v dovecot >/dev/null 2>&1 || need+=(dovecot-imapd dovecot-pop3d)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
     echo "lc tests need: ${need[*]} (Debian packages). Run as root, or: sudo apt-get install -y ${need[*]}" >&2

@@ -90,3 +90,33 @@ def test_an_unusable_output_is_refused_at_start(tmp_path):
     assert r.returncode == 3 and "--no-events" in r.stderr, r.stderr
     r = run_lc(*common, "--events-rotate-size", "lots", timeout=30)
     assert r.returncode == 3 and "--events-rotate-size" in r.stderr, r.stderr
+
+
+def test_grpc_log_default_inherited_from_lc_is_not_the_users_choice() -> None:
+    """A process started by one that imported lc.cli.main (a test run, a script) inherits
+    lc's GRPC_VERBOSITY=NONE: that must not count as the user's own gRPC log setting,
+    or `lc process` stops reporting failed TLS handshakes (it did, in a full test run)."""
+    import os
+    import subprocess
+    import sys
+
+    probe = "import lc.cli.main as m; print(m._USER_GRPC_LOG)"
+
+    def user_log(**env: str) -> str:
+        base = {k: v for k, v in os.environ.items() if not k.startswith("GRPC_")}
+        r = subprocess.run(
+            [sys.executable, "-c", probe], env={**base, **env}, capture_output=True, text=True
+        )
+        return r.stdout.strip()
+
+    assert user_log() == "False"
+    inherited = subprocess.run(
+        [sys.executable, "-c", "import lc.cli.main, os; print(os.environ['GRPC_VERBOSITY'])"],
+        env={k: v for k, v in os.environ.items() if not k.startswith("GRPC_")},
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    assert inherited == "NONE"
+    assert user_log(GRPC_VERBOSITY="NONE", GRPC_VERBOSITY_SET_BY_LC="1") == "False"
+    assert user_log(GRPC_VERBOSITY="NONE") == "True"
+    assert user_log(GRPC_VERBOSITY="debug", GRPC_VERBOSITY_SET_BY_LC="1") == "True"

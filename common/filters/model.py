@@ -56,6 +56,8 @@ tls_ja4          JA4 fingerprint             no     none                        
 tls_ja4s         JA4S fingerprint            no     none (no spaces)                 yes
 email_address    bare address (no name, <>)  no     none                             yes
 email_subject    decoded Subject             no     none                             yes
+email_mailbox    IMAP mailbox (decoded)      no     none                             yes
+email_command    mail command verb           no     none                             yes
 keyword          payload bytes               no     ASCII letters lowered            no [6]
 ===============  ==========================  =====  ===============================  =========
 
@@ -187,7 +189,7 @@ TYPES: Final[dict[str, FilterType]] = {
     t.name: t
     for t in (
         FilterType("bpf", "bpf", "none: compiled by libpcap", wildcards=False,
-                   modes=("generic", "tls")),
+                   modes=("generic", "dns", "tls")),
         FilterType("ip_address", "ip", "packet src and dst address", wildcards=False,
                    modes=("generic", *_PROTOCOL_MODES)),
         FilterType("sip_user", "text", "user part of SIP URIs", "sensitive", modes=("voip",)),
@@ -216,6 +218,10 @@ TYPES: Final[dict[str, FilterType]] = {
         FilterType("email_address", "text", "bare address (no name, <>)", "insensitive",
                    modes=("email",)),
         FilterType("email_subject", "text", "decoded Subject", "insensitive",
+                   modes=("email",)),
+        FilterType("email_mailbox", "text", "IMAP mailbox (decoded)", "insensitive",
+                   modes=("email",)),
+        FilterType("email_command", "text", "mail command verb", "insensitive",
                    modes=("email",)),
         FilterType("keyword", "keyword", "payload bytes (a message, a stream)", "insensitive",
                    wildcards=False, modes=("http", "email")),

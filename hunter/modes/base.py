@@ -66,6 +66,9 @@ class Forward(NamedTuple):
     chunk: Chunk
     meta: dict[int, Any]  # PacketMeta (or, sparse, a list of filter ids) per index
     events: list[lc_pb2.Event]
+    # Protocol statistics for the processor, on the next batch (DNS tunneling:
+    # PacketBatch.dns_tunnel).
+    tunnel: list[lc_pb2.DnsTunnelStats] | tuple = ()
 
 
 def _empty_chunk() -> Chunk:
@@ -134,13 +137,20 @@ class CliOption:
     parse: Callable[[str], Any]
     help: str
     metavar: str | None = None
+    switch: bool = False  # a flag without a value: "yes" when given, else ``default``
 
 
 def option(
-    flag: str, default: str, parse: Callable[[str], Any], help: str, metavar: str | None = None
+    flag: str,
+    default: str,
+    parse: Callable[[str], Any],
+    help: str,
+    metavar: str | None = None,
+    switch: bool = False,
 ) -> Any:
-    """A config field that is also a command-line flag (see the module docstring)."""
-    opt = CliOption(flag, default, parse, help, metavar)
+    """A config field that is also a command-line flag (see the module docstring);
+    ``switch``: the flag takes no value (its text is "yes" when given)."""
+    opt = CliOption(flag, default, parse, help, metavar, switch)
     return field(default_factory=lambda: parse(default), metadata={"cli": opt})
 
 

@@ -38,7 +38,9 @@ email, DNS over TCP). A TCP connection with a port in ``ports`` is one session, 
 by its canonical 5-tuple (:func:`lc.common.flow.flow_key`) and named by
 :func:`lc.common.flow.connection_id` (5-tuple and first-seen time), and **every** frame
 of it belongs to it from the first one seen: SYN, SYN-ACK, pure ACKs, data, FIN/RST,
-retransmissions, both directions. Each frame is placed at once, in capture order: held
+retransmissions, both directions, and ICMP/ICMPv6 errors quoting one of its segments
+(:func:`lc.common.flow.icmp_quoted_flow`; a dissector's ``kernel_bpf`` lets them through
+if it wants them live). Each frame is placed at once, in capture order: held
 in the connection's buffer while undecided, forwarded while matched (with the
 connection's metadata, ``meta(s, message_tag, None)``), counted (filtered) while
 rejected. The bytes are still reassembled and framed per direction by
@@ -105,6 +107,7 @@ from lc.common.flow import (
     connection_id,
     endpoint_key,
     flow_key,
+    icmp_quoted_flow,
 )
 from lc.hunter.capture import Chunk
 from lc.hunter.modes.base import EMPTY, Forward, Mode, ModeContext, ModeCounters
@@ -557,7 +560,24 @@ class SessionMode(Mode):
             for key, msg, frames in self._streams.segment(pkt[0], held, d, data):
                 self._stream_message(key, msg, frames, out, pkt[0])
             return
+        if self._conn and (d.proto == 1 or d.proto == 58) and self._icmp_error(pkt, d, data, out):
+            return
         self.c["unassociated"] += 1
+
+    def _icmp_error(self, pkt: tuple, d, data: memoryview, out: Out) -> bool:
+        """An ICMP error quoting a packet of a known connection (a path MTU "fragmentation
+        needed", a TTL expiry) is one of its frames: forwarded or held with them, never
+        fed to its streams and no sign of life (Wireshark gives it the connection's
+        ``tcp.stream``)."""
+        flow = icmp_quoted_flow(d.proto, data[d.payload_offset : d.payload_offset + d.payload_len])
+        if flow is None:
+            return False
+        key, _ = flow_key(*flow)
+        s = self.table.sessions.get(key)
+        if s is None:
+            return False
+        self._place(s, pkt, out)  # counted in connection_frames
+        return True
 
     def _fragment(self, pkt: tuple, lt: int, data: memoryview, d, out: Out) -> None:
         held = pkt if isinstance(pkt[3], bytes) else (*pkt[:3], bytes(pkt[3]), pkt[4])

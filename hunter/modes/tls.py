@@ -94,7 +94,7 @@ class TlsConfig:
     )
     quic: bool = option(
         "--quic/--no-quic",
-        "on",
+        "true",
         lambda v: v if isinstance(v, bool) else _on_off(v),
         "Also follow QUIC (UDP on the TLS ports).",
     )

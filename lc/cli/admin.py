@@ -109,6 +109,23 @@ def list_calls(processor, active, user, limit, tls_cert, tls_key, tls_ca, insecu
     )
 
 
+@list_group.command(name="alerts")
+@_processor_option
+@tls_options
+def list_alerts(processor, tls_cert, tls_key, tls_ca, insecure) -> None:
+    """DNS tunneling alerts, aggregated over every hunter (domain, score, components,
+    hunters, clients, first and last seen)."""
+    from lc.processor.tunnels import alerts_json
+    from lc.proto import lc_pb2
+
+    _run(
+        processor,
+        (tls_cert, tls_key, tls_ca, insecure),
+        lambda s: s.ListAlerts(lc_pb2.ListAlertsRequest(), timeout=10),
+        lambda r: alerts_json(r.alerts),
+    )
+
+
 @show_group.command(name="status")
 @_processor_option
 @tls_options

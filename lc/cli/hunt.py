@@ -244,15 +244,17 @@ def mode_command(spec) -> click.Command:
 
     f = hunt_options(callback)
     for name, opt in reversed(flags):
-        if "/" in opt.flag:  # an on/off switch (--quic/--no-quic): parse gets a bool
-            f = click.option(
-                opt.flag, name, default=opt.parse(opt.default), show_default=True, help=opt.help
-            )(f)
+        if opt.switch:
+            f = click.option(opt.flag, name, is_flag=True, flag_value="yes", default=opt.default,
+                             help=opt.help)(f)  # fmt: skip
             continue
+        # A default of "true"/"false" makes an on/off flag (--x, or --x/--no-x).
+        onoff = opt.default in ("true", "false")
         f = click.option(
             opt.flag,
             name,
-            default=opt.default,
+            default=opt.default == "true" if onoff else opt.default,
+            is_flag=onoff,
             show_default=True,
             metavar=opt.metavar,
             help=opt.help,

@@ -24,8 +24,17 @@ __all__ = ["cli", "main"]
 # gRPC's C core logs handshake and bind details to stderr; lc reports failures itself
 # in one line (set GRPC_VERBOSITY=debug to see them). `lc process` reads that log to
 # report failed TLS handshakes (lc.processor.tlslog) unless the user asked for it.
-_USER_GRPC_LOG = "GRPC_VERBOSITY" in os.environ or "GRPC_TRACE" in os.environ
-os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+# lc's own default is marked, so that a process started from one that imported this
+# module (a test run, a script) does not take the inherited default for the user's choice.
+_LC_DEFAULT_MARK = "GRPC_VERBOSITY_SET_BY_LC"
+_USER_GRPC_LOG = ("GRPC_VERBOSITY" in os.environ or "GRPC_TRACE" in os.environ) and not (
+    os.environ.get(_LC_DEFAULT_MARK) == "1"
+    and os.environ.get("GRPC_VERBOSITY") == "NONE"
+    and "GRPC_TRACE" not in os.environ
+)
+if "GRPC_VERBOSITY" not in os.environ:
+    os.environ["GRPC_VERBOSITY"] = "NONE"
+    os.environ[_LC_DEFAULT_MARK] = "1"
 _entry_point = False  # set by main(): only the real command takes over file descriptor 2
 
 # Captured traffic is sensitive: what `lc hunt` and `lc process` create (PCAPs, per-call

@@ -84,6 +84,14 @@ log = logging.getLogger("lc.process")
 )
 @click.option("--no-events", is_flag=True, help="Write no event log.")
 @click.option(
+    "--tunneling-threshold",
+    type=float,
+    default=0.7,
+    show_default=True,
+    metavar="SCORE",
+    help="DNS tunneling: alert when a domain's score, over all hunters, reaches this (0-1].",
+)
+@click.option(
     "--stale-after", type=float, default=30.0, show_default=True, metavar="S", hidden=True
 )
 @click.option(
@@ -108,6 +116,7 @@ def process(
     events_dir,
     events_rotate_size,
     no_events,
+    tunneling_threshold,
     stale_after,
     slow_writer_file,
     tls_cert,
@@ -137,6 +146,7 @@ def process(
             events=not no_events,
             events_dir=events_dir,
             events_rotate_size=parse_size(events_rotate_size, "--events-rotate-size"),
+            tunneling_threshold=tunneling_threshold,
         )
         if no_events and (events_dir or events_rotate_size):
             raise ValidationError(

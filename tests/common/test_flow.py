@@ -17,6 +17,7 @@ from lc.common.flow import (
     TcpStreams,
     endpoint_key,
     flow_key,
+    icmp_quoted_flow,
 )
 
 A, B = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
@@ -165,3 +166,25 @@ def test_fragments_come_back_whole_with_their_frames():
     assert frames == ["frag0", "frag1", "frag2"]
     dd = decode_packet(101, whole)
     assert whole[dd.payload_offset :] == payload
+
+
+def test_icmp_errors_name_the_flow_they_quote():
+    # IPv4 "fragmentation needed" quoting a TCP segment A:1470 -> B:25 (IHL 5, then 6).
+    for ihl in (5, 6):
+        ip = bytes([0x40 | ihl, 0, 0, 60, 0, 0, 0x40, 0, 64, 6, 0, 0]) + A + B + bytes(ihl * 4 - 20)
+        quote = ip + struct.pack("!HHI", 1470, 25, 7)
+        icmp = bytes([3, 4, 0, 0, 0, 0, 5, 0xD4]) + quote
+        assert icmp_quoted_flow(1, icmp) == (A, 1470, B, 25, 6)
+        assert icmp_quoted_flow(1, memoryview(icmp)) == (A, 1470, B, 25, 6)
+        assert icmp_quoted_flow(1, icmp[: 8 + ihl * 4 + 3]) is None  # ports cut short
+    assert icmp_quoted_flow(1, bytes([11, 0]) + icmp[2:]) == (A, 1470, B, 25, 6)  # TTL
+    assert icmp_quoted_flow(1, bytes([8, 0]) + icmp[2:]) is None  # an echo request
+    assert icmp_quoted_flow(1, icmp[:8] + bytes([0x45]) + icmp[9:15] + b"\x08" + icmp[16:]) is None
+    assert icmp_quoted_flow(1, b"") is None and icmp_quoted_flow(17, icmp) is None
+    # ICMPv6 "packet too big" quoting UDP; an extension header first gives None.
+    a6, b6 = bytes(15) + b"\x01", bytes(15) + b"\x02"
+    ip6 = bytes([0x60, 0, 0, 0, 0, 16, 17, 64]) + a6 + b6 + struct.pack("!HHHH", 5060, 53, 16, 0)
+    icmp6 = bytes([2, 0, 0, 0, 0, 0, 5, 0xDC]) + ip6
+    assert icmp_quoted_flow(58, icmp6) == (a6, 5060, b6, 53, 17)
+    assert icmp_quoted_flow(58, icmp6[:8] + ip6[:6] + b"\x00" + ip6[7:]) is None
+    assert icmp_quoted_flow(58, bytes([128]) + icmp6[1:]) is None  # an echo request

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from lc.common.filters import Filter, compile_filters
 from lc.common.flow import connection_id
 from lc.hunter.session import MATCHED, REJECTED, SessionLimits
-from tests.hunter.conn_toy import Conn, chunk, line_mode, records, udp
+from tests.hunter.conn_toy import Conn, chunk, ether_ip, ip4, line_mode, records, udp
 from tests.hunter.test_mode_fuzz import through_the_wire
 
 T0 = 1_700_000_000 * 10**9
@@ -168,6 +168,33 @@ def test_retransmissions_and_out_of_order_segments_belong_to_the_connection():
     frames = [*hs, p2, p1, p1, a.server_ack()]  # reordered, then a retransmission
     assert feed(m, frames) == frames
     assert m.dis.seen == [b"first secret"]
+
+
+def icmp_error(frame: bytes, router: bytes, type_: int = 3, code: int = 4) -> bytes:
+    """An ICMP error from ``router`` quoting ``frame`` (its IP packet), back to its sender."""
+    ip = frame[14:]
+    body = bytes([type_, code, 0, 0, 0, 0, 0x05, 0xD4]) + ip
+    return ether_ip(router, ip[12:16], 1, body)
+
+
+def test_icmp_errors_quoting_a_connections_segments_are_its_frames():
+    # smtp/zeek_smtp.pcap frames 26, 28-30: "fragmentation needed" errors quoting the
+    # client's segments, in tshark's tcp.stream of the connection, were not forwarded.
+    m = line_mode()
+    keyword(m, "secret")
+    a, b = Conn(1), Conn(2)
+    hs = a.handshake()
+    big = a.client(b"x" * 400)
+    frames = [*hs, big, icmp_error(big, ip4(999)), a.client(b"\n")]
+    assert feed(m, frames) == []  # held with the connection
+    tail = [a.client(b"secret\n"), icmp_error(a.client(b"more\n"), ip4(999), 11, 0)]
+    assert feed(m, tail, T0 + S) == frames + tail
+    assert m.dis.seen == [b"x" * 400, b"secret"]  # an error's quote is no stream bytes
+    assert m.counters().figures["connection_frames"] == len(frames + tail)
+    # About an unknown connection, or not an error (an echo request): not a frame of any.
+    other = [icmp_error(b.client(b"hi\n"), ip4(999)), ether_ip(ip4(5), ip4(6), 1, bytes(16))]
+    assert feed(m, other, T0 + 2 * S) == []
+    assert m.counters().figures["unassociated"] == 2
 
 
 def test_bounds_held_bytes_per_connection_overall_and_lru_eviction_of_undecided():

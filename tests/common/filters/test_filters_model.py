@@ -31,7 +31,7 @@ JA4_SHAPE = (
 KNOWN = (
     "bpf, ip_address, sip_user, phone_number, sip_uri, call_id, codec, dns_domain, "
     "http_host, http_url, tls_sni, tls_ja3, tls_ja3s, tls_ja4, tls_ja4s, email_address, "
-    "email_subject, keyword"
+    "email_subject, email_mailbox, email_command, keyword"
 )
 
 
@@ -39,9 +39,9 @@ def _v(type_: str, pattern: str, **kw) -> Filter:
     return validate_filter(Filter(id="f1", type=type_, pattern=pattern, **kw))
 
 
-def test_filter_types_are_the_documented_eighteen() -> None:
+def test_filter_types_are_the_documented_twenty() -> None:
     assert ", ".join(FILTER_TYPES) == KNOWN
-    assert len(set(FILTER_TYPES)) == 18
+    assert len(set(FILTER_TYPES)) == 20
 
 
 # ----------------------------------------------------------------------------- refusals

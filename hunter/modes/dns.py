@@ -1,0 +1,862 @@
+"""DNS mode (``lc hunt dns``): DNS transactions over UDP and TCP, domain filters, RTT,
+and tunneling statistics for the processor.
+
+A :class:`~lc.hunter.modes.sessions.Dissector` for DNS on the shared session engine.
+
+* **Messages**: DNS over UDP (fragmented too) and TCP (2-byte length framing,
+  :class:`lc.common.dns.DnsTcpFramer`) on ``--dns-port`` (``--udp-only``: UDP only),
+  parsed by :func:`lc.common.dns.parse_dns`.
+* **A session is a transaction**: a query and its response, paired by
+  :func:`lc.common.dns.transaction_key` (transport, client and server addresses and
+  ports, id, question). A response without a question (FORMERR...) meets its query
+  by the key without the question. The RTT is the response's capture time minus the
+  first query's. A transaction ends with its response (``--dns-grace`` later it leaves
+  the table, so retransmitted answers still belong to it); a query unanswered for
+  ``--dns-timeout`` leaves as **unanswered** (counted, and its event says so).
+* **Filters**: ``dns_domain`` over the question name and the names of the answer
+  chain (CNAME owners and targets), ``ip_address`` (the packet's addresses). A query
+  whose name matches is forwarded at once; one that does not is held until its
+  response decides (the CNAME chain may match): a matching transaction forwards its
+  query **and** its response.
+* **Metadata**: every forwarded message packet carries a ``DnsSummary`` (id, qname,
+  qtype, rcode, direction, at most 8 answers, RTT, the tunneling score of the
+  question's registered domain).
+* **Events**: one ``DnsEvent`` per transaction when it leaves the table.
+* **Tunneling** (``--detect-tunneling``, default on): every query the hunter sees,
+  whatever the filters select, is counted by a :class:`lc.common.dnstunnel.TunnelDetector`.
+  Every ``--tunnel-report`` seconds of capture time (and at the end) the statistics
+  since the last report go to the processor on the next batch (``PacketBatch.dns_tunnel``),
+  which adds up every hunter's and raises alerts (:mod:`lc.processor.tunnels`). The
+  score in the metadata is the larger of the domain's score over the last complete
+  report interval and over the current one (what this hunter saw).
+
+Strings from the wire go out through :func:`lc.common.text.wire_text`.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import orjson
+
+from lc.common.bpf import compile_bpf
+from lc.common.dns import (
+    TYPE_A,
+    TYPE_AAAA,
+    TYPE_CNAME,
+    DnsError,
+    DnsMessage,
+    DnsTcpFramer,
+    answers_have_type,
+    parse_dns,
+    transaction_key,
+    type_name,
+)
+from lc.common.dnstunnel import TunnelDetector, registered_domain
+from lc.common.flow import PEEK_IPV4, PEEK_OFFSET, UDP4_PAYLOAD
+from lc.common.text import wire_text
+from lc.hunter.capture import Chunk
+from lc.hunter.modes.base import (
+    Forward,
+    ModeContext,
+    ModeSpec,
+    option,
+    port_list,
+    positive_int,
+    seconds_ns,
+)
+from lc.hunter.modes.sessions import IP_FRAGMENTS, Dissector, SessionMode, set_flow
+from lc.hunter.session import Out, Session, SessionLimits
+from lc.proto import lc_pb2
+
+__all__ = ["DNS_FILTER_TYPES", "SPEC", "DnsConfig", "DnsDissector", "DnsMode", "dns_mode"]
+
+DNS_FILTER_TYPES = ("dns_domain", "ip_address", "bpf")
+
+_NAME_MAX = 1024  # a name's text (\DDD escapes make 255 wire bytes up to ~1000)
+_DATA_MAX = 256
+_META_ANSWERS = 8
+_EVENT_ANSWERS = 16
+_NAME_CACHE = 65536  # question names -> the dns_domain filters they match (fast path)
+_CONN_PENDING = 64  # queries of one TCP connection waiting for their responses
+
+
+def flag(text: str | bool) -> bool:
+    """A boolean flag's value (click gives a bool; the environment gives text)."""
+    if isinstance(text, bool):
+        return text
+    v = text.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{text!r}: true or false")
+
+
+@dataclass(slots=True)
+class DnsConfig:
+    dns_ports: frozenset[int] = option(
+        "--dns-port", "53", port_list, "Comma-separated ports parsed as DNS (UDP and TCP).", "PORTS"
+    )
+    udp_only: bool = option("--udp-only", "false", flag, "DNS over UDP only (not TCP).")
+    detect_tunneling: bool = option(
+        "--detect-tunneling/--no-detect-tunneling",
+        "true",
+        flag,
+        "Keep tunneling statistics of every query and report them to the processor.",
+    )
+    timeout_ns: int = option(
+        "--dns-timeout", "5", seconds_ns, "A query unanswered this long is unanswered.", "S"
+    )
+    grace_ns: int = option(
+        "--dns-grace", "1", seconds_ns, "A transaction is followed this long after it ends.", "S"
+    )
+    report_ns: int = option(
+        "--tunnel-report", "5", seconds_ns, "Tunneling statistics go out this often.", "S"
+    )
+    max_transactions: int = option(
+        "--max-transactions", "50000", positive_int, "Transactions followed at once.", "N"
+    )
+    max_domains: int = option(
+        "--tunnel-max-domains", "10000", positive_int, "Domains with tunneling statistics.", "N"
+    )
+
+    def validate(self) -> None:
+        """Each flag is checked on its own."""
+
+    def limits(self) -> SessionLimits:
+        return SessionLimits(
+            max_sessions=self.max_transactions,
+            max_held_packets=16,  # a TCP handshake, query, ACKs and response fit
+            max_held_bytes=64 * 1024 * 1024,
+            grace_ns=self.grace_ns,
+            idle_timeout_ns=self.timeout_ns,
+            decide_timeout_ns=self.timeout_ns,
+            message_hold_factor=1,
+        )
+
+
+class _Txn:
+    """The dissector's view of a transaction (``Session.info``)."""
+
+    __slots__ = (
+        "client_flow",
+        "domain",
+        "queries",
+        "query",
+        "query_ns",
+        "response",
+        "response_ns",
+        "responses",
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        self.client_flow: tuple | None = None
+        self.query: DnsMessage | None = None
+        self.response: DnsMessage | None = None
+        self.query_ns = 0
+        self.response_ns = 0
+        self.queries = 0
+        self.responses = 0
+        self.domain: str | None = None
+
+
+def rdata_text(rtype: int, rdata: object) -> str:
+    """A record's data as text (dig-like), bounded."""
+    if isinstance(rdata, str):
+        return wire_text(rdata, _NAME_MAX)
+    if isinstance(rdata, bytes):
+        return "\\# " + str(len(rdata)) + " " + rdata[: _DATA_MAX // 2].hex()
+    if isinstance(rdata, tuple):
+        if rdata and all(isinstance(x, bytes) for x in rdata):  # TXT
+            return wire_text(" ".join('"' + x.decode("latin-1") + '"' for x in rdata), _DATA_MAX)
+        return wire_text(" ".join(str(x) for x in rdata), _DATA_MAX)
+    return wire_text(str(rdata), _DATA_MAX)
+
+
+def _ip_text(raw: bytes) -> str:
+    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
+
+
+class _Conn:
+    """The dissector's view of a DNS-over-TCP connection (``Session.info`` of a
+    connection session): its queries waiting for their responses, in order."""
+
+    __slots__ = ("pending",)
+
+    def __init__(self) -> None:
+        # (id, question) -> (query, capture time); at most _CONN_PENDING (oldest out).
+        self.pending: dict[tuple, tuple[DnsMessage, int]] = {}
+
+
+def _qkey(msg: DnsMessage) -> tuple:
+    q = (msg.qname.lower(), msg.qtype, msg.qclass) if msg.questions else None
+    return (msg.id, q)
+
+
+class _ParsingFramer:
+    """A :class:`DnsTcpFramer` whose messages come out parsed (malformed ones counted)."""
+
+    __slots__ = ("counters", "framer")
+
+    def __init__(self) -> None:
+        self.framer = DnsTcpFramer()
+        self.counters = {"malformed": 0}
+
+    @property
+    def offset(self) -> int:
+        return self.framer.offset
+
+    def feed(self, data: bytes) -> list[tuple[int, int, object]]:
+        out = []
+        for start, end, raw in self.framer.feed(data):
+            try:
+                out.append((start, end, parse_dns(raw)))
+            except DnsError:
+                self.counters["malformed"] += 1
+        return out
+
+
+class DnsDissector(Dissector):
+    protocol = "dns"
+    tags = ("dns",)
+    message_tag = 0
+    noun = ("transaction", "transactions")
+    alias_noun = "pending_no_question"
+
+    def __init__(self, cfg: DnsConfig) -> None:
+        self.cfg = cfg
+        self.ports = cfg.dns_ports
+        self.streams = not cfg.udp_only
+        # Over TCP a matching transaction captures its whole connection.
+        self.capture_unit = "message" if cfg.udp_only else "connection"
+        self.pair: tuple | None = None  # (query, time, response, time) of a TCP response
+        self.flow: tuple = ()  # the flow of the message being handled (set by DnsMode)
+        self.rtt = 0
+        self.noq: dict[tuple, object] = {}  # key without question -> key of the query
+        self.detector: TunnelDetector | None = (
+            TunnelDetector(max_domains=cfg.max_domains) if cfg.detect_tunneling else None
+        )
+        self.last_scores: dict[str, float] = {}
+        self.scores: dict[str, float] = {}
+        self.c = dict.fromkeys(("queries", "responses", "unanswered", "answered",
+                                "orphan_responses"), 0)  # fmt: skip
+
+    def kernel_bpf(self) -> str:
+        ports = " or ".join(f"port {p}" for p in sorted(self.ports))
+        proto = "udp" if self.cfg.udp_only else "(udp or tcp)"
+        return f"({proto} and ({ports})) or {IP_FRAGMENTS}"
+
+    def new_framer(self) -> _ParsingFramer:
+        return _ParsingFramer()
+
+    def parse(self, payload: memoryview) -> DnsMessage:
+        return parse_dns(payload)
+
+    def session_key(self, msg: DnsMessage) -> object:  # type: ignore[override]
+        src, sport, dst, dport, proto = self.flow
+        transport = "tcp" if proto == 6 else "udp"
+        if msg.qr and not msg.questions:
+            k = transaction_key(msg, src, sport, dst, dport, transport, question=False)
+            return self.noq.get(k, k)
+        return transaction_key(msg, src, sport, dst, dport, transport)
+
+    def new_info(self, msg: DnsMessage | None, flow: tuple) -> _Txn | _Conn:  # type: ignore[override]
+        return _Conn() if msg is None else _Txn()
+
+    def on_message(self, s: Session, msg: DnsMessage, flow: tuple, ts: int) -> object:  # type: ignore[override]
+        t = s.info
+        self.rtt = 0
+        if type(t) is _Conn:
+            self._conn_message(t, msg, ts)
+            return None
+        if not t.queries and not t.responses:  # a readable session id
+            k = s.key
+            s.name = wire_text(
+                f"{k[0]}:{_ip_text(k[1])}:{k[2]}-{_ip_text(k[3])}:{k[4]}#{k[5]}"  # type: ignore[index]
+            )
+        if msg.qr:
+            self.c["responses"] += 1
+            t.responses += 1
+            if t.response is None:
+                t.response = msg
+                t.response_ns = ts
+                if t.client_flow is None:
+                    t.client_flow = (flow[2], flow[3], flow[0], flow[1], flow[4])
+                k = s.key
+                if k[6] is not None:  # type: ignore[index]
+                    self.noq.pop((*k[:6], None), None)  # type: ignore[index]
+            if t.query_ns:
+                self.rtt = t.response_ns - t.query_ns
+        else:
+            self.c["queries"] += 1
+            t.queries += 1
+            if t.query is None:
+                t.query = msg
+                t.query_ns = ts
+                t.client_flow = flow
+                k = s.key
+                if k[6] is not None and len(self.noq) < 4 * self.cfg.max_transactions:  # type: ignore[index]
+                    self.noq[(*k[:6], None)] = k  # type: ignore[index]
+        return None
+
+    def _conn_message(self, c: _Conn, msg: DnsMessage, ts: int) -> None:
+        """A message of a TCP connection: queries wait for their responses, a
+        response meets its query (by id and question, else by id) and leaves the
+        pair in ``self.pair`` for :meth:`message_event`."""
+        self.pair = None
+        pending = c.pending
+        if not msg.qr:
+            self.c["queries"] += 1
+            k = _qkey(msg)
+            if k not in pending:
+                if len(pending) >= _CONN_PENDING:
+                    pending.pop(next(iter(pending)))
+                    self.c["unanswered"] += 1
+                pending[k] = (msg, ts)
+            return
+        self.c["responses"] += 1
+        got = pending.pop(_qkey(msg), None)
+        if got is None:
+            for k in pending:
+                if k[0] == msg.id:
+                    got = pending.pop(k)
+                    break
+        if got is None:
+            self.c["orphan_responses"] += 1
+            self.pair = (None, 0, msg, ts)
+            return
+        self.c["answered"] += 1
+        self.rtt = ts - got[1]
+        self.pair = (got[0], got[1], msg, ts)
+
+    def message_event(self, s: Session, msg: DnsMessage, flow: tuple, ts: int) -> object:  # type: ignore[override]
+        """Over TCP, one event per transaction, when its response comes."""
+        if not msg.qr or self.pair is None:
+            return None
+        q, qts, r, rts = self.pair
+        self.pair = None
+        ev = lc_pb2.Event(start_ns=qts or rts, end_ns=rts)
+        set_flow(ev, (flow[2], flow[3], flow[0], flow[1], flow[4]))
+        ev.dns.CopyFrom(self.detail(q, r, qts, rts, int(q is not None), 1))
+        return ev
+
+    def pending_events(self, s: Session) -> list[lc_pb2.Event]:
+        """The unanswered queries of a TCP connection leaving the table, as events."""
+        c: _Conn = s.info  # type: ignore[assignment]
+        out = []
+        for q, qts in c.pending.values():
+            self.c["unanswered"] += 1
+            ev = lc_pb2.Event(start_ns=qts, end_ns=s.end_ns or s.last_ns)
+            if s.flow is not None:
+                set_flow(ev, s.flow)
+            ev.dns.CopyFrom(self.detail(q, None, qts, 0, 1, 0))
+            out.append(ev)
+        c.pending.clear()
+        return out
+
+    def filter_values(self, msg: DnsMessage, ctx: object) -> tuple[dict[str, object], list]:  # type: ignore[override]
+        names = [msg.qname]
+        for r in msg.answers:
+            if r[1] == TYPE_CNAME:
+                names.append(r[0])
+                names.append(r[4])  # type: ignore[arg-type]
+        return {"dns_domain": names}, []
+
+    def settled(self, s: Session, msg: DnsMessage) -> bool:  # type: ignore[override]
+        if type(s.info) is _Conn:  # a response with no other query waiting
+            return msg.qr and not s.info.pending  # type: ignore[attr-defined]
+        return msg.qr  # the response decides; nothing later would
+
+    def summary(self, msg: DnsMessage) -> tuple:  # type: ignore[override]
+        return (msg, self.rtt)  # formatted only when forwarded (meta)
+
+    def after_message(self, s: Session, msg: DnsMessage, ts: int) -> None:  # type: ignore[override]
+        if msg.qr and not s.end_ns and type(s.info) is _Txn:  # (a connection: FIN/RST)
+            s.end_ns = ts
+
+    def domain_score(self, domain: str | None) -> float:
+        """The domain's score (computed once per chunk: :attr:`scores` is emptied
+        before each)."""
+        if domain is None or self.detector is None:
+            return 0.0
+        got = self.scores.get(domain)
+        if got is None:
+            got = self.scores[domain] = max(
+                self.last_scores.get(domain, 0.0), self.detector.score(domain)
+            )
+        return got
+
+    def meta(self, s: Session, tag: int, summary: object) -> lc_pb2.PacketMeta:
+        if summary is None:
+            return lc_pb2.PacketMeta(protocol="dns", session_id=s.name, filter_ids=s.ids)
+        msg, rtt = summary  # type: ignore[misc]
+        t = s.info
+        if type(t) is _Txn:
+            if t.domain is None and msg.qname:
+                got = registered_domain(msg.qname.lower())
+                t.domain = got[0] if got else ""
+            domain = t.domain
+        else:
+            got = registered_domain(msg.qname.lower()) if msg.qname else None
+            domain = got[0] if got else None
+        answers = [
+            f"{type_name(r[1])} {rdata_text(r[1], r[4])}" for r in msg.answers[:_META_ANSWERS]
+        ]
+        return lc_pb2.PacketMeta(
+            protocol="dns",
+            session_id=s.name,
+            filter_ids=s.ids,
+            dns=lc_pb2.DnsSummary(
+                id=msg.id,
+                qname=wire_text(msg.qname, _NAME_MAX),
+                qtype=msg.qtype,
+                rcode=msg.full_rcode if msg.qr else 0,
+                response=msg.qr,
+                answers=answers,
+                rtt_ns=rtt,
+                tunnel_score=self.domain_score(domain),
+            ),
+        )
+
+    def describe(self, s: Session, ev: lc_pb2.Event) -> None:
+        t: _Txn = s.info  # type: ignore[assignment]
+        flow = t.client_flow or s.flow
+        if flow is not None:
+            set_flow(ev, flow)
+        d = self.detail(t.query, t.response, t.query_ns, t.response_ns, t.queries, t.responses)
+        ev.dns.CopyFrom(d)
+
+    def detail(
+        self,
+        q: DnsMessage | None,
+        r: DnsMessage | None,
+        qts: int,
+        rts: int,
+        queries: int,
+        responses: int,
+    ) -> lc_pb2.DnsEvent:
+        """A transaction's event detail: its query and/or response, their times."""
+        m = r if r is not None else q
+        assert m is not None
+        d = lc_pb2.DnsEvent(
+            id=m.id,
+            opcode=m.opcode,
+            header_flags=list(m.header_flags),
+            qname=wire_text(m.qname, _NAME_MAX),
+            qtype=m.qtype,
+            qclass=m.qclass,
+            answered=r is not None,
+            queries=queries,
+            responses=responses,
+        )
+        if r is not None:
+            d.rcode = r.full_rcode
+            if q is not None:
+                d.rtt_ns = rts - qts
+            for rec in r.answers[:_EVENT_ANSWERS]:
+                name, rtype, rclass, ttl, rdata = rec
+                d.answers.add(name=wire_text(name, _NAME_MAX), type=rtype, **{"class": rclass},
+                              ttl=ttl, data=rdata_text(rtype, rdata))  # fmt: skip
+                if rtype in (TYPE_A, TYPE_AAAA) and isinstance(rdata, str):
+                    d.resolved_ips.append(rdata)
+        if m.qname:
+            got = registered_domain(m.qname.lower())
+            if got is not None:
+                d.registered_domain = wire_text(got[0], _NAME_MAX)
+                d.subdomain = wire_text(got[1], _NAME_MAX)
+                d.tunnel_score = self.domain_score(got[0])
+        return d
+
+    def forgotten(self, s: Session) -> None:
+        t: _Txn = s.info  # type: ignore[assignment]
+        if type(t) is _Conn:
+            return
+        if t.response is None:
+            self.c["unanswered"] += 1
+            k = s.key
+            if k[6] is not None:  # type: ignore[index]
+                self.noq.pop((*k[:6], None), None)  # type: ignore[index]
+        elif t.query is None:
+            self.c["orphan_responses"] += 1
+        else:
+            self.c["answered"] += 1
+
+    def figures(self) -> dict[str, int]:
+        c = self.c  # (a heartbeat holds at most 60 figures: the main ones)
+        out = {f"dns_{k}": c[k] for k in ("queries", "unanswered")}
+        if self.detector is not None:
+            out["tunnel_domains_evicted"] = self.detector.counters["domains_evicted"]
+            out["tunnel_domains"] = len(self.detector.domains)
+        return out
+
+
+class DnsMode(SessionMode):
+    """The session engine with a DNS dissector, plus tunneling statistics.
+
+    **Fast path** (the bulk of a resolver's traffic, when the filters are only
+    ``dns_domain`` and events are for captured transactions): an untagged
+    Ethernet/IPv4/UDP datagram on a DNS port is read at fixed offsets and its header
+    and question parsed (``records=False``), without a session: a query whose name
+    matches no filter (answers cached per name) waits in a bounded dict keyed like
+    :func:`~lc.common.dns.transaction_key`, holding its frames (copied); its response
+    meets it there and, when it has answers, is parsed whole to judge the CNAME chain.
+    No match: both are counted (filtered, a transaction never matched) and dropped.
+    A match (the name, or the chain) hands the query and the response to the engine
+    (:meth:`SessionMode._message`), in capture order with their own times, so a
+    captured transaction is the same as on the general path (metadata, RTT, event).
+    A query unanswered for ``--dns-timeout`` leaves as unanswered. Everything else
+    (TCP, IPv6, VLANs, fragments, responses without a waiting query) takes the
+    general path; so do all packets while ``ip_address`` or ``bpf`` filters exist,
+    with ``--events all``, or with no filter and ``--no-filter-policy allow`` (the
+    waiting queries are then handed to the engine first).
+    """
+
+    dis: DnsDissector
+
+    def __init__(self, ctx: ModeContext, dissector: DnsDissector, limits: SessionLimits) -> None:
+        super().__init__(ctx, dissector, limits)
+        self._report_at = 0
+        self._tunnel: list[lc_pb2.DnsTunnelStats] = []
+        self.reports = 0
+        # transaction key -> [query, flow, time, frames] of queries waiting (fast path)
+        self._pend: OrderedDict[tuple, list] = OrderedDict()
+        self._names: dict[str, list[str] | None] = {}
+        self._bpf: dict[tuple[str, int], object] = {}  # (filter id, link type) -> program
+        self._cur: tuple[memoryview, int] | None = None  # the frame being handled
+        self.fast = dict.fromkeys(("queries", "dropped", "promoted", "evicted"), 0)
+
+    def apply(self, compiled) -> None:  # type: ignore[no-untyped-def]
+        # bpf filters are compiled (libpcap) for every link type in use before anything
+        # changes; a frame completing a message is matched against them.
+        programs = {}
+        for fid, expr in compiled.bpf():
+            for lt in {lt for _, lt in self.interfaces} or {1}:
+                programs[(fid, lt)] = self._bpf.get((fid, lt)) or compile_bpf(expr, lt)
+        with self._lock:
+            super().apply(compiled)
+            self._names = {}
+            self._bpf = programs
+
+    def _slow(self, pkt: tuple, lt: int, data: memoryview, out: Out) -> None:
+        self._cur = (data, lt)
+        super()._slow(pkt, lt, data, out)
+        self._cur = None
+
+    def _match(self, msg: object, ctx: object, flow: tuple) -> list[str] | None:
+        """The engine's match, plus the ``bpf`` filters the frame that completes the
+        message matches (a transaction, or a TCP connection, matches then)."""
+        ids = super()._match(msg, ctx, flow)
+        progs = self._bpf
+        cur = self._cur
+        if not progs or cur is None:
+            return ids
+        data, lt = cur
+        raw = bytes(data)
+        hit = {fid for (fid, plt), prog in progs.items() if plt == lt and prog.filter(raw)}  # type: ignore[attr-defined]
+        if not hit:
+            return ids
+        return sorted(hit.union(ids or ()))
+
+    def _fast_ok(self) -> bool:
+        fs = self._fs
+        if self.events_all:
+            return False
+        if fs is None or not len(fs):
+            return self.policy != "allow"
+        return not fs.has("ip_address") and not fs.has("bpf")
+
+    def _process(self, chunk: Chunk, out: Out) -> None:  # type: ignore[override]
+        if not self._fast_ok():
+            if self._pend:
+                self._promote_all(out)
+            super()._process(chunk, out)
+            return
+        interfaces = self.interfaces
+        single = chunk.iface if isinstance(chunk.iface, int) else None
+        rec = chunk.records
+        mv = memoryview(rec)
+        ports = self.dis.ports
+        unpack = PEEK_IPV4.unpack_from
+        ts_col, cap_col, orig_col = chunk.ts_ns, chunk.caplen, chunk.origlen
+        lt = interfaces[single][1] if single is not None else 0
+        peek_at = 16 + PEEK_OFFSET
+        at = 16 + UDP4_PAYLOAD
+        iface_col = chunk.iface
+        ifx = single
+        fast = self._fast_udp
+        slow = self._slow
+        unassociated = 0
+        off = 0
+        for i, cap in enumerate(cap_col):
+            start = off
+            off += 16 + cap
+            if single is None:
+                ifx = iface_col[i]
+                lt = interfaces[ifx][1]
+            if lt == 1 and cap >= 54:
+                etype, vihl, frag, proto, src, dst, sport, dport = unpack(rec, start + peek_at)
+                if etype == 0x0800 and vihl == 0x45 and not frag & 0x3FFF and proto == 17:
+                    if sport not in ports and dport not in ports:
+                        unassociated += 1
+                        continue
+                    pkt = (ts_col[i], cap, orig_col[i], mv[start:off], ifx)
+                    if fast(pkt, mv[start + at : off], src, sport, dst, dport, out):
+                        continue
+                    slow(pkt, lt, mv[start + 16 : off], out)
+                    continue
+            slow((ts_col[i], cap, orig_col[i], mv[start:off], ifx), lt, mv[start + 16 : off], out)
+        self.c["unassociated"] += unassociated
+        if len(ts_col):
+            last = ts_col[len(ts_col) - 1]
+            if last > self._clock:
+                self._clock = last
+
+    def _name_ids(self, names: list[str]) -> list[str] | None:
+        fs = self._fs
+        if fs is None or not len(fs):
+            return None
+        if len(names) == 1:
+            cache = self._names
+            name = names[0]
+            if name in cache:
+                return cache[name]
+            if len(cache) >= _NAME_CACHE:
+                cache.clear()
+            ids = fs.match_fields({"dns_domain": names})
+            got = cache[name] = sorted(ids) if ids else None
+            return got
+        ids = fs.match_fields({"dns_domain": names})
+        return sorted(ids) if ids else None
+
+    def _fast_udp(
+        self, pkt: tuple, payload: memoryview, src: int, sport: int, dst: int, dport: int, out: Out
+    ) -> bool:
+        """One DNS datagram on the fast path; False: the general path takes it."""
+        data = bytes(payload)
+        n = len(data)
+        if n < 17 or data[4] or data[5] != 1:  # one question
+            return False
+        off = 12  # the question's name: plain labels (the key is its lower-case bytes)
+        c = data[off]
+        while c:
+            if c > 63:
+                return False
+            off += 1 + c
+            if off >= n:
+                return False
+            c = data[off]
+        qend = off + 5
+        if qend > n:
+            return False
+        dis = self.dis
+        ts = pkt[0]
+        if not data[2] & 0x80:
+            key = (src, sport, dst, dport, data[0] << 8 | data[1], data[12:qend].lower())
+            p = self._pend.get(key)
+            if p is not None:  # a retransmission: held with its first query
+                p[3].append((*pkt[:3], bytes(pkt[3]), pkt[4]))
+                self.c["messages"] += 1
+                dis.c["queries"] += 1
+                if dis.detector is not None:
+                    q = p[0]
+                    dis.detector.observe(q.qname, q.qtype, ts, _ip_text(p[1][0]))
+                return True
+            try:
+                msg = parse_dns(data, records=False)
+            except DnsError:
+                return False  # counted as malformed by the general path
+            flow = (src.to_bytes(4, "big"), sport, dst.to_bytes(4, "big"), dport, 17)
+            det = dis.detector
+            if det is not None:
+                det.observe(msg.qname, msg.qtype, ts, _ip_text(flow[0]))
+            if self._name_ids([msg.qname]) is not None:
+                if data[10] or data[11]:  # EDNS (the DO flag) is the event's too
+                    msg = parse_dns(data)
+                dis.flow = flow
+                SessionMode._message(self, msg, [pkt], flow, out, ts)
+                return True
+            pend = self._pend
+            if len(pend) >= self.dis.cfg.max_transactions:
+                _, old = pend.popitem(last=False)
+                self.fast["evicted"] += 1
+                self.table.counters["evicted"] += 1
+                self._drop(old, unanswered=True)
+            pend[key] = [msg, flow, ts, [(*pkt[:3], bytes(pkt[3]), pkt[4])]]
+            self.fast["queries"] += 1
+            self.c["messages"] += 1
+            dis.c["queries"] += 1
+            self.table.counters["created"] += 1
+            return True
+        key = (dst, dport, src, sport, data[0] << 8 | data[1], data[12:qend].lower())
+        p = self._pend.pop(key, None)
+        if p is None:
+            return False  # its query took the general path, or none was seen
+        ids = None
+        full = None
+        if (data[6] or data[7]) and answers_have_type(data, TYPE_CNAME):
+            try:
+                full = parse_dns(data)
+            except DnsError:
+                full = None
+            if full is not None:
+                names = [full.qname]
+                for r in full.answers:
+                    if r[1] == TYPE_CNAME:
+                        names.append(r[0])
+                        names.append(r[4])
+                if len(names) > 1:
+                    ids = self._name_ids(names)
+        if ids is None:
+            self.c["messages"] += 1
+            dis.c["responses"] += 1
+            dis.c["answered"] += 1
+            self.table.unmatched_packets += 1
+            self._drop(p, unanswered=False)
+            return True
+        self._promote(p, out)
+        flow = (src.to_bytes(4, "big"), sport, dst.to_bytes(4, "big"), dport, 17)
+        dis.flow = flow
+        SessionMode._message(self, full, [pkt], flow, out, ts)
+        return True
+
+    def _drop(self, p: list, unanswered: bool) -> None:
+        """A waiting query's transaction leaves without a match."""
+        t = self.table
+        t.counters["unmatched"] += 1
+        t.counters["idle" if unanswered else "ended"] += 1
+        t.unmatched_packets += len(p[3])
+        self.fast["dropped"] += 1
+        if unanswered:
+            self.dis.c["unanswered"] += 1
+
+    def _promote(self, p: list, out: Out) -> None:
+        """Hand a waiting query (and its retransmissions) to the engine."""
+        msg, flow, ts, frames = p
+        if msg.arcount:  # read whole (EDNS, the DO flag) now that it is kept
+            msg = parse_dns(frames[0][3][16 + UDP4_PAYLOAD :])
+        n = len(frames)
+        self.c["messages"] -= n
+        self.dis.c["queries"] -= n
+        self.table.counters["created"] -= 1
+        self.fast["promoted"] += 1
+        self.dis.flow = flow
+        SessionMode._message(self, msg, frames[:1], flow, out, ts)
+        for f in frames[1:]:
+            SessionMode._message(self, msg, [f], flow, out, f[0])
+
+    def _promote_all(self, out: Out) -> None:
+        pend, self._pend = self._pend, OrderedDict()
+        for p in pend.values():
+            self._promote(p, out)
+
+    def _expire(self, now: int, out: Out) -> None:
+        super()._expire(now, out)
+        pend = self._pend
+        limit = now - self.dis.cfg.timeout_ns
+        while pend:
+            k = next(iter(pend))
+            if pend[k][2] >= limit:
+                break
+            self._drop(pend.pop(k), unanswered=True)
+
+    def _message(self, msg: object, frames: list, flow: tuple, out, ts: int) -> None:
+        dis = self.dis
+        dis.flow = flow
+        det = dis.detector
+        if det is not None and not msg.qr and msg.questions:  # type: ignore[attr-defined]
+            det.observe(msg.qname, msg.qtype, ts, _ip_text(flow[0]))  # type: ignore[attr-defined]
+        super()._message(msg, frames, flow, out, ts)
+
+    def _conn_message(self, s: Session, msg: object, toks: list, flow: tuple, out, ts: int) -> None:
+        det = self.dis.detector
+        if det is not None and not msg.qr and msg.questions:  # type: ignore[attr-defined]
+            det.observe(msg.qname, msg.qtype, ts, _ip_text(flow[0]))  # type: ignore[attr-defined]
+        super()._conn_message(s, msg, toks, flow, out, ts)
+
+    def _forgotten(self, s: Session) -> None:
+        if type(s.info) is _Conn:
+            # A connection: its transactions had their events; its unanswered queries
+            # have theirs now (no event for the connection itself).
+            if s.events:
+                self._decided(s)
+            for ev in self.dis.pending_events(s):
+                self._emit(s, ev)
+            return
+        self.dis.forgotten(s)
+        super()._forgotten(s)
+
+    def _report(self, now: int, force: bool = False) -> None:
+        det = self.dis.detector
+        if det is None:
+            return
+        if not self._report_at:
+            self._report_at = now + self.dis.cfg.report_ns
+            if not force:
+                return
+        if not force and now < self._report_at:
+            return
+        self._report_at = now + self.dis.cfg.report_ns
+        if not det.domains:
+            return
+        scores = {d: s.score() for d, s in det.domains.items()}
+        snap = det.snapshot(reset=True)
+        self.dis.last_scores = scores
+        self._tunnel.extend(
+            lc_pb2.DnsTunnelStats(domain=d, stats=orjson.dumps(v)) for d, v in snap.items()
+        )
+        self.reports += 1
+
+    def _with_tunnel(self, fwd: Forward) -> Forward:
+        if not self._tunnel:
+            return fwd
+        extra, self._tunnel = self._tunnel, []
+        return Forward(fwd.chunk, fwd.meta, fwd.events, extra)
+
+    def process(self, chunk: Chunk) -> Forward:
+        self.dis.scores = {}
+        fwd = super().process(chunk)
+        with self._lock:
+            self._report(self._clock)
+            return self._with_tunnel(fwd)
+
+    def tick(self, now_ns: int) -> Forward:
+        self.dis.scores = {}
+        fwd = super().tick(now_ns)
+        with self._lock:
+            self._report(self._clock)
+            return self._with_tunnel(fwd)
+
+    def finish(self) -> Forward:
+        self.dis.scores = {}
+        with self._lock:
+            pend, self._pend = self._pend, OrderedDict()
+            for p in pend.values():
+                self._drop(p, unanswered=True)
+        fwd = super().finish()
+        with self._lock:
+            self._report(self._clock, force=True)
+            return self._with_tunnel(fwd)
+
+
+def dns_mode(ctx: ModeContext, cfg: DnsConfig | None = None) -> DnsMode:
+    """DNS mode for a hunter (the registry's factory)."""
+    cfg = cfg or DnsConfig()
+    return DnsMode(ctx, DnsDissector(cfg), cfg.limits())
+
+
+SPEC = ModeSpec(
+    name="dns",
+    help="""DNS: capture the transactions (query and response) that filters select,
+    with their RTT, and report tunneling statistics of every query to the processor.
+
+    A query is held until its question name or its response's CNAME chain matches a
+    dns_domain filter (or an ip_address filter matches); then query and response are
+    forwarded. With no filter, nothing is forwarded unless --no-filter-policy allow.""",
+    filter_types=DNS_FILTER_TYPES,
+    default_policy="deny",
+    config=DnsConfig,
+    factory=dns_mode,
+)

@@ -1,0 +1,747 @@
+"""Email mode (``lc hunt email``): SMTP, IMAP and POP3 sessions, captured whole when a
+filter matches one of their messages, with one event per message.
+
+A :class:`~lc.hunter.modes.sessions.Dissector` on the shared session engine. A
+**session** is one TCP connection to a mail port (``--smtp-port``, ``--imap-port``,
+``--pop3-port``, as chosen by ``--protocol``). Its two reassembled byte streams are
+read by the sans-IO session parsers of :mod:`lc.common.smtp`, :mod:`lc.common.imap`
+and :mod:`lc.common.pop3` (each TCP chunk the reassembler releases is one "message"
+for the engine, so a packet belongs to the chunk of bytes it carried; a gap in a
+direction makes the parser give up, and the session is then judged by what it saw).
+
+* **Implicit TLS**: ports 465, 993 and 995 (and a connection whose first client bytes
+  are a TLS record) are TLS sessions (protocol ``smtps``, ``imaps``, ``pop3s``): their
+  ClientHello's server_name and the version chosen come from :mod:`lc.common.tls`;
+  nothing else is read. **STARTTLS**: once accepted the parser stops; the session is
+  marked ``upgraded`` and keeps being captured if it was selected (an undecided one is
+  settled: nothing more can match).
+* **Filters**, pushed by the processor and local (the mode's flags, held beside the
+  pushed ones and reported to the processor at registration, ``lc show hunter``):
+  ``email_address`` (MAIL FROM, RCPT TO, header From/To/Cc), ``email_subject``
+  (the decoded Subject), ``keyword`` (the decoded text body, up to
+  ``--max-body-size``, whether or not ``--capture-body`` puts it into events),
+  ``email_mailbox`` (IMAP mailbox a command names or the selected one),
+  ``email_command`` (a client command verb: ``RETR``, ``APPEND``, ``UID FETCH``),
+  ``ip_address``. Local ``--sender`` is matched against MAIL FROM and From only,
+  ``--recipient`` against RCPT TO, To and Cc. With no filter at all (pushed or
+  local), ``--no-filter-policy`` decides.
+* **Metadata**: each forwarded packet carries the session's state when it went
+  (:class:`EmailSummary`: protocol, last command, envelope, last message's From, To,
+  Subject, Message-ID, IMAP mailbox).
+* **Events**: one :class:`EmailEvent` per message (SMTP DATA/BDAT, IMAP FETCH/APPEND,
+  POP3 RETR/TOP) of a captured session (all sessions with ``--events all``), sent as
+  the message completes (or when its session matches later); one per implicit-TLS
+  session when it leaves the table. ``direction`` is ``outbound`` when the client
+  sends the message (SMTP, APPEND), ``inbound`` when it receives it.
+* **Ends**: the reply to QUIT (SMTP, POP3) or LOGOUT (IMAP); idle sessions time out.
+
+AUTH secrets and passwords never reach metadata or events (the parsers keep the user
+name and mechanism only). Strings from the wire go out through
+:func:`lc.common.text.wire_text`.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+from lc.common.errors import ValidationError
+from lc.common.filters import Filter, FilterSet, compile_filters, validate_filter
+from lc.common.imap import ImapCommand, ImapResponse, ImapSession
+from lc.common.mailmsg import MailMessage, MailSession
+from lc.common.pop3 import Pop3Command, Pop3Reply, Pop3Session
+from lc.common.smtp import SmtpCommand, SmtpReply, SmtpSession, smtp_path
+from lc.common.text import wire_text
+from lc.common.tls import ClientHello, ServerHello, TlsStream, looks_like_tls
+from lc.hunter.modes.base import (
+    Forward,
+    ModeContext,
+    ModeSpec,
+    megabytes,
+    option,
+    port_list,
+    positive_int,
+    seconds_ns,
+)
+from lc.hunter.modes.sessions import MAX_WAITING_EVENTS, Dissector, SessionMode, set_flow
+from lc.hunter.session import UNDECIDED, Out, Session, SessionLimits
+from lc.proto import lc_pb2
+
+__all__ = [
+    "EMAIL_FILTER_TYPES",
+    "IMPLICIT_TLS_PORTS",
+    "SPEC",
+    "EmailConfig",
+    "EmailDissector",
+    "EmailMode",
+    "email_mode",
+]
+
+EMAIL_FILTER_TYPES = (
+    "email_address",
+    "email_subject",
+    "keyword",
+    "email_mailbox",
+    "email_command",
+    "ip_address",
+)
+#: Ports whose sessions are TLS from the first byte (RFC 8314).
+IMPLICIT_TLS_PORTS = frozenset({465, 993, 995})
+_TEXT_MAX = 1024
+_ADDR_MAX = 320
+_MAX_PENDING_EVENTS = 64
+_MAX_LIST = 100
+_INBOUND_COMMANDS = frozenset({"FETCH", "RETR", "TOP"})
+#: ICMP destination unreachable / time exceeded, ICMPv6 types 1-4 (errors).
+_ICMP_ERRORS_BPF = (
+    "icmp[icmptype] == icmp-unreach or icmp[icmptype] == icmp-timxceed"
+    " or (icmp6 and ip6[40] >= 1 and ip6[40] <= 4)"
+)
+
+
+def _text_list(text: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+def _local(type_: str) -> object:
+    """A flag's parser: a comma-separated list of patterns of ``type_``, each checked."""
+
+    def parse(text: str) -> tuple[str, ...]:
+        out = []
+        for i, pattern in enumerate(_text_list(text), 1):
+            try:
+                f = validate_filter(Filter(id=f"local-{i}", type=type_, pattern=pattern))
+            except ValidationError as e:
+                raise ValueError(f"{pattern!r}: {e}") from None
+            out.append(f.pattern)
+        return tuple(out)
+
+    return parse
+
+
+def _protocols(text: str) -> frozenset[str]:
+    names = {p.strip().lower() for p in text.split(",") if p.strip()}
+    if "all" in names:
+        return frozenset({"smtp", "imap", "pop3"})
+    bad = names - {"smtp", "imap", "pop3"}
+    if bad or not names:
+        raise ValueError(f"{text!r}: smtp, imap, pop3 or all (comma-separated)")
+    return frozenset(names)
+
+
+@dataclass(slots=True)
+class EmailConfig:
+    protocols: frozenset[str] = option(
+        "--protocol", "all", _protocols, "Protocols followed: smtp, imap, pop3 or all.", "P"
+    )
+    smtp_ports: frozenset[int] = option(
+        "--smtp-port", "25,587,465", port_list, "SMTP ports (465: implicit TLS).", "PORTS"
+    )
+    imap_ports: frozenset[int] = option(
+        "--imap-port", "143,993", port_list, "IMAP ports (993: implicit TLS).", "PORTS"
+    )
+    pop3_ports: frozenset[int] = option(
+        "--pop3-port", "110,995", port_list, "POP3 ports (995: implicit TLS).", "PORTS"
+    )
+    capture_body: bool = option(
+        "--capture-body",
+        "no",
+        lambda t: _yes_no("--capture-body", t),
+        "Put the decoded text body (up to --max-body-size) into events.",
+        switch=True,
+    )
+    max_body_size: int = option(
+        "--max-body-size",
+        "65536",
+        positive_int,
+        "Body bytes kept per message (keyword filters, events).",
+        "BYTES",
+    )
+    senders: tuple[str, ...] = option(
+        "--sender", "", _local("email_address"), "Local filter: MAIL FROM or From.", "ADDRS"
+    )
+    recipients: tuple[str, ...] = option(
+        "--recipient", "", _local("email_address"), "Local filter: RCPT TO, To or Cc.", "ADDRS"
+    )
+    subjects: tuple[str, ...] = option(
+        "--subject", "", _local("email_subject"), "Local filter: decoded Subject.", "PATTERNS"
+    )
+    keywords: tuple[str, ...] = option(
+        "--keywords", "", _local("keyword"), "Local filter: words in the text body.", "WORDS"
+    )
+    mailboxes: tuple[str, ...] = option(
+        "--mailbox", "", _local("email_mailbox"), "Local filter: IMAP mailbox.", "NAMES"
+    )
+    commands: tuple[str, ...] = option(
+        "--command", "", _local("email_command"), "Local filter: command verb.", "VERBS"
+    )
+    max_sessions: int = option(
+        "--max-sessions", "20000", positive_int, "Sessions followed at once.", "N"
+    )
+    max_session_packets: int = option(
+        "--session-buffer-packets", "2000", positive_int, "Packets held per session.", "N"
+    )
+    max_buffer_bytes: int = option(
+        "--session-buffer-mb", "256", megabytes, "Memory for held packets, in all.", "MB"
+    )
+    idle_timeout_ns: int = option(
+        "--session-idle-timeout", "600", seconds_ns, "A session idle this long is over.", "S"
+    )
+    decide_timeout_ns: int = option(
+        "--session-decide-timeout",
+        "300",
+        seconds_ns,
+        "Stop holding a session no filter matched within this long.",
+        "S",
+    )
+
+    def validate(self) -> None:
+        seen: dict[int, str] = {}
+        for name, ports in (
+            ("--smtp-port", self.smtp_ports),
+            ("--imap-port", self.imap_ports),
+            ("--pop3-port", self.pop3_ports),
+        ):
+            for p in ports:
+                if p in seen:
+                    raise ValidationError(f"{name}: port {p} is also given to {seen[p]}")
+                seen[p] = name
+
+    def ports(self) -> dict[int, str]:
+        """Followed ports and their protocol."""
+        out: dict[int, str] = {}
+        for proto, ports in (
+            ("smtp", self.smtp_ports),
+            ("imap", self.imap_ports),
+            ("pop3", self.pop3_ports),
+        ):
+            if proto in self.protocols:
+                out.update(dict.fromkeys(ports, proto))
+        return out
+
+    def local_filters(self) -> list[Filter]:
+        """The local flags as filters (ids ``local:<flag>:<n>``)."""
+        out: list[Filter] = []
+        for kind, type_, patterns in (
+            ("sender", "email_address", self.senders),
+            ("recipient", "email_address", self.recipients),
+            ("subject", "email_subject", self.subjects),
+            ("keywords", "keyword", self.keywords),
+            ("mailbox", "email_mailbox", self.mailboxes),
+            ("command", "email_command", self.commands),
+        ):
+            for i, p in enumerate(patterns, 1):
+                out.append(
+                    Filter(id=f"local:{kind}:{i}", type=type_, pattern=p, description="local")
+                )
+        return out
+
+    def limits(self) -> SessionLimits:
+        return SessionLimits(
+            max_sessions=self.max_sessions,
+            max_held_packets=self.max_session_packets,
+            max_held_bytes=self.max_buffer_bytes,
+            grace_ns=2 * 10**9,
+            idle_timeout_ns=self.idle_timeout_ns,
+            decide_timeout_ns=self.decide_timeout_ns,
+        )
+
+
+def _yes_no(flag: str, text: str) -> bool:
+    t = text.strip().lower()
+    if t in ("yes", "true", "1", "on"):
+        return True
+    if t in ("no", "false", "0", "off", ""):
+        return False
+    raise ValueError(f"{text!r}: yes or no")
+
+
+def _ip_text(raw: bytes) -> str:
+    try:
+        return socket.inet_ntop(socket.AF_INET6 if len(raw) == 16 else socket.AF_INET, raw)
+    except (OSError, ValueError):
+        return raw.hex()
+
+
+class _Chunks:
+    """The engine's framer for mail streams: every chunk of bytes is one "message" (the
+    session parser, fed both directions, does the framing). ``fresh``: the first
+    chunk of this framer (a new direction, or the one after a gap)."""
+
+    __slots__ = ("offset",)
+
+    def __init__(self) -> None:
+        self.offset = 0
+
+    def feed(self, data: bytes) -> list[tuple[int, int, object]]:
+        start = self.offset
+        self.offset = end = start + len(data)
+        return [(start, end, (data, start == 0))]
+
+
+class _Conn:
+    """The dissector's view of one mail connection (``Session.info``)."""
+
+    __slots__ = ("client", "client_seen", "command", "ended", "last_msg", "mail_from",
+                 "mailbox", "meta", "parser", "pending", "proto", "rcpt_to", "server",
+                 "server_seen", "summary", "tls", "tls_c", "tls_s", "tls_sni",
+                 "tls_version", "upgraded", "user")  # fmt: skip
+
+    def __init__(self, proto: str, client: tuple, server: tuple, tls: bool, parser) -> None:
+        self.proto = proto  # smtp, imap, pop3
+        self.client = client  # (address, port)
+        self.server = server
+        self.tls = tls
+        self.parser: MailSession | None = parser
+        self.tls_c: TlsStream | None = None
+        self.tls_s: TlsStream | None = None
+        self.tls_sni = ""
+        self.tls_version = 0
+        self.client_seen = self.server_seen = False
+        self.command = ""
+        self.mail_from = ""
+        self.rcpt_to: list[str] = []
+        self.mailbox = ""
+        self.user = ""
+        self.upgraded = False
+        self.ended = False
+        self.last_msg: MailMessage | None = None
+        self.pending: list[lc_pb2.Event] = []  # events of an undecided session
+        self.summary: tuple | None = None
+        self.meta: tuple | None = None  # (summary, PacketMeta) last built
+
+    @property
+    def shown(self) -> str:
+        return f"{self.proto}s" if self.tls else self.proto
+
+
+class EmailDissector(Dissector):
+    protocol = "email"
+    tags = ("email",)
+    message_tag = 0
+    noun = ("session", "sessions")
+    alias_noun = "aliases"
+    streams = True
+    capture_unit = "connection"  # the whole TCP connection, SYN to the last ACK
+    session_events = False  # one event per message instead
+
+    def __init__(self, cfg: EmailConfig) -> None:
+        self.cfg = cfg
+        self.port_proto = cfg.ports()
+        self.ports = frozenset(self.port_proto)
+        self.c = dict.fromkeys(
+            ("email_messages", "tls_sessions", "starttls", "gave_up", "gaps"),
+            0,
+        )  # fmt: skip
+        #: Whether a keyword filter (pushed or local) wants the decoded body.
+        self.want_body = True
+
+    def kernel_bpf(self) -> str:
+        # ICMP errors too: one quoting a captured connection's segment (a path MTU
+        # "fragmentation needed") is one of its frames (the engine matches the quote).
+        ports = " or ".join(f"port {p}" for p in sorted(self.ports))
+        return f"(tcp and ({ports})) or {_ICMP_ERRORS_BPF}"
+
+    def new_framer(self) -> _Chunks:
+        return _Chunks()
+
+    def parse(self, payload: memoryview) -> object:
+        from lc.common.errors import ParseError
+
+        raise ParseError("mail is TCP only")
+
+    def new_info(self, msg: object, flow: tuple) -> _Conn:
+        src, sport, dst, dport, _ = flow  # the initiator first, as far as known
+        pp = self.port_proto
+        if dport in pp or sport not in pp:
+            client, server, port = (src, sport), (dst, dport), dport
+        else:
+            client, server, port = (dst, dport), (src, sport), sport
+        proto = pp.get(port, "smtp")
+        tls = port in IMPLICIT_TLS_PORTS
+        return _Conn(proto, client, server, tls, None if tls else self._parser(proto))
+
+    def _parser(self, proto: str) -> MailSession:
+        size = self.cfg.max_body_size
+        cls = {"smtp": SmtpSession, "imap": ImapSession, "pop3": Pop3Session}[proto]
+        return cls(max_body=size)
+
+    def on_message(self, s: Session, msg: tuple, flow: tuple, ts: int) -> object:  # type: ignore[override]
+        conn: _Conn = s.info  # type: ignore[assignment]
+        data, fresh = msg  # type: ignore[misc]
+        from_client = (flow[0], flow[1]) == conn.client
+        seen = conn.client_seen if from_client else conn.server_seen
+        if from_client:
+            conn.client_seen = True
+        else:
+            conn.server_seen = True
+        if (
+            not conn.tls
+            and from_client
+            and not seen
+            and looks_like_tls(data[:3])
+            and conn.parser is not None
+            and not conn.parser.counters["commands"]
+        ):
+            conn.tls = True  # TLS where cleartext was expected: record it as TLS
+            conn.parser = None
+        if conn.tls:
+            before = (conn.tls_sni, conn.tls_version)
+            self._tls(conn, from_client, data)
+            if conn.summary is not None and before != (conn.tls_sni, conn.tls_version):
+                conn.summary = None  # metadata from the new state
+            if conn.summary is None:
+                s.metas[0] = None
+            return None
+        p = conn.parser
+        assert p is not None
+        if fresh and seen:
+            self.c["gaps"] += 1
+            p.gap(from_client)
+        was_ok = not p.gave_up
+        events = p.feed(from_client, data, ts)
+        if was_ok and p.gave_up:
+            self.c["gave_up"] += 1
+        return self._events(s, conn, events)
+
+    def _tls(self, conn: _Conn, from_client: bool, data: bytes) -> None:
+        if from_client:
+            st = conn.tls_c = conn.tls_c or TlsStream()
+        else:
+            st = conn.tls_s = conn.tls_s or TlsStream()
+        if st.failed or st.encrypted:
+            return
+        try:
+            for ev in st.feed(data):
+                if isinstance(ev, ClientHello) and ev.server_name:
+                    conn.tls_sni = ev.server_name
+                elif isinstance(ev, ServerHello) and not ev.is_hrr:
+                    conn.tls_version = ev.version
+        except Exception:  # TlsParseError: not TLS after all; counted, never raised
+            self.c["gave_up"] += 1
+
+    def _events(self, s: Session, conn: _Conn, events: list) -> tuple:
+        """Update the session from the parser's events; the values filters are asked."""
+        commands: list[str] = []
+        senders: list[str] = []
+        recipients: list[str] = []
+        subjects: list[str] = []
+        bodies: list[str] = []
+        mailboxes: list[str] = []
+        msgs: list[MailMessage] = []
+        for ev in events:
+            t = type(ev)
+            if t is SmtpCommand:
+                verb = ev.verb
+                if verb == ".":
+                    continue
+                conn.command = verb
+                commands.append(verb)
+                if verb == "MAIL":
+                    conn.mail_from = smtp_path(ev.arg, "FROM:")
+                    conn.rcpt_to = []
+                    if conn.mail_from:
+                        senders.append(conn.mail_from)
+                elif verb == "RCPT":
+                    r = smtp_path(ev.arg, "TO:")
+                    if r and len(conn.rcpt_to) < _MAX_LIST:
+                        conn.rcpt_to.append(r)
+                        recipients.append(r)
+                elif verb in ("RSET", "HELO", "EHLO"):
+                    conn.mail_from, conn.rcpt_to = "", []
+            elif t is SmtpReply:
+                cmd = ev.command
+                if cmd is not None and (
+                    cmd.verb == "QUIT" or (cmd.verb == "STARTTLS" and ev.code == 220)
+                ):
+                    conn.ended = cmd.verb == "QUIT"
+                if ev.code == 421:
+                    conn.ended = True
+            elif t is ImapCommand:
+                conn.command = ev.name
+                commands.append(ev.name)
+                if ev.mailbox:
+                    mailboxes.append(ev.mailbox)
+                if ev.name == "LOGIN" and ev.args:
+                    conn.user = ev.args.split(" ", 1)[0].strip('"')
+            elif t is ImapResponse:
+                cmd = ev.command
+                if cmd is not None:
+                    if cmd.name in ("SELECT", "EXAMINE"):
+                        conn.mailbox = cmd.mailbox if ev.status == "OK" else ""
+                    elif cmd.name == "LOGOUT":
+                        conn.ended = True
+            elif t is Pop3Command:
+                conn.command = ev.verb
+                commands.append(ev.verb)
+                if ev.verb in ("USER", "APOP") and ev.arg:
+                    conn.user = ev.arg.split(" ", 1)[0]
+            elif t is Pop3Reply:
+                if ev.command is not None and ev.command.verb == "QUIT":
+                    conn.ended = True
+            elif t is MailMessage:
+                msgs.append(ev)
+                conn.last_msg = ev
+                self.c["email_messages"] += 1
+                senders.extend(a.addr for a in ev.from_)
+                recipients.extend(a.addr for a in ev.to)
+                recipients.extend(a.addr for a in ev.cc)
+                if ev.mail_from:
+                    senders.append(ev.mail_from)
+                recipients.extend(ev.rcpt_to)
+                subjects.append(ev.subject)
+                if self.want_body:  # decoding the body costs: only for a keyword filter
+                    bodies.append(ev.body_text)
+                if ev.mailbox:
+                    mailboxes.append(ev.mailbox)
+        p = conn.parser
+        if p is not None and p.upgraded and not conn.upgraded:
+            conn.upgraded = True
+            self.c["starttls"] += 1
+        if events:
+            conn.summary = None  # the state changed: new metadata from now on
+            s.metas[0] = None
+        for m in msgs:
+            self._message_event(s, conn, m)
+        return senders, recipients, subjects, bodies, mailboxes, commands
+
+    def filter_values(self, msg: object, ctx: object) -> tuple[dict[str, object], list]:
+        if ctx is None:
+            return {}, []
+        senders, recipients, subjects, bodies, mailboxes, commands = ctx  # type: ignore[misc]
+        if not (commands or senders or recipients or subjects or mailboxes):
+            return {}, []  # most segments (a message's body, a reply) add no value
+        return {
+            "email_address": senders + recipients,
+            "email_subject": subjects,
+            "keyword": bodies,
+            "email_mailbox": mailboxes,
+            "email_command": commands,
+        }, []
+
+    def settled(self, s: Session, msg: object) -> bool:
+        conn: _Conn = s.info  # type: ignore[assignment]
+        # Encrypted from here on: nothing more can match but the addresses.
+        return conn.upgraded
+
+    def _summary(self, conn: _Conn) -> tuple:
+        if conn.summary is None:
+            m = conn.last_msg
+            conn.summary = (
+                conn.shown,
+                conn.command,
+                conn.mail_from,
+                tuple(conn.rcpt_to),
+                tuple(a.addr for a in m.from_) if m is not None else (),
+                tuple(a.addr for a in m.to) if m is not None else (),
+                m.subject if m is not None else "",
+                m.message_id if m is not None else "",
+                conn.mailbox,
+                conn.upgraded,
+                conn.tls_sni,
+            )
+        return conn.summary
+
+    def after_message(self, s: Session, msg: object, ts: int) -> None:
+        conn: _Conn = s.info  # type: ignore[assignment]
+        if conn.ended and not s.end_ns:
+            s.end_ns = ts
+
+    def meta(self, s: Session, tag: int, summary: object) -> lc_pb2.PacketMeta:
+        """Every frame of a connection carries the session's state when it went."""
+        conn: _Conn = s.info  # type: ignore[assignment]
+        summary = self._summary(conn)
+        cached = conn.meta
+        if cached is not None and cached[0] is summary:
+            return cached[1]
+        shown, command, mail_from, rcpt, frm, to, subject, mid, mailbox, up, sni = summary  # type: ignore[misc]
+        meta = lc_pb2.PacketMeta(
+            protocol=shown,
+            session_id=s.name,
+            filter_ids=s.ids,
+            email=lc_pb2.EmailSummary(
+                protocol=shown,
+                command=wire_text(command, 64),
+                mail_from=wire_text(mail_from, _ADDR_MAX),
+                rcpt_to=[wire_text(r, _ADDR_MAX) for r in rcpt],
+                from_address=[wire_text(a, _ADDR_MAX) for a in frm[:_MAX_LIST]],
+                to_address=[wire_text(a, _ADDR_MAX) for a in to[:_MAX_LIST]],
+                subject=wire_text(subject, _TEXT_MAX),
+                message_id=wire_text(mid, _TEXT_MAX),
+                mailbox=wire_text(mailbox, _TEXT_MAX),
+                upgraded=up,
+                tls_sni=wire_text(sni, 256),
+            ),
+        )
+        conn.meta = (summary, meta)
+        return meta
+
+    # -- events ------------------------------------------------------------------------
+    def _message_event(self, s: Session, conn: _Conn, m: MailMessage) -> None:
+        ev = lc_pb2.Event(dataset="email", start_ns=m.ts_ns, end_ns=m.end_ns or m.ts_ns)
+        ev.session_id = s.name
+        self._set_flow(conn, ev)
+        e = ev.email
+        e.protocol = conn.shown
+        e.command = wire_text(m.command, 64)
+        e.direction = "inbound" if m.command in _INBOUND_COMMANDS else "outbound"
+        e.from_address.extend(wire_text(a.addr, _ADDR_MAX) for a in m.from_[:_MAX_LIST])
+        e.to_address.extend(wire_text(a.addr, _ADDR_MAX) for a in m.to[:_MAX_LIST])
+        e.cc_address.extend(wire_text(a.addr, _ADDR_MAX) for a in m.cc[:_MAX_LIST])
+        e.reply_to.extend(wire_text(a.addr, _ADDR_MAX) for a in m.reply_to[:_MAX_LIST])
+        e.subject = wire_text(m.subject, _TEXT_MAX)
+        e.message_id = wire_text(m.message_id, _TEXT_MAX)
+        e.origination_ns = m.origination_ns or 0
+        e.content_type = wire_text(m.content_type, 256)
+        e.attachments.extend(wire_text(a, 256) for a in m.attachments[:_MAX_LIST])
+        e.helo = wire_text(m.helo, 256)
+        e.mail_from = wire_text(m.mail_from, _ADDR_MAX)
+        e.rcpt_to.extend(wire_text(r, _ADDR_MAX) for r in m.rcpt_to[:_MAX_LIST])
+        e.mailbox = wire_text(m.mailbox, _TEXT_MAX)
+        e.user = wire_text(m.user or conn.user, 256)
+        e.size = m.size
+        e.truncated = m.truncated
+        e.complete = m.complete
+        e.x_mailer = wire_text(m.user_agent, 256)
+        if self.cfg.capture_body:
+            e.body = wire_text(m.body_text, self.cfg.max_body_size)
+        self._queue(s, conn, ev)
+
+    def _set_flow(self, conn: _Conn, ev: lc_pb2.Event) -> None:
+        (ca, cp), (sa, sp) = conn.client, conn.server
+        set_flow(ev, (ca, cp, sa, sp, 6))
+
+    def _queue(self, s: Session, conn: _Conn, ev: lc_pb2.Event) -> None:
+        if len(conn.pending) >= _MAX_PENDING_EVENTS:
+            return  # bounded; the engine counts what it cannot keep (events_dropped)
+        conn.pending.append(ev)
+
+    def tls_event(self, s: Session, conn: _Conn) -> None:
+        ev = lc_pb2.Event(dataset="email", start_ns=s.first_ns, end_ns=s.end_ns or s.last_ns)
+        ev.session_id = s.name
+        self._set_flow(conn, ev)
+        e = ev.email
+        e.protocol = conn.shown
+        e.tls_sni = wire_text(conn.tls_sni, 256)
+        e.tls_version = conn.tls_version
+        e.complete = True
+        self._queue(s, conn, ev)
+
+    def figures(self) -> dict[str, int]:
+        return dict(self.c)
+
+
+class EmailMode(SessionMode):
+    """The session engine with the email dissector, local filters and per-message events."""
+
+    dis: EmailDissector
+
+    def __init__(self, ctx: ModeContext, cfg: EmailConfig) -> None:
+        super().__init__(ctx, EmailDissector(cfg), cfg.limits())
+        self.cfg = cfg
+        self.local_filters = cfg.local_filters()
+        by_kind: dict[str, list[Filter]] = {"sender": [], "recipient": [], "rest": []}
+        for f in self.local_filters:
+            kind = f.id.split(":")[1]
+            by_kind[kind if kind in by_kind else "rest"].append(f)
+        types = EMAIL_FILTER_TYPES
+        self._local = {k: compile_filters(v, None, types) for k, v in by_kind.items() if v}
+        if self._local:
+            self.policy = "deny"  # filters exist: the no-filter policy does not apply
+        self._want_body()
+
+    def apply(self, compiled: FilterSet) -> None:
+        super().apply(compiled)
+        self._want_body()
+
+    def _want_body(self) -> None:
+        fs = self._fs
+        self.dis.want_body = (fs is not None and fs.has("keyword")) or any(
+            f.has("keyword") for f in self._local.values()
+        )
+
+    def _conn_message(
+        self, s: Session, msg: object, toks: list, flow: tuple, out: Out, ts: int
+    ) -> None:
+        super()._conn_message(s, msg, toks, flow, out, ts)
+        self._take_pending(s)
+
+    def _take_pending(self, s: Session) -> None:
+        """The messages' events: sent now if the connection is decided, else they wait
+        with it (the engine sends them when it is decided, or drops them)."""
+        conn: _Conn = s.info  # type: ignore[assignment]
+        if not conn.pending:
+            return
+        for ev in conn.pending:
+            if s.state == UNDECIDED:
+                waiting = s.events
+                if waiting is None:
+                    waiting = s.events = []
+                if len(waiting) < MAX_WAITING_EVENTS:
+                    waiting.append(ev)
+                else:
+                    self.cc["events_dropped"] += 1
+            else:
+                self._emit(s, ev)
+        conn.pending = []
+
+    def _match(self, msg: object, ctx: object, flow: tuple) -> list[str] | None:
+        fs = self._fs
+        local = self._local
+        if (fs is None or not len(fs)) and not local:
+            return [] if self.policy == "allow" else None
+        fields, _ = self.dis.filter_values(msg, ctx)
+        ids: set[str] = set()
+        if fs is not None and len(fs):
+            if fields:
+                ids |= fs.match_fields(fields)
+            if fs.has("ip_address"):
+                ids |= fs.match_ip([flow[0], flow[2]])
+        if fields and local:
+            senders, recipients = ctx[0], ctx[1]  # type: ignore[index]
+            if "sender" in local and senders:
+                ids |= local["sender"].match("email_address", senders)
+            if "recipient" in local and recipients:
+                ids |= local["recipient"].match("email_address", recipients)
+            if "rest" in local:
+                rest = dict(fields)
+                del rest["email_address"]
+                ids |= local["rest"].match_fields(rest)
+        return sorted(ids) if ids else None
+
+    def _forgotten(self, s: Session) -> None:
+        conn: _Conn = s.info  # type: ignore[assignment]
+        p = conn.parser
+        if p is not None and not p.closed:
+            self.dis._events(s, conn, p.close(s.last_ns))  # a message cut short
+        if conn.tls:
+            self.dis.c["tls_sessions"] += 1
+            self.dis.tls_event(s, conn)
+        self._take_pending(s)
+        super()._forgotten(s)
+
+    def finish(self) -> Forward:
+        return super().finish()
+
+
+def email_mode(ctx: ModeContext, cfg: EmailConfig | None = None) -> EmailMode:
+    """Email mode for a hunter (the registry's factory)."""
+    return EmailMode(ctx, cfg or EmailConfig())
+
+
+SPEC = ModeSpec(
+    name="email",
+    help="""Email: capture the SMTP, IMAP and POP3 sessions that filters select, whole.
+
+    A session is held until one of its messages (or commands) matches a filter
+    (email_address, email_subject, keyword, email_mailbox, email_command,
+    ip_address), pushed by the processor or given here (--sender, --recipient,
+    --subject, --keywords, --mailbox, --command); then its packets so far and the
+    rest of it are forwarded, with one event per message. Ports 465, 993 and 995
+    are implicit TLS: recorded as TLS sessions. With no filter at all, nothing is
+    forwarded unless --no-filter-policy allow.""",
+    filter_types=EMAIL_FILTER_TYPES,
+    default_policy="deny",
+    config=EmailConfig,
+    factory=email_mode,
+)

@@ -1,0 +1,226 @@
+"""The DNS mode's fast path (untagged Ethernet/IPv4/UDP without a session until a
+match) forwards exactly what the general path (the session engine for every packet)
+forwards, with the same metadata and events, on the corpus and on the benchmark's
+generated mix; and the answer-type scan it relies on never misses a CNAME."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lc.common.dns import TYPE_CNAME, DnsError, answers_have_type, parse_dns
+from lc.common.filters import Filter, compile_filters
+from lc.hunter.capture import FileSource
+from lc.hunter.modes.base import ModeContext
+from lc.hunter.modes.dns import DNS_FILTER_TYPES, DnsConfig, dns_mode
+from tests.hunter.test_mode_fuzz import T0, chunk_of, through_the_wire
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+ROOT = Path(__file__).resolve().parents[2]
+CORPUS = ROOT.parent / "shared" / "corpus"
+
+
+def _replay(path: Path, filters: list[Filter], fast: bool) -> tuple[list, list, dict]:
+    src = FileSource(str(path))
+    m = dns_mode(ModeContext(src.interfaces, "deny", "captured"), DnsConfig())
+    if not fast:
+        m._fast_ok = lambda: False  # type: ignore[method-assign]
+    m.apply(compile_filters(filters, "h", DNS_FILTER_TYPES))
+    frames, metas, events = [], [], []
+    fwds = []
+    while (c := src.read()) is not None:
+        fwds.append(m.process(c))
+    fwds.append(m.finish())
+    for f in fwds:
+        mv = memoryview(f.chunk.records)
+        off = 0
+        for i, cap in enumerate(f.chunk.caplen):
+            frames.append(bytes(mv[off + 16 : off + 16 + cap]))
+            meta = f.meta.get(i)
+            metas.append(None if meta is None else meta.SerializeToString(deterministic=True))
+            off += 16 + cap
+        events += [e.SerializeToString(deterministic=True) for e in f.events]
+    return frames, metas, {"events": sorted(events), "counters": m.counters().figures}
+
+
+CASES = [
+    ("dns/arkime_dns-wiresharkrepo.pcap", "www.l.google.com"),
+    ("dns/arkime_dns-wiresharkrepo.pcap", "*.google.com"),
+    ("dns/elastic_dns-tunnel-iodine.pcap", "*.pirate.sea"),
+    ("dns/dmachard_dnscat2.pcap", "*a*"),
+    ("dns/suricata_dns-udp-eve-log-srv.pcap", "*e*"),
+    ("dns/zeek_ipv6-fragmented-dns.pcap", "*e*"),
+]
+
+
+@pytest.mark.parametrize(("capture", "pattern"), CASES)
+def test_fast_path_forwards_what_the_general_path_does(capture: str, pattern: str) -> None:
+    path = CORPUS / capture
+    if not path.exists():
+        pytest.skip("corpus not present")
+    flt = [Filter(id="f", type="dns_domain", pattern=pattern)]
+    fast = _replay(path, flt, True)
+    slow = _replay(path, flt, False)
+    assert fast[0] == slow[0] and fast[1] == slow[1]
+    assert fast[2]["events"] == slow[2]["events"]
+    for k in ("forwarded", "dns_queries", "dns_messages", "transactions_matched"):
+        assert fast[2]["counters"][k] == slow[2]["counters"][k], k
+
+
+def test_fast_path_on_the_benchmark_mix_cname_matches_included(tmp_path) -> None:
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    from bench.dns_bench import make_capture
+
+    cap = tmp_path / "mix.pcap"
+    info = make_capture(cap, 3000, seed=5)
+    for pattern in ("*.watched-bench.com", "*.cdn-7.net"):  # the second only via CNAMEs
+        flt = [Filter(id="f", type="dns_domain", pattern=pattern)]
+        fast = _replay(cap, flt, True)
+        slow = _replay(cap, flt, False)
+        assert fast[0] == slow[0] and fast[1] == slow[1] and fast[2]["events"] == slow[2]["events"]
+        assert fast[0]
+    fast = _replay(cap, [Filter(id="f", type="dns_domain", pattern="*.watched-bench.com")], True)
+    assert len(fast[0]) == info["want_frames"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_answer_scan_never_misses_a_cname(tail: bytes) -> None:
+    head = bytes.fromhex("1234818000010002000000000377777701780000010001")
+    cname = bytes.fromhex("c00c000500010000003c0004") + b"\x01y\xc0\x10"
+    for data in (head + tail, head + cname + tail, head + tail[:20] + cname):
+        assert isinstance(answers_have_type(data, TYPE_CNAME), bool)
+        try:
+            msg = parse_dns(data)
+        except DnsError:
+            continue
+        if any(r[1] == TYPE_CNAME for r in msg.answers):
+            assert answers_have_type(data, TYPE_CNAME)
+
+
+def test_bpf_filter_selects_transactions_by_a_frame_of_theirs(tmp_path) -> None:
+    """A bpf filter matches a transaction when the frame of its query or of its
+    response matches the expression (compiled by libpcap): both are forwarded. The
+    oracle: tshark's DNS ids of the frames longer than 150 bytes, then every frame of
+    those ids."""
+    import shutil
+    import subprocess
+
+    if shutil.which("tshark") is None:
+        pytest.skip("tshark not installed")
+    cap = CORPUS / "dns" / "arkime_dns-wiresharkrepo.pcap"
+    if not cap.exists():
+        pytest.skip("corpus not present")
+
+    def tshark(flt: str, field: str) -> list[str]:
+        r = subprocess.run(["tshark", "-r", str(cap), "-Y", flt, "-T", "fields", "-e", field],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+        return r.stdout.split()
+
+    ids = set(tshark("dns and frame.len > 150", "dns.id"))
+    assert ids
+    want = [int(n) for n in tshark(" or ".join(f"dns.id == {i}" for i in ids), "frame.number")]
+    src = FileSource(str(cap))
+    every = []
+    while (c := src.read()) is not None:
+        mv = memoryview(c.records)
+        off = 0
+        for cap_len in c.caplen:
+            every.append(bytes(mv[off + 16 : off + 16 + cap_len]))
+            off += 16 + cap_len
+    got, metas, _ = _replay(cap, [Filter(id="big", type="bpf", pattern="greater 151")], True)
+    assert got == [every[n - 1] for n in want]
+    assert all(m is not None and b"big" in m for m in metas)
+    # Beside a dns_domain filter, each transaction carries the ids it matched.
+    both = [Filter(id="big", type="bpf", pattern="greater 151"),
+            Filter(id="g", type="dns_domain", pattern="*.google.com")]  # fmt: skip
+    got2, _, _ = _replay(cap, both, True)
+    assert set(got) <= set(got2)
+
+
+# -- hostile DNS through the mode and the wire ---------------------------------------------
+
+
+def _dns_seeds() -> list[bytes]:
+    import random
+
+    from bench.dns_bench import query, response, tcp_frame, udp_frame, wire_name
+
+    out: list[bytes] = []
+    for name in ("elastic_dns-tunnel-iodine.pcap", "dmachard_dnscat2.pcap",
+                 "arkime_dns-wiresharkrepo.pcap", "arkime_dns-tcp.pcap"):  # fmt: skip
+        path = CORPUS / "dns" / name
+        if path.exists():
+            src = FileSource(str(path))
+            c = src.read()
+            if c is not None and src.interfaces[0][1] == 1:
+                mv = memoryview(c.records)
+                off = 0
+                for cap_len in list(c.caplen)[:60]:
+                    out.append(bytes(mv[off + 16 : off + 16 + cap_len]))
+                    off += 16 + cap_len
+    rng = random.Random(3)
+    a, b = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 53])
+    for qname in (b"\xff\xfe\x00raw.watched-bench.com", b"x.watched-bench.com", b"\xc3(.t.tun.net"):
+        w = wire_name(qname)
+        q, r = query(7, w, 16), response(7, w, 16, rng, qname.startswith(b"\xc3"))
+        out += [udp_frame(a, 4000, b, 53, q), udp_frame(b, 53, a, 4000, r)]
+        out.append(tcp_frame(a, 4001, b, 53, 1, 0, 0x18, len(q).to_bytes(2, "big") + q))
+    return out
+
+
+_SEEDS: list[bytes] = []
+
+
+@st.composite
+def _hostile(draw) -> bytes:
+    if not _SEEDS:
+        _SEEDS.extend(_dns_seeds())
+    frame = bytearray(draw(st.sampled_from(_SEEDS)))
+    for _ in range(draw(st.integers(0, 4))):
+        kind = draw(st.sampled_from(["flip", "cut", "insert", "label", "pointer"]))
+        pos = draw(st.integers(42, max(42, len(frame) - 1)))
+        if kind == "flip" and pos < len(frame):
+            frame[pos] = draw(st.integers(0, 255))
+        elif kind == "cut":
+            del frame[pos:]
+        elif kind == "label":  # raw 8-bit label bytes, the same length (lengths stay right)
+            bad = draw(st.binary(min_size=1, max_size=8))
+            frame[pos : pos + len(bad)] = bad
+        elif kind == "pointer":  # a compression pointer anywhere (loops, forward)
+            frame[pos : pos + 2] = bytes([0xC0, draw(st.integers(0, 255))])
+        else:
+            frame[pos:pos] = draw(st.binary(max_size=20))
+    return bytes(frame)
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.lists(_hostile(), min_size=1, max_size=40), st.sampled_from(["captured", "all"]))
+def test_hostile_dns_through_the_mode_and_the_wire(frames: list[bytes], events: str) -> None:
+    """Mutated DNS frames (iodine-like raw labels, pointer loops, cuts) through the DNS
+    mode, on the fast path (``captured``) and the general one (``all``), with every
+    filter type it applies, then the batcher, the wire codec and protobuf: nothing
+    raises, nothing is forwarded twice."""
+    interfaces = [("eth0", 1)]
+    m = dns_mode(ModeContext(interfaces, "deny", events), DnsConfig())
+    filters = [Filter(id="d", type="dns_domain", pattern="*.watched-bench.com"),
+               Filter(id="t", type="dns_domain", pattern="*tun*")]  # fmt: skip
+    if events == "all":
+        filters += [Filter(id="ip", type="ip_address", pattern="10.0.0.0/8"),
+                    Filter(id="b", type="bpf", pattern="udp")]  # fmt: skip
+    m.apply(compile_filters(filters, "h1", DNS_FILTER_TYPES))
+    half = len(frames) // 2
+    sent = through_the_wire(m.process(chunk_of(frames[:half], T0)), interfaces, 1)
+    sent += through_the_wire(m.process(chunk_of(frames[half:], T0 + 10**9)), interfaces, 2)
+    sent += through_the_wire(m.tick(T0 + 400 * 10**9), interfaces, 3)
+    sent += through_the_wire(m.finish(), interfaces, 4)
+    c = m.counters()
+    assert all(isinstance(v, int) and v >= 0 for v in c.figures.values())
+    assert sent <= len(frames)

@@ -1,0 +1,331 @@
+"""Email mode (lc.hunter.modes.email) on the public captures, against tshark, and its rules.
+
+Oracles: tshark's per-frame ``smtp``/``imap``/``pop``/``imf`` fields in
+``../shared/corpus/{smtp,imap,pop3}/*.expected.tsv`` (see its MANIFEST.md), and tshark
+run here for the ``tcp.stream`` of every frame.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lc.common.errors import ValidationError
+from lc.common.filters import Filter, compile_filters
+from lc.common.mailmsg import split_headers
+from lc.hunter.capture import Chunk
+from lc.hunter.modes.base import ModeContext, parse_options
+from lc.hunter.modes.email import EMAIL_FILTER_TYPES, EmailConfig, email_mode
+from tests.conftest import need
+from tests.hunter.test_voip import CORPUS, need_corpus, run_file, tsv
+
+
+class EmailMode:
+    """The mode as run_file drives it; events kept in ``events``."""
+
+    def __init__(self, filters: list, policy: str = "deny", events: str = "captured", **cfg):
+        self.interfaces: list = []
+        self.mode = email_mode(
+            ModeContext(self.interfaces, policy=policy, events=events), EmailConfig(**cfg)
+        )
+        self.mode.apply(compile_filters(filters, "h", EMAIL_FILTER_TYPES))
+        self.events: list = []
+
+    def process(self, chunk):
+        fwd = self.mode.process(chunk)
+        self.events += fwd.events
+        return fwd.chunk, fwd.meta
+
+    def finish(self):
+        self.events += self.mode.finish().events
+
+
+def run(name: str, filters: list, **kw) -> tuple[EmailMode, list]:
+    need_corpus()
+    m = EmailMode(filters, **kw)
+    return m, run_file(CORPUS / name, m, m.interfaces)
+
+
+def streams(name: str) -> dict[int, int]:
+    """tcp.stream by frame number (tshark) of every frame of a TCP connection: handshakes,
+    pure ACKs, retransmitted and out-of-order copies, and ICMP errors quoting one of its
+    segments (smtp/zeek_smtp.pcap frames 26, 28-30), which tshark puts in its stream."""
+    need("tshark")
+    r = subprocess.run(
+        ["tshark", "-n", "-r", str(CORPUS / name), "-T", "fields", "-e", "frame.number",
+         "-e", "tcp.stream"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    out = {}
+    for line in r.stdout.splitlines():
+        num, stream = [*line.split("\t"), ""][:2]
+        if stream:
+            out[int(num)] = int(stream)
+    return out
+
+
+CASES = [
+    "smtp/zeek_smtp.pcap",
+    "smtp/zeek_smtp-multi-addr.pcap",
+    "smtp/arkime_smtp-subject-8859-b.pcap",
+    "smtp/suricata_smtp-attachment-md5.pcap",
+    "imap/arkime_imap.pcap",
+    "pop3/zeek_pop3.pcap",
+    "pop3/suricata_pop3-02-bug-7709.pcap",
+    "pop3/suricata_pop3.pcap",
+]
+
+
+def oracle_messages(name: str) -> tuple[set[str], dict[str, int]]:
+    """tshark's Message-IDs (without <>) and the tcp.stream each was seen in."""
+    ids: set[str] = set()
+    where: dict[str, int] = {}
+    for r in tsv(CORPUS / (name + ".expected.tsv")):
+        for mid in r.get("imf.message_id", "").split("|"):
+            mid = mid.strip().strip("<>")
+            if mid:
+                ids.add(mid)
+                where[mid] = int(r["tcp.stream"])
+    return ids, where
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_every_message_tshark_sees_is_one_event_with_its_headers(name):
+    m, fwd = run(name, [], policy="allow", capture_body=True)
+    ids, _ = oracle_messages(name)
+    got = {e.email.message_id for e in m.events if e.email.message_id}
+    assert got == ids
+    assert fwd and all(e.captured for e in m.events)
+    # From/To as tshark shows them contain our parsed addresses.
+    rows = tsv(CORPUS / (name + ".expected.tsv"))
+    froms = "|".join(r.get("imf.from", "") for r in rows).lower()
+    for e in m.events:
+        for a in e.email.from_address:
+            assert a.lower() in froms, (a, froms[:200])
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_an_address_filter_selects_exactly_the_stream_of_its_message(name):
+    _, where = oracle_messages(name)
+    probe, _ = run(name, [], policy="allow")
+    # The first message with a From: filter on that address.
+    ev = next(e for e in probe.events if e.email.from_address and e.email.message_id in where)
+    addr = ev.email.from_address[0]
+    wanted = {
+        where[e.email.message_id]
+        for e in probe.events
+        if addr in e.email.from_address and e.email.message_id in where
+    }
+    m, fwd = run(name, [Filter("a", "email_address", addr)])
+    by_frame = streams(name)
+    got_streams = {by_frame[n] for n, _ in fwd if n in by_frame}
+    assert got_streams == wanted
+    # Every frame of those streams, nothing else.
+    want_frames = {n for n, s in by_frame.items() if s in wanted}
+    got_frames = [n for n, _ in fwd]
+    assert got_frames == sorted(want_frames), sorted(want_frames ^ set(got_frames))[:10]
+    assert all(meta.filter_ids == ["a"] for _, meta in fwd)
+    assert all(e.filter_ids == ["a"] and e.captured for e in m.events)
+
+
+def test_subject_filters_match_the_decoded_subject_in_any_charset():
+    # =?iso-8859-1?B?dGVzdCDlIOkg7iD4IPw=?= and =?GB2312?B?...?= as a mail reader shows them.
+    m, fwd = run("smtp/arkime_smtp-subject-8859-b.pcap", [Filter("s", "email_subject", "test å*")])
+    assert fwd and [e.email.subject for e in m.events] == ["test å é î ø ü"]
+    m, fwd = run("pop3/suricata_pop3-02-bug-7709.pcap", [Filter("s", "email_subject", "*测试1下")])
+    assert fwd and [e.email.subject for e in m.events] == ["回复: 回复: 测试1下"]
+    m, fwd = run("smtp/arkime_smtp-subject-8859-b.pcap", [Filter("s", "email_subject", "test")])
+    assert not fwd and not m.events
+
+
+def test_mailbox_command_and_keyword_filters():
+    m, fwd = run("imap/arkime_imap.pcap", [Filter("mb", "email_mailbox", "inbox")])
+    assert fwd and m.events and all(e.email.mailbox.lower() == "inbox" for e in m.events)
+    m, fwd = run("imap/arkime_imap.pcap", [Filter("mb", "email_mailbox", "Sent")])
+    assert not fwd
+    m, fwd = run("pop3/zeek_pop3.pcap", [Filter("c", "email_command", "RETR")])
+    assert len(m.events) == 3 and {e.email.command for e in m.events} == {"RETR"}
+    m, fwd = run("pop3/zeek_pop3.pcap", [Filter("c", "email_command", "APPEND")])
+    assert not fwd
+    # A keyword is looked for in the decoded text body (here quoted in the reply's body).
+    m, fwd = run("smtp/zeek_smtp.pcap", [Filter("k", "keyword", "bro smtp cc header")])
+    assert fwd and [e.email.subject for e in m.events] == ["Re: Bro SMTP CC Header"]
+    # The From address is no body text.
+    m, fwd = run("smtp/zeek_smtp.pcap", [Filter("k", "keyword", "gurpartap@")])
+    assert not fwd
+    m, fwd = run("smtp/zeek_smtp.pcap", [Filter("k", "keyword", "zzzqqqxxx")])
+    assert not fwd
+
+
+def test_local_flags_are_filters_beside_pushed_ones():
+    need_corpus()
+    cfg = parse_options(EmailConfig, {"senders": "gurpartap@patriots.in"})
+    m = EmailMode([], senders=cfg.senders)
+    run_file(CORPUS / "smtp/zeek_smtp.pcap", m, m.interfaces)
+    assert [list(e.filter_ids) for e in m.events] == [["local:sender:1"]]
+    # --recipient is not --sender: the same address as a recipient does not match.
+    m2 = EmailMode([], recipients=("gurpartap@patriots.in",))
+    assert not run_file(CORPUS / "smtp/zeek_smtp.pcap", m2, m2.interfaces)
+    # Both kinds at once: each session by its own filter.
+    m3 = EmailMode([Filter("p", "email_address", "albert@example.com")], senders=cfg.senders)
+    run_file(CORPUS / "smtp/zeek_smtp.pcap", m3, m3.interfaces)
+    assert sorted(list(e.filter_ids) for e in m3.events) == [["local:sender:1"], ["p"]]
+
+
+def test_bad_local_flags_are_refused_naming_the_flag():
+    with pytest.raises(ValidationError, match=r"--subject .*only wildcards"):
+        parse_options(EmailConfig, {"subjects": "**"})
+    with pytest.raises(ValidationError, match=r"--keywords .*at least"):
+        parse_options(EmailConfig, {"keywords": "ab"})
+    with pytest.raises(ValidationError, match=r"--protocol"):
+        parse_options(EmailConfig, {"protocols": "smtp,nntp"})
+    with pytest.raises(ValidationError, match=r"also given to --smtp-port"):
+        parse_options(EmailConfig, {"imap_ports": "25"})
+
+
+def test_starttls_sessions_are_marked_upgraded_and_implicit_tls_ports_are_tls():
+    m, fwd = run("smtp/arkime_smtp-starttls.pcap", [], policy="allow")
+    assert fwd and all(meta.email.upgraded for _, meta in fwd[-3:])
+    assert m.mode.counters().figures["starttls"] == 1
+    # TLS where a mail protocol was expected (here HTTPS on a port declared SMTP): a TLS
+    # session (smtps) with its ClientHello's server_name and the version chosen.
+    m, fwd = run(
+        "tls/arkime_curl-enabled-tls13.pcap", [], policy="allow",
+        smtp_ports=frozenset({443}), imap_ports=frozenset({1}), pop3_ports=frozenset({2}),
+    )  # fmt: skip
+    # (the handshake and the ClientHello's frame went before anything said TLS)
+    assert fwd and {meta.protocol for _, meta in fwd[-5:]} == {"smtps"}
+    assert fwd[-1][1].email.tls_sni == "enabled.tls13.com"
+    (ev,) = m.events
+    assert ev.email.protocol == "smtps" and ev.email.tls_sni == "enabled.tls13.com"
+    assert ev.email.tls_version == 0x0304 and ev.flow.dst_port == 443
+
+
+def test_secrets_never_reach_metadata_or_events():
+    m, fwd = run("pop3/zeek_pop3.pcap", [], policy="allow")  # AUTH PLAIN with base64 secrets
+    m2, fwd2 = run("smtp/zeek_smtp.pcap", [], policy="allow")  # AUTH LOGIN
+    blob = b"".join(e.SerializeToString() for e in m.events + m2.events)
+    blob += b"".join(meta.SerializeToString() for _, meta in fwd + fwd2)
+    for secret in (b"cHVuamFiQDEyMw==", b"punjab@123", b"AHBvcHRlc3QAcG9wdGVzdA"):
+        assert secret not in blob
+
+
+def _tcp_frames(payloads: list[tuple[bool, bytes]]) -> Chunk:
+    """Ethernet/IPv4/TCP frames of one connection 10.0.0.1:40000 <-> 10.0.0.2:25."""
+    import struct
+    from array import array
+
+    seq = {True: 1000, False: 5000}
+    recs = bytearray()
+    ts, caps = array("q"), array("I")
+    for i, (up, data) in enumerate(payloads):
+        src, dst = (b"\x0a\0\0\x01", b"\x0a\0\0\x02") if up else (b"\x0a\0\0\x02", b"\x0a\0\0\x01")
+        sp, dp = (40000, 25) if up else (25, 40000)
+        tcp = struct.pack("!HHIIBBHHH", sp, dp, seq[up], seq[not up], 0x50, 0x18, 65535, 0, 0)
+        seq[up] += len(data)
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp) + len(data), i, 0, 64, 6, 0,
+                         src, dst)  # fmt: skip
+        frame = b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip + tcp + data
+        t = 10**9 + i * 1000
+        recs += struct.pack("<IIII", t // 10**9, t % 10**9, len(frame), len(frame)) + frame
+        ts.append(t)
+        caps.append(len(frame))
+    return Chunk(ts, caps, array("I", caps), bytes(recs), array("H", [0] * len(caps)))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(
+            st.booleans(),
+            st.binary(max_size=200)
+            | st.sampled_from(
+                [
+                    b"MAIL FROM:<a@b.c>\r\n",
+                    b"RCPT TO:<x@y.z>\r\n",
+                    b"DATA\r\n",
+                    b"354 go\r\n",
+                    b"Subject: =?utf-8?b?w7w=?=\r\n\r\nbody\r\n.\r\n",
+                    b"250 ok\r\n",
+                    b"220 hi\r\n",
+                    b"STARTTLS\r\n",
+                    b"BDAT 5 LAST\r\n",
+                    b"\x16\x03\x01\x00\x05hello",
+                ]
+            ),
+        ),
+        max_size=30,
+    )
+)
+def test_hostile_streams_never_raise_and_stay_bounded(payloads):
+    m = EmailMode([Filter("k", "keyword", "body")], events="all")
+    m.interfaces.append(("eth", 1))
+    m.process(_tcp_frames(payloads))
+    m.finish()
+    c = m.mode.counters().figures
+    assert c["sessions_active"] == 0 and c["buffered_bytes"] == 0
+
+
+def test_summary_names_the_session_and_its_envelope():
+    _, fwd = run("smtp/zeek_smtp-multi-addr.pcap", [], policy="allow")
+    last = fwd[-1][1]
+    assert last.protocol == "smtp" and last.session_id.startswith("tcp:")
+    assert last.email.mail_from and last.email.subject == "Testmail"
+    pairs, _ = split_headers(b"Subject: x\r\n\r\n")
+    assert pairs == [("subject", "x")]
+
+
+def test_ports_of_a_protocol_left_out_are_not_followed():
+    m, fwd = run("pop3/zeek_pop3.pcap", [], policy="allow", protocols=frozenset({"smtp"}))
+    assert not fwd and not m.events
+    assert Path(CORPUS / "pop3/zeek_pop3.pcap").exists()
+
+
+def test_the_kernel_filter_lets_the_icmp_errors_of_connections_through():
+    need("tcpdump")
+    m = email_mode(ModeContext([]), EmailConfig())
+    expr = m.kernel_filter(compile_filters([], "h", EMAIL_FILTER_TYPES))
+    r = subprocess.run(
+        ["tcpdump", "-n", "-r", str(CORPUS / "smtp/zeek_smtp.pcap"), expr],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    icmp = [ln for ln in r.stdout.splitlines() if "ICMP" in ln]
+    assert len(icmp) == 4 and all("need to frag" in ln for ln in icmp)
+
+
+def _zeek_set(value: str) -> set[str]:
+    return set() if value in ("-", "(empty)") else set(value.split(","))
+
+
+def _angle(value: str) -> set[str]:
+    """Zeek's From/To/Cc header text (``"Name" <a@b>`` or ``a@b``, comma-separated)."""
+    out = set()
+    for part in _zeek_set(value):
+        out.add(part.rsplit("<", 1)[-1].rstrip(">").strip().lower())
+    return out
+
+
+def test_events_agree_with_zeeks_smtp_log():
+    """Zeek's smtp.log (one row per SMTP transaction) as the oracle: envelope, HELO,
+    header addresses, subject, Message-ID and user agent of each message."""
+    need_corpus()
+    lines = (CORPUS / "smtp/zeek_smtp.pcap.zeek-smtp.log").read_text().splitlines()
+    names = next(ln for ln in lines if ln.startswith("#fields")).split("\t")[1:]
+    rows = [dict(zip(names, ln.split("\t"), strict=True)) for ln in lines if ln[:1] != "#"]
+    m, _ = run("smtp/zeek_smtp.pcap", [], policy="allow")
+    by_id = {"<" + e.email.message_id + ">": e.email for e in m.events}
+    assert len(rows) == 2 and len(by_id) == len(rows)
+    for r in rows:
+        e = by_id[r["msg_id"]]
+        assert e.helo == r["helo"]
+        assert e.mail_from == r["mailfrom"]
+        assert set(e.rcpt_to) == _zeek_set(r["rcptto"])
+        assert {a.lower() for a in e.from_address} == _angle(r["from"])
+        assert {a.lower() for a in e.to_address} == _angle(r["to"])
+        assert {a.lower() for a in e.cc_address} == _angle(r["cc"])
+        assert e.subject == r["subject"]
+        assert e.x_mailer == r["user_agent"]
