@@ -526,6 +526,7 @@ _FIELDS = {
     b"content-length": _F_CL,
     b"transfer-encoding": _F_TE,
 }
+_FIELD_LENGTHS = frozenset(len(n) for n in _FIELDS)  # most names are lower-cased for nothing
 
 
 class _Collector:
@@ -554,6 +555,8 @@ class _Collector:
     def on_header(self, name: bytes, value: bytes) -> None:
         value = value.strip(b" \t")
         self.headers.append((name, value))
+        if len(name) not in _FIELD_LENGTHS:
+            return
         field = _FIELDS.get(name.lower())
         if field is None:
             return

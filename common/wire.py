@@ -84,6 +84,7 @@ class BatchRecords:
     # Valid events with their position in the batch (the ``seq`` of the event id).
     events: list[tuple[int, lc_pb2.Event]] = field(default_factory=list)
     bad_events: int = 0  # events skipped as malformed (see :func:`event_problem`)
+    keylog: list[bytes] = field(default_factory=list)  # TLS key log lines (field 17)
     # DNS tunneling statistics (checked by their consumer, lc.processor.tunnels)
     dns_tunnel: list[lc_pb2.DnsTunnelStats] = field(default_factory=list)
 
@@ -155,8 +156,11 @@ def _set_extras(
     meta: Sequence[tuple[int, Any]],
     count: int,
     events: Sequence[lc_pb2.Event],
+    keylog: Sequence[bytes] = (),
     tunnel: Sequence[lc_pb2.DnsTunnelStats] = (),
 ) -> None:
+    if keylog:
+        batch.tls_keylog.extend(keylog)
     if tunnel:
         batch.dns_tunnel.extend(tunnel)
     if meta:
@@ -176,15 +180,16 @@ def encode_extras(
     meta: Sequence[tuple[int, Any]],
     count: int,
     events: Sequence[lc_pb2.Event] = (),
+    keylog: Sequence[bytes] = (),
     tunnel: Sequence[lc_pb2.DnsTunnelStats] = (),
 ) -> bytes:
     """What a spool stores besides the records: the metadata and events of a batch of
     ``count`` packets, as a serialised PacketBatch holding only those fields (b"" when
     there are none). :func:`encode_batch` merges it back with ``extras=``."""
-    if not meta and not events and not tunnel:
+    if not meta and not events and not keylog and not tunnel:
         return b""
     holder = lc_pb2.PacketBatch()
-    _set_extras(holder, meta, count, events, tunnel)
+    _set_extras(holder, meta, count, events, keylog, tunnel)
     return holder.SerializeToString()
 
 
@@ -200,6 +205,7 @@ def encode_batch(
     events: Sequence[lc_pb2.Event] = (),
     extras: bytes = b"",
     sealed_at_ns: int = 0,
+    keylog: Sequence[bytes] = (),
     tunnel: Sequence[lc_pb2.DnsTunnelStats] = (),
 ) -> lc_pb2.PacketBatch:
     """The PacketBatch a hunter sends for one numbered batch.
@@ -218,7 +224,7 @@ def encode_batch(
         except DecodeError as e:
             raise ParseError(f"batch {sequence}: stored metadata does not decode: {e}") from None
     else:
-        _set_extras(batch, meta, count, events, tunnel)
+        _set_extras(batch, meta, count, events, keylog, tunnel)
     return batch
 
 
@@ -321,7 +327,7 @@ def unpack_batch(batch: lc_pb2.PacketBatch) -> BatchRecords:
             bad += 1
     return BatchRecords(
         batch.data, caplen, iface, interfaces, list(batch.meta), list(batch.meta_table),
-        meta_ref, events, bad, list(batch.dns_tunnel),
+        meta_ref, events, bad, list(batch.tls_keylog), list(batch.dns_tunnel),
     )  # fmt: skip
 
 

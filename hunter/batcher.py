@@ -46,7 +46,8 @@ class SealedBatch:
     # (index, filter ids) or (index, PacketMeta shared by many packets): see wire.encode_meta
     meta: list[tuple[int, object]] = field(default_factory=list)
     events: list[lc_pb2.Event] = field(default_factory=list)
-    event_bytes: int = 0  # the events' serialised size (memory accounting)
+    event_bytes: int = 0  # the events' (and key log lines') size (memory accounting)
+    keylog: list[bytes] = field(default_factory=list)  # TLS key log lines
     tunnel: list[lc_pb2.DnsTunnelStats] = field(default_factory=list)  # DNS mode's statistics
 
     def __len__(self) -> int:
@@ -82,6 +83,7 @@ class Batcher:
         self._meta: list[tuple[int, object]] = []
         self._events: list[lc_pb2.Event] = []
         self._event_bytes = 0
+        self._keylog: list[bytes] = []
         self._tunnel: list[lc_pb2.DnsTunnelStats] = []
         self._nbytes = 0
         self._first_ns = 0  # monotonic time the oldest pending packet (or event) arrived
@@ -89,7 +91,16 @@ class Batcher:
     @property
     def pending(self) -> int:
         """Packets and events waiting for the next seal."""
-        return self._count + len(self._events) + len(self._tunnel)
+        return self._count + len(self._events) + len(self._keylog) + len(self._tunnel)
+
+    def add_keylog(self, lines: list[bytes], now_ns: int | None = None) -> None:
+        """Attach TLS key log lines to the next sealed batch (like :meth:`add_events`)."""
+        if not lines:
+            return
+        if not self.pending:
+            self._first_ns = time.monotonic_ns() if now_ns is None else now_ns
+        self._keylog.extend(lines)
+        self._event_bytes += sum(len(x) + 4 for x in lines)
 
     def add_events(self, events: Iterable[lc_pb2.Event], now_ns: int | None = None) -> None:
         """Attach session events to the next sealed batch (in order).
@@ -207,8 +218,8 @@ class Batcher:
         pieces = self._pieces
         records = bytes(pieces[0]) if len(pieces) == 1 else b"".join(pieces)
         b = SealedBatch(
-            records, self._count, iface, self._nbytes, self._meta, self._events,
-            self._event_bytes, self._tunnel,
+            records, self._count, iface, self._nbytes, self._meta, self._events, self._event_bytes,
+            self._keylog, self._tunnel,
         )  # fmt: skip
         self._reset()
         if busy:

@@ -182,7 +182,7 @@ class Outbox:
             batch.records,
             batch.count,
             batch.iface,
-            extras=encode_extras(batch.meta, batch.count, batch.events, batch.tunnel),
+            extras=encode_extras(batch.meta, batch.count, batch.events, batch.keylog, batch.tunnel),
         )
         if ok:
             self.spooled_batches += 1

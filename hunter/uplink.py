@@ -409,7 +409,13 @@ class Uplink:
                 log.error("spooled batch %d/%d: %s; sent without it", p.epoch, p.sequence, e)
                 return encode_batch(*args, b.iface, sealed_at_ns=time.time_ns())
         return encode_batch(
-            *args, b.iface, b.meta, b.events, sealed_at_ns=time.time_ns(), tunnel=b.tunnel
+            *args,
+            b.iface,
+            b.meta,
+            b.events,
+            sealed_at_ns=time.time_ns(),
+            keylog=b.keylog,
+            tunnel=b.tunnel,
         )
 
     # -- heartbeats ----------------------------------------------------------------

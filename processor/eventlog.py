@@ -55,6 +55,7 @@ before any sink sees it).
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import logging
 import os
@@ -225,6 +226,62 @@ def _tls_fields(
     }
 
 
+def _body_fields(out: dict[str, Any], lc_http: dict[str, Any], side: str, body: bytes) -> None:
+    """A captured body: ECS ``http.<side>.body.content`` when it is UTF-8 text, else
+    base64 under ``lc.http.<side>_body_base64``."""
+    try:
+        out["content"] = body.decode("utf-8")
+    except UnicodeDecodeError:
+        lc_http[f"{side}_body_base64"] = base64.b64encode(body).decode("ascii")
+
+
+def _http_fields(ev: lc_pb2.Event, doc: dict[str, Any], lc: dict[str, Any], *_: Any) -> None:
+    """An HTTP transaction: ECS ``http.*``, ``url.*``, ``user_agent.original``; JA4H,
+    matched keywords and the rest under ``lc.http``."""
+    h = ev.http
+    doc["event"]["category"] = ["network", "web"]
+    doc["event"]["type"] = ["access"] if h.status else ["info"]
+    http: dict[str, Any] = {"version": wire_text(h.version, 16)}
+    lc_http: dict[str, Any] = {"transaction": h.transaction}
+    if h.method:
+        req: dict[str, Any] = {"method": wire_text(h.method, 64), "body": {}}
+        req["body"]["bytes"] = h.request_body_bytes
+        if h.referrer:
+            req["referrer"] = wire_text(h.referrer, 8192)
+        if h.request_body:
+            _body_fields(req["body"], lc_http, "request", h.request_body)
+        http["request"] = req
+        url: dict[str, Any] = {
+            "original": wire_text(h.target, 8192),
+            "path": wire_text(h.path, 8192),
+        }
+        if h.host:
+            url["domain"] = wire_text(h.host, 256)
+        if h.query:
+            url["query"] = wire_text(h.query, 8192)
+        doc["url"] = url
+        if h.user_agent:
+            doc["user_agent"] = {"original": wire_text(h.user_agent, 1024)}
+        if h.ja4h:
+            lc_http["ja4h"] = wire_text(h.ja4h, 128)
+    if h.status:
+        resp: dict[str, Any] = {"status_code": h.status, "body": {"bytes": h.response_body_bytes}}
+        if h.content_type:
+            resp["mime_type"] = wire_text(h.content_type, 128)
+        if h.response_body:
+            _body_fields(resp["body"], lc_http, "response", h.response_body)
+        http["response"] = resp
+        lc_http["reason"] = wire_text(h.reason, 256)
+    doc["http"] = http
+    if h.duration_ns:
+        doc["event"]["duration"] = h.duration_ns
+    if h.keywords:
+        lc_http["keywords"] = [wire_text(k, 256) for k in h.keywords]
+    if h.truncated:
+        lc_http["body_truncated"] = True
+    lc["http"] = lc_http
+
+
 def _dns_fields(
     ev: lc_pb2.Event,
     doc: dict[str, Any],
@@ -375,6 +432,7 @@ def _email_fields(
 DETAIL_RENDERERS: dict[str, Callable[..., None]] = {
     "call": _call_fields,
     "dns": _dns_fields,
+    "http": _http_fields,
     "email": _email_fields,
     "tls": _tls_fields,
 }

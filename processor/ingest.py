@@ -103,6 +103,7 @@ class Ingest:
         slow_writer_file: str | None = None,
         calls: CallWriter | None = None,
         events: Sink | None = None,
+        keys: Sink | None = None,
         observers: list[Observer] | None = None,
         tunnels: Sink | None = None,
     ) -> None:
@@ -120,6 +121,8 @@ class Ingest:
             self.sinks.append(tunnels)
         if events is not None:
             self.sinks.append(events)
+        if keys is not None:
+            self.sinks.append(keys)
         self.sinks.append(UnifiedPcap(sink, self.ledger, self.output))
         self.status = StatusCounters()
         self.observers = Observers([self.status, *(observers or [])])

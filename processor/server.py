@@ -23,6 +23,7 @@ from lc.processor.calls import DEFAULT_PATTERN, CallIndex, CallWriter
 from lc.processor.eventlog import DEFAULT_ROTATE_SIZE, EventLog
 from lc.processor.filterhub import FilterHub
 from lc.processor.ingest import Ingest
+from lc.processor.keylog import KeyLog
 from lc.processor.ledger import Ledger
 from lc.processor.limits import StreamGate
 from lc.processor.registry import Registry
@@ -200,6 +201,7 @@ class Processor:
                 ) from None
             for note in self.events.notes:
                 log.info("events: %s", note)
+        self.keys = KeyLog(os.path.join(cfg.data_dir, "keys"))  # opened at its first line
         self.tunnels = TunnelAlerts(cfg.tunneling_threshold)
         self.ingest = Ingest(
             self.sink,
@@ -208,6 +210,7 @@ class Processor:
             slow_writer_file=cfg.slow_writer_file,
             calls=self.calls,
             events=self.events,
+            keys=self.keys,
             tunnels=self.tunnels,
         )
         self.registry = Registry(stale_after=cfg.stale_after)

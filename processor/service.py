@@ -396,6 +396,7 @@ class ManagementService(lc_pb2_grpc.ManagementServiceServicer):
             events_written=ing.events_by_dataset,
             events_malformed=ing.bad_events,
             events_file=ing.events_file,
+            **_keylog_status(ing),
         )
 
     def ListHunters(self, request, context):
@@ -563,3 +564,11 @@ def _from_proto(pb: lc_pb2.Filter) -> Filter:
 
 def abort_for(context: grpc.ServicerContext, e: LcError) -> None:
     context.abort(getattr(grpc.StatusCode, e.grpc_code), str(e))
+
+
+def _keylog_status(ing) -> dict:
+    """StatusResponse's TLS key log fields (lines written, the file once it exists)."""
+    keys = next((s for s in ing.sinks if s.name == "keys"), None)
+    if keys is None or not keys.lines:
+        return {}
+    return {"tls_keylog_lines": keys.lines, "tls_keylog_file": keys.path}

@@ -115,8 +115,22 @@ class TlsSummary(_message.Message):
     def __init__(self, handshake: _Optional[str] = ..., server_name: _Optional[str] = ..., alpn: _Optional[_Iterable[str]] = ..., client_version: _Optional[int] = ..., server_version: _Optional[int] = ..., ja3: _Optional[str] = ..., ja3s: _Optional[str] = ..., ja4: _Optional[str] = ..., ja4s: _Optional[str] = ..., cipher: _Optional[int] = ..., next_protocol: _Optional[str] = ..., quic: _Optional[bool] = ...) -> None: ...
 
 class HttpSummary(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("method", "host", "target", "status", "content_type", "body_bytes", "response")
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    BODY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    method: str
+    host: str
+    target: str
+    status: int
+    content_type: str
+    body_bytes: int
+    response: bool
+    def __init__(self, method: _Optional[str] = ..., host: _Optional[str] = ..., target: _Optional[str] = ..., status: _Optional[int] = ..., content_type: _Optional[str] = ..., body_bytes: _Optional[int] = ..., response: _Optional[bool] = ...) -> None: ...
 
 class EmailSummary(_message.Message):
     __slots__ = ("protocol", "command", "mail_from", "rcpt_to", "from_address", "to_address", "subject", "message_id", "mailbox", "upgraded", "tls_sni")
@@ -192,8 +206,52 @@ class CallEvent(_message.Message):
     last_status: int
     def __init__(self, call_id: _Optional[str] = ..., method: _Optional[str] = ..., state: _Optional[str] = ..., from_user: _Optional[str] = ..., to_user: _Optional[str] = ..., from_uri: _Optional[str] = ..., to_uri: _Optional[str] = ..., sip_packets: _Optional[int] = ..., rtp_packets: _Optional[int] = ..., rtcp_packets: _Optional[int] = ..., sip_bytes: _Optional[int] = ..., rtp_bytes: _Optional[int] = ..., rtcp_bytes: _Optional[int] = ..., codecs: _Optional[_Iterable[str]] = ..., last_status: _Optional[int] = ...) -> None: ...
 
+class HttpEvent(_message.Message):
+    __slots__ = ("method", "host", "target", "path", "query", "version", "status", "reason", "request_body_bytes", "response_body_bytes", "content_type", "referrer", "user_agent", "duration_ns", "ja4h", "keywords", "request_body", "response_body", "truncated", "transaction")
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_BODY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_BODY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    REFERRER_FIELD_NUMBER: _ClassVar[int]
+    USER_AGENT_FIELD_NUMBER: _ClassVar[int]
+    DURATION_NS_FIELD_NUMBER: _ClassVar[int]
+    JA4H_FIELD_NUMBER: _ClassVar[int]
+    KEYWORDS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_BODY_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_BODY_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTION_FIELD_NUMBER: _ClassVar[int]
+    method: str
+    host: str
+    target: str
+    path: str
+    query: str
+    version: str
+    status: int
+    reason: str
+    request_body_bytes: int
+    response_body_bytes: int
+    content_type: str
+    referrer: str
+    user_agent: str
+    duration_ns: int
+    ja4h: str
+    keywords: _containers.RepeatedScalarFieldContainer[str]
+    request_body: bytes
+    response_body: bytes
+    truncated: bool
+    transaction: int
+    def __init__(self, method: _Optional[str] = ..., host: _Optional[str] = ..., target: _Optional[str] = ..., path: _Optional[str] = ..., query: _Optional[str] = ..., version: _Optional[str] = ..., status: _Optional[int] = ..., reason: _Optional[str] = ..., request_body_bytes: _Optional[int] = ..., response_body_bytes: _Optional[int] = ..., content_type: _Optional[str] = ..., referrer: _Optional[str] = ..., user_agent: _Optional[str] = ..., duration_ns: _Optional[int] = ..., ja4h: _Optional[str] = ..., keywords: _Optional[_Iterable[str]] = ..., request_body: _Optional[bytes] = ..., response_body: _Optional[bytes] = ..., truncated: _Optional[bool] = ..., transaction: _Optional[int] = ...) -> None: ...
+
 class Event(_message.Message):
-    __slots__ = ("dataset", "start_ns", "end_ns", "session_id", "flow", "filter_ids", "captured", "seq", "call", "dns", "tls", "email")
+    __slots__ = ("dataset", "start_ns", "end_ns", "session_id", "flow", "filter_ids", "captured", "seq", "call", "dns", "tls", "http", "email")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     START_NS_FIELD_NUMBER: _ClassVar[int]
     END_NS_FIELD_NUMBER: _ClassVar[int]
@@ -205,6 +263,7 @@ class Event(_message.Message):
     CALL_FIELD_NUMBER: _ClassVar[int]
     DNS_FIELD_NUMBER: _ClassVar[int]
     TLS_FIELD_NUMBER: _ClassVar[int]
+    HTTP_FIELD_NUMBER: _ClassVar[int]
     EMAIL_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     start_ns: int
@@ -217,8 +276,9 @@ class Event(_message.Message):
     call: CallEvent
     dns: DnsEvent
     tls: TlsEvent
+    http: HttpEvent
     email: EmailEvent
-    def __init__(self, dataset: _Optional[str] = ..., start_ns: _Optional[int] = ..., end_ns: _Optional[int] = ..., session_id: _Optional[str] = ..., flow: _Optional[_Union[FlowTuple, _Mapping]] = ..., filter_ids: _Optional[_Iterable[str]] = ..., captured: _Optional[bool] = ..., seq: _Optional[int] = ..., call: _Optional[_Union[CallEvent, _Mapping]] = ..., dns: _Optional[_Union[DnsEvent, _Mapping]] = ..., tls: _Optional[_Union[TlsEvent, _Mapping]] = ..., email: _Optional[_Union[EmailEvent, _Mapping]] = ...) -> None: ...
+    def __init__(self, dataset: _Optional[str] = ..., start_ns: _Optional[int] = ..., end_ns: _Optional[int] = ..., session_id: _Optional[str] = ..., flow: _Optional[_Union[FlowTuple, _Mapping]] = ..., filter_ids: _Optional[_Iterable[str]] = ..., captured: _Optional[bool] = ..., seq: _Optional[int] = ..., call: _Optional[_Union[CallEvent, _Mapping]] = ..., dns: _Optional[_Union[DnsEvent, _Mapping]] = ..., tls: _Optional[_Union[TlsEvent, _Mapping]] = ..., http: _Optional[_Union[HttpEvent, _Mapping]] = ..., email: _Optional[_Union[EmailEvent, _Mapping]] = ...) -> None: ...
 
 class TlsEvent(_message.Message):
     __slots__ = ("server_name", "alpn", "client_version", "server_version", "client_ciphers", "cipher", "next_protocol", "ja3", "ja3s", "ja4", "ja4_r", "ja4s", "quic", "hello_retry", "packets", "bytes")
@@ -399,7 +459,7 @@ class DnsTunnelStats(_message.Message):
     def __init__(self, domain: _Optional[str] = ..., stats: _Optional[bytes] = ...) -> None: ...
 
 class PacketBatch(_message.Message):
-    __slots__ = ("hunter_id", "epoch", "sequence", "count", "data", "interfaces", "iface", "meta", "sealed_at_ns", "meta_table", "meta_ref", "events", "dns_tunnel")
+    __slots__ = ("hunter_id", "epoch", "sequence", "count", "data", "interfaces", "iface", "meta", "sealed_at_ns", "meta_table", "meta_ref", "events", "dns_tunnel", "tls_keylog")
     HUNTER_ID_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
@@ -413,6 +473,7 @@ class PacketBatch(_message.Message):
     META_REF_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     DNS_TUNNEL_FIELD_NUMBER: _ClassVar[int]
+    TLS_KEYLOG_FIELD_NUMBER: _ClassVar[int]
     hunter_id: str
     epoch: int
     sequence: int
@@ -426,7 +487,8 @@ class PacketBatch(_message.Message):
     meta_ref: bytes
     events: _containers.RepeatedCompositeFieldContainer[Event]
     dns_tunnel: _containers.RepeatedCompositeFieldContainer[DnsTunnelStats]
-    def __init__(self, hunter_id: _Optional[str] = ..., epoch: _Optional[int] = ..., sequence: _Optional[int] = ..., count: _Optional[int] = ..., data: _Optional[bytes] = ..., interfaces: _Optional[_Iterable[_Union[InterfaceRef, _Mapping]]] = ..., iface: _Optional[bytes] = ..., meta: _Optional[_Iterable[_Union[PacketMeta, _Mapping]]] = ..., sealed_at_ns: _Optional[int] = ..., meta_table: _Optional[_Iterable[_Union[PacketMeta, _Mapping]]] = ..., meta_ref: _Optional[bytes] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., dns_tunnel: _Optional[_Iterable[_Union[DnsTunnelStats, _Mapping]]] = ...) -> None: ...
+    tls_keylog: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, hunter_id: _Optional[str] = ..., epoch: _Optional[int] = ..., sequence: _Optional[int] = ..., count: _Optional[int] = ..., data: _Optional[bytes] = ..., interfaces: _Optional[_Iterable[_Union[InterfaceRef, _Mapping]]] = ..., iface: _Optional[bytes] = ..., meta: _Optional[_Iterable[_Union[PacketMeta, _Mapping]]] = ..., sealed_at_ns: _Optional[int] = ..., meta_table: _Optional[_Iterable[_Union[PacketMeta, _Mapping]]] = ..., meta_ref: _Optional[bytes] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., dns_tunnel: _Optional[_Iterable[_Union[DnsTunnelStats, _Mapping]]] = ..., tls_keylog: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class Ack(_message.Message):
     __slots__ = ("epoch", "sequence", "duplicate", "packets")
@@ -671,7 +733,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("processor_id", "version", "started_at_ns", "uptime_seconds", "hunters_connected", "hunters_stale", "hunters_total", "packets_written", "bytes_written", "batches_written", "batches_duplicate", "output_files", "listen", "insecure", "filter_version", "filter_matches", "write_queue_batches", "write_queue_bytes", "flow", "batches_received", "events_written", "events_malformed", "events_file")
+    __slots__ = ("processor_id", "version", "started_at_ns", "uptime_seconds", "hunters_connected", "hunters_stale", "hunters_total", "packets_written", "bytes_written", "batches_written", "batches_duplicate", "output_files", "listen", "insecure", "filter_version", "filter_matches", "write_queue_batches", "write_queue_bytes", "flow", "batches_received", "events_written", "events_malformed", "events_file", "tls_keylog_lines", "tls_keylog_file")
     class FilterMatchesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -709,6 +771,8 @@ class StatusResponse(_message.Message):
     EVENTS_WRITTEN_FIELD_NUMBER: _ClassVar[int]
     EVENTS_MALFORMED_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FILE_FIELD_NUMBER: _ClassVar[int]
+    TLS_KEYLOG_LINES_FIELD_NUMBER: _ClassVar[int]
+    TLS_KEYLOG_FILE_FIELD_NUMBER: _ClassVar[int]
     processor_id: str
     version: str
     started_at_ns: int
@@ -732,7 +796,9 @@ class StatusResponse(_message.Message):
     events_written: _containers.ScalarMap[str, int]
     events_malformed: int
     events_file: str
-    def __init__(self, processor_id: _Optional[str] = ..., version: _Optional[str] = ..., started_at_ns: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., hunters_connected: _Optional[int] = ..., hunters_stale: _Optional[int] = ..., hunters_total: _Optional[int] = ..., packets_written: _Optional[int] = ..., bytes_written: _Optional[int] = ..., batches_written: _Optional[int] = ..., batches_duplicate: _Optional[int] = ..., output_files: _Optional[_Iterable[str]] = ..., listen: _Optional[str] = ..., insecure: _Optional[bool] = ..., filter_version: _Optional[int] = ..., filter_matches: _Optional[_Mapping[str, int]] = ..., write_queue_batches: _Optional[int] = ..., write_queue_bytes: _Optional[int] = ..., flow: _Optional[str] = ..., batches_received: _Optional[int] = ..., events_written: _Optional[_Mapping[str, int]] = ..., events_malformed: _Optional[int] = ..., events_file: _Optional[str] = ...) -> None: ...
+    tls_keylog_lines: int
+    tls_keylog_file: str
+    def __init__(self, processor_id: _Optional[str] = ..., version: _Optional[str] = ..., started_at_ns: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., hunters_connected: _Optional[int] = ..., hunters_stale: _Optional[int] = ..., hunters_total: _Optional[int] = ..., packets_written: _Optional[int] = ..., bytes_written: _Optional[int] = ..., batches_written: _Optional[int] = ..., batches_duplicate: _Optional[int] = ..., output_files: _Optional[_Iterable[str]] = ..., listen: _Optional[str] = ..., insecure: _Optional[bool] = ..., filter_version: _Optional[int] = ..., filter_matches: _Optional[_Mapping[str, int]] = ..., write_queue_batches: _Optional[int] = ..., write_queue_bytes: _Optional[int] = ..., flow: _Optional[str] = ..., batches_received: _Optional[int] = ..., events_written: _Optional[_Mapping[str, int]] = ..., events_malformed: _Optional[int] = ..., events_file: _Optional[str] = ..., tls_keylog_lines: _Optional[int] = ..., tls_keylog_file: _Optional[str] = ...) -> None: ...
 
 class ListHuntersRequest(_message.Message):
     __slots__ = ()

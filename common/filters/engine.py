@@ -36,6 +36,8 @@ Structures, per type
       (a message); :meth:`FilterSet.keywords` gives a :class:`KeywordMatcher` whose
       :meth:`~KeywordMatcher.stream` scans a byte stream piece by piece and finds
       keywords across the pieces (it keeps the last ``longest keyword - 1`` bytes).
+    * **range** (``http_status``): the ``(low, high)`` bounds of each pattern, checked
+      one by one against an int value (a handful of patterns at most).
     * **bpf**: not matched here; :meth:`FilterSet.bpf` hands the expressions to the
       capture layer (libpcap).
 
@@ -292,7 +294,27 @@ class KeywordStream:
         return out
 
 
-_Matcher = _TextMatcher | _IpMatcher | _PhoneMatcher | KeywordMatcher
+class _RangeMatcher:
+    """Inclusive integer ranges (http_status): ``(id, (low, high))`` each."""
+
+    __slots__ = ("_ranges",)
+
+    def __init__(self, entries: list[tuple[str, tuple[int, int]]]) -> None:
+        self._ranges = tuple((lo, hi, fid) for fid, (lo, hi) in entries)
+
+    def match_into(self, values: Iterable[object], out: set[str]) -> None:
+        for v in values:
+            if type(v) is not int:
+                try:
+                    v = int(v)  # type: ignore[call-overload]
+                except (TypeError, ValueError):
+                    continue
+            for lo, hi, fid in self._ranges:
+                if lo <= v <= hi:
+                    out.add(fid)
+
+
+_Matcher = _TextMatcher | _IpMatcher | _PhoneMatcher | KeywordMatcher | _RangeMatcher
 
 
 class FilterSet:
@@ -433,6 +455,7 @@ def compile_filters(
     ips: list[tuple[str, tuple[int, int, int]]] = []
     phones: list[tuple[str, str]] = []
     keywords: list[tuple[str, str]] = []
+    ranges: dict[str, list[tuple[str, tuple[int, int]]]] = {}
     bpf: list[tuple[str, str]] = []
     seen: set[str] = set()
     for f in filters:
@@ -461,6 +484,9 @@ def compile_filters(
         elif matcher == "keyword":
             assert isinstance(p.key, str)
             keywords.append((g.id, p.key))
+        elif matcher == "range":
+            assert isinstance(p.key, tuple)
+            ranges.setdefault(g.type, []).append((g.id, p.key))
         elif matcher == "bpf":
             bpf.append((g.id, g.pattern))
         else:  # a new matcher kind in the table without its structure here
@@ -472,4 +498,6 @@ def compile_filters(
         matchers["phone_number"] = _PhoneMatcher(phones)
     if keywords:
         matchers["keyword"] = KeywordMatcher(keywords)
+    for t, r in ranges.items():
+        matchers[t] = _RangeMatcher(r)
     return FilterSet(tuple(kept), matchers, bpf)

@@ -49,6 +49,10 @@ dns_domain       DNS query name              no     one trailing ``.`` (end-anch
 http_host        Host / :authority           no     ``:port``, then one trailing     yes
                                                     ``.`` (end-anchored)
 http_url         HTTP request target         yes    none (no spaces)                 yes
+http_method      HTTP request method         no     none (no spaces)                 yes
+http_status      HTTP response status code   n/a    ``404``, ``4xx``, ``500-599``    no [7]
+http_user_agent  User-Agent header           no     none                             yes
+http_ja4h        JA4H fingerprint            no     none (no spaces)                 yes
 tls_sni          ClientHello server_name     no     one trailing ``.`` (end-anch.)   yes
 tls_ja3          JA3 (MD5, 32 hex)           no     none                             no [4]
 tls_ja3s         JA3S (MD5, 32 hex)          no     none                             no [4]
@@ -103,6 +107,9 @@ stored as ``example.com``.
     in either case, other bytes exactly (no Unicode case folding: payloads are bytes).
     No wildcards (it is always a "contains" match; ``\*`` is a literal star) and at
     least :data:`MIN_KEYWORD_BYTES` bytes, since a shorter one is in most payloads.
+[7] A status code (``404``), a class (``4xx``: 400-499) or an inclusive range
+    (``500-599``), codes 100-999; stored canonically (``4XX`` becomes ``4xx``, ``404-404``
+    becomes ``404``). A mode passes the response's code as an int.
 
 Validation
 ==========
@@ -165,8 +172,9 @@ class FilterType:
     """Everything about one filter type, in one place (the table in the module doc).
 
     ``matcher`` says which engine structure matches it: ``text`` (exact values and
-    the wildcard grammar), ``ip``, ``phone``, ``keyword`` (bytes in a payload) or
-    ``bpf`` (compiled by libpcap, never matched by the engine). ``case``:
+    the wildcard grammar), ``ip``, ``phone``, ``keyword`` (bytes in a payload), ``range``
+    (integer bounds, ``http_status``) or ``bpf`` (compiled by libpcap, never matched by
+    the engine). ``case``:
     ``sensitive``, ``insensitive`` (both sides ``casefold``-ed; ASCII-only lowering
     for ``keyword``, whose values are bytes) or ``n/a``. ``modes`` are the hunter modes
     that apply the type (``lc.hunter.modes`` registers what each mode applies; a test
@@ -189,7 +197,7 @@ TYPES: Final[dict[str, FilterType]] = {
     t.name: t
     for t in (
         FilterType("bpf", "bpf", "none: compiled by libpcap", wildcards=False,
-                   modes=("generic", "dns", "tls")),
+                   modes=("generic", "dns", "http", "tls")),
         FilterType("ip_address", "ip", "packet src and dst address", wildcards=False,
                    modes=("generic", *_PROTOCOL_MODES)),
         FilterType("sip_user", "text", "user part of SIP URIs", "sensitive", modes=("voip",)),
@@ -205,6 +213,14 @@ TYPES: Final[dict[str, FilterType]] = {
         FilterType("http_host", "text", "Host / :authority", "insensitive", no_spaces=True,
                    host_name=True, modes=("http",)),
         FilterType("http_url", "text", "HTTP request target", "sensitive", no_spaces=True,
+                   modes=("http",)),
+        FilterType("http_method", "text", "HTTP request method", "insensitive",
+                   no_spaces=True, modes=("http",)),
+        FilterType("http_status", "range", "HTTP response status code", wildcards=False,
+                   modes=("http",)),
+        FilterType("http_user_agent", "text", "User-Agent header", "insensitive",
+                   modes=("http",)),
+        FilterType("http_ja4h", "text", "JA4H fingerprint", "insensitive", no_spaces=True,
                    modes=("http",)),
         FilterType("tls_sni", "text", "ClientHello server_name", "insensitive",
                    no_spaces=True, host_name=True, modes=("tls",)),
@@ -684,6 +700,9 @@ def prepare_filter(f: Filter, bpf_check: Callable[[str], None] | None = None) ->
             )
         core = raw.decode("utf-8")
         return done(render_pattern(EXACT, core), EXACT, core)
+    if t == "http_status":
+        text, bounds = _parse_status(who, p)
+        return done(text, EXACT, bounds)
     if t == "ip_address":
         text, net_key = _parse_network(who, p)
         return done(text, EXACT, net_key)
@@ -708,6 +727,30 @@ def prepare_filter(f: Filter, bpf_check: Callable[[str], None] | None = None) ->
             bpf_check(p)
         return done(p, EXACT, p)
     raise ValidationError(f"{who}: filter type {t!r} has no validation rule")  # a new row
+
+
+_STATUS_RE: Final = re.compile(r"([1-9])([0-9][0-9]|xx)|([1-9][0-9][0-9])-([1-9][0-9][0-9])")
+
+
+def _parse_status(who: str, p: str) -> tuple[str, tuple[int, int]]:
+    """Canonical text and inclusive ``(low, high)`` of an http_status pattern."""
+    m = _STATUS_RE.fullmatch(p.lower())
+    if m is None:
+        raise ValidationError(
+            f"{who}: http_status pattern {_show(p)} is not a status code (404), a class "
+            "(4xx) or a range (500-599) of codes 100-999"
+        )
+    first, rest, lo_text, hi_text = m.groups()
+    if first is not None:
+        if rest == "xx":
+            lo = int(first) * 100
+            return f"{first}xx", (lo, lo + 99)
+        code = int(first + rest)
+        return str(code), (code, code)
+    lo, hi = int(lo_text), int(hi_text)
+    if lo > hi:
+        raise ValidationError(f"{who}: http_status range {_show(p)} ends before it starts")
+    return (str(lo) if lo == hi else f"{lo}-{hi}"), (lo, hi)
 
 
 _IPV4_RE: Final = re.compile(

@@ -484,6 +484,7 @@ def test_message_to_json_includes_zero_values():
         "meta_table": [],
         "meta_ref": "",
         "events": [],
+        "tls_keylog": [],
         "dns_tunnel": [],
     }
     ctl = message_to_json(lc_pb2.StreamControl())

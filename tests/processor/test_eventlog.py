@@ -263,3 +263,36 @@ def test_a_tls_handshake_has_ecs_tls_fields() -> None:
         "0x9999",
     ]
     assert doc["event"]["dataset"] == "lc.tls" and doc["lc"]["tls"]["alpn"] == ["h2", "http/1.1"]
+
+
+def test_an_http_transaction_has_ecs_http_url_and_user_agent_fields(rig):
+    ev = lc_pb2.Event(
+        dataset="http", start_ns=T0, end_ns=T0 + 2500, session_id="tcp:10.0.0.1:80-10.0.0.2:4000",
+        flow=lc_pb2.FlowTuple(src_ip=bytes([10, 0, 0, 2]), dst_ip=bytes([10, 0, 0, 1]),
+                              src_port=4000, dst_port=80, ip_proto=6),
+        filter_ids=["kw"], captured=True,
+        http=lc_pb2.HttpEvent(
+            method="POST", host="example.com", target="/up?x=1", path="/up", query="x=1",
+            version="1.1", status=503, reason="Busy", request_body_bytes=5,
+            response_body_bytes=2, content_type="text/plain", referrer="http://a/",
+            user_agent="curl/8", duration_ns=2500, ja4h="po11nn03enus_aaa_000_000",
+            keywords=["secret"], request_body=b"hello", response_body=b"\xff\x00",
+            transaction=2,
+        ),
+    )  # fmt: skip
+    rig.ingest.accept(batch(1, [ev]))
+    d = rig.lines()[0]
+    assert d["http"] == {
+        "version": "1.1",
+        "request": {"method": "POST", "referrer": "http://a/",
+                    "body": {"bytes": 5, "content": "hello"}},
+        "response": {"status_code": 503, "mime_type": "text/plain", "body": {"bytes": 2}},
+    }  # fmt: skip
+    assert d["url"] == {"original": "/up?x=1", "path": "/up", "domain": "example.com",
+                        "query": "x=1"}  # fmt: skip
+    assert d["user_agent"] == {"original": "curl/8"}
+    assert d["event"]["duration"] == 2500 and d["event"]["category"] == ["network", "web"]
+    assert d["network"]["transport"] == "tcp" and d["destination"]["port"] == 80
+    h = d["lc"]["http"]
+    assert h["keywords"] == ["secret"] and h["ja4h"] == "po11nn03enus_aaa_000_000"
+    assert h["response_body_base64"] == "/wA=" and h["transaction"] == 2

@@ -19,7 +19,7 @@ def _v(type_: str, pattern: str) -> Filter:
 def test_each_row_says_how_its_type_is_matched(name: str) -> None:
     ft = TYPES[name]
     assert ft.name == name
-    assert ft.matcher in ("text", "ip", "phone", "keyword", "bpf")
+    assert ft.matcher in ("text", "ip", "phone", "keyword", "range", "bpf")
     assert ft.case in ("sensitive", "insensitive", "n/a")
     assert ft.modes, f"{name}: no mode applies it"
     if ft.matcher == "text":
@@ -115,3 +115,43 @@ def test_streaming_finds_exactly_what_a_scan_of_the_whole_stream_finds(parts, cu
     for p in pieces:
         found |= s.feed(p)
     assert found == fs.match("keyword", [data])
+
+
+def test_http_status_patterns_are_a_code_a_class_or_a_range() -> None:
+    assert _v("http_status", " 404 ").pattern == "404"
+    assert _v("http_status", "4XX").pattern == "4xx"
+    assert _v("http_status", "500-599").pattern == "500-599"
+    assert _v("http_status", "404-404").pattern == "404"
+    for bad in ("4x4", "40", "1000", "099", "599-500", "5xx-6xx", "*", "4*"):
+        with pytest.raises(ValidationError, match="http_status"):
+            _v("http_status", bad)
+
+
+def test_http_status_matches_codes_classes_and_ranges() -> None:
+    fs = compile_filters(
+        [
+            Filter(id="nf", type="http_status", pattern="404"),
+            Filter(id="c4", type="http_status", pattern="4xx"),
+            Filter(id="r5", type="http_status", pattern="500-503"),
+        ]
+    )
+    assert fs.match_fields({"http_status": (404,)}) == {"nf", "c4"}
+    assert fs.match_fields({"http_status": (499,)}) == {"c4"}
+    assert fs.match_fields({"http_status": (503,)}) == {"r5"}
+    assert fs.match_fields({"http_status": (504,)}) == set()
+    assert fs.match_fields({"http_status": (200, 500)}) == {"r5"}
+    assert fs.match_fields({"http_status": ("junk", None)}) == set()  # never raises
+
+
+def test_http_text_types_match_method_agent_and_ja4h() -> None:
+    fs = compile_filters(
+        [
+            Filter(id="m", type="http_method", pattern="post"),
+            Filter(id="ua", type="http_user_agent", pattern="*curl/*"),
+            Filter(id="j", type="http_ja4h", pattern="ge11nn05enus_*"),
+        ]
+    )
+    assert fs.match_fields({"http_method": ("POST",)}) == {"m"}
+    assert fs.match_fields({"http_user_agent": ("Curl/8.5.0",)}) == {"ua"}
+    assert fs.match_fields({"http_user_agent": ("libcurl 8",)}) == set()
+    assert fs.match_fields({"http_ja4h": ("GE11NN05ENUS_abc_def_ghi",)}) == {"j"}

@@ -1,0 +1,650 @@
+"""HTTP mode (``lc hunt http``): HTTP/1.x transactions over reassembled TCP; the
+connections that filters select are captured whole.
+
+A :class:`~lc.hunter.modes.sessions.Dissector` on the shared session engine. What it
+does with a connection on one of ``--http-port``:
+
+* **Unit of capture: the TCP connection.** A request or response that matches a
+  filter captures the connection it travels on (the packets held before the decision,
+  in order, then every later one), not just the transaction: an investigator wants
+  the exchange in context (earlier requests of a keep-alive connection often matter,
+  e.g. the login before the upload), Wireshark needs the whole stream to reassemble
+  it, and HTTPS (unparsable here) can only be selected that way (``ip_address``).
+* **Parsing**: each direction's reassembled bytes go to one
+  :class:`lc.common.http.HttpConnection` (framing, pipelining, 100-continue, HEAD,
+  chunked, until-close, resync, bounds: see there). A capture gap gives the parser a
+  gap of unknown size. Messages for the engine are the stream pieces the reassembler
+  releases; the HTTP requests and transactions they complete are judged.
+* **Filters**: ``http_host``, ``http_url`` (the request target), ``http_method``,
+  ``http_user_agent``, ``http_ja4h`` (the request's JA4H) when a request's head and
+  examined body are known; ``http_status`` when its response is; ``keyword`` over the
+  request line, header fields and examined body of either (dechunked, so a keyword
+  split by chunking or segments is found; gzip/deflate bodies also decoded),
+  ``ip_address`` (the connection's addresses, at its first packet) and ``bpf`` (libpcap
+  expressions, tried on each packet of an undecided connection): these two select
+  connections the parser cannot read (HTTPS on a --http-port, for --tls-keylog).
+  Local filters (``--host``, ``--path``, ``--method``, ``--status``, ``--keywords``)
+  are held beside the processor's.
+* **Metadata**: a packet that completes a request or response carries an
+  ``HttpSummary``; the others of the connection carry its session id.
+* **Events**: one ``HttpEvent`` per transaction (request and response), with the
+  JA4H, the keywords that matched (patterns), and with ``--capture-body`` the examined
+  bodies. Transactions of a connection not yet decided wait (at most
+  ``_MAX_WAITING`` per connection, then ``events_dropped``) and go out once it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lc.common.bpf import compile_bpf
+from lc.common.decode import TCP_FIN, TCP_SYN
+from lc.common.errors import ValidationError
+from lc.common.filters import Filter, FilterSet, compile_filters
+from lc.common.http import HttpConnection, HttpRequest, HttpResponse, HttpTransaction
+from lc.common.ja4h import ja4h_request
+from lc.common.text import wire_text
+from lc.hunter.modes.base import (
+    ModeContext,
+    ModeSpec,
+    megabytes,
+    option,
+    port_list,
+    positive_int,
+    seconds_ns,
+)
+from lc.hunter.modes.sessions import Dissector, SessionMode, set_flow
+from lc.hunter.session import MATCHED, REJECTED, Session, SessionLimits
+from lc.proto import lc_pb2
+
+__all__ = ["HTTP_FILTER_TYPES", "SPEC", "HttpConfig", "HttpDissector", "http_mode"]
+
+HTTP_FILTER_TYPES = (
+    "http_host",
+    "http_url",
+    "http_method",
+    "http_status",
+    "http_user_agent",
+    "http_ja4h",
+    "keyword",
+    "ip_address",
+    "bpf",
+)
+_NO_VALUES: tuple[dict[str, object], list] = ({}, [])  # a piece that completed nothing
+_MAX_WAITING = 64  # finished transactions kept per undecided connection
+_TEXT_MAX = 8192
+
+
+def _list(text: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+def _non_negative(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise ValueError(f"{text!r}: a whole number of bytes") from None
+    if v < 0:
+        raise ValueError("must be 0 or more")
+    return v
+
+
+@dataclass(slots=True)
+class HttpConfig:
+    http_ports: frozenset[int] = option(
+        "--http-port",
+        "80,8080,8000,3000,8888",
+        port_list,
+        "Comma-separated TCP ports parsed as HTTP; also the kernel filter's.",
+        "PORTS",
+    )
+    max_body: int = option(
+        "--max-body-size",
+        "65536",
+        _non_negative,
+        "Bytes of each body parsed and searched by keyword filters.",
+        "BYTES",
+    )
+    capture_body: bool = option(
+        "--capture-body",
+        "no",
+        lambda t: t == "yes",
+        "Also put the examined bodies (text, or base64) into transaction events.",
+        switch=True,
+    )
+    hosts: tuple[str, ...] = option(
+        "--host", "", _list, "Local http_host filters (comma-separated).", "PATTERNS"
+    )
+    paths: tuple[str, ...] = option(
+        "--path", "", _list, "Local http_url filters (comma-separated).", "PATTERNS"
+    )
+    methods: tuple[str, ...] = option(
+        "--method", "", _list, "Local http_method filters (comma-separated).", "METHODS"
+    )
+    statuses: tuple[str, ...] = option(
+        "--status",
+        "",
+        _list,
+        "Local http_status filters: 404, 4xx, 500-599 (comma-separated).",
+        "CODES",
+    )
+    keywords: tuple[str, ...] = option(
+        "--keywords", "", _list, "Local keyword filters (comma-separated).", "WORDS"
+    )
+    tls_keylog: str = option(
+        "--tls-keylog",
+        "",
+        str,
+        "Follow this NSS key log file (SSLKEYLOGFILE) and send new lines to the processor.",
+        "FILE",
+    )
+    max_connections: int = option(
+        "--max-connections", "20000", positive_int, "Connections followed at once.", "N"
+    )
+    max_conn_packets: int = option(
+        "--conn-buffer-packets", "2000", positive_int, "Packets held per undecided one.", "N"
+    )
+    max_buffer_bytes: int = option(
+        "--conn-buffer-mb", "256", megabytes, "Memory for held packets, over all.", "MB"
+    )
+    idle_timeout_ns: int = option(
+        "--conn-idle-timeout", "300", seconds_ns, "A connection idle this long is over.", "S"
+    )
+    decide_timeout_ns: int = option(
+        "--conn-decide-timeout",
+        "60",
+        seconds_ns,
+        "Stop holding a connection that no filter matched within this long.",
+        "S",
+    )
+
+    def validate(self) -> None:
+        """The local filters must be valid filters (exit 3 otherwise)."""
+        self.local_filters()
+
+    def local_filters(self) -> list[Filter]:
+        """The local filters, validated; ids ``local:<flag>:<n>`` (as every mode names
+        them), description ``local``."""
+        out: list[Filter] = []
+        for flag, type_, patterns in (
+            ("host", "http_host", self.hosts),
+            ("path", "http_url", self.paths),
+            ("method", "http_method", self.methods),
+            ("status", "http_status", self.statuses),
+            ("keywords", "keyword", self.keywords),
+        ):
+            for i, p in enumerate(patterns, 1):
+                f = Filter(id=f"local:{flag}:{i}", type=type_, pattern=p, description="local")
+                try:
+                    out.append(compile_filters([f]).filters[0])
+                except ValidationError as e:
+                    raise ValidationError(f"--{flag}: {e}") from None
+        return out
+
+    def limits(self) -> SessionLimits:
+        return SessionLimits(
+            max_sessions=self.max_connections,
+            max_held_packets=self.max_conn_packets,
+            max_held_bytes=self.max_buffer_bytes,
+            grace_ns=2 * 10**9,
+            idle_timeout_ns=self.idle_timeout_ns,
+            decide_timeout_ns=self.decide_timeout_ns,
+        )
+
+
+class _Piece:
+    """A message for the engine: stream bytes one direction's reassembler released,
+    or (``end``) the end of the server's stream: its FIN reached in order."""
+
+    __slots__ = ("data", "end", "events", "framer", "key")
+
+    def __init__(self, framer: object, data: bytes, end: bool = False) -> None:
+        self.framer = framer
+        self.data = data
+        self.end = end
+        self.key: tuple | None = None  # (src, sport, dst, dport), set by the mode
+        self.events: list = []  # the HTTP events the piece completed
+
+
+class _PieceFramer:
+    """Every released piece of a direction is one message (HTTP is parsed per
+    connection, both directions together, by the dissector)."""
+
+    __slots__ = ("offset",)
+
+    def __init__(self) -> None:
+        self.offset = 0
+
+    def feed(self, data: bytes) -> list[tuple[int, int, object]]:
+        start = self.offset
+        self.offset += len(data)
+        return [(start, self.offset, _Piece(self, bytes(data)))]
+
+
+# _Conn.fin: the server's FIN
+_FIN_NONE, _FIN_SEEN, _FIN_TOLD = 0, 1, 2
+
+
+class _Conn:
+    """The dissector's view of a connection (``Session.info``)."""
+
+    __slots__ = ("client", "conn", "fin", "first", "framers", "keywords", "n", "waiting")
+
+    def __init__(self, client: tuple, conn: HttpConnection) -> None:
+        self.client = client  # (address, port) of the client
+        self.conn = conn
+        self.first = True  # no frame of the connection placed yet
+        self.fin = _FIN_NONE  # the server's FIN: seen, then told to the parser
+        self.framers: list[object] = [None, None]  # the last framer per direction
+        self.n = 0  # transactions so far
+        self.waiting: list[tuple[HttpTransaction, int, tuple[str, ...]]] = []
+        self.keywords: dict[int, tuple[str, ...]] = {}  # id(request) -> matched patterns
+
+
+def _head_text(msg: HttpRequest | HttpResponse) -> bytes:
+    parts = [b"%s: %s" % (n, v) for n, v in msg.headers]
+    if isinstance(msg, HttpRequest):
+        line = f"{msg.method} {msg.target} HTTP/{msg.version}"
+    else:
+        line = f"HTTP/{msg.version} {msg.status} {msg.reason}"
+    return line.encode("utf-8", "surrogateescape") + b"\r\n" + b"\r\n".join(parts)
+
+
+def _searched(msg: HttpRequest | HttpResponse) -> list[bytes]:
+    """What ``keyword`` filters search in a message: head, examined body, and the body
+    decoded when it has a Content-Encoding lc undoes."""
+    out = [_head_text(msg)]
+    body = msg.body
+    if body:
+        out.append(body)
+        if msg.header("content-encoding"):
+            decoded = msg.decoded_body(len(body) * 4 + 65536)
+            if decoded and decoded != body:
+                out.append(decoded)
+    return out
+
+
+class HttpDissector(Dissector):
+    protocol = "http"
+    tags = ("http",)
+    message_tag = 0
+    noun = ("connection", "connections")
+    alias_noun = "aliases"
+    streams = True
+    capture_unit = "connection"
+    session_events = False  # one event per transaction instead (see HttpMode)
+
+    def __init__(self, cfg: HttpConfig, events_all: bool = False) -> None:
+        self.cfg = cfg
+        self.ports = cfg.http_ports
+        self.events_all = events_all
+        self.fs: FilterSet | None = None
+        self.events: list[lc_pb2.Event] = []
+        self.http_counters: dict[str, int] = {}
+        self.events_dropped = 0
+        self.gaps = 0
+
+    def kernel_bpf(self) -> str:
+        ports = " or ".join(f"port {p}" for p in sorted(self.ports))
+        return f"tcp and ({ports})"
+
+    def new_framer(self) -> _PieceFramer:
+        return _PieceFramer()
+
+    def parse(self, payload: memoryview) -> object:
+        from lc.common.errors import ParseError
+
+        raise ParseError("HTTP is not carried over UDP")
+
+    def session_key(self, msg: _Piece) -> str:  # type: ignore[override]
+        src, sport, dst, dport = msg.key  # type: ignore[misc]
+        a, b = (src, sport), (dst, dport)
+        if b < a:
+            a, b = b, a
+        return f"tcp:{_addr(a[0])}:{a[1]}-{_addr(b[0])}:{b[1]}"
+
+    def new_info(self, msg: _Piece | None, flow: tuple) -> _Conn:  # type: ignore[override]
+        # The engine gives the connection's flow initiator first (as far as it knows).
+        client = (flow[0], flow[1])
+        return _Conn(
+            client, HttpConnection(max_body=self.cfg.max_body, counters=self.http_counters)
+        )
+
+    def on_message(self, s: Session, msg: _Piece, flow: tuple, ts: int) -> object:  # type: ignore[override]
+        c: _Conn = s.info  # type: ignore[assignment]
+        from_client = (flow[0], flow[1]) == c.client
+        d = 0 if from_client else 1
+        conn = c.conn
+        last = c.framers[d]
+        if last is not None and last is not msg.framer:
+            self.gaps += 1
+            (conn.gap_client if from_client else conn.gap_server)(None, ts)
+        c.framers[d] = msg.framer
+        if msg.end:
+            # The server's stream ended in order (FIN): an until-close body is complete
+            # and requests still waiting are unanswered (judged now, not at expiry).
+            events = conn.end_server(ts)
+        else:
+            events = (conn.feed_client if from_client else conn.feed_server)(msg.data, ts)
+        msg.events = events
+        msg.data = b""  # the piece may stay as a held frame's summary: not its bytes twice
+        return events
+
+    def filter_values(self, msg: _Piece, events: object) -> tuple[dict[str, object], list]:  # type: ignore[override]
+        if not events:
+            return _NO_VALUES
+        hosts: list[str] = []
+        urls: list[str] = []
+        methods: list[str] = []
+        agents: list[str] = []
+        ja4hs: list[str] = []
+        statuses: list[int] = []
+        searched: list[bytes] = []
+        fs = self.fs
+        want_ja4h = fs is not None and fs.has("http_ja4h")
+        want_kw = fs is not None and fs.has("keyword")
+        for ev in events:  # type: ignore[attr-defined]
+            if isinstance(ev, HttpRequest):
+                hosts.append(ev.host)
+                urls.append(ev.target)
+                methods.append(ev.method)
+                if ev.user_agent:
+                    agents.append(ev.user_agent)
+                if want_ja4h:
+                    ja4hs.append(ja4h_request(ev))
+                if want_kw:
+                    searched.extend(_searched(ev))
+            elif ev.response is not None:
+                statuses.append(ev.response.status)
+                if want_kw:
+                    searched.extend(_searched(ev.response))
+        fields: dict[str, object] = {}
+        if hosts:
+            fields.update(
+                http_host=hosts,
+                http_url=urls,
+                http_method=methods,
+                http_user_agent=agents,
+                http_ja4h=ja4hs,
+            )
+        if statuses:
+            fields["http_status"] = statuses
+        if searched:
+            fields["keyword"] = searched
+        return fields, []
+
+    def summary(self, msg: _Piece) -> _Piece:  # type: ignore[override]
+        # Asked before on_message parses the piece: the piece itself stands for its
+        # summary, read in meta() when its frames are forwarded (parsed by then).
+        return msg
+
+    @staticmethod
+    def _summary_of(piece: _Piece) -> tuple | None:
+        for ev in reversed(piece.events):
+            if isinstance(ev, HttpRequest):
+                return (ev.method, ev.host, ev.target, 0, ev.content_type, ev.body_seen, False)
+            r = ev.response
+            if r is not None:
+                return ("", "", "", r.status, r.content_type, r.body_seen, True)
+        return None
+
+    def after_message(self, s: Session, msg: _Piece, ts: int) -> None:  # type: ignore[override]
+        events = msg.events
+        if not events:
+            return
+        c: _Conn = s.info  # type: ignore[assignment]
+        for ev in events:
+            if isinstance(ev, HttpTransaction):
+                self._done(s, c, ev)
+        if c.waiting:
+            self._release(s, c)
+
+    def meta(self, s: Session, tag: int, summary: object) -> lc_pb2.PacketMeta:
+        if isinstance(summary, _Piece):
+            summary = self._summary_of(summary)
+            if summary is None:
+                shared = s.metas[tag]
+                if shared is None:
+                    shared = s.metas[tag] = self.meta(s, tag, None)
+                return shared
+        m = lc_pb2.PacketMeta(protocol="http", session_id=s.name, filter_ids=s.ids)
+        if summary is not None:
+            method, host, target, status, ctype, nbody, response = summary  # type: ignore[misc]
+            m.http.CopyFrom(
+                lc_pb2.HttpSummary(
+                    method=wire_text(method, 64),
+                    host=wire_text(host, 256),
+                    target=wire_text(target, 1024),
+                    status=status,
+                    content_type=wire_text(ctype, 128),
+                    body_bytes=nbody,
+                    response=response,
+                )
+            )
+        return m
+
+    def describe(self, s: Session, ev: lc_pb2.Event) -> None:  # pragma: no cover - unused
+        if s.flow is not None:
+            set_flow(ev, s.flow)
+
+    def figures(self) -> dict[str, int]:
+        out = {f"http_{k}": v for k, v in self.http_counters.items()}
+        out["http_events_dropped"] = self.events_dropped
+        out["http_gaps"] = self.gaps
+        return out
+
+    # -- transactions -> events ---------------------------------------------------------
+    def _done(self, s: Session, c: _Conn, tx: HttpTransaction) -> None:
+        c.n += 1
+        kw: tuple[str, ...] = ()
+        fs = self.fs
+        if fs is not None and fs.has("keyword"):
+            searched: list[bytes] = []
+            for m in (tx.request, tx.response):
+                if m is not None:
+                    searched.extend(_searched(m))
+            ids = fs.match("keyword", searched)
+            if ids:
+                by_id = {f.id: f.pattern for f in fs.filters if f.id in ids}
+                kw = tuple(sorted(set(by_id.values())))
+        if len(c.waiting) >= _MAX_WAITING:
+            self.events_dropped += 1
+            return
+        c.waiting.append((tx, c.n, kw))
+
+    def _release(self, s: Session, c: _Conn, final: bool = False) -> None:
+        if not c.waiting:
+            return
+        if s.state == MATCHED:
+            captured = True
+        elif self.events_all and (s.state == REJECTED or final):
+            captured = False
+        elif final or s.state == REJECTED:
+            c.waiting.clear()
+            return
+        else:
+            return
+        for tx, n, kw in c.waiting:
+            self.events.append(self._event(s, c, tx, n, kw, captured))
+        c.waiting.clear()
+
+    def closing(self, s: Session) -> None:
+        """The connection leaves the table: what the parser still holds is decided."""
+        c: _Conn = s.info  # type: ignore[assignment]
+        c.fin = _FIN_TOLD
+        for ev in c.conn.close(s.last_ns):
+            if isinstance(ev, HttpTransaction):
+                self._done(s, c, ev)
+        self._release(s, c, final=True)
+
+    def _event(
+        self, s: Session, c: _Conn, tx: HttpTransaction, n: int, kw: tuple, captured: bool
+    ) -> lc_pb2.Event:
+        req, resp = tx.request, tx.response
+        start = req.ts_ns if req else (resp.ts_ns if resp else s.first_ns)
+        end = resp.end_ts_ns if resp else (req.end_ts_ns if req else s.last_ns)
+        ev = lc_pb2.Event(
+            dataset="http",
+            start_ns=start,
+            end_ns=end,
+            session_id=s.name,
+            filter_ids=s.ids if captured else (),
+            captured=captured,
+        )
+        if s.flow is not None:
+            src, sport, dst, dport, proto = s.flow
+            if (src, sport) != c.client:
+                src, sport, dst, dport = dst, dport, src, sport
+            set_flow(ev, (src, sport, dst, dport, proto))
+        h = ev.http
+        h.transaction = n
+        h.version = tx.version
+        if req is not None:
+            h.method = wire_text(req.method, 64)
+            h.host = wire_text(req.host, 256)
+            h.target = wire_text(req.target, _TEXT_MAX)
+            h.path = wire_text(req.path, _TEXT_MAX)
+            h.query = wire_text(req.query, _TEXT_MAX)
+            h.request_body_bytes = req.body_seen
+            h.referrer = wire_text(req.referrer, _TEXT_MAX)
+            h.user_agent = wire_text(req.user_agent, 1024)
+            h.ja4h = ja4h_request(req)
+            if self.cfg.capture_body:
+                h.request_body = req.body
+        if resp is not None:
+            h.status = resp.status
+            h.reason = wire_text(resp.reason, 256)
+            h.response_body_bytes = resp.body_seen
+            h.content_type = wire_text(resp.content_type, 128)
+            if self.cfg.capture_body:
+                h.response_body = resp.body
+        d = tx.duration_ns
+        if d is not None:
+            h.duration_ns = d
+        h.truncated = tx.truncated
+        h.keywords.extend(wire_text(k, 256) for k in kw)
+        return ev
+
+
+def _addr(raw: bytes) -> str:
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(raw))
+    except ValueError:
+        return raw.hex()
+
+
+class HttpMode(SessionMode):
+    """The session engine with HTTP's own parts: connection keys from the stream
+    direction, local filters beside the processor's, one event per transaction."""
+
+    dis: HttpDissector
+
+    def __init__(self, ctx: ModeContext, dissector: HttpDissector, limits: SessionLimits):
+        super().__init__(ctx, dissector, limits)
+        self._cur: Session | None = None  # the connection of the frame being handled
+        self._bpf: list[tuple[str, dict[int, object]]] = []  # (id, program per link type)
+        self._frame: tuple = ((), b"")  # the frame being handled, while bpf filters exist
+        self._local = dissector.cfg.local_filters()
+        self.local_filters = self._local  # registration: shown by `lc show hunter`
+        if self._local:
+            self._fs = compile_filters(self._local, types=HTTP_FILTER_TYPES)
+            dissector.fs = self._fs
+
+    def apply(self, compiled: FilterSet) -> None:
+        fs = compile_filters([*compiled.filters, *self._local]) if self._local else compiled
+        # bpf filters: compiled for every link type in use before anything changes (a
+        # refused expression leaves the previous set in place).
+        links = {lt for _, lt in self.interfaces} or {1}
+        bpf = [(fid, {lt: compile_bpf(expr, lt) for lt in links}) for fid, expr in fs.bpf()]
+        with self._lock:
+            self._fs = fs
+            self.dis.fs = fs
+            self._bpf = bpf
+
+    def _stream_message(self, key: tuple, msg: object, frames: list, out, ts: int) -> None:
+        msg.key = key  # type: ignore[attr-defined]
+        super()._stream_message(key, msg, frames, out, ts)
+
+    # Two small hooks around the engine's connection handling: whether the capture saw
+    # the connection's SYN (else the parser starts in mid-stream mode), and when the
+    # server's stream ends in order (its FIN, after every byte before it).
+    def _connection(self, flow: tuple, ts: int, flags: int, out) -> Session:
+        s = super()._connection(flow, ts, flags, out)
+        c: _Conn = s.info  # type: ignore[assignment]
+        if self._bpf and s.state != MATCHED:
+            self._match_bpf(s, out)
+        if c.first:
+            c.first = False
+            if not flags & TCP_SYN:
+                c.conn.midstream = True  # picked up mid-connection: skip to a message start
+        if flags & TCP_FIN and c.fin == _FIN_NONE and (flow[0], flow[1]) != c.client:
+            c.fin = _FIN_SEEN
+        self._cur = s
+        return s
+
+    def _match_bpf(self, s: Session, out) -> None:
+        """``bpf`` filters select the connection of a packet they match (any packet of
+        it, TLS included): held frames go, this one and every later one follow."""
+        pkt, data = self._frame
+        lt = self.interfaces[pkt[4]][1] if self.interfaces else 1
+        raw = bytes(data)
+        ids = [fid for fid, progs in self._bpf if (p := progs.get(lt)) and p.filter(raw)]
+        if ids:
+            self.table.decide(s, sorted({*ids, *s.ids}), out)
+
+    def _tcp_frame(self, pkt: tuple, d, data: memoryview, out) -> None:
+        if self._bpf:
+            self._frame = (pkt, data)
+        super()._tcp_frame(pkt, d, data, out)
+        s = self._cur
+        c: _Conn = s.info  # type: ignore[assignment]
+        if c.fin != _FIN_SEEN:
+            return
+        src, sport, dst, dport, _ = s.flow  # type: ignore[misc]
+        key = (dst, dport, src, sport) if (src, sport) == c.client else (src, sport, dst, dport)
+        if key in self._streams.reassembler:
+            return  # bytes before the FIN are still missing
+        c.fin = _FIN_TOLD
+        end = _Piece(c.framers[1], b"", end=True)
+        self._conn_stream_message(key, end, [], out, pkt[0])
+
+    def _decided(self, s: Session) -> None:
+        super()._decided(s)
+        c: _Conn = s.info  # type: ignore[assignment]
+        if c.waiting:  # the transactions that waited for the decision go (or not) now
+            self.dis._release(s, c)
+
+    def _forgotten(self, s: Session) -> None:
+        self.dis.closing(s)
+        super()._forgotten(s)
+
+    def _forward(self, out):
+        if self.dis.events:
+            self.c["events"] += len(self.dis.events)
+            self._events.extend(self.dis.events)
+            self.dis.events.clear()
+        return super()._forward(out)
+
+
+def http_mode(ctx: ModeContext, cfg: HttpConfig | None = None) -> HttpMode:
+    """HTTP mode for a hunter (the registry's factory)."""
+    cfg = cfg or HttpConfig()
+    return HttpMode(ctx, HttpDissector(cfg, ctx.events == "all"), cfg.limits())
+
+
+SPEC = ModeSpec(
+    name="http",
+    help="""HTTP: capture the TCP connections whose HTTP/1.x transactions filters select.
+
+    Requests and responses on --http-port are parsed from the reassembled streams;
+    a match on http_host, http_url, http_method, http_status, http_user_agent,
+    http_ja4h, keyword, ip_address or bpf captures the whole connection (held packets
+    first; ip_address and bpf also select HTTPS). One event per transaction. With no
+    filter, nothing is forwarded unless --no-filter-policy allow.""",
+    filter_types=HTTP_FILTER_TYPES,
+    default_policy="deny",
+    config=HttpConfig,
+    factory=http_mode,
+)

@@ -1,0 +1,164 @@
+"""The HTTP mode on the corpus: its transaction events against tshark's ``http.*``
+fields and FoxIO's JA4H; filters of every HTTP type against the same captures."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from lc.common.filters import Filter, compile_filters
+from lc.hunter.capture import FileSource
+from lc.hunter.modes.base import ModeContext, port_list
+from lc.hunter.modes.http import HTTP_FILTER_TYPES, HttpConfig, http_mode
+from tests.hunter.test_voip import CORPUS, need_corpus, tsv
+
+CAPTURES = [
+    ("http/arkime_http-100-continue.pcap", ".expected.tsv"),
+    ("http/arkime_http-post-upload.pcap", ".expected.tsv"),
+    ("http/arkime_http-wrapped-header.pcap", ".expected.tsv"),
+    ("http/arkime_http-xff.pcap", ".expected.tsv"),
+    ("http/arkime_v6-http.pcap", ".expected.tsv"),
+    ("http/ja4_http1.pcapng", ".expected.tsv"),
+    ("http/ja4_http1-with-cookies.pcapng", ".expected.tsv"),
+    ("http/zeek_http-pipelined-requests.pcap", ".expected.tsv"),
+    ("mixed/ja4_latest.pcapng", ".expected-http.tsv"),
+]
+
+
+def run(path: Path, filters: list[Filter], policy: str = "deny", **cfg):
+    ifs: list = []
+    if "http_ports" in cfg:
+        cfg["http_ports"] = port_list(cfg["http_ports"])
+    mode = http_mode(ModeContext(ifs, policy=policy, events="all"), HttpConfig(**cfg))
+    mode.apply(compile_filters(filters, "h", HTTP_FILTER_TYPES))
+    src = FileSource(str(path), None)
+    events, forwarded = [], 0
+    while (ch := src.read(512)) is not None:
+        ifs[:] = src.interfaces
+        fwd = mode.process(ch)
+        events += fwd.events
+        forwarded += len(fwd.chunk)
+    fwd = mode.finish()
+    return events + fwd.events, forwarded + len(fwd.chunk), mode
+
+
+@pytest.mark.parametrize(("capture", "oracle"), CAPTURES)
+def test_transactions_equal_tshark(capture: str, oracle: str) -> None:
+    need_corpus()
+    path = CORPUS / capture
+    # HTTP over TCP (the mixed capture also has SSDP over UDP, which is not this mode's).
+    port_rows = [r for r in tsv(Path(str(path) + oracle)) if r.get("tcp.dstport")]
+    ports = {
+        int(r["tcp.dstport"])
+        for r in port_rows
+        if r.get("http.request.method") and r.get("tcp.dstport")
+    }
+    events, _, _ = run(path, [], http_ports=",".join(map(str, sorted(ports))))
+    want_req = Counter(
+        (r["http.request.method"], r["http.request.uri"], r["http.host"].split(":")[0])
+        for r in port_rows
+        if r.get("http.request.method")
+    )
+    got_req = Counter(
+        (e.http.method, e.http.target, e.http.host.split(":")[0]) for e in events if e.http.method
+    )
+    assert got_req == want_req
+    want_codes = Counter(
+        int(c) for r in port_rows for c in r.get("http.response.code", "").split(",") if c
+    )
+    got_codes = Counter(e.http.status for e in events if e.http.status)
+    interim = Counter(c for c in want_codes.elements() if c < 200)
+    assert got_codes == want_codes - interim  # 1xx are interim, not transactions
+    assert all(not e.captured and not e.filter_ids for e in events)
+
+
+def test_ja4h_equals_foxio() -> None:
+    need_corpus()
+    for capture in ("http/ja4_http1.pcapng", "http/ja4_http1-with-cookies.pcapng"):
+        path = CORPUS / capture
+        ref = [x for x in json.loads(Path(str(path) + ".ja4-python.json").read_text())
+               if "JA4H" in x]  # fmt: skip
+        ports = ",".join(sorted({x["dstport"] for x in ref}))
+        events, _, _ = run(path, [], http_ports=ports)
+        assert sorted(e.http.ja4h for e in events if e.http.method) == sorted(
+            x["JA4H"] for x in ref
+        )
+
+
+def test_every_http_filter_type_selects_its_connections() -> None:
+    need_corpus()
+    path = CORPUS / "http/zeek_http-pipelined-requests.pcap"
+    cases = [
+        ("http_host", "www.mozilla.org", 5),
+        ("http_host", "*.example.com", 0),
+        ("http_url", "*.png", 5),  # one match captures the whole connection
+        ("http_method", "get", 5),
+        ("http_method", "POST", 0),
+        ("http_status", "2xx", 5),
+        ("http_status", "404", 0),
+        ("http_user_agent", "*firefox/3.5*", 5),
+        ("http_ja4h", "ge11cr08enus_*", 5),
+        ("keyword", "key-point-top", 5),
+        ("keyword", "no-such-bytes", 0),
+        ("ip_address", "63.245.209.11", 5),
+    ]
+    for t, pattern, n in cases:
+        events, forwarded, _ = run(path, [Filter(id="f", type=t, pattern=pattern)])
+        captured = [e for e in events if e.captured]
+        assert len(captured) == n, (t, pattern)
+        assert (forwarded > 0) == bool(n), (t, pattern)
+        if n and t == "keyword":
+            assert any(list(e.http.keywords) == [pattern] for e in captured)
+
+
+def test_local_filters_stand_beside_the_pushed_ones() -> None:
+    need_corpus()
+    path = CORPUS / "http/zeek_http-pipelined-requests.pcap"
+    events, _, _ = run(path, [], statuses=("2xx",))
+    assert [e.filter_ids for e in events if e.captured][:1] == [["local:status:1"]]
+    events, _, _ = run(path, [Filter(id="x", type="http_host", pattern="nothing.example")],
+                       keywords=("mozilla",))  # fmt: skip
+    assert all(list(e.filter_ids) == ["local:keywords:1"] for e in events if e.captured)
+    assert sum(e.captured for e in events) == 5
+
+
+def test_event_documents_equal_zeeks_http_log() -> None:
+    """The mode's events as the processor writes them (ECS) against Zeek's http.log."""
+    from lc.processor.eventlog import event_document
+    from tests.common.test_http_corpus import read_zeek_log, run_capture
+
+    need_corpus()
+    path = CORPUS / "http/zeek_http-pipelined-requests.pcap"
+    zeek = read_zeek_log(Path(f"{path}.zeek-http.log"))
+    events, _, _ = run(path, [], policy="allow")
+    docs = [event_document(e, "h", f"e{k}") for k, e in enumerate(events)]
+    # Zeek counts a gzipped body after gunzipping; lc counts it as sent (Content-Length).
+    txs = [tx for _n, _c, tx in run_capture(path).transactions()]
+    encoded = {
+        k: int(tx.response.header("content-length"))
+        for k, tx in enumerate(txs)
+        if tx.response.header("content-encoding")
+    }
+    assert 0 < len(encoded) < 5
+    assert len(docs) == len(zeek) == 5
+    for k, (d, z) in enumerate(zip(docs, zeek, strict=True)):
+        z["response_body_len"] = encoded.get(k, z["response_body_len"])
+        got = (
+            d["lc"]["http"]["transaction"], d["source"]["ip"], d["source"]["port"],
+            d["destination"]["ip"], d["destination"]["port"], d["http"]["request"]["method"],
+            d["url"]["domain"], d["url"]["original"], d["http"]["request"]["referrer"],
+            d["http"]["version"], d["user_agent"]["original"],
+            d["http"]["request"]["body"]["bytes"], d["http"]["response"]["body"]["bytes"],
+            d["http"]["response"]["status_code"], d["lc"]["http"]["reason"],
+        )  # fmt: skip
+        want = (
+            int(z["trans_depth"]), z["id.orig_h"], int(z["id.orig_p"]), z["id.resp_h"],
+            int(z["id.resp_p"]), z["method"], z["host"], z["uri"], z["referrer"], z["version"],
+            z["user_agent"], int(z["request_body_len"]), int(z["response_body_len"]),
+            int(z["status_code"]), z["status_msg"],
+        )  # fmt: skip
+        assert got == want
+        assert d["event"]["duration"] > 0 and d["lc"]["captured"]
