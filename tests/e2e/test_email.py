@@ -72,6 +72,7 @@ def dovecot(tmp: Path, imap_port: int, pop3_port: int):
     (maildir / "new" / "1.lc-test").write_bytes(STORED)
     (root / "passwd").write_text(f"{USER}:{{PLAIN}}{PASSWORD}::::::\n")
     conf = root / "dovecot.conf"
+    warm_port = free_port()  # a port the hunter does not follow: for the warm-up login
     conf.write_text(f"""base_dir = {root}/run
 state_dir = {root}/state
 log_path = {root}/dovecot.log
@@ -93,6 +94,10 @@ service imap-login {{
   inet_listener imap {{
     address = 127.0.0.1
     port = {imap_port}
+  }}
+  inet_listener imap_warmup {{
+    address = 127.0.0.1
+    port = {warm_port}
   }}
   inet_listener imaps {{
     port = 0
@@ -122,9 +127,25 @@ service pop3-login {{
     )  # fmt: skip
     try:
         wait_for(lambda: _accepts(imap_port) and _accepts(pop3_port), 15, "dovecot listening")
+        # Its auth service may still be starting (a loaded machine answers the first logins
+        # "Temporary authentication failure"): log in once where the hunter is not looking.
+        wait_for(lambda: _logs_in(warm_port), 30, "dovecot authenticating")
         yield proc
     finally:
         stop_process(proc)
+
+
+def _logs_in(port: int) -> bool:
+    try:
+        m = imaplib.IMAP4("127.0.0.1", port, timeout=5)
+    except OSError:
+        return False
+    try:
+        m.login(USER, PASSWORD)
+        m.logout()
+        return True
+    except imaplib.IMAP4.error:
+        return False
 
 
 def _accepts(port: int) -> bool:
