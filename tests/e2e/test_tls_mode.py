@@ -167,3 +167,66 @@ def test_live_filters_capture_exactly_the_matching_connections_whole(tmp_path, p
     assert by_version["1.3"]["lc"]["tls"]["alpn"] == ["h2"]
     assert "next_protocol" not in by_version["1.3"]["tls"]
     assert by_version["1.2"]["tls"]["next_protocol"] == "http/1.1"
+
+
+def test_live_quic_connections_are_captured_whole(tmp_path, pki):
+    """Live on lo: ngtcp2's QUIC client and server (the server may grease the QUIC bit,
+    RFC 9287). A ``tls_ja4`` filter ``q13*`` captures every datagram of each QUIC
+    connection, as a tcpdump capture of the same traffic has them, and each gives an
+    event whose JA4 is what ja4plus computes from that capture."""
+    if os.geteuid() != 0:
+        pytest.skip("live capture on lo needs root")
+    for tool in ("gtlsserver", "gtlsclient", "tcpdump", "tshark"):
+        need(tool)
+    from lc.common.pcapfile import open_capture
+    from tests.hunter.test_tls_mode import _ja4plus_by_connection
+
+    port = free_port()
+    (tmp_path / "index.html").write_text("hello\n")
+    p = start_processor(tmp_path, tls_args(pki, "processor"))
+    server = subprocess.Popen(
+        ["gtlsserver", "-q", "-d", str(tmp_path), "127.0.0.1", str(port),
+         str(pki / "processor.key"), str(pki / "processor.pem")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        set_filter(p, pki, "tls_ja4", "q13*")
+        h = subprocess.Popen(
+            [*LC, "hunt", "tls", "--processor", p.addr, *tls_args(pki, "hunter-live"),
+             "-i", "lo", "--tls-port", str(port), "--heartbeat-interval", "0.5"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=lc_env(),
+        )  # fmt: skip
+        try:
+            wait_for(lambda: hunter_capturing(p, pki, "live"), 30, "the hunter capturing")
+            ref = tmp_path / "ref.pcap"
+            with tcpdump_capture(ref, f"udp port {port}"):
+                for _ in range(2):
+                    subprocess.run(
+                        ["gtlsclient", "-q", "--exit-on-all-streams-close", "127.0.0.1",
+                         str(port), f"https://127.0.0.1:{port}/index.html"],
+                        capture_output=True, timeout=20, check=False,
+                    )  # fmt: skip
+                time.sleep(1)
+            time.sleep(2)
+        finally:
+            rc = stop_process(h, timeout=40)
+            _, herr = h.communicate()
+        assert rc == 0, herr
+    finally:
+        stop_process(server)
+        p.stop()
+    with open_capture(ref) as r:
+        want = [bytes(d) for _, _, d, _ in r.records()]
+    with open_capture(p.data_dir / "capture.pcap") as r:
+        got = [bytes(d) for _, _, d, _ in r.records()]
+    assert len(want) > 6 and got == want  # every datagram, both ways, in order
+    theirs = _ja4plus_by_connection(ref)
+    (log,) = (p.data_dir / "events").glob("*.jsonl")
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(events) == 2
+    for e in events:
+        assert e["lc"]["tls"]["quic"] and e["lc"]["filter_ids"] == ["f1"]
+        key = ("c", e["source"]["ip"], e["source"]["port"], e["destination"]["ip"], port)
+        assert theirs[key] == {e["tls"]["client"]["ja4"]}
+        assert e["tls"]["client"]["ja4"].startswith("q13")
+        assert e["tls"]["server"]["ja4s"].startswith("q13")  # the server's Initial, read
