@@ -693,6 +693,11 @@ class Hunter:
         """One line per reason packets the hunter had taken were lost (empty: none were)."""
         cfg = self.cfg
         causes = [self.capture_error] if self.capture_error else []
+        if self._mode_error_logs:
+            causes.append(
+                f"the {self.cfg.mode} mode failed {self._mode_error_logs} times (a bug: see the "
+                f"log); {self.mode_errors} packets it held were lost (dropped.mode_error)"
+            )
         ob = self.outbox
         kernel = sum(s.stats()[1] for s in self._live)
         iface = sum(s.stats()[2] for s in self._live)

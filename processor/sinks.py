@@ -244,13 +244,15 @@ def write_calls(calls: CallWriter, hunter_id: str, cols: BatchRecords) -> None:
         write(call_id, hunter_id, sec * _NS + ns, records[start:end], linktype, protocol, sip)
 
 
+CALL_PROTOCOLS = frozenset(("sip", "rtp", "rtcp"))  # PacketMeta.protocol of a VoIP call's packets
 _RECORD_TS = struct.Struct("<II").unpack_from  # seconds, nanoseconds of a record header
 
 
 def _call_of(m: lc_pb2.PacketMeta) -> tuple[str, str, SipSummary | None] | None:
-    """(call id, protocol, SIP summary or None) of a packet's metadata; None: no call."""
+    """(call id, protocol, SIP summary or None) of a packet's metadata; None: no call
+    (no session, or the session of another mode: a DNS transaction, a mail session)."""
     call_id = m.session_id
-    if not call_id:
+    if not call_id or m.protocol not in CALL_PROTOCOLS:
         return None
     sip = None
     if m.HasField("sip"):

@@ -191,6 +191,12 @@ class _Conn:
         self.pending: dict[tuple, tuple[DnsMessage, int]] = {}
 
 
+def _rtt(query_ns: int, response_ns: int) -> int:
+    """A response's round-trip time; 0 ("none seen") when it was stamped before its
+    query (timestamps need not increase: two interfaces, a merged capture)."""
+    return response_ns - query_ns if response_ns >= query_ns else 0
+
+
 def _qkey(msg: DnsMessage) -> tuple:
     q = (msg.qname.lower(), msg.qtype, msg.qclass) if msg.questions else None
     return (msg.id, q)
@@ -289,7 +295,7 @@ class DnsDissector(Dissector):
                 if k[6] is not None:  # type: ignore[index]
                     self.noq.pop((*k[:6], None), None)  # type: ignore[index]
             if t.query_ns:
-                self.rtt = t.response_ns - t.query_ns
+                self.rtt = _rtt(t.query_ns, t.response_ns)
         else:
             self.c["queries"] += 1
             t.queries += 1
@@ -329,7 +335,7 @@ class DnsDissector(Dissector):
             self.pair = (None, 0, msg, ts)
             return
         self.c["answered"] += 1
-        self.rtt = ts - got[1]
+        self.rtt = _rtt(got[1], ts)
         self.pair = (got[0], got[1], msg, ts)
 
     def message_event(self, s: Session, msg: DnsMessage, flow: tuple, ts: int) -> object:  # type: ignore[override]
@@ -455,7 +461,7 @@ class DnsDissector(Dissector):
         if r is not None:
             d.rcode = r.full_rcode
             if q is not None:
-                d.rtt_ns = rts - qts
+                d.rtt_ns = _rtt(qts, rts)
             for rec in r.answers[:_EVENT_ANSWERS]:
                 name, rtype, rclass, ttl, rdata = rec
                 d.answers.add(name=wire_text(name, _NAME_MAX), type=rtype, **{"class": rclass},

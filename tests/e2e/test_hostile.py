@@ -9,6 +9,7 @@ import json
 import random
 import re
 import struct
+from pathlib import Path
 
 import pytest
 
@@ -108,3 +109,55 @@ def test_hostile_frames_through_generic_and_voip_hunters(tmp_path, pki):
         for line in log.read_text(encoding="utf-8").splitlines():
             ev = json.loads(line)
             assert ev["event"]["dataset"] == "lc.sip"
+
+
+CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
+PROTOCOL_SEEDS = ["dns/arkime_dns-tcp.pcap", "dns/dmachard_iodine.pcap",
+                  "dns/zeek_ipv6-fragmented-dns.pcap", "smtp/zeek_smtp.pcap",
+                  "imap/arkime_imap.pcap", "pop3/zeek_pop3.pcap"]  # fmt: skip
+
+
+def protocol_hostile_capture(path: Path, n: int = 20000) -> int:
+    """Mutated DNS and mail frames from the corpus, with capture times that go back now
+    and then (two interfaces, a merged capture): as `lc hunt dns/email` may see them."""
+    from lc.common.pcapfile import open_capture
+
+    seeds: list[bytes] = []
+    for name in PROTOCOL_SEEDS:
+        with open_capture(CORPUS / name) as r:
+            seeds += [bytes(data) for _, _, data, _ in r.records()]
+    rnd = random.Random(5)
+    with open(path, "wb") as fh:
+        fh.write(struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 262144, 1))
+        t = T0
+        for _ in range(n):
+            f = bytearray(rnd.choice(seeds))
+            for _ in range(rnd.randint(0, 4)):
+                at = rnd.randrange(42, max(43, len(f)))
+                bad = rnd.choice(HOSTILE) if rnd.random() < 0.5 else bytes([rnd.randrange(256)])
+                f[at : at + len(bad)] = bad
+            t += rnd.randint(-3 * 10**9, 10**9) if rnd.random() < 0.05 else 10**6
+            fh.write(struct.pack("<IIII", t // 10**9, t % 10**9, len(f), len(f)) + bytes(f))
+    return n
+
+
+@pytest.mark.skipif(not CORPUS.exists(), reason="needs ../shared/corpus")
+@pytest.mark.parametrize("mode", ["dns", "email"])
+def test_hostile_frames_through_the_protocol_modes(tmp_path, pki, mode):
+    """No mode error (a DNS response stamped before its query gave a negative RTT that
+    protobuf refused: the chunk's 4096 packets were lost with a traceback, exit 0)."""
+    cap = tmp_path / "hostile.pcap"
+    n = protocol_hostile_capture(cap)
+    p = start_processor(tmp_path, tls_args(pki, "processor"))
+    try:
+        r = run_lc("hunt", mode, "--processor", p.addr, *tls_args(pki, "hunter-h1"),
+                   "-r", str(cap), "--no-filter-policy", "allow", "--events", "all")  # fmt: skip
+    finally:
+        p.stop()
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr and "failed" not in r.stderr, r.stderr[-2000:]
+    assert f": {n} packets" in r.stdout and "unacknowledged 0" in r.stdout
+    assert "mode_error" not in r.stdout, r.stdout
+    for log in (p.data_dir / "events").glob("*.jsonl"):
+        for line in log.read_text(encoding="utf-8").splitlines():
+            json.loads(line)

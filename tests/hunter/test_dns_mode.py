@@ -6,6 +6,7 @@ generated mix; and the answer-type scan it relies on never misses a CNAME."""
 from __future__ import annotations
 
 import sys
+from array import array
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,8 @@ from hypothesis import strategies as st
 
 from lc.common.dns import TYPE_CNAME, DnsError, answers_have_type, parse_dns
 from lc.common.filters import Filter, compile_filters
-from lc.hunter.capture import FileSource
+from lc.common.pcaprecord import frame_records
+from lc.hunter.capture import Chunk, FileSource
 from lc.hunter.modes.base import ModeContext
 from lc.hunter.modes.dns import DNS_FILTER_TYPES, DnsConfig, dns_mode
 from tests.hunter.test_mode_fuzz import T0, chunk_of, through_the_wire
@@ -224,3 +226,40 @@ def test_hostile_dns_through_the_mode_and_the_wire(frames: list[bytes], events: 
     c = m.counters()
     assert all(isinstance(v, int) and v >= 0 for v in c.figures.values())
     assert sent <= len(frames)
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+@pytest.mark.parametrize("events", ["captured", "all"])
+def test_a_response_captured_before_its_query_gives_no_negative_rtt(
+    transport: str, events: str
+) -> None:
+    """Capture timestamps need not increase (two interfaces, a merged capture): a
+    response stamped before its query is paired, with RTT 0 ("none seen"), instead of a
+    negative RTT that protobuf refuses (the whole chunk was lost as ``mode_error``)."""
+    import random
+
+    from bench.dns_bench import query, response, tcp_frame, udp_frame, wire_name
+
+    rng = random.Random(1)
+    a, b = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 53])
+    w = wire_name(b"x.watched-bench.com")
+    q, r = query(7, w, 1), response(7, w, 1, rng, False)
+    if transport == "udp":
+        frames = [udp_frame(a, 4000, b, 53, q), udp_frame(b, 53, a, 4000, r)]
+    else:
+        qs, rs = len(q).to_bytes(2, "big") + q, len(r).to_bytes(2, "big") + r
+        frames = [
+            tcp_frame(a, 4001, b, 53, 1, 1, 0x18, qs),
+            tcp_frame(b, 53, a, 4001, 1, 1 + len(qs), 0x18, rs),
+        ]
+    ts = array("q", [T0 + 2 * 10**9, T0 + 10**9])  # the response 1 s before its query
+    caps = array("I", [len(f) for f in frames])
+    chunk = Chunk(ts, caps, array("I", caps), frame_records(ts, caps, caps, b"".join(frames)), 0)
+    interfaces = [("eth0", 1)]
+    m = dns_mode(ModeContext(interfaces, "deny", events), DnsConfig())
+    m.apply(compile_filters([Filter(id="d", type="dns_domain", pattern="*.watched-bench.com")],
+                            "h1", DNS_FILTER_TYPES))  # fmt: skip
+    sent = through_the_wire(m.process(chunk), interfaces, 1)
+    sent += through_the_wire(m.tick(T0 + 400 * 10**9), interfaces, 2)
+    sent += through_the_wire(m.finish(), interfaces, 3)
+    assert sent == 2  # both the query and the response, nothing lost

@@ -150,3 +150,26 @@ def test_every_modes_figures_fit_a_heartbeat():
         c = spec.factory(ModeContext([("lo", 1)], "deny"), spec.config()).counters()
         assert len(c.figures) <= 60 and len(c.dropped) <= 10, name
         assert all(token.fullmatch(k) for k in [*c.figures, *c.dropped]), name
+
+
+def test_a_mode_that_raises_is_a_loss_the_exit_names():
+    """A mode's exception never stops the hunter (its chunk is counted as
+    dropped.mode_error), but it is a loss: the hunter's exit causes must say so."""
+    from array import array
+
+    from lc.hunter.capture import Chunk
+
+    spec = modes.get("generic")
+    assert spec is not None
+    h = Hunter(HuntConfig(processor="127.0.0.1:1", read_file="f"))
+    h.mode = spec.factory(ModeContext([("lo", 1)], "allow"), spec.config())
+
+    def broken(chunk: Chunk):
+        raise RuntimeError("a bug")
+
+    chunk = Chunk(array("q", [1, 2]), array("I", [0, 0]), array("I", [0, 0]), bytes(32), 0)
+    fwd = h._mode_call(broken, chunk, lost=len(chunk))
+    assert len(fwd.chunk) == 0
+    assert h.counters().dropped["mode_error"] == 2
+    causes = h._loss_causes(True, 0, 0)
+    assert any("the generic mode failed 1 times" in c and "2 packets" in c for c in causes), causes

@@ -495,3 +495,24 @@ def test_a_capture_replayed_twice_is_in_the_call_file_twice_as_the_readme_says(t
 
 if __name__ == "__main__":
     bench(*map(int, sys.argv[1:]))
+
+
+def test_sessions_of_other_modes_are_not_calls(rig):
+    """DNS transactions and email/TCP sessions carry a session id too (since the mode
+    seam): they are not VoIP calls, so they get no per-call file and no call-index row
+    (a resolver's traffic made one file and one 'ringing' call per transaction)."""
+    dns = lc_pb2.PacketMeta(protocol="dns", session_id="udp:10.0.0.1:4000-10.0.0.53:53#7")
+    mail = lc_pb2.PacketMeta(protocol="smtp", session_id="tcp:10.0.0.1:4001-10.0.0.25:25@1.0")
+    other = lc_pb2.PacketMeta(protocol="session", session_id="toy:1")
+    a = rtp_meta("call-A")
+    packets: list[Packet] = [
+        (rtp_frame(k, 0x2000 + k), m) for k, m in enumerate((dns, mail, other, a))
+    ]
+    batch, recs = make_batch(1, packets)
+    ack, n, _ = rig.ingest.accept(batch)
+    assert ack.packets == n == 4
+    assert [p.name.split("_", 1)[1] for p in rig.files()] == ["call-A.pcap"]
+    assert rig.index.get(dns.session_id) is None and rig.index.get(mail.session_id) is None
+    assert rig.row("call-A")["packets"] == 1
+    rig.ingest.sink.flush()
+    assert file_records(rig.tmp / "all.pcap") == recs
