@@ -42,6 +42,7 @@ bench: install
 	$(BIN)/python bench/spool_bench.py
 	$(BIN)/python bench/drain_bench.py
 	$(BIN)/python bench/voip_bench.py
+	$(BIN)/python bench/tls_bench.py
 	$(BIN)/python bench/dns_bench.py
 	$(BIN)/python bench/email_bench.py
 	$(BIN)/python bench/http_bench.py

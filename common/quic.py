@@ -176,8 +176,9 @@ def parse_long_header(datagram: bytes, offset: int = 0) -> LongHeader:
     version = _U32.unpack_from(data, offset + 1)[0]
     if version not in SUPPORTED_VERSIONS:
         raise QuicParseError(f"QUIC version 0x{version:08x} not supported", "version")
-    if first & 0x40 == 0:
-        raise QuicParseError(f"fixed bit clear at offset {offset}")
+    # The fixed bit (0x40) is not checked: a peer that received grease_quic_bit
+    # (RFC 9287; ngtcp2 sends it) may clear it, Initial packets included; the version
+    # above identifies the long header.
     wire_type = (first >> 4) & 3
     ptype = wire_type if version == QUIC_V1 else _V2_TYPES[wire_type]
     off = offset + 5

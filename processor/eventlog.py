@@ -68,6 +68,7 @@ import orjson
 
 from lc.common.communityid import community_id
 from lc.common.text import wire_text
+from lc.common.tlsnames import cipher_name, version_fields
 from lc.processor.ledger import SINK_STATE_SQL, Ledger
 from lc.processor.sinks import Received, Statements
 from lc.proto import lc_pb2
@@ -178,6 +179,51 @@ def _call_fields(
         if hunters:
             call["hunters"] = sorted({hunter, *(wire_text(h, 256) for h in hunters)})
     lc["call"] = call
+
+
+def _tls_fields(
+    ev: lc_pb2.Event,
+    doc: dict[str, Any],
+    lc: dict[str, Any],
+    hunter: str,
+    call_info: Callable[[str], tuple[str, list[str]] | None] | None,
+) -> None:
+    """A TLS handshake: ECS ``tls.*`` (``tls.client.ja4``, ``tls.server.ja4s``: the de
+    facto names), the rest under ``lc.tls``."""
+    t = ev.tls
+    client: dict[str, Any] = {}
+    server: dict[str, Any] = {}
+    tls: dict[str, Any] = {"client": client, "server": server, "established": bool(t.cipher)}
+    if t.server_name:
+        client["server_name"] = wire_text(t.server_name, 256)
+    if t.ja3:
+        client["ja3"] = wire_text(t.ja3, 64)
+    if t.ja4:
+        client["ja4"] = wire_text(t.ja4, 64)
+    if t.client_ciphers:
+        client["supported_ciphers"] = [cipher_name(c) for c in t.client_ciphers]
+    if t.ja3s:
+        server["ja3s"] = wire_text(t.ja3s, 64)
+    if t.ja4s:
+        server["ja4s"] = wire_text(t.ja4s, 64)
+    version = version_fields(t.server_version or t.client_version)
+    if version is not None:
+        tls["version_protocol"], tls["version"] = version
+    if t.cipher:
+        tls["cipher"] = cipher_name(t.cipher)
+    if t.next_protocol:
+        tls["next_protocol"] = wire_text(t.next_protocol, 64)
+    doc["tls"] = tls
+    lc["tls"] = {
+        "alpn": [wire_text(a, 64) for a in t.alpn],
+        "client_version": t.client_version,
+        "server_version": t.server_version,
+        "ja4_r": wire_text(t.ja4_r, 4096),
+        "quic": t.quic,
+        "hello_retry": t.hello_retry,
+        "packets": t.packets,
+        "bytes": t.bytes,
+    }
 
 
 def _body_fields(out: dict[str, Any], lc_http: dict[str, Any], side: str, body: bytes) -> None:
@@ -388,6 +434,7 @@ DETAIL_RENDERERS: dict[str, Callable[..., None]] = {
     "dns": _dns_fields,
     "http": _http_fields,
     "email": _email_fields,
+    "tls": _tls_fields,
 }
 
 

@@ -87,8 +87,32 @@ class DnsSummary(_message.Message):
     def __init__(self, id: _Optional[int] = ..., qname: _Optional[str] = ..., qtype: _Optional[int] = ..., rcode: _Optional[int] = ..., response: _Optional[bool] = ..., answers: _Optional[_Iterable[str]] = ..., rtt_ns: _Optional[int] = ..., tunnel_score: _Optional[float] = ...) -> None: ...
 
 class TlsSummary(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("handshake", "server_name", "alpn", "client_version", "server_version", "ja3", "ja3s", "ja4", "ja4s", "cipher", "next_protocol", "quic")
+    HANDSHAKE_FIELD_NUMBER: _ClassVar[int]
+    SERVER_NAME_FIELD_NUMBER: _ClassVar[int]
+    ALPN_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    JA3_FIELD_NUMBER: _ClassVar[int]
+    JA3S_FIELD_NUMBER: _ClassVar[int]
+    JA4_FIELD_NUMBER: _ClassVar[int]
+    JA4S_FIELD_NUMBER: _ClassVar[int]
+    CIPHER_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    QUIC_FIELD_NUMBER: _ClassVar[int]
+    handshake: str
+    server_name: str
+    alpn: _containers.RepeatedScalarFieldContainer[str]
+    client_version: int
+    server_version: int
+    ja3: str
+    ja3s: str
+    ja4: str
+    ja4s: str
+    cipher: int
+    next_protocol: str
+    quic: bool
+    def __init__(self, handshake: _Optional[str] = ..., server_name: _Optional[str] = ..., alpn: _Optional[_Iterable[str]] = ..., client_version: _Optional[int] = ..., server_version: _Optional[int] = ..., ja3: _Optional[str] = ..., ja3s: _Optional[str] = ..., ja4: _Optional[str] = ..., ja4s: _Optional[str] = ..., cipher: _Optional[int] = ..., next_protocol: _Optional[str] = ..., quic: _Optional[bool] = ...) -> None: ...
 
 class HttpSummary(_message.Message):
     __slots__ = ("method", "host", "target", "status", "content_type", "body_bytes", "response")
@@ -227,7 +251,7 @@ class HttpEvent(_message.Message):
     def __init__(self, method: _Optional[str] = ..., host: _Optional[str] = ..., target: _Optional[str] = ..., path: _Optional[str] = ..., query: _Optional[str] = ..., version: _Optional[str] = ..., status: _Optional[int] = ..., reason: _Optional[str] = ..., request_body_bytes: _Optional[int] = ..., response_body_bytes: _Optional[int] = ..., content_type: _Optional[str] = ..., referrer: _Optional[str] = ..., user_agent: _Optional[str] = ..., duration_ns: _Optional[int] = ..., ja4h: _Optional[str] = ..., keywords: _Optional[_Iterable[str]] = ..., request_body: _Optional[bytes] = ..., response_body: _Optional[bytes] = ..., truncated: _Optional[bool] = ..., transaction: _Optional[int] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("dataset", "start_ns", "end_ns", "session_id", "flow", "filter_ids", "captured", "seq", "call", "dns", "http", "email")
+    __slots__ = ("dataset", "start_ns", "end_ns", "session_id", "flow", "filter_ids", "captured", "seq", "call", "dns", "tls", "http", "email")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     START_NS_FIELD_NUMBER: _ClassVar[int]
     END_NS_FIELD_NUMBER: _ClassVar[int]
@@ -238,6 +262,7 @@ class Event(_message.Message):
     SEQ_FIELD_NUMBER: _ClassVar[int]
     CALL_FIELD_NUMBER: _ClassVar[int]
     DNS_FIELD_NUMBER: _ClassVar[int]
+    TLS_FIELD_NUMBER: _ClassVar[int]
     HTTP_FIELD_NUMBER: _ClassVar[int]
     EMAIL_FIELD_NUMBER: _ClassVar[int]
     dataset: str
@@ -250,9 +275,46 @@ class Event(_message.Message):
     seq: int
     call: CallEvent
     dns: DnsEvent
+    tls: TlsEvent
     http: HttpEvent
     email: EmailEvent
-    def __init__(self, dataset: _Optional[str] = ..., start_ns: _Optional[int] = ..., end_ns: _Optional[int] = ..., session_id: _Optional[str] = ..., flow: _Optional[_Union[FlowTuple, _Mapping]] = ..., filter_ids: _Optional[_Iterable[str]] = ..., captured: _Optional[bool] = ..., seq: _Optional[int] = ..., call: _Optional[_Union[CallEvent, _Mapping]] = ..., dns: _Optional[_Union[DnsEvent, _Mapping]] = ..., http: _Optional[_Union[HttpEvent, _Mapping]] = ..., email: _Optional[_Union[EmailEvent, _Mapping]] = ...) -> None: ...
+    def __init__(self, dataset: _Optional[str] = ..., start_ns: _Optional[int] = ..., end_ns: _Optional[int] = ..., session_id: _Optional[str] = ..., flow: _Optional[_Union[FlowTuple, _Mapping]] = ..., filter_ids: _Optional[_Iterable[str]] = ..., captured: _Optional[bool] = ..., seq: _Optional[int] = ..., call: _Optional[_Union[CallEvent, _Mapping]] = ..., dns: _Optional[_Union[DnsEvent, _Mapping]] = ..., tls: _Optional[_Union[TlsEvent, _Mapping]] = ..., http: _Optional[_Union[HttpEvent, _Mapping]] = ..., email: _Optional[_Union[EmailEvent, _Mapping]] = ...) -> None: ...
+
+class TlsEvent(_message.Message):
+    __slots__ = ("server_name", "alpn", "client_version", "server_version", "client_ciphers", "cipher", "next_protocol", "ja3", "ja3s", "ja4", "ja4_r", "ja4s", "quic", "hello_retry", "packets", "bytes")
+    SERVER_NAME_FIELD_NUMBER: _ClassVar[int]
+    ALPN_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_CIPHERS_FIELD_NUMBER: _ClassVar[int]
+    CIPHER_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    JA3_FIELD_NUMBER: _ClassVar[int]
+    JA3S_FIELD_NUMBER: _ClassVar[int]
+    JA4_FIELD_NUMBER: _ClassVar[int]
+    JA4_R_FIELD_NUMBER: _ClassVar[int]
+    JA4S_FIELD_NUMBER: _ClassVar[int]
+    QUIC_FIELD_NUMBER: _ClassVar[int]
+    HELLO_RETRY_FIELD_NUMBER: _ClassVar[int]
+    PACKETS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    server_name: str
+    alpn: _containers.RepeatedScalarFieldContainer[str]
+    client_version: int
+    server_version: int
+    client_ciphers: _containers.RepeatedScalarFieldContainer[int]
+    cipher: int
+    next_protocol: str
+    ja3: str
+    ja3s: str
+    ja4: str
+    ja4_r: str
+    ja4s: str
+    quic: bool
+    hello_retry: bool
+    packets: int
+    bytes: int
+    def __init__(self, server_name: _Optional[str] = ..., alpn: _Optional[_Iterable[str]] = ..., client_version: _Optional[int] = ..., server_version: _Optional[int] = ..., client_ciphers: _Optional[_Iterable[int]] = ..., cipher: _Optional[int] = ..., next_protocol: _Optional[str] = ..., ja3: _Optional[str] = ..., ja3s: _Optional[str] = ..., ja4: _Optional[str] = ..., ja4_r: _Optional[str] = ..., ja4s: _Optional[str] = ..., quic: _Optional[bool] = ..., hello_retry: _Optional[bool] = ..., packets: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...
 
 class EmailEvent(_message.Message):
     __slots__ = ("protocol", "command", "direction", "from_address", "to_address", "cc_address", "subject", "message_id", "origination_ns", "content_type", "attachments", "helo", "mail_from", "rcpt_to", "mailbox", "user", "size", "truncated", "complete", "body", "x_mailer", "reply_to", "upgraded", "tls_sni", "tls_version")

@@ -11,6 +11,7 @@ command -v sipp    >/dev/null 2>&1 || need+=(sip-tester)
 command -v curl    >/dev/null 2>&1 || need+=(curl)           # HTTP client (http mode)
 command -v ab      >/dev/null 2>&1 || need+=(apache2-utils)  # ab -k: keep-alive load
 command -v openssl >/dev/null 2>&1 || need+=(openssl)        # s_server: HTTPS peer
+command -v gtlsclient >/dev/null 2>&1 || need+=(ngtcp2-client ngtcp2-server)  # QUIC peers (tls e2e)
 command -v dnsmasq >/dev/null 2>&1 || need+=(dnsmasq-base)  # DNS server (lc hunt dns tests)
 command -v dig     >/dev/null 2>&1 || need+=(bind9-dnsutils)  # DNS client
 command -v dovecot >/dev/null 2>&1 || need+=(dovecot-imapd dovecot-pop3d)

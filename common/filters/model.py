@@ -57,6 +57,7 @@ tls_sni          ClientHello server_name     no     one trailing ``.`` (end-anch
 tls_ja3          JA3 (MD5, 32 hex)           no     none                             no [4]
 tls_ja3s         JA3S (MD5, 32 hex)          no     none                             no [4]
 tls_ja4          JA4 fingerprint             no     none                             yes [5]
+tls_ja4s         JA4S fingerprint            no     none (no spaces)                 yes
 email_address    bare address (no name, <>)  no     none                             yes
 email_subject    decoded Subject             no     none                             yes
 email_mailbox    IMAP mailbox (decoded)      no     none                             yes
@@ -196,7 +197,7 @@ TYPES: Final[dict[str, FilterType]] = {
     t.name: t
     for t in (
         FilterType("bpf", "bpf", "none: compiled by libpcap", wildcards=False,
-                   modes=("generic", "dns", "http")),
+                   modes=("generic", "dns", "http", "tls")),
         FilterType("ip_address", "ip", "packet src and dst address", wildcards=False,
                    modes=("generic", *_PROTOCOL_MODES)),
         FilterType("sip_user", "text", "user part of SIP URIs", "sensitive", modes=("voip",)),
@@ -228,6 +229,8 @@ TYPES: Final[dict[str, FilterType]] = {
         FilterType("tls_ja3s", "text", "JA3S (MD5, 32 hex)", "insensitive", wildcards=False,
                    modes=("tls",)),
         FilterType("tls_ja4", "text", "JA4 fingerprint", "insensitive", modes=("tls",)),
+        FilterType("tls_ja4s", "text", "JA4S fingerprint", "insensitive", no_spaces=True,
+                   modes=("tls",)),
         FilterType("email_address", "text", "bare address (no name, <>)", "insensitive",
                    modes=("email",)),
         FilterType("email_subject", "text", "decoded Subject", "insensitive",

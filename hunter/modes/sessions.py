@@ -462,7 +462,9 @@ class SessionMode(Mode):
                     a, b = src << 16 | sport, dst << 16 | dport
                     fkey = (a, b, proto) if a < b else (b, a, proto)
                     s = fast.get(fkey)
-                    if s is not None:
+                    # A SYN takes the decoding path: it may open a new connection on
+                    # the 5-tuple of one that ended (_connection).
+                    if s is not None and not (proto == 6 and rec[start + 63] & 2):
                         ts = ts_col[i]
                         s.last_ns = ts
                         del sessions[s.key]

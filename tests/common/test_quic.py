@@ -132,12 +132,14 @@ def seal(
     server: bool = False,
     scid: bytes = b"\x01\x02",
     pn_len: int = 2,
+    quic_bit: bool = True,
 ) -> bytes:
-    """An Initial packet as a sender seals it (RFC 9001 5.3, 5.4)."""
+    """An Initial packet as a sender seals it (RFC 9001 5.3, 5.4); ``quic_bit`` False:
+    greased (RFC 9287)."""
     k = initial_keys(key_dcid or dcid, version, server)
     frames = frames + bytes(max(0, 24 - len(frames)))  # room for the sample
     wire_type = 0 if version == QUIC_V1 else 1
-    first = 0xC0 | (wire_type << 4) | (pn_len - 1)
+    first = (0xC0 if quic_bit else 0x80) | (wire_type << 4) | (pn_len - 1)
     head = bytes((first,)) + version.to_bytes(4, "big") + bytes((len(dcid),)) + dcid
     head += bytes((len(scid),)) + scid + varint(0)  # no token
     head += varint(pn_len + len(frames) + 16, 2)
@@ -222,6 +224,21 @@ def test_server_hello_uses_the_clients_first_dcid() -> None:
     assert (
         q.done and fp.ja4s(server_hello, quic=True) == "q130100_1301_" + fp.ja4s(server_hello)[13:]
     )
+
+
+@pytest.mark.parametrize("version", [QUIC_V1, QUIC_V2])
+def test_a_greased_quic_bit_is_read(version: int) -> None:
+    """RFC 9287: a peer told grease_quic_bit may clear the fixed bit, in Initial packets
+    too (ngtcp2's server does): both hellos are still read."""
+    body = b"\x03\x03" + bytes(32) + b"\x00\x13\x01\x00" + b"\x00\x06\x00\x2b\x00\x02\x03\x04"
+    sh = b"\x02" + len(body).to_bytes(3, "big") + body
+    q = QuicHandshake()
+    (ch,) = q.feed(seal(crypto(0, CH), 0, DCID, version=version, quic_bit=False), True)
+    greased = seal(crypto(0, sh), 0, b"\x01\x02", key_dcid=DCID, server=True, scid=b"\x09",
+                   version=version, quic_bit=False)  # fmt: skip
+    assert not greased[0] & 0x40
+    (server_hello,) = q.feed(greased, False)
+    assert ch.server_name == "quic.example" and server_hello.selected_version == 0x0304
 
 
 def test_retry_makes_the_next_client_initial_choose_the_keys() -> None:

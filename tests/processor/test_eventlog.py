@@ -235,6 +235,36 @@ def test_size_and_daily_rotation(tmp_path):
     r.close()
 
 
+def test_a_tls_handshake_has_ecs_tls_fields() -> None:
+    from lc.processor.eventlog import event_document
+
+    ev = lc_pb2.Event(dataset="tls", start_ns=1, end_ns=2, session_id="c", captured=True)
+    ev.flow.src_ip, ev.flow.dst_ip = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
+    ev.flow.src_port, ev.flow.dst_port, ev.flow.ip_proto = 50000, 443, 6
+    t = ev.tls
+    t.server_name = "www.example.com\x1b[31m"
+    t.alpn.extend(["h2", "http/1.1"])
+    t.client_version, t.server_version = 0x0304, 0x0304
+    t.client_ciphers.extend([0x1301, 0xC02B, 0x9999])
+    t.cipher, t.next_protocol = 0x1302, "h2"
+    t.ja3, t.ja3s = "a" * 32, "b" * 32
+    t.ja4, t.ja4s = "t13d1516h2_8daaf6152771_e5627efa2ab1", "t130200_1302_a56c5b993250"
+    doc = event_document(ev, "h1", "h1:1:1:0")
+    tls = doc["tls"]
+    assert tls["client"]["server_name"].startswith("www.example.com")
+    assert tls["client"]["ja3"] == "a" * 32 and tls["server"]["ja3s"] == "b" * 32
+    assert tls["client"]["ja4"] == t.ja4 and tls["server"]["ja4s"] == t.ja4s
+    assert (tls["version_protocol"], tls["version"]) == ("tls", "1.3")
+    assert tls["cipher"] == "TLS_AES_256_GCM_SHA384"
+    assert tls["next_protocol"] == "h2"
+    assert tls["client"]["supported_ciphers"] == [
+        "TLS_AES_128_GCM_SHA256",
+        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+        "0x9999",
+    ]
+    assert doc["event"]["dataset"] == "lc.tls" and doc["lc"]["tls"]["alpn"] == ["h2", "http/1.1"]
+
+
 def test_an_http_transaction_has_ecs_http_url_and_user_agent_fields(rig):
     ev = lc_pb2.Event(
         dataset="http", start_ns=T0, end_ns=T0 + 2500, session_id="tcp:10.0.0.1:80-10.0.0.2:4000",

@@ -31,7 +31,7 @@ JA4_SHAPE = (
 KNOWN = (
     "bpf, ip_address, sip_user, phone_number, sip_uri, call_id, codec, dns_domain, "
     "http_host, http_url, http_method, http_status, http_user_agent, http_ja4h, "
-    "tls_sni, tls_ja3, tls_ja3s, tls_ja4, email_address, email_subject, "
+    "tls_sni, tls_ja3, tls_ja3s, tls_ja4, tls_ja4s, email_address, email_subject, "
     "email_mailbox, email_command, keyword"
 )
 
