@@ -71,6 +71,8 @@ def dovecot(tmp: Path, imap_port: int, pop3_port: int):
     (root / "state").mkdir()
     (maildir / "new" / "1.lc-test").write_bytes(STORED)
     (root / "passwd").write_text(f"{USER}:{{PLAIN}}{PASSWORD}::::::\n")
+    # dovecot's auth process (user dovecot) reads it, whatever umask this process has.
+    (root / "passwd").chmod(0o644)
     conf = root / "dovecot.conf"
     warm_port = free_port()  # a port the hunter does not follow: for the warm-up login
     conf.write_text(f"""base_dir = {root}/run
