@@ -8,6 +8,7 @@ frames from the one completing the matching line on."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import struct
@@ -139,6 +140,8 @@ def test_matching_tcp_connections_are_forwarded_whole_as_tshark_sees_them(tmp_pa
     p = start_processor(tmp_path, tls_args(pki, "processor"))
     modes.register(LINE)
     handlers = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    umask = os.umask(0o022)  # main() tightens the umask of the process it runs in
+    os.umask(umask)
     try:
         r = run_lc("set", "filter", "--id", "kw", "--type", "keyword", "--pattern", "secret",
                    "--processor", p.addr, *tls_args(pki, "admin"))  # fmt: skip
@@ -151,6 +154,7 @@ def test_matching_tcp_connections_are_forwarded_whole_as_tshark_sees_them(tmp_pa
     finally:
         modes.unregister("line")
         signal.signal(signal.SIGINT, handlers[0])
+        os.umask(umask)
         signal.signal(signal.SIGTERM, handlers[1])
         p.stop()
     assert "connections: 5 seen, 3 matched, 2 never matched" in summary, summary

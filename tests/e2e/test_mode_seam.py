@@ -11,6 +11,7 @@ what a real mode adds: a parser, a dissector, a config with one flag, a registry
 from __future__ import annotations
 
 import json
+import os
 import signal
 import struct
 from dataclasses import dataclass
@@ -125,6 +126,8 @@ def test_a_toy_mode_runs_end_to_end_without_touching_the_pipeline(tmp_path, pki,
     p = start_processor(tmp_path, tls_args(pki, "processor"))
     modes.register(TOY)
     handlers = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    umask = os.umask(0o022)  # main() tightens the umask of the process it runs in
+    os.umask(umask)
     try:
         r = run_lc("set", "filter", "--id", "kw", "--type", "keyword", "--pattern", "secret",
                    "--processor", p.addr, *tls_args(pki, "admin"))  # fmt: skip
@@ -137,6 +140,7 @@ def test_a_toy_mode_runs_end_to_end_without_touching_the_pipeline(tmp_path, pki,
     finally:
         modes.unregister("toy")
         signal.signal(signal.SIGINT, handlers[0])
+        os.umask(umask)
         signal.signal(signal.SIGTERM, handlers[1])
         p.stop()
     assert "conversations: 2 seen, 1 matched, 1 never matched" in summary
