@@ -218,6 +218,7 @@ class Hunter:
         self.base_bpf: list[str] = []
         self.started = time.monotonic()
         self.uplink: Uplink | None = None
+        self.hunter_id = cfg.hunter_id or ""  # the id in use, once run() has worked it out
         self.filters: HunterFilters | None = None
         self.mode: Mode | None = None
         self.kernel_expr = ""
@@ -260,7 +261,9 @@ class Hunter:
             for expr in self.base_bpf:
                 check_bpf(expr, src.linktype)
 
-    def counters(self) -> lc_pb2.HunterCounters:
+    def counters(self, usage: bool = True) -> lc_pb2.HunterCounters:
+        """The heartbeat's counters. ``usage=False`` leaves CPU and RSS out (a metrics
+        scrape: the CPU share is measured between two heartbeats)."""
         ob = self.outbox
         dropped = {"queue_full": ob.dropped_packets}
         if self.spool is not None:
@@ -300,8 +303,8 @@ class Hunter:
             queue_batches=ob.backlog + ob.inflight,
             queue_bytes=ob.queued_bytes,
             batches_sent=ob.sent_batches,
-            cpu_percent=self._usage.cpu_percent(),
-            rss_bytes=self._usage.rss_bytes(),
+            cpu_percent=self._usage.cpu_percent() if usage else 0.0,
+            rss_bytes=self._usage.rss_bytes() if usage else 0,
             bytes_captured=self.bytes_captured,
         )
 
@@ -348,6 +351,7 @@ class Hunter:
         self._install_signals()  # first: a signal while starting stops it cleanly too
         self.open_sources()
         hunter_id = default_hunter_id(cfg)
+        self.hunter_id = hunter_id
         self.spool_dir = ""
         if cfg.disk_buffer:
             self._open_spool(hunter_id)

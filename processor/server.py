@@ -63,6 +63,11 @@ class ProcessConfig:
     events_dir: str | None = None  # default DATA_DIR/events
     events_rotate_size: int | None = None  # default eventlog.DEFAULT_ROTATE_SIZE
     tunneling_threshold: float = 0.7  # DNS tunneling alert score (lc.processor.tunnels)
+    events_redis: str | None = None  # redis://HOST:PORT/N: events to the stream lc:events
+    events_redis_maxlen: int = 1_000_000  # XADD MAXLEN ~ this
+    hep_out: str | None = None  # udp://HOST:PORT or tcp://: SIP and RTCP as HEPv3
+    hep_agent_id: int = 0
+    hep_password: str | None = None
 
     def output_path(self) -> str:
         return self.write_file or os.path.join(self.data_dir, "capture.pcap")

@@ -83,6 +83,9 @@ class ModeCounters:
     figures: dict[str, int]  # HunterCounters.mode
     dropped: dict[str, int]  # merged into HunterCounters.dropped; "filtered" is not a loss
     summary: str = ""  # appended to the summary line after "; "
+    # Figures that are current levels (sessions held now, bytes buffered), not running
+    # totals: metrics expose them as gauges, every other figure as a counter.
+    levels: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)

@@ -231,6 +231,7 @@ class DnsDissector(Dissector):
     message_tag = 0
     noun = ("transaction", "transactions")
     alias_noun = "pending_no_question"
+    level_figures = frozenset(("tunnel_domains",))
 
     def __init__(self, cfg: DnsConfig) -> None:
         self.cfg = cfg

@@ -173,6 +173,7 @@ class Dissector:
     capture_unit = "message"
     udp_flows = False
     session_events = True
+    level_figures: frozenset[str] = frozenset()  # its figures() that are levels, not totals
     table: SessionTable
 
     def kernel_bpf(self) -> str:
@@ -959,4 +960,7 @@ class SessionMode(Mode):
                 f"{tc['unmatched']} never matched, {tc['evicted']} evicted; "
                 f"{c['messages']} {dis.protocol.upper()} messages ({c['malformed']} malformed)"
             )
-            return ModeCounters(figures, dropped, summary)
+            levels = {k for k in figures if k.endswith(("_active", "_now"))}
+            levels.update(("buffered_bytes", "buffered_packets", dis.alias_noun, "tcp_streams"))
+            levels.update(dis.level_figures)
+            return ModeCounters(figures, dropped, summary, frozenset(levels & figures.keys()))

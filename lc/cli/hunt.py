@@ -8,7 +8,7 @@ import sys
 import click
 
 from lc.cli.main import fail_line
-from lc.cli.options import tls_from_flags, tls_options
+from lc.cli.options import metrics_from_flags, metrics_options, tls_from_flags, tls_options
 from lc.common.errors import LcError, ValidationError
 
 __all__ = ["hunt"]
@@ -165,6 +165,7 @@ _HUNT_OPTIONS = [
     click.option(
         "--heartbeat-interval", type=float, default=5.0, show_default=True, metavar="S", hidden=True
     ),
+    metrics_options,
     tls_options,
 ]
 
@@ -186,6 +187,7 @@ def run_hunter(mode: str, opts: dict, mode_config: object = None) -> None:
         tls = tls_from_flags(
             opts.pop("tls_cert"), opts.pop("tls_key"), opts.pop("tls_ca"), opts["insecure"]
         )
+        metrics = metrics_from_flags(opts, tls)
         if opts.pop("insecure"):
             click.echo(
                 "lc hunt: warning: --insecure: traffic is sent in plaintext, unauthenticated",
@@ -199,7 +201,19 @@ def run_hunter(mode: str, opts: dict, mode_config: object = None) -> None:
             **opts,
         )
         h = Hunter(cfg)
-        code = h.run()
+        server = None
+        if metrics is not None:
+            from lc.common.metrics import MetricsServer
+            from lc.hunter.metrics import hunter_collector
+
+            host, port, mtls = metrics
+            server = MetricsServer(host, port, [hunter_collector(h)], tls=mtls).start()  # type: ignore[arg-type]
+            click.echo(f"lc hunt: metrics on {server.url}", err=True)
+        try:
+            code = h.run()
+        finally:
+            if server is not None:
+                server.close()
     except LcError as e:
         sys.exit(fail_line("hunt", e))
     click.echo(h.summary())

@@ -10,7 +10,14 @@ import click
 from lc.common.errors import ValidationError
 from lc.common.transport import TlsFiles
 
-__all__ = ["parse_duration", "parse_size", "tls_from_flags", "tls_options"]
+__all__ = [
+    "metrics_from_flags",
+    "metrics_options",
+    "parse_duration",
+    "parse_size",
+    "tls_from_flags",
+    "tls_options",
+]
 
 
 def tls_options(f: Callable) -> Callable:
@@ -31,6 +38,57 @@ def tls_options(f: Callable) -> Callable:
         return f(*args, **kwargs)
 
     return wrapper
+
+
+def metrics_options(f: Callable) -> Callable:
+    """--metrics-listen, --metrics-tls, --metrics-tls-cert/--metrics-tls-key (lc hunt and
+    lc process; see lc.common.metrics)."""
+
+    @click.option(
+        "--metrics-listen",
+        metavar="[HOST:]PORT",
+        help="Serve Prometheus metrics at http://HOST:PORT/metrics (off by default; a bare "
+        "port or localhost: 127.0.0.1 only; 0.0.0.0 or [::] for every address).",
+    )
+    @click.option(
+        "--metrics-tls",
+        is_flag=True,
+        help="Serve the metrics over HTTPS with this process's certificate; scrapers need "
+        "the admin certificate (a client certificate signed by --tls-ca).",
+    )
+    @click.option(
+        "--metrics-tls-cert",
+        metavar="FILE",
+        help="With --metrics-tls: a server certificate for the endpoint instead of "
+        "--tls-cert (a hunter's own is a client certificate).",
+    )
+    @click.option("--metrics-tls-key", metavar="FILE", help="Its key (with --metrics-tls-cert).")
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        return f(*args, **kwargs)
+
+    return wrapper
+
+
+def metrics_from_flags(opts: dict, tls: TlsFiles | None) -> tuple[str, int, object] | None:
+    """Pop the metrics flags from ``opts``: (host, port, MetricsTls or None), or None
+    without --metrics-listen.
+
+    Raises:
+        ValidationError: a bad address, or TLS flags that do not fit together.
+    """
+    from lc.common.metrics import MetricsTls, parse_metrics_listen
+
+    listen = opts.pop("metrics_listen", None)
+    enabled = opts.pop("metrics_tls", False)
+    cert, key = opts.pop("metrics_tls_cert", None), opts.pop("metrics_tls_key", None)
+    mtls = MetricsTls.from_flags(tls, cert, key, enabled)
+    if listen is None:
+        if mtls is not None:
+            raise ValidationError("--metrics-tls needs --metrics-listen")
+        return None
+    host, port = parse_metrics_listen(listen)
+    return host, port, mtls
 
 
 def _from_env(param: str) -> bool:

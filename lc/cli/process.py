@@ -8,7 +8,14 @@ import sys
 import click
 
 from lc.cli.main import fail_line
-from lc.cli.options import parse_duration, parse_size, tls_from_flags, tls_options
+from lc.cli.options import (
+    metrics_from_flags,
+    metrics_options,
+    parse_duration,
+    parse_size,
+    tls_from_flags,
+    tls_options,
+)
 from lc.common.errors import LcError, ValidationError
 
 __all__ = ["process"]
@@ -101,6 +108,32 @@ log = logging.getLogger("lc.process")
     hidden=True,
     help="Tests only: while FILE exists, each batch takes 50 ms more to write.",
 )
+@metrics_options
+@click.option(
+    "--events-redis",
+    metavar="redis://HOST:PORT/N",
+    help="Also append every event to the Redis stream lc:events (XADD), from the event "
+    "log on disk: a down Redis never delays writing; events are sent later, at least once.",
+)
+@click.option(
+    "--events-redis-maxlen",
+    type=int,
+    default=1_000_000,
+    show_default=True,
+    metavar="N",
+    help="Cap the stream at about N entries (XADD MAXLEN ~ N).",
+)
+@click.option(
+    "--hep-out",
+    metavar="udp://HOST:PORT",
+    help="Send every SIP message (and RTCP) written as HEPv3 to a HOMER collector or "
+    "sngrep (udp:// or tcp://).",
+)
+@click.option(
+    "--hep-agent-id", type=int, default=0, show_default=True, metavar="N",
+    help="HEP capture agent id.",
+)  # fmt: skip
+@click.option("--hep-password", metavar="TEXT", help="HEP authentication key (optional).")
 @tls_options
 def process(
     listen,
@@ -123,12 +156,14 @@ def process(
     tls_key,
     tls_ca,
     insecure,
+    **observe,
 ) -> None:
     """Run a processor: receive hunters' packets and write them to PCAP."""
     from lc.processor.server import ProcessConfig, Processor
 
     try:
         tls = tls_from_flags(tls_cert, tls_key, tls_ca, insecure)
+        metrics = metrics_from_flags(observe, tls)
         cfg = ProcessConfig(
             listen=listen,
             processor_id=processor_id,
@@ -147,15 +182,26 @@ def process(
             events_dir=events_dir,
             events_rotate_size=parse_size(events_rotate_size, "--events-rotate-size"),
             tunneling_threshold=tunneling_threshold,
+            **observe,  # --events-redis*, --hep-*
         )
         if no_events and (events_dir or events_rotate_size):
             raise ValidationError(
                 "--no-events cannot be combined with --events-dir or --events-rotate-size"
             )
         p = Processor(cfg)
+        server = None
+        if metrics is not None:  # bound before the processor listens: a bad port stops both
+            from lc.common.metrics import MetricsServer
+            from lc.processor.metrics import processor_collector
+
+            host, mport, mtls = metrics
+            server = MetricsServer(host, mport, [processor_collector(p)], tls=mtls)  # type: ignore[arg-type]
         port = p.start()
     except LcError as e:
         sys.exit(fail_line("process", e))
+    if server is not None:
+        server.start()
+        click.echo(f"lc process: metrics on {server.url}", err=True)
     if insecure:
         click.echo(
             "lc process: warning: --insecure: plaintext, no client authentication "
@@ -173,6 +219,8 @@ def process(
         err=True,
     )
     p.serve_forever()
+    if server is not None:
+        server.close()
     stopped = (
         f"lc process: stopped; wrote {p.ingest.packets} packets in "
         f"{p.ingest.batches} batches to {', '.join(p.sink.files()) or 'no file'}"
