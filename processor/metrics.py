@@ -132,6 +132,8 @@ def processor_collector(p: Processor) -> Callable[[], Iterable[Any]]:
                 value=calls.calls,
             )  # fmt: skip
         for out in getattr(p, "forwarders", ()):
-            yield from out.metrics()
+            for name, kind, doc, value in out.figures():
+                family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+                yield family(name, doc, value=value)
 
     return collect

@@ -26,6 +26,7 @@ from lc.processor.ingest import Ingest
 from lc.processor.keylog import KeyLog
 from lc.processor.ledger import Ledger
 from lc.processor.limits import StreamGate
+from lc.processor.redisout import RedisEvents
 from lc.processor.registry import Registry
 from lc.processor.service import DataService, ManagementService
 from lc.processor.store import FilterStore
@@ -206,6 +207,19 @@ class Processor:
                 ) from None
             for note in self.events.notes:
                 log.info("events: %s", note)
+        # Outputs fed after the Acks (observers with a thread of their own): --events-redis.
+        self.forwarders: list = []
+        self.redis: RedisEvents | None = None
+        if cfg.events_redis:
+            if self.events is None:
+                raise ValidationError(
+                    "--events-redis sends the event log's events: it cannot be combined "
+                    "with --no-events"
+                )
+            self.redis = RedisEvents(
+                cfg.events_redis, cfg.events_redis_maxlen, self.events, cfg.data_dir
+            )
+            self.forwarders.append(self.redis)
         self.keys = KeyLog(os.path.join(cfg.data_dir, "keys"))  # opened at its first line
         self.tunnels = TunnelAlerts(cfg.tunneling_threshold)
         self.ingest = Ingest(
@@ -217,6 +231,7 @@ class Processor:
             events=self.events,
             keys=self.keys,
             tunnels=self.tunnels,
+            observers=self.forwarders,
         )
         self.registry = Registry(stale_after=cfg.stale_after)
         self.auth = Authorizer(insecure=cfg.tls is None)
@@ -273,6 +288,8 @@ class Processor:
             raise LcError(f"cannot listen on {listen} (address in use or not available)")
         server.start()
         self.ingest.start()
+        for f in self.forwarders:
+            f.start()
         self.server = server
         self.port = port
         host = listen.rpartition(":")[0]
@@ -287,6 +304,8 @@ class Processor:
             self.server.stop(self.cfg.shutdown_grace).wait()
             self.server = None
         self.ingest.close()  # closes the call files (and commits their rows) first
+        for f in self.forwarders:
+            f.close()  # sends what it can of what was committed, for a few seconds
         for index in (self.call_index, self.call_query):
             if index is not None:
                 index.close()
