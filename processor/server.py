@@ -22,6 +22,7 @@ from lc.processor.callfiles import check_pattern
 from lc.processor.calls import DEFAULT_PATTERN, CallIndex, CallWriter
 from lc.processor.eventlog import DEFAULT_ROTATE_SIZE, EventLog
 from lc.processor.filterhub import FilterHub
+from lc.processor.hepout import HepOut
 from lc.processor.ingest import Ingest
 from lc.processor.keylog import KeyLog
 from lc.processor.ledger import Ledger
@@ -220,6 +221,10 @@ class Processor:
                 cfg.events_redis, cfg.events_redis_maxlen, self.events, cfg.data_dir
             )
             self.forwarders.append(self.redis)
+        self.hep: HepOut | None = None
+        if cfg.hep_out:
+            self.hep = HepOut(cfg.hep_out, cfg.hep_agent_id, cfg.hep_password)
+            self.forwarders.append(self.hep)
         self.keys = KeyLog(os.path.join(cfg.data_dir, "keys"))  # opened at its first line
         self.tunnels = TunnelAlerts(cfg.tunneling_threshold)
         self.ingest = Ingest(
