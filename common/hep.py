@@ -103,6 +103,9 @@ def encode_hep3(
     family = _FAMILY.get(len(src))
     if family is None or len(dst) != len(src):
         raise ValueError("addresses must be both IPv4 (4 bytes) or both IPv6 (16 bytes)")
+    variable = len(payload) + len(auth_key) + len(correlation_id)
+    if variable + 2 * len(src) + 6 + 67 + 3 * 6 > MAX_HEP_BYTES:
+        raise ValueError(f"a HEP message holds at most {MAX_HEP_BYTES} bytes")
     sec, ns = divmod(ts_ns, 1_000_000_000)
     v6 = family == 10
     parts = [
