@@ -132,19 +132,6 @@ class HepOut:
         if self._sock is not None:
             self._sock.close()
 
-    def settle(self, timeout: float = 5.0) -> bool:
-        """Wait until the queue is empty (tests)."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self._pending or self._busy:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(min(left, 0.05))
-        return True
-
-    _busy = False
-
     def _run(self) -> None:
         while True:
             with self._cond:
@@ -153,15 +140,11 @@ class HepOut:
                 if not self._pending:
                     return
                 item = self._pending.popleft()
-                self._busy = True
             try:
                 for b in item:
                     self._batch(b)
             except Exception:  # a bug: never the end of the forwarder
                 log.exception("hep: a batch could not be forwarded")
-            with self._cond:
-                self._busy = False
-                self._cond.notify_all()
 
     # -- packets -----------------------------------------------------------------------------
     def _batch(self, b: Received) -> None:
