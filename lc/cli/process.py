@@ -233,4 +233,8 @@ def process(
         )
     if p.events is not None:
         stopped += f"; {p.ingest.events} events to {p.events.directory}"
+    if p.redis is not None:
+        stopped += f"; {p.redis.sent} events to Redis ({p.redis.errors} failed rounds)"
+    if p.hep is not None:
+        stopped += f"; {p.hep.sent} HEP messages sent ({sum(p.hep.dropped.values())} dropped)"
     click.echo(stopped, err=True)
