@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from lc.cli.config import check_deferred, config_option
 from lc.cli.main import fail_line
 from lc.cli.options import tls_from_flags, tls_options
 from lc.common.errors import LcError, ValidationError
@@ -166,6 +167,7 @@ _HUNT_OPTIONS = [
         "--heartbeat-interval", type=float, default=5.0, show_default=True, metavar="S", hidden=True
     ),
     tls_options,
+    config_option,
 ]
 
 
@@ -182,7 +184,9 @@ def run_hunter(mode: str, opts: dict, mode_config: object = None) -> None:
 
     try:
         if not opts.get("processor"):
-            raise ValidationError("Missing option '--processor' (or env LC_PROCESSOR).")
+            raise ValidationError(
+                "Missing option '--processor' (or env LC_PROCESSOR, or processor: in --config)."
+            )
         tls = tls_from_flags(
             opts.pop("tls_cert"), opts.pop("tls_key"), opts.pop("tls_ca"), opts["insecure"]
         )
@@ -270,7 +274,7 @@ def hunt(ctx: click.Context, **opts) -> None:
     if ctx.invoked_subcommand is not None:
         given = [
             k
-            for k, v in opts.items()
+            for k in [*opts, "config"]
             if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE
         ]
         if given:
@@ -279,4 +283,5 @@ def hunt(ctx: click.Context, **opts) -> None:
                 f"(got {', '.join('--' + g.replace('_', '-') for g in given)} before it)"
             )
         return
+    check_deferred(ctx)
     run_hunter("generic", opts)

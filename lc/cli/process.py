@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from lc.cli.config import config_option
 from lc.cli.main import fail_line
 from lc.cli.options import parse_duration, parse_size, tls_from_flags, tls_options
 from lc.common.errors import LcError, ValidationError
@@ -102,6 +103,7 @@ log = logging.getLogger("lc.process")
     help="Tests only: while FILE exists, each batch takes 50 ms more to write.",
 )
 @tls_options
+@config_option
 def process(
     listen,
     processor_id,
