@@ -203,7 +203,17 @@ def run_hunter(mode: str, opts: dict, mode_config: object = None) -> None:
             **opts,
         )
         h = Hunter(cfg)
-        code = h.run()
+        bar = None
+        if cfg.read_file:
+            from lc.cli import progress
+
+            if progress.wanted(sys.stderr):  # never a bar in a pipe or a log file
+                bar = h.progress = progress.ReplayProgress(cfg.read_file)
+        try:
+            code = h.run()
+        finally:
+            if bar is not None:
+                bar.close()
     except LcError as e:
         sys.exit(fail_line("hunt", e))
     click.echo(h.summary())
