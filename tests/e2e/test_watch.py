@@ -160,6 +160,13 @@ def test_watch_in_a_real_terminal(tmp_path, pki, processor):
         wait_for(lambda: exited.search(term.screen()), 10, "lc watch to exit")
         assert exited.search(term.screen()).group(1) == "0", term.screen()
         assert not term.alternate()
+        # Ctrl-C quits the same way.
+        term.type(f"clear; {shlex.join(args)}; echo watch-exit=$?")
+        wait_for(lambda: shows(status), 30, "lc watch on the screen again")
+        term("send-keys", "-t", "w", "C-c")
+        wait_for(lambda: exited.search(term.screen()), 10, "lc watch to exit on Ctrl-C")
+        assert exited.search(term.screen()).group(1) == "0", term.screen()
+        assert not term.alternate()
         term.type("stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e echo -e -icanon -e -echo")
         wait_for(lambda: re.search(r"^icanon\s+^echo\s", term.screen(), re.M) is not None,
                  10, "stty's answer")  # fmt: skip
