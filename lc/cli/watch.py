@@ -455,7 +455,7 @@ def _screen(poller: Poller, interval: float, count: int, address: str) -> None:
                 ready, _, _ = select.select([fd], [], [], 0.1)
                 if ready:
                     key = os.read(fd, 1)
-                    if key in (b"q", b"Q", b"\x1b") or not key:
+                    if key in (b"q", b"Q") or not key:
                         break
         finally:
             stop.set()
