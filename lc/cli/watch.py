@@ -412,43 +412,53 @@ def _keys() -> Iterator[int | None]:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
-def _screen(poller: Poller, interval: float, count: int, address: str) -> None:
+def _poll_or_error(poller: Poller) -> tuple[dict[str, Any] | None, str]:
+    try:
+        return poller.poll(), ""
+    except LcError as e:
+        return None, " ".join(str(e).split())
+    except Exception as e:  # a bug: say so on the screen, keep going
+        return None, f"{type(e).__name__}: {e}"
+
+
+def _screen(
+    poller: Poller, first: dict[str, Any], interval: float, count: int, address: str
+) -> None:
     from rich.console import Console
     from rich.live import Live
 
-    latest: dict[str, Any] = {}
+    state: dict[str, Any] = {"snap": first, "error": "", "polls": 1}
     fresh = threading.Event()
     stop = threading.Event()
+    lock = threading.Lock()
 
     def poll_loop() -> None:
-        done = 0
-        while not stop.is_set():
-            t0 = time.monotonic()
-            try:
-                latest["snap"] = poller.poll()
-                latest["error"] = ""
-            except LcError as e:
-                latest["error"] = str(e)
-            except Exception as e:  # a closed channel at exit, or a bug: keep the screen
-                latest["error"] = f"{type(e).__name__}: {e}"
-            fresh.set()
-            done += 1
-            if count and done >= count:
+        while not (count and state["polls"] >= count):
+            if stop.wait(interval):
                 return
-            stop.wait(max(0.0, interval - (time.monotonic() - t0)))
+            snap, error = _poll_or_error(poller)
+            with lock:
+                if snap is not None:
+                    state["snap"] = snap
+                state["error"] = error
+                state["polls"] += 1
+            fresh.set()
 
     poller_thread = threading.Thread(target=poll_loop, name="lc-watch-poll", daemon=True)
-    console = Console()
-    with _keys() as fd, Live(console=console, screen=True, auto_refresh=False) as live:
+    with _keys() as fd, Live(console=Console(), screen=True, auto_refresh=False) as live:
+        live.update(render(first, address), refresh=True)
         poller_thread.start()
         try:
             while True:
                 if fresh.is_set():
                     fresh.clear()
-                    if "snap" in latest:
-                        live.update(render(latest["snap"], address, latest["error"]), refresh=True)
-                    if count and not poller_thread.is_alive():
+                    with lock:
+                        snap, error, polls = state["snap"], state["error"], state["polls"]
+                    live.update(render(snap, address, error), refresh=True)
+                    if count and polls >= count:
                         break
+                if count == 1:
+                    break
                 if fd is None:
                     fresh.wait(0.1)
                     continue
@@ -461,20 +471,19 @@ def _screen(poller: Poller, interval: float, count: int, address: str) -> None:
             stop.set()
 
 
-def _json_lines(poller: Poller, interval: float, count: int) -> None:
+def _json_lines(poller: Poller, first: dict[str, Any], interval: float, count: int) -> None:
+    line: dict[str, Any] = public(first)
     done = 0
     while True:
         t0 = time.monotonic()
-        try:
-            line = public(poller.poll())
-        except LcError as e:
-            line = {"time": _iso(time.time_ns()), "error": " ".join(str(e).split())}
         sys.stdout.write(json.dumps(line, sort_keys=True, separators=(",", ":")) + "\n")
         sys.stdout.flush()
         done += 1
         if count and done >= count:
             return
         time.sleep(max(0.0, interval - (time.monotonic() - t0)))
+        snap, error = _poll_or_error(poller)
+        line = public(snap) if snap is not None else {"time": _iso(time.time_ns()), "error": error}
 
 
 @click.command(name="watch")
@@ -511,12 +520,17 @@ def watch(processor, interval, count, tls_cert, tls_key, tls_ca, insecure) -> No
         poller = Poller(processor, tls, timeout=max(5.0, 2 * interval))
     except LcError as e:
         sys.exit(fail_json(e))
+    try:
+        first = poller.poll()  # refused (not an admin certificate, ...): fail as admin commands
+    except LcError as e:
+        poller.close()
+        sys.exit(fail_json(e))
     old = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
         if sys.stdout.isatty():
-            _screen(poller, interval, count, processor)
+            _screen(poller, first, interval, count, processor)
         else:
-            _json_lines(poller, interval, count)
+            _json_lines(poller, first, interval, count)
     except (KeyboardInterrupt, _Stop):
         pass
     except BrokenPipeError:  # `lc watch | head`: the reader is gone; so are we, quietly

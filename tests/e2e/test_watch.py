@@ -217,6 +217,10 @@ def test_watch_without_a_terminal_prints_json_lines(tmp_path, pki, processor):
     p.send_signal(signal.SIGTERM)
     assert p.wait(timeout=20) == 0 and p.stderr.read() == b""
     p.stdout.close()
+    # Not an admin certificate: refused at once, as the admin commands are.
+    r = run_lc("watch", "--processor", processor.addr, *tls_args(pki, "hunter-h1"))
+    assert r.returncode == 1 and r.stdout == "", r.stdout
+    assert "admin" in json.loads(r.stderr)["error"], r.stderr
     # The processor going away: a line saying why, and it keeps trying.
     p = subprocess.Popen([*LC, "watch", "--interval", "0.2"], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, env=env, text=True)  # fmt: skip
