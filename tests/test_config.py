@@ -180,6 +180,10 @@ def test_the_real_command_refuses_with_exit_3(tmp_path):
     assert r.returncode == 3 and "options go after the mode" in r.stderr, r.stderr
     r = run_lc("process", "--config", str(tmp_path / "nope.yaml"))
     assert r.returncode == 4 and "config file not found" in r.stderr
+    # Where a conflicting value came from is said (the file, not a flag on the line).
+    r = run_lc("process", "--config", write(tmp_path, "tls-key: /k.pem\n"), "--insecure")
+    assert r.returncode == 3, r.stderr
+    assert "--insecure cannot be combined with tls-key from the --config file" in r.stderr
 
 
 # -- the real processes, configured by files ------------------------------------------------
