@@ -228,6 +228,13 @@ class CaptureReader:
     def __repr__(self) -> str:
         return f"CaptureReader({self.path!r}, format={self.format!r})"
 
+    @property
+    def offset(self) -> int:
+        """Bytes of the file read and parsed so far (progress figures; 0 once closed)."""
+        if self._f.closed:
+            return 0
+        return self._f.tell() - (len(self._buf) - self._off)
+
     # -- public reading API
 
     def records(self) -> Iterator[tuple[int, int, bytes, int]]:

@@ -209,6 +209,7 @@ class FileSource:
             raise ValidationError(f"cannot read {path}: {e.strerror}") from None
         self.path = path
         self.name = os.path.basename(path)
+        self.size = os.path.getsize(path)  # for progress figures
         self.index_base = index_base
         self.bpf = bpf or ""
         self._filters: dict[int, object] = {}
@@ -226,6 +227,11 @@ class FileSource:
     @property
     def truncated(self) -> int:
         return self._r.truncated
+
+    @property
+    def offset(self) -> int:
+        """Bytes of the file read so far (of ``size``)."""
+        return self._r.offset
 
     def read(self, max_packets: int = _CHUNK) -> Chunk | None:
         """The next chunk of the file, None at its end."""

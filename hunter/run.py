@@ -34,7 +34,12 @@ from lc.hunter.spool import Spool, SpoolError
 from lc.hunter.uplink import HunterIdentity, Uplink
 from lc.proto import lc_pb2
 
-__all__ = ["HuntConfig", "Hunter", "processor_exclusion"]
+__all__ = ["HuntConfig", "Hunter", "ProgressFn", "processor_exclusion"]
+
+# A replay's progress: (phase, packets read, their bytes, file bytes read, file size);
+# phase is "reading", then "acks" while the last acknowledgements are awaited.
+ProgressFn = Callable[[str, int, int, int, int], None]
+_PROGRESS_EVERY = 0.1  # seconds between two progress reports
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +236,8 @@ class Hunter:
         self.interrupted: signal.Signals | None = None  # the signal that stopped it
         self.replay_complete = False  # the whole file was read
         self.causes: list[str] = []  # why the exit code is not 0, for the user
+        self.progress: ProgressFn | None = None  # a replay reports to it (lc hunt -r's bar)
+        self._progress_next = 0.0
         self.capture_error = ""  # a capture thread ended by an exception (a bug)
         # --tls-keylog (a mode option): key log lines ride on the batches.
         keylog_path = getattr(cfg.mode_config, "tls_keylog", "")
@@ -600,6 +607,7 @@ class Hunter:
         speed = self.cfg.replay_speed
         first_ts = None
         t0 = time.monotonic_ns()
+        self._report_progress("reading", force=True)
         while not self.stop.is_set() and (self.uplink is None or self.uplink.fatal is None):
             chunk = src.read(256 if speed else 4096)
             if chunk is None:
@@ -612,11 +620,29 @@ class Hunter:
                     first_ts = chunk.ts_ns[0]
                 for part in _paced(chunk, first_ts, t0, speed, self.stop):
                     self._add(batcher, part, block=True)
+                    self._report_progress("reading")
             else:
                 self._add(batcher, chunk, block=True)
+                self._report_progress("reading")
             if len(src.interfaces) != len(self.interfaces):  # a pcapng IDB came along
                 self.interfaces[:] = src.interfaces
         self._flush(batcher, block=True)
+        self._report_progress("acks", force=True)
+
+    def _report_progress(self, phase: str, force: bool = False) -> None:
+        """Tell ``progress`` where the replay is, at most every _PROGRESS_EVERY seconds."""
+        if self.progress is None or self._file is None:
+            return
+        now = time.monotonic()
+        if now < self._progress_next and not force:
+            return
+        self._progress_next = now + _PROGRESS_EVERY
+        src = self._file
+        try:
+            self.progress(phase, self.captured, self.bytes_captured, src.offset, src.size)
+        except Exception:  # a display must never stop a replay
+            log.debug("progress display failed; no more progress", exc_info=True)
+            self.progress = None
 
     def _capture_live(self) -> None:
         threads = []

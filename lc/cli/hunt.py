@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from lc.cli.config import check_deferred, config_option
 from lc.cli.main import fail_line
 from lc.cli.options import metrics_from_flags, metrics_options, tls_from_flags, tls_options
 from lc.common.errors import LcError, ValidationError
@@ -167,6 +168,7 @@ _HUNT_OPTIONS = [
     ),
     metrics_options,
     tls_options,
+    config_option,
 ]
 
 
@@ -183,7 +185,9 @@ def run_hunter(mode: str, opts: dict, mode_config: object = None) -> None:
 
     try:
         if not opts.get("processor"):
-            raise ValidationError("Missing option '--processor' (or env LC_PROCESSOR).")
+            raise ValidationError(
+                "Missing option '--processor' (or env LC_PROCESSOR, or processor: in --config)."
+            )
         tls = tls_from_flags(
             opts.pop("tls_cert"), opts.pop("tls_key"), opts.pop("tls_ca"), opts["insecure"]
         )
@@ -209,9 +213,17 @@ def run_hunter(mode: str, opts: dict, mode_config: object = None) -> None:
             host, port, mtls = metrics
             server = MetricsServer(host, port, [hunter_collector(h)], tls=mtls).start()  # type: ignore[arg-type]
             click.echo(f"lc hunt: metrics on {server.url}", err=True)
+        bar = None
+        if cfg.read_file:
+            from lc.cli import progress
+
+            if progress.wanted(sys.stderr):  # never a bar in a pipe or a log file
+                bar = h.progress = progress.ReplayProgress(cfg.read_file)
         try:
             code = h.run()
         finally:
+            if bar is not None:
+                bar.close()
             if server is not None:
                 server.close()
     except LcError as e:
@@ -284,7 +296,7 @@ def hunt(ctx: click.Context, **opts) -> None:
     if ctx.invoked_subcommand is not None:
         given = [
             k
-            for k, v in opts.items()
+            for k in [*opts, "config"]
             if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE
         ]
         if given:
@@ -293,4 +305,5 @@ def hunt(ctx: click.Context, **opts) -> None:
                 f"(got {', '.join('--' + g.replace('_', '-') for g in given)} before it)"
             )
         return
+    check_deferred(ctx)
     run_hunter("generic", opts)

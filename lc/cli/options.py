@@ -91,14 +91,20 @@ def metrics_from_flags(opts: dict, tls: TlsFiles | None) -> tuple[str, int, obje
     return host, port, mtls
 
 
+def _source(param: str) -> click.core.ParameterSource | None:
+    ctx = click.get_current_context(silent=True)
+    return ctx.get_parameter_source(param) if ctx is not None else None
+
+
 def _from_env(param: str) -> bool:
     """True when the value of ``param`` came from its environment variable (exported for
     the admin commands, say), which the user may not think of when reading the error."""
-    ctx = click.get_current_context(silent=True)
-    return (
-        ctx is not None
-        and ctx.get_parameter_source(param) == click.core.ParameterSource.ENVIRONMENT
-    )
+    return _source(param) == click.core.ParameterSource.ENVIRONMENT
+
+
+def _from_file(param: str) -> bool:
+    """True when the value of ``param`` came from a --config file."""
+    return _source(param) == click.core.ParameterSource.DEFAULT_MAP
 
 
 def tls_from_flags(
@@ -113,15 +119,18 @@ def tls_from_flags(
         given = [("tls_cert", "--tls-cert", "LC_TLS_CERT", cert),
                  ("tls_key", "--tls-key", "LC_TLS_KEY", key),
                  ("tls_ca", "--tls-ca", "LC_TLS_CA", ca)]  # fmt: skip
-        flags = [f for p, f, _, v in given if v and not _from_env(p)]
+        flags = [f for p, f, _, v in given if v and not _from_env(p) and not _from_file(p)]
         env = [e for p, _, e, v in given if v and _from_env(p)]
-        if flags or env:
+        conf = [f.removeprefix("--") for p, f, _, v in given if v and _from_file(p)]
+        if flags or env or conf:
             parts = [", ".join(flags)] if flags else []
             if env:
                 parts.append(
                     f"{', '.join(env)} from the environment (unset "
                     f"{'it' if len(env) == 1 else 'them'}, or drop --insecure)"
                 )
+            if conf:
+                parts.append(f"{', '.join(conf)} from the --config file")
             raise ValidationError(f"--insecure cannot be combined with {', or with '.join(parts)}")
         return None
     missing = [n for n, v in (("--tls-cert", cert), ("--tls-key", key), ("--tls-ca", ca)) if not v]

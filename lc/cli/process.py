@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from lc.cli.config import config_option
 from lc.cli.main import fail_line
 from lc.cli.options import (
     metrics_from_flags,
@@ -135,6 +136,7 @@ log = logging.getLogger("lc.process")
 )  # fmt: skip
 @click.option("--hep-password", metavar="TEXT", help="HEP authentication key (optional).")
 @tls_options
+@config_option
 def process(
     listen,
     processor_id,
