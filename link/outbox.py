@@ -1,4 +1,4 @@
-"""The hunter's store of batches between capture and acknowledgement: memory, then disk.
+"""A store of batches between capture (or commit) and acknowledgement: memory, then disk.
 
 Capture threads ``put`` sealed batches; each gets the next sequence number of this
 run's epoch. The uplink takes them in order (``next_batch``), keeps them in flight
@@ -7,7 +7,7 @@ back after a broken stream (``requeue_inflight``): delivery is at least once, an
 processor's (hunter, epoch, sequence) ledger makes it exactly once in its output.
 
 **One queue, two tiers.** The in-memory queue is the head; the optional disk
-:class:`~lc.hunter.spool.Spool` is the tail. A batch goes to the spool when
+:class:`~lc.link.spool.Spool` is the tail. A batch goes to the spool when
 
 * the uplink is *offline*: not connected, or the processor asked it to PAUSE;
 * the memory queue has no room (``max_bytes``); or
@@ -38,22 +38,39 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from lc.common.wire import encode_extras
-from lc.hunter.batcher import SealedBatch
-from lc.hunter.spool import Spool, SpooledBatch
+from lc.link.spool import Spool, SpooledBatch
 
-__all__ = ["Outbox", "Pending"]
+__all__ = ["MemoryBatch", "Outbox", "Pending"]
 
 log = logging.getLogger(__name__)
 
 _OVERHEAD = 64  # bytes charged per batch on top of its records
 
 
+class MemoryBatch(Protocol):
+    """A sealed batch as the outbox keeps it in memory (the hunter's
+    :class:`lc.hunter.batcher.SealedBatch`): records and their metadata, unnumbered."""
+
+    records: bytes
+    count: int
+    iface: Any  # array('H') per packet, or None when every packet is on interface 0
+    nbytes: int
+    meta: list
+    events: list
+    event_bytes: int
+    keylog: list
+    tunnel: list
+
+    def __len__(self) -> int: ...
+
+
 @dataclass(slots=True)
 class Pending:
     sequence: int
-    batch: SealedBatch | SpooledBatch
+    batch: MemoryBatch | SpooledBatch
     sent_at: float = 0.0
     epoch: int = 0
     spooled: bool = False
@@ -63,18 +80,18 @@ class Pending:
         return _size(self.batch)
 
 
-def _size(batch: SealedBatch | SpooledBatch) -> int:
+def _size(batch: MemoryBatch | SpooledBatch) -> int:
     """Memory charged for a batch: its packet bytes, events and a fixed overhead."""
-    if isinstance(batch, SealedBatch):
-        return batch.nbytes + batch.event_bytes + _OVERHEAD
-    return batch.nbytes + _OVERHEAD
+    if isinstance(batch, SpooledBatch):
+        return batch.nbytes + _OVERHEAD
+    return batch.nbytes + batch.event_bytes + _OVERHEAD
 
 
-def _extras_estimate(batch: SealedBatch | SpooledBatch) -> int:
+def _extras_estimate(batch: MemoryBatch | SpooledBatch) -> int:
     """Spool bytes a batch's metadata and events will take, at most (roughly)."""
-    if isinstance(batch, SealedBatch):
-        return 64 * len(batch.meta) + batch.event_bytes + 8 * len(batch.events)
-    return len(batch.extras)
+    if isinstance(batch, SpooledBatch):
+        return len(batch.extras)
+    return 64 * len(batch.meta) + batch.event_bytes + 8 * len(batch.events)
 
 
 class Outbox:
@@ -106,7 +123,7 @@ class Outbox:
         self.spooled_batches = 0
 
     # -- producer side -------------------------------------------------------------
-    def put(self, batch: SealedBatch, block: bool = False, timeout: float | None = None) -> bool:
+    def put(self, batch: MemoryBatch, block: bool = False, timeout: float | None = None) -> bool:
         """Queue a batch (memory or spool); False when it was dropped (and counted)."""
         size = _size(batch)
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -148,7 +165,7 @@ class Outbox:
                     return False
                 self._lock.wait(min(remaining, 0.2) if remaining is not None else 0.2)
 
-    def _drop(self, batch: SealedBatch) -> None:
+    def _drop(self, batch: MemoryBatch) -> None:
         """Count a batch memory has no room for; say so once when dropping starts."""
         if self._full_at is None:
             self._full_at = (self.dropped_batches, self.dropped_packets)
@@ -171,7 +188,7 @@ class Outbox:
         )
 
     def _to_spool(
-        self, seq: int, batch: SealedBatch | SpooledBatch, epoch: int | None = None
+        self, seq: int, batch: MemoryBatch | SpooledBatch, epoch: int | None = None
     ) -> bool:
         assert self.spool is not None
         if isinstance(batch, SpooledBatch):  # already there

@@ -1,11 +1,11 @@
-"""The hunter's connection to its processor: sessions, heartbeats, filters, the batch stream.
+"""The connection to the next processor up: sessions, heartbeats, filters, the batch stream.
 
 A *session* is: open a channel (reading the TLS files again, so renewed certificates
 are picked up), wait until it is ready, register, then run one StreamPackets call
 until it ends or breaks. The session loop runs sessions forever:
 
 * Every connect/register/stream call goes through a
-  :class:`~lc.hunter.breaker.CircuitBreaker`; while it is open no call is made.
+  :class:`~lc.link.breaker.CircuitBreaker`; while it is open no call is made.
 * Between failed attempts it waits with exponential backoff and jitter (tenacity's
   ``wait_exponential_jitter``: ``backoff_initial`` doubling to ``backoff_max``,
   1 s to 60 s by default), retrying forever. A session that delivered something
@@ -39,9 +39,9 @@ from tenacity import (
 from lc.common.errors import LcError, ParseError, PermissionDenied, Unreachable
 from lc.common.transport import TlsFiles, error_from_rpc, open_channel, wait_ready
 from lc.common.wire import encode_batch, filter_to_proto
-from lc.hunter.breaker import CircuitBreaker
-from lc.hunter.outbox import Outbox, Pending
-from lc.hunter.spool import SpooledBatch
+from lc.link.breaker import CircuitBreaker
+from lc.link.outbox import Outbox, Pending
+from lc.link.spool import SpooledBatch
 from lc.proto import lc_pb2, lc_pb2_grpc
 
 __all__ = ["HunterIdentity", "Uplink"]
