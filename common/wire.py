@@ -39,6 +39,7 @@ __all__ = [
     "encode_meta",
     "event_problem",
     "filter_to_proto",
+    "forward_extras",
     "message_to_json",
     "unpack_batch",
 ]
@@ -329,6 +330,42 @@ def unpack_batch(batch: lc_pb2.PacketBatch) -> BatchRecords:
         batch.data, caplen, iface, interfaces, list(batch.meta), list(batch.meta_table),
         meta_ref, events, bad, list(batch.tls_keylog), list(batch.dns_tunnel),
     )  # fmt: skip
+
+
+def forward_extras(cols: BatchRecords) -> bytes:
+    """What an edge processor spools, besides the records and interface indices, to
+    forward a received batch upstream unchanged: its interface table, metadata, events,
+    key log lines and tunneling statistics, as a serialised PacketBatch holding only
+    those fields (:func:`encode_batch` with ``extras=`` and no interfaces rebuilds it).
+
+    Events keep their positions (the ``n`` of their event id, ``hunter:epoch:seq:n``):
+    an event this processor skipped as malformed is sent as an empty Event, which the
+    upstream skips as malformed too. Events a processor sink added to ``cols.events``
+    after the hunter's (positions past the hunter's count) are not the hunter's and are
+    left out."""
+    holder = lc_pb2.PacketBatch()
+    for name, lt in cols.interfaces:
+        holder.interfaces.add(name=name, linktype=lt)
+    if cols.meta:
+        holder.meta.extend(cols.meta)
+    if cols.meta_ref is not None:
+        holder.meta_table.extend(cols.meta_table)
+        holder.meta_ref = _to_le(cols.meta_ref)
+    total = len(cols.events) + cols.bad_events
+    if total:
+        for i, ev in cols.events:
+            if i >= total:
+                break
+            while len(holder.events) < i:
+                holder.events.add()  # a malformed one: skipped here and upstream alike
+            holder.events.append(ev)
+        while len(holder.events) < total:
+            holder.events.add()
+    if cols.keylog:
+        holder.tls_keylog.extend(cols.keylog)
+    if cols.dns_tunnel:
+        holder.dns_tunnel.extend(cols.dns_tunnel)
+    return holder.SerializeToString()
 
 
 def filter_to_proto(f: Any, version: int = 0) -> lc_pb2.Filter:

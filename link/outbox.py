@@ -74,6 +74,11 @@ class Pending:
     sent_at: float = 0.0
     epoch: int = 0
     spooled: bool = False
+    source: str = ""  # the hunter a forwarded batch comes from ("": our own)
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        return (self.source, self.epoch, self.sequence)
 
     @property
     def size(self) -> int:
@@ -108,7 +113,7 @@ class Outbox:
         self.epoch = epoch
         self._lock = threading.Condition()
         self._queue: deque[Pending] = deque()
-        self._inflight: dict[tuple[int, int], Pending] = {}
+        self._inflight: dict[tuple[str, int, int], Pending] = {}
         self._bytes = 0
         self._next_seq = 1
         self._online = spool is None  # without a spool, memory is the only place to queue
@@ -164,6 +169,29 @@ class Outbox:
                     self._drop(batch)
                     return False
                 self._lock.wait(min(remaining, 0.2) if remaining is not None else 0.2)
+
+    def put_spooled(
+        self,
+        source: str,
+        epoch: int,
+        sequence: int,
+        records: bytes,
+        count: int,
+        iface: Any = None,
+        extras: bytes = b"",
+    ) -> bool:
+        """Append a batch that keeps its own numbering (an edge processor forwarding a
+        hunter's batch: ``source`` is the hunter) straight to the spool, where the uplink
+        finds it in append order; False when the spool refused it (full or unwritable,
+        counted by the spool) or there is none."""
+        if self.spool is None:
+            return False
+        ok = self.spool.append(epoch, sequence, records, count, iface, extras, source)
+        if ok:
+            with self._lock:
+                self.spooled_batches += 1
+                self._lock.notify_all()
+        return ok
 
     def _drop(self, batch: MemoryBatch) -> None:
         """Count a batch memory has no room for; say so once when dropping starts."""
@@ -287,7 +315,7 @@ class Outbox:
             if p.sent_at:
                 self.resent_batches += 1
             p.sent_at = time.monotonic()
-            self._inflight[(p.epoch, p.sequence)] = p
+            self._inflight[p.key] = p
             self.sent_batches += 1
             return p
 
@@ -300,19 +328,19 @@ class Outbox:
                     self._cursor = None
                 return None
             b, self._cursor = got
-            if (b.epoch, b.sequence) not in self._inflight:
-                return Pending(b.sequence, b, epoch=b.epoch, spooled=True)
+            if (b.source, b.epoch, b.sequence) not in self._inflight:
+                return Pending(b.sequence, b, epoch=b.epoch, spooled=True, source=b.source)
 
-    def ack(self, sequence: int, epoch: int | None = None) -> int:
+    def ack(self, sequence: int, epoch: int | None = None, source: str = "") -> int:
         """Forget an acknowledged batch; returns its packet count (0 if unknown)."""
-        key = (self.epoch if epoch is None else epoch, sequence)
+        key = (source, self.epoch if epoch is None else epoch, sequence)
         with self._lock:
             p = self._inflight.pop(key, None)
             if p is None:
                 return 0
             if p.spooled:
                 assert self.spool is not None
-                self.spool.ack(p.epoch, p.sequence)
+                self.spool.ack(p.epoch, p.sequence, p.source)
                 if len(self.spool) == 0:
                     self._cursor = None
             else:
@@ -330,7 +358,7 @@ class Outbox:
         ``requeue_inflight`` ran; without this, that batch would sit in flight (and the
         spool's read position past it) and never be sent."""
         with self._lock:
-            key = (p.epoch, p.sequence)
+            key = p.key
             if self._inflight.get(key) is not p:
                 return  # already requeued or acknowledged
             del self._inflight[key]
@@ -343,7 +371,7 @@ class Outbox:
     def requeue_inflight(self) -> int:
         """After a broken stream: unacknowledged batches go back, in order, to be sent again."""
         with self._lock:
-            items = sorted(self._inflight.values(), key=lambda p: (p.spooled, p.sequence))
+            items = sorted(self._inflight.values(), key=lambda p: (p.spooled, p.epoch, p.sequence))
             self._inflight.clear()
             self._queue.extendleft(reversed([p for p in items if not p.spooled]))
             if any(p.spooled for p in items):
