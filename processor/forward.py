@@ -221,6 +221,7 @@ class Forwarder:
         )
         self._pending: list[tuple[str, int, int, bytes, int, Any, bytes]] = []
         self._paused = False
+        self._wanted = 0  # room a refused group needed: PAUSE until the spool has it
         self.refused_groups = 0  # groups failed because the spool had no room
         self.filters_refused = 0  # filters from the upstream that do not validate here
         left = len(self.spool)
@@ -266,6 +267,7 @@ class Forwarder:
         )
         if need > self.spool.room():
             self.refused_groups += 1
+            self._wanted = need
             _throttle.warning(
                 "upstream-full",
                 f"upstream spool {self.directory} is full ({self.spool.room()} bytes left of "
@@ -290,13 +292,16 @@ class Forwarder:
     # -- state ---------------------------------------------------------------------------
     @property
     def flow(self) -> int:
-        """PAUSE while the upstream spool is nearly full (hunters keep their batches in
-        their own spool meanwhile), CONTINUE again once it has drained some."""
-        used = 1.0 - self.spool.room() / max(1, self.cfg.spool_max_bytes)
-        if used >= PAUSE_FILL:
+        """PAUSE while the upstream spool is nearly full, or has no room for a group it
+        had to refuse (hunters keep their batches in their own spool meanwhile);
+        CONTINUE again once it has drained to RESUME_FILL."""
+        room = self.spool.room()
+        used = 1.0 - room / max(1, self.cfg.spool_max_bytes)
+        if used >= PAUSE_FILL or room < self._wanted:
             self._paused = True
         elif used <= RESUME_FILL:
             self._paused = False
+            self._wanted = 0
         return lc_pb2.FLOW_PAUSE if self._paused else lc_pb2.FLOW_CONTINUE
 
     @property
