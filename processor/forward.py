@@ -24,7 +24,9 @@ the hunter get its Ack. So:
   sequence), writes each once;
 * a spool without room for the group fails the group (nothing is appended: the room is
   checked first), like any output that cannot write: the hunters are told, keep their
-  batches and send them again, so the edge never acknowledges what it cannot forward.
+  batches and send them again, so the edge never acknowledges what it cannot forward
+  (a write error in mid-group fails it too; the batches appended before it are then
+  like those of a kill between append and commit: written once upstream).
 
 The uplink reads the spool in append order and acknowledges each record when the
 upstream's Ack (which names the hunter) arrives; a restarted edge sends what its last
@@ -276,11 +278,10 @@ class Forwarder:
             )
             raise OSError(28, f"the upstream spool {self.directory} is full")
         put = self.outbox.put_spooled
-        while pending:
-            h, e, s, records, n, iface, extras = pending[0]
-            if not put(h, e, s, records, n, iface, extras):
+        for h, e, s, records, n, iface, extras in pending:
+            if not put(h, e, s, records, n, iface, extras):  # a write error (counted)
                 raise OSError(5, f"cannot write to the upstream spool {self.directory}")
-            del pending[0]
+        pending.clear()
         return ()
 
     def committed(self) -> None:
