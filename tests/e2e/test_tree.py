@@ -102,15 +102,17 @@ def drained(edge, pki: Path) -> bool:
 def test_two_edges_deliver_every_packet_once_across_top_and_edge_sigkills(tmp_path, tree_pki):
     """Two edges, a hunter each, replaying for 16 s. The top is SIGKILLed and stays down
     for OUTAGE s; meanwhile edge1 is SIGKILLed and restarted (so what it acknowledged to
-    its hunter during the outage is only in its upstream spool); after the top is back,
-    edge2 is SIGKILLed and restarted while draining. The top's output then holds exactly
+    its hunter during the outage is only in its upstream spool); after the top is back
+    (writing slowly at first, so the edges take a while to drain), edge2 is SIGKILLed and
+    restarted while draining. The top's output then holds exactly
     the union of what the two hunters read, each hunter's packets in capture order."""
     pki = tree_pki
     cap1, cap2 = tmp_path / "h1.pcap", tmp_path / "h2.pcap"
     recs1 = make_capture(cap1, 4000, rate=250, size=200)  # 16 s each
     recs2 = make_capture(cap2, 4000, rate=250, size=230)
     top_port = free_port()
-    top = start(tmp_path, pki, "processor", port=top_port)
+    slow = tmp_path / "slow"  # while it exists the top writes slowly: edges drain slowly
+    top = start(tmp_path, pki, "processor", "--test-slow-writer", str(slow), port=top_port)
     up = ("--upstream", top.addr, *EDGE_FAST)
     e1 = start(tmp_path, pki, "edge1", *up, port=free_port())
     e2 = start(tmp_path, pki, "edge2", *up, port=free_port())
@@ -134,11 +136,14 @@ def test_two_edges_deliver_every_packet_once_across_top_and_edge_sigkills(tmp_pa
         assert pending(e1, pki) >= spooled, "the restarted edge kept its spool"
         time.sleep(max(0.0, OUTAGE - (time.monotonic() - t_down)))
         assert pending(e1, pki) > spooled, "and spools what its hunter sends meanwhile"
+        slow.touch()
         restart(top, top.data_dir.parent)
-        wait_for(lambda: top_has(top, pki, 1500), 20, "the top receiving again")  # this run
+        wait_for(lambda: top_has(top, pki, 100), 20, "the top receiving again")  # this run
+        assert pending(e2, pki) > 0, "edge2 is still draining"
         e2.proc.send_signal(signal.SIGKILL)  # in the middle of draining
         e2.proc.wait(10)
         restart(e2, e2.data_dir.parent)
+        slow.unlink()
         for h in hunters:
             code, _, err = finish(h, timeout=90)
             assert code == 0, err
@@ -146,14 +151,21 @@ def test_two_edges_deliver_every_packet_once_across_top_and_edge_sigkills(tmp_pa
         # upstream spool: once both spools are empty, the top has it all.
         wait_for(lambda: drained(e1, pki) and drained(e2, pki), 30, "the edges' spools drained")
         # The top lists the hunters below, marked with the processor they come through.
+        # (A restarted edge forgets a hunter that finished before it came back, as any
+        # processor does: with a long outage h2 may be done before edge2's restart.)
         below = {h["hunter_id"]: h["via"] for h in admin(top, pki, "list", "hunters")}
-        assert below == {"h1": ["edge1"], "h2": ["edge2"]}
+        want = {"h1": ["edge1"], "h2": ["edge2"]}
+        assert below == {k: v for k, v in want.items() if k in below}
+        assert "h1" in below and ("h2" in below or OUTAGE > 8)
         topo = admin(top, pki, "show", "topology")
         assert [(p["processor_id"], p["depth"], p["state"]) for p in topo["processors"]] == [
             ("edge1", 1, "connected"),
             ("edge2", 1, "connected"),
         ]
-        assert [h["hunter_id"] for p in topo["processors"] for h in p["hunters"]] == ["h1", "h2"]
+        listed = [
+            (p["processor_id"], h["hunter_id"]) for p in topo["processors"] for h in p["hunters"]
+        ]
+        assert listed == [(p[0], h) for h, p in sorted(below.items())]
     finally:
         for h in hunters:
             if h.poll() is None:
