@@ -4,7 +4,9 @@
 deployment needs::
 
     ca.pem / ca.key                  the CA; it signs every leaf and is never overwritten
-    processor.pem / processor.key    server certificate, extendedKeyUsage serverAuth
+    processor.pem / processor.key    server certificate, extendedKeyUsage serverAuth and
+                                     clientAuth (a processor is also its upstream's client)
+    processor-<id>.pem / .key        more processors of a tree (``add_processor``), the same
     hunter-<id>.pem / .key           one client certificate per hunter, clientAuth
     admin.pem / admin.key            the admin CLI's client certificate, clientAuth
 
@@ -58,6 +60,7 @@ __all__ = [
     "CertFiles",
     "CertIdentity",
     "PkiPaths",
+    "add_processor",
     "check_key_pair",
     "check_pki",
     "check_tls_files",
@@ -381,6 +384,8 @@ def _check_leaf(
     stem = cert_path.stem
     if stem.startswith("hunter-"):
         role, cn = HUNTER_ROLE, stem.removeprefix("hunter-")
+    elif stem.startswith("processor-"):  # lc certs add --processor NAME
+        role, cn = PROCESSOR_ROLE, stem.removeprefix("processor-")
     elif stem in (PROCESSOR_ROLE, ADMIN_ROLE):
         role, cn = stem, ADMIN_ROLE if stem == ADMIN_ROLE else None
     else:
@@ -655,6 +660,8 @@ def _new_leaf(
     server: bool,
     days: int,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A leaf signed by the CA. A server (a processor) gets serverAuth and clientAuth: it
+    serves its hunters and is a client of its upstream processor (a processor tree)."""
     key = ec.generate_private_key(ec.SECP256R1())
     now = _now()
     # A leaf must not outlive the CA that vouches for it.
@@ -664,7 +671,9 @@ def _new_leaf(
         aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski)
     except x509.ExtensionNotFound:
         aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key())
-    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+    usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
+    if server:
+        usages.insert(0, ExtendedKeyUsageOID.SERVER_AUTH)
     cert = (
         x509.CertificateBuilder()
         .subject_name(_subject(role, common_name))
@@ -688,7 +697,7 @@ def _new_leaf(
             ),
             critical=True,
         )
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         .add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(aki, critical=False)
@@ -904,3 +913,63 @@ def _init_locked(
     return PkiPaths(
         directory=path, ca=ca, processor=processor, admin=admin_files, hunters=hunter_files
     )
+
+
+# ----------------------------------------------------------------------------- add
+
+
+def add_processor(
+    directory: str | os.PathLike[str],
+    processor_id: str,
+    hosts: Sequence[str],
+    days: int = 825,
+    *,
+    force: bool = False,
+) -> CertFiles:
+    """Issue one more processor certificate from the existing CA in ``directory``.
+
+    Writes ``processor-<id>.pem`` and ``.key`` (subject ``OU=processor, CN=<id>``; DNS or
+    IP SANs for ``hosts`` plus ``localhost``, ``127.0.0.1`` and ``::1``; extendedKeyUsage
+    serverAuth and clientAuth, so the processor serves its hunters and is a client of its
+    upstream). Nothing else in the directory is touched: the CA and the certificates
+    already handed out stay as they are. An existing pair for this id is reused when it
+    matches (same CA, role, name and hosts), reissued only with ``force``.
+
+    Raises NotFound when the directory holds no CA (``ca.pem`` and ``ca.key``: run
+    ``lc certs init`` first), ValidationError for a bad id, host or day count, and LcError
+    when the directory cannot be written.
+    """
+    validate_id(processor_id, "processor")
+    if isinstance(hosts, str):
+        raise TypeError("hosts is a sequence of strings, not a string")
+    if not hosts:
+        raise ValidationError("give at least one --processor-host (the name hunters connect to)")
+    host_names = [_parse_host(h) for h in hosts]
+    if isinstance(days, bool) or not isinstance(days, int) or days < 1:
+        raise ValidationError(f"invalid validity {days!r} days: expected a positive integer")
+    path = Path(directory).expanduser().absolute()
+    if not (path / CA_CERT).exists() and not (path / CA_KEY).exists():
+        raise NotFound(f"no CA in {path} (ca.pem, ca.key): run lc certs init --dir {path} first")
+    try:
+        dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(dir_fd, fcntl.LOCK_EX)
+            ca_cert, ca_key = _load_ca(path)
+            loopback = [_parse_host(h) for h in _LOOPBACK_HOSTS]
+            return _ensure_leaf(
+                path,
+                f"processor-{processor_id}",
+                ca_cert,
+                ca_key,
+                role=PROCESSOR_ROLE,
+                common_name=processor_id,
+                sans=_dedupe([*host_names, *loopback]),
+                server=True,
+                days=days,
+                force=force,
+            )
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        where = exc.filename or path
+        raise LcError(f"cannot write the PKI in {path}: {where}: {exc.strerror or exc}") from None

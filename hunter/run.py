@@ -24,14 +24,14 @@ from lc.common.text import log_text
 from lc.common.transport import TlsFiles
 from lc.hunter import modes
 from lc.hunter.batcher import Batcher
-from lc.hunter.breaker import CircuitBreaker
 from lc.hunter.capture import Chunk, FileSource, LiveSource, check_bpf
 from lc.hunter.filtering import HunterFilters
 from lc.hunter.keylog import KeylogFollower
 from lc.hunter.modes.base import EMPTY, MATCH_NOTHING, Forward, Mode, ModeContext
-from lc.hunter.outbox import Outbox
-from lc.hunter.spool import Spool, SpoolError
-from lc.hunter.uplink import HunterIdentity, Uplink
+from lc.link.breaker import CircuitBreaker
+from lc.link.outbox import Outbox
+from lc.link.spool import Spool, SpoolError
+from lc.link.uplink import HunterIdentity, Uplink
 from lc.proto import lc_pb2
 
 __all__ = ["HuntConfig", "Hunter", "ProgressFn", "processor_exclusion"]

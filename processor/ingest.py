@@ -107,6 +107,7 @@ class Ingest:
         keys: Sink | None = None,
         observers: list[Observer] | None = None,
         tunnels: Sink | None = None,
+        forward: Sink | None = None,
     ) -> None:
         self.sink = sink
         self.calls = calls  # per-call PCAPs; owned by the writer thread from start()
@@ -118,6 +119,8 @@ class Ingest:
         self.sinks: list[Sink] = []
         if calls is not None:
             self.sinks.append(CallFiles(calls))
+        if forward is not None:  # the upstream spool: sees the hunter's batch as it came
+            self.sinks.append(forward)  # (before the tunnel sink adds its alerts)
         if tunnels is not None:  # DNS tunneling: its alerts go into the batch's events
             self.sinks.append(tunnels)
         if events is not None:

@@ -4,7 +4,9 @@ Two kinds of outputs, by what they promise:
 
 * A **sink** writes something that must agree with the acknowledgement: the unified
   PCAP (:class:`UnifiedPcap`), the per-call files (:class:`CallFiles`), the event log
-  (:class:`lc.processor.eventlog.EventLog`). The writer (:mod:`lc.processor.ingest`)
+  (:class:`lc.processor.eventlog.EventLog`), an edge's upstream spool
+  (:class:`lc.processor.forward.Forwarder`: what the edge acknowledged must reach its
+  upstream). The writer (:mod:`lc.processor.ingest`)
   drives every sink through the same steps:
 
   1. per batch, :meth:`Sink.mark` then :meth:`Sink.write`; a batch that fails in any
@@ -23,7 +25,7 @@ Two kinds of outputs, by what they promise:
 
 * An **observer** (:class:`Observer`) learns about committed batches afterwards, on
   its own thread, and can never delay or fail an acknowledgement: metrics, status
-  counters, later an upstream forwarder. Its queue is bounded; when it is full the
+  counters. Its queue is bounded; when it is full the
   oldest notifications are dropped and counted (``Observers.dropped``).
 """
 

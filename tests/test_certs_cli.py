@@ -250,3 +250,84 @@ def test_check_of_a_missing_directory_exits_4(tmp_path: Path) -> None:
     result = run("check", "--dir", str(tmp_path / "nope"))
     assert result.exit_code == 4
     assert "PKI directory not found" in error_of(result)["error"]
+
+
+# -- lc certs add --processor -----------------------------------------------------------
+
+
+def _eku(path: Path) -> set[str]:
+    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    return {u._name for u in usages}
+
+
+def test_add_processor_issues_from_the_existing_ca_and_touches_nothing_else(
+    tmp_path: Path,
+) -> None:
+    d = tmp_path / "pki"
+    init_pki(d, hunters=["h1"])
+    before = {p.name: p.read_bytes() for p in d.iterdir()}
+    result = run("add", "--dir", str(d), "--processor", "edge1", "--processor-host", "e1.example")
+    assert result.exit_code == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out == {
+        "cert": str(d.absolute() / "processor-edge1.pem"),
+        "key": str(d.absolute() / "processor-edge1.key"),
+        "processor": "edge1",
+        "status": "created",
+    }
+    # Every file handed out before is byte for byte what it was.
+    assert {p.name: p.read_bytes() for p in d.iterdir() if p.name in before} == before
+    assert set(p.name for p in d.iterdir()) - set(before) == {
+        "processor-edge1.pem",
+        "processor-edge1.key",
+    }
+    assert stat.S_IMODE((d / "processor-edge1.key").stat().st_mode) == 0o600
+    ident = identity_from_pem((d / "processor-edge1.pem").read_bytes())
+    assert (ident.common_name, ident.role) == ("edge1", "processor")
+    assert {"DNS:e1.example", "DNS:localhost", "IP:127.0.0.1"} <= set(ident.sans)
+    # A server to its hunters and a client of its upstream.
+    assert _eku(d / "processor-edge1.pem") == {"serverAuth", "clientAuth"}
+    ca = x509.load_pem_x509_certificate((d / "ca.pem").read_bytes())
+    x509.load_pem_x509_certificate(
+        (d / "processor-edge1.pem").read_bytes()
+    ).verify_directly_issued_by(ca)
+    # lc certs check knows the new file's role and name.
+    report = json.loads(run("check", "--dir", str(d)).stdout)
+    entry = by_file(report)["processor-edge1.pem"]
+    assert entry["expected_role"] == "processor" and entry["problems"] == []
+    assert report["ok"]
+    # Again: reused; another host without --force is refused, with it reissued.
+    again = run("add", "--dir", str(d), "--processor", "edge1", "--processor-host", "e1.example")
+    assert again.exit_code == 0 and json.loads(again.stdout)["status"] == "reused"
+    other = run("add", "--dir", str(d), "--processor", "edge1", "--processor-host", "e2.example")
+    assert other.exit_code == 3 and "--force" in error_of(other)["error"]
+
+
+def test_init_processor_certificate_is_also_a_client(tmp_path: Path) -> None:
+    init_pki(tmp_path / "pki")
+    assert _eku(tmp_path / "pki" / "processor.pem") == {"serverAuth", "clientAuth"}
+    assert _eku(tmp_path / "pki" / "admin.pem") == {"clientAuth"}
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "words"),
+    [
+        (["--processor", "a/b", "--processor-host", "x.example"], 3, "invalid processor id"),
+        (["--processor", "e1", "--processor-host", "not a host"], 3, "invalid processor host"),
+    ],
+)
+def test_add_refuses_bad_names(tmp_path: Path, args: list[str], code: int, words: str) -> None:
+    d = tmp_path / "pki"
+    init_pki(d)
+    result = run("add", "--dir", str(d), *args)
+    assert result.exit_code == code
+    assert words in error_of(result)["error"]
+
+
+def test_add_without_a_ca_exits_4_naming_init(tmp_path: Path) -> None:
+    result = run(
+        "add", "--dir", str(tmp_path / "none"), "--processor", "e1", "--processor-host", "x"
+    )
+    assert result.exit_code == 4
+    assert "lc certs init" in error_of(result)["error"]

@@ -2,13 +2,17 @@
 
     lc certs init --dir DIR [--hunter ID ...] [--processor-host NAME ...]
                   [--processor-id ID] [--force]
+    lc certs add --processor NAME --processor-host HOST [--processor-host HOST ...]
+                 [--dir DIR] [--force]
     lc certs check --dir DIR
 
 ``init`` prints a JSON description of the CA and certificates it created or reused (see
 ``lc.common.credentials.init_pki``) and, on stderr, where the CA key is and that it stays
-on this host. ``check`` prints a JSON report of every certificate in DIR (validity, key
-match, chain, role; see ``lc.common.credentials.check_pki``), warns on stderr of those
-expiring within 30 days and exits 1 when any has a problem. On failure it prints one JSON line
+on this host. ``add`` issues one more processor certificate from the CA already in DIR
+(``lc.common.credentials.add_processor``) and prints its files as JSON. ``check`` prints
+a JSON report of every certificate in DIR (validity, key match, chain, role; see
+``lc.common.credentials.check_pki``), warns on stderr of those expiring within 30 days
+and exits 1 when any has a problem. On failure it prints one JSON line
 ``{"error": "...", "code": N}`` on stderr and exits with the error's exit code
 (3 for a refused id or host, 4 for a missing file, 1 otherwise).
 """
@@ -20,7 +24,7 @@ from pathlib import Path
 
 import click
 
-from lc.common.credentials import CA_KEY_NOTE, check_pki, init_pki
+from lc.common.credentials import CA_KEY_NOTE, add_processor, check_pki, init_pki
 from lc.common.errors import LcError
 
 __all__ = ["certs"]
@@ -99,6 +103,54 @@ def init(
         return
     click.echo(json.dumps(paths.as_dict(), sort_keys=True, indent=2))
     click.echo(f"lc certs: the CA key is {paths.ca.key}: {CA_KEY_NOTE}", err=True)
+
+
+@certs.command(name="add")
+@click.option(
+    "--processor",
+    "processor_id",
+    required=True,
+    metavar="NAME",
+    help="Id of the new processor: the common name of its certificate.",
+)
+@click.option(
+    "--processor-host",
+    "processor_hosts",
+    multiple=True,
+    required=True,
+    metavar="HOST",
+    help="Host name or IP address its hunters reach it at (repeatable); "
+    "localhost, 127.0.0.1 and ::1 are always included.",
+)
+@click.option(
+    "--dir",
+    "directory",
+    default=".",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory made by lc certs init (it holds the CA: ca.pem and ca.key).",
+)
+@click.option("--force", is_flag=True, help="Reissue this processor's certificate if it exists.")
+@click.pass_context
+def add(
+    ctx: click.Context,
+    processor_id: str,
+    processor_hosts: tuple[str, ...],
+    directory: Path,
+    force: bool,
+) -> None:
+    """Issue another processor certificate (processor-NAME.pem/.key) from the existing CA.
+
+    For a processor tree: the certificate serves the processor's hunters (serverAuth) and
+    authenticates it to its upstream processor (clientAuth). Certificates already handed
+    out are not touched.
+    """
+    try:
+        files = add_processor(directory, processor_id, processor_hosts, force=force)
+    except LcError as err:
+        _fail(ctx, err)
+        return
+    click.echo(json.dumps({"processor": processor_id, **files.as_dict()}, sort_keys=True, indent=2))
 
 
 @certs.command(name="check")
