@@ -325,6 +325,27 @@ class Forwarder:
             batches_sent=ob.sent_batches,
         )
 
+    def figures(self) -> list[tuple[str, str, str, float]]:
+        """(metric name, counter|gauge, help, value) for the processor's metrics."""
+        up, ob, sp = self.uplink, self.outbox, self.spool.counters()
+        return [
+            ("lc_processor_upstream_connected", "gauge",
+             "1 while the stream to the upstream processor is up.", int(up.connected.is_set())),
+            ("lc_processor_upstream_spool_bytes", "gauge",
+             "Bytes in the upstream spool (committed here, not yet acknowledged upstream).",
+             sp.get("bytes", 0)),
+            ("lc_processor_upstream_spool_batches", "gauge",
+             "Batches in the upstream spool.", len(self.spool)),
+            ("lc_processor_upstream_packets_acked", "counter",
+             "Packets the upstream acknowledged.", ob.acked_packets),
+            ("lc_processor_upstream_batches_sent", "counter",
+             "Batches sent upstream (resends included).", ob.sent_batches),
+            ("lc_processor_upstream_reconnects", "counter",
+             "Connections to the upstream after the first.", up.reconnects),
+            ("lc_processor_upstream_filters_refused", "counter",
+             "Filters from the upstream refused here.", self.filters_refused),
+        ]  # fmt: skip
+
     def _filters(self, upd: lc_pb2.FilterUpdate) -> None:
         """Filters from the upstream, checked here as if set here: one that does not
         validate is left out (logged, counted), never the whole update."""

@@ -131,7 +131,8 @@ def processor_collector(p: Processor) -> Callable[[], Iterable[Any]]:
                 "lc_processor_calls_open", "Calls with an open per-call file now.",
                 value=calls.calls,
             )  # fmt: skip
-        for out in getattr(p, "forwarders", ()):
+        upstream = getattr(p, "forwarder", None)
+        for out in [*getattr(p, "forwarders", ()), *([upstream] if upstream else [])]:
             for name, kind, doc, value in out.figures():
                 family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
                 yield family(name, doc, value=value)

@@ -38,6 +38,7 @@ from tests.e2e.test_delivery import (
     restart,
     wait_for,
 )
+from tests.e2e.test_metrics import fetch, metrics_url, parse
 
 pytestmark = pytest.mark.e2e
 
@@ -204,7 +205,8 @@ def test_filter_set_at_the_top_is_applied_two_levels_down_and_edge_filters_stay(
     pki = tree_pki
     top = start(tmp_path, pki, "processor")
     e1 = start(tmp_path, pki, "edge1", "--upstream", top.addr, *EDGE_FAST)
-    e2 = start(tmp_path, pki, "edge2", "--upstream", top.addr, *EDGE_FAST)
+    e2 = start(tmp_path, pki, "edge2", "--upstream", top.addr, *EDGE_FAST,
+               "--metrics-listen", "127.0.0.1:0")  # fmt: skip
     try:
         got = admin(top, pki, "set", "filter", "--type", "bpf", "--pattern", "udp port 5070",
                     "--id", "top-sip")  # fmt: skip
@@ -235,6 +237,11 @@ def test_filter_set_at_the_top_is_applied_two_levels_down_and_edge_filters_stay(
         info = admin(e2, pki, "show", "hunter", "--id", "h2")
         assert [(f["id"], f["version"]) for f in info["filters"]] == [("top-sip", version)]
         st = status(top, pki)
+        # The edge's metrics say what it forwarded: every packet acknowledged upstream.
+        url = metrics_url(stderr_path=e2.stderr_path)
+        wait_for(lambda: parse(fetch(url)).get(("lc_processor_upstream_packets_acked_total", ()))
+                 == want, 15, "the edge's upstream acks in its metrics")  # fmt: skip
+        edge_metrics = parse(fetch(url))
     finally:
         for p in (e1, e2, top):
             p.stop()
@@ -242,6 +249,9 @@ def test_filter_set_at_the_top_is_applied_two_levels_down_and_edge_filters_stay(
     assert st["filter_matches"] == {"top-sip": want}
     assert tshark_count(top.data_dir / "capture.pcap", "udp.port == 5070") == want
     assert tshark_count(top.data_dir / "capture.pcap", "frame") == want
+    assert edge_metrics[("lc_processor_upstream_connected", ())] == 1
+    assert edge_metrics[("lc_processor_upstream_spool_batches", ())] == 0
+    assert edge_metrics[("lc_processor_packets_written_total", ())] == want
 
 
 # -- refusals: cycles, depth, authorization --------------------------------------------------
