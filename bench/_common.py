@@ -225,7 +225,6 @@ def in_process(
     options: dict[str, str] | None = None,
 ) -> InProcess:
     """The mode alone over the capture (see the module docstring)."""
-    sys.path.insert(0, str(ROOT))
     from lc.common.filters import Filter, compile_filters
     from lc.hunter import modes
     from lc.hunter.capture import FileSource

@@ -81,6 +81,26 @@ def test_with_its_syn_seen_a_connection_that_starts_with_garbage_is_not_http() -
     assert m.dis.http_counters["not_http"] == 1
 
 
+def test_a_connection_evicted_while_its_streams_go_on_is_parsed_again() -> None:
+    # The first piece of each direction binds its framer to the connection's parser;
+    # once the connection is evicted (one followed at most), its next bytes must reach
+    # the connection opened in its place, not the evicted one's closed parser.
+    m = http_mode(ModeContext([("eth0", 1)], "deny"), HttpConfig(max_connections=1))
+    fs = [Filter(id="f0", type="http_host", pattern="late.example")]
+    m.apply(compile_filters(fs, "h", HTTP_FILTER_TYPES))
+    a, b = Conn(9, PORT), Conn(10, PORT)
+    first = [*a.handshake(), a.client(b"GET /1 HTTP/1.1\r\nHost: early.example\r\n\r\n"),
+             a.server(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")]  # fmt: skip
+    assert records(m.process(chunk([*first, *b.handshake()], T0))) == []
+    assert m.table.counters["evicted"] == 1
+    later = [a.client(b"GET /2 HTTP/1.1\r\nHost: late.example\r\n\r\n"),
+             a.server(b"HTTP/1.1 204 No Content\r\n\r\n")]  # fmt: skip
+    fwd = m.process(chunk(later, T0 + S))
+    assert records(fwd) == later
+    (ev,) = fwd.events + m.finish().events
+    assert ev.http.target == "/2" and ev.http.status == 204 and ev.captured
+
+
 CLIENT_HELLO = bytes.fromhex("160301002e0100002a0303") + bytes(32) + bytes.fromhex("000002c02f0100")
 
 
