@@ -64,7 +64,7 @@ from lc.hunter.modes.base import (
     seconds_ns,
 )
 from lc.hunter.modes.sessions import MAX_WAITING_EVENTS, Dissector, SessionMode, set_flow
-from lc.hunter.session import UNDECIDED, Out, Session, SessionLimits
+from lc.hunter.session import MATCHED, UNDECIDED, Out, Session, SessionLimits
 from lc.proto import lc_pb2
 
 __all__ = [
@@ -89,7 +89,6 @@ EMAIL_FILTER_TYPES = (
 IMPLICIT_TLS_PORTS = frozenset({465, 993, 995})
 _TEXT_MAX = 1024
 _ADDR_MAX = 320
-_MAX_PENDING_EVENTS = 64
 _MAX_LIST = 100
 _INBOUND_COMMANDS = frozenset({"FETCH", "RETR", "TOP"})
 #: ICMP destination unreachable / time exceeded, ICMPv6 types 1-4 (errors).
@@ -247,6 +246,11 @@ class EmailConfig:
         )
 
 
+#: A message whose event is to be made (with the session's user and protocol then), or
+#: None for the record of an implicit-TLS session.
+_Pending = tuple[MailMessage, str, str] | None
+
+
 def _yes_no(flag: str, text: str) -> bool:
     t = text.strip().lower()
     if t in ("yes", "true", "1", "on"):
@@ -285,7 +289,7 @@ class _Conn:
     __slots__ = ("client", "client_seen", "command", "ended", "last_msg", "mail_from",
                  "mailbox", "meta", "parser", "pending", "proto", "rcpt_to", "server",
                  "server_seen", "summary", "tls", "tls_c", "tls_s", "tls_sni",
-                 "tls_version", "upgraded", "user")  # fmt: skip
+                 "tls_version", "upgraded", "user", "waiting")  # fmt: skip
 
     def __init__(self, proto: str, client: tuple, server: tuple, tls: bool, parser) -> None:
         self.proto = proto  # smtp, imap, pop3
@@ -306,7 +310,12 @@ class _Conn:
         self.upgraded = False
         self.ended = False
         self.last_msg: MailMessage | None = None
-        self.pending: list[lc_pb2.Event] = []  # events of an undecided session
+        # Messages (and the TLS session's record) whose events are still to be made:
+        # those of the last chunk, then those waiting for the session's decision.
+        # Events are made only for what is sent (a captured session's, or all with
+        # --events all): most sessions are never captured.
+        self.pending: list[_Pending] = []
+        self.waiting: list[_Pending] = []
         self.summary: tuple | None = None
         self.meta: tuple | None = None  # (summary, PacketMeta) last built
 
@@ -333,8 +342,8 @@ class EmailDissector(Dissector):
             ("email_messages", "tls_sessions", "starttls", "gave_up", "gaps"),
             0,
         )  # fmt: skip
-        #: Whether a keyword filter (pushed or local) wants the decoded body.
-        self.want_body = True
+        #: The filter types in force (pushed or local): only their values are read.
+        self.wants: frozenset[str] = frozenset(EMAIL_FILTER_TYPES)
 
     def kernel_bpf(self) -> str:
         # ICMP errors too: one quoting a captured connection's segment (a path MTU
@@ -483,14 +492,17 @@ class EmailDissector(Dissector):
                 msgs.append(ev)
                 conn.last_msg = ev
                 self.c["email_messages"] += 1
-                senders.extend(a.addr for a in ev.from_)
-                recipients.extend(a.addr for a in ev.to)
-                recipients.extend(a.addr for a in ev.cc)
+                wants = self.wants
+                # Headers are decoded on first use: only those a filter in force reads.
+                if "email_address" in wants:
+                    senders.extend(a.addr for a in ev.from_)
+                    recipients.extend(a.addr for a in ev.to)
+                    recipients.extend(a.addr for a in ev.cc)
                 if ev.mail_from:
                     senders.append(ev.mail_from)
                 recipients.extend(ev.rcpt_to)
-                subjects.append(ev.subject)
-                if self.want_body:  # decoding the body costs: only for a keyword filter
+                subjects.append(ev.subject if "email_subject" in wants else "")
+                if "keyword" in wants:  # decoding the body costs: only for a keyword filter
                     bodies.append(ev.body_text)
                 if ev.mailbox:
                     mailboxes.append(ev.mailbox)
@@ -502,7 +514,7 @@ class EmailDissector(Dissector):
             conn.summary = None  # the state changed: new metadata from now on
             s.metas[0] = None
         for m in msgs:
-            self._message_event(s, conn, m)
+            conn.pending.append((m, m.user or conn.user, conn.shown))
         return senders, recipients, subjects, bodies, mailboxes, commands
 
     def filter_values(self, msg: object, ctx: object) -> tuple[dict[str, object], list]:
@@ -577,12 +589,16 @@ class EmailDissector(Dissector):
         return meta
 
     # -- events ------------------------------------------------------------------------
-    def _message_event(self, s: Session, conn: _Conn, m: MailMessage) -> None:
+    def event(self, s: Session, conn: _Conn, item: _Pending) -> lc_pb2.Event:
+        """The event of a message (or of an implicit-TLS session: ``item`` None)."""
+        if item is None:
+            return self._tls_event(s, conn)
+        m, user, shown = item
         ev = lc_pb2.Event(dataset="email", start_ns=m.ts_ns, end_ns=m.end_ns or m.ts_ns)
         ev.session_id = s.name
         self._set_flow(conn, ev)
         e = ev.email
-        e.protocol = conn.shown
+        e.protocol = shown
         e.command = wire_text(m.command, 64)
         e.direction = "inbound" if m.command in _INBOUND_COMMANDS else "outbound"
         e.from_address.extend(wire_text(a.addr, _ADDR_MAX) for a in m.from_[:_MAX_LIST])
@@ -598,25 +614,27 @@ class EmailDissector(Dissector):
         e.mail_from = wire_text(m.mail_from, _ADDR_MAX)
         e.rcpt_to.extend(wire_text(r, _ADDR_MAX) for r in m.rcpt_to[:_MAX_LIST])
         e.mailbox = wire_text(m.mailbox, _TEXT_MAX)
-        e.user = wire_text(m.user or conn.user, 256)
+        e.user = wire_text(user, 256)
         e.size = m.size
         e.truncated = m.truncated
         e.complete = m.complete
         e.x_mailer = wire_text(m.user_agent, 256)
         if self.cfg.capture_body:
             e.body = wire_text(m.body_text, self.cfg.max_body_size)
-        self._queue(s, conn, ev)
+        return ev
+
+    def waiting(self, item: _Pending) -> _Pending:
+        """An item to keep while its session is undecided: without --capture-body its
+        message keeps no body (only its attachments' names are read from it)."""
+        if item is not None and not self.cfg.capture_body:
+            item[0].drop_body()
+        return item
 
     def _set_flow(self, conn: _Conn, ev: lc_pb2.Event) -> None:
         (ca, cp), (sa, sp) = conn.client, conn.server
         set_flow(ev, (ca, cp, sa, sp, 6))
 
-    def _queue(self, s: Session, conn: _Conn, ev: lc_pb2.Event) -> None:
-        if len(conn.pending) >= _MAX_PENDING_EVENTS:
-            return  # bounded; the engine counts what it cannot keep (events_dropped)
-        conn.pending.append(ev)
-
-    def tls_event(self, s: Session, conn: _Conn) -> None:
+    def _tls_event(self, s: Session, conn: _Conn) -> lc_pb2.Event:
         ev = lc_pb2.Event(dataset="email", start_ns=s.first_ns, end_ns=s.end_ns or s.last_ns)
         ev.session_id = s.name
         self._set_flow(conn, ev)
@@ -625,7 +643,7 @@ class EmailDissector(Dissector):
         e.tls_sni = wire_text(conn.tls_sni, 256)
         e.tls_version = conn.tls_version
         e.complete = True
-        self._queue(s, conn, ev)
+        return ev
 
     def figures(self) -> dict[str, int]:
         return dict(self.c)
@@ -648,17 +666,15 @@ class EmailMode(SessionMode):
         self._local = {k: compile_filters(v, None, types) for k, v in by_kind.items() if v}
         if self._local:
             self.policy = "deny"  # filters exist: the no-filter policy does not apply
-        self._want_body()
+        self._wants()
 
     def apply(self, compiled: FilterSet) -> None:
         super().apply(compiled)
-        self._want_body()
+        self._wants()
 
-    def _want_body(self) -> None:
-        fs = self._fs
-        self.dis.want_body = (fs is not None and fs.has("keyword")) or any(
-            f.has("keyword") for f in self._local.values()
-        )
+    def _wants(self) -> None:
+        sets = [f for f in (self._fs, *self._local.values()) if f is not None]
+        self.dis.wants = frozenset(t for t in EMAIL_FILTER_TYPES if any(f.has(t) for f in sets))
 
     def _conn_message(
         self, s: Session, msg: object, toks: list, flow: tuple, out: Out, ts: int
@@ -667,23 +683,36 @@ class EmailMode(SessionMode):
         self._take_pending(s)
 
     def _take_pending(self, s: Session) -> None:
-        """The messages' events: sent now if the connection is decided, else they wait
-        with it (the engine sends them when it is decided, or drops them)."""
+        """The messages of the last chunk: their events are made and sent now if the
+        connection is decided, else they wait with it (at most MAX_WAITING_EVENTS;
+        sent when it is decided, or dropped)."""
         conn: _Conn = s.info  # type: ignore[assignment]
         if not conn.pending:
             return
-        for ev in conn.pending:
-            if s.state == UNDECIDED:
-                waiting = s.events
-                if waiting is None:
-                    waiting = s.events = []
-                if len(waiting) < MAX_WAITING_EVENTS:
-                    waiting.append(ev)
-                else:
-                    self.cc["events_dropped"] += 1
+        items, conn.pending = conn.pending, []
+        if s.state != UNDECIDED:
+            self._send(s, conn, items)
+            return
+        waiting = conn.waiting
+        for item in items:
+            if len(waiting) < MAX_WAITING_EVENTS:
+                waiting.append(self.dis.waiting(item))
             else:
-                self._emit(s, ev)
-        conn.pending = []
+                self.cc["events_dropped"] += 1
+
+    def _send(self, s: Session, conn: _Conn, items: list[_Pending]) -> None:
+        """Events for ``items`` of a decided session (or one that leaves undecided),
+        made only if they go: the session is captured, or --events all."""
+        if s.state == MATCHED or self.events_all:
+            for item in items:
+                self._emit(s, self.dis.event(s, conn, item))
+
+    def _decided(self, s: Session) -> None:
+        super()._decided(s)
+        conn: _Conn = s.info  # type: ignore[assignment]
+        if conn.waiting:
+            items, conn.waiting = conn.waiting, []
+            self._send(s, conn, items)
 
     def _match(self, msg: object, ctx: object, flow: tuple) -> list[str] | None:
         fs = self._fs
@@ -716,8 +745,11 @@ class EmailMode(SessionMode):
             self.dis._events(s, conn, p.close(s.last_ns))  # a message cut short
         if conn.tls:
             self.dis.c["tls_sessions"] += 1
-            self.dis.tls_event(s, conn)
+            conn.pending.append(None)
         self._take_pending(s)
+        if conn.waiting:  # undecided to the end: sent with --events all only
+            items, conn.waiting = conn.waiting, []
+            self._send(s, conn, items)
         super()._forgotten(s)
 
     def finish(self) -> Forward:

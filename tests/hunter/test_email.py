@@ -329,3 +329,50 @@ def test_events_agree_with_zeeks_smtp_log():
         assert {a.lower() for a in e.cc_address} == _angle(r["cc"])
         assert e.subject == r["subject"]
         assert e.x_mailer == r["user_agent"]
+
+
+def _smtp_two_messages() -> list[tuple[bool, bytes]]:
+    """One SMTP session: a message with an attachment from nobody watched, then one
+    from the watched address."""
+    first = (
+        b"From: a@example.org\r\nTo: b@example.org\r\nSubject: first\r\n"
+        b"Content-Type: text/plain; name=notes.txt\r\n\r\nplain words\r\n"
+    )
+    second = b"From: watched@example.org\r\nSubject: second\r\n\r\nhello there\r\n"
+    out = [(False, b"220 mx ESMTP\r\n"), (True, b"EHLO c\r\n"), (False, b"250 mx\r\n")]
+    for sender, msg in (("a@example.org", first), ("watched@example.org", second)):
+        out += [(True, f"MAIL FROM:<{sender}>\r\n".encode()), (False, b"250 ok\r\n"),
+                (True, b"RCPT TO:<b@example.org>\r\n"), (False, b"250 ok\r\n"),
+                (True, b"DATA\r\n"), (False, b"354 go\r\n"), (True, msg + b".\r\n"),
+                (False, b"250 queued\r\n")]  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize("capture_body", [False, True])
+def test_messages_before_the_decision_have_their_whole_events(capture_body: bool) -> None:
+    # Events are made only once the session is decided (most never are): the first
+    # message's, kept meanwhile without its body, still names its attachment, and
+    # carries its body with --capture-body.
+    m = EmailMode([Filter("w", "email_address", "watched@example.org")], capture_body=capture_body)
+    m.interfaces.append(("eth", 1))
+    m.process(_tcp_frames(_smtp_two_messages()))
+    m.finish()
+    first, second = m.events
+    assert (first.email.subject, second.email.subject) == ("first", "second")
+    assert list(first.email.attachments) == ["notes.txt"] and first.captured
+    assert list(first.email.from_address) == ["a@example.org"]
+    assert list(first.filter_ids) == ["w"] and first.email.rcpt_to == ["b@example.org"]
+    assert (first.email.body, second.email.body) == (
+        ("plain words\n", "hello there\n") if capture_body else ("", "")
+    )
+
+
+def test_undecided_sessions_make_events_only_with_events_all() -> None:
+    for events, want in (("captured", 0), ("all", 2)):
+        m = EmailMode([Filter("w", "email_address", "nobody@example.org")], events=events)
+        m.interfaces.append(("eth", 1))
+        m.process(_tcp_frames(_smtp_two_messages()))
+        m.finish()
+        assert len(m.events) == want
+        assert all(not e.captured and e.email.subject for e in m.events)
+        assert [list(e.email.attachments) for e in m.events][:1] == [["notes.txt"]] * min(want, 1)
