@@ -27,7 +27,6 @@ from lc.hunter.batcher import Batcher
 from lc.hunter.breaker import CircuitBreaker
 from lc.hunter.capture import Chunk, FileSource, LiveSource, check_bpf
 from lc.hunter.filtering import HunterFilters
-from lc.hunter.keylog import KeylogFollower
 from lc.hunter.modes.base import EMPTY, MATCH_NOTHING, Forward, Mode, ModeContext
 from lc.hunter.outbox import Outbox
 from lc.hunter.spool import Spool, SpoolError
@@ -231,10 +230,6 @@ class Hunter:
         self.replay_complete = False  # the whole file was read
         self.causes: list[str] = []  # why the exit code is not 0, for the user
         self.capture_error = ""  # a capture thread ended by an exception (a bug)
-        # --tls-keylog (a mode option): key log lines ride on the batches.
-        keylog_path = getattr(cfg.mode_config, "tls_keylog", "")
-        self.keylog = KeylogFollower(keylog_path) if keylog_path else None
-        self._keylog_next = 0
 
     # -- setup -----------------------------------------------------------------------
     def open_sources(self) -> None:
@@ -546,11 +541,8 @@ class Hunter:
         now = time.monotonic_ns()
         if fwd.events:
             batcher.add_events(fwd.events, now)
-        if self.keylog is not None and now >= self._keylog_next:
-            self._keylog_next = now + 200_000_000  # 5 times a second
-            batcher.add_keylog(self.keylog.poll(), now)
-        if fwd.tunnel:
-            batcher.add_tunnel(fwd.tunnel, now)
+        for kind, items in fwd.extras:
+            batcher.add_extras(kind, items, now)
         chunk = fwd.chunk
         if len(chunk):
             ob = self.outbox
@@ -580,8 +572,6 @@ class Hunter:
                 self.forwarded += len(b)
 
     def _flush(self, batcher: Batcher, block: bool) -> None:
-        if self.keylog is not None:
-            batcher.add_keylog(self.keylog.poll())
         if batcher.pending:
             b = batcher.seal()
             if self.outbox.put(

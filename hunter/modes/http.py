@@ -35,6 +35,7 @@ does with a connection on one of ``--http-port``:
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from lc.common.bpf import compile_bpf
@@ -44,14 +45,19 @@ from lc.common.filters import Filter, FilterSet, compile_filters
 from lc.common.http import HttpConnection, HttpRequest, HttpResponse, HttpTransaction
 from lc.common.ja4h import ja4h_request
 from lc.common.text import wire_text
+from lc.hunter.capture import Chunk
+from lc.hunter.keylog import KeylogFollower
 from lc.hunter.modes.base import (
+    Forward,
     ModeContext,
+    ModeCounters,
     ModeSpec,
     megabytes,
     option,
     port_list,
     positive_int,
     seconds_ns,
+    with_extras,
 )
 from lc.hunter.modes.sessions import Dissector, SessionMode, set_flow
 from lc.hunter.session import MATCHED, REJECTED, Session, SessionLimits
@@ -559,6 +565,9 @@ class HttpMode(SessionMode):
         self._frame: tuple = ((), b"")  # the frame being handled, while bpf filters exist
         self._local = dissector.cfg.local_filters()
         self.local_filters = self._local  # registration: shown by `lc show hunter`
+        path = dissector.cfg.tls_keylog
+        self.keylog = KeylogFollower(path) if path else None
+        self._keylog_next = 0
         if self._local:
             self._fs = compile_filters(self._local, types=HTTP_FILTER_TYPES)
             dissector.set_filters(self._fs)
@@ -627,6 +636,34 @@ class HttpMode(SessionMode):
     def _forgotten(self, s: Session) -> None:
         self.dis.closing(s)
         super()._forgotten(s)
+
+    # --tls-keylog: the lines appended to the key log go out with what the mode
+    # forwards (extras of kind "keylog"), read at most 5 times a second, and at the end.
+    def process(self, chunk: Chunk) -> Forward:
+        return self._with_keys(super().process(chunk))
+
+    def tick(self, now_ns: int) -> Forward:
+        return self._with_keys(super().tick(now_ns))
+
+    def finish(self) -> Forward:
+        return self._with_keys(super().finish(), last=True)
+
+    def _with_keys(self, fwd: Forward, last: bool = False) -> Forward:
+        keylog = self.keylog
+        if keylog is None:
+            return fwd
+        now = time.monotonic_ns()
+        if not last and now < self._keylog_next:
+            return fwd
+        self._keylog_next = now + 200_000_000
+        return with_extras(fwd, "keylog", keylog.poll())
+
+    def counters(self) -> ModeCounters:
+        mc = super().counters()
+        if self.keylog is not None:
+            for k, v in self.keylog.counters.items():
+                mc.figures[f"tls_keylog_{k}"] = v
+        return mc
 
     def _forward(self, out):
         if self.dis.events:

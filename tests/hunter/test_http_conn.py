@@ -219,3 +219,26 @@ def test_hostile_http_connections_through_the_mode_and_the_wire(frames, how, cut
     c = m.counters()
     assert all(isinstance(v, int) and v >= 0 for v in c.figures.values())
     assert all(isinstance(v, int) and v >= 0 for v in c.dropped.values())
+
+
+def test_the_key_log_is_followed_by_the_mode_and_its_lines_ride_as_extras(tmp_path) -> None:
+    # --tls-keylog belongs to the HTTP mode: the lines appended to the file come out
+    # of process/tick/finish as extras of kind "keylog" (at most 5 reads a second;
+    # finish reads what is left), malformed ones counted in the mode's figures.
+    keys = tmp_path / "sslkeys.txt"
+    line1 = b"CLIENT_RANDOM " + b"ab" * 32 + b" " + b"cd" * 48
+    line2 = b"CLIENT_HANDSHAKE_TRAFFIC_SECRET " + b"01" * 32 + b" " + b"ef" * 32
+    keys.write_bytes(line1 + b"\n# a comment\nnot a key line\n")
+    m = http_mode(ModeContext([("eth0", 1)], "deny"), HttpConfig(tls_keylog=str(keys)))
+    a = Conn(11, PORT)
+    fwd = m.process(chunk(a.handshake(), T0))
+    assert fwd.extras == (("keylog", [line1]),)
+    with keys.open("ab") as f:
+        f.write(line2 + b"\n")
+    assert m.process(chunk([a.client_ack()], T0 + S)).extras == ()  # read again later
+    assert m.finish().extras == (("keylog", [line2]),)
+    figures = m.counters().figures
+    assert figures["tls_keylog_lines"] == 2 and figures["tls_keylog_malformed"] == 1
+    plain = http_mode(ModeContext([("eth0", 1)], "deny"), HttpConfig())
+    assert plain.process(chunk(a.handshake(), T0)).extras == ()
+    assert "tls_keylog_lines" not in plain.counters().figures
