@@ -18,6 +18,7 @@ real processor, and the in-process CPU measurement of a mode.
 
 from __future__ import annotations
 
+import argparse
 import cProfile
 import gc
 import json
@@ -290,5 +291,50 @@ def report_in_process(label: str, r: InProcess, units: int, unit: str) -> None:
         f"{', '.join(f'{t:.2f}' for t in r.runs)} s CPU): {r.packets:,} packets, "
         f"{r.cpu / r.packets * 1e6:.2f} us/packet = {r.packets / r.cpu:,.0f} pkt/s, "
         f"{units / r.cpu:,.0f} {unit}/s; {r.forwarded:,} forwarded, {r.events:,} events; "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
+
+
+# -- the command line ------------------------------------------------------------------------
+
+
+def mode_bench(
+    doc: str,
+    mode: str,
+    unit: str,
+    target: tuple[str, str],
+    sizes: tuple[tuple[str, int, str], tuple[str, int, str]],
+    make: Callable[[Path, int, int], dict],
+) -> None:
+    """A mode benchmark's command line: the capture ``MODE-AxB`` made by ``make(path,
+    a, b)`` (``sizes``: the two size flags, defaults and helps); end to end, or with
+    ``--in-process`` the mode alone; ``--profile`` either way. ``make``'s figures are
+    ``packets``, ``UNIT``, ``target_UNIT`` and ``target_packets``; one filter
+    (``target``: type, pattern) selects the target's."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    for flag, default, help in sizes:
+        ap.add_argument(flag, type=int, default=default, help=help)
+    ap.add_argument("--profile", action="store_true", help="cProfile the hunter (slower)")
+    ap.add_argument(
+        "--in-process", action="store_true", help="time the mode alone (CPU), no processor"
+    )
+    ap.add_argument("--runs", type=int, default=3, help="in-process runs (the median)")
+    args = ap.parse_args()
+    a, b = (getattr(args, flag.lstrip("-").replace("-", "_")) for flag, _, _ in sizes)
+    cap, info = cached_capture(f"{mode}-{a}x{b}", lambda p: make(p, a, b))
+    total, units, want_units = info["packets"], info[unit], info[f"target_{unit}"]
+    if args.in_process:
+        r = in_process(mode, cap, *target, args.runs, args.profile)
+        report_in_process(mode, r, units, unit)
+        return
+    e = end_to_end(mode, cap, *target, args.profile)
+    want = (info["target_packets"], want_units)
+    ok = "OK" if (e.packets, e.events) == want else f"MISMATCH: want {want[0]}, {want[1]}"
+    print(
+        f"{mode} replay: {total:,} packets, {units:,} {unit} ({want_units:,} matching): "
+        f"hunter {e.rate} pkt/s, {units / e.secs:,.0f} {unit}/s over {e.secs:.1f} s "
+        f"({total / e.wall:,.0f} pkt/s wall, start to exit); "
+        f"tcpdump -r F -w /dev/null {total / e.tcpdump:,.0f} pkt/s ({e.tcpdump:.2f} s); "
+        f"{e.packets:,} packets and {e.events:,} events at the processor [{ok}]; "
         f"load average {os.getloadavg()[0]:.2f}"
     )

@@ -25,20 +25,11 @@ file), see bench/_common.py.
 
 from __future__ import annotations
 
-import argparse
-import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
 
-from _common import (
-    Conversation,
-    cached_capture,
-    end_to_end,
-    in_process,
-    report_in_process,
-    write_tcp_capture,
-)
+from _common import Conversation, mode_bench, write_tcp_capture
 
 MSS = 1448
 PORTS = {"smtp": 25, "imap": 143, "pop3": 110}
@@ -166,39 +157,13 @@ def make_capture(path: Path, sessions: int, per: int) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sessions", type=int, default=4200)
-    ap.add_argument("--messages", type=int, default=3, help="messages per session")
-    ap.add_argument("--profile", action="store_true", help="cProfile the hunter (slower)")
-    ap.add_argument(
-        "--in-process", action="store_true", help="time the mode alone (CPU), no processor"
-    )
-    ap.add_argument("--runs", type=int, default=3, help="in-process runs (the median)")
-    args = ap.parse_args()
-    cap, info = cached_capture(
-        f"email-{args.sessions}x{args.messages}",
-        lambda p: make_capture(p, args.sessions, args.messages),
-    )
-    total = info["packets"]
-    if args.in_process:
-        r = in_process("email", cap, "email_address", TARGET, args.runs, args.profile)
-        report_in_process("email", r, info["messages"], "messages")
-        return
-    e = end_to_end("email", cap, "email_address", TARGET, args.profile)
-    ok = e.packets == info["target_packets"] and e.events == info["target_messages"]
-    verdict = (
-        "OK"
-        if ok
-        else f"MISMATCH: want {info['target_packets']} packets, {info['target_messages']} events"
-    )
-    print(
-        f"email replay: {total:,} packets, {info['messages']:,} messages "
-        f"({info['target_messages']:,} matching): hunter "
-        f"{e.rate} pkt/s, {info['messages'] / e.secs:,.0f} messages/s "
-        f"over {e.secs:.1f} s ({total / e.wall:,.0f} pkt/s wall, start to exit); "
-        f"tcpdump -r F -w /dev/null {total / e.tcpdump:,.0f} pkt/s ({e.tcpdump:.2f} s); "
-        f"{e.packets:,} packets and {e.events:,} events at the processor [{verdict}]; "
-        f"load average {os.getloadavg()[0]:.2f}"
+    mode_bench(
+        __doc__,
+        "email",
+        "messages",
+        ("email_address", TARGET),
+        (("--sessions", 4200, "sessions"), ("--messages", 3, "messages per session")),
+        make_capture,
     )
 
 

@@ -19,20 +19,11 @@ median of ``--runs``; with ``--profile``, its time by source file), see bench/_c
 
 from __future__ import annotations
 
-import argparse
-import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
 
-from _common import (
-    Conversation,
-    cached_capture,
-    end_to_end,
-    in_process,
-    report_in_process,
-    write_tcp_capture,
-)
+from _common import Conversation, mode_bench, write_tcp_capture
 
 MSS = 1400
 PORT = 80
@@ -105,35 +96,13 @@ def make_capture(path: Path, conns: int, per_conn: int) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--connections", type=int, default=9000)
-    ap.add_argument("--transactions", type=int, default=12)
-    ap.add_argument("--profile", action="store_true", help="cProfile the hunter (slower)")
-    ap.add_argument(
-        "--in-process", action="store_true", help="time the mode alone (CPU), no processor"
-    )
-    ap.add_argument("--runs", type=int, default=3, help="in-process runs (the median)")
-    args = ap.parse_args()
-    cap, info = cached_capture(
-        f"http-{args.connections}x{args.transactions}",
-        lambda p: make_capture(p, args.connections, args.transactions),
-    )
-    total = info["packets"]
-    if args.in_process:
-        r = in_process("http", cap, "http_host", TARGET, args.runs, args.profile)
-        report_in_process("http", r, info["transactions"], "transactions")
-        return
-    e = end_to_end("http", cap, "http_host", TARGET, args.profile)
-    want_p, want_e = info["target_packets"], info["target_transactions"]
-    ok = "OK" if (e.packets, e.events) == (want_p, want_e) else f"MISMATCH: want {want_p}, {want_e}"
-    print(
-        f"http replay: {total:,} packets, {info['transactions']:,} transactions "
-        f"({info['target_transactions']:,} matching): hunter "
-        f"{e.rate} pkt/s, {info['transactions'] / e.secs:,.0f} transactions/s "
-        f"over {e.secs:.1f} s ({total / e.wall:,.0f} pkt/s wall, start to exit); "
-        f"tcpdump -r F -w /dev/null {total / e.tcpdump:,.0f} pkt/s ({e.tcpdump:.2f} s); "
-        f"{e.packets:,} packets and {e.events:,} events at the processor "
-        f"[{ok}]; load average {os.getloadavg()[0]:.2f}"
+    mode_bench(
+        __doc__,
+        "http",
+        "transactions",
+        ("http_host", TARGET),
+        (("--connections", 9000, "connections"), ("--transactions", 12, "per connection")),
+        make_capture,
     )
 
 

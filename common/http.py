@@ -381,18 +381,18 @@ class HttpRequest(_Message):
     @property
     def path(self) -> str:
         """The target's path (``*`` for OPTIONS *, ``""`` for CONNECT's authority form)."""
-        split = self._split
-        if split is None:
-            split = self._split = _split_target(self.target)
-        return split[0]
+        return self._target_parts()[0]
 
     @property
     def query(self) -> str:
         """The target's query, without ``?`` (``""`` if none)."""
+        return self._target_parts()[1]
+
+    def _target_parts(self) -> tuple[str, str, str]:
         split = self._split
         if split is None:
             split = self._split = _split_target(self.target)
-        return split[1]
+        return split
 
     @property
     def user_agent(self) -> str:

@@ -30,6 +30,7 @@ ports``), and the config's ``validate()`` checks the whole.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -166,8 +167,12 @@ def option(
 
 
 def cli_options(config: type) -> list[tuple[str, CliOption]]:
-    """(field name, option) of a config dataclass's flags, in declaration order."""
-    return [(f.name, f.metadata["cli"]) for f in dataclasses.fields(config) if "cli" in f.metadata]
+    """(field name, option) of a config dataclass's flags, in declaration order: its
+    own first, then those it inherits (e.g. the session bounds of
+    :func:`lc.hunter.modes.localfilters.session_bounds`)."""
+    own = inspect.get_annotations(config)
+    flags = [(f.name, f.metadata["cli"]) for f in dataclasses.fields(config) if "cli" in f.metadata]
+    return [x for x in flags if x[0] in own] + [x for x in flags if x[0] not in own]
 
 
 def parse_options(config: type, values: dict[str, str]) -> Any:

@@ -46,7 +46,7 @@ import socket
 from dataclasses import dataclass
 
 from lc.common.errors import ValidationError
-from lc.common.filters import Filter, FilterSet, compile_filters, validate_filter
+from lc.common.filters import Filter, FilterSet, compile_filters
 from lc.common.imap import ImapCommand, ImapResponse, ImapSession
 from lc.common.mailmsg import MailMessage, MailSession
 from lc.common.pop3 import Pop3Command, Pop3Reply, Pop3Session
@@ -57,14 +57,13 @@ from lc.hunter.modes.base import (
     Forward,
     ModeContext,
     ModeSpec,
-    megabytes,
     option,
     port_list,
     positive_int,
-    seconds_ns,
 )
+from lc.hunter.modes.localfilters import local_filter_option, local_filters, session_bounds
 from lc.hunter.modes.sessions import MAX_WAITING_EVENTS, Dissector, SessionMode, set_flow
-from lc.hunter.session import MATCHED, UNDECIDED, Out, Session, SessionLimits
+from lc.hunter.session import MATCHED, UNDECIDED, Out, Session
 from lc.proto import lc_pb2
 
 __all__ = [
@@ -98,26 +97,6 @@ _ICMP_ERRORS_BPF = (
 )
 
 
-def _text_list(text: str) -> tuple[str, ...]:
-    return tuple(p.strip() for p in text.split(",") if p.strip())
-
-
-def _local(type_: str) -> object:
-    """A flag's parser: a comma-separated list of patterns of ``type_``, each checked."""
-
-    def parse(text: str) -> tuple[str, ...]:
-        out = []
-        for i, pattern in enumerate(_text_list(text), 1):
-            try:
-                f = validate_filter(Filter(id=f"local-{i}", type=type_, pattern=pattern))
-            except ValidationError as e:
-                raise ValueError(f"{pattern!r}: {e}") from None
-            out.append(f.pattern)
-        return tuple(out)
-
-    return parse
-
-
 def _protocols(text: str) -> frozenset[str]:
     names = {p.strip().lower() for p in text.split(",") if p.strip()}
     if "all" in names:
@@ -128,8 +107,16 @@ def _protocols(text: str) -> frozenset[str]:
     return frozenset(names)
 
 
+_Bounds = session_bounds(
+    "session",
+    ("--max-sessions", "--session-buffer-packets", "--session-buffer-mb",
+     "--session-idle-timeout", "--session-decide-timeout"),
+    ("20000", "2000", "256", "600", "300"),
+)  # fmt: skip
+
+
 @dataclass(slots=True)
-class EmailConfig:
+class EmailConfig(_Bounds):  # type: ignore[valid-type,misc]
     protocols: frozenset[str] = option(
         "--protocol", "all", _protocols, "Protocols followed: smtp, imap, pop3 or all.", "P"
     )
@@ -156,42 +143,23 @@ class EmailConfig:
         "Body bytes kept per message (keyword filters, events).",
         "BYTES",
     )
-    senders: tuple[str, ...] = option(
-        "--sender", "", _local("email_address"), "Local filter: MAIL FROM or From.", "ADDRS"
+    senders: tuple[str, ...] = local_filter_option(
+        "--sender", "email_address", "Local filter: MAIL FROM or From.", "ADDRS"
     )
-    recipients: tuple[str, ...] = option(
-        "--recipient", "", _local("email_address"), "Local filter: RCPT TO, To or Cc.", "ADDRS"
+    recipients: tuple[str, ...] = local_filter_option(
+        "--recipient", "email_address", "Local filter: RCPT TO, To or Cc.", "ADDRS"
     )
-    subjects: tuple[str, ...] = option(
-        "--subject", "", _local("email_subject"), "Local filter: decoded Subject.", "PATTERNS"
+    subjects: tuple[str, ...] = local_filter_option(
+        "--subject", "email_subject", "Local filter: decoded Subject.", "PATTERNS"
     )
-    keywords: tuple[str, ...] = option(
-        "--keywords", "", _local("keyword"), "Local filter: words in the text body.", "WORDS"
+    keywords: tuple[str, ...] = local_filter_option(
+        "--keywords", "keyword", "Local filter: words in the text body.", "WORDS"
     )
-    mailboxes: tuple[str, ...] = option(
-        "--mailbox", "", _local("email_mailbox"), "Local filter: IMAP mailbox.", "NAMES"
+    mailboxes: tuple[str, ...] = local_filter_option(
+        "--mailbox", "email_mailbox", "Local filter: IMAP mailbox.", "NAMES"
     )
-    commands: tuple[str, ...] = option(
-        "--command", "", _local("email_command"), "Local filter: command verb.", "VERBS"
-    )
-    max_sessions: int = option(
-        "--max-sessions", "20000", positive_int, "Sessions followed at once.", "N"
-    )
-    max_session_packets: int = option(
-        "--session-buffer-packets", "2000", positive_int, "Packets held per session.", "N"
-    )
-    max_buffer_bytes: int = option(
-        "--session-buffer-mb", "256", megabytes, "Memory for held packets, in all.", "MB"
-    )
-    idle_timeout_ns: int = option(
-        "--session-idle-timeout", "600", seconds_ns, "A session idle this long is over.", "S"
-    )
-    decide_timeout_ns: int = option(
-        "--session-decide-timeout",
-        "300",
-        seconds_ns,
-        "Stop holding a session no filter matched within this long.",
-        "S",
+    commands: tuple[str, ...] = local_filter_option(
+        "--command", "email_command", "Local filter: command verb.", "VERBS"
     )
 
     def validate(self) -> None:
@@ -217,33 +185,6 @@ class EmailConfig:
             if proto in self.protocols:
                 out.update(dict.fromkeys(ports, proto))
         return out
-
-    def local_filters(self) -> list[Filter]:
-        """The local flags as filters (ids ``local:<flag>:<n>``)."""
-        out: list[Filter] = []
-        for kind, type_, patterns in (
-            ("sender", "email_address", self.senders),
-            ("recipient", "email_address", self.recipients),
-            ("subject", "email_subject", self.subjects),
-            ("keywords", "keyword", self.keywords),
-            ("mailbox", "email_mailbox", self.mailboxes),
-            ("command", "email_command", self.commands),
-        ):
-            for i, p in enumerate(patterns, 1):
-                out.append(
-                    Filter(id=f"local:{kind}:{i}", type=type_, pattern=p, description="local")
-                )
-        return out
-
-    def limits(self) -> SessionLimits:
-        return SessionLimits(
-            max_sessions=self.max_sessions,
-            max_held_packets=self.max_session_packets,
-            max_held_bytes=self.max_buffer_bytes,
-            grace_ns=2 * 10**9,
-            idle_timeout_ns=self.idle_timeout_ns,
-            decide_timeout_ns=self.decide_timeout_ns,
-        )
 
 
 #: A message whose event is to be made (with the session's user and protocol then), or
@@ -657,7 +598,7 @@ class EmailMode(SessionMode):
     def __init__(self, ctx: ModeContext, cfg: EmailConfig) -> None:
         super().__init__(ctx, EmailDissector(cfg), cfg.limits())
         self.cfg = cfg
-        self.local_filters = cfg.local_filters()
+        self.local_filters = local_filters(cfg)
         by_kind: dict[str, list[Filter]] = {"sender": [], "recipient": [], "rest": []}
         for f in self.local_filters:
             kind = f.id.split(":")[1]

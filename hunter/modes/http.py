@@ -40,8 +40,7 @@ from dataclasses import dataclass
 
 from lc.common.bpf import compile_bpf
 from lc.common.decode import TCP_FIN, TCP_SYN
-from lc.common.errors import ValidationError
-from lc.common.filters import Filter, FilterSet, compile_filters
+from lc.common.filters import FilterSet, compile_filters
 from lc.common.http import HttpConnection, HttpRequest, HttpResponse, HttpTransaction
 from lc.common.ja4h import ja4h_request
 from lc.common.text import wire_text
@@ -52,13 +51,11 @@ from lc.hunter.modes.base import (
     ModeContext,
     ModeCounters,
     ModeSpec,
-    megabytes,
     option,
     port_list,
-    positive_int,
-    seconds_ns,
     with_extras,
 )
+from lc.hunter.modes.localfilters import local_filter_option, local_filters, session_bounds
 from lc.hunter.modes.sessions import Dissector, SessionMode, set_flow
 from lc.hunter.session import MATCHED, REJECTED, Session, SessionLimits
 from lc.proto import lc_pb2
@@ -90,10 +87,6 @@ _MAX_WAITING = 64  # finished transactions kept per undecided connection
 _TEXT_MAX = 8192
 
 
-def _list(text: str) -> tuple[str, ...]:
-    return tuple(p.strip() for p in text.split(",") if p.strip())
-
-
 def _non_negative(text: str) -> int:
     try:
         v = int(text)
@@ -104,8 +97,16 @@ def _non_negative(text: str) -> int:
     return v
 
 
+_Bounds = session_bounds(
+    "connection",
+    ("--max-connections", "--conn-buffer-packets", "--conn-buffer-mb", "--conn-idle-timeout",
+     "--conn-decide-timeout"),
+    ("20000", "2000", "256", "300", "60"),
+)  # fmt: skip
+
+
 @dataclass(slots=True)
-class HttpConfig:
+class HttpConfig(_Bounds):  # type: ignore[valid-type,misc]
     http_ports: frozenset[int] = option(
         "--http-port",
         "80,8080,8000,3000,8888",
@@ -127,24 +128,23 @@ class HttpConfig:
         "Also put the examined bodies (text, or base64) into transaction events.",
         switch=True,
     )
-    hosts: tuple[str, ...] = option(
-        "--host", "", _list, "Local http_host filters (comma-separated).", "PATTERNS"
+    hosts: tuple[str, ...] = local_filter_option(
+        "--host", "http_host", "Local http_host filters (comma-separated).", "PATTERNS"
     )
-    paths: tuple[str, ...] = option(
-        "--path", "", _list, "Local http_url filters (comma-separated).", "PATTERNS"
+    paths: tuple[str, ...] = local_filter_option(
+        "--path", "http_url", "Local http_url filters (comma-separated).", "PATTERNS"
     )
-    methods: tuple[str, ...] = option(
-        "--method", "", _list, "Local http_method filters (comma-separated).", "METHODS"
+    methods: tuple[str, ...] = local_filter_option(
+        "--method", "http_method", "Local http_method filters (comma-separated).", "METHODS"
     )
-    statuses: tuple[str, ...] = option(
+    statuses: tuple[str, ...] = local_filter_option(
         "--status",
-        "",
-        _list,
+        "http_status",
         "Local http_status filters: 404, 4xx, 500-599 (comma-separated).",
         "CODES",
     )
-    keywords: tuple[str, ...] = option(
-        "--keywords", "", _list, "Local keyword filters (comma-separated).", "WORDS"
+    keywords: tuple[str, ...] = local_filter_option(
+        "--keywords", "keyword", "Local keyword filters (comma-separated).", "WORDS"
     )
     tls_keylog: str = option(
         "--tls-keylog",
@@ -153,58 +153,6 @@ class HttpConfig:
         "Follow this NSS key log file (SSLKEYLOGFILE) and send new lines to the processor.",
         "FILE",
     )
-    max_connections: int = option(
-        "--max-connections", "20000", positive_int, "Connections followed at once.", "N"
-    )
-    max_conn_packets: int = option(
-        "--conn-buffer-packets", "2000", positive_int, "Packets held per undecided one.", "N"
-    )
-    max_buffer_bytes: int = option(
-        "--conn-buffer-mb", "256", megabytes, "Memory for held packets, over all.", "MB"
-    )
-    idle_timeout_ns: int = option(
-        "--conn-idle-timeout", "300", seconds_ns, "A connection idle this long is over.", "S"
-    )
-    decide_timeout_ns: int = option(
-        "--conn-decide-timeout",
-        "60",
-        seconds_ns,
-        "Stop holding a connection that no filter matched within this long.",
-        "S",
-    )
-
-    def validate(self) -> None:
-        """The local filters must be valid filters (exit 3 otherwise)."""
-        self.local_filters()
-
-    def local_filters(self) -> list[Filter]:
-        """The local filters, validated; ids ``local:<flag>:<n>`` (as every mode names
-        them), description ``local``."""
-        out: list[Filter] = []
-        for flag, type_, patterns in (
-            ("host", "http_host", self.hosts),
-            ("path", "http_url", self.paths),
-            ("method", "http_method", self.methods),
-            ("status", "http_status", self.statuses),
-            ("keywords", "keyword", self.keywords),
-        ):
-            for i, p in enumerate(patterns, 1):
-                f = Filter(id=f"local:{flag}:{i}", type=type_, pattern=p, description="local")
-                try:
-                    out.append(compile_filters([f]).filters[0])
-                except ValidationError as e:
-                    raise ValidationError(f"--{flag}: {e}") from None
-        return out
-
-    def limits(self) -> SessionLimits:
-        return SessionLimits(
-            max_sessions=self.max_connections,
-            max_held_packets=self.max_conn_packets,
-            max_held_bytes=self.max_buffer_bytes,
-            grace_ns=2 * 10**9,
-            idle_timeout_ns=self.idle_timeout_ns,
-            decide_timeout_ns=self.decide_timeout_ns,
-        )
 
 
 class _Piece:
@@ -563,7 +511,7 @@ class HttpMode(SessionMode):
         self._cur: Session | None = None  # the connection of the frame being handled
         self._bpf: list[tuple[str, dict[int, object]]] = []  # (id, program per link type)
         self._frame: tuple = ((), b"")  # the frame being handled, while bpf filters exist
-        self._local = dissector.cfg.local_filters()
+        self._local = local_filters(dissector.cfg)
         self.local_filters = self._local  # registration: shown by `lc show hunter`
         path = dissector.cfg.tls_keylog
         self.keylog = KeylogFollower(path) if path else None

@@ -85,7 +85,7 @@ def test_a_connection_evicted_while_its_streams_go_on_is_parsed_again() -> None:
     # The first piece of each direction binds its framer to the connection's parser;
     # once the connection is evicted (one followed at most), its next bytes must reach
     # the connection opened in its place, not the evicted one's closed parser.
-    m = http_mode(ModeContext([("eth0", 1)], "deny"), HttpConfig(max_connections=1))
+    m = http_mode(ModeContext([("eth0", 1)], "deny"), HttpConfig(max_sessions=1))
     fs = [Filter(id="f0", type="http_host", pattern="late.example")]
     m.apply(compile_filters(fs, "h", HTTP_FILTER_TYPES))
     a, b = Conn(9, PORT), Conn(10, PORT)
