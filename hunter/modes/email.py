@@ -208,26 +208,64 @@ def _ip_text(raw: bytes) -> str:
         return raw.hex()
 
 
+class _Parsed:
+    """A message for the engine: what a bound framer's bytes completed (parser events)."""
+
+    __slots__ = ("events",)
+
+    def __init__(self, events: list) -> None:
+        self.events = events
+
+
+#: A bound framer that completed nothing for this many chunks gives the engine an
+#: empty message anyway: the frames waiting for a message stay few.
+_SILENT_MAX = 128
+
+
 class _Chunks:
-    """The engine's framer for mail streams: every chunk of bytes is one "message" (the
-    session parser, fed both directions, does the framing). ``fresh``: the first
-    chunk of this framer (a new direction, or the one after a gap)."""
+    """The engine's framer for mail streams: the session parser, fed both directions,
+    does the framing. Until the dissector has seen a chunk of it (a new direction, or
+    the one after a gap), every chunk is one "message" ``(bytes, fresh, framer)``
+    (``fresh``: the framer's first chunk); then it is bound to its connection's parser
+    and feeds it itself (at the time of the packet being handled), and only chunks
+    that completed something are messages (:class:`_Parsed`): the engine has nothing
+    to do for a message body's segments."""
 
-    __slots__ = ("offset",)
+    __slots__ = ("client", "conn", "dis", "offset", "silent")
 
-    def __init__(self) -> None:
+    def __init__(self, dis: EmailDissector) -> None:
         self.offset = 0
+        self.dis = dis
+        self.conn: _Conn | None = None
+        self.client = False
+        self.silent = 0
 
     def feed(self, data: bytes) -> list[tuple[int, int, object]]:
         start = self.offset
         self.offset = end = start + len(data)
-        return [(start, end, (data, start == 0))]
+        c = self.conn
+        p = c.parser if c is not None and not c.closed else None
+        if p is None:
+            # Unbound, or its connection left the table (the next one binds it) or
+            # turned out to be TLS: the dissector sees the chunk.
+            self.conn = None
+            return [(start, end, (data, start == 0, self))]
+        was_ok = not p.gave_up
+        events = p.feed(self.client, data, self.dis.now)
+        if was_ok and p.gave_up:
+            self.dis.c["gave_up"] += 1
+        if not events:
+            self.silent += 1
+            if self.silent < _SILENT_MAX:
+                return []
+        self.silent = 0
+        return [(start, end, _Parsed(events))]
 
 
 class _Conn:
     """The dissector's view of one mail connection (``Session.info``)."""
 
-    __slots__ = ("client", "client_seen", "command", "ended", "last_msg", "mail_from",
+    __slots__ = ("client", "client_seen", "closed", "command", "ended", "last_msg", "mail_from",
                  "mailbox", "meta", "parser", "pending", "proto", "rcpt_to", "server",
                  "server_seen", "summary", "tls", "tls_c", "tls_s", "tls_sni",
                  "tls_version", "upgraded", "user", "waiting")  # fmt: skip
@@ -249,6 +287,7 @@ class _Conn:
         self.mailbox = ""
         self.user = ""
         self.upgraded = False
+        self.closed = False  # left the table
         self.ended = False
         self.last_msg: MailMessage | None = None
         # Messages (and the TLS session's record) whose events are still to be made:
@@ -285,6 +324,7 @@ class EmailDissector(Dissector):
         )  # fmt: skip
         #: The filter types in force (pushed or local): only their values are read.
         self.wants: frozenset[str] = frozenset(EMAIL_FILTER_TYPES)
+        self.now = 0  # the capture time of the packet being handled (bound framers)
 
     def kernel_bpf(self) -> str:
         # ICMP errors too: one quoting a captured connection's segment (a path MTU
@@ -293,7 +333,7 @@ class EmailDissector(Dissector):
         return f"(tcp and ({ports})) or {_ICMP_ERRORS_BPF}"
 
     def new_framer(self) -> _Chunks:
-        return _Chunks()
+        return _Chunks(self)
 
     def parse(self, payload: memoryview) -> object:
         from lc.common.errors import ParseError
@@ -316,9 +356,11 @@ class EmailDissector(Dissector):
         cls = {"smtp": SmtpSession, "imap": ImapSession, "pop3": Pop3Session}[proto]
         return cls(max_body=size)
 
-    def on_message(self, s: Session, msg: tuple, flow: tuple, ts: int) -> object:  # type: ignore[override]
+    def on_message(self, s: Session, msg: object, flow: tuple, ts: int) -> object:
         conn: _Conn = s.info  # type: ignore[assignment]
-        data, fresh = msg  # type: ignore[misc]
+        if type(msg) is _Parsed:
+            return self._events(s, conn, msg.events)
+        data, fresh, framer = msg  # type: ignore[misc]
         from_client = (flow[0], flow[1]) == conn.client
         seen = conn.client_seen if from_client else conn.server_seen
         if from_client:
@@ -352,6 +394,9 @@ class EmailDissector(Dissector):
         events = p.feed(from_client, data, ts)
         if was_ok and p.gave_up:
             self.c["gave_up"] += 1
+        if framer.conn is None:
+            framer.conn = conn  # its next chunks are parsed as they are framed
+            framer.client = from_client
         return self._events(s, conn, events)
 
     def _tls(self, conn: _Conn, from_client: bool, data: bytes) -> None:
@@ -679,8 +724,13 @@ class EmailMode(SessionMode):
                 ids |= local["rest"].match_fields(rest)
         return sorted(ids) if ids else None
 
+    def _tcp_frame(self, pkt: tuple, d, data: memoryview, out: Out) -> None:
+        self.dis.now = pkt[0]
+        super()._tcp_frame(pkt, d, data, out)
+
     def _forgotten(self, s: Session) -> None:
         conn: _Conn = s.info  # type: ignore[assignment]
+        conn.closed = True
         p = conn.parser
         if p is not None and not p.closed:
             self.dis._events(s, conn, p.close(s.last_ns))  # a message cut short

@@ -477,3 +477,52 @@ def test_undecided_sessions_make_events_only_with_events_all() -> None:
         assert len(m.events) == want
         assert all(not e.captured and e.email.subject for e in m.events)
         assert [list(e.email.attachments) for e in m.events][:1] == [["notes.txt"]] * min(want, 1)
+
+
+def _smtp_mode(**cfg) -> tuple:
+    m = email_mode(ModeContext([("eth0", 1)], "deny"), EmailConfig(**cfg))
+    m.apply(compile_filters([Filter("w", "email_address", "watched@example.org")], "h",
+                            EMAIL_FILTER_TYPES))  # fmt: skip
+    return m
+
+
+def test_a_message_of_many_segments_is_one_event_and_its_frames_all_go() -> None:
+    # After their first chunk the directions' framers feed the parser themselves; the
+    # engine gets a message only for chunks that complete something (and one every
+    # 128 silent chunks): a 300-segment body is one event, every frame forwarded, no
+    # frame left waiting.
+    from tests.hunter.conn_toy import Conn, chunk, records
+
+    m = _smtp_mode()
+    a = Conn(1, 25)
+    body = b"".join(b"line %d of the body\r\n" % i for i in range(300))
+    frames = [*a.handshake(), a.server(b"220 mx\r\n"), a.client(b"EHLO c\r\n"),
+              a.server(b"250 mx\r\n"), a.client(b"MAIL FROM:<watched@example.org>\r\n"),
+              a.server(b"250 ok\r\n"), a.client(b"RCPT TO:<b@example.org>\r\n"),
+              a.server(b"250 ok\r\n"), a.client(b"DATA\r\n"), a.server(b"354 go\r\n"),
+              a.client(b"Subject: big\r\n\r\n")]  # fmt: skip
+    frames += [a.client(body[i : i + 21]) for i in range(0, len(body), 21)]
+    frames += [a.client(b".\r\n"), a.server(b"250 queued\r\n"), *a.close()]
+    fwd = m.process(chunk(frames, 10**18))
+    fin = m.finish()
+    assert records(fwd) + records(fin) == frames
+    (ev,) = fwd.events + fin.events
+    assert ev.email.subject == "big" and ev.email.size == len(b"Subject: big\r\n\r\n" + body)
+    figures = m.counters().figures
+    assert figures["tcp_pending_dropped"] == 0 and figures["email_messages"] == 1
+
+
+def test_a_session_evicted_while_its_streams_go_on_is_parsed_again() -> None:
+    # Its framers were bound to the evicted session's parser: the bytes that follow
+    # must reach the session opened in its place (picked up mid-stream).
+    from tests.hunter.conn_toy import Conn, chunk, records
+
+    m = _smtp_mode(max_sessions=1)
+    a, b = Conn(2, 25), Conn(3, 25)
+    first = [*a.handshake(), a.server(b"220 mx\r\n"), a.client(b"EHLO c\r\n"),
+             a.server(b"250 mx\r\n"), *b.handshake()]  # fmt: skip
+    assert records(m.process(chunk(first, 10**18))) == []
+    assert m.counters().figures["sessions_evicted"] == 1
+    later = [a.client(b"MAIL FROM:<watched@example.org>\r\n"), a.server(b"250 ok\r\n")]
+    fwd = m.process(chunk(later, 10**18 + 10**9))
+    assert records(fwd) == later

@@ -242,3 +242,22 @@ def test_the_key_log_is_followed_by_the_mode_and_its_lines_ride_as_extras(tmp_pa
     plain = http_mode(ModeContext([("eth0", 1)], "deny"), HttpConfig())
     assert plain.process(chunk(a.handshake(), T0)).extras == ()
     assert "tls_keylog_lines" not in plain.counters().figures
+
+
+def test_a_body_of_many_segments_leaves_no_frame_waiting() -> None:
+    # Bound framers give the engine a message only for pieces that complete a request
+    # or response (and one every 128 silent pieces, so the frames waiting for a
+    # message stay few): a 300-segment body, then a match on the next request.
+    m = mode(("http_url", "/second"))
+    a = Conn(12, PORT)
+    body = bytes(300 * 100)
+    frames = [*a.handshake(), a.client(b"GET /first HTTP/1.1\r\nHost: h\r\n\r\n"),
+              a.server(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))]  # fmt: skip
+    frames += [a.server(body[i : i + 100]) for i in range(0, len(body), 100)]
+    frames += [a.client(b"GET /second HTTP/1.1\r\nHost: h\r\n\r\n")]
+    fwd = m.process(chunk(frames, T0))
+    assert records(fwd) == frames
+    figures = m.counters().figures
+    assert figures["tcp_pending_dropped"] == 0 and figures["http_responses"] == 1
+    (ev,) = fwd.events  # the first transaction (the second waits for its response)
+    assert ev.http.response_body_bytes == len(body) and ev.http.target == "/first"
