@@ -5,9 +5,12 @@ A :class:`~lc.hunter.modes.sessions.Dissector` on the shared session engine. A
 **session** is one TCP connection to a mail port (``--smtp-port``, ``--imap-port``,
 ``--pop3-port``, as chosen by ``--protocol``). Its two reassembled byte streams are
 read by the sans-IO session parsers of :mod:`lc.common.smtp`, :mod:`lc.common.imap`
-and :mod:`lc.common.pop3` (each TCP chunk the reassembler releases is one "message"
-for the engine, so a packet belongs to the chunk of bytes it carried; a gap in a
-direction makes the parser give up, and the session is then judged by what it saw).
+and :mod:`lc.common.pop3` (a direction's first TCP chunk, and the first after a gap,
+goes through the dissector, which binds the direction's framer to the session's parser;
+then the framer feeds the parser itself and only chunks that complete something are
+"messages" for the engine; a gap in a direction makes the parser give up, and the
+session is then judged by what it saw). Events are made only for the sessions that
+send them (captured, or every one with ``--events all``).
 
 * **Implicit TLS**: ports 465, 993 and 995 (and a connection whose first client bytes
   are a TLS record) are TLS sessions (protocol ``smtps``, ``imaps``, ``pop3s``): their

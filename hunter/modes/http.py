@@ -14,7 +14,9 @@ does with a connection on one of ``--http-port``:
   :class:`lc.common.http.HttpConnection` (framing, pipelining, 100-continue, HEAD,
   chunked, until-close, resync, bounds: see there). A capture gap gives the parser a
   gap of unknown size. Messages for the engine are the stream pieces the reassembler
-  releases; the HTTP requests and transactions they complete are judged.
+  releases that complete a request or a transaction (which are judged): a direction's
+  framer is bound to the connection's parser once the dissector has seen its first
+  piece, and parses what it is fed itself, so body segments cost the engine nothing.
 * **Filters**: ``http_host``, ``http_url`` (the request target), ``http_method``,
   ``http_user_agent``, ``http_ja4h`` (the request's JA4H) when a request's head and
   examined body are known; ``http_status`` when its response is; ``keyword`` over the
