@@ -26,7 +26,6 @@ from lc.hunter import modes
 from lc.hunter.batcher import Batcher
 from lc.hunter.capture import Chunk, FileSource, LiveSource, check_bpf
 from lc.hunter.filtering import HunterFilters
-from lc.hunter.keylog import KeylogFollower
 from lc.hunter.modes.base import EMPTY, MATCH_NOTHING, Forward, Mode, ModeContext
 from lc.link.breaker import CircuitBreaker
 from lc.link.outbox import Outbox
@@ -239,10 +238,6 @@ class Hunter:
         self.progress: ProgressFn | None = None  # a replay reports to it (lc hunt -r's bar)
         self._progress_next = 0.0
         self.capture_error = ""  # a capture thread ended by an exception (a bug)
-        # --tls-keylog (a mode option): key log lines ride on the batches.
-        keylog_path = getattr(cfg.mode_config, "tls_keylog", "")
-        self.keylog = KeylogFollower(keylog_path) if keylog_path else None
-        self._keylog_next = 0
 
     # -- setup -----------------------------------------------------------------------
     def open_sources(self) -> None:
@@ -557,11 +552,8 @@ class Hunter:
         now = time.monotonic_ns()
         if fwd.events:
             batcher.add_events(fwd.events, now)
-        if self.keylog is not None and now >= self._keylog_next:
-            self._keylog_next = now + 200_000_000  # 5 times a second
-            batcher.add_keylog(self.keylog.poll(), now)
-        if fwd.tunnel:
-            batcher.add_tunnel(fwd.tunnel, now)
+        for kind, items in fwd.extras:
+            batcher.add_extras(kind, items, now)
         chunk = fwd.chunk
         if len(chunk):
             ob = self.outbox
@@ -591,8 +583,6 @@ class Hunter:
                 self.forwarded += len(b)
 
     def _flush(self, batcher: Batcher, block: bool) -> None:
-        if self.keylog is not None:
-            batcher.add_keylog(self.keylog.poll())
         if batcher.pending:
             b = batcher.seal()
             if self.outbox.put(

@@ -66,6 +66,7 @@ from lc.hunter.modes.base import (
     port_list,
     positive_int,
     seconds_ns,
+    with_extras,
 )
 from lc.hunter.modes.sessions import IP_FRAGMENTS, Dissector, SessionMode, set_flow
 from lc.hunter.session import Out, Session, SessionLimits
@@ -820,7 +821,7 @@ class DnsMode(SessionMode):
         if not self._tunnel:
             return fwd
         extra, self._tunnel = self._tunnel, []
-        return Forward(fwd.chunk, fwd.meta, fwd.events, extra)
+        return with_extras(fwd, "tunnel", extra)
 
     def process(self, chunk: Chunk) -> Forward:
         self.dis.scores = {}
