@@ -128,6 +128,7 @@ __all__ = [
     "Edns",
     "TransactionKey",
     "answers_have_type",
+    "cname_chain",
     "name_labels",
     "name_text",
     "opcode_name",
@@ -906,6 +907,55 @@ def answers_have_type(data: bytes | memoryview, rtype: int) -> bool:
             return True
         off += 10 + (data[off + 8] << 8 | data[off + 9])
     return False
+
+
+def cname_chain(data: bytes) -> list[str] | None:
+    """The owner and target names of the CNAME records in the answer section of a
+    message with one question, in order (owner, target, owner, target...), written
+    as :func:`parse_dns` writes them: what ``parse_dns(data).answers`` gives, for a
+    decision on the chain without decoding every record. None when only a whole
+    parse can tell: the header or question are not valid, an answer is truncated or
+    has a bad name, or one has a type whose rdata :func:`parse_dns` decodes other
+    than A, AAAA and CNAME (its decoding could stop the section there). Never
+    raises."""
+    n = len(data)
+    if n < 12 or data[4] or data[5] != 1:
+        return None
+    an = data[6] << 8 | data[7]
+    cache: dict[int, tuple[str, int]] = {}
+    out: list[str] = []
+    rr = _RR.unpack_from
+    try:
+        _, off = _name(data, 12, n, cache)
+        off += 4
+        if off > n:
+            return None
+        for _ in range(an):
+            name, off = _name(data, off, n, cache)
+            if off + 10 > n:
+                return None
+            rtype, rclass, _ttl, rdlen = rr(data, off)
+            off += 10
+            rend = off + rdlen
+            if rend > n:
+                return None
+            if rtype == TYPE_CNAME:
+                target, end = _name(data, off, rend, cache)
+                if end != rend:
+                    return None
+                out.append(name)
+                out.append(target)
+            elif rtype in (TYPE_A, TYPE_AAAA):
+                if rdlen != (4 if rtype == TYPE_A else 16) and (
+                    rclass == 1 or rclass & 0x7FFF == 1
+                ):
+                    return None
+            elif rtype in _RDATA:
+                return None
+            off = rend
+    except DnsError:
+        return None
+    return out
 
 
 def transaction_key(

@@ -346,6 +346,8 @@ _CHLL_SHIFT = 64 - _CHLL_P
 _CHLL_REST = (1 << _CHLL_SHIFT) - 1
 
 Measure = tuple[int, int, int, bool, bool, int, int, int, int, int]
+#: :meth:`TunnelDetector.prepare`: a name's registered domain and subdomain measures.
+Prepared = tuple[str, Measure]
 
 
 def _measure(sub: bytes) -> Measure:
@@ -429,16 +431,17 @@ class DomainStats:
     # --- adding ------------------------------------------------------------------------
     def add(self, sub: bytes, qtype: int, ts_ns: int, client: str | None = None) -> None:
         """Counts one query whose lower-cased subdomain is ``sub``."""
-        self.add_features(_measure(sub), qtype, ts_ns, client)
+        self.add_features(_measure(sub), qtype in TUNNEL_TYPES, ts_ns, client)
 
     def add_features(
         self,
         f: Measure,
-        qtype: int,
+        tunnel_type: bool,
         ts_ns: int,
         client: str | None,
     ) -> None:
-        """Counts one query given :func:`_measure` of its subdomain."""
+        """Counts one query given :func:`_measure` of its subdomain and whether its
+        type is one of :data:`TUNNEL_TYPES`."""
         n, mbits, longest, carrier, odd, idx, rank, cidx, crank, mentropy = f
         self.queries += 1
         if rank > self.hll[idx]:
@@ -457,7 +460,7 @@ class DomainStats:
                 self.chll[cidx] = crank
         if odd:
             self.odd += 1
-        if qtype in TUNNEL_TYPES:
+        if tunnel_type:
             self.tunnel_types += 1
         if self.queries == 1 or ts_ns < self.first_ns:
             self.first_ns = ts_ns
@@ -670,31 +673,50 @@ class TunnelDetector:
         ``qname`` is written as :mod:`lc.common.dns` writes names; ``client`` is the
         querier's address as text (or None). Returns the registered domain it was
         counted under, or None when it was not (counted by reason). Never raises.
+        Same as :meth:`observe_prepared` of :meth:`prepare`.
         """
-        counters = self.counters
-        counters["queries"] += 1
+        return self.observe_prepared(self.prepare(qname), qtype in TUNNEL_TYPES, ts_ns, client)
+
+    def prepare(self, qname: str) -> Prepared | str:
+        """What counting a query for ``qname`` needs that depends on the name alone:
+        ``(registered domain, measures of its subdomain)``, or the name of the counter
+        that a query for it goes to instead (``reverse``, ``local``, ``no_domain``,
+        ``bad_names``). A caller that sees the same names again (a hunter's name
+        cache) keeps it and calls :meth:`observe_prepared` per query. Never raises."""
         lname = qname.lower()
         if lname.endswith((".arpa", ".arpa.")) or lname == "arpa":
-            counters["reverse"] += 1
-            return None
+            return "reverse"
         if lname.endswith((".local", ".local.")):
-            counters["local"] += 1
-            return None
+            return "local"
         cache = self._cache
         if len(cache) >= self.max_cache or len(self._measured) >= self.max_cache:
             cache.clear()
             self._measured.clear()
-            counters["cache_flushes"] += 1
+            self.counters["cache_flushes"] += 1
         try:
             got = _split(lname, cache)
         except DnsError:
-            counters["bad_names"] += 1
-            return None
+            return "bad_names"
         if got is None:
-            counters["no_domain"] += 1
-            return None
+            return "no_domain"
         labels, nreg, domain = got
         sub = b".".join(labels[:-nreg])
+        f = self._measured.get(sub)
+        if f is None:
+            f = self._measured[sub] = _measure(sub)
+        return domain, f
+
+    def observe_prepared(
+        self, p: Prepared | str, tunnel_type: bool, ts_ns: int, client: str | None = None
+    ) -> str | None:
+        """Counts one query given :meth:`prepare` of its name and whether its type is
+        one of :data:`TUNNEL_TYPES`; returns what :meth:`observe` returns."""
+        counters = self.counters
+        counters["queries"] += 1
+        if type(p) is str:
+            counters[p] += 1
+            return None
+        domain, f = p
         domains = self.domains
         stats = domains.get(domain)
         if stats is None:
@@ -704,10 +726,7 @@ class TunnelDetector:
             stats = domains[domain] = DomainStats(self.max_clients)
         else:
             domains.move_to_end(domain)
-        f = self._measured.get(sub)
-        if f is None:
-            f = self._measured[sub] = _measure(sub)
-        stats.add_features(f, qtype, ts_ns, client)
+        stats.add_features(f, tunnel_type, ts_ns, client)
         counters["scored"] += 1
         return domain
 

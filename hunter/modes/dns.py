@@ -36,6 +36,7 @@ Strings from the wire go out through :func:`lc.common.text.wire_text`.
 from __future__ import annotations
 
 import socket
+import struct
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -43,19 +44,20 @@ import orjson
 
 from lc.common.bpf import compile_bpf
 from lc.common.dns import (
+    MAX_NAME_WIRE_LENGTH,
     TYPE_A,
     TYPE_AAAA,
     TYPE_CNAME,
     DnsError,
     DnsMessage,
     DnsTcpFramer,
-    answers_have_type,
+    cname_chain,
+    name_text,
     parse_dns,
     transaction_key,
     type_name,
 )
-from lc.common.dnstunnel import TunnelDetector, registered_domain
-from lc.common.flow import PEEK_IPV4, PEEK_OFFSET, UDP4_PAYLOAD
+from lc.common.dnstunnel import TUNNEL_TYPES, TunnelDetector, registered_domain
 from lc.common.text import wire_text
 from lc.hunter.capture import Chunk
 from lc.hunter.modes.base import (
@@ -81,6 +83,12 @@ _META_ANSWERS = 8
 _EVENT_ANSWERS = 16
 _NAME_CACHE = 65536  # question names -> the dns_domain filters they match (fast path)
 _CONN_PENDING = 64  # queries of one TCP connection waiting for their responses
+# The fast path's one read of a frame (untagged Ethernet, IPv4 without options, UDP,
+# DNS), from frame offset 12: ethertype, version and IHL, IP total length, flags and
+# fragment offset, protocol, source, destination, ports, UDP length, DNS id, flags,
+# question count, answer count. The DNS header is at frame offset 42, its question
+# at 54 (record offsets 58 and 70: a chunk's record has a 16-byte header).
+_PEEK_DNS4 = struct.Struct("!HBxHxxHxBxxIIHHHxxHHHH")
 
 
 def flag(text: str | bool) -> bool:
@@ -195,6 +203,12 @@ def _rtt(query_ns: int, response_ns: int) -> int:
     """A response's round-trip time; 0 ("none seen") when it was stamped before its
     query (timestamps need not increase: two interfaces, a merged capture)."""
     return response_ns - query_ns if response_ns >= query_ns else 0
+
+
+def _key_flow(k: int) -> tuple[int, int, int, int]:
+    """(client, client port, server, server port) of a fast-path transaction key:
+    ``((client << 16 | port) << 48 | server << 16 | port) << 16 | id``."""
+    return (k >> 80, (k >> 64) & 0xFFFF, (k >> 32) & 0xFFFFFFFF, (k >> 16) & 0xFFFF)
 
 
 def _qkey(msg: DnsMessage) -> tuple:
@@ -527,12 +541,19 @@ class DnsMode(SessionMode):
         self._report_at = 0
         self._tunnel: list[lc_pb2.DnsTunnelStats] = []
         self.reports = 0
-        # transaction key -> [query, flow, time, frames] of queries waiting (fast path)
-        self._pend: OrderedDict[tuple, list] = OrderedDict()
-        self._names: dict[str, list[str] | None] = {}
+        # Queries waiting (fast path), oldest first: transaction key (an int, see
+        # _key_flow) -> (time, question key, payload end, then per frame: time,
+        # caplen, origlen, record, interface). Flat tuples of atoms and int keys:
+        # the garbage collector stops tracking them (a list per query cost more in
+        # collections than the rest of the fast path).
+        self._pend: OrderedDict[int, tuple] = OrderedDict()
+        # question as sent, and lower-cased -> _entry(question) (fast path)
+        self._names: dict[bytes, tuple | bool] = {}
+        self._clients: dict[int, str] = {}  # IPv4 address -> text (fast path)
+        self._chain: dict[str, bool] = {}  # CNAME chain name -> matches a filter
         self._bpf: dict[tuple[str, int], object] = {}  # (filter id, link type) -> program
         self._cur: tuple[memoryview, int] | None = None  # the frame being handled
-        self.fast = dict.fromkeys(("queries", "dropped", "promoted", "evicted"), 0)
+        self.fast = dict.fromkeys(("queries", "dropped", "promoted", "evicted", "name_flushes"), 0)
 
     def apply(self, compiled) -> None:  # type: ignore[no-untyped-def]
         # bpf filters are compiled (libpcap) for every link type in use before anything
@@ -544,6 +565,7 @@ class DnsMode(SessionMode):
         with self._lock:
             super().apply(compiled)
             self._names = {}
+            self._chain = {}
             self._bpf = programs
 
     def _slow(self, pkt: tuple, lt: int, data: memoryview, out: Out) -> None:
@@ -584,17 +606,22 @@ class DnsMode(SessionMode):
         single = chunk.iface if isinstance(chunk.iface, int) else None
         rec = chunk.records
         mv = memoryview(rec)
+        find = rec.find
         ports = self.dis.ports
-        unpack = PEEK_IPV4.unpack_from
+        unpack = _PEEK_DNS4.unpack_from
         ts_col, cap_col, orig_col = chunk.ts_ns, chunk.caplen, chunk.origlen
         lt = interfaces[single][1] if single is not None else 0
-        peek_at = 16 + PEEK_OFFSET
-        at = 16 + UDP4_PAYLOAD
         iface_col = chunk.iface
         ifx = single
-        fast = self._fast_udp
         slow = self._slow
-        unassociated = 0
+        names = self._names
+        entry = self._entry
+        pend = self._pend
+        max_pend = self.dis.cfg.max_transactions
+        det = self.dis.detector
+        observe = det.observe_prepared if det is not None else None
+        clients = self._clients
+        unassociated = held = again = answered = answered_frames = 0
         off = 0
         for i, cap in enumerate(cap_col):
             start = off
@@ -602,161 +629,241 @@ class DnsMode(SessionMode):
             if single is None:
                 ifx = iface_col[i]
                 lt = interfaces[ifx][1]
-            if lt == 1 and cap >= 54:
-                etype, vihl, frag, proto, src, dst, sport, dport = unpack(rec, start + peek_at)
+            if lt == 1 and cap >= 59:  # Ethernet, IPv4, UDP and a one-byte question
+                (etype, vihl, total, frag, proto, src, dst, sport, dport, ulen, qid, flags, qd,
+                 an) = unpack(rec, start + 28)  # fmt: skip
                 if etype == 0x0800 and vihl == 0x45 and not frag & 0x3FFF and proto == 17:
                     if sport not in ports and dport not in ports:
                         unassociated += 1
                         continue
-                    pkt = (ts_col[i], cap, orig_col[i], mv[start:off], ifx)
-                    if fast(pkt, mv[start + at : off], src, sport, dst, dport, out):
-                        continue
-                    slow(pkt, lt, mv[start + 16 : off], out)
-                    continue
+                    # The payload ends where the decoder says: the IP and UDP lengths.
+                    pe = start + 30 + total
+                    if pe > off:
+                        pe = off
+                    if start + 50 + ulen < pe:
+                        pe = start + 50 + ulen
+                    z = find(b"\0", start + 70, pe) if qd == 1 and total >= 28 and ulen >= 8 else -1
+                    if 0 < z <= pe - 5:
+                        raw = rec[start + 70 : z + 5]  # the question: name, type, class
+                        e = names.get(raw)
+                        if e is None:
+                            e = entry(raw)
+                        if e:
+                            lkey, ids, prep, ttype = e
+                            ts = ts_col[i]
+                            if flags < 0x8000:  # a query: client first in the key
+                                k = ((src << 16 | sport) << 48 | dst << 16 | dport) << 16 | qid
+                                p = pend.get(k)
+                                if p is None:
+                                    if ids is not None:  # its name matches
+                                        pkt = (ts, cap, orig_col[i], mv[start:off], ifx)
+                                        self._query_matched(e, k, pe - start, pkt, out)
+                                        continue
+                                    if prep is not None:
+                                        cli = clients.get(src)
+                                        if cli is None:
+                                            cli = self._client(src)
+                                        observe(prep, ttype, ts, cli)
+                                    if len(pend) >= max_pend:
+                                        self._evict()
+                                    pend[k] = (ts, lkey, pe - start, ts, cap, orig_col[i],
+                                               rec[start:off], ifx)  # fmt: skip
+                                    held += 1
+                                    continue
+                                if p[1] is lkey or p[1] == lkey:
+                                    # A retransmission: held with the first.
+                                    if prep is not None:
+                                        cli = clients.get(src)
+                                        if cli is None:
+                                            cli = self._client(src)
+                                        observe(prep, ttype, ts, cli)
+                                    pend[k] = (*p, ts, cap, orig_col[i], rec[start:off], ifx)
+                                    again += 1
+                                    continue
+                                # Another question with the same id: the general path.
+                            else:
+                                k = ((dst << 16 | dport) << 48 | src << 16 | sport) << 16 | qid
+                                p = pend.get(k)
+                                if p is not None and (p[1] is lkey or p[1] == lkey):
+                                    del pend[k]
+                                    # The question matches (filters changed since the
+                                    # query), or a name of its CNAME chain may: decide.
+                                    if ids is not None or (an and find(b"\0\5", z + 5, pe) >= 0):
+                                        pkt = (ts, cap, orig_col[i], mv[start:off], ifx)
+                                        if self._response_decides(e, k, p, pe - start, pkt, out):
+                                            continue
+                                    answered += 1
+                                    answered_frames += len(p)
+                                    continue
             slow((ts_col[i], cap, orig_col[i], mv[start:off], ifx), lt, mv[start + 16 : off], out)
-        self.c["unassociated"] += unassociated
+        c = self.c
+        c["unassociated"] += unassociated
+        if held or again or answered:
+            dc = self.dis.c
+            tc = self.table.counters
+            c["messages"] += held + again + answered
+            dc["queries"] += held + again
+            tc["created"] += held
+            self.fast["queries"] += held
+            dc["responses"] += answered
+            dc["answered"] += answered
+            tc["unmatched"] += answered
+            tc["ended"] += answered
+            # (each waiting query's frames: 5 fields each after 3)
+            self.table.unmatched_packets += answered + (answered_frames - 3 * answered) // 5
+            self.fast["dropped"] += answered
         if len(ts_col):
             last = ts_col[len(ts_col) - 1]
             if last > self._clock:
                 self._clock = last
 
+    def _client(self, src: int) -> str:
+        """A client address as text (kept: the same clients come back)."""
+        clients = self._clients
+        if len(clients) >= _NAME_CACHE:
+            clients.clear()
+        text = clients[src] = _ip_text(src.to_bytes(4, "big"))
+        return text
+
+    def _entry(self, raw: bytes) -> tuple | bool:
+        """What the fast path needs of a question (name, type and class as sent,
+        read up to the first zero byte), computed once per distinct question:
+        ``(key, ids, prepared, tunnel type)``: the question lower-cased (its part of
+        the transaction key), the ``dns_domain`` filters its name matches (None: none),
+        :meth:`TunnelDetector.prepare` of its name, whether its type is a tunnel type;
+        False when the name is not plain labels up to the root (a compression pointer,
+        a zero byte in a label, a bad label type, too long): the general path reads it."""
+        names = self._names
+        if len(names) >= _NAME_CACHE:
+            names.clear()
+            self.fast["name_flushes"] += 1
+        lkey = raw.lower()
+        e = names.get(lkey)
+        if e is None:
+            e = names[lkey] = self._new_entry(lkey)
+        names[raw] = e
+        return e
+
+    def _new_entry(self, lkey: bytes) -> tuple | bool:
+        n = len(lkey) - 5  # where the root byte is
+        if n > MAX_NAME_WIRE_LENGTH - 1:
+            return False
+        labels = []
+        off = 0
+        while off < n:
+            c = lkey[off]
+            if c > 63:
+                return False
+            off += 1 + c
+            labels.append(lkey[off - c : off])
+        if off != n:
+            return False
+        name = name_text(labels)
+        ids = None
+        fs = self._fs
+        if fs is not None and len(fs):
+            got = fs.match_fields({"dns_domain": [name]})
+            ids = tuple(sorted(got)) if got else None
+        det = self.dis.detector
+        prep = det.prepare(name) if det is not None else None
+        return (lkey, ids, prep, (lkey[n + 1] << 8 | lkey[n + 2]) in TUNNEL_TYPES)
+
     def _name_ids(self, names: list[str]) -> list[str] | None:
         fs = self._fs
         if fs is None or not len(fs):
             return None
-        if len(names) == 1:
-            cache = self._names
-            name = names[0]
-            if name in cache:
-                return cache[name]
-            if len(cache) >= _NAME_CACHE:
-                cache.clear()
-            ids = fs.match_fields({"dns_domain": names})
-            got = cache[name] = sorted(ids) if ids else None
-            return got
         ids = fs.match_fields({"dns_domain": names})
         return sorted(ids) if ids else None
 
-    def _fast_udp(
-        self, pkt: tuple, payload: memoryview, src: int, sport: int, dst: int, dport: int, out: Out
-    ) -> bool:
-        """One DNS datagram on the fast path; False: the general path takes it."""
-        data = bytes(payload)
-        n = len(data)
-        if n < 17 or data[4] or data[5] != 1:  # one question
-            return False
-        off = 12  # the question's name: plain labels (the key is its lower-case bytes)
-        c = data[off]
-        while c:
-            if c > 63:
-                return False
-            off += 1 + c
-            if off >= n:
-                return False
-            c = data[off]
-        qend = off + 5
-        if qend > n:
-            return False
+    def _query_matched(self, e: tuple, k: int, end: int, pkt: tuple, out: Out) -> None:
+        """A query whose name matches (``k``: its transaction key, ``end``: where its
+        payload ends in its record): counted for tunneling, and the engine takes its
+        transaction (as the general path would)."""
+        msg = parse_dns(pkt[3][58:end])
         dis = self.dis
-        ts = pkt[0]
-        if not data[2] & 0x80:
-            key = (src, sport, dst, dport, data[0] << 8 | data[1], data[12:qend].lower())
-            p = self._pend.get(key)
-            if p is not None:  # a retransmission: held with its first query
-                p[3].append((*pkt[:3], bytes(pkt[3]), pkt[4]))
-                self.c["messages"] += 1
-                dis.c["queries"] += 1
-                if dis.detector is not None:
-                    q = p[0]
-                    dis.detector.observe(q.qname, q.qtype, ts, _ip_text(p[1][0]))
-                return True
-            try:
-                msg = parse_dns(data, records=False)
-            except DnsError:
-                return False  # counted as malformed by the general path
-            flow = (src.to_bytes(4, "big"), sport, dst.to_bytes(4, "big"), dport, 17)
-            det = dis.detector
-            if det is not None:
-                det.observe(msg.qname, msg.qtype, ts, _ip_text(flow[0]))
-            if self._name_ids([msg.qname]) is not None:
-                if data[10] or data[11]:  # EDNS (the DO flag) is the event's too
-                    msg = parse_dns(data)
-                dis.flow = flow
-                SessionMode._message(self, msg, [pkt], flow, out, ts)
-                return True
-            pend = self._pend
-            if len(pend) >= self.dis.cfg.max_transactions:
-                _, old = pend.popitem(last=False)
-                self.fast["evicted"] += 1
-                self.table.counters["evicted"] += 1
-                self._drop(old, unanswered=True)
-            pend[key] = [msg, flow, ts, [(*pkt[:3], bytes(pkt[3]), pkt[4])]]
-            self.fast["queries"] += 1
-            self.c["messages"] += 1
-            dis.c["queries"] += 1
-            self.table.counters["created"] += 1
-            return True
-        key = (dst, dport, src, sport, data[0] << 8 | data[1], data[12:qend].lower())
-        p = self._pend.pop(key, None)
-        if p is None:
-            return False  # its query took the general path, or none was seen
-        ids = None
-        full = None
-        if (data[6] or data[7]) and answers_have_type(data, TYPE_CNAME):
-            try:
-                full = parse_dns(data)
-            except DnsError:
-                full = None
-            if full is not None:
-                names = [full.qname]
-                for r in full.answers:
-                    if r[1] == TYPE_CNAME:
-                        names.append(r[0])
-                        names.append(r[4])
-                if len(names) > 1:
-                    ids = self._name_ids(names)
-        if ids is None:
-            self.c["messages"] += 1
-            dis.c["responses"] += 1
-            dis.c["answered"] += 1
-            self.table.unmatched_packets += 1
-            self._drop(p, unanswered=False)
-            return True
-        self._promote(p, out)
+        src, sport, dst, dport = _key_flow(k)
+        if e[2] is not None:
+            cli = self._clients.get(src) or self._client(src)
+            dis.detector.observe_prepared(e[2], e[3], pkt[0], cli)  # type: ignore[union-attr]
         flow = (src.to_bytes(4, "big"), sport, dst.to_bytes(4, "big"), dport, 17)
         dis.flow = flow
-        SessionMode._message(self, full, [pkt], flow, out, ts)
+        SessionMode._message(self, msg, [pkt], flow, out, pkt[0])
+
+    def _response_decides(self, e: tuple, k: int, p: tuple, end: int, pkt: tuple, out: Out) -> bool:
+        """The response of a waiting query ``p`` when its question matches or its answers
+        may hold a CNAME: if a name of the chain matches (or the question), the query
+        and the response go to the engine (True). False: no match, the caller drops
+        both."""
+        data = bytes(pkt[3][58:end])
+        full = None
+        if e[1] is None:
+            chain = cname_chain(data)
+            if chain is None:  # only a whole parse can tell
+                full = parse_dns(data)
+                chain = []
+                for r in full.answers:
+                    if r[1] == TYPE_CNAME:
+                        chain.append(r[0])
+                        chain.append(r[4])  # type: ignore[arg-type]
+            if not chain:
+                return False
+            verdicts = self._chain
+            for name in chain:
+                hit = verdicts.get(name)
+                if hit is None:
+                    if len(verdicts) >= _NAME_CACHE:
+                        verdicts.clear()
+                    hit = verdicts[name] = self._name_ids([name]) is not None
+                if hit:
+                    break
+            else:
+                return False
+        if full is None:
+            full = parse_dns(data)
+        self._promote(k, p, out)
+        src, sport, dst, dport = _key_flow(k)
+        flow = (dst.to_bytes(4, "big"), dport, src.to_bytes(4, "big"), sport, 17)
+        self.dis.flow = flow
+        SessionMode._message(self, full, [pkt], flow, out, pkt[0])
         return True
 
-    def _drop(self, p: list, unanswered: bool) -> None:
+    def _evict(self) -> None:
+        """The table of waiting queries is full: the oldest leaves (unanswered)."""
+        _, old = self._pend.popitem(last=False)
+        self.fast["evicted"] += 1
+        self.table.counters["evicted"] += 1
+        self._drop(old, unanswered=True)
+
+    def _drop(self, p: tuple, unanswered: bool) -> None:
         """A waiting query's transaction leaves without a match."""
         t = self.table
         t.counters["unmatched"] += 1
         t.counters["idle" if unanswered else "ended"] += 1
-        t.unmatched_packets += len(p[3])
+        t.unmatched_packets += (len(p) - 3) // 5
         self.fast["dropped"] += 1
         if unanswered:
             self.dis.c["unanswered"] += 1
 
-    def _promote(self, p: list, out: Out) -> None:
+    def _promote(self, k: int, p: tuple, out: Out) -> None:
         """Hand a waiting query (and its retransmissions) to the engine."""
-        msg, flow, ts, frames = p
-        if msg.arcount:  # read whole (EDNS, the DO flag) now that it is kept
-            msg = parse_dns(frames[0][3][16 + UDP4_PAYLOAD :])
+        frames = [p[j : j + 5] for j in range(3, len(p), 5)]
+        msg = parse_dns(frames[0][3][58 : p[2]])
         n = len(frames)
         self.c["messages"] -= n
         self.dis.c["queries"] -= n
         self.table.counters["created"] -= 1
         self.fast["promoted"] += 1
+        src, sport, dst, dport = _key_flow(k)
+        flow = (src.to_bytes(4, "big"), sport, dst.to_bytes(4, "big"), dport, 17)
         self.dis.flow = flow
-        SessionMode._message(self, msg, frames[:1], flow, out, ts)
+        SessionMode._message(self, msg, frames[:1], flow, out, p[0])
         for f in frames[1:]:
             SessionMode._message(self, msg, [f], flow, out, f[0])
 
     def _promote_all(self, out: Out) -> None:
         pend, self._pend = self._pend, OrderedDict()
-        for p in pend.values():
-            self._promote(p, out)
+        for key, p in pend.items():
+            self._promote(key, p, out)
 
     def _expire(self, now: int, out: Out) -> None:
         super()._expire(now, out)
@@ -764,7 +871,7 @@ class DnsMode(SessionMode):
         limit = now - self.dis.cfg.timeout_ns
         while pend:
             k = next(iter(pend))
-            if pend[k][2] >= limit:
+            if pend[k][0] >= limit:
                 break
             self._drop(pend.pop(k), unanswered=True)
 
