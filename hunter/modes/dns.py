@@ -255,6 +255,8 @@ class DnsDissector(Dissector):
         self.pair: tuple | None = None  # (query, time, response, time) of a TCP response
         self.flow: tuple = ()  # the flow of the message being handled (set by DnsMode)
         self.rtt = 0
+        self.rtt_of: DnsMessage | None = None  # the message self.rtt is for
+        self.box: list | None = None  # summary() of a TCP message, before on_message
         self.noq: dict[tuple, object] = {}  # key without question -> key of the query
         self.detector: TunnelDetector | None = (
             TunnelDetector(max_domains=cfg.max_domains) if cfg.detect_tunneling else None
@@ -289,8 +291,13 @@ class DnsDissector(Dissector):
     def on_message(self, s: Session, msg: DnsMessage, flow: tuple, ts: int) -> object:  # type: ignore[override]
         t = s.info
         self.rtt = 0
+        self.rtt_of = msg
         if type(t) is _Conn:
             self._conn_message(t, msg, ts)
+            box = self.box
+            if box is not None and box[0] is msg:  # summary() came first (see there)
+                box[1] = self.rtt
+                self.box = None
             return None
         if not t.queries and not t.responses:  # a readable session id
             k = s.key
@@ -360,7 +367,7 @@ class DnsDissector(Dissector):
         self.pair = None
         ev = lc_pb2.Event(start_ns=qts or rts, end_ns=rts)
         set_flow(ev, (flow[2], flow[3], flow[0], flow[1], flow[4]))
-        ev.dns.CopyFrom(self.detail(q, r, qts, rts, int(q is not None), 1))
+        self.fill(ev.dns, q, r, qts, rts, int(q is not None), 1)
         return ev
 
     def pending_events(self, s: Session) -> list[lc_pb2.Event]:
@@ -372,7 +379,7 @@ class DnsDissector(Dissector):
             ev = lc_pb2.Event(start_ns=qts, end_ns=s.end_ns or s.last_ns)
             if s.flow is not None:
                 set_flow(ev, s.flow)
-            ev.dns.CopyFrom(self.detail(q, None, qts, 0, 1, 0))
+            self.fill(ev.dns, q, None, qts, 0, 1, 0)
             out.append(ev)
         c.pending.clear()
         return out
@@ -390,8 +397,14 @@ class DnsDissector(Dissector):
             return msg.qr and not s.info.pending  # type: ignore[attr-defined]
         return msg.qr  # the response decides; nothing later would
 
-    def summary(self, msg: DnsMessage) -> tuple:  # type: ignore[override]
-        return (msg, self.rtt)  # formatted only when forwarded (meta)
+    def summary(self, msg: DnsMessage) -> tuple | list:  # type: ignore[override]
+        """``(message, RTT)``, formatted only when forwarded (:meth:`meta`). Over TCP
+        the engine asks before :meth:`on_message` has paired the message with its
+        query: a box then, which on_message fills in (meta reads it once decided)."""
+        if self.rtt_of is msg:
+            return (msg, self.rtt)
+        box = self.box = [msg, 0]
+        return box
 
     def after_message(self, s: Session, msg: DnsMessage, ts: int) -> None:  # type: ignore[override]
         if msg.qr and not s.end_ns and type(s.info) is _Txn:  # (a connection: FIN/RST)
@@ -410,44 +423,45 @@ class DnsDissector(Dissector):
         return got
 
     def meta(self, s: Session, tag: int, summary: object) -> lc_pb2.PacketMeta:
+        # Fields are set one by one, defaults left unset: upb builds that fastest.
+        pm = lc_pb2.PacketMeta(protocol="dns", session_id=s.name, filter_ids=s.ids)
         if summary is None:
-            return lc_pb2.PacketMeta(protocol="dns", session_id=s.name, filter_ids=s.ids)
+            return pm
         msg, rtt = summary  # type: ignore[misc]
         t = s.info
         if type(t) is _Txn:
-            if t.domain is None and msg.qname:
-                got = registered_domain(msg.qname.lower())
-                t.domain = got[0] if got else ""
             domain = t.domain
+            if domain is None and msg.qname:
+                got = registered_domain(msg.qname.lower())
+                domain = t.domain = got[0] if got else ""
         else:
             got = registered_domain(msg.qname.lower()) if msg.qname else None
             domain = got[0] if got else None
-        answers = [
-            f"{type_name(r[1])} {rdata_text(r[1], r[4])}" for r in msg.answers[:_META_ANSWERS]
-        ]
-        return lc_pb2.PacketMeta(
-            protocol="dns",
-            session_id=s.name,
-            filter_ids=s.ids,
-            dns=lc_pb2.DnsSummary(
-                id=msg.id,
-                qname=wire_text(msg.qname, _NAME_MAX),
-                qtype=msg.qtype,
-                rcode=msg.full_rcode if msg.qr else 0,
-                response=msg.qr,
-                answers=answers,
-                rtt_ns=rtt,
-                tunnel_score=self.domain_score(domain),
-            ),
-        )
+        d = pm.dns
+        d.id = msg.id
+        qname = msg.qname
+        d.qname = qname if len(qname) <= _NAME_MAX else wire_text(qname, _NAME_MAX)
+        d.qtype = msg.qtype
+        if msg.qr:
+            d.response = True
+            d.rcode = msg.full_rcode
+        if msg.answers:
+            d.answers.extend(
+                [f"{type_name(r[1])} {rdata_text(r[1], r[4])}" for r in msg.answers[:_META_ANSWERS]]
+            )
+        if rtt:
+            d.rtt_ns = rtt
+        score = self.domain_score(domain)
+        if score:
+            d.tunnel_score = score
+        return pm
 
     def describe(self, s: Session, ev: lc_pb2.Event) -> None:
         t: _Txn = s.info  # type: ignore[assignment]
         flow = t.client_flow or s.flow
         if flow is not None:
             set_flow(ev, flow)
-        d = self.detail(t.query, t.response, t.query_ns, t.response_ns, t.queries, t.responses)
-        ev.dns.CopyFrom(d)
+        self.fill(ev.dns, t.query, t.response, t.query_ns, t.response_ns, t.queries, t.responses)
 
     def detail(
         self,
@@ -459,36 +473,59 @@ class DnsDissector(Dissector):
         responses: int,
     ) -> lc_pb2.DnsEvent:
         """A transaction's event detail: its query and/or response, their times."""
+        d = lc_pb2.DnsEvent()
+        self.fill(d, q, r, qts, rts, queries, responses)
+        return d
+
+    def fill(
+        self,
+        d: lc_pb2.DnsEvent,
+        q: DnsMessage | None,
+        r: DnsMessage | None,
+        qts: int,
+        rts: int,
+        queries: int,
+        responses: int,
+    ) -> None:
+        """:meth:`detail` into ``d`` (an event's, set field by field: upb builds that
+        fastest; defaults are left unset, as the constructor leaves them)."""
         m = r if r is not None else q
         assert m is not None
-        d = lc_pb2.DnsEvent(
-            id=m.id,
-            opcode=m.opcode,
-            header_flags=list(m.header_flags),
-            qname=wire_text(m.qname, _NAME_MAX),
-            qtype=m.qtype,
-            qclass=m.qclass,
-            answered=r is not None,
-            queries=queries,
-            responses=responses,
-        )
+        d.id = m.id
+        if m.opcode:
+            d.opcode = m.opcode
+        flags = m.header_flags
+        if flags:
+            d.header_flags.extend(flags)
+        qname = m.qname
+        d.qname = qname if len(qname) <= _NAME_MAX else wire_text(qname, _NAME_MAX)
+        d.qtype = m.qtype
+        d.qclass = m.qclass
+        d.queries = queries
+        d.responses = responses
         if r is not None:
+            d.answered = True
             d.rcode = r.full_rcode
             if q is not None:
                 d.rtt_ns = _rtt(qts, rts)
-            for rec in r.answers[:_EVENT_ANSWERS]:
-                name, rtype, rclass, ttl, rdata = rec
-                d.answers.add(name=wire_text(name, _NAME_MAX), type=rtype, **{"class": rclass},
-                              ttl=ttl, data=rdata_text(rtype, rdata))  # fmt: skip
-                if rtype in (TYPE_A, TYPE_AAAA) and isinstance(rdata, str):
-                    d.resolved_ips.append(rdata)
-        if m.qname:
-            got = registered_domain(m.qname.lower())
+            if r.answers:
+                add = d.answers.add
+                ips = []
+                for rec in r.answers[:_EVENT_ANSWERS]:
+                    name, rtype, rclass, ttl, rdata = rec
+                    add(name=name if len(name) <= _NAME_MAX else wire_text(name, _NAME_MAX),
+                        type=rtype, ttl=ttl, data=rdata_text(rtype, rdata),
+                        **{"class": rclass})  # fmt: skip
+                    if rtype in (TYPE_A, TYPE_AAAA) and isinstance(rdata, str):
+                        ips.append(rdata)
+                if ips:
+                    d.resolved_ips.extend(ips)
+        if qname:
+            got = registered_domain(qname.lower())
             if got is not None:
                 d.registered_domain = wire_text(got[0], _NAME_MAX)
                 d.subdomain = wire_text(got[1], _NAME_MAX)
                 d.tunnel_score = self.domain_score(got[0])
-        return d
 
     def forgotten(self, s: Session) -> None:
         t: _Txn = s.info  # type: ignore[assignment]
@@ -553,6 +590,7 @@ class DnsMode(SessionMode):
         self._chain: dict[str, bool] = {}  # CNAME chain name -> matches a filter
         self._bpf: dict[tuple[str, int], object] = {}  # (filter id, link type) -> program
         self._cur: tuple[memoryview, int] | None = None  # the frame being handled
+        self._ids: tuple[str, ...] | None = None  # the match of the message being handled
         self.fast = dict.fromkeys(("queries", "dropped", "promoted", "evicted", "name_flushes"), 0)
 
     def apply(self, compiled) -> None:  # type: ignore[no-untyped-def]
@@ -576,6 +614,8 @@ class DnsMode(SessionMode):
     def _match(self, msg: object, ctx: object, flow: tuple) -> list[str] | None:
         """The engine's match, plus the ``bpf`` filters the frame that completes the
         message matches (a transaction, or a TCP connection, matches then)."""
+        if self._ids is not None:  # known already (the fast path's name cache)
+            return list(self._ids)
         ids = super()._match(msg, ctx, flow)
         progs = self._bpf
         cur = self._cur
@@ -621,6 +661,7 @@ class DnsMode(SessionMode):
         det = self.dis.detector
         observe = det.observe_prepared if det is not None else None
         clients = self._clients
+        datagram = self._datagram
         unassociated = held = again = answered = answered_frames = 0
         off = 0
         for i, cap in enumerate(cap_col):
@@ -632,7 +673,14 @@ class DnsMode(SessionMode):
             if lt == 1 and cap >= 59:  # Ethernet, IPv4, UDP and a one-byte question
                 (etype, vihl, total, frag, proto, src, dst, sport, dport, ulen, qid, flags, qd,
                  an) = unpack(rec, start + 28)  # fmt: skip
-                if etype == 0x0800 and vihl == 0x45 and not frag & 0x3FFF and proto == 17:
+                if (
+                    etype == 0x0800
+                    and vihl == 0x45
+                    and not frag & 0x3FFF
+                    and proto == 17
+                    and total >= 28
+                    and ulen >= 8
+                ):
                     if sport not in ports and dport not in ports:
                         unassociated += 1
                         continue
@@ -642,7 +690,7 @@ class DnsMode(SessionMode):
                         pe = off
                     if start + 50 + ulen < pe:
                         pe = start + 50 + ulen
-                    z = find(b"\0", start + 70, pe) if qd == 1 and total >= 28 and ulen >= 8 else -1
+                    z = find(b"\0", start + 70, pe) if qd == 1 else -1
                     if 0 < z <= pe - 5:
                         raw = rec[start + 70 : z + 5]  # the question: name, type, class
                         e = names.get(raw)
@@ -657,7 +705,7 @@ class DnsMode(SessionMode):
                                 if p is None:
                                     if ids is not None:  # its name matches
                                         pkt = (ts, cap, orig_col[i], mv[start:off], ifx)
-                                        self._query_matched(e, k, pe - start, pkt, out)
+                                        self._query_matched(e, k, an, pe - start, pkt, out)
                                         continue
                                     if prep is not None:
                                         cli = clients.get(src)
@@ -680,7 +728,7 @@ class DnsMode(SessionMode):
                                     pend[k] = (*p, ts, cap, orig_col[i], rec[start:off], ifx)
                                     again += 1
                                     continue
-                                # Another question with the same id: the general path.
+                                # Another question with the same id: the engine's.
                             else:
                                 k = ((dst << 16 | dport) << 48 | src << 16 | sport) << 16 | qid
                                 p = pend.get(k)
@@ -695,6 +743,13 @@ class DnsMode(SessionMode):
                                     answered += 1
                                     answered_frames += len(p)
                                     continue
+                    # Everything else of this shape (a response whose query the engine
+                    # follows, a malformed message...): the engine's datagram path,
+                    # without decoding the frame again.
+                    flow = (src.to_bytes(4, "big"), sport, dst.to_bytes(4, "big"), dport, 17)
+                    pkt = (ts_col[i], cap, orig_col[i], mv[start:off], ifx)
+                    datagram([pkt], mv[start + 58 : pe], flow, out)
+                    continue
             slow((ts_col[i], cap, orig_col[i], mv[start:off], ifx), lt, mv[start + 16 : off], out)
         c = self.c
         c["unassociated"] += unassociated
@@ -762,10 +817,10 @@ class DnsMode(SessionMode):
         ids = None
         fs = self._fs
         if fs is not None and len(fs):
-            got = fs.match_fields({"dns_domain": [name]})
+            got = fs.match("dns_domain", name)
             ids = tuple(sorted(got)) if got else None
         det = self.dis.detector
-        prep = det.prepare(name) if det is not None else None
+        prep = det.prepare(name, labels) if det is not None else None
         return (lkey, ids, prep, (lkey[n + 1] << 8 | lkey[n + 2]) in TUNNEL_TYPES)
 
     def _name_ids(self, names: list[str]) -> list[str] | None:
@@ -775,10 +830,10 @@ class DnsMode(SessionMode):
         ids = fs.match_fields({"dns_domain": names})
         return sorted(ids) if ids else None
 
-    def _query_matched(self, e: tuple, k: int, end: int, pkt: tuple, out: Out) -> None:
-        """A query whose name matches (``k``: its transaction key, ``end``: where its
-        payload ends in its record): counted for tunneling, and the engine takes its
-        transaction (as the general path would)."""
+    def _query_matched(self, e: tuple, k: int, an: int, end: int, pkt: tuple, out: Out) -> None:
+        """A query whose name matches (``k``: its transaction key, ``an``: its answer
+        count, ``end``: where its payload ends in its record): counted for tunneling,
+        and the engine takes its transaction (as the general path would)."""
         msg = parse_dns(pkt[3][58:end])
         dis = self.dis
         src, sport, dst, dport = _key_flow(k)
@@ -787,7 +842,10 @@ class DnsMode(SessionMode):
             dis.detector.observe_prepared(e[2], e[3], pkt[0], cli)  # type: ignore[union-attr]
         flow = (src.to_bytes(4, "big"), sport, dst.to_bytes(4, "big"), dport, 17)
         dis.flow = flow
+        if not an:  # the filters its name matches are all the engine's match would find
+            self._ids = e[1]
         SessionMode._message(self, msg, [pkt], flow, out, pkt[0])
+        self._ids = None
 
     def _response_decides(self, e: tuple, k: int, p: tuple, end: int, pkt: tuple, out: Out) -> bool:
         """The response of a waiting query ``p`` when its question matches or its answers
@@ -813,7 +871,7 @@ class DnsMode(SessionMode):
                 if hit is None:
                     if len(verdicts) >= _NAME_CACHE:
                         verdicts.clear()
-                    hit = verdicts[name] = self._name_ids([name]) is not None
+                    hit = verdicts[name] = bool(self._fs and self._fs.match("dns_domain", name))
                 if hit:
                     break
             else:

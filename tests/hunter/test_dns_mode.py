@@ -263,3 +263,29 @@ def test_a_response_captured_before_its_query_gives_no_negative_rtt(
     sent += through_the_wire(m.tick(T0 + 400 * 10**9), interfaces, 2)
     sent += through_the_wire(m.finish(), interfaces, 3)
     assert sent == 2  # both the query and the response, nothing lost
+
+
+@pytest.mark.parametrize(
+    "capture", ["dns/arkime_dns-tcp.pcap", "dns/suricata_dns-tcp-multirequest-buffer.pcap"]
+)
+def test_tcp_messages_carry_their_own_rtt(capture: str) -> None:
+    """Over TCP the engine asks for a message's summary before the dissector has paired
+    it with its query: each forwarded message still carries its own RTT (a query none,
+    a response its transaction's, as in the event), not the previous message's (it did:
+    every TCP metadata RTT was one message late)."""
+    path = CORPUS / capture
+    if not path.exists():
+        pytest.skip("corpus not present")
+    src = FileSource(str(path))
+    m = dns_mode(ModeContext(src.interfaces, "deny", "captured"), DnsConfig())
+    m.apply(compile_filters([Filter(id="f", type="dns_domain", pattern="*.*")], "h",
+                            DNS_FILTER_TYPES))  # fmt: skip
+    fwds = []
+    while (c := src.read()) is not None:
+        fwds.append(m.process(c))
+    fwds.append(m.finish())
+    metas = [mt.dns for f in fwds for _, mt in sorted(f.meta.items()) if mt.HasField("dns")]
+    rtts = {e.dns.id: e.dns.rtt_ns for f in fwds for e in f.events}
+    assert len(metas) >= 4 and all(rtts.values())
+    for d in metas:
+        assert d.rtt_ns == (rtts[d.id] if d.response else 0), d
