@@ -129,6 +129,7 @@ __all__ = [
     "TransactionKey",
     "answers_have_type",
     "cname_chain",
+    "cname_targets",
     "name_labels",
     "name_text",
     "opcode_name",
@@ -955,6 +956,51 @@ def cname_chain(data: bytes) -> list[str] | None:
             off = rend
     except DnsError:
         return None
+    return out
+
+
+def cname_targets(data: bytes, base: int, off: int, end: int) -> list[bytes] | None:
+    """The targets of the CNAME records of the answer section, as their raw wire
+    bytes (labels and root byte, case as sent), when the section has the usual shape
+    that makes :func:`cname_chain` need no names decoded: every answer's owner is a
+    pointer to the question (offset 12) or to an earlier CNAME's target, every CNAME
+    target is plain labels filling its rdata, and no answer has a type whose rdata
+    :func:`parse_dns` decodes other than A, AAAA (of the right length) and CNAME. The
+    chain is then the question's name and these targets. None: not that shape (ask
+    :func:`cname_chain`). The message is ``data[base:end]`` (e.g. a frame in a
+    capture buffer), its header and question already checked, its answers from
+    ``off``. Never raises."""
+    an = data[base + 6] << 8 | data[base + 7]
+    starts = {12}  # names the owners may point to: the question, then targets
+    out: list[bytes] = []
+    rr = _RR.unpack_from
+    for _ in range(an):
+        if off + 12 > end or data[off] < 0xC0:
+            return None
+        if ((data[off] & 0x3F) << 8 | data[off + 1]) not in starts:
+            return None
+        rtype, rclass, _ttl, rdlen = rr(data, off + 2)
+        off += 12
+        rend = off + rdlen
+        if rend > end:
+            return None
+        if rtype == TYPE_CNAME:
+            o = off
+            while o < rend:
+                c = data[o]
+                if c == 0 or c > 63:
+                    break
+                o += 1 + c
+            if o != rend - 1 or data[o] or rdlen > MAX_NAME_WIRE_LENGTH:
+                return None
+            starts.add(off - base)
+            out.append(data[off:rend])
+        elif rtype in (TYPE_A, TYPE_AAAA):
+            if rdlen != (4 if rtype == TYPE_A else 16) and (rclass == 1 or rclass & 0x7FFF == 1):
+                return None
+        elif rtype in _RDATA:
+            return None
+        off = rend
     return out
 
 

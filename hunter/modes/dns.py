@@ -52,9 +52,9 @@ from lc.common.dns import (
     DnsMessage,
     DnsTcpFramer,
     cname_chain,
+    cname_targets,
     name_text,
     parse_dns,
-    transaction_key,
     type_name,
 )
 from lc.common.dnstunnel import TUNNEL_TYPES, TunnelDetector, registered_domain
@@ -70,7 +70,7 @@ from lc.hunter.modes.base import (
     seconds_ns,
 )
 from lc.hunter.modes.sessions import IP_FRAGMENTS, Dissector, SessionMode, set_flow
-from lc.hunter.session import Out, Session, SessionLimits
+from lc.hunter.session import MATCHED, REJECTED, Out, Session, SessionLimits
 from lc.proto import lc_pb2
 
 __all__ = ["DNS_FILTER_TYPES", "SPEC", "DnsConfig", "DnsDissector", "DnsMode", "dns_mode"]
@@ -205,10 +205,30 @@ def _rtt(query_ns: int, response_ns: int) -> int:
     return response_ns - query_ns if response_ns >= query_ns else 0
 
 
-def _key_flow(k: int) -> tuple[int, int, int, int]:
-    """(client, client port, server, server port) of a fast-path transaction key:
-    ``((client << 16 | port) << 48 | server << 16 | port) << 16 | id``."""
-    return (k >> 80, (k >> 64) & 0xFFFF, (k >> 32) & 0xFFFFFFFF, (k >> 16) & 0xFFFF)
+def _wire_labels(raw: bytes) -> list[bytes]:
+    """The labels of a name in wire form without compression (checked already)."""
+    labels = []
+    off = 0
+    c = raw[0]
+    while c:
+        labels.append(raw[off + 1 : off + 1 + c])
+        off += 1 + c
+        c = raw[off]
+    return labels
+
+
+class _TxnKey(tuple):
+    """A transaction's session key: the fields of
+    :func:`~lc.common.dns.transaction_key` (transport, client, port, server, port, id,
+    question), whose text is the readable session id the engine names the session
+    by (``udp:10.0.0.1:4000-10.0.0.53:53#4660``)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"{self[0]}:{_ip_text(self[1])}:{self[2]}-{_ip_text(self[3])}:{self[4]}#{self[5]}"
+
+    __str__ = __repr__
 
 
 def _qkey(msg: DnsMessage) -> tuple:
@@ -263,6 +283,7 @@ class DnsDissector(Dissector):
         )
         self.last_scores: dict[str, float] = {}
         self.scores: dict[str, float] = {}
+        self.events_all = False  # --events all (set by DnsMode): rejected ones' events too
         self.c = dict.fromkeys(("queries", "responses", "unanswered", "answered",
                                 "orphan_responses"), 0)  # fmt: skip
 
@@ -278,12 +299,19 @@ class DnsDissector(Dissector):
         return parse_dns(payload)
 
     def session_key(self, msg: DnsMessage) -> object:  # type: ignore[override]
+        """:func:`~lc.common.dns.transaction_key`'s fields, as a :class:`_TxnKey`."""
         src, sport, dst, dport, proto = self.flow
         transport = "tcp" if proto == 6 else "udp"
-        if msg.qr and not msg.questions:
-            k = transaction_key(msg, src, sport, dst, dport, transport, question=False)
+        if msg.questions:
+            q = (msg.qname.lower(), msg.qtype, msg.qclass)
+        elif msg.qr:  # a response without a question meets its query by the rest
+            k = _TxnKey((transport, dst, dport, src, sport, msg.id, None))
             return self.noq.get(k, k)
-        return transaction_key(msg, src, sport, dst, dport, transport)
+        else:
+            q = None
+        if msg.qr:
+            return _TxnKey((transport, dst, dport, src, sport, msg.id, q))
+        return _TxnKey((transport, src, sport, dst, dport, msg.id, q))
 
     def new_info(self, msg: DnsMessage | None, flow: tuple) -> _Txn | _Conn:  # type: ignore[override]
         return _Conn() if msg is None else _Txn()
@@ -299,11 +327,6 @@ class DnsDissector(Dissector):
                 box[1] = self.rtt
                 self.box = None
             return None
-        if not t.queries and not t.responses:  # a readable session id
-            k = s.key
-            s.name = wire_text(
-                f"{k[0]}:{_ip_text(k[1])}:{k[2]}-{_ip_text(k[3])}:{k[4]}#{k[5]}"  # type: ignore[index]
-            )
         if msg.qr:
             self.c["responses"] += 1
             t.responses += 1
@@ -365,6 +388,8 @@ class DnsDissector(Dissector):
             return None
         q, qts, r, rts = self.pair
         self.pair = None
+        if s.state == REJECTED and not self.events_all:
+            return None  # the engine would not send it: not built
         ev = lc_pb2.Event(start_ns=qts or rts, end_ns=rts)
         set_flow(ev, (flow[2], flow[3], flow[0], flow[1], flow[4]))
         self.fill(ev.dns, q, r, qts, rts, int(q is not None), 1)
@@ -374,8 +399,11 @@ class DnsDissector(Dissector):
         """The unanswered queries of a TCP connection leaving the table, as events."""
         c: _Conn = s.info  # type: ignore[assignment]
         out = []
+        build = s.state == MATCHED or self.events_all  # else the engine would not send them
         for q, qts in c.pending.values():
             self.c["unanswered"] += 1
+            if not build:
+                continue
             ev = lc_pb2.Event(start_ns=qts, end_ns=s.end_ns or s.last_ns)
             if s.flow is not None:
                 set_flow(ev, s.flow)
@@ -575,19 +603,23 @@ class DnsMode(SessionMode):
 
     def __init__(self, ctx: ModeContext, dissector: DnsDissector, limits: SessionLimits) -> None:
         super().__init__(ctx, dissector, limits)
+        dissector.events_all = self.events_all
         self._report_at = 0
         self._tunnel: list[lc_pb2.DnsTunnelStats] = []
         self.reports = 0
-        # Queries waiting (fast path), oldest first: transaction key (an int, see
-        # _key_flow) -> (time, question key, payload end, then per frame: time,
-        # caplen, origlen, record, interface). Flat tuples of atoms and int keys:
-        # the garbage collector stops tracking them (a list per query cost more in
-        # collections than the rest of the fast path).
-        self._pend: OrderedDict[int, tuple] = OrderedDict()
+        # Queries waiting (fast path), oldest first: (client, port, server, port, id)
+        # as ints -> (time, question key, payload end, then per frame: time, caplen,
+        # origlen, record, interface). Tuples of atoms: the garbage collector stops
+        # tracking them at its first look (a list per query cost more in collections
+        # than the rest of the fast path).
+        self._pend: OrderedDict[tuple, tuple] = OrderedDict()
         # question as sent, and lower-cased -> _entry(question) (fast path)
         self._names: dict[bytes, tuple | bool] = {}
         self._clients: dict[int, str] = {}  # IPv4 address -> text (fast path)
-        self._chain: dict[str, bool] = {}  # CNAME chain name -> matches a filter
+        # CNAME chain name (text, or raw target) -> matches a filter (fast path)
+        self._chain: dict[str | bytes, bool] = {}
+        self._rec: bytes = b""  # the chunk being read (fast path)
+        self._at = 0  # where the frame being read starts in it
         self._bpf: dict[tuple[str, int], object] = {}  # (filter id, link type) -> program
         self._cur: tuple[memoryview, int] | None = None  # the frame being handled
         self._ids: tuple[str, ...] | None = None  # the match of the message being handled
@@ -644,7 +676,7 @@ class DnsMode(SessionMode):
             return
         interfaces = self.interfaces
         single = chunk.iface if isinstance(chunk.iface, int) else None
-        rec = chunk.records
+        rec = self._rec = chunk.records
         mv = memoryview(rec)
         find = rec.find
         ports = self.dis.ports
@@ -700,7 +732,7 @@ class DnsMode(SessionMode):
                             lkey, ids, prep, ttype = e
                             ts = ts_col[i]
                             if flags < 0x8000:  # a query: client first in the key
-                                k = ((src << 16 | sport) << 48 | dst << 16 | dport) << 16 | qid
+                                k = (src, sport, dst, dport, qid)
                                 p = pend.get(k)
                                 if p is None:
                                     if ids is not None:  # its name matches
@@ -730,7 +762,7 @@ class DnsMode(SessionMode):
                                     continue
                                 # Another question with the same id: the engine's.
                             else:
-                                k = ((dst << 16 | dport) << 48 | src << 16 | sport) << 16 | qid
+                                k = (dst, dport, src, sport, qid)
                                 p = pend.get(k)
                                 if p is not None and (p[1] is lkey or p[1] == lkey):
                                     del pend[k]
@@ -738,7 +770,8 @@ class DnsMode(SessionMode):
                                     # query), or a name of its CNAME chain may: decide.
                                     if ids is not None or (an and find(b"\0\5", z + 5, pe) >= 0):
                                         pkt = (ts, cap, orig_col[i], mv[start:off], ifx)
-                                        if self._response_decides(e, k, p, pe - start, pkt, out):
+                                        self._at = start
+                                        if self._response_decides(e, k, p, z + 5, pe, pkt, out):
                                             continue
                                     answered += 1
                                     answered_frames += len(p)
@@ -767,6 +800,7 @@ class DnsMode(SessionMode):
             # (each waiting query's frames: 5 fields each after 3)
             self.table.unmatched_packets += answered + (answered_frames - 3 * answered) // 5
             self.fast["dropped"] += answered
+        self._rec = b""
         if len(ts_col):
             last = ts_col[len(ts_col) - 1]
             if last > self._clock:
@@ -830,13 +864,13 @@ class DnsMode(SessionMode):
         ids = fs.match_fields({"dns_domain": names})
         return sorted(ids) if ids else None
 
-    def _query_matched(self, e: tuple, k: int, an: int, end: int, pkt: tuple, out: Out) -> None:
+    def _query_matched(self, e: tuple, k: tuple, an: int, end: int, pkt: tuple, out: Out) -> None:
         """A query whose name matches (``k``: its transaction key, ``an``: its answer
         count, ``end``: where its payload ends in its record): counted for tunneling,
         and the engine takes its transaction (as the general path would)."""
         msg = parse_dns(pkt[3][58:end])
         dis = self.dis
-        src, sport, dst, dport = _key_flow(k)
+        src, sport, dst, dport, _ = k
         if e[2] is not None:
             cli = self._clients.get(src) or self._client(src)
             dis.detector.observe_prepared(e[2], e[3], pkt[0], cli)  # type: ignore[union-attr]
@@ -847,43 +881,59 @@ class DnsMode(SessionMode):
         SessionMode._message(self, msg, [pkt], flow, out, pkt[0])
         self._ids = None
 
-    def _response_decides(self, e: tuple, k: int, p: tuple, end: int, pkt: tuple, out: Out) -> bool:
+    def _response_decides(
+        self, e: tuple, k: tuple, p: tuple, qend: int, pe: int, pkt: tuple, out: Out
+    ) -> bool:
         """The response of a waiting query ``p`` when its question matches or its answers
-        may hold a CNAME: if a name of the chain matches (or the question), the query
-        and the response go to the engine (True). False: no match, the caller drops
-        both."""
-        data = bytes(pkt[3][58:end])
+        may hold a CNAME (``qend``, ``pe``: where its answers start and its payload
+        ends in :attr:`_rec`, the chunk's records, where it starts at ``_at``): if a
+        name of the chain matches (or the question), the query and the response go to
+        the engine (True). False: no match, the caller drops both."""
+        rec, base = self._rec, self._at + 58
         full = None
         if e[1] is None:
-            chain = cname_chain(data)
-            if chain is None:  # only a whole parse can tell
-                full = parse_dns(data)
-                chain = []
-                for r in full.answers:
-                    if r[1] == TYPE_CNAME:
-                        chain.append(r[0])
-                        chain.append(r[4])  # type: ignore[arg-type]
-            if not chain:
-                return False
             verdicts = self._chain
-            for name in chain:
+            targets = cname_targets(rec, base, qend, pe)
+            if targets is not None:  # the usual shape: the targets' raw bytes will do
+                names: list = targets
+            else:
+                data = rec[base:pe]
+                chain = cname_chain(data)
+                if chain is None:  # only a whole parse can tell
+                    full = parse_dns(data)
+                    chain = []
+                    for r in full.answers:
+                        if r[1] == TYPE_CNAME:
+                            chain.append(r[0])
+                            chain.append(r[4])  # type: ignore[arg-type]
+                names = chain
+            for name in names:
                 hit = verdicts.get(name)
                 if hit is None:
-                    if len(verdicts) >= _NAME_CACHE:
-                        verdicts.clear()
-                    hit = verdicts[name] = bool(self._fs and self._fs.match("dns_domain", name))
+                    hit = self._verdict(name)
                 if hit:
                     break
             else:
                 return False
         if full is None:
-            full = parse_dns(data)
+            full = parse_dns(rec[base:pe])
         self._promote(k, p, out)
-        src, sport, dst, dport = _key_flow(k)
+        src, sport, dst, dport, _ = k
         flow = (dst.to_bytes(4, "big"), dport, src.to_bytes(4, "big"), sport, 17)
         self.dis.flow = flow
         SessionMode._message(self, full, [pkt], flow, out, pkt[0])
         return True
+
+    def _verdict(self, name: str | bytes) -> bool:
+        """Whether a name of a CNAME chain matches a ``dns_domain`` filter; the name as
+        text, or as raw wire bytes (a target read by :func:`cname_targets`). Kept."""
+        verdicts = self._chain
+        if len(verdicts) >= _NAME_CACHE:
+            verdicts.clear()
+        text = name if isinstance(name, str) else name_text(_wire_labels(name))
+        fs = self._fs
+        hit = verdicts[name] = bool(fs is not None and fs.match("dns_domain", text))
+        return hit
 
     def _evict(self) -> None:
         """The table of waiting queries is full: the oldest leaves (unanswered)."""
@@ -902,7 +952,7 @@ class DnsMode(SessionMode):
         if unanswered:
             self.dis.c["unanswered"] += 1
 
-    def _promote(self, k: int, p: tuple, out: Out) -> None:
+    def _promote(self, k: tuple, p: tuple, out: Out) -> None:
         """Hand a waiting query (and its retransmissions) to the engine."""
         frames = [p[j : j + 5] for j in range(3, len(p), 5)]
         msg = parse_dns(frames[0][3][58 : p[2]])
@@ -911,7 +961,7 @@ class DnsMode(SessionMode):
         self.dis.c["queries"] -= n
         self.table.counters["created"] -= 1
         self.fast["promoted"] += 1
-        src, sport, dst, dport = _key_flow(k)
+        src, sport, dst, dport, _ = k
         flow = (src.to_bytes(4, "big"), sport, dst.to_bytes(4, "big"), dport, 17)
         self.dis.flow = flow
         SessionMode._message(self, msg, frames[:1], flow, out, p[0])
