@@ -607,8 +607,8 @@ class DnsMode(SessionMode):
         self._report_at = 0
         self._tunnel: list[lc_pb2.DnsTunnelStats] = []
         self.reports = 0
-        # Queries waiting (fast path), oldest first: (client, port, server, port, id)
-        # as ints -> (time, question key, payload end, then per frame: time, caplen,
+        # Queries waiting (fast path), oldest first: (client, port, server, port, id
+        # as ints, question key) -> (time, payload end, then per frame: time, caplen,
         # origlen, record, interface). Tuples of atoms: the garbage collector stops
         # tracking them at its first look (a list per query cost more in collections
         # than the rest of the fast path).
@@ -616,6 +616,7 @@ class DnsMode(SessionMode):
         # question as sent, and lower-cased -> _entry(question) (fast path)
         self._names: dict[bytes, tuple | bool] = {}
         self._clients: dict[int, str] = {}  # IPv4 address -> text (fast path)
+        self._preps: dict[str, object] = {}  # question name -> prepare() (general path)
         # CNAME chain name (text, or raw target) -> matches a filter (fast path)
         self._chain: dict[str | bytes, bool] = {}
         self._rec: bytes = b""  # the chunk being read (fast path)
@@ -689,6 +690,7 @@ class DnsMode(SessionMode):
         names = self._names
         entry = self._entry
         pend = self._pend
+        hold, pop = pend.setdefault, pend.pop
         max_pend = self.dis.cfg.max_transactions
         det = self.dis.detector
         observe = det.observe_prepared if det is not None else None
@@ -732,50 +734,39 @@ class DnsMode(SessionMode):
                             lkey, ids, prep, ttype = e
                             ts = ts_col[i]
                             if flags < 0x8000:  # a query: client first in the key
-                                k = (src, sport, dst, dport, qid)
-                                p = pend.get(k)
-                                if p is None:
-                                    if ids is not None:  # its name matches
-                                        pkt = (ts, cap, orig_col[i], mv[start:off], ifx)
-                                        self._query_matched(e, k, an, pe - start, pkt, out)
-                                        continue
-                                    if prep is not None:
-                                        cli = clients.get(src)
-                                        if cli is None:
-                                            cli = self._client(src)
-                                        observe(prep, ttype, ts, cli)
-                                    if len(pend) >= max_pend:
-                                        self._evict()
-                                    pend[k] = (ts, lkey, pe - start, ts, cap, orig_col[i],
-                                               rec[start:off], ifx)  # fmt: skip
+                                k = (src, sport, dst, dport, qid, lkey)
+                                if ids is not None and k not in pend:  # its name matches
+                                    pkt = (ts, cap, orig_col[i], mv[start:off], ifx)
+                                    self._query_matched(e, k, an, pe - start, pkt, out)
+                                    continue
+                                if prep is not None:
+                                    cli = clients.get(src)
+                                    if cli is None:
+                                        cli = self._client(src)
+                                    observe(prep, ttype, ts, cli)
+                                if len(pend) >= max_pend and k not in pend:
+                                    self._evict()
+                                v = (ts, pe - start, ts, cap, orig_col[i], rec[start:off], ifx)
+                                p = hold(k, v)
+                                if p is v:
                                     held += 1
-                                    continue
-                                if p[1] is lkey or p[1] == lkey:
-                                    # A retransmission: held with the first.
-                                    if prep is not None:
-                                        cli = clients.get(src)
-                                        if cli is None:
-                                            cli = self._client(src)
-                                        observe(prep, ttype, ts, cli)
-                                    pend[k] = (*p, ts, cap, orig_col[i], rec[start:off], ifx)
+                                else:  # a retransmission: held with the first
+                                    pend[k] = p + v[2:]
                                     again += 1
-                                    continue
-                                # Another question with the same id: the engine's.
-                            else:
-                                k = (dst, dport, src, sport, qid)
-                                p = pend.get(k)
-                                if p is not None and (p[1] is lkey or p[1] == lkey):
-                                    del pend[k]
-                                    # The question matches (filters changed since the
-                                    # query), or a name of its CNAME chain may: decide.
-                                    if ids is not None or (an and find(b"\0\5", z + 5, pe) >= 0):
-                                        pkt = (ts, cap, orig_col[i], mv[start:off], ifx)
-                                        self._at = start
-                                        if self._response_decides(e, k, p, z + 5, pe, pkt, out):
-                                            continue
-                                    answered += 1
-                                    answered_frames += len(p)
-                                    continue
+                                continue
+                            p = pop((dst, dport, src, sport, qid, lkey), None)
+                            if p is not None:
+                                # The question matches (filters changed since the
+                                # query), or a name of its CNAME chain may: decide.
+                                if ids is not None or (an and find(b"\0\5", z + 5, pe) >= 0):
+                                    pkt = (ts, cap, orig_col[i], mv[start:off], ifx)
+                                    self._at = start
+                                    k = (dst, dport, src, sport, qid, lkey)
+                                    if self._response_decides(e, k, p, z + 5, pe, pkt, out):
+                                        continue
+                                answered += 1
+                                answered_frames += len(p)
+                                continue
                     # Everything else of this shape (a response whose query the engine
                     # follows, a malformed message...): the engine's datagram path,
                     # without decoding the frame again.
@@ -797,8 +788,8 @@ class DnsMode(SessionMode):
             dc["answered"] += answered
             tc["unmatched"] += answered
             tc["ended"] += answered
-            # (each waiting query's frames: 5 fields each after 3)
-            self.table.unmatched_packets += answered + (answered_frames - 3 * answered) // 5
+            # (each waiting query's frames: 5 fields each after 2)
+            self.table.unmatched_packets += answered + (answered_frames - 2 * answered) // 5
             self.fast["dropped"] += answered
         self._rec = b""
         if len(ts_col):
@@ -870,7 +861,7 @@ class DnsMode(SessionMode):
         and the engine takes its transaction (as the general path would)."""
         msg = parse_dns(pkt[3][58:end])
         dis = self.dis
-        src, sport, dst, dport, _ = k
+        src, sport, dst, dport = k[:4]
         if e[2] is not None:
             cli = self._clients.get(src) or self._client(src)
             dis.detector.observe_prepared(e[2], e[3], pkt[0], cli)  # type: ignore[union-attr]
@@ -918,7 +909,7 @@ class DnsMode(SessionMode):
         if full is None:
             full = parse_dns(rec[base:pe])
         self._promote(k, p, out)
-        src, sport, dst, dport, _ = k
+        src, sport, dst, dport = k[:4]
         flow = (dst.to_bytes(4, "big"), dport, src.to_bytes(4, "big"), sport, 17)
         self.dis.flow = flow
         SessionMode._message(self, full, [pkt], flow, out, pkt[0])
@@ -947,21 +938,21 @@ class DnsMode(SessionMode):
         t = self.table
         t.counters["unmatched"] += 1
         t.counters["idle" if unanswered else "ended"] += 1
-        t.unmatched_packets += (len(p) - 3) // 5
+        t.unmatched_packets += (len(p) - 2) // 5
         self.fast["dropped"] += 1
         if unanswered:
             self.dis.c["unanswered"] += 1
 
     def _promote(self, k: tuple, p: tuple, out: Out) -> None:
         """Hand a waiting query (and its retransmissions) to the engine."""
-        frames = [p[j : j + 5] for j in range(3, len(p), 5)]
-        msg = parse_dns(frames[0][3][58 : p[2]])
+        frames = [p[j : j + 5] for j in range(2, len(p), 5)]
+        msg = parse_dns(frames[0][3][58 : p[1]])
         n = len(frames)
         self.c["messages"] -= n
         self.dis.c["queries"] -= n
         self.table.counters["created"] -= 1
         self.fast["promoted"] += 1
-        src, sport, dst, dport, _ = k
+        src, sport, dst, dport = k[:4]
         flow = (src.to_bytes(4, "big"), sport, dst.to_bytes(4, "big"), dport, 17)
         self.dis.flow = flow
         SessionMode._message(self, msg, frames[:1], flow, out, p[0])
@@ -986,15 +977,26 @@ class DnsMode(SessionMode):
     def _message(self, msg: object, frames: list, flow: tuple, out, ts: int) -> None:
         dis = self.dis
         dis.flow = flow
-        det = dis.detector
-        if det is not None and not msg.qr and msg.questions:  # type: ignore[attr-defined]
-            det.observe(msg.qname, msg.qtype, ts, _ip_text(flow[0]))  # type: ignore[attr-defined]
+        if dis.detector is not None and not msg.qr and msg.questions:  # type: ignore[attr-defined]
+            self._observe(msg, ts, flow[0])
         super()._message(msg, frames, flow, out, ts)
 
+    def _observe(self, msg: DnsMessage, ts: int, client: bytes) -> None:
+        """A query the general path reads, counted for tunneling (its name's prepared
+        measures kept, as the fast path keeps them by the question's bytes)."""
+        preps = self._preps
+        p = preps.get(msg.qname)
+        if p is None:
+            if len(preps) >= _NAME_CACHE:
+                preps.clear()
+            p = preps[msg.qname] = self.dis.detector.prepare(msg.qname)  # type: ignore[union-attr]
+        self.dis.detector.observe_prepared(  # type: ignore[union-attr]
+            p, msg.qtype in TUNNEL_TYPES, ts, _ip_text(client)
+        )
+
     def _conn_message(self, s: Session, msg: object, toks: list, flow: tuple, out, ts: int) -> None:
-        det = self.dis.detector
-        if det is not None and not msg.qr and msg.questions:  # type: ignore[attr-defined]
-            det.observe(msg.qname, msg.qtype, ts, _ip_text(flow[0]))  # type: ignore[attr-defined]
+        if self.dis.detector is not None and not msg.qr and msg.questions:  # type: ignore[attr-defined]
+            self._observe(msg, ts, flow[0])  # type: ignore[arg-type]
         super()._conn_message(s, msg, toks, flow, out, ts)
 
     def _forgotten(self, s: Session) -> None:
