@@ -89,6 +89,8 @@ _CONN_PENDING = 64  # queries of one TCP connection waiting for their responses
 # question count, answer count. The DNS header is at frame offset 42, its question
 # at 54 (record offsets 58 and 70: a chunk's record has a 16-byte header).
 _PEEK_DNS4 = struct.Struct("!HBxHxxHxBxxIIHHHxxHHHH")
+_LENGTHS = struct.Struct("!H20xH")  # IP total length, UDP length (record offsets 32, 54)
+_REC = struct.Struct("<IIII")  # a record's pcap header
 
 
 def flag(text: str | bool) -> bool:
@@ -215,6 +217,39 @@ def _wire_labels(raw: bytes) -> list[bytes]:
         off += 1 + c
         c = raw[off]
     return labels
+
+
+def _key_flow(k: int) -> tuple[int, int, int, int]:
+    """(client, port, server, port) of a fast-path transaction key: ``question
+    number << 112 | ((client << 16 | port) << 48 | server << 16 | port) << 16 | id``."""
+    return (
+        (k >> 80) & 0xFFFFFFFF,
+        (k >> 64) & 0xFFFF,
+        (k >> 32) & 0xFFFFFFFF,
+        (k >> 16) & 0xFFFF,
+    )
+
+
+def _pairs(p: bytes | tuple) -> tuple:
+    """A waiting query's frames as ((record, interface), ...)."""
+    return ((p, 0),) if type(p) is bytes else p
+
+
+def _frames(p: bytes | tuple) -> list[tuple]:
+    """A waiting query's frames as the engine takes them: (time, caplen, origlen,
+    record, interface)."""
+    out = []
+    for rec, ifx in _pairs(p):
+        sec, nsec, cap, orig = _REC.unpack_from(rec, 0)
+        out.append((sec * 1_000_000_000 + nsec, cap, orig, rec, ifx))
+    return out
+
+
+def _payload(rec: bytes) -> bytes:
+    """The DNS message of a record the fast path took (Ethernet, IPv4, UDP): up to
+    where the IP and UDP lengths end it, as the decoder reads it."""
+    total, ulen = _LENGTHS.unpack_from(rec, 32)
+    return rec[58 : min(len(rec), 30 + total, 50 + ulen)]
 
 
 class _TxnKey(tuple):
@@ -607,12 +642,13 @@ class DnsMode(SessionMode):
         self._report_at = 0
         self._tunnel: list[lc_pb2.DnsTunnelStats] = []
         self.reports = 0
-        # Queries waiting (fast path), oldest first: (client, port, server, port, id
-        # as ints, question key) -> (time, payload end, then per frame: time, caplen,
-        # origlen, record, interface). Tuples of atoms: the garbage collector stops
-        # tracking them at its first look (a list per query cost more in collections
-        # than the rest of the fast path).
-        self._pend: OrderedDict[tuple, tuple] = OrderedDict()
+        # Queries waiting (fast path), oldest first: transaction key (an int, see
+        # _key_flow) -> the query's record (pcap header and frame) when on interface
+        # 0, else ((record, interface), ...), retransmissions included. Ints and
+        # bytes: nothing the garbage collector follows (a tuple per query cost more
+        # in its collections than the rest of the fast path).
+        self._pend: OrderedDict[int, bytes | tuple] = OrderedDict()
+        self._serial = 0  # numbers the questions of the name cache (in the keys)
         # question as sent, and lower-cased -> _entry(question) (fast path)
         self._names: dict[bytes, tuple | bool] = {}
         self._clients: dict[int, str] = {}  # IPv4 address -> text (fast path)
@@ -731,10 +767,10 @@ class DnsMode(SessionMode):
                         if e is None:
                             e = entry(raw)
                         if e:
-                            lkey, ids, prep, ttype = e
+                            _, ids, prep, ttype, hi = e
                             ts = ts_col[i]
                             if flags < 0x8000:  # a query: client first in the key
-                                k = (src, sport, dst, dport, qid, lkey)
+                                k = hi | ((src << 16 | sport) << 48 | dst << 16 | dport) << 16 | qid
                                 if ids is not None and k not in pend:  # its name matches
                                     pkt = (ts, cap, orig_col[i], mv[start:off], ifx)
                                     self._query_matched(e, k, an, pe - start, pkt, out)
@@ -746,26 +782,34 @@ class DnsMode(SessionMode):
                                     observe(prep, ttype, ts, cli)
                                 if len(pend) >= max_pend and k not in pend:
                                     self._evict()
-                                v = (ts, pe - start, ts, cap, orig_col[i], rec[start:off], ifx)
+                                v = rec[start:off] if not ifx else ((rec[start:off], ifx),)
                                 p = hold(k, v)
                                 if p is v:
                                     held += 1
                                 else:  # a retransmission: held with the first
-                                    pend[k] = p + v[2:]
+                                    pend[k] = _pairs(p) + _pairs(v)
                                     again += 1
                                 continue
-                            p = pop((dst, dport, src, sport, qid, lkey), None)
+                            p = pop(
+                                hi | ((dst << 16 | dport) << 48 | src << 16 | sport) << 16 | qid,
+                                None,
+                            )
                             if p is not None:
                                 # The question matches (filters changed since the
                                 # query), or a name of its CNAME chain may: decide.
                                 if ids is not None or (an and find(b"\0\5", z + 5, pe) >= 0):
                                     pkt = (ts, cap, orig_col[i], mv[start:off], ifx)
                                     self._at = start
-                                    k = (dst, dport, src, sport, qid, lkey)
+                                    k = (
+                                        hi
+                                        | ((dst << 16 | dport) << 48 | src << 16 | sport) << 16
+                                        | qid
+                                    )
                                     if self._response_decides(e, k, p, z + 5, pe, pkt, out):
                                         continue
                                 answered += 1
-                                answered_frames += len(p)
+                                if type(p) is not bytes:
+                                    answered_frames += len(p) - 1
                                 continue
                     # Everything else of this shape (a response whose query the engine
                     # follows, a malformed message...): the engine's datagram path,
@@ -788,8 +832,7 @@ class DnsMode(SessionMode):
             dc["answered"] += answered
             tc["unmatched"] += answered
             tc["ended"] += answered
-            # (each waiting query's frames: 5 fields each after 2)
-            self.table.unmatched_packets += answered + (answered_frames - 2 * answered) // 5
+            self.table.unmatched_packets += 2 * answered + answered_frames
             self.fast["dropped"] += answered
         self._rec = b""
         if len(ts_col):
@@ -846,7 +889,9 @@ class DnsMode(SessionMode):
             ids = tuple(sorted(got)) if got else None
         det = self.dis.detector
         prep = det.prepare(name, labels) if det is not None else None
-        return (lkey, ids, prep, (lkey[n + 1] << 8 | lkey[n + 2]) in TUNNEL_TYPES)
+        self._serial += 1
+        tunnel_type = (lkey[n + 1] << 8 | lkey[n + 2]) in TUNNEL_TYPES
+        return (lkey, ids, prep, tunnel_type, self._serial << 112)
 
     def _name_ids(self, names: list[str]) -> list[str] | None:
         fs = self._fs
@@ -855,13 +900,13 @@ class DnsMode(SessionMode):
         ids = fs.match_fields({"dns_domain": names})
         return sorted(ids) if ids else None
 
-    def _query_matched(self, e: tuple, k: tuple, an: int, end: int, pkt: tuple, out: Out) -> None:
+    def _query_matched(self, e: tuple, k: int, an: int, end: int, pkt: tuple, out: Out) -> None:
         """A query whose name matches (``k``: its transaction key, ``an``: its answer
         count, ``end``: where its payload ends in its record): counted for tunneling,
         and the engine takes its transaction (as the general path would)."""
         msg = parse_dns(pkt[3][58:end])
         dis = self.dis
-        src, sport, dst, dport = k[:4]
+        src, sport, dst, dport = _key_flow(k)
         if e[2] is not None:
             cli = self._clients.get(src) or self._client(src)
             dis.detector.observe_prepared(e[2], e[3], pkt[0], cli)  # type: ignore[union-attr]
@@ -873,7 +918,7 @@ class DnsMode(SessionMode):
         self._ids = None
 
     def _response_decides(
-        self, e: tuple, k: tuple, p: tuple, qend: int, pe: int, pkt: tuple, out: Out
+        self, e: tuple, k: int, p: bytes | tuple, qend: int, pe: int, pkt: tuple, out: Out
     ) -> bool:
         """The response of a waiting query ``p`` when its question matches or its answers
         may hold a CNAME (``qend``, ``pe``: where its answers start and its payload
@@ -909,7 +954,7 @@ class DnsMode(SessionMode):
         if full is None:
             full = parse_dns(rec[base:pe])
         self._promote(k, p, out)
-        src, sport, dst, dport = k[:4]
+        src, sport, dst, dport = _key_flow(k)
         flow = (dst.to_bytes(4, "big"), dport, src.to_bytes(4, "big"), sport, 17)
         self.dis.flow = flow
         SessionMode._message(self, full, [pkt], flow, out, pkt[0])
@@ -933,29 +978,29 @@ class DnsMode(SessionMode):
         self.table.counters["evicted"] += 1
         self._drop(old, unanswered=True)
 
-    def _drop(self, p: tuple, unanswered: bool) -> None:
+    def _drop(self, p: bytes | tuple, unanswered: bool) -> None:
         """A waiting query's transaction leaves without a match."""
         t = self.table
         t.counters["unmatched"] += 1
         t.counters["idle" if unanswered else "ended"] += 1
-        t.unmatched_packets += (len(p) - 2) // 5
+        t.unmatched_packets += 1 if type(p) is bytes else len(p)
         self.fast["dropped"] += 1
         if unanswered:
             self.dis.c["unanswered"] += 1
 
-    def _promote(self, k: tuple, p: tuple, out: Out) -> None:
+    def _promote(self, k: int, p: bytes | tuple, out: Out) -> None:
         """Hand a waiting query (and its retransmissions) to the engine."""
-        frames = [p[j : j + 5] for j in range(2, len(p), 5)]
-        msg = parse_dns(frames[0][3][58 : p[1]])
+        frames = _frames(p)
+        msg = parse_dns(_payload(frames[0][3]))
         n = len(frames)
         self.c["messages"] -= n
         self.dis.c["queries"] -= n
         self.table.counters["created"] -= 1
         self.fast["promoted"] += 1
-        src, sport, dst, dport = k[:4]
+        src, sport, dst, dport = _key_flow(k)
         flow = (src.to_bytes(4, "big"), sport, dst.to_bytes(4, "big"), dport, 17)
         self.dis.flow = flow
-        SessionMode._message(self, msg, frames[:1], flow, out, p[0])
+        SessionMode._message(self, msg, frames[:1], flow, out, frames[0][0])
         for f in frames[1:]:
             SessionMode._message(self, msg, [f], flow, out, f[0])
 
@@ -970,7 +1015,7 @@ class DnsMode(SessionMode):
         limit = now - self.dis.cfg.timeout_ns
         while pend:
             k = next(iter(pend))
-            if pend[k][0] >= limit:
+            if _frames(pend[k])[0][0] >= limit:
                 break
             self._drop(pend.pop(k), unanswered=True)
 
