@@ -617,21 +617,40 @@ class DnsMode(SessionMode):
     """The session engine with a DNS dissector, plus tunneling statistics.
 
     **Fast path** (the bulk of a resolver's traffic, when the filters are only
-    ``dns_domain`` and events are for captured transactions): an untagged
-    Ethernet/IPv4/UDP datagram on a DNS port is read at fixed offsets and its header
-    and question parsed (``records=False``), without a session: a query whose name
-    matches no filter (answers cached per name) waits in a bounded dict keyed like
-    :func:`~lc.common.dns.transaction_key`, holding its frames (copied); its response
-    meets it there and, when it has answers, is parsed whole to judge the CNAME chain.
-    No match: both are counted (filtered, a transaction never matched) and dropped.
-    A match (the name, or the chain) hands the query and the response to the engine
-    (:meth:`SessionMode._message`), in capture order with their own times, so a
-    captured transaction is the same as on the general path (metadata, RTT, event).
-    A query unanswered for ``--dns-timeout`` leaves as unanswered. Everything else
-    (TCP, IPv6, VLANs, fragments, responses without a waiting query) takes the
-    general path; so do all packets while ``ip_address`` or ``bpf`` filters exist,
-    with ``--events all``, or with no filter and ``--no-filter-policy allow`` (the
+    ``dns_domain`` and events are for captured transactions): one loop over the
+    chunk's records reads an untagged Ethernet/IPv4/UDP frame on a DNS port with one
+    ``unpack_from`` (addresses, ports, lengths, DNS id, flags, counts) and takes its
+    question as the raw bytes up to the first zero byte plus type and class. Those
+    bytes are the key of everything derived from the question, computed once per
+    distinct question (:meth:`_entry`; plain labels checked, anything else such as a
+    compression pointer goes to the general path): its lower-cased form, the
+    ``dns_domain`` filters its name matches, its tunneling measures
+    (:meth:`TunnelDetector.prepare`) and a number for the transaction keys.
+
+    * A query whose name matches no filter is counted for tunneling
+      (:meth:`TunnelDetector.observe_prepared`: plain adds per query) and waits,
+      without a session, in a bounded dict (``--max-transactions``; oldest evicted)
+      keyed by an int (question number, client, server, ports, id) and holding its
+      record's bytes (retransmissions join it): nothing the garbage collector follows.
+    * Its response pops it. No CNAME record in its answers (no ``00 05`` byte pair
+      after the question, else :func:`~lc.common.dns.cname_targets` reads the chain
+      from the targets' raw bytes, verdicts kept per target;
+      :func:`~lc.common.dns.cname_chain` or a whole parse for unusual shapes) and no
+      match: both are counted (filtered, a transaction never matched) and dropped,
+      the response never parsed.
+    * A match (the question's name, or the chain) hands the query and the response
+      to the engine (:meth:`SessionMode._message`), in capture order with their own
+      times, so a captured transaction is the same as on the general path
+      (metadata, RTT, event); later packets of a matched transaction meet it there
+      through the engine's datagram path (the frame is not decoded again).
+    * A query unanswered for ``--dns-timeout`` leaves as unanswered.
+
+    Everything else (TCP, IPv6, VLANs, fragments, IP options) takes the general
+    path; so do all packets while ``ip_address`` or ``bpf`` filters exist, with
+    ``--events all``, or with no filter and ``--no-filter-policy allow`` (the
     waiting queries are then handed to the engine first).
+    ``tests/hunter/test_dns_mode.py`` compares both paths on the corpus and on the
+    benchmark's mix: same frames, metadata, events, tunneling statistics and drops.
     """
 
     dis: DnsDissector
