@@ -777,19 +777,20 @@ class TunnelDetector:
             st.max_len = n
         if longest > st.max_label:
             st.max_label = longest
-        if carrier:
-            st.carriers += 1
-            st.carrier_mbits += mbits
-            if crank > st.chll[cidx]:
-                st.chll[cidx] = crank
-        if odd:
-            st.odd += 1
-        if tunnel_type:
-            st.tunnel_types += 1
-        if ts_ns < st.first_ns:
-            st.first_ns = ts_ns
-        elif ts_ns > st.last_ns:
+        if carrier or odd or tunnel_type:  # (the few)
+            if carrier:
+                st.carriers += 1
+                st.carrier_mbits += mbits
+                if crank > st.chll[cidx]:
+                    st.chll[cidx] = crank
+            if odd:
+                st.odd += 1
+            if tunnel_type:
+                st.tunnel_types += 1
+        if ts_ns > st.last_ns:
             st.last_ns = ts_ns
+        elif ts_ns < st.first_ns:
+            st.first_ns = ts_ns
         if client is not None:
             clients = st.clients
             if client not in clients:
