@@ -137,9 +137,12 @@ Bounds and cost
     (``cache_flushes``). The suffix cache is keyed by as few labels as decide the
     answer (the chain of labels that rules of the list end with, plus the
     domain's own label), so unique tunnel or CDN labels do not miss it.
-    :meth:`TunnelDetector.observe` costs about 14 us per query the first time a
-    name is seen and 8 us when seen again (the generated workload, on the
-    development VM with a load of 3 on its 2 vCPU; idle, about half).
+    :meth:`TunnelDetector.observe` is :meth:`TunnelDetector.prepare` (what
+    depends on the name alone: registered domain and subdomain measures, about 5 to
+    8 us per name) then :meth:`TunnelDetector.observe_prepared` (plain adds and
+    comparisons on the domain's statistics, about 1.1 us per query); a hunter keeps
+    ``prepare``'s answer per distinct question and pays only the second per query
+    (the generated workload, on the development VM with a load of 3 on its 2 vCPU).
 
 Across hunters
     A hunter sends :meth:`TunnelDetector.snapshot` with ``reset=True`` in each

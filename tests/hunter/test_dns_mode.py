@@ -334,3 +334,29 @@ def test_tcp_messages_carry_their_own_rtt(capture: str) -> None:
     assert len(metas) >= 4 and all(rtts.values())
     for d in metas:
         assert d.rtt_ns == (rtts[d.id] if d.response else 0), d
+
+
+def test_session_keys_are_transaction_keys_named_by_their_text() -> None:
+    """The dissector's session key equals lc.common.dns.transaction_key, the pairing
+    the module documents, and its text is the session id (the engine names sessions
+    by it: no namedtuple repr per transaction)."""
+    import random
+
+    from bench.dns_bench import query, response, wire_name
+    from lc.common.dns import transaction_key
+    from lc.hunter.modes.dns import DnsDissector
+
+    w = wire_name(b"WWW.Example.com")
+    q, r = (
+        parse_dns(query(0x1234, w, 28)),
+        parse_dns(response(0x1234, w, 28, random.Random(1), False)),
+    )
+    a, b = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 53])
+    d = DnsDissector(DnsConfig())
+    d.flow = (a, 4000, b, 53, 17)
+    kq = d.session_key(q)
+    d.flow = (b, 53, a, 4000, 17)
+    kr = d.session_key(r)
+    assert kq == kr == transaction_key(q, a, 4000, b, 53, "udp")
+    assert hash(kq) == hash(transaction_key(r, b, 53, a, 4000, "udp"))
+    assert str(kq) == "udp:10.0.0.1:4000-10.0.0.53:53#4660"
