@@ -667,7 +667,8 @@ class DnsMode(SessionMode):
         # bytes: nothing the garbage collector follows (a tuple per query cost more
         # in its collections than the rest of the fast path).
         self._pend: OrderedDict[int, bytes | tuple] = OrderedDict()
-        self._serial = 0  # numbers the questions of the name cache (in the keys)
+        self._serial = 0  # the last question number given (see _number)
+        self._numbers: dict[bytes, int] = {}  # question (lower-cased) -> its number
         # question as sent, and lower-cased -> _entry(question) (fast path)
         self._names: dict[bytes, tuple | bool] = {}
         self._clients: dict[int, str] = {}  # IPv4 address -> text (fast path)
@@ -908,9 +909,23 @@ class DnsMode(SessionMode):
             ids = tuple(sorted(got)) if got else None
         det = self.dis.detector
         prep = det.prepare(name, labels) if det is not None else None
-        self._serial += 1
         tunnel_type = (lkey[n + 1] << 8 | lkey[n + 2]) in TUNNEL_TYPES
-        return (lkey, ids, prep, tunnel_type, self._serial << 112)
+        return (lkey, ids, prep, tunnel_type, self._number(lkey) << 112)
+
+    def _number(self, lkey: bytes) -> int:
+        """The question's number in the transaction keys: the same for as long as a
+        query of it may wait, whatever happens to the name cache (emptied when full
+        or when the filters change). Bounded: when full, only the numbers of waiting
+        queries are kept (at most --max-transactions: half the room at most)."""
+        numbers = self._numbers
+        got = numbers.get(lkey)
+        if got is None:
+            if len(numbers) >= max(_NAME_CACHE, 2 * self.dis.cfg.max_transactions):
+                live = {k >> 112 for k in self._pend}
+                self._numbers = numbers = {q: n for q, n in numbers.items() if n in live}
+            self._serial += 1
+            got = numbers[lkey] = self._serial
+        return got
 
     def _name_ids(self, names: list[str]) -> list[str] | None:
         fs = self._fs

@@ -360,3 +360,66 @@ def test_session_keys_are_transaction_keys_named_by_their_text() -> None:
     assert kq == kr == transaction_key(q, a, 4000, b, 53, "udp")
     assert hash(kq) == hash(transaction_key(r, b, 53, a, 4000, "udp"))
     assert str(kq) == "udp:10.0.0.1:4000-10.0.0.53:53#4660"
+
+
+def test_fast_path_pairs_across_name_cache_flushes_and_filter_changes(
+    tmp_path, monkeypatch
+) -> None:
+    """The name cache is emptied when full and when the filters change, while queries
+    wait for their responses: they still meet them (a question keeps its number in
+    the transaction keys), so the fast path still equals the general path."""
+    import sys
+
+    import lc.hunter.modes.dns as dns_mode_module
+
+    sys.path.insert(0, str(ROOT))
+    from bench.dns_bench import make_capture
+
+    cap = tmp_path / "mix.pcap"
+    make_capture(cap, 3000, seed=7)
+    monkeypatch.setattr(dns_mode_module, "_NAME_CACHE", 64)  # flushed every 64 questions
+
+    def run(fast: bool) -> tuple:
+        src = FileSource(str(cap))
+        m = dns_mode(ModeContext(src.interfaces, "deny", "captured"), DnsConfig())
+        if not fast:
+            m._fast_ok = lambda: False  # type: ignore[method-assign]
+        flt = [Filter(id="w", type="dns_domain", pattern="*.watched-bench.com")]
+        m.apply(compile_filters(flt, "h", DNS_FILTER_TYPES))
+        out = []
+        n = 0
+        while (c := src.read(256)) is not None:
+            n += 1
+            if n % 3 == 0:  # a filter change every third chunk (the same filters)
+                m.apply(compile_filters(flt, "h", DNS_FILTER_TYPES))
+            out.append(m.process(c))
+        out.append(m.finish())
+        frames = [bytes(f.chunk.records) for f in out]
+        events = sorted(e.SerializeToString(deterministic=True) for f in out for e in f.events)
+        c = m.counters()
+        return (
+            frames,
+            events,
+            c.dropped,
+            c.figures["dns_unanswered"],
+            c.figures["transactions_created"],
+        )
+
+    fast, slow = run(True), run(False)
+    assert fast[:4] == slow[:4]
+    assert fast[4] <= slow[4]  # no response opened a session of its own
+
+
+def test_question_numbers_are_bounded_and_kept_while_a_query_waits(monkeypatch) -> None:
+    import lc.hunter.modes.dns as dns_mode_module
+
+    monkeypatch.setattr(dns_mode_module, "_NAME_CACHE", 16)
+    m = dns_mode(ModeContext([("eth0", 1)], "deny", "captured"), DnsConfig(max_transactions=4))
+    waiting = {q: m._number(q) for q in (b"\x01a\x00", b"\x01b\x00")}
+    for n in waiting.values():
+        m._pend[n << 112 | 12345] = b"record"
+    for i in range(1000):
+        m._number(b"\x02x%d\x00" % i)
+        assert len(m._numbers) <= 16
+    assert {q: m._number(q) for q in waiting} == waiting  # the same numbers still
+    assert m._number(b"\x02x5\x00") not in waiting.values()
