@@ -52,7 +52,9 @@ def _replay(
             metas.append(None if meta is None else meta.SerializeToString(deterministic=True))
             off += 16 + cap
         events += [e.SerializeToString(deterministic=True) for e in f.events]
-        tunnel += [(t.domain, t.stats) for t in f.tunnel]
+        for kind, items in f.extras:
+            if kind == "tunnel":
+                tunnel += [(t.domain, t.stats) for t in items]
     c = m.counters()
     rest = {"events": sorted(events), "tunnel": tunnel, "counters": c.figures,
             "dropped": c.dropped, "fast": dict(m.fast)}  # fmt: skip
