@@ -38,10 +38,10 @@ import functools
 import ipaddress
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -50,6 +50,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .errors import LcError, NotFound, ValidationError
+
+_T = TypeVar("_T")
 
 __all__ = [
     "ADMIN_ROLE",
@@ -60,6 +62,7 @@ __all__ = [
     "CertFiles",
     "CertIdentity",
     "PkiPaths",
+    "add_hunters",
     "add_processor",
     "check_key_pair",
     "check_pki",
@@ -945,8 +948,78 @@ def add_processor(
     if not hosts:
         raise ValidationError("give at least one --processor-host (the name hunters connect to)")
     host_names = [_parse_host(h) for h in hosts]
+    _check_days(days)
+    loopback = [_parse_host(h) for h in _LOOPBACK_HOSTS]
+    return _with_ca(
+        directory,
+        lambda path, ca_cert, ca_key: _ensure_leaf(
+            path,
+            f"processor-{processor_id}",
+            ca_cert,
+            ca_key,
+            role=PROCESSOR_ROLE,
+            common_name=processor_id,
+            sans=_dedupe([*host_names, *loopback]),
+            server=True,
+            days=days,
+            force=force,
+        ),
+    )
+
+
+def add_hunters(
+    directory: str | os.PathLike[str],
+    hunters: Sequence[str],
+    days: int = 825,
+    *,
+    force: bool = False,
+) -> dict[str, CertFiles]:
+    """Issue hunter client certificates from the existing CA in ``directory``.
+
+    Writes ``hunter-<id>.pem`` and ``.key`` for each id, exactly as ``init_pki`` does
+    (subject ``OU=hunter, CN=<id>``, URI SAN ``lc://hunter/<id>``, clientAuth), without
+    touching the processor, admin or CA files, so that adding a sensor needs neither the
+    processor's hosts nor a re-run of ``init``. An existing pair is reused when it matches,
+    reissued only with ``force``. Raises like ``add_processor``.
+    """
+    if isinstance(hunters, str):
+        raise TypeError("hunters is a sequence of strings, not a string")
+    if not hunters:
+        raise ValidationError("give at least one --hunter ID")
+    for hid in hunters:
+        validate_id(hid, "hunter")
+    _check_days(days)
+
+    def issue(path: Path, ca_cert: x509.Certificate, ca_key: Any) -> dict[str, CertFiles]:
+        return {
+            hid: _ensure_leaf(
+                path,
+                f"hunter-{hid}",
+                ca_cert,
+                ca_key,
+                role=HUNTER_ROLE,
+                common_name=hid,
+                sans=[x509.UniformResourceIdentifier(hunter_uri(hid))],
+                server=False,
+                days=days,
+                force=force,
+            )
+            for hid in _dedupe(hunters)
+        }
+
+    return _with_ca(directory, issue)
+
+
+def _check_days(days: int) -> None:
     if isinstance(days, bool) or not isinstance(days, int) or days < 1:
         raise ValidationError(f"invalid validity {days!r} days: expected a positive integer")
+
+
+def _with_ca(
+    directory: str | os.PathLike[str],
+    work: Callable[[Path, x509.Certificate, Any], _T],
+) -> _T:
+    """Run ``work(path, ca_cert, ca_key)`` under the directory's lock with its existing CA."""
     path = Path(directory).expanduser().absolute()
     if not (path / CA_CERT).exists() and not (path / CA_KEY).exists():
         raise NotFound(f"no CA in {path} (ca.pem, ca.key): run lc certs init --dir {path} first")
@@ -955,19 +1028,7 @@ def add_processor(
         try:
             fcntl.flock(dir_fd, fcntl.LOCK_EX)
             ca_cert, ca_key = _load_ca(path)
-            loopback = [_parse_host(h) for h in _LOOPBACK_HOSTS]
-            return _ensure_leaf(
-                path,
-                f"processor-{processor_id}",
-                ca_cert,
-                ca_key,
-                role=PROCESSOR_ROLE,
-                common_name=processor_id,
-                sans=_dedupe([*host_names, *loopback]),
-                server=True,
-                days=days,
-                force=force,
-            )
+            return work(path, ca_cert, ca_key)
         finally:
             os.close(dir_fd)
     except OSError as exc:
