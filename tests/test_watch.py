@@ -83,3 +83,19 @@ def test_peer_strings_show_literally():
     # The figures: totals with separators, the spool, the drops with their reason.
     assert "written 1,500 pkts (150.0 kB)" in text and "hunters 1 connected" in text
     assert "3 (kernel 3)" in text and "4 b, 2.5 MB" in text and "01:02:05" in text
+
+
+def test_hunter_counts_include_the_hunters_below_and_add_up_with_the_table():
+    # At the top of a processor tree GetStatus counts only the hunters connected there
+    # (none), while ListHunters also lists those below: the header must count the list.
+    status, hunters, calls, alerts = answers(1000, 600)
+    status.hunters_connected, status.hunters_total = 0, 0
+    hunters[0].via.append("edge1")
+    stale = lc_pb2.HunterInfo(hunter_id="h2", state="stale", via=["edge1", "edge2"])
+    here = lc_pb2.HunterInfo(hunter_id="h3", state="disconnected")
+    snap = snapshot(status, [*hunters, stale, here], calls, alerts, at=1.0, previous=None)
+    p = snap["processor"]
+    assert (p["hunters_connected"], p["hunters_stale"], p["hunters_total"]) == (1, 1, 3)
+    assert p["hunters_below"] == 2 and len(snap["hunters"]) == 3
+    text, _ = screen(snap)
+    assert "hunters 1 connected, 1 stale, 3 known (2 below)" in text

@@ -80,9 +80,13 @@ def snapshot(
         "listen": _w(status.listen),
         "uptime_seconds": round(status.uptime_seconds, 1),
         "flow": _w(status.flow),
-        "hunters_connected": status.hunters_connected,
-        "hunters_stale": status.hunters_stale,
-        "hunters_total": status.hunters_total,
+        # Counted over the listed hunters, which include those below in a processor tree
+        # (GetStatus counts only the hunters connected here): the header adds up with the
+        # table under it.
+        "hunters_connected": sum(h.state == "connected" for h in hunters),
+        "hunters_stale": sum(h.state == "stale" for h in hunters),
+        "hunters_total": len(hunters),
+        "hunters_below": sum(bool(h.via) for h in hunters),
         "packets_written": status.packets_written,
         "bytes_written": status.bytes_written,
         "batches_written": status.batches_written,
@@ -271,6 +275,7 @@ def render(snap: dict[str, Any], address: str, error: str = "") -> Any:
         f"queue {_n(p['write_queue_batches'])} batches  "
         f"hunters {p['hunters_connected']} connected, {p['hunters_stale']} stale, "
         f"{p['hunters_total']} known"
+        + (f" ({p['hunters_below']} below)" if p["hunters_below"] else "")
     )
     parts: list[Any] = [head, stats]
     if error:
