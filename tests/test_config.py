@@ -175,7 +175,14 @@ def test_the_real_command_refuses_with_exit_3(tmp_path):
     # A mode's key is known to that mode only, and --config goes after the mode.
     voip = write(tmp_path, "sip-port: 5060\n", "voip.yaml")
     r = run_lc("hunt", "--config", voip)
-    assert r.returncode == 3 and "unknown key 'sip-port'" in r.stderr, r.stderr
+    assert r.returncode == 3, r.stderr
+    assert r.stderr.strip() == (  # which mode takes it, and how to run that mode
+        f"lc hunt: error: config file {voip}: 'sip-port' is an option of lc hunt voip, "
+        f"not of lc hunt: give the mode first (lc hunt voip --config {voip})"
+    )
+    # A key of no mode at all is still an unknown key, with the nearest one.
+    r = run_lc("hunt", "--config", write(tmp_path, "snaplenn: 1\n", "typo.yaml"))
+    assert r.returncode == 3 and "unknown key 'snaplenn' (did you mean 'snaplen'?)" in r.stderr
     r = run_lc("hunt", "--config", voip, "voip")
     assert r.returncode == 3 and "options go after the mode" in r.stderr, r.stderr
     r = run_lc("process", "--config", str(tmp_path / "nope.yaml"))

@@ -216,7 +216,7 @@ def _load_into_context(ctx: click.Context, _param: click.Parameter, path: str | 
                 raise err
             # `lc hunt` (a group): the file may be meant for the mode named after the
             # options; the group decides once it knows (check_deferred).
-            ctx.meta[_DEFERRED] = err
+            ctx.meta[_DEFERRED] = (err, path, unknown)
     except LcError as e:
         sys.exit(fail_line(name, e))
     ctx.default_map = {**(ctx.default_map or {}), **values}
@@ -224,11 +224,35 @@ def _load_into_context(ctx: click.Context, _param: click.Parameter, path: str | 
 
 def check_deferred(ctx: click.Context) -> None:
     """Refuse the unknown keys a group's config file had (call when no subcommand runs)."""
-    err = ctx.meta.get(_DEFERRED)
-    if err is not None:
+    deferred = ctx.meta.get(_DEFERRED)
+    if deferred is not None:
         from lc.cli.main import fail_line
 
-        sys.exit(fail_line(_command_name(ctx, ctx.command), err))
+        err, path, unknown = deferred
+        name = _command_name(ctx, ctx.command)
+        sys.exit(fail_line(name, _mode_hint(ctx, path, unknown, name) or err))
+
+
+def _mode_hint(ctx: click.Context, path: str, unknown: list[str], name: str) -> LcError | None:
+    """When every unknown key of a group's file is an option of one of its subcommands
+    (``sip-port`` given to ``lc hunt``): say which, and how to run it."""
+    group = ctx.command
+    if not isinstance(group, click.Group):
+        return None
+    owners: list[str] = []
+    for sub in group.list_commands(ctx):
+        command = group.get_command(ctx, sub)
+        if command is not None and all(k in config_keys(command) for k in unknown):
+            owners.append(sub)
+    if not owners:
+        return None
+    keys = ", ".join(repr(k) for k in unknown)
+    which = " or ".join(f"lc {name} {o}" for o in owners)
+    return ValidationError(
+        f"config file {path}: {keys} {'is an option' if len(unknown) == 1 else 'are options'} "
+        f"of {which}, not of lc {name}: give the mode first (lc {name} {owners[0]} "
+        f"--config {path})"
+    )
 
 
 def config_option(f: Any) -> Any:
