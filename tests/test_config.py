@@ -309,3 +309,31 @@ def test_contrib_unit_passes_systemd_analyze(tmp_path, unit):
     )  # fmt: skip
     exposure = float(r.stdout.split("Overall exposure level for")[1].split(":")[1].split()[0])
     assert exposure <= 3.0, r.stdout
+
+
+def test_a_hunter_given_a_non_hunter_certificate_is_refused_at_start_naming_its_source(
+    tmp_path, pki
+):
+    # The README's quick start exports LC_TLS_CERT=admin.pem for the admin commands; in
+    # that shell it overrides a --config file's tls-cert. Said at start, with where the
+    # file came from (before: the processor's 'not a hunter certificate', exit 2).
+    conf = write(
+        tmp_path,
+        f"processor: 127.0.0.1:9\nread-file: {ROOT / 'captures' / 'sip-call.pcap'}\n"
+        f"tls-cert: {pki / 'hunter-h1.pem'}\ntls-key: {pki / 'hunter-h1.key'}\n"
+        f"tls-ca: {pki / 'ca.pem'}\n",
+    )
+    admin = str(pki / "admin.pem")
+    env = lc_env(LC_TLS_CERT=admin, LC_TLS_KEY=str(pki / "admin.key"))
+    r = run_lc("hunt", "voip", "--config", conf, env=env)
+    assert r.returncode == 3, r.stderr
+    assert r.stderr.strip() == (
+        f"lc hunt: error: --tls-cert {admin} (from LC_TLS_CERT in the environment, "
+        "which overrides --config) has role 'admin' (CN 'admin'): lc hunt needs a 'hunter' "
+        "certificate (lc certs add --hunter ID issues one)"
+    )
+    proc = str(pki / "processor.pem")
+    r = run_lc(
+        "hunt", "--config", conf, "--tls-cert", proc, "--tls-key", str(pki / "processor.key")
+    )
+    assert r.returncode == 3 and f"--tls-cert {proc} has role 'processor'" in r.stderr, r.stderr

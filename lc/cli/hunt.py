@@ -9,7 +9,13 @@ import click
 
 from lc.cli.config import check_deferred, config_option
 from lc.cli.main import fail_line
-from lc.cli.options import metrics_from_flags, metrics_options, tls_from_flags, tls_options
+from lc.cli.options import (
+    check_own_role,
+    metrics_from_flags,
+    metrics_options,
+    tls_from_flags,
+    tls_options,
+)
 from lc.common.errors import LcError, ValidationError
 
 __all__ = ["hunt"]
@@ -191,6 +197,7 @@ def run_hunter(mode: str, opts: dict, mode_config: object = None) -> None:
         tls = tls_from_flags(
             opts.pop("tls_cert"), opts.pop("tls_key"), opts.pop("tls_ca"), opts["insecure"]
         )
+        check_own_role(tls, "hunter", "lc hunt", "lc certs add --hunter ID issues one")
         metrics = metrics_from_flags(opts, tls)
         if opts.pop("insecure"):
             click.echo(

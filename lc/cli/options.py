@@ -7,10 +7,12 @@ from collections.abc import Callable
 
 import click
 
-from lc.common.errors import ValidationError
+from lc.common.errors import LcError, ValidationError
+from lc.common.text import log_text
 from lc.common.transport import TlsFiles
 
 __all__ = [
+    "check_own_role",
     "metrics_from_flags",
     "metrics_options",
     "parse_duration",
@@ -139,6 +141,35 @@ def tls_from_flags(
             f"TLS is required: missing {', '.join(missing)} (or pass --insecure explicitly)"
         )
     return TlsFiles(cert, key, ca)  # type: ignore[arg-type]
+
+
+def check_own_role(tls: TlsFiles | None, role: str, what: str, hint: str) -> None:
+    """Refuse at start a --tls-cert whose role (subject OU) is not ``role``: the peer would
+    refuse it anyway, with a message that does not say where the file came from (an
+    ``LC_TLS_CERT`` exported for the admin commands overrides a --config file's
+    ``tls-cert``). A file that does not parse is left to the checks that name it."""
+    if tls is None:
+        return
+    from lc.common.credentials import identity_from_pem
+
+    try:
+        with open(tls.cert, "rb") as f:
+            ident = identity_from_pem(f.read())
+    except (OSError, ValueError, LcError):
+        return
+    if ident.role == role:
+        return
+    if _from_env("tls_cert"):
+        source = " (from LC_TLS_CERT in the environment, which overrides --config)"
+    elif _from_file("tls_cert"):
+        source = " (from the --config file)"
+    else:
+        source = ""
+    has = f"role {ident.role!r}" if ident.role else "no role (subject OU)"
+    raise ValidationError(
+        f"--tls-cert {tls.cert}{source} has {has} (CN {log_text(ident.common_name, 64)!r}): "
+        f"{what} needs a {role!r} certificate ({hint})"
+    )
 
 
 _SIZE = {
