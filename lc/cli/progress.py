@@ -24,12 +24,18 @@ from rich.progress import (
     TextColumn,
     TimeRemainingColumn,
 )
+from rich.table import Column
 
 from lc.common.text import log_text
 
 __all__ = ["ReplayProgress", "wanted"]
 
 _RATE_WINDOW = 2.0  # seconds of samples behind the pkt/s figure
+_WIDE = 100  # columns from which the bar shows the bytes read too
+
+
+def _one_line() -> Column:
+    return Column(no_wrap=True, overflow="ellipsis")
 
 
 def wanted(stream: TextIO) -> bool:
@@ -84,16 +90,26 @@ class ReplayProgress:
             self._progress.update(self._task, **fields)
 
     def _start(self, fields: dict[str, Any]) -> None:
-        console = Console(file=self._stream, stderr=self._stream is sys.stderr)
+        console = self._console()
+        # One line whatever the width: no column wraps (rich would put "kB" on a line of
+        # its own at 80 columns); below 100 columns the bytes go (the percentage says as
+        # much) and the bar takes what is left.
+        wide = console.width >= _WIDE
+        columns: list[Any] = [
+            TextColumn("{task.description}", markup=False, table_column=_one_line()),
+            BarColumn(bar_width=40 if wide else None),
+            TaskProgressColumn(table_column=_one_line()),
+        ]
+        if wide:
+            columns.append(DownloadColumn(table_column=_one_line()))
+        columns += [
+            TextColumn("{task.fields[packets]:,} pkts", markup=False, table_column=_one_line()),
+            TextColumn("{task.fields[pps]:,.0f} pkt/s", markup=False, table_column=_one_line()),
+            TextColumn("ETA", markup=False, table_column=_one_line()),
+            TimeRemainingColumn(table_column=_one_line()),
+        ]
         self._progress = Progress(
-            TextColumn("{task.description}", markup=False),
-            BarColumn(),
-            TaskProgressColumn(),
-            DownloadColumn(),
-            TextColumn("{task.fields[packets]:,} pkts", markup=False),
-            TextColumn("{task.fields[pps]:,.0f} pkt/s", markup=False),
-            TextColumn("ETA", markup=False),
-            TimeRemainingColumn(),
+            *columns,
             console=console,
             transient=True,
             redirect_stdout=False,
@@ -108,6 +124,9 @@ class ReplayProgress:
             for h in logging.getLogger().handlers:
                 if isinstance(h, logging.StreamHandler) and h.stream is self._stream:
                     self._moved.append((h, h.setStream(proxy)))
+
+    def _console(self) -> Console:
+        return Console(file=self._stream, stderr=self._stream is sys.stderr)
 
     def close(self) -> None:
         """Remove the bar and give the log handlers their stream back (safe twice)."""
