@@ -99,3 +99,15 @@ def test_hunter_counts_include_the_hunters_below_and_add_up_with_the_table():
     assert p["hunters_below"] == 2 and len(snap["hunters"]) == 3
     text, _ = screen(snap)
     assert "hunters 1 connected, 1 stale, 3 known (2 below)" in text
+
+
+def test_an_80_column_screen_keeps_the_hunter_ids_and_counts():
+    # The hunter column took only the width left over: none at 80 columns, so the table
+    # listed hunters without saying which; the stats line was cut before the counts.
+    status, hunters, calls, alerts = answers(1000, 600, hunter_id="sensor1")
+    hunters[0].hostname, hunters[0].interfaces[:] = "vm", ["eth0"]
+    snap = snapshot(status, hunters, calls, alerts, at=1.0, previous=None)
+    text, _ = screen(snap, width=80)
+    rows = [line for line in text.splitlines() if "connect" in line and "vo" in line]
+    assert len(rows) == 1 and rows[0].startswith("sensor1 "), text
+    assert "hunters 1 connected, 0 stale, 1 known" in " ".join(text.split()), text

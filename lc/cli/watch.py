@@ -267,7 +267,7 @@ def render(snap: dict[str, Any], address: str, error: str = "") -> Any:
     head.append(f"flow {log_text(p['flow'], 16)}  ")
     head.append(f"{log_text(snap['time'], 40)}  ", style="dim")
     head.append("q: quit", style="dim")
-    stats = Text(no_wrap=True, overflow="ellipsis")
+    stats = Text()  # wraps on a narrow screen rather than cutting the hunter counts
     stats.append(
         f"written {_n(p['packets_written'])} pkts ({_size(p['bytes_written'])})  "
         f"write rate {_rate_text(p['packets_per_second'], 'pkt/s')}, "
@@ -283,7 +283,9 @@ def render(snap: dict[str, Any], address: str, error: str = "") -> Any:
 
     ht = Table(title="Hunters", title_justify="left", expand=True, box=None, pad_edge=False)
     for name, kw in (
-        ("hunter", {"ratio": 2}),
+        # A ratio column only gets the width left over, none on an 80-column terminal:
+        # the hunter's id must stay however narrow the screen.
+        ("hunter", {"ratio": 2, "min_width": 8}),
         ("state", {}),
         ("mode", {}),
         ("interfaces", {"ratio": 1}),
