@@ -16,6 +16,7 @@ take the engine's fast path), and beside them the same run's
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import re
 import shutil
@@ -120,6 +121,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--connections", type=int, default=10_000)
     ap.add_argument("--data", type=int, default=44)
+    ap.add_argument("--py-spy", metavar="FILE", help="record the hunter with py-spy (threads, "
+                    "speedscope JSON) into FILE; figures drop with it")  # fmt: skip
     args = ap.parse_args()
     from lc.common.credentials import init_pki
 
@@ -156,11 +159,15 @@ def main() -> None:
          "--processor", addr, *tls["admin"]],
         capture_output=True, check=True,
     )  # fmt: skip
+    hunt = [*LC, "hunt", "tls", "--processor", addr, *tls["hunter-bench"], "-r", str(cap)]
+    if args.py_spy:
+        # SPY_GIL=1: only the samples of threads holding the GIL.
+        spy = [str(Path(sys.executable).with_name("py-spy")), "record", "--threads"]
+        if os.environ.get("SPY_GIL"):
+            spy.append("--gil")
+        hunt = [*spy, "--format", "speedscope", "-o", args.py_spy, "--", *hunt]
     t0 = time.monotonic()
-    r = subprocess.run(
-        [*LC, "hunt", "tls", "--processor", addr, *tls["hunter-bench"], "-r", str(cap)],
-        capture_output=True, text=True,
-    )  # fmt: skip
+    r = subprocess.run(hunt, capture_output=True, text=True)
     wall = time.monotonic() - t0
     proc.terminate()
     proc.wait(60)

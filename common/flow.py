@@ -204,7 +204,7 @@ _FRAMER_TOTALS = ("malformed", "resync", "garbage_bytes", "oversized")
 class _Direction:
     __slots__ = ("base", "framer", "pending")
 
-    def __init__(self, framer: Framer, base: int) -> None:
+    def __init__(self, framer: Framer | None, base: int) -> None:
         self.framer = framer
         self.base = base  # stream offset of the framer's offset 0
         self.pending: list[Frame] = []
@@ -242,7 +242,9 @@ class TcpStreams:
         st = self._dirs.get(key)
         if st is None or flags & TCP_SYN:
             base = dl.start if not dl.chunks else dl.chunks[0][0]
-            st = self._dirs[key] = _Direction(self.new_framer(), base)
+            # The framer comes with the first bytes (most directions never carry any
+            # before their connection is decided).
+            st = self._dirs[key] = _Direction(None, base)
         if dl.end > dl.start:
             st.pending.append(Frame(dl.start, dl.end, frame))
             if len(st.pending) > self.max_frames:
@@ -291,6 +293,8 @@ class TcpStreams:
 
     def _frame(self, key: Hashable, st: _Direction, dl: Delivery, out: list) -> None:
         for offset, data in dl.chunks:
+            if st.framer is None:
+                st.framer = self.new_framer()
             if dl.gap or offset != st.base + st.framer.offset:
                 self._retire_framer(st.framer)
                 st.framer = self.new_framer()  # a gap: frame afresh from here
@@ -311,7 +315,7 @@ class TcpStreams:
         self.counters["frames_unclaimed"] += sum(1 for f in st.pending if not f.claims)
         self._retire_framer(st.framer)
 
-    def _retire_framer(self, framer: Framer) -> None:
+    def _retire_framer(self, framer: Framer | None) -> None:
         counters = getattr(framer, "counters", None)
         if counters:
             totals = self._framer_totals

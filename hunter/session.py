@@ -100,6 +100,8 @@ class SessionLimits:
 
 class Session:
     __slots__ = (
+        "_name",
+        "_namer",
         "aliases",
         "buf",
         "buf_bytes",
@@ -119,14 +121,24 @@ class Session:
         "key",
         "last_ns",
         "metas",
-        "name",
         "pk",
         "state",
     )
 
-    def __init__(self, key: object, name: str, ts: int, ntags: int, info: object) -> None:
+    def __init__(
+        self,
+        key: object,
+        name: str | None,
+        ts: int,
+        ntags: int,
+        info: object,
+        namer: Callable[[object, int], str] | None = None,
+    ) -> None:
         self.key = key
-        self.name = name  # the key as wire text (PacketMeta.session_id)
+        # The session id as wire text (PacketMeta.session_id): ``name``, or when None
+        # ``namer(key, ts)``, made at its first use (most connections are never named).
+        self._name = name
+        self._namer = namer
         self.state = UNDECIDED
         self.ids: list[str] = []
         self.first_ns = ts
@@ -152,6 +164,18 @@ class Session:
         # RST, ...), and events that wait for the session's decision.
         self.cflags = 0
         self.events: list[lc_pb2.Event] | None = None
+
+    @property
+    def name(self) -> str:
+        """The session id (PacketMeta.session_id), wire-safe."""
+        name = self._name
+        if name is None:
+            name = self._name = self._namer(self.key, self.first_ns)  # type: ignore[misc]
+        return name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._name = value
 
 
 class Out:
@@ -225,9 +249,17 @@ class SessionTable:
         self.buffer_full = 0
 
     # -- sessions --------------------------------------------------------------------
-    def open(self, key: object, ts: int, info: object, name: str | None = None) -> Session:
+    def open(
+        self,
+        key: object,
+        ts: int,
+        info: object,
+        name: str | None = None,
+        namer: Callable[[object, int], str] | None = None,
+    ) -> Session:
         """A new session (evicting one when the table is full); ``name`` (wire-safe
-        already) is its id, by default the key as wire text."""
+        already) is its id, or ``namer(key, ts)`` when first asked for (wire-safe too),
+        by default the key as wire text."""
         sessions = self.sessions
         if len(sessions) >= self.limits.max_sessions:
             self.settle()
@@ -238,9 +270,11 @@ class SessionTable:
                 victim = next(iter(sessions.values()))
             self.counters["evicted"] += 1
             self.forget(victim)
-        if name is None and type(key) is str and key.isascii() and len(key) <= 1024:
-            name = key
-        s = sessions[key] = Session(key, name or wire_text(str(key)), ts, self.ntags, info)
+        if namer is None:
+            if name is None and type(key) is str and key.isascii() and len(key) <= 1024:
+                name = key
+            name = name or wire_text(str(key))
+        s = sessions[key] = Session(key, name, ts, self.ntags, info, namer)
         if self.touched:  # its place among touches not yet settled
             self.touched.append(s)
         self.counters["created"] += 1

@@ -719,7 +719,7 @@ class SessionMode(Mode):
         syn = flags & TCP_SYN
         initiator = not flags & TCP_ACK if syn else dport in ports or sport not in ports
         oriented = flow if initiator else (dst, dport, src, sport, proto)
-        s = table.open(key, ts, dis.new_info(None, oriented), connection_id(key, ts))
+        s = table.open(key, ts, dis.new_info(None, oriented), namer=connection_id)
         s.flow = oriented
         fs = self._fs
         if fs is None or not len(fs):
