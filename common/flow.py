@@ -299,13 +299,21 @@ class TcpStreams:
                 self._retire_framer(st.framer)
                 st.framer = self.new_framer()  # a gap: frame afresh from here
                 st.base = offset
+            base = st.base
             for s, e, msg in st.framer.feed(data):
-                s += st.base
-                e += st.base
+                s += base
+                e += base
                 pending = st.pending
-                frames = [f for f in pending if f.start < e and f.end > s]
-                # A frame that also carries bytes after this message stays for the next.
-                st.pending = [f for f in pending if f.end > e]
+                if len(pending) == 1:  # the usual case: one frame carried the message
+                    f = pending[0]
+                    frames = [f] if f.start < e and f.end > s else []
+                    if f.end <= e:
+                        st.pending = []
+                else:
+                    frames = [f for f in pending if f.start < e and f.end > s]
+                    # A frame that also carries bytes after this message stays for the
+                    # next.
+                    st.pending = [f for f in pending if f.end > e]
                 out.append((key, msg, frames))
 
     def _end(self, key: Hashable) -> None:
