@@ -266,7 +266,8 @@ class TcpStreams:
         and waiting frames are dropped unframed (a consumer that wants nothing more
         from a connection)."""
         self.reassembler.close(key)
-        self._ready = [m for m in self._ready if m[0] != key]
+        if self._ready:
+            self._ready = [m for m in self._ready if m[0] != key]
         self._end(key)
 
     def expire(self, now_ns: int) -> list:

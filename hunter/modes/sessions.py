@@ -438,13 +438,21 @@ class SessionMode(Mode):
                             ts = ts_col[i]
                             s.last_ns = ts
                             touch(s)
-                            s.pk[ctag] += 1
-                            s.by[ctag] += cap
                             conn_frames += 1
                             st = s.state
                             if st == rejected:
+                                # The bulk: connections no filter wanted. Their counts
+                                # go only into their events (--events all).
                                 unmatched += 1
-                            elif st == matched:
+                                if count_rejected:
+                                    s.pk[ctag] += 1
+                                    s.by[ctag] += cap
+                                if fl & 5:  # FIN or RST
+                                    self._conn_end(s, fl, lower, ts)
+                                continue
+                            s.pk[ctag] += 1
+                            s.by[ctag] += cap
+                            if st == matched:
                                 meta = s.metas[ctag]
                                 if meta is None:
                                     meta = s.metas[ctag] = meta_of(s, ctag, None)
@@ -764,8 +772,14 @@ class SessionMode(Mode):
             self._conn_end(s, flags, (d.src, d.sport) <= (d.dst, d.dport), ts)
         streams = self._streams
         if not s.cflags & _NO_MESSAGES:
+            src, sport, dst, dport = d.src, d.sport, d.dst, d.dport
             for key, msg, frames in streams.segment(ts, tok, d, data):
-                self._conn_stream_message(key, msg, frames, out, ts)
+                # Its own connection's messages (a flush may bring another's).
+                own = (
+                    (key[1] == sport and key[3] == dport and key[0] == src and key[2] == dst)
+                    or (key[1] == dport and key[3] == sport and key[0] == dst and key[2] == src)
+                )  # fmt: skip
+                self._conn_stream_message(key, msg, frames, out, ts, s if own else None)
             tok.pkt = None
         if s.cflags & _NO_MESSAGES and not s.cflags & _STREAMS_DROPPED:
             # From this frame on (the one that completed the message that said so),
@@ -803,10 +817,12 @@ class SessionMode(Mode):
             fast[keys[0]] = (s, True)  # a connection from an endpoint to itself: lower
 
     def _conn_stream_message(
-        self, key: tuple, msg: object, frames: list, out: Out, ts: int
+        self, key: tuple, msg: object, frames: list, out: Out, ts: int, s: Session | None = None
     ) -> None:
-        ckey, _ = flow_key(*key, 6)
-        s = self.table.sessions.get(ckey)
+        """A message of the TCP stream ``key``; ``s``: its connection, if known."""
+        if s is None:
+            ckey, _ = flow_key(*key, 6)
+            s = self.table.sessions.get(ckey)
         toks = [f.frame for f in frames]
         if s is None:  # its connection left the table before this message completed
             self.cc["orphan_messages"] += 1
