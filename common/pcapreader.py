@@ -27,16 +27,20 @@ Interface indexes (``iface_index``, ``Columns.iface``) index
 ``CaptureReader.interfaces``, which spans every section of a pcapng file; tshark
 4.0 shows ``frame.interface_id`` numbered within each section instead.
 
-Performance. Replay reads and writes millions of small records, so the classic
-pcap paths run no Python code per packet: records are walked with C-level
-chains of ``BytesIO.read``/``struct`` calls, and the 16-byte headers become
-uint32 arrays whose strided slices are the columns (see ``_chunk_pcap`` and
-``PcapWriter.write_columns``). Measured on the development VM (2 vCPU Xeon
-2.5 GHz, CPython 3.11.7) with 60-byte packets in batches of 4096, best of 5 runs
-of ``.venv/bin/python tests/common/test_pcapfile.py``: read_columns about 1.7-1.9M
-records/s, records() about 1.5-1.6M/s, write_columns about 1.3-1.9M/s (the
-spread is other load on the shared machine). pcapng runs one Python iteration
-per block: about 0.5-0.6M records/s.
+Performance. Replay reads millions of records, so the classic pcap paths run no
+Python code per packet: a buffer is walked with a C-level chain of ``BytesIO``
+calls (read the 16-byte header, unpack its caplen, seek past the data; ``seek``
+returns where each record ends), and numpy gathers the header fields at those
+offsets into the columns (see ``_pcap_segments``). ``read_records``, the hunter's
+path, returns the records of one read only: a little-endian nanosecond file's are a
+read-only view of the buffer (no copy), other files' are rewritten in one copy with
+numpy stores. A seekable file is read again from a record cut by the end of a read,
+so that every buffer is the ``bytes`` that ``read`` returned. Measured with
+``bench/mode_cpu.py reader`` (CPU per packet of ``FileSource.read``, median of 5, 2
+shared vCPUs, load 3-5): 1M packets of 60-460 bytes, 0.29 µs (ns pcap) and 0.36 µs
+(µs pcap), 0.50 and 0.75 µs with the previous per-packet bytes objects; the TLS
+benchmark's 1.3 kB packets (µs pcap) 0.55-0.65 µs, 1.7 before. pcapng runs one
+Python iteration per block.
 
 Limits (deliberate; they keep the hot path short):
 
