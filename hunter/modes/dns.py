@@ -735,7 +735,10 @@ class DnsMode(SessionMode):
             return
         interfaces = self.interfaces
         single = chunk.iface if isinstance(chunk.iface, int) else None
-        rec = self._rec = chunk.records
+        rec = chunk.records
+        if type(rec) is not bytes:  # a view of the reader's buffer, or a bytearray:
+            rec = bytes(rec)  # one copy per chunk buys hashable slices and bytes.find
+        self._rec = rec
         mv = memoryview(rec)
         find = rec.find
         ports = self.dis.ports
