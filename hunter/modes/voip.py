@@ -34,13 +34,19 @@ at most 256 characters, Call-IDs 1024, undecodable bytes replaced with U+FFFD.
 
 from __future__ import annotations
 
+import heapq
 import socket
 from dataclasses import dataclass
 
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from lc.common.flow import UDP4_PAYLOAD
 from lc.common.sdp import SdpError, codecs_of, parse_sdp, rtp_endpoints
 from lc.common.sip import SipMessage, SipStreamFramer, parse_sip, uris_of, users_of
 from lc.common.sipcall import CallState
 from lc.common.text import wire_text
+from lc.hunter.capture import Chunk
 from lc.hunter.modes.base import (
     ModeContext,
     ModeSpec,
@@ -52,10 +58,25 @@ from lc.hunter.modes.base import (
     seconds_ns,
 )
 from lc.hunter.modes.sessions import IP_FRAGMENTS, Dissector, SessionMode, set_flow
-from lc.hunter.session import Session, SessionLimits
+from lc.hunter.session import (
+    MATCHED,
+    REJECTED,
+    Out,
+    Session,
+    SessionLimits,
+    SessionTable,
+)
 from lc.proto import lc_pb2
 
-__all__ = ["SPEC", "VOIP_FILTER_TYPES", "SipDissector", "VoipConfig", "voip_bpf", "voip_mode"]
+__all__ = [
+    "SPEC",
+    "VOIP_FILTER_TYPES",
+    "SipDissector",
+    "VoipConfig",
+    "VoipMode",
+    "voip_bpf",
+    "voip_mode",
+]
 
 VOIP_FILTER_TYPES = ("sip_user", "phone_number", "sip_uri", "call_id", "codec", "ip_address")
 
@@ -159,6 +180,7 @@ class SipDissector(Dissector):
     def __init__(self, cfg: VoipConfig) -> None:
         self.cfg = cfg
         self.ports = cfg.sip_ports
+        self.bulk: _Bulk | None = None  # the chunk in flight through VoipMode._process
         self.sdp_malformed = 0
         self.sdp_unusable = 0  # SDP media addresses that are no IP address
 
@@ -179,6 +201,9 @@ class SipDissector(Dissector):
 
     def on_message(self, s: Session, msg: SipMessage, flow: tuple, ts: int) -> object:  # type: ignore[override]
         call: _Call = s.info  # type: ignore[assignment]
+        bulk = self.bulk
+        if bulk is not None:
+            bulk.touched[s] = bulk.pos
         sdp = None
         if msg.body and (msg.content_type == "application/sdp" or msg.body[:2] == b"v="):
             try:
@@ -306,10 +331,550 @@ class SipDissector(Dissector):
             alias(s, key, _RTCP if kind == "rtcp" else _RTP)
 
 
+# --------------------------------------------------------------------------- the engine
+
+#: Chunks of fewer packets take the engine's per-packet loop: numpy's fixed cost per
+#: call outweighs what it saves on a handful of packets.
+BULK_MIN = 64
+_LT_ETHERNET = 1
+# Kinds of a chunk's packets (_Bulk.kind). WALK: taken one by one, in order, by the
+# per-packet code (SIP and everything else the engine decodes; media of calls not
+# decided; media whose call or endpoint changed earlier in the chunk). The others
+# are media of calls whose state and endpoints did not change before them in the
+# chunk, settled in bulk at its end: NOBODY (no call's endpoint), DROP (a call
+# rejected), SEND (a call matched: forwarded), SENT (SEND whose counts went into its
+# call already, when the call left the table in the middle of the chunk).
+_WALK, _NOBODY, _DROP, _SEND, _SENT = 0, 1, 2, 3, 4
+# The bytes of an untagged Ethernet/IPv4/UDP frame read per packet, from offset 12:
+# ethertype, version/IHL, flags/fragment offset, protocol, addresses, ports, and the
+# first two payload bytes (RTCP's packet type under rtcp-mux, RFC 5761).
+_WIN_AT = 12
+_WIN = 32
+
+
+class _Bulk:
+    """A chunk in flight through :meth:`VoipMode._process` (see there).
+
+    Per packet: ``kind``, and for media (``fast``) its call (``sid``, an index into
+    ``sess``) and tag as the per-packet loop would find them at its turn, given the
+    table as it is now: a change of the table moves the packets it concerns to what
+    they are now (``_resolve``)."""
+
+    __slots__ = ("aliases", "cap", "count_rejected", "demux", "dkey", "fast", "index", "keys",
+                 "kind", "mode", "moved", "mux_byte", "mux_ok", "ntags", "pos", "sess", "sid",
+                 "skey", "tag", "touched", "ts")  # fmt: skip
+
+    def __init__(self, mode: VoipMode) -> None:
+        self.mode = mode
+        self.aliases = mode.table.aliases
+        self.pos = -1  # the packet the walk is at
+        self.moved: list[int] = []  # heap: packets sent to the walk after it started
+        # Calls the walk touched (a message or a media packet): the position of the last.
+        self.touched: dict[Session, int] = {}
+
+    def _resolve(self, js: np.ndarray) -> None:
+        """Look media packets ``js`` (after the walk's position) up again, in the table as
+        it is now; those that now need the walk go to it."""
+        if not len(js):
+            return
+        get = self.aliases.get
+        index, sess, keys = self.index, self.sess, self.keys
+        sids: list[int] = []
+        tags: list[int] = []
+        kinds: list[int] = []
+        seen: dict[tuple[int, int], tuple[int, int, int]] = {}
+        for pair in zip(self.dkey[js].tolist(), self.skey[js].tolist(), strict=True):
+            r = seen.get(pair)
+            if r is None:
+                hit = get(pair[0])
+                if hit is None:
+                    keys.add(pair[1])  # its source decides from now on
+                    hit = get(pair[1])
+                if hit is None:
+                    r = (-1, 0, _NOBODY)
+                else:
+                    s, t = hit
+                    x = index.get(s)
+                    if x is None:
+                        x = index[s] = len(sess)
+                        sess.append(s)
+                    st = s.state
+                    r = (x, t, _DROP if st == REJECTED else _SEND if st == MATCHED else _WALK)
+                seen[pair] = r
+            sids.append(r[0])
+            tags.append(r[1])
+            kinds.append(r[2])
+        tag = np.array(tags, np.int8)
+        dtag, _, lo, hi, to = self.demux
+        if dtag >= 0:
+            b = self.mux_byte[js]
+            tag[(tag == dtag) & self.mux_ok[js] & (b >= lo) & (b <= hi)] = to
+        kind = np.array(kinds, np.int8)
+        old = self.kind[js]
+        self.sid[js] = sids
+        self.tag[js] = tag
+        self.kind[js] = kind
+        new = js[(kind == _WALK) & (old != _WALK)]
+        if len(new):
+            push, moved = heapq.heappush, self.moved
+            for j in new.tolist():
+                push(moved, j)
+
+    def key_changed(self, key: object) -> None:
+        """An endpoint changed hands, appeared or went: its later packets are looked up
+        again."""
+        if key not in self.keys:  # IPv6 endpoints (tuples) are never in bulk
+            return
+        at = self.pos + 1
+        hit = self.fast[at:] & ((self.dkey[at:] == key) | (self.skey[at:] == key))
+        self._resolve(np.flatnonzero(hit) + at)
+
+    def state_changed(self, s: Session) -> None:
+        """A call was decided or left the table: its later packets are looked up again."""
+        x = self.index.get(s)
+        if x is not None:
+            at = self.pos + 1
+            self._resolve(np.flatnonzero(self.sid[at:] == x) + at)
+
+    def forgetting(self, s: Session) -> None:
+        """A call leaves the table (evicted): its counts so far are made whole for its
+        event (its later packets are looked up again once it is gone)."""
+        x = self.index.get(s)
+        if x is None:
+            return
+        p = self.pos
+        kind = self.kind[:p]
+        js = np.flatnonzero((self.sid[:p] == x) & ((kind == _DROP) | (kind == _SEND)))
+        if len(js):
+            self.settle(js)
+            k = kind[js]
+            kind[js] = np.where(k == _SEND, _SENT, _WALK)  # _WALK: nothing left to do
+
+    def settle(self, js: np.ndarray) -> None:
+        """Apply what the bulk packets ``js`` (DROP and SEND, in order) do to their calls:
+        packet and byte counts, last activity, the count of packets not forwarded."""
+        kind = self.kind[js]
+        drop = kind == _DROP
+        ndrop = int(np.count_nonzero(drop))
+        if ndrop:
+            self.mode.table.unmatched_packets += ndrop
+        counted = js if self.count_rejected or not ndrop else js[~drop]
+        sess = self.sess
+        if len(counted):
+            nt = self.ntags
+            codes = self.sid[counted] * nt + self.tag[counted]
+            pk = np.bincount(codes)
+            by = np.bincount(codes, weights=self.cap[counted])
+            for code in np.flatnonzero(pk).tolist():
+                x, t = divmod(code, nt)
+                s = sess[x]
+                s.pk[t] += int(pk[code])
+                s.by[t] += int(by[code])
+        # Last activity: the last packet of each call, unless the walk touched it later.
+        rev = js[::-1]
+        xs, first = np.unique(self.sid[rev], return_index=True)
+        touched = self.touched
+        ts = self.ts
+        for x, j in zip(xs.tolist(), rev[first].tolist(), strict=True):
+            s = sess[x]
+            if touched.get(s, -1) < j:
+                s.last_ns = int(ts[j])
+
+
+class _Table(SessionTable):
+    """The session table, telling the chunk in flight of every change that concerns the
+    packets it placed in bulk (endpoints, decisions, calls leaving)."""
+
+    bulk: _Bulk | None = None
+
+    def alias(self, s: Session, key: object, tag: int, max_aliases: int = 64) -> None:
+        old = self.aliases.get(key)
+        super().alias(s, key, tag, max_aliases)
+        if self.bulk is not None and (old is None or old[0] is not s):
+            self.bulk.key_changed(key)
+
+    def decide(self, s: Session, ids: list[str], out: Out) -> None:
+        super().decide(s, ids, out)
+        if self.bulk is not None:
+            self.bulk.state_changed(s)
+
+    def reject(self, s: Session) -> None:
+        super().reject(s)
+        if self.bulk is not None:
+            self.bulk.state_changed(s)
+
+    def forget(self, s: Session) -> None:
+        bulk = self.bulk
+        if bulk is not None:
+            bulk.forgetting(s)
+        super().forget(s)
+        if bulk is not None:
+            bulk.state_changed(s)
+
+
+class VoipMode(SessionMode):
+    """The session engine with a faster per-chunk loop for media (see :meth:`_process`)."""
+
+    def __init__(self, ctx: ModeContext, dissector: SipDissector, limits: SessionLimits) -> None:
+        super().__init__(ctx, dissector, limits)
+        assert not self._conn
+        t = self.table
+        self.table = _Table(limits, t.ntags, t.message_tag, t.meta, t.on_forget, t.on_decided)
+        dissector.table = self.table
+        ports = sorted(dissector.ports)
+        self._ports = [np.uint16(p) for p in ports]
+        tag, byte = self._demux[:2]
+        self._demux_at = UDP4_PAYLOAD + byte - _WIN_AT  # in the window
+        assert tag < 0 or self._demux_at < _WIN
+
+    def _alias_packet(self, s: Session, tag: int, pkt: tuple, out: Out) -> None:
+        bulk = self.table.bulk
+        if bulk is not None:
+            bulk.touched[s] = bulk.pos
+        super()._alias_packet(s, tag, pkt, out)
+
+    def _process(self, chunk: Chunk, out: Out) -> None:
+        """The chunk's packets, with the outcome of the per-packet loop, media in bulk.
+
+        Every untagged Ethernet/IPv4/UDP packet off the SIP ports is looked up in the
+        endpoint table as it stands at the chunk's start: one look-up per distinct
+        endpoint (numpy). Packets of calls rejected, of calls matched, and of no call
+        are settled in bulk (counted; the matched ones forwarded in their place among
+        the chunk's output); the rest is walked in order by the per-packet code (SIP,
+        media of undecided calls, anything else). A change the walk makes that would
+        have placed a later bulk packet otherwise (its endpoint changed hands or
+        appeared, its call was decided or left the table) sends that packet to the
+        walk; a call leaving the table gets its counts first (its event)."""
+        n = len(chunk)
+        single = chunk.iface if isinstance(chunk.iface, int) else None
+        interfaces = self.interfaces
+        if n < BULK_MIN or (single is not None and interfaces[single][1] != _LT_ETHERNET):
+            super()._process(chunk, out)
+            return
+        rec = chunk.records
+        buf = np.frombuffer(rec, np.uint8)
+        cap = np.frombuffer(chunk.caplen, np.uint32)
+        ends = np.cumsum(cap.astype(np.int64) + 16)
+        starts = ends - cap - 16
+        at = starts + (16 + _WIN_AT)
+        if at[-1] + _WIN > len(buf):  # a short last frame: its window would overrun
+            buf = np.concatenate((buf, np.zeros(_WIN, np.uint8)))
+        win = as_strided(buf, shape=(len(buf) - _WIN + 1, _WIN), strides=(1, 1))[at]
+        w16 = win.view(">u2")
+        sport, dport = w16[:, 11], w16[:, 12]
+        fast = (
+            (cap >= 38)
+            & (w16[:, 0] == 0x0800)
+            & (win[:, 2] == 0x45)
+            & ((w16[:, 4] & 0x3FFF) == 0)
+            & (win[:, 11] == 17)
+        )
+        for port in self._ports:
+            fast &= (sport != port) & (dport != port)
+        if single is None:
+            lts = np.array([lt for _, lt in interfaces], np.int32)
+            fast &= lts[np.frombuffer(chunk.iface, np.uint16)] == _LT_ETHERNET
+        fidx = np.flatnonzero(fast)
+        if not len(fidx):
+            super()._process(chunk, out)
+            return
+        dkey = (w16[:, 9].astype(np.int64) << 32) | (w16[:, 10].astype(np.int64) << 16) | dport
+        skey = (w16[:, 7].astype(np.int64) << 32) | (w16[:, 8].astype(np.int64) << 16) | sport
+
+        # One look-up per distinct endpoint: destination first, then source.
+        table = self.table
+        get = table.aliases.get
+        sess: list[Session] = []
+        index: dict[Session, int] = {}
+        dk = dkey[fidx]
+        ud = np.unique(dk)
+        sid_u: list[int] = []
+        tag_u: list[int] = []
+        for k in ud.tolist():
+            hit = get(k)
+            if hit is None:
+                sid_u.append(-1)
+                tag_u.append(0)
+                continue
+            s, t = hit
+            x = index.get(s)
+            if x is None:
+                x = index[s] = len(sess)
+                sess.append(s)
+            sid_u.append(x)
+            tag_u.append(t)
+        pos_u = np.searchsorted(ud, dk)
+        sid_f = np.array(sid_u, np.int32)[pos_u]
+        tag_f = np.array(tag_u, np.int8)[pos_u]
+        miss = np.flatnonzero(sid_f < 0)
+        skeys: list[int] = []
+        if len(miss):
+            sk = skey[fidx[miss]]
+            um = np.unique(sk)
+            skeys = um.tolist()
+            sid_m: list[int] = []
+            tag_m: list[int] = []
+            for k in skeys:
+                hit = get(k)
+                if hit is None:
+                    sid_m.append(-1)
+                    tag_m.append(0)
+                    continue
+                s, t = hit
+                x = index.get(s)
+                if x is None:
+                    x = index[s] = len(sess)
+                    sess.append(s)
+                sid_m.append(x)
+                tag_m.append(t)
+            pos_m = np.searchsorted(um, sk)
+            sid_f[miss] = np.array(sid_m, np.int32)[pos_m]
+            tag_f[miss] = np.array(tag_m, np.int8)[pos_m]
+        dtag, _, dlo, dhi, dto = self._demux
+        if dtag >= 0:
+            b = win[fidx, self._demux_at]
+            mux = (tag_f == dtag) & (cap[fidx] > UDP4_PAYLOAD + self._demux[1]) & (b >= dlo)
+            tag_f[mux & (b <= dhi)] = dto
+        states = np.array([s.state for s in sess] + [-1], np.int8)
+        st_f = states[sid_f]  # -1 (no call): the sentinel at the end
+        kind_f = np.full(len(fidx), _WALK, np.int8)
+        kind_f[st_f == -1] = _NOBODY
+        kind_f[st_f == REJECTED] = _DROP
+        kind_f[st_f == MATCHED] = _SEND
+        kind = np.zeros(n, np.int8)
+        kind[fidx] = kind_f
+        sid = np.full(n, -1, np.int32)
+        sid[fidx] = sid_f
+        tag = np.zeros(n, np.int8)
+        tag[fidx] = tag_f
+
+        bulk = _Bulk(self)
+        bulk.kind, bulk.sid, bulk.tag, bulk.sess, bulk.index = kind, sid, tag, sess, index
+        bulk.dkey, bulk.skey, bulk.fast = dkey, skey, fast
+        bulk.demux = self._demux
+        if dtag >= 0:
+            bulk.mux_byte = win[:, self._demux_at]
+            bulk.mux_ok = cap > UDP4_PAYLOAD + self._demux[1]
+        # The endpoints whose change can place a bulk packet otherwise: every packet's
+        # destination, and the source of those whose destination is no endpoint.
+        bulk.keys = set(ud.tolist())
+        bulk.keys.update(skeys)
+        bulk.ts = np.frombuffer(chunk.ts_ns, np.int64)
+        bulk.cap = cap
+        bulk.ntags = len(self.dis.tags)
+        bulk.count_rejected = self.events_all
+        wout = Out()
+        wpos: list[int] = []
+        table.bulk = self.dis.bulk = bulk
+        try:
+            self._walk(chunk, bulk, np.flatnonzero(kind == _WALK).tolist(), fast, starts, wout,
+                       wpos)  # fmt: skip
+            js = np.flatnonzero((kind == _DROP) | (kind == _SEND))
+            if len(js):
+                bulk.settle(js)
+        finally:
+            table.bulk = self.dis.bulk = None
+        self.c["unassociated"] += int(np.count_nonzero(kind == _NOBODY))
+        self._merge(chunk, bulk, starts, ends, wout, wpos, out)
+        last = chunk.ts_ns[n - 1]
+        if last > self._clock:
+            self._clock = last
+
+    def _walk(
+        self,
+        chunk: Chunk,
+        bulk: _Bulk,
+        walk: list[int],
+        fast: np.ndarray,
+        starts: np.ndarray,
+        out: Out,
+        wpos: list[int],
+    ) -> None:
+        """The per-packet loop over the walked packets (and those moved to the walk)."""
+        rec = chunk.records
+        mv = memoryview(rec)
+        interfaces = self.interfaces
+        single = chunk.iface if isinstance(chunk.iface, int) else None
+        iface_col = chunk.iface
+        ts_col, cap_col, orig_col = chunk.ts_ns, chunk.caplen, chunk.origlen
+        lt = interfaces[single][1] if single is not None else 0
+        ifx = single
+        aliases = self.table.aliases
+        hold = self.table.hold
+        meta_of = self.dis.meta
+        count_rejected = self.events_all
+        dtag, dbyte, dlo, dhi, dto = self._demux
+        dcap = UDP4_PAYLOAD + dbyte
+        dat = 16 + dcap
+        touched = bulk.touched
+        moved = bulk.moved
+        pop = heapq.heappop
+        fast_l = fast.tolist()
+        starts_l = starts.tolist()
+        dkey, skey = bulk.dkey, bulk.skey
+        unassociated = unmatched = 0
+        matched, rejected = MATCHED, REJECTED
+        kind = memoryview(bulk.kind)
+        i, nw = 0, len(walk)
+        last = -1
+        while True:
+            if moved and (i >= nw or moved[0] < walk[i]):
+                p = pop(moved)
+            elif i < nw:
+                p = walk[i]
+                i += 1
+            else:
+                break
+            if p <= last or kind[p]:  # twice in the walk; no longer for the walk
+                continue
+            last = bulk.pos = p
+            cap = cap_col[p]
+            start = starts_l[p]
+            end = start + 16 + cap
+            if single is None:
+                ifx = iface_col[p]
+                lt = interfaces[ifx][1]
+            before = len(out)
+            if fast_l[p]:
+                # As SessionMode._process does it, with the table as it is now.
+                hit = aliases.get(int(dkey[p])) or aliases.get(int(skey[p]))
+                if hit is None:
+                    unassociated += 1
+                    continue
+                s, tag = hit
+                ts = ts_col[p]
+                s.last_ns = ts
+                touched[s] = p
+                st = s.state
+                if st == rejected:
+                    unmatched += 1
+                    if not count_rejected:
+                        continue
+                if tag == dtag and cap > dcap and dlo <= rec[start + dat] <= dhi:
+                    tag = dto
+                s.pk[tag] += 1
+                s.by[tag] += cap
+                if st == rejected:
+                    continue
+                if st == matched:
+                    meta = s.metas[tag]
+                    if meta is None:
+                        meta = s.metas[tag] = meta_of(s, tag, None)
+                    out.add((ts, cap, orig_col[p], mv[start:end], ifx), meta)
+                else:
+                    hold(s, (ts, cap, orig_col[p], mv[start:end], ifx), tag)
+            else:
+                self._slow((ts_col[p], cap, orig_col[p], mv[start:end], ifx), lt,
+                           mv[start + 16 : end], out)  # fmt: skip
+            k = len(out) - before
+            if k:
+                wpos.extend([p] * k)
+        self.c["unassociated"] += unassociated
+        self.table.unmatched_packets += unmatched
+
+    def _merge(
+        self,
+        chunk: Chunk,
+        bulk: _Bulk,
+        starts: np.ndarray,
+        ends: np.ndarray,
+        wout: Out,
+        wpos: list[int],
+        out: Out,
+    ) -> None:
+        """``out`` gets the walk's output and the bulk's forwarded packets, in the order
+        the per-packet loop would have produced them (by packet; a walked packet's own
+        output, e.g. a call's held packets flushed by its match, in its place)."""
+        kind = bulk.kind
+        send = np.flatnonzero(kind >= _SEND)
+        nf, nw = len(send), len(wout)
+        if not nf:
+            if nw:
+                _extend(out, wout)
+            return
+        base = len(out)
+        wp = np.array(wpos, np.int64)
+        at_f = np.arange(nf) + np.searchsorted(wp, send)  # walk output before each
+        at_w = np.arange(nw) + np.searchsorted(send, wp)
+        total = nf + nw
+        ts = np.empty(total, np.int64)
+        ts[at_f] = bulk.ts[send]
+        ts[at_w] = np.frombuffer(wout.ts, np.int64)
+        caps = np.empty(total, np.uint32)
+        caps[at_f] = bulk.cap[send]
+        caps[at_w] = np.frombuffer(wout.caplen, np.uint32)
+        origs = np.empty(total, np.uint32)
+        origs[at_f] = np.frombuffer(chunk.origlen, np.uint32)[send]
+        origs[at_w] = np.frombuffer(wout.origlen, np.uint32)
+        ifs = np.empty(total, np.uint16)
+        ifs[at_f] = (
+            chunk.iface
+            if isinstance(chunk.iface, int)
+            else np.frombuffer(chunk.iface, np.uint16)[send]
+        )
+        ifs[at_w] = np.frombuffer(wout.iface, np.uint16)
+        out.ts.frombytes(ts.tobytes())
+        out.caplen.frombytes(caps.tobytes())
+        out.origlen.frombytes(origs.tobytes())
+        out.iface.frombytes(ifs.tobytes())
+        # Records: runs of consecutive bulk packets are one slice of the chunk.
+        mv = memoryview(chunk.records)
+        brk = np.flatnonzero((np.diff(send) != 1) | (np.diff(at_f) != 1)) + 1
+        run_lo = np.concatenate(([0], brk))
+        run_hi = np.concatenate((brk, [nf]))
+        runs = zip(
+            at_f[run_lo].tolist(),
+            starts[send[run_lo]].tolist(),
+            ends[send[run_hi - 1]].tolist(),
+            strict=True,
+        )
+        parts = out.parts
+        wparts = wout.parts
+        j = 0
+        for first, a, b in runs:
+            while j < nw and at_w[j] < first:  # at_w as a list would be faster; few
+                parts.append(wparts[j])
+                j += 1
+            parts.append(mv[a:b])
+        parts.extend(wparts[j:])
+        # Metadata: one object per call and tag, shared (dense references on the wire).
+        sess = bulk.sess
+        nt = bulk.ntags
+        codes = bulk.sid[send] * nt + bulk.tag[send]
+        metas: dict[int, object] = {}
+        meta_of = self.dis.meta
+        for code in np.unique(codes).tolist():
+            x, t = divmod(code, nt)
+            s = sess[x]
+            m = s.metas[t]
+            if m is None:
+                m = s.metas[t] = meta_of(s, t, None)
+            metas[code] = m
+        meta = out.meta
+        meta.update(
+            zip((at_f + base).tolist(), map(metas.__getitem__, codes.tolist()), strict=True)
+        )
+        if nw:
+            wmeta = wout.meta
+            for k, at in enumerate((at_w + base).tolist()):
+                meta[at] = wmeta[k]
+
+
+def _extend(out: Out, more: Out) -> None:
+    base = len(out)
+    out.ts.extend(more.ts)
+    out.caplen.extend(more.caplen)
+    out.origlen.extend(more.origlen)
+    out.iface.extend(more.iface)
+    out.parts.extend(more.parts)
+    for k, m in more.meta.items():
+        out.meta[base + k] = m
+
+
 def voip_mode(ctx: ModeContext, cfg: VoipConfig | None = None) -> SessionMode:
     """VoIP mode for a hunter (the registry's factory)."""
     cfg = cfg or VoipConfig()
-    return SessionMode(ctx, SipDissector(cfg), cfg.limits())
+    return VoipMode(ctx, SipDissector(cfg), cfg.limits())
 
 
 SPEC = ModeSpec(
