@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import heapq
 import socket
+from bisect import bisect_left
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,6 +62,7 @@ from lc.hunter.modes.sessions import IP_FRAGMENTS, Dissector, SessionMode, set_f
 from lc.hunter.session import (
     MATCHED,
     REJECTED,
+    UNDECIDED,
     Out,
     Session,
     SessionLimits,
@@ -345,6 +347,10 @@ _LT_ETHERNET = 1
 # rejected), SEND (a call matched: forwarded), SENT (SEND whose counts went into its
 # call already, when the call left the table in the middle of the chunk).
 _WALK, _NOBODY, _DROP, _SEND, _SENT = 0, 1, 2, 3, 4
+# A packet's kind by its call's state (UNDECIDED, MATCHED, REJECTED; no call: -1).
+_KIND_OF_STATE = np.zeros(4, np.int8)
+_KIND_OF_STATE[[UNDECIDED, MATCHED, REJECTED, -1]] = [_WALK, _SEND, _DROP, _NOBODY]
+_KIND_OF_STATE_L = _KIND_OF_STATE.tolist()
 # The bytes of an untagged Ethernet/IPv4/UDP frame read per packet, from offset 12:
 # ethertype, version/IHL, flags/fragment offset, protocol, addresses, ports, and the
 # first two payload bytes (RTCP's packet type under rtcp-mux, RFC 5761).
@@ -352,17 +358,73 @@ _WIN_AT = 12
 _WIN = 32
 
 
+class _Groups:
+    """Positions of a chunk's packets grouped by a value (an endpoint, a call), each
+    group in order; ``extra`` holds positions that joined a group later."""
+
+    __slots__ = ("bounds", "extra", "index", "pos", "pos_list")
+
+    def __init__(self, values: np.ndarray, positions: np.ndarray, bits: int) -> None:
+        # One sort of value << bits | position (positions < 2**bits, values < 2**48):
+        # groups in value order, each in position order.
+        if bits <= 15:
+            both = np.sort((values << bits) | positions)
+            v = both >> bits
+            self.pos = both & ((1 << bits) - 1)
+        else:
+            order = np.argsort(values, kind="stable")
+            v = values[order]
+            self.pos = positions[order]
+        if len(v):
+            first = np.flatnonzero(np.concatenate(([True], v[1:] != v[:-1])))
+            self.index = dict(zip(v[first].tolist(), range(len(first)), strict=True))
+            self.bounds = np.append(first, len(v))
+        else:
+            self.index = {}
+            self.bounds = np.zeros(1, np.int64)
+        self.pos_list: list[int] | None = None
+        self.extra: dict[int, list[int]] = {}
+
+    def __contains__(self, value: object) -> bool:
+        return value in self.index or value in self.extra
+
+    def after(self, value: object, at: int) -> list[int]:
+        """The positions from ``at`` on in the group of ``value``, in order."""
+        i = self.index.get(value)
+        more = self.extra.get(value)
+        if i is None:
+            return sorted({j for j in more if j >= at}) if more else []
+        pos = self.pos_list
+        if pos is None:
+            pos = self.pos_list = self.pos.tolist()
+            self.bounds = self.bounds.tolist()
+        lo, hi = self.bounds[i], self.bounds[i + 1]
+        lo = bisect_left(pos, at, lo, hi)
+        if more:
+            return sorted({*pos[lo:hi], *(j for j in more if j >= at)})
+        return pos[lo:hi]
+
+    def join(self, value: int, positions: list[int]) -> None:
+        more = self.extra.get(value)
+        if more is None:
+            self.extra[value] = positions
+        else:
+            more.extend(positions)
+
+
 class _Bulk:
     """A chunk in flight through :meth:`VoipMode._process` (see there).
 
-    Per packet: ``kind``, and for media (``fast``) its call (``sid``, an index into
-    ``sess``) and tag as the per-packet loop would find them at its turn, given the
-    table as it is now: a change of the table moves the packets it concerns to what
-    they are now (``_resolve``)."""
+    Per packet: ``kind``, and for media its call (``sid``, an index into ``sess``) and
+    tag as the per-packet loop would find them at its turn, given the table as it is
+    now: after each walked packet, the packets its changes of the table concern are
+    brought up to date (:meth:`refresh`). ``*_v`` are memoryviews of the arrays, for
+    the few packets at a time that the walk's changes concern."""
 
-    __slots__ = ("aliases", "cap", "count_rejected", "demux", "dkey", "fast", "index", "keys",
-                 "kind", "mode", "moved", "mux_byte", "mux_ok", "ntags", "pos", "sess", "sid",
-                 "skey", "tag", "touched", "ts")  # fmt: skip
+    __slots__ = ("aliases", "bits", "by_call_", "by_dst", "by_src", "cap", "count_rejected",
+                 "demux", "dirty_calls", "dirty_forgot", "dirty_keys", "dkey", "dkey_v", "index",
+                 "kind", "kind_v", "mode", "moved", "mux_byte", "mux_ok", "ntags", "pos", "sess",
+                 "sid", "sid_v", "skey_v", "tag", "tag_v", "touched", "ts")  # fmt: skip
 
     def __init__(self, mode: VoipMode) -> None:
         self.mode = mode
@@ -371,77 +433,83 @@ class _Bulk:
         self.moved: list[int] = []  # heap: packets sent to the walk after it started
         # Calls the walk touched (a message or a media packet): the position of the last.
         self.touched: dict[Session, int] = {}
+        # What the walk's packet changed: endpoints, calls decided, calls gone (as
+        # indices into sess).
+        self.dirty_keys: list[object] = []
+        self.dirty_calls: list[int] = []
+        self.dirty_forgot: list[int] = []
+        self.by_call_: _Groups | None = None
 
-    def _resolve(self, js: np.ndarray) -> None:
-        """Look media packets ``js`` (after the walk's position) up again, in the table as
-        it is now; those that now need the walk go to it."""
-        if not len(js):
-            return
-        get = self.aliases.get
-        index, sess, keys = self.index, self.sess, self.keys
-        sids: list[int] = []
-        tags: list[int] = []
-        kinds: list[int] = []
-        seen: dict[tuple[int, int], tuple[int, int, int]] = {}
-        for pair in zip(self.dkey[js].tolist(), self.skey[js].tolist(), strict=True):
-            r = seen.get(pair)
-            if r is None:
-                hit = get(pair[0])
-                if hit is None:
-                    keys.add(pair[1])  # its source decides from now on
-                    hit = get(pair[1])
-                if hit is None:
-                    r = (-1, 0, _NOBODY)
-                else:
-                    s, t = hit
-                    x = index.get(s)
-                    if x is None:
-                        x = index[s] = len(sess)
-                        sess.append(s)
-                    st = s.state
-                    r = (x, t, _DROP if st == REJECTED else _SEND if st == MATCHED else _WALK)
-                seen[pair] = r
-            sids.append(r[0])
-            tags.append(r[1])
-            kinds.append(r[2])
-        tag = np.array(tags, np.int8)
+    @property
+    def by_call(self) -> _Groups:
+        """Media by call (made when first needed: a call decided or gone)."""
+        g = self.by_call_
+        if g is None:
+            js = np.flatnonzero(self.sid >= 0)
+            g = self.by_call_ = _Groups(self.sid[js].astype(np.int64), js, self.bits)
+        return g
+
+    def _call(self, s: Session) -> int:
+        x = self.index.get(s)
+        if x is None:
+            x = self.index[s] = len(self.sess)
+            self.sess.append(s)
+        return x
+
+    def _place(self, j: int, x: int, t: int, k: int) -> None:
+        """Packet ``j`` (after the walk's position) belongs to call ``x`` (-1: none) with
+        tag ``t`` and kind ``k`` now."""
+        sid_v = self.sid_v
+        if sid_v[j] != x:
+            sid_v[j] = x
+            if x >= 0 and self.by_call_ is not None:
+                self.by_call_.join(x, [j])
         dtag, _, lo, hi, to = self.demux
-        if dtag >= 0:
-            b = self.mux_byte[js]
-            tag[(tag == dtag) & self.mux_ok[js] & (b >= lo) & (b <= hi)] = to
-        kind = np.array(kinds, np.int8)
-        old = self.kind[js]
-        self.sid[js] = sids
-        self.tag[js] = tag
-        self.kind[js] = kind
-        new = js[(kind == _WALK) & (old != _WALK)]
-        if len(new):
-            push, moved = heapq.heappush, self.moved
-            for j in new.tolist():
-                push(moved, j)
+        if t == dtag and self.mux_ok[j] and lo <= self.mux_byte[j] <= hi:
+            t = to
+        self.tag_v[j] = t
+        kind_v = self.kind_v
+        if kind_v[j] != k:
+            if k == _WALK:
+                heapq.heappush(self.moved, j)
+            kind_v[j] = k
+
+    def _resolve(self, js: list[int]) -> None:
+        """Look media packets ``js`` up again, one by one, in the table as it is now."""
+        get = self.aliases.get
+        dkey_v, skey_v = self.dkey_v, self.skey_v
+        by_src = self.by_src
+        place = self._place
+        for j in js:
+            src = skey_v[j]
+            hit = get(dkey_v[j])
+            if hit is None:
+                by_src.join(src, [j])  # its source decides from now on
+                hit = get(src)
+                if hit is None:
+                    place(j, -1, 0, _NOBODY)
+                    continue
+            s, t = hit
+            place(j, self._call(s), t, _KIND_OF_STATE_L[s.state])
 
     def key_changed(self, key: object) -> None:
-        """An endpoint changed hands, appeared or went: its later packets are looked up
-        again."""
-        if key not in self.keys:  # IPv6 endpoints (tuples) are never in bulk
-            return
-        at = self.pos + 1
-        hit = self.fast[at:] & ((self.dkey[at:] == key) | (self.skey[at:] == key))
-        self._resolve(np.flatnonzero(hit) + at)
+        """An endpoint changed hands, appeared or went (see :meth:`refresh`)."""
+        if key in self.by_dst or key in self.by_src:  # IPv6 endpoints are never in bulk
+            self.dirty_keys.append(key)
 
     def state_changed(self, s: Session) -> None:
-        """A call was decided or left the table: its later packets are looked up again."""
+        """A call was decided (see :meth:`refresh`)."""
         x = self.index.get(s)
         if x is not None:
-            at = self.pos + 1
-            self._resolve(np.flatnonzero(self.sid[at:] == x) + at)
+            self.dirty_calls.append(x)
 
     def forgetting(self, s: Session) -> None:
         """A call leaves the table (evicted): its counts so far are made whole for its
-        event (its later packets are looked up again once it is gone)."""
+        event; its later packets are looked up again once it is gone."""
         x = self.index.get(s)
         if x is None:
             return
+        self.dirty_forgot.append(x)
         p = self.pos
         kind = self.kind[:p]
         js = np.flatnonzero((self.sid[:p] == x) & ((kind == _DROP) | (kind == _SEND)))
@@ -449,6 +517,50 @@ class _Bulk:
             self.settle(js)
             k = kind[js]
             kind[js] = np.where(k == _SEND, _SENT, _WALK)  # _WALK: nothing left to do
+
+    def refresh(self) -> None:
+        """After the walk's packet: the later packets its changes concern are brought up
+        to date with the table as it is now. A packet's destination decides its call
+        when it is an endpoint: packets to a changed endpoint belong to its owner now;
+        those whose call was decided follow its state; the others (their call gone,
+        their source changed) are looked up one by one."""
+        at = self.pos + 1
+        sid_v = self.sid_v
+        place = self._place
+        full: set[int] = set()
+        if self.dirty_keys:
+            get = self.aliases.get
+            for key in set(self.dirty_keys):
+                js = self.by_dst.after(key, at)
+                if js:
+                    hit = get(key)
+                    if hit is None:
+                        full.update(js)
+                    else:
+                        s, t = hit
+                        x = self._call(s)
+                        k = _KIND_OF_STATE_L[s.state]
+                        for j in js:
+                            place(j, x, t, k)
+                full.update(self.by_src.after(key, at))
+            self.dirty_keys.clear()
+        if self.dirty_calls:
+            sess = self.sess
+            kind_v = self.kind_v
+            for x in set(self.dirty_calls):
+                k = _KIND_OF_STATE_L[sess[x].state]
+                for j in self.by_call.after(x, at):
+                    if sid_v[j] == x and kind_v[j] != k:
+                        if k == _WALK:
+                            heapq.heappush(self.moved, j)
+                        kind_v[j] = k
+            self.dirty_calls.clear()
+        if self.dirty_forgot:
+            for x in set(self.dirty_forgot):
+                full.update(j for j in self.by_call.after(x, at) if sid_v[j] == x)
+            self.dirty_forgot.clear()
+        if full:
+            self._resolve(sorted(full))
 
     def settle(self, js: np.ndarray) -> None:
         """Apply what the bulk packets ``js`` (DROP and SEND, in order) do to their calls:
@@ -504,12 +616,9 @@ class _Table(SessionTable):
             self.bulk.state_changed(s)
 
     def forget(self, s: Session) -> None:
-        bulk = self.bulk
-        if bulk is not None:
-            bulk.forgetting(s)
+        if self.bulk is not None:
+            self.bulk.forgetting(s)
         super().forget(s)
-        if bulk is not None:
-            bulk.state_changed(s)
 
 
 class VoipMode(SessionMode):
@@ -586,11 +695,11 @@ class VoipMode(SessionMode):
         get = table.aliases.get
         sess: list[Session] = []
         index: dict[Session, int] = {}
-        dk = dkey[fidx]
-        ud = np.unique(dk)
+        bits = max(1, (n - 1).bit_length())
+        by_dst = _Groups(dkey[fidx], fidx, bits)
         sid_u: list[int] = []
         tag_u: list[int] = []
-        for k in ud.tolist():
+        for k in by_dst.index:
             hit = get(k)
             if hit is None:
                 sid_u.append(-1)
@@ -603,18 +712,17 @@ class VoipMode(SessionMode):
                 sess.append(s)
             sid_u.append(x)
             tag_u.append(t)
-        pos_u = np.searchsorted(ud, dk)
-        sid_f = np.array(sid_u, np.int32)[pos_u]
-        tag_f = np.array(tag_u, np.int8)[pos_u]
-        miss = np.flatnonzero(sid_f < 0)
-        skeys: list[int] = []
+        counts = np.diff(by_dst.bounds)
+        sid = np.full(n, -1, np.int32)
+        tag = np.zeros(n, np.int8)
+        sid[by_dst.pos] = np.repeat(np.array(sid_u, np.int32), counts)
+        tag[by_dst.pos] = np.repeat(np.array(tag_u, np.int8), counts)
+        miss = fidx[sid[fidx] < 0]
+        by_src = _Groups(skey[miss], miss, bits)
         if len(miss):
-            sk = skey[fidx[miss]]
-            um = np.unique(sk)
-            skeys = um.tolist()
             sid_m: list[int] = []
             tag_m: list[int] = []
-            for k in skeys:
+            for k in by_src.index:
                 hit = get(k)
                 if hit is None:
                     sid_m.append(-1)
@@ -627,38 +735,27 @@ class VoipMode(SessionMode):
                     sess.append(s)
                 sid_m.append(x)
                 tag_m.append(t)
-            pos_m = np.searchsorted(um, sk)
-            sid_f[miss] = np.array(sid_m, np.int32)[pos_m]
-            tag_f[miss] = np.array(tag_m, np.int8)[pos_m]
-        dtag, _, dlo, dhi, dto = self._demux
-        if dtag >= 0:
-            b = win[fidx, self._demux_at]
-            mux = (tag_f == dtag) & (cap[fidx] > UDP4_PAYLOAD + self._demux[1]) & (b >= dlo)
-            tag_f[mux & (b <= dhi)] = dto
-        states = np.array([s.state for s in sess] + [-1], np.int8)
-        st_f = states[sid_f]  # -1 (no call): the sentinel at the end
-        kind_f = np.full(len(fidx), _WALK, np.int8)
-        kind_f[st_f == -1] = _NOBODY
-        kind_f[st_f == REJECTED] = _DROP
-        kind_f[st_f == MATCHED] = _SEND
-        kind = np.zeros(n, np.int8)
-        kind[fidx] = kind_f
-        sid = np.full(n, -1, np.int32)
-        sid[fidx] = sid_f
-        tag = np.zeros(n, np.int8)
-        tag[fidx] = tag_f
-
+            counts = np.diff(by_src.bounds)
+            sid[by_src.pos] = np.repeat(np.array(sid_m, np.int32), counts)
+            tag[by_src.pos] = np.repeat(np.array(tag_m, np.int8), counts)
+        dtag, dbyte, dlo, dhi, dto = self._demux
         bulk = _Bulk(self)
-        bulk.kind, bulk.sid, bulk.tag, bulk.sess, bulk.index = kind, sid, tag, sess, index
-        bulk.dkey, bulk.skey, bulk.fast = dkey, skey, fast
-        bulk.demux = self._demux
         if dtag >= 0:
-            bulk.mux_byte = win[:, self._demux_at]
-            bulk.mux_ok = cap > UDP4_PAYLOAD + self._demux[1]
-        # The endpoints whose change can place a bulk packet otherwise: every packet's
-        # destination, and the source of those whose destination is no endpoint.
-        bulk.keys = set(ud.tolist())
-        bulk.keys.update(skeys)
+            b = np.ascontiguousarray(win[:, self._demux_at])
+            ok = cap > UDP4_PAYLOAD + dbyte
+            tag[(tag == dtag) & ok & (b >= dlo) & (b <= dhi) & fast] = dto
+            bulk.mux_byte, bulk.mux_ok = memoryview(b), memoryview(ok)
+        states = np.array([s.state for s in sess] + [-1], np.int8)
+        kind = _KIND_OF_STATE[states[sid]]  # no call (-1): the last
+        kind[~fast] = _WALK
+        bulk.kind, bulk.sid, bulk.tag, bulk.sess, bulk.index = kind, sid, tag, sess, index
+        bulk.kind_v, bulk.sid_v, bulk.tag_v = memoryview(kind), memoryview(sid), memoryview(tag)
+        bulk.dkey = dkey
+        bulk.dkey_v, bulk.skey_v = memoryview(dkey), memoryview(skey)
+        bulk.demux = self._demux
+        # Media by destination, by source where the destination is no endpoint, by call.
+        bulk.by_dst, bulk.by_src = by_dst, by_src
+        bulk.bits = bits
         bulk.ts = np.frombuffer(chunk.ts_ns, np.int64)
         bulk.cap = cap
         bulk.ntags = len(self.dis.tags)
@@ -708,10 +805,11 @@ class VoipMode(SessionMode):
         dat = 16 + dcap
         touched = bulk.touched
         moved = bulk.moved
+        dirty_keys, dirty_calls, dirty_forgot = bulk.dirty_keys, bulk.dirty_calls, bulk.dirty_forgot
         pop = heapq.heappop
         fast_l = fast.tolist()
         starts_l = starts.tolist()
-        dkey, skey = bulk.dkey, bulk.skey
+        dkey, skey = bulk.dkey_v, bulk.skey_v
         unassociated = unmatched = 0
         matched, rejected = MATCHED, REJECTED
         kind = memoryview(bulk.kind)
@@ -737,7 +835,7 @@ class VoipMode(SessionMode):
             before = len(out)
             if fast_l[p]:
                 # As SessionMode._process does it, with the table as it is now.
-                hit = aliases.get(int(dkey[p])) or aliases.get(int(skey[p]))
+                hit = aliases.get(dkey[p]) or aliases.get(skey[p])
                 if hit is None:
                     unassociated += 1
                     continue
@@ -769,6 +867,8 @@ class VoipMode(SessionMode):
             k = len(out) - before
             if k:
                 wpos.extend([p] * k)
+            if dirty_keys or dirty_calls or dirty_forgot:
+                bulk.refresh()
         self.c["unassociated"] += unassociated
         self.table.unmatched_packets += unmatched
 
