@@ -86,6 +86,11 @@ _RTP, _RTCP, _SIP = 0, 1, 2
 _USER_MAX = 256
 _CALL_ID_MAX = 1024
 _MAX_CODECS = 16
+_ADDRESS_CACHE = 4096
+_VERDICT_CACHE = 4096
+_SDP_CACHE = 512
+_SDP_CACHE_LEN = 2048  # bytes
+_VERDICT_KEY_MAX = 1024  # characters
 
 
 @dataclass(slots=True)
@@ -183,6 +188,11 @@ class SipDissector(Dissector):
         self.cfg = cfg
         self.ports = cfg.sip_ports
         self.bulk: _Bulk | None = None  # the chunk in flight through VoipMode._process
+        self._current: Session | None = None  # the call of the message being handled
+        # SDP address text -> IPv4 as an int, IPv6 as 16 bytes (a bounded cache).
+        self._addresses: dict[str, int | bytes] = {}
+        # SDP body -> (codecs, RTP/RTCP endpoints) (a bounded cache).
+        self._sdps: dict[bytes, tuple[tuple[str, ...], list[tuple[str, int, str]]]] = {}
         self.sdp_malformed = 0
         self.sdp_unusable = 0  # SDP media addresses that are no IP address
 
@@ -203,20 +213,33 @@ class SipDissector(Dissector):
 
     def on_message(self, s: Session, msg: SipMessage, flow: tuple, ts: int) -> object:  # type: ignore[override]
         call: _Call = s.info  # type: ignore[assignment]
+        self._current = s
         bulk = self.bulk
         if bulk is not None:
             bulk.touched[s] = bulk.pos
-        sdp = None
-        if msg.body and (msg.content_type == "application/sdp" or msg.body[:2] == b"v="):
-            try:
-                sdp = parse_sdp(msg.body)
-            except SdpError:
-                self.sdp_malformed += 1
-        if sdp is not None:
-            self._add_endpoints(s, sdp)
+        media = None
+        body = msg.body
+        if body and (msg.content_type == "application/sdp" or body[:2] == b"v="):
+            # The codecs and endpoints of an SDP, remembered by its bytes: offers and
+            # answers come back (183 then 200, retransmissions, refreshes).
+            media = self._sdps.get(body)
+            if media is None:
+                try:
+                    sdp = parse_sdp(body)
+                except SdpError:
+                    self.sdp_malformed += 1
+                else:
+                    media = (codecs_of(sdp), rtp_endpoints(sdp))
+                    if len(body) <= _SDP_CACHE_LEN:
+                        if len(self._sdps) >= _SDP_CACHE:
+                            self._sdps.clear()
+                        self._sdps[body] = media
+        if media is not None:
+            found, endpoints = media
+            self._add_endpoints(s, endpoints)
             codecs = call.codecs
             if len(codecs) < _MAX_CODECS:
-                for name in codecs_of(sdp):
+                for name in found:
                     if name not in codecs:
                         codecs.append(name)  # raw: made wire-safe in describe()
         if not call.flow_is_invite:
@@ -236,9 +259,9 @@ class SipDissector(Dissector):
         cs.apply(msg, ts)
         if msg.status >= 200 and msg.cseq_method == cs.method:
             call.last_status = msg.status
-        return sdp
+        return media
 
-    def filter_values(self, msg: SipMessage, sdp: object) -> tuple[dict[str, object], list]:  # type: ignore[override]
+    def filter_values(self, msg: SipMessage, media: object) -> tuple[dict[str, object], list]:  # type: ignore[override]
         users = users_of(msg)
         fields: dict[str, object] = {
             "sip_user": users,
@@ -247,9 +270,10 @@ class SipDissector(Dissector):
             "call_id": (msg.call_id,),
         }
         addrs: list = []
-        if sdp is not None:
-            fields["codec"] = codecs_of(sdp)  # type: ignore[arg-type]
-            addrs.extend(a for a, _, _ in rtp_endpoints(sdp))  # type: ignore[arg-type]
+        if media is not None:  # from on_message: the SDP's codecs and endpoints
+            codecs, endpoints = media  # type: ignore[misc]
+            fields["codec"] = codecs
+            addrs.extend(a for a, _, _ in endpoints)
         return fields, addrs
 
     def settled(self, s: Session, msg: SipMessage) -> bool:  # type: ignore[override]
@@ -257,10 +281,15 @@ class SipDissector(Dissector):
         # INVITE usually gets) and nothing matched.
         return msg.status >= 200 and msg.cseq_method == "INVITE" and msg.status not in (401, 407)
 
-    def summary(self, msg: SipMessage) -> tuple:  # type: ignore[override]
+    def summary(self, msg: SipMessage) -> tuple | None:  # type: ignore[override]
         # A plain tuple while held: a protobuf message costs kilobytes (its arena), and
         # 10,000 undecided calls hold tens of thousands of SIP packets.
         # Raw strings: made wire-safe when (if) the packet is forwarded.
+        # None for a message of a rejected call (the one on_message saw last: the
+        # engine asks right after judging it), whose packets are neither held nor
+        # forwarded: its parties need not be read.
+        if self._current is not None and self._current.state == REJECTED:
+            return None
         return (
             msg.method,
             msg.status,
@@ -321,15 +350,23 @@ class SipDissector(Dissector):
     def figures(self) -> dict[str, int]:
         return {"sdp_malformed": self.sdp_malformed, "sdp_unusable_addresses": self.sdp_unusable}
 
-    def _add_endpoints(self, s: Session, sdp) -> None:
+    def _add_endpoints(self, s: Session, endpoints: list[tuple[str, int, str]]) -> None:
         alias = self.table.alias
-        for addr, port, kind in rtp_endpoints(sdp):
-            try:
-                raw = socket.inet_pton(socket.AF_INET6 if ":" in addr else socket.AF_INET, addr)
-            except (OSError, ValueError):  # a host name, or junk (a NUL: ValueError)
-                self.sdp_unusable += 1
-                continue
-            key = int.from_bytes(raw, "big") << 16 | port if len(raw) == 4 else (raw, port)
+        known = self._addresses
+        for addr, port, kind in endpoints:
+            raw = known.get(addr)
+            if raw is None:
+                try:
+                    raw = socket.inet_pton(socket.AF_INET6 if ":" in addr else socket.AF_INET, addr)
+                except (OSError, ValueError):  # a host name, or junk (a NUL: ValueError)
+                    self.sdp_unusable += 1
+                    continue
+                if len(raw) == 4:
+                    raw = int.from_bytes(raw, "big")
+                if len(known) >= _ADDRESS_CACHE:
+                    known.clear()
+                known[addr] = raw
+            key = raw << 16 | port if type(raw) is int else (raw, port)
             alias(s, key, _RTCP if kind == "rtcp" else _RTP)
 
 
@@ -635,6 +672,32 @@ class VoipMode(SessionMode):
         tag, byte = self._demux[:2]
         self._demux_at = UDP4_PAYLOAD + byte - _WIN_AT  # in the window
         assert tag < 0 or self._demux_at < _WIN
+        # Filter verdicts on messages without SDP, by their URIs and Call-ID, for the
+        # filter set they were made with (a bounded cache).
+        self._verdicts: tuple[object, dict[tuple[str, ...], frozenset[str]]] = (None, {})
+
+    def _match(self, msg: SipMessage, ctx: object, flow: tuple) -> list[str] | None:  # type: ignore[override]
+        """As the engine matches, with the verdict on a message without SDP remembered by
+        the header values it depends on (:attr:`SipMessage.raw_identity`): the messages
+        of a dialog repeat them, and then their addresses need not be read at all."""
+        fs = self._fs
+        if ctx is not None or fs is None or not len(fs):
+            return super()._match(msg, ctx, flow)
+        key = msg.raw_identity
+        cache = self._verdicts
+        if cache[0] is not fs:
+            cache = self._verdicts = (fs, {})
+        ids = cache[1].get(key)
+        if ids is None:
+            fields, _ = self.dis.filter_values(msg, None)
+            ids = frozenset(fs.match_fields(fields))
+            if _key_length(key) <= _VERDICT_KEY_MAX:
+                if len(cache[1]) >= _VERDICT_CACHE:
+                    cache[1].clear()
+                cache[1][key] = ids
+        if fs.has("ip_address"):
+            ids = ids | fs.match_ip([flow[0], flow[2]])
+        return sorted(ids) if ids else None
 
     def _alias_packet(self, s: Session, tag: int, pkt: tuple, out: Out) -> None:
         bulk = self.table.bulk
@@ -958,6 +1021,18 @@ class VoipMode(SessionMode):
             wmeta = wout.meta
             for k, at in enumerate((at_w + base).tolist()):
                 meta[at] = wmeta[k]
+
+
+def _key_length(key: tuple) -> int:
+    n = 0
+    for v in key:
+        if v is None:
+            continue
+        if type(v) is tuple:
+            n += sum(map(len, v)) + len(v)
+        else:
+            n += len(v)
+    return n
 
 
 def _extend(out: Out, more: Out) -> None:
