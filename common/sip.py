@@ -375,15 +375,6 @@ class SipMessage:
         self._request_user: str | None = None
         self._headers_t: tuple[tuple[str, str], ...] | None = None
 
-    @property
-    def raw_identity(self) -> tuple[object, ...]:
-        """The header values as written that the parties derive from: From, To,
-        Request-URI, P-Asserted-Identity and P-Preferred-Identity (all of them), and
-        the Call-ID. Equal values give equal ``from_*``, ``to_*``, ``request_user``,
-        ``pai_*``, ``ppi_*`` and ``call_id`` (and so equal :func:`users_of` and
-        :func:`uris_of`)."""
-        return (self._from, self._to, self.request_uri, self._pai, self._ppi, self.call_id)
-
     def _from_address(self) -> tuple[str, str, str]:
         a = self._from_a
         if a is None:

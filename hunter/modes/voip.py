@@ -678,12 +678,13 @@ class VoipMode(SessionMode):
 
     def _match(self, msg: SipMessage, ctx: object, flow: tuple) -> list[str] | None:  # type: ignore[override]
         """As the engine matches, with the verdict on a message without SDP remembered by
-        the header values it depends on (:attr:`SipMessage.raw_identity`): the messages
-        of a dialog repeat them, and then their addresses need not be read at all."""
+        the values it depends on (its URIs and Call-ID; users derive from URIs): the
+        messages of a dialog repeat them."""
         fs = self._fs
         if ctx is not None or fs is None or not len(fs):
             return super()._match(msg, ctx, flow)
-        key = msg.raw_identity
+        key = (msg.from_uri, msg.to_uri, msg.request_uri, msg.pai_uris, msg.ppi_uris,
+               msg.call_id)  # fmt: skip
         cache = self._verdicts
         if cache[0] is not fs:
             cache = self._verdicts = (fs, {})
@@ -1026,8 +1027,6 @@ class VoipMode(SessionMode):
 def _key_length(key: tuple) -> int:
     n = 0
     for v in key:
-        if v is None:
-            continue
         if type(v) is tuple:
             n += sum(map(len, v)) + len(v)
         else:
