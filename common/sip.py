@@ -200,6 +200,7 @@ _METHODS = frozenset(
         "UPDATE",
     )
 )
+_METHOD_NAMES = {m: m for m in _METHODS}
 _ALPHA = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 # Raw header name -> canonical name; grows with the names seen, up to a bound.
@@ -819,7 +820,10 @@ def _parse(data: bytes) -> SipMessage:
         if len(parts) != 3 or parts[2].upper() != "SIP/2.0":
             raise SipError(f"not a SIP start line: {_quote_start(start)}")
         method, request_uri, _ = parts
-        if method not in _METHODS:
+        known = _METHOD_NAMES.get(method)
+        if known is not None:
+            method = known  # one string object for every message (held summaries share it)
+        else:
             if len(method) > _MAX_METHOD or not _TOKEN_RE.fullmatch(method):
                 raise SipError(f"bad method in request line: {_quote_start(start)}")
             method = method.upper()
@@ -866,6 +870,7 @@ def _parse(data: bytes) -> SipMessage:
         cseq_seq = int(seq)
         if cseq_seq > _MAX_CSEQ:
             _cseq(cseq)  # raises
+        cseq_method = _METHOD_NAMES[cseq_method]
 
     from_value = get("from")
     if from_value is None:
