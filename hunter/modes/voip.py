@@ -434,12 +434,25 @@ class _Groups:
         pos = self.pos_list
         if pos is None:
             pos = self.pos_list = self.pos.tolist()
-            self.bounds = self.bounds.tolist()
+            if type(self.bounds) is not list:
+                self.bounds = self.bounds.tolist()
         lo, hi = self.bounds[i], self.bounds[i + 1]
         lo = bisect_left(pos, at, lo, hi)
         if more:
             return sorted({*pos[lo:hi], *(j for j in more if j >= at)})
         return pos[lo:hi]
+
+    def array_after(self, value: object, at: int) -> np.ndarray | None:
+        """The positions from ``at`` on in the group of ``value`` (a group without
+        ``extra``), as an array; None when there is none."""
+        i = self.index.get(value)
+        if i is None:
+            return None
+        b = self.bounds
+        if type(b) is not list:
+            b = self.bounds = b.tolist()
+        base = self.pos[b[i] : b[i + 1]]
+        return base[np.searchsorted(base, at) :]
 
     def join(self, value: int, positions: list[int]) -> None:
         more = self.extra.get(value)
@@ -458,10 +471,10 @@ class _Bulk:
     brought up to date (:meth:`refresh`). ``*_v`` are memoryviews of the arrays, for
     the few packets at a time that the walk's changes concern."""
 
-    __slots__ = ("aliases", "bits", "by_call_", "by_dst", "by_src", "cap", "count_rejected",
-                 "demux", "dirty_calls", "dirty_forgot", "dirty_keys", "dkey", "dkey_v", "index",
-                 "kind", "kind_v", "mode", "moved", "mux_byte", "mux_ok", "ntags", "pos", "sess",
-                 "sid", "sid_v", "skey_v", "tag", "tag_v", "touched", "ts")  # fmt: skip
+    __slots__ = ("aliases", "by_dst", "by_src", "cap", "count_rejected", "demux", "dirty_calls",
+                 "dirty_forgot", "dirty_keys", "dkey", "dkey_v", "index", "kind", "kind_v", "mode",
+                 "moved", "mux", "muxable", "ntags", "pos", "sess", "sid", "sid_v", "skey_v",
+                 "tag", "tag_v", "touched", "ts")  # fmt: skip
 
     def __init__(self, mode: VoipMode) -> None:
         self.mode = mode
@@ -475,16 +488,6 @@ class _Bulk:
         self.dirty_keys: list[object] = []
         self.dirty_calls: list[int] = []
         self.dirty_forgot: list[int] = []
-        self.by_call_: _Groups | None = None
-
-    @property
-    def by_call(self) -> _Groups:
-        """Media by call (made when first needed: a call decided or gone)."""
-        g = self.by_call_
-        if g is None:
-            js = np.flatnonzero(self.sid >= 0)
-            g = self.by_call_ = _Groups(self.sid[js].astype(np.int64), js, self.bits)
-        return g
 
     def _call(self, s: Session) -> int:
         x = self.index.get(s)
@@ -496,13 +499,9 @@ class _Bulk:
     def _place(self, j: int, x: int, t: int, k: int) -> None:
         """Packet ``j`` (after the walk's position) belongs to call ``x`` (-1: none) with
         tag ``t`` and kind ``k`` now."""
-        sid_v = self.sid_v
-        if sid_v[j] != x:
-            sid_v[j] = x
-            if x >= 0 and self.by_call_ is not None:
-                self.by_call_.join(x, [j])
-        dtag, _, lo, hi, to = self.demux
-        if t == dtag and self.mux_ok[j] and lo <= self.mux_byte[j] <= hi:
+        self.sid_v[j] = x
+        dtag, to = self.demux[0], self.demux[4]
+        if t == dtag and self.muxable[j]:
             t = to
         self.tag_v[j] = t
         kind_v = self.kind_v
@@ -555,6 +554,26 @@ class _Bulk:
             k = kind[js]
             kind[js] = np.where(k == _SEND, _SENT, _WALK)  # _WALK: nothing left to do
 
+    def _assign(self, js: np.ndarray, s: Session, t: int) -> None:
+        """Packets ``js`` belong to call ``s`` with tag ``t`` now (their destination is
+        its endpoint)."""
+        x = self._call(s)
+        k = _KIND_OF_STATE_L[s.state]
+        self.sid[js] = x
+        dtag, to = self.demux[0], self.demux[4]
+        self.tag[js] = np.where(self.mux[js], to, t) if t == dtag else t
+        self._restate(js, k)
+
+    def _restate(self, js: np.ndarray, k: int) -> None:
+        kind = self.kind
+        if k == _WALK:
+            new = js[kind[js] != _WALK]
+            if len(new):
+                push, moved = heapq.heappush, self.moved
+                for j in new.tolist():
+                    push(moved, j)
+        kind[js] = k
+
     def refresh(self) -> None:
         """After the walk's packet: the later packets its changes concern are brought up
         to date with the table as it is now. A packet's destination decides its call
@@ -562,42 +581,39 @@ class _Bulk:
         those whose call was decided follow its state; the others (their call gone,
         their source changed) are looked up one by one."""
         at = self.pos + 1
-        sid_v = self.sid_v
-        place = self._place
-        full: set[int] = set()
+        full: list[np.ndarray] = []
         if self.dirty_keys:
             get = self.aliases.get
             for key in set(self.dirty_keys):
-                js = self.by_dst.after(key, at)
-                if js:
+                js = self.by_dst.array_after(key, at)
+                if js is not None and len(js):
                     hit = get(key)
                     if hit is None:
-                        full.update(js)
+                        full.append(js)
                     else:
-                        s, t = hit
-                        x = self._call(s)
-                        k = _KIND_OF_STATE_L[s.state]
-                        for j in js:
-                            place(j, x, t, k)
-                full.update(self.by_src.after(key, at))
+                        self._assign(js, hit[0], hit[1])
+                more = self.by_src.after(key, at)
+                if more:
+                    full.append(np.array(more, np.int64))
             self.dirty_keys.clear()
         if self.dirty_calls:
             sess = self.sess
-            kind_v = self.kind_v
+            sid = self.sid[at:]
             for x in set(self.dirty_calls):
-                k = _KIND_OF_STATE_L[sess[x].state]
-                for j in self.by_call.after(x, at):
-                    if sid_v[j] == x and kind_v[j] != k:
-                        if k == _WALK:
-                            heapq.heappush(self.moved, j)
-                        kind_v[j] = k
+                js = np.flatnonzero(sid == x)
+                if len(js):
+                    self._restate(js + at, _KIND_OF_STATE_L[sess[x].state])
             self.dirty_calls.clear()
         if self.dirty_forgot:
+            sid = self.sid[at:]
             for x in set(self.dirty_forgot):
-                full.update(j for j in self.by_call.after(x, at) if sid_v[j] == x)
+                js = np.flatnonzero(sid == x)
+                if len(js):
+                    full.append(js + at)
             self.dirty_forgot.clear()
         if full:
-            self._resolve(sorted(full))
+            js = np.unique(np.concatenate(full)) if len(full) > 1 else full[0]
+            self._resolve(js.tolist())
 
     def settle(self, js: np.ndarray) -> None:
         """Apply what the bulk packets ``js`` (DROP and SEND, in order) do to their calls:
@@ -805,10 +821,11 @@ class VoipMode(SessionMode):
         dtag, dbyte, dlo, dhi, dto = self._demux
         bulk = _Bulk(self)
         if dtag >= 0:
-            b = np.ascontiguousarray(win[:, self._demux_at])
-            ok = cap > UDP4_PAYLOAD + dbyte
-            tag[(tag == dtag) & ok & (b >= dlo) & (b <= dhi) & fast] = dto
-            bulk.mux_byte, bulk.mux_ok = memoryview(b), memoryview(ok)
+            # Packets whose payload byte says RTCP when their endpoint is an RTP one.
+            b = win[:, self._demux_at]
+            mux = (cap > UDP4_PAYLOAD + dbyte) & (b >= dlo) & (b <= dhi) & fast
+            tag[(tag == dtag) & mux] = dto
+            bulk.mux, bulk.muxable = mux, memoryview(mux)
         states = np.array([s.state for s in sess] + [-1], np.int8)
         kind = _KIND_OF_STATE[states[sid]]  # no call (-1): the last
         kind[~fast] = _WALK
@@ -817,9 +834,8 @@ class VoipMode(SessionMode):
         bulk.dkey = dkey
         bulk.dkey_v, bulk.skey_v = memoryview(dkey), memoryview(skey)
         bulk.demux = self._demux
-        # Media by destination, by source where the destination is no endpoint, by call.
+        # Media by destination, and by source where the destination is no endpoint.
         bulk.by_dst, bulk.by_src = by_dst, by_src
-        bulk.bits = bits
         bulk.ts = np.frombuffer(chunk.ts_ns, np.int64)
         bulk.cap = cap
         bulk.ntags = len(self.dis.tags)
