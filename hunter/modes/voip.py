@@ -630,20 +630,23 @@ class _Bulk:
             codes = self.sid[counted] * nt + self.tag[counted]
             pk = np.bincount(codes)
             by = np.bincount(codes, weights=self.cap[counted])
-            for code in np.flatnonzero(pk).tolist():
+            used = np.flatnonzero(pk)
+            for code, n, b in zip(used.tolist(), pk[used].tolist(), by[used].tolist(),
+                                  strict=True):  # fmt: skip
                 x, t = divmod(code, nt)
                 s = sess[x]
-                s.pk[t] += int(pk[code])
-                s.by[t] += int(by[code])
+                s.pk[t] += n
+                s.by[t] += int(b)
         # Last activity: the last packet of each call, unless the walk touched it later.
-        rev = js[::-1]
-        xs, first = np.unique(self.sid[rev], return_index=True)
+        last = np.full(len(sess), -1, np.int64)
+        np.maximum.at(last, self.sid[js], js)
+        xs = np.flatnonzero(last >= 0)
+        pos = last[xs]
         touched = self.touched
-        ts = self.ts
-        for x, j in zip(xs.tolist(), rev[first].tolist(), strict=True):
+        for x, j, t in zip(xs.tolist(), pos.tolist(), self.ts[pos].tolist(), strict=True):
             s = sess[x]
             if touched.get(s, -1) < j:
-                s.last_ns = int(ts[j])
+                s.last_ns = t
 
 
 class _Table(SessionTable):
@@ -887,8 +890,8 @@ class VoipMode(SessionMode):
         moved = bulk.moved
         dirty_keys, dirty_calls, dirty_forgot = bulk.dirty_keys, bulk.dirty_calls, bulk.dirty_forgot
         pop = heapq.heappop
-        fast_l = fast.tolist()
-        starts_l = starts.tolist()
+        fast_l = memoryview(fast)  # only the walked packets are read: no list of all
+        starts_l = memoryview(starts)
         dkey, skey = bulk.dkey_v, bulk.skey_v
         unassociated = unmatched = 0
         matched, rejected = MATCHED, REJECTED
@@ -1010,9 +1013,10 @@ class VoipMode(SessionMode):
         )
         parts = out.parts
         wparts = wout.parts
+        at_wl = at_w.tolist()
         j = 0
         for first, a, b in runs:
-            while j < nw and at_w[j] < first:  # at_w as a list would be faster; few
+            while j < nw and at_wl[j] < first:
                 parts.append(wparts[j])
                 j += 1
             parts.append(mv[a:b])
