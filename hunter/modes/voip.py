@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import heapq
 import socket
+import struct
 from bisect import bisect_left
 from dataclasses import dataclass
 
@@ -393,6 +394,8 @@ _KIND_OF_STATE_L = _KIND_OF_STATE.tolist()
 # first two payload bytes (RTCP's packet type under rtcp-mux, RFC 5761).
 _WIN_AT = 12
 _WIN = 32
+# From frame offset 14: IPv4 total length, addresses, UDP ports and length.
+_PEEK_SIP4 = struct.Struct("!2xH8x4s4sHHH")
 
 
 class _Groups:
@@ -754,18 +757,25 @@ class VoipMode(SessionMode):
         win = as_strided(buf, shape=(len(buf) - _WIN + 1, _WIN), strides=(1, 1))[at]
         w16 = win.view(">u2")
         sport, dport = w16[:, 11], w16[:, 12]
-        fast = (
+        udp4 = (
             (cap >= 38)
             & (w16[:, 0] == 0x0800)
             & (win[:, 2] == 0x45)
             & ((w16[:, 4] & 0x3FFF) == 0)
             & (win[:, 11] == 17)
         )
-        for port in self._ports:
-            fast &= (sport != port) & (dport != port)
         if single is None:
             lts = np.array([lt for _, lt in interfaces], np.int32)
-            fast &= lts[np.frombuffer(chunk.iface, np.uint16)] == _LT_ETHERNET
+            udp4 &= lts[np.frombuffer(chunk.iface, np.uint16)] == _LT_ETHERNET
+        sip = None
+        for port in self._ports:
+            m = (sport == port) | (dport == port)
+            sip = m if sip is None else sip | m
+        fast = udp4 & ~sip if sip is not None else udp4
+        if sip is not None:
+            # SIP over UDP that decode_packet's fast path would take (a whole IPv4 header
+            # and UDP header): the walk reads it without decoding (_sip_datagram).
+            sip &= udp4 & (cap >= 42) & (w16[:, 2] >= 28) & (w16[:, 13] >= 8)
         fidx = np.flatnonzero(fast)
         if not len(fidx):
             super()._process(chunk, out)
@@ -847,8 +857,8 @@ class VoipMode(SessionMode):
         wpos: list[int] = []
         table.bulk = self.dis.bulk = bulk
         try:
-            self._walk(chunk, bulk, np.flatnonzero(kind == _WALK).tolist(), fast, starts, wout,
-                       wpos)  # fmt: skip
+            self._walk(chunk, bulk, np.flatnonzero(kind == _WALK).tolist(), fast, sip, starts,
+                       wout, wpos)  # fmt: skip
             js = np.flatnonzero((kind == _DROP) | (kind == _SEND))
             if len(js):
                 bulk.settle(js)
@@ -866,6 +876,7 @@ class VoipMode(SessionMode):
         bulk: _Bulk,
         walk: list[int],
         fast: np.ndarray,
+        sip: np.ndarray | None,
         starts: np.ndarray,
         out: Out,
         wpos: list[int],
@@ -891,6 +902,8 @@ class VoipMode(SessionMode):
         dirty_keys, dirty_calls, dirty_forgot = bulk.dirty_keys, bulk.dirty_calls, bulk.dirty_forgot
         pop = heapq.heappop
         fast_l = memoryview(fast)  # only the walked packets are read: no list of all
+        sip_l = memoryview(sip) if sip is not None and self._udp and not self._udp_flows else None
+        peek_sip = _PEEK_SIP4.unpack_from
         starts_l = memoryview(starts)
         dkey, skey = bulk.dkey_v, bulk.skey_v
         unassociated = unmatched = 0
@@ -944,6 +957,18 @@ class VoipMode(SessionMode):
                     out.add((ts, cap, orig_col[p], mv[start:end], ifx), meta)
                 else:
                     hold(s, (ts, cap, orig_col[p], mv[start:end], ifx), tag)
+            elif sip_l is not None and sip_l[p]:
+                # What _slow does with it, without decode_packet: its fast path's fields.
+                total, src, dst, sport, dport, ulen = peek_sip(rec, start + 30)
+                last_byte = 14 + total
+                if last_byte > cap:
+                    last_byte = cap
+                pend = 34 + ulen
+                if pend > last_byte:
+                    pend = last_byte
+                self._datagram([(ts_col[p], cap, orig_col[p], mv[start:end], ifx)],
+                               mv[start + 58 : start + 16 + pend], (src, sport, dst, dport, 17),
+                               out)  # fmt: skip
             else:
                 self._slow((ts_col[p], cap, orig_col[p], mv[start:end], ifx), lt,
                            mv[start + 16 : end], out)  # fmt: skip
