@@ -44,7 +44,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from lc.common.flow import UDP4_PAYLOAD
-from lc.common.sdp import SdpError, codecs_of, parse_sdp, rtp_endpoints
+from lc.common.sdp import SdpError, media_of
 from lc.common.sip import SipMessage, SipStreamFramer, parse_sip, uris_of, users_of
 from lc.common.sipcall import CallState
 from lc.common.text import wire_text
@@ -226,11 +226,10 @@ class SipDissector(Dissector):
             media = self._sdps.get(body)
             if media is None:
                 try:
-                    sdp = parse_sdp(body)
+                    media = media_of(body)  # codecs_of and rtp_endpoints of parse_sdp
                 except SdpError:
                     self.sdp_malformed += 1
                 else:
-                    media = (codecs_of(sdp), rtp_endpoints(sdp))
                     if len(body) <= _SDP_CACHE_LEN:
                         if len(self._sdps) >= _SDP_CACHE:
                             self._sdps.clear()
