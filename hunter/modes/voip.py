@@ -375,6 +375,8 @@ class SipDissector(Dissector):
 #: Chunks of fewer packets take the engine's per-packet loop: numpy's fixed cost per
 #: call outweighs what it saves on a handful of packets.
 BULK_MIN = 64
+#: Chunks taken by the per-packet loop after one whose media was mostly walked.
+LOOP_RUN = 31
 _LT_ETHERNET = 1
 # Kinds of a chunk's packets (_Bulk.kind). WALK: taken one by one, in order, by the
 # per-packet code (SIP and everything else the engine decodes; media of calls not
@@ -693,6 +695,7 @@ class VoipMode(SessionMode):
         tag, byte = self._demux[:2]
         self._demux_at = UDP4_PAYLOAD + byte - _WIN_AT  # in the window
         assert tag < 0 or self._demux_at < _WIN
+        self._loop_chunks = 0  # chunks still to take with the per-packet loop
         # Filter verdicts on messages without SDP, by their URIs and Call-ID, for the
         # filter set they were made with (a bounded cache).
         self._verdicts: tuple[object, dict[tuple[str, ...], frozenset[str]]] = (None, {})
@@ -743,6 +746,13 @@ class VoipMode(SessionMode):
         single = chunk.iface if isinstance(chunk.iface, int) else None
         interfaces = self.interfaces
         if n < BULK_MIN or (single is not None and interfaces[single][1] != _LT_ETHERNET):
+            super()._process(chunk, out)
+            return
+        if self._loop_chunks:
+            # Most media of the last chunk taken in bulk had to be walked (calls held
+            # undecided with early media): the per-packet loop costs less. Bulk is
+            # tried again every LOOP_RUN chunks.
+            self._loop_chunks -= 1
             super()._process(chunk, out)
             return
         rec = chunk.records
@@ -905,7 +915,8 @@ class VoipMode(SessionMode):
         peek_sip = _PEEK_SIP4.unpack_from
         starts_l = memoryview(starts)
         dkey, skey = bulk.dkey_v, bulk.skey_v
-        unassociated = unmatched = 0
+        unassociated = unmatched = walked = 0
+        nfast = int(np.count_nonzero(fast))
         matched, rejected = MATCHED, REJECTED
         kind = memoryview(bulk.kind)
         i, nw = 0, len(walk)
@@ -930,6 +941,7 @@ class VoipMode(SessionMode):
             before = len(out)
             if fast_l[p]:
                 # As SessionMode._process does it, with the table as it is now.
+                walked += 1
                 hit = aliases.get(dkey[p]) or aliases.get(skey[p])
                 if hit is None:
                     unassociated += 1
@@ -978,6 +990,8 @@ class VoipMode(SessionMode):
                 bulk.refresh()
         self.c["unassociated"] += unassociated
         self.table.unmatched_packets += unmatched
+        if 2 * walked > nfast:
+            self._loop_chunks = LOOP_RUN
 
     def _merge(
         self,
