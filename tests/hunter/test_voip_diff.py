@@ -22,6 +22,8 @@ import struct
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from lc.common.filters import Filter, compile_filters
 from lc.common.pcapwriter import PcapWriter
@@ -436,3 +438,73 @@ def test_corpus_same_as_generic_engine(key, name, oracle, fl, size, seed):
 @pytest.mark.parametrize("case", list(SYNTH_CASES))
 def test_synthetic_same_as_generic_engine(synthetic, case):
     _same(_synth_outputs("voip", synthetic, case), _synth_outputs("generic", synthetic, case))
+
+
+def _frames_of(path: Path) -> list[tuple[int, bytes]]:
+    from lc.common.pcapfile import open_capture
+
+    with open_capture(path) as r:
+        return [(ts, bytes(data)) for ts, _, data, _ in r.records()]
+
+
+def _chunked_outputs(kind: str, frames: list, sizes: list[int], fl, cfg: dict) -> list[bytes]:
+    from array import array
+
+    from lc.common.pcapfile import frame_records
+    from lc.hunter.capture import Chunk
+
+    mode = new_mode(kind, fl[0], fl[1], VoipConfig(**cfg))
+    mode.interfaces[:] = [("eth0", 1), ("raw", 101)]
+    out: list[bytes] = []
+    i = k = 0
+    while i < len(frames):
+        part = frames[i : i + sizes[k % len(sizes)]]
+        i += len(part)
+        k += 1
+        ts = array("q", [t for t, _ in part])
+        caps = array("I", [len(b) for _, b in part])
+        # Every 7th frame from the second interface (raw IP: never the media fast path).
+        ifs = array("H", [int(j % 7 == 3) for j in range(len(part))])
+        recs = frame_records(ts, caps, caps, b"".join(b for _, b in part))
+        fwd = mode.process(Chunk(ts, caps, array("I", caps), recs, ifs if k % 2 else 0))
+        c = fwd.chunk
+        off = 0
+        for j in range(len(c)):
+            cap = c.caplen[j]
+            meta = fwd.meta.get(j)
+            m = b"-" if meta is None else meta.SerializeToString(deterministic=True)
+            out.append(bytes(c.records[off : off + 16 + cap]) + m)
+            off += 16 + cap
+        out.extend(ev.SerializeToString(deterministic=True) for ev in fwd.events)
+    out.extend(ev.SerializeToString(deterministic=True) for ev in mode.finish().events)
+    c = mode.counters()
+    out.append(repr((sorted(c.figures.items()), sorted(c.dropped.items()))).encode())
+    return out
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_damaged_frames_in_big_chunks_same_as_generic_engine(synthetic, data) -> None:
+    """Frames of the tricky capture, some damaged (bytes of their headers and SIP
+    overwritten, cut short), some from a raw-IP interface, in chunks big enough for
+    the bulk path: the same output as the per-packet engine."""
+    frames = _frames_of(synthetic["tricky"])
+    rng = random.Random(data.draw(st.integers(0, 2**32)))
+    damaged = []
+    for ts, b in frames:
+        r = rng.random()
+        if r < 0.03:
+            b = bytearray(b)
+            for _ in range(rng.randint(1, 4)):
+                b[rng.randrange(min(len(b), 80))] = rng.randrange(256)
+            b = bytes(b)
+        elif r < 0.04:
+            b = b[: rng.randrange(len(b) + 1)]
+        damaged.append((ts, b))
+    sizes = data.draw(st.lists(st.integers(64, 700), min_size=1, max_size=4))
+    fl = data.draw(st.sampled_from([VIPS, ALLOW, SOME]))
+    cfg = data.draw(st.sampled_from([{}, {"max_calls": 8}, {"max_call_packets": 5}]))
+    _same(
+        _chunked_outputs("voip", damaged, sizes, fl, cfg),
+        _chunked_outputs("generic", damaged, sizes, fl, cfg),
+    )
