@@ -761,8 +761,9 @@ class VoipMode(SessionMode):
         ends = np.cumsum(cap.astype(np.int64) + 16)
         starts = ends - cap - 16
         at = starts + (16 + _WIN_AT)
-        if at[-1] + _WIN > len(buf):  # a short last frame: its window would overrun
-            buf = np.concatenate((buf, np.zeros(_WIN, np.uint8)))
+        over = int(at[-1]) + _WIN - len(buf)
+        if over > 0:  # short last frames: their windows would overrun the records
+            buf = np.concatenate((buf, np.zeros(over, np.uint8)))
         win = as_strided(buf, shape=(len(buf) - _WIN + 1, _WIN), strides=(1, 1))[at]
         w16 = win.view(">u2")
         sport, dport = w16[:, 11], w16[:, 12]

@@ -508,3 +508,17 @@ def test_damaged_frames_in_big_chunks_same_as_generic_engine(synthetic, data) ->
         _chunked_outputs("voip", damaged, sizes, fl, cfg),
         _chunked_outputs("generic", damaged, sizes, fl, cfg),
     )
+
+
+def test_a_chunk_ending_in_runt_frames(synthetic) -> None:
+    """The bulk path reads 32 header bytes of every frame; frames at the end of a chunk
+    shorter than that (empty, 5 bytes) must not read past the records (IndexError
+    before: the padding covered one short frame only)."""
+    frames = _frames_of(synthetic["tricky"])[:200]
+    t = frames[-1][0]
+    frames += [(t + 1, b""), (t + 2, b"\x00" * 5), (t + 3, b""), (t + 4, b"")]
+    for sizes in ([len(frames)], [100], [64, 140]):
+        _same(
+            _chunked_outputs("voip", frames, sizes, ALLOW, {}),
+            _chunked_outputs("generic", frames, sizes, ALLOW, {}),
+        )
