@@ -200,11 +200,18 @@ _METHODS = frozenset(
         "UPDATE",
     )
 )
+_METHOD_NAMES = {m: m for m in _METHODS}
 _ALPHA = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 # Raw header name -> canonical name; grows with the names seen, up to a bound.
 _CANON: dict[str, str] = {}
 _CANON_MAX = 4096
+# Address header value -> (uri, user, tag): values up to _ADDRESS_CACHE_LEN characters,
+# at most _ADDRESS_CACHE of them (emptied when full).
+_ADDRESSES: dict[str, tuple[str, str, str]] = {}
+_ADDRESS_CACHE = 4096
+_ADDRESS_CACHE_LEN = 512
+_NO_ADDRESS = ("", "", "")
 
 
 class SipError(ParseError):
@@ -253,7 +260,10 @@ class SipMessage:
 
     A slotted class, read-only by convention: a frozen dataclass would enforce it,
     but costs about 5 us per message to build (ten times this class), which the
-    hunter pays for every SIP packet. Compares equal field by field.
+    hunter pays for every SIP packet. Compares equal field by field. The fields that
+    need more than a look at their header (addresses, users, the Contact URI, the
+    Request-URI's user, the header tuple) are read when first asked for, so that a
+    message whose parties nobody asks about costs less.
 
     Fields:
 
@@ -273,32 +283,46 @@ class SipMessage:
     text each.
     """
 
-    __slots__ = _FIELDS
+    __slots__ = (
+        "_contact",
+        "_contact_uri",
+        "_from",
+        "_from_a",
+        "_headers",
+        "_headers_t",
+        "_pai",
+        "_pai_a",
+        "_ppi",
+        "_ppi_a",
+        "_request_user",
+        "_to",
+        "_to_a",
+        "body",
+        "call_id",
+        "content_length",
+        "content_type",
+        "cseq_method",
+        "cseq_seq",
+        "defects",
+        "is_request",
+        "method",
+        "reason",
+        "request_uri",
+        "status",
+        "truncated",
+    )
 
     is_request: bool
     method: str
     status: int
     reason: str
     request_uri: str
-    request_user: str
     call_id: str
     cseq_seq: int
     cseq_method: str
-    from_uri: str
-    from_user: str
-    from_tag: str
-    to_uri: str
-    to_user: str
-    to_tag: str
-    pai_uris: tuple[str, ...]
-    pai_users: tuple[str, ...]
-    ppi_uris: tuple[str, ...]
-    ppi_users: tuple[str, ...]
-    contact_uri: str
     content_type: str
     content_length: int | None
     body: bytes
-    headers: tuple[tuple[str, str], ...]
     truncated: bool
     defects: tuple[str, ...]
 
@@ -309,25 +333,18 @@ class SipMessage:
         status: int,
         reason: str,
         request_uri: str,
-        request_user: str,
         call_id: str,
         cseq_seq: int,
         cseq_method: str,
-        from_uri: str,
-        from_user: str,
-        from_tag: str,
-        to_uri: str,
-        to_user: str,
-        to_tag: str,
-        pai_uris: tuple[str, ...],
-        pai_users: tuple[str, ...],
-        ppi_uris: tuple[str, ...],
-        ppi_users: tuple[str, ...],
-        contact_uri: str,
+        from_value: str | None,
+        to_value: str | None,
+        pai_values: tuple[str, ...],
+        ppi_values: tuple[str, ...],
+        contact: str | None,
         content_type: str,
         content_length: int | None,
         body: bytes,
-        headers: tuple[tuple[str, str], ...],
+        headers: list[tuple[str, str]],
         truncated: bool = False,
         defects: tuple[str, ...] = (),
     ) -> None:
@@ -336,27 +353,120 @@ class SipMessage:
         self.status = status
         self.reason = reason
         self.request_uri = request_uri
-        self.request_user = request_user
         self.call_id = call_id
         self.cseq_seq = cseq_seq
         self.cseq_method = cseq_method
-        self.from_uri = from_uri
-        self.from_user = from_user
-        self.from_tag = from_tag
-        self.to_uri = to_uri
-        self.to_user = to_user
-        self.to_tag = to_tag
-        self.pai_uris = pai_uris
-        self.pai_users = pai_users
-        self.ppi_uris = ppi_uris
-        self.ppi_users = ppi_users
-        self.contact_uri = contact_uri
         self.content_type = content_type
         self.content_length = content_length
         self.body = body
-        self.headers = headers
         self.truncated = truncated
         self.defects = defects
+        # Header values as written (None: absent), read into fields when asked for.
+        self._from = from_value
+        self._to = to_value
+        self._pai = pai_values
+        self._ppi = ppi_values
+        self._contact = contact
+        self._headers = headers
+        self._from_a: tuple[str, str, str] | None = None
+        self._to_a: tuple[str, str, str] | None = None
+        self._pai_a: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+        self._ppi_a: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+        self._contact_uri: str | None = None
+        self._request_user: str | None = None
+        self._headers_t: tuple[tuple[str, str], ...] | None = None
+
+    def _from_address(self) -> tuple[str, str, str]:
+        a = self._from_a
+        if a is None:
+            a = self._from_a = _NO_ADDRESS if self._from is None else _address(self._from)
+        return a
+
+    def _to_address(self) -> tuple[str, str, str]:
+        a = self._to_a
+        if a is None:
+            a = self._to_a = _NO_ADDRESS if self._to is None else _address(self._to)
+        return a
+
+    @property
+    def from_uri(self) -> str:
+        return self._from_address()[0]
+
+    @property
+    def from_user(self) -> str:
+        return self._from_address()[1]
+
+    @property
+    def from_tag(self) -> str:
+        return self._from_address()[2]
+
+    @property
+    def to_uri(self) -> str:
+        return self._to_address()[0]
+
+    @property
+    def to_user(self) -> str:
+        return self._to_address()[1]
+
+    @property
+    def to_tag(self) -> str:
+        return self._to_address()[2]
+
+    def _pai_addresses(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        a = self._pai_a
+        if a is None:
+            a = self._pai_a = _addresses(self._pai) if self._pai else ((), ())
+        return a
+
+    def _ppi_addresses(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        a = self._ppi_a
+        if a is None:
+            a = self._ppi_a = _addresses(self._ppi) if self._ppi else ((), ())
+        return a
+
+    @property
+    def pai_uris(self) -> tuple[str, ...]:
+        return self._pai_addresses()[0]
+
+    @property
+    def pai_users(self) -> tuple[str, ...]:
+        return self._pai_addresses()[1]
+
+    @property
+    def ppi_uris(self) -> tuple[str, ...]:
+        return self._ppi_addresses()[0]
+
+    @property
+    def ppi_users(self) -> tuple[str, ...]:
+        return self._ppi_addresses()[1]
+
+    @property
+    def request_user(self) -> str:
+        user = self._request_user
+        if user is None:
+            user = self._request_user = _uri_user(self.request_uri) if self.is_request else ""
+        return user
+
+    @property
+    def contact_uri(self) -> str:
+        uri = self._contact_uri
+        if uri is None:
+            value = self._contact
+            if value is None:
+                uri = ""
+            elif value == "*":
+                uri = "*"
+            else:
+                uri = _name_addr(_split_list(value)[0] if "," in value else value)[0]
+            self._contact_uri = uri
+        return uri
+
+    @property
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        h = self._headers_t
+        if h is None:
+            h = self._headers_t = tuple(self._headers)
+        return h
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{name}={getattr(self, name)!r}" for name in _FIELDS)
@@ -564,6 +674,19 @@ def _uri_user(uri: str) -> str:
 
 
 def _address(value: str) -> tuple[str, str, str]:
+    """``(uri, user, tag)`` of a name-addr or addr-spec value (From, To, PAI, ...), from
+    a bounded cache: a dialog's From and To come back in every message."""
+    hit = _ADDRESSES.get(value)
+    if hit is None:
+        hit = _read_address(value)
+        if len(value) <= _ADDRESS_CACHE_LEN:
+            if len(_ADDRESSES) >= _ADDRESS_CACHE:
+                _ADDRESSES.clear()
+            _ADDRESSES[value] = hit
+    return hit
+
+
+def _read_address(value: str) -> tuple[str, str, str]:
     """``(uri, user, tag)`` of a name-addr or addr-spec value (From, To, PAI, ...).
 
     The usual shapes (``<sip:user@host>;tag=x`` with an optional plain or quoted display
@@ -688,7 +811,7 @@ def _parse(data: bytes) -> SipMessage:
         if not 100 <= status <= 699:
             raise SipError(f"status code {status} out of range 100..699: {_quote_start(start)}")
         is_request = False
-        method = request_uri = request_user = ""
+        method = request_uri = ""
         reason = start[12:].strip()
     else:
         parts = start.split(" ")
@@ -697,7 +820,10 @@ def _parse(data: bytes) -> SipMessage:
         if len(parts) != 3 or parts[2].upper() != "SIP/2.0":
             raise SipError(f"not a SIP start line: {_quote_start(start)}")
         method, request_uri, _ = parts
-        if method not in _METHODS:
+        known = _METHOD_NAMES.get(method)
+        if known is not None:
+            method = known  # one string object for every message (held summaries share it)
+        else:
             if len(method) > _MAX_METHOD or not _TOKEN_RE.fullmatch(method):
                 raise SipError(f"bad method in request line: {_quote_start(start)}")
             method = method.upper()
@@ -706,7 +832,6 @@ def _parse(data: bytes) -> SipMessage:
         is_request = True
         status = 0
         reason = ""
-        request_user = _uri_user(request_uri)
 
     # Header lines.
     defects: list[str] = []
@@ -745,36 +870,22 @@ def _parse(data: bytes) -> SipMessage:
         cseq_seq = int(seq)
         if cseq_seq > _MAX_CSEQ:
             _cseq(cseq)  # raises
+        cseq_method = _METHOD_NAMES[cseq_method]
 
-    value = get("from")
-    if value is None:
-        from_uri = from_user = from_tag = ""
+    from_value = get("from")
+    if from_value is None:
         defects.append("no From header")
-    else:
-        from_uri, from_user, from_tag = _address(value)
-    value = get("to")
-    if value is None:
-        to_uri = to_user = to_tag = ""
+    to_value = get("to")
+    if to_value is None:
         defects.append("no To header")
-    else:
-        to_uri, to_user, to_tag = _address(value)
-
     if "p-asserted-identity" in first:
-        pai_uris, pai_users = _addresses([v for k, v in headers if k == "p-asserted-identity"])
+        pai = tuple([v for k, v in headers if k == "p-asserted-identity"])
     else:
-        pai_uris = pai_users = ()
+        pai = ()
     if "p-preferred-identity" in first:
-        ppi_uris, ppi_users = _addresses([v for k, v in headers if k == "p-preferred-identity"])
+        ppi = tuple([v for k, v in headers if k == "p-preferred-identity"])
     else:
-        ppi_uris = ppi_users = ()
-
-    value = get("contact")
-    if value is None:
-        contact_uri = ""
-    elif value == "*":
-        contact_uri = "*"
-    else:
-        contact_uri = _name_addr(_split_list(value)[0] if "," in value else value)[0]
+        ppi = ()
 
     value = get("content-type")
     if value is None:
@@ -809,25 +920,18 @@ def _parse(data: bytes) -> SipMessage:
         status,
         reason,
         request_uri,
-        request_user,
         call_id,
         cseq_seq,
         cseq_method,
-        from_uri,
-        from_user,
-        from_tag,
-        to_uri,
-        to_user,
-        to_tag,
-        pai_uris,
-        pai_users,
-        ppi_uris,
-        ppi_users,
-        contact_uri,
+        from_value,
+        to_value,
+        pai,
+        ppi,
+        get("contact"),
         content_type,
         content_length,
         body,
-        tuple(headers),
+        headers,
         truncated,
         tuple(defects),
     )

@@ -929,6 +929,10 @@ class _Writer:
         self.serial = 0
         self.packets = 0
         self.last_ts = 0
+        # Pending packets that trigger the next sort: at least twice what the last one
+        # left pending, so that many overlapping calls cost O(n log n), not a sort per
+        # call of everything still pending.
+        self.flush_at = 4 * self.CHUNK
 
     def add(self, packets: list[tuple[int, bytes]]) -> None:
         s = self.serial
@@ -938,7 +942,7 @@ class _Writer:
     def flush_before(self, limit: int | None) -> None:
         """Write every pending packet earlier than ``limit`` (all of them with None)."""
         pend = self.pending
-        if limit is not None and len(pend) < 4 * self.CHUNK:
+        if limit is not None and len(pend) < self.flush_at:
             return
         pend.sort()
         if limit is None:
@@ -963,6 +967,7 @@ class _Writer:
             self.last_ts = pend[k - 1][0]
         self.packets += k
         del pend[:k]
+        self.flush_at = max(4 * self.CHUNK, 2 * len(pend))
 
     def close(self) -> None:
         self.flush_before(None)

@@ -18,6 +18,7 @@ from lc.common.sdp import (
     SdpError,
     SessionDesc,
     codecs_of,
+    media_of,
     parse_sdp,
     rtp_endpoints,
 )
@@ -451,3 +452,69 @@ def test_fuzz_truncated_and_damaged(data: st.DataObject) -> None:
     junk = data.draw(st.binary(max_size=80))
     only_sdp_error(RFC_EXAMPLE[:cut])
     only_sdp_error(RFC_EXAMPLE[:cut] + junk + RFC_EXAMPLE[cut:])
+
+
+# -- media_of: the hunter's shortcut, the same answers as the full parse --------------------
+
+
+def same_media(body: bytes) -> None:
+    try:
+        want = (codecs_of(parse_sdp(body)), rtp_endpoints(parse_sdp(body)))
+    except SdpError as e:
+        with pytest.raises(SdpError) as got:
+            media_of(body)
+        assert str(got.value) == str(e)
+        return
+    assert media_of(body) == want
+
+
+MEDIA_LINE = st.one_of(
+    SDP_LINE,
+    st.builds(
+        lambda pt, enc: f"a=rtpmap:{pt} {enc}",
+        st.sampled_from(["0", "8", "9", "18", "96", "101", "abc", "", "1000"]),
+        st.sampled_from(["PCMU/8000", "opus/48000/2", "telephone-event/8000", " x ", "", "/"]),
+    ),
+    st.builds(
+        lambda port, rest: f"a=rtcp:{port}{rest}",
+        st.sampled_from(["", "53020", "0", "70000", "x", " 9"]),
+        st.sampled_from(["", " IN IP4 192.0.2.9", " IN IP6 2001:DB8::9", " IN"]),
+    ),
+    st.sampled_from(["a=rtcp-mux", "a=RTCP-MUX ", "a=sendonly", "a=inactive", "a=rtcp-mux:x"]),
+    st.builds(
+        lambda m, port, proto, fmts: f"m={m} {port} {proto} {fmts}",
+        st.sampled_from(["audio", "video", "application"]),
+        st.sampled_from(["49170", "0", "49170/2", "65534/3", "x", "65535"]),
+        st.sampled_from(["RTP/AVP", "RTP/SAVPF", "UDP/TLS/RTP/SAVPF", "udp", "TCP/MSRP"]),
+        st.sampled_from(["0", "8 101", "96 97", "", "*", "3 18 9"]),
+    ),
+    st.sampled_from(
+        [
+            "c=IN IP4 198.51.100.1",
+            "c=IN IP6 2001:DB8::1",
+            "c=IN IP4 0.0.0.0",
+            "c=IN",
+            "c=IN IP4 pbx.example",
+            "c=IN IP4 224.2.1.1/127/3",
+        ]
+    ),
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(MEDIA_LINE, max_size=25), st.sampled_from(["\r\n", "\n"]))
+def test_media_of_is_parse_sdp_codecs_and_endpoints(lines: list[str], eol: str) -> None:
+    same_media(("v=0" + eol + eol.join(lines)).encode())
+    same_media(eol.join(lines).encode())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600))
+def test_media_of_random_bytes(body: bytes) -> None:
+    same_media(body)
+    same_media(b"v=0\r\n" + body)
+
+
+def test_media_of_known_bodies() -> None:
+    for body in (RFC_EXAMPLE, RFC_EXAMPLE.replace(b"\r\n", b"\n"), b"", b"\r\n", b"x=1"):
+        same_media(body)
