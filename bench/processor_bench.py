@@ -83,12 +83,15 @@ def make_records(n: int, seed: int = 1) -> bytes:
     return frame_records(tss, caps, caps, b"".join(pkts))
 
 
-def batch_body(records: bytes, count: int) -> bytes:
-    """The serialised constant part of every batch: count, data, one Ethernet interface.
-    Protobuf messages concatenate as a merge, so head + body is the whole batch."""
+def batch_body(records: bytes, count: int, caplen: bool = True) -> bytes:
+    """The serialised constant part of every batch: count, data, one Ethernet interface
+    and (unless told not to, as older hunters) the caplen column. Protobuf messages
+    concatenate as a merge, so head + body is the whole batch."""
+    from lc.common.pcaprecord import record_lengths
     from lc.common.wire import build_batch
 
-    b = build_batch("", 0, 0, records, count, [("bench0", 1)])
+    caps = record_lengths(records, count) if caplen else None
+    b = build_batch("", 0, 0, records, count, [("bench0", 1)], caplen=caps)
     return b.SerializeToString()
 
 
@@ -295,7 +298,7 @@ def run_once(
     kids: list = []
     try:
         per_hunter = max(1, args.packets // (streams * size))
-        body = batch_body(records, size)
+        body = batch_body(records, size, not args.no_caplen)
         hunters = [f"h{i}" for i in range(streams)]
         nprocs = max(1, min(args.procs, streams))
         ctx = mp.get_context("spawn")
@@ -436,6 +439,9 @@ def main() -> None:
     ap.add_argument("--slow-delay", type=float, default=0.05, help="as lc hunt's uplink")
     ap.add_argument("--runs", type=int, default=1, help="runs per cell (the median is shown)")
     ap.add_argument("--profile", metavar="DIR", help="py-spy the processor into DIR")
+    ap.add_argument(
+        "--no-caplen", action="store_true", help="send no caplen column (as older hunters)"
+    )
     args = ap.parse_args()
     streams = [int(s) for s in args.streams.split(",")]
     sizes = [int(s) for s in args.batch.split(",")]
@@ -459,7 +465,8 @@ def main() -> None:
             w.write_records(rec, n)
         w.close()
     print(
-        f"lc processor load benchmark: ~{args.packets:,} packets per run, mTLS, window "
+        f"lc processor load benchmark: ~{args.packets:,} packets per run, mTLS, "
+        f"{'no caplen column' if args.no_caplen else 'caplen column'}, window "
         f"{args.window}, {args.procs} generator processes, Python {sys.version.split()[0]}, "
         f"{os.cpu_count()} CPUs, load {Path('/proc/loadavg').read_text().split()[0]}"
     )

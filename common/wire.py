@@ -27,7 +27,7 @@ from typing import Any
 from google.protobuf.message import DecodeError, Message
 
 from lc.common.errors import ParseError
-from lc.common.pcapfile import record_lengths
+from lc.common.pcaprecord import check_caplens, record_lengths
 from lc.proto import lc_pb2
 
 __all__ = [
@@ -207,17 +207,19 @@ def encode_batch(
     sealed_at_ns: int = 0,
     keylog: Sequence[bytes] = (),
     tunnel: Sequence[lc_pb2.DnsTunnelStats] = (),
+    caplen: array | None = None,
 ) -> lc_pb2.PacketBatch:
     """The PacketBatch a hunter sends for one numbered batch.
 
     From a sealed batch: its ``meta`` entries (see :func:`encode_meta`) and ``events``;
-    from a spooled one: its stored ``extras`` (see :func:`encode_extras`).
+    from a spooled one: its stored ``extras`` (see :func:`encode_extras`). ``caplen``
+    ('I', one per record, as framed) lets the processor check the records in bulk.
 
     Raises:
         ParseError: ``extras`` is not what :func:`encode_extras` wrote.
     """
     batch = build_batch(hunter_id, epoch, sequence, records, count, interfaces, iface,
-                        sealed_at_ns=sealed_at_ns)  # fmt: skip
+                        sealed_at_ns=sealed_at_ns, caplen=caplen)  # fmt: skip
     if extras:
         try:
             batch.MergeFromString(extras)
@@ -241,9 +243,11 @@ def build_batch(
     meta_table: Sequence[lc_pb2.PacketMeta] = (),
     meta_ref: array | None = None,
     events: Sequence[lc_pb2.Event] = (),
+    caplen: array | None = None,
 ) -> lc_pb2.PacketBatch:
     """Build a PacketBatch from framed records (see :func:`lc.common.pcapfile.frame_records`)
-    and metadata already in wire form (tests and tools; hunters use :func:`encode_batch`)."""
+    and metadata already in wire form (tests and tools; hunters use :func:`encode_batch`).
+    ``caplen``: the records' captured lengths ('I'), sent as the bulk-check column."""
     batch = lc_pb2.PacketBatch(
         hunter_id=hunter_id,
         epoch=epoch,
@@ -252,6 +256,7 @@ def build_batch(
         data=records,
         iface=b"" if iface is None or iface.count(0) == count else _to_le(iface),
         sealed_at_ns=sealed_at_ns,
+        caplen=b"" if caplen is None else _to_le(caplen),
     )
     for name, lt in interfaces:
         batch.interfaces.add(name=name, linktype=lt)
@@ -293,13 +298,19 @@ def unpack_batch(batch: lc_pb2.PacketBatch) -> BatchRecords:
     A malformed event does not refuse the batch: it is skipped and counted in
     ``bad_events`` (its packets are good, and the hunter would only send it again).
 
+    The records are checked in bulk against the batch's ``caplen`` column when it has
+    one (:func:`lc.common.pcaprecord.check_caplens`), else walked one by one.
+
     Raises:
-        ParseError: the records do not add up to ``count``, an interface or metadata
-            index is out of range, or no interface is given.
+        ParseError: the records do not add up to ``count`` (or disagree with the caplen
+            column), an interface or metadata index is out of range, or no interface
+            is given.
     """
     n = batch.count
+    data = batch.data  # each access copies the field: once
     try:
-        caplen = record_lengths(batch.data, n)
+        column = batch.caplen
+        caplen = check_caplens(data, n, column) if column else record_lengths(data, n)
     except ParseError as e:
         raise ParseError(f"batch {batch.sequence}: {e}") from None
     interfaces = [(i.name, i.linktype) for i in batch.interfaces]
@@ -326,7 +337,7 @@ def unpack_batch(batch: lc_pb2.PacketBatch) -> BatchRecords:
         else:
             bad += 1
     return BatchRecords(
-        batch.data, caplen, iface, interfaces, list(batch.meta), list(batch.meta_table),
+        data, caplen, iface, interfaces, list(batch.meta), list(batch.meta_table),
         meta_ref, events, bad, list(batch.tls_keylog), list(batch.dns_tunnel),
     )  # fmt: skip
 
