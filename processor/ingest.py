@@ -12,7 +12,11 @@ batch sent again after a reconnect, or replayed from a hunter's disk spool after
 either side restarted, is acknowledged without being written twice.
 
 Flow control comes from the real depth of the writer's queue (batches received and
-not yet written), with hysteresis:
+not yet written) beyond one batch per hunter, with hysteresis. Every hunter that keeps
+up has a batch waiting for the next group most of the time, so 50 hunters keep ~50
+batches queued while the writer keeps up: counting those would PAUSE them all (and
+make them spool to disk) for nothing. The depth is therefore the batches queued
+behind another batch of the same hunter:
 
 ==========================  ==============================================
 queue depth                 state announced to every hunter
@@ -135,6 +139,7 @@ class Ingest:
         self._queue: deque[_Item] = deque()
         self._queue_bytes = 0
         self._busy = 0  # batches taken by the writer and not yet acknowledged
+        self._waiting: dict[str, int] = {}  # per hunter, batches queued or being written
         self._closing = False
         self._closed = False
         self._flow = lc_pb2.FLOW_CONTINUE
@@ -176,6 +181,8 @@ class Ingest:
                 raise LcError("the processor is shutting down")
             self._queue.append(item)
             self._queue_bytes += size
+            w = self._waiting
+            w[item.hunter_id] = w.get(item.hunter_id, 0) + 1
             self.received += 1
             self._update_flow()
             self._cond.notify_all()
@@ -254,6 +261,13 @@ class Ingest:
                     it.reply(LcError("processor error while writing"))
             with self._cond:
                 self._busy = 0
+                w = self._waiting
+                for it in group:
+                    k = w[it.hunter_id] - 1
+                    if k:
+                        w[it.hunter_id] = k
+                    else:
+                        del w[it.hunter_id]
                 self._update_flow()
                 self._cond.notify_all()
 
@@ -383,7 +397,7 @@ class Ingest:
     # -- flow ----------------------------------------------------------------------------
     def _update_flow(self) -> None:
         # Hysteresis: SLOW/PAUSE hold until the queue is nearly empty again.
-        depth = len(self._queue) + self._busy
+        depth = len(self._queue) + self._busy - len(self._waiting)
         if depth >= self.pause_depth or self._queue_bytes >= self.max_queue_bytes * 3 // 4:
             self._flow = lc_pb2.FLOW_PAUSE
         elif depth >= self.slow_depth and self._flow != lc_pb2.FLOW_PAUSE:
