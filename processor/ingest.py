@@ -167,25 +167,40 @@ class Ingest:
         """Queue a checked batch; ``reply`` gets its Ack (or the error) once written.
 
         Waits while the queue is over its byte cap (back-pressure on that stream).
+
+        Raises:
+            LcError: the processor is shutting down.
         """
+        self._submit(batch, cols, reply, wait=True)
+
+    def try_submit(self, batch: lc_pb2.PacketBatch, cols: BatchRecords, reply: Reply) -> bool:
+        """:meth:`submit` without waiting: False (nothing queued) when it would wait."""
+        return self._submit(batch, cols, reply, wait=False)
+
+    def _submit(
+        self, batch: lc_pb2.PacketBatch, cols: BatchRecords, reply: Reply, wait: bool
+    ) -> bool:
         size = len(cols.records) + 64 + 128 * len(cols.events)
-        item = _Item(batch.hunter_id, batch.epoch, batch.sequence, cols, reply, size)
+        hid = batch.hunter_id
         with self._cond:
             while (
                 self._queue_bytes + size > self.max_queue_bytes
                 and self._queue
                 and not self._closing
             ):
+                if not wait:
+                    return False
                 self._cond.wait(0.5)
             if self._closed:
                 raise LcError("the processor is shutting down")
-            self._queue.append(item)
+            self._queue.append(_Item(hid, batch.epoch, batch.sequence, cols, reply, size))
             self._queue_bytes += size
             w = self._waiting
-            w[item.hunter_id] = w.get(item.hunter_id, 0) + 1
+            w[hid] = w.get(hid, 0) + 1
             self.received += 1
             self._update_flow()
             self._cond.notify_all()
+        return True
 
     def accept(
         self, batch: lc_pb2.PacketBatch, timeout: float = 30.0

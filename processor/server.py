@@ -1,7 +1,12 @@
-"""Builds and runs a processor: gRPC server, services, PCAP output, clean shutdown."""
+"""Builds and runs a processor: gRPC server, services, PCAP output, clean shutdown.
+
+The gRPC server is grpc.aio on an event loop of its own thread (see
+:mod:`lc.processor.aioserve` for why, and how the sync management handlers run).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import os
@@ -17,6 +22,7 @@ import grpc
 from lc.common.errors import LcError, ValidationError
 from lc.common.pcapfile import PcapSink
 from lc.common.transport import TlsFiles, server_credentials, server_options
+from lc.processor.aioserve import sync_servicer
 from lc.processor.auth import Authorizer
 from lc.processor.callfiles import check_pattern
 from lc.processor.calls import DEFAULT_PATTERN, CallIndex, CallWriter
@@ -216,8 +222,11 @@ class Processor:
         self.registry = Registry(stale_after=cfg.stale_after)
         self.auth = Authorizer(insecure=cfg.tls is None)
         self.hub = FilterHub(self.store)
-        self.server: grpc.Server | None = None
+        self.server: grpc.aio.Server | None = None
         self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+        self._pool: futures.ThreadPoolExecutor | None = None
 
     def _call_info(self, call_id: str) -> tuple[str, list[str]] | None:
         """(pcap path, hunters) of a call, from the call index (writer thread)."""
@@ -230,13 +239,32 @@ class Processor:
         return path or str(row["pcap_path"]), list(hunters) if isinstance(hunters, list) else []
 
     def start(self) -> int:
+        """Start serving (the gRPC server runs on its own event-loop thread); the port."""
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="lc-grpc-loop", daemon=True)
+        thread.start()
+        try:
+            port = asyncio.run_coroutine_threadsafe(self._start_server(), loop).result()
+        except BaseException:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join()
+            loop.close()
+            raise
+        self._loop, self._loop_thread = loop, thread
+        self.ingest.start()
+        self.port = port
+        return port
+
+    async def _start_server(self) -> int:
         cfg = self.cfg
         listen = normalise_listen(cfg.listen)
         creds = server_credentials(cfg.tls) if cfg.tls is not None else None
-        server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=cfg.max_workers, thread_name_prefix="lc-rpc"),
-            options=server_options(),
+        # The management RPCs run their sync code on this pool; a filter subscription
+        # holds a thread of it for its life (the gate's budget bounds those).
+        self._pool = futures.ThreadPoolExecutor(
+            max_workers=cfg.max_workers, thread_name_prefix="lc-rpc"
         )
+        server = grpc.aio.server(options=server_options())
         self.gate = StreamGate(
             max_streams=max(1, cfg.max_workers - cfg.admin_threads),
             heard=self.registry.heard,
@@ -256,7 +284,9 @@ class Processor:
             tunnels=self.tunnels,
         )
         lc_pb2_grpc.add_DataServiceServicer_to_server(self.data, server)
-        lc_pb2_grpc.add_ManagementServiceServicer_to_server(self.mgmt, server)
+        lc_pb2_grpc.add_ManagementServiceServicer_to_server(
+            sync_servicer(self.mgmt, "ManagementService", self._pool), server
+        )
         try:
             if creds is None:
                 port = server.add_insecure_port(listen)
@@ -266,10 +296,8 @@ class Processor:
             raise LcError(f"cannot listen on {listen}: address in use or not available") from None
         if port == 0:
             raise LcError(f"cannot listen on {listen} (address in use or not available)")
-        server.start()
-        self.ingest.start()
+        await server.start()
         self.server = server
-        self.port = port
         host = listen.rpartition(":")[0]
         self.mgmt.listen = f"{host}:{port}"
         return port
@@ -277,11 +305,20 @@ class Processor:
     def stop(self) -> None:
         """Stop accepting, let streams finish for the grace period, then write, commit and
         fsync everything received (hunters resend what they saw no Ack for)."""
-        if self.server is not None:
+        loop = self._loop
+        if self.server is not None and loop is not None:
             self.data.stopping.set()
-            self.server.stop(self.cfg.shutdown_grace).wait()
-            self.server = None
+            server, self.server = self.server, None
+            asyncio.run_coroutine_threadsafe(server.stop(self.cfg.shutdown_grace), loop).result()
         self.ingest.close()  # closes the call files (and commits their rows) first
+        if loop is not None:
+            self._loop = None
+            loop.call_soon_threadsafe(loop.stop)
+            if self._loop_thread is not None:
+                self._loop_thread.join()
+            loop.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
         for index in (self.call_index, self.call_query):
             if index is not None:
                 index.close()
