@@ -43,6 +43,11 @@ log = logging.getLogger(__name__)
 _throttle = Throttle(log)
 
 _FLOW_POLL_S = 0.25
+# A stream's acks wait up to ACK_DELAY seconds, or until ACK_COUNT of them, to go in
+# one StreamControl: each message sent costs the loop about as much as reading a
+# small batch. (A hunter keeps 64 batches in flight: 16 acks is a quarter of it.)
+ACK_DELAY = 0.05
+ACK_COUNT = 16
 
 # What a batch may name (a hunter captures on a few interfaces of a few link types; each
 # link type is its own output file, so the number a batch may open is kept small).
@@ -317,14 +322,32 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
                 self._read(request_iterator, ident, ticket, peer, st, state, router)
             )
             announced = lc_pb2.FLOW_CONTINUE
+            held: list[lc_pb2.Ack] = []  # acks not sent yet, the first since ``since``
+            since = 0.0
             while True:
-                await st.wait(_FLOW_POLL_S)
+                now = loop.time()
+                await st.wait(since + ACK_DELAY - now if held else _FLOW_POLL_S)
                 acks, err, end = st.take()
+                if acks:
+                    if not held:
+                        since = loop.time()
+                    held += acks
                 change = flow_to_announce(announced, self.ingest.flow)
                 if change is not None:
                     announced = change
-                if acks or change is not None:
-                    await context.write(lc_pb2.StreamControl(acks=acks, flow=announced))
+                send = bool(held) and (
+                    err is not None
+                    or end
+                    or change is not None
+                    or len(held) >= ACK_COUNT
+                    or loop.time() - since >= ACK_DELAY
+                )
+                if send or change is not None:
+                    await context.write(
+                        lc_pb2.StreamControl(acks=held if send else (), flow=announced)
+                    )
+                    if send:
+                        held = []
                 if err is not None:
                     await context.abort(err[0], err[1])
                 if end:
