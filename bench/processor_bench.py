@@ -218,6 +218,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLK
 
 
+def cpu_split(pid: int) -> tuple[float, float, int]:
+    """(user s, system s, minor page faults) of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / _CLK, int(fields[12]) / _CLK, int(fields[7])
+
+
 def thread_cpu(pid: int) -> dict[str, float]:
     """CPU seconds so far per thread name (gRPC's C threads are named; Python's are not)."""
     out: dict[str, float] = {}
@@ -354,6 +360,7 @@ def run_once(
             )
             time.sleep(1.0)
         c0 = cpu_seconds(proc.pid)
+        s0 = cpu_split(proc.pid)
         th0 = thread_cpu(proc.pid)
         t0 = time.perf_counter()
         go.set()
@@ -369,6 +376,11 @@ def run_once(
         wall = max(ends) - t0
         proc_cpu = cpu_seconds(proc.pid) - c0
         if args.profile:
+            s1 = cpu_split(proc.pid)
+            print(
+                f"    processor: user {s1[0] - s0[0]:.2f}s, system {s1[1] - s0[1]:.2f}s, "
+                f"minor faults {s1[2] - s0[2]:,}"
+            )
             th1 = thread_cpu(proc.pid)
             per = {k: v - th0.get(k, 0.0) for k, v in th1.items()}
             print(
