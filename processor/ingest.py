@@ -12,20 +12,25 @@ batch sent again after a reconnect, or replayed from a hunter's disk spool after
 either side restarted, is acknowledged without being written twice.
 
 Flow control comes from the real depth of the writer's queue (batches received and
-not yet written) beyond one batch per hunter, with hysteresis. Every hunter that keeps
-up has a batch waiting for the next group most of the time, so 50 hunters keep ~50
-batches queued while the writer keeps up: counting those would PAUSE them all (and
-make them spool to disk) for nothing. The depth is therefore the batches queued
-behind another batch of the same hunter:
+not yet written) beyond one batch per hunter, and from how long writing that backlog
+would take, with hysteresis. Every hunter that keeps up has a batch waiting for the
+next group most of the time, so 50 hunters keep ~50 batches queued while the writer
+keeps up: counting those would PAUSE them all (and make them spool to disk) for
+nothing. The depth is therefore the batches queued behind another batch of the same
+hunter. And a backlog the writer clears in a few milliseconds (16 small batches of
+one fast hunter) is no overload: a state needs both its depth and its *work*, the
+depth times the writer's recent time per batch (or the time its current group has
+taken so far, per batch, when that is longer):
 
-==========================  ==============================================
-queue depth                 state announced to every hunter
-==========================  ==============================================
->= ``pause_depth`` batches  PAUSE: stop sending, spool to disk
+===========================================  =======================================
+queue                                        state announced to every hunter
+===========================================  =======================================
+depth >= ``pause_depth`` and work >= 0.25 s  PAUSE: stop sending, spool to disk
   or 3/4 of the byte cap
->= ``slow_depth``           SLOW: send less often, in bigger batches
-<= ``resume_depth``         CONTINUE (announced as RESUME after SLOW/PAUSE)
-==========================  ==============================================
+depth >= ``slow_depth`` and work >= 50 ms    SLOW: send less often, in bigger batches
+depth <= ``resume_depth`` or work < 12.5 ms  CONTINUE (announced as RESUME after
+  and under half the byte cap                SLOW/PAUSE)
+===========================================  =======================================
 
 Streams poll :attr:`Ingest.flow` on their own, so RESUME reaches a paused hunter
 that sends nothing. The queue itself is bounded by bytes: a stream whose batch does
@@ -75,6 +80,8 @@ log = logging.getLogger(__name__)
 SLOW_DEPTH = 16
 PAUSE_DEPTH = 48  # below a hunter's in-flight window (64), so one hunter can trigger it
 RESUME_DEPTH = 4
+SLOW_WORK_S = 0.05  # seconds of writing queued before SLOW (with slow_depth batches)
+PAUSE_WORK_S = 0.25  # ... before PAUSE (with pause_depth batches)
 MAX_QUEUE_BYTES = 256 * 1024 * 1024
 _GROUP_BYTES = 32 * 1024 * 1024  # a group's commit waits for at most this much writing
 
@@ -104,6 +111,8 @@ class Ingest:
         slow_depth: int = SLOW_DEPTH,
         pause_depth: int = PAUSE_DEPTH,
         resume_depth: int = RESUME_DEPTH,
+        slow_work_s: float = SLOW_WORK_S,
+        pause_work_s: float = PAUSE_WORK_S,
         slow_writer_file: str | None = None,
         calls: CallWriter | None = None,
         events: Sink | None = None,
@@ -134,6 +143,10 @@ class Ingest:
         self.slow_depth = slow_depth
         self.pause_depth = pause_depth
         self.resume_depth = resume_depth
+        self.slow_work_s = slow_work_s
+        self.pause_work_s = pause_work_s
+        self._batch_s = 0.0  # the writer's recent seconds per batch (moving average)
+        self._group_t0 = 0.0  # when the writer took its current group (monotonic)
         self.slow_writer_file = slow_writer_file
         self._cond = threading.Condition()
         self._queue: deque[_Item] = deque()
@@ -267,6 +280,7 @@ class Ingest:
                     nbytes += it.size
                 self._queue_bytes -= nbytes
                 self._busy = len(group)
+                self._group_t0 = t0 = time.monotonic()
                 self._cond.notify_all()
             try:
                 self._write_group(group)
@@ -274,8 +288,10 @@ class Ingest:
                 log.exception("writing a group of %d batches failed", len(group))
                 for it in group:
                     it.reply(LcError("processor error while writing"))
+            per = (time.monotonic() - t0) / len(group)
             with self._cond:
                 self._busy = 0
+                self._batch_s = per if not self._batch_s else 0.75 * self._batch_s + 0.25 * per
                 w = self._waiting
                 for it in group:
                     k = w[it.hunter_id] - 1
@@ -413,11 +429,23 @@ class Ingest:
     def _update_flow(self) -> None:
         # Hysteresis: SLOW/PAUSE hold until the queue is nearly empty again.
         depth = len(self._queue) + self._busy - len(self._waiting)
-        if depth >= self.pause_depth or self._queue_bytes >= self.max_queue_bytes * 3 // 4:
+        per = self._batch_s
+        if self._busy:  # a group that takes long (a stalled disk) counts before it ends
+            per = max(per, (time.monotonic() - self._group_t0) / self._busy)
+        work = depth * per
+        if (
+            depth >= self.pause_depth and work >= self.pause_work_s
+        ) or self._queue_bytes >= self.max_queue_bytes * 3 // 4:
             self._flow = lc_pb2.FLOW_PAUSE
-        elif depth >= self.slow_depth and self._flow != lc_pb2.FLOW_PAUSE:
+        elif (
+            depth >= self.slow_depth
+            and work >= self.slow_work_s
+            and self._flow != lc_pb2.FLOW_PAUSE
+        ):
             self._flow = lc_pb2.FLOW_SLOW
-        elif depth <= self.resume_depth:
+        elif (
+            depth <= self.resume_depth or work < self.slow_work_s / 4
+        ) and self._queue_bytes < self.max_queue_bytes // 2:
             self._flow = lc_pb2.FLOW_CONTINUE
 
     @property

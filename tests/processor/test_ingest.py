@@ -77,7 +77,10 @@ def test_mixed_link_types_go_to_separate_files(tmp_path):
 
 def test_flow_counts_the_backlog_behind_each_hunters_first_batch(tmp_path):
     # The writer is not started: what is submitted stays queued.
-    ing = Ingest(PcapSink(str(tmp_path / "o.pcap")), slow_depth=4, pause_depth=8, resume_depth=1)
+    ing = Ingest(
+        PcapSink(str(tmp_path / "o.pcap")),
+        slow_depth=4, pause_depth=8, resume_depth=1, slow_work_s=0, pause_work_s=0,
+    )  # fmt: skip
     replies: list = []
     # One waiting batch per hunter is a writer that keeps up, however many hunters.
     for k in range(50):
@@ -95,6 +98,26 @@ def test_flow_counts_the_backlog_behind_each_hunters_first_batch(tmp_path):
     ing.close()
     assert len(replies) == 59 and all(r.packets == 1 for r in replies)
     assert ing.flow == lc_pb2.FLOW_CONTINUE and ing._waiting == {}
+
+
+def test_flow_needs_a_backlog_that_takes_the_writer_a_while(tmp_path):
+    # 60 small batches of one fast hunter behind its first: the writer (at 0.1 ms per
+    # batch) clears them in 6 ms. SLOW would make that hunter wait 50 ms per batch.
+    ing = Ingest(PcapSink(str(tmp_path / "o.pcap")))
+    ing._batch_s = 0.0001  # as measured by the writer (not started here)
+    replies: list = []
+    for seq in range(1, 62):
+        b = _batch(seq, [b"x" * 60])
+        ing.submit(b, unpack_batch(b), replies.append)
+        assert ing.flow == lc_pb2.FLOW_CONTINUE, seq
+    # The same backlog behind a slow writer (50 ms per batch, 3 s of work): PAUSE.
+    ing._batch_s = 0.05
+    b = _batch(62, [b"x" * 60])
+    ing.submit(b, unpack_batch(b), replies.append)
+    assert ing.flow == lc_pb2.FLOW_PAUSE
+    ing.start()
+    ing.close()
+    assert len(replies) == 62 and ing.flow == lc_pb2.FLOW_CONTINUE
 
 
 STATES = [lc_pb2.FLOW_CONTINUE, lc_pb2.FLOW_SLOW, lc_pb2.FLOW_PAUSE, lc_pb2.FLOW_RESUME]
