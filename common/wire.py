@@ -182,14 +182,18 @@ def encode_extras(
     events: Sequence[lc_pb2.Event] = (),
     keylog: Sequence[bytes] = (),
     tunnel: Sequence[lc_pb2.DnsTunnelStats] = (),
+    caplen: array | None = None,
 ) -> bytes:
     """What a spool stores besides the records: the metadata and events of a batch of
-    ``count`` packets, as a serialised PacketBatch holding only those fields (b"" when
-    there are none). :func:`encode_batch` merges it back with ``extras=``."""
-    if not meta and not events and not keylog and not tunnel:
+    ``count`` packets (and its caplen column, when given, so that a replayed batch is
+    checked in bulk too), as a serialised PacketBatch holding only those fields (b""
+    when there are none). :func:`encode_batch` merges it back with ``extras=``."""
+    if not meta and not events and not keylog and not tunnel and caplen is None:
         return b""
     holder = lc_pb2.PacketBatch()
     _set_extras(holder, meta, count, events, keylog, tunnel)
+    if caplen is not None:
+        holder.caplen = _to_le(caplen)
     return holder.SerializeToString()
 
 

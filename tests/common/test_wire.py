@@ -438,6 +438,16 @@ def test_build_and_encode_send_the_column():
     assert reparse(build_batch("h", 1, 1, records_of(pk), 3, [("a", 1)])).caplen == b""
 
 
+def test_a_spooled_batch_keeps_its_column():
+    pk = [(NS + i, bytes(3 + i), 3 + i) for i in range(3)]
+    caps = array("I", [3, 4, 5])
+    extras = encode_extras([], 3, caplen=caps)
+    assert extras  # the column alone is worth storing
+    msg = reparse(encode_batch("h", 1, 2, [("a", 1)], records_of(pk), 3, extras=extras))
+    assert msg.caplen == column([3, 4, 5]) and list(unpack_batch(msg).caplen) == [3, 4, 5]
+    assert encode_extras([], 3) == b""
+
+
 @pytest.mark.parametrize("damage", REFUSALS, ids=lambda f: f.__name__.strip("_"))
 def test_every_refusal_of_the_walk_holds_with_the_column(damage):
     # The hunter's column is that of the records it framed; the damage comes after.
