@@ -7,6 +7,7 @@ The gRPC server is grpc.aio on an event loop of its own thread (see
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import math
 import os
@@ -97,6 +98,28 @@ def check_writable_dir(directory: str, flag: str) -> None:
         raise ValidationError(
             f"{flag}: cannot create files in {directory}: {e.strerror or e}"
         ) from None
+
+
+_M_TRIM_THRESHOLD = -1  # glibc mallopt parameters
+_M_MMAP_THRESHOLD = -3
+
+
+def keep_freed_memory() -> None:
+    """Let glibc's malloc keep what batches free, for the next batches.
+
+    Every batch passes through buffers of up to several MiB (gRPC's message, its bytes,
+    the parsed message). By default glibc maps each of those anew and unmaps it, or
+    trims its heaps after each, so every batch pays page faults and zeroing in the
+    kernel: ~10% of a processor's CPU in the raw replay benchmark. Buffers up to 8 MiB
+    now come from the heaps, which keep up to 64 MiB of freed memory. Nothing happens
+    where there is no glibc mallopt.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_MMAP_THRESHOLD, 8 * 1024 * 1024)
+    mallopt(_M_TRIM_THRESHOLD, 64 * 1024 * 1024)
 
 
 def normalise_listen(listen: str) -> str:
@@ -240,6 +263,7 @@ class Processor:
 
     def start(self) -> int:
         """Start serving (the gRPC server runs on its own event-loop thread); the port."""
+        keep_freed_memory()
         loop = asyncio.new_event_loop()
         thread = threading.Thread(target=loop.run_forever, name="lc-grpc-loop", daemon=True)
         thread.start()
