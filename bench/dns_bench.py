@@ -17,8 +17,10 @@ once into bench-out/ (deterministic, seeded):
 Then `lc process` (writing one PCAP) and `lc hunt dns -r F` with the filter; prints the
 hunter's packets/s (its own figure and wall time from start to exit), its peak RSS,
 checks the processor's PCAP holds exactly the matching transactions' frames, and prints
-`tcpdump -r F -w /dev/null` on the same file beside it, and parse_dns's µs per message
-(full parse, and header and question only) over the capture's messages.
+`tcpdump -r F -w /dev/null` on the same file beside it, the hunter's CPU time per
+packet (user and system, all its threads: on a shared machine a steadier figure than
+wall time), and parse_dns's µs per message (full parse, and header and question only)
+over the capture's messages.
 
     .venv/bin/python bench/dns_bench.py [--transactions 250000] [--profile]
 """
@@ -58,8 +60,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_measured(args: list[str]) -> tuple[int, str, str, float, int]:
-    """Run a command; (exit code, stdout, stderr, seconds, its peak RSS in bytes)."""
+def run_measured(args: list[str]) -> tuple[int, str, str, float, int, float]:
+    """Run a command; (exit code, stdout, stderr, seconds, its peak RSS in bytes, its
+    CPU seconds, user and system, all threads)."""
     import tempfile
 
     with tempfile.TemporaryFile("w+") as fo, tempfile.TemporaryFile("w+") as fe:
@@ -70,7 +73,7 @@ def run_measured(args: list[str]) -> tuple[int, str, str, float, int]:
         code = os.waitstatus_to_exitcode(status)
         fo.seek(0)
         fe.seek(0)
-        return code, fo.read(), fe.read(), dt, ru.ru_maxrss * 1024
+        return code, fo.read(), fe.read(), dt, ru.ru_maxrss * 1024, ru.ru_utime + ru.ru_stime
 
 
 # -- the capture ---------------------------------------------------------------------------
@@ -282,7 +285,7 @@ def main() -> None:
             cmd = [sys.executable, "-m", "cProfile", "-o", str(prof), "-m", "lc.cli", *hunt]
         else:
             cmd = [*LC, *hunt]
-        code, out, herr, wall, rss = run_measured(cmd)
+        code, out, herr, wall, rss, cpu = run_measured(cmd)
     finally:
         proc.terminate()
         proc.wait(60)
@@ -301,7 +304,8 @@ def main() -> None:
         f"dns replay: {total:,} packets ({info['transactions']:,} transactions, "
         f"{info['matching']:,} matching *.{WATCHED}, 2% tunnel, 0.5% over TCP): "
         f"hunter {m.group(2) if m else '?'} pkt/s over {m.group(1) if m else '?'} s; "
-        f"{total / wall:,.0f} pkt/s wall (start to exit, {wall:.1f} s); hunter peak RSS "
+        f"{total / wall:,.0f} pkt/s wall (start to exit, {wall:.1f} s); hunter CPU "
+        f"{cpu / total * 1e6:.2f} µs/packet ({cpu:.1f} s, all threads); hunter peak RSS "
         f"{rss / 2**20:.0f} MB; {got:,} frames forwarded [{ok}]; beside it "
         f"tcpdump -r F -w /dev/null {total / td:,.0f} pkt/s ({td:.2f} s); parse_dns "
         f"{full:.2f} µs/message full, {head:.2f} µs header+question ({n:,} messages)"

@@ -160,41 +160,36 @@ def run_lc(conns: list[tuple[list[tuple[bool, bytes]], int]], with_ja4h: bool = 
     return done
 
 
-def _py_fields(lines: list[bytes]) -> lch._Collector:
-    col = lch._Collector()
-    for line in lines:
-        name, _, value = line.partition(b":")
-        col.on_header(name, value)
-    return col
+def _py_fields(lines: list[bytes]) -> tuple[list[tuple[bytes, bytes]], lch._Fields]:
+    raw = [(n, v) for n, _, v in (line.partition(b":") for line in lines)]
+    return raw, lch._Fields(raw)
 
 
-def _py_request(head: bytes, ts_ns: int) -> tuple[HttpRequest, lch._Collector]:
+def _py_request(head: bytes, ts_ns: int) -> tuple[HttpRequest, tuple]:
     """A minimal request-head parser: no validation at all."""
     lines = head.rstrip(b"\r\n").split(b"\r\n")
     method, target, version = lines[0].split(b" ")
-    col = _py_fields(lines[1:])
-    req = HttpRequest(version[5:].decode(), tuple(col.headers), ts_ns)
+    raw, f = _py_fields(lines[1:])
+    req = HttpRequest(version[5:].decode(), raw, ts_ns, head, f.ctype)
     req.method = method.decode()
     req.target = target.decode("utf-8", "surrogateescape")
-    req.path, req.query, _ = lch._split_target(req.target)
-    req.host = lch._strip_port(col.hosts[0].decode()) if col.hosts else ""
-    req.user_agent = col.ua.decode() if col.ua else ""
-    req.referrer = col.referer.decode() if col.referer else ""
+    req._split = None
+    req.host = lch._strip_port(f.hosts[0].decode()) if f.hosts else ""
+    req._ua, req._referer = f.ua, f.referer
     req._emitted = False
-    return req, col
+    req._ja4h = None
+    return req, lch._framing(f)
 
 
-def _py_response(head: bytes, ts_ns: int) -> tuple[HttpResponse, lch._Collector]:
+def _py_response(head: bytes, ts_ns: int) -> tuple[HttpResponse, tuple]:
     """A minimal response-head parser: no validation at all."""
     lines = head.rstrip(b"\r\n").split(b"\r\n")
     version, status, reason = [*lines[0].split(b" ", 2), b""][:3]
-    col = _py_fields(lines[1:])
-    resp = HttpResponse(version[5:].decode(), tuple(col.headers), ts_ns)
+    raw, f = _py_fields(lines[1:])
+    resp = HttpResponse(version[5:].decode(), raw, ts_ns, head, f.ctype)
     resp.status = int(status)
     resp.reason = reason.decode()
-    if col.ctype is not None:
-        resp.content_type = lch._mime(col.ctype)
-    return resp, col
+    return resp, lch._framing(f)
 
 
 def run_lc_own_heads(conns: list[tuple[list[tuple[bool, bytes]], int]]) -> int:

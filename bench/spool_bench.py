@@ -1,4 +1,4 @@
-"""Disk spool: write and replay throughput of lc.hunter.spool.Spool.
+"""Disk spool: write and replay throughput of lc.link.spool.Spool.
 
 Synthetic packets of ~200 bytes (150-250), framed as nanosecond pcap records and cut
 into batches of 4096 (a few distinct batches are built once and cycled, so the timing
@@ -27,7 +27,7 @@ from array import array
 
 from lc.common.pcapfile import frame_records
 from lc.common.wire import encode_extras
-from lc.hunter.spool import Spool
+from lc.link.spool import Spool
 
 EXTRAS = encode_extras([(0, ["bench"])], 1)
 

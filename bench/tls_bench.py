@@ -16,6 +16,7 @@ take the engine's fast path), and beside them the same run's
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import re
 import shutil
@@ -104,14 +105,26 @@ def make_capture(path: Path, conns: int, data: int, ch_pool: list[bytes], target
     return n
 
 
+def build_capture(path: Path, conns: int, data: int) -> tuple[str, int]:
+    """Write the benchmark's capture to ``path``: (the target stack's JA4, packets)."""
+    from lc.common.fingerprint import ja4
+    from lc.common.tls import parse_client_hello
+
+    chs, shs = hellos()
+    fps = {c: ja4(parse_client_hello(c[9:])) for c in chs}
+    target = next(c for c in chs if list(fps.values()).count(fps[c]) == 1)
+    pool = [c for c in chs if fps[c] != fps[target]]
+    return fps[target], make_capture(path, conns, data, pool, target, shs)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--connections", type=int, default=10_000)
     ap.add_argument("--data", type=int, default=44)
+    ap.add_argument("--py-spy", metavar="FILE", help="record the hunter with py-spy (threads, "
+                    "speedscope JSON) into FILE; figures drop with it")  # fmt: skip
     args = ap.parse_args()
     from lc.common.credentials import init_pki
-    from lc.common.fingerprint import ja4
-    from lc.common.tls import parse_client_hello
 
     OUT.mkdir(exist_ok=True)
     pki = OUT / "pki"
@@ -122,12 +135,8 @@ def main() -> None:
             "--tls-ca", str(pki / "ca.pem")]
         for n in ("processor", "admin", "hunter-bench")
     }  # fmt: skip
-    chs, shs = hellos()
-    fps = {c: ja4(parse_client_hello(c[9:])) for c in chs}
-    target = next(c for c in chs if list(fps.values()).count(fps[c]) == 1)
-    pool = [c for c in chs if fps[c] != fps[target]]
     cap = OUT / f"tls-{args.connections}x{args.data}.pcap"
-    total = make_capture(cap, args.connections, args.data, pool, target, shs)
+    pattern, total = build_capture(cap, args.connections, args.data)
     work = OUT / "tls"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
@@ -146,15 +155,19 @@ def main() -> None:
     port = int(m.group(1))
     addr = f"127.0.0.1:{port}"
     subprocess.run(
-        [*LC, "set", "filter", "--id", "stack", "--type", "tls_ja4", "--pattern", fps[target],
+        [*LC, "set", "filter", "--id", "stack", "--type", "tls_ja4", "--pattern", pattern,
          "--processor", addr, *tls["admin"]],
         capture_output=True, check=True,
     )  # fmt: skip
+    hunt = [*LC, "hunt", "tls", "--processor", addr, *tls["hunter-bench"], "-r", str(cap)]
+    if args.py_spy:
+        # SPY_GIL=1: only the samples of threads holding the GIL.
+        spy = [str(Path(sys.executable).with_name("py-spy")), "record", "--threads"]
+        if os.environ.get("SPY_GIL"):
+            spy.append("--gil")
+        hunt = [*spy, "--format", "speedscope", "-o", args.py_spy, "--", *hunt]
     t0 = time.monotonic()
-    r = subprocess.run(
-        [*LC, "hunt", "tls", "--processor", addr, *tls["hunter-bench"], "-r", str(cap)],
-        capture_output=True, text=True,
-    )  # fmt: skip
+    r = subprocess.run(hunt, capture_output=True, text=True)
     wall = time.monotonic() - t0
     proc.terminate()
     proc.wait(60)
@@ -169,7 +182,7 @@ def main() -> None:
     hs = int(hm.group(1)) / secs if hm else 0.0
     print(
         f"tls replay: {total:,} packets, {args.connections:,} connections (10% matching "
-        f"tls_ja4 {fps[target]}): hunter {m.group(2) if m else '?'} pkt/s over {secs:.1f} s, "
+        f"tls_ja4 {pattern}): hunter {m.group(2) if m else '?'} pkt/s over {secs:.1f} s, "
         f"{hs:,.0f} hellos parsed/s; {total / wall:,.0f} pkt/s wall; "
         f"tcpdump -r F -w /dev/null: {tcpdump:.2f} s ({total / tcpdump:,.0f} pkt/s)"
     )

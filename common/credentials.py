@@ -4,7 +4,9 @@
 deployment needs::
 
     ca.pem / ca.key                  the CA; it signs every leaf and is never overwritten
-    processor.pem / processor.key    server certificate, extendedKeyUsage serverAuth
+    processor.pem / processor.key    server certificate, extendedKeyUsage serverAuth and
+                                     clientAuth (a processor is also its upstream's client)
+    processor-<id>.pem / .key        more processors of a tree (``add_processor``), the same
     hunter-<id>.pem / .key           one client certificate per hunter, clientAuth
     admin.pem / admin.key            the admin CLI's client certificate, clientAuth
 
@@ -36,10 +38,10 @@ import functools
 import ipaddress
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -48,6 +50,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .errors import LcError, NotFound, ValidationError
+
+_T = TypeVar("_T")
 
 __all__ = [
     "ADMIN_ROLE",
@@ -58,6 +62,8 @@ __all__ = [
     "CertFiles",
     "CertIdentity",
     "PkiPaths",
+    "add_hunters",
+    "add_processor",
     "check_key_pair",
     "check_pki",
     "check_tls_files",
@@ -381,6 +387,8 @@ def _check_leaf(
     stem = cert_path.stem
     if stem.startswith("hunter-"):
         role, cn = HUNTER_ROLE, stem.removeprefix("hunter-")
+    elif stem.startswith("processor-"):  # lc certs add --processor NAME
+        role, cn = PROCESSOR_ROLE, stem.removeprefix("processor-")
     elif stem in (PROCESSOR_ROLE, ADMIN_ROLE):
         role, cn = stem, ADMIN_ROLE if stem == ADMIN_ROLE else None
     else:
@@ -655,6 +663,8 @@ def _new_leaf(
     server: bool,
     days: int,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A leaf signed by the CA. A server (a processor) gets serverAuth and clientAuth: it
+    serves its hunters and is a client of its upstream processor (a processor tree)."""
     key = ec.generate_private_key(ec.SECP256R1())
     now = _now()
     # A leaf must not outlive the CA that vouches for it.
@@ -664,7 +674,9 @@ def _new_leaf(
         aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski)
     except x509.ExtensionNotFound:
         aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key())
-    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+    usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
+    if server:
+        usages.insert(0, ExtendedKeyUsageOID.SERVER_AUTH)
     cert = (
         x509.CertificateBuilder()
         .subject_name(_subject(role, common_name))
@@ -688,7 +700,7 @@ def _new_leaf(
             ),
             critical=True,
         )
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         .add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(aki, critical=False)
@@ -904,3 +916,121 @@ def _init_locked(
     return PkiPaths(
         directory=path, ca=ca, processor=processor, admin=admin_files, hunters=hunter_files
     )
+
+
+# ----------------------------------------------------------------------------- add
+
+
+def add_processor(
+    directory: str | os.PathLike[str],
+    processor_id: str,
+    hosts: Sequence[str],
+    days: int = 825,
+    *,
+    force: bool = False,
+) -> CertFiles:
+    """Issue one more processor certificate from the existing CA in ``directory``.
+
+    Writes ``processor-<id>.pem`` and ``.key`` (subject ``OU=processor, CN=<id>``; DNS or
+    IP SANs for ``hosts`` plus ``localhost``, ``127.0.0.1`` and ``::1``; extendedKeyUsage
+    serverAuth and clientAuth, so the processor serves its hunters and is a client of its
+    upstream). Nothing else in the directory is touched: the CA and the certificates
+    already handed out stay as they are. An existing pair for this id is reused when it
+    matches (same CA, role, name and hosts), reissued only with ``force``.
+
+    Raises NotFound when the directory holds no CA (``ca.pem`` and ``ca.key``: run
+    ``lc certs init`` first), ValidationError for a bad id, host or day count, and LcError
+    when the directory cannot be written.
+    """
+    validate_id(processor_id, "processor")
+    if isinstance(hosts, str):
+        raise TypeError("hosts is a sequence of strings, not a string")
+    if not hosts:
+        raise ValidationError("give at least one --processor-host (the name hunters connect to)")
+    host_names = [_parse_host(h) for h in hosts]
+    _check_days(days)
+    loopback = [_parse_host(h) for h in _LOOPBACK_HOSTS]
+    return _with_ca(
+        directory,
+        lambda path, ca_cert, ca_key: _ensure_leaf(
+            path,
+            f"processor-{processor_id}",
+            ca_cert,
+            ca_key,
+            role=PROCESSOR_ROLE,
+            common_name=processor_id,
+            sans=_dedupe([*host_names, *loopback]),
+            server=True,
+            days=days,
+            force=force,
+        ),
+    )
+
+
+def add_hunters(
+    directory: str | os.PathLike[str],
+    hunters: Sequence[str],
+    days: int = 825,
+    *,
+    force: bool = False,
+) -> dict[str, CertFiles]:
+    """Issue hunter client certificates from the existing CA in ``directory``.
+
+    Writes ``hunter-<id>.pem`` and ``.key`` for each id, exactly as ``init_pki`` does
+    (subject ``OU=hunter, CN=<id>``, URI SAN ``lc://hunter/<id>``, clientAuth), without
+    touching the processor, admin or CA files, so that adding a sensor needs neither the
+    processor's hosts nor a re-run of ``init``. An existing pair is reused when it matches,
+    reissued only with ``force``. Raises like ``add_processor``.
+    """
+    if isinstance(hunters, str):
+        raise TypeError("hunters is a sequence of strings, not a string")
+    if not hunters:
+        raise ValidationError("give at least one --hunter ID")
+    for hid in hunters:
+        validate_id(hid, "hunter")
+    _check_days(days)
+
+    def issue(path: Path, ca_cert: x509.Certificate, ca_key: Any) -> dict[str, CertFiles]:
+        return {
+            hid: _ensure_leaf(
+                path,
+                f"hunter-{hid}",
+                ca_cert,
+                ca_key,
+                role=HUNTER_ROLE,
+                common_name=hid,
+                sans=[x509.UniformResourceIdentifier(hunter_uri(hid))],
+                server=False,
+                days=days,
+                force=force,
+            )
+            for hid in _dedupe(hunters)
+        }
+
+    return _with_ca(directory, issue)
+
+
+def _check_days(days: int) -> None:
+    if isinstance(days, bool) or not isinstance(days, int) or days < 1:
+        raise ValidationError(f"invalid validity {days!r} days: expected a positive integer")
+
+
+def _with_ca(
+    directory: str | os.PathLike[str],
+    work: Callable[[Path, x509.Certificate, Any], _T],
+) -> _T:
+    """Run ``work(path, ca_cert, ca_key)`` under the directory's lock with its existing CA."""
+    path = Path(directory).expanduser().absolute()
+    if not (path / CA_CERT).exists() and not (path / CA_KEY).exists():
+        raise NotFound(f"no CA in {path} (ca.pem, ca.key): run lc certs init --dir {path} first")
+    try:
+        dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(dir_fd, fcntl.LOCK_EX)
+            ca_cert, ca_key = _load_ca(path)
+            return work(path, ca_cert, ca_key)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        where = exc.filename or path
+        raise LcError(f"cannot write the PKI in {path}: {where}: {exc.strerror or exc}") from None

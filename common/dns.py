@@ -128,6 +128,8 @@ __all__ = [
     "Edns",
     "TransactionKey",
     "answers_have_type",
+    "cname_chain",
+    "cname_targets",
     "name_labels",
     "name_text",
     "opcode_name",
@@ -906,6 +908,100 @@ def answers_have_type(data: bytes | memoryview, rtype: int) -> bool:
             return True
         off += 10 + (data[off + 8] << 8 | data[off + 9])
     return False
+
+
+def cname_chain(data: bytes) -> list[str] | None:
+    """The owner and target names of the CNAME records in the answer section of a
+    message with one question, in order (owner, target, owner, target...), written
+    as :func:`parse_dns` writes them: what ``parse_dns(data).answers`` gives, for a
+    decision on the chain without decoding every record. None when only a whole
+    parse can tell: the header or question are not valid, an answer is truncated or
+    has a bad name, or one has a type whose rdata :func:`parse_dns` decodes other
+    than A, AAAA and CNAME (its decoding could stop the section there). Never
+    raises."""
+    n = len(data)
+    if n < 12 or data[4] or data[5] != 1:
+        return None
+    an = data[6] << 8 | data[7]
+    cache: dict[int, tuple[str, int]] = {}
+    out: list[str] = []
+    rr = _RR.unpack_from
+    try:
+        _, off = _name(data, 12, n, cache)
+        off += 4
+        if off > n:
+            return None
+        for _ in range(an):
+            name, off = _name(data, off, n, cache)
+            if off + 10 > n:
+                return None
+            rtype, rclass, _ttl, rdlen = rr(data, off)
+            off += 10
+            rend = off + rdlen
+            if rend > n:
+                return None
+            if rtype == TYPE_CNAME:
+                target, end = _name(data, off, rend, cache)
+                if end != rend:
+                    return None
+                out.append(name)
+                out.append(target)
+            elif rtype in (TYPE_A, TYPE_AAAA):
+                if rdlen != (4 if rtype == TYPE_A else 16) and (
+                    rclass == 1 or rclass & 0x7FFF == 1
+                ):
+                    return None
+            elif rtype in _RDATA:
+                return None
+            off = rend
+    except DnsError:
+        return None
+    return out
+
+
+def cname_targets(data: bytes, base: int, off: int, end: int) -> list[bytes] | None:
+    """The targets of the CNAME records of the answer section, as their raw wire
+    bytes (labels and root byte, case as sent), when the section has the usual shape
+    that makes :func:`cname_chain` need no names decoded: every answer's owner is a
+    pointer to the question (offset 12) or to an earlier CNAME's target, every CNAME
+    target is plain labels filling its rdata, and no answer has a type whose rdata
+    :func:`parse_dns` decodes other than A, AAAA (of the right length) and CNAME. The
+    chain is then the question's name and these targets. None: not that shape (ask
+    :func:`cname_chain`). The message is ``data[base:end]`` (e.g. a frame in a
+    capture buffer), its header and question already checked, its answers from
+    ``off``. Never raises."""
+    an = data[base + 6] << 8 | data[base + 7]
+    starts = {12}  # names the owners may point to: the question, then targets
+    out: list[bytes] = []
+    rr = _RR.unpack_from
+    for _ in range(an):
+        if off + 12 > end or data[off] < 0xC0:
+            return None
+        if ((data[off] & 0x3F) << 8 | data[off + 1]) not in starts:
+            return None
+        rtype, rclass, _ttl, rdlen = rr(data, off + 2)
+        off += 12
+        rend = off + rdlen
+        if rend > end:
+            return None
+        if rtype == TYPE_CNAME:
+            o = off
+            while o < rend:
+                c = data[o]
+                if c == 0 or c > 63:
+                    break
+                o += 1 + c
+            if o != rend - 1 or data[o] or rdlen > MAX_NAME_WIRE_LENGTH:
+                return None
+            starts.add(off - base)
+            out.append(data[off:rend])
+        elif rtype in (TYPE_A, TYPE_AAAA):
+            if rdlen != (4 if rtype == TYPE_A else 16) and (rclass == 1 or rclass & 0x7FFF == 1):
+                return None
+        elif rtype in _RDATA:
+            return None
+        off = rend
+    return out
 
 
 def transaction_key(

@@ -204,7 +204,7 @@ _FRAMER_TOTALS = ("malformed", "resync", "garbage_bytes", "oversized")
 class _Direction:
     __slots__ = ("base", "framer", "pending")
 
-    def __init__(self, framer: Framer, base: int) -> None:
+    def __init__(self, framer: Framer | None, base: int) -> None:
         self.framer = framer
         self.base = base  # stream offset of the framer's offset 0
         self.pending: list[Frame] = []
@@ -242,7 +242,9 @@ class TcpStreams:
         st = self._dirs.get(key)
         if st is None or flags & TCP_SYN:
             base = dl.start if not dl.chunks else dl.chunks[0][0]
-            st = self._dirs[key] = _Direction(self.new_framer(), base)
+            # The framer comes with the first bytes (most directions never carry any
+            # before their connection is decided).
+            st = self._dirs[key] = _Direction(None, base)
         if dl.end > dl.start:
             st.pending.append(Frame(dl.start, dl.end, frame))
             if len(st.pending) > self.max_frames:
@@ -264,7 +266,8 @@ class TcpStreams:
         and waiting frames are dropped unframed (a consumer that wants nothing more
         from a connection)."""
         self.reassembler.close(key)
-        self._ready = [m for m in self._ready if m[0] != key]
+        if self._ready:
+            self._ready = [m for m in self._ready if m[0] != key]
         self._end(key)
 
     def expire(self, now_ns: int) -> list:
@@ -291,17 +294,27 @@ class TcpStreams:
 
     def _frame(self, key: Hashable, st: _Direction, dl: Delivery, out: list) -> None:
         for offset, data in dl.chunks:
+            if st.framer is None:
+                st.framer = self.new_framer()
             if dl.gap or offset != st.base + st.framer.offset:
                 self._retire_framer(st.framer)
                 st.framer = self.new_framer()  # a gap: frame afresh from here
                 st.base = offset
+            base = st.base
             for s, e, msg in st.framer.feed(data):
-                s += st.base
-                e += st.base
+                s += base
+                e += base
                 pending = st.pending
-                frames = [f for f in pending if f.start < e and f.end > s]
-                # A frame that also carries bytes after this message stays for the next.
-                st.pending = [f for f in pending if f.end > e]
+                if len(pending) == 1:  # the usual case: one frame carried the message
+                    f = pending[0]
+                    frames = [f] if f.start < e and f.end > s else []
+                    if f.end <= e:
+                        st.pending = []
+                else:
+                    frames = [f for f in pending if f.start < e and f.end > s]
+                    # A frame that also carries bytes after this message stays for the
+                    # next.
+                    st.pending = [f for f in pending if f.end > e]
                 out.append((key, msg, frames))
 
     def _end(self, key: Hashable) -> None:
@@ -311,7 +324,7 @@ class TcpStreams:
         self.counters["frames_unclaimed"] += sum(1 for f in st.pending if not f.claims)
         self._retire_framer(st.framer)
 
-    def _retire_framer(self, framer: Framer) -> None:
+    def _retire_framer(self, framer: Framer | None) -> None:
         counters = getattr(framer, "counters", None)
         if counters:
             totals = self._framer_totals

@@ -105,6 +105,7 @@ from __future__ import annotations
 import re
 import zlib
 from collections import deque
+from collections.abc import Sequence
 
 import httptools
 
@@ -224,26 +225,26 @@ class _Message:
 
     __slots__ = (
         "_body",
+        "_ctype",
+        "_headers",
+        "_stripped",
         "body_declared",
         "body_seen",
         "body_truncated",
         "chunked",
         "complete",
-        "content_type",
         "defects",
         "end_ts_ns",
-        "headers",
+        "head",
         "ts_ns",
         "version",
     )
 
     version: str
     """``"1.1"``, ``"1.0"``."""
-    headers: tuple[tuple[bytes, bytes], ...]
-    """Header fields in wire order: name as sent, value without surrounding blanks
-    (obs-fold continuation lines joined)."""
-    content_type: str
-    """The Content-Type's media type, lower case, parameters stripped (``""`` if none)."""
+    head: bytes
+    """The head as it was sent (start line to the empty line), what ``keyword`` filters
+    search besides the body."""
     body_declared: int | None
     """The Content-Length, if the body was framed by one."""
     body_seen: int
@@ -260,10 +261,19 @@ class _Message:
     end_ts_ns: int
     """Capture time of the segment that completed it (or of the end that cut it)."""
 
-    def __init__(self, version: str, headers: tuple[tuple[bytes, bytes], ...], ts_ns: int):
+    def __init__(
+        self,
+        version: str,
+        headers: Sequence[tuple[bytes, bytes]],
+        ts_ns: int,
+        head: bytes = b"",
+        ctype: bytes | None = None,
+    ):
         self.version = version
-        self.headers = headers
-        self.content_type = ""
+        self._headers = headers  # as llhttp gave them: blanks after a value kept
+        self._stripped = False
+        self.head = head
+        self._ctype: bytes | str | None = ctype  # the Content-Type value, media type once read
         self.body_declared = None
         self.body_seen = 0
         self.body_truncated = False
@@ -273,6 +283,26 @@ class _Message:
         self.ts_ns = ts_ns
         self.end_ts_ns = ts_ns
         self._body = bytearray()
+
+    @property
+    def headers(self) -> tuple[tuple[bytes, bytes], ...]:
+        """Header fields in wire order: name as sent, value without surrounding blanks
+        (obs-fold continuation lines joined). Made on first use."""
+        h = self._headers
+        if not self._stripped:
+            h = self._headers = tuple((n, v.strip(b" \t")) for n, v in h)
+            self._stripped = True
+        return h  # type: ignore[return-value]
+
+    @property
+    def content_type(self) -> str:
+        """The Content-Type's media type, lower case, parameters stripped (``""`` if none)."""
+        c = self._ctype
+        if c is None:
+            return ""
+        if type(c) is bytes:
+            c = self._ctype = _mime(c)
+        return c  # type: ignore[return-value]
 
     @property
     def body(self) -> bytes:
@@ -330,28 +360,49 @@ class HttpRequest(_Message):
 
     __slots__ = (
         "_emitted",
+        "_ja4h",
+        "_referer",
+        "_split",
+        "_ua",
         "host",
         "method",
-        "path",
-        "query",
-        "referrer",
         "target",
-        "user_agent",
     )
 
     method: str
     """As sent (methods are case-sensitive)."""
     target: str
     """The request-target as sent (``url.original``)."""
-    path: str
-    """The target's path (``*`` for OPTIONS *, ``""`` for CONNECT's authority form)."""
-    query: str
-    """The target's query, without ``?`` (``""`` if none)."""
     host: str
     """The Host header without its port (IPv6 literals keep their brackets); for an
     absolute-form target without Host, the target's host."""
-    user_agent: str
-    referrer: str
+
+    # Read on demand (most requests are judged on their host and target only).
+    @property
+    def path(self) -> str:
+        """The target's path (``*`` for OPTIONS *, ``""`` for CONNECT's authority form)."""
+        return self._target_parts()[0]
+
+    @property
+    def query(self) -> str:
+        """The target's query, without ``?`` (``""`` if none)."""
+        return self._target_parts()[1]
+
+    def _target_parts(self) -> tuple[str, str, str]:
+        split = self._split
+        if split is None:
+            split = self._split = _split_target(self.target)
+        return split
+
+    @property
+    def user_agent(self) -> str:
+        ua = self._ua
+        return _text(ua) if ua is not None else ""
+
+    @property
+    def referrer(self) -> str:
+        ref = self._referer
+        return _text(ref) if ref is not None else ""
 
     def __repr__(self) -> str:
         return (
@@ -527,24 +578,22 @@ _FIELDS = {
     b"transfer-encoding": _F_TE,
 }
 _FIELD_LENGTHS = frozenset(len(n) for n in _FIELDS)  # most names are lower-cased for nothing
+_METHOD_TEXT: dict[bytes, str] = {}  # llhttp's methods (a bounded, registered set) as text
 
 
 class _Collector:
-    """httptools callbacks for one head; notes the fields lc reads as they go by."""
+    """httptools callbacks for one head. They do as little as they can (one call per
+    header field is most of the head's cost): collect the fields, and set aside those
+    whose name has the length of one lc reads (:func:`_known`)."""
 
-    __slots__ = ("cl", "ctype", "done", "headers", "hosts", "referer", "status", "te", "ua", "url")
+    __slots__ = ("done", "headers", "known", "status", "url")
 
     def __init__(self) -> None:
         self.url = b""
         self.status = b""
         self.headers: list[tuple[bytes, bytes]] = []
+        self.known: list[tuple[bytes, bytes]] = []
         self.done = False  # the head is complete
-        self.hosts: list[bytes] = []
-        self.ua: bytes | None = None
-        self.referer: bytes | None = None
-        self.ctype: bytes | None = None
-        self.cl: list[bytes] = []
-        self.te: list[bytes] = []
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -553,31 +602,49 @@ class _Collector:
         self.status += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        value = value.strip(b" \t")
-        self.headers.append((name, value))
-        if len(name) not in _FIELD_LENGTHS:
-            return
-        field = _FIELDS.get(name.lower())
-        if field is None:
-            return
-        if field == _F_HOST:
-            self.hosts.append(value)
-        elif field == _F_UA:
-            if self.ua is None:
-                self.ua = value
-        elif field == _F_REFERER:
-            if self.referer is None:
-                self.referer = value
-        elif field == _F_CTYPE:
-            if self.ctype is None:
-                self.ctype = value
-        elif field == _F_CL:
-            self.cl.append(value)
-        else:
-            self.te.append(value)
+        field = (name, value)
+        self.headers.append(field)
+        if len(name) in _FIELD_LENGTHS:
+            self.known.append(field)
 
     def on_headers_complete(self) -> None:
         self.done = True
+
+
+class _Fields:
+    """The header fields lc reads, from the ones the collector set aside (values
+    stripped of blanks)."""
+
+    __slots__ = ("cl", "ctype", "hosts", "referer", "te", "ua")
+
+    def __init__(self, known: list[tuple[bytes, bytes]]) -> None:
+        self.hosts: list[bytes] = []
+        self.ua: bytes | None = None
+        self.referer: bytes | None = None
+        self.ctype: bytes | None = None
+        self.cl: list[bytes] = []
+        self.te: list[bytes] = []
+        fields = _FIELDS
+        for name, value in known:
+            field = fields.get(name.lower())
+            if field is None:
+                continue
+            value = value.strip(b" \t")
+            if field == _F_HOST:
+                self.hosts.append(value)
+            elif field == _F_UA:
+                if self.ua is None:
+                    self.ua = value
+            elif field == _F_REFERER:
+                if self.referer is None:
+                    self.referer = value
+            elif field == _F_CTYPE:
+                if self.ctype is None:
+                    self.ctype = value
+            elif field == _F_CL:
+                self.cl.append(value)
+            else:
+                self.te.append(value)
 
 
 def _new_parser(request: bool, collector: _Collector) -> httptools.HttpRequestParser:
@@ -609,13 +676,19 @@ def _llhttp_head(head: bytes, request: bool) -> tuple[_Collector, object]:
     return collector, parser
 
 
-def _parse_request(head: bytes, ts_ns: int) -> tuple[HttpRequest, _Collector]:
+_Framing = tuple[bool, "int | None", bool]  # (chunked, Content-Length, other coding last)
+
+
+def _parse_request(head: bytes, ts_ns: int) -> tuple[HttpRequest, _Framing]:
     """Parses a complete request head (request line to the empty line included)."""
     try:
         collector, parser = _llhttp_head(head, True)
-        method = parser.get_method().decode("ascii")
+        raw_method = parser.get_method()
+        method = _METHOD_TEXT.get(raw_method)
+        if method is None:
+            method = _METHOD_TEXT[raw_method] = raw_method.decode("ascii")
         target = collector.url
-        major, _, minor = parser.get_http_version().partition(".")
+        version = parser.get_http_version()
     except (httptools.HttpParserInvalidMethodError, httptools.HttpParserInvalidURLError) as e:
         # llhttp knows only registered methods and ASCII targets. Accept what lc's own
         # request-line rule accepts, and let llhttp check the header fields.
@@ -630,32 +703,36 @@ def _parse_request(head: bytes, ts_ns: int) -> tuple[HttpRequest, _Collector]:
             raise HttpError(f"bad request head: {e2}: {head[:80]!r}") from None
         method = m.group(1).decode("ascii")
         target = m.group(2)
+        version = f"{major}.{minor}"
     except httptools.HttpParserError as e:
         raise HttpError(f"bad request head: {e}: {head[:80]!r}") from None
-    if major != "1":
+    if not version.startswith("1."):
         # llhttp takes "GET /" + CRLF as HTTP/0.9, and "PRI * HTTP/2.0" (the HTTP/2
         # preface) as a request: neither is HTTP/1.x.
         raise HttpError(f"not an HTTP/1.x request line: {head[:80]!r}")
-    req = HttpRequest(f"{major}.{minor}", tuple(collector.headers), ts_ns)
+    f = _Fields(collector.known)
+    framing = _framing(f)
+    req = HttpRequest(version, collector.headers, ts_ns, head, f.ctype)
     req.method = method
     target_s = _text(target)
     req.target = target_s
-    req.path, req.query, authority = _split_target(target_s)
-    hosts = collector.hosts
+    req._split = None
+    hosts = f.hosts
     req.host = _strip_port(_text(hosts[0])) if hosts else ""
     if len(hosts) > 1:
         req._defect("duplicate_host")
-    if not req.host and authority:
-        req.host = _strip_port(authority)
-    req.user_agent = _text(collector.ua) if collector.ua is not None else ""
-    req.referrer = _text(collector.referer) if collector.referer is not None else ""
-    if collector.ctype is not None:
-        req.content_type = _mime(collector.ctype)
+    if not req.host and not target_s.startswith("/"):
+        req._split = split = _split_target(target_s)
+        if split[2]:
+            req.host = _strip_port(split[2])
+    req._ua = f.ua
+    req._referer = f.referer
     req._emitted = False
-    return req, collector
+    req._ja4h = None
+    return req, framing
 
 
-def _parse_response(head: bytes, ts_ns: int) -> tuple[HttpResponse, _Collector]:
+def _parse_response(head: bytes, ts_ns: int) -> tuple[HttpResponse, _Framing]:
     """Parses a complete response head (status line to the empty line included)."""
     if not head.startswith(b"HTTP/"):
         raise HttpError(f"not an HTTP status line: {head[:80]!r}")
@@ -667,12 +744,12 @@ def _parse_response(head: bytes, ts_ns: int) -> tuple[HttpResponse, _Collector]:
         raise HttpError(f"bad response head: {e}: {head[:80]!r}") from None
     if not version.startswith("1."):
         raise HttpError(f"not an HTTP/1.x status line: {head[:80]!r}")
-    resp = HttpResponse(version, tuple(collector.headers), ts_ns)
+    f = _Fields(collector.known)
+    framing = _framing(f)
+    resp = HttpResponse(version, collector.headers, ts_ns, head, f.ctype)
     resp.status = status
     resp.reason = _text(collector.status)
-    if collector.ctype is not None:
-        resp.content_type = _mime(collector.ctype)
-    return resp, collector
+    return resp, framing
 
 
 def _mime(value: bytes) -> str:
@@ -710,20 +787,20 @@ def _split_target(target: str) -> tuple[str, str, str]:
     return path, query, authority
 
 
-def _framing(collector: _Collector) -> tuple[bool, int | None, bool]:
+def _framing(fields: _Fields) -> _Framing:
     """``(chunked, content_length, te_other)`` from the head; raises HttpError on a bad
     Content-Length."""
     chunked = False
     te_other = False
     length: int | None = None
-    if collector.te:
+    if fields.te:
         # Only the last coding of the last field frames the message.
-        codings = [c.strip(b" \t").lower() for c in collector.te[-1].split(b",")]
+        codings = [c.strip(b" \t").lower() for c in fields.te[-1].split(b",")]
         codings = [c for c in codings if c]
         if codings:
             chunked = codings[-1] == b"chunked"
             te_other = not chunked
-    for value in collector.cl:
+    for value in fields.cl:
         for part in value.split(b","):
             part = part.strip(b" \t")
             if not part.isdigit() or len(part) > _MAX_CL_DIGITS:
@@ -744,8 +821,7 @@ def parse_request_head(data: bytes) -> HttpRequest:
     m = _EMPTY_LINE.search(data)
     if m is None:
         raise HttpError(f"request head without its end: {data[:80]!r}")
-    req, collector = _parse_request(bytes(data[: m.end()]).lstrip(b"\r\n"), 0)
-    chunked, length, _ = _framing(collector)
+    req, (chunked, length, _) = _parse_request(bytes(data[: m.end()]).lstrip(b"\r\n"), 0)
     req.chunked, req.body_declared = chunked, length
     return req
 
@@ -755,8 +831,7 @@ def parse_response_head(data: bytes) -> HttpResponse:
     m = _EMPTY_LINE.search(data)
     if m is None:
         raise HttpError(f"response head without its end: {data[:80]!r}")
-    resp, collector = _parse_response(bytes(data[: m.end()]).lstrip(b"\r\n"), 0)
-    chunked, length, _ = _framing(collector)
+    resp, (chunked, length, _) = _parse_response(bytes(data[: m.end()]).lstrip(b"\r\n"), 0)
     resp.chunked, resp.body_declared = chunked, length
     return resp
 
@@ -1172,8 +1247,7 @@ class HttpConnection:
             side.buf.clear()
 
     def _request_head(self, side: _Side, head: bytes, start_ts: int, ts_ns: int) -> None:
-        req, collector = _parse_request(head, start_ts)
-        chunked, length, te_other = _framing(collector)
+        req, (chunked, length, te_other) = _parse_request(head, start_ts)
         if te_other:
             raise HttpError("request with a Transfer-Encoding other than chunked")
         side.parsed += 1
@@ -1204,8 +1278,7 @@ class HttpConnection:
             self._finish(side, ts_ns)
 
     def _response_head(self, side: _Side, head: bytes, start_ts: int, ts_ns: int) -> None:
-        resp, collector = _parse_response(head, start_ts)
-        chunked, length, te_other = _framing(collector)
+        resp, (chunked, length, te_other) = _parse_response(head, start_ts)
         side.parsed += 1
         status = resp.status
         front = self.pending[0] if self.pending else None

@@ -127,5 +127,10 @@ def ja4h_ro(method: str, version: str, headers: Sequence[tuple[bytes, bytes]]) -
 
 
 def ja4h_request(request: HttpRequest) -> str:
-    """The JA4H of an :class:`lc.common.http.HttpRequest`."""
-    return ja4h(request.method, request.version, request.headers)
+    """The JA4H of an :class:`lc.common.http.HttpRequest` (computed once per request:
+    a filter and the transaction's event both ask)."""
+    value = getattr(request, "_ja4h", None)
+    if value is None:
+        value = ja4h(request.method, request.version, request.headers)
+        request._ja4h = value
+    return value

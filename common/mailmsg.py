@@ -642,9 +642,30 @@ class MailMessage:
     @property
     def attachments(self) -> tuple[str, ...]:
         """File names of the MIME parts within the kept body (decoded)."""
-        if self._attachments is None:
+        if self._attachments is None and not self._single_part_names():
             self._walk()
         return self._attachments  # type: ignore[return-value]
+
+    def drop_body(self) -> None:
+        """Frees the kept body, for a holder that will not ask for ``body_text`` (it is
+        "" afterwards); ``attachments`` is read first."""
+        _ = self.attachments
+        self.body = b""
+        self._body_text = ""
+
+    def _single_part_names(self) -> bool:
+        """``attachments`` of a message that is a single part (neither multipart nor
+        message/rfc822), read without decoding its text as the walk does; False if
+        it needs the walk."""
+        try:
+            ctype, filename, _, _, _ = _part_info(self.fields)
+        except (ValueError, LookupError, TypeError, IndexError, UnicodeError):
+            return False  # the walk counts the defect
+        if ctype.startswith("multipart/") or ctype == "message/rfc822":
+            return False
+        name = decode_words(str(filename).strip()) if filename else ""
+        self._attachments = (name,) if name else ()
+        return True
 
     @property
     def body_text(self) -> str:
@@ -964,46 +985,55 @@ class StreamReader:
         Returns True once the terminating line (a lone ``.``, before CRLF or a
         bare LF) has been consumed; the line break before it is part of the data.
         ``dot_bol`` must be True when the data starts (it is after a line).
+
+        No loop over lines: the end line is found with ``find``, and what comes before
+        it is unstuffed with one ``replace`` (a dot that starts a line goes); at most
+        the last two bytes wait for more when they could begin the end line.
         """
         buf = self._buf
         n = len(buf)
         i = self._pos
+        if i >= n:
+            return False
         bol = self.dot_bol
-        done = False
-        while i < n:
-            if bol:
-                if buf[i] == 0x2E:  # "." at a line start: the end, or a stuffed dot
-                    if i + 1 >= n:
-                        break
-                    c = buf[i + 1]
-                    if c == 0x0A:
-                        i += 2
-                        done = True
-                        break
-                    if c == 0x0D:
-                        if i + 2 >= n:
-                            break
-                        if buf[i + 2] == 0x0A:
-                            i += 3
-                            done = True
-                            break
-                    i += 1
-                bol = False
-                continue
-            j = buf.find(b"\n.", i)
-            if j < 0:
-                sink(bytes(buf[i:n]))
-                bol = buf[n - 1] == 0x0A
-                i = n
-                break
-            sink(bytes(buf[i : j + 1]))
-            i = j + 1
-            bol = True
-        self.consumed += i - self._pos
-        self._pos = i
-        self._scan = max(self._scan, i)
-        self.dot_bol = True if done else bol
-        return done
+        # The end line: at i itself when a line starts there, else after a line feed.
+        after = -1  # the offset after the end line
+        if bol and buf[i] == 0x2E:
+            if buf.startswith(b".\n", i):
+                end, after = i, i + 2
+            elif buf.startswith(b".\r\n", i):
+                end, after = i, i + 3
+        if after < 0:
+            lf = buf.find(b"\n.\n", i)
+            crlf = buf.find(b"\n.\r\n", i, lf + 1 if lf >= 0 else n)
+            if crlf >= 0:
+                end, after = crlf + 1, crlf + 4
+            elif lf >= 0:
+                end, after = lf + 1, lf + 3
+        if after >= 0:
+            stop = end
+        else:
+            # No end line yet: everything goes but a last line that may begin one.
+            nl = buf.rfind(b"\n", i, n)
+            line_start = nl + 1 if nl >= 0 else (i if bol else -1)
+            stop = n
+            if line_start >= 0 and n - line_start <= 2 and buf[line_start:n] in (b"", b".", b".\r"):
+                stop = line_start
+        if stop > i:
+            data = bytes(buf[i:stop])
+            if bol and data[0] == 0x2E:
+                data = data[1:]  # a stuffed dot (or a line that only starts with one)
+            if b"\n." in data:
+                data = data.replace(b"\n.", b"\n")
+            if data:
+                sink(data)
+            bol = buf[stop - 1] == 0x0A
+        new = after if after >= 0 else stop
+        self.consumed += new - self._pos
+        self._pos = new
+        self._scan = max(self._scan, new)
+        self.dot_bol = True if after >= 0 else bol
+        return after >= 0
 
 
 class MailSession:

@@ -27,16 +27,20 @@ Interface indexes (``iface_index``, ``Columns.iface``) index
 ``CaptureReader.interfaces``, which spans every section of a pcapng file; tshark
 4.0 shows ``frame.interface_id`` numbered within each section instead.
 
-Performance. Replay reads and writes millions of small records, so the classic
-pcap paths run no Python code per packet: records are walked with C-level
-chains of ``BytesIO.read``/``struct`` calls, and the 16-byte headers become
-uint32 arrays whose strided slices are the columns (see ``_chunk_pcap`` and
-``PcapWriter.write_columns``). Measured on the development VM (2 vCPU Xeon
-2.5 GHz, CPython 3.11.7) with 60-byte packets in batches of 4096, best of 5 runs
-of ``.venv/bin/python tests/common/test_pcapfile.py``: read_columns about 1.7-1.9M
-records/s, records() about 1.5-1.6M/s, write_columns about 1.3-1.9M/s (the
-spread is other load on the shared machine). pcapng runs one Python iteration
-per block: about 0.5-0.6M records/s.
+Performance. Replay reads millions of records, so the classic pcap paths run no
+Python code per packet: a buffer is walked with a C-level chain of ``BytesIO``
+calls (read the 16-byte header, unpack its caplen, seek past the data; ``seek``
+returns where each record ends), and numpy gathers the header fields at those
+offsets into the columns (see ``_pcap_segments``). ``read_records``, the hunter's
+path, returns the records of one read only: a little-endian nanosecond file's are a
+read-only view of the buffer (no copy), other files' are rewritten in one copy with
+numpy stores. A seekable file is read again from a record cut by the end of a read,
+so that every buffer is the ``bytes`` that ``read`` returned. Measured with
+``bench/mode_cpu.py reader`` (CPU per packet of ``FileSource.read``, median of 5, 2
+shared vCPUs, load 3-5): 1M packets of 60-460 bytes, 0.29 µs (ns pcap) and 0.36 µs
+(µs pcap), 0.50 and 0.75 µs with the previous per-packet bytes objects; the TLS
+benchmark's 1.3 kB packets (µs pcap) 0.55-0.65 µs, 1.7 before. pcapng runs one
+Python iteration per block.
 
 Limits (deliberate; they keep the hot path short):
 
@@ -60,12 +64,13 @@ from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from io import BytesIO
-from itertools import islice, repeat, starmap, tee
-from operator import add, mul
+from itertools import repeat
+from operator import itemgetter
 from types import TracebackType
 
+import numpy as np
+
 from .pcaprecord import (
-    _BIG_ENDIAN_HOST,
     _DEFAULT_SNAPLEN,
     _NS,
     _PCAP_NS,
@@ -76,7 +81,9 @@ from .pcaprecord import (
 
 __all__ = ["CaptureReader", "Columns", "Interface", "Records", "open_capture"]
 
-_READ_SIZE = 1 << 20  # one read per MiB: big enough to amortise the syscall and the loop setup
+# One read per 4 MiB: the syscall and a chunk's setup are amortised, and a chunk of
+# read_records (which never spans two reads) holds thousands of full-size packets.
+_READ_SIZE = 4 << 20
 _RECORDS_CHUNK = 8192  # records() parses this many at a time, then yields from C-level zips
 
 _PCAP_US = 0xA1B2C3D4
@@ -135,25 +142,18 @@ class Records:
     caplen: array[int]  # 'I'
     origlen: array[int]  # 'I'
     iface: array[int]  # 'H'
-    records: bytes
+    records: bytes | bytearray | memoryview  # read_records: a view of the file's buffer
 
     def __len__(self) -> int:
         return len(self.caplen)
 
 
-def _interleave(hdr: array, frac_mul: int, datas: list[bytes]) -> bytes:
-    """Headers (host-order uint32 x4 per record) and packet bytes as nanosecond records."""
-    n = len(datas)
-    if frac_mul != 1:
-        hdr = array("I", hdr)
-        hdr[1::4] = array("I", map(mul, hdr[1::4], repeat(frac_mul)))
-    if _BIG_ENDIAN_HOST:
-        hdr = array("I", hdr)
-        hdr.byteswap()
-    parts: list[bytes] = [b""] * (2 * n)
-    parts[0::2] = map(BytesIO(hdr[: 4 * n].tobytes()).read, repeat(16, n))
-    parts[1::2] = datas
-    return b"".join(parts)
+_FIRST = itemgetter(0)
+
+
+def _u32_array(col: np.ndarray) -> array[int]:
+    """A numpy column as array('I') (one copy, no Python object per value)."""
+    return array("I", col.astype(np.uint32).tobytes())
 
 
 def open_capture(path: str | os.PathLike[str]) -> CaptureReader:
@@ -175,6 +175,8 @@ def open_capture(path: str | os.PathLike[str]) -> CaptureReader:
 _Chunk = tuple[
     list[int], "list[int] | None", "array[int] | list[int]", "array[int] | list[int]", list[bytes]
 ]
+# Records walked in one buffer: (the buffer, record starts, record ends, caplens).
+_Segment = tuple[bytes, np.ndarray, np.ndarray, np.ndarray]
 
 
 class CaptureReader:
@@ -198,6 +200,7 @@ class CaptureReader:
         self._off = 0
         self._f = open(self.path, "rb", buffering=0)  # noqa: SIM115 (closed by close())
         try:
+            self._seekable = self._f.seekable()
             self._open()
         except BaseException:
             self._f.close()
@@ -227,6 +230,13 @@ class CaptureReader:
 
     def __repr__(self) -> str:
         return f"CaptureReader({self.path!r}, format={self.format!r})"
+
+    @property
+    def offset(self) -> int:
+        """Bytes of the file read and parsed so far (progress figures; 0 once closed)."""
+        if self._f.closed:
+            return 0
+        return self._f.tell() - (len(self._buf) - self._off)
 
     # -- public reading API
 
@@ -266,35 +276,31 @@ class CaptureReader:
         """
         if max_packets <= 0:
             raise ValueError(f"max_packets must be positive, not {max_packets}")
-        if self._chunk != self._chunk_pcap:
-            cols = self.read_columns(max_packets)
-            if cols is None:
-                return None
-            recs = frame_records(cols.ts_ns, cols.caplen, cols.origlen, cols.blob)
-            return Records(cols.ts_ns, cols.caplen, cols.origlen, cols.iface, recs)
-        framed: list[bytes] = []
-        got = self._chunk_pcap(max_packets, framed)
-        if got is None:
+        if self._chunk == self._chunk_pcap:
+            return self._records_pcap(max_packets)
+        cols = self.read_columns(max_packets)
+        if cols is None:
             return None
-        ts, _, caps, origs, _ = got
-        n = len(caps)
-        return Records(
-            ts_ns=array("q", ts),
-            caplen=caps if isinstance(caps, array) else array("I", caps),
-            origlen=origs if isinstance(origs, array) else array("I", origs),
-            iface=array("H", bytes(2 * n)),
-            records=framed[0] if len(framed) == 1 else b"".join(framed),
-        )
+        recs = frame_records(cols.ts_ns, cols.caplen, cols.origlen, cols.blob)
+        return Records(cols.ts_ns, cols.caplen, cols.origlen, cols.iface, recs)
 
     # -- buffering
 
     def _fill(self, need: int) -> bool:
-        """Make ``need`` bytes available at ``_off`` (compacting the buffer); False at EOF."""
+        """Make ``need`` bytes available at ``_off``; False at EOF.
+
+        A seekable file is read again from ``_off`` (the unread tail is short: at most
+        one record), so that the new buffer is the bytes ``read`` returned, not a copy
+        of them joined to the tail; a pipe keeps the tail and joins.
+        """
         buf = self._buf
         off = self._off
         avail = len(buf) - off
         if avail >= need:
             return True
+        if avail and self._seekable:
+            self._f.seek(-avail, os.SEEK_CUR)
+            avail = 0
         parts = [buf[off:]] if avail else []
         read = self._f.read
         while avail < need:
@@ -303,7 +309,7 @@ class CaptureReader:
                 break
             parts.append(data)
             avail += len(data)
-        self._buf = b"".join(parts)
+        self._buf = parts[0] if len(parts) == 1 else b"".join(parts)
         self._off = 0
         return avail >= need
 
@@ -350,81 +356,139 @@ class CaptureReader:
         self._frac_mul = 1 if nano else 1000
         self._max_cap = min(max(snaplen, _DEFAULT_SNAPLEN), MAX_RECORD)
         self._caplen_unpack = struct.Struct(bo + "8xI4x").unpack
-        self._swap = (bo == ">") != _BIG_ENDIAN_HOST
+        self._u4 = np.dtype(bo + "u4")
+        self._swap_out = bo == ">"  # records go out little-endian
+        self._passthrough = nano and bo == "<"
         self._chunk = self._chunk_pcap
 
-    def _chunk_pcap(self, want: int, framed: list[bytes] | None = None) -> _Chunk | None:
-        """Parse up to ``want`` records without a Python-level loop per record.
+    def _pcap_segments(self, want: int, one_read: bool = False) -> list[_Segment]:
+        """Walk up to ``want`` records without a Python-level loop per record.
 
-        A pcap record is a 16-byte header followed by ``caplen`` bytes, so the
-        file can be walked with nothing but reads from a BytesIO over the buffer:
-        read 16, unpack the caplen, read caplen, and so on. Chaining those calls
-        with map/starmap/tee keeps the whole walk in C, which is several times
-        faster than a ``for`` loop with ``unpack_from``. The headers read on the
-        way are joined and turned into one uint32 array whose strided slices are
-        the columns.
+        A pcap record is a 16-byte header followed by ``caplen`` bytes, so the buffer
+        can be walked with nothing but calls on a BytesIO over it: read the header,
+        unpack its caplen, seek past the data; ``seek`` returns where the record ends.
+        Chained with ``map`` the walk stays in C and makes no object per packet but
+        those of the chain itself (no copy of the data); the columns are then gathered
+        from the buffer with numpy at the records' offsets. One segment per buffer the
+        records came from (more than one when a refill was needed, unless ``one_read``:
+        then the records of one buffer only, possibly fewer than ``want``).
         """
-        ts_all: list[int] = []
-        caps_all = array("I")
-        origs_all = array("I")
-        datas_all: list[bytes] = []
+        segs: list[_Segment] = []
         caplen_of = self._caplen_unpack
         max_cap = self._max_cap
-        frac_mul = self._frac_mul
-        swap = self._swap
-        g = repeat(_NS)
         got = 0
         while got < want and not self._done:
+            buf = self._buf
             off = self._off
-            bio = BytesIO(self._buf)  # shares the bytes object, no copy
+            bio = BytesIO(buf)  # shares the bytes object, no copy
             bio.seek(off)
-            heads, heads_kept = tee(map(bio.read, repeat(16, want - got)))
-            datas: list[bytes] = []
+            ends: list[int] = []
             try:
-                datas.extend(starmap(bio.read, map(caplen_of, heads)))
+                ends.extend(
+                    map(
+                        bio.seek,
+                        map(_FIRST, map(caplen_of, map(bio.read, repeat(16, want - got)))),
+                        repeat(1),
+                    )
+                )
             except struct.error:  # a header cut by the end of the buffer
                 pass
-            n = len(datas)
+            n = len(ends)
+            if n and ends[-1] > len(buf):  # data cut by the end of the buffer
+                n -= 1
             if n:
-                hdr = array("I", b"".join(islice(heads_kept, n)))
-                if swap:
-                    hdr.byteswap()
-                caps = hdr[2::4]
-                if len(datas[-1]) < caps[-1]:  # data cut by the end of the buffer
-                    n -= 1
-                if n and max(caps[:n]) > max_cap:
-                    n = next(i for i, c in enumerate(caps) if c > max_cap)
+                e = np.array(ends[:n] if n < len(ends) else ends, dtype=np.int64)
+                st = np.empty(n, dtype=np.int64)
+                st[0] = off
+                st[1:] = e[:-1]
+                caps = e - st - 16
+                bad = caps > max_cap
+                if bad.any():
+                    n = int(bad.argmax())
                     self.truncated += 1
                     self._done = True
-                if n < len(caps):
-                    del datas[n:], hdr[4 * n :], caps[n:]
+                    e, st, caps = e[:n], st[:n], caps[:n]
             if n:
-                secs = hdr[0::4]
-                fracs = hdr[1::4] if frac_mul == 1 else map(mul, hdr[1::4], repeat(frac_mul))
-                ts = list(map(add, map(mul, secs, g), fracs))
-                new_off = off + 16 * n + sum(caps)
-                if framed is not None:
-                    if frac_mul == 1 and not swap and not _BIG_ENDIAN_HOST:
-                        # A little-endian nanosecond file already holds the wire's records.
-                        framed.append(self._buf[off:new_off])
-                    else:
-                        framed.append(
-                            _interleave(hdr, frac_mul, datas[:n] if n < len(datas) else datas)
-                        )
-                self._off = new_off
-                if got:
-                    ts_all += ts
-                    caps_all += caps
-                    origs_all += hdr[3::4]
-                    datas_all += datas
-                else:
-                    ts_all, caps_all, origs_all, datas_all = ts, caps, hdr[3::4], datas
+                segs.append((buf, st, e, caps))
+                self._off = int(e[-1])
                 got += n
+                if one_read:
+                    break
             if got < want and not self._done:
                 self._refill_pcap(max_cap)
-        if not got:
+        return segs
+
+    def _pcap_columns(self, segs: list[_Segment]) -> tuple[np.ndarray, ...]:
+        """(ts_ns int64, caplen, origlen, seconds, fraction) of the walked records."""
+        secs_l, frac_l, orig_l, caps_l = [], [], [], []
+        u4 = self._u4
+        for buf, st, _e, caps in segs:
+            u = np.ndarray((len(buf) - 3,), dtype=u4, buffer=buf, strides=(1,))
+            secs_l.append(u[st])
+            frac_l.append(u[st + 4])
+            orig_l.append(u[st + 12])
+            caps_l.append(caps)
+        if len(segs) == 1:
+            secs, frac, orig, caps = secs_l[0], frac_l[0], orig_l[0], caps_l[0]
+        else:
+            secs, frac = np.concatenate(secs_l), np.concatenate(frac_l)
+            orig, caps = np.concatenate(orig_l), np.concatenate(caps_l)
+        ts = secs.astype(np.int64) * _NS + frac.astype(np.int64) * self._frac_mul
+        return ts, caps, orig, secs, frac
+
+    def _chunk_pcap(self, want: int) -> _Chunk | None:
+        """Up to ``want`` records as Python columns and per-packet bytes."""
+        segs = self._pcap_segments(want)
+        if not segs:
             return None
-        return ts_all, None, caps_all, origs_all, datas_all
+        ts, caps, orig, _, _ = self._pcap_columns(segs)
+        datas: list[bytes] = []
+        for buf, st, e, _ in segs:
+            datas += map(buf.__getitem__, map(slice, (st + 16).tolist(), e.tolist()))
+        return ts.tolist(), None, _u32_array(caps), _u32_array(orig), datas
+
+    def _records_pcap(self, want: int) -> Records | None:
+        """Up to ``want`` records as nanosecond pcap records (the replay hot path).
+
+        The records of one read only, so that a little-endian nanosecond file's are a
+        view of the buffer, not a copy; other files' get their headers rewritten in
+        one copy of the buffer's bytes.
+        """
+        segs = self._pcap_segments(want, one_read=True)
+        if not segs:
+            return None
+        ts, caps, orig, secs, frac = self._pcap_columns(segs)
+        buf, st, e, _ = segs[0]
+        lo, hi = int(st[0]), int(e[-1])
+        # A second or more in the fraction field (damage, or a writer's bug) is carried
+        # into the seconds, so that every record's nanoseconds stay below 10**9 (the
+        # processor refuses others); ts_ns is the same sum either way.
+        carry = bool((frac >= _NS // self._frac_mul).any())
+        records: memoryview | bytearray
+        if self._passthrough and not carry:
+            # A little-endian nanosecond file already holds the wire's records.
+            records = memoryview(buf)[lo:hi]
+        else:
+            records = bytearray(memoryview(buf)[lo:hi])
+            w = np.ndarray((hi - lo - 3,), dtype="<u4", buffer=records, strides=(1,))
+            rel = st - lo
+            if carry:
+                w[rel] = (ts // _NS).astype(np.uint32)  # beyond 2106 wraps: not in pcap
+                w[rel + 4] = (ts % _NS).astype(np.uint32)
+            else:
+                if self._swap_out:
+                    w[rel] = secs
+                w[rel + 4] = frac * self._frac_mul  # < 10**9: no overflow
+            if self._swap_out:
+                w[rel + 8] = caps
+                w[rel + 12] = orig
+        return Records(
+            ts_ns=array("q", ts.tobytes()),
+            caplen=_u32_array(caps),
+            origlen=_u32_array(orig),
+            iface=array("H", bytes(2 * len(ts))),
+            records=records,
+        )
 
     def _refill_pcap(self, max_cap: int) -> None:
         """Read until the record at ``_off`` is complete; at EOF or corruption, stop."""

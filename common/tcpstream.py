@@ -302,6 +302,23 @@ class TcpReassembler:
             counters["segments"] += 1
             counters["bytes_delivered"] += n
             return Delivery(off, end, [(off, data)], False, False)
+        if (
+            st is not None
+            and not data
+            and seq == st.next_seq
+            and not st.held
+            and st.fin_off is None
+            and not flags & _SLOW_FLAGS
+        ):
+            # A pure ACK in order (the handshake's third packet, the bulk's ACKs): what
+            # _feed_slow does for it, without its general bookkeeping.
+            self._streams.move_to_end(key)
+            st.last_ts = st.held_since = ts_ns
+            self.counters["segments"] += 1
+            if self._waiting:
+                self._waiting.pop(key, None)
+            off = st.next_off
+            return Delivery(off, off, [], False, False)
         return self._feed_slow(ts_ns, key, st, seq & _MASK, flags, data)
 
     def _feed_slow(

@@ -613,12 +613,49 @@ class TlsStream:
             self.ignored_bytes += len(data)
             return []
         events: list[TlsEvent] = []
+        if not isinstance(data, bytes):
+            data = bytes(data)
         try:
-            self._feed(data if isinstance(data, bytes) else bytes(data), events)
+            if (
+                not self._state  # _PLAIN, between records and messages
+                and not self._tentative
+                and not self._rec_left
+                and not self._hdr
+                and self._hs_type < 0
+                and not self._hs_hdr
+                and not self._alert_buf
+                and len(data) >= 9
+                and data[0] == CONTENT_HANDSHAKE
+                and (data[5] == HS_CLIENT_HELLO or data[5] == HS_SERVER_HELLO)
+                and self._whole_hello(data, events)
+            ):
+                return events
+            self._feed(data, events)
         except TlsParseError as exc:
             self._fail(exc)
             raise
         return events
+
+    def _whole_hello(self, data: bytes, events: list[TlsEvent]) -> bool:
+        """``data`` is exactly one handshake record holding exactly one hello (the
+        usual first segment of each direction): what ``_feed`` would do, without its
+        record and message loops. False, having done nothing, for anything else."""
+        _, version, length = _rec(data, 0)
+        if (
+            length != len(data) - 5
+            or version >> 8 != 3
+            or version & 0xFF > 4
+            or length > MAX_RECORD_LENGTH
+        ):
+            return False
+        hlen = int.from_bytes(data[6:9], "big")
+        if hlen != length - 4 or hlen > self.max_hello_bytes:
+            return False
+        self.records += 1
+        self._rec_type = CONTENT_HANDSHAKE
+        self._hs_type = data[5]
+        self._hello_done(data[9:], events)
+        return True
 
     def _fail(self, exc: TlsParseError) -> None:
         self._state = _FAILED

@@ -39,6 +39,7 @@ __all__ = [
     "encode_meta",
     "event_problem",
     "filter_to_proto",
+    "forward_extras",
     "message_to_json",
     "unpack_batch",
 ]
@@ -87,6 +88,7 @@ class BatchRecords:
     keylog: list[bytes] = field(default_factory=list)  # TLS key log lines (field 17)
     # DNS tunneling statistics (checked by their consumer, lc.processor.tunnels)
     dns_tunnel: list[lc_pb2.DnsTunnelStats] = field(default_factory=list)
+    event_count: int = -1  # events the batch carried, malformed ones included (-1: unknown)
 
     def __len__(self) -> int:
         return len(self.caplen)
@@ -342,8 +344,41 @@ def unpack_batch(batch: lc_pb2.PacketBatch) -> BatchRecords:
             bad += 1
     return BatchRecords(
         data, caplen, iface, interfaces, list(batch.meta), list(batch.meta_table),
-        meta_ref, events, bad, list(batch.tls_keylog), list(batch.dns_tunnel),
+        meta_ref, events, bad, list(batch.tls_keylog), list(batch.dns_tunnel), len(batch.events),
     )  # fmt: skip
+
+
+def forward_extras(cols: BatchRecords) -> bytes:
+    """What an edge processor spools, besides the records and interface indices, to
+    forward a received batch upstream unchanged: its interface table, metadata, events,
+    key log lines and tunneling statistics, as a serialised PacketBatch holding only
+    those fields (:func:`encode_batch` with ``extras=`` and no interfaces rebuilds it).
+
+    Events keep their positions (the ``n`` of their event id, ``hunter:epoch:seq:n``):
+    an event this processor skipped as malformed is sent as an empty Event, which the
+    upstream skips as malformed too. Events a processor sink appended to ``cols.events``
+    after the hunter's (a tunneling alert) are not the hunter's and are left out."""
+    holder = lc_pb2.PacketBatch()
+    for name, lt in cols.interfaces:
+        holder.interfaces.add(name=name, linktype=lt)
+    if cols.meta:
+        holder.meta.extend(cols.meta)
+    if cols.meta_ref is not None:
+        holder.meta_table.extend(cols.meta_table)
+        holder.meta_ref = _to_le(cols.meta_ref)
+    total = cols.event_count if cols.event_count >= 0 else len(cols.events) + cols.bad_events
+    if total:
+        for i, ev in cols.events[: total - cols.bad_events]:  # the hunter's, in order
+            while len(holder.events) < i:
+                holder.events.add()  # a malformed one: skipped here and upstream alike
+            holder.events.append(ev)
+        while len(holder.events) < total:
+            holder.events.add()
+    if cols.keylog:
+        holder.tls_keylog.extend(cols.keylog)
+    if cols.dns_tunnel:
+        holder.dns_tunnel.extend(cols.dns_tunnel)
+    return holder.SerializeToString()
 
 
 def filter_to_proto(f: Any, version: int = 0) -> lc_pb2.Filter:

@@ -10,10 +10,11 @@ caller reports a backlog at seal time (the link is busy), the targets double, up
 configured ``batch_size``. A gRPC stream carries a few thousand messages per
 second, so at high packet rates only growing batches keep up.
 
-Session events (``add_events``) ride on the next sealed batch. Pending events start
-the timeout clock like a packet, so a batch holding only events is sealed by the
-timeout too; many pending events (``MAX_BATCH_EVENTS``, or their bytes reaching the
-byte target) make the batch due at once.
+Session events (``add_events``) and a mode's extras (``add_extras``: the kinds in
+``EXTRA_KINDS``) ride on the next sealed batch. Pending events start the timeout clock
+like a packet, so a batch holding only events is sealed by the timeout too; many
+pending events (``MAX_BATCH_EVENTS``, or their bytes reaching the byte target) make the
+batch due at once.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 
 from lc.proto import lc_pb2
 
-__all__ = ["Batcher", "SealedBatch"]
+__all__ = ["EXTRA_KINDS", "Batcher", "SealedBatch"]
 
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_TIMEOUT_MS = 100
@@ -33,6 +34,9 @@ DEFAULT_BYTE_TARGET = 256 * 1024
 MAX_BATCH_PACKETS = 32768
 MAX_BATCH_BYTES = 8 * 1024 * 1024
 MAX_BATCH_EVENTS = 4096
+#: What a batch carries beside packets and events (``Forward.extras`` kinds): TLS key
+#: log lines (bytes) and DNS tunneling statistics (DnsTunnelStats).
+EXTRA_KINDS = ("keylog", "tunnel")
 
 
 @dataclass(slots=True)
@@ -46,12 +50,21 @@ class SealedBatch:
     # (index, filter ids) or (index, PacketMeta shared by many packets): see wire.encode_meta
     meta: list[tuple[int, object]] = field(default_factory=list)
     events: list[lc_pb2.Event] = field(default_factory=list)
-    event_bytes: int = 0  # the events' (and key log lines') size (memory accounting)
-    keylog: list[bytes] = field(default_factory=list)  # TLS key log lines
-    tunnel: list[lc_pb2.DnsTunnelStats] = field(default_factory=list)  # DNS mode's statistics
+    event_bytes: int = 0  # the events' (and extras') size (memory accounting)
+    extras: dict[str, list] = field(default_factory=dict)  # by kind (EXTRA_KINDS)
 
     def __len__(self) -> int:
         return self.count
+
+    @property
+    def keylog(self) -> list[bytes]:
+        """TLS key log lines (PacketBatch.tls_keylog)."""
+        return self.extras.get("keylog", [])
+
+    @property
+    def tunnel(self) -> list[lc_pb2.DnsTunnelStats]:
+        """DNS tunneling statistics (PacketBatch.dns_tunnel)."""
+        return self.extras.get("tunnel", [])
 
 
 class Batcher:
@@ -83,24 +96,32 @@ class Batcher:
         self._meta: list[tuple[int, object]] = []
         self._events: list[lc_pb2.Event] = []
         self._event_bytes = 0
-        self._keylog: list[bytes] = []
-        self._tunnel: list[lc_pb2.DnsTunnelStats] = []
+        self._extras: dict[str, list] = {}
+        self._nextras = 0
         self._nbytes = 0
         self._first_ns = 0  # monotonic time the oldest pending packet (or event) arrived
 
     @property
     def pending(self) -> int:
         """Packets and events waiting for the next seal."""
-        return self._count + len(self._events) + len(self._keylog) + len(self._tunnel)
+        return self._count + len(self._events) + self._nextras
 
-    def add_keylog(self, lines: list[bytes], now_ns: int | None = None) -> None:
-        """Attach TLS key log lines to the next sealed batch (like :meth:`add_events`)."""
-        if not lines:
+    def add_extras(self, kind: str, items: Iterable[object], now_ns: int | None = None) -> None:
+        """Attach a mode's extras of ``kind`` (one of EXTRA_KINDS) to the next sealed
+        batch, like :meth:`add_events`: bytes count their length, messages their size."""
+        if kind not in EXTRA_KINDS:
+            raise ValueError(f"unknown batch extra {kind!r}")
+        new = list(items)
+        if not new:
             return
         if not self.pending:
             self._first_ns = time.monotonic_ns() if now_ns is None else now_ns
-        self._keylog.extend(lines)
-        self._event_bytes += sum(len(x) + 4 for x in lines)
+        self._extras.setdefault(kind, []).extend(new)
+        self._nextras += len(new)
+        self._event_bytes += sum(
+            len(x) + 4 if isinstance(x, bytes) else x.ByteSize()  # type: ignore[attr-defined]
+            for x in new
+        )
 
     def add_events(self, events: Iterable[lc_pb2.Event], now_ns: int | None = None) -> None:
         """Attach session events to the next sealed batch (in order).
@@ -116,16 +137,6 @@ class Batcher:
             self._first_ns = time.monotonic_ns() if now_ns is None else now_ns
         self._events.extend(new)
         self._event_bytes += sum(ev.ByteSize() for ev in new)
-
-    def add_tunnel(self, stats: Iterable[lc_pb2.DnsTunnelStats], now_ns: int | None = None) -> None:
-        """Attach DNS tunneling statistics to the next sealed batch (like events)."""
-        new = list(stats)
-        if not new:
-            return
-        if not self.pending:
-            self._first_ns = time.monotonic_ns() if now_ns is None else now_ns
-        self._tunnel.extend(new)
-        self._event_bytes += sum(s.ByteSize() for s in new)
 
     def add_chunk(
         self,
@@ -219,7 +230,7 @@ class Batcher:
         records = bytes(pieces[0]) if len(pieces) == 1 else b"".join(pieces)
         b = SealedBatch(
             records, self._count, iface, self._nbytes, self._meta, self._events, self._event_bytes,
-            self._keylog, self._tunnel,
+            self._extras,
         )  # fmt: skip
         self._reset()
         if busy:

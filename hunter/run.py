@@ -24,17 +24,21 @@ from lc.common.text import log_text
 from lc.common.transport import TlsFiles
 from lc.hunter import modes
 from lc.hunter.batcher import Batcher
-from lc.hunter.breaker import CircuitBreaker
 from lc.hunter.capture import Chunk, FileSource, LiveSource, check_bpf
 from lc.hunter.filtering import HunterFilters
-from lc.hunter.keylog import KeylogFollower
 from lc.hunter.modes.base import EMPTY, MATCH_NOTHING, Forward, Mode, ModeContext
-from lc.hunter.outbox import Outbox
-from lc.hunter.spool import Spool, SpoolError
-from lc.hunter.uplink import HunterIdentity, Uplink
+from lc.link.breaker import CircuitBreaker
+from lc.link.outbox import Outbox
+from lc.link.spool import Spool, SpoolError
+from lc.link.uplink import HunterIdentity, Uplink
 from lc.proto import lc_pb2
 
-__all__ = ["HuntConfig", "Hunter", "processor_exclusion"]
+__all__ = ["HuntConfig", "Hunter", "ProgressFn", "processor_exclusion"]
+
+# A replay's progress: (phase, packets read, their bytes, file bytes read, file size);
+# phase is "reading", then "acks" while the last acknowledgements are awaited.
+ProgressFn = Callable[[str, int, int, int, int], None]
+_PROGRESS_EVERY = 0.1  # seconds between two progress reports
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +222,7 @@ class Hunter:
         self.base_bpf: list[str] = []
         self.started = time.monotonic()
         self.uplink: Uplink | None = None
+        self.hunter_id = cfg.hunter_id or ""  # the id in use, once run() has worked it out
         self.filters: HunterFilters | None = None
         self.mode: Mode | None = None
         self.kernel_expr = ""
@@ -230,11 +235,9 @@ class Hunter:
         self.interrupted: signal.Signals | None = None  # the signal that stopped it
         self.replay_complete = False  # the whole file was read
         self.causes: list[str] = []  # why the exit code is not 0, for the user
+        self.progress: ProgressFn | None = None  # a replay reports to it (lc hunt -r's bar)
+        self._progress_next = 0.0
         self.capture_error = ""  # a capture thread ended by an exception (a bug)
-        # --tls-keylog (a mode option): key log lines ride on the batches.
-        keylog_path = getattr(cfg.mode_config, "tls_keylog", "")
-        self.keylog = KeylogFollower(keylog_path) if keylog_path else None
-        self._keylog_next = 0
 
     # -- setup -----------------------------------------------------------------------
     def open_sources(self) -> None:
@@ -260,7 +263,9 @@ class Hunter:
             for expr in self.base_bpf:
                 check_bpf(expr, src.linktype)
 
-    def counters(self) -> lc_pb2.HunterCounters:
+    def counters(self, usage: bool = True) -> lc_pb2.HunterCounters:
+        """The heartbeat's counters. ``usage=False`` leaves CPU and RSS out (a metrics
+        scrape: the CPU share is measured between two heartbeats)."""
         ob = self.outbox
         dropped = {"queue_full": ob.dropped_packets}
         if self.spool is not None:
@@ -300,8 +305,8 @@ class Hunter:
             queue_batches=ob.backlog + ob.inflight,
             queue_bytes=ob.queued_bytes,
             batches_sent=ob.sent_batches,
-            cpu_percent=self._usage.cpu_percent(),
-            rss_bytes=self._usage.rss_bytes(),
+            cpu_percent=self._usage.cpu_percent() if usage else 0.0,
+            rss_bytes=self._usage.rss_bytes() if usage else 0,
             bytes_captured=self.bytes_captured,
         )
 
@@ -348,6 +353,7 @@ class Hunter:
         self._install_signals()  # first: a signal while starting stops it cleanly too
         self.open_sources()
         hunter_id = default_hunter_id(cfg)
+        self.hunter_id = hunter_id
         self.spool_dir = ""
         if cfg.disk_buffer:
             self._open_spool(hunter_id)
@@ -546,11 +552,8 @@ class Hunter:
         now = time.monotonic_ns()
         if fwd.events:
             batcher.add_events(fwd.events, now)
-        if self.keylog is not None and now >= self._keylog_next:
-            self._keylog_next = now + 200_000_000  # 5 times a second
-            batcher.add_keylog(self.keylog.poll(), now)
-        if fwd.tunnel:
-            batcher.add_tunnel(fwd.tunnel, now)
+        for kind, items in fwd.extras:
+            batcher.add_extras(kind, items, now)
         chunk = fwd.chunk
         if len(chunk):
             ob = self.outbox
@@ -580,8 +583,6 @@ class Hunter:
                 self.forwarded += len(b)
 
     def _flush(self, batcher: Batcher, block: bool) -> None:
-        if self.keylog is not None:
-            batcher.add_keylog(self.keylog.poll())
         if batcher.pending:
             b = batcher.seal()
             if self.outbox.put(
@@ -596,6 +597,7 @@ class Hunter:
         speed = self.cfg.replay_speed
         first_ts = None
         t0 = time.monotonic_ns()
+        self._report_progress("reading", force=True)
         while not self.stop.is_set() and (self.uplink is None or self.uplink.fatal is None):
             chunk = src.read(256 if speed else 4096)
             if chunk is None:
@@ -608,11 +610,29 @@ class Hunter:
                     first_ts = chunk.ts_ns[0]
                 for part in _paced(chunk, first_ts, t0, speed, self.stop):
                     self._add(batcher, part, block=True)
+                    self._report_progress("reading")
             else:
                 self._add(batcher, chunk, block=True)
+                self._report_progress("reading")
             if len(src.interfaces) != len(self.interfaces):  # a pcapng IDB came along
                 self.interfaces[:] = src.interfaces
         self._flush(batcher, block=True)
+        self._report_progress("acks", force=True)
+
+    def _report_progress(self, phase: str, force: bool = False) -> None:
+        """Tell ``progress`` where the replay is, at most every _PROGRESS_EVERY seconds."""
+        if self.progress is None or self._file is None:
+            return
+        now = time.monotonic()
+        if now < self._progress_next and not force:
+            return
+        self._progress_next = now + _PROGRESS_EVERY
+        src = self._file
+        try:
+            self.progress(phase, self.captured, self.bytes_captured, src.offset, src.size)
+        except Exception:  # a display must never stop a replay
+            log.debug("progress display failed; no more progress", exc_info=True)
+            self.progress = None
 
     def _capture_live(self) -> None:
         threads = []

@@ -75,6 +75,8 @@ UNDECIDED, MATCHED, REJECTED = 0, 1, 2
 #: that is not matched, to evict it rather than a matched one.
 EVICTION_SCAN = 256
 STATE_NAMES = ("undecided", "matched", "rejected")
+#: Touches recorded before the eviction order is settled anyway (memory bound).
+_MAX_TOUCHED = 1 << 16
 _REC = struct.Struct("<IIII")
 
 # A frame as the layers pass it around: (ts_ns, caplen, origlen, record, iface), the
@@ -98,6 +100,8 @@ class SessionLimits:
 
 class Session:
     __slots__ = (
+        "_name",
+        "_namer",
         "aliases",
         "buf",
         "buf_bytes",
@@ -117,14 +121,24 @@ class Session:
         "key",
         "last_ns",
         "metas",
-        "name",
         "pk",
         "state",
     )
 
-    def __init__(self, key: object, name: str, ts: int, ntags: int, info: object) -> None:
+    def __init__(
+        self,
+        key: object,
+        name: str | None,
+        ts: int,
+        ntags: int,
+        info: object,
+        namer: Callable[[object, int], str] | None = None,
+    ) -> None:
         self.key = key
-        self.name = name  # the key as wire text (PacketMeta.session_id)
+        # The session id as wire text (PacketMeta.session_id): ``name``, or when None
+        # ``namer(key, ts)``, made at its first use (most connections are never named).
+        self._name = name
+        self._namer = namer
         self.state = UNDECIDED
         self.ids: list[str] = []
         self.first_ns = ts
@@ -150,6 +164,18 @@ class Session:
         # RST, ...), and events that wait for the session's decision.
         self.cflags = 0
         self.events: list[lc_pb2.Event] | None = None
+
+    @property
+    def name(self) -> str:
+        """The session id (PacketMeta.session_id), wire-safe."""
+        name = self._name
+        if name is None:
+            name = self._name = self._namer(self.key, self.first_ns)  # type: ignore[misc]
+        return name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._name = value
 
 
 class Out:
@@ -212,6 +238,10 @@ class SessionTable:
         self.on_forget = on_forget
         self.on_decided = on_decided
         self.sessions: dict[object, Session] = {}  # least recently active first
+        # Sessions touched since the order was last settled, in order of activity: a
+        # touch is an append (the hot path's), the dict's order is brought up to date
+        # by settle() before anything reads it (see touch).
+        self.touched: list[Session] = []
         self.aliases: dict[object, tuple[Session, int]] = {}
         self.held_bytes = 0
         self.counters = dict.fromkeys(_COUNTERS, 0)
@@ -219,11 +249,20 @@ class SessionTable:
         self.buffer_full = 0
 
     # -- sessions --------------------------------------------------------------------
-    def open(self, key: object, ts: int, info: object, name: str | None = None) -> Session:
+    def open(
+        self,
+        key: object,
+        ts: int,
+        info: object,
+        name: str | None = None,
+        namer: Callable[[object, int], str] | None = None,
+    ) -> Session:
         """A new session (evicting one when the table is full); ``name`` (wire-safe
-        already) is its id, by default the key as wire text."""
+        already) is its id, or ``namer(key, ts)`` when first asked for (wire-safe too),
+        by default the key as wire text."""
         sessions = self.sessions
         if len(sessions) >= self.limits.max_sessions:
+            self.settle()
             victim = next(
                 (v for v in islice(sessions.values(), EVICTION_SCAN) if v.state != MATCHED), None
             )
@@ -231,17 +270,43 @@ class SessionTable:
                 victim = next(iter(sessions.values()))
             self.counters["evicted"] += 1
             self.forget(victim)
-        if name is None and type(key) is str and key.isascii() and len(key) <= 1024:
-            name = key
-        s = sessions[key] = Session(key, name or wire_text(str(key)), ts, self.ntags, info)
+        if namer is None:
+            if name is None and type(key) is str and key.isascii() and len(key) <= 1024:
+                name = key
+            name = name or wire_text(str(key))
+        s = sessions[key] = Session(key, name, ts, self.ntags, info, namer)
+        if self.touched:  # its place among touches not yet settled
+            self.touched.append(s)
         self.counters["created"] += 1
         return s
 
     def touch(self, s: Session) -> None:
-        """Mark ``s`` active (it moves to the end of the eviction order)."""
+        """Mark ``s`` active (it moves to the end of the eviction order).
+
+        Deferred: moving a session to the end of the dict costs two hashes of its
+        key, per packet. The touch is recorded in :attr:`touched` (a mode's hot loop
+        appends to it directly) and :meth:`settle` applies all of them, in order,
+        before the order is read (eviction, expiry, the end); a mode settles after
+        each chunk, so that between chunks the order is exact."""
+        touched = self.touched
+        touched.append(s)
+        if len(touched) > _MAX_TOUCHED:
+            self.settle()
+
+    def settle(self) -> None:
+        """Bring the eviction order up to date with the touches recorded since the last
+        call: each touched session moves to the end, in the order of its last touch."""
+        touched = self.touched
+        if not touched:
+            return
         sessions = self.sessions
-        del sessions[s.key]
-        sessions[s.key] = s
+        last_first = list(dict.fromkeys(reversed(touched)))
+        touched.clear()
+        for s in reversed(last_first):
+            k = s.key
+            if sessions.get(k) is s:
+                del sessions[k]
+                sessions[k] = s
 
     def alias(self, s: Session, key: object, tag: int, max_aliases: int = 64) -> None:
         """Tie ``key`` to ``s`` with ``tag``; a key another session had is taken over."""
@@ -386,6 +451,7 @@ class SessionTable:
     def expire(self, now: int) -> None:
         """Forget sessions ended ``grace_ns`` ago or idle ``idle_timeout_ns``; reject
         those held ``decide_timeout_ns`` without a match."""
+        self.settle()
         lim = self.limits
         grace, idle, decide = lim.grace_ns, lim.idle_timeout_ns, lim.decide_timeout_ns
         gone = [
@@ -419,6 +485,7 @@ class SessionTable:
 
     def finish(self) -> None:
         """The end of the capture: every session goes."""
+        self.settle()
         for s in list(self.sessions.values()):
             self.forget(s)
 

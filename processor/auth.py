@@ -2,7 +2,10 @@
 
 Roles come from the certificate subject's OU, set by ``lc certs init``: ``hunter``
 certificates may register, stream and heartbeat only under their own common name;
-``admin`` certificates may use the admin RPCs. With ``--insecure`` there are no
+``admin`` certificates may use the admin RPCs; ``processor`` certificates (a processor
+below this one in a tree) may register themselves under their own common name, register
+hunters through themselves, and carry the batches of those hunters only (checked against
+the tree, :meth:`lc.processor.tree.Tree.may_carry`). With ``--insecure`` there are no
 certificates, hence no identities and no authorization at all: anyone who can reach
 the port may do anything (documented in the README).
 """
@@ -11,7 +14,13 @@ from __future__ import annotations
 
 import grpc
 
-from lc.common.credentials import ADMIN_ROLE, HUNTER_ROLE, CertIdentity, identity_from_pem
+from lc.common.credentials import (
+    ADMIN_ROLE,
+    HUNTER_ROLE,
+    PROCESSOR_ROLE,
+    CertIdentity,
+    identity_from_pem,
+)
 
 __all__ = ["Authorizer"]
 
@@ -55,6 +64,21 @@ class Authorizer:
             return f"certificate {ident.common_name!r} is not a hunter certificate"
         if ident.common_name != hunter_id:
             return f"certificate is for hunter {ident.common_name!r}, not {hunter_id!r}"
+        return ""
+
+    def processor_mismatch(self, context: grpc.ServicerContext, processor_id: str) -> str:
+        """Why the caller may not act as processor ``processor_id`` ("" when it may)."""
+        ident = self.peer(context)
+        if ident is None:
+            return ""
+        if ident.role != PROCESSOR_ROLE:
+            return (
+                f"certificate {ident.common_name!r} has role {ident.role or 'none'!r}, not "
+                "'processor': only a processor certificate (lc certs add --processor) may "
+                "register processors or hunters through itself"
+            )
+        if ident.common_name != processor_id:
+            return f"certificate is for processor {ident.common_name!r}, not {processor_id!r}"
         return ""
 
     def require_admin(self, context: grpc.ServicerContext) -> None:

@@ -477,6 +477,10 @@ class EventLog:
             self._resume(*got)
         if self._fd < 0:
             self._open_next()
+        # (file, size) of what is committed: a reader of the log (the Redis forwarder)
+        # reads no further. Files named before it are complete. Replaced whole, never
+        # changed in place, so another thread reads it without a lock.
+        self.committed_at = (self._path, self._size)
 
     # -- files --------------------------------------------------------------------------
     def _today(self) -> str:
@@ -576,8 +580,10 @@ class EventLog:
         return [(SINK_STATE_SQL, [(_SINK, self.directory, self._path, self._size)])]
 
     def committed(self) -> None:
+        self.committed_at = (self._path, self._size)
         if self._due():
             self._rotate()
+            self.committed_at = (self._path, self._size)
 
     def close(self) -> Statements:
         if self._fd < 0:

@@ -57,6 +57,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lc.common.errors import LcError
+from lc.common.metrics import Buckets
 from lc.common.pcapwriter import PcapSink
 from lc.common.text import log_text
 from lc.common.wire import BatchRecords, unpack_batch
@@ -119,6 +120,7 @@ class Ingest:
         keys: Sink | None = None,
         observers: list[Observer] | None = None,
         tunnels: Sink | None = None,
+        forward: Sink | None = None,
     ) -> None:
         self.sink = sink
         self.calls = calls  # per-call PCAPs; owned by the writer thread from start()
@@ -130,6 +132,8 @@ class Ingest:
         self.sinks: list[Sink] = []
         if calls is not None:
             self.sinks.append(CallFiles(calls))
+        if forward is not None:  # the upstream spool: sees the hunter's batch as it came
+            self.sinks.append(forward)  # (before the tunnel sink adds its alerts)
         if tunnels is not None:  # DNS tunneling: its alerts go into the batch's events
             self.sinks.append(tunnels)
         if events is not None:
@@ -168,6 +172,10 @@ class Ingest:
         self.events = 0  # events of written batches
         self.bad_events = 0  # events skipped as malformed (see lc.common.wire.event_problem)
         self.groups = 0
+        # Seconds from the writer taking a group to its ledger commit (the time each of its
+        # batches waits for its Ack once dequeued), per group: plain integers, read at a
+        # metrics scrape.
+        self.commit_seconds = Buckets()
 
     # -- producer side (stream threads) ----------------------------------------------
     def start(self) -> None:
@@ -335,6 +343,7 @@ class Ingest:
                 log.error("cannot take %s back from the %s output: %s", what, s.name, e)
 
     def _write_group(self, group: list[_Item]) -> None:
+        t0 = time.perf_counter()
         ledger = self.ledger
         sinks = self.sinks
         # Per batch of the group: its reply (an Ack or an error), or the position of an
@@ -414,6 +423,7 @@ class Ingest:
             results = [err] * len(group)
             committed = False
         if committed:
+            self.commit_seconds.observe(time.perf_counter() - t0)
             for s in sinks:
                 try:
                     s.committed()  # e.g. close finished calls, rotate the event log

@@ -120,6 +120,15 @@ class Registry:
             return "stale"
         return "connected"
 
+    def state_counts(self) -> dict[str, int]:
+        """Hunters per state (connected, stale, disconnected), for the metrics."""
+        out = dict.fromkeys(("connected", "stale", "disconnected"), 0)
+        with self._lock:
+            for r in self._hunters.values():
+                st = self.state(r)
+                out[st] = out.get(st, 0) + 1
+        return out
+
     def get(self, hunter_id: str) -> lc_pb2.HunterInfo | None:
         with self._lock:
             rec = self._hunters.get(hunter_id)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from lc.common.credentials import identity_from_pem, validate_id
 from lc.common.errors import LcError, ValidationError
 from lc.common.pcapfile import PcapSink
 from lc.common.transport import TlsFiles, server_credentials, server_options
@@ -29,15 +30,19 @@ from lc.processor.callfiles import check_pattern
 from lc.processor.calls import DEFAULT_PATTERN, CallIndex, CallWriter
 from lc.processor.eventlog import DEFAULT_ROTATE_SIZE, EventLog
 from lc.processor.filterhub import FilterHub
+from lc.processor.forward import Forwarder, UpstreamConfig
+from lc.processor.hepout import HepOut
 from lc.processor.ingest import Ingest
 from lc.processor.keylog import KeyLog
 from lc.processor.ledger import Ledger
 from lc.processor.limits import StreamGate
+from lc.processor.redisout import RedisEvents
 from lc.processor.registry import Registry
 from lc.processor.service import DataService, ManagementService
 from lc.processor.store import FilterStore
+from lc.processor.tree import DEFAULT_MAX_DEPTH, Tree
 from lc.processor.tunnels import TunnelAlerts
-from lc.proto import lc_pb2_grpc
+from lc.proto import lc_pb2, lc_pb2_grpc
 
 __all__ = ["ProcessConfig", "Processor", "normalise_listen"]
 
@@ -70,6 +75,13 @@ class ProcessConfig:
     events_dir: str | None = None  # default DATA_DIR/events
     events_rotate_size: int | None = None  # default eventlog.DEFAULT_ROTATE_SIZE
     tunneling_threshold: float = 0.7  # DNS tunneling alert score (lc.processor.tunnels)
+    events_redis: str | None = None  # redis://HOST:PORT/N: events to the stream lc:events
+    events_redis_maxlen: int = 1_000_000  # XADD MAXLEN ~ this
+    hep_out: str | None = None  # udp://HOST:PORT or tcp://: SIP and RTCP as HEPv3
+    hep_agent_id: int = 0
+    hep_password: str | None = None
+    upstream: UpstreamConfig | None = None  # forward every committed batch there (a tree)
+    max_tree_depth: int = DEFAULT_MAX_DEPTH  # processor levels allowed below this one
 
     def output_path(self) -> str:
         return self.write_file or os.path.join(self.data_dir, "capture.pcap")
@@ -171,10 +183,29 @@ def _open_calls(cfg: ProcessConfig, db: str) -> tuple[CallWriter, CallIndex, Cal
     return writer, index, CallIndex(db)
 
 
+def default_processor_id(cfg: ProcessConfig) -> str:
+    """``--id``; else, for an edge processor (``--upstream``) with TLS, the common name
+    of its certificate (the upstream accepts it under no other); else the host name.
+
+    Raises:
+        ValidationError: an id lc refuses.
+    """
+    if cfg.processor_id:
+        return validate_id(cfg.processor_id, "processor")
+    if cfg.upstream is not None and cfg.tls is not None:
+        try:
+            with open(cfg.tls.cert, "rb") as f:
+                cn = identity_from_pem(f.read()).common_name
+            return validate_id(cn, "processor")
+        except (OSError, LcError):
+            pass  # the TLS files are checked, with a clear message, where they are used
+    return socket.gethostname()
+
+
 class Processor:
     def __init__(self, cfg: ProcessConfig) -> None:
         self.cfg = cfg
-        self.processor_id = cfg.processor_id or socket.gethostname()
+        self.processor_id = default_processor_id(cfg)
         out = cfg.output_path()
         out_dir = os.path.dirname(os.path.abspath(out))
         if cfg.per_call_pcap_dir is not None:  # a bad pattern is refused before anything
@@ -230,8 +261,40 @@ class Processor:
                 ) from None
             for note in self.events.notes:
                 log.info("events: %s", note)
+        # Outputs fed after the Acks (observers with a thread of their own): --events-redis.
+        self.forwarders: list = []
+        self.redis: RedisEvents | None = None
+        if cfg.events_redis:
+            if self.events is None:
+                raise ValidationError(
+                    "--events-redis sends the event log's events: it cannot be combined "
+                    "with --no-events"
+                )
+            self.redis = RedisEvents(
+                cfg.events_redis, cfg.events_redis_maxlen, self.events, cfg.data_dir
+            )
+            self.forwarders.append(self.redis)
+        self.hep: HepOut | None = None
+        if cfg.hep_out:
+            self.hep = HepOut(cfg.hep_out, cfg.hep_agent_id, cfg.hep_password)
+            self.forwarders.append(self.hep)
         self.keys = KeyLog(os.path.join(cfg.data_dir, "keys"))  # opened at its first line
         self.tunnels = TunnelAlerts(cfg.tunneling_threshold)
+        self.registry = Registry(stale_after=cfg.stale_after)
+        self.hub = FilterHub(self.store)
+        self.tree = Tree(self.processor_id, cfg.max_tree_depth, cfg.stale_after)
+        self.forwarder: Forwarder | None = None
+        if cfg.upstream is not None:
+            self.forwarder = Forwarder(
+                cfg.upstream,
+                cfg.tls,
+                self.processor_id,
+                cfg.data_dir,
+                self.tree,
+                describe=self.describe_hunter,
+                topology=self.topology,
+                on_filters=self.hub.apply_upstream,
+            )
         self.ingest = Ingest(
             self.sink,
             self.ledger,
@@ -241,10 +304,10 @@ class Processor:
             events=self.events,
             keys=self.keys,
             tunnels=self.tunnels,
+            observers=self.forwarders,
+            forward=self.forwarder,
         )
-        self.registry = Registry(stale_after=cfg.stale_after)
         self.auth = Authorizer(insecure=cfg.tls is None)
-        self.hub = FilterHub(self.store)
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -276,6 +339,10 @@ class Processor:
             raise
         self._loop, self._loop_thread = loop, thread
         self.ingest.start()
+        for f in self.forwarders:
+            f.start()
+        if self.forwarder is not None:
+            self.forwarder.start()
         self.port = port
         return port
 
@@ -291,10 +358,17 @@ class Processor:
         server = grpc.aio.server(options=server_options())
         self.gate = StreamGate(
             max_streams=max(1, cfg.max_workers - cfg.admin_threads),
-            heard=self.registry.heard,
+            heard=self._heard,
             takeover_after=min(15.0, cfg.stale_after),
         )
-        self.data = DataService(self.ingest, self.registry, self.auth, self.gate)
+        self.data = DataService(
+            self.ingest,
+            self.registry,
+            self.auth,
+            self.gate,
+            tree=self.tree,
+            extra_flow=(lambda: self.forwarder.flow) if self.forwarder is not None else None,
+        )
         self.mgmt = ManagementService(
             self.registry,
             self.ingest,
@@ -306,6 +380,8 @@ class Processor:
             calls=self.call_query,
             gate=self.gate,
             tunnels=self.tunnels,
+            tree=self.tree,
+            topology=self.topology,
         )
         lc_pb2_grpc.add_DataServiceServicer_to_server(self.data, server)
         lc_pb2_grpc.add_ManagementServiceServicer_to_server(
@@ -335,6 +411,10 @@ class Processor:
             server, self.server = self.server, None
             asyncio.run_coroutine_threadsafe(server.stop(self.cfg.shutdown_grace), loop).result()
         self.ingest.close()  # closes the call files (and commits their rows) first
+        for f in self.forwarders:
+            f.close()  # sends what it can of what was committed, for a few seconds
+        if self.forwarder is not None:  # after the last commit: its batches are spooled
+            self.forwarder.shutdown()
         if loop is not None:
             self._loop = None
             loop.call_soon_threadsafe(loop.stop)
@@ -348,6 +428,53 @@ class Processor:
                 index.close()
         self.ledger.close()
         self.store.close()
+
+    # -- the tree ------------------------------------------------------------------------
+    def _heard(self, ident: str) -> float | None:
+        """Seconds since a hunter or a processor below was last heard from."""
+        age = self.registry.heard(ident)
+        return self.tree.heard(ident) if age is None else age
+
+    def describe_hunter(self, hunter_id: str) -> lc_pb2.RegisterRequest:
+        """The registration this processor forwards upstream for a hunter whose batches
+        it carries: from its own registry (a hunter connected here), from the tree below
+        (a hunter of a processor below), or only its id (a batch an earlier run spooled)."""
+        me = self.processor_id
+        info = self.registry.get(hunter_id)
+        via = [me]
+        if info is None:
+            info = self.tree.hunter_below(hunter_id)
+            if info is not None:
+                via = [me, *info.via]
+        if info is None:
+            return lc_pb2.RegisterRequest(hunter_id=hunter_id, via=via)
+        return lc_pb2.RegisterRequest(
+            hunter_id=hunter_id,
+            hostname=info.hostname,
+            version=info.version,
+            mode=info.mode,
+            interfaces=info.interfaces,
+            capabilities=info.capabilities,
+            epoch=info.epoch,
+            local_filters=info.local_filters,
+            via=via,
+        )
+
+    def topology(self) -> lc_pb2.Topology:
+        """This processor's tree: its hunters, the processors below and theirs."""
+        t = lc_pb2.Topology(
+            processor_id=self.processor_id,
+            hunters=self.registry.all(),
+            processors=self.tree.children(),
+        )
+        fw = self.forwarder
+        if fw is not None and self.cfg.upstream is not None:
+            t.upstream = self.cfg.upstream.target
+            t.upstream_state = fw.upstream_state
+            c = fw.spool.counters()
+            t.upstream_spool_batches = c["records"]
+            t.upstream_spool_bytes = c["bytes"]
+        return t
 
     def serve_forever(self) -> None:
         done = threading.Event()

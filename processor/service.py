@@ -15,17 +15,18 @@ import grpc
 
 from lc import __version__
 from lc.common.bpf import check_bpf
-from lc.common.credentials import HUNTER_ROLE, CertIdentity, validate_id
+from lc.common.credentials import HUNTER_ROLE, PROCESSOR_ROLE, CertIdentity, validate_id
 from lc.common.errors import LcError, ParseError, ValidationError
 from lc.common.filters import Filter, new_filter_id, validate_filter
 from lc.common.text import log_text, wire_text
-from lc.common.wire import BatchRecords, filter_to_proto, unpack_batch
+from lc.common.wire import BatchRecords, unpack_batch
 from lc.processor.auth import Authorizer
 from lc.processor.calls import CallIndex
 from lc.processor.filterhub import FilterHub
 from lc.processor.ingest import Ingest, flow_to_announce
 from lc.processor.limits import DATA, FILTERS, Refused, StreamGate, Throttle, Ticket
 from lc.processor.registry import Registry
+from lc.processor.tree import MAX_NODES, Tree, check_via
 from lc.processor.tunnels import TunnelAlerts
 from lc.proto import lc_pb2, lc_pb2_grpc
 
@@ -276,14 +277,64 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
     """
 
     def __init__(
-        self, ingest: Ingest, registry: Registry, auth: Authorizer, gate: StreamGate
+        self,
+        ingest: Ingest,
+        registry: Registry,
+        auth: Authorizer,
+        gate: StreamGate,
+        tree: Tree | None = None,
+        extra_flow: Callable[[], int] | None = None,
     ) -> None:
         self.ingest = ingest
         self.registry = registry
         self.auth = auth
         self.gate = gate
+        self.tree = tree  # the processors below (their streams carry their hunters' batches)
+        self.extra_flow = extra_flow  # an edge's upstream spool filling up: PAUSE too
         self.stopping = threading.Event()
         self._router: _AckRouter | None = None
+
+    def _flow(self) -> int:
+        """What hunters are asked: the writer's state, or PAUSE/SLOW from elsewhere."""
+        flow = self.ingest.flow
+        return flow if self.extra_flow is None else max(flow, self.extra_flow())
+
+    def _stream_processor(
+        self, ident: CertIdentity | None, context: grpc.aio.ServicerContext
+    ) -> str | None:
+        """The processor whose stream this is (its batches are its hunters'), or None for a
+        hunter's stream. A processor certificate makes it one; with --insecure, the
+        ``lc-processor`` metadata the edge sends.
+
+        Raises:
+            _Denied: the certificate is neither a hunter's nor a processor's, the id is
+                malformed, or the processor is not registered here.
+        """
+        if ident is not None:
+            if ident.role == PROCESSOR_ROLE:
+                pid = ident.common_name
+            elif ident.role == HUNTER_ROLE:
+                return None
+            else:
+                raise _Denied(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"certificate {ident.common_name!r} is neither a hunter's nor a processor's",
+                )
+        else:
+            md = dict(context.invocation_metadata() or ())
+            pid = md.get("lc-processor")
+            if not pid:
+                return None
+            try:
+                validate_id(pid, "processor")
+            except ValidationError as e:
+                raise _Denied(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
+        if self.tree is None or not self.tree.is_child(pid):
+            raise _Denied(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"processor {pid!r} is not registered with this processor: it registers first",
+            )
+        return pid
 
     async def StreamPackets(
         self, request_iterator: AsyncIterator[lc_pb2.PacketBatch], context: grpc.aio.ServicerContext
@@ -294,11 +345,7 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
             router = self._router = _AckRouter(loop)
         try:
             ident = self.auth.peer(_Checks(context))
-            if ident is not None and ident.role != HUNTER_ROLE:
-                raise _Denied(
-                    grpc.StatusCode.PERMISSION_DENIED,
-                    f"certificate {ident.common_name!r} is not a hunter's",
-                )
+            below = self._stream_processor(ident, context)  # a processor's stream
         except _Denied as d:
             await context.abort(d.code, d.details)
         peer = context.peer()
@@ -313,13 +360,21 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
         state: dict[str, object] = {"hunter": None, "clean": False}
         reader = None
         try:
-            if ident is not None:  # the id is the certificate's: the stream is its from the start
+            # One stream per processor, like one per hunter; a certificate's id owns the
+            # stream from the start (--insecure: the first batch names the hunter).
+            owner = below if below is not None else ident.common_name if ident else None
+            if owner is not None:
                 try:
-                    self.gate.claim(ticket, ident.common_name)
+                    self.gate.claim(ticket, owner)
                 except Refused as r:
                     await context.abort(getattr(grpc.StatusCode, r.code), r.message)
+            if below is None and ident is not None:
+                # The hunter is known now: a stream that ends cleanly before its first
+                # batch still shows the hunter disconnected, not stale.
+                state["hunter"] = ident.common_name
+                self.registry.stream_opened(ident.common_name, peer)
             reader = loop.create_task(
-                self._read(request_iterator, ident, ticket, peer, st, state, router)
+                self._read(request_iterator, ident, below, ticket, peer, st, state, router)
             )
             announced = lc_pb2.FLOW_CONTINUE
             held: list[lc_pb2.Ack] = []  # acks not sent yet, the first since ``since``
@@ -332,7 +387,7 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
                     if not held:
                         since = loop.time()
                     held += acks
-                change = flow_to_announce(announced, self.ingest.flow)
+                change = flow_to_announce(announced, self._flow())
                 if change is not None:
                     announced = change
                 send = bool(held) and (
@@ -356,25 +411,41 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
             if reader is not None:
                 reader.cancel()
             self.gate.close(ticket)
-            if state["hunter"] is not None:
+            if below is not None:
+                if self.tree is not None:
+                    self.tree.stream_closed(below, bool(state["clean"]))
+            elif state["hunter"] is not None:
                 self.registry.stream_closed(str(state["hunter"]), bool(state["clean"]))
 
     async def _read(
         self,
         requests: AsyncIterator[lc_pb2.PacketBatch],
         ident: CertIdentity | None,
+        below: str | None,
         ticket: Ticket,
         peer: str,
         st: _Stream,
         state: dict[str, object],
         router: _AckRouter,
     ) -> None:
-        """Read, check and queue the stream's batches; what goes wrong goes to ``st``."""
+        """Read, check and queue the stream's batches; what goes wrong goes to ``st``.
+        ``below``: the processor whose stream this is (its batches are its hunters')."""
         ingest = self.ingest
+        carried: set[str] = set()  # hunters this processor's stream may carry (checked)
+        checked = False  # a hunter's stream: its first batch's hunter was checked
         try:
             async for batch in requests:
                 hid = batch.hunter_id
-                if state["hunter"] is None:
+                if below is not None:
+                    if hid not in carried:
+                        why = self._may_carry(below, hid)
+                        if why:
+                            st.put((grpc.StatusCode.PERMISSION_DENIED, why))
+                            _throttle.warning(("carry", below), f"{peer}: {log_text(why)}")
+                            return
+                        if len(carried) < 4096:
+                            carried.add(hid)
+                elif not checked:
                     if ident is not None and hid != ident.common_name:
                         st.put(
                             (
@@ -394,8 +465,9 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
                         except Refused as r:
                             st.put((getattr(grpc.StatusCode, r.code), r.message))
                             return
-                    state["hunter"] = hid
-                    self.registry.stream_opened(hid, peer)
+                        state["hunter"] = hid
+                        self.registry.stream_opened(hid, peer)
+                    checked = True
                 elif hid != state["hunter"]:
                     st.put(
                         (
@@ -416,7 +488,7 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
                         ("linktype", hid), f"refused a batch of hunter {hid} from {peer}: {why}"
                     )
                     return
-                reply = _replier(router, st, self.registry, hid, cols)
+                reply = _replier(router, st, self.registry, hid, cols, below is not None)
                 try:
                     if not ingest.try_submit(batch, cols, reply):  # the queue is full: wait
                         await asyncio.get_running_loop().run_in_executor(
@@ -436,17 +508,39 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
         finally:
             st.put(None)
 
+    def _may_carry(self, processor_id: str, hunter_id: str) -> str:
+        """Why processor ``processor_id``'s stream may not carry ``hunter_id``'s batch."""
+        try:
+            validate_id(hunter_id)
+        except ValidationError as e:
+            return str(e)
+        if self.tree is None or not self.tree.may_carry(processor_id, hunter_id):
+            return (
+                f"processor {processor_id!r} may not carry batches of hunter {hunter_id!r}: "
+                "it is not registered through it"
+            )
+        return ""
+
 
 def _replier(
-    router: _AckRouter, st: _Stream, registry: Registry, hunter_id: str, cols: BatchRecords
+    router: _AckRouter,
+    st: _Stream,
+    registry: Registry,
+    hunter_id: str,
+    cols: BatchRecords,
+    named: bool = False,
 ) -> Callable[[object], None]:
-    """The writer's callback for one batch: count it, send its Ack (or the error)."""
+    """The writer's callback for one batch: count it, send its Ack (or the error).
+    ``named``: the stream carries several hunters (a processor's): the Ack names the
+    batch's hunter."""
 
     def reply(r: object) -> None:
         if isinstance(r, lc_pb2.Ack):
             n = 0 if r.duplicate else len(cols)
             nb = 0 if r.duplicate else len(cols.records) - 16 * len(cols)
             registry.received(hunter_id, n, nb, r.duplicate)
+            if named:
+                r.hunter_id = hunter_id
             router.put(st, r)
         else:
             router.put(st, (grpc.StatusCode.UNAVAILABLE, f"processor cannot write: {r}"))
@@ -467,7 +561,11 @@ class ManagementService(lc_pb2_grpc.ManagementServiceServicer):
         calls: CallIndex | None = None,
         gate: StreamGate | None = None,
         tunnels: TunnelAlerts | None = None,
+        tree: Tree | None = None,
+        topology: Callable[[], lc_pb2.Topology] | None = None,
     ) -> None:
+        self.tree = tree  # the processors below this one (a processor tree)
+        self.topology = topology  # this processor's tree (lc show topology)
         self.tunnels = tunnels  # DNS tunneling alerts
         self.gate = gate or StreamGate(10**9, registry.heard)
         self.hub = hub
@@ -482,6 +580,10 @@ class ManagementService(lc_pb2_grpc.ManagementServiceServicer):
         self._t0 = time.monotonic()
 
     def RegisterHunter(self, request, context):
+        if request.HasField("processor"):
+            return self._register_processor(request, context)
+        if request.via:
+            return self._register_forwarded(request, context)
         peer = context.peer()
         try:
             validate_id(request.hunter_id)
@@ -520,7 +622,96 @@ class ManagementService(lc_pb2_grpc.ManagementServiceServicer):
             heartbeat_interval_ms=self.heartbeat_interval_ms,
         )
 
+    def _refuse(self, context, what: str, why: str) -> lc_pb2.RegisterResponse:
+        peer = context.peer()
+        _throttle.warning(("register", peer), f"refused {what} from {peer}: {log_text(why, 400)}")
+        return lc_pb2.RegisterResponse(accepted=False, reason=why)
+
+    def _register_processor(self, request, context):
+        """A processor below registers itself (lc process --upstream pointing here)."""
+        peer = context.peer()
+        pid = request.hunter_id
+        try:
+            validate_id(pid, "processor")
+        except ValidationError as e:
+            return self._refuse(context, "a processor", str(e))
+        why = self.auth.processor_mismatch(context, pid)
+        if why:
+            return self._refuse(context, f"processor {pid}", why)
+        try:
+            request = check_registration(request)
+            if len(request.processor.descendants) > MAX_NODES:
+                raise ValidationError(f"processor.descendants: more than {MAX_NODES}")
+        except ValidationError as e:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"RegisterHunter: {e}")
+        if self.tree is None:
+            return self._refuse(context, f"processor {pid}", "this processor takes no processors")
+        try:
+            self.tree.check_child(pid, request.processor)
+        except ValidationError as e:
+            return self._refuse(context, f"processor {pid}", str(e))
+        try:
+            self.gate.register(pid, request.epoch, peer)
+        except Refused as r:
+            context.abort(getattr(grpc.StatusCode, r.code), r.message)
+        ancestors, levels = self.tree.register_child(request, peer)
+        log.info(
+            "processor %s registered from %s (%s, %d processor level(s) below it)",
+            pid, peer, log_text(request.hostname), request.processor.height,
+        )  # fmt: skip
+        return lc_pb2.RegisterResponse(
+            accepted=True,
+            processor_id=self.processor_id,
+            heartbeat_interval_ms=self.heartbeat_interval_ms,
+            ancestors=ancestors,
+            levels_below=levels,
+        )
+
+    def _register_forwarded(self, request, context):
+        """A processor below registers one of its hunters (before forwarding its batches)."""
+        hid = request.hunter_id
+        try:
+            validate_id(hid)
+        except ValidationError as e:
+            return self._refuse(context, "a forwarded hunter", str(e))
+        ident = self.auth.peer(context)
+        if ident is not None and ident.role != PROCESSOR_ROLE:
+            return self._refuse(
+                context,
+                f"hunter {hid}",
+                f"certificate {ident.common_name!r} has role {ident.role or 'none'!r}: only a "
+                "processor certificate may register a hunter through itself (via)",
+            )
+        try:
+            via = check_via(request.via, ident.common_name if ident is not None else None)
+            request = check_registration(request)
+        except ValidationError as e:
+            return self._refuse(context, f"hunter {hid}", str(e))
+        del request.via[:]
+        request.via.extend(via)
+        if self.tree is None or not self.tree.register_forwarded(via[0], request):
+            return self._refuse(
+                context,
+                f"hunter {hid}",
+                f"processor {via[0]!r} is not registered with this processor (or has "
+                "registered too many hunters)",
+            )
+        log.info("hunter %s registered through %s", hid, log_text(" <- ".join(via)))
+        return lc_pb2.RegisterResponse(
+            accepted=True,
+            processor_id=self.processor_id,
+            heartbeat_interval_ms=self.heartbeat_interval_ms,
+        )
+
     def Heartbeat(self, request, context):
+        if request.HasField("topology"):  # a processor below, with its tree
+            why = self.auth.processor_mismatch(context, request.hunter_id)
+            if why:
+                context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
+            ok = self.tree is not None and self.tree.heartbeat(
+                request.hunter_id, request.epoch, request.topology
+            )
+            return lc_pb2.HeartbeatResponse(registered=ok)
         self.auth.require_hunter(context, request.hunter_id)
         try:
             check_heartbeat(request)
@@ -561,16 +752,21 @@ class ManagementService(lc_pb2_grpc.ManagementServiceServicer):
 
     def ListHunters(self, request, context):
         self.auth.require_admin(context)
-        return lc_pb2.ListHuntersResponse(hunters=self.registry.all())
+        hunters = self.registry.all()
+        if self.tree is not None:  # and every hunter below, with the processors between
+            hunters += self.tree.hunters_below()
+        return lc_pb2.ListHuntersResponse(hunters=hunters)
 
     def GetHunter(self, request, context):
         self.auth.require_admin(context)
         info = self.registry.get(request.hunter_id)
+        if info is None and self.tree is not None:
+            info = self.tree.hunter_below(request.hunter_id)
         if info is None:
             context.abort(grpc.StatusCode.NOT_FOUND, f"no hunter {request.hunter_id!r}")
         if self.hub is not None:
             stored, version = self.hub.for_hunter(info.hunter_id, filter_types(info.capabilities))
-            info.filters.extend(filter_to_proto(f, v) for f, v in stored)
+            info.filters.extend(self.hub.proto(f, v) for f, v in stored)
             info.processor_filter_version = version
         return info
 
@@ -592,6 +788,12 @@ class ManagementService(lc_pb2_grpc.ManagementServiceServicer):
             abort_for(context, e)
         return lc_pb2.ListCallsResponse(calls=[_call_info(r) for r in rows])
 
+    def GetTopology(self, request, context):
+        self.auth.require_admin(context)
+        if self.topology is None:
+            return lc_pb2.Topology(processor_id=self.processor_id)
+        return self.topology()
+
     def ListAlerts(self, request, context):
         self.auth.require_admin(context)
         alerts = self.tunnels.alerts() if self.tunnels is not None else []
@@ -611,10 +813,13 @@ class ManagementService(lc_pb2_grpc.ManagementServiceServicer):
         ids = [f.id for f in filters]
         if len(set(ids)) != len(ids):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the same filter id is given twice")
-        stored, version = self.hub.set_filters(filters)
+        try:
+            stored, version = self.hub.set_filters(filters)
+        except LcError as e:
+            abort_for(context, e)
         log.info("filters set: %s (version %d)", log_text(", ".join(ids), 400), version)
         return lc_pb2.SetFiltersResponse(
-            filters=[filter_to_proto(f, v) for f, v in stored], version=version
+            filters=[self.hub.proto(f, v) for f, v in stored], version=version
         )
 
     def DeleteFilter(self, request, context):
@@ -638,7 +843,7 @@ class ManagementService(lc_pb2_grpc.ManagementServiceServicer):
         else:
             stored, version = self.hub.store.all()
         return lc_pb2.ListFiltersResponse(
-            filters=[filter_to_proto(f, v) for f, v in stored], version=version
+            filters=[self.hub.proto(f, v) for f, v in stored], version=version
         )
 
     def GetFilter(self, request, context):
@@ -647,10 +852,20 @@ class ManagementService(lc_pb2_grpc.ManagementServiceServicer):
             f, v = self.hub.store.get(request.id)
         except LcError as e:
             abort_for(context, e)
-        return filter_to_proto(f, v)
+        return self.hub.proto(f, v)
 
     def SubscribeFilters(self, request, context):
-        self.auth.require_hunter(context, request.hunter_id)
+        if request.processor:  # a processor below: every filter, to hand down its tree
+            why = self.auth.processor_mismatch(context, request.hunter_id)
+            if why:
+                context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
+            if self.tree is None or not self.tree.is_child(request.hunter_id):
+                context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"processor {request.hunter_id!r} is not registered with this processor",
+                )
+        else:
+            self.auth.require_hunter(context, request.hunter_id)
         try:
             validate_id(request.hunter_id)
         except ValidationError as e:
@@ -666,7 +881,7 @@ class ManagementService(lc_pb2_grpc.ManagementServiceServicer):
         ticket = _admit(self.gate, context, FILTERS, cancel)
         _claim(self.gate, context, ticket, request.hunter_id)
         types = [t for t in request.filter_types[:MAX_LIST] if _TOKEN_RE.fullmatch(t)]
-        sub = self.hub.subscribe(request.hunter_id, types)
+        sub = self.hub.subscribe(request.hunter_id, types, everything=request.processor)
         subs.append(sub)
         try:
             while context.is_active():

@@ -4,7 +4,9 @@ Two kinds of outputs, by what they promise:
 
 * A **sink** writes something that must agree with the acknowledgement: the unified
   PCAP (:class:`UnifiedPcap`), the per-call files (:class:`CallFiles`), the event log
-  (:class:`lc.processor.eventlog.EventLog`). The writer (:mod:`lc.processor.ingest`)
+  (:class:`lc.processor.eventlog.EventLog`), an edge's upstream spool
+  (:class:`lc.processor.forward.Forwarder`: what the edge acknowledged must reach its
+  upstream). The writer (:mod:`lc.processor.ingest`)
   drives every sink through the same steps:
 
   1. per batch, :meth:`Sink.mark` then :meth:`Sink.write`; a batch that fails in any
@@ -23,7 +25,7 @@ Two kinds of outputs, by what they promise:
 
 * An **observer** (:class:`Observer`) learns about committed batches afterwards, on
   its own thread, and can never delay or fail an acknowledgement: metrics, status
-  counters, later an upstream forwarder. Its queue is bounded; when it is full the
+  counters. Its queue is bounded; when it is full the
   oldest notifications are dropped and counted (``Observers.dropped``).
 """
 
@@ -274,10 +276,16 @@ def _call_of(m: lc_pb2.PacketMeta) -> tuple[str, str, SipSummary | None] | None:
 
 
 class StatusCounters:
-    """Packets per matched filter id, and events by dataset, for ``lc show status``."""
+    """Packets per matched filter id, and events by dataset, for ``lc show status``.
 
-    def __init__(self) -> None:
+    Both keys come from hunters, so each table keeps at most ``max_keys`` names; what
+    comes later under a new name is counted under ``OTHER``."""
+
+    OTHER = "(other)"
+
+    def __init__(self, max_keys: int = 1024) -> None:
         self._lock = threading.Lock()
+        self.max_keys = max_keys
         self.filter_matches: dict[str, int] = {}
         self.events: dict[str, int] = {}
 
@@ -297,10 +305,14 @@ class StatusCounters:
             for _, e in cols.events:
                 ev[e.dataset] += 1
         with self._lock:
-            for k, n in fm.items():
-                self.filter_matches[k] = self.filter_matches.get(k, 0) + n
-            for k, n in ev.items():
-                self.events[k] = self.events.get(k, 0) + n
+            self._add(self.filter_matches, fm)
+            self._add(self.events, ev)
+
+    def _add(self, table: dict[str, int], counts: Counter[str]) -> None:
+        for k, n in counts.items():
+            if k not in table and len(table) >= self.max_keys:
+                k = self.OTHER
+            table[k] = table.get(k, 0) + n
 
     def snapshot(self) -> tuple[dict[str, int], dict[str, int]]:
         with self._lock:

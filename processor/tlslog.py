@@ -34,6 +34,9 @@ log = logging.getLogger("lc.processor.tls")
 _HEAD = re.compile(rb"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ ([\w.-]+):\d+\] ?(.*)$")
 _PEER = re.compile(rb"endpoint_peer_address=(?:ipv4:|ipv6:)?([^,}\s]+)")
 _FAILED = b"CallNextHandshakerLocked: error="
+# A handshake of this process's own client channels (an edge processor's uplink to its
+# upstream): its failures are the uplink's to report, not a client's of ours.
+_CLIENT = b"grpc.client_channel_factory="
 _CONTINUATIONS = (b"=== Source Location Trace", b"src/core/", b" shutdown=")
 _MAX_RECORD = 16 * 1024  # a record longer than this is cut (bounded memory)
 _MAX_PARTIAL = 64 * 1024  # a "line" without newline longer than this is flushed as is
@@ -194,7 +197,10 @@ class GrpcLogReader:
         source, message = (m.group(1), m.group(2)) if m else (b"", b"")
         if source == b"handshaker.cc" and message.startswith(_FAILED):
             error = message[len(_FAILED) :]
-            if not error.startswith(b"OK "):
+            if _CLIENT in text:  # our own outgoing connection (and its SSL failure, if any)
+                if not error.startswith(b"OK "):
+                    self._pending_ssl = None
+            elif not error.startswith(b"OK "):
                 peer = _PEER.search(text)
                 self._pending_ssl = None
                 self.on_failure(

@@ -493,16 +493,18 @@ class PacketBatch(_message.Message):
     def __init__(self, hunter_id: _Optional[str] = ..., epoch: _Optional[int] = ..., sequence: _Optional[int] = ..., count: _Optional[int] = ..., data: _Optional[bytes] = ..., interfaces: _Optional[_Iterable[_Union[InterfaceRef, _Mapping]]] = ..., iface: _Optional[bytes] = ..., meta: _Optional[_Iterable[_Union[PacketMeta, _Mapping]]] = ..., sealed_at_ns: _Optional[int] = ..., meta_table: _Optional[_Iterable[_Union[PacketMeta, _Mapping]]] = ..., meta_ref: _Optional[bytes] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., dns_tunnel: _Optional[_Iterable[_Union[DnsTunnelStats, _Mapping]]] = ..., tls_keylog: _Optional[_Iterable[bytes]] = ..., caplen: _Optional[bytes] = ...) -> None: ...
 
 class Ack(_message.Message):
-    __slots__ = ("epoch", "sequence", "duplicate", "packets")
+    __slots__ = ("epoch", "sequence", "duplicate", "packets", "hunter_id")
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_FIELD_NUMBER: _ClassVar[int]
     PACKETS_FIELD_NUMBER: _ClassVar[int]
+    HUNTER_ID_FIELD_NUMBER: _ClassVar[int]
     epoch: int
     sequence: int
     duplicate: bool
     packets: int
-    def __init__(self, epoch: _Optional[int] = ..., sequence: _Optional[int] = ..., duplicate: _Optional[bool] = ..., packets: _Optional[int] = ...) -> None: ...
+    hunter_id: str
+    def __init__(self, epoch: _Optional[int] = ..., sequence: _Optional[int] = ..., duplicate: _Optional[bool] = ..., packets: _Optional[int] = ..., hunter_id: _Optional[str] = ...) -> None: ...
 
 class StreamControl(_message.Message):
     __slots__ = ("acks", "flow", "message")
@@ -515,7 +517,7 @@ class StreamControl(_message.Message):
     def __init__(self, acks: _Optional[_Iterable[_Union[Ack, _Mapping]]] = ..., flow: _Optional[_Union[FlowState, str]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Filter(_message.Message):
-    __slots__ = ("id", "type", "pattern", "enabled", "description", "hunters", "version")
+    __slots__ = ("id", "type", "pattern", "enabled", "description", "hunters", "version", "origin")
     ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     PATTERN_FIELD_NUMBER: _ClassVar[int]
@@ -523,6 +525,7 @@ class Filter(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     HUNTERS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
     id: str
     type: str
     pattern: str
@@ -530,7 +533,8 @@ class Filter(_message.Message):
     description: str
     hunters: _containers.RepeatedScalarFieldContainer[str]
     version: int
-    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., pattern: _Optional[str] = ..., enabled: _Optional[bool] = ..., description: _Optional[str] = ..., hunters: _Optional[_Iterable[str]] = ..., version: _Optional[int] = ...) -> None: ...
+    origin: str
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., pattern: _Optional[str] = ..., enabled: _Optional[bool] = ..., description: _Optional[str] = ..., hunters: _Optional[_Iterable[str]] = ..., version: _Optional[int] = ..., origin: _Optional[str] = ...) -> None: ...
 
 class SetFiltersRequest(_message.Message):
     __slots__ = ("filters",)
@@ -579,12 +583,14 @@ class GetFilterRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class SubscribeFiltersRequest(_message.Message):
-    __slots__ = ("hunter_id", "filter_types")
+    __slots__ = ("hunter_id", "filter_types", "processor")
     HUNTER_ID_FIELD_NUMBER: _ClassVar[int]
     FILTER_TYPES_FIELD_NUMBER: _ClassVar[int]
+    PROCESSOR_FIELD_NUMBER: _ClassVar[int]
     hunter_id: str
     filter_types: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, hunter_id: _Optional[str] = ..., filter_types: _Optional[_Iterable[str]] = ...) -> None: ...
+    processor: bool
+    def __init__(self, hunter_id: _Optional[str] = ..., filter_types: _Optional[_Iterable[str]] = ..., processor: _Optional[bool] = ...) -> None: ...
 
 class FilterUpdate(_message.Message):
     __slots__ = ("version", "full", "filters", "removed")
@@ -599,7 +605,7 @@ class FilterUpdate(_message.Message):
     def __init__(self, version: _Optional[int] = ..., full: _Optional[bool] = ..., filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ..., removed: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RegisterRequest(_message.Message):
-    __slots__ = ("hunter_id", "hostname", "version", "mode", "interfaces", "capabilities", "epoch", "local_filters")
+    __slots__ = ("hunter_id", "hostname", "version", "mode", "interfaces", "capabilities", "epoch", "local_filters", "processor", "via")
     HUNTER_ID_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -608,6 +614,8 @@ class RegisterRequest(_message.Message):
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     LOCAL_FILTERS_FIELD_NUMBER: _ClassVar[int]
+    PROCESSOR_FIELD_NUMBER: _ClassVar[int]
+    VIA_FIELD_NUMBER: _ClassVar[int]
     hunter_id: str
     hostname: str
     version: str
@@ -616,19 +624,33 @@ class RegisterRequest(_message.Message):
     capabilities: _containers.RepeatedScalarFieldContainer[str]
     epoch: int
     local_filters: _containers.RepeatedCompositeFieldContainer[Filter]
-    def __init__(self, hunter_id: _Optional[str] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., mode: _Optional[str] = ..., interfaces: _Optional[_Iterable[str]] = ..., capabilities: _Optional[_Iterable[str]] = ..., epoch: _Optional[int] = ..., local_filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ...) -> None: ...
+    processor: ProcessorInfo
+    via: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, hunter_id: _Optional[str] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., mode: _Optional[str] = ..., interfaces: _Optional[_Iterable[str]] = ..., capabilities: _Optional[_Iterable[str]] = ..., epoch: _Optional[int] = ..., local_filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ..., processor: _Optional[_Union[ProcessorInfo, _Mapping]] = ..., via: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ProcessorInfo(_message.Message):
+    __slots__ = ("height", "descendants")
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    DESCENDANTS_FIELD_NUMBER: _ClassVar[int]
+    height: int
+    descendants: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, height: _Optional[int] = ..., descendants: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RegisterResponse(_message.Message):
-    __slots__ = ("accepted", "reason", "processor_id", "heartbeat_interval_ms")
+    __slots__ = ("accepted", "reason", "processor_id", "heartbeat_interval_ms", "ancestors", "levels_below")
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     PROCESSOR_ID_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    ANCESTORS_FIELD_NUMBER: _ClassVar[int]
+    LEVELS_BELOW_FIELD_NUMBER: _ClassVar[int]
     accepted: bool
     reason: str
     processor_id: str
     heartbeat_interval_ms: int
-    def __init__(self, accepted: _Optional[bool] = ..., reason: _Optional[str] = ..., processor_id: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ...) -> None: ...
+    ancestors: _containers.RepeatedScalarFieldContainer[str]
+    levels_below: int
+    def __init__(self, accepted: _Optional[bool] = ..., reason: _Optional[str] = ..., processor_id: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ..., ancestors: _Optional[_Iterable[str]] = ..., levels_below: _Optional[int] = ...) -> None: ...
 
 class HunterCounters(_message.Message):
     __slots__ = ("captured", "forwarded", "acked", "dropped", "queue_batches", "queue_bytes", "batches_sent", "cpu_percent", "rss_bytes", "bytes_captured", "spool", "breaker", "reconnects", "flow", "connect_failures", "mode")
@@ -711,18 +733,20 @@ class SpoolCounters(_message.Message):
     def __init__(self, dir: _Optional[str] = ..., max_bytes: _Optional[int] = ..., bytes: _Optional[int] = ..., records: _Optional[int] = ..., appended: _Optional[int] = ..., replayed: _Optional[int] = ..., acked: _Optional[int] = ..., dropped_batches: _Optional[int] = ..., dropped_packets: _Optional[int] = ..., torn: _Optional[int] = ..., corrupt: _Optional[int] = ..., write_errors: _Optional[int] = ..., packets: _Optional[int] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("hunter_id", "epoch", "counters", "sent_at_ns", "filter_version")
+    __slots__ = ("hunter_id", "epoch", "counters", "sent_at_ns", "filter_version", "topology")
     HUNTER_ID_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     COUNTERS_FIELD_NUMBER: _ClassVar[int]
     SENT_AT_NS_FIELD_NUMBER: _ClassVar[int]
     FILTER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TOPOLOGY_FIELD_NUMBER: _ClassVar[int]
     hunter_id: str
     epoch: int
     counters: HunterCounters
     sent_at_ns: int
     filter_version: int
-    def __init__(self, hunter_id: _Optional[str] = ..., epoch: _Optional[int] = ..., counters: _Optional[_Union[HunterCounters, _Mapping]] = ..., sent_at_ns: _Optional[int] = ..., filter_version: _Optional[int] = ...) -> None: ...
+    topology: Topology
+    def __init__(self, hunter_id: _Optional[str] = ..., epoch: _Optional[int] = ..., counters: _Optional[_Union[HunterCounters, _Mapping]] = ..., sent_at_ns: _Optional[int] = ..., filter_version: _Optional[int] = ..., topology: _Optional[_Union[Topology, _Mapping]] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ("registered",)
@@ -819,7 +843,7 @@ class GetHunterRequest(_message.Message):
     def __init__(self, hunter_id: _Optional[str] = ...) -> None: ...
 
 class HunterInfo(_message.Message):
-    __slots__ = ("hunter_id", "hostname", "version", "mode", "interfaces", "capabilities", "state", "peer", "epoch", "registered_at_ns", "last_heartbeat_ns", "counters", "packets_received", "bytes_received", "batches_received", "batches_duplicate", "streaming", "filter_version", "filters", "processor_filter_version", "local_filters")
+    __slots__ = ("hunter_id", "hostname", "version", "mode", "interfaces", "capabilities", "state", "peer", "epoch", "registered_at_ns", "last_heartbeat_ns", "counters", "packets_received", "bytes_received", "batches_received", "batches_duplicate", "streaming", "filter_version", "filters", "processor_filter_version", "local_filters", "via")
     HUNTER_ID_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -841,6 +865,7 @@ class HunterInfo(_message.Message):
     FILTERS_FIELD_NUMBER: _ClassVar[int]
     PROCESSOR_FILTER_VERSION_FIELD_NUMBER: _ClassVar[int]
     LOCAL_FILTERS_FIELD_NUMBER: _ClassVar[int]
+    VIA_FIELD_NUMBER: _ClassVar[int]
     hunter_id: str
     hostname: str
     version: str
@@ -862,7 +887,38 @@ class HunterInfo(_message.Message):
     filters: _containers.RepeatedCompositeFieldContainer[Filter]
     processor_filter_version: int
     local_filters: _containers.RepeatedCompositeFieldContainer[Filter]
-    def __init__(self, hunter_id: _Optional[str] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., mode: _Optional[str] = ..., interfaces: _Optional[_Iterable[str]] = ..., capabilities: _Optional[_Iterable[str]] = ..., state: _Optional[str] = ..., peer: _Optional[str] = ..., epoch: _Optional[int] = ..., registered_at_ns: _Optional[int] = ..., last_heartbeat_ns: _Optional[int] = ..., counters: _Optional[_Union[HunterCounters, _Mapping]] = ..., packets_received: _Optional[int] = ..., bytes_received: _Optional[int] = ..., batches_received: _Optional[int] = ..., batches_duplicate: _Optional[int] = ..., streaming: _Optional[bool] = ..., filter_version: _Optional[int] = ..., filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ..., processor_filter_version: _Optional[int] = ..., local_filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ...) -> None: ...
+    via: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, hunter_id: _Optional[str] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., mode: _Optional[str] = ..., interfaces: _Optional[_Iterable[str]] = ..., capabilities: _Optional[_Iterable[str]] = ..., state: _Optional[str] = ..., peer: _Optional[str] = ..., epoch: _Optional[int] = ..., registered_at_ns: _Optional[int] = ..., last_heartbeat_ns: _Optional[int] = ..., counters: _Optional[_Union[HunterCounters, _Mapping]] = ..., packets_received: _Optional[int] = ..., bytes_received: _Optional[int] = ..., batches_received: _Optional[int] = ..., batches_duplicate: _Optional[int] = ..., streaming: _Optional[bool] = ..., filter_version: _Optional[int] = ..., filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ..., processor_filter_version: _Optional[int] = ..., local_filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ..., via: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class TopologyRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Topology(_message.Message):
+    __slots__ = ("processor_id", "state", "depth", "upstream", "upstream_state", "hunters", "processors", "upstream_spool_batches", "upstream_spool_bytes", "peer", "epoch")
+    PROCESSOR_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    DEPTH_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_STATE_FIELD_NUMBER: _ClassVar[int]
+    HUNTERS_FIELD_NUMBER: _ClassVar[int]
+    PROCESSORS_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_SPOOL_BATCHES_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_SPOOL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    processor_id: str
+    state: str
+    depth: int
+    upstream: str
+    upstream_state: str
+    hunters: _containers.RepeatedCompositeFieldContainer[HunterInfo]
+    processors: _containers.RepeatedCompositeFieldContainer[Topology]
+    upstream_spool_batches: int
+    upstream_spool_bytes: int
+    peer: str
+    epoch: int
+    def __init__(self, processor_id: _Optional[str] = ..., state: _Optional[str] = ..., depth: _Optional[int] = ..., upstream: _Optional[str] = ..., upstream_state: _Optional[str] = ..., hunters: _Optional[_Iterable[_Union[HunterInfo, _Mapping]]] = ..., processors: _Optional[_Iterable[_Union[Topology, _Mapping]]] = ..., upstream_spool_batches: _Optional[int] = ..., upstream_spool_bytes: _Optional[int] = ..., peer: _Optional[str] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class ListCallsRequest(_message.Message):
     __slots__ = ("active", "user", "limit")

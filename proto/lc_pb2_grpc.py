@@ -180,6 +180,11 @@ class ManagementServiceStub:
                 request_serializer=lc_dot_proto_dot_lc__pb2.ListCallsRequest.SerializeToString,
                 response_deserializer=lc_dot_proto_dot_lc__pb2.ListCallsResponse.FromString,
                 _registered_method=True)
+        self.GetTopology = channel.unary_unary(
+                '/lc.v1.ManagementService/GetTopology',
+                request_serializer=lc_dot_proto_dot_lc__pb2.TopologyRequest.SerializeToString,
+                response_deserializer=lc_dot_proto_dot_lc__pb2.Topology.FromString,
+                _registered_method=True)
         self.ListAlerts = channel.unary_unary(
                 '/lc.v1.ManagementService/ListAlerts',
                 request_serializer=lc_dot_proto_dot_lc__pb2.ListAlertsRequest.SerializeToString,
@@ -266,6 +271,14 @@ class ManagementServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTopology(self, request, context):
+        """The processor tree below this processor (admin): its hunters, the processors that
+        forward to it (lc process --upstream), theirs, and so on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListAlerts(self, request, context):
         """DNS tunneling alerts (admin), aggregated over every hunter.
         """
@@ -330,6 +343,11 @@ def add_ManagementServiceServicer_to_server(servicer, server):
                     servicer.ListCalls,
                     request_deserializer=lc_dot_proto_dot_lc__pb2.ListCallsRequest.FromString,
                     response_serializer=lc_dot_proto_dot_lc__pb2.ListCallsResponse.SerializeToString,
+            ),
+            'GetTopology': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTopology,
+                    request_deserializer=lc_dot_proto_dot_lc__pb2.TopologyRequest.FromString,
+                    response_serializer=lc_dot_proto_dot_lc__pb2.Topology.SerializeToString,
             ),
             'ListAlerts': grpc.unary_unary_rpc_method_handler(
                     servicer.ListAlerts,
@@ -638,6 +656,33 @@ class ManagementService:
             '/lc.v1.ManagementService/ListCalls',
             lc_dot_proto_dot_lc__pb2.ListCallsRequest.SerializeToString,
             lc_dot_proto_dot_lc__pb2.ListCallsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTopology(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lc.v1.ManagementService/GetTopology',
+            lc_dot_proto_dot_lc__pb2.TopologyRequest.SerializeToString,
+            lc_dot_proto_dot_lc__pb2.Topology.FromString,
             options,
             channel_credentials,
             insecure,

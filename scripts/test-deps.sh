@@ -2,7 +2,9 @@
 # Installs the external programs lc's tests use as real peers and oracles:
 # tshark (independent dissector), tcpdump (reference capture), sipp (SIP peer),
 # dnsmasq and dig (DNS server and client), dovecot (IMAP and POP3 server of the email
-# tests).
+# tests), promtool (checks the metrics exposition), redis-server (--events-redis),
+# sngrep (a HEP receiver for --hep-out) and
+# tmux (a real terminal for lc watch and the replay progress bar).
 set -euo pipefail
 need=()
 command -v tshark  >/dev/null 2>&1 || need+=(tshark)
@@ -15,6 +17,10 @@ command -v gtlsclient >/dev/null 2>&1 || need+=(ngtcp2-client ngtcp2-server)  # 
 command -v dnsmasq >/dev/null 2>&1 || need+=(dnsmasq-base)  # DNS server (lc hunt dns tests)
 command -v dig     >/dev/null 2>&1 || need+=(bind9-dnsutils)  # DNS client
 command -v dovecot >/dev/null 2>&1 || need+=(dovecot-imapd dovecot-pop3d)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)      # promtool check metrics
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v sngrep >/dev/null 2>&1 || need+=(sngrep)
+command -v tmux    >/dev/null 2>&1 || need+=(tmux)           # a terminal for lc watch tests
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
     echo "lc tests need: ${need[*]} (Debian packages). Run as root, or: sudo apt-get install -y ${need[*]}" >&2

@@ -250,3 +250,146 @@ def test_check_of_a_missing_directory_exits_4(tmp_path: Path) -> None:
     result = run("check", "--dir", str(tmp_path / "nope"))
     assert result.exit_code == 4
     assert "PKI directory not found" in error_of(result)["error"]
+
+
+# -- lc certs add --processor -----------------------------------------------------------
+
+
+def _eku(path: Path) -> set[str]:
+    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    return {u._name for u in usages}
+
+
+def test_add_processor_issues_from_the_existing_ca_and_touches_nothing_else(
+    tmp_path: Path,
+) -> None:
+    d = tmp_path / "pki"
+    init_pki(d, hunters=["h1"])
+    before = {p.name: p.read_bytes() for p in d.iterdir()}
+    result = run("add", "--dir", str(d), "--processor", "edge1", "--processor-host", "e1.example")
+    assert result.exit_code == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out == {
+        "cert": str(d.absolute() / "processor-edge1.pem"),
+        "key": str(d.absolute() / "processor-edge1.key"),
+        "processor": "edge1",
+        "status": "created",
+    }
+    # Every file handed out before is byte for byte what it was.
+    assert {p.name: p.read_bytes() for p in d.iterdir() if p.name in before} == before
+    assert set(p.name for p in d.iterdir()) - set(before) == {
+        "processor-edge1.pem",
+        "processor-edge1.key",
+    }
+    assert stat.S_IMODE((d / "processor-edge1.key").stat().st_mode) == 0o600
+    ident = identity_from_pem((d / "processor-edge1.pem").read_bytes())
+    assert (ident.common_name, ident.role) == ("edge1", "processor")
+    assert {"DNS:e1.example", "DNS:localhost", "IP:127.0.0.1"} <= set(ident.sans)
+    # A server to its hunters and a client of its upstream.
+    assert _eku(d / "processor-edge1.pem") == {"serverAuth", "clientAuth"}
+    ca = x509.load_pem_x509_certificate((d / "ca.pem").read_bytes())
+    x509.load_pem_x509_certificate(
+        (d / "processor-edge1.pem").read_bytes()
+    ).verify_directly_issued_by(ca)
+    # lc certs check knows the new file's role and name.
+    report = json.loads(run("check", "--dir", str(d)).stdout)
+    entry = by_file(report)["processor-edge1.pem"]
+    assert entry["expected_role"] == "processor" and entry["problems"] == []
+    assert report["ok"]
+    # Again: reused; another host without --force is refused, with it reissued.
+    again = run("add", "--dir", str(d), "--processor", "edge1", "--processor-host", "e1.example")
+    assert again.exit_code == 0 and json.loads(again.stdout)["status"] == "reused"
+    other = run("add", "--dir", str(d), "--processor", "edge1", "--processor-host", "e2.example")
+    assert other.exit_code == 3 and "--force" in error_of(other)["error"]
+
+
+def test_init_processor_certificate_is_also_a_client(tmp_path: Path) -> None:
+    init_pki(tmp_path / "pki")
+    assert _eku(tmp_path / "pki" / "processor.pem") == {"serverAuth", "clientAuth"}
+    assert _eku(tmp_path / "pki" / "admin.pem") == {"clientAuth"}
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "words"),
+    [
+        (["--processor", "a/b", "--processor-host", "x.example"], 3, "invalid processor id"),
+        (["--processor", "e1", "--processor-host", "not a host"], 3, "invalid processor host"),
+    ],
+)
+def test_add_refuses_bad_names(tmp_path: Path, args: list[str], code: int, words: str) -> None:
+    d = tmp_path / "pki"
+    init_pki(d)
+    result = run("add", "--dir", str(d), *args)
+    assert result.exit_code == code
+    assert words in error_of(result)["error"]
+
+
+def test_add_without_a_ca_exits_4_naming_init(tmp_path: Path) -> None:
+    result = run(
+        "add", "--dir", str(tmp_path / "none"), "--processor", "e1", "--processor-host", "x"
+    )
+    assert result.exit_code == 4
+    assert "lc certs init" in error_of(result)["error"]
+
+
+# -- lc certs add --hunter --------------------------------------------------------------
+
+
+def test_add_hunter_issues_from_the_existing_ca_and_touches_nothing_else(tmp_path: Path) -> None:
+    d = tmp_path / "pki"
+    init_pki(d, hunters=["h1"], processor_hosts=["proc.example"])
+    before = {p.name: p.read_bytes() for p in d.iterdir()}
+    # No --processor-host needed: adding a sensor does not concern the processor.
+    result = run("add", "--dir", str(d), "--hunter", "h2", "--hunter", "h3", "--hunter", "h1")
+    assert result.exit_code == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out == {
+        "hunters": {
+            hid: {
+                "cert": str(d.absolute() / f"hunter-{hid}.pem"),
+                "key": str(d.absolute() / f"hunter-{hid}.key"),
+                "status": "reused" if hid == "h1" else "created",
+            }
+            for hid in ("h2", "h3", "h1")
+        }
+    }
+    assert {p.name: p.read_bytes() for p in d.iterdir() if p.name in before} == before
+    assert {p.name for p in d.iterdir()} - set(before) == {
+        "hunter-h2.pem", "hunter-h2.key", "hunter-h3.pem", "hunter-h3.key",
+    }  # fmt: skip
+    assert stat.S_IMODE((d / "hunter-h2.key").stat().st_mode) == 0o600
+    ident = identity_from_pem((d / "hunter-h2.pem").read_bytes())
+    assert (ident.common_name, ident.role) == ("h2", "hunter")
+    assert _eku(d / "hunter-h2.pem") == {"clientAuth"}
+    # The same certificate lc certs init would have made: lc certs check agrees.
+    report = json.loads(run("check", "--dir", str(d)).stdout)
+    assert by_file(report)["hunter-h2.pem"]["problems"] == [] and report["ok"]
+    # Both at once: one JSON object with the processor's files and the hunters'.
+    both = run("add", "--dir", str(d), "--processor", "e1", "--processor-host", "e1.x",
+               "--hunter", "h4")  # fmt: skip
+    assert both.exit_code == 0, both.stderr
+    both_out = json.loads(both.stdout)
+    assert both_out["processor"] == "e1" and both_out["hunters"]["h4"]["status"] == "created"
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        ([], "give --processor NAME --processor-host HOST and/or --hunter ID"),
+        (["--hunter", "a/b"], "invalid hunter id"),
+        (["--processor-host", "x.example", "--hunter", "h2"], "give it"),
+    ],
+)
+def test_add_hunter_refusals_exit_3(tmp_path: Path, args: list[str], words: str) -> None:
+    d = tmp_path / "pki"
+    init_pki(d)
+    result = run("add", "--dir", str(d), *args)
+    assert result.exit_code == 3
+    assert words in error_of(result)["error"]
+
+
+def test_add_hunter_without_a_ca_exits_4_naming_init(tmp_path: Path) -> None:
+    result = run("add", "--dir", str(tmp_path / "none"), "--hunter", "h1")
+    assert result.exit_code == 4
+    assert "lc certs init" in error_of(result)["error"]

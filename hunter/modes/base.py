@@ -10,7 +10,8 @@ never per packet, and knows nothing else about it:
   changing anything, e.g. a BPF filter libpcap refuses);
 * :meth:`Mode.process` -- one chunk of captured packets in, a :class:`Forward` out:
   the packets to forward (this chunk's and any it released, in order), their
-  metadata by index, and session events;
+  metadata by index, session events, and extras for the processor (DNS tunneling
+  statistics, TLS key log lines: :func:`with_extras`);
 * :meth:`Mode.tick` -- time passes without packets (live capture, wall clock);
 * :meth:`Mode.finish` -- the end of the capture: what is still held is decided;
 * :meth:`Mode.counters` -- its figures for the heartbeat (``counters.mode``), its
@@ -29,6 +30,7 @@ ports``), and the config's ``validate()`` checks the whole.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,20 +57,30 @@ __all__ = [
     "port_range",
     "positive_int",
     "seconds_ns",
+    "with_extras",
 ]
 
 MATCH_NOTHING = "less 1"  # no packet is 1 byte long or less
 
 
 class Forward(NamedTuple):
-    """What a mode hands on: packets, their metadata by index, and events."""
+    """What a mode hands on: packets, their metadata by index, events, and extras."""
 
     chunk: Chunk
     meta: dict[int, Any]  # PacketMeta (or, sparse, a list of filter ids) per index
     events: list[lc_pb2.Event]
-    # Protocol statistics for the processor, on the next batch (DNS tunneling:
-    # PacketBatch.dns_tunnel).
-    tunnel: list[lc_pb2.DnsTunnelStats] | tuple = ()
+    # Whatever else the mode sends the processor on the next batch, as (kind, items)
+    # pairs; the kinds are the batcher's (lc.hunter.batcher.EXTRA_KINDS), e.g.
+    # ("tunnel", [DnsTunnelStats]) from the DNS mode, ("keylog", [key log lines]) from
+    # the HTTP mode's --tls-keylog. See with_extras().
+    extras: tuple[tuple[str, list], ...] = ()
+
+
+def with_extras(fwd: Forward, kind: str, items: list) -> Forward:
+    """``fwd`` with ``items`` of ``kind`` added to its extras (``fwd`` itself if none)."""
+    if not items:
+        return fwd
+    return fwd._replace(extras=(*fwd.extras, (kind, items)))
 
 
 def _empty_chunk() -> Chunk:
@@ -83,6 +95,9 @@ class ModeCounters:
     figures: dict[str, int]  # HunterCounters.mode
     dropped: dict[str, int]  # merged into HunterCounters.dropped; "filtered" is not a loss
     summary: str = ""  # appended to the summary line after "; "
+    # Figures that are current levels (sessions held now, bytes buffered), not running
+    # totals: metrics expose them as gauges, every other figure as a counter.
+    levels: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -155,8 +170,12 @@ def option(
 
 
 def cli_options(config: type) -> list[tuple[str, CliOption]]:
-    """(field name, option) of a config dataclass's flags, in declaration order."""
-    return [(f.name, f.metadata["cli"]) for f in dataclasses.fields(config) if "cli" in f.metadata]
+    """(field name, option) of a config dataclass's flags, in declaration order: its
+    own first, then those it inherits (e.g. the session bounds of
+    :func:`lc.hunter.modes.localfilters.session_bounds`)."""
+    own = inspect.get_annotations(config)
+    flags = [(f.name, f.metadata["cli"]) for f in dataclasses.fields(config) if "cli" in f.metadata]
+    return [x for x in flags if x[0] in own] + [x for x in flags if x[0] not in own]
 
 
 def parse_options(config: type, values: dict[str, str]) -> Any:

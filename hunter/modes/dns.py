@@ -36,6 +36,7 @@ Strings from the wire go out through :func:`lc.common.text.wire_text`.
 from __future__ import annotations
 
 import socket
+import struct
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -43,19 +44,20 @@ import orjson
 
 from lc.common.bpf import compile_bpf
 from lc.common.dns import (
+    MAX_NAME_WIRE_LENGTH,
     TYPE_A,
     TYPE_AAAA,
     TYPE_CNAME,
     DnsError,
     DnsMessage,
     DnsTcpFramer,
-    answers_have_type,
+    cname_chain,
+    cname_targets,
+    name_text,
     parse_dns,
-    transaction_key,
     type_name,
 )
-from lc.common.dnstunnel import TunnelDetector, registered_domain
-from lc.common.flow import PEEK_IPV4, PEEK_OFFSET, UDP4_PAYLOAD
+from lc.common.dnstunnel import TUNNEL_TYPES, TunnelDetector, registered_domain
 from lc.common.text import wire_text
 from lc.hunter.capture import Chunk
 from lc.hunter.modes.base import (
@@ -66,9 +68,10 @@ from lc.hunter.modes.base import (
     port_list,
     positive_int,
     seconds_ns,
+    with_extras,
 )
 from lc.hunter.modes.sessions import IP_FRAGMENTS, Dissector, SessionMode, set_flow
-from lc.hunter.session import Out, Session, SessionLimits
+from lc.hunter.session import MATCHED, REJECTED, Out, Session, SessionLimits
 from lc.proto import lc_pb2
 
 __all__ = ["DNS_FILTER_TYPES", "SPEC", "DnsConfig", "DnsDissector", "DnsMode", "dns_mode"]
@@ -81,6 +84,14 @@ _META_ANSWERS = 8
 _EVENT_ANSWERS = 16
 _NAME_CACHE = 65536  # question names -> the dns_domain filters they match (fast path)
 _CONN_PENDING = 64  # queries of one TCP connection waiting for their responses
+# The fast path's one read of a frame (untagged Ethernet, IPv4 without options, UDP,
+# DNS), from frame offset 12: ethertype, version and IHL, IP total length, flags and
+# fragment offset, protocol, source, destination, ports, UDP length, DNS id, flags,
+# question count, answer count. The DNS header is at frame offset 42, its question
+# at 54 (record offsets 58 and 70: a chunk's record has a 16-byte header).
+_PEEK_DNS4 = struct.Struct("!HBxHxxHxBxxIIHHHxxHHHH")
+_LENGTHS = struct.Struct("!H20xH")  # IP total length, UDP length (record offsets 32, 54)
+_REC = struct.Struct("<IIII")  # a record's pcap header
 
 
 def flag(text: str | bool) -> bool:
@@ -197,6 +208,65 @@ def _rtt(query_ns: int, response_ns: int) -> int:
     return response_ns - query_ns if response_ns >= query_ns else 0
 
 
+def _wire_labels(raw: bytes) -> list[bytes]:
+    """The labels of a name in wire form without compression (checked already)."""
+    labels = []
+    off = 0
+    c = raw[0]
+    while c:
+        labels.append(raw[off + 1 : off + 1 + c])
+        off += 1 + c
+        c = raw[off]
+    return labels
+
+
+def _key_flow(k: int) -> tuple[int, int, int, int]:
+    """(client, port, server, port) of a fast-path transaction key: ``question
+    number << 112 | ((client << 16 | port) << 48 | server << 16 | port) << 16 | id``."""
+    return (
+        (k >> 80) & 0xFFFFFFFF,
+        (k >> 64) & 0xFFFF,
+        (k >> 32) & 0xFFFFFFFF,
+        (k >> 16) & 0xFFFF,
+    )
+
+
+def _pairs(p: bytes | tuple) -> tuple:
+    """A waiting query's frames as ((record, interface), ...)."""
+    return ((p, 0),) if type(p) is bytes else p
+
+
+def _frames(p: bytes | tuple) -> list[tuple]:
+    """A waiting query's frames as the engine takes them: (time, caplen, origlen,
+    record, interface)."""
+    out = []
+    for rec, ifx in _pairs(p):
+        sec, nsec, cap, orig = _REC.unpack_from(rec, 0)
+        out.append((sec * 1_000_000_000 + nsec, cap, orig, rec, ifx))
+    return out
+
+
+def _payload(rec: bytes) -> bytes:
+    """The DNS message of a record the fast path took (Ethernet, IPv4, UDP): up to
+    where the IP and UDP lengths end it, as the decoder reads it."""
+    total, ulen = _LENGTHS.unpack_from(rec, 32)
+    return rec[58 : min(len(rec), 30 + total, 50 + ulen)]
+
+
+class _TxnKey(tuple):
+    """A transaction's session key: the fields of
+    :func:`~lc.common.dns.transaction_key` (transport, client, port, server, port, id,
+    question), whose text is the readable session id the engine names the session
+    by (``udp:10.0.0.1:4000-10.0.0.53:53#4660``)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"{self[0]}:{_ip_text(self[1])}:{self[2]}-{_ip_text(self[3])}:{self[4]}#{self[5]}"
+
+    __str__ = __repr__
+
+
 def _qkey(msg: DnsMessage) -> tuple:
     q = (msg.qname.lower(), msg.qtype, msg.qclass) if msg.questions else None
     return (msg.id, q)
@@ -231,6 +301,7 @@ class DnsDissector(Dissector):
     message_tag = 0
     noun = ("transaction", "transactions")
     alias_noun = "pending_no_question"
+    level_figures = frozenset(("tunnel_domains",))
 
     def __init__(self, cfg: DnsConfig) -> None:
         self.cfg = cfg
@@ -241,12 +312,15 @@ class DnsDissector(Dissector):
         self.pair: tuple | None = None  # (query, time, response, time) of a TCP response
         self.flow: tuple = ()  # the flow of the message being handled (set by DnsMode)
         self.rtt = 0
+        self.rtt_of: DnsMessage | None = None  # the message self.rtt is for
+        self.box: list | None = None  # summary() of a TCP message, before on_message
         self.noq: dict[tuple, object] = {}  # key without question -> key of the query
         self.detector: TunnelDetector | None = (
             TunnelDetector(max_domains=cfg.max_domains) if cfg.detect_tunneling else None
         )
         self.last_scores: dict[str, float] = {}
         self.scores: dict[str, float] = {}
+        self.events_all = False  # --events all (set by DnsMode): rejected ones' events too
         self.c = dict.fromkeys(("queries", "responses", "unanswered", "answered",
                                 "orphan_responses"), 0)  # fmt: skip
 
@@ -262,12 +336,19 @@ class DnsDissector(Dissector):
         return parse_dns(payload)
 
     def session_key(self, msg: DnsMessage) -> object:  # type: ignore[override]
+        """:func:`~lc.common.dns.transaction_key`'s fields, as a :class:`_TxnKey`."""
         src, sport, dst, dport, proto = self.flow
         transport = "tcp" if proto == 6 else "udp"
-        if msg.qr and not msg.questions:
-            k = transaction_key(msg, src, sport, dst, dport, transport, question=False)
+        if msg.questions:
+            q = (msg.qname.lower(), msg.qtype, msg.qclass)
+        elif msg.qr:  # a response without a question meets its query by the rest
+            k = _TxnKey((transport, dst, dport, src, sport, msg.id, None))
             return self.noq.get(k, k)
-        return transaction_key(msg, src, sport, dst, dport, transport)
+        else:
+            q = None
+        if msg.qr:
+            return _TxnKey((transport, dst, dport, src, sport, msg.id, q))
+        return _TxnKey((transport, src, sport, dst, dport, msg.id, q))
 
     def new_info(self, msg: DnsMessage | None, flow: tuple) -> _Txn | _Conn:  # type: ignore[override]
         return _Conn() if msg is None else _Txn()
@@ -275,14 +356,14 @@ class DnsDissector(Dissector):
     def on_message(self, s: Session, msg: DnsMessage, flow: tuple, ts: int) -> object:  # type: ignore[override]
         t = s.info
         self.rtt = 0
+        self.rtt_of = msg
         if type(t) is _Conn:
             self._conn_message(t, msg, ts)
+            box = self.box
+            if box is not None and box[0] is msg:  # summary() came first (see there)
+                box[1] = self.rtt
+                self.box = None
             return None
-        if not t.queries and not t.responses:  # a readable session id
-            k = s.key
-            s.name = wire_text(
-                f"{k[0]}:{_ip_text(k[1])}:{k[2]}-{_ip_text(k[3])}:{k[4]}#{k[5]}"  # type: ignore[index]
-            )
         if msg.qr:
             self.c["responses"] += 1
             t.responses += 1
@@ -344,21 +425,26 @@ class DnsDissector(Dissector):
             return None
         q, qts, r, rts = self.pair
         self.pair = None
+        if s.state == REJECTED and not self.events_all:
+            return None  # the engine would not send it: not built
         ev = lc_pb2.Event(start_ns=qts or rts, end_ns=rts)
         set_flow(ev, (flow[2], flow[3], flow[0], flow[1], flow[4]))
-        ev.dns.CopyFrom(self.detail(q, r, qts, rts, int(q is not None), 1))
+        self.fill(ev.dns, q, r, qts, rts, int(q is not None), 1)
         return ev
 
     def pending_events(self, s: Session) -> list[lc_pb2.Event]:
         """The unanswered queries of a TCP connection leaving the table, as events."""
         c: _Conn = s.info  # type: ignore[assignment]
         out = []
+        build = s.state == MATCHED or self.events_all  # else the engine would not send them
         for q, qts in c.pending.values():
             self.c["unanswered"] += 1
+            if not build:
+                continue
             ev = lc_pb2.Event(start_ns=qts, end_ns=s.end_ns or s.last_ns)
             if s.flow is not None:
                 set_flow(ev, s.flow)
-            ev.dns.CopyFrom(self.detail(q, None, qts, 0, 1, 0))
+            self.fill(ev.dns, q, None, qts, 0, 1, 0)
             out.append(ev)
         c.pending.clear()
         return out
@@ -376,8 +462,14 @@ class DnsDissector(Dissector):
             return msg.qr and not s.info.pending  # type: ignore[attr-defined]
         return msg.qr  # the response decides; nothing later would
 
-    def summary(self, msg: DnsMessage) -> tuple:  # type: ignore[override]
-        return (msg, self.rtt)  # formatted only when forwarded (meta)
+    def summary(self, msg: DnsMessage) -> tuple | list:  # type: ignore[override]
+        """``(message, RTT)``, formatted only when forwarded (:meth:`meta`). Over TCP
+        the engine asks before :meth:`on_message` has paired the message with its
+        query: a box then, which on_message fills in (meta reads it once decided)."""
+        if self.rtt_of is msg:
+            return (msg, self.rtt)
+        box = self.box = [msg, 0]
+        return box
 
     def after_message(self, s: Session, msg: DnsMessage, ts: int) -> None:  # type: ignore[override]
         if msg.qr and not s.end_ns and type(s.info) is _Txn:  # (a connection: FIN/RST)
@@ -396,44 +488,45 @@ class DnsDissector(Dissector):
         return got
 
     def meta(self, s: Session, tag: int, summary: object) -> lc_pb2.PacketMeta:
+        # Fields are set one by one, defaults left unset: upb builds that fastest.
+        pm = lc_pb2.PacketMeta(protocol="dns", session_id=s.name, filter_ids=s.ids)
         if summary is None:
-            return lc_pb2.PacketMeta(protocol="dns", session_id=s.name, filter_ids=s.ids)
+            return pm
         msg, rtt = summary  # type: ignore[misc]
         t = s.info
         if type(t) is _Txn:
-            if t.domain is None and msg.qname:
-                got = registered_domain(msg.qname.lower())
-                t.domain = got[0] if got else ""
             domain = t.domain
+            if domain is None and msg.qname:
+                got = registered_domain(msg.qname.lower())
+                domain = t.domain = got[0] if got else ""
         else:
             got = registered_domain(msg.qname.lower()) if msg.qname else None
             domain = got[0] if got else None
-        answers = [
-            f"{type_name(r[1])} {rdata_text(r[1], r[4])}" for r in msg.answers[:_META_ANSWERS]
-        ]
-        return lc_pb2.PacketMeta(
-            protocol="dns",
-            session_id=s.name,
-            filter_ids=s.ids,
-            dns=lc_pb2.DnsSummary(
-                id=msg.id,
-                qname=wire_text(msg.qname, _NAME_MAX),
-                qtype=msg.qtype,
-                rcode=msg.full_rcode if msg.qr else 0,
-                response=msg.qr,
-                answers=answers,
-                rtt_ns=rtt,
-                tunnel_score=self.domain_score(domain),
-            ),
-        )
+        d = pm.dns
+        d.id = msg.id
+        qname = msg.qname
+        d.qname = qname if len(qname) <= _NAME_MAX else wire_text(qname, _NAME_MAX)
+        d.qtype = msg.qtype
+        if msg.qr:
+            d.response = True
+            d.rcode = msg.full_rcode
+        if msg.answers:
+            d.answers.extend(
+                [f"{type_name(r[1])} {rdata_text(r[1], r[4])}" for r in msg.answers[:_META_ANSWERS]]
+            )
+        if rtt:
+            d.rtt_ns = rtt
+        score = self.domain_score(domain)
+        if score:
+            d.tunnel_score = score
+        return pm
 
     def describe(self, s: Session, ev: lc_pb2.Event) -> None:
         t: _Txn = s.info  # type: ignore[assignment]
         flow = t.client_flow or s.flow
         if flow is not None:
             set_flow(ev, flow)
-        d = self.detail(t.query, t.response, t.query_ns, t.response_ns, t.queries, t.responses)
-        ev.dns.CopyFrom(d)
+        self.fill(ev.dns, t.query, t.response, t.query_ns, t.response_ns, t.queries, t.responses)
 
     def detail(
         self,
@@ -445,36 +538,59 @@ class DnsDissector(Dissector):
         responses: int,
     ) -> lc_pb2.DnsEvent:
         """A transaction's event detail: its query and/or response, their times."""
+        d = lc_pb2.DnsEvent()
+        self.fill(d, q, r, qts, rts, queries, responses)
+        return d
+
+    def fill(
+        self,
+        d: lc_pb2.DnsEvent,
+        q: DnsMessage | None,
+        r: DnsMessage | None,
+        qts: int,
+        rts: int,
+        queries: int,
+        responses: int,
+    ) -> None:
+        """:meth:`detail` into ``d`` (an event's, set field by field: upb builds that
+        fastest; defaults are left unset, as the constructor leaves them)."""
         m = r if r is not None else q
         assert m is not None
-        d = lc_pb2.DnsEvent(
-            id=m.id,
-            opcode=m.opcode,
-            header_flags=list(m.header_flags),
-            qname=wire_text(m.qname, _NAME_MAX),
-            qtype=m.qtype,
-            qclass=m.qclass,
-            answered=r is not None,
-            queries=queries,
-            responses=responses,
-        )
+        d.id = m.id
+        if m.opcode:
+            d.opcode = m.opcode
+        flags = m.header_flags
+        if flags:
+            d.header_flags.extend(flags)
+        qname = m.qname
+        d.qname = qname if len(qname) <= _NAME_MAX else wire_text(qname, _NAME_MAX)
+        d.qtype = m.qtype
+        d.qclass = m.qclass
+        d.queries = queries
+        d.responses = responses
         if r is not None:
+            d.answered = True
             d.rcode = r.full_rcode
             if q is not None:
                 d.rtt_ns = _rtt(qts, rts)
-            for rec in r.answers[:_EVENT_ANSWERS]:
-                name, rtype, rclass, ttl, rdata = rec
-                d.answers.add(name=wire_text(name, _NAME_MAX), type=rtype, **{"class": rclass},
-                              ttl=ttl, data=rdata_text(rtype, rdata))  # fmt: skip
-                if rtype in (TYPE_A, TYPE_AAAA) and isinstance(rdata, str):
-                    d.resolved_ips.append(rdata)
-        if m.qname:
-            got = registered_domain(m.qname.lower())
+            if r.answers:
+                add = d.answers.add
+                ips = []
+                for rec in r.answers[:_EVENT_ANSWERS]:
+                    name, rtype, rclass, ttl, rdata = rec
+                    add(name=name if len(name) <= _NAME_MAX else wire_text(name, _NAME_MAX),
+                        type=rtype, ttl=ttl, data=rdata_text(rtype, rdata),
+                        **{"class": rclass})  # fmt: skip
+                    if rtype in (TYPE_A, TYPE_AAAA) and isinstance(rdata, str):
+                        ips.append(rdata)
+                if ips:
+                    d.resolved_ips.extend(ips)
+        if qname:
+            got = registered_domain(qname.lower())
             if got is not None:
                 d.registered_domain = wire_text(got[0], _NAME_MAX)
                 d.subdomain = wire_text(got[1], _NAME_MAX)
                 d.tunnel_score = self.domain_score(got[0])
-        return d
 
     def forgotten(self, s: Session) -> None:
         t: _Txn = s.info  # type: ignore[assignment]
@@ -503,36 +619,70 @@ class DnsMode(SessionMode):
     """The session engine with a DNS dissector, plus tunneling statistics.
 
     **Fast path** (the bulk of a resolver's traffic, when the filters are only
-    ``dns_domain`` and events are for captured transactions): an untagged
-    Ethernet/IPv4/UDP datagram on a DNS port is read at fixed offsets and its header
-    and question parsed (``records=False``), without a session: a query whose name
-    matches no filter (answers cached per name) waits in a bounded dict keyed like
-    :func:`~lc.common.dns.transaction_key`, holding its frames (copied); its response
-    meets it there and, when it has answers, is parsed whole to judge the CNAME chain.
-    No match: both are counted (filtered, a transaction never matched) and dropped.
-    A match (the name, or the chain) hands the query and the response to the engine
-    (:meth:`SessionMode._message`), in capture order with their own times, so a
-    captured transaction is the same as on the general path (metadata, RTT, event).
-    A query unanswered for ``--dns-timeout`` leaves as unanswered. Everything else
-    (TCP, IPv6, VLANs, fragments, responses without a waiting query) takes the
-    general path; so do all packets while ``ip_address`` or ``bpf`` filters exist,
-    with ``--events all``, or with no filter and ``--no-filter-policy allow`` (the
+    ``dns_domain`` and events are for captured transactions): one loop over the
+    chunk's records reads an untagged Ethernet/IPv4/UDP frame on a DNS port with one
+    ``unpack_from`` (addresses, ports, lengths, DNS id, flags, counts) and takes its
+    question as the raw bytes up to the first zero byte plus type and class. Those
+    bytes are the key of everything derived from the question, computed once per
+    distinct question (:meth:`_entry`; plain labels checked, anything else such as a
+    compression pointer goes to the general path): its lower-cased form, the
+    ``dns_domain`` filters its name matches, its tunneling measures
+    (:meth:`TunnelDetector.prepare`) and a number for the transaction keys.
+
+    * A query whose name matches no filter is counted for tunneling
+      (:meth:`TunnelDetector.observe_prepared`: plain adds per query) and waits,
+      without a session, in a bounded dict (``--max-transactions``; oldest evicted)
+      keyed by an int (question number, client, server, ports, id) and holding its
+      record's bytes (retransmissions join it): nothing the garbage collector follows.
+    * Its response pops it. No CNAME record in its answers (no ``00 05`` byte pair
+      after the question, else :func:`~lc.common.dns.cname_targets` reads the chain
+      from the targets' raw bytes, verdicts kept per target;
+      :func:`~lc.common.dns.cname_chain` or a whole parse for unusual shapes) and no
+      match: both are counted (filtered, a transaction never matched) and dropped,
+      the response never parsed.
+    * A match (the question's name, or the chain) hands the query and the response
+      to the engine (:meth:`SessionMode._message`), in capture order with their own
+      times, so a captured transaction is the same as on the general path
+      (metadata, RTT, event); later packets of a matched transaction meet it there
+      through the engine's datagram path (the frame is not decoded again).
+    * A query unanswered for ``--dns-timeout`` leaves as unanswered.
+
+    Everything else (TCP, IPv6, VLANs, fragments, IP options) takes the general
+    path; so do all packets while ``ip_address`` or ``bpf`` filters exist, with
+    ``--events all``, or with no filter and ``--no-filter-policy allow`` (the
     waiting queries are then handed to the engine first).
+    ``tests/hunter/test_dns_mode.py`` compares both paths on the corpus and on the
+    benchmark's mix: same frames, metadata, events, tunneling statistics and drops.
     """
 
     dis: DnsDissector
 
     def __init__(self, ctx: ModeContext, dissector: DnsDissector, limits: SessionLimits) -> None:
         super().__init__(ctx, dissector, limits)
+        dissector.events_all = self.events_all
         self._report_at = 0
         self._tunnel: list[lc_pb2.DnsTunnelStats] = []
         self.reports = 0
-        # transaction key -> [query, flow, time, frames] of queries waiting (fast path)
-        self._pend: OrderedDict[tuple, list] = OrderedDict()
-        self._names: dict[str, list[str] | None] = {}
+        # Queries waiting (fast path), oldest first: transaction key (an int, see
+        # _key_flow) -> the query's record (pcap header and frame) when on interface
+        # 0, else ((record, interface), ...), retransmissions included. Ints and
+        # bytes: nothing the garbage collector follows (a tuple per query cost more
+        # in its collections than the rest of the fast path).
+        self._pend: OrderedDict[int, bytes | tuple] = OrderedDict()
+        self._serial = 0  # the last question number given (see _number)
+        self._numbers: dict[bytes, int] = {}  # question (lower-cased) -> its number
+        # question as sent, and lower-cased -> _entry(question) (fast path)
+        self._names: dict[bytes, tuple | bool] = {}
+        self._clients: dict[int, str] = {}  # IPv4 address -> text (fast path)
+        self._preps: dict[str, object] = {}  # question name -> prepare() (general path)
+        # CNAME chain name (text, or raw target) -> matches a filter (fast path)
+        self._chain: dict[str | bytes, bool] = {}
+        self._rec: bytes = b""  # the chunk being read (fast path)
+        self._at = 0  # where the frame being read starts in it
         self._bpf: dict[tuple[str, int], object] = {}  # (filter id, link type) -> program
         self._cur: tuple[memoryview, int] | None = None  # the frame being handled
-        self.fast = dict.fromkeys(("queries", "dropped", "promoted", "evicted"), 0)
+        self._ids: tuple[str, ...] | None = None  # the match of the message being handled
+        self.fast = dict.fromkeys(("queries", "dropped", "promoted", "evicted", "name_flushes"), 0)
 
     def apply(self, compiled) -> None:  # type: ignore[no-untyped-def]
         # bpf filters are compiled (libpcap) for every link type in use before anything
@@ -544,6 +694,7 @@ class DnsMode(SessionMode):
         with self._lock:
             super().apply(compiled)
             self._names = {}
+            self._chain = {}
             self._bpf = programs
 
     def _slow(self, pkt: tuple, lt: int, data: memoryview, out: Out) -> None:
@@ -554,6 +705,8 @@ class DnsMode(SessionMode):
     def _match(self, msg: object, ctx: object, flow: tuple) -> list[str] | None:
         """The engine's match, plus the ``bpf`` filters the frame that completes the
         message matches (a transaction, or a TCP connection, matches then)."""
+        if self._ids is not None:  # known already (the fast path's name cache)
+            return list(self._ids)
         ids = super()._match(msg, ctx, flow)
         progs = self._bpf
         cur = self._cur
@@ -583,18 +736,28 @@ class DnsMode(SessionMode):
         interfaces = self.interfaces
         single = chunk.iface if isinstance(chunk.iface, int) else None
         rec = chunk.records
+        if type(rec) is not bytes:  # a view of the reader's buffer, or a bytearray:
+            rec = bytes(rec)  # one copy per chunk buys hashable slices and bytes.find
+        self._rec = rec
         mv = memoryview(rec)
+        find = rec.find
         ports = self.dis.ports
-        unpack = PEEK_IPV4.unpack_from
+        unpack = _PEEK_DNS4.unpack_from
         ts_col, cap_col, orig_col = chunk.ts_ns, chunk.caplen, chunk.origlen
         lt = interfaces[single][1] if single is not None else 0
-        peek_at = 16 + PEEK_OFFSET
-        at = 16 + UDP4_PAYLOAD
         iface_col = chunk.iface
         ifx = single
-        fast = self._fast_udp
         slow = self._slow
-        unassociated = 0
+        names = self._names
+        entry = self._entry
+        pend = self._pend
+        hold, pop = pend.setdefault, pend.pop
+        max_pend = self.dis.cfg.max_transactions
+        det = self.dis.detector
+        observe = det.observe_prepared if det is not None else None
+        clients = self._clients
+        datagram = self._datagram
+        unassociated = held = again = answered = answered_frames = 0
         off = 0
         for i, cap in enumerate(cap_col):
             start = off
@@ -602,161 +765,288 @@ class DnsMode(SessionMode):
             if single is None:
                 ifx = iface_col[i]
                 lt = interfaces[ifx][1]
-            if lt == 1 and cap >= 54:
-                etype, vihl, frag, proto, src, dst, sport, dport = unpack(rec, start + peek_at)
-                if etype == 0x0800 and vihl == 0x45 and not frag & 0x3FFF and proto == 17:
+            if lt == 1 and cap >= 59:  # Ethernet, IPv4, UDP and a one-byte question
+                (etype, vihl, total, frag, proto, src, dst, sport, dport, ulen, qid, flags, qd,
+                 an) = unpack(rec, start + 28)  # fmt: skip
+                if (
+                    etype == 0x0800
+                    and vihl == 0x45
+                    and not frag & 0x3FFF
+                    and proto == 17
+                    and total >= 28
+                    and ulen >= 8
+                ):
                     if sport not in ports and dport not in ports:
                         unassociated += 1
                         continue
+                    # The payload ends where the decoder says: the IP and UDP lengths.
+                    pe = start + 30 + total
+                    if pe > off:
+                        pe = off
+                    if start + 50 + ulen < pe:
+                        pe = start + 50 + ulen
+                    z = find(b"\0", start + 70, pe) if qd == 1 else -1
+                    if 0 < z <= pe - 5:
+                        raw = rec[start + 70 : z + 5]  # the question: name, type, class
+                        e = names.get(raw)
+                        if e is None:
+                            e = entry(raw)
+                        if e:
+                            _, ids, prep, ttype, hi = e
+                            ts = ts_col[i]
+                            if flags < 0x8000:  # a query: client first in the key
+                                k = hi | ((src << 16 | sport) << 48 | dst << 16 | dport) << 16 | qid
+                                if ids is not None and k not in pend:  # its name matches
+                                    pkt = (ts, cap, orig_col[i], mv[start:off], ifx)
+                                    self._query_matched(e, k, an, pe - start, pkt, out)
+                                    continue
+                                if prep is not None:
+                                    cli = clients.get(src)
+                                    if cli is None:
+                                        cli = self._client(src)
+                                    observe(prep, ttype, ts, cli)
+                                if len(pend) >= max_pend and k not in pend:
+                                    self._evict()
+                                v = rec[start:off] if not ifx else ((rec[start:off], ifx),)
+                                p = hold(k, v)
+                                if p is v:
+                                    held += 1
+                                else:  # a retransmission: held with the first
+                                    pend[k] = _pairs(p) + _pairs(v)
+                                    again += 1
+                                continue
+                            p = pop(
+                                hi | ((dst << 16 | dport) << 48 | src << 16 | sport) << 16 | qid,
+                                None,
+                            )
+                            if p is not None:
+                                # The question matches (filters changed since the
+                                # query), or a name of its CNAME chain may: decide.
+                                if ids is not None or (an and find(b"\0\5", z + 5, pe) >= 0):
+                                    pkt = (ts, cap, orig_col[i], mv[start:off], ifx)
+                                    self._at = start
+                                    k = (
+                                        hi
+                                        | ((dst << 16 | dport) << 48 | src << 16 | sport) << 16
+                                        | qid
+                                    )
+                                    if self._response_decides(e, k, p, z + 5, pe, pkt, out):
+                                        continue
+                                answered += 1
+                                if type(p) is not bytes:
+                                    answered_frames += len(p) - 1
+                                continue
+                    # Everything else of this shape (a response whose query the engine
+                    # follows, a malformed message...): the engine's datagram path,
+                    # without decoding the frame again.
+                    flow = (src.to_bytes(4, "big"), sport, dst.to_bytes(4, "big"), dport, 17)
                     pkt = (ts_col[i], cap, orig_col[i], mv[start:off], ifx)
-                    if fast(pkt, mv[start + at : off], src, sport, dst, dport, out):
-                        continue
-                    slow(pkt, lt, mv[start + 16 : off], out)
+                    datagram([pkt], mv[start + 58 : pe], flow, out)
                     continue
             slow((ts_col[i], cap, orig_col[i], mv[start:off], ifx), lt, mv[start + 16 : off], out)
-        self.c["unassociated"] += unassociated
+        c = self.c
+        c["unassociated"] += unassociated
+        if held or again or answered:
+            dc = self.dis.c
+            tc = self.table.counters
+            c["messages"] += held + again + answered
+            dc["queries"] += held + again
+            tc["created"] += held
+            self.fast["queries"] += held
+            dc["responses"] += answered
+            dc["answered"] += answered
+            tc["unmatched"] += answered
+            tc["ended"] += answered
+            self.table.unmatched_packets += 2 * answered + answered_frames
+            self.fast["dropped"] += answered
+        self._rec = b""
         if len(ts_col):
             last = ts_col[len(ts_col) - 1]
             if last > self._clock:
                 self._clock = last
 
+    def _client(self, src: int) -> str:
+        """A client address as text (kept: the same clients come back)."""
+        clients = self._clients
+        if len(clients) >= _NAME_CACHE:
+            clients.clear()
+        text = clients[src] = _ip_text(src.to_bytes(4, "big"))
+        return text
+
+    def _entry(self, raw: bytes) -> tuple | bool:
+        """What the fast path needs of a question (name, type and class as sent,
+        read up to the first zero byte), computed once per distinct question:
+        ``(key, ids, prepared, tunnel type)``: the question lower-cased (its part of
+        the transaction key), the ``dns_domain`` filters its name matches (None: none),
+        :meth:`TunnelDetector.prepare` of its name, whether its type is a tunnel type;
+        False when the name is not plain labels up to the root (a compression pointer,
+        a zero byte in a label, a bad label type, too long): the general path reads it."""
+        names = self._names
+        if len(names) >= _NAME_CACHE:
+            names.clear()
+            self.fast["name_flushes"] += 1
+        lkey = raw.lower()
+        e = names.get(lkey)
+        if e is None:
+            e = names[lkey] = self._new_entry(lkey)
+        names[raw] = e
+        return e
+
+    def _new_entry(self, lkey: bytes) -> tuple | bool:
+        n = len(lkey) - 5  # where the root byte is
+        if n > MAX_NAME_WIRE_LENGTH - 1:
+            return False
+        labels = []
+        off = 0
+        while off < n:
+            c = lkey[off]
+            if c > 63:
+                return False
+            off += 1 + c
+            labels.append(lkey[off - c : off])
+        if off != n:
+            return False
+        name = name_text(labels)
+        ids = None
+        fs = self._fs
+        if fs is not None and len(fs):
+            got = fs.match("dns_domain", name)
+            ids = tuple(sorted(got)) if got else None
+        det = self.dis.detector
+        prep = det.prepare(name, labels) if det is not None else None
+        tunnel_type = (lkey[n + 1] << 8 | lkey[n + 2]) in TUNNEL_TYPES
+        return (lkey, ids, prep, tunnel_type, self._number(lkey) << 112)
+
+    def _number(self, lkey: bytes) -> int:
+        """The question's number in the transaction keys: the same for as long as a
+        query of it may wait, whatever happens to the name cache (emptied when full
+        or when the filters change). Bounded: when full, only the numbers of waiting
+        queries are kept (at most --max-transactions: half the room at most)."""
+        numbers = self._numbers
+        got = numbers.get(lkey)
+        if got is None:
+            if len(numbers) >= max(_NAME_CACHE, 2 * self.dis.cfg.max_transactions):
+                live = {k >> 112 for k in self._pend}
+                self._numbers = numbers = {q: n for q, n in numbers.items() if n in live}
+            self._serial += 1
+            got = numbers[lkey] = self._serial
+        return got
+
     def _name_ids(self, names: list[str]) -> list[str] | None:
         fs = self._fs
         if fs is None or not len(fs):
             return None
-        if len(names) == 1:
-            cache = self._names
-            name = names[0]
-            if name in cache:
-                return cache[name]
-            if len(cache) >= _NAME_CACHE:
-                cache.clear()
-            ids = fs.match_fields({"dns_domain": names})
-            got = cache[name] = sorted(ids) if ids else None
-            return got
         ids = fs.match_fields({"dns_domain": names})
         return sorted(ids) if ids else None
 
-    def _fast_udp(
-        self, pkt: tuple, payload: memoryview, src: int, sport: int, dst: int, dport: int, out: Out
-    ) -> bool:
-        """One DNS datagram on the fast path; False: the general path takes it."""
-        data = bytes(payload)
-        n = len(data)
-        if n < 17 or data[4] or data[5] != 1:  # one question
-            return False
-        off = 12  # the question's name: plain labels (the key is its lower-case bytes)
-        c = data[off]
-        while c:
-            if c > 63:
-                return False
-            off += 1 + c
-            if off >= n:
-                return False
-            c = data[off]
-        qend = off + 5
-        if qend > n:
-            return False
+    def _query_matched(self, e: tuple, k: int, an: int, end: int, pkt: tuple, out: Out) -> None:
+        """A query whose name matches (``k``: its transaction key, ``an``: its answer
+        count, ``end``: where its payload ends in its record): counted for tunneling,
+        and the engine takes its transaction (as the general path would)."""
+        msg = parse_dns(pkt[3][58:end])
         dis = self.dis
-        ts = pkt[0]
-        if not data[2] & 0x80:
-            key = (src, sport, dst, dport, data[0] << 8 | data[1], data[12:qend].lower())
-            p = self._pend.get(key)
-            if p is not None:  # a retransmission: held with its first query
-                p[3].append((*pkt[:3], bytes(pkt[3]), pkt[4]))
-                self.c["messages"] += 1
-                dis.c["queries"] += 1
-                if dis.detector is not None:
-                    q = p[0]
-                    dis.detector.observe(q.qname, q.qtype, ts, _ip_text(p[1][0]))
-                return True
-            try:
-                msg = parse_dns(data, records=False)
-            except DnsError:
-                return False  # counted as malformed by the general path
-            flow = (src.to_bytes(4, "big"), sport, dst.to_bytes(4, "big"), dport, 17)
-            det = dis.detector
-            if det is not None:
-                det.observe(msg.qname, msg.qtype, ts, _ip_text(flow[0]))
-            if self._name_ids([msg.qname]) is not None:
-                if data[10] or data[11]:  # EDNS (the DO flag) is the event's too
-                    msg = parse_dns(data)
-                dis.flow = flow
-                SessionMode._message(self, msg, [pkt], flow, out, ts)
-                return True
-            pend = self._pend
-            if len(pend) >= self.dis.cfg.max_transactions:
-                _, old = pend.popitem(last=False)
-                self.fast["evicted"] += 1
-                self.table.counters["evicted"] += 1
-                self._drop(old, unanswered=True)
-            pend[key] = [msg, flow, ts, [(*pkt[:3], bytes(pkt[3]), pkt[4])]]
-            self.fast["queries"] += 1
-            self.c["messages"] += 1
-            dis.c["queries"] += 1
-            self.table.counters["created"] += 1
-            return True
-        key = (dst, dport, src, sport, data[0] << 8 | data[1], data[12:qend].lower())
-        p = self._pend.pop(key, None)
-        if p is None:
-            return False  # its query took the general path, or none was seen
-        ids = None
-        full = None
-        if (data[6] or data[7]) and answers_have_type(data, TYPE_CNAME):
-            try:
-                full = parse_dns(data)
-            except DnsError:
-                full = None
-            if full is not None:
-                names = [full.qname]
-                for r in full.answers:
-                    if r[1] == TYPE_CNAME:
-                        names.append(r[0])
-                        names.append(r[4])
-                if len(names) > 1:
-                    ids = self._name_ids(names)
-        if ids is None:
-            self.c["messages"] += 1
-            dis.c["responses"] += 1
-            dis.c["answered"] += 1
-            self.table.unmatched_packets += 1
-            self._drop(p, unanswered=False)
-            return True
-        self._promote(p, out)
+        src, sport, dst, dport = _key_flow(k)
+        if e[2] is not None:
+            cli = self._clients.get(src) or self._client(src)
+            dis.detector.observe_prepared(e[2], e[3], pkt[0], cli)  # type: ignore[union-attr]
         flow = (src.to_bytes(4, "big"), sport, dst.to_bytes(4, "big"), dport, 17)
         dis.flow = flow
-        SessionMode._message(self, full, [pkt], flow, out, ts)
+        if not an:  # the filters its name matches are all the engine's match would find
+            self._ids = e[1]
+        SessionMode._message(self, msg, [pkt], flow, out, pkt[0])
+        self._ids = None
+
+    def _response_decides(
+        self, e: tuple, k: int, p: bytes | tuple, qend: int, pe: int, pkt: tuple, out: Out
+    ) -> bool:
+        """The response of a waiting query ``p`` when its question matches or its answers
+        may hold a CNAME (``qend``, ``pe``: where its answers start and its payload
+        ends in :attr:`_rec`, the chunk's records, where it starts at ``_at``): if a
+        name of the chain matches (or the question), the query and the response go to
+        the engine (True). False: no match, the caller drops both."""
+        rec, base = self._rec, self._at + 58
+        full = None
+        if e[1] is None:
+            verdicts = self._chain
+            targets = cname_targets(rec, base, qend, pe)
+            if targets is not None:  # the usual shape: the targets' raw bytes will do
+                names: list = targets
+            else:
+                data = rec[base:pe]
+                chain = cname_chain(data)
+                if chain is None:  # only a whole parse can tell
+                    full = parse_dns(data)
+                    chain = []
+                    for r in full.answers:
+                        if r[1] == TYPE_CNAME:
+                            chain.append(r[0])
+                            chain.append(r[4])  # type: ignore[arg-type]
+                names = chain
+            for name in names:
+                hit = verdicts.get(name)
+                if hit is None:
+                    hit = self._verdict(name)
+                if hit:
+                    break
+            else:
+                return False
+        if full is None:
+            full = parse_dns(rec[base:pe])
+        self._promote(k, p, out)
+        src, sport, dst, dport = _key_flow(k)
+        flow = (dst.to_bytes(4, "big"), dport, src.to_bytes(4, "big"), sport, 17)
+        self.dis.flow = flow
+        SessionMode._message(self, full, [pkt], flow, out, pkt[0])
         return True
 
-    def _drop(self, p: list, unanswered: bool) -> None:
+    def _verdict(self, name: str | bytes) -> bool:
+        """Whether a name of a CNAME chain matches a ``dns_domain`` filter; the name as
+        text, or as raw wire bytes (a target read by :func:`cname_targets`). Kept."""
+        verdicts = self._chain
+        if len(verdicts) >= _NAME_CACHE:
+            verdicts.clear()
+        text = name if isinstance(name, str) else name_text(_wire_labels(name))
+        fs = self._fs
+        hit = verdicts[name] = bool(fs is not None and fs.match("dns_domain", text))
+        return hit
+
+    def _evict(self) -> None:
+        """The table of waiting queries is full: the oldest leaves (unanswered)."""
+        _, old = self._pend.popitem(last=False)
+        self.fast["evicted"] += 1
+        self.table.counters["evicted"] += 1
+        self._drop(old, unanswered=True)
+
+    def _drop(self, p: bytes | tuple, unanswered: bool) -> None:
         """A waiting query's transaction leaves without a match."""
         t = self.table
         t.counters["unmatched"] += 1
         t.counters["idle" if unanswered else "ended"] += 1
-        t.unmatched_packets += len(p[3])
+        t.unmatched_packets += 1 if type(p) is bytes else len(p)
         self.fast["dropped"] += 1
         if unanswered:
             self.dis.c["unanswered"] += 1
 
-    def _promote(self, p: list, out: Out) -> None:
+    def _promote(self, k: int, p: bytes | tuple, out: Out) -> None:
         """Hand a waiting query (and its retransmissions) to the engine."""
-        msg, flow, ts, frames = p
-        if msg.arcount:  # read whole (EDNS, the DO flag) now that it is kept
-            msg = parse_dns(frames[0][3][16 + UDP4_PAYLOAD :])
+        frames = _frames(p)
+        msg = parse_dns(_payload(frames[0][3]))
         n = len(frames)
         self.c["messages"] -= n
         self.dis.c["queries"] -= n
         self.table.counters["created"] -= 1
         self.fast["promoted"] += 1
+        src, sport, dst, dport = _key_flow(k)
+        flow = (src.to_bytes(4, "big"), sport, dst.to_bytes(4, "big"), dport, 17)
         self.dis.flow = flow
-        SessionMode._message(self, msg, frames[:1], flow, out, ts)
+        SessionMode._message(self, msg, frames[:1], flow, out, frames[0][0])
         for f in frames[1:]:
             SessionMode._message(self, msg, [f], flow, out, f[0])
 
     def _promote_all(self, out: Out) -> None:
         pend, self._pend = self._pend, OrderedDict()
-        for p in pend.values():
-            self._promote(p, out)
+        for key, p in pend.items():
+            self._promote(key, p, out)
 
     def _expire(self, now: int, out: Out) -> None:
         super()._expire(now, out)
@@ -764,22 +1054,33 @@ class DnsMode(SessionMode):
         limit = now - self.dis.cfg.timeout_ns
         while pend:
             k = next(iter(pend))
-            if pend[k][2] >= limit:
+            if _frames(pend[k])[0][0] >= limit:
                 break
             self._drop(pend.pop(k), unanswered=True)
 
     def _message(self, msg: object, frames: list, flow: tuple, out, ts: int) -> None:
         dis = self.dis
         dis.flow = flow
-        det = dis.detector
-        if det is not None and not msg.qr and msg.questions:  # type: ignore[attr-defined]
-            det.observe(msg.qname, msg.qtype, ts, _ip_text(flow[0]))  # type: ignore[attr-defined]
+        if dis.detector is not None and not msg.qr and msg.questions:  # type: ignore[attr-defined]
+            self._observe(msg, ts, flow[0])
         super()._message(msg, frames, flow, out, ts)
 
+    def _observe(self, msg: DnsMessage, ts: int, client: bytes) -> None:
+        """A query the general path reads, counted for tunneling (its name's prepared
+        measures kept, as the fast path keeps them by the question's bytes)."""
+        preps = self._preps
+        p = preps.get(msg.qname)
+        if p is None:
+            if len(preps) >= _NAME_CACHE:
+                preps.clear()
+            p = preps[msg.qname] = self.dis.detector.prepare(msg.qname)  # type: ignore[union-attr]
+        self.dis.detector.observe_prepared(  # type: ignore[union-attr]
+            p, msg.qtype in TUNNEL_TYPES, ts, _ip_text(client)
+        )
+
     def _conn_message(self, s: Session, msg: object, toks: list, flow: tuple, out, ts: int) -> None:
-        det = self.dis.detector
-        if det is not None and not msg.qr and msg.questions:  # type: ignore[attr-defined]
-            det.observe(msg.qname, msg.qtype, ts, _ip_text(flow[0]))  # type: ignore[attr-defined]
+        if self.dis.detector is not None and not msg.qr and msg.questions:  # type: ignore[attr-defined]
+            self._observe(msg, ts, flow[0])  # type: ignore[arg-type]
         super()._conn_message(s, msg, toks, flow, out, ts)
 
     def _forgotten(self, s: Session) -> None:
@@ -819,7 +1120,7 @@ class DnsMode(SessionMode):
         if not self._tunnel:
             return fwd
         extra, self._tunnel = self._tunnel, []
-        return Forward(fwd.chunk, fwd.meta, fwd.events, extra)
+        return with_extras(fwd, "tunnel", extra)
 
     def process(self, chunk: Chunk) -> Forward:
         self.dis.scores = {}

@@ -5,9 +5,12 @@ A :class:`~lc.hunter.modes.sessions.Dissector` on the shared session engine. A
 **session** is one TCP connection to a mail port (``--smtp-port``, ``--imap-port``,
 ``--pop3-port``, as chosen by ``--protocol``). Its two reassembled byte streams are
 read by the sans-IO session parsers of :mod:`lc.common.smtp`, :mod:`lc.common.imap`
-and :mod:`lc.common.pop3` (each TCP chunk the reassembler releases is one "message"
-for the engine, so a packet belongs to the chunk of bytes it carried; a gap in a
-direction makes the parser give up, and the session is then judged by what it saw).
+and :mod:`lc.common.pop3` (a direction's first TCP chunk, and the first after a gap,
+goes through the dissector, which binds the direction's framer to the session's parser;
+then the framer feeds the parser itself and only chunks that complete something are
+"messages" for the engine; a gap in a direction makes the parser give up, and the
+session is then judged by what it saw). Events are made only for the sessions that
+send them (captured, or every one with ``--events all``).
 
 * **Implicit TLS**: ports 465, 993 and 995 (and a connection whose first client bytes
   are a TLS record) are TLS sessions (protocol ``smtps``, ``imaps``, ``pop3s``): their
@@ -46,7 +49,7 @@ import socket
 from dataclasses import dataclass
 
 from lc.common.errors import ValidationError
-from lc.common.filters import Filter, FilterSet, compile_filters, validate_filter
+from lc.common.filters import Filter, FilterSet, compile_filters
 from lc.common.imap import ImapCommand, ImapResponse, ImapSession
 from lc.common.mailmsg import MailMessage, MailSession
 from lc.common.pop3 import Pop3Command, Pop3Reply, Pop3Session
@@ -57,14 +60,13 @@ from lc.hunter.modes.base import (
     Forward,
     ModeContext,
     ModeSpec,
-    megabytes,
     option,
     port_list,
     positive_int,
-    seconds_ns,
 )
+from lc.hunter.modes.localfilters import local_filter_option, local_filters, session_bounds
 from lc.hunter.modes.sessions import MAX_WAITING_EVENTS, Dissector, SessionMode, set_flow
-from lc.hunter.session import UNDECIDED, Out, Session, SessionLimits
+from lc.hunter.session import MATCHED, UNDECIDED, Out, Session
 from lc.proto import lc_pb2
 
 __all__ = [
@@ -89,7 +91,6 @@ EMAIL_FILTER_TYPES = (
 IMPLICIT_TLS_PORTS = frozenset({465, 993, 995})
 _TEXT_MAX = 1024
 _ADDR_MAX = 320
-_MAX_PENDING_EVENTS = 64
 _MAX_LIST = 100
 _INBOUND_COMMANDS = frozenset({"FETCH", "RETR", "TOP"})
 #: ICMP destination unreachable / time exceeded, ICMPv6 types 1-4 (errors).
@@ -97,26 +98,6 @@ _ICMP_ERRORS_BPF = (
     "icmp[icmptype] == icmp-unreach or icmp[icmptype] == icmp-timxceed"
     " or (icmp6 and ip6[40] >= 1 and ip6[40] <= 4)"
 )
-
-
-def _text_list(text: str) -> tuple[str, ...]:
-    return tuple(p.strip() for p in text.split(",") if p.strip())
-
-
-def _local(type_: str) -> object:
-    """A flag's parser: a comma-separated list of patterns of ``type_``, each checked."""
-
-    def parse(text: str) -> tuple[str, ...]:
-        out = []
-        for i, pattern in enumerate(_text_list(text), 1):
-            try:
-                f = validate_filter(Filter(id=f"local-{i}", type=type_, pattern=pattern))
-            except ValidationError as e:
-                raise ValueError(f"{pattern!r}: {e}") from None
-            out.append(f.pattern)
-        return tuple(out)
-
-    return parse
 
 
 def _protocols(text: str) -> frozenset[str]:
@@ -129,8 +110,16 @@ def _protocols(text: str) -> frozenset[str]:
     return frozenset(names)
 
 
+_Bounds = session_bounds(
+    "session",
+    ("--max-sessions", "--session-buffer-packets", "--session-buffer-mb",
+     "--session-idle-timeout", "--session-decide-timeout"),
+    ("20000", "2000", "256", "600", "300"),
+)  # fmt: skip
+
+
 @dataclass(slots=True)
-class EmailConfig:
+class EmailConfig(_Bounds):  # type: ignore[valid-type,misc]
     protocols: frozenset[str] = option(
         "--protocol", "all", _protocols, "Protocols followed: smtp, imap, pop3 or all.", "P"
     )
@@ -157,42 +146,23 @@ class EmailConfig:
         "Body bytes kept per message (keyword filters, events).",
         "BYTES",
     )
-    senders: tuple[str, ...] = option(
-        "--sender", "", _local("email_address"), "Local filter: MAIL FROM or From.", "ADDRS"
+    senders: tuple[str, ...] = local_filter_option(
+        "--sender", "email_address", "Local filter: MAIL FROM or From.", "ADDRS"
     )
-    recipients: tuple[str, ...] = option(
-        "--recipient", "", _local("email_address"), "Local filter: RCPT TO, To or Cc.", "ADDRS"
+    recipients: tuple[str, ...] = local_filter_option(
+        "--recipient", "email_address", "Local filter: RCPT TO, To or Cc.", "ADDRS"
     )
-    subjects: tuple[str, ...] = option(
-        "--subject", "", _local("email_subject"), "Local filter: decoded Subject.", "PATTERNS"
+    subjects: tuple[str, ...] = local_filter_option(
+        "--subject", "email_subject", "Local filter: decoded Subject.", "PATTERNS"
     )
-    keywords: tuple[str, ...] = option(
-        "--keywords", "", _local("keyword"), "Local filter: words in the text body.", "WORDS"
+    keywords: tuple[str, ...] = local_filter_option(
+        "--keywords", "keyword", "Local filter: words in the text body.", "WORDS"
     )
-    mailboxes: tuple[str, ...] = option(
-        "--mailbox", "", _local("email_mailbox"), "Local filter: IMAP mailbox.", "NAMES"
+    mailboxes: tuple[str, ...] = local_filter_option(
+        "--mailbox", "email_mailbox", "Local filter: IMAP mailbox.", "NAMES"
     )
-    commands: tuple[str, ...] = option(
-        "--command", "", _local("email_command"), "Local filter: command verb.", "VERBS"
-    )
-    max_sessions: int = option(
-        "--max-sessions", "20000", positive_int, "Sessions followed at once.", "N"
-    )
-    max_session_packets: int = option(
-        "--session-buffer-packets", "2000", positive_int, "Packets held per session.", "N"
-    )
-    max_buffer_bytes: int = option(
-        "--session-buffer-mb", "256", megabytes, "Memory for held packets, in all.", "MB"
-    )
-    idle_timeout_ns: int = option(
-        "--session-idle-timeout", "600", seconds_ns, "A session idle this long is over.", "S"
-    )
-    decide_timeout_ns: int = option(
-        "--session-decide-timeout",
-        "300",
-        seconds_ns,
-        "Stop holding a session no filter matched within this long.",
-        "S",
+    commands: tuple[str, ...] = local_filter_option(
+        "--command", "email_command", "Local filter: command verb.", "VERBS"
     )
 
     def validate(self) -> None:
@@ -219,32 +189,10 @@ class EmailConfig:
                 out.update(dict.fromkeys(ports, proto))
         return out
 
-    def local_filters(self) -> list[Filter]:
-        """The local flags as filters (ids ``local:<flag>:<n>``)."""
-        out: list[Filter] = []
-        for kind, type_, patterns in (
-            ("sender", "email_address", self.senders),
-            ("recipient", "email_address", self.recipients),
-            ("subject", "email_subject", self.subjects),
-            ("keywords", "keyword", self.keywords),
-            ("mailbox", "email_mailbox", self.mailboxes),
-            ("command", "email_command", self.commands),
-        ):
-            for i, p in enumerate(patterns, 1):
-                out.append(
-                    Filter(id=f"local:{kind}:{i}", type=type_, pattern=p, description="local")
-                )
-        return out
 
-    def limits(self) -> SessionLimits:
-        return SessionLimits(
-            max_sessions=self.max_sessions,
-            max_held_packets=self.max_session_packets,
-            max_held_bytes=self.max_buffer_bytes,
-            grace_ns=2 * 10**9,
-            idle_timeout_ns=self.idle_timeout_ns,
-            decide_timeout_ns=self.decide_timeout_ns,
-        )
+#: A message whose event is to be made (with the session's user and protocol then), or
+#: None for the record of an implicit-TLS session.
+_Pending = tuple[MailMessage, str, str] | None
 
 
 def _yes_no(flag: str, text: str) -> bool:
@@ -263,29 +211,67 @@ def _ip_text(raw: bytes) -> str:
         return raw.hex()
 
 
+class _Parsed:
+    """A message for the engine: what a bound framer's bytes completed (parser events)."""
+
+    __slots__ = ("events",)
+
+    def __init__(self, events: list) -> None:
+        self.events = events
+
+
+#: A bound framer that completed nothing for this many chunks gives the engine an
+#: empty message anyway: the frames waiting for a message stay few.
+_SILENT_MAX = 128
+
+
 class _Chunks:
-    """The engine's framer for mail streams: every chunk of bytes is one "message" (the
-    session parser, fed both directions, does the framing). ``fresh``: the first
-    chunk of this framer (a new direction, or the one after a gap)."""
+    """The engine's framer for mail streams: the session parser, fed both directions,
+    does the framing. Until the dissector has seen a chunk of it (a new direction, or
+    the one after a gap), every chunk is one "message" ``(bytes, fresh, framer)``
+    (``fresh``: the framer's first chunk); then it is bound to its connection's parser
+    and feeds it itself (at the time of the packet being handled), and only chunks
+    that completed something are messages (:class:`_Parsed`): the engine has nothing
+    to do for a message body's segments."""
 
-    __slots__ = ("offset",)
+    __slots__ = ("client", "conn", "dis", "offset", "silent")
 
-    def __init__(self) -> None:
+    def __init__(self, dis: EmailDissector) -> None:
         self.offset = 0
+        self.dis = dis
+        self.conn: _Conn | None = None
+        self.client = False
+        self.silent = 0
 
     def feed(self, data: bytes) -> list[tuple[int, int, object]]:
         start = self.offset
         self.offset = end = start + len(data)
-        return [(start, end, (data, start == 0))]
+        c = self.conn
+        p = c.parser if c is not None and not c.closed else None
+        if p is None:
+            # Unbound, or its connection left the table (the next one binds it) or
+            # turned out to be TLS: the dissector sees the chunk.
+            self.conn = None
+            return [(start, end, (data, start == 0, self))]
+        was_ok = not p.gave_up
+        events = p.feed(self.client, data, self.dis.now)
+        if was_ok and p.gave_up:
+            self.dis.c["gave_up"] += 1
+        if not events:
+            self.silent += 1
+            if self.silent < _SILENT_MAX:
+                return []
+        self.silent = 0
+        return [(start, end, _Parsed(events))]
 
 
 class _Conn:
     """The dissector's view of one mail connection (``Session.info``)."""
 
-    __slots__ = ("client", "client_seen", "command", "ended", "last_msg", "mail_from",
+    __slots__ = ("client", "client_seen", "closed", "command", "ended", "last_msg", "mail_from",
                  "mailbox", "meta", "parser", "pending", "proto", "rcpt_to", "server",
                  "server_seen", "summary", "tls", "tls_c", "tls_s", "tls_sni",
-                 "tls_version", "upgraded", "user")  # fmt: skip
+                 "tls_version", "upgraded", "user", "waiting")  # fmt: skip
 
     def __init__(self, proto: str, client: tuple, server: tuple, tls: bool, parser) -> None:
         self.proto = proto  # smtp, imap, pop3
@@ -304,9 +290,15 @@ class _Conn:
         self.mailbox = ""
         self.user = ""
         self.upgraded = False
+        self.closed = False  # left the table
         self.ended = False
         self.last_msg: MailMessage | None = None
-        self.pending: list[lc_pb2.Event] = []  # events of an undecided session
+        # Messages (and the TLS session's record) whose events are still to be made:
+        # those of the last chunk, then those waiting for the session's decision.
+        # Events are made only for what is sent (a captured session's, or all with
+        # --events all): most sessions are never captured.
+        self.pending: list[_Pending] = []
+        self.waiting: list[_Pending] = []
         self.summary: tuple | None = None
         self.meta: tuple | None = None  # (summary, PacketMeta) last built
 
@@ -333,8 +325,9 @@ class EmailDissector(Dissector):
             ("email_messages", "tls_sessions", "starttls", "gave_up", "gaps"),
             0,
         )  # fmt: skip
-        #: Whether a keyword filter (pushed or local) wants the decoded body.
-        self.want_body = True
+        #: The filter types in force (pushed or local): only their values are read.
+        self.wants: frozenset[str] = frozenset(EMAIL_FILTER_TYPES)
+        self.now = 0  # the capture time of the packet being handled (bound framers)
 
     def kernel_bpf(self) -> str:
         # ICMP errors too: one quoting a captured connection's segment (a path MTU
@@ -343,7 +336,7 @@ class EmailDissector(Dissector):
         return f"(tcp and ({ports})) or {_ICMP_ERRORS_BPF}"
 
     def new_framer(self) -> _Chunks:
-        return _Chunks()
+        return _Chunks(self)
 
     def parse(self, payload: memoryview) -> object:
         from lc.common.errors import ParseError
@@ -366,9 +359,11 @@ class EmailDissector(Dissector):
         cls = {"smtp": SmtpSession, "imap": ImapSession, "pop3": Pop3Session}[proto]
         return cls(max_body=size)
 
-    def on_message(self, s: Session, msg: tuple, flow: tuple, ts: int) -> object:  # type: ignore[override]
+    def on_message(self, s: Session, msg: object, flow: tuple, ts: int) -> object:
         conn: _Conn = s.info  # type: ignore[assignment]
-        data, fresh = msg  # type: ignore[misc]
+        if type(msg) is _Parsed:
+            return self._events(s, conn, msg.events)
+        data, fresh, framer = msg  # type: ignore[misc]
         from_client = (flow[0], flow[1]) == conn.client
         seen = conn.client_seen if from_client else conn.server_seen
         if from_client:
@@ -402,6 +397,9 @@ class EmailDissector(Dissector):
         events = p.feed(from_client, data, ts)
         if was_ok and p.gave_up:
             self.c["gave_up"] += 1
+        if framer.conn is None:
+            framer.conn = conn  # its next chunks are parsed as they are framed
+            framer.client = from_client
         return self._events(s, conn, events)
 
     def _tls(self, conn: _Conn, from_client: bool, data: bytes) -> None:
@@ -483,14 +481,17 @@ class EmailDissector(Dissector):
                 msgs.append(ev)
                 conn.last_msg = ev
                 self.c["email_messages"] += 1
-                senders.extend(a.addr for a in ev.from_)
-                recipients.extend(a.addr for a in ev.to)
-                recipients.extend(a.addr for a in ev.cc)
+                wants = self.wants
+                # Headers are decoded on first use: only those a filter in force reads.
+                if "email_address" in wants:
+                    senders.extend(a.addr for a in ev.from_)
+                    recipients.extend(a.addr for a in ev.to)
+                    recipients.extend(a.addr for a in ev.cc)
                 if ev.mail_from:
                     senders.append(ev.mail_from)
                 recipients.extend(ev.rcpt_to)
-                subjects.append(ev.subject)
-                if self.want_body:  # decoding the body costs: only for a keyword filter
+                subjects.append(ev.subject if "email_subject" in wants else "")
+                if "keyword" in wants:  # decoding the body costs: only for a keyword filter
                     bodies.append(ev.body_text)
                 if ev.mailbox:
                     mailboxes.append(ev.mailbox)
@@ -502,7 +503,7 @@ class EmailDissector(Dissector):
             conn.summary = None  # the state changed: new metadata from now on
             s.metas[0] = None
         for m in msgs:
-            self._message_event(s, conn, m)
+            conn.pending.append((m, m.user or conn.user, conn.shown))
         return senders, recipients, subjects, bodies, mailboxes, commands
 
     def filter_values(self, msg: object, ctx: object) -> tuple[dict[str, object], list]:
@@ -577,12 +578,16 @@ class EmailDissector(Dissector):
         return meta
 
     # -- events ------------------------------------------------------------------------
-    def _message_event(self, s: Session, conn: _Conn, m: MailMessage) -> None:
+    def event(self, s: Session, conn: _Conn, item: _Pending) -> lc_pb2.Event:
+        """The event of a message (or of an implicit-TLS session: ``item`` None)."""
+        if item is None:
+            return self._tls_event(s, conn)
+        m, user, shown = item
         ev = lc_pb2.Event(dataset="email", start_ns=m.ts_ns, end_ns=m.end_ns or m.ts_ns)
         ev.session_id = s.name
         self._set_flow(conn, ev)
         e = ev.email
-        e.protocol = conn.shown
+        e.protocol = shown
         e.command = wire_text(m.command, 64)
         e.direction = "inbound" if m.command in _INBOUND_COMMANDS else "outbound"
         e.from_address.extend(wire_text(a.addr, _ADDR_MAX) for a in m.from_[:_MAX_LIST])
@@ -598,25 +603,27 @@ class EmailDissector(Dissector):
         e.mail_from = wire_text(m.mail_from, _ADDR_MAX)
         e.rcpt_to.extend(wire_text(r, _ADDR_MAX) for r in m.rcpt_to[:_MAX_LIST])
         e.mailbox = wire_text(m.mailbox, _TEXT_MAX)
-        e.user = wire_text(m.user or conn.user, 256)
+        e.user = wire_text(user, 256)
         e.size = m.size
         e.truncated = m.truncated
         e.complete = m.complete
         e.x_mailer = wire_text(m.user_agent, 256)
         if self.cfg.capture_body:
             e.body = wire_text(m.body_text, self.cfg.max_body_size)
-        self._queue(s, conn, ev)
+        return ev
+
+    def waiting(self, item: _Pending) -> _Pending:
+        """An item to keep while its session is undecided: without --capture-body its
+        message keeps no body (only its attachments' names are read from it)."""
+        if item is not None and not self.cfg.capture_body:
+            item[0].drop_body()
+        return item
 
     def _set_flow(self, conn: _Conn, ev: lc_pb2.Event) -> None:
         (ca, cp), (sa, sp) = conn.client, conn.server
         set_flow(ev, (ca, cp, sa, sp, 6))
 
-    def _queue(self, s: Session, conn: _Conn, ev: lc_pb2.Event) -> None:
-        if len(conn.pending) >= _MAX_PENDING_EVENTS:
-            return  # bounded; the engine counts what it cannot keep (events_dropped)
-        conn.pending.append(ev)
-
-    def tls_event(self, s: Session, conn: _Conn) -> None:
+    def _tls_event(self, s: Session, conn: _Conn) -> lc_pb2.Event:
         ev = lc_pb2.Event(dataset="email", start_ns=s.first_ns, end_ns=s.end_ns or s.last_ns)
         ev.session_id = s.name
         self._set_flow(conn, ev)
@@ -625,7 +632,7 @@ class EmailDissector(Dissector):
         e.tls_sni = wire_text(conn.tls_sni, 256)
         e.tls_version = conn.tls_version
         e.complete = True
-        self._queue(s, conn, ev)
+        return ev
 
     def figures(self) -> dict[str, int]:
         return dict(self.c)
@@ -639,7 +646,7 @@ class EmailMode(SessionMode):
     def __init__(self, ctx: ModeContext, cfg: EmailConfig) -> None:
         super().__init__(ctx, EmailDissector(cfg), cfg.limits())
         self.cfg = cfg
-        self.local_filters = cfg.local_filters()
+        self.local_filters = local_filters(cfg)
         by_kind: dict[str, list[Filter]] = {"sender": [], "recipient": [], "rest": []}
         for f in self.local_filters:
             kind = f.id.split(":")[1]
@@ -648,17 +655,15 @@ class EmailMode(SessionMode):
         self._local = {k: compile_filters(v, None, types) for k, v in by_kind.items() if v}
         if self._local:
             self.policy = "deny"  # filters exist: the no-filter policy does not apply
-        self._want_body()
+        self._wants()
 
     def apply(self, compiled: FilterSet) -> None:
         super().apply(compiled)
-        self._want_body()
+        self._wants()
 
-    def _want_body(self) -> None:
-        fs = self._fs
-        self.dis.want_body = (fs is not None and fs.has("keyword")) or any(
-            f.has("keyword") for f in self._local.values()
-        )
+    def _wants(self) -> None:
+        sets = [f for f in (self._fs, *self._local.values()) if f is not None]
+        self.dis.wants = frozenset(t for t in EMAIL_FILTER_TYPES if any(f.has(t) for f in sets))
 
     def _conn_message(
         self, s: Session, msg: object, toks: list, flow: tuple, out: Out, ts: int
@@ -667,23 +672,36 @@ class EmailMode(SessionMode):
         self._take_pending(s)
 
     def _take_pending(self, s: Session) -> None:
-        """The messages' events: sent now if the connection is decided, else they wait
-        with it (the engine sends them when it is decided, or drops them)."""
+        """The messages of the last chunk: their events are made and sent now if the
+        connection is decided, else they wait with it (at most MAX_WAITING_EVENTS;
+        sent when it is decided, or dropped)."""
         conn: _Conn = s.info  # type: ignore[assignment]
         if not conn.pending:
             return
-        for ev in conn.pending:
-            if s.state == UNDECIDED:
-                waiting = s.events
-                if waiting is None:
-                    waiting = s.events = []
-                if len(waiting) < MAX_WAITING_EVENTS:
-                    waiting.append(ev)
-                else:
-                    self.cc["events_dropped"] += 1
+        items, conn.pending = conn.pending, []
+        if s.state != UNDECIDED:
+            self._send(s, conn, items)
+            return
+        waiting = conn.waiting
+        for item in items:
+            if len(waiting) < MAX_WAITING_EVENTS:
+                waiting.append(self.dis.waiting(item))
             else:
-                self._emit(s, ev)
-        conn.pending = []
+                self.cc["events_dropped"] += 1
+
+    def _send(self, s: Session, conn: _Conn, items: list[_Pending]) -> None:
+        """Events for ``items`` of a decided session (or one that leaves undecided),
+        made only if they go: the session is captured, or --events all."""
+        if s.state == MATCHED or self.events_all:
+            for item in items:
+                self._emit(s, self.dis.event(s, conn, item))
+
+    def _decided(self, s: Session) -> None:
+        super()._decided(s)
+        conn: _Conn = s.info  # type: ignore[assignment]
+        if conn.waiting:
+            items, conn.waiting = conn.waiting, []
+            self._send(s, conn, items)
 
     def _match(self, msg: object, ctx: object, flow: tuple) -> list[str] | None:
         fs = self._fs
@@ -709,15 +727,23 @@ class EmailMode(SessionMode):
                 ids |= local["rest"].match_fields(rest)
         return sorted(ids) if ids else None
 
+    def _tcp_frame(self, pkt: tuple, d, data: memoryview, out: Out) -> None:
+        self.dis.now = pkt[0]
+        super()._tcp_frame(pkt, d, data, out)
+
     def _forgotten(self, s: Session) -> None:
         conn: _Conn = s.info  # type: ignore[assignment]
+        conn.closed = True
         p = conn.parser
         if p is not None and not p.closed:
             self.dis._events(s, conn, p.close(s.last_ns))  # a message cut short
         if conn.tls:
             self.dis.c["tls_sessions"] += 1
-            self.dis.tls_event(s, conn)
+            conn.pending.append(None)
         self._take_pending(s)
+        if conn.waiting:  # undecided to the end: sent with --events all only
+            items, conn.waiting = conn.waiting, []
+            self._send(s, conn, items)
         super()._forgotten(s)
 
     def finish(self) -> Forward:

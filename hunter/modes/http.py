@@ -14,7 +14,9 @@ does with a connection on one of ``--http-port``:
   :class:`lc.common.http.HttpConnection` (framing, pipelining, 100-continue, HEAD,
   chunked, until-close, resync, bounds: see there). A capture gap gives the parser a
   gap of unknown size. Messages for the engine are the stream pieces the reassembler
-  releases; the HTTP requests and transactions they complete are judged.
+  releases that complete a request or a transaction (which are judged): a direction's
+  framer is bound to the connection's parser once the dissector has seen its first
+  piece, and parses what it is fed itself, so body segments cost the engine nothing.
 * **Filters**: ``http_host``, ``http_url`` (the request target), ``http_method``,
   ``http_user_agent``, ``http_ja4h`` (the request's JA4H) when a request's head and
   examined body are known; ``http_status`` when its response is; ``keyword`` over the
@@ -35,24 +37,27 @@ does with a connection on one of ``--http-port``:
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from lc.common.bpf import compile_bpf
 from lc.common.decode import TCP_FIN, TCP_SYN
-from lc.common.errors import ValidationError
-from lc.common.filters import Filter, FilterSet, compile_filters
+from lc.common.filters import FilterSet, compile_filters
 from lc.common.http import HttpConnection, HttpRequest, HttpResponse, HttpTransaction
 from lc.common.ja4h import ja4h_request
 from lc.common.text import wire_text
+from lc.hunter.capture import Chunk
+from lc.hunter.keylog import KeylogFollower
 from lc.hunter.modes.base import (
+    Forward,
     ModeContext,
+    ModeCounters,
     ModeSpec,
-    megabytes,
     option,
     port_list,
-    positive_int,
-    seconds_ns,
+    with_extras,
 )
+from lc.hunter.modes.localfilters import local_filter_option, local_filters, session_bounds
 from lc.hunter.modes.sessions import Dissector, SessionMode, set_flow
 from lc.hunter.session import MATCHED, REJECTED, Session, SessionLimits
 from lc.proto import lc_pb2
@@ -71,12 +76,17 @@ HTTP_FILTER_TYPES = (
     "bpf",
 )
 _NO_VALUES: tuple[dict[str, object], list] = ({}, [])  # a piece that completed nothing
+#: The filter types judged on a request, and its value for each.
+_REQUEST_TYPES = ("http_host", "http_url", "http_method", "http_user_agent", "http_ja4h")
+_REQUEST_VALUE = {
+    "http_host": lambda r: r.host,
+    "http_url": lambda r: r.target,
+    "http_method": lambda r: r.method,
+    "http_user_agent": lambda r: r.user_agent,
+    "http_ja4h": ja4h_request,
+}
 _MAX_WAITING = 64  # finished transactions kept per undecided connection
 _TEXT_MAX = 8192
-
-
-def _list(text: str) -> tuple[str, ...]:
-    return tuple(p.strip() for p in text.split(",") if p.strip())
 
 
 def _non_negative(text: str) -> int:
@@ -89,8 +99,16 @@ def _non_negative(text: str) -> int:
     return v
 
 
+_Bounds = session_bounds(
+    "connection",
+    ("--max-connections", "--conn-buffer-packets", "--conn-buffer-mb", "--conn-idle-timeout",
+     "--conn-decide-timeout"),
+    ("20000", "2000", "256", "300", "60"),
+)  # fmt: skip
+
+
 @dataclass(slots=True)
-class HttpConfig:
+class HttpConfig(_Bounds):  # type: ignore[valid-type,misc]
     http_ports: frozenset[int] = option(
         "--http-port",
         "80,8080,8000,3000,8888",
@@ -112,24 +130,23 @@ class HttpConfig:
         "Also put the examined bodies (text, or base64) into transaction events.",
         switch=True,
     )
-    hosts: tuple[str, ...] = option(
-        "--host", "", _list, "Local http_host filters (comma-separated).", "PATTERNS"
+    hosts: tuple[str, ...] = local_filter_option(
+        "--host", "http_host", "Local http_host filters (comma-separated).", "PATTERNS"
     )
-    paths: tuple[str, ...] = option(
-        "--path", "", _list, "Local http_url filters (comma-separated).", "PATTERNS"
+    paths: tuple[str, ...] = local_filter_option(
+        "--path", "http_url", "Local http_url filters (comma-separated).", "PATTERNS"
     )
-    methods: tuple[str, ...] = option(
-        "--method", "", _list, "Local http_method filters (comma-separated).", "METHODS"
+    methods: tuple[str, ...] = local_filter_option(
+        "--method", "http_method", "Local http_method filters (comma-separated).", "METHODS"
     )
-    statuses: tuple[str, ...] = option(
+    statuses: tuple[str, ...] = local_filter_option(
         "--status",
-        "",
-        _list,
+        "http_status",
         "Local http_status filters: 404, 4xx, 500-599 (comma-separated).",
         "CODES",
     )
-    keywords: tuple[str, ...] = option(
-        "--keywords", "", _list, "Local keyword filters (comma-separated).", "WORDS"
+    keywords: tuple[str, ...] = local_filter_option(
+        "--keywords", "keyword", "Local keyword filters (comma-separated).", "WORDS"
     )
     tls_keylog: str = option(
         "--tls-keylog",
@@ -138,87 +155,65 @@ class HttpConfig:
         "Follow this NSS key log file (SSLKEYLOGFILE) and send new lines to the processor.",
         "FILE",
     )
-    max_connections: int = option(
-        "--max-connections", "20000", positive_int, "Connections followed at once.", "N"
-    )
-    max_conn_packets: int = option(
-        "--conn-buffer-packets", "2000", positive_int, "Packets held per undecided one.", "N"
-    )
-    max_buffer_bytes: int = option(
-        "--conn-buffer-mb", "256", megabytes, "Memory for held packets, over all.", "MB"
-    )
-    idle_timeout_ns: int = option(
-        "--conn-idle-timeout", "300", seconds_ns, "A connection idle this long is over.", "S"
-    )
-    decide_timeout_ns: int = option(
-        "--conn-decide-timeout",
-        "60",
-        seconds_ns,
-        "Stop holding a connection that no filter matched within this long.",
-        "S",
-    )
-
-    def validate(self) -> None:
-        """The local filters must be valid filters (exit 3 otherwise)."""
-        self.local_filters()
-
-    def local_filters(self) -> list[Filter]:
-        """The local filters, validated; ids ``local:<flag>:<n>`` (as every mode names
-        them), description ``local``."""
-        out: list[Filter] = []
-        for flag, type_, patterns in (
-            ("host", "http_host", self.hosts),
-            ("path", "http_url", self.paths),
-            ("method", "http_method", self.methods),
-            ("status", "http_status", self.statuses),
-            ("keywords", "keyword", self.keywords),
-        ):
-            for i, p in enumerate(patterns, 1):
-                f = Filter(id=f"local:{flag}:{i}", type=type_, pattern=p, description="local")
-                try:
-                    out.append(compile_filters([f]).filters[0])
-                except ValidationError as e:
-                    raise ValidationError(f"--{flag}: {e}") from None
-        return out
-
-    def limits(self) -> SessionLimits:
-        return SessionLimits(
-            max_sessions=self.max_connections,
-            max_held_packets=self.max_conn_packets,
-            max_held_bytes=self.max_buffer_bytes,
-            grace_ns=2 * 10**9,
-            idle_timeout_ns=self.idle_timeout_ns,
-            decide_timeout_ns=self.decide_timeout_ns,
-        )
 
 
 class _Piece:
-    """A message for the engine: stream bytes one direction's reassembler released,
-    or (``end``) the end of the server's stream: its FIN reached in order."""
+    """A message for the engine: stream bytes one direction's reassembler released
+    (``data``, parsed by the dissector), or what a bound framer parsed already
+    (``events``, ``parsed``), or (``end``) the end of the server's stream: its FIN
+    reached in order."""
 
-    __slots__ = ("data", "end", "events", "framer", "key")
+    __slots__ = ("data", "end", "events", "framer", "parsed")
 
     def __init__(self, framer: object, data: bytes, end: bool = False) -> None:
         self.framer = framer
         self.data = data
         self.end = end
-        self.key: tuple | None = None  # (src, sport, dst, dport), set by the mode
+        self.parsed = False
         self.events: list = []  # the HTTP events the piece completed
 
 
+#: A bound framer that completed nothing for this many pieces gives the engine an
+#: empty message anyway: the frames waiting for a message stay few.
+_SILENT_MAX = 128
+
+
 class _PieceFramer:
-    """Every released piece of a direction is one message (HTTP is parsed per
-    connection, both directions together, by the dissector)."""
+    """One direction's framer. Until the dissector has seen one of its pieces (a new
+    direction, or the one after a gap) every piece is a message; then it is bound to
+    its connection's parser and parses what it is fed itself (in order, at the time
+    of the packet being handled), and only pieces that completed a request or
+    response are messages: the engine has nothing to do for a body segment."""
 
-    __slots__ = ("offset",)
+    __slots__ = ("client", "conn", "dis", "offset", "silent")
 
-    def __init__(self) -> None:
+    def __init__(self, dis: HttpDissector) -> None:
         self.offset = 0
+        self.dis = dis
+        self.conn: _Conn | None = None
+        self.client = False
+        self.silent = 0
 
     def feed(self, data: bytes) -> list[tuple[int, int, object]]:
         start = self.offset
         self.offset += len(data)
-        return [(start, self.offset, _Piece(self, bytes(data)))]
+        c = self.conn
+        if c is None or c.closed:
+            # Unbound, or its connection left the table (evicted, idle) while the stream
+            # goes on: the dissector sees the piece (and binds it to the new one).
+            self.conn = None
+            return [(start, self.offset, _Piece(self, bytes(data)))]
+        conn = c.conn
+        events = (conn.feed_client if self.client else conn.feed_server)(data, self.dis.now)
+        if not events:
+            self.silent += 1
+            if self.silent < _SILENT_MAX:
+                return []
+        self.silent = 0
+        piece = _Piece(self, b"")
+        piece.parsed = True
+        piece.events = events
+        return [(start, self.offset, piece)]
 
 
 # _Conn.fin: the server's FIN
@@ -228,33 +223,24 @@ _FIN_NONE, _FIN_SEEN, _FIN_TOLD = 0, 1, 2
 class _Conn:
     """The dissector's view of a connection (``Session.info``)."""
 
-    __slots__ = ("client", "conn", "fin", "first", "framers", "keywords", "n", "waiting")
+    __slots__ = ("client", "closed", "conn", "fin", "first", "framers", "n", "waiting")
 
     def __init__(self, client: tuple, conn: HttpConnection) -> None:
         self.client = client  # (address, port) of the client
         self.conn = conn
+        self.closed = False  # left the table
         self.first = True  # no frame of the connection placed yet
         self.fin = _FIN_NONE  # the server's FIN: seen, then told to the parser
         self.framers: list[object] = [None, None]  # the last framer per direction
         self.n = 0  # transactions so far
-        self.waiting: list[tuple[HttpTransaction, int, tuple[str, ...]]] = []
-        self.keywords: dict[int, tuple[str, ...]] = {}  # id(request) -> matched patterns
+        self.waiting: list[tuple[HttpTransaction, int]] = []
 
 
-def _head_text(msg: HttpRequest | HttpResponse) -> bytes:
-    parts = [b"%s: %s" % (n, v) for n, v in msg.headers]
-    if isinstance(msg, HttpRequest):
-        line = f"{msg.method} {msg.target} HTTP/{msg.version}"
-    else:
-        line = f"HTTP/{msg.version} {msg.status} {msg.reason}"
-    return line.encode("utf-8", "surrogateescape") + b"\r\n" + b"\r\n".join(parts)
-
-
-def _searched(msg: HttpRequest | HttpResponse) -> list[bytes]:
-    """What ``keyword`` filters search in a message: head, examined body, and the body
-    decoded when it has a Content-Encoding lc undoes."""
-    out = [_head_text(msg)]
-    body = msg.body
+def _searched(msg: HttpRequest | HttpResponse) -> list[bytes | bytearray]:
+    """What ``keyword`` filters search in a message: its head as sent, the examined
+    body, and the body decoded when it has a Content-Encoding lc undoes."""
+    out: list[bytes | bytearray] = [msg.head]
+    body = msg._body
     if body:
         out.append(body)
         if msg.header("content-encoding"):
@@ -278,30 +264,24 @@ class HttpDissector(Dissector):
         self.cfg = cfg
         self.ports = cfg.http_ports
         self.events_all = events_all
-        self.fs: FilterSet | None = None
+        self.set_filters(None)
         self.events: list[lc_pb2.Event] = []
         self.http_counters: dict[str, int] = {}
         self.events_dropped = 0
         self.gaps = 0
+        self.now = 0  # the capture time of the packet being handled (bound framers)
 
     def kernel_bpf(self) -> str:
         ports = " or ".join(f"port {p}" for p in sorted(self.ports))
         return f"tcp and ({ports})"
 
     def new_framer(self) -> _PieceFramer:
-        return _PieceFramer()
+        return _PieceFramer(self)
 
     def parse(self, payload: memoryview) -> object:
         from lc.common.errors import ParseError
 
         raise ParseError("HTTP is not carried over UDP")
-
-    def session_key(self, msg: _Piece) -> str:  # type: ignore[override]
-        src, sport, dst, dport = msg.key  # type: ignore[misc]
-        a, b = (src, sport), (dst, dport)
-        if b < a:
-            a, b = b, a
-        return f"tcp:{_addr(a[0])}:{a[1]}-{_addr(b[0])}:{b[1]}"
 
     def new_info(self, msg: _Piece | None, flow: tuple) -> _Conn:  # type: ignore[override]
         # The engine gives the connection's flow initiator first (as far as it knows).
@@ -311,66 +291,58 @@ class HttpDissector(Dissector):
         )
 
     def on_message(self, s: Session, msg: _Piece, flow: tuple, ts: int) -> object:  # type: ignore[override]
+        if msg.parsed:
+            return msg.events
         c: _Conn = s.info  # type: ignore[assignment]
         from_client = (flow[0], flow[1]) == c.client
         d = 0 if from_client else 1
         conn = c.conn
+        framer: _PieceFramer = msg.framer  # type: ignore[assignment]
         last = c.framers[d]
-        if last is not None and last is not msg.framer:
+        if last is not None and last is not framer:
             self.gaps += 1
             (conn.gap_client if from_client else conn.gap_server)(None, ts)
-        c.framers[d] = msg.framer
+        c.framers[d] = framer
         if msg.end:
             # The server's stream ended in order (FIN): an until-close body is complete
             # and requests still waiting are unanswered (judged now, not at expiry).
             events = conn.end_server(ts)
         else:
             events = (conn.feed_client if from_client else conn.feed_server)(msg.data, ts)
+            if framer.conn is None:
+                framer.conn = c  # its next pieces are parsed as they are framed
+                framer.client = from_client
         msg.events = events
         msg.data = b""  # the piece may stay as a held frame's summary: not its bytes twice
         return events
 
+    def set_filters(self, fs: FilterSet | None) -> None:
+        """The filter set in force: which values :meth:`filter_values` gathers."""
+        self.fs = fs
+        has = fs.has if fs is not None else (lambda _t: False)
+        self._want_request = any(has(t) for t in _REQUEST_TYPES)
+        self._want = {t: has(t) for t in (*_REQUEST_TYPES, "http_status", "keyword")}
+
     def filter_values(self, msg: _Piece, events: object) -> tuple[dict[str, object], list]:  # type: ignore[override]
         if not events:
             return _NO_VALUES
-        hosts: list[str] = []
-        urls: list[str] = []
-        methods: list[str] = []
-        agents: list[str] = []
-        ja4hs: list[str] = []
-        statuses: list[int] = []
-        searched: list[bytes] = []
-        fs = self.fs
-        want_ja4h = fs is not None and fs.has("http_ja4h")
-        want_kw = fs is not None and fs.has("keyword")
+        want = self._want
+        fields: dict[str, list] = {}
         for ev in events:  # type: ignore[attr-defined]
             if isinstance(ev, HttpRequest):
-                hosts.append(ev.host)
-                urls.append(ev.target)
-                methods.append(ev.method)
-                if ev.user_agent:
-                    agents.append(ev.user_agent)
-                if want_ja4h:
-                    ja4hs.append(ja4h_request(ev))
-                if want_kw:
-                    searched.extend(_searched(ev))
-            elif ev.response is not None:
-                statuses.append(ev.response.status)
-                if want_kw:
-                    searched.extend(_searched(ev.response))
-        fields: dict[str, object] = {}
-        if hosts:
-            fields.update(
-                http_host=hosts,
-                http_url=urls,
-                http_method=methods,
-                http_user_agent=agents,
-                http_ja4h=ja4hs,
-            )
-        if statuses:
-            fields["http_status"] = statuses
-        if searched:
-            fields["keyword"] = searched
+                if self._want_request:
+                    for t in _REQUEST_TYPES:
+                        if want[t]:
+                            v = _REQUEST_VALUE[t](ev)
+                            if v or t != "http_user_agent":  # no User-Agent: nothing
+                                fields.setdefault(t, []).append(v)
+                m: HttpRequest | HttpResponse | None = ev
+            else:
+                m = ev.response
+                if m is not None and want["http_status"]:
+                    fields.setdefault("http_status", []).append(m.status)
+            if m is not None and want["keyword"]:
+                fields.setdefault("keyword", []).extend(_searched(m))
         return fields, []
 
     def summary(self, msg: _Piece) -> _Piece:  # type: ignore[override]
@@ -436,21 +408,24 @@ class HttpDissector(Dissector):
     # -- transactions -> events ---------------------------------------------------------
     def _done(self, s: Session, c: _Conn, tx: HttpTransaction) -> None:
         c.n += 1
-        kw: tuple[str, ...] = ()
-        fs = self.fs
-        if fs is not None and fs.has("keyword"):
-            searched: list[bytes] = []
-            for m in (tx.request, tx.response):
-                if m is not None:
-                    searched.extend(_searched(m))
-            ids = fs.match("keyword", searched)
-            if ids:
-                by_id = {f.id: f.pattern for f in fs.filters if f.id in ids}
-                kw = tuple(sorted(set(by_id.values())))
         if len(c.waiting) >= _MAX_WAITING:
             self.events_dropped += 1
             return
-        c.waiting.append((tx, c.n, kw))
+        c.waiting.append((tx, c.n))
+
+    def _keywords(self, tx: HttpTransaction) -> tuple[str, ...]:
+        """The patterns of the keyword filters found in the transaction (its event's)."""
+        fs = self.fs
+        if fs is None or not fs.has("keyword"):
+            return ()
+        searched: list[bytes | bytearray] = []
+        for m in (tx.request, tx.response):
+            if m is not None:
+                searched.extend(_searched(m))
+        ids = fs.match("keyword", searched)
+        if not ids:
+            return ()
+        return tuple(sorted({f.pattern for f in fs.filters if f.id in ids}))
 
     def _release(self, s: Session, c: _Conn, final: bool = False) -> None:
         if not c.waiting:
@@ -464,14 +439,15 @@ class HttpDissector(Dissector):
             return
         else:
             return
-        for tx, n, kw in c.waiting:
-            self.events.append(self._event(s, c, tx, n, kw, captured))
+        for tx, n in c.waiting:
+            self.events.append(self._event(s, c, tx, n, self._keywords(tx), captured))
         c.waiting.clear()
 
     def closing(self, s: Session) -> None:
         """The connection leaves the table: what the parser still holds is decided."""
         c: _Conn = s.info  # type: ignore[assignment]
         c.fin = _FIN_TOLD
+        c.closed = True
         for ev in c.conn.close(s.last_ns):
             if isinstance(ev, HttpTransaction):
                 self._done(s, c, ev)
@@ -526,15 +502,6 @@ class HttpDissector(Dissector):
         return ev
 
 
-def _addr(raw: bytes) -> str:
-    import ipaddress
-
-    try:
-        return str(ipaddress.ip_address(raw))
-    except ValueError:
-        return raw.hex()
-
-
 class HttpMode(SessionMode):
     """The session engine with HTTP's own parts: connection keys from the stream
     direction, local filters beside the processor's, one event per transaction."""
@@ -546,11 +513,14 @@ class HttpMode(SessionMode):
         self._cur: Session | None = None  # the connection of the frame being handled
         self._bpf: list[tuple[str, dict[int, object]]] = []  # (id, program per link type)
         self._frame: tuple = ((), b"")  # the frame being handled, while bpf filters exist
-        self._local = dissector.cfg.local_filters()
+        self._local = local_filters(dissector.cfg)
         self.local_filters = self._local  # registration: shown by `lc show hunter`
+        path = dissector.cfg.tls_keylog
+        self.keylog = KeylogFollower(path) if path else None
+        self._keylog_next = 0
         if self._local:
             self._fs = compile_filters(self._local, types=HTTP_FILTER_TYPES)
-            dissector.fs = self._fs
+            dissector.set_filters(self._fs)
 
     def apply(self, compiled: FilterSet) -> None:
         fs = compile_filters([*compiled.filters, *self._local]) if self._local else compiled
@@ -560,12 +530,8 @@ class HttpMode(SessionMode):
         bpf = [(fid, {lt: compile_bpf(expr, lt) for lt in links}) for fid, expr in fs.bpf()]
         with self._lock:
             self._fs = fs
-            self.dis.fs = fs
+            self.dis.set_filters(fs)
             self._bpf = bpf
-
-    def _stream_message(self, key: tuple, msg: object, frames: list, out, ts: int) -> None:
-        msg.key = key  # type: ignore[attr-defined]
-        super()._stream_message(key, msg, frames, out, ts)
 
     # Two small hooks around the engine's connection handling: whether the capture saw
     # the connection's SYN (else the parser starts in mid-stream mode), and when the
@@ -597,6 +563,7 @@ class HttpMode(SessionMode):
     def _tcp_frame(self, pkt: tuple, d, data: memoryview, out) -> None:
         if self._bpf:
             self._frame = (pkt, data)
+        self.dis.now = pkt[0]
         super()._tcp_frame(pkt, d, data, out)
         s = self._cur
         c: _Conn = s.info  # type: ignore[assignment]
@@ -619,6 +586,34 @@ class HttpMode(SessionMode):
     def _forgotten(self, s: Session) -> None:
         self.dis.closing(s)
         super()._forgotten(s)
+
+    # --tls-keylog: the lines appended to the key log go out with what the mode
+    # forwards (extras of kind "keylog"), read at most 5 times a second, and at the end.
+    def process(self, chunk: Chunk) -> Forward:
+        return self._with_keys(super().process(chunk))
+
+    def tick(self, now_ns: int) -> Forward:
+        return self._with_keys(super().tick(now_ns))
+
+    def finish(self) -> Forward:
+        return self._with_keys(super().finish(), last=True)
+
+    def _with_keys(self, fwd: Forward, last: bool = False) -> Forward:
+        keylog = self.keylog
+        if keylog is None:
+            return fwd
+        now = time.monotonic_ns()
+        if not last and now < self._keylog_next:
+            return fwd
+        self._keylog_next = now + 200_000_000
+        return with_extras(fwd, "keylog", keylog.poll())
+
+    def counters(self) -> ModeCounters:
+        mc = super().counters()
+        if self.keylog is not None:
+            for k, v in self.keylog.counters.items():
+                mc.figures[f"tls_keylog_{k}"] = v
+        return mc
 
     def _forward(self, out):
         if self.dis.events:

@@ -91,6 +91,7 @@ only with ``--events all``; at most :data:`MAX_WAITING_EVENTS` wait per connecti
 
 from __future__ import annotations
 
+import struct
 import threading
 
 from lc.common.decode import LINKTYPE_RAW, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, decode_packet
@@ -130,6 +131,11 @@ _LT_ETHERNET = 1
 _FIN_LO, _FIN_HI, _RST, _NO_MESSAGES, _STREAMS_DROPPED = 1, 2, 4, 8, 16
 #: Events of one undecided session waiting for its decision (more are counted).
 MAX_WAITING_EVENTS = 64
+#: From frame offset 12: ethertype, version/IHL, flags and fragment offset, then the
+#: 12 raw bytes of IPv4 source, destination, source and destination port (a fast
+#: connection's key).
+_PEEK_KEY = struct.Struct("!HB5xH4x12s")
+_PORTS = struct.Struct("!HH")
 #: Kernel BPF for IP fragments (IPv4 MF or offset; an IPv6 fragment header first).
 IP_FRAGMENTS = "(ip and ip[6:2] & 0x3fff != 0) or (ip6 and ip6[6] == 44)"
 
@@ -173,6 +179,7 @@ class Dissector:
     capture_unit = "message"
     udp_flows = False
     session_events = True
+    level_figures: frozenset[str] = frozenset()  # its figures() that are levels, not totals
     table: SessionTable
 
     def kernel_bpf(self) -> str:
@@ -306,9 +313,12 @@ class SessionMode(Mode):
             else None
         )
         self._gen = 0  # chunks processed: which Out a frame token's index refers to
-        # Connections that ignore the rest (IPv4), by (lower, higher endpoint as
-        # address << 16 | port, protocol): the per-chunk loop places their frames.
-        self._fast: dict[tuple[int, int, int], Session] = {}
+        # Connections that ignore the rest (IPv4), by their packets' raw source and
+        # destination addresses and ports (12 bytes, one entry per direction), with
+        # whether that direction's sender is the lower endpoint: the per-chunk loop
+        # places their frames.
+        self._conn_fast_tcp: dict[bytes, tuple[Session, bool]] = {}
+        self._conn_fast_udp: dict[bytes, tuple[Session, bool]] = {}
         self._frags = Fragments()
         self._events: list[lc_pb2.Event] = []
         self._clock = 0
@@ -343,6 +353,7 @@ class SessionMode(Mode):
             self._process(chunk, out)
             if self._clock >= self._next_expiry:
                 self._expire(self._clock, out)
+            self.table.settle()
             return self._forward(out)
 
     def tick(self, now_ns: int) -> Forward:
@@ -399,8 +410,10 @@ class SessionMode(Mode):
         count_rejected = self.events_all  # their packet counts go only into their events
         iface_col = chunk.iface
         ifx = single
-        fast = self._fast
-        sessions = self.table.sessions
+        fast_tcp = self._conn_fast_tcp
+        fast_udp = self._conn_fast_udp
+        peek_tcp = _PEEK_KEY.unpack_from
+        touch = self.table.touched.append
         ctag = self.dis.message_tag
         conn_frames = 0
         off = 0
@@ -410,6 +423,46 @@ class SessionMode(Mode):
             if single is None:
                 ifx = iface_col[i]
                 lt = interfaces[ifx][1]
+            if lt == ethernet and cap >= 48 and fast_tcp and rec[start + 39] == 6:
+                # A TCP connection whose messages no longer matter (ignore_rest): the
+                # bulk of TLS, placed with one look-up by the raw addresses and ports
+                # (untagged Ethernet, IPv4 without options, not a fragment). A SYN
+                # takes the decoding path: it may open a new connection on the
+                # 5-tuple of one that ended (_connection).
+                etype, vihl, frag, k = peek_tcp(rec, start + 28)
+                if etype == 0x0800 and vihl == 0x45 and not frag & 0x3FFF:
+                    hit = fast_tcp.get(k)
+                    if hit is not None:
+                        fl = rec[start + 63]  # 16 + 14 + 20 + 13: the TCP flags
+                        if not fl & 2:
+                            s, lower = hit
+                            ts = ts_col[i]
+                            s.last_ns = ts
+                            touch(s)
+                            conn_frames += 1
+                            st = s.state
+                            if st == rejected:
+                                # The bulk: connections no filter wanted. Their counts
+                                # go only into their events (--events all).
+                                unmatched += 1
+                                if count_rejected:
+                                    s.pk[ctag] += 1
+                                    s.by[ctag] += cap
+                                if fl & 5:  # FIN or RST
+                                    self._conn_end(s, fl, lower, ts)
+                                continue
+                            s.pk[ctag] += 1
+                            s.by[ctag] += cap
+                            if st == matched:
+                                meta = s.metas[ctag]
+                                if meta is None:
+                                    meta = s.metas[ctag] = meta_of(s, ctag, None)
+                                out.add((ts, cap, orig_col[i], mv[start:off], ifx), meta)
+                            else:
+                                hold(s, (ts, cap, orig_col[i], mv[start:off], ifx), ctag)
+                            if fl & 5:  # FIN or RST
+                                self._conn_end(s, fl, lower, ts)
+                            continue
             # Fast path: Ethernet, untagged IPv4 without options, not a fragment, UDP,
             # not a message port: an alias's packet, or nothing.
             if lt == ethernet and cap >= 38:
@@ -450,42 +503,33 @@ class SessionMode(Mode):
                         hold(s, (ts, cap, orig_col[i], mv[start:off], ifx), tag)
                     continue
                 if (
-                    fast
+                    fast_udp
+                    and proto == 17
                     and etype == 0x0800
                     and vihl == 0x45
                     and not frag & 0x3FFF
                     and cap >= 48
-                    and (proto == 6 or proto == 17)
                 ):
-                    # A connection whose messages no longer matter (ignore_rest):
-                    # the bulk of TLS and QUIC, placed without decoding.
-                    a, b = src << 16 | sport, dst << 16 | dport
-                    fkey = (a, b, proto) if a < b else (b, a, proto)
-                    s = fast.get(fkey)
-                    # A SYN takes the decoding path: it may open a new connection on
-                    # the 5-tuple of one that ended (_connection).
-                    if s is not None and not (proto == 6 and rec[start + 63] & 2):
+                    # A QUIC flow whose messages no longer matter (ignore_rest).
+                    hit = fast_udp.get(peek_tcp(rec, start + 28)[3])
+                    if hit is not None:
+                        s = hit[0]
                         ts = ts_col[i]
                         s.last_ns = ts
-                        del sessions[s.key]
-                        sessions[s.key] = s
+                        touch(s)
                         s.pk[ctag] += 1
                         s.by[ctag] += cap
                         conn_frames += 1
                         st = s.state
-                        if st == matched:
+                        if st == rejected:
+                            unmatched += 1
+                        elif st == matched:
                             meta = s.metas[ctag]
                             if meta is None:
                                 meta = s.metas[ctag] = meta_of(s, ctag, None)
                             out.add((ts, cap, orig_col[i], mv[start:off], ifx), meta)
-                        elif st == rejected:
-                            unmatched += 1
                         else:
                             hold(s, (ts, cap, orig_col[i], mv[start:off], ifx), ctag)
-                        if proto == 6:
-                            fl = rec[start + 63]  # 16 + 14 + 20 + 13: the TCP flags
-                            if fl & 5:  # FIN or RST
-                                self._conn_end(s, fl, a < b, ts)
                         continue
             pkt = (ts_col[i], cap, orig_col[i], mv[start:off], ifx)
             self._slow(pkt, lt, mv[start + 16 : off], out)
@@ -684,7 +728,7 @@ class SessionMode(Mode):
         syn = flags & TCP_SYN
         initiator = not flags & TCP_ACK if syn else dport in ports or sport not in ports
         oriented = flow if initiator else (dst, dport, src, sport, proto)
-        s = table.open(key, ts, dis.new_info(None, oriented), connection_id(key, ts))
+        s = table.open(key, ts, dis.new_info(None, oriented), namer=connection_id)
         s.flow = oriented
         fs = self._fs
         if fs is None or not len(fs):
@@ -728,16 +772,23 @@ class SessionMode(Mode):
         if flags & (TCP_FIN | TCP_RST):
             self._conn_end(s, flags, (d.src, d.sport) <= (d.dst, d.dport), ts)
         streams = self._streams
-        if s.cflags & _NO_MESSAGES:
-            if not s.cflags & _STREAMS_DROPPED:
-                s.cflags |= _STREAMS_DROPPED
-                streams.drop((d.src, d.sport, d.dst, d.dport))
-                streams.drop((d.dst, d.dport, d.src, d.sport))
-                self._go_fast(s)
-            return
-        for key, msg, frames in streams.segment(ts, tok, d, data):
-            self._conn_stream_message(key, msg, frames, out, ts)
-        tok.pkt = None
+        if not s.cflags & _NO_MESSAGES:
+            src, sport, dst, dport = d.src, d.sport, d.dst, d.dport
+            for key, msg, frames in streams.segment(ts, tok, d, data):
+                # Its own connection's messages (a flush may bring another's).
+                own = (
+                    (key[1] == sport and key[3] == dport and key[0] == src and key[2] == dst)
+                    or (key[1] == dport and key[3] == sport and key[0] == dst and key[2] == src)
+                )  # fmt: skip
+                self._conn_stream_message(key, msg, frames, out, ts, s if own else None)
+            tok.pkt = None
+        if s.cflags & _NO_MESSAGES and not s.cflags & _STREAMS_DROPPED:
+            # From this frame on (the one that completed the message that said so),
+            # its frames skip the decoder.
+            s.cflags |= _STREAMS_DROPPED
+            streams.drop((d.src, d.sport, d.dst, d.dport))
+            streams.drop((d.dst, d.dport, d.src, d.sport))
+            self._go_fast(s)
 
     def _conn_end(self, s: Session, flags: int, from_lower: bool, ts: int) -> None:
         """A FIN or RST of connection ``s``: its end once both sides sent FIN, or RST."""
@@ -750,24 +801,29 @@ class SessionMode(Mode):
             s.end_ns = ts
 
     @staticmethod
-    def _fast_key(s: Session) -> tuple[int, int, int] | None:
-        src, sport, dst, dport, proto = s.key  # type: ignore[misc]
-        if len(src) != 4:
+    def _fast_keys(s: Session) -> tuple[bytes, bytes] | None:
+        """The raw keys of both directions of IPv4 connection ``s``: the lower
+        endpoint's packets first."""
+        lo, lport, hi, hport, _ = s.key  # type: ignore[misc]
+        if len(lo) != 4:
             return None
-        return (int.from_bytes(src, "big") << 16 | sport, int.from_bytes(dst, "big") << 16 | dport,
-                proto)  # fmt: skip
+        return lo + hi + _PORTS.pack(lport, hport), hi + lo + _PORTS.pack(hport, lport)
 
     def _go_fast(self, s: Session) -> None:
         """``s`` ignores the rest: the per-chunk loop places its IPv4 frames."""
-        fkey = self._fast_key(s)
-        if fkey is not None:
-            self._fast[fkey] = s
+        keys = self._fast_keys(s)
+        if keys is not None:
+            fast = self._conn_fast_tcp if s.key[4] == 6 else self._conn_fast_udp  # type: ignore[index]
+            fast[keys[1]] = (s, False)
+            fast[keys[0]] = (s, True)  # a connection from an endpoint to itself: lower
 
     def _conn_stream_message(
-        self, key: tuple, msg: object, frames: list, out: Out, ts: int
+        self, key: tuple, msg: object, frames: list, out: Out, ts: int, s: Session | None = None
     ) -> None:
-        ckey, _ = flow_key(*key, 6)
-        s = self.table.sessions.get(ckey)
+        """A message of the TCP stream ``key``; ``s``: its connection, if known."""
+        if s is None:
+            ckey, _ = flow_key(*key, 6)
+            s = self.table.sessions.get(ckey)
         toks = [f.frame for f in frames]
         if s is None:  # its connection left the table before this message completed
             self.cc["orphan_messages"] += 1
@@ -795,6 +851,9 @@ class SessionMode(Mode):
         self._conn_message(s, msg, toks, flow, out, ts)
         for tok in toks:
             tok.pkt = None
+        if s.cflags & _NO_MESSAGES and not s.cflags & _STREAMS_DROPPED:
+            s.cflags |= _STREAMS_DROPPED
+            self._go_fast(s)
 
     def _conn_message(
         self, s: Session, msg: object, toks: list, flow: tuple, out: Out, ts: int
@@ -893,10 +952,14 @@ class SessionMode(Mode):
         self._frags.expire(now)
 
     def _forgotten(self, s: Session) -> None:
-        if s.cflags & _STREAMS_DROPPED and self._fast:
-            fkey = self._fast_key(s)
-            if fkey is not None and self._fast.get(fkey) is s:
-                del self._fast[fkey]
+        if s.cflags & _STREAMS_DROPPED:
+            keys = self._fast_keys(s)
+            if keys is not None:
+                fast = self._conn_fast_tcp if s.key[4] == 6 else self._conn_fast_udp  # type: ignore[index]
+                for k in keys:
+                    hit = fast.get(k)
+                    if hit is not None and hit[0] is s:
+                        del fast[k]
         if s.events:
             self._decided(s)  # undecided to the end: sent with --events all only
         captured = s.state == MATCHED
@@ -959,4 +1022,7 @@ class SessionMode(Mode):
                 f"{tc['unmatched']} never matched, {tc['evicted']} evicted; "
                 f"{c['messages']} {dis.protocol.upper()} messages ({c['malformed']} malformed)"
             )
-            return ModeCounters(figures, dropped, summary)
+            levels = {k for k in figures if k.endswith(("_active", "_now"))}
+            levels.update(("buffered_bytes", "buffered_packets", dis.alias_noun, "tcp_streams"))
+            levels.update(dis.level_figures)
+            return ModeCounters(figures, dropped, summary, frozenset(levels & figures.keys()))

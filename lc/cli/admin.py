@@ -142,6 +142,23 @@ def show_status(processor, tls_cert, tls_key, tls_ca, insecure) -> None:
     )
 
 
+@show_group.command(name="topology")
+@_processor_option
+@tls_options
+def show_topology(processor, tls_cert, tls_key, tls_ca, insecure) -> None:
+    """The processor tree below the processor: its hunters, the processors forwarding to
+    it (lc process --upstream), theirs, and so on, with states and depth."""
+    from lc.common.wire import message_to_json
+    from lc.proto import lc_pb2
+
+    _run(
+        processor,
+        (tls_cert, tls_key, tls_ca, insecure),
+        lambda s: s.GetTopology(lc_pb2.TopologyRequest(), timeout=10),
+        message_to_json,
+    )
+
+
 @show_group.command(name="hunter")
 @_processor_option
 @click.option("--id", "hunter_id", required=True, metavar="ID")
@@ -193,7 +210,8 @@ def _load_filter_file(path: str) -> list:
     for i, item in enumerate(doc, 1):
         if not isinstance(item, dict):
             raise ValidationError(f"{path}: filter #{i} is not a mapping")
-        item = {k: v for k, v in item.items() if k != "version"}  # as `lc list filters` prints
+        # as `lc list filters` prints: the version and origin are the processor's to set
+        item = {k: v for k, v in item.items() if k not in ("version", "origin")}
         item.setdefault("id", "")
         try:
             out.append(Filter.from_mapping(item))

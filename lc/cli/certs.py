@@ -2,13 +2,18 @@
 
     lc certs init --dir DIR [--hunter ID ...] [--processor-host NAME ...]
                   [--processor-id ID] [--force]
+    lc certs add (--processor NAME --processor-host HOST [--processor-host HOST ...]
+                  | --hunter ID [--hunter ID ...]) [--dir DIR] [--force]
     lc certs check --dir DIR
 
 ``init`` prints a JSON description of the CA and certificates it created or reused (see
 ``lc.common.credentials.init_pki``) and, on stderr, where the CA key is and that it stays
-on this host. ``check`` prints a JSON report of every certificate in DIR (validity, key
-match, chain, role; see ``lc.common.credentials.check_pki``), warns on stderr of those
-expiring within 30 days and exits 1 when any has a problem. On failure it prints one JSON line
+on this host. ``add`` issues one more processor certificate and/or hunter certificates
+from the CA already in DIR (``lc.common.credentials.add_processor``, ``add_hunters``) and
+prints their files as JSON. ``check`` prints
+a JSON report of every certificate in DIR (validity, key match, chain, role; see
+``lc.common.credentials.check_pki``), warns on stderr of those expiring within 30 days
+and exits 1 when any has a problem. On failure it prints one JSON line
 ``{"error": "...", "code": N}`` on stderr and exits with the error's exit code
 (3 for a refused id or host, 4 for a missing file, 1 otherwise).
 """
@@ -17,11 +22,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
-from lc.common.credentials import CA_KEY_NOTE, check_pki, init_pki
-from lc.common.errors import LcError
+from lc.common.credentials import CA_KEY_NOTE, add_hunters, add_processor, check_pki, init_pki
+from lc.common.errors import LcError, ValidationError
 
 __all__ = ["certs"]
 
@@ -99,6 +105,71 @@ def init(
         return
     click.echo(json.dumps(paths.as_dict(), sort_keys=True, indent=2))
     click.echo(f"lc certs: the CA key is {paths.ca.key}: {CA_KEY_NOTE}", err=True)
+
+
+@certs.command(name="add")
+@click.option(
+    "--processor",
+    "processor_id",
+    metavar="NAME",
+    help="Id of a new processor: the common name of its certificate.",
+)
+@click.option(
+    "--processor-host",
+    "processor_hosts",
+    multiple=True,
+    metavar="HOST",
+    help="Host name or IP address the new processor's hunters reach it at (repeatable; "
+    "required with --processor); localhost, 127.0.0.1 and ::1 are always included.",
+)
+@click.option(
+    "--hunter",
+    "hunters",
+    multiple=True,
+    metavar="ID",
+    help="Issue a client certificate for this hunter id (repeatable).",
+)
+@click.option(
+    "--dir",
+    "directory",
+    default=".",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory made by lc certs init (it holds the CA: ca.pem and ca.key).",
+)
+@click.option("--force", is_flag=True, help="Reissue the named certificates if they exist.")
+@click.pass_context
+def add(
+    ctx: click.Context,
+    processor_id: str | None,
+    processor_hosts: tuple[str, ...],
+    hunters: tuple[str, ...],
+    directory: Path,
+    force: bool,
+) -> None:
+    """Issue more certificates from the existing CA: a processor's and/or hunters'.
+
+    --processor NAME writes processor-NAME.pem/.key, for a processor tree: it serves the
+    processor's hunters (serverAuth) and authenticates it to its upstream (clientAuth).
+    --hunter ID writes hunter-ID.pem/.key, as lc certs init --hunter does. Certificates
+    already handed out are not touched.
+    """
+    try:
+        if processor_id is None and not hunters:
+            raise ValidationError("give --processor NAME --processor-host HOST and/or --hunter ID")
+        if processor_id is None and processor_hosts:
+            raise ValidationError("--processor-host names the hosts of --processor NAME: give it")
+        out: dict[str, Any] = {}
+        if processor_id is not None:
+            files = add_processor(directory, processor_id, processor_hosts, force=force)
+            out.update({"processor": processor_id, **files.as_dict()})
+        if hunters:
+            issued = add_hunters(directory, hunters, force=force)
+            out["hunters"] = {hid: f.as_dict() for hid, f in issued.items()}
+    except LcError as err:
+        _fail(ctx, err)
+        return
+    click.echo(json.dumps(out, sort_keys=True, indent=2))
 
 
 @certs.command(name="check")

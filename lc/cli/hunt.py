@@ -7,8 +7,15 @@ import sys
 
 import click
 
+from lc.cli.config import check_deferred, config_option
 from lc.cli.main import fail_line
-from lc.cli.options import tls_from_flags, tls_options
+from lc.cli.options import (
+    check_own_role,
+    metrics_from_flags,
+    metrics_options,
+    tls_from_flags,
+    tls_options,
+)
 from lc.common.errors import LcError, ValidationError
 
 __all__ = ["hunt"]
@@ -165,7 +172,9 @@ _HUNT_OPTIONS = [
     click.option(
         "--heartbeat-interval", type=float, default=5.0, show_default=True, metavar="S", hidden=True
     ),
+    metrics_options,
     tls_options,
+    config_option,
 ]
 
 
@@ -182,10 +191,14 @@ def run_hunter(mode: str, opts: dict, mode_config: object = None) -> None:
 
     try:
         if not opts.get("processor"):
-            raise ValidationError("Missing option '--processor' (or env LC_PROCESSOR).")
+            raise ValidationError(
+                "Missing option '--processor' (or env LC_PROCESSOR, or processor: in --config)."
+            )
         tls = tls_from_flags(
             opts.pop("tls_cert"), opts.pop("tls_key"), opts.pop("tls_ca"), opts["insecure"]
         )
+        check_own_role(tls, "hunter", "lc hunt", "lc certs add --hunter ID issues one")
+        metrics = metrics_from_flags(opts, tls)
         if opts.pop("insecure"):
             click.echo(
                 "lc hunt: warning: --insecure: traffic is sent in plaintext, unauthenticated",
@@ -199,7 +212,27 @@ def run_hunter(mode: str, opts: dict, mode_config: object = None) -> None:
             **opts,
         )
         h = Hunter(cfg)
-        code = h.run()
+        server = None
+        if metrics is not None:
+            from lc.common.metrics import MetricsServer
+            from lc.hunter.metrics import hunter_collector
+
+            host, port, mtls = metrics
+            server = MetricsServer(host, port, [hunter_collector(h)], tls=mtls).start()  # type: ignore[arg-type]
+            click.echo(f"lc hunt: metrics on {server.url}", err=True)
+        bar = None
+        if cfg.read_file:
+            from lc.cli import progress
+
+            if progress.wanted(sys.stderr):  # never a bar in a pipe or a log file
+                bar = h.progress = progress.ReplayProgress(cfg.read_file)
+        try:
+            code = h.run()
+        finally:
+            if bar is not None:
+                bar.close()
+            if server is not None:
+                server.close()
     except LcError as e:
         sys.exit(fail_line("hunt", e))
     click.echo(h.summary())
@@ -270,7 +303,7 @@ def hunt(ctx: click.Context, **opts) -> None:
     if ctx.invoked_subcommand is not None:
         given = [
             k
-            for k, v in opts.items()
+            for k in [*opts, "config"]
             if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE
         ]
         if given:
@@ -279,4 +312,5 @@ def hunt(ctx: click.Context, **opts) -> None:
                 f"(got {', '.join('--' + g.replace('_', '-') for g in given)} before it)"
             )
         return
+    check_deferred(ctx)
     run_hunter("generic", opts)

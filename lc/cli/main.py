@@ -55,6 +55,7 @@ class _Group(click.Group):
         "show": ("lc.cli.admin", "show_group"),
         "set": ("lc.cli.admin", "set_group"),
         "rm": ("lc.cli.admin", "rm_group"),
+        "watch": ("lc.cli.watch", "watch"),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

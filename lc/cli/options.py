@@ -7,10 +7,19 @@ from collections.abc import Callable
 
 import click
 
-from lc.common.errors import ValidationError
+from lc.common.errors import LcError, ValidationError
+from lc.common.text import log_text
 from lc.common.transport import TlsFiles
 
-__all__ = ["parse_duration", "parse_size", "tls_from_flags", "tls_options"]
+__all__ = [
+    "check_own_role",
+    "metrics_from_flags",
+    "metrics_options",
+    "parse_duration",
+    "parse_size",
+    "tls_from_flags",
+    "tls_options",
+]
 
 
 def tls_options(f: Callable) -> Callable:
@@ -33,14 +42,71 @@ def tls_options(f: Callable) -> Callable:
     return wrapper
 
 
+def metrics_options(f: Callable) -> Callable:
+    """--metrics-listen, --metrics-tls, --metrics-tls-cert/--metrics-tls-key (lc hunt and
+    lc process; see lc.common.metrics)."""
+
+    @click.option(
+        "--metrics-listen",
+        metavar="[HOST:]PORT",
+        help="Serve Prometheus metrics at http://HOST:PORT/metrics (off by default; a bare "
+        "port or localhost: 127.0.0.1 only; 0.0.0.0 or [::] for every address).",
+    )
+    @click.option(
+        "--metrics-tls",
+        is_flag=True,
+        help="Serve the metrics over HTTPS with this process's certificate; scrapers need "
+        "the admin certificate (a client certificate signed by --tls-ca).",
+    )
+    @click.option(
+        "--metrics-tls-cert",
+        metavar="FILE",
+        help="With --metrics-tls: a server certificate for the endpoint instead of "
+        "--tls-cert (a hunter's own is a client certificate).",
+    )
+    @click.option("--metrics-tls-key", metavar="FILE", help="Its key (with --metrics-tls-cert).")
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        return f(*args, **kwargs)
+
+    return wrapper
+
+
+def metrics_from_flags(opts: dict, tls: TlsFiles | None) -> tuple[str, int, object] | None:
+    """Pop the metrics flags from ``opts``: (host, port, MetricsTls or None), or None
+    without --metrics-listen.
+
+    Raises:
+        ValidationError: a bad address, or TLS flags that do not fit together.
+    """
+    from lc.common.metrics import MetricsTls, parse_metrics_listen
+
+    listen = opts.pop("metrics_listen", None)
+    enabled = opts.pop("metrics_tls", False)
+    cert, key = opts.pop("metrics_tls_cert", None), opts.pop("metrics_tls_key", None)
+    mtls = MetricsTls.from_flags(tls, cert, key, enabled)
+    if listen is None:
+        if mtls is not None:
+            raise ValidationError("--metrics-tls needs --metrics-listen")
+        return None
+    host, port = parse_metrics_listen(listen)
+    return host, port, mtls
+
+
+def _source(param: str) -> click.core.ParameterSource | None:
+    ctx = click.get_current_context(silent=True)
+    return ctx.get_parameter_source(param) if ctx is not None else None
+
+
 def _from_env(param: str) -> bool:
     """True when the value of ``param`` came from its environment variable (exported for
     the admin commands, say), which the user may not think of when reading the error."""
-    ctx = click.get_current_context(silent=True)
-    return (
-        ctx is not None
-        and ctx.get_parameter_source(param) == click.core.ParameterSource.ENVIRONMENT
-    )
+    return _source(param) == click.core.ParameterSource.ENVIRONMENT
+
+
+def _from_file(param: str) -> bool:
+    """True when the value of ``param`` came from a --config file."""
+    return _source(param) == click.core.ParameterSource.DEFAULT_MAP
 
 
 def tls_from_flags(
@@ -55,15 +121,18 @@ def tls_from_flags(
         given = [("tls_cert", "--tls-cert", "LC_TLS_CERT", cert),
                  ("tls_key", "--tls-key", "LC_TLS_KEY", key),
                  ("tls_ca", "--tls-ca", "LC_TLS_CA", ca)]  # fmt: skip
-        flags = [f for p, f, _, v in given if v and not _from_env(p)]
+        flags = [f for p, f, _, v in given if v and not _from_env(p) and not _from_file(p)]
         env = [e for p, _, e, v in given if v and _from_env(p)]
-        if flags or env:
+        conf = [f.removeprefix("--") for p, f, _, v in given if v and _from_file(p)]
+        if flags or env or conf:
             parts = [", ".join(flags)] if flags else []
             if env:
                 parts.append(
                     f"{', '.join(env)} from the environment (unset "
                     f"{'it' if len(env) == 1 else 'them'}, or drop --insecure)"
                 )
+            if conf:
+                parts.append(f"{', '.join(conf)} from the --config file")
             raise ValidationError(f"--insecure cannot be combined with {', or with '.join(parts)}")
         return None
     missing = [n for n, v in (("--tls-cert", cert), ("--tls-key", key), ("--tls-ca", ca)) if not v]
@@ -72,6 +141,35 @@ def tls_from_flags(
             f"TLS is required: missing {', '.join(missing)} (or pass --insecure explicitly)"
         )
     return TlsFiles(cert, key, ca)  # type: ignore[arg-type]
+
+
+def check_own_role(tls: TlsFiles | None, role: str, what: str, hint: str) -> None:
+    """Refuse at start a --tls-cert whose role (subject OU) is not ``role``: the peer would
+    refuse it anyway, with a message that does not say where the file came from (an
+    ``LC_TLS_CERT`` exported for the admin commands overrides a --config file's
+    ``tls-cert``). A file that does not parse is left to the checks that name it."""
+    if tls is None:
+        return
+    from lc.common.credentials import identity_from_pem
+
+    try:
+        with open(tls.cert, "rb") as f:
+            ident = identity_from_pem(f.read())
+    except (OSError, ValueError, LcError):
+        return
+    if ident.role == role:
+        return
+    if _from_env("tls_cert"):
+        source = " (from LC_TLS_CERT in the environment, which overrides --config)"
+    elif _from_file("tls_cert"):
+        source = " (from the --config file)"
+    else:
+        source = ""
+    has = f"role {ident.role!r}" if ident.role else "no role (subject OU)"
+    raise ValidationError(
+        f"--tls-cert {tls.cert}{source} has {has} (CN {log_text(ident.common_name, 64)!r}): "
+        f"{what} needs a {role!r} certificate ({hint})"
+    )
 
 
 _SIZE = {

@@ -158,14 +158,20 @@ def test_ca_extensions(pki: PkiPaths) -> None:
 @pytest.mark.parametrize(
     ("which", "role", "cn", "usage"),
     [
-        ("processor", "processor", "proc-1", ExtendedKeyUsageOID.SERVER_AUTH),
-        ("admin", "admin", "admin", ExtendedKeyUsageOID.CLIENT_AUTH),
-        ("hunter-a", "hunter", "a", ExtendedKeyUsageOID.CLIENT_AUTH),
-        ("hunter-edge_1.b-2", "hunter", "edge_1.b-2", ExtendedKeyUsageOID.CLIENT_AUTH),
+        # A processor serves its hunters and is a client of its upstream (a tree).
+        (
+            "processor",
+            "processor",
+            "proc-1",
+            [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+        ),
+        ("admin", "admin", "admin", [ExtendedKeyUsageOID.CLIENT_AUTH]),
+        ("hunter-a", "hunter", "a", [ExtendedKeyUsageOID.CLIENT_AUTH]),
+        ("hunter-edge_1.b-2", "hunter", "edge_1.b-2", [ExtendedKeyUsageOID.CLIENT_AUTH]),
     ],
 )
 def test_leaf_subject_and_extensions(
-    pki: PkiPaths, which: str, role: str, cn: str, usage: x509.ObjectIdentifier
+    pki: PkiPaths, which: str, role: str, cn: str, usage: list[x509.ObjectIdentifier]
 ) -> None:
     ca = load(pki.ca.cert)
     cert = load(pki.directory / f"{which}.pem")
@@ -176,7 +182,7 @@ def test_leaf_subject_and_extensions(
     bc = cert.extensions.get_extension_for_class(x509.BasicConstraints)
     assert bc.critical and not bc.value.ca
     eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    assert list(eku) == [usage]
+    assert list(eku) == usage
     ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
     assert ku.digital_signature and not ku.key_cert_sign
     ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
@@ -282,9 +288,13 @@ def test_chains_verify_against_the_ca(pki: PkiPaths, other_pki: PkiPaths) -> Non
     for subject in subjects:
         server = v.PolicyBuilder().store(store).build_server_verifier(subject)
         assert len(server.verify(load(pki.processor.cert), [])) == 2
+    # A processor is also a client (of its upstream processor).
+    assert len(client.verify(load(pki.processor.cert), []).chain) == 2
     # Wrong purpose, wrong host name, wrong CA: all refused.
     with pytest.raises(v.VerificationError):
-        client.verify(load(pki.processor.cert), [])
+        v.PolicyBuilder().store(store).build_server_verifier(v.DNSName("localhost")).verify(
+            load(pki.hunters["a"].cert), []
+        )
     with pytest.raises(v.VerificationError):
         v.PolicyBuilder().store(store).build_server_verifier(v.DNSName("evil.example")).verify(
             load(pki.processor.cert), []
@@ -527,7 +537,7 @@ def test_openssl_verifies_every_leaf(pki: PkiPaths, other_pki: PkiPaths) -> None
             "subject=O = lc, OU = processor, CN = proc-1",
             "DNS:proc.example.net, IP Address:10.1.2.3, IP Address:FD00:0:0:0:0:0:0:7, "
             "DNS:localhost, IP Address:127.0.0.1, IP Address:0:0:0:0:0:0:0:1",
-            "TLS Web Server Authentication",
+            "TLS Web Server Authentication, TLS Web Client Authentication",
         ),
         (
             "hunter-a.pem",

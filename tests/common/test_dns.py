@@ -35,6 +35,8 @@ from lc.common.dns import (
     TYPE_TXT,
     DnsError,
     DnsTcpFramer,
+    cname_chain,
+    cname_targets,
     name_labels,
     name_text,
     opcode_name,
@@ -599,6 +601,116 @@ def test_mutated_messages_raise_only_dns_error(data: st.DataObject) -> None:
             i = data.draw(st.sampled_from([4, 6, 8, 10]))
             base[i : i + 2] = struct.pack("!H", data.draw(st.sampled_from([0, 1, 2, 255, 65535])))
     _only_dns_error(bytes(base))
+
+
+def _cname_seeds() -> list[bytes]:
+    """Responses with CNAME chains: dnspython's (the target of a target compressed
+    against the first), and by hand the usual shape (owner pointers to the question
+    and to the target, uncompressed targets), a chain of two, and other types."""
+    q = dns.message.make_query("www.example.com.", "A")
+    r = dns.message.make_response(q)
+    r.answer.append(dns.rrset.from_text("www.example.com.", 60, "IN", "CNAME", "a.cdn.net."))
+    r.answer.append(dns.rrset.from_text("a.cdn.net.", 60, "IN", "CNAME", "b.a.cdn.net."))
+    r.answer.append(dns.rrset.from_text("b.a.cdn.net.", 60, "IN", "A", "192.0.2.1"))
+    target = wire_name(b"edge7", b"cdn-3", b"net")
+    at = 12 + len(question()) + 12  # where the first answer's rdata starts
+    to_target = struct.pack("!H", 0xC000 | at)
+    usual = response(
+        rr(PTR_Q, TYPE_CNAME, target),
+        rr(to_target, TYPE_A, bytes([192, 0, 2, 1])),
+        rr(to_target, 28, bytes(16)),
+        rr(to_target, 99, b"raw"),
+    )
+    two = response(
+        rr(PTR_Q, TYPE_CNAME, target),
+        rr(to_target, TYPE_CNAME, wire_name(b"Z", b"example", b"org")),
+        rr(struct.pack("!H", 0xC000 | (at + len(target) + 12)), TYPE_A, bytes(4)),
+    )
+    # A record the whole parse stops at (an A of 5 bytes; an MX without its name)
+    # before a CNAME: the chain is empty, the shortcut must not read past it.
+    bad_a = response(rr(PTR_Q, TYPE_A, bytes(5)), rr(PTR_Q, TYPE_CNAME, target))
+    bad_mx = response(rr(PTR_Q, 15, b"\x00\x05"), rr(PTR_Q, TYPE_CNAME, target))
+    return [r.to_wire(), usual, two, response(rr(PTR_Q, TYPE_A, bytes(4))), bad_a, bad_mx]
+
+
+def _chain_of(msg) -> list[str]:  # type: ignore[no-untyped-def]
+    out = []
+    for r in msg.answers:
+        if r[1] == TYPE_CNAME:
+            out += [r[0], r[4]]
+    return out
+
+
+@given(st.data())
+@settings(max_examples=1500, deadline=None)
+def test_cname_chain_and_targets_agree_with_the_whole_parse(data: st.DataObject) -> None:
+    """cname_chain gives exactly the CNAME owners and targets parse_dns's answers hold
+    (or None); cname_targets gives exactly the targets, the owners being the question
+    or earlier targets (or None); on mutated responses with chains."""
+    base = bytearray(data.draw(st.sampled_from(_cname_seeds())))
+    for _ in range(data.draw(st.integers(0, 4))):
+        op = data.draw(st.sampled_from(["flip", "set", "insert", "delete", "truncate", "count"]))
+        pos = data.draw(st.integers(0, max(0, len(base) - 1)))
+        if op == "flip" and base:
+            base[pos] ^= 1 << data.draw(st.integers(0, 7))
+        elif op == "set" and base:
+            base[pos] = data.draw(st.sampled_from([0, 4, 5, 16, 0x3F, 0x40, 0xC0, 0xFF]))
+        elif op == "insert":
+            base[pos:pos] = data.draw(st.binary(min_size=1, max_size=8))
+        elif op == "delete":
+            del base[pos : pos + data.draw(st.integers(1, 8))]
+        elif op == "truncate":
+            del base[pos:]
+        elif op == "count" and len(base) >= 12:
+            base[6:8] = struct.pack("!H", data.draw(st.sampled_from([0, 1, 2, 3, 255])))
+    wire = bytes(base)
+    try:
+        msg = parse_dns(wire)
+    except DnsError:
+        return
+    chain = cname_chain(wire)
+    if chain is not None:
+        assert chain == _chain_of(msg)
+    off = 12  # the question's name as the hunter's fast path reads it: plain labels
+    while msg.qdcount == 1 and 0 < wire[off] < 64:
+        off += 1 + wire[off]
+    if msg.qdcount != 1 or wire[off] or off != wire.index(b"\0", 12):
+        return
+    qend = off + 5
+    targets = cname_targets(wire, 0, qend, len(wire))
+    if targets is not None:
+        full = _chain_of(msg)
+        texts = [name_text(name_labels_of(t)) for t in targets]
+        assert texts == full[1::2]
+        for i, owner in enumerate(full[0::2]):
+            assert owner in (msg.qname, *texts[:i])
+
+
+def name_labels_of(raw: bytes) -> list[bytes]:
+    labels, off = [], 0
+    while raw[off]:
+        labels.append(raw[off + 1 : off + 1 + raw[off]])
+        off += 1 + raw[off]
+    return labels
+
+
+def test_cname_chain_and_targets_on_the_usual_shapes() -> None:
+    """Unmutated, each seed is read without a whole parse (the property test above
+    would pass with functions that always said None)."""
+    seeds = _cname_seeds()
+    for wire in seeds[:4]:
+        assert cname_chain(wire) == _chain_of(parse_dns(wire))
+    usual, two = seeds[1:3]
+    qend = 12 + len(question())
+    for bad in seeds[4:]:  # only a whole parse can tell
+        assert cname_chain(bad) is None and cname_targets(bad, 0, qend, len(bad)) is None
+    assert cname_targets(usual, 0, qend, len(usual)) == [wire_name(b"edge7", b"cdn-3", b"net")]
+    assert len(cname_targets(two, 0, qend, len(two)) or ()) == 2
+    frame = b"x" * 42 + usual  # within a capture buffer, from its offset
+    assert cname_targets(frame, 42, 42 + qend, len(frame)) == cname_targets(
+        usual, 0, qend, len(usual)
+    )
+    assert cname_targets(_cname_seeds()[0], 0, qend, 100) is None  # compressed targets
 
 
 def test_every_truncation_of_a_response() -> None:

@@ -407,6 +407,49 @@ def test_mutated_mime_never_raises(data: st.DataObject) -> None:
     assert isinstance(m.attachments, tuple)
 
 
+_CTYPES = st.sampled_from([
+    "", "text/plain", "text/plain; charset=utf-8", "TEXT/HTML; name=page.html",
+    'application/pdf; name="r\u00e9sum\u00e9.pdf"',
+    "application/octet-stream; name*=us-ascii''a.bin",
+    "image/png; name==?utf-8?b?w6QucG5n?=", "multipart/mixed; boundary=B", "message/rfc822",
+    "nonsense", 'text/plain; name="unclosed', "text/plain; name=\\x",
+])  # fmt: skip
+_DISPOSITIONS = st.sampled_from([
+    "", "inline", "attachment", 'attachment; filename="a b.txt"', "attachment; filename=c.doc",
+    "attachment; filename*=UTF-8''%E2%82%AC.pdf", 'attachment; filename="  "', "inline; x=y",
+])  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(_CTYPES, _DISPOSITIONS, st.binary(max_size=120))
+def test_attachment_names_read_without_the_walk_agree_with_it(
+    ctype: str, disposition: str, body: bytes
+) -> None:
+    # A single part's attachment names are read without decoding its text; what the
+    # whole walk finds is the oracle (names and defects).
+    header = "Subject: s\r\n"
+    if ctype:
+        header += f"Content-Type: {ctype}\r\n"
+    if disposition:
+        header += f"Content-Disposition: {disposition}\r\n"
+    raw = header.encode() + b"\r\n" + body
+    fast, walked = message(raw), message(raw)
+    walked._walk()
+    assert fast.attachments == walked.attachments
+    assert fast.defects == walked.defects
+
+
+def test_a_message_without_its_body_keeps_its_attachment_names() -> None:
+    msg = EmailMessage()
+    msg["Subject"] = "files"
+    msg.set_content("text needle\n")
+    msg.add_attachment(b"data", maintype="application", subtype="pdf", filename="r.pdf")
+    m = message(msg.as_bytes())
+    m.drop_body()
+    assert m.body == b"" and m.body_text == ""
+    assert m.attachments == ("r.pdf",) and m.subject == "files"
+
+
 # --- MessageBuilder ----------------------------------------------------------------------
 
 

@@ -650,3 +650,58 @@ def test_sip_over_tcp_capture(order: str) -> None:
     assert c["gaps"] == 0 and r.buffered_bytes == 0
     assert c["bytes_delivered"] == sum(len(b) for b in col.data.values()) == 4035
     assert (c["out_of_order"] > 0) is (order != "capture")
+
+
+class _SlowOnly(TcpReassembler):
+    """The reassembler with every segment through the general path (the oracle of the
+    in-order fast paths of ``feed``)."""
+
+    def feed(self, ts_ns, key, seq, flags, payload):  # type: ignore[no-untyped-def]
+        return self._feed_slow(ts_ns, key, self._streams.get(key), seq & 0xFFFFFFFF, flags,
+                               bytes(payload))  # fmt: skip
+
+
+def _state(r: TcpReassembler) -> tuple:
+    # held_since is read only while data waits (it is set again before anything waits).
+    streams = [
+        (k, s.next_seq, s.next_off, s.last_ts, s.held, s.held_bytes,
+         s.held_since if s.waiting() else None, s.fin_off, s.fin_ts)
+        for k, s in r._streams.items()
+    ]  # fmt: skip
+    return streams, list(r._waiting), list(r._closed.items()), r.counters, r.buffered_bytes
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["feed"] * 8 + ["expire", "close"]),
+            st.integers(0, 30),
+            st.integers(0, 2),
+            st.integers(0, 60),  # small sequence numbers: in order, pure ACKs and holes
+            st.sampled_from([TCP_ACK, TCP_ACK, TCP_ACK, TCP_SYN, TCP_FIN | TCP_ACK, TCP_RST]),
+            st.sampled_from([b"", b"", b"", b"abc", b"0123456789"]),
+        ),
+        max_size=60,
+    ),
+    hook=st.booleans(),
+)
+def test_fast_paths_do_what_the_general_path_does(ops, hook: bool) -> None:
+    """In-order data and pure ACKs take shortcuts in ``feed``: same deliveries, same
+    state (held_since, the waiting set, LRU order, counters) as the general path."""
+    fast_col, slow_col = Collector(), Collector()
+    fast = TcpReassembler(**LIMITS, on_flush=fast_col.flush if hook else None)
+    slow = _SlowOnly(**LIMITS, on_flush=slow_col.flush if hook else None)
+    now = 0
+    for kind, step, key, seq, flags, payload in ops:
+        now += step
+        if kind == "feed":
+            assert fast.feed(now, key, seq, flags, payload) == slow.feed(
+                now, key, seq, flags, payload
+            )
+        elif kind == "expire":
+            assert fast.expire(now) == slow.expire(now)
+        else:
+            assert fast.close(key) == slow.close(key)
+        assert _state(fast) == _state(slow)
+    assert (fast_col.data, fast_col.closed) == (slow_col.data, slow_col.closed)

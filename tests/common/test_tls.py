@@ -438,3 +438,70 @@ def test_hypothesis_any_record_boundaries_give_the_same_hello(cuts: list[int]) -
     data = b"".join(record(22, TLS13_CH[a:b]) for a, b in itertools.pairwise(bounds))
     (ch,) = TlsStream().feed(data)
     assert ch == parse_client_hello(TLS13_CH[4:])
+
+
+# --- the whole-hello shortcut -----------------------------------------------------------
+
+
+class _LoopsOnly(TlsStream):
+    """The stream with every byte through the record and message loops (the oracle of
+    the whole-hello shortcut of ``feed``)."""
+
+    __slots__ = ()
+
+    def _whole_hello(self, data, events):  # type: ignore[no-untyped-def]
+        return False
+
+
+def _stream_state(s: TlsStream) -> tuple:
+    return (s._state, s.records, s._tls13, s._tentative, s.buffered, s.need_more,
+            s.ignored_bytes, s._hs_type, s._rec_left, s._rec_type, s._skip,
+            None if s.error is None else (type(s.error), s.error.reason, str(s.error)))  # fmt: skip
+
+
+_SH13 = hs(2, server_hello_body(exts=[ext(43, (0x0304).to_bytes(2, "big"))]))
+_PIECES = [
+    record(22, TLS13_CH),
+    record(22, TLS12_CH),
+    record(22, hs(2, server_hello_body())),
+    record(22, _SH13),
+    record(22, hs(2, server_hello_body(rnd=HRR_RANDOM))),
+    record(22, TLS13_CH, version=0x0301),
+    record(22, TLS13_CH + hs(11, b"xyz")),  # a hello and another message
+    record(22, hs(1, b"short")),  # a malformed hello
+    record(22, hs(1, b"")),
+    record(22, TLS13_CH)[:-1],  # cut short
+    record(22, TLS13_CH) + b"\x17",  # and a byte of the next record
+    CCS,
+    record(21, b"\x01\x00"),
+    record(23, b"secret"),
+    record(22, TLS13_CH, version=0x0305),  # not TLS
+    b"\x16\x03\x03\x00",
+    bytes(12),
+]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(_PIECES), min_size=1, max_size=6), st.integers(0, 3))
+def test_whole_hello_shortcut_matches_the_loops(pieces: list[bytes], split: int) -> None:
+    """A segment that is exactly one record holding one hello skips the loops of
+    ``feed``: the same events, errors and state as when it goes through them."""
+    data = b"".join(pieces)
+    if split:  # also as the pieces came, or cut at a few places
+        cuts = sorted({len(data) * k // (split + 1) for k in range(1, split + 1)})
+        chunks = [data[a:b] for a, b in itertools.pairwise([0, *cuts, len(data)])]
+    else:
+        chunks = pieces
+    fast, slow = TlsStream(max_hello_bytes=4000), _LoopsOnly(max_hello_bytes=4000)
+    for chunk in chunks:
+        got = want = None
+        try:
+            got = fast.feed(chunk)
+        except TlsParseError as e:
+            got = ("error", e.reason, str(e))
+        try:
+            want = slow.feed(chunk)
+        except TlsParseError as e:
+            want = ("error", e.reason, str(e))
+        assert got == want
+        assert _stream_state(fast) == _stream_state(slow)

@@ -706,7 +706,7 @@ def test_message_to_json_nested_repeated_and_map_fields():
     ctl = lc_pb2.StreamControl(flow=lc_pb2.FLOW_PAUSE)
     ctl.acks.add(epoch=U64, sequence=1, packets=3)
     assert message_to_json(ctl)["acks"] == [
-        {"epoch": U64, "sequence": 1, "duplicate": False, "packets": 3}
+        {"epoch": U64, "sequence": 1, "duplicate": False, "packets": 3, "hunter_id": ""}
     ]
 
 

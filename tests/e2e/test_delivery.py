@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from lc.common.pcapfile import PcapWriter, frame_records, open_capture
-from lc.hunter.spool import Spool
+from lc.link.spool import Spool
 from tests.conftest import LC, lc_env, run_lc, start_hunter, start_processor, tls_args
 
 pytestmark = pytest.mark.e2e

@@ -436,3 +436,22 @@ def test_many_events_make_a_batch_due_at_once():
     assert not small.due(0)
     small.add_events([big], now_ns=0)
     assert small.due(0)
+
+
+def test_a_modes_extras_ride_on_the_next_batch_by_kind() -> None:
+    b = Batcher(batch_size=8, timeout_ns=100)
+    stats = lc_pb2.DnsTunnelStats(domain="pirate.sea", stats=b"{}")
+    b.add_extras("keylog", [b"CLIENT_RANDOM aa bb"], now_ns=1000)
+    b.add_extras("tunnel", [stats], now_ns=1050)
+    b.add_extras("keylog", [b"CLIENT_RANDOM cc dd"], now_ns=1060)
+    b.add_extras("keylog", [], now_ns=1070)  # nothing: no change
+    assert b.pending == 3
+    assert not b.due(1099) and b.due(1100)  # the first extra started the clock
+    with pytest.raises(ValueError, match="unknown batch extra"):
+        b.add_extras("sip", [b"x"])
+    sealed = b.seal()
+    assert sealed.count == 0 and sealed.events == []
+    assert sealed.keylog == [b"CLIENT_RANDOM aa bb", b"CLIENT_RANDOM cc dd"]
+    assert sealed.tunnel == [stats]
+    assert sealed.event_bytes == 2 * (len(b"CLIENT_RANDOM aa bb") + 4) + stats.ByteSize()
+    assert b.pending == 0

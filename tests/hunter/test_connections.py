@@ -277,10 +277,13 @@ def test_ignore_rest_stops_parsing_but_not_capture():
     assert m.counters().figures["tcp_streams"] == 0
     # Its later frames take the per-chunk loop (no decoding), FINs included.
     (s,) = m.table.sessions.values()
-    assert list(m._fast.values()) == [s] and s.end_ns == T0 + 6000  # the second FIN
+    assert [h[0] for h in m._conn_fast_tcp.values()] == [
+        s,
+        s,
+    ] and s.end_ns == T0 + 6000  # the second FIN
     assert m.counters().figures["decode_errors"] == 0 and s.pk[0] == len(frames)
     m.tick(T0 + 10 * S)
-    assert not m.table.sessions and not m._fast
+    assert not m.table.sessions and not m._conn_fast_tcp
     # Rejected ones too: counted, not held.
     b = Conn(2)
     frames = [*b.handshake(), b.client(b"DONE\nIGNORE\n"), b.server(b"x" * 500), b.reset()]
@@ -455,4 +458,4 @@ def test_hostile_frames_never_stop_a_connection_mode(frames, how, udp_flows):
     assert sent <= len(frames)  # nothing forwarded twice
     c = m.counters()
     assert all(isinstance(v, int) and v >= 0 for v in [*c.figures.values(), *c.dropped.values()])
-    assert m.table.held_bytes == 0 and not m.table.sessions and not m._fast
+    assert m.table.held_bytes == 0 and not m.table.sessions and not m._conn_fast_tcp

@@ -44,4 +44,4 @@ def test_decided_connections_take_the_fast_path_and_still_end():
     assert m.counters().figures["connections_reused"] == 1
     m.tick(T0 + 5 * S)
     assert m.table.counters["ended"] == 2
-    assert not m._fast  # forgotten connections leave the fast path
+    assert not m._conn_fast_tcp  # forgotten connections leave the fast path

@@ -27,13 +27,18 @@ ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT.parent / "shared" / "corpus"
 
 
-def _replay(path: Path, filters: list[Filter], fast: bool) -> tuple[list, list, dict]:
+def _replay(
+    path: Path, filters: list[Filter], fast: bool, cfg: DnsConfig | None = None
+) -> tuple[list, list, dict]:
+    """(forwarded frames, their metadata, the rest: events, tunneling statistics as
+    sent, counters, drops, the fast path's own counts) of a capture through the DNS
+    mode, on the fast path or the general one only."""
     src = FileSource(str(path))
-    m = dns_mode(ModeContext(src.interfaces, "deny", "captured"), DnsConfig())
+    m = dns_mode(ModeContext(src.interfaces, "deny", "captured"), cfg or DnsConfig())
     if not fast:
         m._fast_ok = lambda: False  # type: ignore[method-assign]
     m.apply(compile_filters(filters, "h", DNS_FILTER_TYPES))
-    frames, metas, events = [], [], []
+    frames, metas, events, tunnel = [], [], [], []
     fwds = []
     while (c := src.read()) is not None:
         fwds.append(m.process(c))
@@ -47,7 +52,42 @@ def _replay(path: Path, filters: list[Filter], fast: bool) -> tuple[list, list, 
             metas.append(None if meta is None else meta.SerializeToString(deterministic=True))
             off += 16 + cap
         events += [e.SerializeToString(deterministic=True) for e in f.events]
-    return frames, metas, {"events": sorted(events), "counters": m.counters().figures}
+        for kind, items in f.extras:
+            if kind == "tunnel":
+                tunnel += [(t.domain, t.stats) for t in items]
+    c = m.counters()
+    rest = {"events": sorted(events), "tunnel": tunnel, "counters": c.figures,
+            "dropped": c.dropped, "fast": dict(m.fast)}  # fmt: skip
+    return frames, metas, rest
+
+
+# Figures both paths must agree on. Not these: how transactions that never matched
+# left (the general path rejects them at their response and they leave a grace
+# later; the fast path drops them at once), and a duplicate response after its
+# transaction left the fast path opens a session of its own (transactions_created).
+SAME_FIGURES = ("forwarded", "events", "unassociated", "dns_messages", "dns_malformed",
+                "dns_queries", "dns_unanswered", "transactions_matched", "transactions_evicted",
+                "tunnel_domains", "decode_errors")  # fmt: skip
+
+
+def _same(fast: tuple, slow: tuple) -> None:
+    assert fast[0] == slow[0], "forwarded frames"
+    assert fast[1] == slow[1], "metadata"
+    assert fast[2]["events"] == slow[2]["events"], "events"
+    assert fast[2]["tunnel"] == slow[2]["tunnel"], "tunneling statistics"
+    for k in SAME_FIGURES:
+        assert fast[2]["counters"].get(k) == slow[2]["counters"].get(k), k
+    assert fast[2]["dropped"] == slow[2]["dropped"], "drops"
+
+
+def _captures(*dirs: str) -> list[str]:
+    return [
+        f"{d}/{p.name}"
+        for d in dirs
+        if (CORPUS / d).is_dir()
+        for p in sorted((CORPUS / d).iterdir())
+        if p.suffix in (".pcap", ".pcapng", ".cap")
+    ]
 
 
 CASES = [
@@ -55,41 +95,53 @@ CASES = [
     ("dns/arkime_dns-wiresharkrepo.pcap", "*.google.com"),
     ("dns/elastic_dns-tunnel-iodine.pcap", "*.pirate.sea"),
     ("dns/dmachard_dnscat2.pcap", "*a*"),
-    ("dns/suricata_dns-udp-eve-log-srv.pcap", "*e*"),
-    ("dns/zeek_ipv6-fragmented-dns.pcap", "*e*"),
+    *((c, p) for c in _captures("dns", "mixed") for p in ("*e*", "*.com")),
 ]
 
 
 @pytest.mark.parametrize(("capture", "pattern"), CASES)
 def test_fast_path_forwards_what_the_general_path_does(capture: str, pattern: str) -> None:
+    """Every capture of the corpus's dns/ and mixed/: the fast path forwards the same
+    frames with the same metadata, sends the same events and tunneling statistics,
+    and counts the same as the general path (the session engine for every packet)."""
     path = CORPUS / capture
     if not path.exists():
         pytest.skip("corpus not present")
     flt = [Filter(id="f", type="dns_domain", pattern=pattern)]
-    fast = _replay(path, flt, True)
-    slow = _replay(path, flt, False)
-    assert fast[0] == slow[0] and fast[1] == slow[1]
-    assert fast[2]["events"] == slow[2]["events"]
-    for k in ("forwarded", "dns_queries", "dns_messages", "transactions_matched"):
-        assert fast[2]["counters"][k] == slow[2]["counters"][k], k
+    _same(_replay(path, flt, True), _replay(path, flt, False))
+
+
+def test_the_fast_path_reads_the_corpus() -> None:
+    """The comparison above is not vacuous: the fast path holds and drops most
+    queries of the corpus's DNS over IPv4 itself."""
+    path = CORPUS / "dns/arkime_dns-wiresharkrepo.pcap"
+    if not path.exists():
+        pytest.skip("corpus not present")
+    fast = _replay(path, [Filter(id="f", type="dns_domain", pattern="www.l.google.com")], True)
+    assert fast[2]["fast"]["queries"] >= 10 and fast[2]["fast"]["dropped"] >= 10
 
 
 def test_fast_path_on_the_benchmark_mix_cname_matches_included(tmp_path) -> None:
+    """The benchmark's generated resolver mix (CNAME chains, NXDOMAIN, 8-bit tunnel
+    labels with NULL and TXT, DNS over TCP): the same, for filters that match by the
+    question, only through CNAME chains, tunnel names and a prefix."""
     import sys
 
     sys.path.insert(0, str(ROOT))
     from bench.dns_bench import make_capture
 
     cap = tmp_path / "mix.pcap"
-    info = make_capture(cap, 3000, seed=5)
-    for pattern in ("*.watched-bench.com", "*.cdn-7.net"):  # the second only via CNAMEs
+    info = make_capture(cap, 8000, seed=5)
+    for pattern in ("*.watched-bench.com", "*.cdn-7.net", "*.tunnel-bench.net", "api*"):
         flt = [Filter(id="f", type="dns_domain", pattern=pattern)]
         fast = _replay(cap, flt, True)
-        slow = _replay(cap, flt, False)
-        assert fast[0] == slow[0] and fast[1] == slow[1] and fast[2]["events"] == slow[2]["events"]
-        assert fast[0]
-    fast = _replay(cap, [Filter(id="f", type="dns_domain", pattern="*.watched-bench.com")], True)
+        _same(fast, _replay(cap, flt, False))
+        assert fast[0] and fast[2]["fast"]["queries"] > 7000
+    watched = [Filter(id="f", type="dns_domain", pattern="*.watched-bench.com")]
+    fast = _replay(cap, watched, True)
     assert len(fast[0]) == info["want_frames"]
+    for cfg in (DnsConfig(udp_only=True), DnsConfig(detect_tunneling=False)):
+        _same(_replay(cap, watched, True, cfg), _replay(cap, watched, False, cfg))
 
 
 @settings(max_examples=300, deadline=None)
@@ -263,3 +315,118 @@ def test_a_response_captured_before_its_query_gives_no_negative_rtt(
     sent += through_the_wire(m.tick(T0 + 400 * 10**9), interfaces, 2)
     sent += through_the_wire(m.finish(), interfaces, 3)
     assert sent == 2  # both the query and the response, nothing lost
+
+
+@pytest.mark.parametrize(
+    "capture", ["dns/arkime_dns-tcp.pcap", "dns/suricata_dns-tcp-multirequest-buffer.pcap"]
+)
+def test_tcp_messages_carry_their_own_rtt(capture: str) -> None:
+    """Over TCP the engine asks for a message's summary before the dissector has paired
+    it with its query: each forwarded message still carries its own RTT (a query none,
+    a response its transaction's, as in the event), not the previous message's (it did:
+    every TCP metadata RTT was one message late)."""
+    path = CORPUS / capture
+    if not path.exists():
+        pytest.skip("corpus not present")
+    src = FileSource(str(path))
+    m = dns_mode(ModeContext(src.interfaces, "deny", "captured"), DnsConfig())
+    m.apply(compile_filters([Filter(id="f", type="dns_domain", pattern="*.*")], "h",
+                            DNS_FILTER_TYPES))  # fmt: skip
+    fwds = []
+    while (c := src.read()) is not None:
+        fwds.append(m.process(c))
+    fwds.append(m.finish())
+    metas = [mt.dns for f in fwds for _, mt in sorted(f.meta.items()) if mt.HasField("dns")]
+    rtts = {e.dns.id: e.dns.rtt_ns for f in fwds for e in f.events}
+    assert len(metas) >= 4 and all(rtts.values())
+    for d in metas:
+        assert d.rtt_ns == (rtts[d.id] if d.response else 0), d
+
+
+def test_session_keys_are_transaction_keys_named_by_their_text() -> None:
+    """The dissector's session key equals lc.common.dns.transaction_key, the pairing
+    the module documents, and its text is the session id (the engine names sessions
+    by it: no namedtuple repr per transaction)."""
+    import random
+
+    from bench.dns_bench import query, response, wire_name
+    from lc.common.dns import transaction_key
+    from lc.hunter.modes.dns import DnsDissector
+
+    w = wire_name(b"WWW.Example.com")
+    q, r = (
+        parse_dns(query(0x1234, w, 28)),
+        parse_dns(response(0x1234, w, 28, random.Random(1), False)),
+    )
+    a, b = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 53])
+    d = DnsDissector(DnsConfig())
+    d.flow = (a, 4000, b, 53, 17)
+    kq = d.session_key(q)
+    d.flow = (b, 53, a, 4000, 17)
+    kr = d.session_key(r)
+    assert kq == kr == transaction_key(q, a, 4000, b, 53, "udp")
+    assert hash(kq) == hash(transaction_key(r, b, 53, a, 4000, "udp"))
+    assert str(kq) == "udp:10.0.0.1:4000-10.0.0.53:53#4660"
+
+
+def test_fast_path_pairs_across_name_cache_flushes_and_filter_changes(
+    tmp_path, monkeypatch
+) -> None:
+    """The name cache is emptied when full and when the filters change, while queries
+    wait for their responses: they still meet them (a question keeps its number in
+    the transaction keys), so the fast path still equals the general path."""
+    import sys
+
+    import lc.hunter.modes.dns as dns_mode_module
+
+    sys.path.insert(0, str(ROOT))
+    from bench.dns_bench import make_capture
+
+    cap = tmp_path / "mix.pcap"
+    make_capture(cap, 3000, seed=7)
+    monkeypatch.setattr(dns_mode_module, "_NAME_CACHE", 64)  # flushed every 64 questions
+
+    def run(fast: bool) -> tuple:
+        src = FileSource(str(cap))
+        m = dns_mode(ModeContext(src.interfaces, "deny", "captured"), DnsConfig())
+        if not fast:
+            m._fast_ok = lambda: False  # type: ignore[method-assign]
+        flt = [Filter(id="w", type="dns_domain", pattern="*.watched-bench.com")]
+        m.apply(compile_filters(flt, "h", DNS_FILTER_TYPES))
+        out = []
+        n = 0
+        while (c := src.read(256)) is not None:
+            n += 1
+            if n % 3 == 0:  # a filter change every third chunk (the same filters)
+                m.apply(compile_filters(flt, "h", DNS_FILTER_TYPES))
+            out.append(m.process(c))
+        out.append(m.finish())
+        frames = [bytes(f.chunk.records) for f in out]
+        events = sorted(e.SerializeToString(deterministic=True) for f in out for e in f.events)
+        c = m.counters()
+        return (
+            frames,
+            events,
+            c.dropped,
+            c.figures["dns_unanswered"],
+            c.figures["transactions_created"],
+        )
+
+    fast, slow = run(True), run(False)
+    assert fast[:4] == slow[:4]
+    assert fast[4] <= slow[4]  # no response opened a session of its own
+
+
+def test_question_numbers_are_bounded_and_kept_while_a_query_waits(monkeypatch) -> None:
+    import lc.hunter.modes.dns as dns_mode_module
+
+    monkeypatch.setattr(dns_mode_module, "_NAME_CACHE", 16)
+    m = dns_mode(ModeContext([("eth0", 1)], "deny", "captured"), DnsConfig(max_transactions=4))
+    waiting = {q: m._number(q) for q in (b"\x01a\x00", b"\x01b\x00")}
+    for n in waiting.values():
+        m._pend[n << 112 | 12345] = b"record"
+    for i in range(1000):
+        m._number(b"\x02x%d\x00" % i)
+        assert len(m._numbers) <= 16
+    assert {q: m._number(q) for q in waiting} == waiting  # the same numbers still
+    assert m._number(b"\x02x5\x00") not in waiting.values()

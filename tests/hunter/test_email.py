@@ -7,7 +7,10 @@ run here for the ``tcp.stream`` of every frame.
 
 from __future__ import annotations
 
+import email.policy
+import json
 import subprocess
+from email.utils import getaddresses
 from pathlib import Path
 
 import pytest
@@ -68,6 +71,7 @@ def streams(name: str) -> dict[int, int]:
     return out
 
 
+HEADER_FACTORY = email.policy.default.header_factory
 CASES = [
     "smtp/zeek_smtp.pcap",
     "smtp/zeek_smtp-multi-addr.pcap",
@@ -93,19 +97,53 @@ def oracle_messages(name: str) -> tuple[set[str], dict[str, int]]:
     return ids, where
 
 
+def _unfold(cell: str) -> str:
+    """A tshark imf cell as the header's unfolded value: tshark prints line breaks and
+    tabs as the text "\\r\\n" and "\\t"; unfolding removes the line breaks (RFC 5322
+    2.2.3)."""
+    return cell.replace("\\r\\n", "").replace("\\t", "\t")
+
+
+def _addresses(cell: str) -> set[str]:
+    """The addresses of tshark's imf.from/imf.to cells (``|`` between occurrences)."""
+    return {a.lower() for _, a in getaddresses(_unfold(cell).split("|")) if a}
+
+
 @pytest.mark.parametrize("name", CASES)
 def test_every_message_tshark_sees_is_one_event_with_its_headers(name):
+    """Per message (by Message-ID): one event, in the tcp.stream tshark puts it, with
+    the Subject as a mail reader decodes tshark's raw imf.subject, and the From and To
+    addresses of tshark's imf.from/imf.to."""
     m, fwd = run(name, [], policy="allow", capture_body=True)
-    ids, _ = oracle_messages(name)
-    got = {e.email.message_id for e in m.events if e.email.message_id}
-    assert got == ids
+    ids, where = oracle_messages(name)
+    assert ids, f"{name}: no message in the oracle"
+    events = {e.email.message_id: e for e in m.events if e.email.message_id}
+    assert set(events) == ids
     assert fwd and all(e.captured for e in m.events)
-    # From/To as tshark shows them contain our parsed addresses.
-    rows = tsv(CORPUS / (name + ".expected.tsv"))
-    froms = "|".join(r.get("imf.from", "") for r in rows).lower()
-    for e in m.events:
-        for a in e.email.from_address:
-            assert a.lower() in froms, (a, froms[:200])
+    by_frame = streams(name)
+    frames_of = {}
+    for n, meta in fwd:
+        frames_of.setdefault(meta.session_id, set()).add(by_frame.get(n))
+    checked = 0
+    for r in tsv(CORPUS / (name + ".expected.tsv")):
+        mids = [x.strip().strip("<>") for x in r.get("imf.message_id", "").split("|") if x]
+        if len(mids) != 1:
+            continue
+        e = events[mids[0]].email
+        assert frames_of[events[mids[0]].session_id] == {where[mids[0]]}
+        # (tshark may show a message's header fields over two frames: what it shows
+        # in the frame of the Message-ID is compared.)
+        if r.get("imf.subject"):
+            raw = _unfold(r["imf.subject"])
+            assert e.subject == str(HEADER_FACTORY("subject", raw)).strip()
+            checked += 1
+        if r.get("imf.from"):
+            assert {a.lower() for a in e.from_address} == _addresses(r["imf.from"])
+            checked += 1
+        if r.get("imf.to"):
+            assert {a.lower() for a in e.to_address} == _addresses(r["imf.to"]), (name, r)
+            checked += 1
+    assert checked
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -203,6 +241,69 @@ def test_starttls_sessions_are_marked_upgraded_and_implicit_tls_ports_are_tls():
     (ev,) = m.events
     assert ev.email.protocol == "smtps" and ev.email.tls_sni == "enabled.tls13.com"
     assert ev.email.tls_version == 0x0304 and ev.flow.dst_port == 443
+
+
+@pytest.mark.parametrize(
+    ("name", "proto"),
+    [
+        ("smtp/arkime_smtp-starttls.pcap", "smtp"),
+        ("imap/zeek_imap-starttls.pcap", "imap"),
+        ("pop3/zeek_pop3-starttls.pcap", "pop3"),  # NULL/loopback link type
+    ],
+)
+def test_starttls_sessions_against_tshark(name: str, proto: str) -> None:
+    """Every STARTTLS capture: the session is every frame of its tcp.stream (tshark),
+    the frames from the ClientHello tshark sees (its TLS oracle) on carry ``upgraded``,
+    and once upgraded an undecided session is settled: nothing more can match."""
+    m, fwd = run(name, [], policy="allow")
+    by_frame = streams(name)
+    (hello,) = [
+        int(r["frame.number"])
+        for r in tsv(CORPUS / (name + ".expected-tls.tsv"))
+        if r["tls.handshake.type"] == "1"
+    ]
+    assert [n for n, _ in fwd] == sorted(by_frame)
+    assert all(meta.protocol == proto for _, meta in fwd)
+    assert next(n for n, meta in fwd if meta.email.upgraded) <= hello
+    assert all(meta.email.upgraded for n, meta in fwd if n >= hello)
+    assert m.mode.counters().figures["starttls"] == 1
+    m, fwd = run(name, [Filter("x", "email_address", "nobody@example.org")])
+    assert not fwd and m.mode.counters().figures["sessions_unmatched"] == 1
+
+
+def _arkime(name: str, proto: str) -> dict:
+    doc = json.loads((CORPUS / (name + ".arkime.json")).read_text())
+    (body,) = [s["body"] for s in doc["sessions3"] if proto in s["body"].get("protocol", [])]
+    return body["email"]
+
+
+def test_events_agree_with_arkimes_documents() -> None:
+    """Arkime's session documents (the corpus's .arkime.json) against the mode's events:
+    the SMTP message (decoded subject, HELO, Message-ID, content type, user agent, its
+    senders and recipients, envelope and headers together) and the IMAP fetches
+    (folder, senders, first lines of the subjects)."""
+    need_corpus()
+    name = "smtp/arkime_smtp-subject-8859-b.pcap"
+    doc = _arkime(name, "smtp")
+    m, _ = run(name, [], policy="allow")
+    (e,) = [ev.email for ev in m.events]
+    assert doc["subject"] == [e.subject] and doc["smtpHello"] == [e.helo]
+    assert doc["id"] == [e.message_id] and doc["useragent"] == [e.x_mailer]
+    assert e.content_type == doc["contentType"][0].split(";")[0].strip().lower()
+    assert set(doc["src"]) == {e.mail_from.lower(), *(a.lower() for a in e.from_address)}
+    assert set(doc["dst"]) == {*(r.lower() for r in e.rcpt_to), *(a.lower() for a in e.to_address)}
+    name = "imap/arkime_imap.pcap"
+    doc = _arkime(name, "imap")
+    m, _ = run(name, [], policy="allow")
+    events = [ev.email for ev in m.events]
+    assert len(events) == 26 and {e.command for e in events} == {"FETCH"}
+    assert doc["folder"] == sorted({e.mailbox for e in events}) == ["INBOX"]
+    assert sorted(doc["src"]) == sorted({a.lower() for e in events for a in e.from_address})
+    # Arkime keeps a folded Subject's first line; the event has the whole of it.
+    firsts = [s.rstrip() for s in doc["subject"]]
+    assert len(firsts) > 5 and all(firsts)
+    assert all(any(e.subject.startswith(f) for f in firsts) for e in events)
+    assert all(any(e.subject.startswith(f) for e in events) for f in firsts)
 
 
 def test_secrets_never_reach_metadata_or_events():
@@ -329,3 +430,99 @@ def test_events_agree_with_zeeks_smtp_log():
         assert {a.lower() for a in e.cc_address} == _angle(r["cc"])
         assert e.subject == r["subject"]
         assert e.x_mailer == r["user_agent"]
+
+
+def _smtp_two_messages() -> list[tuple[bool, bytes]]:
+    """One SMTP session: a message with an attachment from nobody watched, then one
+    from the watched address."""
+    first = (
+        b"From: a@example.org\r\nTo: b@example.org\r\nSubject: first\r\n"
+        b"Content-Type: text/plain; name=notes.txt\r\n\r\nplain words\r\n"
+    )
+    second = b"From: watched@example.org\r\nSubject: second\r\n\r\nhello there\r\n"
+    out = [(False, b"220 mx ESMTP\r\n"), (True, b"EHLO c\r\n"), (False, b"250 mx\r\n")]
+    for sender, msg in (("a@example.org", first), ("watched@example.org", second)):
+        out += [(True, f"MAIL FROM:<{sender}>\r\n".encode()), (False, b"250 ok\r\n"),
+                (True, b"RCPT TO:<b@example.org>\r\n"), (False, b"250 ok\r\n"),
+                (True, b"DATA\r\n"), (False, b"354 go\r\n"), (True, msg + b".\r\n"),
+                (False, b"250 queued\r\n")]  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize("capture_body", [False, True])
+def test_messages_before_the_decision_have_their_whole_events(capture_body: bool) -> None:
+    # Events are made only once the session is decided (most never are): the first
+    # message's, kept meanwhile without its body, still names its attachment, and
+    # carries its body with --capture-body.
+    m = EmailMode([Filter("w", "email_address", "watched@example.org")], capture_body=capture_body)
+    m.interfaces.append(("eth", 1))
+    m.process(_tcp_frames(_smtp_two_messages()))
+    m.finish()
+    first, second = m.events
+    assert (first.email.subject, second.email.subject) == ("first", "second")
+    assert list(first.email.attachments) == ["notes.txt"] and first.captured
+    assert list(first.email.from_address) == ["a@example.org"]
+    assert list(first.filter_ids) == ["w"] and first.email.rcpt_to == ["b@example.org"]
+    assert (first.email.body, second.email.body) == (
+        ("plain words\n", "hello there\n") if capture_body else ("", "")
+    )
+
+
+def test_undecided_sessions_make_events_only_with_events_all() -> None:
+    for events, want in (("captured", 0), ("all", 2)):
+        m = EmailMode([Filter("w", "email_address", "nobody@example.org")], events=events)
+        m.interfaces.append(("eth", 1))
+        m.process(_tcp_frames(_smtp_two_messages()))
+        m.finish()
+        assert len(m.events) == want
+        assert all(not e.captured and e.email.subject for e in m.events)
+        assert [list(e.email.attachments) for e in m.events][:1] == [["notes.txt"]] * min(want, 1)
+
+
+def _smtp_mode(**cfg) -> tuple:
+    m = email_mode(ModeContext([("eth0", 1)], "deny"), EmailConfig(**cfg))
+    m.apply(compile_filters([Filter("w", "email_address", "watched@example.org")], "h",
+                            EMAIL_FILTER_TYPES))  # fmt: skip
+    return m
+
+
+def test_a_message_of_many_segments_is_one_event_and_its_frames_all_go() -> None:
+    # After their first chunk the directions' framers feed the parser themselves; the
+    # engine gets a message only for chunks that complete something (and one every
+    # 128 silent chunks): a 300-segment body is one event, every frame forwarded, no
+    # frame left waiting.
+    from tests.hunter.conn_toy import Conn, chunk, records
+
+    m = _smtp_mode()
+    a = Conn(1, 25)
+    body = b"".join(b"line %d of the body\r\n" % i for i in range(300))
+    frames = [*a.handshake(), a.server(b"220 mx\r\n"), a.client(b"EHLO c\r\n"),
+              a.server(b"250 mx\r\n"), a.client(b"MAIL FROM:<watched@example.org>\r\n"),
+              a.server(b"250 ok\r\n"), a.client(b"RCPT TO:<b@example.org>\r\n"),
+              a.server(b"250 ok\r\n"), a.client(b"DATA\r\n"), a.server(b"354 go\r\n"),
+              a.client(b"Subject: big\r\n\r\n")]  # fmt: skip
+    frames += [a.client(body[i : i + 21]) for i in range(0, len(body), 21)]
+    frames += [a.client(b".\r\n"), a.server(b"250 queued\r\n"), *a.close()]
+    fwd = m.process(chunk(frames, 10**18))
+    fin = m.finish()
+    assert records(fwd) + records(fin) == frames
+    (ev,) = fwd.events + fin.events
+    assert ev.email.subject == "big" and ev.email.size == len(b"Subject: big\r\n\r\n" + body)
+    figures = m.counters().figures
+    assert figures["tcp_pending_dropped"] == 0 and figures["email_messages"] == 1
+
+
+def test_a_session_evicted_while_its_streams_go_on_is_parsed_again() -> None:
+    # Its framers were bound to the evicted session's parser: the bytes that follow
+    # must reach the session opened in its place (picked up mid-stream).
+    from tests.hunter.conn_toy import Conn, chunk, records
+
+    m = _smtp_mode(max_sessions=1)
+    a, b = Conn(2, 25), Conn(3, 25)
+    first = [*a.handshake(), a.server(b"220 mx\r\n"), a.client(b"EHLO c\r\n"),
+             a.server(b"250 mx\r\n"), *b.handshake()]  # fmt: skip
+    assert records(m.process(chunk(first, 10**18))) == []
+    assert m.counters().figures["sessions_evicted"] == 1
+    later = [a.client(b"MAIL FROM:<watched@example.org>\r\n"), a.server(b"250 ok\r\n")]
+    fwd = m.process(chunk(later, 10**18 + 10**9))
+    assert records(fwd) == later

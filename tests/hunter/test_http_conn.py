@@ -81,6 +81,26 @@ def test_with_its_syn_seen_a_connection_that_starts_with_garbage_is_not_http() -
     assert m.dis.http_counters["not_http"] == 1
 
 
+def test_a_connection_evicted_while_its_streams_go_on_is_parsed_again() -> None:
+    # The first piece of each direction binds its framer to the connection's parser;
+    # once the connection is evicted (one followed at most), its next bytes must reach
+    # the connection opened in its place, not the evicted one's closed parser.
+    m = http_mode(ModeContext([("eth0", 1)], "deny"), HttpConfig(max_sessions=1))
+    fs = [Filter(id="f0", type="http_host", pattern="late.example")]
+    m.apply(compile_filters(fs, "h", HTTP_FILTER_TYPES))
+    a, b = Conn(9, PORT), Conn(10, PORT)
+    first = [*a.handshake(), a.client(b"GET /1 HTTP/1.1\r\nHost: early.example\r\n\r\n"),
+             a.server(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")]  # fmt: skip
+    assert records(m.process(chunk([*first, *b.handshake()], T0))) == []
+    assert m.table.counters["evicted"] == 1
+    later = [a.client(b"GET /2 HTTP/1.1\r\nHost: late.example\r\n\r\n"),
+             a.server(b"HTTP/1.1 204 No Content\r\n\r\n")]  # fmt: skip
+    fwd = m.process(chunk(later, T0 + S))
+    assert records(fwd) == later
+    (ev,) = fwd.events + m.finish().events
+    assert ev.http.target == "/2" and ev.http.status == 204 and ev.captured
+
+
 CLIENT_HELLO = bytes.fromhex("160301002e0100002a0303") + bytes(32) + bytes.fromhex("000002c02f0100")
 
 
@@ -199,3 +219,45 @@ def test_hostile_http_connections_through_the_mode_and_the_wire(frames, how, cut
     c = m.counters()
     assert all(isinstance(v, int) and v >= 0 for v in c.figures.values())
     assert all(isinstance(v, int) and v >= 0 for v in c.dropped.values())
+
+
+def test_the_key_log_is_followed_by_the_mode_and_its_lines_ride_as_extras(tmp_path) -> None:
+    # --tls-keylog belongs to the HTTP mode: the lines appended to the file come out
+    # of process/tick/finish as extras of kind "keylog" (at most 5 reads a second;
+    # finish reads what is left), malformed ones counted in the mode's figures.
+    keys = tmp_path / "sslkeys.txt"
+    line1 = b"CLIENT_RANDOM " + b"ab" * 32 + b" " + b"cd" * 48
+    line2 = b"CLIENT_HANDSHAKE_TRAFFIC_SECRET " + b"01" * 32 + b" " + b"ef" * 32
+    keys.write_bytes(line1 + b"\n# a comment\nnot a key line\n")
+    m = http_mode(ModeContext([("eth0", 1)], "deny"), HttpConfig(tls_keylog=str(keys)))
+    a = Conn(11, PORT)
+    fwd = m.process(chunk(a.handshake(), T0))
+    assert fwd.extras == (("keylog", [line1]),)
+    with keys.open("ab") as f:
+        f.write(line2 + b"\n")
+    assert m.process(chunk([a.client_ack()], T0 + S)).extras == ()  # read again later
+    assert m.finish().extras == (("keylog", [line2]),)
+    figures = m.counters().figures
+    assert figures["tls_keylog_lines"] == 2 and figures["tls_keylog_malformed"] == 1
+    plain = http_mode(ModeContext([("eth0", 1)], "deny"), HttpConfig())
+    assert plain.process(chunk(a.handshake(), T0)).extras == ()
+    assert "tls_keylog_lines" not in plain.counters().figures
+
+
+def test_a_body_of_many_segments_leaves_no_frame_waiting() -> None:
+    # Bound framers give the engine a message only for pieces that complete a request
+    # or response (and one every 128 silent pieces, so the frames waiting for a
+    # message stay few): a 300-segment body, then a match on the next request.
+    m = mode(("http_url", "/second"))
+    a = Conn(12, PORT)
+    body = bytes(300 * 100)
+    frames = [*a.handshake(), a.client(b"GET /first HTTP/1.1\r\nHost: h\r\n\r\n"),
+              a.server(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))]  # fmt: skip
+    frames += [a.server(body[i : i + 100]) for i in range(0, len(body), 100)]
+    frames += [a.client(b"GET /second HTTP/1.1\r\nHost: h\r\n\r\n")]
+    fwd = m.process(chunk(frames, T0))
+    assert records(fwd) == frames
+    figures = m.counters().figures
+    assert figures["tcp_pending_dropped"] == 0 and figures["http_responses"] == 1
+    (ev,) = fwd.events  # the first transaction (the second waits for its response)
+    assert ev.http.response_body_bytes == len(body) and ev.http.target == "/first"

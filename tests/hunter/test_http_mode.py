@@ -25,6 +25,8 @@ CAPTURES = [
     ("http/ja4_http1-with-cookies.pcapng", ".expected.tsv"),
     ("http/zeek_http-pipelined-requests.pcap", ".expected.tsv"),
     ("mixed/ja4_latest.pcapng", ".expected-http.tsv"),
+    ("mixed/sipnab_SIP_CALL_RTP_G711.pcap", ".expected-http.tsv"),
+    ("mixed/zeek_wikipedia.pcap", ".expected-http.tsv"),
 ]
 
 
@@ -45,11 +47,18 @@ def run(path: Path, filters: list[Filter], policy: str = "deny", **cfg):
     return events + fwd.events, forwarded + len(fwd.chunk), mode
 
 
+def _mime(value: str) -> str:
+    return value.split(";", 1)[0].strip().lower()
+
+
 @pytest.mark.parametrize(("capture", "oracle"), CAPTURES)
 def test_transactions_equal_tshark(capture: str, oracle: str) -> None:
+    """The mode's events (every transaction, --events all) against tshark's http.*
+    rows: requests (method, target, Host, version, User-Agent), final responses
+    (status, media type, the declared body length) and the connections they are in."""
     need_corpus()
     path = CORPUS / capture
-    # HTTP over TCP (the mixed capture also has SSDP over UDP, which is not this mode's).
+    # HTTP over TCP (the mixed captures also have SSDP over UDP, which is not this mode's).
     port_rows = [r for r in tsv(Path(str(path) + oracle)) if r.get("tcp.dstport")]
     ports = {
         int(r["tcp.dstport"])
@@ -57,27 +66,48 @@ def test_transactions_equal_tshark(capture: str, oracle: str) -> None:
         if r.get("http.request.method") and r.get("tcp.dstport")
     }
     events, _, _ = run(path, [], http_ports=",".join(map(str, sorted(ports))))
+    req_rows = [r for r in port_rows if r.get("http.request.method")]
+    assert req_rows, f"{capture}: no HTTP request in the oracle"
     want_req = Counter(
-        (r["http.request.method"], r["http.request.uri"], r["http.host"].split(":")[0])
-        for r in port_rows
-        if r.get("http.request.method")
-    )
+        (r["http.request.method"], r["http.request.uri"], r["http.host"].split(":")[0],
+         r["http.request.version"], r["http.user_agent"])
+        for r in req_rows
+    )  # fmt: skip
     got_req = Counter(
-        (e.http.method, e.http.target, e.http.host.split(":")[0]) for e in events if e.http.method
+        (h.method, h.target, h.host.split(":")[0], f"HTTP/{h.version}", h.user_agent)
+        for h in (e.http for e in events)
+        if h.method
     )
     assert got_req == want_req
-    want_codes = Counter(
-        int(c) for r in port_rows for c in r.get("http.response.code", "").split(",") if c
+    resp_rows = [
+        r for r in port_rows if r.get("http.response.code", "")[:1] not in ("", "1")
+    ]  # 1xx are interim, not transactions
+    got_resp = Counter((e.http.status, e.http.content_type) for e in events if e.http.status)
+    want_resp = Counter(
+        (int(r["http.response.code"]), _mime(r["http.content_type"])) for r in resp_rows
     )
-    got_codes = Counter(e.http.status for e in events if e.http.status)
-    interim = Counter(c for c in want_codes.elements() if c < 200)
-    assert got_codes == want_codes - interim  # 1xx are interim, not transactions
+    assert got_resp == want_resp
+    # A response framed by Content-Length (not chunked) has that many body bytes.
+    lengths = Counter(
+        (int(r["http.response.code"]), int(r["http.content_length_header"]))
+        for r in resp_rows
+        if r["http.content_length_header"] and not r["http.transfer_encoding"]
+    )
+    got_lengths = Counter((e.http.status, e.http.response_body_bytes) for e in events)
+    assert not lengths - got_lengths, lengths - got_lengths
+    # One session id per tcp.stream.
+    streams = {r["tcp.stream"] for r in req_rows}
+    assert len({e.session_id for e in events if e.http.method}) == len(streams)
     assert all(not e.captured and not e.filter_ids for e in events)
 
 
 def test_ja4h_equals_foxio() -> None:
     need_corpus()
-    for capture in ("http/ja4_http1.pcapng", "http/ja4_http1-with-cookies.pcapng"):
+    for capture in (
+        "http/ja4_http1.pcapng",
+        "http/ja4_http1-with-cookies.pcapng",
+        "mixed/ja4_latest.pcapng",
+    ):
         path = CORPUS / capture
         ref = [x for x in json.loads(Path(str(path) + ".ja4-python.json").read_text())
                if "JA4H" in x]  # fmt: skip

@@ -101,3 +101,31 @@ def test_a_core_pausing_mid_failure_still_gives_one_report_with_its_peer():
     r.flush(now=5.0)
     assert [p for p, _ in failures] == ["127.0.0.1:42080"]
     assert out == []
+
+
+# An edge processor's own uplink failing to reach its upstream (grpcio 1.85, trimmed): a
+# client channel's handshake, not a client's of ours.
+OWN_CONNECT = b"""\
+I1207 04:25:08.253305   32518 handshaker.cc:155] CallNextHandshakerLocked: error=UNKNOWN: Failed to connect to remote host: Connection refused
+=== Source Location Trace: ===
+src/core/lib/event_engine/posix_engine/posix_engine.cc:309
+ shutdown=false index=1, args={endpoint=(nil), args={grpc.client_channel_factory=0x7f09, grpc.default_authority=127.0.0.1:47999, grpc.server_uri=dns:///127.0.0.1:47999}, read_buffer.Length()=0, exit_early=0}
+I1207 04:25:08.253394   32518 channel_trace.h:396] handshake manager 0x7f09: Failed with error: UNKNOWN: Failed to connect to remote host: Connection refused
+"""  # noqa: E501
+
+
+def test_own_outgoing_handshakes_are_not_reported_as_clients():
+    own_ssl = FAILURE.replace(
+        b"args={grpc.internal.endpoint_local_address",
+        b"args={grpc.client_channel_factory=0x7f09, grpc.internal.endpoint_local_address",
+    )
+    assert own_ssl != FAILURE
+    for data in (OWN_CONNECT, own_ssl):
+        r, failures, out = reader()
+        r.feed(data)
+        r.flush()
+        assert failures == [] and out == []
+    r, failures, _ = reader()  # a real client's failure after ours is still reported
+    r.feed(OWN_CONNECT + FAILURE)
+    r.flush()
+    assert [p for p, _ in failures] == ["127.0.0.1:42080"]

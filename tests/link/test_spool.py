@@ -1,4 +1,4 @@
-"""Tests for lc.hunter.spool.Spool: round trip, restart, acks, bounds, damage, errors.
+"""Tests for lc.link.spool.Spool: round trip, restart, acks, bounds, damage, errors.
 
 Every test reads the files on disk or reopens the spool, so each checks what a crashed
 or restarted hunter would find. Nothing is timed.
@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lc.common.errors import LcError
-from lc.hunter.spool import HEADER_SIZE, Spool, SpooledBatch, SpoolError
+from lc.link.spool import HEADER_SIZE, Spool, SpooledBatch, SpoolError
 
 JOIN = 10.0  # upper bound for a thread that must finish; never reached when all is well
 
@@ -372,7 +372,7 @@ def test_write_failures_are_logged_once_when_they_start_and_once_when_they_end(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     rnd = random.Random(10)
-    with Spool(tmp_path) as sp, caplog.at_level(logging.WARNING, logger="lc.hunter.spool"):
+    with Spool(tmp_path) as sp, caplog.at_level(logging.WARNING, logger="lc.link.spool"):
         fill(sp, [make_batch(rnd, 5, 1)])
         real = sp._file
         monkeypatch.setattr(sp, "_file", _FailingFile(real, 0))

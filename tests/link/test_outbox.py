@@ -1,4 +1,4 @@
-"""Tests for lc.hunter.outbox.Outbox: sequencing, acknowledgement, bounds, threads.
+"""Tests for lc.link.outbox.Outbox: sequencing, acknowledgement, bounds, threads.
 
 No test depends on timing for its verdict: waits that are expected to end are
 bounded joins that fail loudly, and "still blocked" checks can only pass late.
@@ -12,7 +12,7 @@ import threading
 import pytest
 
 from lc.hunter.batcher import SealedBatch
-from lc.hunter.outbox import Outbox
+from lc.link.outbox import Outbox
 
 OVERHEAD = 64  # the outbox charges each batch its packet bytes plus this
 JOIN = 10.0  # upper bound for a thread that must finish; never reached when all is well
@@ -308,7 +308,7 @@ def test_concurrent_producers_and_consumer(max_inflight):
 
 def test_a_full_memory_queue_says_once_when_dropping_starts_and_once_when_it_ends(caplog):
     ob = Outbox(max_bytes=2 * (batch(3).nbytes + 64))
-    with caplog.at_level(logging.WARNING, logger="lc.hunter.outbox"):
+    with caplog.at_level(logging.WARNING, logger="lc.link.outbox"):
         assert ob.put(batch(3)) and ob.put(batch(3))
         assert not ob.put(batch(4)) and not ob.put(batch(5))
         assert len(caplog.messages) == 1 and "memory queue full" in caplog.messages[0]

@@ -1,4 +1,4 @@
-"""A circuit breaker around the hunter's connect / register / stream calls.
+"""A circuit breaker around an uplink's connect / register / stream calls.
 
 States and transitions (``now`` is a monotonic clock, passed in so tests need no sleep):
 

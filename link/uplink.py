@@ -1,11 +1,11 @@
-"""The hunter's connection to its processor: sessions, heartbeats, filters, the batch stream.
+"""The connection to the next processor up: sessions, heartbeats, filters, the batch stream.
 
 A *session* is: open a channel (reading the TLS files again, so renewed certificates
 are picked up), wait until it is ready, register, then run one StreamPackets call
 until it ends or breaks. The session loop runs sessions forever:
 
 * Every connect/register/stream call goes through a
-  :class:`~lc.hunter.breaker.CircuitBreaker`; while it is open no call is made.
+  :class:`~lc.link.breaker.CircuitBreaker`; while it is open no call is made.
 * Between failed attempts it waits with exponential backoff and jitter (tenacity's
   ``wait_exponential_jitter``: ``backoff_initial`` doubling to ``backoff_max``,
   1 s to 60 s by default), retrying forever. A session that delivered something
@@ -18,6 +18,15 @@ until it ends or breaks. The session loop runs sessions forever:
 Flow control: SLOW makes the stream wait ``slow_delay`` between batches (and the
 batcher, seeing the backlog, makes bigger ones); PAUSE stops sending; RESUME or
 CONTINUE sends again. The processor announces RESUME by itself.
+
+A hunter uses this class as it is. An edge processor forwarding upstream
+(:mod:`lc.processor.forward`) subclasses it through the hooks below: what it registers
+and heartbeats (``registration_request``, ``registered``, ``heartbeat_request``), what
+it subscribes to (``subscription_request``), what a session starts with
+(``session_begun``), what must happen before a batch goes (``before_send``: register
+its hunter upstream), the stream's metadata, and whether a refusal stops it for good
+(``retry_refused``). A batch with a ``source`` (a forwarded one) goes out under that
+hunter's id with its own interface table, and its Ack names that hunter.
 """
 
 from __future__ import annotations
@@ -39,9 +48,9 @@ from tenacity import (
 from lc.common.errors import LcError, ParseError, PermissionDenied, Unreachable
 from lc.common.transport import TlsFiles, error_from_rpc, open_channel, wait_ready
 from lc.common.wire import encode_batch, filter_to_proto
-from lc.hunter.breaker import CircuitBreaker
-from lc.hunter.outbox import Outbox, Pending
-from lc.hunter.spool import SpooledBatch
+from lc.link.breaker import CircuitBreaker
+from lc.link.outbox import Outbox, Pending
+from lc.link.spool import SpooledBatch
 from lc.proto import lc_pb2, lc_pb2_grpc
 
 __all__ = ["HunterIdentity", "Uplink"]
@@ -124,6 +133,8 @@ class Uplink:
         self._proc_id = ""
         self._filter_call = None
         self._stream_call = None
+        self.stream_metadata: tuple[tuple[str, str], ...] = ()  # sent with StreamPackets
+        self.retry_refused = False  # a refusal (certificate, id, cycle): retry, not stop
 
     # -- channel -----------------------------------------------------------------------
     def _open(self) -> grpc.Channel:
@@ -169,12 +180,11 @@ class Uplink:
         self.connected.set()
         return pid
 
-    def _register(self) -> str:
-        stub = self._stub(lc_pb2_grpc.ManagementServiceStub)
-        if stub is None:
-            raise Unreachable("no channel")
+    # -- hooks (see the module docstring) ------------------------------------------------
+    def registration_request(self) -> lc_pb2.RegisterRequest:
+        """What this uplink registers as."""
         i = self.ident
-        req = lc_pb2.RegisterRequest(
+        return lc_pb2.RegisterRequest(
             hunter_id=i.hunter_id,
             hostname=i.hostname,
             version=i.version,
@@ -184,15 +194,52 @@ class Uplink:
             epoch=i.epoch,
             local_filters=[filter_to_proto(f) for f in i.local_filters],
         )
+
+    def registered(self, resp: lc_pb2.RegisterResponse) -> None:
+        """The processor accepted the registration."""
+
+    def session_begun(self) -> None:
+        """A session (channel and registration) is up; its stream starts next."""
+
+    def before_send(self, p: Pending) -> bool:
+        """Called before a batch is sent in the current session: False ends the stream
+        (the batch goes back, first in line, for the next session)."""
+        return True
+
+    def heartbeat_request(self) -> lc_pb2.HeartbeatRequest:
+        return lc_pb2.HeartbeatRequest(
+            hunter_id=self.ident.hunter_id,
+            epoch=self.ident.epoch,
+            counters=self.counters(),
+            sent_at_ns=time.time_ns(),
+            filter_version=self.filter_version(),
+        )
+
+    def subscription_request(self) -> lc_pb2.SubscribeFiltersRequest:
+        return lc_pb2.SubscribeFiltersRequest(
+            hunter_id=self.ident.hunter_id, filter_types=list(self.filter_types)
+        )
+
+    def management_stub(self) -> lc_pb2_grpc.ManagementServiceStub | None:
+        """The current session's management stub (None between sessions)."""
+        return self._stub(lc_pb2_grpc.ManagementServiceStub)
+
+    def _register(self) -> str:
+        stub = self._stub(lc_pb2_grpc.ManagementServiceStub)
+        if stub is None:
+            raise Unreachable("no channel")
+        req = self.registration_request()
         try:
             resp = stub.RegisterHunter(req, timeout=self.connect_timeout)
         except grpc.RpcError as e:
             raise error_from_rpc(e, self.target) from None
         if not resp.accepted:
-            raise PermissionDenied(f"processor refused hunter {i.hunter_id!r}: {resp.reason}")
+            what = "processor" if req.HasField("processor") else "hunter"
+            raise PermissionDenied(f"processor refused {what} {req.hunter_id!r}: {resp.reason}")
         if resp.heartbeat_interval_ms:
             self.heartbeat_interval = min(self.heartbeat_interval, resp.heartbeat_interval_ms / 1e3)
         self._proc_id = resp.processor_id
+        self.registered(resp)
         return resp.processor_id
 
     def start_filters(self) -> None:
@@ -204,16 +251,13 @@ class Uplink:
         self._threads.append(t)
 
     def _filter_loop(self) -> None:
-        req = lc_pb2.SubscribeFiltersRequest(
-            hunter_id=self.ident.hunter_id, filter_types=list(self.filter_types)
-        )
         while not self._stopped.is_set():
             if not self.connected.wait(0.2):
                 continue
             stub = self._stub(lc_pb2_grpc.ManagementServiceStub)
             if stub is None:
                 continue
-            call = stub.SubscribeFilters(req)
+            call = stub.SubscribeFilters(self.subscription_request())
             self._filter_call = call
             try:
                 for upd in call:
@@ -223,7 +267,9 @@ class Uplink:
                     return
                 if e.code() in _FATAL:
                     log.error("filter subscription refused: %s", e.details())
-                    return
+                    if not self.retry_refused:
+                        return
+                    self._stopped.wait(self.backoff_max)
                 log.debug("filter subscription broke: %s", e.details())
             except ValueError:  # the channel was closed under us: a new session comes
                 pass
@@ -281,6 +327,11 @@ class Uplink:
             except _Stopped:
                 return
             except LcError as e:  # refused for good (certificate, id): stop the hunter
+                if self.retry_refused:  # an edge processor keeps spooling and tries again
+                    log.error("%s: %s; next attempt in %.0f s", self.target, e, self.backoff_max)
+                    if self._stopped.wait(self.backoff_max):
+                        return
+                    continue
                 self.fatal = e
                 log.error("%s", e)
                 self.outbox.wake()
@@ -323,6 +374,7 @@ class Uplink:
             if self.sessions:
                 self.reconnects += 1
                 log.info("reconnected to processor %s at %s", self._proc_id, self.target)
+            self.session_begun()
         self.sessions += 1
         delivered, error = self._stream()
         if error is None:
@@ -353,14 +405,16 @@ class Uplink:
         self.flow = lc_pb2.FLOW_CONTINUE
         self.outbox.set_online(True)
         try:
-            call = stub.StreamPackets(self._requests(call_done))
+            call = stub.StreamPackets(self._requests(call_done), metadata=self.stream_metadata)
             self._stream_call = call
+            own = self.ident.hunter_id
             for ctl in call:
                 if not delivered:
                     delivered = True
                     self.breaker.success()
                 for ack in ctl.acks:
-                    self.outbox.ack(ack.sequence, ack.epoch)
+                    source = "" if ack.hunter_id in ("", own) else ack.hunter_id
+                    self.outbox.ack(ack.sequence, ack.epoch, source)
                 if ctl.flow != self.flow:
                     log.info("processor flow control: %s", lc_pb2.FlowState.Name(ctl.flow))
                     self.flow = ctl.flow
@@ -392,7 +446,7 @@ class Uplink:
             p = ob.next_batch(timeout=0.1)
             if p is None:
                 continue
-            if call_done.is_set() or self._stopped.is_set():
+            if call_done.is_set() or self._stopped.is_set() or not self.before_send(p):
                 ob.unsend(p)  # the stream ended while we waited: it goes with the next one
                 return
             yield self._build(p)
@@ -401,7 +455,10 @@ class Uplink:
 
     def _build(self, p: Pending) -> lc_pb2.PacketBatch:
         b = p.batch
-        args = (self.ident.hunter_id, p.epoch, p.sequence, self.interfaces, b.records, b.count)
+        if p.source:  # forwarded: its hunter's id, its own interfaces (in its extras)
+            args = (p.source, p.epoch, p.sequence, (), b.records, b.count)
+        else:
+            args = (self.ident.hunter_id, p.epoch, p.sequence, self.interfaces, b.records, b.count)
         if isinstance(b, SpooledBatch):
             try:
                 return encode_batch(*args, b.iface, extras=b.extras, sealed_at_ns=time.time_ns())
@@ -433,13 +490,7 @@ class Uplink:
         stub = self._stub(lc_pb2_grpc.ManagementServiceStub)
         if stub is None:
             return
-        req = lc_pb2.HeartbeatRequest(
-            hunter_id=self.ident.hunter_id,
-            epoch=self.ident.epoch,
-            counters=self.counters(),
-            sent_at_ns=time.time_ns(),
-            filter_version=self.filter_version(),
-        )
+        req = self.heartbeat_request()
         try:
             resp = stub.Heartbeat(req, timeout=5.0)
             if not resp.registered:

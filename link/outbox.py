@@ -1,4 +1,4 @@
-"""The hunter's store of batches between capture and acknowledgement: memory, then disk.
+"""A store of batches between capture (or commit) and acknowledgement: memory, then disk.
 
 Capture threads ``put`` sealed batches; each gets the next sequence number of this
 run's epoch. The uplink takes them in order (``next_batch``), keeps them in flight
@@ -7,7 +7,7 @@ back after a broken stream (``requeue_inflight``): delivery is at least once, an
 processor's (hunter, epoch, sequence) ledger makes it exactly once in its output.
 
 **One queue, two tiers.** The in-memory queue is the head; the optional disk
-:class:`~lc.hunter.spool.Spool` is the tail. A batch goes to the spool when
+:class:`~lc.link.spool.Spool` is the tail. A batch goes to the spool when
 
 * the uplink is *offline*: not connected, or the processor asked it to PAUSE;
 * the memory queue has no room (``max_bytes``); or
@@ -38,43 +38,65 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from lc.common.wire import encode_extras
-from lc.hunter.batcher import SealedBatch
-from lc.hunter.spool import Spool, SpooledBatch
+from lc.link.spool import Spool, SpooledBatch
 
-__all__ = ["Outbox", "Pending"]
+__all__ = ["MemoryBatch", "Outbox", "Pending"]
 
 log = logging.getLogger(__name__)
 
 _OVERHEAD = 64  # bytes charged per batch on top of its records
 
 
+class MemoryBatch(Protocol):
+    """A sealed batch as the outbox keeps it in memory (the hunter's
+    :class:`lc.hunter.batcher.SealedBatch`): records and their metadata, unnumbered."""
+
+    records: bytes
+    count: int
+    iface: Any  # array('H') per packet, or None when every packet is on interface 0
+    nbytes: int
+    meta: list
+    events: list
+    event_bytes: int
+    keylog: list
+    tunnel: list
+
+    def __len__(self) -> int: ...
+
+
 @dataclass(slots=True)
 class Pending:
     sequence: int
-    batch: SealedBatch | SpooledBatch
+    batch: MemoryBatch | SpooledBatch
     sent_at: float = 0.0
     epoch: int = 0
     spooled: bool = False
+    source: str = ""  # the hunter a forwarded batch comes from ("": our own)
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        return (self.source, self.epoch, self.sequence)
 
     @property
     def size(self) -> int:
         return _size(self.batch)
 
 
-def _size(batch: SealedBatch | SpooledBatch) -> int:
+def _size(batch: MemoryBatch | SpooledBatch) -> int:
     """Memory charged for a batch: its packet bytes, events and a fixed overhead."""
-    if isinstance(batch, SealedBatch):
-        return batch.nbytes + batch.event_bytes + _OVERHEAD
-    return batch.nbytes + _OVERHEAD
+    if isinstance(batch, SpooledBatch):
+        return batch.nbytes + _OVERHEAD
+    return batch.nbytes + batch.event_bytes + _OVERHEAD
 
 
-def _extras_estimate(batch: SealedBatch | SpooledBatch) -> int:
+def _extras_estimate(batch: MemoryBatch | SpooledBatch) -> int:
     """Spool bytes a batch's metadata and events will take, at most (roughly)."""
-    if isinstance(batch, SealedBatch):
-        return 64 * len(batch.meta) + batch.event_bytes + 8 * len(batch.events)
-    return len(batch.extras)
+    if isinstance(batch, SpooledBatch):
+        return len(batch.extras)
+    return 64 * len(batch.meta) + batch.event_bytes + 8 * len(batch.events)
 
 
 class Outbox:
@@ -91,7 +113,7 @@ class Outbox:
         self.epoch = epoch
         self._lock = threading.Condition()
         self._queue: deque[Pending] = deque()
-        self._inflight: dict[tuple[int, int], Pending] = {}
+        self._inflight: dict[tuple[str, int, int], Pending] = {}
         self._bytes = 0
         self._next_seq = 1
         self._online = spool is None  # without a spool, memory is the only place to queue
@@ -106,7 +128,7 @@ class Outbox:
         self.spooled_batches = 0
 
     # -- producer side -------------------------------------------------------------
-    def put(self, batch: SealedBatch, block: bool = False, timeout: float | None = None) -> bool:
+    def put(self, batch: MemoryBatch, block: bool = False, timeout: float | None = None) -> bool:
         """Queue a batch (memory or spool); False when it was dropped (and counted)."""
         size = _size(batch)
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -148,7 +170,30 @@ class Outbox:
                     return False
                 self._lock.wait(min(remaining, 0.2) if remaining is not None else 0.2)
 
-    def _drop(self, batch: SealedBatch) -> None:
+    def put_spooled(
+        self,
+        source: str,
+        epoch: int,
+        sequence: int,
+        records: bytes,
+        count: int,
+        iface: Any = None,
+        extras: bytes = b"",
+    ) -> bool:
+        """Append a batch that keeps its own numbering (an edge processor forwarding a
+        hunter's batch: ``source`` is the hunter) straight to the spool, where the uplink
+        finds it in append order; False when the spool refused it (full or unwritable,
+        counted by the spool) or there is none."""
+        if self.spool is None:
+            return False
+        ok = self.spool.append(epoch, sequence, records, count, iface, extras, source)
+        if ok:
+            with self._lock:
+                self.spooled_batches += 1
+                self._lock.notify_all()
+        return ok
+
+    def _drop(self, batch: MemoryBatch) -> None:
         """Count a batch memory has no room for; say so once when dropping starts."""
         if self._full_at is None:
             self._full_at = (self.dropped_batches, self.dropped_packets)
@@ -171,7 +216,7 @@ class Outbox:
         )
 
     def _to_spool(
-        self, seq: int, batch: SealedBatch | SpooledBatch, epoch: int | None = None
+        self, seq: int, batch: MemoryBatch | SpooledBatch, epoch: int | None = None
     ) -> bool:
         assert self.spool is not None
         if isinstance(batch, SpooledBatch):  # already there
@@ -270,7 +315,7 @@ class Outbox:
             if p.sent_at:
                 self.resent_batches += 1
             p.sent_at = time.monotonic()
-            self._inflight[(p.epoch, p.sequence)] = p
+            self._inflight[p.key] = p
             self.sent_batches += 1
             return p
 
@@ -283,19 +328,19 @@ class Outbox:
                     self._cursor = None
                 return None
             b, self._cursor = got
-            if (b.epoch, b.sequence) not in self._inflight:
-                return Pending(b.sequence, b, epoch=b.epoch, spooled=True)
+            if (b.source, b.epoch, b.sequence) not in self._inflight:
+                return Pending(b.sequence, b, epoch=b.epoch, spooled=True, source=b.source)
 
-    def ack(self, sequence: int, epoch: int | None = None) -> int:
+    def ack(self, sequence: int, epoch: int | None = None, source: str = "") -> int:
         """Forget an acknowledged batch; returns its packet count (0 if unknown)."""
-        key = (self.epoch if epoch is None else epoch, sequence)
+        key = (source, self.epoch if epoch is None else epoch, sequence)
         with self._lock:
             p = self._inflight.pop(key, None)
             if p is None:
                 return 0
             if p.spooled:
                 assert self.spool is not None
-                self.spool.ack(p.epoch, p.sequence)
+                self.spool.ack(p.epoch, p.sequence, p.source)
                 if len(self.spool) == 0:
                     self._cursor = None
             else:
@@ -313,7 +358,7 @@ class Outbox:
         ``requeue_inflight`` ran; without this, that batch would sit in flight (and the
         spool's read position past it) and never be sent."""
         with self._lock:
-            key = (p.epoch, p.sequence)
+            key = p.key
             if self._inflight.get(key) is not p:
                 return  # already requeued or acknowledged
             del self._inflight[key]
@@ -326,7 +371,7 @@ class Outbox:
     def requeue_inflight(self) -> int:
         """After a broken stream: unacknowledged batches go back, in order, to be sent again."""
         with self._lock:
-            items = sorted(self._inflight.values(), key=lambda p: (p.spooled, p.sequence))
+            items = sorted(self._inflight.values(), key=lambda p: (p.spooled, p.epoch, p.sequence))
             self._inflight.clear()
             self._queue.extendleft(reversed([p for p in items if not p.spooled]))
             if any(p.spooled for p in items):

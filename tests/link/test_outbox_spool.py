@@ -1,4 +1,4 @@
-"""Tests for lc.hunter.outbox.Outbox with its disk tier, lc.hunter.spool.Spool.
+"""Tests for lc.link.outbox.Outbox with its disk tier, lc.link.spool.Spool.
 
 Every spool lives in a real directory; batches are real nanosecond pcap records
 (``frame_records``) with filter metadata, and what comes back is compared byte for
@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from lc.common.pcapfile import frame_records, record_lengths
 from lc.common.wire import encode_batch, encode_extras
 from lc.hunter.batcher import SealedBatch
-from lc.hunter.outbox import Outbox, Pending
-from lc.hunter.spool import HEADER_SIZE, Spool, SpooledBatch
+from lc.link.outbox import Outbox, Pending
+from lc.link.spool import HEADER_SIZE, Spool, SpooledBatch
 from lc.proto import lc_pb2
 
 T0 = 1_700_000_000_123_456_789  # a 2023 time in ns
@@ -400,7 +400,7 @@ def test_a_full_spool_says_once_when_dropping_starts_and_once_when_it_ends(tmp_p
     sp = Spool(tmp_path / "s", max_bytes=2 * record_size(b), segment_bytes=1)
     try:
         ob = Outbox(spool=sp, epoch=1)
-        with caplog.at_level(logging.WARNING, logger="lc.hunter.spool"):
+        with caplog.at_level(logging.WARNING, logger="lc.link.spool"):
             assert ob.put(make_batch(1)) and ob.put(make_batch(2))
             assert caplog.messages == []
             assert not any(ob.put(make_batch(i, count=2)) for i in range(3, 6))

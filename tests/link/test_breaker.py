@@ -1,4 +1,4 @@
-"""Tests for lc.hunter.breaker.CircuitBreaker: states, transitions, counters, arguments.
+"""Tests for lc.link.breaker.CircuitBreaker: states, transitions, counters, arguments.
 
 The clock is a list holding the current time, so no test sleeps: time moves when a
 test says so.
@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from lc.hunter.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from lc.link.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 
 
 class Clock:

@@ -32,15 +32,20 @@ from a newer lc) is left on disk untouched and counted in ``bytes``.
     0  4s magic b"LCSP"          16 u64 epoch
     4  u8 version (1)            24 u64 sequence
     5  u8 flags                  32 u32 count (packets)
-    6  u16 reserved (0)          36 u32 records_len
+    6  u16 source_len (0)        36 u32 records_len
     8  u32 length (header+payload)  40 u32 extras_len
     12 u32 crc                   44 payload
 
-    flags: bit 0 iface present; bit 1 extras in the wire codec's form (always set)
+    flags: bit 0 iface present; bit 1 extras in the wire codec's form (always set);
+           bit 2 source present
     payload = records (records_len bytes: nanosecond pcap records back to back)
             + iface (2 * count bytes of little-endian uint16, only when flag bit 0)
             + extras (extras_len bytes): the batch's metadata and events as
               :func:`lc.common.wire.encode_extras` wrote them; opaque to the spool
+            + source (source_len bytes of UTF-8, only when flag bit 2): the hunter a
+              batch comes from when it is not the spool owner's own (an edge
+              processor forwarding its hunters' batches upstream); records without
+              it are the owner's own. (A batch is (source, epoch, sequence).)
 
 ``crc`` is ``zlib.crc32`` of the payload, chained over header bytes 4..12 and 16..44
 first, so a flipped bit in epoch, sequence, count or flags is caught as well.
@@ -105,10 +110,13 @@ MAGIC = b"LCSP"
 VERSION = 1
 FLAG_IFACE = 1
 FLAG_EXTRAS = 2  # the extras are the wire codec's (lc.common.wire.encode_extras)
+FLAG_SOURCE = 4  # a source (hunter id) follows the extras; its length is header bytes 6..8
+MAX_SOURCE = 0xFFFF
 _HEADER = struct.Struct("<4sBBHIIQQIII")
 HEADER_SIZE = _HEADER.size  # 44
 _MAX_LENGTH = 0xFFFFFFFF
 _U32 = struct.Struct("<I")
+_U16 = struct.Struct("<H")
 
 _ACK_ENTRY = struct.Struct("<QI")
 _ACK_KEY = struct.Struct("<QQ")
@@ -145,6 +153,7 @@ class SpooledBatch:
     segment: int  # counter of the segment file holding it
     offset: int  # byte offset of its record in that file
     extras: bytes = b""  # metadata and events, as ``append(extras=)`` got them
+    source: str = ""  # the hunter it comes from ("": the spool owner's own batch)
 
     @property
     def nbytes(self) -> int:
@@ -158,7 +167,8 @@ class _Segment:
     path: str
     size: int = 0  # bytes on disk
     offsets: list[int] = field(default_factory=list)  # valid records, in file order
-    info: dict[int, tuple[int, int, int, int]] = field(default_factory=dict)  # off -> e,s,n,len
+    # offset -> (source, epoch, sequence, count, length)
+    info: dict[int, tuple[str, int, int, int, int]] = field(default_factory=dict)
     first: int = 0  # index into offsets of the first record not yet acknowledged
     acked: set[int] = field(default_factory=set)  # offsets acked at or after ``first``
     live: int = 0  # records not yet acknowledged
@@ -184,13 +194,17 @@ def _check(buf: bytes, pos: int) -> int:
     n = len(buf)
     if n - pos < HEADER_SIZE:
         return -1 if MAGIC.startswith(buf[pos : pos + 4]) else 0
-    magic, version, flags, _, length, crc, _, _, count, rlen, mlen = _HEADER.unpack_from(buf, pos)
+    magic, version, flags, slen, length, crc, _, _, count, rlen, mlen = _HEADER.unpack_from(
+        buf, pos
+    )
     if magic != MAGIC or version != VERSION or length < HEADER_SIZE:
         return 0
     if pos + length > n:
         return -1
     ilen = 2 * count if flags & FLAG_IFACE else 0
-    if HEADER_SIZE + rlen + ilen + mlen != length:
+    if not flags & FLAG_SOURCE:
+        slen = 0
+    if HEADER_SIZE + rlen + ilen + mlen + slen != length:
         return 0
     if _crc(buf, pos, length) != crc:
         return 0
@@ -230,6 +244,14 @@ def _resync(buf: bytes, pos: int) -> int | None:
         if _check(buf, pos) > 0:
             return pos
         pos += 1
+
+
+def _source_of(buf: bytes, pos: int, length: int) -> str:
+    """The source of the valid record at ``pos`` ("" when it has none)."""
+    flags, slen = buf[pos + 5], _U16.unpack_from(buf, pos + 6)[0]
+    if not flags & FLAG_SOURCE or not slen:
+        return ""
+    return buf[pos + length - slen : pos + length].decode("utf-8", "replace")
 
 
 def _ack_entry(number: int, off: int) -> bytes:
@@ -350,14 +372,15 @@ class Spool:
         seg = _Segment(number, path, end, foreign=not found)
         acked = self._read_acks(number)
         for off, length in found:
+            source = _source_of(buf, off, length)
             _, _, _, _, _, _, epoch, seq, count, _, _ = _HEADER.unpack_from(buf, off)
             seg.offsets.append(off)
-            seg.info[off] = (epoch, seq, count, length)
+            seg.info[off] = (source, epoch, seq, count, length)
             if off in acked:
                 seg.acked.add(off)
             else:
                 seg.live += 1
-                self._index.setdefault((epoch, seq), []).append((seg, off))
+                self._index.setdefault((source, epoch, seq), []).append((seg, off))
         self._advance(seg)
         self._segments[number] = seg
         self._c["bytes"] += seg.size
@@ -387,8 +410,11 @@ class Spool:
         count: int,
         iface: array | None = None,
         extras: bytes = b"",
+        source: str = "",
     ) -> bool:
         """Store one batch; False (and counted) when it is dropped or cannot be written.
+
+        ``source`` names the hunter a forwarded batch comes from ("" for the owner's own).
 
         Raises ValueError only for inconsistent arguments (a bug in the caller).
         """
@@ -402,14 +428,18 @@ class Spool:
         else:
             ib = b""
         mb = extras
-        flags = (FLAG_IFACE if ib else 0) | FLAG_EXTRAS
-        length = HEADER_SIZE + len(records) + len(ib) + len(mb)
+        sb = source.encode()
+        if len(sb) > MAX_SOURCE:
+            raise ValueError(f"a source of {len(sb)} bytes does not fit a spool record")
+        flags = (FLAG_IFACE if ib else 0) | FLAG_EXTRAS | (FLAG_SOURCE if sb else 0)
+        length = HEADER_SIZE + len(records) + len(ib) + len(mb) + len(sb)
         if length > _MAX_LENGTH:
             raise ValueError(f"a batch of {length} bytes does not fit one spool record")
-        pre = struct.pack("<BBHI", VERSION, flags, 0, length)
+        pre = struct.pack("<BBHI", VERSION, flags, len(sb), length)
         tail = struct.pack("<QQIII", epoch, sequence, count, len(records), len(mb))
-        crc = zlib.crc32(mb, zlib.crc32(ib, zlib.crc32(records, zlib.crc32(tail, zlib.crc32(pre)))))
-        buf = b"".join((MAGIC, pre, _U32.pack(crc), tail, records, ib, mb))
+        crc = zlib.crc32(ib, zlib.crc32(records, zlib.crc32(tail, zlib.crc32(pre))))
+        crc = zlib.crc32(sb, zlib.crc32(mb, crc))
+        buf = b"".join((MAGIC, pre, _U32.pack(crc), tail, records, ib, mb, sb))
         with self._lock:
             c = self._c
             if self._closed:  # a capture thread racing shutdown: refused, not raised
@@ -460,9 +490,9 @@ class Spool:
                 log.warning("disk buffer %s: writing works again", self.directory)
             seg.size += length
             seg.offsets.append(off)
-            seg.info[off] = (epoch, sequence, count, length)
+            seg.info[off] = (source, epoch, sequence, count, length)
             seg.live += 1
-            self._index.setdefault((epoch, sequence), []).append((seg, off))
+            self._index.setdefault((source, epoch, sequence), []).append((seg, off))
             c["bytes"] += length
             c["records"] += 1
             c["appended"] += 1
@@ -530,7 +560,7 @@ class Spool:
                     seg, index = loc
                     number = seg.number
                     off = seg.offsets[index]
-                    length = seg.info[off][3]
+                    length = seg.info[off][4]
                 index += 1
                 if fd_number != number:
                     if fd >= 0:
@@ -571,7 +601,7 @@ class Spool:
                 seg, index = loc
                 number = seg.number
                 off = seg.offsets[index]
-                length = seg.info[off][3]
+                length = seg.info[off][4]
             try:
                 fd = os.open(seg.path, os.O_RDONLY)
             except FileNotFoundError:  # every record in it was acknowledged meanwhile
@@ -633,17 +663,20 @@ class Spool:
             if flags & FLAG_EXTRAS or not mlen:
                 records = buf[HEADER_SIZE : HEADER_SIZE + rlen]
                 extras = buf[p : p + mlen]
-                return SpooledBatch(epoch, seq, records, count, iface, seg.number, off, extras)
+                source = _source_of(buf, 0, length)
+                return SpooledBatch(
+                    epoch, seq, records, count, iface, seg.number, off, extras, source
+                )
         with self._lock:  # damaged since it was written: skip it for good
             self._c["corrupt"] += 1
             self._drop_record(seg, off, counted=False)
         return None
 
     # -- acknowledging -------------------------------------------------------------
-    def ack(self, epoch: int, sequence: int) -> bool:
+    def ack(self, epoch: int, sequence: int, source: str = "") -> bool:
         """Mark a batch delivered; False if the spool holds no such unacknowledged batch."""
         with self._lock:
-            locs = self._index.pop((epoch, sequence), None)
+            locs = self._index.pop((source, epoch, sequence), None)
             if not locs:
                 return False
             for seg, off in locs:
@@ -661,12 +694,13 @@ class Spool:
         if counted:
             c["acked"] += 1
         else:
-            epoch, seq, _, _ = seg.info[off]
-            locs = self._index.get((epoch, seq))
+            source, epoch, seq, _, _ = seg.info[off]
+            key = (source, epoch, seq)
+            locs = self._index.get(key)
             if locs is not None:
                 locs[:] = [x for x in locs if x != (seg, off)]
                 if not locs:
-                    del self._index[(epoch, seq)]
+                    del self._index[key]
         self._advance(seg)
         self._write_ack(seg, off)
         if seg.live == 0:

@@ -1,0 +1,143 @@
+"""CPU per packet of the pcap reader and of one hunter mode alone, in process.
+
+The generated captures of ``bench/tls_bench.py``, ``bench/http_bench.py`` and
+``bench/email_bench.py`` (made once, kept in ``bench-out/``) are read into chunks the
+way ``lc hunt -r`` reads them; then the mode, with the benchmark's filter, processes
+every chunk and ``time.process_time()`` around that loop gives its CPU per packet (no
+uplink, no batcher: on a shared machine wall clock says little). The reader is timed
+the same way on its own. Median of ``--runs`` runs; ``--profile`` runs the mode once
+under cProfile and prints its top functions instead.
+
+    .venv/bin/python bench/mode_cpu.py tls|http|email|reader [--runs 3] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench-out"
+
+
+def _bench_module(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod
+
+
+def capture(mode: str) -> tuple[Path, str, str]:
+    """(capture path, filter type, pattern) of the benchmark of ``mode``."""
+    OUT.mkdir(exist_ok=True)
+    if mode == "tls":
+        tb = _bench_module("tls_bench")
+        path = OUT / "tls-10000x44.pcap"
+        meta = path.with_suffix(".json")
+        if not (path.exists() and meta.exists()):
+            pattern, _ = tb.build_capture(path, 10_000, 44)
+            meta.write_text(json.dumps({"pattern": pattern}))
+        return path, "tls_ja4", json.loads(meta.read_text())["pattern"]
+    if mode == "http":
+        hb = _bench_module("http_bench")
+        path = OUT / "http-9000x12.pcap"
+        if not (path.exists() and path.with_suffix(".json").exists()):
+            path.with_suffix(".json").write_text(json.dumps(hb.make_capture(path, 9000, 12)))
+        return path, "http_host", hb.TARGET
+    if mode == "email":
+        eb = _bench_module("email_bench")
+        path = OUT / "email-4200x3.pcap"
+        if not (path.exists() and path.with_suffix(".json").exists()):
+            path.with_suffix(".json").write_text(json.dumps(eb.make_capture(path, 4200, 3)))
+        return path, "email_address", eb.TARGET
+    if mode in ("raw-ns", "raw-us"):
+        path = OUT / f"bench-1000000-{mode[4:]}.pcap"
+        if not path.exists():
+            _bench_module("run").generate(path, 1_000_000, mode == "raw-ns")
+        return path, "", ""
+    raise SystemExit(f"unknown mode {mode!r}")
+
+
+def read_chunks(path: Path, keep: bool = True) -> tuple[list, list, float]:
+    from lc.hunter.capture import FileSource
+
+    src = FileSource(str(path))
+    t0 = time.process_time()
+    chunks = []
+    n = 0
+    while (c := src.read(4096)) is not None:
+        if keep:
+            chunks.append(c)
+        n += len(c)
+    cpu = time.process_time() - t0
+    interfaces = src.interfaces
+    src.close()
+    return chunks if keep else n, interfaces, cpu
+
+
+def run_mode(mode: str, chunks: list, interfaces: list, ftype: str, pattern: str, prof=None):
+    from lc.common.filters import Filter, compile_filters
+    from lc.hunter import modes
+    from lc.hunter.modes.base import ModeContext
+
+    spec = modes.get(mode)
+    m = spec.factory(ModeContext(list(interfaces), policy=spec.default_policy), spec.config())
+    m.apply(compile_filters([Filter("f", ftype, pattern)], types=spec.filter_types))
+    fwd = 0
+    t0 = time.process_time()
+    if prof is not None:
+        prof.enable()
+    for c in chunks:
+        fwd += len(m.process(c).chunk)
+    fwd += len(m.finish().chunk)
+    if prof is not None:
+        prof.disable()
+    return time.process_time() - t0, fwd
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("what", choices=("tls", "http", "email", "reader"))
+    ap.add_argument("--capture", default="tls", help="for reader: whose capture, or a path")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--profile", action="store_true")
+    args = ap.parse_args()
+    sys.path.insert(0, str(ROOT))
+    if args.what == "reader":
+        path = Path(args.capture) if "/" in args.capture else capture(args.capture)[0]
+        cpus = []
+        for _ in range(args.runs):
+            n, _, cpu = read_chunks(path, keep=False)
+            cpus.append(cpu)
+        med = statistics.median(cpus)
+        print(f"reader {path.name}: {n:,} packets, {med / n * 1e6:.3f} µs/packet CPU "
+              f"(runs {', '.join(f'{c / n * 1e6:.3f}' for c in cpus)})")  # fmt: skip
+        return
+    path, ftype, pattern = capture(args.what)
+    chunks, interfaces, _ = read_chunks(path)
+    n = sum(len(c) for c in chunks)
+    if args.profile:
+        import cProfile
+        import pstats
+
+        prof = cProfile.Profile()
+        cpu, fwd = run_mode(args.what, chunks, interfaces, ftype, pattern, prof)
+        pstats.Stats(prof).sort_stats("tottime").print_stats(35)
+        return
+    cpus = []
+    for _ in range(args.runs):
+        cpu, fwd = run_mode(args.what, chunks, interfaces, ftype, pattern)
+        cpus.append(cpu)
+    med = statistics.median(cpus)
+    print(f"{args.what} mode alone over {path.name}: {n:,} packets, {fwd:,} forwarded, "
+          f"{med / n * 1e6:.2f} µs/packet CPU = {n / med:,.0f} pkt/s "
+          f"(runs {', '.join(f'{c / n * 1e6:.2f}' for c in cpus)})")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
