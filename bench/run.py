@@ -3,8 +3,10 @@
 Generates a ~1M-packet capture (once, in bench-out/), then for a nanosecond and a
 microsecond copy of it: times `tcpdump -r FILE -w /dev/null` (the C limit), and
 `lc hunt -r FILE` streaming over mutual TLS to `lc process` on loopback, from the
-hunter's start to the last acknowledgement. Checks that the processor wrote every
-packet. Prints figures; asserts nothing about speed.
+hunter's start to the last acknowledgement, with the processor's CPU per packet (the
+median run's). Checks that the processor wrote every
+packet and that its output is the input byte for byte (as nanosecond pcap). Prints
+figures; asserts nothing about speed.
 
     .venv/bin/python bench/run.py [--packets N] [--runs K] [--insecure-too]
 """
@@ -108,13 +110,21 @@ def start_processor(data_dir: Path, tls: list[str]) -> tuple[subprocess.Popen, s
     raise SystemExit(f"processor did not start: {err.read_text()}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_e2e(
     capture: Path, n: int, tls_p: list[str], tls_h: list[str], tag: str
-) -> tuple[float, str]:
+) -> tuple[float, str, float]:
+    """(seconds, check, the processor's CPU seconds while the hunter ran)."""
     data = OUT / f"data-{tag}"
     shutil.rmtree(data, ignore_errors=True)
     proc, addr, out = start_processor(data, tls_p)
     try:
+        c0 = cpu_seconds(proc.pid)
         t0 = time.perf_counter()
         r = subprocess.run(
             [*LC, "hunt", "--processor", addr, "-r", str(capture), *tls_h],
@@ -122,6 +132,7 @@ def run_e2e(
             text=True,
         )
         wall = time.perf_counter() - t0
+        cpu = cpu_seconds(proc.pid) - c0
         if r.returncode != 0:
             raise SystemExit(f"hunter failed: {r.stderr}")
     finally:
@@ -135,8 +146,25 @@ def run_e2e(
         got = 0
         while (c := rd.read_columns(65536)) is not None:
             got += len(c)
-    status = "ok" if got == n else f"WRONG: {got} of {n} packets written"
-    return took, status
+    if got != n:
+        return took, f"WRONG: {got} of {n} packets written", cpu
+    if out.read_bytes() != as_nanosecond_pcap(capture):
+        return took, "WRONG: the output is not the input, byte for byte", cpu
+    return took, "ok, byte-identical", cpu
+
+
+def as_nanosecond_pcap(path: Path) -> bytes:
+    """The file as the processor writes it: nanosecond pcap, same records (a µs capture's
+    times times 1000). The check of byte-identical output."""
+    data = bytearray(path.read_bytes())
+    if struct.unpack_from("<I", data, 0)[0] == 0xA1B2C3D4:
+        struct.pack_into("<I", data, 0, 0xA1B23C4D)
+        off = 24
+        while off < len(data):
+            _, us, cap, _ = struct.unpack_from("<IIII", data, off)
+            struct.pack_into("<I", data, off + 4, us * 1000)
+            off += 16 + cap
+    return bytes(data)
 
 
 def main() -> None:
@@ -167,7 +195,10 @@ def main() -> None:
         f"lc end-to-end replay benchmark: {args.packets:,} packets, Python "
         f"{sys.version.split()[0]}, {os.cpu_count()} CPUs; best of {args.runs}"
     )
-    print(f"{'input':<22}{'tcpdump -r (C limit)':>24}{'lc hunt -> lc process':>26}  check")
+    print(
+        f"{'input':<22}{'tcpdump -r (C limit)':>24}{'lc hunt -> lc process':>26}"
+        f"{'processor CPU':>16}  check"
+    )
     modes = [("mTLS", tls("processor"), tls("hunter-bench"))]
     if args.insecure_too:
         modes.append(("insecure", ["--insecure"], ["--insecure"]))
@@ -180,15 +211,18 @@ def main() -> None:
         td = time_tcpdump(cap, args.runs)
         td_txt = f"{args.packets / td / 1e3:,.0f}k pkt/s" if td else "tcpdump missing"
         for label, tp, th in modes:
-            best, status = float("inf"), "ok"
+            best, status, cpus = float("inf"), "ok, byte-identical", []
             for i in range(args.runs):
-                took, st = run_e2e(cap, args.packets, tp, th, f"{label}-{i}")
+                took, st, cpu = run_e2e(cap, args.packets, tp, th, f"{label}-{i}")
                 best = min(best, took)
-                if st != "ok":
+                cpus.append(cpu)
+                if not st.startswith("ok"):
                     status = st
+            cpu_us = sorted(cpus)[len(cpus) // 2] / args.packets * 1e6  # median
             desc = f"{'ns' if nano else 'µs'} pcap, {label}"
             print(
-                f"{desc:<22}{td_txt:>24}{args.packets / best / 1e3:>21,.0f}k pkt/s  {status}",
+                f"{desc:<22}{td_txt:>24}{args.packets / best / 1e3:>21,.0f}k pkt/s"
+                f"{cpu_us:>10.2f} µs/pkt  {status}",
                 flush=True,
             )
     for d in OUT.glob("data-*"):

@@ -3,8 +3,10 @@
 A record is the 16-byte little-endian header of a nanosecond pcap file (seconds,
 nanoseconds, captured length, original length) followed by the packet's bytes. A
 hunter frames its batches this way (:func:`frame_records`), a processor checks them
-with :func:`record_lengths` and writes them with one ``write``: no per-packet work
-on the processor. Timestamps are ``int`` nanoseconds since the epoch.
+with :func:`check_caplens` when the batch carries its captured lengths as a column
+(in bulk, with numpy: ~0.035 µs per record), else with :func:`record_lengths` (a walk
+from record to record: ~0.25 µs), and writes them with one ``write``: no per-packet
+Python code on the processor. Timestamps are ``int`` nanoseconds since the epoch.
 """
 
 from __future__ import annotations
@@ -17,9 +19,18 @@ from io import BytesIO
 from itertools import repeat, starmap, tee
 from operator import floordiv, gt, mod
 
+import numpy as np
+
 from .errors import ParseError
 
-__all__ = ["MAX_RECORD", "PcapFormatError", "frame_records", "linktype_name", "record_lengths"]
+__all__ = [
+    "MAX_RECORD",
+    "PcapFormatError",
+    "check_caplens",
+    "frame_records",
+    "linktype_name",
+    "record_lengths",
+]
 
 MAX_RECORD = 64 * 1024 * 1024
 
@@ -171,3 +182,56 @@ def record_lengths(data: bytes, count: int) -> array:
 
 
 _LE_CAPLEN = struct.Struct("<8xI4x")
+_NS_CAPLEN = np.arange(4, 12, dtype=np.int64)  # a header's nanoseconds and caplen bytes
+_STEPS = np.arange(16, 16 * 32768 + 1, 16, dtype=np.int64)  # 16 * (1..k): the headers
+
+
+def _steps(count: int) -> np.ndarray:
+    return np.arange(16, 16 * count + 1, 16, dtype=np.int64)
+
+
+def check_caplens(data: bytes, count: int, column: bytes) -> array:
+    """Check ``data`` against its captured-length column; return the column as array('I').
+
+    ``column`` is ``count`` uint32 LE, each record's captured length. The records' ends
+    follow from it with one cumulative sum, and every header's caplen and nanoseconds
+    are then read at once: no Python code per record. Refuses every batch that
+    :func:`record_lengths` refuses (if the headers agree with the column, walking them
+    visits exactly the column's offsets), and also a column that disagrees with them.
+
+    Raises:
+        ParseError: the column is not ``count`` lengths, the records it describes do
+            not end exactly at the end of ``data``, a header's caplen is not the
+            column's, or a nanosecond field is 10**9 or more.
+    """
+    if len(column) != 4 * count:
+        raise ParseError(
+            f"caplen column of {len(column)} bytes for {count} packets (expected {4 * count})"
+        )
+    if count == 0:
+        if data:
+            raise ParseError(f"{len(data)} bytes of records for 0 packets")
+        return array("I")
+    caps = np.frombuffer(column, dtype="<u4")
+    starts = caps.astype(np.int64)  # (method calls: numpy's wrappers cost µs each)
+    ends = starts.cumsum()  # <= 2**32 * count: no overflow
+    ends += _STEPS[:count] if count <= len(_STEPS) else _steps(count)
+    total = int(ends[-1])
+    if total > len(data):
+        raise ParseError(f"records are cut short: {count} packets do not fit the data")
+    if total < len(data):
+        raise ParseError(f"{len(data) - total} bytes left over after {count} records")
+    starts -= ends
+    starts *= -1
+    starts -= 16  # each record's start = its end - caplen - 16; + 16 <= end <= len(data)
+    heads = np.frombuffer(data, dtype=np.uint8)[starts[:, None] + _NS_CAPLEN]
+    if heads[:, 4:].tobytes() != column:  # the headers' caplens, little-endian
+        bad = int(np.flatnonzero(heads[:, 4:].copy().view("<u4")[:, 0] != caps)[0])
+        raise ParseError(f"record {bad}'s header disagrees with the caplen column")
+    if int(heads[:, :4].copy().view("<u4").max()) >= _NS:
+        raise ParseError("a record's nanosecond field is 10**9 or more")
+    out = array("I")
+    out.frombytes(column)
+    if _BIG_ENDIAN_HOST:
+        out.byteswap()
+    return out

@@ -27,7 +27,7 @@ from typing import Any
 from google.protobuf.message import DecodeError, Message
 
 from lc.common.errors import ParseError
-from lc.common.pcapfile import record_lengths
+from lc.common.pcaprecord import check_caplens, record_lengths
 from lc.proto import lc_pb2
 
 __all__ = [
@@ -184,14 +184,18 @@ def encode_extras(
     events: Sequence[lc_pb2.Event] = (),
     keylog: Sequence[bytes] = (),
     tunnel: Sequence[lc_pb2.DnsTunnelStats] = (),
+    caplen: array | None = None,
 ) -> bytes:
     """What a spool stores besides the records: the metadata and events of a batch of
-    ``count`` packets, as a serialised PacketBatch holding only those fields (b"" when
-    there are none). :func:`encode_batch` merges it back with ``extras=``."""
-    if not meta and not events and not keylog and not tunnel:
+    ``count`` packets (and its caplen column, when given, so that a replayed batch is
+    checked in bulk too), as a serialised PacketBatch holding only those fields (b""
+    when there are none). :func:`encode_batch` merges it back with ``extras=``."""
+    if not meta and not events and not keylog and not tunnel and caplen is None:
         return b""
     holder = lc_pb2.PacketBatch()
     _set_extras(holder, meta, count, events, keylog, tunnel)
+    if caplen is not None:
+        holder.caplen = _to_le(caplen)
     return holder.SerializeToString()
 
 
@@ -209,17 +213,19 @@ def encode_batch(
     sealed_at_ns: int = 0,
     keylog: Sequence[bytes] = (),
     tunnel: Sequence[lc_pb2.DnsTunnelStats] = (),
+    caplen: array | None = None,
 ) -> lc_pb2.PacketBatch:
     """The PacketBatch a hunter sends for one numbered batch.
 
     From a sealed batch: its ``meta`` entries (see :func:`encode_meta`) and ``events``;
-    from a spooled one: its stored ``extras`` (see :func:`encode_extras`).
+    from a spooled one: its stored ``extras`` (see :func:`encode_extras`). ``caplen``
+    ('I', one per record, as framed) lets the processor check the records in bulk.
 
     Raises:
         ParseError: ``extras`` is not what :func:`encode_extras` wrote.
     """
     batch = build_batch(hunter_id, epoch, sequence, records, count, interfaces, iface,
-                        sealed_at_ns=sealed_at_ns)  # fmt: skip
+                        sealed_at_ns=sealed_at_ns, caplen=caplen)  # fmt: skip
     if extras:
         try:
             batch.MergeFromString(extras)
@@ -243,9 +249,11 @@ def build_batch(
     meta_table: Sequence[lc_pb2.PacketMeta] = (),
     meta_ref: array | None = None,
     events: Sequence[lc_pb2.Event] = (),
+    caplen: array | None = None,
 ) -> lc_pb2.PacketBatch:
     """Build a PacketBatch from framed records (see :func:`lc.common.pcapfile.frame_records`)
-    and metadata already in wire form (tests and tools; hunters use :func:`encode_batch`)."""
+    and metadata already in wire form (tests and tools; hunters use :func:`encode_batch`).
+    ``caplen``: the records' captured lengths ('I'), sent as the bulk-check column."""
     batch = lc_pb2.PacketBatch(
         hunter_id=hunter_id,
         epoch=epoch,
@@ -254,6 +262,7 @@ def build_batch(
         data=records,
         iface=b"" if iface is None or iface.count(0) == count else _to_le(iface),
         sealed_at_ns=sealed_at_ns,
+        caplen=b"" if caplen is None else _to_le(caplen),
     )
     for name, lt in interfaces:
         batch.interfaces.add(name=name, linktype=lt)
@@ -295,13 +304,19 @@ def unpack_batch(batch: lc_pb2.PacketBatch) -> BatchRecords:
     A malformed event does not refuse the batch: it is skipped and counted in
     ``bad_events`` (its packets are good, and the hunter would only send it again).
 
+    The records are checked in bulk against the batch's ``caplen`` column when it has
+    one (:func:`lc.common.pcaprecord.check_caplens`), else walked one by one.
+
     Raises:
-        ParseError: the records do not add up to ``count``, an interface or metadata
-            index is out of range, or no interface is given.
+        ParseError: the records do not add up to ``count`` (or disagree with the caplen
+            column), an interface or metadata index is out of range, or no interface
+            is given.
     """
     n = batch.count
+    data = batch.data  # each access copies the field: once
     try:
-        caplen = record_lengths(batch.data, n)
+        column = batch.caplen
+        caplen = check_caplens(data, n, column) if column else record_lengths(data, n)
     except ParseError as e:
         raise ParseError(f"batch {batch.sequence}: {e}") from None
     interfaces = [(i.name, i.linktype) for i in batch.interfaces]
@@ -328,7 +343,7 @@ def unpack_batch(batch: lc_pb2.PacketBatch) -> BatchRecords:
         else:
             bad += 1
     return BatchRecords(
-        batch.data, caplen, iface, interfaces, list(batch.meta), list(batch.meta_table),
+        data, caplen, iface, interfaces, list(batch.meta), list(batch.meta_table),
         meta_ref, events, bad, list(batch.tls_keylog), list(batch.dns_tunnel), len(batch.events),
     )  # fmt: skip
 

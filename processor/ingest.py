@@ -12,16 +12,25 @@ batch sent again after a reconnect, or replayed from a hunter's disk spool after
 either side restarted, is acknowledged without being written twice.
 
 Flow control comes from the real depth of the writer's queue (batches received and
-not yet written), with hysteresis:
+not yet written) beyond one batch per hunter, and from how long writing that backlog
+would take, with hysteresis. Every hunter that keeps up has a batch waiting for the
+next group most of the time, so 50 hunters keep ~50 batches queued while the writer
+keeps up: counting those would PAUSE them all (and make them spool to disk) for
+nothing. The depth is therefore the batches queued behind another batch of the same
+hunter. And a backlog the writer clears in a few milliseconds (16 small batches of
+one fast hunter) is no overload: a state needs both its depth and its *work*, the
+depth times the writer's recent time per batch (or the time its current group has
+taken so far, per batch, when that is longer):
 
-==========================  ==============================================
-queue depth                 state announced to every hunter
-==========================  ==============================================
->= ``pause_depth`` batches  PAUSE: stop sending, spool to disk
+===========================================  =======================================
+queue                                        state announced to every hunter
+===========================================  =======================================
+depth >= ``pause_depth`` and work >= 0.25 s  PAUSE: stop sending, spool to disk
   or 3/4 of the byte cap
->= ``slow_depth``           SLOW: send less often, in bigger batches
-<= ``resume_depth``         CONTINUE (announced as RESUME after SLOW/PAUSE)
-==========================  ==============================================
+depth >= ``slow_depth`` and work >= 50 ms    SLOW: send less often, in bigger batches
+depth <= ``resume_depth`` or work < 12.5 ms  CONTINUE (announced as RESUME after
+  and under half the byte cap                SLOW/PAUSE)
+===========================================  =======================================
 
 Streams poll :attr:`Ingest.flow` on their own, so RESUME reaches a paused hunter
 that sends nothing. The queue itself is bounded by bytes: a stream whose batch does
@@ -72,6 +81,8 @@ log = logging.getLogger(__name__)
 SLOW_DEPTH = 16
 PAUSE_DEPTH = 48  # below a hunter's in-flight window (64), so one hunter can trigger it
 RESUME_DEPTH = 4
+SLOW_WORK_S = 0.05  # seconds of writing queued before SLOW (with slow_depth batches)
+PAUSE_WORK_S = 0.25  # ... before PAUSE (with pause_depth batches)
 MAX_QUEUE_BYTES = 256 * 1024 * 1024
 _GROUP_BYTES = 32 * 1024 * 1024  # a group's commit waits for at most this much writing
 
@@ -101,6 +112,8 @@ class Ingest:
         slow_depth: int = SLOW_DEPTH,
         pause_depth: int = PAUSE_DEPTH,
         resume_depth: int = RESUME_DEPTH,
+        slow_work_s: float = SLOW_WORK_S,
+        pause_work_s: float = PAUSE_WORK_S,
         slow_writer_file: str | None = None,
         calls: CallWriter | None = None,
         events: Sink | None = None,
@@ -134,11 +147,16 @@ class Ingest:
         self.slow_depth = slow_depth
         self.pause_depth = pause_depth
         self.resume_depth = resume_depth
+        self.slow_work_s = slow_work_s
+        self.pause_work_s = pause_work_s
+        self._batch_s = 0.0  # the writer's recent seconds per batch (moving average)
+        self._group_t0 = 0.0  # when the writer took its current group (monotonic)
         self.slow_writer_file = slow_writer_file
         self._cond = threading.Condition()
         self._queue: deque[_Item] = deque()
         self._queue_bytes = 0
         self._busy = 0  # batches taken by the writer and not yet acknowledged
+        self._waiting: dict[str, int] = {}  # per hunter, batches queued or being written
         self._closing = False
         self._closed = False
         self._flow = lc_pb2.FLOW_CONTINUE
@@ -170,23 +188,40 @@ class Ingest:
         """Queue a checked batch; ``reply`` gets its Ack (or the error) once written.
 
         Waits while the queue is over its byte cap (back-pressure on that stream).
+
+        Raises:
+            LcError: the processor is shutting down.
         """
+        self._submit(batch, cols, reply, wait=True)
+
+    def try_submit(self, batch: lc_pb2.PacketBatch, cols: BatchRecords, reply: Reply) -> bool:
+        """:meth:`submit` without waiting: False (nothing queued) when it would wait."""
+        return self._submit(batch, cols, reply, wait=False)
+
+    def _submit(
+        self, batch: lc_pb2.PacketBatch, cols: BatchRecords, reply: Reply, wait: bool
+    ) -> bool:
         size = len(cols.records) + 64 + 128 * len(cols.events)
-        item = _Item(batch.hunter_id, batch.epoch, batch.sequence, cols, reply, size)
+        hid = batch.hunter_id
         with self._cond:
             while (
                 self._queue_bytes + size > self.max_queue_bytes
                 and self._queue
                 and not self._closing
             ):
+                if not wait:
+                    return False
                 self._cond.wait(0.5)
             if self._closed:
                 raise LcError("the processor is shutting down")
-            self._queue.append(item)
+            self._queue.append(_Item(hid, batch.epoch, batch.sequence, cols, reply, size))
             self._queue_bytes += size
+            w = self._waiting
+            w[hid] = w.get(hid, 0) + 1
             self.received += 1
             self._update_flow()
             self._cond.notify_all()
+        return True
 
     def accept(
         self, batch: lc_pb2.PacketBatch, timeout: float = 30.0
@@ -253,6 +288,7 @@ class Ingest:
                     nbytes += it.size
                 self._queue_bytes -= nbytes
                 self._busy = len(group)
+                self._group_t0 = t0 = time.monotonic()
                 self._cond.notify_all()
             try:
                 self._write_group(group)
@@ -260,8 +296,17 @@ class Ingest:
                 log.exception("writing a group of %d batches failed", len(group))
                 for it in group:
                     it.reply(LcError("processor error while writing"))
+            per = (time.monotonic() - t0) / len(group)
             with self._cond:
                 self._busy = 0
+                self._batch_s = per if not self._batch_s else 0.75 * self._batch_s + 0.25 * per
+                w = self._waiting
+                for it in group:
+                    k = w[it.hunter_id] - 1
+                    if k:
+                        w[it.hunter_id] = k
+                    else:
+                        del w[it.hunter_id]
                 self._update_flow()
                 self._cond.notify_all()
 
@@ -393,12 +438,24 @@ class Ingest:
     # -- flow ----------------------------------------------------------------------------
     def _update_flow(self) -> None:
         # Hysteresis: SLOW/PAUSE hold until the queue is nearly empty again.
-        depth = len(self._queue) + self._busy
-        if depth >= self.pause_depth or self._queue_bytes >= self.max_queue_bytes * 3 // 4:
+        depth = len(self._queue) + self._busy - len(self._waiting)
+        per = self._batch_s
+        if self._busy:  # a group that takes long (a stalled disk) counts before it ends
+            per = max(per, (time.monotonic() - self._group_t0) / self._busy)
+        work = depth * per
+        if (
+            depth >= self.pause_depth and work >= self.pause_work_s
+        ) or self._queue_bytes >= self.max_queue_bytes * 3 // 4:
             self._flow = lc_pb2.FLOW_PAUSE
-        elif depth >= self.slow_depth and self._flow != lc_pb2.FLOW_PAUSE:
+        elif (
+            depth >= self.slow_depth
+            and work >= self.slow_work_s
+            and self._flow != lc_pb2.FLOW_PAUSE
+        ):
             self._flow = lc_pb2.FLOW_SLOW
-        elif depth <= self.resume_depth:
+        elif (
+            depth <= self.resume_depth or work < self.slow_work_s / 4
+        ) and self._queue_bytes < self.max_queue_bytes // 2:
             self._flow = lc_pb2.FLOW_CONTINUE
 
     @property

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 
 from lc import __version__
 from lc.common.bpf import check_bpf
-from lc.common.credentials import HUNTER_ROLE, PROCESSOR_ROLE, validate_id
+from lc.common.credentials import HUNTER_ROLE, PROCESSOR_ROLE, CertIdentity, validate_id
 from lc.common.errors import LcError, ParseError, ValidationError
 from lc.common.filters import Filter, new_filter_id, validate_filter
 from lc.common.text import log_text, wire_text
@@ -42,6 +44,11 @@ log = logging.getLogger(__name__)
 _throttle = Throttle(log)
 
 _FLOW_POLL_S = 0.25
+# A stream's acks wait up to ACK_DELAY seconds, or until ACK_COUNT of them, to go in
+# one StreamControl: each message sent costs the loop about as much as reading a
+# small batch. (A hunter keeps 64 batches in flight: 16 acks is a quarter of it.)
+ACK_DELAY = 0.05
+ACK_COUNT = 16
 
 # What a batch may name (a hunter captures on a few interfaces of a few link types; each
 # link type is its own output file, so the number a batch may open is kept small).
@@ -147,7 +154,128 @@ def _claim(gate: StreamGate, context: grpc.ServicerContext, ticket: Ticket, hunt
         context.abort(getattr(grpc.StatusCode, r.code), r.message)
 
 
+# -- the data plane (asyncio) ---------------------------------------------------------------
+
+
+class _Stream:
+    """What one StreamPackets call has to tell its hunter, in order: Acks, then at most
+    an error (code, message) or None (the end). Loop thread only, but for
+    :meth:`put_threadsafe`."""
+
+    __slots__ = ("items", "loop", "waiter")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.items: deque[object] = deque()
+        self.waiter: asyncio.Future | None = None
+
+    def put(self, item: object) -> None:
+        self.items.append(item)
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def put_threadsafe(self, item: object) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.put, item)
+        except RuntimeError:  # the loop is closed: the call is gone anyway
+            pass
+
+    async def wait(self, timeout: float) -> None:
+        """Until something is put, or ``timeout`` seconds (the flow-control poll)."""
+        if self.items:
+            return
+        w = self.waiter = self.loop.create_future()
+        timer = self.loop.call_later(timeout, _wake, w)
+        try:
+            await w
+        finally:
+            timer.cancel()
+            self.waiter = None
+
+    def take(self) -> tuple[list[lc_pb2.Ack], tuple[grpc.StatusCode, str] | None, bool]:
+        """(acks, error or None, ended) of what was put since the last take."""
+        acks: list[lc_pb2.Ack] = []
+        items = self.items
+        while items:
+            item = items.popleft()
+            if item is None:
+                return acks, None, True
+            if isinstance(item, tuple):
+                return acks, item, False  # type: ignore[return-value]
+            acks.append(item)  # type: ignore[arg-type]
+        return acks, None, False
+
+
+def _wake(w: asyncio.Future) -> None:
+    if not w.done():
+        w.set_result(None)
+
+
+class _AckRouter:
+    """Brings the writer's answers to the streams on the loop: the writer thread hands
+    each over (a deque append), and the loop is woken once for all that came together
+    (a group's worth), not once per batch."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._pending: deque[tuple[_Stream, object]] = deque()
+        self._lock = threading.Lock()
+        self._scheduled = False
+
+    def put(self, stream: _Stream, item: object) -> None:  # any thread
+        self._pending.append((stream, item))
+        with self._lock:
+            if self._scheduled:
+                return
+            self._scheduled = True
+        try:
+            self.loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # the loop is closed (the server stopped): no one to tell
+            self._pending.clear()
+
+    def _drain(self) -> None:  # loop thread
+        with self._lock:
+            self._scheduled = False
+        pending = self._pending
+        while pending:
+            stream, item = pending.popleft()
+            stream.put(item)
+
+
+class _Denied(Exception):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
+class _Checks:
+    """The sync ServicerContext calls the Authorizer makes, raising instead of aborting."""
+
+    def __init__(self, context: grpc.aio.ServicerContext) -> None:
+        self._context = context
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return self._context.auth_context()
+
+    def peer(self) -> str:
+        return self._context.peer()
+
+    def abort(self, code: grpc.StatusCode, details: str = "") -> None:
+        raise _Denied(code, details)
+
+
 class DataService(lc_pb2_grpc.DataServiceServicer):
+    """Hunters' batch streams, on the server's event loop (see lc.processor.aioserve).
+
+    Per stream one coroutine reads batches, checks them and queues them for the writer
+    (:meth:`Ingest.try_submit`; only a full queue waits, on a thread, which is that
+    hunter's back-pressure); another sends what the writer answered, all Acks that came
+    together in one StreamControl, and, unprompted, flow-control changes (so RESUME
+    never waits for a batch that a paused hunter will not send).
+    """
+
     def __init__(
         self,
         ingest: Ingest,
@@ -164,23 +292,31 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
         self.tree = tree  # the processors below (their streams carry their hunters' batches)
         self.extra_flow = extra_flow  # an edge's upstream spool filling up: PAUSE too
         self.stopping = threading.Event()
+        self._router: _AckRouter | None = None
 
     def _flow(self) -> int:
         """What hunters are asked: the writer's state, or PAUSE/SLOW from elsewhere."""
         flow = self.ingest.flow
         return flow if self.extra_flow is None else max(flow, self.extra_flow())
 
-    def _stream_processor(self, ident, context: grpc.ServicerContext) -> str | None:
+    def _stream_processor(
+        self, ident: CertIdentity | None, context: grpc.aio.ServicerContext
+    ) -> str | None:
         """The processor whose stream this is (its batches are its hunters'), or None for a
         hunter's stream. A processor certificate makes it one; with --insecure, the
-        ``lc-processor`` metadata the edge sends."""
+        ``lc-processor`` metadata the edge sends.
+
+        Raises:
+            _Denied: the certificate is neither a hunter's nor a processor's, the id is
+                malformed, or the processor is not registered here.
+        """
         if ident is not None:
             if ident.role == PROCESSOR_ROLE:
                 pid = ident.common_name
             elif ident.role == HUNTER_ROLE:
                 return None
             else:
-                context.abort(
+                raise _Denied(
                     grpc.StatusCode.PERMISSION_DENIED,
                     f"certificate {ident.common_name!r} is neither a hunter's nor a processor's",
                 )
@@ -192,148 +328,185 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
             try:
                 validate_id(pid, "processor")
             except ValidationError as e:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+                raise _Denied(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
         if self.tree is None or not self.tree.is_child(pid):
-            context.abort(
+            raise _Denied(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"processor {pid!r} is not registered with this processor: it registers first",
             )
         return pid
 
-    def StreamPackets(
-        self, request_iterator: Iterator[lc_pb2.PacketBatch], context: grpc.ServicerContext
-    ) -> Iterator[lc_pb2.StreamControl]:
-        ident = self.auth.peer(context)
-        peer = context.peer()
-        below = self._stream_processor(ident, context)  # a processor's stream
-        out: queue.Queue = queue.Queue()
-        ticket = _admit(
-            self.gate, context, DATA, lambda why: out.put((grpc.StatusCode.ABORTED, why))
-        )
-        if below is not None:  # one stream per processor, like one per hunter
-            _claim(self.gate, context, ticket, below)
-        elif ident is not None:  # the id is the certificate's: the stream is its from the start
-            _claim(self.gate, context, ticket, ident.common_name)
-        state = {"hunter": None, "clean": False}
-        carried: set[str] = set()  # hunters this processor's stream may carry (checked)
-
-        # Batches are read and written on this thread while the handler's own thread
-        # yields acks and, unprompted, flow-control changes (so RESUME never waits
-        # for a batch that a paused hunter will not send).
-        def reader() -> None:
-            try:
-                for batch in request_iterator:
-                    hid = batch.hunter_id
-                    if below is not None:
-                        if hid not in carried:
-                            why = self._may_carry(below, hid)
-                            if why:
-                                out.put((grpc.StatusCode.PERMISSION_DENIED, why))
-                                _throttle.warning(("carry", below), f"{peer}: {log_text(why)}")
-                                return
-                            if len(carried) < 4096:
-                                carried.add(hid)
-                        state["hunter"] = below
-                    elif state["hunter"] is None:
-                        if ident is not None and hid != ident.common_name:
-                            out.put(
-                                (
-                                    grpc.StatusCode.PERMISSION_DENIED,
-                                    f"certificate is for hunter {ident.common_name!r}, not {hid!r}",
-                                )
-                            )
-                            return
-                        try:
-                            validate_id(hid)
-                        except ValidationError as e:
-                            out.put((grpc.StatusCode.INVALID_ARGUMENT, str(e)))
-                            return
-                        if ident is None:  # --insecure: the first batch names the hunter
-                            try:
-                                self.gate.claim(ticket, hid)
-                            except Refused as r:
-                                out.put((getattr(grpc.StatusCode, r.code), r.message))
-                                return
-                        state["hunter"] = hid
-                        self.registry.stream_opened(hid, peer)
-                    elif hid != state["hunter"]:
-                        out.put(
-                            (
-                                grpc.StatusCode.INVALID_ARGUMENT,
-                                f"stream of hunter {state['hunter']!r} carried a batch of {hid!r}",
-                            )
-                        )
-                        return
-                    try:
-                        cols = unpack_batch(batch)
-                    except ParseError as e:
-                        out.put((grpc.StatusCode.INVALID_ARGUMENT, f"malformed batch: {e}"))
-                        return
-                    why = check_link_types(cols)
-                    if why:
-                        out.put(
-                            (grpc.StatusCode.INVALID_ARGUMENT, f"batch {batch.sequence}: {why}")
-                        )
-                        _throttle.warning(
-                            ("linktype", hid),
-                            f"refused a batch of hunter {hid} from {peer}: {why}",
-                        )
-                        return
-                    try:
-                        reply = _replier(out, self.registry, hid, cols, below is not None)
-                        self.ingest.submit(batch, cols, reply)
-                    except LcError as e:
-                        out.put((grpc.StatusCode.UNAVAILABLE, str(e)))
-                        return
-                state["clean"] = True
-            except grpc.RpcError:
-                pass  # the hunter went away; its unacknowledged batches come back later
-            except Exception as e:  # a bug: report it to the hunter rather than hang
-                log.exception("ingest failed")
-                out.put((grpc.StatusCode.INTERNAL, f"processor error: {e}"))
-            finally:
-                out.put(None)
-
-        t = threading.Thread(target=reader, name=f"lc-ingest-{peer}", daemon=True)
-        t.start()
-        announced = lc_pb2.FLOW_CONTINUE
+    async def StreamPackets(
+        self, request_iterator: AsyncIterator[lc_pb2.PacketBatch], context: grpc.aio.ServicerContext
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        router = self._router
+        if router is None or router.loop is not loop:
+            router = self._router = _AckRouter(loop)
         try:
-            while True:
+            ident = self.auth.peer(_Checks(context))
+            below = self._stream_processor(ident, context)  # a processor's stream
+        except _Denied as d:
+            await context.abort(d.code, d.details)
+        peer = context.peer()
+        st = _Stream(loop)
+        try:
+            ticket = self.gate.open(
+                DATA, peer, lambda why: st.put_threadsafe((grpc.StatusCode.ABORTED, why))
+            )
+        except Refused as r:
+            await context.abort(getattr(grpc.StatusCode, r.code), r.message)
+        context.add_done_callback(lambda _c: self.gate.close(ticket))
+        state: dict[str, object] = {"hunter": None, "clean": False}
+        reader = None
+        try:
+            # One stream per processor, like one per hunter; a certificate's id owns the
+            # stream from the start (--insecure: the first batch names the hunter).
+            owner = below if below is not None else ident.common_name if ident else None
+            if owner is not None:
                 try:
-                    item = out.get(timeout=_FLOW_POLL_S)
-                except queue.Empty:
-                    item = False
-                acks = []
-                end = False
-                err = None
-                while item is not False:
-                    if item is None:
-                        end = True
-                        break
-                    if isinstance(item, tuple):
-                        err = item
-                        break
-                    acks.append(item)
-                    try:
-                        item = out.get_nowait()
-                    except queue.Empty:
-                        item = False
+                    self.gate.claim(ticket, owner)
+                except Refused as r:
+                    await context.abort(getattr(grpc.StatusCode, r.code), r.message)
+            if below is None and ident is not None:
+                # The hunter is known now: a stream that ends cleanly before its first
+                # batch still shows the hunter disconnected, not stale.
+                state["hunter"] = ident.common_name
+                self.registry.stream_opened(ident.common_name, peer)
+            reader = loop.create_task(
+                self._read(request_iterator, ident, below, ticket, peer, st, state, router)
+            )
+            announced = lc_pb2.FLOW_CONTINUE
+            held: list[lc_pb2.Ack] = []  # acks not sent yet, the first since ``since``
+            since = 0.0
+            while True:
+                now = loop.time()
+                await st.wait(since + ACK_DELAY - now if held else _FLOW_POLL_S)
+                acks, err, end = st.take()
+                if acks:
+                    if not held:
+                        since = loop.time()
+                    held += acks
                 change = flow_to_announce(announced, self._flow())
                 if change is not None:
                     announced = change
-                if acks or change is not None:
-                    yield lc_pb2.StreamControl(acks=acks, flow=announced)
+                send = bool(held) and (
+                    err is not None
+                    or end
+                    or change is not None
+                    or len(held) >= ACK_COUNT
+                    or loop.time() - since >= ACK_DELAY
+                )
+                if send or change is not None:
+                    await context.write(
+                        lc_pb2.StreamControl(acks=held if send else (), flow=announced)
+                    )
+                    if send:
+                        held = []
                 if err is not None:
-                    context.abort(err[0], err[1])
+                    await context.abort(err[0], err[1])
                 if end:
                     return
         finally:
+            if reader is not None:
+                reader.cancel()
             self.gate.close(ticket)
             if below is not None:
                 if self.tree is not None:
                     self.tree.stream_closed(below, bool(state["clean"]))
             elif state["hunter"] is not None:
-                self.registry.stream_closed(state["hunter"], bool(state["clean"]))
+                self.registry.stream_closed(str(state["hunter"]), bool(state["clean"]))
+
+    async def _read(
+        self,
+        requests: AsyncIterator[lc_pb2.PacketBatch],
+        ident: CertIdentity | None,
+        below: str | None,
+        ticket: Ticket,
+        peer: str,
+        st: _Stream,
+        state: dict[str, object],
+        router: _AckRouter,
+    ) -> None:
+        """Read, check and queue the stream's batches; what goes wrong goes to ``st``.
+        ``below``: the processor whose stream this is (its batches are its hunters')."""
+        ingest = self.ingest
+        carried: set[str] = set()  # hunters this processor's stream may carry (checked)
+        checked = False  # a hunter's stream: its first batch's hunter was checked
+        try:
+            async for batch in requests:
+                hid = batch.hunter_id
+                if below is not None:
+                    if hid not in carried:
+                        why = self._may_carry(below, hid)
+                        if why:
+                            st.put((grpc.StatusCode.PERMISSION_DENIED, why))
+                            _throttle.warning(("carry", below), f"{peer}: {log_text(why)}")
+                            return
+                        if len(carried) < 4096:
+                            carried.add(hid)
+                elif not checked:
+                    if ident is not None and hid != ident.common_name:
+                        st.put(
+                            (
+                                grpc.StatusCode.PERMISSION_DENIED,
+                                f"certificate is for hunter {ident.common_name!r}, not {hid!r}",
+                            )
+                        )
+                        return
+                    try:
+                        validate_id(hid)
+                    except ValidationError as e:
+                        st.put((grpc.StatusCode.INVALID_ARGUMENT, str(e)))
+                        return
+                    if ident is None:  # --insecure: the first batch names the hunter
+                        try:
+                            self.gate.claim(ticket, hid)
+                        except Refused as r:
+                            st.put((getattr(grpc.StatusCode, r.code), r.message))
+                            return
+                        state["hunter"] = hid
+                        self.registry.stream_opened(hid, peer)
+                    checked = True
+                elif hid != state["hunter"]:
+                    st.put(
+                        (
+                            grpc.StatusCode.INVALID_ARGUMENT,
+                            f"stream of hunter {state['hunter']!r} carried a batch of {hid!r}",
+                        )
+                    )
+                    return
+                try:
+                    cols = unpack_batch(batch)
+                except ParseError as e:
+                    st.put((grpc.StatusCode.INVALID_ARGUMENT, f"malformed batch: {e}"))
+                    return
+                why = check_link_types(cols)
+                if why:
+                    st.put((grpc.StatusCode.INVALID_ARGUMENT, f"batch {batch.sequence}: {why}"))
+                    _throttle.warning(
+                        ("linktype", hid), f"refused a batch of hunter {hid} from {peer}: {why}"
+                    )
+                    return
+                reply = _replier(router, st, self.registry, hid, cols, below is not None)
+                try:
+                    if not ingest.try_submit(batch, cols, reply):  # the queue is full: wait
+                        await asyncio.get_running_loop().run_in_executor(
+                            None, ingest.submit, batch, cols, reply
+                        )
+                except LcError as e:
+                    st.put((grpc.StatusCode.UNAVAILABLE, str(e)))
+                    return
+            state["clean"] = True
+        except asyncio.CancelledError:
+            raise
+        except (grpc.RpcError, grpc.aio.AioRpcError, grpc.aio.UsageError):
+            pass  # the hunter went away; its unacknowledged batches come back later
+        except Exception as e:  # a bug: report it to the hunter rather than hang
+            log.exception("ingest failed")
+            st.put((grpc.StatusCode.INTERNAL, f"processor error: {e}"))
+        finally:
+            st.put(None)
 
     def _may_carry(self, processor_id: str, hunter_id: str) -> str:
         """Why processor ``processor_id``'s stream may not carry ``hunter_id``'s batch."""
@@ -350,9 +523,14 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
 
 
 def _replier(
-    out: queue.Queue, registry: Registry, hunter_id: str, cols: BatchRecords, named: bool = False
-):
-    """The writer's callback for one batch: count it, queue its Ack (or the error).
+    router: _AckRouter,
+    st: _Stream,
+    registry: Registry,
+    hunter_id: str,
+    cols: BatchRecords,
+    named: bool = False,
+) -> Callable[[object], None]:
+    """The writer's callback for one batch: count it, send its Ack (or the error).
     ``named``: the stream carries several hunters (a processor's): the Ack names the
     batch's hunter."""
 
@@ -363,9 +541,9 @@ def _replier(
             registry.received(hunter_id, n, nb, r.duplicate)
             if named:
                 r.hunter_id = hunter_id
-            out.put(r)
+            router.put(st, r)
         else:
-            out.put((grpc.StatusCode.UNAVAILABLE, f"processor cannot write: {r}"))
+            router.put(st, (grpc.StatusCode.UNAVAILABLE, f"processor cannot write: {r}"))
 
     return reply
 

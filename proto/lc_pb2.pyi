@@ -459,7 +459,7 @@ class DnsTunnelStats(_message.Message):
     def __init__(self, domain: _Optional[str] = ..., stats: _Optional[bytes] = ...) -> None: ...
 
 class PacketBatch(_message.Message):
-    __slots__ = ("hunter_id", "epoch", "sequence", "count", "data", "interfaces", "iface", "meta", "sealed_at_ns", "meta_table", "meta_ref", "events", "dns_tunnel", "tls_keylog")
+    __slots__ = ("hunter_id", "epoch", "sequence", "count", "data", "interfaces", "iface", "meta", "sealed_at_ns", "meta_table", "meta_ref", "events", "dns_tunnel", "tls_keylog", "caplen")
     HUNTER_ID_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
@@ -474,6 +474,7 @@ class PacketBatch(_message.Message):
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     DNS_TUNNEL_FIELD_NUMBER: _ClassVar[int]
     TLS_KEYLOG_FIELD_NUMBER: _ClassVar[int]
+    CAPLEN_FIELD_NUMBER: _ClassVar[int]
     hunter_id: str
     epoch: int
     sequence: int
@@ -488,7 +489,8 @@ class PacketBatch(_message.Message):
     events: _containers.RepeatedCompositeFieldContainer[Event]
     dns_tunnel: _containers.RepeatedCompositeFieldContainer[DnsTunnelStats]
     tls_keylog: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, hunter_id: _Optional[str] = ..., epoch: _Optional[int] = ..., sequence: _Optional[int] = ..., count: _Optional[int] = ..., data: _Optional[bytes] = ..., interfaces: _Optional[_Iterable[_Union[InterfaceRef, _Mapping]]] = ..., iface: _Optional[bytes] = ..., meta: _Optional[_Iterable[_Union[PacketMeta, _Mapping]]] = ..., sealed_at_ns: _Optional[int] = ..., meta_table: _Optional[_Iterable[_Union[PacketMeta, _Mapping]]] = ..., meta_ref: _Optional[bytes] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., dns_tunnel: _Optional[_Iterable[_Union[DnsTunnelStats, _Mapping]]] = ..., tls_keylog: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    caplen: bytes
+    def __init__(self, hunter_id: _Optional[str] = ..., epoch: _Optional[int] = ..., sequence: _Optional[int] = ..., count: _Optional[int] = ..., data: _Optional[bytes] = ..., interfaces: _Optional[_Iterable[_Union[InterfaceRef, _Mapping]]] = ..., iface: _Optional[bytes] = ..., meta: _Optional[_Iterable[_Union[PacketMeta, _Mapping]]] = ..., sealed_at_ns: _Optional[int] = ..., meta_table: _Optional[_Iterable[_Union[PacketMeta, _Mapping]]] = ..., meta_ref: _Optional[bytes] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., dns_tunnel: _Optional[_Iterable[_Union[DnsTunnelStats, _Mapping]]] = ..., tls_keylog: _Optional[_Iterable[bytes]] = ..., caplen: _Optional[bytes] = ...) -> None: ...
 
 class Ack(_message.Message):
     __slots__ = ("epoch", "sequence", "duplicate", "packets", "hunter_id")

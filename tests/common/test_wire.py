@@ -400,6 +400,177 @@ def test_fuzz_data_gives_batch_records_or_parse_error(packets, ops):
     assert len(got) == n
 
 
+# --------------------------------------------------------------------------- caplen column
+#
+# A batch may carry its records' captured lengths as a column (PacketBatch.caplen);
+# the processor then checks the records in bulk instead of walking them. The bulk
+# check must refuse everything the walk refuses, and a column that disagrees with the
+# headers; a column that agrees must give exactly what the walk gives.
+
+
+def column(caps) -> bytes:
+    return struct.pack(f"<{len(caps)}I", *caps)
+
+
+def with_column(b: lc_pb2.PacketBatch, caps=None) -> lc_pb2.PacketBatch:
+    """``b`` carrying a caplen column (the true one, from the reference walk, by default)."""
+    out = reparse(b)
+    out.caplen = column(ref_caplens(b.data, b.count) if caps is None else caps)
+    return out
+
+
+def test_the_column_gives_what_the_walk_gives():
+    b = reparse(sample(5))
+    walked = unpack_batch(b)
+    bulk = unpack_batch(with_column(b))
+    assert list(bulk.caplen) == list(walked.caplen) == [10, 11, 12, 13, 14]
+    assert bulk.records == walked.records and bulk.caplen.typecode == "I"
+
+
+def test_build_and_encode_send_the_column():
+    pk = [(NS + i, bytes(3 + i), 3 + i) for i in range(3)]
+    caps = array("I", [3, 4, 5])
+    msg = reparse(build_batch("h", 1, 1, records_of(pk), 3, [("a", 1)], caplen=caps))
+    assert msg.caplen == column([3, 4, 5])
+    assert list(unpack_batch(msg).caplen) == [3, 4, 5]
+    enc = reparse(encode_batch("h", 1, 2, [("a", 1)], records_of(pk), 3, caplen=caps))
+    assert enc.caplen == column([3, 4, 5]) and list(unpack_batch(enc).caplen) == [3, 4, 5]
+    assert reparse(build_batch("h", 1, 1, records_of(pk), 3, [("a", 1)])).caplen == b""
+
+
+def test_a_spooled_batch_keeps_its_column():
+    pk = [(NS + i, bytes(3 + i), 3 + i) for i in range(3)]
+    caps = array("I", [3, 4, 5])
+    extras = encode_extras([], 3, caplen=caps)
+    assert extras  # the column alone is worth storing
+    msg = reparse(encode_batch("h", 1, 2, [("a", 1)], records_of(pk), 3, extras=extras))
+    assert msg.caplen == column([3, 4, 5]) and list(unpack_batch(msg).caplen) == [3, 4, 5]
+    assert encode_extras([], 3) == b""
+
+
+@pytest.mark.parametrize("damage", REFUSALS, ids=lambda f: f.__name__.strip("_"))
+def test_every_refusal_of_the_walk_holds_with_the_column(damage):
+    # The hunter's column is that of the records it framed; the damage comes after.
+    b = with_column(sample(4))
+    assert len(unpack_batch(b)) == 4
+    damage(b)
+    with pytest.raises(ParseError):
+        unpack_batch(reparse(b))
+
+
+@pytest.mark.parametrize("damage", REFUSALS, ids=lambda f: f.__name__.strip("_"))
+def test_every_refusal_of_the_walk_holds_with_a_column_fitted_to_the_damage(damage):
+    # A hostile sender fits the column to the damaged records as well as it can:
+    # the caplens a walk reads from the headers that are there, cut or padded to count.
+    b = reparse(sample(4))
+    damage(b)
+    caps, off = [], 0
+    while off + 16 <= len(b.data):
+        cap = struct.unpack_from("<I", b.data, off + 8)[0]
+        caps.append(cap)
+        off += 16 + cap
+    n = min(b.count, 64)
+    caps = (caps + [0] * n)[:n]
+    b.caplen = column(caps)
+    with pytest.raises(ParseError):
+        unpack_batch(reparse(b))
+
+
+def _col_short(b):
+    b.caplen = b.caplen[:-4]
+
+
+def _col_long(b):
+    b.caplen += column([0])
+
+
+def _col_odd(b):
+    b.caplen += b"\x00"
+
+
+def _col_swapped(b):  # the same total: only the headers tell
+    c = list(struct.unpack(f"<{b.count}I", b.caplen))
+    c[0], c[1] = c[1], c[0]
+    b.caplen = column(c)
+
+
+def _col_moved_byte(b):  # one byte from the first record to the last
+    c = list(struct.unpack(f"<{b.count}I", b.caplen))
+    c[0] -= 1
+    c[-1] += 1
+    b.caplen = column(c)
+
+
+def _col_huge(b):  # the sum wraps in 32 bits, not in the check
+    c = list(struct.unpack(f"<{b.count}I", b.caplen))
+    c[0] = U32
+    c[1] = (c[1] - U32 - 1) % (1 << 32)
+    b.caplen = column(c)
+
+
+def _col_all_max(b):
+    b.caplen = column([U32] * b.count)
+
+
+COLUMN_REFUSALS = [_col_short, _col_long, _col_odd, _col_swapped, _col_moved_byte, _col_huge,
+                   _col_all_max]  # fmt: skip
+
+
+@pytest.mark.parametrize("damage", COLUMN_REFUSALS, ids=lambda f: f.__name__.strip("_"))
+def test_a_column_that_disagrees_with_the_records_is_refused(damage):
+    b = with_column(sample(4))
+    damage(b)
+    with pytest.raises(ParseError, match=r"caplen column|header disagrees|cut short|left over"):
+        unpack_batch(reparse(b))
+
+
+def test_an_empty_batch_with_a_column():
+    b = reparse(build_batch("h", 1, 1, b"", 0, [("eth0", 1)]))
+    b.caplen = column([5])
+    with pytest.raises(ParseError, match="caplen column"):
+        unpack_batch(b)
+
+
+@settings(deadline=None, max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    packets=st.lists(
+        st.tuples(st.integers(0, TS_MAX), st.binary(max_size=24), st.just(0)).map(
+            lambda p: (p[0], p[1], len(p[1]))
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+    ops=st.one_of(st.just([]), mutation_st),
+    kind=st.sampled_from(["sent", "fitted", "random", "short"]),
+    noise=st.lists(st.integers(0, U32), min_size=12, max_size=12),
+)
+def test_fuzz_the_column_accepts_exactly_the_walks_verdict(packets, ops, kind, noise):
+    n = len(packets)
+    msg = build_batch("h", 1, 1, records_of(packets), n, [("a", 1)])
+    sent = ref_caplens(msg.data, n)
+    msg.data = mutate(msg.data, ops) if ops else msg.data
+    want = ref_caplens(msg.data, n)
+    if kind == "sent":  # the hunter's column, then the records were damaged
+        caps = sent
+    elif kind == "fitted":  # a column fitted to the damaged records when they are valid
+        caps = want if want is not None else sent
+    elif kind == "random":
+        caps = noise[:n]
+    else:
+        caps = sent[:-1]
+    msg.caplen = column(caps)  # an empty column is no column: the walk decides
+    msg = reparse(msg)
+    try:
+        got = unpack_batch(msg)
+    except ParseError:
+        assert want is None or caps not in (want, []), f"valid records refused: {msg.data.hex()}"
+        return
+    assert want is not None, f"invalid records accepted: {msg.data.hex()} {caps}"
+    assert caps in (want, [])
+    assert list(got.caplen) == want
+    assert got.records == msg.data
+
+
 # --------------------------------------------------------------------------- linktype groups
 
 
@@ -486,6 +657,7 @@ def test_message_to_json_includes_zero_values():
         "events": [],
         "tls_keylog": [],
         "dns_tunnel": [],
+        "caplen": "",
     }
     ctl = message_to_json(lc_pb2.StreamControl())
     assert ctl == {"acks": [], "flow": 0, "message": ""}

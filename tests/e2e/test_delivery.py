@@ -445,3 +445,34 @@ def test_processor_reloads_its_certificate_without_dropping_hunters(tmp_path, pk
         p.stop()
     got = output_records(sorted((tmp_path / "data").glob("*.pcap")))
     assert got == recs
+
+
+@pytest.mark.e2e
+def test_a_hunter_that_forwarded_nothing_and_stopped_cleanly_shows_disconnected(tmp_path, pki):
+    """With a certificate the processor knows the stream's hunter when the stream opens:
+    a hunter whose filter matched nothing, stopped with SIGTERM, is disconnected (it
+    used to stay connected, then go stale, since only a first batch named it)."""
+    proc = start_processor(tmp_path, tls_args(pki, "processor"))
+    hunter = start_hunter(proc.addr, pki, "h1", "-i", "lo", "-f", "udp port 9 and host 203.0.113.9")
+
+    def h1() -> dict:
+        r = run_lc("list", "hunters", "--processor", proc.addr, *tls_args(pki, "admin"))
+        assert r.returncode == 0, r.stderr
+        return {h["hunter_id"]: h for h in json.loads(r.stdout)}.get("h1", {})
+
+    try:
+        deadline = time.monotonic() + 15
+        while not h1().get("streaming") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        info = h1()
+        assert info.get("streaming") and info["state"] == "connected", info
+        hunter.send_signal(signal.SIGTERM)
+        assert hunter.wait(20) == 0, hunter.stderr.read()
+        info = h1()
+        assert info["state"] == "disconnected", info
+        assert not info.get("streaming") and not info.get("packets_received"), info
+    finally:
+        if hunter.poll() is None:
+            hunter.kill()
+            hunter.wait(5)
+        proc.stop()

@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import struct
 import threading
 import time
+from array import array
 from pathlib import Path
 
 import grpc
@@ -233,6 +235,67 @@ def test_absurd_link_types_are_refused_at_the_edge(pki, processor):
     real_hunter_delivers(processor, pki)
     out = sorted(f.name for f in processor.data_dir.iterdir() if f.suffix == ".pcap")
     assert out == ["capture.pcap"], out  # no file per absurd link type
+    assert "Traceback" not in processor.stderr()
+
+
+def _column_batch(sequence: int):
+    """Four packets of 10-13 bytes with their caplen column (the bulk-checked path)."""
+    sizes = [10, 11, 12, 13]
+    recs = frame_records([1_700_000_000 * 10**9 + i for i in range(4)], sizes, sizes,
+                         b"".join(bytes([i]) * n for i, n in enumerate(sizes)))  # fmt: skip
+    return build_batch("h1", 1, sequence, recs, 4, [("eth0", 1)], caplen=array("I", sizes))
+
+
+def _put32(b, offset: int, value: int) -> None:
+    d = bytearray(b.data)
+    struct.pack_into("<I", d, offset, value)
+    b.data = bytes(d)
+
+
+def _set_column(b, caps) -> None:
+    b.caplen = struct.pack(f"<{len(caps)}I", *caps)
+
+
+# Each damage the processor refused when it walked the records, and each way a column
+# can lie, through a real processor's new (bulk) path.
+_MALFORMED_WITH_COLUMN = {
+    "count + 1": lambda b: setattr(b, "count", 5),
+    "count - 1": lambda b: setattr(b, "count", 3),
+    "a byte cut": lambda b: setattr(b, "data", b.data[:-1]),
+    "a byte added": lambda b: setattr(b, "data", b.data + b"\x00"),
+    "cut into the last header": lambda b: setattr(b, "data", b.data[: len(b.data) - 25]),
+    "a header's caplen too big": lambda b: _put32(b, 8, 10**6),
+    "nanoseconds 10**9": lambda b: _put32(b, 4, 10**9),
+    "column short": lambda b: setattr(b, "caplen", b.caplen[:-4]),
+    "column odd": lambda b: setattr(b, "caplen", b.caplen + b"\x00"),
+    "column swapped": lambda b: _set_column(b, [11, 10, 12, 13]),
+    "column wraps 32 bits": lambda b: _set_column(b, [2**32 - 1, 22, 12, 13]),
+}
+
+
+@pytest.mark.e2e
+def test_malformed_batches_with_a_caplen_column_are_refused_and_nothing_of_them_written(
+    pki, processor
+):
+    good = []
+    with channel(processor, pki, "hunter-h1") as ch:
+        stub = lc_pb2_grpc.DataServiceStub(ch)
+        for k, (name, damage) in enumerate(_MALFORMED_WITH_COLUMN.items()):
+            ok = _column_batch(2 * k + 1)
+            bad = _column_batch(2 * k + 2)
+            damage(bad)
+            good.append(ok.data)
+            with pytest.raises(grpc.RpcError) as e:
+                list(stub.StreamPackets(iter([ok, bad]), timeout=10))
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, name
+            assert "malformed batch" in e.value.details(), (name, e.value.details())
+    # The good batch of every stream is written, nothing of the bad ones.
+    out = processor.data_dir / "capture.pcap"
+    want = 24 + sum(map(len, good))
+    deadline = time.monotonic() + 10
+    while (not out.exists() or out.stat().st_size < want) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert out.read_bytes()[24:] == b"".join(good)
     assert "Traceback" not in processor.stderr()
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from lc.common.errors import ParseError
 from lc.common.pcapfile import PcapSink, frame_records, open_capture
-from lc.common.wire import build_batch
+from lc.common.wire import build_batch, unpack_batch
 from lc.processor.ingest import Ingest, flow_to_announce
 from lc.processor.registry import Registry
 from lc.proto import lc_pb2
@@ -73,6 +73,51 @@ def test_mixed_link_types_go_to_separate_files(tmp_path):
     assert [p.rsplit("/", 1)[1] for p in files] == ["o.pcap", "o.linux_sll.pcap"]
     assert [d for _, d in _read(files[0])] == [payloads[0], payloads[2]]
     assert [d for _, d in _read(files[1])] == [payloads[1], payloads[3]]
+
+
+def test_flow_counts_the_backlog_behind_each_hunters_first_batch(tmp_path):
+    # The writer is not started: what is submitted stays queued.
+    ing = Ingest(
+        PcapSink(str(tmp_path / "o.pcap")),
+        slow_depth=4, pause_depth=8, resume_depth=1, slow_work_s=0, pause_work_s=0,
+    )  # fmt: skip
+    replies: list = []
+    # One waiting batch per hunter is a writer that keeps up, however many hunters.
+    for k in range(50):
+        b = _batch(1, [b"x" * 60], hunter=f"h{k}")
+        ing.submit(b, unpack_batch(b), replies.append)
+    assert ing.flow == lc_pb2.FLOW_CONTINUE and ing.queue_batches == 50
+    # Batches queued behind a hunter's first one are a backlog: SLOW at 4, PAUSE at 8.
+    states = []
+    for seq in range(2, 11):
+        b = _batch(seq, [b"y" * 60], hunter="h0")
+        ing.submit(b, unpack_batch(b), replies.append)
+        states.append(ing.flow)
+    assert states == [lc_pb2.FLOW_CONTINUE] * 3 + [lc_pb2.FLOW_SLOW] * 4 + [lc_pb2.FLOW_PAUSE] * 2
+    ing.start()  # everything is written, and the hunters are told to go on
+    ing.close()
+    assert len(replies) == 59 and all(r.packets == 1 for r in replies)
+    assert ing.flow == lc_pb2.FLOW_CONTINUE and ing._waiting == {}
+
+
+def test_flow_needs_a_backlog_that_takes_the_writer_a_while(tmp_path):
+    # 60 small batches of one fast hunter behind its first: the writer (at 0.1 ms per
+    # batch) clears them in 6 ms. SLOW would make that hunter wait 50 ms per batch.
+    ing = Ingest(PcapSink(str(tmp_path / "o.pcap")))
+    ing._batch_s = 0.0001  # as measured by the writer (not started here)
+    replies: list = []
+    for seq in range(1, 62):
+        b = _batch(seq, [b"x" * 60])
+        ing.submit(b, unpack_batch(b), replies.append)
+        assert ing.flow == lc_pb2.FLOW_CONTINUE, seq
+    # The same backlog behind a slow writer (50 ms per batch, 3 s of work): PAUSE.
+    ing._batch_s = 0.05
+    b = _batch(62, [b"x" * 60])
+    ing.submit(b, unpack_batch(b), replies.append)
+    assert ing.flow == lc_pb2.FLOW_PAUSE
+    ing.start()
+    ing.close()
+    assert len(replies) == 62 and ing.flow == lc_pb2.FLOW_CONTINUE
 
 
 STATES = [lc_pb2.FLOW_CONTINUE, lc_pb2.FLOW_SLOW, lc_pb2.FLOW_PAUSE, lc_pb2.FLOW_RESUME]

@@ -234,3 +234,28 @@ def test_peer_strings_reach_the_log_escaped(small_processor, caplog):
     assert len(lines) == 1
     assert "\n" not in lines[0] and "\x1b" not in lines[0]
     assert "eth0\\n2026-01-01 00:00:00,000 ERROR lc: forged \\x1b[31mred" in lines[0]
+
+
+def test_a_filter_subscription_whose_client_leaves_is_closed_on_the_processor(small_processor):
+    # The management handlers are sync code run beside the asyncio server: a streaming
+    # one must learn that its client went away, and its finally must run.
+    p, addr = small_processor
+    with grpc.insecure_channel(addr) as ch:
+        stub = lc_pb2_grpc.ManagementServiceStub(ch)
+        assert stub.RegisterHunter(lc_pb2.RegisterRequest(hunter_id="h1"), timeout=5).accepted
+        req = lc_pb2.SubscribeFiltersRequest(hunter_id="h1", filter_types=["bpf"])
+        calls = [stub.SubscribeFilters(req) for _ in range(3)]
+        first = next(calls[2])  # the full set comes first
+        assert first.full
+        deadline = time.monotonic() + 10
+        while p.hub.subscribers != 1 and time.monotonic() < deadline:
+            time.sleep(0.05)  # the two older ones were replaced by the newest
+        assert p.hub.subscribers == 1 and p.gate.open_streams == 1
+        calls[2].cancel()
+        while (p.hub.subscribers or p.gate.open_streams) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert p.hub.subscribers == 0 and p.gate.open_streams == 0
+        # An admin RPC that aborts still aborts (NOT_FOUND), and the pool is free.
+        with pytest.raises(grpc.RpcError) as e:
+            stub.GetHunter(lc_pb2.GetHunterRequest(hunter_id="nobody"), timeout=5)
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND
