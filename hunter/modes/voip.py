@@ -799,22 +799,28 @@ class VoipMode(SessionMode):
         sess: list[Session] = []
         index: dict[Session, int] = {}
         bits = max(1, (n - 1).bit_length())
+
+        def look_up(groups: _Groups) -> tuple[list[int], list[int]]:
+            """(session number or -1, tag) per distinct endpoint of ``groups``."""
+            sids: list[int] = []
+            tags: list[int] = []
+            for k in groups.index:
+                hit = get(k)
+                if hit is None:
+                    sids.append(-1)
+                    tags.append(0)
+                    continue
+                s, t = hit
+                x = index.get(s)
+                if x is None:
+                    x = index[s] = len(sess)
+                    sess.append(s)
+                sids.append(x)
+                tags.append(t)
+            return sids, tags
+
         by_dst = _Groups(dkey[fidx], fidx, bits)
-        sid_u: list[int] = []
-        tag_u: list[int] = []
-        for k in by_dst.index:
-            hit = get(k)
-            if hit is None:
-                sid_u.append(-1)
-                tag_u.append(0)
-                continue
-            s, t = hit
-            x = index.get(s)
-            if x is None:
-                x = index[s] = len(sess)
-                sess.append(s)
-            sid_u.append(x)
-            tag_u.append(t)
+        sid_u, tag_u = look_up(by_dst)
         counts = np.diff(by_dst.bounds)
         sid = np.full(n, -1, np.int32)
         tag = np.zeros(n, np.int8)
@@ -823,21 +829,7 @@ class VoipMode(SessionMode):
         miss = fidx[sid[fidx] < 0]
         by_src = _Groups(skey[miss], miss, bits)
         if len(miss):
-            sid_m: list[int] = []
-            tag_m: list[int] = []
-            for k in by_src.index:
-                hit = get(k)
-                if hit is None:
-                    sid_m.append(-1)
-                    tag_m.append(0)
-                    continue
-                s, t = hit
-                x = index.get(s)
-                if x is None:
-                    x = index[s] = len(sess)
-                    sess.append(s)
-                sid_m.append(x)
-                tag_m.append(t)
+            sid_m, tag_m = look_up(by_src)
             counts = np.diff(by_src.bounds)
             sid[by_src.pos] = np.repeat(np.array(sid_m, np.int32), counts)
             tag[by_src.pos] = np.repeat(np.array(tag_m, np.int8), counts)
