@@ -261,9 +261,15 @@ def test_slow_processor_pauses_hunters_memory_stays_flat_and_resume_drains(tmp_p
             seen_flow.add(st.get("flow", ""))
             info = hunter_info(p, pki, "h1") or {}
             c = info.get("counters", {})
-            if c:
+            if c and h.poll() is None:  # not the final heartbeat of a hunter done draining
+                sp = c.get("spool", {})
                 samples.append(
-                    (int(c.get("rss_bytes", 0)), int(c.get("queue_bytes", 0)), st.get("flow", ""))
+                    (
+                        int(c.get("rss_bytes", 0)),
+                        int(c.get("queue_bytes", 0)),
+                        st.get("flow", ""),
+                        int(sp.get("replayed", 0)) < int(sp.get("appended", 0)),
+                    )
                 )
             return "PAUSE" in seen_flow and int(c.get("spool", {}).get("appended", 0)) > 20
 
@@ -284,10 +290,15 @@ def test_slow_processor_pauses_hunters_memory_stays_flat_and_resume_drains(tmp_p
     assert "processor flow control: FLOW_RESUME" in err or "FLOW_CONTINUE" in err or code == 0
     assert samples, "no heartbeat seen"
     # Memory stays flat while paused: the in-memory queue is spilled to disk under PAUSE.
-    # (When the slow writer catches up between PAUSEs, the hunter drains the spool with up
-    # to 64 batches in flight, a bounded transient that is not what this measures.)
+    # Only samples taken while the processor said PAUSE and the spool still held batches
+    # the hunter had not begun to send count. Once the slow writer catches up, the hunter
+    # drains the spool with up to 64 batches (here ~90 kB each) in flight, and its RSS
+    # rises by 60-70 MB within 0.2 s (gRPC's buffers and glibc arenas, which keep up to
+    # the 64 MiB trim threshold): a bounded transient that is not what this measures. The
+    # processor's flow and the hunter's heartbeat are read apart, so a sample from that
+    # drain can carry PAUSE (CI saw 132 -> 197 MB that way).
     assert max(s[1] for s in samples[len(samples) // 2 :]) < 16 * 1024 * 1024
-    rss = [s[0] for s in samples if s[2] == "PAUSE"]
+    rss = [s[0] for s in samples if s[2] == "PAUSE" and s[3]]
     assert len(rss) >= 3, samples
     assert max(rss) - min(rss) < 64 * 1024 * 1024, str([round(r / 2**20) for r in rss])
     got = output_records(sorted((tmp_path / "data").glob("*.pcap")))
