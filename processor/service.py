@@ -49,6 +49,8 @@ _FLOW_POLL_S = 0.25
 # small batch. (A hunter keeps 64 batches in flight: 16 acks is a quarter of it.)
 ACK_DELAY = 0.05
 ACK_COUNT = 16
+# Batches a stream may have read whose Acks the peer has not taken yet (see _Stream).
+MAX_UNSENT_ACKS = 1024
 
 # What a batch may name (a hunter captures on a few interfaces of a few link types; each
 # link type is its own output file, so the number a batch may open is kept small).
@@ -162,12 +164,35 @@ class _Stream:
     an error (code, message) or None (the end). Loop thread only, but for
     :meth:`put_threadsafe`."""
 
-    __slots__ = ("items", "loop", "waiter")
+    __slots__ = ("items", "loop", "room_waiter", "unsent", "waiter")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.items: deque[object] = deque()
         self.waiter: asyncio.Future | None = None
+        # Batches read whose Ack has not been written to the peer yet, and the reader
+        # waiting for that to fall (see :meth:`wait_room`).
+        self.unsent = 0
+        self.room_waiter: asyncio.Future | None = None
+
+    def sent(self, n: int) -> None:
+        """``n`` Acks were written to the peer."""
+        self.unsent -= n
+        w = self.room_waiter
+        if w is not None and not w.done() and self.unsent < MAX_UNSENT_ACKS:
+            w.set_result(None)
+
+    async def wait_room(self) -> None:
+        """Until fewer than MAX_UNSENT_ACKS batches wait for their Ack to be written.
+        A peer that sends but never reads its Acks stops being read (HTTP/2 flow control
+        then holds it back) instead of piling up Acks in the processor's memory; a
+        hunter keeps at most its in-flight window (64) unacknowledged, far below."""
+        while self.unsent >= MAX_UNSENT_ACKS:
+            w = self.room_waiter = self.loop.create_future()
+            try:
+                await w
+            finally:
+                self.room_waiter = None
 
     def put(self, item: object) -> None:
         self.items.append(item)
@@ -398,10 +423,19 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
                     or loop.time() - since >= ACK_DELAY
                 )
                 if send or change is not None:
-                    await context.write(
-                        lc_pb2.StreamControl(acks=held if send else (), flow=announced)
-                    )
+                    try:
+                        await context.write(
+                            lc_pb2.StreamControl(acks=held if send else (), flow=announced)
+                        )
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as e:
+                        # A write that waited on a peer that does not read fails when
+                        # that peer cancels: the call is over, nothing to report to it.
+                        log.debug("%s: stream ended while writing: %s", peer, e)
+                        return
                     if send:
+                        st.sent(len(held))
                         held = []
                 if err is not None:
                     await context.abort(err[0], err[1])
@@ -435,6 +469,8 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
         checked = False  # a hunter's stream: its first batch's hunter was checked
         try:
             async for batch in requests:
+                if st.unsent >= MAX_UNSENT_ACKS:
+                    await st.wait_room()
                 hid = batch.hunter_id
                 if below is not None:
                     if hid not in carried:
@@ -489,6 +525,7 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
                     )
                     return
                 reply = _replier(router, st, self.registry, hid, cols, below is not None)
+                st.unsent += 1
                 try:
                     if not ingest.try_submit(batch, cols, reply):  # the queue is full: wait
                         await asyncio.get_running_loop().run_in_executor(
