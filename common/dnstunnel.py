@@ -162,10 +162,8 @@ from __future__ import annotations
 import base64
 import math
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Sequence
 from hashlib import blake2b
 
-import numpy as np
 from publicsuffixlist import PublicSuffixList
 
 from lc.common.dns import DnsError, name_labels, name_text
@@ -692,17 +690,7 @@ class TunnelDetector:
         # subdomain -> _measure(subdomain): ordinary names come back again and again
         self._measured: dict[bytes, Measure] = {}
         self._queries = self._scored = 0  # not yet in counters (see counters)
-        # Sums of the queries counted by observe_many, per domain, not yet in its
-        # DomainStats (fold() puts them there); made at the first batch.
-        self._pending: _Pending | None = None
         _get_psl()
-
-    def _evict(self) -> None:
-        """The least recently seen domain leaves (the table is full)."""
-        domain, _ = self.domains.popitem(last=False)
-        self._counters["domains_evicted"] += 1
-        if self._pending is not None:
-            self._pending.drop(domain)
 
     def observe(self, qname: str, qtype: int, ts_ns: int, client: str | None = None) -> str | None:
         """Counts one query (call it for queries, QR=0, not for their responses).
@@ -773,7 +761,8 @@ class TunnelDetector:
         st = domains.get(domain)
         if st is None:
             if len(domains) >= self.max_domains:
-                self._evict()
+                domains.popitem(last=False)
+                self._counters["domains_evicted"] += 1
             st = domains[domain] = DomainStats(self.max_clients)
             st.first_ns = st.last_ns = ts_ns
         else:
@@ -814,137 +803,13 @@ class TunnelDetector:
                     st.clients_dropped += 1
         return domain
 
-    def observe_many(
-        self,
-        domains: Sequence[str],
-        dom: np.ndarray,
-        measures: np.ndarray,
-        tunnel: np.ndarray,
-        ts: np.ndarray,
-        clients: np.ndarray,
-        client_text: Callable[[int], str],
-    ) -> None:
-        """Counts ``len(dom)`` queries, in order, exactly as calling
-        :meth:`observe_prepared` for each ``j`` would with ``(domains[dom[j]],
-        measures[j])``, ``tunnel[j]``, ``ts[j]`` and ``client_text(clients[j])``.
-
-        ``dom``, ``tunnel``, ``ts``, ``clients``: int64 arrays; ``measures``: int64
-        rows of :meth:`prepare`'s measures (booleans as 0/1); ``clients``: ids from 0
-        to 2**40 - 1 that ``client_text`` writes (the same text under two ids is
-        fine). The hot path of a hunter: a batch's sums, maxima and HyperLogLog
-        registers go into per-domain arrays in a few numpy operations (into each
-        domain's :class:`DomainStats` at :meth:`fold`, which every reader here calls
-        first). What depends on the order stays in order: the domains' recency
-        (moved to the end by their last query in the batch) and their client sets
-        (each (domain, client) pair at its first query). A batch that brings more
-        new domains than there is room for is counted query by query (evictions
-        then fall where they would)."""
-        k = len(dom)
-        if not k:
-            return
-        uniq, first, inv = np.unique(dom, return_index=True, return_inverse=True)
-        names = [domains[d] for d in uniq.tolist()]
-        table = self.domains
-        new = 0
-        for name in names:
-            if name not in table:
-                new += 1
-        if len(table) + new > self.max_domains:
-            observe = self.observe_prepared
-            cols = (dom.tolist(), measures.tolist(), tunnel.tolist(), ts.tolist(), clients.tolist())
-            for d, row, tt, t, c in zip(*cols, strict=True):
-                observe((domains[d], tuple(row)), bool(tt), t, client_text(c))
-            return
-        self._queries += k
-        self._scored += k
-        pend = self._pending
-        if pend is None:
-            pend = self._pending = _Pending()
-        order = np.argsort(inv, kind="stable")
-        starts = np.flatnonzero(np.diff(inv[order], prepend=-1))
-        last = order[np.append(starts[1:], k) - 1]  # each domain's last query
-        m = measures[order]
-        t_sorted = ts[order]
-        carrier = m[:, 3] != 0
-        cols = np.empty((k, 8), dtype=np.int64)
-        cols[:, 0] = 1  # queries
-        cols[:, 1] = m[:, 0]  # length
-        cols[:, 2] = m[:, 1]  # bits, in thousandths
-        cols[:, 3] = m[:, 9]  # entropy, in thousandths
-        cols[:, 4] = carrier
-        cols[:, 5] = m[:, 1] * carrier  # the carriers' bits
-        cols[:, 6] = m[:, 4] != 0  # odd
-        cols[:, 7] = tunnel[order] != 0
-        sums = np.add.reduceat(cols, starts, axis=0)
-        highs = np.maximum.reduceat(np.column_stack((m[:, 0], m[:, 2], t_sorted)), starts, axis=0)
-        lows = np.minimum.reduceat(t_sorted, starts)
-        first_ts = ts[first].tolist()
-        # Recency, creation and rows, in the order of each domain's last query.
-        slots = [0] * len(names)
-        stats: list[DomainStats] = [None] * len(names)  # type: ignore[list-item]
-        slot_of = pend.slot_of
-        alloc = pend.alloc
-        move = table.move_to_end
-        for g in np.argsort(last).tolist():
-            name = names[g]
-            st = table.get(name)
-            if st is None:
-                st = table[name] = DomainStats(self.max_clients)
-                st.first_ns = st.last_ns = first_ts[g]
-            else:
-                move(name)
-            stats[g] = st
-            slot = slot_of.get(name)
-            slots[g] = alloc(name) if slot is None else slot
-        sl = np.array(slots, dtype=np.intp)
-        pend.add(sl, sums, highs, lows)
-        qslots = sl[inv]
-        np.maximum.at(pend.hll, (qslots, measures[:, 5]), measures[:, 6].astype(np.uint8))
-        cm = measures[:, 3] != 0
-        if cm.any():
-            np.maximum.at(
-                pend.chll, (qslots[cm], measures[cm, 7]), measures[cm, 8].astype(np.uint8)
-            )
-        # Clients: each (domain, client) pair at its first query, in order.
-        ucli, cinv = np.unique(clients, return_inverse=True)
-        texts = [client_text(c) for c in ucli.tolist()]
-        pairs, pfirst, pcount = np.unique(
-            inv.astype(np.int64) << 32 | cinv, return_index=True, return_counts=True
-        )
-        po = np.argsort(pfirst)
-        for pair, count in zip(pairs[po].tolist(), pcount[po].tolist(), strict=True):
-            st = stats[pair >> 32]
-            text = texts[pair & 0xFFFFFFFF]
-            cl = st.clients
-            if text not in cl:
-                if len(cl) < st.max_clients:
-                    cl.add(text)
-                else:
-                    st.clients_dropped += count
-
-    def fold(self, domain: str | None = None) -> None:
-        """Puts what :meth:`observe_many` counted into the domains'
-        :class:`DomainStats` (of ``domain`` only, or of every domain)."""
-        pend = self._pending
-        if pend is None or not pend.slot_of:
-            return
-        if domain is not None:
-            if domain in pend.slot_of:
-                pend.fold(domain, self.domains[domain])
-            return
-        for name in list(pend.slot_of):
-            pend.fold(name, self.domains[name])
-
     def score(self, domain: str) -> float:
         """The score of ``domain`` (0.0 when it has no statistics)."""
-        if self._pending is not None:
-            self.fold(domain)
         stats = self.domains.get(domain)
         return stats.score() if stats is not None else 0.0
 
     def top(self, n: int = 10) -> list[tuple[str, float]]:
         """The ``n`` highest-scoring domains, highest first."""
-        self.fold()
         scored = ((d, s.score()) for d, s in self.domains.items())
         return sorted(scored, key=lambda x: (-x[1], x[0]))[:n]
 
@@ -956,7 +821,6 @@ class TunnelDetector:
         """Every domain's statistics in compact form (for the heartbeat); with
         ``reset`` the detector starts afresh, so each snapshot holds what came
         since the last one and the receiver adds them up."""
-        self.fold()
         out = {d: s.to_dict() for d, s in self.domains.items()}
         if reset:
             self.domains.clear()
@@ -975,93 +839,11 @@ class TunnelDetector:
         mine = self.domains.get(domain)
         if mine is None:
             if len(self.domains) >= self.max_domains:
-                self._evict()
+                self.domains.popitem(last=False)
+                self._counters["domains_evicted"] += 1
             fresh = DomainStats(self.max_clients)
             fresh.merge(stats)
             self.domains[domain] = fresh
         else:
-            self.fold(domain)
             mine.merge(stats)
             self.domains.move_to_end(domain)
-
-
-_INT64_MAX = (1 << 63) - 1
-
-
-class _Pending:
-    """Per-domain sums of batched queries (:meth:`TunnelDetector.observe_many`) not
-    yet in their :class:`DomainStats`: a row per domain, rows reused (no more of them
-    than the detector has domains)."""
-
-    __slots__ = ("chll", "free", "highs", "hll", "lows", "slot_of", "sums")
-
-    def __init__(self) -> None:
-        self.slot_of: dict[str, int] = {}
-        self.free: list[int] = []
-        self.sums = np.zeros((0, 8), dtype=np.int64)  # queries ... tunnel types
-        self.highs = np.zeros((0, 3), dtype=np.int64)  # longest, longest label, last time
-        self.lows = np.zeros(0, dtype=np.int64)  # first time
-        self.hll = np.zeros((0, _HLL_M), dtype=np.uint8)
-        self.chll = np.zeros((0, _CHLL_M), dtype=np.uint8)
-
-    def alloc(self, domain: str) -> int:
-        """A free row for ``domain`` (the arrays double when none is)."""
-        if not self.free:
-            n = len(self.lows)
-            new = max(64, 2 * n)
-            self.sums = np.concatenate((self.sums, np.zeros((new - n, 8), dtype=np.int64)))
-            self.highs = np.concatenate((self.highs, np.zeros((new - n, 3), dtype=np.int64)))
-            self.lows = np.concatenate((self.lows, np.full(new - n, _INT64_MAX, dtype=np.int64)))
-            self.hll = np.concatenate((self.hll, np.zeros((new - n, _HLL_M), dtype=np.uint8)))
-            self.chll = np.concatenate((self.chll, np.zeros((new - n, _CHLL_M), dtype=np.uint8)))
-            self.free.extend(range(new - 1, n - 1, -1))
-        slot = self.slot_of[domain] = self.free.pop()
-        return slot
-
-    def add(self, slots: np.ndarray, sums: np.ndarray, highs: np.ndarray, lows: np.ndarray) -> None:
-        """Adds a batch's per-domain figures (``slots`` distinct)."""
-        self.sums[slots] += sums
-        self.highs[slots] = np.maximum(self.highs[slots], highs)
-        self.lows[slots] = np.minimum(self.lows[slots], lows)
-
-    def _clear(self, slot: int) -> None:
-        self.sums[slot] = 0
-        self.highs[slot] = 0
-        self.lows[slot] = _INT64_MAX
-        self.hll[slot] = 0
-        self.chll[slot] = 0
-        self.free.append(slot)
-
-    def drop(self, domain: str) -> None:
-        """The domain left the detector: what it had pending goes with it."""
-        slot = self.slot_of.pop(domain, None)
-        if slot is not None:
-            self._clear(slot)
-
-    def fold(self, domain: str, st: DomainStats) -> None:
-        """Adds the domain's pending figures to ``st`` and frees its row."""
-        slot = self.slot_of.pop(domain)
-        q, length, mbits, mentropy, carriers, cmbits, odd, types = self.sums[slot].tolist()
-        st.queries += q
-        st.sum_len += length
-        st.sum_mbits += mbits
-        st.sum_mentropy += mentropy
-        st.carriers += carriers
-        st.carrier_mbits += cmbits
-        st.odd += odd
-        st.tunnel_types += types
-        max_len, max_label, last_ns = self.highs[slot].tolist()
-        if max_len > st.max_len:
-            st.max_len = max_len
-        if max_label > st.max_label:
-            st.max_label = max_label
-        if last_ns > st.last_ns:
-            st.last_ns = last_ns
-        first_ns = int(self.lows[slot])
-        if first_ns < st.first_ns:
-            st.first_ns = first_ns
-        regs = np.frombuffer(st.hll, dtype=np.uint8)
-        np.maximum(regs, self.hll[slot], out=regs)
-        regs = np.frombuffer(st.chll, dtype=np.uint8)
-        np.maximum(regs, self.chll[slot], out=regs)
-        self._clear(slot)

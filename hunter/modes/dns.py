@@ -38,10 +38,8 @@ from __future__ import annotations
 import socket
 import struct
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import orjson
 
 from lc.common.bpf import compile_bpf
@@ -325,8 +323,6 @@ class DnsDissector(Dissector):
         self.last_scores: dict[str, float | DomainStats] = {}
         self.scores: dict[str, float] = {}
         self.events_all = False  # --events all (set by DnsMode): rejected ones' events too
-        # Counts the queries DnsMode keeps for the detector (set by it): before a read.
-        self.flush_tunnel: Callable[[], None] | None = None
         self.c = dict.fromkeys(("queries", "responses", "unanswered", "answered",
                                 "orphan_responses"), 0)  # fmt: skip
 
@@ -488,8 +484,6 @@ class DnsDissector(Dissector):
             return 0.0
         got = self.scores.get(domain)
         if got is None:
-            if self.flush_tunnel is not None:
-                self.flush_tunnel()
             last = self.last_scores.get(domain, 0.0)
             if type(last) is not float:
                 last = self.last_scores[domain] = last.score()
@@ -683,24 +677,7 @@ class DnsMode(SessionMode):
         # question as sent, and lower-cased -> _entry(question) (fast path)
         self._names: dict[bytes, tuple | bool] = {}
         self._clients: dict[int, str] = {}  # IPv4 address -> text (fast path)
-        # (question name, tunnel type) -> its row in _ptab, or prepare()'s counter name
-        # when it has no domain (general path)
-        self._preps: dict[tuple[str, bool], int | str] = {}
-        # Tunneling: what a query adds to its domain's statistics, a row per distinct
-        # question (the fast path's name cache and _preps refer to rows by number):
-        # domain number (in _dnames), prepare()'s measures, tunnel type.
-        self._ptab = np.zeros((1024, 12), dtype=np.int64)
-        self._prows = 0
-        self._dids: dict[str, int] = {}  # registered domain -> its number
-        self._dnames: list[str] = []
-        # The queries counted since the last flush (_tflush), in order: time, row,
-        # client (an IPv4 address as an int; others numbered from 2**32, _cids).
-        self._bts: list[int] = []
-        self._bpid: list[int] = []
-        self._bcli: list[int] = []
-        self._cids: dict[bytes, int] = {}
-        self._ctexts: dict[int, str] = {}
-        dissector.flush_tunnel = self._tflush
+        self._preps: dict[str, object] = {}  # question name -> prepare() (general path)
         # CNAME chain name (text, or raw target) -> matches a filter (fast path)
         self._chain: dict[str | bytes, bool] = {}
         self._rec: bytes = b""  # the chunk being read (fast path)
@@ -758,7 +735,6 @@ class DnsMode(SessionMode):
             if self._pend:
                 self._promote_all(out)
             super()._process(chunk, out)
-            self._tflush()
             return
         interfaces = self.interfaces
         single = chunk.iface if isinstance(chunk.iface, int) else None
@@ -782,7 +758,7 @@ class DnsMode(SessionMode):
         max_pend = self.dis.cfg.max_transactions
         det = self.dis.detector
         observe = det.observe_prepared if det is not None else None
-        b_ts, b_pid, b_cli = self._bts.append, self._bpid.append, self._bcli.append
+        clients = self._clients
         datagram = self._datagram
         unassociated = held = again = answered = answered_frames = 0
         off = 0
@@ -819,7 +795,7 @@ class DnsMode(SessionMode):
                         if e is None:
                             e = entry(raw)
                         if e:
-                            _, ids, prep, ttype, hi, pid = e
+                            _, ids, prep, ttype, hi = e
                             ts = ts_col[i]
                             if flags < 0x8000:  # a query: client first in the key
                                 k = hi | ((src << 16 | sport) << 48 | dst << 16 | dport) << 16 | qid
@@ -827,12 +803,11 @@ class DnsMode(SessionMode):
                                     pkt = (ts, cap, orig_col[i], mv[start:off], ifx)
                                     self._query_matched(e, k, an, pe - start, pkt, out)
                                     continue
-                                if pid is not None:  # counted at the next flush
-                                    b_ts(ts)
-                                    b_pid(pid)
-                                    b_cli(src)
-                                elif prep is not None:  # a counter's name: counted now
-                                    observe(prep, ttype, ts, None)
+                                if prep is not None:
+                                    cli = clients.get(src)
+                                    if cli is None:
+                                        cli = self._client(src)
+                                    observe(prep, ttype, ts, cli)
                                 if len(pend) >= max_pend and k not in pend:
                                     self._evict()
                                 v = rec[start:off] if not ifx else ((rec[start:off], ifx),)
@@ -888,7 +863,6 @@ class DnsMode(SessionMode):
             self.table.unmatched_packets += 2 * answered + answered_frames
             self.fast["dropped"] += answered
         self._rec = b""
-        self._tflush()
         if len(ts_col):
             last = ts_col[len(ts_col) - 1]
             if last > self._clock:
@@ -944,61 +918,7 @@ class DnsMode(SessionMode):
         det = self.dis.detector
         prep = det.prepare(name, labels) if det is not None else None
         tunnel_type = (lkey[n + 1] << 8 | lkey[n + 2]) in TUNNEL_TYPES
-        pid = self._prow(prep, tunnel_type) if type(prep) is tuple else None
-        return (lkey, ids, prep, tunnel_type, self._number(lkey) << 112, pid)
-
-    def _prow(self, prep: tuple, tunnel_type: bool) -> int:
-        """A new row of :attr:`_ptab` for a question: its :meth:`TunnelDetector.prepare`
-        (domain and measures) and whether its type is a tunnel type. Bounded: when
-        there are as many rows as the two caches that refer to them can hold, what is
-        pending is counted and the rows and both caches start afresh."""
-        n = self._prows
-        if n >= 4 * _NAME_CACHE:
-            self._tflush()
-            self._names.clear()
-            self._preps.clear()
-            self._dids.clear()
-            self._dnames.clear()
-            n = 0
-        tab = self._ptab
-        if n >= len(tab):
-            tab = self._ptab = np.concatenate((tab, np.zeros_like(tab)))
-        domain, f = prep
-        did = self._dids.get(domain)
-        if did is None:
-            did = self._dids[domain] = len(self._dnames)
-            self._dnames.append(domain)
-        tab[n] = (did, *f, tunnel_type)
-        self._prows = n + 1
-        return n
-
-    def _tflush(self) -> None:
-        """The queries kept since the last flush go to the detector (in order)."""
-        pids = self._bpid
-        if not pids:
-            return
-        rows = self._ptab[np.array(pids, dtype=np.intp)]
-        self.dis.detector.observe_many(  # type: ignore[union-attr]
-            self._dnames,
-            rows[:, 0],
-            rows[:, 1:11],
-            rows[:, 11],
-            np.array(self._bts, dtype=np.int64),
-            np.array(self._bcli, dtype=np.int64),
-            self._client_text,
-        )
-        pids.clear()
-        self._bts.clear()
-        self._bcli.clear()
-        if len(self._cids) >= _NAME_CACHE:
-            self._cids.clear()
-            self._ctexts.clear()
-
-    def _client_text(self, cid: int) -> str:
-        """A client's address as text, by its number in the pending queries."""
-        if cid < 1 << 32:
-            return self._clients.get(cid) or self._client(cid)
-        return self._ctexts[cid]
+        return (lkey, ids, prep, tunnel_type, self._number(lkey) << 112)
 
     def _number(self, lkey: bytes) -> int:
         """The question's number in the transaction keys: the same for as long as a
@@ -1029,12 +949,9 @@ class DnsMode(SessionMode):
         msg = parse_dns(pkt[3][58:end])
         dis = self.dis
         src, sport, dst, dport = _key_flow(k)
-        if e[5] is not None:
-            self._bts.append(pkt[0])
-            self._bpid.append(e[5])
-            self._bcli.append(src)
-        elif e[2] is not None:
-            dis.detector.observe_prepared(e[2], e[3], pkt[0], None)  # type: ignore[union-attr]
+        if e[2] is not None:
+            cli = self._clients.get(src) or self._client(src)
+            dis.detector.observe_prepared(e[2], e[3], pkt[0], cli)  # type: ignore[union-attr]
         flow = (src.to_bytes(4, "big"), sport, dst.to_bytes(4, "big"), dport, 17)
         dis.flow = flow
         if not an:  # the filters its name matches are all the engine's match would find
@@ -1152,33 +1069,17 @@ class DnsMode(SessionMode):
         super()._message(msg, frames, flow, out, ts)
 
     def _observe(self, msg: DnsMessage, ts: int, client: bytes) -> None:
-        """A query the general path reads, counted for tunneling with those of the
-        fast path (in order, at the next flush): its name's prepared measures kept
-        as a row of :attr:`_ptab`, as the fast path keeps them by the question's
-        bytes."""
+        """A query the general path reads, counted for tunneling (its name's prepared
+        measures kept, as the fast path keeps them by the question's bytes)."""
         preps = self._preps
-        tunnel_type = msg.qtype in TUNNEL_TYPES
-        key = (msg.qname, tunnel_type)
-        p = preps.get(key)
+        p = preps.get(msg.qname)
         if p is None:
             if len(preps) >= _NAME_CACHE:
                 preps.clear()
-            got = self.dis.detector.prepare(msg.qname)  # type: ignore[union-attr]
-            p = self._prow(got, tunnel_type) if type(got) is tuple else got
-            preps[key] = p
-        if type(p) is str:  # a counter's name: counted now
-            self.dis.detector.observe_prepared(p, tunnel_type, ts, None)  # type: ignore[union-attr]
-            return
-        if len(client) == 4:
-            cid = int.from_bytes(client, "big")
-        else:
-            cid = self._cids.get(client)  # type: ignore[assignment]
-            if cid is None:
-                cid = self._cids[client] = (1 << 32) + len(self._cids)
-                self._ctexts[cid] = _ip_text(client)
-        self._bts.append(ts)
-        self._bpid.append(p)
-        self._bcli.append(cid)
+            p = preps[msg.qname] = self.dis.detector.prepare(msg.qname)  # type: ignore[union-attr]
+        self.dis.detector.observe_prepared(  # type: ignore[union-attr]
+            p, msg.qtype in TUNNEL_TYPES, ts, _ip_text(client)
+        )
 
     def _conn_message(self, s: Session, msg: object, toks: list, flow: tuple, out, ts: int) -> None:
         if self.dis.detector is not None and not msg.qr and msg.questions:  # type: ignore[attr-defined]
@@ -1201,7 +1102,6 @@ class DnsMode(SessionMode):
         det = self.dis.detector
         if det is None:
             return
-        self._tflush()
         if not self._report_at:
             self._report_at = now + self.dis.cfg.report_ns
             if not force:
@@ -1211,8 +1111,10 @@ class DnsMode(SessionMode):
         self._report_at = now + self.dis.cfg.report_ns
         if not det.domains:
             return
+        # Scored when asked for (most domains never are): the objects stay as they
+        # are, the detector starts afresh.
         last: dict[str, float | DomainStats] = dict(det.domains)
-        snap = det.snapshot(reset=True)  # (the statistics kept stay as they are now)
+        snap = det.snapshot(reset=True)
         self.dis.last_scores = last
         self._tunnel.extend(
             lc_pb2.DnsTunnelStats(domain=d, stats=orjson.dumps(v)) for d, v in snap.items()

@@ -16,7 +16,6 @@ import re
 import string
 from pathlib import Path
 
-import numpy as np
 import pytest
 from dns_workload import benign_tunnels, ordinary_workload
 from hypothesis import given, settings
@@ -436,80 +435,3 @@ def test_threshold_separates_tunnels_from_ordinary_traffic() -> None:
 
 def test_corpus_is_where_expected() -> None:
     assert CORPUS.name == "corpus"
-
-
-_NAMES = [
-    f"{sub}.{dom}"
-    for dom in ("example.com", "b.co.uk", "tunnel.net", "x.org", "cdn.io")
-    for sub in ("www", "a1b2c3d4e5f6g7h8i9j0k1l2", "mail", "q", "zz9.yy8")
-] + ["1.0.0.10.in-addr.arpa", "com", "printer.local"]
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    queries=st.lists(
-        st.tuples(
-            st.integers(0, len(_NAMES) - 1),  # name
-            st.booleans(),  # tunnel type
-            st.integers(0, 50),  # time
-            st.integers(0, 5),  # client
-            st.integers(0, 6),  # what comes after it: 0 a batch ends, 1 a score is read...
-        ),
-        max_size=60,
-    ),
-    max_domains=st.integers(1, 6),
-    max_clients=st.integers(1, 4),
-)
-def test_batches_count_exactly_what_queries_one_by_one_do(
-    queries: list, max_domains: int, max_clients: int
-) -> None:
-    """observe_many (a hunter's batches) leaves the detector exactly as observe_prepared
-    query by query does: statistics, their order (recency, evictions), client sets and
-    drops, counters; whatever is read between batches (scores, snapshots)."""
-    one = TunnelDetector(max_domains=max_domains, max_clients=max_clients)
-    many = TunnelDetector(max_domains=max_domains, max_clients=max_clients)
-    preps = [one.prepare(n) for n in _NAMES]
-    domains = sorted({p[0] for p in preps if type(p) is tuple})
-    batch: list[tuple] = []
-    texts = [f"10.0.0.{c}" for c in range(6)]
-
-    def flush() -> None:
-        rows = [q for q in batch if type(preps[q[0]]) is tuple]
-        for q in batch:  # counters' names are counted at once, as a hunter does
-            if type(preps[q[0]]) is str:
-                many.observe_prepared(preps[q[0]], q[1], q[2] * 10**9)
-        if rows:
-            many.observe_many(
-                domains,
-                np.array([domains.index(preps[q[0]][0]) for q in rows], dtype=np.int64),
-                np.array([preps[q[0]][1] for q in rows], dtype=np.int64).reshape(len(rows), 10),
-                np.array([q[1] for q in rows], dtype=np.int64),
-                np.array([q[2] * 10**9 for q in rows], dtype=np.int64),
-                np.array([q[3] * 7 for q in rows], dtype=np.int64),  # ids, not texts
-                lambda c: texts[c // 7],
-            )
-        batch.clear()
-
-    def same() -> None:
-        a, b = one.snapshot(), many.snapshot()
-        assert list(a.items()) == list(b.items())
-        assert one.counters == many.counters
-
-    for q in queries:
-        one.observe_prepared(preps[q[0]], q[1], q[2] * 10**9, texts[q[3]])
-        batch.append(q)
-        after = q[4]
-        if after == 0:
-            flush()
-            same()
-        elif after == 1:  # a score read between batches (a hunter flushes first)
-            flush()
-            d = domains[q[2] % len(domains)]
-            assert one.score(d) == many.score(d)
-            assert one.top(3) == many.top(3)
-        elif after == 2:
-            flush()
-            assert one.snapshot(reset=True) == many.snapshot(reset=True)
-    flush()
-    same()
-    assert list(one.domains) == list(many.domains)
