@@ -464,8 +464,9 @@ class SessionMode(Mode):
                                 self._conn_end(s, fl, lower, ts)
                             continue
             # Fast path: Ethernet, untagged IPv4 without options, not a fragment, UDP,
-            # not a message port: an alias's packet, or nothing.
-            if lt == ethernet and cap >= 38:
+            # not a message port: an alias's packet, or nothing. (Both tests below want
+            # UDP: frame byte 23, the IPv4 protocol, is read first.)
+            if lt == ethernet and cap >= 38 and rec[start + 39] == 17:
                 etype, vihl, frag, proto, src, dst, sport, dport = unpack(rec, start + peek_at)
                 if (
                     etype == 0x0800
