@@ -312,6 +312,9 @@ class SessionMode(Mode):
             if dissector.streams or self._conn
             else None
         )
+        # The frame of a connection being placed, which completes any message it yields
+        # (a dissector's mode may match it with bpf).
+        self._pkt: tuple | None = None
         self._gen = 0  # chunks processed: which Out a frame token's index refers to
         # Connections that ignore the rest (IPv4), by their packets' raw source and
         # destination addresses and ports (12 bytes, one entry per direction), with
@@ -766,6 +769,7 @@ class SessionMode(Mode):
         return _Token(s, pkt[0], -1, self._gen, -1, pkt)
 
     def _tcp_frame(self, pkt: tuple, d, data: memoryview, out: Out) -> None:
+        self._pkt = pkt
         ts = pkt[0]
         flags = d.tcp_flags
         s = self._connection((d.src, d.sport, d.dst, d.dport, 6), ts, flags, out)
@@ -836,6 +840,7 @@ class SessionMode(Mode):
         self._conn_message(s, msg, toks, (*key, 6), out, ts)
 
     def _udp_flow(self, frames: list, payload, flow: tuple, out: Out) -> None:
+        self._pkt = frames[-1]
         ts = frames[-1][0]
         s = self._connection(flow, ts, 0, out)
         toks = [self._place(s, f, out) for f in frames]

@@ -424,7 +424,6 @@ class TlsMode(SessionMode):
         super().__init__(ctx, dissector, limits)
         self._programs: dict[tuple[str, int], object] = {}
         self._bpfs: list[tuple[str, str]] = []
-        self._pkt: tuple | None = None
         # Hello filter ids by (SNI, JA3, JA4) and (JA3S, JA4S), for the filter set
         # applied (see _match).
         self._verdicts: dict[tuple, frozenset[str]] = {}
@@ -441,14 +440,6 @@ class TlsMode(SessionMode):
         with self._lock:
             self._verdicts = {}
             super().apply(compiled)
-
-    def _tcp_frame(self, pkt: tuple, d, data: memoryview, out: Out) -> None:
-        self._pkt = pkt  # the frame that completes any message it yields (bpf)
-        super()._tcp_frame(pkt, d, data, out)
-
-    def _udp_flow(self, frames: list, payload, flow: tuple, out: Out) -> None:
-        self._pkt = frames[-1]
-        super()._udp_flow(frames, payload, flow, out)
 
     def _conn_message(
         self, s: Session, msg: object, toks: list, flow: tuple, out: Out, ts: int
