@@ -713,7 +713,8 @@ class SessionMode(Mode):
     def _connection(self, flow: tuple, ts: int, flags: int, out: Out) -> Session:
         """The connection ``flow`` (a packet's 5-tuple) belongs to, opened if new."""
         src, sport, dst, dport, proto = flow
-        key, _ = flow_key(src, sport, dst, dport, proto)
+        # flow_key, inline: the lower endpoint first.
+        key = flow if (src, sport) <= (dst, dport) else (dst, dport, src, sport, proto)
         table = self.table
         s = table.sessions.get(key)
         if s is not None:
