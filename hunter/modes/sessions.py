@@ -135,6 +135,8 @@ MAX_WAITING_EVENTS = 64
 #: 12 raw bytes of IPv4 source, destination, source and destination port (a fast
 #: connection's key).
 _PEEK_KEY = struct.Struct("!HB5xH4x12s")
+#: The same and, at frame offset 47, the TCP flags.
+_PEEK_KEY_FLAGS = struct.Struct("!HB5xH4x12s9xB")
 _PORTS = struct.Struct("!HH")
 #: Kernel BPF for IP fragments (IPv4 MF or offset; an IPv6 fragment header first).
 IP_FRAGMENTS = "(ip and ip[6:2] & 0x3fff != 0) or (ip6 and ip6[6] == 44)"
@@ -416,6 +418,7 @@ class SessionMode(Mode):
         fast_tcp = self._conn_fast_tcp
         fast_udp = self._conn_fast_udp
         peek_tcp = _PEEK_KEY.unpack_from
+        peek_tcp_flags = _PEEK_KEY_FLAGS.unpack_from
         touch = self.table.touched.append
         ctag = self.dis.message_tag
         conn_frames = 0
@@ -432,40 +435,38 @@ class SessionMode(Mode):
                 # (untagged Ethernet, IPv4 without options, not a fragment). A SYN
                 # takes the decoding path: it may open a new connection on the
                 # 5-tuple of one that ended (_connection).
-                etype, vihl, frag, k = peek_tcp(rec, start + 28)
-                if etype == 0x0800 and vihl == 0x45 and not frag & 0x3FFF:
+                etype, vihl, frag, k, fl = peek_tcp_flags(rec, start + 28)
+                if etype == 0x0800 and vihl == 0x45 and not frag & 0x3FFF and not fl & 2:
                     hit = fast_tcp.get(k)
                     if hit is not None:
-                        fl = rec[start + 63]  # 16 + 14 + 20 + 13: the TCP flags
-                        if not fl & 2:
-                            s, lower = hit
-                            ts = ts_col[i]
-                            s.last_ns = ts
-                            touch(s)
-                            conn_frames += 1
-                            st = s.state
-                            if st == rejected:
-                                # The bulk: connections no filter wanted. Their counts
-                                # go only into their events (--events all).
-                                unmatched += 1
-                                if count_rejected:
-                                    s.pk[ctag] += 1
-                                    s.by[ctag] += cap
-                                if fl & 5:  # FIN or RST
-                                    self._conn_end(s, fl, lower, ts)
-                                continue
-                            s.pk[ctag] += 1
-                            s.by[ctag] += cap
-                            if st == matched:
-                                meta = s.metas[ctag]
-                                if meta is None:
-                                    meta = s.metas[ctag] = meta_of(s, ctag, None)
-                                out.add((ts, cap, orig_col[i], mv[start:off], ifx), meta)
-                            else:
-                                hold(s, (ts, cap, orig_col[i], mv[start:off], ifx), ctag)
+                        s = hit[0]
+                        ts = ts_col[i]
+                        s.last_ns = ts
+                        touch(s)
+                        conn_frames += 1
+                        st = s.state
+                        if st == rejected:
+                            # The bulk: connections no filter wanted. Their counts
+                            # go only into their events (--events all).
+                            unmatched += 1
+                            if count_rejected:
+                                s.pk[ctag] += 1
+                                s.by[ctag] += cap
                             if fl & 5:  # FIN or RST
-                                self._conn_end(s, fl, lower, ts)
+                                self._conn_end(s, fl, hit[1], ts)
                             continue
+                        s.pk[ctag] += 1
+                        s.by[ctag] += cap
+                        if st == matched:
+                            meta = s.metas[ctag]
+                            if meta is None:
+                                meta = s.metas[ctag] = meta_of(s, ctag, None)
+                            out.add((ts, cap, orig_col[i], mv[start:off], ifx), meta)
+                        else:
+                            hold(s, (ts, cap, orig_col[i], mv[start:off], ifx), ctag)
+                        if fl & 5:  # FIN or RST
+                            self._conn_end(s, fl, hit[1], ts)
+                        continue
             # Fast path: Ethernet, untagged IPv4 without options, not a fragment, UDP,
             # not a message port: an alias's packet, or nothing. (Both tests below want
             # UDP: frame byte 23, the IPv4 protocol, is read first.)
