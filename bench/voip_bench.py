@@ -5,8 +5,8 @@
    over TCP; >= 500k packets) is replayed with `lc hunt voip -r` over mutual TLS to
    `lc process --per-call-pcap-dir`, twice: with one `sip_user` filter `target-*` (10%
    of the calls match), and with `caller-*` (every call matches). Prints packets/s end
-   to end (the hunter's own figure, and wall time from start to exit), the hunter's CPU
-   time per packet and peak RSS, and `tcpdump -r FILE -w /dev/null` on the same file;
+   to end (the hunter's own figure, and wall time from start to exit), the hunter's and
+   the processor's CPU time per packet, the hunter's peak RSS, and `tcpdump -r FILE -w /dev/null` on the same file;
    checks that exactly the matching calls got a file, each with exactly its packets.
 2. 10,000 concurrent undecided calls (INVITE, 100, 180 with SDP and early media, never
    answered) replayed with a filter matching none of them: the hunter holds all of them
@@ -137,9 +137,19 @@ class Processor:
         if r.returncode != 0:
             sys.exit(r.stderr)
 
-    def stop(self) -> None:
+    def stop(self) -> float:
+        """Stop it; its CPU seconds (start-up included), read from /proc just before."""
+        cpu = 0.0
+        try:
+            with open(f"/proc/{self.proc.pid}/stat") as f:
+                st = f.read()
+            fields = st[st.rindex(")") + 2 :].split()
+            cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            pass
         self.proc.terminate()
         self.proc.wait(60)
+        return cpu
 
 
 def replay(work: Path, tls: dict, cap: Path, info: dict, name: str, pattern: str,
@@ -155,7 +165,7 @@ def replay(work: Path, tls: dict, cap: Path, info: dict, name: str, pattern: str
     code, out, herr, wall, rss, cpu = run_measured(
         [*LC, "hunt", "voip", "--processor", proc.addr, *tls["hunter-bench"], "-r", str(cap)]
     )
-    proc.stop()
+    pcpu = proc.stop()
     if code != 0:
         sys.exit(f"hunter failed ({code}): {out}\n{herr}")
     m = re.search(r"in ([\d.]+) s \(([\d,]+) pkt/s\)", out)
@@ -171,7 +181,8 @@ def replay(work: Path, tls: dict, cap: Path, info: dict, name: str, pattern: str
         f"voip replay, {name}: {total:,} packets, {len(info['calls'])} calls "
         f"({len(matching)} matching): hunter {m.group(2) if m else '?'} pkt/s over "
         f"{m.group(1) if m else '?'} s; {total / wall:,.0f} pkt/s wall (start to exit, "
-        f"{wall:.1f} s); hunter CPU {cpu / total * 1e6:.2f} us/pkt (startup included); "
+        f"{wall:.1f} s); hunter CPU {cpu / total * 1e6:.2f} us/pkt, processor CPU "
+        f"{pcpu / total * 1e6:.2f} us/pkt (start-up included); "
         f"peak RSS {rss / 2**20:.0f} MB; {tcpdump_rate(cap, total)}; {len(files)} call "
         f"files [{ok}]; load {load0}"
     )
