@@ -6,8 +6,9 @@
    `lc process --per-call-pcap-dir`, twice: with one `sip_user` filter `target-*` (10%
    of the calls match), and with `caller-*` (every call matches). Prints packets/s end
    to end (the hunter's own figure, and wall time from start to exit), the hunter's and
-   the processor's CPU time per packet, the hunter's peak RSS, and `tcpdump -r FILE -w /dev/null` on the same file;
-   checks that exactly the matching calls got a file, each with exactly its packets.
+   the processor's CPU time per packet, the hunter's peak RSS, and `tcpdump -r FILE -w
+   /dev/null` on the same file; checks that exactly the matching calls got a file, each
+   with exactly its packets.
 2. 10,000 concurrent undecided calls (INVITE, 100, 180 with SDP and early media, never
    answered) replayed with a filter matching none of them: the hunter holds all of them
    until the end of the file. Prints its peak RSS (target <= 200 MB).
