@@ -5,9 +5,10 @@
    over TCP; >= 500k packets) is replayed with `lc hunt voip -r` over mutual TLS to
    `lc process --per-call-pcap-dir`, twice: with one `sip_user` filter `target-*` (10%
    of the calls match), and with `caller-*` (every call matches). Prints packets/s end
-   to end (the hunter's own figure, and wall time from start to exit), the hunter's CPU
-   time per packet and peak RSS, and `tcpdump -r FILE -w /dev/null` on the same file;
-   checks that exactly the matching calls got a file, each with exactly its packets.
+   to end (the hunter's own figure, and wall time from start to exit), the hunter's and
+   the processor's CPU time per packet, the hunter's peak RSS, and `tcpdump -r FILE -w
+   /dev/null` on the same file; checks that exactly the matching calls got a file, each
+   with exactly its packets.
 2. 10,000 concurrent undecided calls (INVITE, 100, 180 with SDP and early media, never
    answered) replayed with a filter matching none of them: the hunter holds all of them
    until the end of the file. Prints its peak RSS (target <= 200 MB).
@@ -15,6 +16,8 @@
    packets/s against concurrent calls (100, 1k, 10k: 10,000 calls of 40 RTP packets,
    overlapping that much) and against the number of filters (10, 1k, 100k `sip_user` and
    `phone_number` patterns, one of them `target-*`, on the capture of 1.).
+4. Where the CPU of the every-call replay goes, in process, per packet: the hunter's
+   mode, batcher and encoding, the processor's per-call files (:func:`costs`).
 
 Peak RSS is the hunter's own high-water mark (VmHWM, read from /proc while it runs). The
 child's ru_maxrss is not: after vfork and exec Linux starts a child's ru_maxrss at its
@@ -135,9 +138,19 @@ class Processor:
         if r.returncode != 0:
             sys.exit(r.stderr)
 
-    def stop(self) -> None:
+    def stop(self) -> float:
+        """Stop it; its CPU seconds (start-up included), read from /proc just before."""
+        cpu = 0.0
+        try:
+            with open(f"/proc/{self.proc.pid}/stat") as f:
+                st = f.read()
+            fields = st[st.rindex(")") + 2 :].split()
+            cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            pass
         self.proc.terminate()
         self.proc.wait(60)
+        return cpu
 
 
 def replay(work: Path, tls: dict, cap: Path, info: dict, name: str, pattern: str,
@@ -153,7 +166,7 @@ def replay(work: Path, tls: dict, cap: Path, info: dict, name: str, pattern: str
     code, out, herr, wall, rss, cpu = run_measured(
         [*LC, "hunt", "voip", "--processor", proc.addr, *tls["hunter-bench"], "-r", str(cap)]
     )
-    proc.stop()
+    pcpu = proc.stop()
     if code != 0:
         sys.exit(f"hunter failed ({code}): {out}\n{herr}")
     m = re.search(r"in ([\d.]+) s \(([\d,]+) pkt/s\)", out)
@@ -169,7 +182,8 @@ def replay(work: Path, tls: dict, cap: Path, info: dict, name: str, pattern: str
         f"voip replay, {name}: {total:,} packets, {len(info['calls'])} calls "
         f"({len(matching)} matching): hunter {m.group(2) if m else '?'} pkt/s over "
         f"{m.group(1) if m else '?'} s; {total / wall:,.0f} pkt/s wall (start to exit, "
-        f"{wall:.1f} s); hunter CPU {cpu / total * 1e6:.2f} us/pkt (startup included); "
+        f"{wall:.1f} s); hunter CPU {cpu / total * 1e6:.2f} us/pkt, processor CPU "
+        f"{pcpu / total * 1e6:.2f} us/pkt (start-up included); "
         f"peak RSS {rss / 2**20:.0f} MB; {tcpdump_rate(cap, total)}; {len(files)} call "
         f"files [{ok}]; load {load0}"
     )
@@ -267,12 +281,96 @@ def tables(cap: Path, quick: bool) -> None:
         print(f"| {count:,} | {rate:,.0f} | {1e6 / rate:.2f} | {fwd:,} |")
 
 
+def costs(cap: Path, pattern: str, runs: int = 3) -> None:
+    """Section 4: where the CPU of a replay goes, in process, per packet (median of
+    ``runs``): the hunter's mode, batcher (with the packets' metadata) and encoding
+    (``encode_batch`` + serialisation, 2,048-packet batches), and the processor's
+    per-call files (``write_calls`` of every decoded batch, a flush every 4 batches, in
+    a temporary directory, the files' digest the same every run)."""
+    import gc
+    import hashlib
+
+    from lc.common.filters import Filter, compile_filters
+    from lc.common.wire import encode_batch, unpack_batch
+    from lc.hunter.batcher import Batcher
+    from lc.hunter.capture import FileSource
+    from lc.hunter.modes.base import ModeContext
+    from lc.hunter.modes.voip import VOIP_FILTER_TYPES, VoipConfig, voip_mode
+    from lc.processor.callfiles import CallWriter
+    from lc.processor.callindex import CallIndex
+    from lc.processor.sinks import CallFiles, Received
+    from lc.proto import lc_pb2
+
+    src = FileSource(str(cap))
+    chunks = []
+    while (c := src.read(4096)) is not None:
+        chunks.append(c)
+    n = sum(len(c) for c in chunks)
+    ifs = list(src.interfaces)
+    compiled = compile_filters([Filter(id="f", type="sip_user", pattern=pattern)], "bench",
+                               VOIP_FILTER_TYPES)  # fmt: skip
+    t: dict[str, list[float]] = {"mode": [], "batcher": [], "encode": [], "per-call files": []}
+    digests = set()
+    for _ in range(runs):
+        mode = voip_mode(ModeContext(ifs), VoipConfig(max_calls=40_000))
+        mode.apply(compiled)
+        gc.collect()
+        t0 = time.process_time()
+        fwd = [mode.process(c) for c in chunks]
+        fwd.append(mode.finish())
+        t["mode"].append(time.process_time() - t0)
+        b = Batcher(2048, 10**12, max_packets=2048)
+        t0 = time.process_time()
+        sealed = []
+        for f in fwd:
+            k = f.chunk
+            if len(k):
+                sealed += b.add_chunk(k.ts_ns, k.caplen, k.origlen, k.records, k.iface, 0,
+                                      False, f.meta)  # fmt: skip
+        if b.pending:
+            sealed.append(b.seal())
+        t["batcher"].append(time.process_time() - t0)
+        t0 = time.process_time()
+        wire = [
+            encode_batch("h1", 1, i, ifs, s.records, s.count, s.iface, s.meta,
+                         s.events).SerializeToString()
+            for i, s in enumerate(sealed)
+        ]  # fmt: skip
+        t["encode"].append(time.process_time() - t0)
+        cols = []
+        for w in wire:
+            pb = lc_pb2.PacketBatch()
+            pb.ParseFromString(w)
+            cols.append(unpack_batch(pb))
+        with tempfile.TemporaryDirectory() as d:
+            index = CallIndex(os.path.join(d, "calls.db"))
+            sink = CallFiles(CallWriter(os.path.join(d, "calls"), index=index))
+            gc.collect()
+            t0 = time.process_time()
+            for k, cb in enumerate(cols):
+                sink.mark()
+                sink.write(Received("h1", 1, k, cb))
+                if k % 4 == 3:
+                    rows, counts = sink.calls.flush(defer=True)
+                    index.commit(rows, counts)
+                    sink.committed()
+            sink.close()
+            t["per-call files"].append(time.process_time() - t0)
+            h = hashlib.sha256()
+            for f in sorted(Path(d, "calls").iterdir()):
+                h.update(f.name.encode() + f.read_bytes())
+            digests.add(h.hexdigest())
+    parts = ", ".join(f"{k} {statistics.median(v) / n * 1e6:.2f}" for k, v in t.items())
+    print(f"voip CPU per packet in process ({pattern}, median of {runs}, load {load()}): "
+          f"{parts} us; per-call files identical across runs: {len(digests) == 1}")  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calls", type=int, default=1000)
     ap.add_argument("--rtp", type=int, default=500)
     ap.add_argument("--undecided", type=int, default=10_000)
-    ap.add_argument("--no-tables", action="store_true", help="skip section 3")
+    ap.add_argument("--no-tables", action="store_true", help="skip sections 3 and 4")
     ap.add_argument("--quick", action="store_true", help="one run per table row")
     args = ap.parse_args()
     from lc.common.credentials import init_pki
@@ -303,6 +401,7 @@ def main() -> None:
     undecided(work, tls, args.undecided)
     if not args.no_tables:
         tables(cap, args.quick)
+        costs(cap, "caller-*", 1 if args.quick else 3)
     shutil.rmtree(work, ignore_errors=True)
 
 

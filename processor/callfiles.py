@@ -97,7 +97,11 @@ from the call's first SIP message that carries them.
 
 Cost. Per packet in the common case (a known call, no SIP summary): one dict
 look-up, one hash of the packet bytes, a ``bytearray`` append and a few integer
-updates, about 2 µs on the 2-vCPU development VM. Per flush, per call written since
+updates, about 2 µs on the 2-vCPU development VM. A batch of dense metadata (a VoIP
+hunter's: one table entry per call and protocol) goes through :meth:`CallWriter.write_dense`,
+which takes it call by call with the same outcome: a call's packets without a SIP summary
+are appended as runs (the hash per packet stays; snapshot, recency and counts once per
+run), about a quarter fewer instructions per packet. Per flush, per call written since
 the last one: one ``write`` system call (plus ``fsync`` if asked) and a row update,
 about 10 µs; so the flush cost follows the number of calls a group touches, not its
 packets. A row is upserted whole only
@@ -114,10 +118,16 @@ import os
 import re
 import string
 import time
+from array import array
+from bisect import bisect_left
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from itertools import repeat
 from operator import attrgetter
 from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
 
 from lc.common.errors import LcError, ParseError, ValidationError
 from lc.common.pcapwriter import PcapWriter
@@ -139,6 +149,8 @@ _TOKEN_MAX = 64
 _NAME_MAX = 200
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@+=-]")
 _DOTS = re.compile(r"\.{2,}")
+
+_PROTO_CODE = {"rtp": 1, "sip": 2, "rtcp": 3}  # CallWriter.write_dense's protocol codes
 
 _SEEN_MAX = 4096  # dedup hashes kept per call, at most
 _SEEN_MIN_LIMIT = 256  # below this many, a call's hashes are never pruned
@@ -283,6 +295,17 @@ class _Call:
         return _HEADER_LEN + _RECORD_HEADER_LEN * self.packets + self.bytes
 
 
+class _Cols(NamedTuple):
+    """A batch's columns for :meth:`CallWriter.write_dense`, per packet."""
+
+    records: bytes
+    mv: memoryview  # of the records
+    starts: list[int]  # where each record starts in them
+    ends: list[int]
+    ts: list[int]  # timestamps, ns
+    proto: list[int]  # _PROTO_CODE of its metadata's protocol (0: none of them)
+
+
 class CallWriter:
     """Writes one pcap file per call and keeps the calls' index rows (module docstring).
 
@@ -419,6 +442,213 @@ class CallWriter:
         self._packets += 1
         self._bytes += n
 
+    def write_dense(
+        self,
+        hunter_id: str,
+        records: bytes,
+        caplen: Sequence[int],
+        ref: Sequence[int],
+        entries: Sequence[tuple[str, str, SipSummary | None] | None],
+        linktype: int,
+    ) -> bool:
+        """:meth:`write` for every packet of a batch whose metadata is dense: packet
+        ``i`` (record ``i`` of ``records``, ``caplen[i]`` bytes captured) is
+        ``entries[ref[i]]`` (call id, protocol, SIP summary; None: no call), all of
+        ``linktype``. The outcome is what :meth:`write` gives packet by packet in order
+        (files, counts, states, dedup memory, undo journal, the open files' recency),
+        with the batch taken call by call: a call's packets without a SIP summary are
+        appended in runs, SIP ones go through :meth:`write`.
+
+        Returns False, having written nothing, when the batch could make the writer
+        close a file to respect ``max_open_files`` (the per-packet order then matters:
+        the caller writes it with :meth:`write`).
+
+        Raises:
+            as :meth:`write`.
+        """
+        number: dict[str, int] = {}
+        slot_call = np.full(len(entries), -1, np.int64)
+        slot_sip = np.zeros(len(entries), bool)
+        slot_proto = np.zeros(len(entries), np.int8)
+        for k, e in enumerate(entries):
+            if e is not None:
+                slot_call[k] = number.setdefault(e[0], len(number))
+                slot_sip[k] = e[2] is not None
+                slot_proto[k] = _PROTO_CODE.get(e[1], 0)
+        if not number:
+            return True
+        if len(self._lru) + len(number) > self._max_open:
+            return False
+        slots = np.frombuffer(ref, np.uint16) if isinstance(ref, array) else np.asarray(ref)
+        calls = slot_call[slots]
+        mine = np.flatnonzero(calls >= 0)
+        if not len(mine):
+            return True
+        # The packets of each call in order; calls in the order of their first packet.
+        order = mine[np.argsort(calls[mine], kind="stable")]
+        cs = calls[order]
+        lo = np.flatnonzero(np.concatenate(([True], cs[1:] != cs[:-1])))
+        hi = np.append(lo[1:], len(order))
+        first = np.argsort(order[lo], kind="stable")
+        cap = np.frombuffer(caplen, np.uint32).astype(np.int64)
+        ends = np.cumsum(cap + _RECORD_HEADER_LEN)
+        starts = ends - _RECORD_HEADER_LEN - cap
+        head = np.frombuffer(records, np.uint8)[(starts[:, None] + np.arange(8)).ravel()]
+        sec_ns = head.view("<u4").reshape(-1, 2).astype(np.int64)
+        cols = _Cols(
+            records,
+            memoryview(records),
+            starts.tolist(),
+            ends.tolist(),
+            (sec_ns[:, 0] * _NS + sec_ns[:, 1]).tolist(),
+            slot_proto[slots].tolist(),
+        )
+        slots_l = slots.tolist()
+        order_l, lo_l, hi_l = order.tolist(), lo.tolist(), hi.tolist()
+        sip_at = np.flatnonzero(slot_sip[slots[order]]).tolist()  # positions in order
+        touched: list[tuple[int, str]] = []  # (last packet that touched its file, call id)
+        ndirty = len(self._dirty)
+        dirtied: dict[int, int] = {}  # id of a call made dirty -> the packet that did
+        for g in first.tolist():
+            p, q = lo_l[g], hi_l[g]
+            call_id = entries[slots_l[order_l[p]]][0]  # type: ignore[index]
+            last_touch = -1
+            s = bisect_left(sip_at, p)
+            while p < q:
+                c = self._calls.get(call_id)
+                nxt = sip_at[s] if s < len(sip_at) and sip_at[s] < q else q
+                if c is None or nxt == p:  # a SIP packet, or the call's first: as write()
+                    j = order_l[p]
+                    _, protocol, sip = entries[slots_l[j]]  # type: ignore[misc]
+                    packets, nd = self._packets, len(self._dirty)
+                    record = records[cols.starts[j] : cols.ends[j]]
+                    self.write(call_id, hunter_id, cols.ts[j], record, linktype, protocol, sip)
+                    if self._packets != packets or c is None:
+                        last_touch = j
+                    if len(self._dirty) != nd:
+                        dirtied[id(self._dirty[-1])] = j
+                    if nxt == p:
+                        s += 1
+                    p += 1
+                    continue
+                touch, dirty_at = self._write_run(c, hunter_id, order_l[p:nxt], cols, linktype)
+                if touch >= 0:
+                    last_touch = touch
+                if dirty_at >= 0:
+                    dirtied[id(c)] = dirty_at
+                p = nxt
+            if last_touch >= 0:
+                touched.append((last_touch, call_id))
+        lru = self._lru
+        for _, call_id in sorted(touched):
+            if call_id in lru:
+                lru.move_to_end(call_id)
+        if len(self._dirty) - ndirty > 1:  # in the order write() makes them dirty
+            self._dirty[ndirty:] = sorted(self._dirty[ndirty:], key=lambda c: dirtied[id(c)])
+        return True
+
+    def _write_run(
+        self, c: _Call, hunter_id: str, run: list[int], cols: _Cols, linktype: int
+    ) -> tuple[int, int]:
+        """Packets ``run`` of call ``c``, none with a SIP summary, as :meth:`write` takes
+        them one by one (the files' recency and the order of the dirty calls aside:
+        :meth:`write_dense` sets them). Returns the last packet appended (-1: none) and
+        the packet that made the call dirty (-1: it was, or is not)."""
+        if c.gen != self._gen and self._journal is not None:
+            self._snap(c)
+        was_dirty = c.dirty
+        if hunter_id not in c.hunters:
+            self._add_hunter(c, hunter_id)
+        # Made dirty now (a new hunter): by the run's first packet.
+        dirty_at = -1 if was_dirty or not c.dirty else run[0]
+        n = len(run)
+        if linktype != c.linktype:
+            self._linktype_mismatch += n
+            return -1, dirty_at
+        mv = cols.mv
+        a = list(map(cols.starts.__getitem__, run))
+        b = list(map(cols.ends.__getitem__, run))
+        ts = list(map(cols.ts.__getitem__, run))
+        seen = c.seen
+        last0 = c.last_ns
+        if len(c.hunters) == 1 and c.file is not None and len(seen) + n <= c.seen_limit:
+            # Every packet is taken: the call's dedup memory holds only this hunter's
+            # packets (a hunter's own are never duplicates), and does not need pruning.
+            rec = cols.records  # a bytes slice hashes faster than a memoryview's
+            keys = [hash(rec[x + _RECORD_HEADER_LEN : y]) for x, y in zip(a, b, strict=True)]
+            c.pend += b"".join([mv[x:y] for x, y in zip(a, b, strict=True)])
+            seen.update(zip(keys, zip(ts, repeat(hunter_id)), strict=False))
+            nbytes = sum(b) - sum(a) - _RECORD_HEADER_LEN * n
+            last = max(last0, max(ts))
+            low = min(ts)
+            if low < c.start_ns:
+                c.start_ns = low
+                c.meta = True
+            touch = run[-1]
+        else:
+            window = self._window
+            last = last0
+            start = c.start_ns
+            earlier = False
+            keys = []
+            parts: list[memoryview] = []
+            nbytes = 0
+            touch = -1
+            taken: list[int] = []
+            for j, x, y, t in zip(run, a, b, ts, strict=True):
+                key = hash(mv[x + _RECORD_HEADER_LEN : y])
+                prev = seen.get(key)
+                if prev is not None and prev[1] != hunter_id and -window <= t - prev[0] <= window:
+                    self._duplicates += 1
+                    continue
+                if c.file is None:  # before anything of this run was taken (nothing closes)
+                    self._reopen(c)
+                parts.append(mv[x:y])
+                seen[key] = (t, hunter_id)
+                keys.append(key)
+                if len(seen) > c.seen_limit:
+                    c.last_ns = last
+                    self._prune_seen(c)
+                    seen = c.seen
+                nbytes += y - x - _RECORD_HEADER_LEN
+                if t > last:
+                    last = t
+                elif t < start:
+                    start = t
+                    earlier = True
+                touch = j
+                taken.append(j)
+            n = len(parts)
+            if not n:
+                return -1, dirty_at
+            c.pend += b"".join(parts)
+            c.start_ns = start
+            if earlier:
+                c.meta = True
+            run = taken
+        c.npend += n
+        if self._journal is not None:
+            self._journal.append(("S", c, keys))
+        codes = list(map(cols.proto.__getitem__, run))
+        c.packets += n
+        c.bytes += nbytes
+        c.rtp += codes.count(1)
+        c.sip += codes.count(2)
+        c.rtcp += codes.count(3)
+        c.last_ns = last
+        if last > last0 and last > self._clock:
+            self._clock = last
+        if not c.dirty:
+            c.dirty = True
+            self._dirty.append(c)
+        if c.late:
+            self._late_packets += n
+        self._packets += n
+        self._bytes += nbytes
+        if not was_dirty and dirty_at < 0:  # made dirty by its first packet taken
+            dirty_at = run[0]
+        return touch, dirty_at
+
     # -- undo
 
     def mark(self) -> tuple:
@@ -444,6 +674,10 @@ class CallWriter:
             kind = entry[0]
             if kind == "s":
                 entry[1].seen.pop(entry[2], None)
+            elif kind == "S":  # a run of write_dense
+                seen = entry[1].seen
+                for key in reversed(entry[2]):
+                    seen.pop(key, None)
             elif kind == "c":
                 self._restore(entry[1], entry[2], entry[3], entry[4])
             else:

@@ -222,6 +222,16 @@ def write_calls(calls: CallWriter, hunter_id: str, cols: BatchRecords) -> None:
     # each table entry is interpreted once, and the per-packet step is a C-level map.
     ref = cols.meta_ref
     whats: Iterable
+    linktypes = [lt for _, lt in cols.interfaces]
+    if (
+        ref is not None
+        and (cols.iface is None or len(set(linktypes)) == 1)
+        and not any(not ref[m.index] and _call_of(m) for m in cols.meta)
+    ):
+        # Dense metadata, one link type: the writer takes the batch call by call.
+        entries = [None, *map(_call_of, cols.meta_table)]
+        if calls.write_dense(hunter_id, cols.records, cols.caplen, ref, entries, linktypes[0]):
+            return
     if ref is not None:
         table = [None, *map(_call_of, cols.meta_table)]
         whats = list(map(table.__getitem__, ref))
@@ -241,7 +251,6 @@ def write_calls(calls: CallWriter, hunter_id: str, cols: BatchRecords) -> None:
     starts: Iterable[int] = offsets[:-1]
     ends: Iterable[int] = offsets[1:]
     iface = cols.iface
-    linktypes = [lt for _, lt in cols.interfaces]
     lts: Iterable[int] = (
         repeat(linktypes[0]) if iface is None else map(linktypes.__getitem__, iface)
     )
