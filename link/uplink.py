@@ -473,6 +473,7 @@ class Uplink:
             sealed_at_ns=time.time_ns(),
             keylog=b.keylog,
             tunnel=b.tunnel,
+            caplen=b.caplen,
         )
 
     # -- heartbeats ----------------------------------------------------------------
