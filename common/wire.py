@@ -10,7 +10,8 @@ array; per-packet metadata is sparse (``meta``, with an index) or dense
   sparse and dense forms, :func:`encode_extras` gives the spool's stored form of
   everything besides the records (metadata and events, one serialised PacketBatch
   holding only those fields), and :func:`encode_batch` builds the message sent, from
-  a sealed batch's parts or from a spooled batch's records and extras;
+  a sealed batch's parts or from a spooled batch's records and extras
+  (:func:`encode_batch_bytes`: the same, serialised, what the uplink sends);
 * processor side: :func:`unpack_batch` checks a received batch (framing, indices,
   events) and returns :class:`BatchRecords`.
 """
@@ -35,6 +36,7 @@ __all__ = [
     "build_batch",
     "dumps",
     "encode_batch",
+    "encode_batch_bytes",
     "encode_extras",
     "encode_meta",
     "event_problem",
@@ -234,6 +236,56 @@ def encode_batch(
     else:
         _set_extras(batch, meta, count, events, keylog, tunnel)
     return batch
+
+
+_DATA_KEY = b"\x2a"  # PacketBatch.data: field 5, length-delimited (5 << 3 | 2)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def encode_batch_bytes(
+    hunter_id: str,
+    epoch: int,
+    sequence: int,
+    interfaces: Sequence[tuple[str, int]],
+    records: bytes | bytearray | memoryview,
+    count: int,
+    *args: Any,
+    **kwargs: Any,
+) -> bytes:
+    """:func:`encode_batch` (same arguments), serialised: exactly the bytes of its
+    ``SerializeToString()``, without the records ever going into a message.
+
+    Protobuf writes a message's fields in field-number order, so the serialised batch
+    is the fields before ``data`` (1-4), ``data``, then the rest (9 and up): each part
+    is serialised on its own and the records are joined in between, one copy in all
+    (a message copies them on assignment and again, slowly for megabytes, when it is
+    serialised).
+
+    Raises:
+        ParseError: as :func:`encode_batch`.
+    """
+    rest = encode_batch("", 0, 0, interfaces, b"", count, *args, **kwargs)
+    rest.count = 0  # the head carries it
+    head = lc_pb2.PacketBatch(hunter_id=hunter_id, epoch=epoch, sequence=sequence, count=count)
+    if not len(records):
+        return head.SerializeToString() + rest.SerializeToString()
+    return b"".join(
+        (
+            head.SerializeToString(),
+            _DATA_KEY,
+            _varint(len(records) if not isinstance(records, memoryview) else records.nbytes),
+            records,
+            rest.SerializeToString(),
+        )
+    )
 
 
 def build_batch(

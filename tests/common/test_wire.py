@@ -22,6 +22,7 @@ from lc.common.wire import (
     build_batch,
     dumps,
     encode_batch,
+    encode_batch_bytes,
     encode_extras,
     event_problem,
     message_to_json,
@@ -843,3 +844,51 @@ def test_events_without_a_flow_or_with_ipv6_are_valid():
     v6.flow.dst_ip = bytes(15) + b"\x02"
     bare = lc_pb2.Event(dataset="dns")
     assert event_problem(v6) is None and event_problem(bare) is None
+
+
+# --------------------------------------------------------------------------- serialised
+
+
+@HYP
+@given(
+    b=batches(),
+    big=st.sampled_from([0, 1, 200, 20_000]),
+    with_caplen=st.booleans(),
+    with_events=st.booleans(),
+    spooled=st.booleans(),
+    as_view=st.booleans(),
+)
+def test_encode_batch_bytes_is_the_serialised_message_byte_for_byte(
+    b, big, with_caplen, with_events, spooled, as_view
+):
+    """What the uplink sends equals encode_batch(...).SerializeToString() exactly: with
+    records long enough for 1-, 2- and 3-byte lengths, every optional part, from a sealed
+    batch's parts or a spooled batch's extras, records as bytes or a memoryview."""
+    packets, interfaces, iface, pmeta, (hunter, epoch, seq), sealed = b
+    if big:
+        packets = [*packets, (T0, bytes(range(256)) * (big // 256) + b"x" * (big % 256), big)]
+        if iface is not None:
+            iface = array("H", [*iface, 0])
+    n = len(packets)
+    recs = records_of(packets)
+    meta = [(m.index, list(m.filter_ids)) for m in pmeta]
+    events = [call_event(i) for i in range(3)] if with_events else []
+    caplen = array("I", [len(p[1]) for p in packets]) if with_caplen else None
+    if spooled:
+        kw = {"extras": encode_extras(meta, n, events, caplen=caplen)}
+    else:
+        kw = {"meta": meta, "events": events, "caplen": caplen, "keylog": [b"CLIENT_RANDOM 1 2"]}
+    want = encode_batch(hunter, epoch, seq, interfaces, recs, n, iface, sealed_at_ns=sealed, **kw)
+    data = memoryview(recs) if as_view else recs
+    got = encode_batch_bytes(
+        hunter, epoch, seq, interfaces, data, n, iface, sealed_at_ns=sealed, **kw
+    )
+    assert isinstance(got, bytes)
+    assert got == want.SerializeToString()
+    assert lc_pb2.PacketBatch.FromString(got) == want
+
+
+def test_encode_batch_bytes_of_an_events_only_batch():
+    msg = encode_batch("h1", 1, 1, [("eth0", 1)], b"", 0, events=[call_event(5)])
+    got = encode_batch_bytes("h1", 1, 1, [("eth0", 1)], b"", 0, events=[call_event(5)])
+    assert got == msg.SerializeToString()
