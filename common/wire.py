@@ -12,8 +12,9 @@ array; per-packet metadata is sparse (``meta``, with an index) or dense
   holding only those fields), and :func:`encode_batch` builds the message sent, from
   a sealed batch's parts or from a spooled batch's records and extras
   (:func:`encode_batch_bytes`: the same, serialised, what the uplink sends);
-* processor side: :func:`unpack_batch` checks a received batch (framing, indices,
-  events) and returns :class:`BatchRecords`.
+* processor side: :func:`split_batch` parses a received batch without copying its
+  records, :func:`unpack_batch` checks it (framing, indices, events) and returns
+  :class:`BatchRecords`.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ __all__ = [
     "filter_to_proto",
     "forward_extras",
     "message_to_json",
+    "split_batch",
     "unpack_batch",
 ]
 
@@ -77,7 +79,7 @@ class BatchRecords:
     """A received batch, checked: its records, their captured lengths, their interfaces,
     its metadata and its events."""
 
-    records: bytes  # nanosecond pcap records back to back
+    records: bytes | memoryview  # nanosecond pcap records back to back (read-only)
     caplen: array  # 'I', one per record
     iface: array | None  # 'H' indices into ``interfaces``; None = all on interface 0
     interfaces: list[tuple[str, int]]  # (name, linktype)
@@ -350,8 +352,63 @@ def event_problem(ev: lc_pb2.Event) -> str | None:
     return None
 
 
-def unpack_batch(batch: lc_pb2.PacketBatch) -> BatchRecords:
-    """Check a received batch's framing and indices and return its records.
+def _read_varint(raw: bytes, pos: int) -> tuple[int, int]:
+    """(value, position after it) of the varint at ``pos``; IndexError past the end."""
+    value = shift = 0
+    while True:
+        b = raw[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+# The keys of PacketBatch fields 1-4 (hunter_id: length-delimited; epoch, sequence,
+# count: varints), in the order a serialiser writes them.
+_HEAD_KEYS = (0x0A, 0x10, 0x18, 0x20)
+
+
+def split_batch(raw: bytes) -> tuple[lc_pb2.PacketBatch, memoryview | None]:
+    """Parse a serialised PacketBatch, leaving its records where they are.
+
+    The processor's request deserialiser: a parsed message copies ``data`` (megabytes)
+    into itself and copies it again each time it is read. A batch as serialisers write
+    it (fields in number order: 1-4, ``data``, then 9 and up, as
+    :func:`encode_batch_bytes` does) is split around ``data``: the other fields are
+    parsed as one message, and ``data`` is returned as a read-only view of ``raw``.
+
+    Anything else, or anything the split might read differently from a plain parse
+    (``data`` twice, an unusual encoding: the fields parsed do not serialise back to the
+    bytes they came from), is parsed whole and returned with None: then the message
+    holds ``data``. Either way the result is what ``PacketBatch.FromString(raw)`` gives
+    (and a message it refuses raises its DecodeError).
+    """
+    try:
+        pos = 0
+        for key in _HEAD_KEYS:
+            if pos < len(raw) and raw[pos] == key:
+                value, pos = _read_varint(raw, pos + 1)
+                if key == 0x0A:
+                    pos += value
+        if pos < len(raw) and raw[pos] == _DATA_KEY[0]:
+            size, start = _read_varint(raw, pos + 1)
+            end = start + size
+            if end <= len(raw):
+                rest = raw[:pos] + raw[end:]
+                msg = lc_pb2.PacketBatch.FromString(rest)
+                if not msg.data and msg.ByteSize() == len(rest):
+                    return msg, memoryview(raw)[start:end]
+    except (IndexError, ValueError, DecodeError):
+        pass  # parsed whole below: the same verdict as a plain parse
+    return lc_pb2.PacketBatch.FromString(raw), None
+
+
+def unpack_batch(batch: lc_pb2.PacketBatch, data: bytes | memoryview | None = None) -> BatchRecords:
+    """Check a received batch's framing and indices and return its records
+    (``data``: the batch's records when :func:`split_batch` left them out of it).
 
     A malformed event does not refuse the batch: it is skipped and counted in
     ``bad_events`` (its packets are good, and the hunter would only send it again).
@@ -365,7 +422,8 @@ def unpack_batch(batch: lc_pb2.PacketBatch) -> BatchRecords:
             is given.
     """
     n = batch.count
-    data = batch.data  # each access copies the field: once
+    if data is None:
+        data = batch.data  # each access copies the field: once
     try:
         column = batch.caplen
         caplen = check_caplens(data, n, column) if column else record_lengths(data, n)

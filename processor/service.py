@@ -19,7 +19,7 @@ from lc.common.credentials import HUNTER_ROLE, PROCESSOR_ROLE, CertIdentity, val
 from lc.common.errors import LcError, ParseError, ValidationError
 from lc.common.filters import Filter, new_filter_id, validate_filter
 from lc.common.text import log_text, wire_text
-from lc.common.wire import BatchRecords, unpack_batch
+from lc.common.wire import BatchRecords, split_batch, unpack_batch
 from lc.processor.auth import Authorizer
 from lc.processor.calls import CallIndex
 from lc.processor.filterhub import FilterHub
@@ -35,6 +35,7 @@ __all__ = [
     "MAX_LINKTYPES",
     "DataService",
     "ManagementService",
+    "add_data_service",
     "check_heartbeat",
     "check_link_types",
     "check_registration",
@@ -266,6 +267,22 @@ class _Checks:
         raise _Denied(code, details)
 
 
+def add_data_service(servicer: DataService, server: grpc.aio.Server) -> None:
+    """Serve ``servicer``'s StreamPackets on ``server``, its requests parsed by
+    :func:`lc.common.wire.split_batch` (the records stay in the received bytes; the
+    generated ``add_DataServiceServicer_to_server`` would parse them into a message)."""
+    handlers = {
+        "StreamPackets": grpc.stream_stream_rpc_method_handler(
+            servicer.StreamPackets,
+            request_deserializer=split_batch,
+            response_serializer=lc_pb2.StreamControl.SerializeToString,
+        )
+    }
+    service = "lc.v1.DataService"
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+    server.add_registered_method_handlers(service, handlers)
+
+
 class DataService(lc_pb2_grpc.DataServiceServicer):
     """Hunters' batch streams, on the server's event loop (see lc.processor.aioserve).
 
@@ -337,8 +354,12 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
         return pid
 
     async def StreamPackets(
-        self, request_iterator: AsyncIterator[lc_pb2.PacketBatch], context: grpc.aio.ServicerContext
+        self,
+        request_iterator: AsyncIterator[tuple[lc_pb2.PacketBatch, memoryview | None]],
+        context: grpc.aio.ServicerContext,
     ) -> None:
+        """One hunter's (or a processor's) stream; its requests come from
+        :func:`split_batch` (see :func:`add_data_service`)."""
         loop = asyncio.get_running_loop()
         router = self._router
         if router is None or router.loop is not loop:
@@ -419,7 +440,7 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
 
     async def _read(
         self,
-        requests: AsyncIterator[lc_pb2.PacketBatch],
+        requests: AsyncIterator[tuple[lc_pb2.PacketBatch, memoryview | None]],
         ident: CertIdentity | None,
         below: str | None,
         ticket: Ticket,
@@ -434,7 +455,7 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
         carried: set[str] = set()  # hunters this processor's stream may carry (checked)
         checked = False  # a hunter's stream: its first batch's hunter was checked
         try:
-            async for batch in requests:
+            async for batch, data in requests:
                 hid = batch.hunter_id
                 if below is not None:
                     if hid not in carried:
@@ -477,7 +498,7 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
                     )
                     return
                 try:
-                    cols = unpack_batch(batch)
+                    cols = unpack_batch(batch, data)
                 except ParseError as e:
                     st.put((grpc.StatusCode.INVALID_ARGUMENT, f"malformed batch: {e}"))
                     return

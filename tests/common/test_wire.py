@@ -12,6 +12,7 @@ import struct
 from array import array
 
 import pytest
+from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,6 +27,7 @@ from lc.common.wire import (
     encode_extras,
     event_problem,
     message_to_json,
+    split_batch,
     unpack_batch,
 )
 from lc.proto import lc_pb2
@@ -892,3 +894,100 @@ def test_encode_batch_bytes_of_an_events_only_batch():
     msg = encode_batch("h1", 1, 1, [("eth0", 1)], b"", 0, events=[call_event(5)])
     got = encode_batch_bytes("h1", 1, 1, [("eth0", 1)], b"", 0, events=[call_event(5)])
     assert got == msg.SerializeToString()
+
+
+# --------------------------------------------------------------------------- split
+
+
+def split_or_error(raw: bytes):
+    """split_batch's result as (message with data, view-or-None), or its DecodeError."""
+    try:
+        msg, view = split_batch(raw)
+    except DecodeError:
+        return "DecodeError"
+    whole = lc_pb2.PacketBatch()
+    whole.CopyFrom(msg)
+    if view is not None:
+        assert isinstance(view, memoryview) and view.readonly
+        assert not msg.data
+        whole.data = bytes(view)
+    return whole, view
+
+
+def plain_or_error(raw: bytes):
+    try:
+        return lc_pb2.PacketBatch.FromString(raw)
+    except DecodeError:
+        return "DecodeError"
+
+
+@HYP
+@given(b=batches(), events=st.booleans(), caplen=st.booleans())
+def test_split_batch_leaves_the_records_in_place_and_parses_the_rest(b, events, caplen):
+    packets, interfaces, iface, meta, (hunter, epoch, seq), sealed = b
+    n = len(packets)
+    recs = records_of(packets)
+    caps = array("I", [len(p[1]) for p in packets]) if caplen else None
+    kw = {"events": [call_event(1)]} if events else {}
+    raw = encode_batch_bytes(hunter, epoch, seq, interfaces, recs, n, iface,
+                             [(m.index, list(m.filter_ids)) for m in meta],
+                             sealed_at_ns=sealed, caplen=caps, **kw)  # fmt: skip
+    got, view = split_or_error(raw)
+    assert got == lc_pb2.PacketBatch.FromString(raw)
+    assert (view is not None) == bool(recs)  # a batch with records: they stay in place
+    if view is not None:
+        assert view.obj is raw
+    # unpack_batch with the view gives what it gives from a plain parse.
+    msg, view = split_batch(raw)
+    a = unpack_batch(msg, view)
+    b_ = unpack_batch(lc_pb2.PacketBatch.FromString(raw))
+    assert bytes(a.records) == b_.records and a.caplen == b_.caplen and a.iface == b_.iface
+    assert a.meta == b_.meta and [e for _, e in a.events] == [e for _, e in b_.events]
+
+
+def _key(field: int, wire: int) -> bytes:
+    return bytes([field << 3 | wire])
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        _key(5, 2) + b"\x03abc",  # data alone
+        _key(4, 0) + b"\x02" + _key(5, 2) + b"\x03abc" + _key(5, 2) + b"\x01z",  # data twice
+        _key(5, 2) + b"\x03abc" + _key(5, 2) + b"\x00",  # then empty: the last one wins
+        _key(5, 2) + b"\x03abc" + _key(1, 2) + b"\x01h",  # hunter id after the data
+        _key(1, 2) + b"\x01h" + _key(1, 2) + b"\x01i" + _key(5, 2) + b"\x01x",  # id twice
+        _key(2, 0) + b"\x81\x00" + _key(5, 2) + b"\x01x",  # an overlong varint
+        _key(1, 2) + b"\x02\xff\xfe" + _key(5, 2) + b"\x01x",  # hunter id not UTF-8
+        _key(5, 2) + b"\x09abc",  # data cut short
+        _key(5, 2) + b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01",  # length past 64 bits
+        _key(5, 2) + b"\x01x" + b"\x98\x01\x05",  # an unknown field (19)
+        _key(5, 2) + b"\x01x" + _key(9, 2) + b"\x05\x0a\x01",  # a cut interface
+        _key(2, 2) + b"\x01x" + _key(5, 2) + b"\x01x",  # epoch with the wrong wire type
+    ],
+)
+def test_split_batch_agrees_with_a_plain_parse_on_odd_encodings(raw):
+    got = split_or_error(raw)
+    want = plain_or_error(raw)
+    if want == "DecodeError":
+        assert got == "DecodeError"
+    else:
+        assert got != "DecodeError" and got[0] == want
+
+
+@settings(deadline=None, max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(b=batches(min_packets=1), ops=mutation_st)
+def test_fuzz_split_batch_agrees_with_a_plain_parse(b, ops):
+    packets, interfaces, iface, meta, (hunter, epoch, seq), sealed = b
+    recs = records_of(packets)
+    raw = encode_batch_bytes(hunter, epoch, seq, interfaces, recs, len(packets), iface,
+                             [(m.index, list(m.filter_ids)) for m in meta],
+                             sealed_at_ns=sealed)  # fmt: skip
+    raw = mutate(raw, ops)
+    got = split_or_error(raw)
+    want = plain_or_error(raw)
+    if want == "DecodeError":
+        assert got == "DecodeError"
+    else:
+        assert got != "DecodeError" and got[0] == want
