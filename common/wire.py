@@ -463,6 +463,8 @@ def forward_extras(cols: BatchRecords) -> bytes:
     forward a received batch upstream unchanged: its interface table, metadata, events,
     key log lines and tunneling statistics, as a serialised PacketBatch holding only
     those fields (:func:`encode_batch` with ``extras=`` and no interfaces rebuilds it).
+    The records' caplen column goes too (checked here already; the upstream checks the
+    records in bulk with it), whether or not the hunter sent one.
 
     Events keep their positions (the ``n`` of their event id, ``hunter:epoch:seq:n``):
     an event this processor skipped as malformed is sent as an empty Event, which the
@@ -471,6 +473,8 @@ def forward_extras(cols: BatchRecords) -> bytes:
     holder = lc_pb2.PacketBatch()
     for name, lt in cols.interfaces:
         holder.interfaces.add(name=name, linktype=lt)
+    if len(cols):
+        holder.caplen = _to_le(cols.caplen)
     if cols.meta:
         holder.meta.extend(cols.meta)
     if cols.meta_ref is not None:
