@@ -293,12 +293,16 @@ class Outbox:
         log.info("moved %d batches from memory to the disk spool", moved)
         return moved == len(items)
 
-    def next_batch(self, timeout: float) -> Pending | None:
+    def next_batch(self, timeout: float, closing: threading.Event | None = None) -> Pending | None:
         """The oldest unsent batch, moved to in flight; None if none within ``timeout``
-        or the in-flight window is full."""
+        or the in-flight window is full, or, once ``closing`` is set, as soon as every
+        batch is acknowledged (the last ack or :meth:`wake` ends the wait: a closing
+        stream ends at once rather than when ``timeout`` runs out)."""
         deadline = time.monotonic() + timeout
         with self._lock:
             while True:
+                if closing is not None and closing.is_set() and self._drained():
+                    return None
                 if len(self._inflight) < self.max_inflight:
                     if self._queue:
                         p = self._queue.popleft()

@@ -458,7 +458,7 @@ class Uplink:
             if self.flow == lc_pb2.FLOW_PAUSE:
                 time.sleep(0.05)
                 continue
-            p = ob.next_batch(timeout=0.1)
+            p = ob.next_batch(timeout=0.1, closing=self._closing)
             if p is None:
                 continue
             if call_done.is_set() or self._stopped.is_set() or not self.before_send(p):
