@@ -50,6 +50,10 @@ _FLOW_POLL_S = 0.25
 # small batch. (A hunter keeps 64 batches in flight: 16 acks is a quarter of it.)
 ACK_DELAY = 0.05
 ACK_COUNT = 16
+# ... except that acks covering this many packets, with nothing else of the stream
+# outstanding, go at once: a hunter sending big batches (a replay, a busy link) is then
+# likely waiting for exactly these (the end of a replay waited ACK_DELAY for its last).
+ACK_NOW_PACKETS = 2048
 
 # What a batch may name (a hunter captures on a few interfaces of a few link types; each
 # link type is its own output file, so the number a batch may open is kept small).
@@ -163,12 +167,15 @@ class _Stream:
     an error (code, message) or None (the end). Loop thread only, but for
     :meth:`put_threadsafe`."""
 
-    __slots__ = ("items", "loop", "waiter")
+    __slots__ = ("items", "loop", "sizes", "waiter")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.items: deque[object] = deque()
         self.waiter: asyncio.Future | None = None
+        # Packets of each batch submitted and not answered yet, in order (a stream's
+        # batches are answered in the order they were submitted).
+        self.sizes: deque[int] = deque()
 
     def put(self, item: object) -> None:
         self.items.append(item)
@@ -399,6 +406,7 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
             )
             announced = lc_pb2.FLOW_CONTINUE
             held: list[lc_pb2.Ack] = []  # acks not sent yet, the first since ``since``
+            held_packets = 0
             since = 0.0
             while True:
                 now = loop.time()
@@ -408,6 +416,9 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
                     if not held:
                         since = loop.time()
                     held += acks
+                    sizes = st.sizes
+                    for _ in range(min(len(acks), len(sizes))):
+                        held_packets += sizes.popleft()
                 change = flow_to_announce(announced, self._flow())
                 if change is not None:
                     announced = change
@@ -417,6 +428,7 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
                     or change is not None
                     or len(held) >= ACK_COUNT
                     or loop.time() - since >= ACK_DELAY
+                    or (held_packets >= ACK_NOW_PACKETS and not st.sizes)
                 )
                 if send or change is not None:
                     await context.write(
@@ -424,6 +436,7 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
                     )
                     if send:
                         held = []
+                        held_packets = 0
                 if err is not None:
                     await context.abort(err[0], err[1])
                 if end:
@@ -510,6 +523,7 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
                     )
                     return
                 reply = _replier(router, st, self.registry, hid, cols, below is not None)
+                st.sizes.append(len(cols))  # before its answer can come
                 try:
                     if not ingest.try_submit(batch, cols, reply):  # the queue is full: wait
                         await asyncio.get_running_loop().run_in_executor(
