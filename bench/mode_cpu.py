@@ -1,14 +1,17 @@
 """CPU per packet of the pcap reader and of one hunter mode alone, in process.
 
-The generated captures of ``bench/tls_bench.py``, ``bench/http_bench.py`` and
-``bench/email_bench.py`` (made once, kept in ``bench-out/``) are read into chunks the
-way ``lc hunt -r`` reads them; then the mode, with the benchmark's filter, processes
-every chunk and ``time.process_time()`` around that loop gives its CPU per packet (no
-uplink, no batcher: on a shared machine wall clock says little). The reader is timed
+The generated captures of ``bench/tls_bench.py``, ``bench/http_bench.py``,
+``bench/email_bench.py`` and ``bench/dns_bench.py`` (made once, kept in ``bench-out/``)
+are read into chunks the way ``lc hunt -r`` reads them; then the mode, with the
+benchmark's filter, processes every chunk and ``time.process_time()`` around that loop
+gives its CPU per packet (no uplink, no batcher: on a shared machine wall clock says
+little). The reader is timed
 the same way on its own. Median of ``--runs`` runs; ``--profile`` runs the mode once
-under cProfile and prints its top functions instead.
+under cProfile and prints its top functions instead; ``--pattern`` replaces the
+benchmark filter's pattern (one that matches nothing shows what the matches cost).
 
-    .venv/bin/python bench/mode_cpu.py tls|http|email|reader [--runs 3] [--profile]
+    .venv/bin/python bench/mode_cpu.py tls|http|email|dns|reader [--runs 3] [--profile]
+        [--pattern P]
 """
 
 from __future__ import annotations
@@ -55,6 +58,12 @@ def capture(mode: str) -> tuple[Path, str, str]:
         if not (path.exists() and path.with_suffix(".json").exists()):
             path.with_suffix(".json").write_text(json.dumps(eb.make_capture(path, 4200, 3)))
         return path, "email_address", eb.TARGET
+    if mode == "dns":
+        db = _bench_module("dns_bench")
+        path = OUT / "dns-250000.pcap"  # the capture bench/dns_bench.py replays
+        if not (path.exists() and path.with_suffix(".json").exists()):
+            path.with_suffix(".json").write_text(json.dumps(db.make_capture(path, 250_000)))
+        return path, "dns_domain", f"*.{db.WATCHED}"
     if mode in ("raw-ns", "raw-us"):
         path = OUT / f"bench-1000000-{mode[4:]}.pcap"
         if not path.exists():
@@ -102,10 +111,11 @@ def run_mode(mode: str, chunks: list, interfaces: list, ftype: str, pattern: str
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=("tls", "http", "email", "reader"))
+    ap.add_argument("what", choices=("tls", "http", "email", "dns", "reader"))
     ap.add_argument("--capture", default="tls", help="for reader: whose capture, or a path")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--pattern", help="the filter's pattern instead of the benchmark's")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     if args.what == "reader":
@@ -119,6 +129,7 @@ def main() -> None:
               f"(runs {', '.join(f'{c / n * 1e6:.3f}' for c in cpus)})")  # fmt: skip
         return
     path, ftype, pattern = capture(args.what)
+    pattern = args.pattern or pattern
     chunks, interfaces, _ = read_chunks(path)
     n = sum(len(c) for c in chunks)
     if args.profile:

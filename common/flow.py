@@ -237,7 +237,8 @@ class TcpStreams:
         this stream and of any stream the reassembler flushed meanwhile."""
         key = (d.src, d.sport, d.dst, d.dport)
         flags = d.tcp_flags
-        payload = bytes(data[d.payload_offset : d.payload_offset + d.payload_len])
+        n = d.payload_len
+        payload = bytes(data[d.payload_offset : d.payload_offset + n]) if n else b""
         dl = self.reassembler.feed(ts_ns, key, d.tcp_seq, flags, payload)
         st = self._dirs.get(key)
         if st is None or flags & TCP_SYN:
@@ -254,7 +255,8 @@ class TcpStreams:
             self.counters["no_message"] += 1  # handshake, pure ACK, FIN: no bytes
         out = self._ready
         self._ready = []
-        self._frame(key, st, dl, out)
+        if dl.chunks:
+            self._frame(key, st, dl, out)
         if dl.closed or flags & TCP_RST:
             self._end(key)
         elif len(self._dirs) > 2 * self.max_streams:  # cannot happen with the hook; a bound
@@ -321,8 +323,10 @@ class TcpStreams:
         st = self._dirs.pop(key, None)
         if st is None:
             return
-        self.counters["frames_unclaimed"] += sum(1 for f in st.pending if not f.claims)
-        self._retire_framer(st.framer)
+        if st.pending:
+            self.counters["frames_unclaimed"] += sum(1 for f in st.pending if not f.claims)
+        if st.framer is not None:
+            self._retire_framer(st.framer)
 
     def _retire_framer(self, framer: Framer | None) -> None:
         counters = getattr(framer, "counters", None)

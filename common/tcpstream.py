@@ -319,6 +319,12 @@ class TcpReassembler:
                 self._waiting.pop(key, None)
             off = st.next_off
             return Delivery(off, off, [], False, False)
+        if st is None and not data and flags & _SLOW_FLAGS == TCP_SYN and key not in self._closed:
+            # A SYN opening a stream (each direction's first segment): what _feed_slow
+            # does for it, without its general bookkeeping.
+            self.counters["segments"] += 1
+            self._open(key, (seq + 1) & _MASK, ts_ns)
+            return Delivery(0, 0, [], False, False)
         return self._feed_slow(ts_ns, key, st, seq & _MASK, flags, data)
 
     def _feed_slow(

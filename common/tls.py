@@ -150,6 +150,17 @@ _REC = struct.Struct(">BHH")
 _u16 = _U16.unpack_from
 _rec = _REC.unpack_from
 _LIST16: dict[int, struct.Struct] = {}
+#: The ClientHello extensions whose contents parse_client_hello reads.
+_CH_PARSED = frozenset(
+    (
+        EXT_SERVER_NAME,
+        EXT_ALPN,
+        EXT_SUPPORTED_VERSIONS,
+        EXT_SUPPORTED_GROUPS,
+        EXT_SIGNATURE_ALGORITHMS,
+        EXT_EC_POINT_FORMATS,
+    )
+)
 
 
 class TlsParseError(ParseError):
@@ -398,6 +409,8 @@ def parse_client_hello(body: bytes | bytearray | memoryview) -> ClientHello:
     sigalgs: tuple[int, ...] = ()
     formats: tuple[int, ...] = ()
     for etype, edata in exts:
+        if etype not in _CH_PARSED:
+            continue
         if etype == EXT_SERVER_NAME:
             if server_name is None:
                 server_name = _parse_sni(edata)
@@ -854,8 +867,10 @@ class TlsStream:
         if mtype == HS_CLIENT_HELLO:
             hello = parse_client_hello(body)
             events.append(hello)
-            if any(is_tls13(v) for v in hello.supported_versions):
-                self._tls13 = True
+            for v in hello.supported_versions:
+                if v == 0x0304 or v >> 8 == 0x7F:  # is_tls13
+                    self._tls13 = True
+                    break
         else:
             sh = parse_server_hello(body)
             events.append(sh)

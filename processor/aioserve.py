@@ -149,9 +149,9 @@ class _SyncServicer:
                 ctx.finish()
                 step = running[0]
                 if step is None or step.done():
-                    pool.submit(gen.close)
+                    _close_on(pool, gen)
                 else:
-                    step.add_done_callback(lambda _f: pool.submit(gen.close))
+                    step.add_done_callback(lambda _f: _close_on(pool, gen))
 
             context.add_done_callback(over)
             try:
@@ -177,3 +177,15 @@ def sync_servicer(servicer: object, service: str, pool: Executor) -> Any:
     """``servicer`` (written for ``grpc.server``) as a grpc.aio servicer of ``service``
     (its name in lc.proto): its sync methods run on ``pool``; async ones are kept."""
     return _SyncServicer(servicer, service, pool)
+
+
+def _close_on(pool: Executor, gen: Any) -> None:
+    """Close a handler's generator on the pool, or here once the pool has shut down
+    (the server is stopping; the generator is not running, it waits at a yield)."""
+    try:
+        pool.submit(gen.close)
+    except RuntimeError:
+        try:
+            gen.close()
+        except Exception:
+            log.debug("closing a stopped handler failed", exc_info=True)

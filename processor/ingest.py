@@ -85,6 +85,7 @@ SLOW_WORK_S = 0.05  # seconds of writing queued before SLOW (with slow_depth bat
 PAUSE_WORK_S = 0.25  # ... before PAUSE (with pause_depth batches)
 MAX_QUEUE_BYTES = 256 * 1024 * 1024
 _GROUP_BYTES = 32 * 1024 * 1024  # a group's commit waits for at most this much writing
+_IDLE_S = 0.5  # the writer's housekeeping while no batch comes, at most this often
 
 Reply = Callable[[lc_pb2.Ack | LcError | OSError], None]
 
@@ -151,6 +152,7 @@ class Ingest:
         self.pause_work_s = pause_work_s
         self._batch_s = 0.0  # the writer's recent seconds per batch (moving average)
         self._group_t0 = 0.0  # when the writer took its current group (monotonic)
+        self._idle_at = 0.0  # the writer's last housekeeping while idle (monotonic)
         self.slow_writer_file = slow_writer_file
         self._cond = threading.Condition()
         self._queue: deque[_Item] = deque()
@@ -276,20 +278,26 @@ class Ingest:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._queue and not self._closing:
-                    self._cond.wait(0.5)
-                if not self._queue and self._closing:
-                    return
-                group: list[_Item] = []
-                nbytes = 0
-                while self._queue and nbytes < _GROUP_BYTES:
-                    it = self._queue.popleft()
-                    group.append(it)
-                    nbytes += it.size
-                self._queue_bytes -= nbytes
-                self._busy = len(group)
-                self._group_t0 = t0 = time.monotonic()
-                self._cond.notify_all()
+                if not self._queue and not self._closing:
+                    self._cond.wait(_IDLE_S)
+                if not self._queue:
+                    if self._closing:
+                        return
+                    group: list[_Item] = []
+                else:
+                    group = []
+                    nbytes = 0
+                    while self._queue and nbytes < _GROUP_BYTES:
+                        it = self._queue.popleft()
+                        group.append(it)
+                        nbytes += it.size
+                    self._queue_bytes -= nbytes
+                    self._busy = len(group)
+                    self._group_t0 = t0 = time.monotonic()
+                    self._cond.notify_all()
+            if not group:  # nothing came: time moves on for the sinks all the same
+                self._idle(time.monotonic())
+                continue
             try:
                 self._write_group(group)
             except Exception:  # a bug: report it to every hunter in the group, go on
@@ -309,6 +317,20 @@ class Ingest:
                         del w[it.hunter_id]
                 self._update_flow()
                 self._cond.notify_all()
+
+    def _idle(self, now: float) -> None:
+        """No batch came for a while (``now``: time.monotonic()): sinks that close
+        things by time (the per-call files) get to, on the writer thread."""
+        if now - self._idle_at < _IDLE_S:
+            return
+        self._idle_at = now
+        for s in self.sinks:
+            idle = getattr(s, "idle", None)
+            if idle is not None:
+                try:
+                    idle(now)
+                except Exception:  # a sink's housekeeping never stops the writer
+                    log.exception("%s: idle housekeeping failed", s.name)
 
     def _write_batch(self, it: _Item) -> object:
         """One new batch into every sink: None, or the error its hunter is told (the

@@ -1,9 +1,11 @@
 """Who may hold the processor's long-lived streams, and how many there may be.
 
-gRPC Python runs every call on a thread of one pool, and a stream holds its thread for
-its whole life. Without bounds, one client certificate opening hundreds of streams takes
-every thread: registrations, heartbeats and admin commands then wait until it leaves.
-:class:`StreamGate` keeps three rules:
+Data streams run on the server's event loop (see :mod:`lc.processor.aioserve`); the
+management RPCs run their synchronous code on a thread pool, where a filter subscription
+holds its thread for its whole life. Without bounds, one client certificate opening
+hundreds of subscriptions would take every thread (registrations, heartbeats and admin
+commands would then wait until it left), and hundreds of data streams would each hold
+buffers and a reader. :class:`StreamGate` keeps three rules:
 
 * **A budget.** At most ``max_streams`` streams (StreamPackets and SubscribeFilters)
   are open at once; the pool has more threads than that, and the rest are kept for

@@ -54,6 +54,8 @@ ACK_COUNT = 16
 # outstanding, go at once: a hunter sending big batches (a replay, a busy link) is then
 # likely waiting for exactly these (the end of a replay waited ACK_DELAY for its last).
 ACK_NOW_PACKETS = 2048
+# Batches a stream may have read whose Acks the peer has not taken yet (see _Stream).
+MAX_UNSENT_ACKS = 1024
 
 # What a batch may name (a hunter captures on a few interfaces of a few link types; each
 # link type is its own output file, so the number a batch may open is kept small).
@@ -167,7 +169,7 @@ class _Stream:
     an error (code, message) or None (the end). Loop thread only, but for
     :meth:`put_threadsafe`."""
 
-    __slots__ = ("items", "loop", "sizes", "waiter")
+    __slots__ = ("items", "loop", "room_waiter", "sizes", "unsent", "waiter")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -176,6 +178,29 @@ class _Stream:
         # Packets of each batch submitted and not answered yet, in order (a stream's
         # batches are answered in the order they were submitted).
         self.sizes: deque[int] = deque()
+        # Batches read whose Ack has not been written to the peer yet, and the reader
+        # waiting for that to fall (see :meth:`wait_room`).
+        self.unsent = 0
+        self.room_waiter: asyncio.Future | None = None
+
+    def sent(self, n: int) -> None:
+        """``n`` Acks were written to the peer."""
+        self.unsent -= n
+        w = self.room_waiter
+        if w is not None and not w.done() and self.unsent < MAX_UNSENT_ACKS:
+            w.set_result(None)
+
+    async def wait_room(self) -> None:
+        """Until fewer than MAX_UNSENT_ACKS batches wait for their Ack to be written.
+        A peer that sends but never reads its Acks stops being read (HTTP/2 flow control
+        then holds it back) instead of piling up Acks in the processor's memory; a
+        hunter keeps at most its in-flight window (64) unacknowledged, far below."""
+        while self.unsent >= MAX_UNSENT_ACKS:
+            w = self.room_waiter = self.loop.create_future()
+            try:
+                await w
+            finally:
+                self.room_waiter = None
 
     def put(self, item: object) -> None:
         self.items.append(item)
@@ -431,10 +456,19 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
                     or (held_packets >= ACK_NOW_PACKETS and not st.sizes)
                 )
                 if send or change is not None:
-                    await context.write(
-                        lc_pb2.StreamControl(acks=held if send else (), flow=announced)
-                    )
+                    try:
+                        await context.write(
+                            lc_pb2.StreamControl(acks=held if send else (), flow=announced)
+                        )
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as e:
+                        # A write that waited on a peer that does not read fails when
+                        # that peer cancels: the call is over, nothing to report to it.
+                        log.debug("%s: stream ended while writing: %s", peer, e)
+                        return
                     if send:
+                        st.sent(len(held))
                         held = []
                         held_packets = 0
                 if err is not None:
@@ -469,6 +503,8 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
         checked = False  # a hunter's stream: its first batch's hunter was checked
         try:
             async for batch, data in requests:
+                if st.unsent >= MAX_UNSENT_ACKS:
+                    await st.wait_room()
                 hid = batch.hunter_id
                 if below is not None:
                     if hid not in carried:
@@ -523,6 +559,7 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
                     )
                     return
                 reply = _replier(router, st, self.registry, hid, cols, below is not None)
+                st.unsent += 1
                 st.sizes.append(len(cols))  # before its answer can come
                 try:
                     if not ingest.try_submit(batch, cols, reply):  # the queue is full: wait

@@ -35,6 +35,7 @@ import logging
 import os
 import struct
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -78,7 +79,9 @@ class Received:
 
 
 class Sink(Protocol):
-    """An output written inside the ledger's transaction (see the module docstring)."""
+    """An output written inside the ledger's transaction (see the module docstring).
+    A sink may also have ``idle(now)``, which the writer calls (on its thread, at most
+    every half second) while no batch comes; ``now`` is time.monotonic()."""
 
     name: str
 
@@ -159,6 +162,7 @@ class CallFiles:
         self._rows: list[tuple[Any, ...]] = []
         self._counts: list[tuple[Any, ...]] = []
         self._given = (0, 0)
+        self._at = 0.0  # when the last group was committed (monotonic)
 
     def mark(self) -> object:
         return self.calls.mark()
@@ -183,6 +187,17 @@ class CallFiles:
         self._given = (0, 0)
         calls = self.calls
         calls.tick(calls.clock_ns)  # closes finished calls, flushed and committed
+        self._at = time.monotonic()
+
+    def idle(self, now: float) -> None:
+        """No batch since :meth:`committed` (``now``: time.monotonic()): the capture
+        clock moves on by the time that passed, so a call that ended shortly before
+        the last packet (a replay's last call, a quiet link's) closes after its grace
+        instead of staying open until more packets come. Packets that do come for it
+        later continue its file (``late_packets``)."""
+        calls = self.calls
+        if calls.calls and self._at:
+            calls.tick(calls.clock_ns + int((now - self._at) * 1e9))
 
     def close(self) -> Statements:
         self.calls.close()  # every call file closed, every row committed

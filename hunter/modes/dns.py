@@ -57,7 +57,7 @@ from lc.common.dns import (
     parse_dns,
     type_name,
 )
-from lc.common.dnstunnel import TUNNEL_TYPES, TunnelDetector, registered_domain
+from lc.common.dnstunnel import TUNNEL_TYPES, DomainStats, TunnelDetector, registered_domain
 from lc.common.text import wire_text
 from lc.hunter.capture import Chunk
 from lc.hunter.modes.base import (
@@ -318,7 +318,9 @@ class DnsDissector(Dissector):
         self.detector: TunnelDetector | None = (
             TunnelDetector(max_domains=cfg.max_domains) if cfg.detect_tunneling else None
         )
-        self.last_scores: dict[str, float] = {}
+        # The statistics of the last complete report interval, per domain: scored when
+        # first asked for (then the score replaces them).
+        self.last_scores: dict[str, float | DomainStats] = {}
         self.scores: dict[str, float] = {}
         self.events_all = False  # --events all (set by DnsMode): rejected ones' events too
         self.c = dict.fromkeys(("queries", "responses", "unanswered", "answered",
@@ -482,9 +484,10 @@ class DnsDissector(Dissector):
             return 0.0
         got = self.scores.get(domain)
         if got is None:
-            got = self.scores[domain] = max(
-                self.last_scores.get(domain, 0.0), self.detector.score(domain)
-            )
+            last = self.last_scores.get(domain, 0.0)
+            if type(last) is not float:
+                last = self.last_scores[domain] = last.score()
+            got = self.scores[domain] = max(last, self.detector.score(domain))
         return got
 
     def meta(self, s: Session, tag: int, summary: object) -> lc_pb2.PacketMeta:
@@ -1108,9 +1111,11 @@ class DnsMode(SessionMode):
         self._report_at = now + self.dis.cfg.report_ns
         if not det.domains:
             return
-        scores = {d: s.score() for d, s in det.domains.items()}
+        # Scored when asked for (most domains never are): the objects stay as they
+        # are, the detector starts afresh.
+        last: dict[str, float | DomainStats] = dict(det.domains)
         snap = det.snapshot(reset=True)
-        self.dis.last_scores = scores
+        self.dis.last_scores = last
         self._tunnel.extend(
             lc_pb2.DnsTunnelStats(domain=d, stats=orjson.dumps(v)) for d, v in snap.items()
         )

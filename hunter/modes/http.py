@@ -32,7 +32,8 @@ does with a connection on one of ``--http-port``:
 * **Events**: one ``HttpEvent`` per transaction (request and response), with the
   JA4H, the keywords that matched (patterns), and with ``--capture-body`` the examined
   bodies. Transactions of a connection not yet decided wait (at most
-  ``_MAX_WAITING`` per connection, then ``events_dropped``) and go out once it is.
+  ``_MAX_WAITING`` per connection and ``_MAX_WAITING_BYTES`` of heads and examined
+  bodies in all, then ``events_dropped``) and go out once it is.
 """
 
 from __future__ import annotations
@@ -86,6 +87,9 @@ _REQUEST_VALUE = {
     "http_ja4h": ja4h_request,
 }
 _MAX_WAITING = 64  # finished transactions kept per undecided connection
+# Heads and examined bodies of those transactions, all connections together: each may
+# hold two bodies of max_body (64 KiB), and thousands of connections may wait at once.
+_MAX_WAITING_BYTES = 64 * 1024 * 1024
 _TEXT_MAX = 8192
 
 
@@ -233,7 +237,7 @@ class _Conn:
         self.fin = _FIN_NONE  # the server's FIN: seen, then told to the parser
         self.framers: list[object] = [None, None]  # the last framer per direction
         self.n = 0  # transactions so far
-        self.waiting: list[tuple[HttpTransaction, int]] = []
+        self.waiting: list[tuple[HttpTransaction, int, int]] = []  # (tx, number, bytes)
 
 
 def _searched(msg: HttpRequest | HttpResponse) -> list[bytes | bytearray]:
@@ -268,6 +272,7 @@ class HttpDissector(Dissector):
         self.events: list[lc_pb2.Event] = []
         self.http_counters: dict[str, int] = {}
         self.events_dropped = 0
+        self.waiting_bytes = 0  # what the waiting transactions hold (see _MAX_WAITING_BYTES)
         self.gaps = 0
         self.now = 0  # the capture time of the packet being handled (bound framers)
 
@@ -408,10 +413,17 @@ class HttpDissector(Dissector):
     # -- transactions -> events ---------------------------------------------------------
     def _done(self, s: Session, c: _Conn, tx: HttpTransaction) -> None:
         c.n += 1
-        if len(c.waiting) >= _MAX_WAITING:
+        size = _held(tx)
+        if len(c.waiting) >= _MAX_WAITING or self.waiting_bytes + size > _MAX_WAITING_BYTES:
             self.events_dropped += 1
             return
-        c.waiting.append((tx, c.n))
+        c.waiting.append((tx, c.n, size))
+        self.waiting_bytes += size
+
+    def _unwait(self, c: _Conn) -> None:
+        """Forget the connection's waiting transactions (sent or not)."""
+        self.waiting_bytes -= sum(w[2] for w in c.waiting)
+        c.waiting.clear()
 
     def _keywords(self, tx: HttpTransaction) -> tuple[str, ...]:
         """The patterns of the keyword filters found in the transaction (its event's)."""
@@ -435,13 +447,13 @@ class HttpDissector(Dissector):
         elif self.events_all and (s.state == REJECTED or final):
             captured = False
         elif final or s.state == REJECTED:
-            c.waiting.clear()
+            self._unwait(c)
             return
         else:
             return
-        for tx, n in c.waiting:
+        for tx, n, _ in c.waiting:
             self.events.append(self._event(s, c, tx, n, self._keywords(tx), captured))
-        c.waiting.clear()
+        self._unwait(c)
 
     def closing(self, s: Session) -> None:
         """The connection leaves the table: what the parser still holds is decided."""
@@ -643,3 +655,12 @@ SPEC = ModeSpec(
     config=HttpConfig,
     factory=http_mode,
 )
+
+
+def _held(tx: HttpTransaction) -> int:
+    """Bytes a waiting transaction holds: its messages' heads and examined bodies."""
+    n = 0
+    for m in (tx.request, tx.response):
+        if m is not None:
+            n += len(m.head) + len(m._body)
+    return n

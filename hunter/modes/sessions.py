@@ -135,6 +135,8 @@ MAX_WAITING_EVENTS = 64
 #: 12 raw bytes of IPv4 source, destination, source and destination port (a fast
 #: connection's key).
 _PEEK_KEY = struct.Struct("!HB5xH4x12s")
+#: The same and, at frame offset 47, the TCP flags.
+_PEEK_KEY_FLAGS = struct.Struct("!HB5xH4x12s9xB")
 _PORTS = struct.Struct("!HH")
 #: Kernel BPF for IP fragments (IPv4 MF or offset; an IPv6 fragment header first).
 IP_FRAGMENTS = "(ip and ip[6:2] & 0x3fff != 0) or (ip6 and ip6[6] == 44)"
@@ -312,6 +314,9 @@ class SessionMode(Mode):
             if dissector.streams or self._conn
             else None
         )
+        # The frame of a connection being placed, which completes any message it yields
+        # (a dissector's mode may match it with bpf).
+        self._pkt: tuple | None = None
         self._gen = 0  # chunks processed: which Out a frame token's index refers to
         # Connections that ignore the rest (IPv4), by their packets' raw source and
         # destination addresses and ports (12 bytes, one entry per direction), with
@@ -413,6 +418,7 @@ class SessionMode(Mode):
         fast_tcp = self._conn_fast_tcp
         fast_udp = self._conn_fast_udp
         peek_tcp = _PEEK_KEY.unpack_from
+        peek_tcp_flags = _PEEK_KEY_FLAGS.unpack_from
         touch = self.table.touched.append
         ctag = self.dis.message_tag
         conn_frames = 0
@@ -429,43 +435,42 @@ class SessionMode(Mode):
                 # (untagged Ethernet, IPv4 without options, not a fragment). A SYN
                 # takes the decoding path: it may open a new connection on the
                 # 5-tuple of one that ended (_connection).
-                etype, vihl, frag, k = peek_tcp(rec, start + 28)
-                if etype == 0x0800 and vihl == 0x45 and not frag & 0x3FFF:
+                etype, vihl, frag, k, fl = peek_tcp_flags(rec, start + 28)
+                if etype == 0x0800 and vihl == 0x45 and not frag & 0x3FFF and not fl & 2:
                     hit = fast_tcp.get(k)
                     if hit is not None:
-                        fl = rec[start + 63]  # 16 + 14 + 20 + 13: the TCP flags
-                        if not fl & 2:
-                            s, lower = hit
-                            ts = ts_col[i]
-                            s.last_ns = ts
-                            touch(s)
-                            conn_frames += 1
-                            st = s.state
-                            if st == rejected:
-                                # The bulk: connections no filter wanted. Their counts
-                                # go only into their events (--events all).
-                                unmatched += 1
-                                if count_rejected:
-                                    s.pk[ctag] += 1
-                                    s.by[ctag] += cap
-                                if fl & 5:  # FIN or RST
-                                    self._conn_end(s, fl, lower, ts)
-                                continue
-                            s.pk[ctag] += 1
-                            s.by[ctag] += cap
-                            if st == matched:
-                                meta = s.metas[ctag]
-                                if meta is None:
-                                    meta = s.metas[ctag] = meta_of(s, ctag, None)
-                                out.add((ts, cap, orig_col[i], mv[start:off], ifx), meta)
-                            else:
-                                hold(s, (ts, cap, orig_col[i], mv[start:off], ifx), ctag)
+                        s = hit[0]
+                        ts = ts_col[i]
+                        s.last_ns = ts
+                        touch(s)
+                        conn_frames += 1
+                        st = s.state
+                        if st == rejected:
+                            # The bulk: connections no filter wanted. Their counts
+                            # go only into their events (--events all).
+                            unmatched += 1
+                            if count_rejected:
+                                s.pk[ctag] += 1
+                                s.by[ctag] += cap
                             if fl & 5:  # FIN or RST
-                                self._conn_end(s, fl, lower, ts)
+                                self._conn_end(s, fl, hit[1], ts)
                             continue
+                        s.pk[ctag] += 1
+                        s.by[ctag] += cap
+                        if st == matched:
+                            meta = s.metas[ctag]
+                            if meta is None:
+                                meta = s.metas[ctag] = meta_of(s, ctag, None)
+                            out.add((ts, cap, orig_col[i], mv[start:off], ifx), meta)
+                        else:
+                            hold(s, (ts, cap, orig_col[i], mv[start:off], ifx), ctag)
+                        if fl & 5:  # FIN or RST
+                            self._conn_end(s, fl, hit[1], ts)
+                        continue
             # Fast path: Ethernet, untagged IPv4 without options, not a fragment, UDP,
-            # not a message port: an alias's packet, or nothing.
-            if lt == ethernet and cap >= 38:
+            # not a message port: an alias's packet, or nothing. (Both tests below want
+            # UDP: frame byte 23, the IPv4 protocol, is read first.)
+            if lt == ethernet and cap >= 38 and rec[start + 39] == 17:
                 etype, vihl, frag, proto, src, dst, sport, dport = unpack(rec, start + peek_at)
                 if (
                     etype == 0x0800
@@ -709,7 +714,8 @@ class SessionMode(Mode):
     def _connection(self, flow: tuple, ts: int, flags: int, out: Out) -> Session:
         """The connection ``flow`` (a packet's 5-tuple) belongs to, opened if new."""
         src, sport, dst, dport, proto = flow
-        key, _ = flow_key(src, sport, dst, dport, proto)
+        # flow_key, inline: the lower endpoint first.
+        key = flow if (src, sport) <= (dst, dport) else (dst, dport, src, sport, proto)
         table = self.table
         s = table.sessions.get(key)
         if s is not None:
@@ -765,6 +771,7 @@ class SessionMode(Mode):
         return _Token(s, pkt[0], -1, self._gen, -1, pkt)
 
     def _tcp_frame(self, pkt: tuple, d, data: memoryview, out: Out) -> None:
+        self._pkt = pkt
         ts = pkt[0]
         flags = d.tcp_flags
         s = self._connection((d.src, d.sport, d.dst, d.dport, 6), ts, flags, out)
@@ -835,6 +842,7 @@ class SessionMode(Mode):
         self._conn_message(s, msg, toks, (*key, 6), out, ts)
 
     def _udp_flow(self, frames: list, payload, flow: tuple, out: Out) -> None:
+        self._pkt = frames[-1]
         ts = frames[-1][0]
         s = self._connection(flow, ts, 0, out)
         toks = [self._place(s, f, out) for f in frames]

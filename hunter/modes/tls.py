@@ -81,6 +81,8 @@ _SERVER_TYPES = ("tls_ja3s", "tls_ja4s")
 _NAME_MAX = 256
 _ALPN_MAX = 16
 _CH, _SH, _HRR, _DGRAM = "client_hello", "server_hello", "hello_retry_request", ""
+#: Hello filter verdicts remembered (the memo is cleared when full).
+_VERDICTS_MAX = 4096
 
 
 @dataclass(slots=True)
@@ -422,7 +424,9 @@ class TlsMode(SessionMode):
         super().__init__(ctx, dissector, limits)
         self._programs: dict[tuple[str, int], object] = {}
         self._bpfs: list[tuple[str, str]] = []
-        self._pkt: tuple | None = None
+        # Hello filter ids by (SNI, JA3, JA4) and (JA3S, JA4S), for the filter set
+        # applied (see _match).
+        self._verdicts: dict[tuple, frozenset[str]] = {}
 
     def apply(self, compiled: FilterSet) -> None:
         programs = {}
@@ -433,15 +437,9 @@ class TlsMode(SessionMode):
         self._programs = programs
         self._bpfs = bpfs
         self.dis.server_filters = any(compiled.has(t) for t in _SERVER_TYPES)
-        super().apply(compiled)
-
-    def _tcp_frame(self, pkt: tuple, d, data: memoryview, out: Out) -> None:
-        self._pkt = pkt  # the frame that completes any message it yields (bpf)
-        super()._tcp_frame(pkt, d, data, out)
-
-    def _udp_flow(self, frames: list, payload, flow: tuple, out: Out) -> None:
-        self._pkt = frames[-1]
-        super()._udp_flow(frames, payload, flow, out)
+        with self._lock:
+            self._verdicts = {}
+            super().apply(compiled)
 
     def _conn_message(
         self, s: Session, msg: object, toks: list, flow: tuple, out: Out, ts: int
@@ -463,8 +461,23 @@ class TlsMode(SessionMode):
             return [] if self.policy == "allow" else None
         ids: set[str] = set()
         if ctx is not None:
-            fields, _ = self.dis.filter_values(msg, ctx)
-            ids = fs.match_fields(fields)
+            # The hello filters' verdict depends only on these values: kept per
+            # distinct tuple of them (a sensor sees the same few stacks and names).
+            conn: _Conn = ctx  # type: ignore[assignment]
+            ch, cfp, sfp = conn.ch, conn.cfp, conn.sfp
+            key = (
+                None if ch is None else (ch.server_name, cfp.ja3, cfp.ja4),  # type: ignore[union-attr]
+                None if sfp is None else (sfp.ja3s, sfp.ja4s),
+            )
+            memo = self._verdicts
+            found = memo.get(key)
+            if found is None:
+                fields, _ = self.dis.filter_values(msg, ctx)
+                found = frozenset(fs.match_fields(fields))
+                if len(memo) >= _VERDICTS_MAX:
+                    memo.clear()
+                memo[key] = found
+            ids = set(found)
         if fs.has("ip_address"):
             ids |= fs.match_ip([flow[0], flow[2]])
         if self._bpfs and self._pkt is not None:

@@ -341,3 +341,44 @@ def test_hostile_registration_strings_are_refused_or_escaped(pki, processor):
     assert not any(x.startswith("2026-01-01 00:00:00,000 ERROR") for x in log.splitlines())
     assert "x\\n2026-01-01 00:00:00,000 ERROR lc: forged \\x1b[31mred" in log
     assert len(max(log.splitlines(), key=len)) < 2000
+
+
+@pytest.mark.e2e
+def test_a_client_that_never_reads_its_acks_stops_being_read(pki, processor):
+    """A hunter that streams batches and never reads the Acks: the processor stops
+    reading its stream once MAX_UNSENT_ACKS batches wait for their Acks to be taken
+    (HTTP/2 flow control then holds the client back) instead of reading on and piling
+    up Acks in its memory. Without that bound it reads all 40,000 batches."""
+    offered = 40_000
+    taken = [0]
+
+    def batches():
+        for seq in range(1, offered + 1):
+            taken[0] = seq
+            yield one_batch(seq, [("eth0", 1)])
+
+    def received() -> int:
+        with channel(processor, pki, "admin") as ch:
+            stub = lc_pb2_grpc.ManagementServiceStub(ch)
+            hunters = stub.ListHunters(lc_pb2.ListHuntersRequest(), timeout=5).hunters
+            return sum(h.batches_received for h in hunters if h.hunter_id == "h1")
+
+    files = TlsFiles(*(str(pki / n) for n in ("hunter-h1.pem", "hunter-h1.key", "ca.pem")))
+    cert, key, ca = files.checked()
+    creds = grpc.ssl_channel_credentials(ca, key, cert)
+    # No window growth on the client: the processor's writes block after ~64 kB of Acks.
+    with grpc.secure_channel(processor.addr, creds, [("grpc.http2.bdp_probe", 0)]) as ch:
+        register(lc_pb2_grpc.ManagementServiceStub(ch))
+        call = lc_pb2_grpc.DataServiceStub(ch).StreamPackets(batches(), timeout=120)
+        deadline = time.monotonic() + 60
+        while taken[0] < offered and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.0)
+        first = received()
+        time.sleep(2.0)
+        second = received()
+        assert admin_answers(processor, pki) < 1.0
+        call.cancel()
+    assert 0 < first == second < offered // 4, (first, second, taken[0])
+    real_hunter_delivers(processor, pki)
+    assert "Traceback" not in processor.stderr()

@@ -430,3 +430,25 @@ def test_question_numbers_are_bounded_and_kept_while_a_query_waits(monkeypatch) 
         assert len(m._numbers) <= 16
     assert {q: m._number(q) for q in waiting} == waiting  # the same numbers still
     assert m._number(b"\x02x5\x00") not in waiting.values()
+
+
+def test_scores_of_the_last_report_are_those_it_sent() -> None:
+    """The last report's statistics are scored when first asked for: the score is the
+    one they had when sent, whatever this hunter counts since."""
+    m = dns_mode(ModeContext([("eth0", 1)], "deny", "captured"), DnsConfig())
+    det = m.dis.detector
+    for i in range(40):
+        det.observe(f"x{i}a7f3k9q2m4z8w1v6b5n0p{i}.t.example.com", 16, T0 + i, "10.0.0.1")
+    det.observe("www.other.org", 1, T0, "10.0.0.2")
+    sent = {d: s.score() for d, s in det.domains.items()}
+    assert sent["example.com"] > 0.5
+    m._report(T0 + 100, force=True)
+    assert m.reports == 1 and not det.domains
+    for i in range(200):  # the next interval: ordinary names only
+        det.observe(f"www{i % 3}.example.com", 1, T0 + 200 + i, "10.0.0.3")
+    now = det.score("example.com")
+    assert now < sent["example.com"]
+    m.dis.scores = {}
+    assert m.dis.domain_score("example.com") == max(sent["example.com"], now)
+    assert m.dis.domain_score("other.org") == sent["other.org"]
+    assert m.dis.domain_score("never.net") == 0.0

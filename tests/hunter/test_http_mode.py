@@ -192,3 +192,43 @@ def test_event_documents_equal_zeeks_http_log() -> None:
         )  # fmt: skip
         assert got == want
         assert d["event"]["duration"] > 0 and d["lc"]["captured"]
+
+
+def test_waiting_transactions_stay_within_a_byte_budget(monkeypatch) -> None:
+    """Transactions of a connection not yet decided wait for its decision; what they
+    hold (heads and examined bodies) across all connections is bounded, the rest
+    counted in events_dropped, and the budget is given back as connections close."""
+    import lc.hunter.modes.http as http_mod
+
+    need_corpus()
+    path = CORPUS / "http/zeek_http-pipelined-requests.pcap"
+    nothing = [Filter(id="f", type="http_host", pattern="nothing.example")]
+    events, _, mode = run(path, nothing)
+    dis = mode.dis
+    assert len(events) == 5 and dis.events_dropped == 0 and dis.waiting_bytes == 0
+    sizes = sorted(http_mod._held(e) for e in _transactions(path))
+    # Room for the two smallest transactions only: the other three are dropped, counted.
+    monkeypatch.setattr(http_mod, "_MAX_WAITING_BYTES", sizes[0] + sizes[1])
+    events, _, mode = run(path, nothing)
+    assert (len(events), mode.dis.events_dropped, mode.dis.waiting_bytes) == (2, 3, 0)
+
+
+def _transactions(path: Path) -> list:
+    """The capture's HTTP transactions, parsed apart from the mode."""
+    import subprocess
+
+    from lc.common.http import HttpConnection, HttpTransaction
+
+    out = subprocess.run(
+        ["tshark", "-r", str(path), "-T", "fields", "-e", "tcp.srcport", "-e", "tcp.payload",
+         "-Y", "tcp.len > 0"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    conn = HttpConnection()
+    txs = []
+    for i, line in enumerate(out.splitlines()):
+        sport, payload = line.split("\t")
+        feed = conn.feed_server if sport == "80" else conn.feed_client
+        txs += [e for e in feed(bytes.fromhex(payload), i) if isinstance(e, HttpTransaction)]
+    txs += [e for e in conn.close(i) if isinstance(e, HttpTransaction)]
+    return txs

@@ -433,3 +433,24 @@ def test_the_mode_captures_the_connection_whatever_the_record_layer(records, seg
     (ev,) = events
     assert ev.captured is match and ev.tls.ja4 == fp
     assert ev.tls.server_name == "contile.services.mozilla.com"
+
+
+def test_new_filters_judge_hellos_afresh() -> None:
+    """The mode keeps each hello filter verdict per (SNI, JA3, JA4) for speed; a new
+    filter set must not inherit them."""
+    path = need("tls/ja4_tls-handshake.pcapng")
+    mode = tls_mode(ModeContext([], policy="deny"), TlsConfig())
+
+    def replay(pattern: str) -> set[str]:
+        mode.apply(compile_filters([Filter(id="g", type="tls_sni", pattern=pattern)], "h"))
+        src = FileSource(str(path), None)
+        mode.interfaces[:] = src.interfaces
+        got = set()
+        for fwd in [*iter(lambda: src.read(64), None)]:
+            got |= {m.session_id for m in mode.process(fwd).meta.values()}
+        got |= {m.session_id for m in mode.finish().meta.values()}
+        return got
+
+    assert replay("*.googleapis.com")
+    assert replay("nomatch.invalid") == set()
+    assert replay("*.googleapis.com")

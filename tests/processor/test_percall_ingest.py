@@ -516,3 +516,27 @@ def test_sessions_of_other_modes_are_not_calls(rig):
     assert rig.row("call-A")["packets"] == 1
     rig.ingest.sink.flush()
     assert file_records(rig.tmp / "all.pcap") == recs
+
+
+def test_an_ended_call_closes_after_its_grace_when_no_more_packets_come(tmp_path):
+    """The last call of a replay (or of a link that went quiet) ends and nothing comes
+    after it: the writer's idle housekeeping moves the capture clock on by the time
+    that passes, so its file still closes after the grace, not at shutdown."""
+    r = Rig(tmp_path, grace_ns=NS)
+    try:
+        cid = "last-call"
+        r.ingest.accept(make_batch(1, [(rtp_frame(1, 5), rtp_meta(cid))])[0])
+        bye = (sip_frame(cid, "BYE sip:x SIP/2.0", "BYE"), sip_meta(cid, "BYE"))
+        r.ingest.accept(make_batch(2, [bye])[0])
+        assert r.calls.calls == 1 and r.calls.open_files == 1
+        deadline = time.monotonic() + 10
+        while r.calls.calls and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert r.calls.calls == 0 and r.calls.open_files == 0
+        assert r.row(cid)["state"] == "ended"
+        # A packet for it that comes later continues the same file.
+        r.ingest.accept(make_batch(3, [(rtp_frame(2, 5), rtp_meta(cid))])[0])
+        r.ingest.close()
+        assert r.row(cid)["packets"] == 3
+    finally:
+        r.close()
