@@ -3,10 +3,11 @@
 Generates a ~1M-packet capture (once, in bench-out/), then for a nanosecond and a
 microsecond copy of it: times `tcpdump -r FILE -w /dev/null` (the C limit), and
 `lc hunt -r FILE` streaming over mutual TLS to `lc process` on loopback, from the
-hunter's start to the last acknowledgement, with the processor's CPU per packet (the
-median run's). Checks that the processor wrote every
-packet and that its output is the input byte for byte (as nanosecond pcap). Prints
-figures; asserts nothing about speed.
+hunter's start to the last acknowledgement: the median and range of ``--runs`` runs,
+the hunter's and the processor's CPU per packet (medians; the hunter's includes its
+start-up) and the 1-minute load average before the runs (the machine may be shared).
+Checks that the processor wrote every packet and that its output is the input byte for
+byte (as nanosecond pcap). Prints figures; asserts nothing about speed.
 
     .venv/bin/python bench/run.py [--packets N] [--runs K] [--insecure-too]
 """
@@ -17,6 +18,7 @@ import argparse
 import os
 import random
 import re
+import resource
 import shutil
 import struct
 import subprocess
@@ -118,13 +120,14 @@ def cpu_seconds(pid: int) -> float:
 
 def run_e2e(
     capture: Path, n: int, tls_p: list[str], tls_h: list[str], tag: str
-) -> tuple[float, str, float]:
-    """(seconds, check, the processor's CPU seconds while the hunter ran)."""
+) -> tuple[float, str, float, float]:
+    """(seconds, check, the processor's CPU seconds while the hunter ran, the hunter's)."""
     data = OUT / f"data-{tag}"
     shutil.rmtree(data, ignore_errors=True)
     proc, addr, out = start_processor(data, tls_p)
     try:
         c0 = cpu_seconds(proc.pid)
+        h0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         r = subprocess.run(
             [*LC, "hunt", "--processor", addr, "-r", str(capture), *tls_h],
@@ -133,6 +136,8 @@ def run_e2e(
         )
         wall = time.perf_counter() - t0
         cpu = cpu_seconds(proc.pid) - c0
+        h1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # the hunter: the only child reaped
+        hcpu = h1.ru_utime + h1.ru_stime - h0.ru_utime - h0.ru_stime
         if r.returncode != 0:
             raise SystemExit(f"hunter failed: {r.stderr}")
     finally:
@@ -147,10 +152,10 @@ def run_e2e(
         while (c := rd.read_columns(65536)) is not None:
             got += len(c)
     if got != n:
-        return took, f"WRONG: {got} of {n} packets written", cpu
+        return took, f"WRONG: {got} of {n} packets written", cpu, hcpu
     if out.read_bytes() != as_nanosecond_pcap(capture):
-        return took, "WRONG: the output is not the input, byte for byte", cpu
-    return took, "ok, byte-identical", cpu
+        return took, "WRONG: the output is not the input, byte for byte", cpu, hcpu
+    return took, "ok, byte-identical", cpu, hcpu
 
 
 def as_nanosecond_pcap(path: Path) -> bytes:
@@ -170,7 +175,7 @@ def as_nanosecond_pcap(path: Path) -> bytes:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--packets", type=int, default=1_000_000)
-    ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--insecure-too", action="store_true", help="also measure without TLS")
     args = ap.parse_args()
     OUT.mkdir(exist_ok=True)
@@ -193,11 +198,11 @@ def main() -> None:
 
     print(
         f"lc end-to-end replay benchmark: {args.packets:,} packets, Python "
-        f"{sys.version.split()[0]}, {os.cpu_count()} CPUs; best of {args.runs}"
+        f"{sys.version.split()[0]}, {os.cpu_count()} CPUs; median (range) of {args.runs} runs"
     )
     print(
-        f"{'input':<22}{'tcpdump -r (C limit)':>24}{'lc hunt -> lc process':>26}"
-        f"{'processor CPU':>16}  check"
+        f"{'input':<20}{'tcpdump -r (C limit)':>22}{'lc hunt -> lc process':>34}"
+        f"{'CPU/pkt hunter, processor':>28}{'load':>6}  check"
     )
     modes = [("mTLS", tls("processor"), tls("hunter-bench"))]
     if args.insecure_too:
@@ -211,18 +216,24 @@ def main() -> None:
         td = time_tcpdump(cap, args.runs)
         td_txt = f"{args.packets / td / 1e3:,.0f}k pkt/s" if td else "tcpdump missing"
         for label, tp, th in modes:
-            best, status, cpus = float("inf"), "ok, byte-identical", []
+            status, tooks, cpus, hcpus = "ok, byte-identical", [], [], []
+            load = os.getloadavg()[0]
             for i in range(args.runs):
-                took, st, cpu = run_e2e(cap, args.packets, tp, th, f"{label}-{i}")
-                best = min(best, took)
+                took, st, cpu, hcpu = run_e2e(cap, args.packets, tp, th, f"{label}-{i}")
+                tooks.append(took)
                 cpus.append(cpu)
+                hcpus.append(hcpu)
                 if not st.startswith("ok"):
                     status = st
-            cpu_us = sorted(cpus)[len(cpus) // 2] / args.packets * 1e6  # median
+            rates = sorted(args.packets / t / 1e3 for t in tooks)
+            mid = len(rates) // 2
+            p_us = sorted(cpus)[mid] / args.packets * 1e6
+            h_us = sorted(hcpus)[mid] / args.packets * 1e6
             desc = f"{'ns' if nano else 'µs'} pcap, {label}"
+            rate = f"{rates[mid]:,.0f}k pkt/s ({rates[0]:,.0f}-{rates[-1]:,.0f}k)"
             print(
-                f"{desc:<22}{td_txt:>24}{args.packets / best / 1e3:>21,.0f}k pkt/s"
-                f"{cpu_us:>10.2f} µs/pkt  {status}",
+                f"{desc:<20}{td_txt:>22}{rate:>34}"
+                f"{h_us:>14.2f}, {p_us:.2f} µs{load:>8.1f}  {status}",
                 flush=True,
             )
     for d in OUT.glob("data-*"):

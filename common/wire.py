@@ -10,9 +10,11 @@ array; per-packet metadata is sparse (``meta``, with an index) or dense
   sparse and dense forms, :func:`encode_extras` gives the spool's stored form of
   everything besides the records (metadata and events, one serialised PacketBatch
   holding only those fields), and :func:`encode_batch` builds the message sent, from
-  a sealed batch's parts or from a spooled batch's records and extras;
-* processor side: :func:`unpack_batch` checks a received batch (framing, indices,
-  events) and returns :class:`BatchRecords`.
+  a sealed batch's parts or from a spooled batch's records and extras
+  (:func:`encode_batch_bytes`: the same, serialised, what the uplink sends);
+* processor side: :func:`split_batch` parses a received batch without copying its
+  records, :func:`unpack_batch` checks it (framing, indices, events) and returns
+  :class:`BatchRecords`.
 """
 
 from __future__ import annotations
@@ -35,12 +37,14 @@ __all__ = [
     "build_batch",
     "dumps",
     "encode_batch",
+    "encode_batch_bytes",
     "encode_extras",
     "encode_meta",
     "event_problem",
     "filter_to_proto",
     "forward_extras",
     "message_to_json",
+    "split_batch",
     "unpack_batch",
 ]
 
@@ -75,7 +79,7 @@ class BatchRecords:
     """A received batch, checked: its records, their captured lengths, their interfaces,
     its metadata and its events."""
 
-    records: bytes  # nanosecond pcap records back to back
+    records: bytes | memoryview  # nanosecond pcap records back to back (read-only)
     caplen: array  # 'I', one per record
     iface: array | None  # 'H' indices into ``interfaces``; None = all on interface 0
     interfaces: list[tuple[str, int]]  # (name, linktype)
@@ -236,6 +240,56 @@ def encode_batch(
     return batch
 
 
+_DATA_KEY = b"\x2a"  # PacketBatch.data: field 5, length-delimited (5 << 3 | 2)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def encode_batch_bytes(
+    hunter_id: str,
+    epoch: int,
+    sequence: int,
+    interfaces: Sequence[tuple[str, int]],
+    records: bytes | bytearray | memoryview,
+    count: int,
+    *args: Any,
+    **kwargs: Any,
+) -> bytes:
+    """:func:`encode_batch` (same arguments), serialised: exactly the bytes of its
+    ``SerializeToString()``, without the records ever going into a message.
+
+    Protobuf writes a message's fields in field-number order, so the serialised batch
+    is the fields before ``data`` (1-4), ``data``, then the rest (9 and up): each part
+    is serialised on its own and the records are joined in between, one copy in all
+    (a message copies them on assignment and again, slowly for megabytes, when it is
+    serialised).
+
+    Raises:
+        ParseError: as :func:`encode_batch`.
+    """
+    rest = encode_batch("", 0, 0, interfaces, b"", count, *args, **kwargs)
+    rest.count = 0  # the head carries it
+    head = lc_pb2.PacketBatch(hunter_id=hunter_id, epoch=epoch, sequence=sequence, count=count)
+    if not len(records):
+        return head.SerializeToString() + rest.SerializeToString()
+    return b"".join(
+        (
+            head.SerializeToString(),
+            _DATA_KEY,
+            _varint(len(records) if not isinstance(records, memoryview) else records.nbytes),
+            records,
+            rest.SerializeToString(),
+        )
+    )
+
+
 def build_batch(
     hunter_id: str,
     epoch: int,
@@ -298,8 +352,63 @@ def event_problem(ev: lc_pb2.Event) -> str | None:
     return None
 
 
-def unpack_batch(batch: lc_pb2.PacketBatch) -> BatchRecords:
-    """Check a received batch's framing and indices and return its records.
+def _read_varint(raw: bytes, pos: int) -> tuple[int, int]:
+    """(value, position after it) of the varint at ``pos``; IndexError past the end."""
+    value = shift = 0
+    while True:
+        b = raw[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+# The keys of PacketBatch fields 1-4 (hunter_id: length-delimited; epoch, sequence,
+# count: varints), in the order a serialiser writes them.
+_HEAD_KEYS = (0x0A, 0x10, 0x18, 0x20)
+
+
+def split_batch(raw: bytes) -> tuple[lc_pb2.PacketBatch, memoryview | None]:
+    """Parse a serialised PacketBatch, leaving its records where they are.
+
+    The processor's request deserialiser: a parsed message copies ``data`` (megabytes)
+    into itself and copies it again each time it is read. A batch as serialisers write
+    it (fields in number order: 1-4, ``data``, then 9 and up, as
+    :func:`encode_batch_bytes` does) is split around ``data``: the other fields are
+    parsed as one message, and ``data`` is returned as a read-only view of ``raw``.
+
+    Anything else, or anything the split might read differently from a plain parse
+    (``data`` twice, an unusual encoding: the fields parsed do not serialise back to the
+    bytes they came from), is parsed whole and returned with None: then the message
+    holds ``data``. Either way the result is what ``PacketBatch.FromString(raw)`` gives
+    (and a message it refuses raises its DecodeError).
+    """
+    try:
+        pos = 0
+        for key in _HEAD_KEYS:
+            if pos < len(raw) and raw[pos] == key:
+                value, pos = _read_varint(raw, pos + 1)
+                if key == 0x0A:
+                    pos += value
+        if pos < len(raw) and raw[pos] == _DATA_KEY[0]:
+            size, start = _read_varint(raw, pos + 1)
+            end = start + size
+            if end <= len(raw):
+                rest = raw[:pos] + raw[end:]
+                msg = lc_pb2.PacketBatch.FromString(rest)
+                if not msg.data and msg.ByteSize() == len(rest):
+                    return msg, memoryview(raw)[start:end]
+    except (IndexError, ValueError, DecodeError):
+        pass  # parsed whole below: the same verdict as a plain parse
+    return lc_pb2.PacketBatch.FromString(raw), None
+
+
+def unpack_batch(batch: lc_pb2.PacketBatch, data: bytes | memoryview | None = None) -> BatchRecords:
+    """Check a received batch's framing and indices and return its records
+    (``data``: the batch's records when :func:`split_batch` left them out of it).
 
     A malformed event does not refuse the batch: it is skipped and counted in
     ``bad_events`` (its packets are good, and the hunter would only send it again).
@@ -313,7 +422,8 @@ def unpack_batch(batch: lc_pb2.PacketBatch) -> BatchRecords:
             is given.
     """
     n = batch.count
-    data = batch.data  # each access copies the field: once
+    if data is None:
+        data = batch.data  # each access copies the field: once
     try:
         column = batch.caplen
         caplen = check_caplens(data, n, column) if column else record_lengths(data, n)
@@ -353,6 +463,8 @@ def forward_extras(cols: BatchRecords) -> bytes:
     forward a received batch upstream unchanged: its interface table, metadata, events,
     key log lines and tunneling statistics, as a serialised PacketBatch holding only
     those fields (:func:`encode_batch` with ``extras=`` and no interfaces rebuilds it).
+    The records' caplen column goes too (checked here already; the upstream checks the
+    records in bulk with it), whether or not the hunter sent one.
 
     Events keep their positions (the ``n`` of their event id, ``hunter:epoch:seq:n``):
     an event this processor skipped as malformed is sent as an empty Event, which the
@@ -361,6 +473,8 @@ def forward_extras(cols: BatchRecords) -> bytes:
     holder = lc_pb2.PacketBatch()
     for name, lt in cols.interfaces:
         holder.interfaces.add(name=name, linktype=lt)
+    if len(cols):
+        holder.caplen = _to_le(cols.caplen)
     if cols.meta:
         holder.meta.extend(cols.meta)
     if cols.meta_ref is not None:

@@ -52,6 +52,9 @@ class SealedBatch:
     events: list[lc_pb2.Event] = field(default_factory=list)
     event_bytes: int = 0  # the events' (and extras') size (memory accounting)
     extras: dict[str, list] = field(default_factory=dict)  # by kind (EXTRA_KINDS)
+    # 'I' per packet, the records' captured lengths (PacketBatch.caplen: the processor
+    # checks the framing in bulk with it); None: not known (the processor walks them)
+    caplen: array | None = None
 
     def __len__(self) -> int:
         return self.count
@@ -92,6 +95,7 @@ class Batcher:
     def _reset(self) -> None:
         self._count = 0
         self._iface = array("H")
+        self._caplen = array("I")
         self._pieces: list[bytes | memoryview] = []
         self._meta: list[tuple[int, object]] = []
         self._events: list[lc_pb2.Event] = []
@@ -158,7 +162,8 @@ class Batcher:
         the filters those packets matched (or to a PacketMeta, see
         :func:`lc.common.wire.encode_meta`); they follow the packets into their batch.
         ``ts_ns`` and ``origlen`` are the chunk's own columns: the records already hold
-        them, so the batcher keeps no column but the interface indices.
+        them, so the batcher keeps no column but the interface indices and the captured
+        lengths (sent beside the records so the processor checks them in bulk).
         """
         meta_keys = sorted(meta) if meta else []
         mk = 0
@@ -192,6 +197,7 @@ class Batcher:
                 self._iface.extend(array("H", [iface]) * (end - start))
             else:
                 self._iface.extend(iface[start:end])
+            self._caplen.extend(caplen[start:end])
             rb = nb + 16 * (end - start)
             self._pieces.append(mv[off : off + rb])
             self._nbytes += nb
@@ -230,7 +236,7 @@ class Batcher:
         records = bytes(pieces[0]) if len(pieces) == 1 else b"".join(pieces)
         b = SealedBatch(
             records, self._count, iface, self._nbytes, self._meta, self._events, self._event_bytes,
-            self._extras,
+            self._extras, self._caplen,
         )  # fmt: skip
         self._reset()
         if busy:

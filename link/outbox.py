@@ -63,6 +63,7 @@ class MemoryBatch(Protocol):
     event_bytes: int
     keylog: list
     tunnel: list
+    caplen: Any  # array('I') per packet, sent and spooled as the caplen column; or None
 
     def __len__(self) -> int: ...
 
@@ -96,7 +97,8 @@ def _extras_estimate(batch: MemoryBatch | SpooledBatch) -> int:
     """Spool bytes a batch's metadata and events will take, at most (roughly)."""
     if isinstance(batch, SpooledBatch):
         return len(batch.extras)
-    return 64 * len(batch.meta) + batch.event_bytes + 8 * len(batch.events)
+    caplen = 4 * batch.count + 8 if batch.caplen is not None else 0
+    return 64 * len(batch.meta) + batch.event_bytes + 8 * len(batch.events) + caplen
 
 
 class Outbox:
@@ -221,13 +223,10 @@ class Outbox:
         assert self.spool is not None
         if isinstance(batch, SpooledBatch):  # already there
             return True
+        b = batch
+        extras = encode_extras(b.meta, b.count, b.events, b.keylog, b.tunnel, b.caplen)
         ok = self.spool.append(
-            self.epoch if epoch is None else epoch,
-            seq,
-            batch.records,
-            batch.count,
-            batch.iface,
-            extras=encode_extras(batch.meta, batch.count, batch.events, batch.keylog, batch.tunnel),
+            self.epoch if epoch is None else epoch, seq, b.records, b.count, b.iface, extras
         )
         if ok:
             self.spooled_batches += 1
@@ -294,12 +293,16 @@ class Outbox:
         log.info("moved %d batches from memory to the disk spool", moved)
         return moved == len(items)
 
-    def next_batch(self, timeout: float) -> Pending | None:
+    def next_batch(self, timeout: float, closing: threading.Event | None = None) -> Pending | None:
         """The oldest unsent batch, moved to in flight; None if none within ``timeout``
-        or the in-flight window is full."""
+        or the in-flight window is full, or, once ``closing`` is set, as soon as every
+        batch is acknowledged (the last ack or :meth:`wake` ends the wait: a closing
+        stream ends at once rather than when ``timeout`` runs out)."""
         deadline = time.monotonic() + timeout
         with self._lock:
             while True:
+                if closing is not None and closing.is_set() and self._drained():
+                    return None
                 if len(self._inflight) < self.max_inflight:
                     if self._queue:
                         p = self._queue.popleft()

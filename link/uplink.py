@@ -47,7 +47,7 @@ from tenacity import (
 
 from lc.common.errors import LcError, ParseError, PermissionDenied, Unreachable
 from lc.common.transport import TlsFiles, error_from_rpc, open_channel, wait_ready
-from lc.common.wire import encode_batch, filter_to_proto
+from lc.common.wire import encode_batch_bytes, filter_to_proto
 from lc.link.breaker import CircuitBreaker
 from lc.link.outbox import Outbox, Pending
 from lc.link.spool import SpooledBatch
@@ -75,6 +75,14 @@ class HunterIdentity:
     interfaces: list[str]
     capabilities: list[str] = field(default_factory=list)
     local_filters: list = field(default_factory=list)  # the mode's own filters (Filter)
+
+
+_STREAM_PACKETS = "/lc.v1.DataService/StreamPackets"
+
+
+def _serialised(batch: bytes) -> bytes:
+    """The stream's request serialiser: _build has serialised the batch already."""
+    return batch
 
 
 class _Retry(Exception):
@@ -397,15 +405,22 @@ class Uplink:
 
     def _stream(self) -> tuple[bool, str | LcError | None]:
         """Run one StreamPackets call: (anything acknowledged?, why it ended or None)."""
-        stub = self._stub(lc_pb2_grpc.DataServiceStub)
-        if stub is None:
+        ch = self._channel
+        if ch is None:
             return False, "no channel"
+        # The batches go out as _build serialised them (see encode_batch_bytes).
+        stream = ch.stream_stream(
+            _STREAM_PACKETS,
+            request_serializer=_serialised,
+            response_deserializer=lc_pb2.StreamControl.FromString,
+            _registered_method=True,
+        )
         call_done = threading.Event()
         delivered = False
         self.flow = lc_pb2.FLOW_CONTINUE
         self.outbox.set_online(True)
         try:
-            call = stub.StreamPackets(self._requests(call_done), metadata=self.stream_metadata)
+            call = stream(self._requests(call_done), metadata=self.stream_metadata)
             self._stream_call = call
             own = self.ident.hunter_id
             for ctl in call:
@@ -435,7 +450,7 @@ class Uplink:
             call_done.set()
             return delivered, str(e)
 
-    def _requests(self, call_done: threading.Event) -> Iterator[lc_pb2.PacketBatch]:
+    def _requests(self, call_done: threading.Event) -> Iterator[bytes]:
         ob = self.outbox
         while not self._stopped.is_set() and not call_done.is_set():
             if self._closing.is_set() and ob.drained():
@@ -443,7 +458,7 @@ class Uplink:
             if self.flow == lc_pb2.FLOW_PAUSE:
                 time.sleep(0.05)
                 continue
-            p = ob.next_batch(timeout=0.1)
+            p = ob.next_batch(timeout=0.1, closing=self._closing)
             if p is None:
                 continue
             if call_done.is_set() or self._stopped.is_set() or not self.before_send(p):
@@ -453,7 +468,8 @@ class Uplink:
             if self.flow == lc_pb2.FLOW_SLOW:
                 time.sleep(self.slow_delay)
 
-    def _build(self, p: Pending) -> lc_pb2.PacketBatch:
+    def _build(self, p: Pending) -> bytes:
+        """The serialised PacketBatch of a pending batch (encode_batch_bytes)."""
         b = p.batch
         if p.source:  # forwarded: its hunter's id, its own interfaces (in its extras)
             args = (p.source, p.epoch, p.sequence, (), b.records, b.count)
@@ -461,11 +477,13 @@ class Uplink:
             args = (self.ident.hunter_id, p.epoch, p.sequence, self.interfaces, b.records, b.count)
         if isinstance(b, SpooledBatch):
             try:
-                return encode_batch(*args, b.iface, extras=b.extras, sealed_at_ns=time.time_ns())
+                return encode_batch_bytes(
+                    *args, b.iface, extras=b.extras, sealed_at_ns=time.time_ns()
+                )
             except ParseError as e:  # passed the spool's CRC, so a bug: keep the packets
                 log.error("spooled batch %d/%d: %s; sent without it", p.epoch, p.sequence, e)
-                return encode_batch(*args, b.iface, sealed_at_ns=time.time_ns())
-        return encode_batch(
+                return encode_batch_bytes(*args, b.iface, sealed_at_ns=time.time_ns())
+        return encode_batch_bytes(
             *args,
             b.iface,
             b.meta,
@@ -473,6 +491,7 @@ class Uplink:
             sealed_at_ns=time.time_ns(),
             keylog=b.keylog,
             tunnel=b.tunnel,
+            caplen=b.caplen,
         )
 
     # -- heartbeats ----------------------------------------------------------------

@@ -38,7 +38,7 @@ from lc.processor.ledger import Ledger
 from lc.processor.limits import StreamGate
 from lc.processor.redisout import RedisEvents
 from lc.processor.registry import Registry
-from lc.processor.service import DataService, ManagementService
+from lc.processor.service import DataService, ManagementService, add_data_service
 from lc.processor.store import FilterStore
 from lc.processor.tree import DEFAULT_MAX_DEPTH, Tree
 from lc.processor.tunnels import TunnelAlerts
@@ -383,7 +383,7 @@ class Processor:
             tree=self.tree,
             topology=self.topology,
         )
-        lc_pb2_grpc.add_DataServiceServicer_to_server(self.data, server)
+        add_data_service(self.data, server)
         lc_pb2_grpc.add_ManagementServiceServicer_to_server(
             sync_servicer(self.mgmt, "ManagementService", self._pool), server
         )

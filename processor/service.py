@@ -19,7 +19,7 @@ from lc.common.credentials import HUNTER_ROLE, PROCESSOR_ROLE, CertIdentity, val
 from lc.common.errors import LcError, ParseError, ValidationError
 from lc.common.filters import Filter, new_filter_id, validate_filter
 from lc.common.text import log_text, wire_text
-from lc.common.wire import BatchRecords, unpack_batch
+from lc.common.wire import BatchRecords, split_batch, unpack_batch
 from lc.processor.auth import Authorizer
 from lc.processor.calls import CallIndex
 from lc.processor.filterhub import FilterHub
@@ -35,6 +35,7 @@ __all__ = [
     "MAX_LINKTYPES",
     "DataService",
     "ManagementService",
+    "add_data_service",
     "check_heartbeat",
     "check_link_types",
     "check_registration",
@@ -49,6 +50,10 @@ _FLOW_POLL_S = 0.25
 # small batch. (A hunter keeps 64 batches in flight: 16 acks is a quarter of it.)
 ACK_DELAY = 0.05
 ACK_COUNT = 16
+# ... except that acks covering this many packets, with nothing else of the stream
+# outstanding, go at once: a hunter sending big batches (a replay, a busy link) is then
+# likely waiting for exactly these (the end of a replay waited ACK_DELAY for its last).
+ACK_NOW_PACKETS = 2048
 # Batches a stream may have read whose Acks the peer has not taken yet (see _Stream).
 MAX_UNSENT_ACKS = 1024
 
@@ -164,12 +169,15 @@ class _Stream:
     an error (code, message) or None (the end). Loop thread only, but for
     :meth:`put_threadsafe`."""
 
-    __slots__ = ("items", "loop", "room_waiter", "unsent", "waiter")
+    __slots__ = ("items", "loop", "room_waiter", "sizes", "unsent", "waiter")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.items: deque[object] = deque()
         self.waiter: asyncio.Future | None = None
+        # Packets of each batch submitted and not answered yet, in order (a stream's
+        # batches are answered in the order they were submitted).
+        self.sizes: deque[int] = deque()
         # Batches read whose Ack has not been written to the peer yet, and the reader
         # waiting for that to fall (see :meth:`wait_room`).
         self.unsent = 0
@@ -291,6 +299,22 @@ class _Checks:
         raise _Denied(code, details)
 
 
+def add_data_service(servicer: DataService, server: grpc.aio.Server) -> None:
+    """Serve ``servicer``'s StreamPackets on ``server``, its requests parsed by
+    :func:`lc.common.wire.split_batch` (the records stay in the received bytes; the
+    generated ``add_DataServiceServicer_to_server`` would parse them into a message)."""
+    handlers = {
+        "StreamPackets": grpc.stream_stream_rpc_method_handler(
+            servicer.StreamPackets,
+            request_deserializer=split_batch,
+            response_serializer=lc_pb2.StreamControl.SerializeToString,
+        )
+    }
+    service = "lc.v1.DataService"
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+    server.add_registered_method_handlers(service, handlers)
+
+
 class DataService(lc_pb2_grpc.DataServiceServicer):
     """Hunters' batch streams, on the server's event loop (see lc.processor.aioserve).
 
@@ -362,8 +386,12 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
         return pid
 
     async def StreamPackets(
-        self, request_iterator: AsyncIterator[lc_pb2.PacketBatch], context: grpc.aio.ServicerContext
+        self,
+        request_iterator: AsyncIterator[tuple[lc_pb2.PacketBatch, memoryview | None]],
+        context: grpc.aio.ServicerContext,
     ) -> None:
+        """One hunter's (or a processor's) stream; its requests come from
+        :func:`split_batch` (see :func:`add_data_service`)."""
         loop = asyncio.get_running_loop()
         router = self._router
         if router is None or router.loop is not loop:
@@ -403,6 +431,7 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
             )
             announced = lc_pb2.FLOW_CONTINUE
             held: list[lc_pb2.Ack] = []  # acks not sent yet, the first since ``since``
+            held_packets = 0
             since = 0.0
             while True:
                 now = loop.time()
@@ -412,6 +441,9 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
                     if not held:
                         since = loop.time()
                     held += acks
+                    sizes = st.sizes
+                    for _ in range(min(len(acks), len(sizes))):
+                        held_packets += sizes.popleft()
                 change = flow_to_announce(announced, self._flow())
                 if change is not None:
                     announced = change
@@ -421,6 +453,7 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
                     or change is not None
                     or len(held) >= ACK_COUNT
                     or loop.time() - since >= ACK_DELAY
+                    or (held_packets >= ACK_NOW_PACKETS and not st.sizes)
                 )
                 if send or change is not None:
                     try:
@@ -437,6 +470,7 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
                     if send:
                         st.sent(len(held))
                         held = []
+                        held_packets = 0
                 if err is not None:
                     await context.abort(err[0], err[1])
                 if end:
@@ -453,7 +487,7 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
 
     async def _read(
         self,
-        requests: AsyncIterator[lc_pb2.PacketBatch],
+        requests: AsyncIterator[tuple[lc_pb2.PacketBatch, memoryview | None]],
         ident: CertIdentity | None,
         below: str | None,
         ticket: Ticket,
@@ -468,7 +502,7 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
         carried: set[str] = set()  # hunters this processor's stream may carry (checked)
         checked = False  # a hunter's stream: its first batch's hunter was checked
         try:
-            async for batch in requests:
+            async for batch, data in requests:
                 if st.unsent >= MAX_UNSENT_ACKS:
                     await st.wait_room()
                 hid = batch.hunter_id
@@ -513,7 +547,7 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
                     )
                     return
                 try:
-                    cols = unpack_batch(batch)
+                    cols = unpack_batch(batch, data)
                 except ParseError as e:
                     st.put((grpc.StatusCode.INVALID_ARGUMENT, f"malformed batch: {e}"))
                     return
@@ -526,6 +560,7 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
                     return
                 reply = _replier(router, st, self.registry, hid, cols, below is not None)
                 st.unsent += 1
+                st.sizes.append(len(cols))  # before its answer can come
                 try:
                     if not ingest.try_submit(batch, cols, reply):  # the queue is full: wait
                         await asyncio.get_running_loop().run_in_executor(

@@ -12,6 +12,7 @@ import struct
 from array import array
 
 import pytest
+from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,9 +23,11 @@ from lc.common.wire import (
     build_batch,
     dumps,
     encode_batch,
+    encode_batch_bytes,
     encode_extras,
     event_problem,
     message_to_json,
+    split_batch,
     unpack_batch,
 )
 from lc.proto import lc_pb2
@@ -843,3 +846,148 @@ def test_events_without_a_flow_or_with_ipv6_are_valid():
     v6.flow.dst_ip = bytes(15) + b"\x02"
     bare = lc_pb2.Event(dataset="dns")
     assert event_problem(v6) is None and event_problem(bare) is None
+
+
+# --------------------------------------------------------------------------- serialised
+
+
+@HYP
+@given(
+    b=batches(),
+    big=st.sampled_from([0, 1, 200, 20_000]),
+    with_caplen=st.booleans(),
+    with_events=st.booleans(),
+    spooled=st.booleans(),
+    as_view=st.booleans(),
+)
+def test_encode_batch_bytes_is_the_serialised_message_byte_for_byte(
+    b, big, with_caplen, with_events, spooled, as_view
+):
+    """What the uplink sends equals encode_batch(...).SerializeToString() exactly: with
+    records long enough for 1-, 2- and 3-byte lengths, every optional part, from a sealed
+    batch's parts or a spooled batch's extras, records as bytes or a memoryview."""
+    packets, interfaces, iface, pmeta, (hunter, epoch, seq), sealed = b
+    if big:
+        packets = [*packets, (T0, bytes(range(256)) * (big // 256) + b"x" * (big % 256), big)]
+        if iface is not None:
+            iface = array("H", [*iface, 0])
+    n = len(packets)
+    recs = records_of(packets)
+    meta = [(m.index, list(m.filter_ids)) for m in pmeta]
+    events = [call_event(i) for i in range(3)] if with_events else []
+    caplen = array("I", [len(p[1]) for p in packets]) if with_caplen else None
+    if spooled:
+        kw = {"extras": encode_extras(meta, n, events, caplen=caplen)}
+    else:
+        kw = {"meta": meta, "events": events, "caplen": caplen, "keylog": [b"CLIENT_RANDOM 1 2"]}
+    want = encode_batch(hunter, epoch, seq, interfaces, recs, n, iface, sealed_at_ns=sealed, **kw)
+    data = memoryview(recs) if as_view else recs
+    got = encode_batch_bytes(
+        hunter, epoch, seq, interfaces, data, n, iface, sealed_at_ns=sealed, **kw
+    )
+    assert isinstance(got, bytes)
+    assert got == want.SerializeToString()
+    assert lc_pb2.PacketBatch.FromString(got) == want
+
+
+def test_encode_batch_bytes_of_an_events_only_batch():
+    msg = encode_batch("h1", 1, 1, [("eth0", 1)], b"", 0, events=[call_event(5)])
+    got = encode_batch_bytes("h1", 1, 1, [("eth0", 1)], b"", 0, events=[call_event(5)])
+    assert got == msg.SerializeToString()
+
+
+# --------------------------------------------------------------------------- split
+
+
+def split_or_error(raw: bytes):
+    """split_batch's result as (message with data, view-or-None), or its DecodeError."""
+    try:
+        msg, view = split_batch(raw)
+    except DecodeError:
+        return "DecodeError"
+    whole = lc_pb2.PacketBatch()
+    whole.CopyFrom(msg)
+    if view is not None:
+        assert isinstance(view, memoryview) and view.readonly
+        assert not msg.data
+        whole.data = bytes(view)
+    return whole, view
+
+
+def plain_or_error(raw: bytes):
+    try:
+        return lc_pb2.PacketBatch.FromString(raw)
+    except DecodeError:
+        return "DecodeError"
+
+
+@HYP
+@given(b=batches(), events=st.booleans(), caplen=st.booleans())
+def test_split_batch_leaves_the_records_in_place_and_parses_the_rest(b, events, caplen):
+    packets, interfaces, iface, meta, (hunter, epoch, seq), sealed = b
+    n = len(packets)
+    recs = records_of(packets)
+    caps = array("I", [len(p[1]) for p in packets]) if caplen else None
+    kw = {"events": [call_event(1)]} if events else {}
+    raw = encode_batch_bytes(hunter, epoch, seq, interfaces, recs, n, iface,
+                             [(m.index, list(m.filter_ids)) for m in meta],
+                             sealed_at_ns=sealed, caplen=caps, **kw)  # fmt: skip
+    got, view = split_or_error(raw)
+    assert got == lc_pb2.PacketBatch.FromString(raw)
+    assert (view is not None) == bool(recs)  # a batch with records: they stay in place
+    if view is not None:
+        assert view.obj is raw
+    # unpack_batch with the view gives what it gives from a plain parse.
+    msg, view = split_batch(raw)
+    a = unpack_batch(msg, view)
+    b_ = unpack_batch(lc_pb2.PacketBatch.FromString(raw))
+    assert bytes(a.records) == b_.records and a.caplen == b_.caplen and a.iface == b_.iface
+    assert a.meta == b_.meta and [e for _, e in a.events] == [e for _, e in b_.events]
+
+
+def _key(field: int, wire: int) -> bytes:
+    return bytes([field << 3 | wire])
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        _key(5, 2) + b"\x03abc",  # data alone
+        _key(4, 0) + b"\x02" + _key(5, 2) + b"\x03abc" + _key(5, 2) + b"\x01z",  # data twice
+        _key(5, 2) + b"\x03abc" + _key(5, 2) + b"\x00",  # then empty: the last one wins
+        _key(5, 2) + b"\x03abc" + _key(1, 2) + b"\x01h",  # hunter id after the data
+        _key(1, 2) + b"\x01h" + _key(1, 2) + b"\x01i" + _key(5, 2) + b"\x01x",  # id twice
+        _key(2, 0) + b"\x81\x00" + _key(5, 2) + b"\x01x",  # an overlong varint
+        _key(1, 2) + b"\x02\xff\xfe" + _key(5, 2) + b"\x01x",  # hunter id not UTF-8
+        _key(5, 2) + b"\x09abc",  # data cut short
+        _key(5, 2) + b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01",  # length past 64 bits
+        _key(5, 2) + b"\x01x" + b"\x98\x01\x05",  # an unknown field (19)
+        _key(5, 2) + b"\x01x" + _key(9, 2) + b"\x05\x0a\x01",  # a cut interface
+        _key(2, 2) + b"\x01x" + _key(5, 2) + b"\x01x",  # epoch with the wrong wire type
+    ],
+)
+def test_split_batch_agrees_with_a_plain_parse_on_odd_encodings(raw):
+    got = split_or_error(raw)
+    want = plain_or_error(raw)
+    if want == "DecodeError":
+        assert got == "DecodeError"
+    else:
+        assert got != "DecodeError" and got[0] == want
+
+
+@settings(deadline=None, max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(b=batches(min_packets=1), ops=mutation_st)
+def test_fuzz_split_batch_agrees_with_a_plain_parse(b, ops):
+    packets, interfaces, iface, meta, (hunter, epoch, seq), sealed = b
+    recs = records_of(packets)
+    raw = encode_batch_bytes(hunter, epoch, seq, interfaces, recs, len(packets), iface,
+                             [(m.index, list(m.filter_ids)) for m in meta],
+                             sealed_at_ns=sealed)  # fmt: skip
+    raw = mutate(raw, ops)
+    got = split_or_error(raw)
+    want = plain_or_error(raw)
+    if want == "DecodeError":
+        assert got == "DecodeError"
+    else:
+        assert got != "DecodeError" and got[0] == want

@@ -173,6 +173,8 @@ def test_batches_preserve_the_stream_and_respect_the_targets(
         caps = all_caplens[pos : pos + sb.count]
         # A sealed batch is valid framing for the wire and says what it holds.
         assert list(record_lengths(sb.records, sb.count)) == caps
+        # Its caplen column (sent for the processor's bulk check) is the records' own.
+        assert sb.caplen is not None and sb.caplen.typecode == "I" and list(sb.caplen) == caps
         assert sb.nbytes == sum(caps)
         assert sb.iface is None or (len(sb.iface) == sb.count and any(sb.iface))
         # The targets in force when the batch was filled.

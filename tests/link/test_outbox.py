@@ -230,6 +230,28 @@ def test_wait_drained_wakes_on_the_last_ack():
     assert not t.is_alive() and got == [True]
 
 
+def test_a_closing_uplink_stops_waiting_for_a_batch_at_the_last_ack():
+    """Once ``closing`` is set, next_batch returns None when the last batch is
+    acknowledged, long before its timeout (a closing stream half-closes at once)."""
+    ob = Outbox()
+    ob.put(batch())
+    p = ob.next_batch(0)
+    assert p is not None
+    closing = threading.Event()
+    t, result = start(ob.next_batch, 3600.0, closing)
+    closing.set()
+    ob.wake()
+    t.join(0.2)
+    assert t.is_alive()  # closing, but a batch is still unacknowledged: still waiting
+    assert ob.ack(p.sequence) == 1
+    t.join(JOIN)
+    assert not t.is_alive() and result == [None]
+    # Closing with batches still to send: they are handed out first.
+    ob.put(batch())
+    q = ob.next_batch(0, closing)
+    assert q is not None and q.sequence == 2
+
+
 def test_unacked_packets_counts_queued_and_inflight():
     ob = Outbox()
     assert ob.unacked_packets() == 0

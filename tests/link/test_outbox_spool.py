@@ -770,3 +770,43 @@ def test_events_survive_a_hunter_restart_in_the_spool(tmp_path):
         p = take(ob)
         assert p.epoch == 4 and p.sequence == 1
         assert [e.session_id for e in sent(p).events] == ["c7-0", "c7-1", "c7-2"]
+
+
+def test_the_uplink_sends_the_caplen_column_from_memory_and_from_the_spool(tmp_path):
+    """What the uplink serialises for a batch (Uplink._build, encode_batch_bytes) carries
+    its caplen column whether the batch is in memory or was read back from the spool,
+    and the processor's bulk check takes it; a batch without the column goes without."""
+    from array import array
+
+    from lc.common.wire import split_batch, unpack_batch
+    from lc.link.uplink import HunterIdentity, Uplink
+
+    sp = Spool(tmp_path / "spool")
+    ob = Outbox(max_bytes=1 << 20, spool=sp, epoch=7)
+    ob.set_online(True)
+    ident = HunterIdentity("h", 7, "host", "0", "generic", ["eth0"])
+    up = Uplink("127.0.0.1:9", None, ident, ob, [("eth0", 1)], lambda: None)  # never started
+    with_col = [make_batch(i, count=5) for i in range(3)]
+    for b in with_col:
+        b.caplen = array("I", record_lengths(b.records, b.count))
+    plain = make_batch(9, count=4)
+    assert ob.put(with_col[0])  # online: memory
+    first = take(ob)
+    assert first is not None and first.batch is with_col[0]
+    sent = [up._build(first)]
+    ob.set_online(False)
+    assert all(ob.put(b) for b in (*with_col[1:], plain))  # offline: the spool
+    got = [take(ob) for _ in range(3)]
+    assert all(p is not None and isinstance(p.batch, SpooledBatch) for p in got)
+    sent += [up._build(p) for p in got]  # type: ignore[arg-type]
+    for raw, b in zip(sent, [*with_col, plain], strict=True):
+        msg, view = split_batch(raw)
+        assert view is not None and bytes(view) == b.records
+        if b.caplen is None:
+            assert msg.caplen == b""
+        else:
+            assert msg.caplen == b.caplen.tobytes()
+        cols = unpack_batch(msg, view)
+        assert list(cols.caplen) == list(record_lengths(b.records, b.count))
+        assert [(m.index, list(m.filter_ids)) for m in msg.meta] == b.meta
+    sp.close()

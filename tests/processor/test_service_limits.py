@@ -259,3 +259,57 @@ def test_a_filter_subscription_whose_client_leaves_is_closed_on_the_processor(sm
         with pytest.raises(grpc.RpcError) as e:
             stub.GetHunter(lc_pb2.GetHunterRequest(hunter_id="nobody"), timeout=5)
         assert e.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_acks_of_a_big_batch_go_at_once_and_small_ones_wait_for_company(
+    small_processor, monkeypatch
+):
+    """Acks are grouped (ACK_COUNT, ACK_DELAY), but those covering ACK_NOW_PACKETS
+    packets with nothing else of the stream outstanding go at once; a small batch's
+    waits for company (here: the stream's end, the delay being an hour)."""
+    from array import array
+
+    from lc.common.pcapfile import frame_records
+    from lc.common.wire import build_batch
+    from lc.processor import service
+
+    monkeypatch.setattr(service, "ACK_DELAY", 3600.0)
+    _, addr = small_processor
+
+    def batch(seq: int, n: int) -> lc_pb2.PacketBatch:
+        cl = array("I", [60] * n)
+        ts = array("q", [1_700_000_000_000_000_000 + seq * 10**6 + k for k in range(n)])
+        recs = frame_records(ts, cl, cl, b"\x07" * (60 * n))
+        return build_batch("h1", 1, seq, recs, n, [("eth0", 1)], caplen=cl)
+
+    got: list[tuple[int, float]] = []  # (acked sequence, when)
+    first_acked = threading.Event()
+    small_sent = threading.Event()
+    finish = threading.Event()
+
+    def requests():
+        yield batch(1, service.ACK_NOW_PACKETS)
+        first_acked.wait(30)
+        yield batch(2, 1)
+        small_sent.set()
+        finish.wait(30)  # then half-close: the held ack goes with the stream's end
+
+    with grpc.insecure_channel(addr) as ch:
+        call = lc_pb2_grpc.DataServiceStub(ch).StreamPackets(requests(), timeout=60)
+
+        def read():
+            for ctl in call:
+                for a in ctl.acks:
+                    got.append((a.sequence, time.monotonic()))
+                    if a.sequence == 1:
+                        first_acked.set()
+
+        t = threading.Thread(target=read, daemon=True)
+        t.start()
+        assert first_acked.wait(20), "the big batch's ack waited for company"
+        assert small_sent.wait(20)
+        time.sleep(0.5)  # long enough for the small batch to be written and answered
+        assert [s for s, _ in got] == [1]  # its ack is held (only a late check passes)
+        finish.set()
+        t.join(20)
+        assert not t.is_alive() and [s for s, _ in got] == [1, 2]

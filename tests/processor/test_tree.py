@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import struct
 from array import array
 
 import pytest
@@ -245,6 +246,7 @@ def test_forward_extras_rebuild_the_hunters_batch_events_in_place():
     cols.events.append((10_003, lc_pb2.Event(dataset="dns")))  # a processor sink's alert
     again = encode_batch("h1", 7, 3, (), cols.records, len(cols), cols.iface,
                          extras=forward_extras(cols))  # fmt: skip
+    assert not batch.caplen and again.caplen == struct.pack("<3I", 60, 60, 60)  # added
     back = unpack_batch(again)
     assert back.interfaces == [("eth0", 1), ("any", 113)]
     assert list(back.iface) == [0, 1, 0] and back.records == recs
