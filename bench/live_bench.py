@@ -44,6 +44,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,7 +56,7 @@ MAGIC = b"LCLB"
 PROBE = b"LCPR"
 # Not lo's address (00:00:00:00:00:00): the frames are "to another host" and dropped by
 # the stack before IP, so no ICMP answers and no socket work beside the capture.
-_ETH = bytes.fromhex("020000000002" "020000000001") + b"\x08\x00"
+_ETH = bytes.fromhex("020000000002020000000001") + b"\x08\x00"
 _SIZES = (18, 60, 100, 160, 200, 400)  # UDP payload bytes, in turn
 
 
@@ -64,8 +65,19 @@ def frame(seq: int) -> bytes:
     plen = _SIZES[seq % len(_SIZES)]
     payload = (MAGIC + struct.pack("!Q", seq) + bytes((seq + k) & 255 for k in range(6)))[:plen]
     payload += b"\xa5" * (plen - len(payload))
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28 + plen, seq & 0xFFFF, 0, 64, 17, 0,
-                     b"\x7f\x00\x00\x01", b"\x7f\x00\x00\x01")  # fmt: skip
+    ip = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x45,
+        0,
+        28 + plen,
+        seq & 0xFFFF,
+        0,
+        64,
+        17,
+        0,
+        b"\x7f\x00\x00\x01",
+        b"\x7f\x00\x00\x01",
+    )
     udp = struct.pack("!HHHH", 40000 + seq % 1000, PORT, 8 + plen, 0)
     return _ETH + ip + udp + payload
 
@@ -82,8 +94,12 @@ def make_capture(n: int) -> Path:
         buf = []
         for i in range(n):
             fr = frame(i)
-            buf.append(struct.pack("<IIII", 1_700_000_000 + i // 1_000_000, i % 1_000_000,
-                                   len(fr), len(fr)) + fr)  # fmt: skip
+            buf.append(
+                struct.pack(
+                    "<IIII", 1_700_000_000 + i // 1_000_000, i % 1_000_000, len(fr), len(fr)
+                )
+                + fr
+            )
             if len(buf) == 65536:
                 f.write(b"".join(buf))
                 buf.clear()
@@ -177,8 +193,20 @@ class Case:
     lat_ms: list[float] = field(default_factory=list)  # p50, p99, max
     hunter_cpu_us: float = 0.0
     processor_cpu_us: float = 0.0
+    drops_before: int = 0  # libpcap's drops before the replay (probes, start-up)
     load: tuple[float, float] = (0.0, 0.0)  # 1-minute load average before and after
     summary: str = ""
+
+
+def kernel_drops(port: int) -> int:
+    """The hunter's libpcap drops so far (ps_drop + ps_ifdrop), from its metrics."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return sum(
+        int(float(m.group(1)))
+        for m in re.finditer(
+            r'^lc_hunter_packets_dropped_total\{reason="(?:kernel|interface)"\} (\S+)', text, re.M
+        )
+    )
 
 
 def cpu_seconds(pid: int) -> float:
@@ -187,8 +215,14 @@ def cpu_seconds(pid: int) -> float:
 
 
 def tls_args(pki: Path, name: str) -> list[str]:
-    return ["--tls-cert", str(pki / f"{name}.pem"), "--tls-key", str(pki / f"{name}.key"),
-            "--tls-ca", str(pki / "ca.pem")]  # fmt: skip
+    return [
+        "--tls-cert",
+        str(pki / f"{name}.pem"),
+        "--tls-key",
+        str(pki / f"{name}.key"),
+        "--tls-ca",
+        str(pki / "ca.pem"),
+    ]
 
 
 def run_case(
@@ -201,10 +235,21 @@ def run_case(
     herr = open(work / "hunter.err", "w")  # noqa: SIM115
     out = work / "data" / "capture.pcap"
     proc = subprocess.Popen(
-        [*LC, "process", "--listen", "127.0.0.1:0", "--data-dir", str(work / "data"), "-w",
-         str(out), "--no-events", *tls_args(pki, "processor")],
-        stdout=subprocess.DEVNULL, stderr=perr,
-    )  # fmt: skip
+        [
+            *LC,
+            "process",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            str(work / "data"),
+            "-w",
+            str(out),
+            "--no-events",
+            *tls_args(pki, "processor"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=perr,
+    )
     hunter = None
     poller = Poller(out, timing)
     try:
@@ -214,11 +259,28 @@ def run_case(
                 sys.exit(f"processor did not start: {(work / 'processor.err').read_text()}")
             time.sleep(0.05)
         addr = f"127.0.0.1:{m.group(1)}"
+        with socket.socket() as free:  # the hunter's metrics: libpcap's drops when replay starts
+            free.bind(("127.0.0.1", 0))
+            metrics = free.getsockname()[1]
         hunter = subprocess.Popen(
-            [*LC, "hunt", "--processor", addr, "-i", "lo", "-f", f"udp dst port {PORT}",
-             *tls_args(pki, "hunter-bench"), *hunter_args],
-            stdout=subprocess.PIPE, stderr=herr, text=True,
-        )  # fmt: skip
+            [
+                *LC,
+                "hunt",
+                "--processor",
+                addr,
+                "-i",
+                "lo",
+                "-f",
+                f"udp dst port {PORT}",
+                "--metrics-listen",
+                str(metrics),
+                *tls_args(pki, "hunter-bench"),
+                *hunter_args,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=herr,
+            text=True,
+        )
         poller.start()
         # Probes until one is written: the hunter is capturing and the path works.
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -231,12 +293,14 @@ def run_case(
         s.close()
         time.sleep(0.3)  # the last probes' batch
         case.load = (os.getloadavg()[0], 0.0)
+        case.drops_before = kernel_drops(metrics)
         h0, p0 = cpu_seconds(hunter.pid), cpu_seconds(proc.pid)
         rate = ["--topspeed"] if case.pps == 0 else [f"--pps={case.pps}"]
         r = subprocess.run(
             ["tcpreplay", "-i", "lo", *rate, f"--limit={case.packets}", str(cap)],
-            capture_output=True, text=True,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+        )
         if r.returncode != 0:
             sys.exit(f"tcpreplay failed: {r.stdout}{r.stderr}")
         m = re.search(r"Actual: (\d+) packets .* sent in ([\d.]+) seconds", r.stdout)
@@ -313,16 +377,30 @@ def verify(out: Path, sent: int) -> tuple[int, str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rates", default="300,30000,150000,top",
-                    help="packets/s per case, comma-separated; 'top' is --topspeed")  # fmt: skip
+    ap.add_argument(
+        "--rates",
+        default="300,30000,150000,top",
+        help="packets/s per case, comma-separated; 'top' is --topspeed",
+    )
     ap.add_argument("--seconds", type=float, default=10.0, help="replay length per case")
     ap.add_argument("--top-packets", type=int, default=1_500_000, help="packets at --topspeed")
-    ap.add_argument("--latency-max-pps", type=int, default=30000,
-                    help="measure latency only up to this rate (the poller's parsing costs CPU)")  # fmt: skip
-    ap.add_argument("--hunter-arg", action="append", default=[],
-                    help="an extra lc hunt argument (repeatable), e.g. --hunter-arg=--batch-timeout=50")  # fmt: skip
-    ap.add_argument("--dump", action="store_true",
-                    help="write each case's latencies (ms, in arrival order) to bench-out/live-RATE.lat")  # fmt: skip
+    ap.add_argument(
+        "--latency-max-pps",
+        type=int,
+        default=30000,
+        help="measure latency only up to this rate (the poller's parsing costs CPU)",
+    )
+    ap.add_argument(
+        "--hunter-arg",
+        action="append",
+        default=[],
+        help="an extra lc hunt argument (repeatable), e.g. --hunter-arg=--batch-timeout=50",
+    )
+    ap.add_argument(
+        "--dump",
+        action="store_true",
+        help="write each case's latencies (ms, in arrival order) to bench-out/live-RATE.lat",
+    )
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("live_bench: capture on lo needs root")
@@ -342,18 +420,27 @@ def main() -> None:
             pps = int(float(r))
             cases.append(Case(f"{pps}pps", pps, max(1, int(pps * args.seconds))))
     cap = make_capture(max(c.packets for c in cases))
-    print(f"lc live capture on lo (tcpreplay -> lc hunt -i lo -> lc process, mTLS), "
-          f"{os.cpu_count()} CPUs, hunter args {args.hunter_arg or 'default'}")  # fmt: skip
-    print(f"{'rate':>10} {'sent':>10} {'tcpreplay pps':>14} {'kernel drops':>13} "
-          f"{'written':>10} {'lat p50/p99/max ms':>22} {'CPU us/pkt h/p':>15}  load  check")  # fmt: skip
+    print(
+        f"lc live capture on lo (tcpreplay -> lc hunt -i lo -> lc process, mTLS), "
+        f"{os.cpu_count()} CPUs, hunter args {args.hunter_arg or 'default'}"
+    )
+    print(
+        f"{'rate':>10} {'sent':>10} {'tcpreplay pps':>14} {'kernel drops':>13} "
+        f"{'written':>10} {'lat p50/p99/max ms':>22} {'CPU us/pkt h/p':>15}  load  check"
+    )
     for c in cases:
         timing = c.pps != 0 and c.pps <= args.latency_max_pps
         run_case(c, cap, pki, args.hunter_arg, timing, args.dump)
         lat = "/".join(f"{x:.1f}" for x in c.lat_ms) if c.lat_ms else "-"
         drops = f"{c.kernel}+{c.interface}" if c.interface else f"{c.kernel}"
-        print(f"{c.label:>10} {c.sent:>10,} {c.tcpreplay_pps:>14,.0f} {drops:>13} "
-              f"{c.written:>10,} {lat:>22} {c.hunter_cpu_us:>7.2f}/{c.processor_cpu_us:<7.2f} "
-              f"{c.load[0]:.2f}-{c.load[1]:.2f}  {c.check}", flush=True)  # fmt: skip
+        print(
+            f"{c.label:>10} {c.sent:>10,} {c.tcpreplay_pps:>14,.0f} {drops:>13} "
+            f"{c.written:>10,} {lat:>22} {c.hunter_cpu_us:>7.2f}/{c.processor_cpu_us:<7.2f} "
+            f"{c.load[0]:.2f}-{c.load[1]:.2f}  {c.check}",
+            flush=True,
+        )
+        if c.drops_before:
+            print(f"           (of the drops, {c.drops_before} before the replay began)")
         if c.check != "ok" or c.kernel:
             print(f"           hunter: {c.summary}", flush=True)
     for c in cases:

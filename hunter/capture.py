@@ -33,6 +33,9 @@ from lc.common.pcapfile import PcapFormatError, frame_records, open_capture
 __all__ = ["Chunk", "FileSource", "LiveSource", "check_bpf", "list_interfaces"]
 
 DEFAULT_SNAPLEN = 262144
+#: libpcap's block timeout, the longest a captured packet waits in the kernel's ring
+#: for a quiet link (see LiveSource).
+DEFAULT_BLOCK_TIMEOUT_MS = 10
 
 # pcap_activate() results (pcap/pcap.h); pcapy-ng returns them instead of raising.
 _PCAP_ERROR_NO_SUCH_DEVICE = -5
@@ -134,7 +137,16 @@ def list_interfaces() -> list[str]:
 
 
 class LiveSource:
-    """A live libpcap handle on one interface."""
+    """A live libpcap handle on one interface.
+
+    libpcap on Linux fills the kernel ring (TPACKET_V3) in blocks, and hands a block
+    over when it is full or ``block_timeout_ms`` after its first packet: at low rates
+    that timeout is the time packets wait in the kernel, at high rates blocks fill
+    first. 128 blocks of 256 KiB make the default 32 MiB ring, so even at the shortest
+    timeout the ring holds that many timeouts' worth of packets. (Immediate mode would
+    mean TPACKET_V2, one ring slot per packet sized for the snaplen: a few hundred
+    packets in the same memory.)
+    """
 
     def __init__(
         self,
@@ -144,6 +156,7 @@ class LiveSource:
         promisc: bool = False,
         buffer_mb: int = 32,
         index: int = 0,
+        block_timeout_ms: int = DEFAULT_BLOCK_TIMEOUT_MS,
     ) -> None:
         self.name = name
         self.index = index
@@ -153,7 +166,7 @@ class LiveSource:
             p = pcapy.create(name)
             p.set_snaplen(snaplen)
             p.set_promisc(1 if promisc else 0)
-            p.set_timeout(50)
+            p.set_timeout(max(1, block_timeout_ms))
             p.set_buffer_size(buffer_mb * 1024 * 1024)
             status = p.activate()
         except pcapy.PcapError as e:
