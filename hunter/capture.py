@@ -19,6 +19,8 @@ import gc
 import os
 import platform
 import select
+import socket
+import struct
 from array import array
 from dataclasses import dataclass
 
@@ -130,6 +132,50 @@ class Chunk:
 
 _HEADER_BYTES = np.arange(16, dtype=np.intp)
 
+# Classic BPF for Linux sockets (linux/filter.h, linux/if_packet.h, asm/socket.h).
+_SO_ATTACH_FILTER = 26
+_IFF_LOOPBACK = 0x8
+_SKF_AD_PKTTYPE = (-0x1000 + 4) & 0xFFFFFFFF  # load skb->pkt_type
+_PACKET_OUTGOING = 4
+_BPF_RET_K = 0x06
+_MAXIMUM_SNAPLEN = 262144  # libpcap's; what it makes a non-zero return of a ring's filter
+
+
+def _is_loopback(name: str) -> bool:
+    try:
+        with open(f"/sys/class/net/{name}/flags") as f:
+            return bool(int(f.read(), 16) & _IFF_LOOPBACK)
+    except (OSError, ValueError):
+        return False
+
+
+def _refuse_outgoing(p, bpf: str, linktype: int, snaplen: int) -> bool:
+    """Replace the kernel filter libpcap just installed for ``bpf`` by the same program
+    behind a test that refuses outgoing packets (libpcap drops those in user space on
+    a loopback interface: they are the sent copies of the received ones). True when
+    done; False (libpcap's filter stays, which is correct, only slower) when the
+    expression cannot be compiled here or the socket refuses the program.
+
+    Like libpcap for a memory-mapped capture, non-zero returns become its maximum
+    snapshot length: libpcap cuts packets to the snaplen itself.
+    """
+    try:
+        mask = struct.unpack("!I", socket.inet_aton(p.getmask()))[0]
+        prog = pcapy.compile(linktype, snaplen, bpf, 1, mask).get_bpf()
+    except (pcapy.PcapError, OSError, ValueError):
+        return False
+    insns = [(0x20, 0, 0, _SKF_AD_PKTTYPE), (0x15, 0, 1, _PACKET_OUTGOING), (_BPF_RET_K, 0, 0, 0)]
+    for code, jt, jf, k in prog:
+        insns.append((code, jt, jf, _MAXIMUM_SNAPLEN if code == _BPF_RET_K and k else k))
+    code = ctypes.create_string_buffer(b"".join(struct.pack("=HBBI", *i) for i in insns))
+    fprog = struct.pack("@HP", len(insns), ctypes.addressof(code))
+    try:
+        with socket.fromfd(p.getfd(), socket.AF_PACKET, socket.SOCK_RAW) as s:  # a dup
+            s.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, fprog)
+    except OSError:
+        return False
+    return True
+
 
 def frame_batch(data: bytes, meta: bytes) -> tuple[array, array, memoryview]:
     """pcapy-ng's ``next_batch`` result as (ts_ns 'q', caplen 'I', records): the
@@ -218,13 +264,15 @@ class LiveSource:
             why = _ACTIVATE_ERRORS.get(status, f"libpcap error {status}")
             raise LcError(f"cannot capture on {name!r}: {why}")
         self.linktype = p.datalink()
-        if bpf:
-            try:
-                p.setfilter(bpf)
-            except pcapy.PcapError as e:
-                raise ValidationError(f"invalid BPF filter {bpf!r}: {e}") from None
-        p.setnonblock(1)
         self._p = p
+        # On a loopback interface every packet passes the capture twice, sent and
+        # received; libpcap drops the sent copy in user space, after it took room in
+        # the ring. Refused in the kernel's filter instead (see _set_filter).
+        self._loopback = _is_loopback(name)
+        self.inbound_only = False  # outgoing copies refused in the kernel (loopback)
+        if bpf:
+            self._set_filter(bpf)
+        p.setnonblock(1)
         self._last_stats: tuple[int, int, int] = (0, 0, 0)
         self._fd = p.getfd()
         self.bpf = bpf or ""
@@ -234,11 +282,16 @@ class LiveSource:
 
     def set_filter(self, bpf: str) -> None:
         """Swap the kernel filter in place (the handle, and its ring, stay open)."""
+        self._set_filter(bpf)
+        self.bpf = bpf
+
+    def _set_filter(self, bpf: str) -> None:
         try:
             self._p.setfilter(bpf)
         except pcapy.PcapError as e:
             raise ValidationError(f"invalid BPF filter {bpf!r}: {e}") from None
-        self.bpf = bpf
+        if self._loopback:
+            self.inbound_only = _refuse_outgoing(self._p, bpf, self.linktype, self.snaplen)
 
     def read(self, timeout: float) -> Chunk | None:
         """Up to a few thousand packets, or None if none arrived within ``timeout`` s."""
