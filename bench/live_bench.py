@@ -17,8 +17,10 @@ hands a group's bytes to the OS (``write``) before it commits and acknowledges i
 this is the moment any reader of the file can see the packet; it is late by at most
 one poll interval plus the read. The latency of a packet is that moment minus its
 capture time in the record (the kernel's timestamp, CLOCK_REALTIME, as this clock;
-microseconds from libpcap). At high rates the poller only counts (its own parsing
-would take CPU from the hunter on a small machine): see ``--latency-max-pps``.
+microseconds from libpcap). Above ``--latency-max-pps`` the poller stops once the
+hunter is capturing (its parsing would take CPU from the hunter and the processor on
+a small machine) and the bench waits for the output file to reach the size the sent
+packets make.
 
 At the end the output is checked against the capture: every sent packet written,
 once, in order, byte for byte (the frames; the timestamps are capture times).
@@ -106,6 +108,14 @@ def make_capture(n: int) -> Path:
         f.write(b"".join(buf))
     tmp.rename(path)
     return path
+
+
+def records_size(n: int) -> int:
+    """Bytes of the pcap records of packets 0..n-1 (16-byte headers, 42-byte headers
+    of the frames, their payloads)."""
+    k = len(_SIZES)
+    full, rest = divmod(n, k)
+    return 58 * n + full * sum(_SIZES) + sum(_SIZES[:rest])
 
 
 def frames_digest(n: int) -> str:
@@ -292,6 +302,9 @@ def run_case(
             time.sleep(0.05)
         s.close()
         time.sleep(0.3)  # the last probes' batch
+        base = out.stat().st_size
+        if not timing:
+            poller.stop.set()
         case.load = (os.getloadavg()[0], 0.0)
         case.drops_before = kernel_drops(metrics)
         h0, p0 = cpu_seconds(hunter.pid), cpu_seconds(proc.pid)
@@ -309,8 +322,15 @@ def run_case(
         case.tcpreplay_s = float(m.group(2)) if m else 0.0
         case.tcpreplay_pps = float(m2.group(1)) if m2 else 0.0
         # Everything written, or nothing new for 5 s.
-        while poller.seen < case.sent and time.monotonic() - poller.last_change < 5:
-            time.sleep(0.01)
+        if timing:
+            while poller.seen < case.sent and time.monotonic() - poller.last_change < 5:
+                time.sleep(0.01)
+        else:
+            want, size, changed = base + records_size(case.sent), -1, time.monotonic()
+            while size < want and time.monotonic() - changed < 5:
+                time.sleep(0.05)
+                if (new := out.stat().st_size) != size:
+                    size, changed = new, time.monotonic()
         case.hunter_cpu_us = (cpu_seconds(hunter.pid) - h0) / max(case.sent, 1) * 1e6
         case.processor_cpu_us = (cpu_seconds(proc.pid) - p0) / max(case.sent, 1) * 1e6
         case.load = (case.load[0], os.getloadavg()[0])
