@@ -61,7 +61,9 @@ def test_frame_batch_is_frame_records(packets, gaps, shuffle):
     if gaps:  # also out of order in the buffer
         shuffle.shuffle(order)
     data, meta = next_batch_like(packets, gaps, order)
-    ts, cl, records = frame_batch(data, meta)
+    small = frame_batch(data, meta, numpy_from=10**9)  # per packet
+    ts, cl, records = frame_batch(data, meta, numpy_from=0)  # numpy
+    assert small[0] == ts and small[1] == cl and bytes(small[2]) == bytes(records)
     want_ts = [s * NS + u * 1000 for s, u, _ in packets]
     want_cl = [len(p) for _, _, p in packets]
     assert list(ts) == want_ts and ts.typecode == "q"
@@ -73,7 +75,7 @@ def test_frame_batch_is_frame_records(packets, gaps, shuffle):
 def test_frame_batch_example():
     pkts = [(1_700_000_000, 5, b"abc"), (1_700_000_001, 999_999, b""), (7, 0, b"\x00" * 70)]
     data, meta = next_batch_like(pkts, [], [0, 1, 2])
-    ts, cl, records = frame_batch(data, meta)
+    ts, cl, records = frame_batch(data, meta, numpy_from=0)
     assert list(cl) == [3, 0, 70]
     assert list(ts) == [1_700_000_000_000_005_000, 1_700_000_001_999_999_000, 7 * NS]
     rec = bytes(records)
