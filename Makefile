@@ -47,6 +47,7 @@ bench: install
 	$(BIN)/python bench/email_bench.py
 	$(BIN)/python bench/http_bench.py
 	$(BIN)/python bench/processor_bench.py
+	$(BIN)/python bench/live_bench.py
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 # Regenerates the checked-in gRPC code from proto/ (see scripts/gen-proto.sh).

@@ -4,11 +4,15 @@ Pure and single-threaded: a capture loop owns one Batcher, feeds it chunks of
 packets and asks it, with the current monotonic time, whether a batch is due.
 
 A batch is sealed when it reaches its packet target, its byte target, or when its
-oldest packet has waited ``timeout_ns``. The targets adapt to the uplink: when the
-caller reports a backlog at seal time (the link is busy), the targets double, up to
-``max_packets``/``max_bytes``; when the link keeps up they halve back toward the
-configured ``batch_size``. A gRPC stream carries a few thousand messages per
-second, so at high packet rates only growing batches keep up.
+oldest packet has waited ``timeout_ns``: since it was added, or, for live capture (the
+caller gives ``ts_offset_ns``), since it was captured, so that the time a packet spent
+in the kernel's ring counts. :meth:`deadline` says when that will be, for a capture
+loop to wake up then rather than when the next packets happen to come.
+
+The targets adapt to the uplink: when the caller reports a backlog at seal time (the
+link is busy), the targets double, up to ``max_packets``/``max_bytes``; when the link
+keeps up they halve back toward the configured ``batch_size``. A gRPC stream carries a
+few thousand messages per second, so at high packet rates only growing batches keep up.
 
 Session events (``add_events``) and a mode's extras (``add_extras``: the kinds in
 ``EXTRA_KINDS``) ride on the next sealed batch. Pending events start the timeout clock
@@ -104,6 +108,7 @@ class Batcher:
         self._nextras = 0
         self._nbytes = 0
         self._first_ns = 0  # monotonic time the oldest pending packet (or event) arrived
+        # (was captured, with ts_offset_ns)
 
     @property
     def pending(self) -> int:
@@ -152,6 +157,7 @@ class Batcher:
         now_ns: int,
         busy: bool = False,
         meta: dict[int, object] | None = None,
+        ts_offset_ns: int | None = None,
     ) -> list[SealedBatch]:
         """Add a chunk of framed packets; return the batches it completed (possibly none).
 
@@ -164,6 +170,11 @@ class Batcher:
         ``ts_ns`` and ``origlen`` are the chunk's own columns: the records already hold
         them, so the batcher keeps no column but the interface indices and the captured
         lengths (sent beside the records so the processor checks them in bulk).
+
+        ``ts_offset_ns`` (live capture): the monotonic clock minus the capture clock of
+        ``ts_ns``. Given, a batch's timeout counts from its oldest packet's capture
+        time (``ts + ts_offset_ns``, never later than ``now_ns``) instead of from
+        ``now_ns``; a replayed file's timestamps are not now, so it gives none.
         """
         meta_keys = sorted(meta) if meta else []
         mk = 0
@@ -187,6 +198,10 @@ class Batcher:
                 if nb > budget and self._count:
                     sealed.append(self.seal(busy))
                     continue
+            if ts_offset_ns is not None and end > start:
+                captured = min(ts_ns[start:end]) + ts_offset_ns
+                if captured < self._first_ns:
+                    self._first_ns = captured
             base = self._count - start
             while mk < len(meta_keys) and meta_keys[mk] < end:
                 k = meta_keys[mk]
@@ -228,6 +243,16 @@ class Batcher:
         if len(self._events) >= MAX_BATCH_EVENTS or self._event_bytes >= self.target_bytes:
             return True
         return now_ns - self._first_ns >= self.timeout_ns
+
+    def deadline(self) -> int | None:
+        """The monotonic time from which :meth:`due` is true (possibly past already;
+        the oldest pending item's when the events alone fill a batch); None while
+        nothing is pending."""
+        if not self.pending:
+            return None
+        if len(self._events) >= MAX_BATCH_EVENTS or self._event_bytes >= self.target_bytes:
+            return self._first_ns
+        return self._first_ns + self.timeout_ns
 
     def seal(self, busy: bool = False) -> SealedBatch:
         """Close the pending batch (which must not be empty) and adapt the targets."""

@@ -24,7 +24,13 @@ from lc.common.text import log_text
 from lc.common.transport import TlsFiles
 from lc.hunter import modes
 from lc.hunter.batcher import Batcher
-from lc.hunter.capture import Chunk, FileSource, LiveSource, check_bpf
+from lc.hunter.capture import (
+    DEFAULT_BLOCK_TIMEOUT_MS,
+    Chunk,
+    FileSource,
+    LiveSource,
+    check_bpf,
+)
 from lc.hunter.filtering import HunterFilters
 from lc.hunter.modes.base import EMPTY, MATCH_NOTHING, Forward, Mode, ModeContext
 from lc.link.breaker import CircuitBreaker
@@ -253,11 +259,14 @@ class Hunter:
             check_bpf(cfg.bpf)
             self.base_bpf.insert(0, cfg.bpf)
         # Nothing is captured until the first filter set has been applied, so filters
-        # that exist when the hunter starts apply from its first packet.
+        # that exist when the hunter starts apply from its first packet. Packets wait
+        # in the kernel at most a tenth of the batch timeout (10 ms by default).
+        block_ms = max(1, min(DEFAULT_BLOCK_TIMEOUT_MS, cfg.batch_timeout_ms // 10))
         for i, name in enumerate(cfg.interfaces):
             src = LiveSource(
-                name, MATCH_NOTHING, cfg.snaplen, cfg.promisc, cfg.pcap_buffer_mb, index=i
-            )
+                name, MATCH_NOTHING, cfg.snaplen, cfg.promisc, cfg.pcap_buffer_mb, index=i,
+                block_timeout_ms=block_ms,
+            )  # fmt: skip
             self._live.append(src)
             self.interfaces.append((name, src.linktype))
             for expr in self.base_bpf:
@@ -528,12 +537,14 @@ class Hunter:
     def _new_batcher(self) -> Batcher:
         return Batcher(self.cfg.batch_size, self.cfg.batch_timeout_ms * 1_000_000)
 
-    def _add(self, batcher: Batcher, chunk: Chunk, block: bool) -> None:
+    def _add(
+        self, batcher: Batcher, chunk: Chunk, block: bool, ts_offset: int | None = None
+    ) -> None:
         n = len(chunk)
         self.captured += n
         self.bytes_captured += len(chunk.records) - 16 * n
         assert self.mode is not None
-        self._put(batcher, self._mode_call(self.mode.process, chunk, lost=n), block)
+        self._put(batcher, self._mode_call(self.mode.process, chunk, lost=n), block, ts_offset)
 
     def _mode_call(self, fn: Callable[..., Forward], *args: object, lost: int = 0) -> Forward:
         """A mode call that cannot stop the hunter: a mode that raises has a bug, which is
@@ -547,8 +558,12 @@ class Hunter:
                 log.exception("the %s mode failed (%d packets lost)", self.cfg.mode, lost)
             return EMPTY
 
-    def _put(self, batcher: Batcher, fwd: Forward, block: bool) -> None:
-        """Hand what a mode forwards to the batcher (and sealed batches to the outbox)."""
+    def _put(
+        self, batcher: Batcher, fwd: Forward, block: bool, ts_offset: int | None = None
+    ) -> None:
+        """Hand what a mode forwards to the batcher (and sealed batches to the outbox).
+        ``ts_offset`` (live capture): the monotonic clock minus the capture clock, so
+        that a batch's timeout counts from its oldest packet's capture."""
         now = time.monotonic_ns()
         if fwd.events:
             batcher.add_events(fwd.events, now)
@@ -566,6 +581,7 @@ class Hunter:
                 now,
                 self._busy(),
                 fwd.meta,
+                ts_offset,
             ):
                 if ob.put(b, block=block):
                     self.forwarded += len(b)
@@ -657,19 +673,35 @@ class Hunter:
             self.stop.set()
 
     def _capture_from(self, src: LiveSource) -> None:
+        """One interface's capture loop. It sleeps in the source until packets come,
+        the pending batch's deadline (counted from its oldest packet's capture time:
+        see :class:`Batcher`) or ``idle`` without packets, whichever is first: a batch
+        is sealed on time whether or not more packets follow, and the mode's clock
+        ticks (sessions end and expire) when none come."""
+        assert self.mode is not None
         batcher = self._new_batcher()
-        timeout = min(0.1, self.cfg.batch_timeout_ms / 1000)
+        idle = min(100_000_000, self.cfg.batch_timeout_ms * 1_000_000)
+        next_idle = time.monotonic_ns() + idle
         while not self.stop.is_set():
-            chunk = src.read(timeout)
+            wake = next_idle
+            deadline = batcher.deadline()
+            if deadline is not None and deadline < wake:
+                wake = deadline
+            chunk = src.read(max(0, wake - time.monotonic_ns()) / 1e9)
             if chunk is not None:
-                self._add(batcher, chunk, block=False)
+                self._add(batcher, chunk, False, time.monotonic_ns() - time.time_ns())
+                next_idle = time.monotonic_ns() + idle
+                continue
+            now = time.monotonic_ns()
+            if now >= next_idle:
+                tick = self._mode_call(self.mode.tick, time.time_ns())
+                self._put(batcher, tick, False, now - time.time_ns())
+                next_idle = now + idle
             else:
-                # Sessions end and expire without traffic too.
-                assert self.mode is not None
-                self._put(batcher, self._mode_call(self.mode.tick, time.time_ns()), block=False)
+                self._tick(batcher, False, now)
         # Packets already in the kernel ring when the stop came are part of the capture.
         while (chunk := src.read(0.0)) is not None:
-            self._add(batcher, chunk, block=False)
+            self._add(batcher, chunk, False, time.monotonic_ns() - time.time_ns())
         self._flush(batcher, block=False)
 
     def _finish(self) -> int:

@@ -3,8 +3,8 @@
 # tshark (independent dissector), tcpdump (reference capture), sipp (SIP peer),
 # dnsmasq and dig (DNS server and client), dovecot (IMAP and POP3 server of the email
 # tests), promtool (checks the metrics exposition), redis-server (--events-redis),
-# sngrep (a HEP receiver for --hep-out) and
-# tmux (a real terminal for lc watch and the replay progress bar).
+# sngrep (a HEP receiver for --hep-out), tcpreplay (live capture on lo in bench/live_bench.py)
+# and tmux (a real terminal for lc watch and the replay progress bar).
 set -euo pipefail
 need=()
 command -v tshark  >/dev/null 2>&1 || need+=(tshark)
@@ -20,6 +20,7 @@ command -v dovecot >/dev/null 2>&1 || need+=(dovecot-imapd dovecot-pop3d)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)      # promtool check metrics
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v sngrep >/dev/null 2>&1 || need+=(sngrep)
+command -v tcpreplay >/dev/null 2>&1 || need+=(tcpreplay)  # replays onto lo (live_bench)
 command -v tmux    >/dev/null 2>&1 || need+=(tmux)           # a terminal for lc watch tests
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then

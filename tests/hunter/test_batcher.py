@@ -314,6 +314,102 @@ def test_due_matches_a_model(events, batch_size, timeout):
             pending, first = 0, None
 
 
+def add_live(b: Batcher, c: Chunk, now: int, offset: int) -> list[SealedBatch]:
+    return b.add_chunk(c.ts_ns, c.caplen, c.origlen, c.records, c.iface, now, ts_offset_ns=offset)
+
+
+def test_live_timeout_counts_from_the_capture_time():
+    # Capture clock (the packets' timestamps) = monotonic clock + 5 s here.
+    off = -5 * NS
+    b = Batcher(batch_size=100, timeout_ns=100)
+    assert b.deadline() is None
+    now = 10_000
+    # Captured 30 ns before it is added (it waited in the kernel's ring).
+    add_live(b, make_chunk([(now - 30 - off, b"x" * 10, 0)]), now=now, offset=off)
+    assert b.deadline() == now - 30 + 100
+    assert not b.due(now + 69) and b.due(now + 70)
+    # A packet captured earlier than the pending ones (a mode held it) moves the
+    # deadline earlier; a later one does not move it.
+    add_live(b, make_chunk([(now - 50 - off, b"y", 0), (now + 5 - off, b"z", 0)]), now + 10, off)
+    assert b.deadline() == now - 50 + 100
+    assert not b.due(now + 49) and b.due(now + 50)
+    b.seal()
+    assert b.deadline() is None
+    # A capture time after now (the wall clock stepped back) counts as now.
+    add_live(b, make_chunk([(now + 10**6 - off, b"w", 0)]), now=now + 20, offset=off)
+    assert b.deadline() == now + 20 + 100
+    # Without an offset (a replayed file) the capture time does not count.
+    b.seal()
+    add(b, make_chunk([(0, b"v", 0)]), now=now + 30)
+    assert b.deadline() == now + 30 + 100
+
+
+def test_live_leftover_after_a_seal_counts_from_its_own_capture():
+    off = 0
+    b = Batcher(batch_size=2, timeout_ns=100)
+    out = add_live(
+        b, make_chunk([(1000, b"a", 0), (1010, b"b", 0), (1020, b"c", 0)]), now=1050, offset=off
+    )
+    assert [x.count for x in out] == [2]
+    assert b.deadline() == 1020 + 100  # "c" was captured at 1020, not 1000
+
+
+def test_deadline_of_events_that_fill_a_batch_is_now():
+    b = Batcher(batch_size=100, timeout_ns=10**9)
+    ev = [lc_pb2.Event(dataset="x") for _ in range(MAX_BATCH_EVENTS)]
+    b.add_events(ev, now_ns=500)
+    assert b.deadline() == 500 and b.due(500)
+
+
+@HYP
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.lists(st.integers(0, 400), max_size=6),  # packets: how long before now captured
+            st.integers(0, 300),  # time step
+            st.booleans(),  # seal if due
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    batch_size=st.integers(1, 8),
+    timeout=st.integers(1, 500),
+    live=st.booleans(),
+)
+def test_deadline_matches_a_model(steps, batch_size, timeout, live):
+    """Pending packets' (added at, captured at); the deadline is the earliest of the
+    batch's first add and (live) its packets' captures, plus the timeout."""
+    off = -(10**9) if live else None
+    b = Batcher(batch_size=batch_size, timeout_ns=timeout, byte_target=10**6)
+    now = 10**6
+    pending: list[int] = []  # capture times (monotonic) of the pending packets
+    started: int | None = None  # when the pending batch got its first packet
+    for i, (ages, step, tick) in enumerate(steps):
+        now += step
+        caps = [now - a for a in ages]
+        chunk = make_chunk([(c - (off or 0), bytes([i & 255]), 0) for c in caps])
+        sealed = add_live(b, chunk, now=now, offset=off) if live else add(b, chunk, now=now)
+        full = 0
+        for c in caps:  # the batcher's cuts: full batches of batch_size
+            if not pending:
+                started = now
+            pending.append(c)
+            if len(pending) == batch_size:
+                pending, started = [], None
+                full += 1
+        assert [x.count for x in sealed] == [batch_size] * full
+        assert b.pending == len(pending)
+        if not pending:
+            assert b.deadline() is None and not b.due(now + 10 * timeout)
+            continue
+        first = min([started, *pending]) if live else started
+        assert b.deadline() == first + timeout
+        assert not b.due(first + timeout - 1) and b.due(first + timeout)
+        if tick and b.due(now):
+            assert b.seal().count == len(pending)
+            pending, started = [], None
+
+
 # --------------------------------------------------------------------------- adaptive targets
 
 
