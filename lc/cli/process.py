@@ -10,6 +10,7 @@ import click
 from lc.cli.config import config_option
 from lc.cli.main import fail_line
 from lc.cli.options import (
+    check_own_role,
     metrics_from_flags,
     metrics_options,
     parse_duration,
@@ -225,6 +226,13 @@ def process(
 
     try:
         tls = tls_from_flags(tls_cert, tls_key, tls_ca, insecure)
+        # a hunter's or the admin's certificate would start, then fail every handshake
+        check_own_role(
+            tls,
+            "processor",
+            "lc process",
+            "lc certs init makes processor.pem, lc certs add --processor NAME another",
+        )
         metrics = metrics_from_flags(observe, tls)
         up = None
         if upstream is not None:
