@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -49,9 +50,30 @@ def test_validation_errors_name_the_problem():
     assert "either -i/--interface (live) or -r/--read-file" in r.stderr
     r = run_lc("hunt", "--processor", "127.0.0.1:1", "--insecure", "--tls-ca", "x", "-r", "f")
     assert r.returncode == 3 and "--insecure cannot be combined with --tls-ca" in r.stderr
+    # each flag named alone: "--breaker-open-time and --shutdown-timeout" blamed both
+    r = run_lc("hunt", "--processor", "127.0.0.1:1", "--insecure", "-r", "f",
+               "--shutdown-timeout", "-1")  # fmt: skip
+    assert r.returncode == 3 and "lc hunt: error: --shutdown-timeout must be >= 0\n" in r.stderr
     r = run_lc("process", "--insecure", "--rotate-size", "lots")
     assert r.returncode == 3 and "--rotate-size" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("target", ["localhost:abc", ":55555", "nohostport", "localhost:0"])
+def test_a_malformed_processor_address_fails_at_once_naming_the_flag(target):
+    # It used to wait the whole connect timeout and say "cannot reach processor" (exit 2).
+    sample = str(ROOT / "captures" / "sip-call.pcap")
+    want = f"--processor must be HOST:PORT (port 1-65535), got {target!r}"
+    for args in (
+        ["hunt", "--processor", target, "--insecure", "-r", sample, "--connect-timeout", "30"],
+        ["list", "hunters", "--processor", target, "--insecure"],
+        ["watch", "--processor", target, "--insecure", "--count", "1"],
+    ):
+        t0 = time.monotonic()
+        r = run_lc(*args, timeout=20)
+        assert r.returncode == 3, (args, r.stderr)
+        assert want in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert time.monotonic() - t0 < 10, args  # before any connection attempt
 
 
 def test_version():

@@ -11,6 +11,7 @@ from lc.cli.config import config_option
 from lc.cli.main import fail_line
 from lc.cli.options import (
     check_own_role,
+    check_target,
     metrics_from_flags,
     metrics_options,
     parse_duration,
@@ -23,14 +24,6 @@ from lc.common.errors import LcError, ValidationError
 __all__ = ["process"]
 
 log = logging.getLogger("lc.process")
-
-
-def check_target(value: str, flag: str) -> str:
-    """``HOST:PORT`` (``[v6]:PORT`` too), or ValidationError naming the flag."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ValidationError(f"{flag} must be HOST:PORT (port 1-65535), got {value!r}")
-    return value
 
 
 @click.command()
