@@ -76,6 +76,24 @@ def test_a_malformed_processor_address_fails_at_once_naming_the_flag(target):
         assert time.monotonic() - t0 < 10, args  # before any connection attempt
 
 
+@pytest.mark.parametrize(
+    ("args", "hint"),
+    [
+        (["filter", "set", "--type", "sip_user"], "lc set filter, lc list filters"),
+        (["filters"], "lc set filter, lc list filters"),
+        (["hunters"], "lc list hunters, lc show hunter --id ID"),
+        (["status"], "lc show status"),
+        (["delete", "filter", "--id", "x"], "did you mean 'lc rm'?"),
+        (["ls", "hunters"], "did you mean 'lc list'?"),
+    ],
+)
+def test_a_noun_first_or_unknown_verb_names_the_real_commands(args, hint):
+    r = run_lc(*args)
+    assert r.returncode == 3, r.stderr
+    assert f"No such command {args[0]!r}" in r.stderr and hint in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+
 def test_version():
     r = CliRunner().invoke(cli, ["--version"])
     assert r.exit_code == 0 and "lc" in r.output
