@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import time
 
 import pytest
@@ -91,6 +92,24 @@ def test_a_noun_first_or_unknown_verb_names_the_real_commands(args, hint):
     r = run_lc(*args)
     assert r.returncode == 3, r.stderr
     assert f"No such command {args[0]!r}" in r.stderr and hint in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_a_listen_address_that_cannot_be_bound_says_why(tmp_path):
+    # It said "address in use or not available" for a name that does not resolve too.
+    common = ("process", "--insecure", "--data-dir", str(tmp_path / "d"), "--listen")
+    r = run_lc(*common, "nosuchhost.invalid:55555", timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert "cannot listen on nosuchhost.invalid:55555: cannot resolve nosuchhost.invalid" in (
+        r.stderr
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        taken = f"127.0.0.1:{s.getsockname()[1]}"
+        r = run_lc(*common, taken, timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert f"lc process: error: cannot listen on {taken}: Address already in use" in r.stderr
     assert "Traceback" not in r.stderr
 
 
