@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import time
@@ -111,6 +112,17 @@ def test_a_listen_address_that_cannot_be_bound_says_why(tmp_path):
     assert r.returncode == 1, r.stderr
     assert f"lc process: error: cannot listen on {taken}: Address already in use" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_admin_commands_without_a_processor_name_the_flag_and_the_variable():
+    for args in (["list", "hunters"], ["set", "filter", "--type", "bpf", "--pattern", "udp"],
+                 ["watch", "--count", "1"]):  # fmt: skip
+        r = run_lc(*args, "--insecure")  # lc_env(): no LC_* variable
+        assert r.returncode == 3, r.stderr
+        assert json.loads(r.stderr) == {
+            "code": 3,
+            "error": "missing --processor HOST:PORT (or LC_PROCESSOR in the environment)",
+        }
 
 
 def test_version():

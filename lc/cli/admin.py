@@ -22,7 +22,6 @@ def _processor_option(f: Callable) -> Callable:
     return click.option(
         "--processor",
         envvar="LC_PROCESSOR",
-        required=True,
         metavar="HOST:PORT",
         help="Processor to ask (env LC_PROCESSOR).",
     )(f)

@@ -144,10 +144,13 @@ def tls_from_flags(
     return TlsFiles(cert, key, ca)  # type: ignore[arg-type]
 
 
-def check_target(value: str, flag: str) -> str:
+def check_target(value: str | None, flag: str) -> str:
     """``HOST:PORT`` (``[v6]:PORT`` too), or ValidationError naming the flag: checked before
     any connection, so a typo fails at once (exit 3), not as an unreachable processor
     after the connect timeout."""
+    if not value:
+        env = " (or LC_PROCESSOR in the environment)" if flag == "--processor" else ""
+        raise ValidationError(f"missing {flag} HOST:PORT{env}")
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
         raise ValidationError(f"{flag} must be HOST:PORT (port 1-65535), got {value!r}")

@@ -497,7 +497,6 @@ def _json_lines(poller: Poller, first: dict[str, Any], interval: float, count: i
 @click.option(
     "--processor",
     envvar="LC_PROCESSOR",
-    required=True,
     metavar="HOST:PORT",
     help="Processor to watch (env LC_PROCESSOR).",
 )
