@@ -390,6 +390,14 @@ def error_from_rpc(e: grpc.RpcError, target: str) -> LcError:
     details = e.details() or code.name
     cls = _STATUS_ERRORS.get(code, LcError)
     if cls is Unreachable:
+        if "connection refused" in details.lower():
+            # gRPC's "failed to connect to all addresses; last error: UNKNOWN:
+            # ipv6:%5B::1%5D:55555: Failed to connect to remote host: Connection refused"
+            # says what probe() says, less readably
+            details = (
+                "connection refused (is a processor listening on port "
+                f"{target.rpartition(':')[2]}?)"
+            )
         return Unreachable(f"cannot reach processor at {target}: {details}")
     if cls is LcError:
         return LcError(f"processor {target}: {code.name}: {details}")

@@ -125,8 +125,10 @@ class HuntConfig:
             raise ValidationError("--disk-buffer-dir needs --disk-buffer")
         if self.breaker_failures < 1 or self.breaker_half_open < 1:
             raise ValidationError("--breaker-failures and --breaker-half-open must be at least 1")
-        if self.breaker_open_time < 0 or self.shutdown_timeout < 0:
-            raise ValidationError("--breaker-open-time and --shutdown-timeout must be >= 0")
+        if self.breaker_open_time < 0:
+            raise ValidationError("--breaker-open-time must be >= 0")
+        if self.shutdown_timeout < 0:
+            raise ValidationError("--shutdown-timeout must be >= 0")
         if not 0 < self.backoff_initial <= self.backoff_max:
             raise ValidationError("--backoff-max must be at least the initial backoff (1 s)")
 

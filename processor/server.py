@@ -202,6 +202,30 @@ def default_processor_id(cfg: ProcessConfig) -> str:
     return socket.gethostname()
 
 
+def listen_problem(listen: str) -> str:
+    """Why ``listen`` (``[HOST]:PORT``) cannot be bound, found by binding it ourselves once
+    gRPC has failed to (gRPC says only that it failed): a name that does not resolve, an
+    address in use, an address that is not this host's."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    try:
+        infos = socket.getaddrinfo(
+            host or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except (ValueError, UnicodeError):
+        return "address in use or not available"
+    except socket.gaierror as e:
+        return f"cannot resolve {host}: {e.strerror}"
+    for family, kind, proto, _, addr in infos:
+        try:
+            with socket.socket(family, kind, proto) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind(addr)
+        except OSError as e:
+            return e.strerror or str(e)
+    return "address in use or not available"
+
+
 class Processor:
     def __init__(self, cfg: ProcessConfig) -> None:
         self.cfg = cfg
@@ -393,9 +417,9 @@ class Processor:
             else:
                 port = server.add_secure_port(listen, creds)
         except RuntimeError:
-            raise LcError(f"cannot listen on {listen}: address in use or not available") from None
+            raise LcError(f"cannot listen on {listen}: {listen_problem(listen)}") from None
         if port == 0:
-            raise LcError(f"cannot listen on {listen} (address in use or not available)")
+            raise LcError(f"cannot listen on {listen}: {listen_problem(listen)}")
         await server.start()
         self.server = server
         host = listen.rpartition(":")[0]

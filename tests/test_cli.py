@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
+import socket
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -49,9 +52,77 @@ def test_validation_errors_name_the_problem():
     assert "either -i/--interface (live) or -r/--read-file" in r.stderr
     r = run_lc("hunt", "--processor", "127.0.0.1:1", "--insecure", "--tls-ca", "x", "-r", "f")
     assert r.returncode == 3 and "--insecure cannot be combined with --tls-ca" in r.stderr
+    # each flag named alone: "--breaker-open-time and --shutdown-timeout" blamed both
+    r = run_lc("hunt", "--processor", "127.0.0.1:1", "--insecure", "-r", "f",
+               "--shutdown-timeout", "-1")  # fmt: skip
+    assert r.returncode == 3 and "lc hunt: error: --shutdown-timeout must be >= 0\n" in r.stderr
     r = run_lc("process", "--insecure", "--rotate-size", "lots")
     assert r.returncode == 3 and "--rotate-size" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("target", ["localhost:abc", ":55555", "nohostport", "localhost:0"])
+def test_a_malformed_processor_address_fails_at_once_naming_the_flag(target):
+    # It used to wait the whole connect timeout and say "cannot reach processor" (exit 2).
+    sample = str(ROOT / "captures" / "sip-call.pcap")
+    want = f"--processor must be HOST:PORT (port 1-65535), got {target!r}"
+    for args in (
+        ["hunt", "--processor", target, "--insecure", "-r", sample, "--connect-timeout", "30"],
+        ["list", "hunters", "--processor", target, "--insecure"],
+        ["watch", "--processor", target, "--insecure", "--count", "1"],
+    ):
+        t0 = time.monotonic()
+        r = run_lc(*args, timeout=20)
+        assert r.returncode == 3, (args, r.stderr)
+        assert want in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert time.monotonic() - t0 < 10, args  # before any connection attempt
+
+
+@pytest.mark.parametrize(
+    ("args", "hint"),
+    [
+        (["filter", "set", "--type", "sip_user"], "lc set filter, lc list filters"),
+        (["filters"], "lc set filter, lc list filters"),
+        (["hunters"], "lc list hunters, lc show hunter --id ID"),
+        (["status"], "lc show status"),
+        (["delete", "filter", "--id", "x"], "did you mean 'lc rm'?"),
+        (["ls", "hunters"], "did you mean 'lc list'?"),
+    ],
+)
+def test_a_noun_first_or_unknown_verb_names_the_real_commands(args, hint):
+    r = run_lc(*args)
+    assert r.returncode == 3, r.stderr
+    assert f"No such command {args[0]!r}" in r.stderr and hint in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_a_listen_address_that_cannot_be_bound_says_why(tmp_path):
+    # It said "address in use or not available" for a name that does not resolve too.
+    common = ("process", "--insecure", "--data-dir", str(tmp_path / "d"), "--listen")
+    r = run_lc(*common, "nosuchhost.invalid:55555", timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert "cannot listen on nosuchhost.invalid:55555: cannot resolve nosuchhost.invalid" in (
+        r.stderr
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        taken = f"127.0.0.1:{s.getsockname()[1]}"
+        r = run_lc(*common, taken, timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert f"lc process: error: cannot listen on {taken}: Address already in use" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_admin_commands_without_a_processor_name_the_flag_and_the_variable():
+    for args in (["list", "hunters"], ["set", "filter", "--type", "bpf", "--pattern", "udp"],
+                 ["watch", "--count", "1"]):  # fmt: skip
+        r = run_lc(*args, "--insecure")  # lc_env(): no LC_* variable
+        assert r.returncode == 3, r.stderr
+        assert json.loads(r.stderr) == {
+            "code": 3,
+            "error": "missing --processor HOST:PORT (or LC_PROCESSOR in the environment)",
+        }
 
 
 def test_version():

@@ -138,6 +138,7 @@ and also reads what YAML gives for it (``hunters`` may be a comma-separated stri
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
 import secrets
@@ -344,7 +345,9 @@ class Filter:
         if not isinstance(d, Mapping):
             raise ValidationError(f"filter: expected a mapping, got {type(d).__name__}")
         raw_id = d.get("id")
-        who = f"filter {_show(raw_id)}" if raw_id is not None else "filter"
+        # an empty id is one the processor generates (lc set filter -f without ids):
+        # `filter ''` would name nothing
+        who = f"filter {_show(raw_id)}" if raw_id is not None and raw_id != "" else "filter"
         unknown = [k for k in d if k not in _KEYS]
         if unknown:
             names = ", ".join(_show(k) for k in unknown)
@@ -586,8 +589,14 @@ def _check_fields(f: Filter) -> str:
         )
     who = f"filter {f.id!r}"
     if not isinstance(f.type, str) or f.type not in _TYPE_SET:
+        near = (
+            difflib.get_close_matches(f.type.lower(), FILTER_TYPES, n=1, cutoff=0.6)
+            if isinstance(f.type, str)
+            else []
+        )
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
         raise ValidationError(
-            f"{who}: unknown type {_show(f.type)}; known types: {', '.join(FILTER_TYPES)}"
+            f"{who}: unknown type {_show(f.type)}{hint}; known types: {', '.join(FILTER_TYPES)}"
         )
     if not isinstance(f.pattern, str):
         raise ValidationError(f"{who}: pattern must be a string, not {type(f.pattern).__name__}")

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from lc.cli.main import fail_json
-from lc.cli.options import tls_from_flags, tls_options
+from lc.cli.options import check_target, tls_from_flags, tls_options
 from lc.common.errors import LcError, NotFound, ValidationError
 
 __all__ = ["list_group", "rm_group", "set_group", "show_group"]
@@ -22,7 +22,6 @@ def _processor_option(f: Callable) -> Callable:
     return click.option(
         "--processor",
         envvar="LC_PROCESSOR",
-        required=True,
         metavar="HOST:PORT",
         help="Processor to ask (env LC_PROCESSOR).",
     )(f)
@@ -34,6 +33,7 @@ def _call(processor: str, tls_args: tuple, rpc: Callable[[Any], Any]) -> Any:
     from lc.common.transport import error_from_rpc, open_channel, wait_ready
     from lc.proto import lc_pb2_grpc
 
+    check_target(processor, "--processor")
     tls = tls_from_flags(*tls_args)
     channel = open_channel(processor, tls)
     try:

@@ -11,6 +11,7 @@ from lc.cli.config import check_deferred, config_option
 from lc.cli.main import fail_line
 from lc.cli.options import (
     check_own_role,
+    check_target,
     metrics_from_flags,
     metrics_options,
     tls_from_flags,
@@ -194,6 +195,7 @@ def run_hunter(mode: str, opts: dict, mode_config: object = None) -> None:
             raise ValidationError(
                 "Missing option '--processor' (or env LC_PROCESSOR, or processor: in --config)."
             )
+        check_target(opts["processor"], "--processor")
         tls = tls_from_flags(
             opts.pop("tls_cert"), opts.pop("tls_key"), opts.pop("tls_ca"), opts["insecure"]
         )

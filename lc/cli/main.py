@@ -44,6 +44,31 @@ _PRIVATE_UMASK = 0o027
 USAGE_EXIT = 3
 
 
+_FILTER_COMMANDS = "lc set filter, lc list filters, lc show filter --id ID, lc rm filter --id ID"
+_HUNTER_COMMANDS = "lc list hunters, lc show hunter --id ID"
+_NOUN_FIRST = {
+    "filter": _FILTER_COMMANDS,
+    "filters": _FILTER_COMMANDS,
+    "hunter": _HUNTER_COMMANDS,
+    "hunters": _HUNTER_COMMANDS,
+    "call": "lc list calls",
+    "calls": "lc list calls",
+    "alert": "lc list alerts",
+    "alerts": "lc list alerts",
+    "status": "lc show status",
+    "topology": "lc show topology",
+}
+_OTHER_VERBS = {
+    "delete": "rm",
+    "del": "rm",
+    "remove": "rm",
+    "add": "set",
+    "create": "set",
+    "get": "show",
+    "ls": "list",
+}
+
+
 class _Group(click.Group):
     """Registers subcommands lazily so that ``lc --help`` imports neither grpc nor pcapy."""
 
@@ -60,6 +85,21 @@ class _Group(click.Group):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(self._lazy)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        # Noun first (`lc filter set`, `lc hunters`) or another verb (`lc delete filter`):
+        # name the verb-first commands instead of a bare "No such command".
+        name = args[0] if args else ""
+        if name not in self._lazy:
+            if name in _NOUN_FIRST:
+                ctx.fail(
+                    f"No such command {name!r}: lc's commands are verb first: {_NOUN_FIRST[name]}"
+                )
+            if name in _OTHER_VERBS:
+                ctx.fail(f"No such command {name!r}: did you mean 'lc {_OTHER_VERBS[name]}'?")
+        return super().resolve_command(ctx, args)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in self._lazy:

@@ -13,6 +13,7 @@ from lc.common.transport import TlsFiles
 
 __all__ = [
     "check_own_role",
+    "check_target",
     "metrics_from_flags",
     "metrics_options",
     "parse_duration",
@@ -141,6 +142,19 @@ def tls_from_flags(
             f"TLS is required: missing {', '.join(missing)} (or pass --insecure explicitly)"
         )
     return TlsFiles(cert, key, ca)  # type: ignore[arg-type]
+
+
+def check_target(value: str | None, flag: str) -> str:
+    """``HOST:PORT`` (``[v6]:PORT`` too), or ValidationError naming the flag: checked before
+    any connection, so a typo fails at once (exit 3), not as an unreachable processor
+    after the connect timeout."""
+    if not value:
+        env = " (or LC_PROCESSOR in the environment)" if flag == "--processor" else ""
+        raise ValidationError(f"missing {flag} HOST:PORT{env}")
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValidationError(f"{flag} must be HOST:PORT (port 1-65535), got {value!r}")
+    return value
 
 
 def check_own_role(tls: TlsFiles | None, role: str, what: str, hint: str) -> None:

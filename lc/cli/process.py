@@ -10,6 +10,8 @@ import click
 from lc.cli.config import config_option
 from lc.cli.main import fail_line
 from lc.cli.options import (
+    check_own_role,
+    check_target,
     metrics_from_flags,
     metrics_options,
     parse_duration,
@@ -22,14 +24,6 @@ from lc.common.errors import LcError, ValidationError
 __all__ = ["process"]
 
 log = logging.getLogger("lc.process")
-
-
-def check_target(value: str, flag: str) -> str:
-    """``HOST:PORT`` (``[v6]:PORT`` too), or ValidationError naming the flag."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ValidationError(f"{flag} must be HOST:PORT (port 1-65535), got {value!r}")
-    return value
 
 
 @click.command()
@@ -225,6 +219,13 @@ def process(
 
     try:
         tls = tls_from_flags(tls_cert, tls_key, tls_ca, insecure)
+        # a hunter's or the admin's certificate would start, then fail every handshake
+        check_own_role(
+            tls,
+            "processor",
+            "lc process",
+            "lc certs init makes processor.pem, lc certs add --processor NAME another",
+        )
         metrics = metrics_from_flags(observe, tls)
         up = None
         if upstream is not None:

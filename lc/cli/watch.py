@@ -28,7 +28,7 @@ from typing import Any
 import click
 
 from lc.cli.main import fail_json
-from lc.cli.options import tls_from_flags, tls_options
+from lc.cli.options import check_target, tls_from_flags, tls_options
 from lc.common.errors import LcError
 from lc.common.text import log_text, wire_text
 
@@ -497,7 +497,6 @@ def _json_lines(poller: Poller, first: dict[str, Any], interval: float, count: i
 @click.option(
     "--processor",
     envvar="LC_PROCESSOR",
-    required=True,
     metavar="HOST:PORT",
     help="Processor to watch (env LC_PROCESSOR).",
 )
@@ -523,6 +522,7 @@ def watch(processor, interval, count, tls_cert, tls_key, tls_ca, insecure) -> No
     Full screen on a terminal (q or Ctrl-C quits); one JSON line per refresh otherwise.
     """
     try:
+        check_target(processor, "--processor")
         tls = tls_from_flags(tls_cert, tls_key, tls_ca, insecure)
         poller = Poller(processor, tls, timeout=max(5.0, 2 * interval))
     except LcError as e:

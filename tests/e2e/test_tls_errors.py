@@ -76,6 +76,15 @@ def test_processor_refuses_its_own_bad_files_naming_the_cause(tmp_path, pki, odd
             files(other / "processor.pem", other / "processor.key", ca),
             "is not signed by the CA in",
         ),
+        # a hunter's or the admin's certificate would start and fail every handshake
+        (
+            files(pki / "hunter-h1.pem", pki / "hunter-h1.key", ca),
+            "has role 'hunter' (CN 'h1'): lc process needs a 'processor' certificate",
+        ),
+        (
+            files(pki / "admin.pem", pki / "admin.key", ca),
+            "has role 'admin' (CN 'admin'): lc process needs a 'processor' certificate",
+        ),
     ]
     for tls, needle in cases:
         r = run_lc("process", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "d"), *tls)

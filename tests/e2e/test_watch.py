@@ -234,6 +234,12 @@ def test_watch_without_a_terminal_prints_json_lines(tmp_path, pki, processor):
                 errors.append(line)
         assert set(errors[0]) == {"time", "error"}
         assert processor.addr in errors[0]["error"], errors
+        # in the words lc uses at start, not gRPC's "failed to connect to all addresses; ..."
+        port = processor.addr.rpartition(":")[2]
+        assert errors[-1]["error"] == (
+            f"cannot reach processor at {processor.addr}: connection refused "
+            f"(is a processor listening on port {port}?)"
+        ), errors
         assert p.poll() is None
     finally:
         p.send_signal(signal.SIGTERM)

@@ -50,6 +50,18 @@ def test_filter_types_are_the_documented_ones() -> None:
 REFUSALS = [
     # (type, pattern, exact message)
     ("nope", "x", f"filter 'f1': unknown type 'nope'; known types: {KNOWN}"),
+    # a typo'd type names the nearest real one
+    (
+        "sip_usr",
+        "x",
+        f"filter 'f1': unknown type 'sip_usr' (did you mean 'sip_user'?); known types: {KNOWN}",
+    ),
+    ("bfp", "x", f"filter 'f1': unknown type 'bfp' (did you mean 'bpf'?); known types: {KNOWN}"),
+    (
+        "SIP_USER",
+        "x",
+        f"filter 'f1': unknown type 'SIP_USER' (did you mean 'sip_user'?); known types: {KNOWN}",
+    ),
     ("sip_user", "", "filter 'f1': empty sip_user pattern"),
     ("sip_user", "   ", "filter 'f1': empty sip_user pattern"),
     ("bpf", " ", "filter 'f1': empty bpf pattern"),
@@ -496,6 +508,12 @@ def test_from_mapping_defaults_and_hunter_forms() -> None:
         ),
         ({"id": "f1", "type": "codec"}, "filter 'f1': missing key 'pattern'"),
         ({"type": "codec", "pattern": "x"}, "filter: missing key 'id'"),
+        # lc set filter -f leaves the id empty for the processor to generate: no `filter ''`
+        ({"id": "", "type": "codec"}, "filter: missing key 'pattern'"),
+        (
+            {"id": "", "type": "codec", "pattern": "x", "enabled": "yes"},
+            "filter: enabled must be true or false, not 'yes'",
+        ),
         (
             {"id": "f1", "type": "phone_number", "pattern": 4930123456},
             "filter 'f1': pattern must be a string, not int (quote it in YAML)",
