@@ -44,6 +44,13 @@ _ETH = b"\x00\x00\x00\x00\x00\x02\x00\x00\x00\x00\x00\x01\x08\x00"
 _SERVER = 0x0A640001  # 10.100.0.1
 
 
+def tls_args(pki: Path, name: str) -> list[str]:
+    """The TLS flags of certificate ``name`` (``processor``, ``admin``, ``hunter-X``) of
+    an ``lc certs init`` directory."""
+    return ["--tls-cert", str(pki / f"{name}.pem"), "--tls-key", str(pki / f"{name}.key"),
+            "--tls-ca", str(pki / "ca.pem")]  # fmt: skip
+
+
 def tcp_frame(src: int, dst: int, sport: int, dport: int, seq: int, ack: int, flags: int,
               payload: bytes = b"") -> bytes:  # fmt: skip
     """One Ethernet/IPv4/TCP frame (no options, checksums left 0)."""
@@ -147,11 +154,7 @@ def end_to_end(mode: str, cap: Path, filter_type: str, pattern: str, profile: bo
     pki = OUT / "pki"
     if not (pki / "ca.pem").exists():
         init_pki(pki, hunters=["bench"])
-    tls = {
-        n: ["--tls-cert", str(pki / f"{n}.pem"), "--tls-key", str(pki / f"{n}.key"),
-            "--tls-ca", str(pki / "ca.pem")]
-        for n in ("processor", "admin", "hunter-bench")
-    }  # fmt: skip
+    tls = {n: tls_args(pki, n) for n in ("processor", "admin", "hunter-bench")}
     work = OUT / mode
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)

@@ -50,6 +50,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from _common import tls_args
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench-out"
 LC = [sys.executable, "-m", "lc.cli"]
@@ -222,17 +224,6 @@ def kernel_drops(port: int) -> int:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def tls_args(pki: Path, name: str) -> list[str]:
-    return [
-        "--tls-cert",
-        str(pki / f"{name}.pem"),
-        "--tls-key",
-        str(pki / f"{name}.key"),
-        "--tls-ca",
-        str(pki / "ca.pem"),
-    ]
 
 
 def run_case(

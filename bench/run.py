@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from _common import tls_args
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench-out"
 LC = [sys.executable, "-m", "lc.cli"]
@@ -187,14 +189,7 @@ def main() -> None:
         init_pki(pki, hunters=["bench"])
 
     def tls(name: str) -> list[str]:
-        return [
-            "--tls-cert",
-            str(pki / f"{name}.pem"),
-            "--tls-key",
-            str(pki / f"{name}.key"),
-            "--tls-ca",
-            str(pki / "ca.pem"),
-        ]
+        return tls_args(pki, name)
 
     print(
         f"lc end-to-end replay benchmark: {args.packets:,} packets, Python "
