@@ -108,9 +108,15 @@ class Outbox:
         max_inflight: int = 64,
         spool: Spool | None = None,
         epoch: int = 0,
+        max_spool_inflight_bytes: int = 32 * 1024 * 1024,
     ) -> None:
         self.max_bytes = max_bytes
         self.max_inflight = max_inflight
+        # Batches read back from the spool to be sent are in memory until acknowledged;
+        # memory batches count in max_bytes, these here: 64 of the largest (8 MiB) would
+        # be half a gigabyte. One is always allowed, whatever its size.
+        self.max_spool_inflight_bytes = max_spool_inflight_bytes
+        self._spool_inflight_bytes = 0
         self.spool = spool
         self.epoch = epoch
         self._lock = threading.Condition()
@@ -287,6 +293,8 @@ class Outbox:
                 break  # a write error (counted by the spool): the rest stays in memory
             self._bytes -= p.size
             p.spooled = True
+            if self._inflight.get(p.key) is p:  # still in memory until acknowledged
+                self._spool_inflight_bytes += p.size
             moved += 1
         self._queue = deque(p for p in self._queue if not p.spooled)
         self._cursor = None  # reread the spool from its first unacknowledged batch
@@ -307,9 +315,12 @@ class Outbox:
                     if self._queue:
                         p = self._queue.popleft()
                         break
-                    if self._spooling:
+                    if self._spooling and (
+                        self._spool_inflight_bytes < self.max_spool_inflight_bytes
+                    ):
                         p = self._from_spool()
                         if p is not None:
+                            self._spool_inflight_bytes += p.size
                             break
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -343,6 +354,7 @@ class Outbox:
                 return 0
             if p.spooled:
                 assert self.spool is not None
+                self._spool_inflight_bytes -= p.size
                 self.spool.ack(p.epoch, p.sequence, p.source)
                 if len(self.spool) == 0:
                     self._cursor = None
@@ -366,6 +378,7 @@ class Outbox:
                 return  # already requeued or acknowledged
             del self._inflight[key]
             if p.spooled:
+                self._spool_inflight_bytes -= p.size
                 self._cursor = None  # reread the spool from its first unacknowledged batch
             else:
                 self._queue.appendleft(p)
@@ -376,6 +389,7 @@ class Outbox:
         with self._lock:
             items = sorted(self._inflight.values(), key=lambda p: (p.spooled, p.epoch, p.sequence))
             self._inflight.clear()
+            self._spool_inflight_bytes = 0
             self._queue.extendleft(reversed([p for p in items if not p.spooled]))
             if any(p.spooled for p in items):
                 self._cursor = None  # reread the spool from its first unacknowledged batch
@@ -410,6 +424,11 @@ class Outbox:
     @property
     def inflight(self) -> int:
         return len(self._inflight)
+
+    @property
+    def spool_inflight_bytes(self) -> int:
+        """Bytes of batches read back from the spool and not yet acknowledged."""
+        return self._spool_inflight_bytes
 
     @property
     def queued_bytes(self) -> int:

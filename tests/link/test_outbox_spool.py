@@ -810,3 +810,33 @@ def test_the_uplink_sends_the_caplen_column_from_memory_and_from_the_spool(tmp_p
         assert list(cols.caplen) == list(record_lengths(b.records, b.count))
         assert [(m.index, list(m.filter_ids)) for m in msg.meta] == b.meta
     sp.close()
+
+
+def test_spooled_batches_in_flight_are_bounded_by_bytes_too(spool):
+    """Batches read back from the spool stay in memory until acknowledged: besides the
+    window of 64 batches, at most max_spool_inflight_bytes of them (one always goes)."""
+    big = [make_batch(i, count=4, size=1000) for i in range(6)]
+    each = big[0].nbytes + 64  # what a batch is charged (bytes + overhead)
+    ob = Outbox(spool=spool, epoch=1, max_spool_inflight_bytes=2 * each)
+    for b in big:
+        assert ob.put(b)  # offline: to the spool
+    ob.set_online(True)
+    first = [take(ob), take(ob)]
+    assert [p.sequence for p in first] == [1, 2] and take(ob) is None
+    assert ob.spool_inflight_bytes == 2 * each
+    ob.ack(1, 1)
+    assert take(ob).sequence == 3 and take(ob) is None
+    ob.requeue_inflight()  # a broken stream: nothing is in flight any more
+    assert ob.spool_inflight_bytes == 0
+    got = drain(ob)
+    assert [p.sequence for p in got] == [2, 3, 4, 5, 6]
+    assert all(same(p, big[p.sequence - 1]) for p in got)
+    assert ob.spool_inflight_bytes == 0 and len(spool) == 0
+    # One batch larger than the bound still goes, alone.
+    ob.set_online(False)
+    ob.put(make_batch(9, count=8, size=1000))
+    ob.set_online(True)
+    p = take(ob)
+    assert p is not None and p.batch.count == 8 and take(ob) is None
+    ob.ack(p.sequence, p.epoch)
+    assert ob.spool_inflight_bytes == 0
