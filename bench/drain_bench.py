@@ -17,7 +17,6 @@ Every run checks that the processor wrote exactly the packets of the file.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import shutil
 import socket
@@ -43,10 +42,13 @@ def main() -> None:
     ap.add_argument("--wait-before-restart", type=float, default=3.0)
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT / "bench"))
+    import grpc
     from run import generate  # the same synthetic traffic as bench/run.py
 
     from lc.common.credentials import init_pki
     from lc.common.pcapfile import open_capture
+    from lc.common.transport import TlsFiles, open_channel
+    from lc.proto import lc_pb2, lc_pb2_grpc
 
     OUT.mkdir(exist_ok=True)
     cap = OUT / f"bench-{args.packets}-ns.pcap"
@@ -110,21 +112,24 @@ def main() -> None:
     )  # fmt: skip
     while "(port " not in err.read_text():
         time.sleep(0.01)
+    # The processor's count, asked every 5 ms over one admin channel (a `lc show status`
+    # per poll took longer than the whole drain: its rate came out as 0 s or less).
+    files = TlsFiles(*(str(pki / n) for n in ("admin.pem", "admin.key", "ca.pem")))
     first = None
     written = 0
-    while written < args.packets:
-        time.sleep(0.05)
-        s = subprocess.run(
-            [*LC, "show", "status", "--processor", target, *tls("admin")],
-            capture_output=True, text=True,
-        )  # fmt: skip
-        if s.returncode != 0:
-            continue
-        written = int(json.loads(s.stdout).get("packets_written", 0))
-        if written and first is None:
-            first = time.monotonic()
-        if hunter.poll() is not None and written < args.packets:
-            break
+    with open_channel(target, files) as ch:
+        stub = lc_pb2_grpc.ManagementServiceStub(ch)
+        while written < args.packets:
+            try:
+                written = stub.GetStatus(lc_pb2.StatusRequest(), timeout=5).packets_written
+            except grpc.RpcError:
+                time.sleep(0.05)
+                continue
+            if written and first is None:
+                first = time.monotonic()
+            if hunter.poll() is not None and written < args.packets:
+                break
+            time.sleep(0.005)
     t_done = time.monotonic()
     hunter.communicate(timeout=120)
     proc.terminate()
