@@ -477,6 +477,8 @@ class TlsMode(SessionMode):
                 if len(memo) >= _VERDICTS_MAX:
                     memo.clear()
                 memo[key] = found
+            if not found and not self._bpfs and not fs.has("ip_address"):
+                return None  # the usual verdict: no filter wants it
             ids = set(found)
         if fs.has("ip_address"):
             ids |= fs.match_ip([flow[0], flow[2]])
