@@ -143,6 +143,13 @@ _PORTS = struct.Struct("!HH")
 IP_FRAGMENTS = "(ip and ip[6:2] & 0x3fff != 0) or (ip6 and ip6[6] == 44)"
 
 
+def _from_lower(k: bytes) -> bool:
+    """Whether the sender of a packet with raw key ``k`` (IPv4 source, destination,
+    source port, destination port: big-endian, so bytes order as numbers) is its
+    connection's lower endpoint (:func:`lc.common.flow.flow_key`)."""
+    return k[:4] + k[8:10] <= k[4:8] + k[10:12]
+
+
 def set_flow(ev: lc_pb2.Event, flow: tuple) -> None:
     """``ev.flow`` from ``(src, sport, dst, dport, proto)``."""
     src, sport, dst, dport, proto = flow
@@ -322,11 +329,10 @@ class SessionMode(Mode):
         self._pkt: tuple | None = None
         self._gen = 0  # chunks processed: which Out a frame token's index refers to
         # Connections that ignore the rest (IPv4), by their packets' raw source and
-        # destination addresses and ports (12 bytes, one entry per direction), with
-        # whether that direction's sender is the lower endpoint: the per-chunk loop
-        # places their frames.
-        self._conn_fast_tcp: dict[bytes, tuple[Session, bool]] = {}
-        self._conn_fast_udp: dict[bytes, tuple[Session, bool]] = {}
+        # destination addresses and ports (12 bytes, one entry per direction): the
+        # per-chunk loop places their frames.
+        self._conn_fast_tcp: dict[bytes, Session] = {}
+        self._conn_fast_udp: dict[bytes, Session] = {}
         self._frags = Fragments()
         self._events: list[lc_pb2.Event] = []
         self._clock = 0
@@ -440,9 +446,8 @@ class SessionMode(Mode):
                 # 5-tuple of one that ended (_connection).
                 etype, vihl, frag, k, fl = peek_tcp_flags(rec, start + 28)
                 if etype == 0x0800 and vihl == 0x45 and not frag & 0x3FFF and not fl & 2:
-                    hit = fast_tcp.get(k)
-                    if hit is not None:
-                        s = hit[0]
+                    s = fast_tcp.get(k)
+                    if s is not None:
                         ts = ts_col[i]
                         s.last_ns = ts
                         touch(s)
@@ -456,7 +461,7 @@ class SessionMode(Mode):
                                 s.pk[ctag] += 1
                                 s.by[ctag] += cap
                             if fl & 5:  # FIN or RST
-                                self._conn_end(s, fl, hit[1], ts)
+                                self._conn_end(s, fl, _from_lower(k), ts)
                             continue
                         s.pk[ctag] += 1
                         s.by[ctag] += cap
@@ -468,7 +473,7 @@ class SessionMode(Mode):
                         else:
                             hold(s, (ts, cap, orig_col[i], mv[start:off], ifx), ctag)
                         if fl & 5:  # FIN or RST
-                            self._conn_end(s, fl, hit[1], ts)
+                            self._conn_end(s, fl, _from_lower(k), ts)
                         continue
             # Fast path: Ethernet, untagged IPv4 without options, not a fragment, UDP,
             # not a message port: an alias's packet, or nothing. (Both tests below want
@@ -519,9 +524,8 @@ class SessionMode(Mode):
                     and cap >= 48
                 ):
                     # A QUIC flow whose messages no longer matter (ignore_rest).
-                    hit = fast_udp.get(peek_tcp(rec, start + 28)[3])
-                    if hit is not None:
-                        s = hit[0]
+                    s = fast_udp.get(peek_tcp(rec, start + 28)[3])
+                    if s is not None:
                         ts = ts_col[i]
                         s.last_ns = ts
                         touch(s)
@@ -872,8 +876,7 @@ class SessionMode(Mode):
         keys = self._fast_keys(s)
         if keys is not None:
             fast = self._conn_fast_tcp if s.key[4] == 6 else self._conn_fast_udp  # type: ignore[index]
-            fast[keys[1]] = (s, False)
-            fast[keys[0]] = (s, True)  # a connection from an endpoint to itself: lower
+            fast[keys[0]] = fast[keys[1]] = s
 
     def _conn_stream_message(
         self, key: tuple, msg: object, frames: list, out: Out, ts: int, s: Session | None = None
@@ -1022,8 +1025,7 @@ class SessionMode(Mode):
             if keys is not None:
                 fast = self._conn_fast_tcp if s.key[4] == 6 else self._conn_fast_udp  # type: ignore[index]
                 for k in keys:
-                    hit = fast.get(k)
-                    if hit is not None and hit[0] is s:
+                    if fast.get(k) is s:
                         del fast[k]
         if s.events:
             self._decided(s)  # undecided to the end: sent with --events all only
