@@ -11,7 +11,7 @@ under cProfile and prints its top functions instead; ``--pattern`` replaces the
 benchmark filter's pattern (one that matches nothing shows what the matches cost).
 
     .venv/bin/python bench/mode_cpu.py tls|http|email|dns|reader [--runs 3] [--profile]
-        [--pattern P]
+        [--pattern P] [--tls-shape 10000x44]
 """
 
 from __future__ import annotations
@@ -35,15 +35,17 @@ def _bench_module(name: str):
     return mod
 
 
-def capture(mode: str) -> tuple[Path, str, str]:
-    """(capture path, filter type, pattern) of the benchmark of ``mode``."""
+def capture(mode: str, tls_shape: tuple[int, int] = (10_000, 44)) -> tuple[Path, str, str]:
+    """(capture path, filter type, pattern) of the benchmark of ``mode``; for tls,
+    ``tls_shape`` is (connections, bulk packets per connection)."""
     OUT.mkdir(exist_ok=True)
     if mode == "tls":
         tb = _bench_module("tls_bench")
-        path = OUT / "tls-10000x44.pcap"
+        conns, data = tls_shape
+        path = OUT / f"tls-{conns}x{data}.pcap"
         meta = path.with_suffix(".json")
         if not (path.exists() and meta.exists()):
-            pattern, _ = tb.build_capture(path, 10_000, 44)
+            pattern, _ = tb.build_capture(path, conns, data)
             meta.write_text(json.dumps({"pattern": pattern}))
         return path, "tls_ja4", json.loads(meta.read_text())["pattern"]
     if mode == "http":
@@ -116,6 +118,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--pattern", help="the filter's pattern instead of the benchmark's")
+    ap.add_argument("--tls-shape", default="10000x44", metavar="CONNSxDATA",
+                    help="tls: connections x bulk packets (20000x0: handshakes only)")  # fmt: skip
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     if args.what == "reader":
@@ -128,7 +132,8 @@ def main() -> None:
         print(f"reader {path.name}: {n:,} packets, {med / n * 1e6:.3f} µs/packet CPU "
               f"(runs {', '.join(f'{c / n * 1e6:.3f}' for c in cpus)})")  # fmt: skip
         return
-    path, ftype, pattern = capture(args.what)
+    shape = tuple(int(x) for x in args.tls_shape.split("x"))
+    path, ftype, pattern = capture(args.what, shape)  # type: ignore[arg-type]
     pattern = args.pattern or pattern
     chunks, interfaces, _ = read_chunks(path)
     n = sum(len(c) for c in chunks)

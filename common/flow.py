@@ -267,7 +267,7 @@ class TcpStreams:
         """Stop following one direction (``(src, sport, dst, dport)``): its held bytes
         and waiting frames are dropped unframed (a consumer that wants nothing more
         from a connection)."""
-        self.reassembler.close(key)
+        self.reassembler.discard(key)
         if self._ready:
             self._ready = [m for m in self._ready if m[0] != key]
         self._end(key)

@@ -439,6 +439,16 @@ class TcpReassembler:
         self._drop(key, st, "streams_closed", remember=False)
         return Delivery(start, start, chunks, gap, True)
 
+    def discard(self, key: Hashable) -> None:
+        """:meth:`close` for a caller that drops what it would return (counted alike)."""
+        st = self._streams.get(key)
+        if st is None:
+            return
+        if st.held:
+            self.close(key)
+        else:
+            self._drop(key, st, "streams_closed", remember=False)
+
     def close_all(self) -> list[tuple[Hashable, Delivery]]:
         """Ends every stream (the end of a capture): ``(key, delivery)`` for each, as
         :meth:`close` returns them, least recently used first."""

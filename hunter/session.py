@@ -54,6 +54,7 @@ from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import islice
+from types import MappingProxyType
 
 from lc.common.text import wire_text
 from lc.hunter.capture import Chunk
@@ -144,7 +145,7 @@ class Session:
         self.first_ns = ts
         self.last_ns = ts
         self.end_ns = 0
-        self.aliases: list[object] = []
+        self.aliases: list[object] | tuple = ()  # a list from its first alias
         self.metas: list[lc_pb2.PacketMeta | None] = [None] * ntags
         self.pk = [0] * ntags  # packets per tag
         self.by = [0] * ntags  # bytes per tag
@@ -153,10 +154,12 @@ class Session:
         # The held packets, compactly: their pcap records back to back (the 16-byte
         # header holds time and lengths), and per packet its interface and tag; message
         # packets also keep their summary, shared frames their token.
-        self.buf = bytearray()
-        self.buf_if = array("H")
-        self.buf_tag = bytearray()
-        self.buf_sum: dict[int, object] = {}  # summary by held index (message packets)
+        # Made with the first held packet (most sessions of a busy link hold nothing
+        # for long): until then, and again once dropped, shared empty ones.
+        self.buf: bytearray | bytes = _NO_BYTES
+        self.buf_if: array | tuple = _NO_IFS
+        self.buf_tag: bytearray | bytes = _NO_BYTES
+        self.buf_sum: dict[int, object] = _NO_SUMS  # type: ignore[assignment]  # by index
         self.buf_tok: dict[int, object] | None = None
         self.buf_n = 0
         self.buf_bytes = 0
@@ -206,6 +209,12 @@ class Out:
     def chunk(self) -> Chunk:
         return Chunk(self.ts, self.caplen, self.origlen, b"".join(self.parts), self.iface)
 
+
+# A session's buffers while it holds nothing (never written: hold() makes its own;
+# a read-only mapping so that a stray write would fail loudly).
+_NO_BYTES = b""
+_NO_IFS: tuple = ()
+_NO_SUMS = MappingProxyType({})
 
 # created; matched, rejected (decisions); and how sessions left: ended (grace after
 # their end), idle, evicted; unmatched counts those that left without a match.
@@ -314,8 +323,10 @@ class SessionTable:
         if old is not None and old[0] is s:
             return
         self.aliases[key] = (s, tag)
-        if len(s.aliases) < max_aliases:
-            s.aliases.append(key)
+        if not s.aliases:
+            s.aliases = [key]
+        elif len(s.aliases) < max_aliases:
+            s.aliases.append(key)  # type: ignore[union-attr]
 
     # -- packets ---------------------------------------------------------------------
     def hold(self, s: Session, pkt: Pkt, tag: int, summary: object = None, token=None) -> int:
@@ -336,6 +347,11 @@ class SessionTable:
             self.buffer_full += 1
             return -1
         k = s.buf_n
+        if not k:  # the first: its own buffers
+            s.buf = bytearray()
+            s.buf_if = array("H")
+            s.buf_tag = bytearray()
+            s.buf_sum = {}
         if token is not None:
             if s.buf_tok is None:
                 s.buf_tok = {}
@@ -439,10 +455,9 @@ class SessionTable:
     def _drop_held(self, s: Session) -> int:
         n = s.buf_n
         self.held_bytes -= s.buf_bytes
-        s.buf = bytearray()
-        s.buf_if = array("H")
-        s.buf_tag = bytearray()
-        s.buf_sum = {}
+        s.buf = s.buf_tag = _NO_BYTES
+        s.buf_if = _NO_IFS
+        s.buf_sum = _NO_SUMS  # type: ignore[assignment]
         s.buf_tok = None
         s.buf_n = s.buf_bytes = 0
         return n

@@ -113,6 +113,7 @@ from lc.common.flow import (
 from lc.hunter.capture import Chunk
 from lc.hunter.modes.base import EMPTY, Forward, Mode, ModeContext, ModeCounters
 from lc.hunter.session import (
+    _MAX_TOUCHED,
     MATCHED,
     REJECTED,
     UNDECIDED,
@@ -140,6 +141,13 @@ _PEEK_KEY_FLAGS = struct.Struct("!HB5xH4x12s9xB")
 _PORTS = struct.Struct("!HH")
 #: Kernel BPF for IP fragments (IPv4 MF or offset; an IPv6 fragment header first).
 IP_FRAGMENTS = "(ip and ip[6:2] & 0x3fff != 0) or (ip6 and ip6[6] == 44)"
+
+
+def _from_lower(k: bytes) -> bool:
+    """Whether the sender of a packet with raw key ``k`` (IPv4 source, destination,
+    source port, destination port: big-endian, so bytes order as numbers) is its
+    connection's lower endpoint (:func:`lc.common.flow.flow_key`)."""
+    return k[:4] + k[8:10] <= k[4:8] + k[10:12]
 
 
 def set_flow(ev: lc_pb2.Event, flow: tuple) -> None:
@@ -299,6 +307,8 @@ class SessionMode(Mode):
         self._conn = dissector.capture_unit == "connection"
         self._udp_flows = self._conn and dissector.udp_flows
         self._udp = dissector.wants_udp()
+        # _tcp_frame finds the connection itself unless a mode extends _connection.
+        self._own_connection = type(self)._connection is SessionMode._connection
         self.table = SessionTable(
             limits,
             len(dissector.tags),
@@ -319,11 +329,10 @@ class SessionMode(Mode):
         self._pkt: tuple | None = None
         self._gen = 0  # chunks processed: which Out a frame token's index refers to
         # Connections that ignore the rest (IPv4), by their packets' raw source and
-        # destination addresses and ports (12 bytes, one entry per direction), with
-        # whether that direction's sender is the lower endpoint: the per-chunk loop
-        # places their frames.
-        self._conn_fast_tcp: dict[bytes, tuple[Session, bool]] = {}
-        self._conn_fast_udp: dict[bytes, tuple[Session, bool]] = {}
+        # destination addresses and ports (12 bytes, one entry per direction): the
+        # per-chunk loop places their frames.
+        self._conn_fast_tcp: dict[bytes, Session] = {}
+        self._conn_fast_udp: dict[bytes, Session] = {}
         self._frags = Fragments()
         self._events: list[lc_pb2.Event] = []
         self._clock = 0
@@ -437,9 +446,8 @@ class SessionMode(Mode):
                 # 5-tuple of one that ended (_connection).
                 etype, vihl, frag, k, fl = peek_tcp_flags(rec, start + 28)
                 if etype == 0x0800 and vihl == 0x45 and not frag & 0x3FFF and not fl & 2:
-                    hit = fast_tcp.get(k)
-                    if hit is not None:
-                        s = hit[0]
+                    s = fast_tcp.get(k)
+                    if s is not None:
                         ts = ts_col[i]
                         s.last_ns = ts
                         touch(s)
@@ -453,7 +461,7 @@ class SessionMode(Mode):
                                 s.pk[ctag] += 1
                                 s.by[ctag] += cap
                             if fl & 5:  # FIN or RST
-                                self._conn_end(s, fl, hit[1], ts)
+                                self._conn_end(s, fl, _from_lower(k), ts)
                             continue
                         s.pk[ctag] += 1
                         s.by[ctag] += cap
@@ -465,7 +473,7 @@ class SessionMode(Mode):
                         else:
                             hold(s, (ts, cap, orig_col[i], mv[start:off], ifx), ctag)
                         if fl & 5:  # FIN or RST
-                            self._conn_end(s, fl, hit[1], ts)
+                            self._conn_end(s, fl, _from_lower(k), ts)
                         continue
             # Fast path: Ethernet, untagged IPv4 without options, not a fragment, UDP,
             # not a message port: an alias's packet, or nothing. (Both tests below want
@@ -516,9 +524,8 @@ class SessionMode(Mode):
                     and cap >= 48
                 ):
                     # A QUIC flow whose messages no longer matter (ignore_rest).
-                    hit = fast_udp.get(peek_tcp(rec, start + 28)[3])
-                    if hit is not None:
-                        s = hit[0]
+                    s = fast_udp.get(peek_tcp(rec, start + 28)[3])
+                    if s is not None:
                         ts = ts_col[i]
                         s.last_ns = ts
                         touch(s)
@@ -728,6 +735,12 @@ class SessionMode(Mode):
                 table.touch(s)
                 s.last_ns = ts
                 return s
+        return self._new_connection(key, flow, ts, flags, out)
+
+    def _new_connection(self, key: tuple, flow: tuple, ts: int, flags: int, out: Out) -> Session:
+        """Open the connection ``key`` (canonical) at its packet ``flow``."""
+        src, sport, dst, dport, proto = flow
+        table = self.table
         dis = self.dis
         ports = dis.ports
         # A SYN tells; seen mid-stream, the side on a port of the protocol is the server.
@@ -771,16 +784,57 @@ class SessionMode(Mode):
         return _Token(s, pkt[0], -1, self._gen, -1, pkt)
 
     def _tcp_frame(self, pkt: tuple, d, data: memoryview, out: Out) -> None:
+        # _connection and _place, inline (every decoded frame of a connection).
         self._pkt = pkt
         ts = pkt[0]
         flags = d.tcp_flags
-        s = self._connection((d.src, d.sport, d.dst, d.dport, 6), ts, flags, out)
-        tok = self._place(s, pkt, out)
+        src, sport, dst, dport = d.src, d.sport, d.dst, d.dport
+        lower = (src, sport) <= (dst, dport)
+        ckey = (src, sport, dst, dport, 6) if lower else (dst, dport, src, sport, 6)
+        table = self.table
+        s = table.sessions.get(ckey) if self._own_connection else None
+        if s is None:
+            if self._own_connection:
+                s = self._new_connection(ckey, (src, sport, dst, dport, 6), ts, flags, out)
+            else:  # a mode that extends _connection
+                s = self._connection((src, sport, dst, dport, 6), ts, flags, out)
+        elif s.end_ns and flags & (TCP_SYN | TCP_ACK) == TCP_SYN:
+            s = self._connection((src, sport, dst, dport, 6), ts, flags, out)  # reused
+        else:
+            touched = table.touched
+            touched.append(s)
+            if len(touched) > _MAX_TOUCHED:
+                table.settle()
+            s.last_ns = ts
+        tag = self.dis.message_tag
+        s.pk[tag] += 1
+        s.by[tag] += pkt[1]
+        self.cc["frames"] += 1
+        st = s.state
+        # The frame's token: only a frame with payload bytes can belong to a message.
+        tok = None
+        if st == MATCHED:
+            meta = s.metas[tag]
+            if meta is None:
+                meta = s.metas[tag] = self.dis.meta(s, tag, None)
+            if d.payload_len:
+                tok = _Token(s, ts, -1, self._gen, len(out))
+            out.add(pkt, meta)
+        elif st == UNDECIDED:
+            k = table.hold(s, pkt, tag)
+            if d.payload_len:
+                if k >= 0:
+                    tok = _Token(s, ts, k, self._gen, -1)
+                else:
+                    tok = _Token(s, ts, -2, self._gen, -1, pkt)  # -2: counted as buffer_full
+        else:
+            table.unmatched_packets += 1
+            if d.payload_len:
+                tok = _Token(s, ts, -1, self._gen, -1, pkt)
         if flags & (TCP_FIN | TCP_RST):
-            self._conn_end(s, flags, (d.src, d.sport) <= (d.dst, d.dport), ts)
+            self._conn_end(s, flags, lower, ts)
         streams = self._streams
         if not s.cflags & _NO_MESSAGES:
-            src, sport, dst, dport = d.src, d.sport, d.dst, d.dport
             for key, msg, frames in streams.segment(ts, tok, d, data):
                 # Its own connection's messages (a flush may bring another's).
                 own = (
@@ -788,7 +842,8 @@ class SessionMode(Mode):
                     or (key[1] == dport and key[3] == sport and key[0] == dst and key[2] == src)
                 )  # fmt: skip
                 self._conn_stream_message(key, msg, frames, out, ts, s if own else None)
-            tok.pkt = None
+            if tok is not None:
+                tok.pkt = None
         if s.cflags & _NO_MESSAGES and not s.cflags & _STREAMS_DROPPED:
             # From this frame on (the one that completed the message that said so),
             # its frames skip the decoder.
@@ -821,8 +876,7 @@ class SessionMode(Mode):
         keys = self._fast_keys(s)
         if keys is not None:
             fast = self._conn_fast_tcp if s.key[4] == 6 else self._conn_fast_udp  # type: ignore[index]
-            fast[keys[1]] = (s, False)
-            fast[keys[0]] = (s, True)  # a connection from an endpoint to itself: lower
+            fast[keys[0]] = fast[keys[1]] = s
 
     def _conn_stream_message(
         self, key: tuple, msg: object, frames: list, out: Out, ts: int, s: Session | None = None
@@ -871,15 +925,13 @@ class SessionMode(Mode):
         dis = self.dis
         table = self.table
         summary = dis.summary(msg)
-        if summary is not None and s.state == UNDECIDED:
-            for tok in toks:
-                if tok.s is s and tok.k >= 0:
-                    table.summarise(s, tok.k, summary)  # goes out with it if matched
         was = s.state
         ctx = dis.on_message(s, msg, flow, ts)
         if was != MATCHED:
             ids = self._match(msg, ctx, flow)
             if ids is not None:
+                if summary is not None and was == UNDECIDED:
+                    self._summarise(s, toks, summary)  # goes out with its frames
                 table.decide(s, ids, out)
                 # The frame completing this message, if it was not held (a late
                 # match after a rejection, a full buffer), still goes.
@@ -894,10 +946,11 @@ class SessionMode(Mode):
                             table.buffer_full -= 1
                         else:
                             table.unmatched_packets -= 1
-            elif s.state == UNDECIDED and (
-                ts - s.first_ns > self.limits.decide_timeout_ns or dis.settled(s, msg)
-            ):
-                table.reject(s)
+            elif s.state == UNDECIDED:
+                if ts - s.first_ns > self.limits.decide_timeout_ns or dis.settled(s, msg):
+                    table.reject(s)  # its held frames go uncounted: no summary needed
+                elif summary is not None and was == UNDECIDED:
+                    self._summarise(s, toks, summary)  # held: it goes if matched later
         elif summary is not None:
             # Its frames forwarded within this chunk carry it too; earlier ones left
             # with the connection's metadata.
@@ -927,6 +980,13 @@ class SessionMode(Mode):
             else:
                 self._emit(s, ev)
         dis.after_message(s, msg, ts)
+
+    def _summarise(self, s: Session, toks: list, summary: object) -> None:
+        """The held frames of a message of undecided ``s`` keep its summary."""
+        table = self.table
+        for tok in toks:
+            if tok.s is s and tok.k >= 0:
+                table.summarise(s, tok.k, summary)
 
     def _emit(self, s: Session, ev: lc_pb2.Event) -> None:
         """Send a message's event of a decided session (``--events all``: rejected too)."""
@@ -965,8 +1025,7 @@ class SessionMode(Mode):
             if keys is not None:
                 fast = self._conn_fast_tcp if s.key[4] == 6 else self._conn_fast_udp  # type: ignore[index]
                 for k in keys:
-                    hit = fast.get(k)
-                    if hit is not None and hit[0] is s:
+                    if fast.get(k) is s:
                         del fast[k]
         if s.events:
             self._decided(s)  # undecided to the end: sent with --events all only

@@ -454,6 +454,10 @@ class TlsMode(SessionMode):
         if self.dis.handshake_done(s) or (st == REJECTED and not self.events_all):
             conn.ignored = True
             self.dis.ignore_rest(s)
+            if st == REJECTED and not self.events_all:
+                # No event nor metadata will read its hellos: they go now rather than
+                # with the connection (the memory, and the collector's traversals).
+                conn.ch = conn.sh = None
 
     def _match(self, msg: object, ctx: object, flow: tuple) -> list[str] | None:
         fs = self._fs
@@ -477,6 +481,8 @@ class TlsMode(SessionMode):
                 if len(memo) >= _VERDICTS_MAX:
                     memo.clear()
                 memo[key] = found
+            if not found and not self._bpfs and not fs.has("ip_address"):
+                return None  # the usual verdict: no filter wants it
             ids = set(found)
         if fs.has("ip_address"):
             ids |= fs.match_ip([flow[0], flow[2]])
