@@ -591,7 +591,7 @@ def _check_fields(f: Filter) -> str:
     if not isinstance(f.type, str) or f.type not in _TYPE_SET:
         near = (
             difflib.get_close_matches(f.type.lower(), FILTER_TYPES, n=1, cutoff=0.6)
-            if isinstance(f.type, str)
+            if isinstance(f.type, str) and len(f.type) <= 64  # a peer's string: bounded work
             else []
         )
         hint = f" (did you mean {near[0]!r}?)" if near else ""
