@@ -874,12 +874,18 @@ class ManagementService(lc_pb2_grpc.ManagementServiceServicer):
     # -- filters ---------------------------------------------------------------------
     def SetFilters(self, request, context):
         self.auth.require_admin(context)
-        try:
-            filters = [
-                validate_filter(_from_proto(pb), bpf_check=check_bpf) for pb in request.filters
-            ]
-        except LcError as e:
-            abort_for(context, e)
+        filters = []
+        for pb in request.filters:
+            f = _from_proto(pb)
+            try:
+                filters.append(validate_filter(f, bpf_check=check_bpf))
+            except ValidationError as e:
+                if pb.id:
+                    abort_for(context, e)
+                # The id was made here: a message naming it would name nothing the user gave.
+                abort_for(context, ValidationError(str(e).replace(repr(f.id), "(no id given)", 1)))
+            except LcError as e:
+                abort_for(context, e)
         if not filters:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no filter given")
         ids = [f.id for f in filters]

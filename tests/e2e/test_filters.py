@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import struct
@@ -110,6 +111,10 @@ def test_set_list_show_rm_and_validation(pki, processor):
         assert r.returncode == 3, (args, r.stderr)
         err = json.loads(r.stderr)
         assert err["code"] == 3 and text.lower() in err["error"].lower(), (args, err)
+        # No --id: the message names no id made up by the processor.
+        assert not re.search(r"f-[0-9a-f]{12}", err["error"]), err
+    r = admin(processor, pki, "set", "filter", "--type", "sip_user", "--pattern", " ")
+    assert json.loads(r.stderr)["error"] == "filter (no id given): empty sip_user pattern"
     assert len(ok_json(admin(processor, pki, "list", "filters"))) == 2  # store unchanged
 
     r = admin(processor, pki, "rm", "filter", "--id", "nope")
