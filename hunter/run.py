@@ -208,6 +208,10 @@ class _Usage:
             return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+class _GaveUp(LcError):
+    """A second SIGINT/SIGTERM: stop waiting for acknowledgements (not a failure)."""
+
+
 class Hunter:
     def __init__(self, cfg: HuntConfig) -> None:
         cfg.validate()
@@ -241,6 +245,7 @@ class Hunter:
         self._apply_lock = threading.Lock()
         self._sets_applied = 0  # filter sets applied (the kept one or the processor's)
         self.interrupted: signal.Signals | None = None  # the signal that stopped it
+        self.gave_up: signal.Signals | None = None  # a second one: unacknowledged batches left
         self.replay_complete = False  # the whole file was read
         self.causes: list[str] = []  # why the exit code is not 0, for the user
         self.progress: ProgressFn | None = None  # a replay reports to it (lc hunt -r's bar)
@@ -525,8 +530,9 @@ class Hunter:
                 log.warning(
                     "second %s: giving up on unacknowledged batches", signal.Signals(signum).name
                 )
+                self.gave_up = signal.Signals(signum)
                 if self.uplink is not None:
-                    self.uplink.fatal = LcError("interrupted")
+                    self.uplink.fatal = _GaveUp(f"a second {self.gave_up.name}")
                     self.outbox.wake()
                 return
             log.info("%s: stopping capture, flushing", signal.Signals(signum).name)
@@ -727,13 +733,19 @@ class Hunter:
                     self.spooled_at_exit,
                     self.spool_dir,
                 )
-        if self.uplink.fatal is not None:
+        if self.uplink.fatal is not None and not isinstance(self.uplink.fatal, _GaveUp):
             raise self.uplink.fatal
-        self.causes = self._loss_causes(ok, lost, unacked[1])
+        self.causes = self._loss_causes(ok or self.gave_up is not None, lost, unacked[1])
         cut = self._replay_cut_short()
         if cut:
             self.causes.insert(0, f"the replay of {cut}")
-            return 128 + self.interrupted if self.interrupted is not None else 1
+        if self.gave_up is not None and lost and self.spool is None:
+            self.causes.append(
+                f"a second {self.gave_up.name} gave up on {unacked[1]} unacknowledged packets "
+                f"({lost} batches)"
+            )
+        if self.interrupted is not None and (cut or (self.gave_up is not None and self.causes)):
+            return 128 + self.interrupted
         return 1 if self.causes else 0
 
     def _replay_cut_short(self) -> str:

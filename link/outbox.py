@@ -37,6 +37,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -453,13 +454,14 @@ class Outbox:
             return False
         return not self._spooling
 
-    def wait_drained(self, timeout: float) -> bool:
-        """Wait until every batch (spooled ones too) is acknowledged; False on timeout."""
+    def wait_drained(self, timeout: float, give_up: Callable[[], bool] | None = None) -> bool:
+        """Wait until every batch (spooled ones too) is acknowledged; False on timeout,
+        or as soon as ``give_up()`` is true (checked whenever :meth:`wake` is called)."""
         deadline = time.monotonic() + timeout
         with self._lock:
             while not self._drained():
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if remaining <= 0 or (give_up is not None and give_up()):
                     return False
                 self._lock.wait(min(remaining, 0.2))
             return True

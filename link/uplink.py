@@ -300,7 +300,11 @@ class Uplink:
         """
         self._closing.set()
         self.outbox.wake()
-        ok = self.outbox.wait_drained(timeout) if self.fatal is None else False
+        ok = (
+            self.outbox.wait_drained(timeout, lambda: self.fatal is not None)
+            if self.fatal is None
+            else False
+        )
         if ok:  # let the stream half-close on its own: the processor sees a clean end
             for t in self._threads:
                 if t.name == "lc-session":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,36 @@ def test_voip_without_any_filter_says_why_nothing_was_forwarded(tmp_path, pki, p
         assert "forwarded 0," in r.stdout and hint in r.stdout, r.stdout
     else:
         assert "forwarded 0," not in r.stdout and hint not in r.stdout, r.stdout
+
+
+def test_a_second_sigint_gives_up_waiting_for_acks_says_what_it_left_and_exits_130(tmp_path, pki):
+    from tests.conftest import start_processor
+
+    p = start_processor(tmp_path, tls_args(pki, "processor"))
+    cap = tmp_path / "a.pcap"
+    make_capture(cap, 6000, rate=300)  # 20 s at --replay-speed 1
+    h = start_hunter(p.addr, pki, "h1", "-r", str(cap), "--replay-speed", "1",
+                     "--shutdown-timeout", "300", "--heartbeat-interval", "0.5")  # fmt: skip
+    try:
+        wait_for(
+            lambda: int((hunter_info(p, pki, "h1") or {}).get("counters", {})
+                        .get("captured", 0)) > 300,
+            30, "the replay to be under way",
+        )  # fmt: skip
+        p.proc.send_signal(signal.SIGSTOP)  # no acknowledgement comes any more
+        time.sleep(1.0)  # what is read meanwhile waits for one
+        h.send_signal(signal.SIGINT)  # stop reading, wait for the acknowledgements...
+        time.sleep(1.0)
+        h.send_signal(signal.SIGINT)  # ...no: give up on them
+        out, err = h.communicate(timeout=60)
+    finally:
+        if h.poll() is None:
+            h.kill()
+        p.proc.send_signal(signal.SIGCONT)
+        p.stop()
+    assert h.returncode == 130, (out, err)
+    assert "Traceback" not in err, (out, err)
+    assert "lc hunt: error: a second SIGINT gave up on " in err, (out, err)
+    left = int(err.split("gave up on ")[1].split(" unacknowledged")[0])
+    assert left > 0
+    assert "was interrupted by SIGINT" in out and f"unacknowledged {left}" in out, out
