@@ -44,6 +44,21 @@ _ETH = b"\x00\x00\x00\x00\x00\x02\x00\x00\x00\x00\x00\x01\x08\x00"
 _SERVER = 0x0A640001  # 10.100.0.1
 
 
+def synthetic_udp(n: int, seed: int = 1) -> Iterator[tuple[int, bytes]]:
+    """The end-to-end benches' traffic: ``n`` (ns timestamp, frame) pairs, Ethernet/IPv4/
+    UDP packets of 60-460 bytes ~1 ms apart on average; the same for the same seed."""
+    rnd = random.Random(seed)
+    eth = bytes.fromhex("001122334455667788990aab") + b"\x08\x00"
+    ts = 1_700_000_000_000_000_000
+    for i in range(n):
+        plen = rnd.choice((18, 60, 100, 160, 200, 400))
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28 + plen, i & 0xFFFF, 0, 64, 17, 0,
+                         bytes((10, 0, i >> 8 & 255, i & 255)), bytes((10, 0, 1, 1)))  # fmt: skip
+        udp = struct.pack("!HHHH", 10000 + i % 20000, 5060, 8 + plen, 0)
+        ts += rnd.randint(100_000, 1_900_000)
+        yield ts, eth + ip + udp + rnd.randbytes(plen)
+
+
 def tls_args(pki: Path, name: str) -> list[str]:
     """The TLS flags of certificate ``name`` (``processor``, ``admin``, ``hunter-X``) of
     an ``lc certs init`` directory."""

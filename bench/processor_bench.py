@@ -33,15 +33,15 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import os
-import random
 import re
 import shutil
-import struct
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from _common import synthetic_udp
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench-out"
@@ -55,28 +55,8 @@ def make_records(n: int, seed: int = 1) -> bytes:
 
     from lc.common.pcapfile import frame_records
 
-    rnd = random.Random(seed)
-    eth = bytes.fromhex("001122334455667788990aab") + b"\x08\x00"
-    ts = 1_700_000_000_000_000_000
     tss, caps, pkts = array("q"), array("I"), []
-    for i in range(n):
-        plen = rnd.choice((18, 60, 100, 160, 200, 400))
-        ip = struct.pack(
-            "!BBHHHBBH4s4s",
-            0x45,
-            0,
-            28 + plen,
-            i & 0xFFFF,
-            0,
-            64,
-            17,
-            0,
-            bytes((10, 0, i >> 8 & 255, i & 255)),
-            bytes((10, 0, 1, 1)),
-        )
-        udp = struct.pack("!HHHH", 10000 + i % 20000, 5060, 8 + plen, 0)
-        ts += rnd.randint(100_000, 1_900_000)
-        pkt = eth + ip + udp + rnd.randbytes(plen)
+    for ts, pkt in synthetic_udp(n, seed):
         tss.append(ts)
         caps.append(len(pkt))
         pkts.append(pkt)

@@ -15,8 +15,8 @@ byte (as nanosecond pcap). Prints figures; asserts nothing about speed.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
-import random
 import re
 import resource
 import shutil
@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import tls_args
+from _common import synthetic_udp, tls_args
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench-out"
@@ -39,33 +39,13 @@ def generate(path: Path, n: int, nano: bool) -> None:
 
     from lc.common.pcapfile import PcapWriter, frame_records
 
-    rnd = random.Random(1)
-    eth = bytes.fromhex("001122334455667788990aab") + b"\x08\x00"
-    ts = 1_700_000_000_000_000_000
     w = PcapWriter(path, 1)
+    packets = synthetic_udp(n)
     chunk = 50_000
-    for base in range(0, n, chunk):
+    for _ in range(0, n, chunk):
         tss, caps, pkts = array("q"), array("I"), []
-        for i in range(base, min(n, base + chunk)):
-            plen = rnd.choice((18, 60, 100, 160, 200, 400))
-            ip = struct.pack(
-                "!BBHHHBBH4s4s",
-                0x45,
-                0,
-                28 + plen,
-                i & 0xFFFF,
-                0,
-                64,
-                17,
-                0,
-                bytes((10, 0, i >> 8 & 255, i & 255)),
-                bytes((10, 0, 1, 1)),
-            )
-            udp = struct.pack("!HHHH", 10000 + i % 20000, 5060, 8 + plen, 0)
-            ts += rnd.randint(100_000, 1_900_000)
-            t = ts if nano else ts // 1000 * 1000
-            pkt = eth + ip + udp + rnd.randbytes(plen)
-            tss.append(t)
+        for ts, pkt in itertools.islice(packets, chunk):
+            tss.append(ts if nano else ts // 1000 * 1000)
             caps.append(len(pkt))
             pkts.append(pkt)
         w.write_records(frame_records(tss, caps, caps, b"".join(pkts)), len(caps))
