@@ -262,9 +262,7 @@ def parse_sdp(body: bytes | bytearray | memoryview | str) -> SessionDesc:
         if not line:
             continue
         if first:
-            if not line.startswith("v="):
-                shown = line if len(line) <= _QUOTE_MAX else line[:_QUOTE_MAX] + "..."
-                raise SdpError(f"not SDP: the first line must be v=, not {shown!r}")
+            _check_version_line(line)
             first = False
             continue
         if len(line) < 2 or line[1] != "=":
@@ -326,9 +324,7 @@ def media_of(
         if not line:
             continue
         if first:
-            if not line.startswith("v="):
-                shown = line if len(line) <= _QUOTE_MAX else line[:_QUOTE_MAX] + "..."
-                raise SdpError(f"not SDP: the first line must be v=, not {shown!r}")
+            _check_version_line(line)
             first = False
             continue
         if len(line) < 2 or line[1] != "=":
@@ -427,3 +423,10 @@ def codecs_of(sdp: SessionDesc) -> tuple[str, ...]:
     for m in sdp.media:
         out.update(dict.fromkeys(m.codecs))
     return tuple(out)
+
+
+def _check_version_line(line: str) -> None:
+    """SDP's first line is ``v=``; anything else is refused with a bounded quote of it."""
+    if not line.startswith("v="):
+        shown = line if len(line) <= _QUOTE_MAX else line[:_QUOTE_MAX] + "..."
+        raise SdpError(f"not SDP: the first line must be v=, not {shown!r}")
