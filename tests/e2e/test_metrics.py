@@ -119,6 +119,19 @@ def test_buckets_are_cumulative():
     assert b.count == 6
 
 
+def test_hunter_info_names_the_certificates_id_before_the_run_has_started(pki):
+    # The endpoint starts before the run works the id out: a scrape in between gave
+    # id="" (seen in a real scrape), then a second series for the same hunter.
+    from lc.common.transport import TlsFiles
+    from lc.hunter.metrics import hunter_collector
+    from lc.hunter.run import HuntConfig, Hunter
+
+    tls = TlsFiles(*(str(pki / n) for n in ("hunter-h1.pem", "hunter-h1.key", "ca.pem")))
+    h = Hunter(HuntConfig(processor="127.0.0.1:1", read_file=str(SIP_CALL), tls=tls))
+    fams = {f.name: f for f in hunter_collector(h)()}
+    assert [s.labels["id"] for s in fams["lc_hunter_info"].samples] == ["h1"]
+
+
 # -- end to end ---------------------------------------------------------------------------
 
 
