@@ -452,3 +452,51 @@ def test_scores_of_the_last_report_are_those_it_sent() -> None:
     assert m.dis.domain_score("example.com") == max(sent["example.com"], now)
     assert m.dis.domain_score("other.org") == sent["other.org"]
     assert m.dis.domain_score("never.net") == 0.0
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("events", ["captured", "all"])
+def test_unanswered_queries_time_out_counted_and_reported(fast: bool, events: str) -> None:
+    """Queries that get no response within --dns-timeout leave as unanswered: counted
+    (``dns_unanswered``, the summary line) and, when captured (or with ``--events
+    all``), reported by an event with no response, over UDP and TCP; an answered one is
+    not counted."""
+    import random
+
+    from bench.dns_bench import query, response, tcp_frame, udp_frame, wire_name
+
+    a, b = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 53])
+    names = (b"x.watched-bench.com", b"y.other.org", b"z.watched-bench.com")
+    w, o, n = (wire_name(x) for x in names)
+    tq = query(9, n, 1)
+    frames = [
+        udp_frame(a, 4000, b, 53, query(7, w, 1)),  # matching, unanswered
+        udp_frame(a, 4001, b, 53, query(8, o, 1)),  # not matching, unanswered
+        tcp_frame(a, 4002, b, 53, 1, 1, 0x18, len(tq).to_bytes(2, "big") + tq),  # TCP, unanswered
+        udp_frame(a, 4003, b, 53, query(10, w, 1)),  # answered
+        udp_frame(b, 53, a, 4003, response(10, w, 1, random.Random(1), False)),
+    ]
+    interfaces = [("eth0", 1)]
+    m = dns_mode(ModeContext(interfaces, "deny", events), DnsConfig())
+    if not fast:
+        m._fast_ok = lambda: False  # type: ignore[method-assign]
+    m.apply(compile_filters([Filter(id="d", type="dns_domain", pattern="*.watched-bench.com")],
+                            "h1", DNS_FILTER_TYPES))  # fmt: skip
+    evs = list(m.process(chunk_of(frames, T0)).events)  # (a Forward's list is the mode's)
+    evs += m.tick(T0 + 2 * 10**9).events
+    assert all(e.dns.answered for e in evs)  # not yet: 5 s by default
+    evs += m.tick(T0 + 400 * 10**9).events
+    evs += m.finish().events
+    lost = sorted((e.dns.qname, e.flow.src_port) for e in evs if not e.dns.answered)
+    want = [("x.watched-bench.com", 4000), ("z.watched-bench.com", 4002)]
+    if events == "all":
+        want.insert(1, ("y.other.org", 4001))
+    assert lost == want
+    for e in evs:
+        if not e.dns.answered:
+            assert e.dns.queries == 1 and e.dns.responses == 0 and not e.dns.rtt_ns
+            assert not e.dns.answers and e.start_ns >= T0
+    assert [e.dns.rtt_ns > 0 for e in evs if e.dns.answered] == [True]
+    c = m.counters()
+    assert c.figures["dns_unanswered"] == 3
+    assert c.summary.endswith("; unanswered queries: 3"), c.summary
