@@ -631,3 +631,30 @@ def test_dns_ports_udp_only_and_no_tunneling_flags() -> None:
     n, metas, rest = run(DnsConfig(detect_tunneling=False), tunnelish, "*.cdn.example.net")
     assert n == 2 and rest["tunnel"] == [] and rest["m"].dis.detector is None
     assert all(d.tunnel_score == 0 for d in metas)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_transactions_followed_are_bounded_and_evictions_counted(fast: bool) -> None:
+    """--max-transactions: beyond it the least recent undecided transaction leaves,
+    counted (transactions_evicted, unanswered); what is left still pairs."""
+    import random
+
+    from bench.dns_bench import query, response, udp_frame, wire_name
+
+    a, b = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 53])
+    frames = [udp_frame(a, 4000 + i, b, 53, query(i, wire_name(b"n%d.other.org" % i), 1))
+              for i in range(10)]  # fmt: skip
+    w = wire_name(b"n9.other.org")
+    frames.append(udp_frame(b, 53, a, 4009, response(9, w, 1, random.Random(1), False)))
+    m = dns_mode(ModeContext([("eth0", 1)], "deny", "captured"), DnsConfig(max_transactions=4))
+    if not fast:
+        m._fast_ok = lambda: False  # type: ignore[method-assign]
+    m.apply(compile_filters([Filter(id="d", type="dns_domain", pattern="*.watched-bench.com")],
+                            "h1", DNS_FILTER_TYPES))  # fmt: skip
+    m.process(chunk_of(frames, T0))
+    c = m.counters()
+    assert c.figures["transactions_evicted"] == 6 == c.dropped["transactions_evicted"]
+    assert c.figures["dns_unanswered"] == 6
+    m.finish()
+    c = m.counters()
+    assert c.figures["dns_unanswered"] == 9  # the other 3 at the end; n9 was answered
