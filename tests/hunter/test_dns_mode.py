@@ -658,3 +658,27 @@ def test_transactions_followed_are_bounded_and_evictions_counted(fast: bool) -> 
     m.finish()
     c = m.counters()
     assert c.figures["dns_unanswered"] == 9  # the other 3 at the end; n9 was answered
+
+
+def test_ip_address_filter_forwards_whole_transactions() -> None:
+    """An ip_address filter selects the transactions of a client (its query and its
+    response), beside dns_domain filters; other clients' are not forwarded."""
+    import random
+
+    from bench.dns_bench import query, response, udp_frame, wire_name
+
+    srv = bytes([10, 0, 0, 53])
+    frames = []
+    for i, cli in enumerate((bytes([10, 0, 0, 1]), bytes([10, 0, 0, 99]))):
+        w = wire_name(b"www.other.org")
+        frames.append(udp_frame(cli, 4000, srv, 53, query(i, w, 1)))
+        frames.append(udp_frame(srv, 53, cli, 4000, response(i, w, 1, random.Random(i), False)))
+    m = dns_mode(ModeContext([("eth0", 1)], "deny", "captured"), DnsConfig())
+    m.apply(compile_filters([Filter(id="ip", type="ip_address", pattern="10.0.0.99"),
+                             Filter(id="d", type="dns_domain", pattern="*.watched-bench.com")],
+                            "h1", DNS_FILTER_TYPES))  # fmt: skip
+    fwd = m.process(chunk_of(frames, T0))
+    got = bytes(fwd.chunk.records)
+    assert fwd.chunk.caplen.tolist() == [len(frames[2]), len(frames[3])]
+    assert frames[2] in got and frames[3] in got
+    assert [list(mt.filter_ids) for _, mt in sorted(fwd.meta.items())] == [["ip"], ["ip"]]
