@@ -127,7 +127,13 @@ class TunnelAlerts:
         if last is not None and stats.last_ns - last < self.debounce_ns:
             return
         self._stage_alerted[domain] = alerted[domain] = stats.last_ns
-        hunters = sorted({*self._hunters.get(domain, ()), hunter})[:_MAX_HUNTERS]
+        # the hunters of earlier groups, and of this group's batches so far (this one's)
+        staged = {
+            wire_text(b.hunter_id, 256)
+            for b, parsed, _ in self._staged
+            if any(d == domain for d, _ in parsed)
+        }
+        hunters = sorted({*self._hunters.get(domain, ()), *staged, hunter})[:_MAX_HUNTERS]
         ev = lc_pb2.Event(
             dataset="dns",
             start_ns=stats.first_ns,

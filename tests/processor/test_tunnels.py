@@ -185,3 +185,27 @@ def test_the_alert_event_and_the_listing_carry_the_required_fields() -> None:
             "last_seen"} <= set(listed)  # fmt: skip
     assert listed["hunters"] == ["h1", "h2"] and listed["domain"] == "biillpi.com"
     assert listed["first_seen"].endswith("Z") and listed["first_seen"] < listed["last_seen"]
+
+
+def test_an_alert_raised_within_a_group_names_every_hunter_of_the_group() -> None:
+    """Hunters' batches are written in groups: when h1's and h2's halves of a tunnel are
+    in one group, the alert event (raised by h2's batch) names both hunters, as the
+    listing does, not only those of earlier groups plus h2; a batch taken back takes
+    its hunter back too."""
+    qs = iodine_queries()
+    t = TunnelAlerts()
+    (ev,) = commit(t, batch("h1", report(qs[:6])), batch("h2", report(qs[6:])))
+    assert list(ev.dns.alert.hunters) == ["h1", "h2"]
+    assert list(t.alerts()[0].hunters) == ["h1", "h2"]
+    t = TunnelAlerts()
+    t.write(batch("h3", report(qs[:3])))
+    mark = t.mark()
+    t.write(batch("h1", report(qs[3:6])))
+    t.rollback(mark)
+    b = batch("h2", report(qs[3:]))
+    t.write(b)
+    t.prepare()
+    t.committed()
+    ((_, ev),) = b.cols.events
+    assert list(ev.dns.alert.hunters) == ["h2", "h3"]
+    assert list(t.alerts()[0].hunters) == ["h2", "h3"]
