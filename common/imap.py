@@ -298,7 +298,7 @@ class ImapSession(MailSession):
         r = self._c
         start = r.consumed
         progress = False
-        while not self._done():
+        while self._live:
             mode = self._mode
             if mode is _CMD:
                 line = r.readline(self.max_line)
@@ -529,7 +529,7 @@ class ImapSession(MailSession):
         r = self._s
         start = r.consumed
         progress = False
-        while not self._done():
+        while self._live:
             if self._mode is _AUTH_LINE:
                 break  # the client owes the line that answers a challenge: nothing comes first
             if self._held_resp is not None:

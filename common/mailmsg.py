@@ -866,6 +866,11 @@ class StreamReader:
     Bytes are appended as they come and consumed from the front. Every reading
     method returns the same results however the input was split: it waits for
     more data when what it has cannot decide.
+
+    The buffer is an immutable ``bytes``: most segments are read whole (lines, a
+    message's body, a literal), so the next one simply replaces it (no copy), and
+    lines and runs are single slices of it. What is left over (a partial line, a
+    side waiting for the other) is joined with the next segment.
     """
 
     __slots__ = (
@@ -882,9 +887,9 @@ class StreamReader:
     )
 
     def __init__(self) -> None:
-        self._buf = bytearray()
+        self._buf = b""
         self._pos = 0
-        self._scan = 0  # no LF before this offset: searching again from here is enough
+        self._scan = 0  # >= _pos; no LF before this offset: searching again from here is enough
         self._skipping = False
         self._head = b""
         self._tail = b""
@@ -898,25 +903,22 @@ class StreamReader:
 
     def append(self, data: bytes | bytearray | memoryview, ts_ns: int) -> None:
         """Adds bytes that arrived at capture time ``ts_ns``."""
-        buf = self._buf
         pos = self._pos
-        if pos:
-            if pos == len(buf):
-                buf.clear()
-                self._scan = 0
-                self._pos = 0
-            elif pos > 65536 or pos > len(buf) // 2:
-                del buf[:pos]
-                self._scan = max(0, self._scan - pos)
-                self._pos = 0
-        buf += data
+        buf = self._buf
+        if pos >= len(buf):
+            self._buf = data if type(data) is bytes else bytes(data)
+            self._scan = 0
+        else:
+            self._buf = (buf[pos:] if pos else buf) + data
+            self._scan -= pos
+        self._pos = 0
         self.ts_ns = ts_ns
 
     def clear(self) -> int:
         """Drops everything buffered; returns how many bytes that was."""
         n = len(self)
         self.consumed += n
-        self._buf = bytearray()
+        self._buf = b""
         self._pos = 0
         self._scan = 0
         self._skipping = False
@@ -938,46 +940,49 @@ class StreamReader:
             if j < 0:
                 self._tail = (self._tail + buf[pos:])[-LINE_TAIL:]
                 self.consumed += len(buf) - pos
-                self._pos = len(buf)
+                self._pos = self._scan = len(buf)
                 return None
             tail = (self._tail + buf[pos:j])[-LINE_TAIL:]
             self.consumed += j + 1 - pos
-            self._pos = j + 1
-            self._scan = self._pos
+            self._pos = self._scan = j + 1
             self._skipping = False
             line = self._head + tail
             self._head = self._tail = b""
             self.overlong = True
             return line[:-1] if line.endswith(b"\r") else line
-        j = buf.find(b"\n", max(pos, self._scan))
+        j = buf.find(b"\n", self._scan)
         if j < 0:
             if len(buf) - pos > max_line:
-                self._head = bytes(buf[pos : pos + max_line])
-                self._tail = bytes(buf[pos + max_line :])[-LINE_TAIL:]
+                self._head = buf[pos : pos + max_line]
+                self._tail = buf[pos + max_line :][-LINE_TAIL:]
                 self._skipping = True
                 self.consumed += len(buf) - pos
                 self._pos = len(buf)
-            else:
-                self._scan = len(buf)
+            self._scan = len(buf)
             return None
-        line = bytes(buf[pos:j])
         self.consumed += j + 1 - pos
-        self._pos = j + 1
-        self._scan = self._pos
-        if len(line) > max_line:
+        self._pos = self._scan = j + 1
+        if j - pos > max_line:
+            line = buf[pos:j]
             line = line[:max_line] + line[max_line:][-LINE_TAIL:]
             self.overlong = True
-        return line[:-1] if line.endswith(b"\r") else line
+            return line[:-1] if line.endswith(b"\r") else line
+        if j > pos and buf[j - 1] == 13:
+            return buf[pos : j - 1]
+        return buf[pos:j]
 
     def take(self, n: int) -> bytes:
         """Up to ``n`` bytes from the front (fewer when fewer are buffered)."""
+        buf = self._buf
         pos = self._pos
-        end = min(len(self._buf), pos + n)
-        out = bytes(self._buf[pos:end])
+        end = len(buf)
+        if pos + n < end:
+            end = pos + n
         self._pos = end
-        self._scan = max(self._scan, end)
+        if self._scan < end:
+            self._scan = end
         self.consumed += end - pos
-        return out
+        return buf[pos:end]
 
     def read_dotted(self, sink: Callable[[bytes], object]) -> bool:
         """Dot-stuffed data (SMTP DATA, POP3 multi-line) into ``sink``, unstuffed.
@@ -1014,13 +1019,16 @@ class StreamReader:
             stop = end
         else:
             # No end line yet: everything goes but a last line that may begin one.
-            nl = buf.rfind(b"\n", i, n)
-            line_start = nl + 1 if nl >= 0 else (i if bol else -1)
             stop = n
-            if line_start >= 0 and n - line_start <= 2 and buf[line_start:n] in (b"", b".", b".\r"):
-                stop = line_start
+            if buf[n - 1] == 0x0A:
+                pass  # ends with a line break: nothing can begin the end line yet
+            elif n - i <= 2 or buf[n - 2] == 0x0A or buf[n - 3] == 0x0A:
+                nl = buf.rfind(b"\n", i, n)
+                line_start = nl + 1 if nl >= 0 else (i if bol else -1)
+                if line_start >= 0 and n - line_start <= 2 and buf[line_start:n] in (b".", b".\r"):
+                    stop = line_start
         if stop > i:
-            data = bytes(buf[i:stop])
+            data = buf[i:stop]
             if bol and data[0] == 0x2E:
                 data = data[1:]  # a stuffed dot (or a line that only starts with one)
             if b"\n." in data:
@@ -1029,9 +1037,10 @@ class StreamReader:
                 sink(data)
             bol = buf[stop - 1] == 0x0A
         new = after if after >= 0 else stop
-        self.consumed += new - self._pos
+        self.consumed += new - i
         self._pos = new
-        self._scan = max(self._scan, new)
+        if self._scan < new:
+            self._scan = new
         self.dot_bol = True if after >= 0 else bol
         return after >= 0
 
@@ -1129,6 +1138,7 @@ class MailSession:
         self.upgraded = False
         self.error: MailParseError | None = None
         self.closed = False
+        self._live = True  # neither given up nor upgraded: still parsing
         self._c = StreamReader()
         self._s = StreamReader()
         self._forcing = False
@@ -1150,19 +1160,26 @@ class MailSession:
 
     def feed(self, from_client: bool, data: bytes | bytearray | memoryview, ts_ns: int) -> list:
         """``feed_client`` or ``feed_server`` by flag."""
-        if self.error is not None or self.upgraded or self.closed:
+        if not self._live or self.closed:
             self.counters["ignored_bytes"] += len(data)
             return []
         out: list = []
-        (self._c if from_client else self._s).append(data, ts_ns)
+        c = self._c
+        s = self._s
         try:
-            self._pump(out)
-            if not self._done():
-                for reader, force in ((self._c, self._force_client), (self._s, self._force_server)):
+            # Only the side fed can move first (see _pump_from).
+            if from_client:
+                c.append(data, ts_ns)
+                self._pump_from(self._client_step, self._server_step, out)
+            else:
+                s.append(data, ts_ns)
+                self._pump_from(self._server_step, self._client_step, out)
+            if self._live and (len(c) > self.max_blocked or len(s) > self.max_blocked):
+                for reader, force in ((c, self._force_client), (s, self._force_server)):
                     while len(reader) > self.max_blocked and not self._done():
                         if not force(out):
                             # Nothing to assume, yet the bytes do not go: never hold them.
-                            side = "client" if reader is self._c else "server"
+                            side = "client" if reader is c else "server"
                             raise MailParseError(
                                 f"{self.protocol}: {len(reader)} bytes from the {side} "
                                 "cannot be read"
@@ -1210,23 +1227,38 @@ class MailSession:
     # -- for subclasses
 
     def _done(self) -> bool:
-        return self.error is not None or self.upgraded
+        return not self._live
 
     def _pump(self, out: list) -> None:
-        while not self._done():
+        """Both sides in turn, the client first, until neither moves."""
+        while self._live:
             c = self._client_step(out)
-            if self._done():
+            if not self._live:
                 break
             s = self._server_step(out)
             if not (c or s):
                 break
 
+    def _pump_from(
+        self, first: Callable[[list], bool], other: Callable[[list], bool], out: list
+    ) -> None:
+        """What :meth:`_pump` does after bytes came to one side only (``first``), without
+        the calls that cannot move: every step reads its side until it cannot go on, so
+        when a feed begins both sides are stuck (the last pump ended with both), only
+        the side fed can move, and after a step that did not move the other one cannot
+        either. The steps that run, and so the events, are the same as _pump's."""
+        while first(out) and self._live:
+            if not (other(out) and self._live):
+                break
+
     def _give_up(self, e: MailParseError) -> None:
         self.error = e
+        self._live = False
         self.counters["ignored_bytes"] += self._c.clear() + self._s.clear()
 
     def _upgrade(self) -> None:
         self.upgraded = True
+        self._live = False
         self.counters["ignored_bytes"] += self._c.clear() + self._s.clear()
 
     def _bad_line(self, what: str, line: bytes) -> None:

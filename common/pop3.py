@@ -140,7 +140,7 @@ class Pop3Session(MailSession):
     def _client_step(self, out: list) -> bool:
         r = self._c
         start = r.consumed
-        while not self._done():
+        while self._live:
             mode = self._mode
             if mode is _WAIT:
                 break
@@ -195,7 +195,7 @@ class Pop3Session(MailSession):
         r = self._s
         start = r.consumed
         progress = False
-        while not self._done():
+        while self._live:
             if self._multi is not None:
                 before = r.consumed
                 if self._msg is not None and not self._msg.size:

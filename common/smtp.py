@@ -154,7 +154,7 @@ class SmtpSession(MailSession):
     def _client_step(self, out: list) -> bool:
         r = self._c
         start = r.consumed
-        while not self._done():
+        while self._live:
             mode = self._mode
             if mode is _CMD:
                 line = r.readline(self.max_line)
@@ -315,7 +315,7 @@ class SmtpSession(MailSession):
             reply, self._held = self._held, None
             self._pair(reply, out)
             progress = True
-        while not self._done() and self._held is None:
+        while self._live and self._held is None:
             line = r.readline(self.max_line)
             if line is None:
                 break
