@@ -301,6 +301,8 @@ class ImapSession(MailSession):
         while self._live:
             mode = self._mode
             if mode is _CMD:
+                if r._pos >= len(r._buf):
+                    break  # nothing left to read (what readline would say, without the call)
                 line = r.readline(self.max_line)
                 if line is None:
                     break
@@ -351,6 +353,8 @@ class ImapSession(MailSession):
                     self._mode = _CMD
                     self._cmd = None
             elif mode is _AUTH_LINE:
+                if r._pos >= len(r._buf):
+                    break  # nothing left to read (what readline would say, without the call)
                 line = r.readline(self.max_line)
                 if line is None:
                     break
@@ -359,6 +363,8 @@ class ImapSession(MailSession):
                 self._wait_for_continuation("auth", self._cmd.tag)
                 self._mode = _AUTH_WAIT
             elif mode is _AUTH_GUESS:
+                if r._pos >= len(r._buf):
+                    break  # nothing left to read (what readline would say, without the call)
                 line = r.readline(self.max_line)
                 if line is None:
                     break
@@ -558,6 +564,8 @@ class ImapSession(MailSession):
                 if self._slit_left:
                     break
                 continue
+            if r._pos >= len(r._buf):
+                break  # nothing left to read (what readline would say, without the call)
             line = r.readline(self.max_line)
             if line is None:
                 break

@@ -1174,7 +1174,8 @@ class MailSession:
             else:
                 s.append(data, ts_ns)
                 self._pump_from(self._server_step, self._client_step, out)
-            if self._live and (len(c) > self.max_blocked or len(s) > self.max_blocked):
+            mb = self.max_blocked
+            if self._live and (len(c._buf) - c._pos > mb or len(s._buf) - s._pos > mb):
                 for reader, force in ((c, self._force_client), (s, self._force_server)):
                     while len(reader) > self.max_blocked and not self._done():
                         if not force(out):

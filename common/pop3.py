@@ -144,6 +144,8 @@ class Pop3Session(MailSession):
             mode = self._mode
             if mode is _WAIT:
                 break
+            if r._pos >= len(r._buf):
+                break  # nothing left to read (what readline would say, without the call)
             line = r.readline(self.max_line)
             if line is None:
                 break
@@ -213,6 +215,8 @@ class Pop3Session(MailSession):
                 self._held = None
                 progress = True
             else:
+                if r._pos >= len(r._buf):
+                    break  # nothing left to read (what readline would say, without the call)
                 line = r.readline(self.max_line)
                 if line is None:
                     break

@@ -157,6 +157,8 @@ class SmtpSession(MailSession):
         while self._live:
             mode = self._mode
             if mode is _CMD:
+                if r._pos >= len(r._buf):
+                    break  # nothing left to read (what readline would say, without the call)
                 line = r.readline(self.max_line)
                 if line is None:
                     break
@@ -192,6 +194,8 @@ class SmtpSession(MailSession):
                 if self._bdat_last:
                     self._end_message(out)
             elif mode is _AUTH_LINE:
+                if r._pos >= len(r._buf):
+                    break  # nothing left to read (what readline would say, without the call)
                 line = r.readline(self.max_line)
                 if line is None:
                     break
@@ -201,6 +205,8 @@ class SmtpSession(MailSession):
                 self._push(self._wait)
                 self._mode = _WAIT
             elif mode is _AUTH_GUESS:
+                if r._pos >= len(r._buf):
+                    break  # nothing left to read (what readline would say, without the call)
                 line = r.readline(self.max_line)
                 if line is None:
                     break
@@ -316,6 +322,8 @@ class SmtpSession(MailSession):
             self._pair(reply, out)
             progress = True
         while self._live and self._held is None:
+            if r._pos >= len(r._buf):
+                break  # nothing left to read (what readline would say, without the call)
             line = r.readline(self.max_line)
             if line is None:
                 break
