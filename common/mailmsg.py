@@ -248,7 +248,8 @@ def split_message(data: bytes | bytearray) -> tuple[bytes, bytes]:
     if data.startswith(b"\n"):
         return b"", data[1:]
     crlf = data.find(b"\n\r\n")
-    lf = data.find(b"\n\n")
+    # Only a bare-LF empty line before the CRLF one matters: no need to search the body.
+    lf = data.find(b"\n\n", 0, crlf + 1) if crlf >= 0 else data.find(b"\n\n")
     if crlf < 0 and lf < 0:
         return data, b""
     if lf < 0 or 0 <= crlf < lf:
@@ -648,8 +649,12 @@ class MailMessage:
 
     def drop_body(self) -> None:
         """Frees the kept body, for a holder that will not ask for ``body_text`` (it is
-        "" afterwards); ``attachments`` is read first."""
-        _ = self.attachments
+        "" afterwards); ``attachments`` is read first when it needs the body (a
+        multipart or message/rfc822 one: a single part's file name is in its header,
+        read when asked)."""
+        ct = self.content_type
+        if self._attachments is None and (ct.startswith("multipart/") or ct == "message/rfc822"):
+            _ = self.attachments
         self.body = b""
         self._body_text = ""
 
@@ -991,9 +996,10 @@ class StreamReader:
         bare LF) has been consumed; the line break before it is part of the data.
         ``dot_bol`` must be True when the data starts (it is after a line).
 
-        No loop over lines: the end line is found with ``find``, and what comes before
-        it is unstuffed with one ``replace`` (a dot that starts a line goes); at most
-        the last two bytes wait for more when they could begin the end line.
+        No loop over lines: one search finds each line that starts with a dot (few),
+        which is the end line, a stuffed dot (dropped) or, at the very end of what is
+        buffered, a line that may still become the end line (it waits for more, with
+        at most the two bytes ``.`` and CR); the data between goes in one slice.
         """
         buf = self._buf
         n = len(buf)
@@ -1001,38 +1007,43 @@ class StreamReader:
         if i >= n:
             return False
         bol = self.dot_bol
-        # The end line: at i itself when a line starts there, else after a line feed.
+        dots: list[int] = []  # offsets of stuffed dots, dropped
+        stop = n  # the data ends here (the end line's start, or what waits)
         after = -1  # the offset after the end line
-        if bol and buf[i] == 0x2E:
-            if buf.startswith(b".\n", i):
-                end, after = i, i + 2
-            elif buf.startswith(b".\r\n", i):
-                end, after = i, i + 3
-        if after < 0:
-            lf = buf.find(b"\n.\n", i)
-            crlf = buf.find(b"\n.\r\n", i, lf + 1 if lf >= 0 else n)
-            if crlf >= 0:
-                end, after = crlf + 1, crlf + 4
-            elif lf >= 0:
-                end, after = lf + 1, lf + 3
-        if after >= 0:
-            stop = end
-        else:
-            # No end line yet: everything goes but a last line that may begin one.
-            stop = n
-            if buf[n - 1] == 0x0A:
-                pass  # ends with a line break: nothing can begin the end line yet
-            elif n - i <= 2 or buf[n - 2] == 0x0A or buf[n - 3] == 0x0A:
-                nl = buf.rfind(b"\n", i, n)
-                line_start = nl + 1 if nl >= 0 else (i if bol else -1)
-                if line_start >= 0 and n - line_start <= 2 and buf[line_start:n] in (b".", b".\r"):
-                    stop = line_start
+        p = i if bol and buf[i] == 0x2E else -1  # a dot that starts a line
+        if p < 0:
+            p = buf.find(b"\n.", i) + 1 or -1
+        while p >= 0:
+            q = p + 1  # the byte after the dot
+            if q < n:
+                c = buf[q]
+                if c == 0x0A:
+                    stop, after = p, q + 1
+                    break
+                if c == 0x0D:
+                    if q + 1 < n:
+                        if buf[q + 1] == 0x0A:
+                            stop, after = p, q + 2
+                            break
+                    else:
+                        stop = p  # "." CR at the end: wait for what follows
+                        break
+                dots.append(p)
+            else:
+                stop = p  # a lone "." at the end: wait for what follows
+                break
+            p = buf.find(b"\n.", q) + 1 or -1
         if stop > i:
-            data = buf[i:stop]
-            if bol and data[0] == 0x2E:
-                data = data[1:]  # a stuffed dot (or a line that only starts with one)
-            if b"\n." in data:
-                data = data.replace(b"\n.", b"\n")
+            if not dots:
+                data = buf[i:stop]
+            else:
+                pieces = []
+                at = i
+                for d in dots:
+                    pieces.append(buf[at:d])
+                    at = d + 1
+                pieces.append(buf[at:stop])
+                data = b"".join(pieces)
             if data:
                 sink(data)
             bol = buf[stop - 1] == 0x0A
