@@ -577,22 +577,17 @@ class MailMessage:
             f"from={[a.addr for a in self.from_]!r}, subject={self.subject!r})"
         )
 
-    # Decoded on first use (most messages are only matched on a field or two), then kept.
-
-    def _get(self, key: str, make: Callable[[], object]) -> object:
-        cache = self._cache
-        try:
-            return cache[key]
-        except KeyError:
-            value = cache[key] = make()
-            return value
+    # Decoded on first use (most messages are only matched on a field or two), then kept
+    # in _cache (no value is ever None but the Date's: it is kept under its own key).
 
     @property
     def subject(self) -> str:
         """The Subject as a mail reader shows it (RFC 2047 decoded, outer blanks stripped)."""
-        return self._get(  # type: ignore[return-value]
-            "subject", lambda: decode_words(self.fields.get("subject", "").strip())
-        )
+        cache = self._cache
+        value = cache.get("subject")
+        if value is None:
+            value = cache["subject"] = decode_words(self.fields.get("subject", "").strip())
+        return value  # type: ignore[return-value]
 
     @property
     def from_(self) -> tuple[Address, ...]:
@@ -615,22 +610,32 @@ class MailMessage:
         return self._addresses("reply-to")
 
     def _addresses(self, name: str) -> tuple[Address, ...]:
-        return self._get(  # type: ignore[return-value]
-            name, lambda: parse_addresses(self.fields.get(name, ""))
-        )
+        cache = self._cache
+        value = cache.get(name)
+        if value is None:
+            raw = self.fields.get(name)
+            value = cache[name] = parse_addresses(raw) if raw else ()
+        return value  # type: ignore[return-value]
 
     @property
     def origination_ns(self) -> int | None:
         """The Date as int nanoseconds since the epoch (UTC); None when it does not parse."""
-        return self._get("date", lambda: _date_ns(self.date))  # type: ignore[return-value]
+        cache = self._cache
+        if "date" not in cache:
+            cache["date"] = _date_ns(self.date)
+        return cache["date"]  # type: ignore[return-value]
 
     @property
     def user_agent(self) -> str:
         """User-Agent, else X-Mailer, decoded."""
-        get = self.fields.get
-        return self._get(  # type: ignore[return-value]
-            "user-agent", lambda: decode_words(get("user-agent", get("x-mailer", "")).strip())
-        )
+        cache = self._cache
+        value = cache.get("user-agent")
+        if value is None:
+            get = self.fields.get
+            value = cache["user-agent"] = decode_words(
+                get("user-agent", get("x-mailer", "")).strip()
+            )
+        return value  # type: ignore[return-value]
 
     def addresses(self) -> set[str]:
         """Every address this message names, lower-cased: envelope, From, To and Cc."""
@@ -1101,6 +1106,12 @@ class MailSession:
 
     Memory per session is bounded by about ``2 * (max_blocked + max_line)`` of
     buffers plus ``max_header + max_body`` for a message being read.
+
+    Subclasses
+        ``_client_step`` and ``_server_step`` read their side until they cannot go on
+        and return whether they moved (consumed bytes or changed state); a step that
+        does not move changes nothing. ``feed`` relies on it to run only the steps
+        that can move (see there).
     """
 
     protocol = ""
@@ -1178,13 +1189,21 @@ class MailSession:
         c = self._c
         s = self._s
         try:
-            # Only the side fed can move first (see _pump_from).
+            # What _pump does, without the steps that cannot move: every step reads its
+            # side until it cannot go on, so when a feed begins both sides are stuck
+            # (the last pump ended with both), only the side fed can move, and after a
+            # step that did not move the other one cannot either. The steps that run,
+            # and so the events, are the same as _pump's.
             if from_client:
                 c.append(data, ts_ns)
-                self._pump_from(self._client_step, self._server_step, out)
+                while self._client_step(out) and self._live:
+                    if not (self._server_step(out) and self._live):
+                        break
             else:
                 s.append(data, ts_ns)
-                self._pump_from(self._server_step, self._client_step, out)
+                while self._server_step(out) and self._live:
+                    if not (self._client_step(out) and self._live):
+                        break
             mb = self.max_blocked
             if self._live and (len(c._buf) - c._pos > mb or len(s._buf) - s._pos > mb):
                 for reader, force in ((c, self._force_client), (s, self._force_server)):
@@ -1249,18 +1268,6 @@ class MailSession:
                 break
             s = self._server_step(out)
             if not (c or s):
-                break
-
-    def _pump_from(
-        self, first: Callable[[list], bool], other: Callable[[list], bool], out: list
-    ) -> None:
-        """What :meth:`_pump` does after bytes came to one side only (``first``), without
-        the calls that cannot move: every step reads its side until it cannot go on, so
-        when a feed begins both sides are stuck (the last pump ended with both), only
-        the side fed can move, and after a step that did not move the other one cannot
-        either. The steps that run, and so the events, are the same as _pump's."""
-        while first(out) and self._live:
-            if not (other(out) and self._live):
                 break
 
     def _give_up(self, e: MailParseError) -> None:

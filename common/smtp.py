@@ -166,7 +166,6 @@ class SmtpSession(MailSession):
                     self.counters["long_lines"] += 1
                 self._command(line, out)
             elif mode is _DATA:
-                before = r.consumed
                 msg = self._msg
                 assert msg is not None
                 if not msg.size:
@@ -176,8 +175,8 @@ class SmtpSession(MailSession):
                     self._end_message(out)
                     self._push(SmtpCommand(r.ts_ns, ".", ""))
                     self._mode = _CMD
-                elif r.consumed == before:
-                    break
+                else:
+                    break  # read_dotted took all it could: it would not move again
             elif mode is _BDAT:
                 if self._bdat_left:
                     chunk = r.take(self._bdat_left)

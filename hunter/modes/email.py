@@ -687,8 +687,9 @@ class EmailMode(SessionMode):
     def _conn_message(
         self, s: Session, msg: object, toks: list, flow: tuple, out: Out, ts: int
     ) -> None:
-        super()._conn_message(s, msg, toks, flow, out, ts)
-        self._take_pending(s)
+        SessionMode._conn_message(self, s, msg, toks, flow, out, ts)
+        if s.info.pending:  # type: ignore[attr-defined]
+            self._take_pending(s)
 
     def _take_pending(self, s: Session) -> None:
         """The messages of the last chunk: their events are made and sent now if the
@@ -732,27 +733,38 @@ class EmailMode(SessionMode):
             return None
         fs = self._fs
         local = self._local
-        fields, _ = self.dis.filter_values(msg, ctx)
+        # filter_values' fields without the empty ones (they match nothing).
+        senders, recipients, subjects, bodies, mailboxes, commands = ctx  # type: ignore[misc]
+        fields: dict[str, list[str]] = {}
+        if senders or recipients:
+            fields["email_address"] = senders + recipients
+        if subjects:
+            fields["email_subject"] = subjects
+        if bodies:
+            fields["keyword"] = bodies
+        if mailboxes:
+            fields["email_mailbox"] = mailboxes
+        if commands:
+            fields["email_command"] = commands
         ids: set[str] = set()
         if fs is not None and len(fs):
             ids |= fs.match_fields(fields)
             if self._ip:
                 ids |= fs.match_ip([flow[0], flow[2]])
         if local:
-            senders, recipients = ctx[0], ctx[1]  # type: ignore[index]
             if "sender" in local and senders:
                 ids |= local["sender"].match("email_address", senders)
             if "recipient" in local and recipients:
                 ids |= local["recipient"].match("email_address", recipients)
             if "rest" in local:
                 rest = dict(fields)
-                del rest["email_address"]
+                rest.pop("email_address", None)
                 ids |= local["rest"].match_fields(rest)
         return sorted(ids) if ids else None
 
     def _tcp_frame(self, pkt: tuple, d, data: memoryview, out: Out) -> None:
         self.dis.now = pkt[0]
-        super()._tcp_frame(pkt, d, data, out)
+        SessionMode._tcp_frame(self, pkt, d, data, out)
 
     def _forgotten(self, s: Session) -> None:
         conn: _Conn = s.info  # type: ignore[assignment]
