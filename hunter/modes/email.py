@@ -211,15 +211,6 @@ def _ip_text(raw: bytes) -> str:
         return raw.hex()
 
 
-class _Parsed:
-    """A message for the engine: what a bound framer's bytes completed (parser events)."""
-
-    __slots__ = ("events",)
-
-    def __init__(self, events: list) -> None:
-        self.events = events
-
-
 #: A bound framer that completed nothing for this many chunks gives the engine an
 #: empty message anyway: the frames waiting for a message stay few.
 _SILENT_MAX = 128
@@ -231,8 +222,8 @@ class _Chunks:
     the one after a gap), every chunk is one "message" ``(bytes, fresh, framer)``
     (``fresh``: the framer's first chunk); then it is bound to its connection's parser
     and feeds it itself (at the time of the packet being handled), and only chunks
-    that completed something are messages (:class:`_Parsed`): the engine has nothing
-    to do for a message body's segments."""
+    that completed something are messages (the ``list`` of the parser's events they
+    completed): the engine has nothing to do for a message body's segments."""
 
     __slots__ = ("client", "conn", "dis", "offset", "silent")
 
@@ -264,7 +255,7 @@ class _Chunks:
             if self.silent < _SILENT_MAX:
                 return []
         self.silent = 0
-        return [(start, end, _Parsed(events))]
+        return [(start, end, events)]
 
 
 class _Conn:
@@ -363,8 +354,8 @@ class EmailDissector(Dissector):
 
     def on_message(self, s: Session, msg: object, flow: tuple, ts: int) -> object:
         conn: _Conn = s.info  # type: ignore[assignment]
-        if type(msg) is _Parsed:
-            return self._events(s, conn, msg.events)
+        if type(msg) is list:  # a bound framer's: the parser's events
+            return self._events(s, conn, msg)
         data, fresh, framer = msg  # type: ignore[misc]
         from_client = (flow[0], flow[1]) == conn.client
         seen = conn.client_seen if from_client else conn.server_seen
@@ -438,12 +429,14 @@ class EmailDissector(Dissector):
         bodies: list[str] = []
         mailboxes: list[str] = []
         msgs: list[MailMessage] = []
+        changed = False  # a field of the metadata summary (see _summary)
         for ev in events:
             t = type(ev)
             if t is SmtpCommand:
                 verb = ev.verb
                 if verb == ".":
                     continue
+                changed = True
                 conn.command = verb
                 if want_cmd:
                     commands.append(verb)
@@ -470,6 +463,7 @@ class EmailDissector(Dissector):
                 if code == 421:
                     conn.ended = True
             elif t is ImapCommand:
+                changed = True
                 conn.command = ev.name
                 if want_cmd:
                     commands.append(ev.name)
@@ -481,10 +475,12 @@ class EmailDissector(Dissector):
                 cmd = ev.command
                 if cmd is not None:
                     if cmd.name in ("SELECT", "EXAMINE"):
+                        changed = True
                         conn.mailbox = cmd.mailbox if ev.status == "OK" else ""
                     elif cmd.name == "LOGOUT":
                         conn.ended = True
             elif t is Pop3Command:
+                changed = True
                 conn.command = ev.verb
                 if want_cmd:
                     commands.append(ev.verb)
@@ -494,6 +490,7 @@ class EmailDissector(Dissector):
                 if ev.command is not None and ev.command.verb == "QUIT":
                     conn.ended = True
             elif t is MailMessage:
+                changed = True
                 msgs.append(ev)
                 conn.last_msg = ev
                 self.c["email_messages"] += 1
@@ -514,9 +511,15 @@ class EmailDissector(Dissector):
         p = conn.parser
         if p is not None and p.upgraded and not conn.upgraded:
             conn.upgraded = True
+            changed = True
             self.c["starttls"] += 1
-        conn.summary = None  # the state changed: new metadata from now on
-        s.metas[0] = None
+        if changed:
+            # New metadata from now on. A chunk of replies alone changes none of its
+            # fields: the metadata stays the same object (the same content as rebuilt:
+            # a decision, which sets the filter ids, only comes with new values or to
+            # a session never captured, whose metadata was never built).
+            conn.summary = None
+            s.metas[0] = None
         for m in msgs:
             conn.pending.append((m, m.user or conn.user, conn.shown))
         if commands or senders or recipients or subjects or bodies or mailboxes:
