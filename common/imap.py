@@ -147,6 +147,8 @@ _AUTH_WAIT = "auth-wait"  # AUTHENTICATE waits for a challenge or its tagged res
 _AUTH_LINE = "auth-line"  # the next line answers a challenge
 _AUTH_GUESS = "auth-guess"  # no server in sight: base64-looking lines are secrets
 _WAIT = "wait"  # STARTTLS waits for its tagged response
+#: Client modes that move only by reading bytes (the others move when the server answers).
+_READING = frozenset({_CMD, _AUTH_LINE, _AUTH_GUESS, _WAIT})
 
 _B64_LINE = re.compile(rb"[A-Za-z0-9+/=*]*\Z")
 
@@ -296,6 +298,8 @@ class ImapSession(MailSession):
 
     def _client_step(self, out: list) -> bool:
         r = self._c
+        if r._pos >= len(r._buf) and self._mode in _READING:
+            return False  # no byte to read in a mode that moves only by reading
         start = r.consumed
         progress = False
         while self._live:
@@ -533,6 +537,8 @@ class ImapSession(MailSession):
 
     def _server_step(self, out: list) -> bool:
         r = self._s
+        if self._held_resp is None and not self._held_cont and r._pos >= len(r._buf):
+            return False  # no byte to read and nothing waiting: nothing can move
         start = r.consumed
         progress = False
         while self._live:

@@ -139,6 +139,8 @@ class Pop3Session(MailSession):
 
     def _client_step(self, out: list) -> bool:
         r = self._c
+        if r._pos >= len(r._buf):
+            return False  # every client move reads a line
         start = r.consumed
         while self._live:
             mode = self._mode
@@ -195,6 +197,10 @@ class Pop3Session(MailSession):
 
     def _server_step(self, out: list) -> bool:
         r = self._s
+        if self._held is None and self._multi is None and r._pos >= len(r._buf):
+            # No byte to read, no status line waiting and no body being read (which
+            # sets its message's start time even then): nothing can move.
+            return False
         start = r.consumed
         progress = False
         while self._live:

@@ -153,6 +153,11 @@ class SmtpSession(MailSession):
 
     def _client_step(self, out: list) -> bool:
         r = self._c
+        mode = self._mode
+        if r._pos >= len(r._buf) and mode is not _BDAT and mode is not _DATA:
+            # No byte to read in a mode that moves only by reading (a BDAT chunk's end
+            # moves without; DATA sets its message's start time even then).
+            return False
         start = r.consumed
         while self._live:
             mode = self._mode
@@ -312,6 +317,8 @@ class SmtpSession(MailSession):
 
     def _server_step(self, out: list) -> bool:
         r = self._s
+        if self._held is None and r._pos >= len(r._buf):
+            return False  # no byte to read and no reply waiting: nothing can move
         start = r.consumed
         progress = False
         if self._held is not None:
