@@ -48,6 +48,7 @@ from dataclasses import dataclass
 
 from lc.common.mailmsg import (
     MAX_ADDRESSES,
+    MAX_TEXT,
     MailMessage,
     MailParseError,
     MailSession,
@@ -338,14 +339,24 @@ class SmtpSession(MailSession):
             m = _REPLY.match(line)
             if m is None:
                 raise MailParseError(f"smtp: not an SMTP reply: {line[:40]!r}")
-            code = int(m.group(1))
-            if len(self._reply_lines) < MAX_REPLY_LINES:
-                self._reply_lines.append(self._text(line[4:]))
-            if m.group(2) == b"-":
+            raw_code, sep = m.groups()
+            code = int(raw_code)
+            text = line[4:].decode("utf-8", "surrogateescape")  # _text, inline
+            if len(text) > MAX_TEXT:
+                text = text[:MAX_TEXT]
+            lines = self._reply_lines
+            if sep == b"-":
+                if len(lines) < MAX_REPLY_LINES:
+                    lines.append(text)
                 self._reply_code = self._reply_code or code
                 continue
-            reply = SmtpReply(r.ts_ns, code, tuple(self._reply_lines), None)
-            self._reply_lines = []
+            if lines:
+                if len(lines) < MAX_REPLY_LINES:
+                    lines.append(text)
+                reply = SmtpReply(r.ts_ns, code, tuple(lines), None)
+                self._reply_lines = []
+            else:  # a one-line reply (most)
+                reply = SmtpReply(r.ts_ns, code, (text,), None)
             self._reply_code = 0
             self.counters["replies"] += 1
             if not self._greeted:
