@@ -199,6 +199,28 @@ def test_mailbox_command_and_keyword_filters():
     assert not fwd
 
 
+def test_bpf_filters_select_whole_connections():
+    # The issue's filter types include bpf: any frame of a connection that a libpcap
+    # expression matches selects the connection, whole (zeek_pop3: 7 connections).
+    name = "pop3/zeek_pop3.pcap"
+    by_frame = streams(name)
+    assert "bpf" in EMAIL_FILTER_TYPES
+    # The first frame matches: stream 4 (client port 26304, no message), nothing else.
+    m, fwd = run(name, [Filter("b", "bpf", "tcp port 26304")])
+    assert [n for n, _ in fwd] == sorted(n for n, s in by_frame.items() if s == 4)
+    assert all(list(meta.filter_ids) == ["b"] for _, meta in fwd)
+    # Only a late frame (the FIN of stream 6, after its three RETRs) matches: the frames
+    # held before it go first, in order, and the messages' events with them.
+    m, fwd = run(name, [Filter("f", "bpf", "tcp port 26383 and tcp[13] & 1 != 0")])
+    assert [n for n, _ in fwd] == sorted(n for n, s in by_frame.items() if s == 6)
+    assert [e.email.command for e in m.events] == ["RETR"] * 3
+    assert all(list(e.filter_ids) == ["f"] and e.captured for e in m.events)
+    # Beside another type: each connection by its own filter.
+    m, fwd = run(name, [Filter("b", "bpf", "tcp port 26304"), Filter("c", "email_command", "RETR")])
+    assert {(by_frame[n], tuple(meta.filter_ids)) for n, meta in fwd} == {(4, ("b",)), (6, ("c",))}
+    assert len(fwd) == sum(1 for s in by_frame.values() if s in (4, 6))
+
+
 def test_local_flags_are_filters_beside_pushed_ones():
     need_corpus()
     cfg = parse_options(EmailConfig, {"senders": "gurpartap@patriots.in"})
