@@ -199,6 +199,21 @@ def test_mailbox_command_and_keyword_filters():
     assert not fwd
 
 
+def test_ip_address_filters_select_whole_connections():
+    # ip_address (either end of the connection) decides at the connection's first frame.
+    name = "pop3/zeek_pop3.pcap"
+    by_frame = streams(name)
+    m, fwd = run(name, [Filter("ip", "ip_address", "212.227.15.171")])  # stream 1's server
+    assert [n for n, _ in fwd] == sorted(n for n, s in by_frame.items() if s == 1)
+    assert all(list(meta.filter_ids) == ["ip"] for _, meta in fwd)
+    m, fwd = run(name, [Filter("ip", "ip_address", "212.227.15.166/31")])  # streams 2-6
+    assert [n for n, _ in fwd] == sorted(n for n, s in by_frame.items() if s >= 2)
+    assert [e.email.command for e in m.events] == ["RETR"] * 3
+    assert all(list(e.filter_ids) == ["ip"] for e in m.events)
+    m, fwd = run(name, [Filter("ip", "ip_address", "10.9.9.9")])
+    assert not fwd and not m.events
+
+
 def test_bpf_filters_select_whole_connections():
     # The issue's filter types include bpf: any frame of a connection that a libpcap
     # expression matches selects the connection, whole (zeek_pop3: 7 connections).
