@@ -280,6 +280,38 @@ def test_starttls_sessions_are_marked_upgraded_and_implicit_tls_ports_are_tls():
     assert ev.email.tls_version == 0x0304 and ev.flow.dst_port == 443
 
 
+@pytest.mark.parametrize(("port", "proto"), [(465, "smtps"), (993, "imaps"), (995, "pop3s")])
+def test_the_implicit_tls_ports_are_tls_sessions_by_their_port(tmp_path, port, proto):
+    # A TLS 1.3 handshake (curl to enabled.tls13.com) moved to each default implicit-TLS
+    # port: recorded as TLS by the port (no mail parser), with SNI and version.
+    need_corpus()
+    from scapy.layers.inet import TCP
+    from scapy.utils import rdpcap, wrpcap
+
+    pkts = rdpcap(str(CORPUS / "tls/arkime_curl-enabled-tls13.pcap"))
+    for p in pkts:
+        if TCP in p:
+            t = p[TCP]
+            t.sport, t.dport = (
+                (port if t.sport == 443 else t.sport),
+                (port if t.dport == 443 else t.dport),
+            )
+            del t.chksum
+    path = tmp_path / "moved.pcap"
+    wrpcap(str(path), pkts)
+    m = EmailMode([], policy="allow")
+    fwd = run_file(path, m, m.interfaces)
+    m.finish()
+    assert len(fwd) == sum(TCP in p for p in pkts) and {meta.protocol for _, meta in fwd} == {proto}
+    assert all(meta.email.protocol == proto for _, meta in fwd)
+    (ev,) = m.events
+    assert (ev.email.protocol, ev.email.tls_sni, ev.email.tls_version) == (
+        proto, "enabled.tls13.com", 0x0304
+    )  # fmt: skip
+    assert ev.flow.dst_port == port and not ev.email.command and not ev.email.subject
+    assert m.mode.counters().figures["tls_sessions"] == 1
+
+
 @pytest.mark.parametrize(
     ("name", "proto"),
     [
