@@ -595,3 +595,51 @@ def test_a_session_evicted_while_its_streams_go_on_is_parsed_again() -> None:
     later = [a.client(b"MAIL FROM:<watched@example.org>\r\n"), a.server(b"250 ok\r\n")]
     fwd = m.process(chunk(later, 10**18 + 10**9))
     assert records(fwd) == later
+
+
+def _smtp_one(msg: bytes) -> list[tuple[bool, bytes]]:
+    return [(False, b"220 mx ESMTP\r\n"), (True, b"EHLO c\r\n"), (False, b"250 mx\r\n"),
+            (True, b"MAIL FROM:<a@example.org>\r\n"), (False, b"250 ok\r\n"),
+            (True, b"RCPT TO:<b@example.org>\r\n"), (False, b"250 ok\r\n"),
+            (True, b"DATA\r\n"), (False, b"354 go\r\n"), (True, msg + b".\r\n"),
+            (False, b"250 queued\r\n")]  # fmt: skip
+
+
+@pytest.mark.parametrize("capture_body", [False, True])
+def test_keywords_match_the_decoded_body_up_to_max_body_size(capture_body: bool) -> None:
+    # The issue: keyword is matched against the decoded body up to --max-body-size,
+    # whether or not --capture-body puts the body into events.
+    import base64
+
+    def matched(msg: bytes, **cfg) -> list:
+        m = EmailMode([Filter("k", "keyword", "Schlüssel")], capture_body=capture_body, **cfg)
+        m.interfaces.append(("eth", 1))
+        m.process(_tcp_frames(_smtp_one(msg)))
+        m.finish()
+        return m.events
+
+    head = b"From: a@example.org\r\nSubject: s\r\nMIME-Version: 1.0\r\n"
+    qp_latin1 = head + (b"Content-Type: text/plain; charset=iso-8859-1\r\n"
+                        b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+                        b"der Schl=FCssel liegt da\r\n")  # fmt: skip
+    b64_utf8 = head + (b"Content-Type: text/plain; charset=utf-8\r\n"
+                       b"Content-Transfer-Encoding: base64\r\n\r\n"
+                       + base64.encodebytes("ein Schlüssel".encode()))  # fmt: skip
+    for msg in (qp_latin1, b64_utf8):
+        (ev,) = matched(msg)
+        assert list(ev.filter_ids) == ["k"] and ev.captured
+        assert ("Schlüssel" in ev.email.body) == capture_body and (
+            ev.email.body == ""
+        ) != capture_body
+    # The encoded form is not the text: base64 of the word does not match the word.
+    raw_b64 = head + b"\r\n" + base64.b64encode("Schlüssel".encode()) + b"\r\n"
+    assert matched(raw_b64) == []
+    # Past --max-body-size the body is not searched.
+    late = (
+        head
+        + b"Content-Type: text/plain; charset=utf-8\r\n\r\n"
+        + b"x" * 2000
+        + "\r\nSchlüssel\r\n".encode()
+    )
+    assert matched(late, max_body_size=1000) == []
+    assert len(matched(late, max_body_size=4000)) == 1
