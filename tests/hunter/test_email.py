@@ -251,6 +251,34 @@ def test_local_flags_are_filters_beside_pushed_ones():
     assert sorted(list(e.filter_ids) for e in m3.events) == [["local:sender:1"], ["p"]]
 
 
+def test_every_local_flag_selects_its_sessions():
+    # --subject, --keywords, --mailbox, --command as flags (parsed as the CLI does), each
+    # with its own local id; the same as the pushed type would select.
+    need_corpus()
+    cases = [
+        ("smtp/arkime_smtp-subject-8859-b.pcap", "subjects", "test å*", "local:subject:1"),
+        ("smtp/zeek_smtp.pcap", "keywords", "bro smtp cc header", "local:keywords:1"),
+        ("imap/arkime_imap.pcap", "mailboxes", "INBOX", "local:mailbox:1"),
+        ("pop3/zeek_pop3.pcap", "commands", "retr", "local:command:1"),
+    ]
+    for name, field, value, fid in cases:
+        cfg = parse_options(EmailConfig, {field: value})
+        m = EmailMode([], **{field: getattr(cfg, field)})
+        assert [f.id for f in m.mode.local_filters] == [fid]
+        fwd = run_file(CORPUS / name, m, m.interfaces)
+        assert fwd and m.events, name
+        assert {tuple(meta.filter_ids) for _, meta in fwd} == {(fid,)}
+        assert {tuple(e.filter_ids) for e in m.events} == {(fid,)}
+        pushed = {"subjects": "email_subject", "keywords": "keyword",
+                  "mailboxes": "email_mailbox", "commands": "email_command"}[field]  # fmt: skip
+        _, pfwd = run(name, [Filter("p", pushed, value)])
+        assert [n for n, _ in pfwd] == [n for n, _ in fwd], name
+    # A value no session has: nothing.
+    cfg = parse_options(EmailConfig, {"mailboxes": "Sent"})
+    m = EmailMode([], mailboxes=cfg.mailboxes)
+    assert not run_file(CORPUS / "imap/arkime_imap.pcap", m, m.interfaces)
+
+
 def test_bad_local_flags_are_refused_naming_the_flag():
     with pytest.raises(ValidationError, match=r"--subject .*only wildcards"):
         parse_options(EmailConfig, {"subjects": "**"})
