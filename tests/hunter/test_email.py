@@ -671,3 +671,22 @@ def test_keywords_match_the_decoded_body_up_to_max_body_size(capture_body: bool)
     )
     assert matched(late, max_body_size=1000) == []
     assert len(matched(late, max_body_size=4000)) == 1
+
+
+def test_events_waiting_for_a_decision_are_bounded_and_counted() -> None:
+    # At most MAX_WAITING_EVENTS (64) events wait per undecided session; the rest are
+    # counted in events_dropped (the heartbeat's figures), never kept.
+    from lc.hunter.modes.sessions import MAX_WAITING_EVENTS
+
+    steps = [(False, b"220 mx ESMTP\r\n"), (True, b"EHLO c\r\n"), (False, b"250 mx\r\n")]
+    for i in range(MAX_WAITING_EVENTS + 6):
+        steps += _smtp_one(f"From: a@example.org\r\nSubject: m{i}\r\n\r\nx\r\n".encode())[3:]
+    steps += _smtp_one(b"From: watched@example.org\r\nSubject: last\r\n\r\nx\r\n")[3:]
+    m = EmailMode([Filter("w", "email_address", "watched@example.org")])
+    m.interfaces.append(("eth", 1))
+    fwd, _ = m.process(_tcp_frames(steps))
+    m.finish()
+    subjects = [e.email.subject for e in m.events]
+    assert subjects == [f"m{i}" for i in range(MAX_WAITING_EVENTS)] + ["last"]
+    assert m.mode.counters().figures["events_dropped"] == 6
+    assert len(fwd) == len(steps)  # the frames all go: only events are bounded
