@@ -477,6 +477,43 @@ def test_summary_names_the_session_and_its_envelope():
     assert pairs == [("subject", "x")]
 
 
+def test_forwarded_packets_carry_the_whole_email_summary():
+    # The metadata: protocol, command, envelope sender and recipients, From, To,
+    # Subject, Message-ID, mailbox, as the session stood when each packet went.
+    def states(name: str) -> dict[int, tuple]:
+        _, fwd = run(name, [], policy="allow")
+        return {
+            n: (e.protocol, e.command, e.mail_from, list(e.rcpt_to), list(e.from_address),
+                list(e.to_address), e.subject, e.message_id, e.mailbox)
+            for n, meta in fwd
+            for e in [meta.email]
+        }  # fmt: skip
+
+    smtp = states("smtp/zeek_smtp-multi-addr.pcap")
+    assert smtp[1] == ("smtp", "", "", [], [], [], "", "", "")
+    assert smtp[9][:4] == ("smtp", "MAIL", "root@gras-os-desk.cern.ch", [])
+    assert smtp[11][:4] == ("smtp", "DATA", "root@gras-os-desk.cern.ch", ["jan.grashofer@cern.ch"])
+    assert smtp[15][4:] == (
+        ["jan.grashoefer@cern.ch"],
+        ["jan.grashoefer@gmail.com", "addr-spec@example.com", "angle-addr@example.com",
+         "name-addr@example.com", "jan.grashofer@cern.ch"],
+        "Testmail", "201512082130.tB8LU0vs014629@gras-os-desk.cern.ch", "",
+    )  # fmt: skip
+    imap = states("imap/arkime_imap.pcap")
+    assert imap[13][1] == "SELECT" and imap[13][8] == ""  # not selected before its OK
+    assert imap[14][1] == "SELECT" and imap[14][8] == "INBOX"
+    assert imap[23] == (
+        "imap", "FETCH", "", [], ["uetrecht@umr.edu"], ["nneul@umr.edu"],
+        "RE: pipes implementation of bkupexec agent",
+        "9DA8D24B915BD1118911006094516EAF0261940D@umr-mail02", "INBOX",
+    )  # fmt: skip
+    pop = states("pop3/zeek_pop3.pcap")
+    assert pop[101] == (
+        "pop3", "RETR", "", [], ["support@1and1.co.uk"], ["digitalinvestigator@networksims.com"],
+        "A message from 1&1 Internet", "0M251y-1W5Nip0Pgx-00tHOr@mbulk.1and1.com", "",
+    )  # fmt: skip
+
+
 def test_ports_of_a_protocol_left_out_are_not_followed():
     m, fwd = run("pop3/zeek_pop3.pcap", [], policy="allow", protocols=frozenset({"smtp"}))
     assert not fwd and not m.events
