@@ -845,7 +845,9 @@ class Hunter:
         reasons = ", ".join(
             f"{k} {v}" for k, v in sorted(c.dropped.items()) if v and k != "filtered"
         )
-        if self.policy == "deny" and self.most_filters == 0:
+        # A mode's local filters (lc hunt email --sender, http --host...) are filters too.
+        local = getattr(self.mode, "local_filters", ()) if self.mode is not None else ()
+        if self.policy == "deny" and self.most_filters == 0 and not local:
             spooled += (
                 "; no filter applied and --no-filter-policy deny: nothing forwarded "
                 "(add one with `lc set filter`, or give --no-filter-policy allow)"

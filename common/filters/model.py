@@ -198,7 +198,7 @@ TYPES: Final[dict[str, FilterType]] = {
     t.name: t
     for t in (
         FilterType("bpf", "bpf", "none: compiled by libpcap", wildcards=False,
-                   modes=("generic", "dns", "http", "tls")),
+                   modes=("generic", "dns", "http", "tls", "email")),
         FilterType("ip_address", "ip", "packet src and dst address", wildcards=False,
                    modes=("generic", *_PROTOCOL_MODES)),
         FilterType("sip_user", "text", "user part of SIP URIs", "sensitive", modes=("voip",)),

@@ -25,7 +25,8 @@ send them (captured, or every one with ``--events all``).
   ``--max-body-size``, whether or not ``--capture-body`` puts it into events),
   ``email_mailbox`` (IMAP mailbox a command names or the selected one),
   ``email_command`` (a client command verb: ``RETR``, ``APPEND``, ``UID FETCH``),
-  ``ip_address``. Local ``--sender`` is matched against MAIL FROM and From only,
+  ``ip_address``, ``bpf`` (libpcap expression; any packet of the connection it
+  matches selects it, TLS ones too). Local ``--sender`` is matched against MAIL FROM and From only,
   ``--recipient`` against RCPT TO, To and Cc. With no filter at all (pushed or
   local), ``--no-filter-policy`` decides.
 * **Metadata**: each forwarded packet carries the session's state when it went
@@ -48,6 +49,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
+from lc.common.bpf import compile_bpf
 from lc.common.errors import ValidationError
 from lc.common.filters import Filter, FilterSet, compile_filters
 from lc.common.imap import ImapCommand, ImapResponse, ImapSession
@@ -86,6 +88,7 @@ EMAIL_FILTER_TYPES = (
     "email_mailbox",
     "email_command",
     "ip_address",
+    "bpf",
 )
 #: Ports whose sessions are TLS from the first byte (RFC 8314).
 IMPLICIT_TLS_PORTS = frozenset({465, 993, 995})
@@ -671,13 +674,36 @@ class EmailMode(SessionMode):
             by_kind[kind if kind in by_kind else "rest"].append(f)
         types = EMAIL_FILTER_TYPES
         self._local = {k: compile_filters(v, None, types) for k, v in by_kind.items() if v}
+        self._bpf: list[tuple[str, str, dict[int, object]]] = []  # (id, expr, per link type)
         if self._local:
             self.policy = "deny"  # filters exist: the no-filter policy does not apply
         self._wants()
 
     def apply(self, compiled: FilterSet) -> None:
-        super().apply(compiled)
-        self._wants()
+        # bpf filters: compiled for every link type in use before anything changes (a
+        # refused expression leaves the previous set in place).
+        links = {lt for _, lt in self.interfaces} or {1}
+        bpf = [(fid, e, {lt: compile_bpf(e, lt) for lt in links}) for fid, e in compiled.bpf()]
+        with self._lock:
+            super().apply(compiled)
+            self._bpf = bpf
+            self._wants()
+
+    def _match_bpf(self, pkt: tuple, data: memoryview) -> list[str]:
+        """Ids of the ``bpf`` filters that match this frame (any frame of a connection)."""
+        lt = self.interfaces[pkt[4]][1] if self.interfaces else 1
+        raw = bytes(data)
+        ids = []
+        for fid, expr, progs in self._bpf:
+            prog = progs.get(lt)
+            if prog is None:  # a link type that came later
+                try:
+                    prog = progs[lt] = compile_bpf(expr, lt)
+                except ValidationError:
+                    continue
+            if prog.filter(raw):  # type: ignore[attr-defined]
+                ids.append(fid)
+        return ids
 
     def _wants(self) -> None:
         """What the filters in force (pushed and local) ask, worked out once per set."""
@@ -767,7 +793,26 @@ class EmailMode(SessionMode):
 
     def _tcp_frame(self, pkt: tuple, d, data: memoryview, out: Out) -> None:
         self.dis.now = pkt[0]
+        if not self._bpf:
+            SessionMode._tcp_frame(self, pkt, d, data, out)
+            return
+        ids = self._match_bpf(pkt, data)
+        if not ids:
+            SessionMode._tcp_frame(self, pkt, d, data, out)
+            return
+        # A bpf filter selects this frame's connection: what it held goes, then this
+        # frame and every later one (decided before the frame when the connection is
+        # known, so that this frame goes too; after it when the frame opens it).
+        a, b = (d.src, d.sport), (d.dst, d.dport)
+        key = (*a, *b, 6) if a <= b else (*b, *a, 6)
+        table = self.table
+        s = table.sessions.get(key)
+        if s is not None and s.state != MATCHED and not s.end_ns:
+            table.decide(s, sorted({*ids, *s.ids}), out)
         SessionMode._tcp_frame(self, pkt, d, data, out)
+        s = table.sessions.get(key)
+        if s is not None and s.state != MATCHED:
+            table.decide(s, sorted({*ids, *s.ids}), out)
 
     def _forgotten(self, s: Session) -> None:
         conn: _Conn = s.info  # type: ignore[assignment]
@@ -799,7 +844,7 @@ SPEC = ModeSpec(
 
     A session is held until one of its messages (or commands) matches a filter
     (email_address, email_subject, keyword, email_mailbox, email_command,
-    ip_address), pushed by the processor or given here (--sender, --recipient,
+    ip_address, bpf), pushed by the processor or given here (--sender, --recipient,
     --subject, --keywords, --mailbox, --command); then its packets so far and the
     rest of it are forwarded, with one event per message. Ports 465, 993 and 995
     are implicit TLS: recorded as TLS sessions. With no filter at all, nothing is

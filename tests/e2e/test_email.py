@@ -197,6 +197,45 @@ def send(port: int, mail_from: str, rcpts: list[str], subject: str, body: str) -
     return sport
 
 
+def send_pipelined(port: int) -> int:
+    """One SMTP session written as a PIPELINING client does: each transaction's MAIL,
+    RCPTs and DATA in one segment; a reset transaction first, then two messages (one
+    with a dot-stuffed line); the client's port."""
+    import socket
+
+    c = socket.create_connection(("127.0.0.1", port))
+    f = c.makefile("rb")
+
+    def replies(n: int) -> list[bytes]:
+        out = []
+        while len(out) < n:
+            line = f.readline()
+            if line[3:4] != b"-":
+                out.append(line[:3])
+        return out
+
+    try:
+        assert replies(1) == [b"220"]
+        c.sendall(b"EHLO pipe.lc.test\r\n")
+        assert replies(1) == [b"250"]
+        c.sendall(b"MAIL FROM:<pat@example.org>\r\nRCPT TO:<q1@example.com>\r\nRSET\r\n")
+        assert replies(3) == [b"250"] * 3
+        c.sendall(b"MAIL FROM:<pat@example.org>\r\nRCPT TO:<q2@example.com>\r\n"
+                  b"RCPT TO:<quinn@example.com>\r\nDATA\r\n")  # fmt: skip
+        assert replies(4) == [b"250", b"250", b"250", b"354"]
+        c.sendall(b"From: pat@example.org\r\nTo: q2@example.com\r\nSubject: one\r\n\r\n"
+                  b"..a dotted line\r\n.\r\n")  # fmt: skip
+        assert replies(1) == [b"250"]
+        c.sendall(b"MAIL FROM:<pat@example.org>\r\nRCPT TO:<q3@example.com>\r\nDATA\r\n")
+        assert replies(3) == [b"250", b"250", b"354"]
+        c.sendall(b"From: pat@example.org\r\nSubject: two\r\n\r\nbye\r\n.\r\nQUIT\r\n")
+        assert replies(2) == [b"250", b"221"]
+        return c.getsockname()[1]
+    finally:
+        f.close()
+        c.close()
+
+
 def tshark_streams(path: Path, port: int) -> dict[int, dict]:
     """tshark's view of the reference: per client port, its tcp.stream and its frames."""
     r = subprocess.run(
@@ -228,6 +267,8 @@ def test_live_mail_sessions_each_filter_type_selects_its_sessions(tmp_path, pki)
         ("email_subject", "*Grüße*", "subj"),  # decoded subject (IMAP FETCH)
         ("keyword", "moonbase", "kw"),  # SMTP body
         ("email_command", "RETR", "cmd"),  # POP3
+        ("email_address", "quinn@example.com", "pipe"),  # a pipelined RCPT
+        ("email_mailbox", "Archive", "mbox"),  # IMAP SELECT
     ]
     for t, pat, fid in filters:
         set_filter(p, pki, t, pat, fid)
@@ -276,6 +317,14 @@ def test_live_mail_sessions_each_filter_type_selects_its_sessions(tmp_path, pki)
             sessions["smtp_local"] = send(
                 smtp_port, "gina@local-flag.test", ["bob@example.com"], "Hi", "Hello."
             )
+            sessions["smtp_pipelined"] = send_pipelined(smtp_port)
+            m = imaplib.IMAP4("127.0.0.1", imap_port)
+            sessions["imap_mbox"] = m.sock.getsockname()[1]
+            m.login(USER, PASSWORD)
+            assert m.create("Archive")[0] == "OK"
+            m.append("Archive", None, None, STORED)
+            m.select("Archive")
+            m.logout()
             m = imaplib.IMAP4("127.0.0.1", imap_port)
             sessions["imap_subj"] = m.sock.getsockname()[1]
             m.login(USER, PASSWORD)
@@ -300,7 +349,7 @@ def test_live_mail_sessions_each_filter_type_selects_its_sessions(tmp_path, pki)
             pop.pass_(PASSWORD)
             pop.stat()
             pop.quit()
-            assert len(server.got) == 4
+            assert len(server.got) == 6
             time.sleep(1)
         time.sleep(1)
     finally:
@@ -309,7 +358,8 @@ def test_live_mail_sessions_each_filter_type_selects_its_sessions(tmp_path, pki)
         p.stop()
     assert rc == 0, herr
 
-    wanted = {"smtp_addr", "smtp_kw", "smtp_local", "imap_subj", "pop_cmd"}
+    wanted = {"smtp_addr", "smtp_kw", "smtp_local", "imap_subj", "pop_cmd", "smtp_pipelined",
+              "imap_mbox"}  # fmt: skip
     oracle: dict[str, dict] = {}
     for port in (smtp_port, imap_port, pop3_port):
         by_client = tshark_streams(ref, port)
@@ -361,3 +411,13 @@ def test_live_mail_sessions_each_filter_type_selects_its_sessions(tmp_path, pki)
     (r,) = by_port[sessions["pop_cmd"]]
     assert r["lc"]["filter_ids"] == ["cmd"] and r["lc"]["email"]["command"] == "RETR"
     assert r["lc"]["email"]["user"] == USER and PASSWORD not in json.dumps(events)
+    one, two = by_port[sessions["smtp_pipelined"]]  # the reset transaction made none
+    assert one["lc"]["filter_ids"] == two["lc"]["filter_ids"] == ["pipe"]
+    assert one["lc"]["smtp"] == {"helo": "pipe.lc.test", "mail_from": "pat@example.org",
+                                 "rcpt_to": ["q2@example.com", "quinn@example.com"]}  # fmt: skip
+    assert two["lc"]["smtp"]["rcpt_to"] == ["q3@example.com"]
+    assert (one["email"]["subject"], two["email"]["subject"]) == ("one", "two")
+    (ap,) = by_port[sessions["imap_mbox"]]  # the APPEND to Archive
+    assert ap["lc"]["filter_ids"] == ["mbox"] and ap["lc"]["imap"]["mailbox"] == "Archive"
+    assert ap["lc"]["email"]["command"] == "APPEND" and ap["email"]["direction"] == "outbound"
+    assert ap["email"]["subject"] == "Grüße quarterly"

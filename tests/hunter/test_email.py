@@ -199,6 +199,43 @@ def test_mailbox_command_and_keyword_filters():
     assert not fwd
 
 
+def test_ip_address_filters_select_whole_connections():
+    # ip_address (either end of the connection) decides at the connection's first frame.
+    name = "pop3/zeek_pop3.pcap"
+    by_frame = streams(name)
+    m, fwd = run(name, [Filter("ip", "ip_address", "212.227.15.171")])  # stream 1's server
+    assert [n for n, _ in fwd] == sorted(n for n, s in by_frame.items() if s == 1)
+    assert all(list(meta.filter_ids) == ["ip"] for _, meta in fwd)
+    m, fwd = run(name, [Filter("ip", "ip_address", "212.227.15.166/31")])  # streams 2-6
+    assert [n for n, _ in fwd] == sorted(n for n, s in by_frame.items() if s >= 2)
+    assert [e.email.command for e in m.events] == ["RETR"] * 3
+    assert all(list(e.filter_ids) == ["ip"] for e in m.events)
+    m, fwd = run(name, [Filter("ip", "ip_address", "10.9.9.9")])
+    assert not fwd and not m.events
+
+
+def test_bpf_filters_select_whole_connections():
+    # The issue's filter types include bpf: any frame of a connection that a libpcap
+    # expression matches selects the connection, whole (zeek_pop3: 7 connections).
+    name = "pop3/zeek_pop3.pcap"
+    by_frame = streams(name)
+    assert "bpf" in EMAIL_FILTER_TYPES
+    # The first frame matches: stream 4 (client port 26304, no message), nothing else.
+    m, fwd = run(name, [Filter("b", "bpf", "tcp port 26304")])
+    assert [n for n, _ in fwd] == sorted(n for n, s in by_frame.items() if s == 4)
+    assert all(list(meta.filter_ids) == ["b"] for _, meta in fwd)
+    # Only a late frame (the FIN of stream 6, after its three RETRs) matches: the frames
+    # held before it go first, in order, and the messages' events with them.
+    m, fwd = run(name, [Filter("f", "bpf", "tcp port 26383 and tcp[13] & 1 != 0")])
+    assert [n for n, _ in fwd] == sorted(n for n, s in by_frame.items() if s == 6)
+    assert [e.email.command for e in m.events] == ["RETR"] * 3
+    assert all(list(e.filter_ids) == ["f"] and e.captured for e in m.events)
+    # Beside another type: each connection by its own filter.
+    m, fwd = run(name, [Filter("b", "bpf", "tcp port 26304"), Filter("c", "email_command", "RETR")])
+    assert {(by_frame[n], tuple(meta.filter_ids)) for n, meta in fwd} == {(4, ("b",)), (6, ("c",))}
+    assert len(fwd) == sum(1 for s in by_frame.values() if s in (4, 6))
+
+
 def test_local_flags_are_filters_beside_pushed_ones():
     need_corpus()
     cfg = parse_options(EmailConfig, {"senders": "gurpartap@patriots.in"})
@@ -212,6 +249,34 @@ def test_local_flags_are_filters_beside_pushed_ones():
     m3 = EmailMode([Filter("p", "email_address", "albert@example.com")], senders=cfg.senders)
     run_file(CORPUS / "smtp/zeek_smtp.pcap", m3, m3.interfaces)
     assert sorted(list(e.filter_ids) for e in m3.events) == [["local:sender:1"], ["p"]]
+
+
+def test_every_local_flag_selects_its_sessions():
+    # --subject, --keywords, --mailbox, --command as flags (parsed as the CLI does), each
+    # with its own local id; the same as the pushed type would select.
+    need_corpus()
+    cases = [
+        ("smtp/arkime_smtp-subject-8859-b.pcap", "subjects", "test å*", "local:subject:1"),
+        ("smtp/zeek_smtp.pcap", "keywords", "bro smtp cc header", "local:keywords:1"),
+        ("imap/arkime_imap.pcap", "mailboxes", "INBOX", "local:mailbox:1"),
+        ("pop3/zeek_pop3.pcap", "commands", "retr", "local:command:1"),
+    ]
+    for name, field, value, fid in cases:
+        cfg = parse_options(EmailConfig, {field: value})
+        m = EmailMode([], **{field: getattr(cfg, field)})
+        assert [f.id for f in m.mode.local_filters] == [fid]
+        fwd = run_file(CORPUS / name, m, m.interfaces)
+        assert fwd and m.events, name
+        assert {tuple(meta.filter_ids) for _, meta in fwd} == {(fid,)}
+        assert {tuple(e.filter_ids) for e in m.events} == {(fid,)}
+        pushed = {"subjects": "email_subject", "keywords": "keyword",
+                  "mailboxes": "email_mailbox", "commands": "email_command"}[field]  # fmt: skip
+        _, pfwd = run(name, [Filter("p", pushed, value)])
+        assert [n for n, _ in pfwd] == [n for n, _ in fwd], name
+    # A value no session has: nothing.
+    cfg = parse_options(EmailConfig, {"mailboxes": "Sent"})
+    m = EmailMode([], mailboxes=cfg.mailboxes)
+    assert not run_file(CORPUS / "imap/arkime_imap.pcap", m, m.interfaces)
 
 
 def test_bad_local_flags_are_refused_naming_the_flag():
@@ -241,6 +306,38 @@ def test_starttls_sessions_are_marked_upgraded_and_implicit_tls_ports_are_tls():
     (ev,) = m.events
     assert ev.email.protocol == "smtps" and ev.email.tls_sni == "enabled.tls13.com"
     assert ev.email.tls_version == 0x0304 and ev.flow.dst_port == 443
+
+
+@pytest.mark.parametrize(("port", "proto"), [(465, "smtps"), (993, "imaps"), (995, "pop3s")])
+def test_the_implicit_tls_ports_are_tls_sessions_by_their_port(tmp_path, port, proto):
+    # A TLS 1.3 handshake (curl to enabled.tls13.com) moved to each default implicit-TLS
+    # port: recorded as TLS by the port (no mail parser), with SNI and version.
+    need_corpus()
+    from scapy.layers.inet import TCP
+    from scapy.utils import rdpcap, wrpcap
+
+    pkts = rdpcap(str(CORPUS / "tls/arkime_curl-enabled-tls13.pcap"))
+    for p in pkts:
+        if TCP in p:
+            t = p[TCP]
+            t.sport, t.dport = (
+                (port if t.sport == 443 else t.sport),
+                (port if t.dport == 443 else t.dport),
+            )
+            del t.chksum
+    path = tmp_path / "moved.pcap"
+    wrpcap(str(path), pkts)
+    m = EmailMode([], policy="allow")
+    fwd = run_file(path, m, m.interfaces)
+    m.finish()
+    assert len(fwd) == sum(TCP in p for p in pkts) and {meta.protocol for _, meta in fwd} == {proto}
+    assert all(meta.email.protocol == proto for _, meta in fwd)
+    (ev,) = m.events
+    assert (ev.email.protocol, ev.email.tls_sni, ev.email.tls_version) == (
+        proto, "enabled.tls13.com", 0x0304
+    )  # fmt: skip
+    assert ev.flow.dst_port == port and not ev.email.command and not ev.email.subject
+    assert m.mode.counters().figures["tls_sessions"] == 1
 
 
 @pytest.mark.parametrize(
@@ -378,6 +475,43 @@ def test_summary_names_the_session_and_its_envelope():
     assert last.email.mail_from and last.email.subject == "Testmail"
     pairs, _ = split_headers(b"Subject: x\r\n\r\n")
     assert pairs == [("subject", "x")]
+
+
+def test_forwarded_packets_carry_the_whole_email_summary():
+    # The issue's metadata: protocol, command, envelope sender and recipients, From, To,
+    # Subject, Message-ID, mailbox, as the session stood when each packet went.
+    def states(name: str) -> dict[int, tuple]:
+        _, fwd = run(name, [], policy="allow")
+        return {
+            n: (e.protocol, e.command, e.mail_from, list(e.rcpt_to), list(e.from_address),
+                list(e.to_address), e.subject, e.message_id, e.mailbox)
+            for n, meta in fwd
+            for e in [meta.email]
+        }  # fmt: skip
+
+    smtp = states("smtp/zeek_smtp-multi-addr.pcap")
+    assert smtp[1] == ("smtp", "", "", [], [], [], "", "", "")
+    assert smtp[9][:4] == ("smtp", "MAIL", "root@gras-os-desk.cern.ch", [])
+    assert smtp[11][:4] == ("smtp", "DATA", "root@gras-os-desk.cern.ch", ["jan.grashofer@cern.ch"])
+    assert smtp[15][4:] == (
+        ["jan.grashoefer@cern.ch"],
+        ["jan.grashoefer@gmail.com", "addr-spec@example.com", "angle-addr@example.com",
+         "name-addr@example.com", "jan.grashofer@cern.ch"],
+        "Testmail", "201512082130.tB8LU0vs014629@gras-os-desk.cern.ch", "",
+    )  # fmt: skip
+    imap = states("imap/arkime_imap.pcap")
+    assert imap[13][1] == "SELECT" and imap[13][8] == ""  # not selected before its OK
+    assert imap[14][1] == "SELECT" and imap[14][8] == "INBOX"
+    assert imap[23] == (
+        "imap", "FETCH", "", [], ["uetrecht@umr.edu"], ["nneul@umr.edu"],
+        "RE: pipes implementation of bkupexec agent",
+        "9DA8D24B915BD1118911006094516EAF0261940D@umr-mail02", "INBOX",
+    )  # fmt: skip
+    pop = states("pop3/zeek_pop3.pcap")
+    assert pop[101] == (
+        "pop3", "RETR", "", [], ["support@1and1.co.uk"], ["digitalinvestigator@networksims.com"],
+        "A message from 1&1 Internet", "0M251y-1W5Nip0Pgx-00tHOr@mbulk.1and1.com", "",
+    )  # fmt: skip
 
 
 def test_ports_of_a_protocol_left_out_are_not_followed():
@@ -526,3 +660,70 @@ def test_a_session_evicted_while_its_streams_go_on_is_parsed_again() -> None:
     later = [a.client(b"MAIL FROM:<watched@example.org>\r\n"), a.server(b"250 ok\r\n")]
     fwd = m.process(chunk(later, 10**18 + 10**9))
     assert records(fwd) == later
+
+
+def _smtp_one(msg: bytes) -> list[tuple[bool, bytes]]:
+    return [(False, b"220 mx ESMTP\r\n"), (True, b"EHLO c\r\n"), (False, b"250 mx\r\n"),
+            (True, b"MAIL FROM:<a@example.org>\r\n"), (False, b"250 ok\r\n"),
+            (True, b"RCPT TO:<b@example.org>\r\n"), (False, b"250 ok\r\n"),
+            (True, b"DATA\r\n"), (False, b"354 go\r\n"), (True, msg + b".\r\n"),
+            (False, b"250 queued\r\n")]  # fmt: skip
+
+
+@pytest.mark.parametrize("capture_body", [False, True])
+def test_keywords_match_the_decoded_body_up_to_max_body_size(capture_body: bool) -> None:
+    # The issue: keyword is matched against the decoded body up to --max-body-size,
+    # whether or not --capture-body puts the body into events.
+    import base64
+
+    def matched(msg: bytes, **cfg) -> list:
+        m = EmailMode([Filter("k", "keyword", "Schlüssel")], capture_body=capture_body, **cfg)
+        m.interfaces.append(("eth", 1))
+        m.process(_tcp_frames(_smtp_one(msg)))
+        m.finish()
+        return m.events
+
+    head = b"From: a@example.org\r\nSubject: s\r\nMIME-Version: 1.0\r\n"
+    qp_latin1 = head + (b"Content-Type: text/plain; charset=iso-8859-1\r\n"
+                        b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+                        b"der Schl=FCssel liegt da\r\n")  # fmt: skip
+    b64_utf8 = head + (b"Content-Type: text/plain; charset=utf-8\r\n"
+                       b"Content-Transfer-Encoding: base64\r\n\r\n"
+                       + base64.encodebytes("ein Schlüssel".encode()))  # fmt: skip
+    for msg in (qp_latin1, b64_utf8):
+        (ev,) = matched(msg)
+        assert list(ev.filter_ids) == ["k"] and ev.captured
+        assert ("Schlüssel" in ev.email.body) == capture_body and (
+            ev.email.body == ""
+        ) != capture_body
+    # The encoded form is not the text: base64 of the word does not match the word.
+    raw_b64 = head + b"\r\n" + base64.b64encode("Schlüssel".encode()) + b"\r\n"
+    assert matched(raw_b64) == []
+    # Past --max-body-size the body is not searched.
+    late = (
+        head
+        + b"Content-Type: text/plain; charset=utf-8\r\n\r\n"
+        + b"x" * 2000
+        + "\r\nSchlüssel\r\n".encode()
+    )
+    assert matched(late, max_body_size=1000) == []
+    assert len(matched(late, max_body_size=4000)) == 1
+
+
+def test_events_waiting_for_a_decision_are_bounded_and_counted() -> None:
+    # At most MAX_WAITING_EVENTS (64) events wait per undecided session; the rest are
+    # counted in events_dropped (the heartbeat's figures), never kept.
+    from lc.hunter.modes.sessions import MAX_WAITING_EVENTS
+
+    steps = [(False, b"220 mx ESMTP\r\n"), (True, b"EHLO c\r\n"), (False, b"250 mx\r\n")]
+    for i in range(MAX_WAITING_EVENTS + 6):
+        steps += _smtp_one(f"From: a@example.org\r\nSubject: m{i}\r\n\r\nx\r\n".encode())[3:]
+    steps += _smtp_one(b"From: watched@example.org\r\nSubject: last\r\n\r\nx\r\n")[3:]
+    m = EmailMode([Filter("w", "email_address", "watched@example.org")])
+    m.interfaces.append(("eth", 1))
+    fwd, _ = m.process(_tcp_frames(steps))
+    m.finish()
+    subjects = [e.email.subject for e in m.events]
+    assert subjects == [f"m{i}" for i in range(MAX_WAITING_EVENTS)] + ["last"]
+    assert m.mode.counters().figures["events_dropped"] == 6
+    assert len(fwd) == len(steps)  # the frames all go: only events are bounded

@@ -139,6 +139,26 @@ def test_voip_without_any_filter_says_why_nothing_was_forwarded(tmp_path, pki, p
         assert "forwarded 0," not in r.stdout and hint not in r.stdout, r.stdout
 
 
+def test_local_filters_are_filters_for_the_no_filter_hint(tmp_path, pki, processor):
+    # lc hunt email --sender (a local filter, no pushed one): the summary must not say
+    # that no filter applied (it did: the session of that sender was forwarded).
+    from tests.hunter.test_voip import CORPUS, need_corpus
+
+    need_corpus()
+    r = run_lc("hunt", "email", "--processor", processor.addr, *tls_args(pki, "hunter-h1"),
+               "-r", str(CORPUS / "smtp/zeek_smtp.pcap"),
+               "--sender", "gurpartap@patriots.in")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "forwarded 0," not in r.stdout, r.stdout
+    assert "no filter applied" not in r.stdout, r.stdout
+    # A sender nobody used: nothing forwarded, and still no "no filter" hint.
+    r = run_lc("hunt", "email", "--processor", processor.addr, *tls_args(pki, "hunter-h1"),
+               "-r", str(CORPUS / "smtp/zeek_smtp.pcap"),
+               "--sender", "nobody@nowhere.test")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "forwarded 0," in r.stdout and "no filter applied" not in r.stdout, r.stdout
+
+
 def test_a_second_sigint_gives_up_waiting_for_acks_says_what_it_left_and_exits_130(tmp_path, pki):
     from tests.conftest import start_processor
 

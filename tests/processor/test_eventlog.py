@@ -296,3 +296,67 @@ def test_an_http_transaction_has_ecs_http_url_and_user_agent_fields(rig):
     h = d["lc"]["http"]
     assert h["keywords"] == ["secret"] and h["ja4h"] == "po11nn03enus_aaa_000_000"
     assert h["response_body_base64"] == "/wA=" and h["transaction"] == 2
+
+
+def test_an_email_message_has_the_issues_ecs_fields(rig):
+    # What `lc hunt email` sends for a message, as the event log writes it: every ECS name
+    # the issue lists (email.*, lc.smtp.*, lc.imap.mailbox, lc.email.command), wire
+    # strings made safe, nothing invented.
+    ev = lc_pb2.Event(
+        dataset="email", start_ns=T0, end_ns=T0 + 5, session_id="tcp:10.0.0.2:40000-10.0.0.1:25",
+        flow=lc_pb2.FlowTuple(src_ip=bytes([10, 0, 0, 2]), dst_ip=bytes([10, 0, 0, 1]),
+                              src_port=40000, dst_port=25, ip_proto=6),
+        filter_ids=["a"], captured=True,
+        email=lc_pb2.EmailEvent(
+            protocol="smtp", command="DATA", direction="outbound",
+            from_address=["dave@example.org"], to_address=["bob@example.com", "carol@example.com"],
+            cc_address=["erin@example.com"], reply_to=["r@example.org"],
+            subject="Grüße\x1b[31m" + "x" * 2000, message_id="m1@example.org",
+            origination_ns=1_704_103_200 * NS + 250_000_000, content_type="multipart/mixed",
+            attachments=["€ rates.pdf"], helo="client.lc.test", mail_from="dave@example.org",
+            rcpt_to=["bob@example.com", "carol@example.com"], user="dave", size=1234,
+            truncated=True, complete=True, body="Hallo", x_mailer="mutt",
+        ),
+    )  # fmt: skip
+    imap = lc_pb2.Event(
+        dataset="email", start_ns=T0, end_ns=T0, session_id="i", captured=True,
+        flow=lc_pb2.FlowTuple(src_ip=bytes([10, 0, 0, 2]), dst_ip=bytes([10, 0, 0, 1]),
+                              src_port=40001, dst_port=143, ip_proto=6),
+        email=lc_pb2.EmailEvent(protocol="imap", command="FETCH", direction="inbound",
+                                mailbox="INBOX/Entwürfe", complete=False),
+    )  # fmt: skip
+    tls = lc_pb2.Event(
+        dataset="email", start_ns=T0, end_ns=T0, session_id="t", captured=True,
+        flow=lc_pb2.FlowTuple(src_ip=bytes([10, 0, 0, 2]), dst_ip=bytes([10, 0, 0, 1]),
+                              src_port=40002, dst_port=993, ip_proto=6),
+        email=lc_pb2.EmailEvent(protocol="imaps", tls_sni="mail.example.net",
+                                tls_version=0x0304, complete=True),
+    )  # fmt: skip
+    rig.ingest.accept(batch(1, [ev, imap, tls]))
+    d, i, t = rig.lines()
+    assert d["event"]["dataset"] == "lc.email"
+    e = d["email"]
+    assert e["from"] == {"address": ["dave@example.org"]}
+    assert e["to"] == {"address": ["bob@example.com", "carol@example.com"]}
+    assert e["cc"] == {"address": ["erin@example.com"]}
+    assert e["reply_to"] == {"address": ["r@example.org"]}
+    # Bounded (1,024 characters); a control character stays, escaped by JSON.
+    assert e["subject"] == ("Grüße\x1b[31m" + "x" * 2000)[:1024]
+    assert "\\u001b" in (rig.tmp / "events").joinpath(os.listdir(rig.tmp / "events")[0]).read_text()
+    assert e["message_id"] == "m1@example.org"
+    assert e["origination_timestamp"] == "2024-01-01T10:00:00.250Z"
+    assert e["content_type"] == "multipart/mixed"
+    assert e["attachments"] == [{"file": {"name": "€ rates.pdf"}}]
+    assert e["direction"] == "outbound" and e["x_mailer"] == "mutt"
+    assert d["lc"]["smtp"] == {"helo": "client.lc.test", "mail_from": "dave@example.org",
+                               "rcpt_to": ["bob@example.com", "carol@example.com"]}  # fmt: skip
+    assert d["lc"]["email"] == {"protocol": "smtp", "command": "DATA", "user": "dave",
+                                "size": 1234, "truncated": True, "complete": True,
+                                "body": "Hallo"}  # fmt: skip
+    assert "imap" not in d["lc"] and "tls" not in d
+    assert d["destination"]["port"] == 25 and d["network"]["transport"] == "tcp"
+    assert i["lc"]["imap"] == {"mailbox": "INBOX/Entwürfe"}
+    assert i["lc"]["email"] == {"protocol": "imap", "command": "FETCH", "complete": False}
+    assert i["email"] == {"direction": "inbound"}
+    assert t["tls"] == {"client": {"server_name": "mail.example.net"}, "version_code": 0x0304}
+    assert t["lc"]["email"]["protocol"] == "imaps" and "email" not in t
