@@ -678,65 +678,9 @@ def _llhttp_head(head: bytes, request: bool) -> tuple[_Collector, object]:
 
 _Framing = tuple[bool, "int | None", bool]  # (chunked, Content-Length, other coding last)
 
-# The plain head, parsed without llhttp: a registered method (not CONNECT), a target of
-# RFC 3986 characters, HTTP/1.0 or 1.1, a reason phrase of visible ASCII and blanks, CRLF
-# line ends, header fields of a token, a colon and a non-empty value of visible ASCII,
-# blanks and tabs, no obs-fold, at most one Content-Length of at most 18 digits and no
-# Transfer-Encoding but "chunked" alone (1.1). llhttp accepts every such head and says
-# the same of it (tests/common/test_http_fast.py checks this): anything else goes to
-# llhttp as before.
-_FAST_REQUEST_LINE = re.compile(
-    rb"(GET|POST|HEAD|PUT|DELETE|OPTIONS|PATCH) ([A-Za-z0-9._~:/?#\[\]@!$&'()*+,;=%-]+)"
-    rb" HTTP/1\.([01])\r\n"
-)
-_FAST_STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([1-5][0-9][0-9]) ([!-~](?:[ !-~]*[!-~])?)\r\n")
-_FAST_FIELD = rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*([!-~](?:[ \t!-~]*[!-~])?)[ \t]*\r\n"
-_FAST_FIELDS = re.compile(_FAST_FIELD)
-_FAST_BLOCK = re.compile(rb"(?:" + _FAST_FIELD.replace(b"(", b"(?:").replace(b"(?:?:", b"(?:")
-                         + rb")*\r\n")  # fmt: skip
-_VERSIONS = {b"0": "1.0", b"1": "1.1"}
-
-
-def _fast_fields(head: bytes, at: int, version: str) -> tuple[list, _Fields] | None:
-    """The header fields of a plain head from ``at`` (see above), or None."""
-    if _FAST_BLOCK.fullmatch(head, at) is None:
-        return None
-    headers = _FAST_FIELDS.findall(head, at)
-    lengths = _FIELD_LENGTHS
-    f = _Fields([h for h in headers if len(h[0]) in lengths])
-    if f.cl and (len(f.cl) > 1 or f.te or not f.cl[0].isdigit() or len(f.cl[0]) > _MAX_CL_DIGITS):
-        return None
-    if f.te and (len(f.te) > 1 or f.te[0].lower() != b"chunked" or version != "1.1"):
-        return None
-    return headers, f
-
-
-def _fast_request(head: bytes) -> tuple[str, bytes, str, list, _Fields] | None:
-    m = _FAST_REQUEST_LINE.match(head)
-    if m is None:
-        return None
-    version = _VERSIONS[m.group(3)]
-    fields = _fast_fields(head, m.end(), version)
-    if fields is None:
-        return None
-    raw_method = m.group(1)
-    method = _METHOD_TEXT.get(raw_method)
-    if method is None:
-        method = _METHOD_TEXT[raw_method] = raw_method.decode("ascii")
-    return method, m.group(2), version, *fields
-
 
 def _parse_request(head: bytes, ts_ns: int) -> tuple[HttpRequest, _Framing]:
     """Parses a complete request head (request line to the empty line included)."""
-    fast = _fast_request(head)
-    if fast is not None:
-        method, target, version, headers, f = fast
-        return _request(head, ts_ns, method, target, version, headers, f)
-    return _llhttp_request(head, ts_ns)
-
-
-def _llhttp_request(head: bytes, ts_ns: int) -> tuple[HttpRequest, _Framing]:
-    """:func:`_parse_request` by llhttp (any head)."""
     try:
         collector, parser = _llhttp_head(head, True)
         raw_method = parser.get_method()
@@ -766,16 +710,9 @@ def _llhttp_request(head: bytes, ts_ns: int) -> tuple[HttpRequest, _Framing]:
         # llhttp takes "GET /" + CRLF as HTTP/0.9, and "PRI * HTTP/2.0" (the HTTP/2
         # preface) as a request: neither is HTTP/1.x.
         raise HttpError(f"not an HTTP/1.x request line: {head[:80]!r}")
-    return _request(
-        head, ts_ns, method, target, version, collector.headers, _Fields(collector.known)
-    )
-
-
-def _request(
-    head: bytes, ts_ns: int, method: str, target: bytes, version: str, headers: list, f: _Fields
-) -> tuple[HttpRequest, _Framing]:
+    f = _Fields(collector.known)
     framing = _framing(f)
-    req = HttpRequest(version, headers, ts_ns, head, f.ctype)
+    req = HttpRequest(version, collector.headers, ts_ns, head, f.ctype)
     req.method = method
     target_s = _text(target)
     req.target = target_s
@@ -799,22 +736,6 @@ def _parse_response(head: bytes, ts_ns: int) -> tuple[HttpResponse, _Framing]:
     """Parses a complete response head (status line to the empty line included)."""
     if not head.startswith(b"HTTP/"):
         raise HttpError(f"not an HTTP status line: {head[:80]!r}")
-    m = _FAST_STATUS_LINE.match(head)
-    if m is not None:
-        version = _VERSIONS[m.group(1)]
-        fast = _fast_fields(head, m.end(), version)
-        if fast is not None:
-            headers, f = fast
-            framing = _framing(f)
-            resp = HttpResponse(version, headers, ts_ns, head, f.ctype)
-            resp.status = int(m.group(2))
-            resp.reason = _text(m.group(3))
-            return resp, framing
-    return _llhttp_response(head, ts_ns)
-
-
-def _llhttp_response(head: bytes, ts_ns: int) -> tuple[HttpResponse, _Framing]:
-    """:func:`_parse_response` by llhttp (any head starting with ``HTTP/``)."""
     try:
         collector, parser = _llhttp_head(head, False)
         status = parser.get_status_code()
