@@ -178,7 +178,7 @@ class Frame:
         self.end = end
         self.frame = frame
         self.done = False
-        self.holders: list[object] = []
+        self.holders: list[object] | tuple = ()  # a list from the first holder
         self.claims = 0
 
 
