@@ -60,7 +60,7 @@ from lc.hunter.modes.base import (
 )
 from lc.hunter.modes.localfilters import local_filter_option, local_filters, session_bounds
 from lc.hunter.modes.sessions import CF_SLOW, Dissector, SessionMode, set_flow
-from lc.hunter.session import MATCHED, REJECTED, Session, SessionLimits
+from lc.hunter.session import MATCHED, REJECTED, UNDECIDED, Session, SessionLimits
 from lc.proto import lc_pb2
 
 __all__ = ["HTTP_FILTER_TYPES", "SPEC", "HttpConfig", "HttpDissector", "http_mode"]
@@ -413,10 +413,16 @@ class HttpDissector(Dissector):
     # -- transactions -> events ---------------------------------------------------------
     def _done(self, s: Session, c: _Conn, tx: HttpTransaction) -> None:
         c.n += 1
-        size = _held(tx)
-        if len(c.waiting) >= _MAX_WAITING or self.waiting_bytes + size > _MAX_WAITING_BYTES:
-            self.events_dropped += 1
-            return
+        if s.state == UNDECIDED:
+            size = _held(tx)
+            if len(c.waiting) >= _MAX_WAITING or self.waiting_bytes + size > _MAX_WAITING_BYTES:
+                self.events_dropped += 1
+                return
+        else:
+            # Decided: its event goes at once (or never, see _release); it waits for
+            # nothing, so the bounds on waiting do not apply (a matched connection's
+            # events were dropped when undecided ones had filled _MAX_WAITING_BYTES).
+            size = 0
         c.waiting.append((tx, c.n, size))
         self.waiting_bytes += size
 
