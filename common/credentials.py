@@ -58,11 +58,13 @@ __all__ = [
     "CA_KEY_NOTE",
     "EXPIRY_WARNING_DAYS",
     "HUNTER_ROLE",
+    "METRICS_ROLE",
     "PROCESSOR_ROLE",
     "CertFiles",
     "CertIdentity",
     "PkiPaths",
     "add_hunters",
+    "add_metrics",
     "add_processor",
     "check_key_pair",
     "check_pki",
@@ -77,6 +79,7 @@ __all__ = [
 HUNTER_ROLE = "hunter"
 PROCESSOR_ROLE = "processor"
 ADMIN_ROLE = "admin"
+METRICS_ROLE = "metrics"  # a --metrics-tls endpoint's server certificate, never a client
 
 CA_CERT = "ca.pem"
 CA_KEY = "ca.key"
@@ -377,6 +380,7 @@ _ROLE_USAGE = {
     PROCESSOR_ROLE: (ExtendedKeyUsageOID.SERVER_AUTH, "serverAuth"),
     HUNTER_ROLE: (ExtendedKeyUsageOID.CLIENT_AUTH, "clientAuth"),
     ADMIN_ROLE: (ExtendedKeyUsageOID.CLIENT_AUTH, "clientAuth"),
+    METRICS_ROLE: (ExtendedKeyUsageOID.SERVER_AUTH, "serverAuth"),
 }
 
 
@@ -389,6 +393,8 @@ def _check_leaf(
         role, cn = HUNTER_ROLE, stem.removeprefix("hunter-")
     elif stem.startswith("processor-"):  # lc certs add --processor NAME
         role, cn = PROCESSOR_ROLE, stem.removeprefix("processor-")
+    elif stem.startswith("metrics-"):  # lc certs add --metrics NAME
+        role, cn = METRICS_ROLE, stem.removeprefix("metrics-")
     elif stem in (PROCESSOR_ROLE, ADMIN_ROLE):
         role, cn = stem, ADMIN_ROLE if stem == ADMIN_ROLE else None
     else:
@@ -533,7 +539,7 @@ def hunter_uri(hunter_id: str) -> str:
     return f"lc://{HUNTER_ROLE}/{hunter_id}"
 
 
-def _parse_host(host: str) -> x509.GeneralName:
+def _parse_host(host: str, what: str = "processor host") -> x509.GeneralName:
     """A processor host name as an IP or DNS SAN; raises ValidationError if neither."""
     text = host.strip() if isinstance(host, str) else ""
     try:
@@ -552,7 +558,7 @@ def _parse_host(host: str) -> x509.GeneralName:
         or not all(_LABEL_RE.fullmatch(label) for label in labels)
     ):
         raise ValidationError(
-            f"invalid processor host {host!r}: expected a DNS name (ASCII, punycode for "
+            f"invalid {what} {host!r}: expected a DNS name (ASCII, punycode for "
             "international names) or an IP address"
         )
     return x509.DNSName(name)
@@ -662,9 +668,11 @@ def _new_leaf(
     sans: Sequence[x509.GeneralName],
     server: bool,
     days: int,
+    client: bool = True,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     """A leaf signed by the CA. A server (a processor) gets serverAuth and clientAuth: it
-    serves its hunters and is a client of its upstream processor (a processor tree)."""
+    serves its hunters and is a client of its upstream processor (a processor tree).
+    ``client=False``: serverAuth only (a metrics endpoint's certificate)."""
     key = ec.generate_private_key(ec.SECP256R1())
     now = _now()
     # A leaf must not outlive the CA that vouches for it.
@@ -674,7 +682,7 @@ def _new_leaf(
         aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski)
     except x509.ExtensionNotFound:
         aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key())
-    usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
+    usages = [ExtendedKeyUsageOID.CLIENT_AUTH] if client else []
     if server:
         usages.insert(0, ExtendedKeyUsageOID.SERVER_AUTH)
     cert = (
@@ -776,6 +784,7 @@ def _ensure_leaf(
     server: bool,
     days: int,
     force: bool,
+    client: bool = True,
 ) -> CertFiles:
     cert_path, key_path = directory / f"{stem}.pem", directory / f"{stem}.key"
     have_cert, have_key = cert_path.exists(), key_path.exists()
@@ -791,7 +800,14 @@ def _ensure_leaf(
         )
         return CertFiles(cert_path, key_path, created=False)
     cert, key = _new_leaf(
-        ca_cert, ca_key, role=role, common_name=common_name, sans=sans, server=server, days=days
+        ca_cert,
+        ca_key,
+        role=role,
+        common_name=common_name,
+        sans=sans,
+        server=server,
+        days=days,
+        client=client,
     )
     # Key first: a certificate on disk always has its key next to it.
     _write_file(key_path, _key_pem(key), 0o600)
@@ -963,6 +979,50 @@ def add_processor(
             server=True,
             days=days,
             force=force,
+        ),
+    )
+
+
+def add_metrics(
+    directory: str | os.PathLike[str],
+    name: str,
+    hosts: Sequence[str],
+    days: int = 825,
+    *,
+    force: bool = False,
+) -> CertFiles:
+    """Issue a server certificate for a ``--metrics-tls`` endpoint from the existing CA.
+
+    A hunter's own certificate is a client certificate, which scrapers refuse as a
+    server's: ``lc hunt --metrics-tls`` takes this one (``--metrics-tls-cert``). Writes
+    ``metrics-<name>.pem`` and ``.key`` (subject ``OU=metrics, CN=<name>``; DNS or IP SANs
+    for ``hosts``, the names scrapers use, plus ``localhost``, ``127.0.0.1`` and ``::1``;
+    extendedKeyUsage serverAuth only: no lc service accepts it from a client). Nothing
+    else in the directory is touched; an existing matching pair is reused, reissued only
+    with ``force``. Raises like ``add_processor``.
+    """
+    validate_id(name, "metrics certificate")
+    if isinstance(hosts, str):
+        raise TypeError("hosts is a sequence of strings, not a string")
+    if not hosts:
+        raise ValidationError("give at least one --metrics-host (the name scrapers connect to)")
+    host_names = [_parse_host(h, "metrics host") for h in hosts]
+    _check_days(days)
+    loopback = [_parse_host(h) for h in _LOOPBACK_HOSTS]
+    return _with_ca(
+        directory,
+        lambda path, ca_cert, ca_key: _ensure_leaf(
+            path,
+            f"metrics-{name}",
+            ca_cert,
+            ca_key,
+            role=METRICS_ROLE,
+            common_name=name,
+            sans=_dedupe([*host_names, *loopback]),
+            server=True,
+            days=days,
+            force=force,
+            client=False,
         ),
     )
 

@@ -147,6 +147,8 @@ _AUTH_WAIT = "auth-wait"  # AUTHENTICATE waits for a challenge or its tagged res
 _AUTH_LINE = "auth-line"  # the next line answers a challenge
 _AUTH_GUESS = "auth-guess"  # no server in sight: base64-looking lines are secrets
 _WAIT = "wait"  # STARTTLS waits for its tagged response
+#: Client modes that move only by reading bytes (the others move when the server answers).
+_READING = frozenset({_CMD, _AUTH_LINE, _AUTH_GUESS, _WAIT})
 
 _B64_LINE = re.compile(rb"[A-Za-z0-9+/=*]*\Z")
 
@@ -296,11 +298,15 @@ class ImapSession(MailSession):
 
     def _client_step(self, out: list) -> bool:
         r = self._c
+        if r._pos >= len(r._buf) and self._mode in _READING:
+            return False  # no byte to read in a mode that moves only by reading
         start = r.consumed
         progress = False
-        while not self._done():
+        while self._live:
             mode = self._mode
             if mode is _CMD:
+                if r._pos >= len(r._buf):
+                    break  # nothing left to read (what readline would say, without the call)
                 line = r.readline(self.max_line)
                 if line is None:
                     break
@@ -351,6 +357,8 @@ class ImapSession(MailSession):
                     self._mode = _CMD
                     self._cmd = None
             elif mode is _AUTH_LINE:
+                if r._pos >= len(r._buf):
+                    break  # nothing left to read (what readline would say, without the call)
                 line = r.readline(self.max_line)
                 if line is None:
                     break
@@ -359,6 +367,8 @@ class ImapSession(MailSession):
                 self._wait_for_continuation("auth", self._cmd.tag)
                 self._mode = _AUTH_WAIT
             elif mode is _AUTH_GUESS:
+                if r._pos >= len(r._buf):
+                    break  # nothing left to read (what readline would say, without the call)
                 line = r.readline(self.max_line)
                 if line is None:
                     break
@@ -527,9 +537,11 @@ class ImapSession(MailSession):
 
     def _server_step(self, out: list) -> bool:
         r = self._s
+        if self._held_resp is None and not self._held_cont and r._pos >= len(r._buf):
+            return False  # no byte to read and nothing waiting: nothing can move
         start = r.consumed
         progress = False
-        while not self._done():
+        while self._live:
             if self._mode is _AUTH_LINE:
                 break  # the client owes the line that answers a challenge: nothing comes first
             if self._held_resp is not None:
@@ -558,6 +570,8 @@ class ImapSession(MailSession):
                 if self._slit_left:
                     break
                 continue
+            if r._pos >= len(r._buf):
+                break  # nothing left to read (what readline would say, without the call)
             line = r.readline(self.max_line)
             if line is None:
                 break

@@ -248,7 +248,8 @@ def split_message(data: bytes | bytearray) -> tuple[bytes, bytes]:
     if data.startswith(b"\n"):
         return b"", data[1:]
     crlf = data.find(b"\n\r\n")
-    lf = data.find(b"\n\n")
+    # Only a bare-LF empty line before the CRLF one matters: no need to search the body.
+    lf = data.find(b"\n\n", 0, crlf + 1) if crlf >= 0 else data.find(b"\n\n")
     if crlf < 0 and lf < 0:
         return data, b""
     if lf < 0 or 0 <= crlf < lf:
@@ -576,22 +577,17 @@ class MailMessage:
             f"from={[a.addr for a in self.from_]!r}, subject={self.subject!r})"
         )
 
-    # Decoded on first use (most messages are only matched on a field or two), then kept.
-
-    def _get(self, key: str, make: Callable[[], object]) -> object:
-        cache = self._cache
-        try:
-            return cache[key]
-        except KeyError:
-            value = cache[key] = make()
-            return value
+    # Decoded on first use (most messages are only matched on a field or two), then kept
+    # in _cache (no value is ever None but the Date's: it is kept under its own key).
 
     @property
     def subject(self) -> str:
         """The Subject as a mail reader shows it (RFC 2047 decoded, outer blanks stripped)."""
-        return self._get(  # type: ignore[return-value]
-            "subject", lambda: decode_words(self.fields.get("subject", "").strip())
-        )
+        cache = self._cache
+        value = cache.get("subject")
+        if value is None:
+            value = cache["subject"] = decode_words(self.fields.get("subject", "").strip())
+        return value  # type: ignore[return-value]
 
     @property
     def from_(self) -> tuple[Address, ...]:
@@ -614,22 +610,32 @@ class MailMessage:
         return self._addresses("reply-to")
 
     def _addresses(self, name: str) -> tuple[Address, ...]:
-        return self._get(  # type: ignore[return-value]
-            name, lambda: parse_addresses(self.fields.get(name, ""))
-        )
+        cache = self._cache
+        value = cache.get(name)
+        if value is None:
+            raw = self.fields.get(name)
+            value = cache[name] = parse_addresses(raw) if raw else ()
+        return value  # type: ignore[return-value]
 
     @property
     def origination_ns(self) -> int | None:
         """The Date as int nanoseconds since the epoch (UTC); None when it does not parse."""
-        return self._get("date", lambda: _date_ns(self.date))  # type: ignore[return-value]
+        cache = self._cache
+        if "date" not in cache:
+            cache["date"] = _date_ns(self.date)
+        return cache["date"]  # type: ignore[return-value]
 
     @property
     def user_agent(self) -> str:
         """User-Agent, else X-Mailer, decoded."""
-        get = self.fields.get
-        return self._get(  # type: ignore[return-value]
-            "user-agent", lambda: decode_words(get("user-agent", get("x-mailer", "")).strip())
-        )
+        cache = self._cache
+        value = cache.get("user-agent")
+        if value is None:
+            get = self.fields.get
+            value = cache["user-agent"] = decode_words(
+                get("user-agent", get("x-mailer", "")).strip()
+            )
+        return value  # type: ignore[return-value]
 
     def addresses(self) -> set[str]:
         """Every address this message names, lower-cased: envelope, From, To and Cc."""
@@ -648,8 +654,12 @@ class MailMessage:
 
     def drop_body(self) -> None:
         """Frees the kept body, for a holder that will not ask for ``body_text`` (it is
-        "" afterwards); ``attachments`` is read first."""
-        _ = self.attachments
+        "" afterwards); ``attachments`` is read first when it needs the body (a
+        multipart or message/rfc822 one: a single part's file name is in its header,
+        read when asked)."""
+        ct = self.content_type
+        if self._attachments is None and (ct.startswith("multipart/") or ct == "message/rfc822"):
+            _ = self.attachments
         self.body = b""
         self._body_text = ""
 
@@ -866,6 +876,11 @@ class StreamReader:
     Bytes are appended as they come and consumed from the front. Every reading
     method returns the same results however the input was split: it waits for
     more data when what it has cannot decide.
+
+    The buffer is an immutable ``bytes``: most segments are read whole (lines, a
+    message's body, a literal), so the next one simply replaces it (no copy), and
+    lines and runs are single slices of it. What is left over (a partial line, a
+    side waiting for the other) is joined with the next segment.
     """
 
     __slots__ = (
@@ -882,9 +897,9 @@ class StreamReader:
     )
 
     def __init__(self) -> None:
-        self._buf = bytearray()
+        self._buf = b""
         self._pos = 0
-        self._scan = 0  # no LF before this offset: searching again from here is enough
+        self._scan = 0  # >= _pos; no LF before this offset: searching again from here is enough
         self._skipping = False
         self._head = b""
         self._tail = b""
@@ -898,25 +913,22 @@ class StreamReader:
 
     def append(self, data: bytes | bytearray | memoryview, ts_ns: int) -> None:
         """Adds bytes that arrived at capture time ``ts_ns``."""
-        buf = self._buf
         pos = self._pos
-        if pos:
-            if pos == len(buf):
-                buf.clear()
-                self._scan = 0
-                self._pos = 0
-            elif pos > 65536 or pos > len(buf) // 2:
-                del buf[:pos]
-                self._scan = max(0, self._scan - pos)
-                self._pos = 0
-        buf += data
+        buf = self._buf
+        if pos >= len(buf):
+            self._buf = data if type(data) is bytes else bytes(data)
+            self._scan = 0
+        else:
+            self._buf = (buf[pos:] if pos else buf) + data
+            self._scan -= pos
+        self._pos = 0
         self.ts_ns = ts_ns
 
     def clear(self) -> int:
         """Drops everything buffered; returns how many bytes that was."""
         n = len(self)
         self.consumed += n
-        self._buf = bytearray()
+        self._buf = b""
         self._pos = 0
         self._scan = 0
         self._skipping = False
@@ -938,46 +950,49 @@ class StreamReader:
             if j < 0:
                 self._tail = (self._tail + buf[pos:])[-LINE_TAIL:]
                 self.consumed += len(buf) - pos
-                self._pos = len(buf)
+                self._pos = self._scan = len(buf)
                 return None
             tail = (self._tail + buf[pos:j])[-LINE_TAIL:]
             self.consumed += j + 1 - pos
-            self._pos = j + 1
-            self._scan = self._pos
+            self._pos = self._scan = j + 1
             self._skipping = False
             line = self._head + tail
             self._head = self._tail = b""
             self.overlong = True
             return line[:-1] if line.endswith(b"\r") else line
-        j = buf.find(b"\n", max(pos, self._scan))
+        j = buf.find(b"\n", self._scan)
         if j < 0:
             if len(buf) - pos > max_line:
-                self._head = bytes(buf[pos : pos + max_line])
-                self._tail = bytes(buf[pos + max_line :])[-LINE_TAIL:]
+                self._head = buf[pos : pos + max_line]
+                self._tail = buf[pos + max_line :][-LINE_TAIL:]
                 self._skipping = True
                 self.consumed += len(buf) - pos
                 self._pos = len(buf)
-            else:
-                self._scan = len(buf)
+            self._scan = len(buf)
             return None
-        line = bytes(buf[pos:j])
         self.consumed += j + 1 - pos
-        self._pos = j + 1
-        self._scan = self._pos
-        if len(line) > max_line:
+        self._pos = self._scan = j + 1
+        if j - pos > max_line:
+            line = buf[pos:j]
             line = line[:max_line] + line[max_line:][-LINE_TAIL:]
             self.overlong = True
-        return line[:-1] if line.endswith(b"\r") else line
+            return line[:-1] if line.endswith(b"\r") else line
+        if j > pos and buf[j - 1] == 13:
+            return buf[pos : j - 1]
+        return buf[pos:j]
 
     def take(self, n: int) -> bytes:
         """Up to ``n`` bytes from the front (fewer when fewer are buffered)."""
+        buf = self._buf
         pos = self._pos
-        end = min(len(self._buf), pos + n)
-        out = bytes(self._buf[pos:end])
+        end = len(buf)
+        if pos + n < end:
+            end = pos + n
         self._pos = end
-        self._scan = max(self._scan, end)
+        if self._scan < end:
+            self._scan = end
         self.consumed += end - pos
-        return out
+        return buf[pos:end]
 
     def read_dotted(self, sink: Callable[[bytes], object]) -> bool:
         """Dot-stuffed data (SMTP DATA, POP3 multi-line) into ``sink``, unstuffed.
@@ -986,9 +1001,10 @@ class StreamReader:
         bare LF) has been consumed; the line break before it is part of the data.
         ``dot_bol`` must be True when the data starts (it is after a line).
 
-        No loop over lines: the end line is found with ``find``, and what comes before
-        it is unstuffed with one ``replace`` (a dot that starts a line goes); at most
-        the last two bytes wait for more when they could begin the end line.
+        No loop over lines: one search finds each line that starts with a dot (few),
+        which is the end line, a stuffed dot (dropped) or, at the very end of what is
+        buffered, a line that may still become the end line (it waits for more, with
+        at most the two bytes ``.`` and CR); the data between goes in one slice.
         """
         buf = self._buf
         n = len(buf)
@@ -996,42 +1012,51 @@ class StreamReader:
         if i >= n:
             return False
         bol = self.dot_bol
-        # The end line: at i itself when a line starts there, else after a line feed.
+        dots: list[int] = []  # offsets of stuffed dots, dropped
+        stop = n  # the data ends here (the end line's start, or what waits)
         after = -1  # the offset after the end line
-        if bol and buf[i] == 0x2E:
-            if buf.startswith(b".\n", i):
-                end, after = i, i + 2
-            elif buf.startswith(b".\r\n", i):
-                end, after = i, i + 3
-        if after < 0:
-            lf = buf.find(b"\n.\n", i)
-            crlf = buf.find(b"\n.\r\n", i, lf + 1 if lf >= 0 else n)
-            if crlf >= 0:
-                end, after = crlf + 1, crlf + 4
-            elif lf >= 0:
-                end, after = lf + 1, lf + 3
-        if after >= 0:
-            stop = end
-        else:
-            # No end line yet: everything goes but a last line that may begin one.
-            nl = buf.rfind(b"\n", i, n)
-            line_start = nl + 1 if nl >= 0 else (i if bol else -1)
-            stop = n
-            if line_start >= 0 and n - line_start <= 2 and buf[line_start:n] in (b"", b".", b".\r"):
-                stop = line_start
+        p = i if bol and buf[i] == 0x2E else -1  # a dot that starts a line
+        if p < 0:
+            p = buf.find(b"\n.", i) + 1 or -1
+        while p >= 0:
+            q = p + 1  # the byte after the dot
+            if q < n:
+                c = buf[q]
+                if c == 0x0A:
+                    stop, after = p, q + 1
+                    break
+                if c == 0x0D:
+                    if q + 1 < n:
+                        if buf[q + 1] == 0x0A:
+                            stop, after = p, q + 2
+                            break
+                    else:
+                        stop = p  # "." CR at the end: wait for what follows
+                        break
+                dots.append(p)
+            else:
+                stop = p  # a lone "." at the end: wait for what follows
+                break
+            p = buf.find(b"\n.", q) + 1 or -1
         if stop > i:
-            data = bytes(buf[i:stop])
-            if bol and data[0] == 0x2E:
-                data = data[1:]  # a stuffed dot (or a line that only starts with one)
-            if b"\n." in data:
-                data = data.replace(b"\n.", b"\n")
+            if not dots:
+                data = buf[i:stop]
+            else:
+                pieces = []
+                at = i
+                for d in dots:
+                    pieces.append(buf[at:d])
+                    at = d + 1
+                pieces.append(buf[at:stop])
+                data = b"".join(pieces)
             if data:
                 sink(data)
             bol = buf[stop - 1] == 0x0A
         new = after if after >= 0 else stop
-        self.consumed += new - self._pos
+        self.consumed += new - i
         self._pos = new
-        self._scan = max(self._scan, new)
+        if self._scan < new:
+            self._scan = new
         self.dot_bol = True if after >= 0 else bol
         return after >= 0
 
@@ -1081,6 +1106,12 @@ class MailSession:
 
     Memory per session is bounded by about ``2 * (max_blocked + max_line)`` of
     buffers plus ``max_header + max_body`` for a message being read.
+
+    Subclasses
+        ``_client_step`` and ``_server_step`` read their side until they cannot go on
+        and return whether they moved (consumed bytes or changed state); a step that
+        does not move changes nothing. ``feed`` relies on it to run only the steps
+        that can move (see there).
     """
 
     protocol = ""
@@ -1129,6 +1160,7 @@ class MailSession:
         self.upgraded = False
         self.error: MailParseError | None = None
         self.closed = False
+        self._live = True  # neither given up nor upgraded: still parsing
         self._c = StreamReader()
         self._s = StreamReader()
         self._forcing = False
@@ -1150,19 +1182,35 @@ class MailSession:
 
     def feed(self, from_client: bool, data: bytes | bytearray | memoryview, ts_ns: int) -> list:
         """``feed_client`` or ``feed_server`` by flag."""
-        if self.error is not None or self.upgraded or self.closed:
+        if not self._live or self.closed:
             self.counters["ignored_bytes"] += len(data)
             return []
         out: list = []
-        (self._c if from_client else self._s).append(data, ts_ns)
+        c = self._c
+        s = self._s
         try:
-            self._pump(out)
-            if not self._done():
-                for reader, force in ((self._c, self._force_client), (self._s, self._force_server)):
+            # What _pump does, without the steps that cannot move: every step reads its
+            # side until it cannot go on, so when a feed begins both sides are stuck
+            # (the last pump ended with both), only the side fed can move, and after a
+            # step that did not move the other one cannot either. The steps that run,
+            # and so the events, are the same as _pump's.
+            if from_client:
+                c.append(data, ts_ns)
+                while self._client_step(out) and self._live:
+                    if not (self._server_step(out) and self._live):
+                        break
+            else:
+                s.append(data, ts_ns)
+                while self._server_step(out) and self._live:
+                    if not (self._client_step(out) and self._live):
+                        break
+            mb = self.max_blocked
+            if self._live and (len(c._buf) - c._pos > mb or len(s._buf) - s._pos > mb):
+                for reader, force in ((c, self._force_client), (s, self._force_server)):
                     while len(reader) > self.max_blocked and not self._done():
                         if not force(out):
                             # Nothing to assume, yet the bytes do not go: never hold them.
-                            side = "client" if reader is self._c else "server"
+                            side = "client" if reader is c else "server"
                             raise MailParseError(
                                 f"{self.protocol}: {len(reader)} bytes from the {side} "
                                 "cannot be read"
@@ -1210,12 +1258,13 @@ class MailSession:
     # -- for subclasses
 
     def _done(self) -> bool:
-        return self.error is not None or self.upgraded
+        return not self._live
 
     def _pump(self, out: list) -> None:
-        while not self._done():
+        """Both sides in turn, the client first, until neither moves."""
+        while self._live:
             c = self._client_step(out)
-            if self._done():
+            if not self._live:
                 break
             s = self._server_step(out)
             if not (c or s):
@@ -1223,10 +1272,12 @@ class MailSession:
 
     def _give_up(self, e: MailParseError) -> None:
         self.error = e
+        self._live = False
         self.counters["ignored_bytes"] += self._c.clear() + self._s.clear()
 
     def _upgrade(self) -> None:
         self.upgraded = True
+        self._live = False
         self.counters["ignored_bytes"] += self._c.clear() + self._s.clear()
 
     def _bad_line(self, what: str, line: bytes) -> None:

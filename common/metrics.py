@@ -168,7 +168,8 @@ class MetricsTls:
             raise ValidationError(
                 f"--metrics-tls: {self.cert} is a client certificate (no serverAuth in its "
                 "extendedKeyUsage), which scrapers refuse as a server's: give "
-                "--metrics-tls-cert and --metrics-tls-key with a server certificate"
+                "--metrics-tls-cert and --metrics-tls-key with a server certificate "
+                "(lc certs add --metrics NAME --metrics-host HOST makes one)"
             )
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2

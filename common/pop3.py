@@ -139,11 +139,15 @@ class Pop3Session(MailSession):
 
     def _client_step(self, out: list) -> bool:
         r = self._c
+        if r._pos >= len(r._buf):
+            return False  # every client move reads a line
         start = r.consumed
-        while not self._done():
+        while self._live:
             mode = self._mode
             if mode is _WAIT:
                 break
+            if r._pos >= len(r._buf):
+                break  # nothing left to read (what readline would say, without the call)
             line = r.readline(self.max_line)
             if line is None:
                 break
@@ -193,9 +197,13 @@ class Pop3Session(MailSession):
 
     def _server_step(self, out: list) -> bool:
         r = self._s
+        if self._held is None and self._multi is None and r._pos >= len(r._buf):
+            # No byte to read, no status line waiting and no body being read (which
+            # sets its message's start time even then): nothing can move.
+            return False
         start = r.consumed
         progress = False
-        while not self._done():
+        while self._live:
             if self._multi is not None:
                 before = r.consumed
                 if self._msg is not None and not self._msg.size:
@@ -213,6 +221,8 @@ class Pop3Session(MailSession):
                 self._held = None
                 progress = True
             else:
+                if r._pos >= len(r._buf):
+                    break  # nothing left to read (what readline would say, without the call)
                 line = r.readline(self.max_line)
                 if line is None:
                     break

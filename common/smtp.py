@@ -48,6 +48,7 @@ from dataclasses import dataclass
 
 from lc.common.mailmsg import (
     MAX_ADDRESSES,
+    MAX_TEXT,
     MailMessage,
     MailParseError,
     MailSession,
@@ -153,10 +154,17 @@ class SmtpSession(MailSession):
 
     def _client_step(self, out: list) -> bool:
         r = self._c
+        mode = self._mode
+        if r._pos >= len(r._buf) and mode is not _BDAT and mode is not _DATA:
+            # No byte to read in a mode that moves only by reading (a BDAT chunk's end
+            # moves without; DATA sets its message's start time even then).
+            return False
         start = r.consumed
-        while not self._done():
+        while self._live:
             mode = self._mode
             if mode is _CMD:
+                if r._pos >= len(r._buf):
+                    break  # nothing left to read (what readline would say, without the call)
                 line = r.readline(self.max_line)
                 if line is None:
                     break
@@ -164,7 +172,6 @@ class SmtpSession(MailSession):
                     self.counters["long_lines"] += 1
                 self._command(line, out)
             elif mode is _DATA:
-                before = r.consumed
                 msg = self._msg
                 assert msg is not None
                 if not msg.size:
@@ -174,8 +181,8 @@ class SmtpSession(MailSession):
                     self._end_message(out)
                     self._push(SmtpCommand(r.ts_ns, ".", ""))
                     self._mode = _CMD
-                elif r.consumed == before:
-                    break
+                else:
+                    break  # read_dotted took all it could: it would not move again
             elif mode is _BDAT:
                 if self._bdat_left:
                     chunk = r.take(self._bdat_left)
@@ -192,6 +199,8 @@ class SmtpSession(MailSession):
                 if self._bdat_last:
                     self._end_message(out)
             elif mode is _AUTH_LINE:
+                if r._pos >= len(r._buf):
+                    break  # nothing left to read (what readline would say, without the call)
                 line = r.readline(self.max_line)
                 if line is None:
                     break
@@ -201,6 +210,8 @@ class SmtpSession(MailSession):
                 self._push(self._wait)
                 self._mode = _WAIT
             elif mode is _AUTH_GUESS:
+                if r._pos >= len(r._buf):
+                    break  # nothing left to read (what readline would say, without the call)
                 line = r.readline(self.max_line)
                 if line is None:
                     break
@@ -307,6 +318,8 @@ class SmtpSession(MailSession):
 
     def _server_step(self, out: list) -> bool:
         r = self._s
+        if self._held is None and r._pos >= len(r._buf):
+            return False  # no byte to read and no reply waiting: nothing can move
         start = r.consumed
         progress = False
         if self._held is not None:
@@ -315,7 +328,9 @@ class SmtpSession(MailSession):
             reply, self._held = self._held, None
             self._pair(reply, out)
             progress = True
-        while not self._done() and self._held is None:
+        while self._live and self._held is None:
+            if r._pos >= len(r._buf):
+                break  # nothing left to read (what readline would say, without the call)
             line = r.readline(self.max_line)
             if line is None:
                 break
@@ -324,14 +339,24 @@ class SmtpSession(MailSession):
             m = _REPLY.match(line)
             if m is None:
                 raise MailParseError(f"smtp: not an SMTP reply: {line[:40]!r}")
-            code = int(m.group(1))
-            if len(self._reply_lines) < MAX_REPLY_LINES:
-                self._reply_lines.append(self._text(line[4:]))
-            if m.group(2) == b"-":
+            raw_code, sep = m.groups()
+            code = int(raw_code)
+            text = line[4:].decode("utf-8", "surrogateescape")  # _text, inline
+            if len(text) > MAX_TEXT:
+                text = text[:MAX_TEXT]
+            lines = self._reply_lines
+            if sep == b"-":
+                if len(lines) < MAX_REPLY_LINES:
+                    lines.append(text)
                 self._reply_code = self._reply_code or code
                 continue
-            reply = SmtpReply(r.ts_ns, code, tuple(self._reply_lines), None)
-            self._reply_lines = []
+            if lines:
+                if len(lines) < MAX_REPLY_LINES:
+                    lines.append(text)
+                reply = SmtpReply(r.ts_ns, code, tuple(lines), None)
+                self._reply_lines = []
+            else:  # a one-line reply (most)
+                reply = SmtpReply(r.ts_ns, code, (text,), None)
             self._reply_code = 0
             self.counters["replies"] += 1
             if not self._greeted:

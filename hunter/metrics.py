@@ -46,7 +46,7 @@ def hunter_collector(hunter: Hunter) -> Callable[[], Iterable[Any]]:
             "The hunter: its id, mode and version.",
             labels=["id", "mode", "version"],
         )
-        info.add_metric([hunter.hunter_id or "", mode, __version__], 1)
+        info.add_metric([hunter.hunter_id or _starting_id(hunter), mode, __version__], 1)
         yield info
         for name, value, doc in (
             ("lc_hunter_packets_captured", c.captured, "Packets read from the capture."),
@@ -127,6 +127,18 @@ def hunter_collector(hunter: Hunter) -> Callable[[], Iterable[Any]]:
                 yield k
 
     return collect
+
+
+def _starting_id(hunter: Hunter) -> str:
+    """The id a hunter scraped before its run has worked it out will use (the endpoint
+    starts first): the same series from the first scrape on, not ``id=""`` then the id."""
+    from lc.common.errors import LcError
+    from lc.hunter.run import default_hunter_id
+
+    try:
+        return default_hunter_id(hunter.cfg)
+    except LcError:  # run() refuses it and stops the hunter
+        return ""
 
 
 def _metric_name(key: str) -> str:

@@ -250,6 +250,7 @@ class Hunter:
         self.causes: list[str] = []  # why the exit code is not 0, for the user
         self.progress: ProgressFn | None = None  # a replay reports to it (lc hunt -r's bar)
         self._progress_next = 0.0
+        self._read_pos: int | None = None  # file bytes handed on, inside a paced chunk
         self.capture_error = ""  # a capture thread ended by an exception (a bug)
 
     # -- setup -----------------------------------------------------------------------
@@ -623,6 +624,7 @@ class Hunter:
         t0 = time.monotonic_ns()
         self._report_progress("reading", force=True)
         while not self.stop.is_set() and (self.uplink is None or self.uplink.fatal is None):
+            before = src.offset
             chunk = src.read(256 if speed else 4096)
             if chunk is None:
                 self.replay_complete = True
@@ -632,9 +634,15 @@ class Hunter:
             if speed:
                 if first_ts is None:
                     first_ts = chunk.ts_ns[0]
+                # A paced chunk is released over seconds (256 packets of a quiet
+                # capture: minutes): the bar follows its packets, not the read ahead.
+                span, whole, done = src.offset - before, len(chunk.records) or 1, 0
                 for part in _paced(chunk, first_ts, t0, speed, self.stop):
                     self._add(batcher, part, block=True)
+                    done += len(part.records)
+                    self._read_pos = before + span * done // whole
                     self._report_progress("reading")
+                self._read_pos = None
             else:
                 self._add(batcher, chunk, block=True)
                 self._report_progress("reading")
@@ -653,7 +661,8 @@ class Hunter:
         self._progress_next = now + _PROGRESS_EVERY
         src = self._file
         try:
-            self.progress(phase, self.captured, self.bytes_captured, src.offset, src.size)
+            pos = src.offset if self._read_pos is None else self._read_pos
+            self.progress(phase, self.captured, self.bytes_captured, pos, src.size)
         except Exception:  # a display must never stop a replay
             log.debug("progress display failed; no more progress", exc_info=True)
             self.progress = None

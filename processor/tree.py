@@ -59,6 +59,8 @@ class Child:
     descendants: frozenset[str] = frozenset()
     topology: lc_pb2.Topology | None = None  # its last report, cleaned
     forwarded: dict[str, lc_pb2.HunterInfo] = field(default_factory=dict)
+    forwarded_at: dict[str, int] = field(default_factory=dict)  # ``reports`` then
+    reports: int = 0  # trees it reported (heartbeats) since it registered
     allowed: set[str] = field(default_factory=set)  # hunters registered through it
     closed_cleanly: bool = False
 
@@ -165,6 +167,7 @@ class Tree:
                 return False
             c.allowed.add(req.hunter_id)
             c.forwarded[req.hunter_id] = info
+            c.forwarded_at[req.hunter_id] = c.reports
             return True
 
     def is_child(self, child_id: str) -> bool:
@@ -193,6 +196,7 @@ class Tree:
                 return False
             c.last_seen = self._clock()
             c.closed_cleanly = False
+            c.reports += 1
             c.topology = clean
             c.height = height
             c.descendants = frozenset(procs)
@@ -231,6 +235,16 @@ class Tree:
             return "disconnected"
         return "stale" if self._clock() - c.last_seen > self.stale_after else "connected"
 
+    def _forwarded_state(self, c: Child, hunter_id: str) -> str:
+        """The state of a hunter ``c`` registered here but does not list in its tree.
+        Its own hunters appear in its next report; one still missing two reports later is
+        not connected anywhere below it: its batches come from the child's spool (a
+        hunter of an earlier run of that processor, say), so it is ``disconnected``."""
+        state = self._state(c)
+        if state == "connected" and c.reports - c.forwarded_at.get(hunter_id, c.reports) >= 2:
+            return "disconnected"
+        return state
+
     def children(self, depth: int = 1) -> list[lc_pb2.Topology]:
         """Every child's tree, its depth counted from this processor (``depth`` for the
         children themselves); below a child that is not connected every state is its."""
@@ -247,7 +261,10 @@ class Tree:
                 known = {h.hunter_id for h in _walk_hunters(t)}
                 for hid, info in sorted(c.forwarded.items()):
                     if hid not in known and list(info.via) == [c.processor_id]:
-                        t.hunters.append(info)  # registered, not yet in a report
+                        h = lc_pb2.HunterInfo()  # registered, not (yet) in a report
+                        h.CopyFrom(info)
+                        h.state = self._forwarded_state(c, hid)
+                        t.hunters.append(h)
                 _set_depth(t, depth)
                 if t.state != "connected":
                     _mark(t, t.state)
@@ -267,8 +284,7 @@ class Tree:
                     if hid not in seen:  # registered through it, not yet in a report
                         h = lc_pb2.HunterInfo()
                         h.CopyFrom(info)
-                        if self._state(c) != "connected":
-                            h.state = self._state(c)
+                        h.state = self._forwarded_state(c, hid)
                         out.append(h)
                         seen.add(hid)
         out.sort(key=lambda h: (list(h.via), h.hunter_id))

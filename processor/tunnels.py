@@ -25,7 +25,8 @@ resend adds them once. Malformed statistics from a peer are skipped and counted
 
 Bounds: the detector keeps at most ``max_domains`` domains (least recent evicted,
 counted), each with at most 16 clients; hunters per domain at most 64; alerts at most
-``max_alerts`` (oldest dropped, counted). State lives in memory: after a restart the
+``max_alerts`` (oldest dropped, counted; a dropped alert's domain is no longer
+debounced). State lives in memory: after a restart the
 sums start again (the alerts already written stay in the event log).
 """
 
@@ -126,7 +127,13 @@ class TunnelAlerts:
         if last is not None and stats.last_ns - last < self.debounce_ns:
             return
         self._stage_alerted[domain] = alerted[domain] = stats.last_ns
-        hunters = sorted({*self._hunters.get(domain, ()), hunter})[:_MAX_HUNTERS]
+        # the hunters of earlier groups, and of this group's batches so far (this one's)
+        staged = {
+            wire_text(b.hunter_id, 256)
+            for b, parsed, _ in self._staged
+            if any(d == domain for d, _ in parsed)
+        }
+        hunters = sorted({*self._hunters.get(domain, ()), *staged, hunter})[:_MAX_HUNTERS]
         ev = lc_pb2.Event(
             dataset="dns",
             start_ns=stats.first_ns,
@@ -199,8 +206,13 @@ class TunnelAlerts:
                 )
                 self._alerts.move_to_end(domain)
                 while len(self._alerts) > self.max_alerts:
-                    self._alerts.popitem(last=False)
+                    gone, _ = self._alerts.popitem(last=False)
+                    self._alerted_at.pop(gone, None)
                     self.counters["alerts_dropped"] += 1
+            if len(self._alerted_at) > self.max_alerts:
+                # an alerted domain evicted from the detector before its commit: its
+                # debounce goes (what debounces is bounded with the list)
+                self._alerted_at = {d: t for d, t in self._alerted_at.items() if d in self._alerts}
             self._staged = []
             self._stage = {}
             self._stage_alerted = {}

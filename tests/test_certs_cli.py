@@ -333,6 +333,49 @@ def test_add_without_a_ca_exits_4_naming_init(tmp_path: Path) -> None:
     assert "lc certs init" in error_of(result)["error"]
 
 
+def test_add_metrics_issues_a_server_only_certificate_and_touches_nothing_else(
+    tmp_path: Path,
+) -> None:
+    # lc hunt --metrics-tls needs a server certificate (a hunter's is a client's): lc
+    # certs could not make one, short of a processor certificate on a sensor.
+    d = tmp_path / "pki"
+    init_pki(d, hunters=["sensor1"])
+    before = {p.name: p.read_bytes() for p in d.iterdir()}
+    result = run("add", "--dir", str(d), "--metrics", "sensor1", "--metrics-host", "s1.example")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "metrics": {
+            "name": "sensor1",
+            "cert": str(d.absolute() / "metrics-sensor1.pem"),
+            "key": str(d.absolute() / "metrics-sensor1.key"),
+            "status": "created",
+        }
+    }
+    assert {p.name: p.read_bytes() for p in d.iterdir() if p.name in before} == before
+    assert {p.name for p in d.iterdir()} - set(before) == {
+        "metrics-sensor1.pem",
+        "metrics-sensor1.key",
+    }
+    assert stat.S_IMODE((d / "metrics-sensor1.key").stat().st_mode) == 0o600
+    ident = identity_from_pem((d / "metrics-sensor1.pem").read_bytes())
+    assert (ident.common_name, ident.role) == ("sensor1", "metrics")  # no lc role
+    assert {"DNS:s1.example", "DNS:localhost", "IP:127.0.0.1"} <= set(ident.sans)
+    assert _eku(d / "metrics-sensor1.pem") == {"serverAuth"}  # never a client
+    report = json.loads(run("check", "--dir", str(d)).stdout)
+    entry = by_file(report)["metrics-sensor1.pem"]
+    assert entry["expected_role"] == "metrics" and entry["problems"] == [] and report["ok"]
+    again = run("add", "--dir", str(d), "--metrics", "sensor1", "--metrics-host", "s1.example")
+    assert again.exit_code == 0 and json.loads(again.stdout)["metrics"]["status"] == "reused"
+    for args, words in (
+        (["--metrics", "sensor1"], "--metrics-host"),
+        (["--metrics-host", "s1.example"], "--metrics NAME"),
+        (["--metrics", "a/b", "--metrics-host", "x.example"], "invalid metrics certificate id"),
+        (["--metrics", "m", "--metrics-host", "not a host"], "invalid metrics host"),
+    ):
+        bad = run("add", "--dir", str(d), *args)
+        assert bad.exit_code == 3 and words in error_of(bad)["error"], (args, bad.stderr)
+
+
 # -- lc certs add --hunter --------------------------------------------------------------
 
 

@@ -191,3 +191,17 @@ def test_grpc_log_default_inherited_from_lc_is_not_the_users_choice() -> None:
     assert user_log(GRPC_VERBOSITY="NONE", GRPC_VERBOSITY_SET_BY_LC="1") == "False"
     assert user_log(GRPC_VERBOSITY="NONE") == "True"
     assert user_log(GRPC_VERBOSITY="debug", GRPC_VERBOSITY_SET_BY_LC="1") == "True"
+
+
+def test_an_empty_local_filter_list_is_refused_and_an_absent_one_is_not(tmp_path):
+    # `--command ''` was taken as no filter at all, silently; a flag left out is no filter.
+    base = ("--processor", "127.0.0.1:1", "--insecure", "-r", str(tmp_path / "none.pcap"))
+    r = run_lc("hunt", "email", *base, "--command", " , ")
+    assert r.returncode == 3, r.stderr
+    assert "--command ' , ': no pattern given" in r.stderr
+    r = run_lc("hunt", "http", *base, "--host", "")
+    assert r.returncode == 3 and "--host '': no pattern given" in r.stderr
+    for mode in ("http", "email"):
+        r = run_lc("hunt", mode, *base)  # no local filter flag: only the missing file
+        assert r.returncode != 0 and "no pattern given" not in r.stderr, r.stderr
+        assert "capture file not found" in r.stderr

@@ -35,6 +35,7 @@ Strings from the wire go out through :func:`lc.common.text.wire_text`.
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import struct
 from collections import OrderedDict
@@ -63,6 +64,7 @@ from lc.hunter.capture import Chunk
 from lc.hunter.modes.base import (
     Forward,
     ModeContext,
+    ModeCounters,
     ModeSpec,
     option,
     port_list,
@@ -1097,6 +1099,14 @@ class DnsMode(SessionMode):
             return
         self.dis.forgotten(s)
         super()._forgotten(s)
+
+    def counters(self) -> ModeCounters:
+        """The engine's figures; the summary line also says how many queries went
+        unanswered (``--dns-timeout``), as the events of captured ones do."""
+        c = super().counters()
+        return dataclasses.replace(
+            c, summary=f"{c.summary}; unanswered queries: {c.figures['dns_unanswered']}"
+        )
 
     def _report(self, now: int, force: bool = False) -> None:
         det = self.dis.detector

@@ -211,15 +211,6 @@ def _ip_text(raw: bytes) -> str:
         return raw.hex()
 
 
-class _Parsed:
-    """A message for the engine: what a bound framer's bytes completed (parser events)."""
-
-    __slots__ = ("events",)
-
-    def __init__(self, events: list) -> None:
-        self.events = events
-
-
 #: A bound framer that completed nothing for this many chunks gives the engine an
 #: empty message anyway: the frames waiting for a message stay few.
 _SILENT_MAX = 128
@@ -231,8 +222,8 @@ class _Chunks:
     the one after a gap), every chunk is one "message" ``(bytes, fresh, framer)``
     (``fresh``: the framer's first chunk); then it is bound to its connection's parser
     and feeds it itself (at the time of the packet being handled), and only chunks
-    that completed something are messages (:class:`_Parsed`): the engine has nothing
-    to do for a message body's segments."""
+    that completed something are messages (the ``list`` of the parser's events they
+    completed): the engine has nothing to do for a message body's segments."""
 
     __slots__ = ("client", "conn", "dis", "offset", "silent")
 
@@ -253,16 +244,18 @@ class _Chunks:
             # turned out to be TLS: the dissector sees the chunk.
             self.conn = None
             return [(start, end, (data, start == 0, self))]
-        was_ok = not p.gave_up
-        events = p.feed(self.client, data, self.dis.now)
-        if was_ok and p.gave_up:
-            self.dis.c["gave_up"] += 1
+        if p.error is None:
+            events = p.feed(self.client, data, self.dis.now)
+            if p.error is not None:
+                self.dis.c["gave_up"] += 1
+        else:
+            events = p.feed(self.client, data, self.dis.now)  # counted as ignored
         if not events:
             self.silent += 1
             if self.silent < _SILENT_MAX:
                 return []
         self.silent = 0
-        return [(start, end, _Parsed(events))]
+        return [(start, end, events)]
 
 
 class _Conn:
@@ -361,8 +354,8 @@ class EmailDissector(Dissector):
 
     def on_message(self, s: Session, msg: object, flow: tuple, ts: int) -> object:
         conn: _Conn = s.info  # type: ignore[assignment]
-        if type(msg) is _Parsed:
-            return self._events(s, conn, msg.events)
+        if type(msg) is list:  # a bound framer's: the parser's events
+            return self._events(s, conn, msg)
         data, fresh, framer = msg  # type: ignore[misc]
         from_client = (flow[0], flow[1]) == conn.client
         seen = conn.client_seen if from_client else conn.server_seen
@@ -418,8 +411,17 @@ class EmailDissector(Dissector):
         except Exception:  # TlsParseError: not TLS after all; counted, never raised
             self.c["gave_up"] += 1
 
-    def _events(self, s: Session, conn: _Conn, events: list) -> tuple:
-        """Update the session from the parser's events; the values filters are asked."""
+    def _events(self, s: Session, conn: _Conn, events: list) -> tuple | None:
+        """Update the session from the parser's events; the values the filters in force
+        are asked (senders, recipients, subjects, bodies, mailboxes, commands), or None
+        when there is none (most chunks: a reply, a message's body). Values of a type
+        no filter has could match nothing: they are not gathered."""
+        if not events:
+            return None
+        wants = self.wants
+        want_addr = "email_address" in wants
+        want_cmd = "email_command" in wants
+        want_box = "email_mailbox" in wants
         commands: list[str] = []
         senders: list[str] = []
         recipients: list[str] = []
@@ -427,38 +429,45 @@ class EmailDissector(Dissector):
         bodies: list[str] = []
         mailboxes: list[str] = []
         msgs: list[MailMessage] = []
+        changed = False  # a field of the metadata summary (see _summary)
         for ev in events:
             t = type(ev)
             if t is SmtpCommand:
                 verb = ev.verb
                 if verb == ".":
                     continue
+                changed = True
                 conn.command = verb
-                commands.append(verb)
+                if want_cmd:
+                    commands.append(verb)
                 if verb == "MAIL":
                     conn.mail_from = smtp_path(ev.arg, "FROM:")
                     conn.rcpt_to = []
-                    if conn.mail_from:
+                    if conn.mail_from and want_addr:
                         senders.append(conn.mail_from)
                 elif verb == "RCPT":
                     r = smtp_path(ev.arg, "TO:")
                     if r and len(conn.rcpt_to) < _MAX_LIST:
                         conn.rcpt_to.append(r)
-                        recipients.append(r)
+                        if want_addr:
+                            recipients.append(r)
                 elif verb in ("RSET", "HELO", "EHLO"):
                     conn.mail_from, conn.rcpt_to = "", []
             elif t is SmtpReply:
+                code = ev.code
                 cmd = ev.command
                 if cmd is not None and (
-                    cmd.verb == "QUIT" or (cmd.verb == "STARTTLS" and ev.code == 220)
+                    cmd.verb == "QUIT" or (cmd.verb == "STARTTLS" and code == 220)
                 ):
                     conn.ended = cmd.verb == "QUIT"
-                if ev.code == 421:
+                if code == 421:
                     conn.ended = True
             elif t is ImapCommand:
+                changed = True
                 conn.command = ev.name
-                commands.append(ev.name)
-                if ev.mailbox:
+                if want_cmd:
+                    commands.append(ev.name)
+                if ev.mailbox and want_box:
                     mailboxes.append(ev.mailbox)
                 if ev.name == "LOGIN" and ev.args:
                     conn.user = ev.args.split(" ", 1)[0].strip('"')
@@ -466,52 +475,61 @@ class EmailDissector(Dissector):
                 cmd = ev.command
                 if cmd is not None:
                     if cmd.name in ("SELECT", "EXAMINE"):
+                        changed = True
                         conn.mailbox = cmd.mailbox if ev.status == "OK" else ""
                     elif cmd.name == "LOGOUT":
                         conn.ended = True
             elif t is Pop3Command:
+                changed = True
                 conn.command = ev.verb
-                commands.append(ev.verb)
+                if want_cmd:
+                    commands.append(ev.verb)
                 if ev.verb in ("USER", "APOP") and ev.arg:
                     conn.user = ev.arg.split(" ", 1)[0]
             elif t is Pop3Reply:
                 if ev.command is not None and ev.command.verb == "QUIT":
                     conn.ended = True
             elif t is MailMessage:
+                changed = True
                 msgs.append(ev)
                 conn.last_msg = ev
                 self.c["email_messages"] += 1
-                wants = self.wants
                 # Headers are decoded on first use: only those a filter in force reads.
-                if "email_address" in wants:
+                if want_addr:
                     senders.extend(a.addr for a in ev.from_)
                     recipients.extend(a.addr for a in ev.to)
                     recipients.extend(a.addr for a in ev.cc)
-                if ev.mail_from:
-                    senders.append(ev.mail_from)
-                recipients.extend(ev.rcpt_to)
-                subjects.append(ev.subject if "email_subject" in wants else "")
+                    if ev.mail_from:
+                        senders.append(ev.mail_from)
+                    recipients.extend(ev.rcpt_to)
+                if "email_subject" in wants:
+                    subjects.append(ev.subject)
                 if "keyword" in wants:  # decoding the body costs: only for a keyword filter
                     bodies.append(ev.body_text)
-                if ev.mailbox:
+                if ev.mailbox and want_box:
                     mailboxes.append(ev.mailbox)
         p = conn.parser
         if p is not None and p.upgraded and not conn.upgraded:
             conn.upgraded = True
+            changed = True
             self.c["starttls"] += 1
-        if events:
-            conn.summary = None  # the state changed: new metadata from now on
+        if changed:
+            # New metadata from now on. A chunk of replies alone changes none of its
+            # fields: the metadata stays the same object (the same content as rebuilt:
+            # a decision, which sets the filter ids, only comes with new values or to
+            # a session never captured, whose metadata was never built).
+            conn.summary = None
             s.metas[0] = None
         for m in msgs:
             conn.pending.append((m, m.user or conn.user, conn.shown))
-        return senders, recipients, subjects, bodies, mailboxes, commands
+        if commands or senders or recipients or subjects or bodies or mailboxes:
+            return senders, recipients, subjects, bodies, mailboxes, commands
+        return None
 
     def filter_values(self, msg: object, ctx: object) -> tuple[dict[str, object], list]:
         if ctx is None:
-            return {}, []
-        senders, recipients, subjects, bodies, mailboxes, commands = ctx  # type: ignore[misc]
-        if not (commands or senders or recipients or subjects or mailboxes):
             return {}, []  # most segments (a message's body, a reply) add no value
+        senders, recipients, subjects, bodies, mailboxes, commands = ctx  # type: ignore[misc]
         return {
             "email_address": senders + recipients,
             "email_subject": subjects,
@@ -665,14 +683,19 @@ class EmailMode(SessionMode):
         self._wants()
 
     def _wants(self) -> None:
-        sets = [f for f in (self._fs, *self._local.values()) if f is not None]
+        """What the filters in force (pushed and local) ask, worked out once per set."""
+        fs = self._fs
+        sets = [f for f in (fs, *self._local.values()) if f is not None]
         self.dis.wants = frozenset(t for t in EMAIL_FILTER_TYPES if any(f.has(t) for f in sets))
+        self._filtering = (fs is not None and len(fs) > 0) or bool(self._local)
+        self._ip = fs is not None and fs.has("ip_address")
 
     def _conn_message(
         self, s: Session, msg: object, toks: list, flow: tuple, out: Out, ts: int
     ) -> None:
-        super()._conn_message(s, msg, toks, flow, out, ts)
-        self._take_pending(s)
+        SessionMode._conn_message(self, s, msg, toks, flow, out, ts)
+        if s.info.pending:  # type: ignore[attr-defined]
+            self._take_pending(s)
 
     def _take_pending(self, s: Session) -> None:
         """The messages of the last chunk: their events are made and sent now if the
@@ -707,32 +730,47 @@ class EmailMode(SessionMode):
             self._send(s, conn, items)
 
     def _match(self, msg: object, ctx: object, flow: tuple) -> list[str] | None:
+        if not self._filtering:
+            return [] if self.policy == "allow" else None
+        if ctx is None:  # no value to ask about (most messages): only the addresses
+            if self._ip:
+                ids = self._fs.match_ip([flow[0], flow[2]])  # type: ignore[union-attr]
+                return sorted(ids) if ids else None
+            return None
         fs = self._fs
         local = self._local
-        if (fs is None or not len(fs)) and not local:
-            return [] if self.policy == "allow" else None
-        fields, _ = self.dis.filter_values(msg, ctx)
+        # filter_values' fields without the empty ones (they match nothing).
+        senders, recipients, subjects, bodies, mailboxes, commands = ctx  # type: ignore[misc]
+        fields: dict[str, list[str]] = {}
+        if senders or recipients:
+            fields["email_address"] = senders + recipients
+        if subjects:
+            fields["email_subject"] = subjects
+        if bodies:
+            fields["keyword"] = bodies
+        if mailboxes:
+            fields["email_mailbox"] = mailboxes
+        if commands:
+            fields["email_command"] = commands
         ids: set[str] = set()
         if fs is not None and len(fs):
-            if fields:
-                ids |= fs.match_fields(fields)
-            if fs.has("ip_address"):
+            ids |= fs.match_fields(fields)
+            if self._ip:
                 ids |= fs.match_ip([flow[0], flow[2]])
-        if fields and local:
-            senders, recipients = ctx[0], ctx[1]  # type: ignore[index]
+        if local:
             if "sender" in local and senders:
                 ids |= local["sender"].match("email_address", senders)
             if "recipient" in local and recipients:
                 ids |= local["recipient"].match("email_address", recipients)
             if "rest" in local:
                 rest = dict(fields)
-                del rest["email_address"]
+                rest.pop("email_address", None)
                 ids |= local["rest"].match_fields(rest)
         return sorted(ids) if ids else None
 
     def _tcp_frame(self, pkt: tuple, d, data: memoryview, out: Out) -> None:
         self.dis.now = pkt[0]
-        super()._tcp_frame(pkt, d, data, out)
+        SessionMode._tcp_frame(self, pkt, d, data, out)
 
     def _forgotten(self, s: Session) -> None:
         conn: _Conn = s.info  # type: ignore[assignment]

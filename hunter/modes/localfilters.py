@@ -48,6 +48,9 @@ def _patterns(type_: str) -> Any:
             except ValidationError as e:
                 raise ValueError(f"{pattern!r}: {e}") from None
             out.append(f.pattern)
+        if not out:
+            # `--command ''` (or ','): the user meant some filter, and none would be held
+            raise ValueError(f"{text!r}: no pattern given (a comma-separated list of {type_})")
         return tuple(out)
 
     return parse

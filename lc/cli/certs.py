@@ -3,14 +3,17 @@
     lc certs init --dir DIR [--hunter ID ...] [--processor-host NAME ...]
                   [--processor-id ID] [--force]
     lc certs add (--processor NAME --processor-host HOST [--processor-host HOST ...]
-                  | --hunter ID [--hunter ID ...]) [--dir DIR] [--force]
+                  | --hunter ID [--hunter ID ...]
+                  | --metrics NAME --metrics-host HOST [--metrics-host HOST ...])
+                 [--dir DIR] [--force]
     lc certs check --dir DIR
 
 ``init`` prints a JSON description of the CA and certificates it created or reused (see
 ``lc.common.credentials.init_pki``) and, on stderr, where the CA key is and that it stays
-on this host. ``add`` issues one more processor certificate and/or hunter certificates
-from the CA already in DIR (``lc.common.credentials.add_processor``, ``add_hunters``) and
-prints their files as JSON. ``check`` prints
+on this host. ``add`` issues one more processor certificate, hunter certificates and/or a
+metrics endpoint's server certificate from the CA already in DIR
+(``lc.common.credentials.add_processor``, ``add_hunters``, ``add_metrics``) and prints
+their files as JSON. ``check`` prints
 a JSON report of every certificate in DIR (validity, key match, chain, role; see
 ``lc.common.credentials.check_pki``), warns on stderr of those expiring within 30 days
 and exits 1 when any has a problem. On failure it prints one JSON line
@@ -26,7 +29,14 @@ from typing import Any
 
 import click
 
-from lc.common.credentials import CA_KEY_NOTE, add_hunters, add_processor, check_pki, init_pki
+from lc.common.credentials import (
+    CA_KEY_NOTE,
+    add_hunters,
+    add_metrics,
+    add_processor,
+    check_pki,
+    init_pki,
+)
 from lc.common.errors import LcError, ValidationError
 
 __all__ = ["certs"]
@@ -130,6 +140,21 @@ def init(
     help="Issue a client certificate for this hunter id (repeatable).",
 )
 @click.option(
+    "--metrics",
+    "metrics_name",
+    metavar="NAME",
+    help="Issue metrics-NAME.pem/.key: a server certificate for a --metrics-tls endpoint "
+    "(lc hunt --metrics-tls-cert; a hunter's own certificate is a client's).",
+)
+@click.option(
+    "--metrics-host",
+    "metrics_hosts",
+    multiple=True,
+    metavar="HOST",
+    help="Host name or IP address scrapers reach that endpoint at (repeatable; required "
+    "with --metrics); localhost, 127.0.0.1 and ::1 are always included.",
+)
+@click.option(
     "--dir",
     "directory",
     default=".",
@@ -144,21 +169,30 @@ def add(
     processor_id: str | None,
     processor_hosts: tuple[str, ...],
     hunters: tuple[str, ...],
+    metrics_name: str | None,
+    metrics_hosts: tuple[str, ...],
     directory: Path,
     force: bool,
 ) -> None:
-    """Issue more certificates from the existing CA: a processor's and/or hunters'.
+    """Issue more certificates from the existing CA: a processor's, hunters', a metrics
+    endpoint's.
 
     --processor NAME writes processor-NAME.pem/.key, for a processor tree: it serves the
     processor's hunters (serverAuth) and authenticates it to its upstream (clientAuth).
-    --hunter ID writes hunter-ID.pem/.key, as lc certs init --hunter does. Certificates
-    already handed out are not touched.
+    --hunter ID writes hunter-ID.pem/.key, as lc certs init --hunter does. --metrics NAME
+    writes metrics-NAME.pem/.key (serverAuth only) for lc hunt --metrics-tls-cert.
+    Certificates already handed out are not touched.
     """
     try:
-        if processor_id is None and not hunters:
-            raise ValidationError("give --processor NAME --processor-host HOST and/or --hunter ID")
+        if processor_id is None and not hunters and metrics_name is None:
+            raise ValidationError(
+                "give --processor NAME --processor-host HOST and/or --hunter ID "
+                "(or --metrics NAME --metrics-host HOST)"
+            )
         if processor_id is None and processor_hosts:
             raise ValidationError("--processor-host names the hosts of --processor NAME: give it")
+        if metrics_name is None and metrics_hosts:
+            raise ValidationError("--metrics-host names the hosts of --metrics NAME: give it")
         out: dict[str, Any] = {}
         if processor_id is not None:
             files = add_processor(directory, processor_id, processor_hosts, force=force)
@@ -166,6 +200,9 @@ def add(
         if hunters:
             issued = add_hunters(directory, hunters, force=force)
             out["hunters"] = {hid: f.as_dict() for hid, f in issued.items()}
+        if metrics_name is not None:
+            files = add_metrics(directory, metrics_name, metrics_hosts, force=force)
+            out["metrics"] = {"name": metrics_name, **files.as_dict()}
     except LcError as err:
         _fail(ctx, err)
         return

@@ -270,7 +270,13 @@ def mode_command(spec) -> click.Command:
     flags = cli_options(spec.config)
 
     def callback(**opts) -> None:
+        # A flag left at its default takes the config's own default: so only a value the
+        # user gave (command line, LC_* environment, --config) is checked, and e.g. an
+        # empty local filter list given on purpose is refused rather than ignored.
+        ctx = click.get_current_context()
+        default = click.core.ParameterSource.DEFAULT
         texts = {name: opts.pop(name) for name, _ in flags}
+        texts = {k: v for k, v in texts.items() if ctx.get_parameter_source(k) != default}
         try:
             cfg = parse_options(spec.config, texts)
         except LcError as e:

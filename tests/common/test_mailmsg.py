@@ -450,6 +450,43 @@ def test_a_message_without_its_body_keeps_its_attachment_names() -> None:
     assert m.attachments == ("r.pdf",) and m.subject == "files"
 
 
+_ODD_CTYPES = st.one_of(
+    _CTYPES,
+    st.sampled_from([
+        'multipart/mixed; boundary="B"', "Multipart/Alternative; boundary=B",
+        " multipart/mixed;boundary=B", "multipart/mixed; boundary*=us-ascii''B",
+        "multipart/a/b; boundary=B", "multipart; boundary=B",
+        "message/RFC822", "message/rfc822; x*=y", 'multipart/mixed; boundary="B\\"',
+        "multipart/mixed\udcff; boundary=B", "\udcffmultipart/mixed; boundary=B",
+    ]),
+    st.text(alphabet="multipart/mixed;boundary=B*\\\" \t\udcff", max_size=40),
+)  # fmt: skip
+
+
+@settings(max_examples=500, deadline=None)
+@given(_ODD_CTYPES, _DISPOSITIONS)
+def test_dropping_the_body_never_changes_the_attachment_names(ctype: str, disposition: str) -> None:
+    # drop_body reads the names first only when they may be in the body (multipart,
+    # message/rfc822): whatever the Content-Type, the names (and the body text "")
+    # are what they are when read before the body goes.
+    header = "Subject: s\r\n"
+    if ctype:
+        header += f"Content-Type: {ctype}\r\n"
+    if disposition:
+        header += f"Content-Disposition: {disposition}\r\n"
+    body = (
+        b"--B\r\nContent-Type: text/plain\r\n\r\nhello\r\n"
+        b"--B\r\nContent-Disposition: attachment; filename=in.pdf\r\n\r\nx\r\n--B--\r\n"
+    )
+    raw = header.encode("utf-8", "surrogateescape") + b"\r\n" + body
+    early, late = message(raw), message(raw)
+    _ = early.attachments
+    early.drop_body()
+    late.drop_body()
+    assert late.attachments == early.attachments
+    assert late.body_text == early.body_text == ""
+
+
 # --- MessageBuilder ----------------------------------------------------------------------
 
 

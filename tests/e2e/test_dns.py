@@ -118,6 +118,61 @@ def test_tunnel_captures_from_two_hunters_raise_one_alert_ordinary_traffic_none(
     assert al["dns"]["question"]["registered_domain"] == "pirate.sea"
 
 
+def _write_pcap(path: Path, records: list[tuple[int, bytes]]) -> None:
+    """A nanosecond pcap (Ethernet) of (time, frame) records."""
+    import struct
+
+    out = [struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 262144, 1)]
+    for ts, data in records:
+        sec, ns = divmod(ts, 10**9)
+        out.append(struct.pack("<IIII", sec, ns, len(data), len(data)) + data)
+    path.write_bytes(b"".join(out))
+
+
+def test_a_tunnel_split_over_two_hunters_is_one_alert_at_the_processors_threshold(tmp_path, pki):
+    """The iodine tunnel's first six transactions go past hunter h1, the last six past
+    h2: neither half alerts alone, their sum at the processor does, once, naming both
+    hunters (event and `lc list alerts`). With `--tunneling-threshold 0.95` the same
+    traffic raises none."""
+    cap = CORPUS / "dns" / "dmachard_iodine.pcap"
+    if not cap.exists():
+        pytest.skip("corpus not present")
+    with open_capture(cap) as rd:
+        recs = [(ts, bytes(d)) for ts, _, d, _ in rd.records()]
+    assert len(recs) == 24  # 12 queries, each with its response
+    halves = [tmp_path / "a.pcap", tmp_path / "b.pcap"]
+    _write_pcap(halves[0], recs[:12])
+    _write_pcap(halves[1], recs[12:])
+
+    def run(where: Path, *extra: str) -> tuple[list[list[dict]], object]:
+        where.mkdir()
+        p = start_processor(where, tls_args(pki, "processor"), *extra)
+        listed = []
+        try:
+            for hid, half in zip(("h1", "h2"), halves, strict=True):
+                r = run_lc("hunt", "dns", "--processor", p.addr, *tls_args(pki, f"hunter-{hid}"),
+                           "-r", str(half))  # fmt: skip
+                assert r.returncode == 0, r.stderr
+                r = run_lc("list", "alerts", "--processor", p.addr, *tls_args(pki, "admin"))
+                assert r.returncode == 0, r.stderr
+                listed.append(json.loads(r.stdout))
+        finally:
+            p.stop()
+        return listed, p
+
+    (after_h1, after_h2), p = run(tmp_path / "default")
+    assert after_h1 == []
+    assert [(a["domain"], a["hunters"], a["clients"], a["queries"]) for a in after_h2] == [
+        ("biillpi.com", ["h1", "h2"], ["192.168.1.17"], 12)
+    ]
+    assert after_h2[0]["score"] >= 0.7
+    alerts = [e for e in events(p) if e["event"]["kind"] == "alert"]
+    assert len(alerts) == 1 and alerts[0]["lc"]["dns_tunnel"]["hunters"] == ["h1", "h2"]
+    (after_h1, after_h2), p = run(tmp_path / "strict", "--tunneling-threshold", "0.95")
+    assert after_h1 == after_h2 == []
+    assert not [e for e in events(p) if e["event"]["kind"] == "alert"]
+
+
 def _dnsmasq(port: int, tmp: Path) -> subprocess.Popen:
     return subprocess.Popen(
         ["dnsmasq", "-k", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",

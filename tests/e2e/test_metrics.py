@@ -119,6 +119,19 @@ def test_buckets_are_cumulative():
     assert b.count == 6
 
 
+def test_hunter_info_names_the_certificates_id_before_the_run_has_started(pki):
+    # The endpoint starts before the run works the id out: a scrape in between gave
+    # id="" (seen in a real scrape), then a second series for the same hunter.
+    from lc.common.transport import TlsFiles
+    from lc.hunter.metrics import hunter_collector
+    from lc.hunter.run import HuntConfig, Hunter
+
+    tls = TlsFiles(*(str(pki / n) for n in ("hunter-h1.pem", "hunter-h1.key", "ca.pem")))
+    h = Hunter(HuntConfig(processor="127.0.0.1:1", read_file=str(SIP_CALL), tls=tls))
+    fams = {f.name: f for f in hunter_collector(h)()}
+    assert [s.labels["id"] for s in fams["lc_hunter_info"].samples] == ["h1"]
+
+
 # -- end to end ---------------------------------------------------------------------------
 
 
@@ -274,6 +287,62 @@ def test_metrics_over_tls_need_the_admin_certificate(tmp_path, pki):
         # Still serving after all that.
         assert parse(fetch(url, ctx("admin")))
     finally:
+        proc.stop()
+
+
+@pytest.mark.e2e
+def test_a_hunter_serves_tls_metrics_with_a_metrics_certificate(tmp_path, pki):
+    """lc certs add --metrics makes the server certificate a hunter's endpoint needs (its
+    own is a client's): a scraper checking the host name gets the metrics with the admin
+    certificate; the new certificate is no client credential for lc."""
+    from lc.common.credentials import add_metrics
+
+    certs = tmp_path / "pki"
+    shutil.copytree(pki, certs)  # the session's CA, with one more certificate
+    add_metrics(certs, "h1", ["localhost"])
+    proc = start_processor(tmp_path, tls_args(pki, "processor"))
+    hunter = subprocess.Popen(
+        [*LC, "hunt", "--processor", proc.addr, *tls_args(certs, "hunter-h1"),
+         "-r", str(SIP_CALL), "--replay-speed", "1", "--metrics-listen", "0", "--metrics-tls",
+         "--metrics-tls-cert", str(certs / "metrics-h1.pem"),
+         "--metrics-tls-key", str(certs / "metrics-h1.key")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=lc_env(),
+    )  # fmt: skip
+    try:
+        url = metrics_url(proc=hunter).replace("127.0.0.1", "localhost")
+        assert url.startswith("https://localhost:")
+        ctx = ssl.create_default_context(cafile=str(certs / "ca.pem"))  # checks the name
+        ctx.load_cert_chain(certs / "admin.pem", certs / "admin.key")
+        samples = parse(fetch(url, ctx))
+        assert v(samples, "lc_hunter_info", id="h1", mode="generic", version=_version()) == 1
+        r = run_lc("hunt", "--processor", proc.addr, "-r", str(SIP_CALL),
+                   "--tls-cert", str(certs / "metrics-h1.pem"), "--tls-key",
+                   str(certs / "metrics-h1.key"), "--tls-ca", str(certs / "ca.pem"))  # fmt: skip
+        assert r.returncode == 3 and "has role 'metrics'" in r.stderr, r.stderr
+        # Nor does the processor take it from a client (no clientAuth: no handshake),
+        # while the hunter's own certificate works on the same processor.
+        import grpc
+
+        from lc.common.transport import TlsFiles, open_channel
+        from lc.proto import lc_pb2, lc_pb2_grpc
+
+        def register(name: str, hunter_id: str) -> lc_pb2.RegisterResponse:
+            files = TlsFiles(*(str(certs / n) for n in (f"{name}.pem", f"{name}.key", "ca.pem")))
+            ch = open_channel(proc.addr, files)
+            try:
+                stub = lc_pb2_grpc.ManagementServiceStub(ch)
+                req = lc_pb2.RegisterRequest(hunter_id=hunter_id)
+                return stub.RegisterHunter(req, timeout=10)
+            finally:
+                ch.close()
+
+        with pytest.raises(grpc.RpcError) as e:
+            register("metrics-h1", "h1")
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert register("hunter-h2", "h2").accepted  # the processor is up
+    finally:
+        hunter.send_signal(signal.SIGINT)
+        hunter.communicate(timeout=60)
         proc.stop()
 
 

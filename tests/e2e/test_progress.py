@@ -84,3 +84,18 @@ def test_no_bar_when_stderr_is_not_a_terminal(processor, pki):
     assert SUMMARY.match(out.rstrip("\n")) and out.count("\n") == 1, out
     assert "\x1b" not in err and "━" not in err and "pkts" not in err and "ETA" not in err, err
     assert "registered with processor" in err  # the logs are there, plainly
+
+
+@pytest.mark.e2e
+def test_a_paced_replay_moves_the_bar_with_its_packets(processor, pki):
+    """--replay-speed releases each chunk read (256 packets) over its capture time: the
+    bar follows the packets released, not the chunk read ahead (sip-call.pcap read in 6
+    chunks showed 6 positions, each for seconds, with the ETA standing still)."""
+    code, out, err = _hunt(processor, pki, ["--replay-speed", "4"], stderr_tty=True)
+    assert code == 0, err
+    assert SUMMARY.match(out.rstrip("\n")), out
+    total = f"{PCAP.stat().st_size / 1e3:.1f}"
+    reading = err.split("waiting for acks")[0]
+    shown = {float(x) for x in re.findall(rf"(\d+\.\d)/{re.escape(total)} kB", reading)}
+    assert len(shown) >= 12, sorted(shown)  # ~7 s drawn 4 times a second
+    assert max(shown) <= float(total)

@@ -14,10 +14,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import threading
 import time
 from collections import Counter
+from contextlib import closing
 from pathlib import Path
 
 import grpc
@@ -95,6 +97,19 @@ def drained(edge, pki: Path) -> bool:
         return pending(edge, pki) == 0
     except AssertionError:
         return False
+
+
+def delivered(data_dir: Path) -> dict[tuple[str, int], set[int]]:
+    """(hunter id, epoch) -> batch sequences a stopped processor's ledger has written."""
+    with closing(sqlite3.connect(f"file:{data_dir / 'lc.db'}?mode=ro", uri=True)) as db:
+        rows = db.execute("SELECT hunter_id, epoch, ranges FROM delivered").fetchall()
+    out: dict[tuple[str, int], set[int]] = {}
+    for hunter, epoch, ranges in rows:
+        seqs = out.setdefault((hunter, epoch), set())
+        for part in filter(None, ranges.split(",")):
+            lo, _, hi = part.partition("-")
+            seqs.update(range(int(lo), int(hi or lo) + 1))
+    return {k: v for k, v in out.items() if v}
 
 
 # -- delivery: exactly once across kills ---------------------------------------------------
@@ -184,6 +199,11 @@ def test_two_edges_deliver_every_packet_once_across_top_and_edge_sigkills(tmp_pa
     assert [r for r in got if r in s2] == recs2
     for edge, recs in ((e1, recs1), (e2, recs2)):  # and each edge wrote its own, once
         assert output_records(sorted(edge.data_dir.glob("*.pcap"))) == recs
+    # Forwarded batches keep their hunter's id, epoch and sequence: the top's ledger holds
+    # exactly the (hunter, epoch, sequences) its edges wrote, as for hunters of its own.
+    at_edges = {**delivered(e1.data_dir), **delivered(e2.data_dir)}
+    assert {h for h, _ in at_edges} == {"h1", "h2"}
+    assert delivered(top.data_dir) == at_edges
 
 
 # -- filters down the tree ---------------------------------------------------------------

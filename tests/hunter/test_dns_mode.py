@@ -452,3 +452,233 @@ def test_scores_of_the_last_report_are_those_it_sent() -> None:
     assert m.dis.domain_score("example.com") == max(sent["example.com"], now)
     assert m.dis.domain_score("other.org") == sent["other.org"]
     assert m.dis.domain_score("never.net") == 0.0
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("events", ["captured", "all"])
+def test_unanswered_queries_time_out_counted_and_reported(fast: bool, events: str) -> None:
+    """Queries that get no response within --dns-timeout leave as unanswered: counted
+    (``dns_unanswered``, the summary line) and, when captured (or with ``--events
+    all``), reported by an event with no response, over UDP and TCP; an answered one is
+    not counted."""
+    import random
+
+    from bench.dns_bench import query, response, tcp_frame, udp_frame, wire_name
+
+    a, b = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 53])
+    names = (b"x.watched-bench.com", b"y.other.org", b"z.watched-bench.com")
+    w, o, n = (wire_name(x) for x in names)
+    tq = query(9, n, 1)
+    frames = [
+        udp_frame(a, 4000, b, 53, query(7, w, 1)),  # matching, unanswered
+        udp_frame(a, 4001, b, 53, query(8, o, 1)),  # not matching, unanswered
+        tcp_frame(a, 4002, b, 53, 1, 1, 0x18, len(tq).to_bytes(2, "big") + tq),  # TCP, unanswered
+        udp_frame(a, 4003, b, 53, query(10, w, 1)),  # answered
+        udp_frame(b, 53, a, 4003, response(10, w, 1, random.Random(1), False)),
+    ]
+    interfaces = [("eth0", 1)]
+    m = dns_mode(ModeContext(interfaces, "deny", events), DnsConfig())
+    if not fast:
+        m._fast_ok = lambda: False  # type: ignore[method-assign]
+    m.apply(compile_filters([Filter(id="d", type="dns_domain", pattern="*.watched-bench.com")],
+                            "h1", DNS_FILTER_TYPES))  # fmt: skip
+    evs = list(m.process(chunk_of(frames, T0)).events)  # (a Forward's list is the mode's)
+    evs += m.tick(T0 + 2 * 10**9).events
+    assert all(e.dns.answered for e in evs)  # not yet: 5 s by default
+    evs += m.tick(T0 + 400 * 10**9).events
+    evs += m.finish().events
+    lost = sorted((e.dns.qname, e.flow.src_port) for e in evs if not e.dns.answered)
+    want = [("x.watched-bench.com", 4000), ("z.watched-bench.com", 4002)]
+    if events == "all":
+        want.insert(1, ("y.other.org", 4001))
+    assert lost == want
+    for e in evs:
+        if not e.dns.answered:
+            assert e.dns.queries == 1 and e.dns.responses == 0 and not e.dns.rtt_ns
+            assert not e.dns.answers and e.start_ns >= T0
+    assert [e.dns.rtt_ns > 0 for e in evs if e.dns.answered] == [True]
+    c = m.counters()
+    assert c.figures["dns_unanswered"] == 3
+    assert c.summary.endswith("; unanswered queries: 3"), c.summary
+
+
+def _tunnel_then_watched(answers: int) -> list[bytes]:
+    """Twelve tunnel-like TXT queries under example.co.uk (unanswered), then a query for
+    a.b.example.co.uk and its response: a CNAME then ``answers`` A records."""
+    import struct
+
+    from bench.dns_bench import query, udp_frame, wire_name
+
+    a, b = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 53])
+    out = []
+    for i in range(12):
+        name = f"{i}q7x2k9v4m1z8p3w6r5t0y2u8s4l1c9n3b7.t.example.co.uk".encode()
+        out.append(udp_frame(a, 5000 + i, b, 53, query(100 + i, wire_name(name), 16)))
+    w = wire_name(b"a.b.Example.co.uk")
+    target = wire_name(b"edge.cdn.example.net")
+    rrs = [b"\xc0\x0c" + struct.pack("!HHIH", 5, 1, 300, len(target)) + target]
+    tptr = struct.pack("!H", 0xC000 | (12 + len(w) + 4 + 12))
+    rrs += [tptr + struct.pack("!HHIH", 1, 1, 60, 4) + bytes([10, 1, 0, i]) for i in range(answers)]
+    head = struct.pack("!HHHHHH", 0x4242, 0x8580, 1, len(rrs), 0, 0)  # QR AA RD RA
+    resp = head + w + struct.pack("!HH", 1, 1) + b"".join(rrs)
+    out.append(udp_frame(a, 4000, b, 53, query(0x4242, w, 1)))
+    out.append(udp_frame(b, 53, a, 4000, resp))
+    return out
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_metadata_and_event_fields_with_their_bounds(fast: bool) -> None:
+    """What a forwarded DNS packet carries (id, qname, qtype, rcode, at most 8 answers,
+    RTT, the tunneling score of its registered domain) and its transaction's event as
+    the event log writes it, with the ECS names the issue lists (dns.id, dns.type,
+    dns.op_code, dns.response_code, dns.header_flags, dns.question.name, type, class,
+    registered_domain (Public Suffix List: example.co.uk), subdomain, dns.answers (at
+    most 16), dns.resolved_ip, RTT as event.duration)."""
+    from lc.processor.eventlog import event_document
+
+    frames = _tunnel_then_watched(20)
+    m = dns_mode(ModeContext([("eth0", 1)], "deny", "captured"), DnsConfig())
+    if not fast:
+        m._fast_ok = lambda: False  # type: ignore[method-assign]
+    m.apply(compile_filters([Filter(id="d", type="dns_domain", pattern="*.cdn.example.net")],
+                            "h1", DNS_FILTER_TYPES))  # fmt: skip
+    fwd = m.process(chunk_of(frames, T0))
+    evs = list(fwd.events)
+    metas = [mt.dns for _, mt in sorted(fwd.meta.items())]
+    assert fwd.chunk.caplen.tolist() == [len(frames[-2]), len(frames[-1])]  # the CNAME matched
+    q, r = metas
+    assert (q.id, q.qname, q.qtype, q.response, q.rtt_ns, list(q.answers)) == (
+        0x4242, "a.b.Example.co.uk", 1, False, 0, [])  # fmt: skip
+    assert (r.id, r.qname, r.response, r.rcode, r.rtt_ns) == (0x4242, "a.b.Example.co.uk",
+                                                              True, 0, 1000)  # fmt: skip
+    assert list(r.answers) == ["CNAME edge.cdn.example.net"] + [f"A 10.1.0.{i}" for i in range(7)]
+    assert q.tunnel_score == r.tunnel_score >= 0.7  # example.co.uk: the twelve TXT queries
+    evs += m.tick(T0 + 10 * 10**9).events
+    (ev,) = evs
+    doc = event_document(ev, "h1", "h1:1:1:0")
+    dns = doc["dns"]
+    assert (dns["id"], dns["type"], dns["op_code"], dns["response_code"]) == (
+        0x4242, "answer", "QUERY", "NOERROR")  # fmt: skip
+    assert dns["header_flags"] == ["AA", "RD", "RA"]
+    assert dns["question"] == {
+        "name": "a.b.Example.co.uk", "type": "A", "class": "IN",
+        "registered_domain": "example.co.uk", "subdomain": "a.b",
+    }  # fmt: skip
+    assert len(dns["answers"]) == 16
+    assert dns["answers"][0] == {"name": "a.b.Example.co.uk", "type": "CNAME", "class": "IN",
+                                 "ttl": 300, "data": "edge.cdn.example.net"}  # fmt: skip
+    assert dns["answers"][1] == {"name": "edge.cdn.example.net", "type": "A", "class": "IN",
+                                 "ttl": 60, "data": "10.1.0.0"}  # fmt: skip
+    assert dns["resolved_ip"] == [f"10.1.0.{i}" for i in range(15)]
+    assert doc["event"]["duration"] == 1000 == doc["lc"]["dns"]["rtt_ns"]
+    assert doc["lc"]["dns"]["tunnel_score"] >= 0.7 and doc["lc"]["filter_ids"] == ["d"]
+    assert doc["source"] == {"ip": "10.0.0.1", "port": 4000}
+    assert doc["destination"] == {"ip": "10.0.0.53", "port": 53}
+
+
+def test_dns_ports_udp_only_and_no_tunneling_flags() -> None:
+    """--dns-port 53,5353: the kernel filter keeps both ports over UDP and TCP and IP
+    fragments (--udp-only: UDP and fragments), as libpcap compiles it; the mode parses
+    DNS on both ports; --udp-only leaves DNS over TCP alone; --no-detect-tunneling
+    sends no statistics and scores nothing."""
+    import random
+
+    from bench.dns_bench import query, response, tcp_frame, udp_frame, wire_name
+    from lc.common.bpf import compile_bpf
+    from lc.hunter.modes.base import port_list
+    from lc.hunter.modes.dns import DnsDissector
+
+    a, b = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 53])
+    w = wire_name(b"x.watched-bench.com")
+    q, r = query(7, w, 1), response(7, w, 1, random.Random(1), False)
+    frag = bytearray(udp_frame(a, 4000, b, 80, b"x" * 40))
+    frag[20:22] = b"\x20\x00"  # more fragments
+    probes = [udp_frame(a, 4000, b, 53, q), tcp_frame(a, 4000, b, 53, 1, 1, 0x18, b"xx"),
+              udp_frame(a, 4000, b, 5353, q), tcp_frame(a, 4000, b, 5353, 1, 1, 0x18, b"xx"),
+              udp_frame(a, 4000, b, 80, q), tcp_frame(a, 4000, b, 80, 1, 1, 0x18, b"xx"),
+              bytes(frag)]  # fmt: skip
+    ports = port_list("53,5353")
+    assert ports == frozenset((53, 5353))
+    for udp_only, want in ((False, [1, 1, 1, 1, 0, 0, 1]), (True, [1, 0, 1, 0, 0, 0, 1])):
+        expr = DnsDissector(DnsConfig(dns_ports=ports, udp_only=udp_only)).kernel_bpf()
+        prog = compile_bpf(expr, 1)
+        assert [int(bool(prog.filter(f))) for f in probes] == want, expr
+
+    def run(
+        cfg: DnsConfig, frames: list[bytes], pattern: str = "*.watched-bench.com"
+    ) -> tuple[int, list, dict]:
+        m = dns_mode(ModeContext([("eth0", 1)], "deny", "captured"), cfg)
+        m.apply(compile_filters([Filter(id="d", type="dns_domain", pattern=pattern)], "h1",
+                                DNS_FILTER_TYPES))  # fmt: skip
+        fwds = [m.process(chunk_of(frames, T0)), m.finish()]
+        metas = [mt.dns for f in fwds for _, mt in sorted(f.meta.items()) if mt.HasField("dns")]
+        tunnel = [t for f in fwds for kind, items in f.extras if kind == "tunnel" for t in items]
+        return sum(len(f.chunk.caplen) for f in fwds), metas, {"tunnel": tunnel, "m": m}
+
+    mdns = [udp_frame(a, 4000, b, 5353, q), udp_frame(b, 5353, a, 4000, r)]
+    assert run(DnsConfig(), mdns)[0] == 0  # 5353 is not a DNS port by default
+    n, metas, _ = run(DnsConfig(dns_ports=ports), mdns)
+    assert n == 2 and [d.response for d in metas] == [False, True]
+    qs, rs = len(q).to_bytes(2, "big") + q, len(r).to_bytes(2, "big") + r
+    tcp = [tcp_frame(a, 4001, b, 53, 1, 1, 0x18, qs),
+           tcp_frame(b, 53, a, 4001, 1, 1 + len(qs), 0x18, rs)]  # fmt: skip
+    assert run(DnsConfig(), tcp)[0] == 2
+    n, _, rest = run(DnsConfig(udp_only=True), tcp)
+    assert n == 0 and rest["m"].counters().figures["dns_messages"] == 0
+    tunnelish = _tunnel_then_watched(3)
+    n, metas, rest = run(DnsConfig(), tunnelish, "*.cdn.example.net")
+    assert n == 2 and rest["tunnel"] and min(d.tunnel_score for d in metas) >= 0.7
+    n, metas, rest = run(DnsConfig(detect_tunneling=False), tunnelish, "*.cdn.example.net")
+    assert n == 2 and rest["tunnel"] == [] and rest["m"].dis.detector is None
+    assert all(d.tunnel_score == 0 for d in metas)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_transactions_followed_are_bounded_and_evictions_counted(fast: bool) -> None:
+    """--max-transactions: beyond it the least recent undecided transaction leaves,
+    counted (transactions_evicted, unanswered); what is left still pairs."""
+    import random
+
+    from bench.dns_bench import query, response, udp_frame, wire_name
+
+    a, b = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 53])
+    frames = [udp_frame(a, 4000 + i, b, 53, query(i, wire_name(b"n%d.other.org" % i), 1))
+              for i in range(10)]  # fmt: skip
+    w = wire_name(b"n9.other.org")
+    frames.append(udp_frame(b, 53, a, 4009, response(9, w, 1, random.Random(1), False)))
+    m = dns_mode(ModeContext([("eth0", 1)], "deny", "captured"), DnsConfig(max_transactions=4))
+    if not fast:
+        m._fast_ok = lambda: False  # type: ignore[method-assign]
+    m.apply(compile_filters([Filter(id="d", type="dns_domain", pattern="*.watched-bench.com")],
+                            "h1", DNS_FILTER_TYPES))  # fmt: skip
+    m.process(chunk_of(frames, T0))
+    c = m.counters()
+    assert c.figures["transactions_evicted"] == 6 == c.dropped["transactions_evicted"]
+    assert c.figures["dns_unanswered"] == 6
+    m.finish()
+    c = m.counters()
+    assert c.figures["dns_unanswered"] == 9  # the other 3 at the end; n9 was answered
+
+
+def test_ip_address_filter_forwards_whole_transactions() -> None:
+    """An ip_address filter selects the transactions of a client (its query and its
+    response), beside dns_domain filters; other clients' are not forwarded."""
+    import random
+
+    from bench.dns_bench import query, response, udp_frame, wire_name
+
+    srv = bytes([10, 0, 0, 53])
+    frames = []
+    for i, cli in enumerate((bytes([10, 0, 0, 1]), bytes([10, 0, 0, 99]))):
+        w = wire_name(b"www.other.org")
+        frames.append(udp_frame(cli, 4000, srv, 53, query(i, w, 1)))
+        frames.append(udp_frame(srv, 53, cli, 4000, response(i, w, 1, random.Random(i), False)))
+    m = dns_mode(ModeContext([("eth0", 1)], "deny", "captured"), DnsConfig())
+    m.apply(compile_filters([Filter(id="ip", type="ip_address", pattern="10.0.0.99"),
+                             Filter(id="d", type="dns_domain", pattern="*.watched-bench.com")],
+                            "h1", DNS_FILTER_TYPES))  # fmt: skip
+    fwd = m.process(chunk_of(frames, T0))
+    got = bytes(fwd.chunk.records)
+    assert fwd.chunk.caplen.tolist() == [len(frames[2]), len(frames[3])]
+    assert frames[2] in got and frames[3] in got
+    assert [list(mt.filter_ids) for _, mt in sorted(fwd.meta.items())] == [["ip"], ["ip"]]

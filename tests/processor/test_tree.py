@@ -126,6 +126,32 @@ def test_views_count_depth_mark_stale_subtrees_and_give_the_path():
     assert t.hunter_below("h3").state == "stale"
 
 
+def test_a_hunter_only_forwarded_from_a_spool_is_not_shown_connected():
+    # A restarted edge drains batches an earlier run spooled, registering their hunter
+    # upstream: that hunter is connected nowhere, and the top listed it "connected" for
+    # as long as the edge ran. Its own hunters appear in its next report.
+    t = Tree("top")
+    t.register_child(_reg("e1"), "p1")
+    t.register_forwarded("e1", lc_pb2.RegisterRequest(hunter_id="gone", via=["e1"]))
+    t.register_forwarded("e1", lc_pb2.RegisterRequest(hunter_id="live", via=["e1"]))
+
+    def states() -> tuple[dict[str, str], dict[str, str]]:
+        below = {h.hunter_id: h.state for h in t.hunters_below()}
+        listed = {h.hunter_id: h.state for h in t.children()[0].hunters}
+        return below, listed
+
+    assert states() == ({"gone": "connected", "live": "connected"},) * 2
+    report = lc_pb2.Topology(hunters=[lc_pb2.HunterInfo(hunter_id="live", state="connected")])
+    t.heartbeat("e1", 1, report)  # may have been made before the registration came
+    assert states() == ({"gone": "connected", "live": "connected"},) * 2
+    t.heartbeat("e1", 1, report)
+    assert states() == ({"gone": "disconnected", "live": "connected"},) * 2
+    assert t.may_carry("e1", "gone")  # its batches still go through
+    # Registered again (a new session of the edge's uplink, sending its batches): for now.
+    t.register_forwarded("e1", lc_pb2.RegisterRequest(hunter_id="gone", via=["e1"]))
+    assert states()[0]["gone"] == "connected"
+
+
 def test_a_reported_tree_is_cleaned_and_bounded():
     huge = lc_pb2.Topology(processor_id="e1")
     huge.hunters.add(hunter_id="../bad", hostname="x")
