@@ -178,7 +178,7 @@ class Frame:
         self.end = end
         self.frame = frame
         self.done = False
-        self.holders: list[object] = []
+        self.holders: list[object] | tuple = ()  # a list from the first holder
         self.claims = 0
 
 
@@ -261,6 +261,73 @@ class TcpStreams:
             self._end(key)
         elif len(self._dirs) > 2 * self.max_streams:  # cannot happen with the hook; a bound
             self._end(next(iter(self._dirs)))
+        return out
+
+    def in_order(
+        self, ts_ns: int, key: tuple, seq: int, payload: bytes, frame: object
+    ) -> list | None:
+        """:meth:`segment` for the common case, without decoding nor a Delivery: a
+        segment without SYN, FIN or RST (the caller checks the flags) that starts at
+        the next expected byte of a known direction holding nothing out of order,
+        whose bytes (if any) continue what its framer was fed. Returns what
+        :meth:`segment` would (the messages now complete), or None, having changed
+        nothing, when the segment is not that case (then call :meth:`segment`).
+        ``key`` is ``(src, sport, dst, dport)``, ``payload`` the segment's bytes."""
+        reasm = self.reassembler
+        streams = reasm._streams
+        rs = streams.get(key)
+        if rs is None or seq != rs.next_seq or rs.held or rs.fin_off is not None:
+            return None
+        st = self._dirs.get(key)
+        if st is None or self._ready:
+            return None
+        counters = reasm.counters
+        if not payload:
+            # TcpReassembler.feed's in-order pure ACK, and segment's "no bytes".
+            streams.move_to_end(key)
+            rs.last_ts = rs.held_since = ts_ns
+            counters["segments"] += 1
+            if reasm._waiting:
+                reasm._waiting.pop(key, None)
+            self.counters["no_message"] += 1
+            return []
+        off = rs.next_off
+        framer = st.framer
+        if framer is None:
+            if off != st.base:
+                return None
+            framer = st.framer = self.new_framer()
+        elif off != st.base + framer.offset:
+            return None
+        # TcpReassembler.feed's in-order data, then segment and _frame for one chunk.
+        n = len(payload)
+        end = off + n
+        rs.next_off = end
+        rs.next_seq = (seq + n) & 0xFFFFFFFF
+        rs.last_ts = ts_ns
+        streams.move_to_end(key)
+        counters["segments"] += 1
+        counters["bytes_delivered"] += n
+        pending = st.pending
+        pending.append(Frame(off, end, frame))
+        if len(pending) > self.max_frames:
+            pending.pop(0)
+            self.counters["pending_dropped"] += 1
+        out: list = []
+        base = st.base
+        for s, e, msg in framer.feed(payload):
+            s += base
+            e += base
+            pending = st.pending
+            if len(pending) == 1:
+                f = pending[0]
+                frames = [f] if f.start < e and f.end > s else []
+                if f.end <= e:
+                    st.pending = []
+            else:
+                frames = [f for f in pending if f.start < e and f.end > s]
+                st.pending = [f for f in pending if f.end > e]
+            out.append((key, msg, frames))
         return out
 
     def drop(self, key: Hashable) -> None:

@@ -406,7 +406,10 @@ class SessionTable:
                     out.add(pkt, meta)  # type: ignore[arg-type]
             elif st == UNDECIDED:
                 if not f.done:
-                    f.holders.append(s)
+                    if f.holders:
+                        f.holders.append(s)  # type: ignore[union-attr]
+                    else:
+                        f.holders = [s]
                     self.hold(s, pkt, tag, summary, f)
             elif first:
                 self.unmatched_packets += 1

@@ -663,6 +663,9 @@ class EmailMode(SessionMode):
     """The session engine with the email dissector, local filters and per-message events."""
 
     dis: EmailDissector
+    # Its _tcp_frame only sets dis.now: the engine's in-order path does that too.
+    in_order_frames = True
+    set_now = True
 
     def __init__(self, ctx: ModeContext, cfg: EmailConfig) -> None:
         super().__init__(ctx, EmailDissector(cfg), cfg.limits())

@@ -59,8 +59,8 @@ from lc.hunter.modes.base import (
     with_extras,
 )
 from lc.hunter.modes.localfilters import local_filter_option, local_filters, session_bounds
-from lc.hunter.modes.sessions import Dissector, SessionMode, set_flow
-from lc.hunter.session import MATCHED, REJECTED, Session, SessionLimits
+from lc.hunter.modes.sessions import CF_SLOW, Dissector, SessionMode, set_flow
+from lc.hunter.session import MATCHED, REJECTED, UNDECIDED, Session, SessionLimits
 from lc.proto import lc_pb2
 
 __all__ = ["HTTP_FILTER_TYPES", "SPEC", "HttpConfig", "HttpDissector", "http_mode"]
@@ -413,10 +413,16 @@ class HttpDissector(Dissector):
     # -- transactions -> events ---------------------------------------------------------
     def _done(self, s: Session, c: _Conn, tx: HttpTransaction) -> None:
         c.n += 1
-        size = _held(tx)
-        if len(c.waiting) >= _MAX_WAITING or self.waiting_bytes + size > _MAX_WAITING_BYTES:
-            self.events_dropped += 1
-            return
+        if s.state == UNDECIDED:
+            size = _held(tx)
+            if len(c.waiting) >= _MAX_WAITING or self.waiting_bytes + size > _MAX_WAITING_BYTES:
+                self.events_dropped += 1
+                return
+        else:
+            # Decided: its event goes at once (or never, see _release); it waits for
+            # nothing, so the bounds on waiting do not apply (a matched connection's
+            # events were dropped when undecided ones had filled _MAX_WAITING_BYTES).
+            size = 0
         c.waiting.append((tx, c.n, size))
         self.waiting_bytes += size
 
@@ -519,6 +525,11 @@ class HttpMode(SessionMode):
     direction, local filters beside the processor's, one event per transaction."""
 
     dis: HttpDissector
+    # The engine's in-order path suits the hooks below: it sets dis.now, takes no SYN
+    # or FIN, is off while bpf filters exist, and a connection whose server FIN waits
+    # (_FIN_SEEN) has CF_SLOW.
+    in_order_frames = True
+    set_now = True
 
     def __init__(self, ctx: ModeContext, dissector: HttpDissector, limits: SessionLimits):
         super().__init__(ctx, dissector, limits)
@@ -544,6 +555,7 @@ class HttpMode(SessionMode):
             self._fs = fs
             self.dis.set_filters(fs)
             self._bpf = bpf
+            self._live_ok = self._live_capable and not bpf  # bpf sees every frame
 
     # Two small hooks around the engine's connection handling: whether the capture saw
     # the connection's SYN (else the parser starts in mid-stream mode), and when the
@@ -559,6 +571,7 @@ class HttpMode(SessionMode):
                 c.conn.midstream = True  # picked up mid-connection: skip to a message start
         if flags & TCP_FIN and c.fin == _FIN_NONE and (flow[0], flow[1]) != c.client:
             c.fin = _FIN_SEEN
+            s.cflags |= CF_SLOW  # every frame goes through _tcp_frame until it is told
         self._cur = s
         return s
 
@@ -586,6 +599,7 @@ class HttpMode(SessionMode):
         if key in self._streams.reassembler:
             return  # bytes before the FIN are still missing
         c.fin = _FIN_TOLD
+        s.cflags &= ~CF_SLOW
         end = _Piece(c.framers[1], b"", end=True)
         self._conn_stream_message(key, end, [], out, pkt[0])
 

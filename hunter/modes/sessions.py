@@ -124,12 +124,16 @@ from lc.hunter.session import (
 )
 from lc.proto import lc_pb2
 
-__all__ = ["IP_FRAGMENTS", "Dissector", "SessionMode", "set_flow"]
+__all__ = ["CF_SLOW", "IP_FRAGMENTS", "Dissector", "SessionMode", "set_flow"]
 
 _LT_ETHERNET = 1
 # Session.cflags of a connection: FIN from its lower / higher endpoint (canonical key
 # order), RST, no more messages wanted (the dissector's ignore_rest), streams dropped.
 _FIN_LO, _FIN_HI, _RST, _NO_MESSAGES, _STREAMS_DROPPED = 1, 2, 4, 8, 16
+#: Session.cflags: a mode's hooks want this connection's frames on the general path
+#: (e.g. HTTP while the server's FIN waits for the bytes before it), not the in-order one.
+CF_SLOW = 32
+_LIVE = 64  # its raw keys are in SessionMode._conn_live
 #: Events of one undecided session waiting for its decision (more are counted).
 MAX_WAITING_EVENTS = 64
 #: From frame offset 12: ethertype, version/IHL, flags and fragment offset, then the
@@ -138,6 +142,8 @@ MAX_WAITING_EVENTS = 64
 _PEEK_KEY = struct.Struct("!HB5xH4x12s")
 #: The same and, at frame offset 47, the TCP flags.
 _PEEK_KEY_FLAGS = struct.Struct("!HB5xH4x12s9xB")
+#: From frame offset 16: the IPv4 total length, the TCP sequence number and data offset.
+_PEEK_SEQ = struct.Struct("!H20xI4xB")
 _PORTS = struct.Struct("!HH")
 #: Kernel BPF for IP fragments (IPv4 MF or offset; an IPv6 fragment header first).
 IP_FRAGMENTS = "(ip and ip[6:2] & 0x3fff != 0) or (ip6 and ip6[6] == 44)"
@@ -292,7 +298,25 @@ class _Token:
 
 
 class SessionMode(Mode):
-    """A mode built from a dissector (see the module docstring). Thread-safe."""
+    """A mode built from a dissector (see the module docstring). Thread-safe.
+
+    **The in-order path.** A frame of a connection that still wants its messages,
+    untagged Ethernet/IPv4/TCP without SYN, FIN or RST, that starts at the next
+    expected byte of its direction (nothing held out of order) is placed by the
+    per-chunk loop and its bytes go straight to its direction's framer
+    (:meth:`lc.common.flow.TcpStreams.in_order`): no decoding, no reassembly objects,
+    the same outputs and counters as the general path (``_slow``, ``_tcp_frame``,
+    ``TcpStreams.segment``), which takes everything else. A mode that overrides
+    ``_tcp_frame``, ``_connection`` or ``_slow`` keeps the general path for every
+    frame unless it sets ``in_order_frames`` (its overrides then must do nothing for
+    such a frame but set ``dis.now``, see ``set_now``; a connection that needs them
+    has ``CF_SLOW`` in its ``cflags``), and may turn the path off (``_live_ok``).
+    """
+
+    #: The mode's overrides are safe for the in-order path (see the class docstring).
+    in_order_frames = False
+    #: Set ``dis.now`` to the frame's capture time before its bytes are framed.
+    set_now = False
 
     def __init__(self, ctx: ModeContext, dissector: Dissector, limits: SessionLimits) -> None:
         self.dis = dissector
@@ -333,6 +357,19 @@ class SessionMode(Mode):
         # per-chunk loop places their frames.
         self._conn_fast_tcp: dict[bytes, Session] = {}
         self._conn_fast_udp: dict[bytes, Session] = {}
+        # Connections (IPv4 TCP) that still want their messages, by the raw key of
+        # each direction's packets: (session, the direction's stream key). The
+        # per-chunk loop takes their in-order frames (see the class docstring).
+        general = (
+            type(self)._tcp_frame is not SessionMode._tcp_frame
+            or type(self)._connection is not SessionMode._connection
+            or type(self)._slow is not SessionMode._slow
+        )
+        self._live_capable = (
+            self._conn and self._streams is not None and (self.in_order_frames or not general)
+        )
+        self._live_ok = self._live_capable
+        self._conn_live: dict[bytes, tuple[Session, tuple]] = {}
         self._frags = Fragments()
         self._events: list[lc_pb2.Event] = []
         self._clock = 0
@@ -430,6 +467,7 @@ class SessionMode(Mode):
         peek_tcp_flags = _PEEK_KEY_FLAGS.unpack_from
         touch = self.table.touched.append
         ctag = self.dis.message_tag
+        live = self._conn_live if self._live_ok else None
         conn_frames = 0
         off = 0
         for i, cap in enumerate(cap_col):
@@ -438,14 +476,21 @@ class SessionMode(Mode):
             if single is None:
                 ifx = iface_col[i]
                 lt = interfaces[ifx][1]
-            if lt == ethernet and cap >= 48 and fast_tcp and rec[start + 39] == 6:
+            if lt == ethernet and cap >= 48 and (fast_tcp or live) and rec[start + 39] == 6:
                 # A TCP connection whose messages no longer matter (ignore_rest): the
                 # bulk of TLS, placed with one look-up by the raw addresses and ports
                 # (untagged Ethernet, IPv4 without options, not a fragment). A SYN
                 # takes the decoding path: it may open a new connection on the
                 # 5-tuple of one that ended (_connection).
                 etype, vihl, frag, k, fl = peek_tcp_flags(rec, start + 28)
-                if etype == 0x0800 and vihl == 0x45 and not frag & 0x3FFF and not fl & 2:
+                if etype != 0x0800 or vihl != 0x45 or frag & 0x3FFF:
+                    pass
+                elif live and not fl & 7 and cap >= 54 and (hit := live.get(k)) is not None:
+                    # A connection that wants its messages: its in-order frames.
+                    pkt = (ts_col[i], cap, orig_col[i], mv[start:off], ifx)
+                    self._live(hit, pkt, rec, start, lt, mv, out)
+                    continue
+                elif fast_tcp and not fl & 2:
                     s = fast_tcp.get(k)
                     if s is not None:
                         ts = ts_col[i]
@@ -553,6 +598,79 @@ class SessionMode(Mode):
             last = ts_col[len(ts_col) - 1]
             if last > self._clock:
                 self._clock = last
+
+    def _live(
+        self, hit: tuple, pkt: tuple, rec, start: int, lt: int, mv: memoryview, out: Out
+    ) -> None:
+        """A frame (no SYN, FIN nor RST) of a connection that wants its messages, by its
+        raw key: :meth:`_tcp_frame` without decoding, and its bytes framed by
+        :meth:`TcpStreams.in_order` when they come in order (else the general
+        ``segment``). Untagged Ethernet, IPv4 without options, not a fragment."""
+        s, key = hit
+        cap = pkt[1]
+        total, seq, doff = _PEEK_SEQ.unpack_from(rec, start + 32)
+        end = 14 + total
+        if end > cap:
+            end = cap
+        po = 34 + ((doff >> 4) << 2)
+        if total < 28 or not 54 <= po <= end or s.cflags & (_NO_MESSAGES | CF_SLOW):
+            self._slow(pkt, lt, mv[start + 16 : start + 16 + cap], out)
+            return
+        ts = pkt[0]
+        table = self.table
+        # _connection (an existing connection, not a SYN), and _place.
+        touched = table.touched
+        touched.append(s)
+        if len(touched) > _MAX_TOUCHED:
+            table.settle()
+        s.last_ns = ts
+        if self.set_now:
+            self.dis.now = ts  # type: ignore[attr-defined]
+        self._pkt = pkt
+        tag = self.dis.message_tag
+        s.pk[tag] += 1
+        s.by[tag] += cap
+        self.cc["frames"] += 1
+        n = end - po
+        tok = None
+        st = s.state
+        if st == MATCHED:
+            meta = s.metas[tag]
+            if meta is None:
+                meta = s.metas[tag] = self.dis.meta(s, tag, None)
+            if n:
+                tok = _Token(s, ts, -1, self._gen, len(out))
+            out.add(pkt, meta)
+        elif st == UNDECIDED:
+            k = table.hold(s, pkt, tag)
+            if n:
+                if k >= 0:
+                    tok = _Token(s, ts, k, self._gen, -1)
+                else:
+                    tok = _Token(s, ts, -2, self._gen, -1, pkt)  # -2: counted as buffer_full
+        else:
+            table.unmatched_packets += 1
+            if n:
+                tok = _Token(s, ts, -1, self._gen, -1, pkt)
+        streams = self._streams
+        at = start + 16
+        payload = bytes(mv[at + po : at + end]) if n else b""
+        msgs = streams.in_order(ts, key, seq, payload, tok)  # type: ignore[union-attr]
+        if msgs is None:
+            data = mv[at : at + cap]
+            msgs = streams.segment(ts, tok, decode_packet(lt, data), data)  # type: ignore[union-attr]
+        if msgs:
+            rev = (key[2], key[3], key[0], key[1])
+            for mkey, msg, frames in msgs:
+                own = mkey in (key, rev)
+                self._conn_stream_message(mkey, msg, frames, out, ts, s if own else None)
+        if tok is not None:
+            tok.pkt = None
+        if s.cflags & _NO_MESSAGES and not s.cflags & _STREAMS_DROPPED:
+            s.cflags |= _STREAMS_DROPPED
+            streams.drop(key)  # type: ignore[union-attr]
+            streams.drop((key[2], key[3], key[0], key[1]))  # type: ignore[union-attr]
+            self._go_fast(s)
 
     def _alias_packet(self, s: Session, tag: int, pkt: tuple, out: Out) -> None:
         s.last_ns = pkt[0]
@@ -749,6 +867,14 @@ class SessionMode(Mode):
         oriented = flow if initiator else (dst, dport, src, sport, proto)
         s = table.open(key, ts, dis.new_info(None, oriented), namer=connection_id)
         s.flow = oriented
+        if self._live_capable and proto == 6:
+            keys = self._fast_keys(s)
+            if keys is not None:
+                lo, lport, hi, hport, _ = key
+                live = self._conn_live
+                live[keys[0]] = (s, (lo, lport, hi, hport))
+                live[keys[1]] = (s, (hi, hport, lo, lport))
+                s.cflags |= _LIVE
         fs = self._fs
         if fs is None or not len(fs):
             if self.policy == "allow":
@@ -875,6 +1001,8 @@ class SessionMode(Mode):
         """``s`` ignores the rest: the per-chunk loop places its IPv4 frames."""
         keys = self._fast_keys(s)
         if keys is not None:
+            if s.cflags & _LIVE:
+                self._unlive(s, keys)
             fast = self._conn_fast_tcp if s.key[4] == 6 else self._conn_fast_udp  # type: ignore[index]
             fast[keys[0]] = fast[keys[1]] = s
 
@@ -1019,7 +1147,18 @@ class SessionMode(Mode):
         self.table.expire(now)
         self._frags.expire(now)
 
+    def _unlive(self, s: Session, keys: tuple[bytes, bytes]) -> None:
+        """``s`` leaves the in-order path (see the class docstring)."""
+        s.cflags &= ~_LIVE
+        live = self._conn_live
+        for k in keys:
+            hit = live.get(k)
+            if hit is not None and hit[0] is s:
+                del live[k]
+
     def _forgotten(self, s: Session) -> None:
+        if s.cflags & _LIVE:
+            self._unlive(s, self._fast_keys(s))  # type: ignore[arg-type]
         if s.cflags & _STREAMS_DROPPED:
             keys = self._fast_keys(s)
             if keys is not None:
