@@ -663,7 +663,8 @@ class EmailMode(SessionMode):
     """The session engine with the email dissector, local filters and per-message events."""
 
     dis: EmailDissector
-    # Its _tcp_frame only sets dis.now: the engine's in-order path does that too.
+    # Its _tcp_frame only sets dis.now while no bpf filter exists (then the in-order path
+    # is off: a bpf filter must see every frame), and the in-order path does that too.
     in_order_frames = True
     set_now = True
 
@@ -690,6 +691,7 @@ class EmailMode(SessionMode):
         with self._lock:
             super().apply(compiled)
             self._bpf = bpf
+            self._live_ok = self._live_capable and not bpf  # bpf sees every frame
             self._wants()
 
     def _match_bpf(self, pkt: tuple, data: memoryview) -> list[str]:

@@ -234,6 +234,10 @@ def test_bpf_filters_select_whole_connections():
     m, fwd = run(name, [Filter("b", "bpf", "tcp port 26304"), Filter("c", "email_command", "RETR")])
     assert {(by_frame[n], tuple(meta.filter_ids)) for n, meta in fwd} == {(4, ("b",)), (6, ("c",))}
     assert len(fwd) == sum(1 for s in by_frame.values() if s in (4, 6))
+    # Only data frames match (PSH, no SYN/FIN: frames the engine's in-order path takes
+    # while no bpf filter exists): the connection is still selected, whole.
+    m, fwd = run(name, [Filter("p", "bpf", "tcp port 26383 and tcp[13] = 0x18")])
+    assert [n for n, _ in fwd] == sorted(n for n, s in by_frame.items() if s == 6)
 
 
 def test_local_flags_are_filters_beside_pushed_ones():
