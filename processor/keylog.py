@@ -48,7 +48,16 @@ class KeyLog:
         return self._f
 
     def mark(self) -> object:
-        return (self._f.tell() if self._f is not None else None, self.lines)
+        # Not open yet (no line this run): the file may hold an earlier run's keys,
+        # which a batch taken back must leave in place.
+        if self._f is not None:
+            size = self._f.tell()
+        else:
+            try:
+                size = os.path.getsize(self.path)
+            except OSError:
+                size = 0
+        return (size, self.lines)
 
     def write(self, batch: Received) -> None:
         lines = batch.cols.keylog
@@ -65,7 +74,7 @@ class KeyLog:
         size, lines = mark  # type: ignore[misc]
         if self._f is not None:
             self._f.flush()
-            self._f.truncate(size or 0)
+            self._f.truncate(size)
             self._f.seek(0, os.SEEK_END)
         self.lines = lines
 
