@@ -49,3 +49,34 @@ def test_capture_body_puts_the_examined_prefix_into_the_event() -> None:
     assert ev.http.request_body == BODY and not ev.http.truncated
     _, _, (ev,) = _run(HttpConfig(max_body=24), "early=1")  # without --capture-body
     assert ev.http.request_body == b"" and ev.http.request_body_bytes == len(BODY)
+
+
+def test_forwarded_packets_carry_the_http_summary() -> None:
+    """Metadata on forwarded packets: the packets that complete a request's head and
+    its body carry its method, host, target, content type and body length; the one
+    that completes a response its status, content type and body length; every other
+    packet of the connection its session and filter ids only."""
+    m = http_mode(ModeContext([("eth0", 1)], "deny"), HttpConfig())
+    m.apply(compile_filters([Filter("u", "http_url", "/up*")], "h", HTTP_FILTER_TYPES))
+    a = Conn(2, PORT)
+    hs = a.handshake()
+    frames = [*hs,
+              a.client(b"PUT /up?x=1 HTTP/1.1\r\nHost: s.example\r\nContent-Type: text/csv\r\n"
+                       b"Content-Length: 6\r\n\r\na,"),
+              a.client(b"b\r\nc\n"),
+              a.server(b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n"
+                       b"Content-Length: 2\r\n\r\n{}")]  # fmt: skip
+    fwd = m.process(chunk(frames, T0))
+    assert records(fwd) == frames
+    metas = [fwd.meta[i] for i in range(len(frames))]
+    assert all(mt.protocol == "http" and list(mt.filter_ids) == ["u"] for mt in metas)
+    assert len({mt.session_id for mt in metas}) == 1 and metas[0].session_id
+    summaries = [mt.http if mt.HasField("http") else None for mt in metas]
+    n = len(hs)
+    assert summaries[:n] == [None] * n  # the handshake
+    head, req, resp = summaries[n], summaries[n + 1], summaries[n + 2]
+    assert head == req
+    assert (req.method, req.host, req.target, req.status) == ("PUT", "s.example", "/up?x=1", 0)
+    assert (req.content_type, req.body_bytes, req.response) == ("text/csv", 6, False)
+    assert (resp.method, resp.status, resp.content_type) == ("", 201, "application/json")
+    assert resp.body_bytes == 2 and resp.response
