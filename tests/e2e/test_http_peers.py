@@ -183,3 +183,77 @@ def test_keep_alive_pipelining_split_heads_100_continue_and_chunks(tmp_path, pki
     (ch,) = by_domain["127.0.0.1"]
     assert ch["url"]["original"] == "/chunked" and ch["lc"]["http"]["keywords"] == ["chunkedsecret"]
     assert ch["http"]["response"]["body"]["bytes"] == len(b"hello chunkedsecret world")
+
+
+def test_live_https_keys_appended_while_hunting_decrypt_and_heartbeats_carry_figures(
+    tmp_path, pki
+) -> None:
+    """Live on lo: `lc hunt http -i lo --tls-keylog` follows a key log that curl appends
+    to while the hunter runs (two HTTPS requests, a second apart); tshark decrypts both
+    from the processor's capture with the processor's key file; and the hunter's
+    heartbeats (all of the mode's figures: more than 64 once it has parsed) reach
+    `lc show hunter` while it runs."""
+    from tests.conftest import LC, lc_env
+    from tests.voip_tools import free_port, stop_process
+
+    for tool in ("tshark", "curl", "openssl"):
+        need(tool)
+    key, cert = tmp_path / "srv.key", tmp_path / "srv.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost"],
+                   check=True, capture_output=True, timeout=60)  # fmt: skip
+    port = free_port()
+    srv = subprocess.Popen(
+        ["openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-key", str(key), "-cert",
+         str(cert), "-www", "-quiet"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    keys = tmp_path / "client-keys.txt"
+    keys.write_bytes(b"")
+    p = start_processor(tmp_path, tls_args(pki, "processor"))
+    h = None
+    try:
+        _set(p, pki, "tls", "bpf", f"tcp port {port}")
+        h = subprocess.Popen(
+            [*LC, "-v", "hunt", "http", "--http-port", str(port), "--tls-keylog", str(keys),
+             "--processor", p.addr, *tls_args(pki, "hunter-h1"), "-i", "lo",
+             "--heartbeat-interval", "0.5"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=lc_env(),
+        )  # fmt: skip
+        time.sleep(3)  # registered, filters applied, capturing
+        env = {**os.environ, "SSLKEYLOGFILE": str(keys)}
+        for path in ("/first-secret", "/second-secret"):
+            subprocess.run(["curl", "-sk", "--http1.1", "-o", "/dev/null",
+                            f"https://127.0.0.1:{port}{path}"],
+                           check=True, timeout=20, env=env)  # fmt: skip
+            time.sleep(1)
+        time.sleep(2)  # a few heartbeats
+        shown = run_lc("show", "hunter", "--id", "h1", "--processor", p.addr,
+                       *tls_args(pki, "admin"))  # fmt: skip
+        rc = stop_process(h, timeout=40)
+        _, herr = h.communicate()
+        h = None
+    finally:
+        if h is not None:
+            stop_process(h, timeout=40)
+        srv.terminate()
+        srv.wait(10)
+        p.stop()
+    assert rc == 0, herr
+    assert "CLIENT" not in herr and "CLIENT" not in p.stderr()  # keys are never logged
+    assert "refused a heartbeat" not in herr
+    assert shown.returncode == 0, shown.stderr
+    info = json.loads(shown.stdout)
+    figures = info["counters"]["mode"]
+    assert len(figures) > 64 and figures["tls_keylog_lines"] > 0, figures
+    assert figures["http_not_http"] >= 1  # TLS on an HTTP port: selected by bpf only
+    assert info["last_heartbeat_ns"] - info["registered_at_ns"] > 2 * 10**9
+    out_keys = p.data_dir / "keys" / "sslkeylog.txt"
+    assert sorted(out_keys.read_bytes().split(b"\n")) == sorted(keys.read_bytes().split(b"\n"))
+    t = subprocess.run(
+        ["tshark", "-n", "-r", str(p.data_dir / "capture.pcap"), "-d", f"tcp.port=={port},tls",
+         "-o", f"tls.keylog_file:{out_keys}", "-Y", "http.request", "-T", "fields",
+         "-e", "http.request.uri"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert t.stdout.split() == ["/first-secret", "/second-secret"], (t.stdout, t.stderr)
