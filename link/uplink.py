@@ -46,6 +46,7 @@ from tenacity import (
 )
 
 from lc.common.errors import LcError, ParseError, PermissionDenied, Unreachable
+from lc.common.text import log_text
 from lc.common.transport import TlsFiles, error_from_rpc, open_channel, wait_ready
 from lc.common.wire import encode_batch_bytes, filter_to_proto
 from lc.link.breaker import CircuitBreaker
@@ -143,6 +144,7 @@ class Uplink:
         self._stream_call = None
         self.stream_metadata: tuple[tuple[str, str], ...] = ()  # sent with StreamPackets
         self.retry_refused = False  # a refusal (certificate, id, cycle): retry, not stop
+        self._heartbeat_refusal = ""  # the processor's last word on a refused heartbeat
 
     # -- channel -----------------------------------------------------------------------
     def _open(self) -> grpc.Channel:
@@ -516,10 +518,22 @@ class Uplink:
         req = self.heartbeat_request()
         try:
             resp = stub.Heartbeat(req, timeout=5.0)
+            self._heartbeat_refusal = ""
             if not resp.registered:
                 log.info("processor does not know this hunter any more; registering again")
                 self._register()
-        except (grpc.RpcError, LcError, ValueError) as e:
+        except grpc.RpcError as e:
+            code = e.code() if callable(getattr(e, "code", None)) else None
+            if code in _FATAL:
+                # Refused, not lost: every later heartbeat will be too (its counters
+                # never reach `lc show hunter`). Said once per distinct refusal.
+                why = log_text(e.details() if callable(getattr(e, "details", None)) else e)
+                if why != self._heartbeat_refusal:
+                    self._heartbeat_refusal = why
+                    log.warning("processor %s refused a heartbeat: %s", self.target, why)
+            else:
+                log.debug("heartbeat failed: %s", e)
+        except (LcError, ValueError) as e:
             log.debug("heartbeat failed: %s", e)
 
     def _send_final_heartbeat(self) -> None:

@@ -35,6 +35,7 @@ class KeyLog:
         self.directory = directory
         self.path = os.path.join(directory, "sslkeylog.txt")
         self._f = None
+        self._opened_at = 0
         self._lock = threading.Lock()
         self.lines = 0  # lines written (this run)
         self.malformed = 0
@@ -45,9 +46,12 @@ class KeyLog:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             os.fchmod(fd, 0o600)
             self._f = os.fdopen(fd, "ab")
+            self._opened_at = self._f.tell()  # an earlier run's keys end here
         return self._f
 
     def mark(self) -> object:
+        # None: not open yet (no line this run); taken back to the size the file had
+        # when it was opened, which keeps an earlier run's keys (no stat per batch).
         return (self._f.tell() if self._f is not None else None, self.lines)
 
     def write(self, batch: Received) -> None:
@@ -65,7 +69,7 @@ class KeyLog:
         size, lines = mark  # type: ignore[misc]
         if self._f is not None:
             self._f.flush()
-            self._f.truncate(size or 0)
+            self._f.truncate(self._opened_at if size is None else size)
             self._f.seek(0, os.SEEK_END)
         self.lines = lines
 

@@ -26,7 +26,7 @@ from lc.processor.filterhub import FilterHub
 from lc.processor.ingest import Ingest, flow_to_announce
 from lc.processor.limits import DATA, FILTERS, Refused, StreamGate, Throttle, Ticket
 from lc.processor.registry import Registry
-from lc.processor.tree import MAX_NODES, Tree, check_via
+from lc.processor.tree import MAX_COUNTERS, MAX_NODES, Tree, check_via
 from lc.processor.tunnels import TunnelAlerts
 from lc.proto import lc_pb2, lc_pb2_grpc
 
@@ -130,8 +130,8 @@ def check_heartbeat(req: lc_pb2.HeartbeatRequest) -> None:
     """Raise ValidationError naming a heartbeat field that is out of bounds."""
     c = req.counters
     for name, table in (("counters.dropped", c.dropped), ("counters.mode", c.mode)):
-        if len(table) > MAX_LIST:
-            raise ValidationError(f"{name}: {len(table)} entries (at most {MAX_LIST})")
+        if len(table) > MAX_COUNTERS:
+            raise ValidationError(f"{name}: {len(table)} entries (at most {MAX_COUNTERS})")
         for key in table:
             if not _TOKEN_RE.fullmatch(key):
                 raise ValidationError(f"{name}: a key is not 1-64 characters of A-Z a-z 0-9 _.:-")

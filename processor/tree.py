@@ -41,6 +41,11 @@ __all__ = ["DEFAULT_MAX_DEPTH", "MAX_NODES", "Tree", "check_via", "clean_topolog
 
 DEFAULT_MAX_DEPTH = 8  # processor levels below the root
 MAX_NODES = 20_000  # hunters and processors one child may report
+
+#: Entries of a hunter's counter tables (``counters.dropped``, ``counters.mode``) kept:
+#: a mode reports a fixed set of named figures (the HTTP mode with --tls-keylog 78 once
+#: its parser has seen a connection), the bound only stops a hostile hunter.
+MAX_COUNTERS = 256
 MAX_LEVELS = 64  # processor levels a report may nest, whatever the limit says
 MAX_ALLOWED = 100_000  # hunter ids registered through one child
 _STATES = frozenset(("connected", "stale", "disconnected"))
@@ -351,7 +356,7 @@ def _clean_hunter(h: lc_pb2.HunterInfo, via: list[str]) -> lc_pb2.HunterInfo | N
         connect_failures=c.connect_failures,
     )
     for src, dst in ((c.dropped, counters.dropped), (c.mode, counters.mode)):
-        for k, v in list(src.items())[:64]:
+        for k, v in list(src.items())[:MAX_COUNTERS]:
             dst[wire_text(k, 64)] = v
     return lc_pb2.HunterInfo(
         hunter_id=h.hunter_id,

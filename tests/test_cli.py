@@ -205,3 +205,16 @@ def test_an_empty_local_filter_list_is_refused_and_an_absent_one_is_not(tmp_path
         r = run_lc("hunt", mode, *base)  # no local filter flag: only the missing file
         assert r.returncode != 0 and "no pattern given" not in r.stderr, r.stderr
         assert "capture file not found" in r.stderr
+
+
+def test_hunt_http_refuses_tls_keylog_with_insecure(tmp_path) -> None:
+    """TLS keys travel only over the mTLS link: --tls-keylog with --insecure (plaintext,
+    unauthenticated) is refused before anything is read or sent, naming both flags."""
+    keys = tmp_path / "keys.txt"
+    keys.write_text("CLIENT_RANDOM " + "ab" * 32 + " " + "cd" * 48 + "\n")
+    cap = ROOT / "tests" / "data" / "no-such.pcap"  # never opened: refused first
+    r = run_lc("hunt", "http", "--tls-keylog", str(keys), "--processor", "127.0.0.1:1",
+               "--insecure", "-r", str(cap), timeout=60)  # fmt: skip
+    assert r.returncode == 3, (r.returncode, r.stderr)
+    assert "--tls-keylog" in r.stderr and "--insecure" in r.stderr
+    assert "CLIENT_RANDOM" not in r.stderr + r.stdout

@@ -196,6 +196,11 @@ def run_hunter(mode: str, opts: dict, mode_config: object = None) -> None:
                 "Missing option '--processor' (or env LC_PROCESSOR, or processor: in --config)."
             )
         check_target(opts["processor"], "--processor")
+        if opts["insecure"] and getattr(mode_config, "tls_keylog", ""):
+            raise ValidationError(
+                "--tls-keylog: TLS keys travel only over the mutual-TLS link, "
+                "not with --insecure (plaintext, unauthenticated)"
+            )
         tls = tls_from_flags(
             opts.pop("tls_cert"), opts.pop("tls_key"), opts.pop("tls_ca"), opts["insecure"]
         )

@@ -19,6 +19,7 @@ from lc.common.wire import BatchRecords
 from lc.processor.limits import DATA, FILTERS, Refused, StreamGate, Throttle
 from lc.processor.server import ProcessConfig, Processor
 from lc.processor.service import check_heartbeat, check_link_types, check_registration
+from lc.processor.tree import MAX_COUNTERS
 from lc.proto import lc_pb2, lc_pb2_grpc
 
 
@@ -166,9 +167,11 @@ def test_heartbeat_fields():
     with pytest.raises(ValidationError, match=r"counters\.mode"):
         check_heartbeat(hb)
     hb = lc_pb2.HeartbeatRequest(hunter_id="h1")
-    for k in range(65):
+    for k in range(MAX_COUNTERS):
         hb.counters.dropped[f"r{k}"] = k
-    with pytest.raises(ValidationError, match=r"counters\.dropped: 65 entries"):
+    check_heartbeat(hb)  # the bound itself
+    hb.counters.dropped["one_more"] = 1
+    with pytest.raises(ValidationError, match=rf"counters\.dropped: {MAX_COUNTERS + 1} entries"):
         check_heartbeat(hb)
 
 
