@@ -103,6 +103,16 @@ _ICMP_ERRORS_BPF = (
 )
 
 
+#: The parsers' bounds that drop something (their counter, the mode's figure), added to
+#: the mode's figures as each session leaves the table.
+_PARSER_DROPS = (
+    ("long_lines", "long_lines"),  # a line over the parser's limit: its middle not kept
+    ("pending_dropped", "pending_dropped"),  # unanswered commands beyond the limit
+    ("rcpt_dropped", "rcpt_dropped"),  # RCPT TO beyond MAX_ADDRESSES
+    ("dropped_reply_lines", "reply_lines_dropped"),  # POP3 multi-line answer lines
+)
+
+
 def _protocols(text: str) -> frozenset[str]:
     names = {p.strip().lower() for p in text.split(",") if p.strip()}
     if "all" in names:
@@ -318,7 +328,8 @@ class EmailDissector(Dissector):
         self.port_proto = cfg.ports()
         self.ports = frozenset(self.port_proto)
         self.c = dict.fromkeys(
-            ("email_messages", "tls_sessions", "starttls", "gave_up", "gaps"),
+            ("email_messages", "tls_sessions", "starttls", "gave_up", "gaps",
+             *(name for _, name in _PARSER_DROPS)),
             0,
         )  # fmt: skip
         #: The filter types in force (pushed or local): only their values are read.
@@ -658,6 +669,14 @@ class EmailDissector(Dissector):
     def figures(self) -> dict[str, int]:
         return dict(self.c)
 
+    def fold(self, p: MailSession) -> None:
+        """Add a leaving session parser's bound counters to the mode's figures."""
+        pc, c = p.counters, self.c
+        for key, name in _PARSER_DROPS:
+            v = pc.get(key, 0)
+            if v:
+                c[name] += v
+
 
 class EmailMode(SessionMode):
     """The session engine with the email dissector, local filters and per-message events."""
@@ -825,6 +844,8 @@ class EmailMode(SessionMode):
         p = conn.parser
         if p is not None and not p.closed:
             self.dis._events(s, conn, p.close(s.last_ns))  # a message cut short
+        if p is not None:
+            self.dis.fold(p)
         if conn.tls:
             self.dis.c["tls_sessions"] += 1
             conn.pending.append(None)

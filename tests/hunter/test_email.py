@@ -731,3 +731,24 @@ def test_events_waiting_for_a_decision_are_bounded_and_counted() -> None:
     assert subjects == [f"m{i}" for i in range(MAX_WAITING_EVENTS)] + ["last"]
     assert m.mode.counters().figures["events_dropped"] == 6
     assert len(fwd) == len(steps)  # the frames all go: only events are bounded
+
+
+def test_the_parsers_bounds_are_counted_in_the_modes_figures() -> None:
+    # Every bound with a drop counter an operator can read (lc show hunter, metrics): an
+    # overlong command line, unanswered pipelined commands beyond the pending limit, RCPT
+    # TO beyond MAX_ADDRESSES; POP3 multi-line answer lines beyond its limit.
+    from lc.common.mailmsg import DEFAULT_MAX_LINE, DEFAULT_MAX_PENDING, MAX_ADDRESSES
+
+    rcpts = b"".join(b"RCPT TO:<r%d@example.org>\r\n" % i for i in range(MAX_ADDRESSES + 3))
+    long_ehlo = b"EHLO " + b"h" * (2 * DEFAULT_MAX_LINE) + b"\r\n"
+    steps = [(False, b"220 mx ESMTP\r\n"), (True, long_ehlo), (False, b"250 mx\r\n"),
+             (True, b"MAIL FROM:<a@example.org>\r\n" + rcpts)]  # fmt: skip
+    m = EmailMode([Filter("w", "email_address", "nobody@example.org")])
+    m.interfaces.append(("eth", 1))
+    m.process(_tcp_frames(steps))
+    m.finish()
+    fig = m.mode.counters().figures
+    assert fig["long_lines"] == 1
+    assert fig["rcpt_dropped"] == 3
+    assert fig["pending_dropped"] == MAX_ADDRESSES + 4 - DEFAULT_MAX_PENDING
+    assert fig["reply_lines_dropped"] == 0  # (POP3 only) a figure from the start
