@@ -958,29 +958,7 @@ def add_processor(
     ``lc certs init`` first), ValidationError for a bad id, host or day count, and LcError
     when the directory cannot be written.
     """
-    validate_id(processor_id, "processor")
-    if isinstance(hosts, str):
-        raise TypeError("hosts is a sequence of strings, not a string")
-    if not hosts:
-        raise ValidationError("give at least one --processor-host (the name hunters connect to)")
-    host_names = [_parse_host(h) for h in hosts]
-    _check_days(days)
-    loopback = [_parse_host(h) for h in _LOOPBACK_HOSTS]
-    return _with_ca(
-        directory,
-        lambda path, ca_cert, ca_key: _ensure_leaf(
-            path,
-            f"processor-{processor_id}",
-            ca_cert,
-            ca_key,
-            role=PROCESSOR_ROLE,
-            common_name=processor_id,
-            sans=_dedupe([*host_names, *loopback]),
-            server=True,
-            days=days,
-            force=force,
-        ),
-    )
+    return _add_server(directory, "processor", processor_id, hosts, days, force)
 
 
 def add_metrics(
@@ -1001,28 +979,43 @@ def add_metrics(
     else in the directory is touched; an existing matching pair is reused, reissued only
     with ``force``. Raises like ``add_processor``.
     """
-    validate_id(name, "metrics certificate")
+    return _add_server(directory, "metrics", name, hosts, days, force)
+
+
+def _add_server(
+    directory: str | os.PathLike[str],
+    kind: str,
+    name: str,
+    hosts: Sequence[str],
+    days: int,
+    force: bool,
+) -> CertFiles:
+    """``add_processor`` (``kind`` "processor": a client too) or ``add_metrics``
+    (``kind`` "metrics": a server only): ``<kind>-<name>.pem`` from the existing CA."""
+    processor = kind == "processor"
+    validate_id(name, "processor" if processor else "metrics certificate")
     if isinstance(hosts, str):
         raise TypeError("hosts is a sequence of strings, not a string")
     if not hosts:
-        raise ValidationError("give at least one --metrics-host (the name scrapers connect to)")
-    host_names = [_parse_host(h, "metrics host") for h in hosts]
+        who = "hunters" if processor else "scrapers"
+        raise ValidationError(f"give at least one --{kind}-host (the name {who} connect to)")
+    host_names = [_parse_host(h, f"{kind} host") for h in hosts]
     _check_days(days)
     loopback = [_parse_host(h) for h in _LOOPBACK_HOSTS]
     return _with_ca(
         directory,
         lambda path, ca_cert, ca_key: _ensure_leaf(
             path,
-            f"metrics-{name}",
+            f"{kind}-{name}",
             ca_cert,
             ca_key,
-            role=METRICS_ROLE,
+            role=PROCESSOR_ROLE if processor else METRICS_ROLE,
             common_name=name,
             sans=_dedupe([*host_names, *loopback]),
             server=True,
             days=days,
             force=force,
-            client=False,
+            client=processor,
         ),
     )
 
