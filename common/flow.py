@@ -314,20 +314,7 @@ class TcpStreams:
             pending.pop(0)
             self.counters["pending_dropped"] += 1
         out: list = []
-        base = st.base
-        for s, e, msg in framer.feed(payload):
-            s += base
-            e += base
-            pending = st.pending
-            if len(pending) == 1:
-                f = pending[0]
-                frames = [f] if f.start < e and f.end > s else []
-                if f.end <= e:
-                    st.pending = []
-            else:
-                frames = [f for f in pending if f.start < e and f.end > s]
-                st.pending = [f for f in pending if f.end > e]
-            out.append((key, msg, frames))
+        _messages(key, st, framer, payload, out)
         return out
 
     def drop(self, key: Hashable) -> None:
@@ -369,22 +356,7 @@ class TcpStreams:
                 self._retire_framer(st.framer)
                 st.framer = self.new_framer()  # a gap: frame afresh from here
                 st.base = offset
-            base = st.base
-            for s, e, msg in st.framer.feed(data):
-                s += base
-                e += base
-                pending = st.pending
-                if len(pending) == 1:  # the usual case: one frame carried the message
-                    f = pending[0]
-                    frames = [f] if f.start < e and f.end > s else []
-                    if f.end <= e:
-                        st.pending = []
-                else:
-                    frames = [f for f in pending if f.start < e and f.end > s]
-                    # A frame that also carries bytes after this message stays for the
-                    # next.
-                    st.pending = [f for f in pending if f.end > e]
-                out.append((key, msg, frames))
+            _messages(key, st, st.framer, data, out)
 
     def _end(self, key: Hashable) -> None:
         st = self._dirs.pop(key, None)
@@ -449,3 +421,23 @@ class Fragments:
 
     def figures(self) -> dict[str, int]:
         return dict(self.reassembler.counters)
+
+
+def _messages(key: Hashable, st: _Direction, framer: Framer, data: bytes, out: list) -> None:
+    """Frame ``data`` (the next bytes of the direction ``st``): append each message it
+    completes to ``out`` as ``(key, message, the frames that carried its bytes)``."""
+    base = st.base
+    for s, e, msg in framer.feed(data):
+        s += base
+        e += base
+        pending = st.pending
+        if len(pending) == 1:  # the usual case: one frame carried the message
+            f = pending[0]
+            frames = [f] if f.start < e and f.end > s else []
+            if f.end <= e:
+                st.pending = []
+        else:
+            frames = [f for f in pending if f.start < e and f.end > s]
+            # A frame that also carries bytes after this message stays for the next.
+            st.pending = [f for f in pending if f.end > e]
+        out.append((key, msg, frames))
