@@ -165,11 +165,12 @@ _MAX_CHUNK_DIGITS = 16
 
 _EMPTY_LINE = re.compile(rb"\n\r?\n")
 _TCHAR = rb"!#$%&'*+.^_`|~0-9A-Za-z-"
-# lc's own rule for a request line: any token method, a target without blanks or
-# controls (8-bit bytes allowed), HTTP/d.d.
-_REQUEST_LINE = re.compile(
-    rb"([" + _TCHAR + rb"]{1,64}) ([^\x00-\x20\x7f]+) HTTP/(1)\.([0-9])\r?\n"
-)
+# lc's own rule for a request line: any token method, a target of any bytes but space,
+# CR and LF (8-bit bytes allowed; controls too, flagged ``target_controls``: lenient
+# servers take them, and a request line refused for them must not hide the connection
+# from the filters), HTTP/d.d.
+_REQUEST_LINE = re.compile(rb"([" + _TCHAR + rb"]{1,64}) ([^\x20\r\n]+) HTTP/(1)\.([0-9])\r?\n")
+_CONTROLS = re.compile(rb"[\x00-\x1f\x7f]")
 _METHOD_PREFIX = re.compile(rb"[" + _TCHAR + rb"]{1,64}( |\Z)")
 _RESPONSE_START = re.compile(rb"HTTP/1\.[0-9] [0-9]{3}[ \r\n]")
 _VERSION_TAIL = re.compile(rb"HTTP/1\.[0-9]\r?\n")
@@ -255,7 +256,8 @@ class _Message:
     complete: bool
     """The message ended where its framing says (False: cut by a gap, close or error)."""
     defects: tuple[str, ...]
-    """Tolerated faults: ``cl_and_te``, ``gap``, ``duplicate_host``, ``incomplete``..."""
+    """Tolerated faults: ``cl_and_te``, ``gap``, ``duplicate_host``, ``incomplete``,
+    ``target_controls``..."""
     ts_ns: int
     """Capture time of the segment that carried the first byte."""
     end_ts_ns: int
@@ -681,6 +683,7 @@ _Framing = tuple[bool, "int | None", bool]  # (chunked, Content-Length, other co
 
 def _parse_request(head: bytes, ts_ns: int) -> tuple[HttpRequest, _Framing]:
     """Parses a complete request head (request line to the empty line included)."""
+    controls = False
     try:
         collector, parser = _llhttp_head(head, True)
         raw_method = parser.get_method()
@@ -704,6 +707,8 @@ def _parse_request(head: bytes, ts_ns: int) -> tuple[HttpRequest, _Framing]:
         method = m.group(1).decode("ascii")
         target = m.group(2)
         version = f"{major}.{minor}"
+        if _CONTROLS.search(target) is not None:
+            controls = True
     except httptools.HttpParserError as e:
         raise HttpError(f"bad request head: {e}: {head[:80]!r}") from None
     if not version.startswith("1."):
@@ -721,6 +726,8 @@ def _parse_request(head: bytes, ts_ns: int) -> tuple[HttpRequest, _Framing]:
     req.host = _strip_port(_text(hosts[0])) if hosts else ""
     if len(hosts) > 1:
         req._defect("duplicate_host")
+    if controls:
+        req._defect("target_controls")
     if not req.host and not target_s.startswith("/"):
         req._split = split = _split_target(target_s)
         if split[2]:

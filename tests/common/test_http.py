@@ -330,6 +330,22 @@ def test_unknown_method_and_utf8_target() -> None:
     assert req.method == "MKCOL"
 
 
+@pytest.mark.parametrize("control", [b"\x01", b"\x00", b"\t", b"\x1b", b"\x7f"])
+@pytest.mark.parametrize("first", [True, False])
+def test_control_bytes_in_a_target_do_not_hide_the_connection(control: bytes, first: bool) -> None:
+    # A lenient server (Python's http.server splits the line on blanks) serves such a
+    # request: the connection stays HTTP, the request is read, its Host seen, flagged.
+    c = HttpConnection()
+    odd = b"GET /a" + control + b"b HTTP/1.1\r\nHost: hidden.example\r\n\r\n"
+    plain = b"GET /next HTTP/1.1\r\nHost: hidden.example\r\n\r\n"
+    got = reqs(c.feed_client(odd + plain if first else plain + odd, 1))
+    assert not c.not_http and c.counters["malformed"] == 0
+    assert [r.host for r in got] == ["hidden.example", "hidden.example"]
+    req = got[0] if first else got[1]
+    assert req.target == "/a" + control.decode() + "b" and req.defects == ("target_controls",)
+    assert got[1 if first else 0].defects == ()
+
+
 def test_upgrade_101_makes_a_tunnel() -> None:
     c = HttpConnection()
     c.feed_client(
