@@ -35,8 +35,9 @@ send them (captured, or every one with ``--events all``).
 * **Events**: one :class:`EmailEvent` per message (SMTP DATA/BDAT, IMAP FETCH/APPEND,
   POP3 RETR/TOP) of a captured session (all sessions with ``--events all``), sent as
   the message completes (or when its session matches later); one per implicit-TLS
-  session when it leaves the table. ``direction`` is ``outbound`` when the client
-  sends the message (SMTP, APPEND), ``inbound`` when it receives it.
+  or STARTTLS session when it leaves the table (the latter with ``upgraded``).
+  ``direction`` is ``outbound`` when the client sends the message (SMTP, APPEND),
+  ``inbound`` when it receives it.
 * **Ends**: the reply to QUIT (SMTP, POP3) or LOGOUT (IMAP); idle sessions time out.
 
 AUTH secrets and passwords never reach metadata or events (the parsers keep the user
@@ -611,7 +612,9 @@ class EmailDissector(Dissector):
 
     # -- events ------------------------------------------------------------------------
     def event(self, s: Session, conn: _Conn, item: _Pending) -> lc_pb2.Event:
-        """The event of a message (or of an implicit-TLS session: ``item`` None)."""
+        """The event of a message (or, ``item`` None, of an implicit-TLS or STARTTLS
+        session as it leaves: ``upgraded`` is set on that record only; a message's own
+        event describes a message read in clear)."""
         if item is None:
             return self._tls_event(s, conn)
         m, user, shown = item
@@ -663,6 +666,10 @@ class EmailDissector(Dissector):
         e.protocol = conn.shown
         e.tls_sni = wire_text(conn.tls_sni, 256)
         e.tls_version = conn.tls_version
+        if conn.upgraded:
+            e.command = "STARTTLS"
+            e.upgraded = True
+            e.user = wire_text(conn.user, 256)
         e.complete = True
         return ev
 
@@ -848,6 +855,8 @@ class EmailMode(SessionMode):
             self.dis.fold(p)
         if conn.tls:
             self.dis.c["tls_sessions"] += 1
+            conn.pending.append(None)
+        elif conn.upgraded:  # STARTTLS: the session's own record, as for implicit TLS
             conn.pending.append(None)
         self._take_pending(s)
         if conn.waiting:  # undecided to the end: sent with --events all only

@@ -368,6 +368,11 @@ def test_starttls_sessions_against_tshark(name: str, proto: str) -> None:
     assert next(n for n, meta in fwd if meta.email.upgraded) <= hello
     assert all(meta.email.upgraded for n, meta in fwd if n >= hello)
     assert m.mode.counters().figures["starttls"] == 1
+    # The session's own record says it went STARTTLS; messages read in clear do not.
+    (up,) = [e for e in m.events if e.email.upgraded]
+    assert (up.email.protocol, up.email.command, up.captured) == (proto, "STARTTLS", True)
+    assert up.start_ns <= up.end_ns and up.session_id == fwd[0][1].session_id
+    assert not any(e.email.upgraded for e in m.events if e is not up)
     m, fwd = run(name, [Filter("x", "email_address", "nobody@example.org")])
     assert not fwd and m.mode.counters().figures["sessions_unmatched"] == 1
 
