@@ -22,7 +22,7 @@ packet (user and system, all its threads: on a shared machine a steadier figure 
 wall time), and parse_dns's µs per message (full parse, and header and question only)
 over the capture's messages.
 
-    .venv/bin/python bench/dns_bench.py [--transactions 250000] [--profile]
+    .venv/bin/python bench/dns_bench.py [--transactions 250000] [--profile] [--py-spy F]
 """
 
 from __future__ import annotations
@@ -236,6 +236,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--transactions", type=int, default=250_000)
     ap.add_argument("--profile", action="store_true", help="cProfile the hunter (slower)")
+    ap.add_argument("--py-spy", metavar="FILE", help="record the hunter with py-spy (threads, "
+                    "collapsed stacks) into FILE; figures drop with it")  # fmt: skip
     args = ap.parse_args()
     from lc.common.credentials import init_pki
     from lc.common.pcapfile import open_capture
@@ -285,6 +287,11 @@ def main() -> None:
             cmd = [sys.executable, "-m", "cProfile", "-o", str(prof), "-m", "lc.cli", *hunt]
         else:
             cmd = [*LC, *hunt]
+        if args.py_spy:  # SPY_GIL=1: only the samples of threads holding the GIL
+            spy = [str(Path(sys.executable).with_name("py-spy")), "record", "--threads"]
+            if os.environ.get("SPY_GIL"):
+                spy.append("--gil")
+            cmd = [*spy, "--format", "raw", "-o", args.py_spy, "--", *cmd]
         code, out, herr, wall, rss, cpu = run_measured(cmd)
     finally:
         proc.terminate()
