@@ -22,7 +22,8 @@ packet (user and system, all its threads: on a shared machine a steadier figure 
 wall time), and parse_dns's µs per message (full parse, and header and question only)
 over the capture's messages.
 
-    .venv/bin/python bench/dns_bench.py [--transactions 250000] [--profile]
+    .venv/bin/python bench/dns_bench.py [--transactions 250000] [--profile] [--py-spy F]
+        [--per-call]
 """
 
 from __future__ import annotations
@@ -232,10 +233,78 @@ def parser_us(path: Path, limit: int = 50_000) -> tuple[float, float, int]:
     return out[0], out[1], len(msgs)
 
 
+# The parts of the mode timed by --per-call: (module path, class or "", function).
+_PARTS = (
+    ("lc.hunter.modes.dns", "DnsMode", "_entry"),
+    ("lc.common.dnstunnel", "TunnelDetector", "observe_prepared"),
+    ("lc.hunter.modes.dns", "DnsMode", "_query_matched"),
+    ("lc.hunter.modes.sessions", "SessionMode", "_datagram"),
+    ("lc.hunter.modes.dns", "DnsMode", "_response_decides"),
+    ("lc.hunter.modes.dns", "DnsMode", "_slow"),
+    ("lc.hunter.modes.dns", "DnsMode", "_forgotten"),
+    ("lc.hunter.modes.sessions", "SessionMode", "_message"),
+    ("lc.hunter.modes.dns", "", "parse_dns"),
+    ("lc.hunter.modes.dns", "DnsDissector", "meta"),
+    ("lc.hunter.modes.dns", "DnsDissector", "fill"),
+    ("lc.hunter.session", "SessionTable", "open"),
+)
+
+
+def per_call(cap: Path) -> None:
+    """The mode alone in process over ``cap`` with the benchmark's filter, each part
+    of :data:`_PARTS` timed where it runs (perf_counter around every call: nested
+    parts are inside their callers' figures; the wrappers add ~0.2 µs per call)."""
+    import importlib
+    from collections import defaultdict
+
+    from lc.common.filters import Filter, compile_filters
+    from lc.hunter.capture import FileSource
+    from lc.hunter.modes.base import ModeContext
+    from lc.hunter.modes.dns import DNS_FILTER_TYPES, DnsConfig, dns_mode
+
+    acc: dict[str, list] = defaultdict(lambda: [0, 0.0])
+    clock = time.perf_counter
+
+    def timing(f, r: list):  # type: ignore[no-untyped-def]
+        def timed(*a, **k):  # type: ignore[no-untyped-def]
+            t0 = clock()
+            try:
+                return f(*a, **k)
+            finally:
+                r[0] += 1
+                r[1] += clock() - t0
+
+        return timed
+
+    for mod, cls, name in _PARTS:
+        owner = getattr(importlib.import_module(mod), cls) if cls else importlib.import_module(mod)
+        setattr(owner, name, timing(getattr(owner, name), acc[f"{cls}.{name}".lstrip(".")]))
+    src = FileSource(str(cap))
+    chunks = []
+    while (c := src.read(4096)) is not None:
+        chunks.append(c)
+    m = dns_mode(ModeContext(src.interfaces, "deny", "captured"), DnsConfig())
+    m.apply(compile_filters([Filter("f", "dns_domain", f"*.{WATCHED}")], "h", DNS_FILTER_TYPES))
+    n = sum(len(c) for c in chunks)
+    t0 = time.process_time()
+    for c in chunks:
+        m.process(c)
+    m.finish()
+    cpu = time.process_time() - t0
+    print(f"mode alone, parts timed: {cpu / n * 1e6:.2f} µs/packet CPU over {n:,} packets")
+    for part, (calls, sec) in sorted(acc.items(), key=lambda x: -x[1][1]):
+        print(f"  {part:34s} {calls:8,} calls {sec / max(calls, 1) * 1e6:7.2f} µs/call "
+              f"{sec / n * 1e6:5.2f} µs/packet")  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--transactions", type=int, default=250_000)
     ap.add_argument("--profile", action="store_true", help="cProfile the hunter (slower)")
+    ap.add_argument("--py-spy", metavar="FILE", help="record the hunter with py-spy (threads, "
+                    "collapsed stacks) into FILE; figures drop with it")  # fmt: skip
+    ap.add_argument("--per-call", action="store_true", help="the mode alone in process, with "
+                    "the µs per call of its main parts where they run (no processor)")  # fmt: skip
     args = ap.parse_args()
     from lc.common.credentials import init_pki
     from lc.common.pcapfile import open_capture
@@ -256,6 +325,9 @@ def main() -> None:
     else:
         info = make_capture(cap, args.transactions)
         info_path.write_text(json.dumps(info))
+    if args.per_call:
+        per_call(cap)
+        return
     work = OUT / "dns"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
@@ -285,6 +357,11 @@ def main() -> None:
             cmd = [sys.executable, "-m", "cProfile", "-o", str(prof), "-m", "lc.cli", *hunt]
         else:
             cmd = [*LC, *hunt]
+        if args.py_spy:  # SPY_GIL=1: only the samples of threads holding the GIL
+            spy = [str(Path(sys.executable).with_name("py-spy")), "record", "--threads"]
+            if os.environ.get("SPY_GIL"):
+                spy.append("--gil")
+            cmd = [*spy, "--format", "raw", "-o", args.py_spy, "--", *cmd]
         code, out, herr, wall, rss, cpu = run_measured(cmd)
     finally:
         proc.terminate()

@@ -659,6 +659,14 @@ _FLAG_BITS = (
     ("AD", 0x0020),
     ("CD", 0x0010),
 )
+_FLAG_MASK = sum(bit for _, bit in _FLAG_BITS)
+# header_flags by (flags & _FLAG_MASK) | DO (0x10000): 2 ** 7 tuples, made once.
+_FLAG_NAMES = {
+    b | do: tuple([n for n, bit in _FLAG_BITS if b & bit] + (["DO"] if do else []))
+    for b in range(0x800)
+    if not b & ~_FLAG_MASK
+    for do in (0, 0x10000)
+}
 
 
 class DnsMessage:
@@ -746,11 +754,9 @@ class DnsMessage:
     def header_flags(self) -> tuple[str, ...]:
         """The flags that are set, as ECS ``dns.header_flags`` lists them: ``AA TC RD
         RA AD CD`` from the header, and ``DO`` from EDNS."""
-        f = self.flags
-        out = [name for name, bit in _FLAG_BITS if f & bit]
-        if self.edns is not None and self.edns.flags & 0x8000:
-            out.append("DO")
-        return tuple(out)
+        edns = self.edns
+        do = 0x10000 if edns is not None and edns.flags & 0x8000 else 0
+        return _FLAG_NAMES[(self.flags & _FLAG_MASK) | do]
 
     def __repr__(self) -> str:
         kind = "response" if self.qr else "query"

@@ -12,7 +12,10 @@ A :class:`~lc.hunter.modes.sessions.Dissector` for DNS on the shared session eng
   by the key without the question. The RTT is the response's capture time minus the
   first query's. A transaction ends with its response (``--dns-grace`` later it leaves
   the table, so retransmitted answers still belong to it); a query unanswered for
-  ``--dns-timeout`` leaves as **unanswered** (counted, and its event says so).
+  ``--dns-timeout`` leaves as **unanswered** (counted, and its event says so). An
+  unanswered query's event ends when it was given up (:meth:`DnsDissector.given_up`:
+  ``--dns-timeout`` after its last retransmission, the end of its TCP connection, or
+  the end of the capture if sooner), so its ``event.duration`` is the time waited.
 * **Filters**: ``dns_domain`` over the question name and the names of the answer
   chain (CNAME owners and targets), ``ip_address`` (the packet's addresses). A query
   whose name matches is forwarded at once; one that does not is held until its
@@ -189,8 +192,18 @@ def rdata_text(rtype: int, rdata: object) -> str:
     return wire_text(str(rdata), _DATA_MAX)
 
 
+_IP_TEXTS: dict[bytes, str] = {}  # address -> text (the same clients and servers come back)
+
+
 def _ip_text(raw: bytes) -> str:
-    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
+    got = _IP_TEXTS.get(raw)
+    if got is None:
+        if len(_IP_TEXTS) >= _NAME_CACHE:
+            _IP_TEXTS.clear()
+        got = _IP_TEXTS[raw] = socket.inet_ntop(
+            socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw
+        )
+    return got
 
 
 class _Conn:
@@ -325,6 +338,7 @@ class DnsDissector(Dissector):
         self.last_scores: dict[str, float | DomainStats] = {}
         self.scores: dict[str, float] = {}
         self.events_all = False  # --events all (set by DnsMode): rejected ones' events too
+        self.clock = 0  # the mode's capture clock when a session leaves (see given_up)
         self.c = dict.fromkeys(("queries", "responses", "unanswered", "answered",
                                 "orphan_responses"), 0)  # fmt: skip
 
@@ -445,13 +459,24 @@ class DnsDissector(Dissector):
             self.c["unanswered"] += 1
             if not build:
                 continue
-            ev = lc_pb2.Event(start_ns=qts, end_ns=s.end_ns or s.last_ns)
+            ev = lc_pb2.Event(start_ns=qts, end_ns=max(qts, self.given_up(s)))
             if s.flow is not None:
                 set_flow(ev, s.flow)
             self.fill(ev.dns, q, None, qts, 0, 1, 0)
             out.append(ev)
         c.pending.clear()
         return out
+
+    def given_up(self, s: Session) -> int:
+        """When the unanswered queries of ``s`` (a transaction, or a TCP connection)
+        were given up, the end of their events (so ``event.duration`` is the time
+        waited): the connection's end (FIN or RST), else ``--dns-timeout`` after its
+        last packet, or the capture clock when it left sooner (the end of the capture,
+        an eviction)."""
+        if s.end_ns:
+            return s.end_ns
+        last = s.last_ns
+        return min(last + self.cfg.timeout_ns, max(self.clock, last))
 
     def filter_values(self, msg: DnsMessage, ctx: object) -> tuple[dict[str, object], list]:  # type: ignore[override]
         names = [msg.qname]
@@ -531,6 +556,8 @@ class DnsDissector(Dissector):
         flow = t.client_flow or s.flow
         if flow is not None:
             set_flow(ev, flow)
+        if t.response is None and t.query is not None:  # unanswered: until given up
+            ev.end_ns = max(ev.start_ns, self.given_up(s))
         self.fill(ev.dns, t.query, t.response, t.query_ns, t.response_ns, t.queries, t.responses)
 
     def detail(
@@ -1089,6 +1116,7 @@ class DnsMode(SessionMode):
         super()._conn_message(s, msg, toks, flow, out, ts)
 
     def _forgotten(self, s: Session) -> None:
+        self.dis.clock = self._clock
         if type(s.info) is _Conn:
             # A connection: its transactions had their events; its unanswered queries
             # have theirs now (no event for the connection itself).

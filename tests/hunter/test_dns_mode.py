@@ -459,8 +459,9 @@ def test_scores_of_the_last_report_are_those_it_sent() -> None:
 def test_unanswered_queries_time_out_counted_and_reported(fast: bool, events: str) -> None:
     """Queries that get no response within --dns-timeout leave as unanswered: counted
     (``dns_unanswered``, the summary line) and, when captured (or with ``--events
-    all``), reported by an event with no response, over UDP and TCP; an answered one is
-    not counted."""
+    all``), reported by an event with no response, over UDP and TCP, that ends when the
+    query was given up (its ``event.duration`` is the time waited: --dns-timeout, 5 s);
+    an answered one is not counted."""
     import random
 
     from bench.dns_bench import query, response, tcp_frame, udp_frame, wire_name
@@ -496,10 +497,41 @@ def test_unanswered_queries_time_out_counted_and_reported(fast: bool, events: st
         if not e.dns.answered:
             assert e.dns.queries == 1 and e.dns.responses == 0 and not e.dns.rtt_ns
             assert not e.dns.answers and e.start_ns >= T0
+            assert e.end_ns - e.start_ns == DnsConfig().timeout_ns
     assert [e.dns.rtt_ns > 0 for e in evs if e.dns.answered] == [True]
     c = m.counters()
     assert c.figures["dns_unanswered"] == 3
     assert c.summary.endswith("; unanswered queries: 3"), c.summary
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_query_unanswered_at_the_end_waited_until_the_end(fast: bool) -> None:
+    """A captured query still unanswered when the capture ends (before --dns-timeout)
+    was given up at the end: its event ends at the last capture time seen, over UDP
+    and TCP (not at the query: an event.duration of 0 said nothing)."""
+    from bench.dns_bench import query, tcp_frame, udp_frame, wire_name
+
+    a, b = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 53])
+    w = wire_name(b"x.watched-bench.com")
+    tq = query(9, w, 1)
+    frames = [
+        udp_frame(a, 4000, b, 53, query(7, w, 1)),
+        tcp_frame(a, 4002, b, 53, 1, 1, 0x18, len(tq).to_bytes(2, "big") + tq),
+        udp_frame(a, 4001, b, 53, query(8, wire_name(b"y.other.org"), 1)),
+    ]
+    m = dns_mode(ModeContext([("eth0", 1)], "deny", "captured"), DnsConfig())
+    if not fast:
+        m._fast_ok = lambda: False  # type: ignore[method-assign]
+    m.apply(compile_filters([Filter(id="d", type="dns_domain", pattern="*.watched-bench.com")],
+                            "h1", DNS_FILTER_TYPES))  # fmt: skip
+    first = chunk_of(frames[:2], T0)
+    later = chunk_of(frames[2:], T0 + 3 * 10**9)  # 3 s later: within --dns-timeout
+    evs = list(m.process(first).events) + list(m.process(later).events)
+    evs += m.finish().events
+    assert sorted((e.flow.src_port, e.end_ns - e.start_ns) for e in evs) == [
+        (4000, 3 * 10**9),
+        (4002, 3 * 10**9 - 1000),
+    ]
 
 
 def _tunnel_then_watched(answers: int) -> list[bytes]:
