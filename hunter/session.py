@@ -42,7 +42,8 @@ are capture timestamps: :meth:`SessionTable.expire` forgets sessions
 ``grace_ns`` after they ended, or ``idle_timeout_ns`` after their last packet, and
 rejects those held ``decide_timeout_ns`` without a match. A session that ends
 undecided or rejected is dropped: its held packets count as ``unmatched_packets``
-(filtered, not lost).
+(filtered, not lost); those of an undecided session evicted to make room count as
+``evicted_packets`` (it might have matched later: lost).
 
 Not thread-safe: the mode that owns a table serialises access.
 """
@@ -255,6 +256,7 @@ class SessionTable:
         self.held_bytes = 0
         self.counters = dict.fromkeys(_COUNTERS, 0)
         self.unmatched_packets = 0
+        self.evicted_packets = 0  # held by undecided sessions evicted (lost, not filtered)
         self.buffer_full = 0
 
     # -- sessions --------------------------------------------------------------------
@@ -278,7 +280,7 @@ class SessionTable:
             if victim is None:  # a bounded look: a table full of matched ones costs no scan
                 victim = next(iter(sessions.values()))
             self.counters["evicted"] += 1
-            self.forget(victim)
+            self.forget(victim, evicted=True)
         if namer is None:
             if name is None and type(key) is str and key.isascii() and len(key) <= 1024:
                 name = key
@@ -487,11 +489,15 @@ class SessionTable:
             counters["ended" if s.end_ns and now - s.end_ns > grace else "idle"] += 1
             self.forget(s)
 
-    def forget(self, s: Session) -> None:
-        """Remove ``s`` (and its aliases); an unmatched session's held packets count."""
+    def forget(self, s: Session, evicted: bool = False) -> None:
+        """Remove ``s`` (and its aliases); an unmatched session's held packets count
+        (as ``evicted_packets`` when it leaves to make room)."""
         if s.state != MATCHED:
             self.counters["unmatched"] += 1
-            self.unmatched_packets += self._drop_held(s)
+            if evicted:
+                self.evicted_packets += self._drop_held(s)
+            else:
+                self.unmatched_packets += self._drop_held(s)
         aliases = self.aliases
         for key in s.aliases:
             hit = aliases.get(key)

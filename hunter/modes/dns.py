@@ -1047,14 +1047,18 @@ class DnsMode(SessionMode):
         _, old = self._pend.popitem(last=False)
         self.fast["evicted"] += 1
         self.table.counters["evicted"] += 1
-        self._drop(old, unanswered=True)
+        self._drop(old, unanswered=True, evicted=True)
 
-    def _drop(self, p: bytes | tuple, unanswered: bool) -> None:
+    def _drop(self, p: bytes | tuple, unanswered: bool, evicted: bool = False) -> None:
         """A waiting query's transaction leaves without a match."""
         t = self.table
         t.counters["unmatched"] += 1
         t.counters["idle" if unanswered else "ended"] += 1
-        t.unmatched_packets += 1 if type(p) is bytes else len(p)
+        n = 1 if type(p) is bytes else len(p)
+        if evicted:
+            t.evicted_packets += n
+        else:
+            t.unmatched_packets += n
         self.fast["dropped"] += 1
         if unanswered:
             self.dis.c["unanswered"] += 1

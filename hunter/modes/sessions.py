@@ -1220,7 +1220,9 @@ class SessionMode(Mode):
                 # Not losses: packets that belong to no session or to unmatched ones.
                 "filtered": c["unassociated"] + table.unmatched_packets + no_message,
                 f"{one}_buffer_full": table.buffer_full,
-                f"{many}_evicted": tc["evicted"],
+                # The packets evicted undecided sessions held (the sessions themselves
+                # are the figure of the same name).
+                f"{many}_evicted": table.evicted_packets,
                 "malformed": c["decode_errors"] + c["malformed"],
             }
             summary = (

@@ -675,10 +675,10 @@ class _Table(SessionTable):
         if self.bulk is not None:
             self.bulk.state_changed(s)
 
-    def forget(self, s: Session) -> None:
+    def forget(self, s: Session, evicted: bool = False) -> None:
         if self.bulk is not None:
             self.bulk.forgetting(s)
-        super().forget(s)
+        super().forget(s, evicted)
 
 
 class VoipMode(SessionMode):

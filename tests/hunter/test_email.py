@@ -665,7 +665,10 @@ def test_a_session_evicted_while_its_streams_go_on_is_parsed_again() -> None:
     first = [*a.handshake(), a.server(b"220 mx\r\n"), a.client(b"EHLO c\r\n"),
              a.server(b"250 mx\r\n"), *b.handshake()]  # fmt: skip
     assert records(m.process(chunk(first, 10**18))) == []
-    assert m.counters().figures["sessions_evicted"] == 1
+    c = m.counters()
+    assert c.figures["sessions_evicted"] == 1
+    # The drop reason counts packets: what the evicted session held, none filtered.
+    assert c.dropped["sessions_evicted"] == len(first) - 3 and c.dropped["filtered"] == 0
     later = [a.client(b"MAIL FROM:<watched@example.org>\r\n"), a.server(b"250 ok\r\n")]
     fwd = m.process(chunk(later, 10**18 + 10**9))
     assert records(fwd) == later

@@ -363,15 +363,15 @@ GOLDEN = {
     "calls-targets-varied": "e479a562a613fcb34c466588",
     "calls-allow-varied": "d9c7207d50524477a12d0a48",
     "calls-small-buffers": "4496daab5217ec7b84252219",
-    "calls-evicting": "908454d98d6bbe1e3d73eaed",
+    "calls-evicting": "e32c9f67ce45cabba35b51ab",
     "undecided-held": "d225d4a2ee28fea39f0e1f37",
-    "undecided-bounded": "0d520630b913bb3c45f70c49",
+    "undecided-bounded": "a70d71ad3ddf4326f4c056e8",
     "undecided-timeout": "977a9aa07c8cd3851eb2316d",
     "tricky-vips": "ede7b015f839d5d3854500ef",
     "tricky-vips-varied": "a9cae6ae284b89ea63829844",
     "tricky-allow": "2218ea3621cf776540cb0931",
     "tricky-small-buffers": "811929cedfcc76fa93413bae",
-    "tricky-evicting": "638651555b3938fd565c31f1",
+    "tricky-evicting": "f0a9e24f2f576377170299e9",
 }
 
 
