@@ -193,6 +193,8 @@ class _Deferred:
 
 
 _LAZY = object()  # _Deferred.real while not parsed
+_NOTHING = _Deferred(None)  # type: ignore[arg-type]
+_NOTHING.real = None  # a message that is nothing: the frames before it are done
 
 
 #: A bound framer that completed nothing for this many pieces gives the engine an
@@ -200,7 +202,7 @@ _LAZY = object()  # _Deferred.real while not parsed
 _SILENT_MAX = 128
 
 # Lazy connections (see _Conn): the operations of their logs.
-_FEED_C, _FEED_S, _PIECE_S, _END_S, _GAP_C, _GAP_S = range(6)
+_FEED_C, _FEED_S, _FEED_T, _PIECE_S, _END_S, _GAP_C, _GAP_S = range(7)
 #: A lazy connection's logged bytes, each and all together: past that it is parsed.
 _LAZY_CONN_BYTES = 1 << 20
 _LAZY_BYTES = 128 << 20
@@ -246,6 +248,17 @@ class _PieceFramer:
             else:
                 dis = self.dis
                 if dis.server_lazy(c, data):
+                    tok = dis.tok
+                    if tok is not None and tok.ts - c.deadline <= 0:
+                        # The in-order path: this frame alone carries the bytes, and
+                        # they are not late. No message (now and then one that is
+                        # nothing, so that the flow layer's waiting frames stay few).
+                        log.append((_FEED_T, data, tok.ts, tok))
+                        c.quiet += 1
+                        if c.quiet < _SILENT_MAX:
+                            return []
+                        c.quiet = 0
+                        return [(start, self.offset, _NOTHING)]
                     d = _Deferred(c)
                     log.append((_FEED_S, data, dis.now, d))
                     return [(start, self.offset, d)]
@@ -305,6 +318,7 @@ class _Conn:
         "log",
         "log_bytes",
         "n",
+        "quiet",
         "seen",
         "tail",
         "waiting",
@@ -323,6 +337,7 @@ class _Conn:
         # order, as (op, data, ts, piece); None once parsed in full.
         self.log: list | None = [] if lazy else None
         self.log_bytes = 0
+        self.quiet = 0  # server pieces logged with their frame's token, no message since
         self.deadline = 0  # capture time past which a server piece ends the laziness
         self.seen = 0  # requests of conn.pending checked for CONNECT
         self.tail = b""  # the last 2 server bytes (a "101" split between pieces)
@@ -386,6 +401,7 @@ class HttpDissector(Dissector):
         self.lazy_bytes = 0  # what their logs hold
         self._scratch: dict[str, int] = {}  # lazy parsers' counters (not figures)
         self.current: _Piece | None = None  # the piece the engine is handling
+        self.tok: object = None  # the in-order path's frame token (SessionMode.frame_token)
         self.unlazy = lambda c: None  # set by the mode: parse lazy c in full from now on
 
     def kernel_bpf(self) -> str:
@@ -707,6 +723,7 @@ class HttpMode(SessionMode):
     # (_FIN_SEEN) has CF_SLOW.
     in_order_frames = True
     set_now = True
+    frame_token = True  # a lazy connection's server bytes (_PieceFramer.feed)
 
     def __init__(self, ctx: ModeContext, dissector: HttpDissector, limits: SessionLimits):
         super().__init__(ctx, dissector, limits)
@@ -849,24 +866,28 @@ class HttpMode(SessionMode):
                 if piece is not None:
                     piece.events = events
                 continue
-            if op == _FEED_S:
+            if op in (_FEED_S, _FEED_T):
                 events = conn.feed_server(data, ts)
                 if not events:
                     silent += 1
                     if silent < _SILENT_MAX:
-                        if piece.toks is None:
+                        if op == _FEED_S and piece.toks is None:
                             piece.real = None
                         continue
                 silent = 0
                 real = _Piece(None, b"")
                 real.parsed = True
                 real.events = events
-                if piece.toks is None:
+                if op == _FEED_T:
+                    toks = (piece,)
+                elif piece.toks is None:
                     piece.real = real  # the engine gets it when it comes
                     continue
+                else:
+                    toks = piece.toks
                 self.c["messages"] += 1
                 if undecided:
-                    for tok in piece.toks:
+                    for tok in toks:
                         if tok.s is s and tok.k >= 0:
                             table.summarise(s, tok.k, real)
             elif op == _PIECE_S:
