@@ -253,7 +253,9 @@ class _PieceFramer:
                         # The in-order path: this frame alone carries the bytes, and
                         # they are not late. No message (now and then one that is
                         # nothing, so that the flow layer's waiting frames stay few).
-                        log.append((_FEED_T, data, tok.ts, tok))
+                        # (Its held frame's index, not the token: a log of atomic
+                        # tuples is no work for the garbage collector.)
+                        log.append((_FEED_T, data, tok.ts, tok.k))
                         c.quiet += 1
                         if c.quiet < _SILENT_MAX:
                             return []
@@ -442,7 +444,8 @@ class HttpDissector(Dissector):
         if (
             not c.conn._client.parsed
             or b"101" in data
-            or (tail and b"101" in tail + data[:2])
+            or (tail[-1:] == b"1" and data[:2] == b"01")
+            or (tail == b"10" and data[:1] == b"1")
             or c.log_bytes + n > _LAZY_CONN_BYTES
             or self.lazy_bytes + n > _LAZY_BYTES
         ):
@@ -879,17 +882,18 @@ class HttpMode(SessionMode):
                 real.parsed = True
                 real.events = events
                 if op == _FEED_T:
-                    toks = (piece,)
+                    self.c["messages"] += 1
+                    if undecided and piece >= 0:  # the index of its frame, held
+                        table.summarise(s, piece, real)
                 elif piece.toks is None:
                     piece.real = real  # the engine gets it when it comes
                     continue
                 else:
-                    toks = piece.toks
-                self.c["messages"] += 1
-                if undecided:
-                    for tok in toks:
-                        if tok.s is s and tok.k >= 0:
-                            table.summarise(s, tok.k, real)
+                    self.c["messages"] += 1
+                    if undecided:
+                        for tok in piece.toks:
+                            if tok.s is s and tok.k >= 0:
+                                table.summarise(s, tok.k, real)
             elif op == _PIECE_S:
                 silent = 0  # a new framer
                 events = piece.events = conn.feed_server(data, ts)
