@@ -251,15 +251,11 @@ class _PieceFramer:
                     tok = dis.tok
                     if tok is not None and tok.ts - c.deadline <= 0:
                         # The in-order path: this frame alone carries the bytes, and
-                        # they are not late. No message (now and then one that is
-                        # nothing, so that the flow layer's waiting frames stay few).
+                        # they are not late: a message that is nothing (the flow
+                        # layer's waiting frames are done with, as they would be).
                         # (Its held frame's index, not the token: a log of atomic
                         # tuples is no work for the garbage collector.)
                         log.append((_FEED_T, data, tok.ts, tok.k))
-                        c.quiet += 1
-                        if c.quiet < _SILENT_MAX:
-                            return []
-                        c.quiet = 0
                         return [(start, self.offset, _NOTHING)]
                     d = _Deferred(c)
                     log.append((_FEED_S, data, dis.now, d))
@@ -320,7 +316,6 @@ class _Conn:
         "log",
         "log_bytes",
         "n",
-        "quiet",
         "seen",
         "tail",
         "waiting",
@@ -339,7 +334,6 @@ class _Conn:
         # order, as (op, data, ts, piece); None once parsed in full.
         self.log: list | None = [] if lazy else None
         self.log_bytes = 0
-        self.quiet = 0  # server pieces logged with their frame's token, no message since
         self.deadline = 0  # capture time past which a server piece ends the laziness
         self.seen = 0  # requests of conn.pending checked for CONNECT
         self.tail = b""  # the last 2 server bytes (a "101" split between pieces)
@@ -767,10 +761,14 @@ class HttpMode(SessionMode):
         links = {lt for _, lt in self.interfaces} or {1}
         bpf = [(fid, {lt: compile_bpf(expr, lt) for lt in links}) for fid, expr in fs.bpf()]
         with self._lock:
-            for c in list(self.dis.lazy):  # judged by the new set: parsed in full
-                self._unlazy(c)
             self._fs = fs
             self.dis.set_filters(fs)
+            if not self.dis._lazy_ok:
+                # The new set may read responses (or match at any message): the lazy
+                # connections are parsed in full (their server messages so far were
+                # judged by the old set, which could not match them).
+                for c in list(self.dis.lazy):
+                    self._unlazy(c)
             self._bpf = bpf
             self._live_ok = self._live_capable and not bpf  # bpf sees every frame
 
