@@ -17,6 +17,21 @@ does with a connection on one of ``--http-port``:
   releases that complete a request or a transaction (which are judged): a direction's
   framer is bound to the connection's parser once the dissector has seen its first
   piece, and parses what it is fed itself, so body segments cost the engine nothing.
+* **Lazy connections** (speed; outputs unchanged): while every filter in force is a
+  request filter (``http_host``, ``http_url``, ``http_method``, ``http_user_agent``,
+  ``http_ja4h``; no ``--events all``), nothing about a response can select a
+  connection, so an undecided connection's server bytes are not parsed: they are
+  logged (with the client's, in order, with their times and held frames) and parsed
+  again, as they would have been, the moment the connection is decided or rejected,
+  the filters change to a set that may read responses, or the client's side could
+  come to depend on the server's (a ``101`` anywhere in the server's bytes, a
+  CONNECT, server bytes before any request, 64 request heads), or past 1 MiB logged
+  for it (128 MiB in all). Frames, their metadata and events are those of a full
+  parse; counters that differ: ``http_messages``, ``http_responses``,
+  ``http_transactions`` (and the parser's other response counters) leave out the
+  responses of connections that ended undecided, and ``http_events_dropped`` the
+  transactions that no longer wait; when the waiting budget below binds, which
+  waiting transactions are dropped can differ.
 * **Filters**: ``http_host``, ``http_url`` (the request target), ``http_method``,
   ``http_user_agent``, ``http_ja4h`` (the request's JA4H) when a request's head and
   examined body are known; ``http_status`` when its response is; ``keyword`` over the
