@@ -17,6 +17,21 @@ does with a connection on one of ``--http-port``:
   releases that complete a request or a transaction (which are judged): a direction's
   framer is bound to the connection's parser once the dissector has seen its first
   piece, and parses what it is fed itself, so body segments cost the engine nothing.
+* **Lazy connections** (speed; outputs unchanged): while every filter in force is a
+  request filter (``http_host``, ``http_url``, ``http_method``, ``http_user_agent``,
+  ``http_ja4h``; no ``--events all``), nothing about a response can select a
+  connection, so an undecided connection's server bytes are not parsed: they are
+  logged (with the client's, in order, with their times and held frames) and parsed
+  again, as they would have been, the moment the connection is decided or rejected,
+  the filters change to a set that may read responses, or the client's side could
+  come to depend on the server's (a ``101`` anywhere in the server's bytes, a
+  CONNECT, server bytes before any request, 64 request heads), or past 1 MiB logged
+  for it (128 MiB in all). Frames, their metadata and events are those of a full
+  parse; counters that differ: ``http_messages``, ``http_responses``,
+  ``http_transactions`` (and the parser's other response counters) leave out the
+  responses of connections that ended undecided, and ``http_events_dropped`` the
+  transactions that no longer wait; when the waiting budget below binds, which
+  waiting transactions are dropped can differ.
 * **Filters**: ``http_host``, ``http_url`` (the request target), ``http_method``,
   ``http_user_agent``, ``http_ja4h`` (the request's JA4H) when a request's head and
   examined body are known; ``http_status`` when its response is; ``keyword`` over the
@@ -177,9 +192,39 @@ class _Piece:
         self.events: list = []  # the HTTP events the piece completed
 
 
+class _Deferred:
+    """Server bytes of a lazy connection (see :class:`_Conn`), framed but not parsed:
+    while the connection is lazy the engine takes it for no message and only notes the
+    frames that carried it (``toks``); parsed later, it becomes what it would have been
+    (``real``: a piece, or None for no message), which the engine gets if it had not
+    seen it yet."""
+
+    __slots__ = ("c", "real", "toks")
+
+    def __init__(self, c: _Conn) -> None:
+        self.c = c
+        self.toks: list | None = None  # set when the engine saw it while lazy
+        self.real: _Piece | object | None = _LAZY
+
+
+_LAZY = object()  # _Deferred.real while not parsed
+_NOTHING = _Deferred(None)  # type: ignore[arg-type]
+_NOTHING.real = None  # a message that is nothing: the frames before it are done
+
+
 #: A bound framer that completed nothing for this many pieces gives the engine an
 #: empty message anyway: the frames waiting for a message stay few.
 _SILENT_MAX = 128
+
+# Lazy connections (see _Conn): the operations of their logs.
+_FEED_C, _FEED_S, _FEED_T, _PIECE_S, _END_S, _GAP_C, _GAP_S = range(7)
+#: A lazy connection's logged bytes, each and all together: past that it is parsed.
+_LAZY_CONN_BYTES = 1 << 20
+_LAZY_BYTES = 128 << 20
+#: Request heads a lazy connection may have parsed: below the requests waiting for
+#: their responses at which the parser gives up the oldest (DEFAULT_MAX_PENDING 8 x
+#: 16 placeholders), which it does from a client piece.
+_LAZY_MAX_HEADS = 64
 
 
 class _PieceFramer:
@@ -207,6 +252,30 @@ class _PieceFramer:
             # goes on: the dissector sees the piece (and binds it to the new one).
             self.conn = None
             return [(start, self.offset, _Piece(self, bytes(data)))]
+        log = c.log
+        if log is not None:
+            if type(data) is not bytes:
+                data = bytes(data)  # kept in the log
+            if self.client:
+                if c.conn._client.parsed + data.count(b"\n") < _LAZY_MAX_HEADS:
+                    return self._lazy_client(c, log, start, data)
+                self.dis.unlazy(c)
+            else:
+                dis = self.dis
+                if dis.server_lazy(c, data):
+                    tok = dis.tok
+                    if tok is not None and tok.ts - c.deadline <= 0:
+                        # The in-order path: this frame alone carries the bytes, and
+                        # they are not late: a message that is nothing (the flow
+                        # layer's waiting frames are done with, as they would be).
+                        # (Its held frame's index, not the token: a log of atomic
+                        # tuples is no work for the garbage collector.)
+                        log.append((_FEED_T, data, tok.ts, tok.k))
+                        return [(start, self.offset, _NOTHING)]
+                    d = _Deferred(c)
+                    log.append((_FEED_S, data, dis.now, d))
+                    return [(start, self.offset, d)]
+                dis.unlazy(c)  # then parsed below, as if it never was lazy
         conn = c.conn
         events = (conn.feed_client if self.client else conn.feed_server)(data, self.dis.now)
         if not events:
@@ -219,6 +288,30 @@ class _PieceFramer:
         piece.events = events
         return [(start, self.offset, piece)]
 
+    def _lazy_client(self, c: _Conn, log: list, start: int, data: bytes) -> list:
+        """A client piece of a lazy connection: parsed (requests decide), and logged."""
+        dis = self.dis
+        now = dis.now
+        events = c.conn.feed_client(data, now)
+        out: list = []
+        piece = None
+        if events:
+            self.silent = 0
+        else:
+            self.silent += 1
+        if events or self.silent >= _SILENT_MAX:
+            self.silent = 0
+            piece = _Piece(self, b"")
+            piece.parsed = True
+            piece.events = events
+            out.append((start, self.offset, piece))
+        log.append((_FEED_C, data, now, piece))
+        c.log_bytes += len(data)
+        dis.lazy_bytes += len(data)
+        if c.hazard():
+            dis.unlazy(c)
+        return out
+
 
 # _Conn.fin: the server's FIN
 _FIN_NONE, _FIN_SEEN, _FIN_TOLD = 0, 1, 2
@@ -227,9 +320,23 @@ _FIN_NONE, _FIN_SEEN, _FIN_TOLD = 0, 1, 2
 class _Conn:
     """The dissector's view of a connection (``Session.info``)."""
 
-    __slots__ = ("client", "closed", "conn", "fin", "first", "framers", "n", "waiting")
+    __slots__ = (
+        "client",
+        "closed",
+        "conn",
+        "deadline",
+        "fin",
+        "first",
+        "framers",
+        "log",
+        "log_bytes",
+        "n",
+        "seen",
+        "tail",
+        "waiting",
+    )
 
-    def __init__(self, client: tuple, conn: HttpConnection) -> None:
+    def __init__(self, client: tuple, conn: HttpConnection, lazy: bool = False) -> None:
         self.client = client  # (address, port) of the client
         self.conn = conn
         self.closed = False  # left the table
@@ -238,6 +345,32 @@ class _Conn:
         self.framers: list[object] = [None, None]  # the last framer per direction
         self.n = 0  # transactions so far
         self.waiting: list[tuple[HttpTransaction, int, int]] = []  # (tx, number, bytes)
+        # Lazy: what was fed (or deferred) while the server side is not parsed, in
+        # order, as (op, data, ts, piece); None once parsed in full.
+        self.log: list | None = [] if lazy else None
+        self.log_bytes = 0
+        self.deadline = 0  # capture time past which a server piece ends the laziness
+        self.seen = 0  # requests of conn.pending checked for CONNECT
+        self.tail = b""  # the last 2 server bytes (a "101" split between pieces)
+
+    def hazard(self) -> bool:
+        """Whether the client side of a lazy connection can no longer be parsed alone:
+        a CONNECT (a 2xx answer makes a tunnel), or so many requests waiting that the
+        parser would give up the oldest (a transaction from a client piece)."""
+        pending = self.conn.pending
+        n = len(pending)
+        if self.conn.not_http:
+            return True
+        i = self.seen
+        if i == n:
+            return False
+        self.seen = n
+        while i < n:
+            r = pending[i]
+            if (r if type(r) is str else r.method) == "CONNECT":  # type: ignore[union-attr]
+                return True
+            i += 1
+        return False
 
 
 def _searched(msg: HttpRequest | HttpResponse) -> list[bytes | bytearray]:
@@ -275,6 +408,12 @@ class HttpDissector(Dissector):
         self.waiting_bytes = 0  # what the waiting transactions hold (see _MAX_WAITING_BYTES)
         self.gaps = 0
         self.now = 0  # the capture time of the packet being handled (bound framers)
+        self.lazy: dict[_Conn, Session] = {}  # the lazy connections (see _Conn)
+        self.lazy_bytes = 0  # what their logs hold
+        self._scratch: dict[str, int] = {}  # lazy parsers' counters (not figures)
+        self.current: _Piece | None = None  # the piece the engine is handling
+        self.tok: object = None  # the in-order path's frame token (SessionMode.frame_token)
+        self.unlazy = lambda c: None  # set by the mode: parse lazy c in full from now on
 
     def kernel_bpf(self) -> str:
         ports = " or ".join(f"port {p}" for p in sorted(self.ports))
@@ -291,40 +430,97 @@ class HttpDissector(Dissector):
     def new_info(self, msg: _Piece | None, flow: tuple) -> _Conn:  # type: ignore[override]
         # The engine gives the connection's flow initiator first (as far as it knows).
         client = (flow[0], flow[1])
+        if self._lazy_ok:
+            if not self.http_counters:  # the figures' names, as a parser gives them
+                HttpConnection(counters=self.http_counters)
+            # Its server side is not parsed until something needs it (see _Conn); its
+            # requests count once they are (or at its end), not here.
+            conn = HttpConnection(max_body=self.cfg.max_body, counters=self._scratch)
+            return _Conn(client, conn, lazy=True)
         return _Conn(
             client, HttpConnection(max_body=self.cfg.max_body, counters=self.http_counters)
         )
 
+    def server_lazy(self, c: _Conn, data: bytes) -> bool:
+        """Whether server bytes ``data`` of lazy ``c`` may stay unparsed (then they are
+        counted in the log's bounds): not if the client has no request yet (the server's
+        first bytes may make the connection not HTTP), if they may hold a ``101``
+        status (a tunnel: the client's later bytes are no longer HTTP), or past the
+        bounds."""
+        n = len(data)
+        tail = c.tail
+        c.tail = data[-2:] if n >= 2 else (tail + data)[-2:]
+        if (
+            not c.conn._client.parsed
+            or b"101" in data
+            or (tail[-1:] == b"1" and data[:2] == b"01")
+            or (tail == b"10" and data[:1] == b"1")
+            or c.log_bytes + n > _LAZY_CONN_BYTES
+            or self.lazy_bytes + n > _LAZY_BYTES
+        ):
+            return False
+        c.log_bytes += n
+        self.lazy_bytes += n
+        return True
+
     def on_message(self, s: Session, msg: _Piece, flow: tuple, ts: int) -> object:  # type: ignore[override]
+        self.current = msg
         if msg.parsed:
             return msg.events
         c: _Conn = s.info  # type: ignore[assignment]
         from_client = (flow[0], flow[1]) == c.client
         d = 0 if from_client else 1
-        conn = c.conn
         framer: _PieceFramer = msg.framer  # type: ignore[assignment]
+        log = c.log
+        if log is not None and (
+            (not from_client and not msg.end and not self.server_lazy(c, msg.data))
+            or (from_client and c.conn._client.parsed + msg.data.count(b"\n") >= _LAZY_MAX_HEADS)
+        ):
+            self.unlazy(c)
+            log = None
+        conn = c.conn
         last = c.framers[d]
         if last is not None and last is not framer:
             self.gaps += 1
-            (conn.gap_client if from_client else conn.gap_server)(None, ts)
+            if log is None:
+                (conn.gap_client if from_client else conn.gap_server)(None, ts)
+            elif from_client:
+                log.append((_GAP_C, None, ts, None))
+                conn.gap_client(None, ts)
+            else:
+                log.append((_GAP_S, None, ts, None))
         c.framers[d] = framer
         if msg.end:
             # The server's stream ended in order (FIN): an until-close body is complete
             # and requests still waiting are unanswered (judged now, not at expiry).
-            events = conn.end_server(ts)
+            if log is None:
+                msg.events = conn.end_server(ts)
+            else:
+                log.append((_END_S, None, ts, msg))
         else:
-            events = (conn.feed_client if from_client else conn.feed_server)(msg.data, ts)
+            if log is not None and not from_client:
+                log.append((_PIECE_S, msg.data, ts, msg))
+            else:
+                msg.events = (conn.feed_client if from_client else conn.feed_server)(msg.data, ts)
+                if log is not None:
+                    log.append((_FEED_C, msg.data, ts, msg))
+                    c.log_bytes += len(msg.data)
+                    self.lazy_bytes += len(msg.data)
+                    if c.hazard():
+                        self.unlazy(c)
             if framer.conn is None:
                 framer.conn = c  # its next pieces are parsed as they are framed
                 framer.client = from_client
-        msg.events = events
         msg.data = b""  # the piece may stay as a held frame's summary: not its bytes twice
-        return events
+        return msg.events
 
     def set_filters(self, fs: FilterSet | None) -> None:
         """The filter set in force: which values :meth:`filter_values` gathers."""
         self.fs = fs
         has = fs.has if fs is not None else (lambda _t: False)
+        # Lazy connections while only request filters are in force (see _Conn).
+        types = {f.type for f in fs.filters} if fs is not None else set()
+        self._lazy_ok = not self.events_all and bool(types) and types <= set(_REQUEST_TYPES)
         self._want_request = any(has(t) for t in _REQUEST_TYPES)
         self._want = {t: has(t) for t in (*_REQUEST_TYPES, "http_status", "keyword")}
 
@@ -366,6 +562,7 @@ class HttpDissector(Dissector):
         return None
 
     def after_message(self, s: Session, msg: _Piece, ts: int) -> None:  # type: ignore[override]
+        self.current = None
         events = msg.events
         if not events:
             return
@@ -466,6 +663,14 @@ class HttpDissector(Dissector):
         c: _Conn = s.info  # type: ignore[assignment]
         c.fin = _FIN_TOLD
         c.closed = True
+        if c.log is not None:
+            # Lazy to its end: undecided, its transactions would go nowhere (no
+            # --events all). Its requests count; its responses were never parsed.
+            self.lazy.pop(c, None)
+            self.lazy_bytes -= c.log_bytes
+            c.log = None
+            self.http_counters["requests"] += c.conn._client.parsed
+            return
         for ev in c.conn.close(s.last_ns):
             if isinstance(ev, HttpTransaction):
                 self._done(s, c, ev)
@@ -530,6 +735,7 @@ class HttpMode(SessionMode):
     # (_FIN_SEEN) has CF_SLOW.
     in_order_frames = True
     set_now = True
+    frame_token = True  # a lazy connection's server bytes (_PieceFramer.feed)
 
     def __init__(self, ctx: ModeContext, dissector: HttpDissector, limits: SessionLimits):
         super().__init__(ctx, dissector, limits)
@@ -544,6 +750,24 @@ class HttpMode(SessionMode):
         if self._local:
             self._fs = compile_filters(self._local, types=HTTP_FILTER_TYPES)
             dissector.set_filters(self._fs)
+        # A lazy connection is parsed in full before it is decided (its held frames
+        # and waiting transactions as they would have been) or rejected.
+        dissector.unlazy = self._unlazy
+        table = self.table
+        decide, reject = table.decide, table.reject
+
+        def _decide(s: Session, ids: list[str], out) -> None:
+            if s.info.log is not None:  # type: ignore[attr-defined]
+                self._unlazy(s.info)  # type: ignore[arg-type]
+            decide(s, ids, out)
+
+        def _reject(s: Session) -> None:
+            if s.info.log is not None:  # type: ignore[attr-defined]
+                self._unlazy(s.info)  # type: ignore[arg-type]
+            reject(s)
+
+        table.decide = _decide  # type: ignore[method-assign]
+        table.reject = _reject  # type: ignore[method-assign]
 
     def apply(self, compiled: FilterSet) -> None:
         fs = compile_filters([*compiled.filters, *self._local]) if self._local else compiled
@@ -554,6 +778,12 @@ class HttpMode(SessionMode):
         with self._lock:
             self._fs = fs
             self.dis.set_filters(fs)
+            if not self.dis._lazy_ok:
+                # The new set may read responses (or match at any message): the lazy
+                # connections are parsed in full (their server messages so far were
+                # judged by the old set, which could not match them).
+                for c in list(self.dis.lazy):
+                    self._unlazy(c)
             self._bpf = bpf
             self._live_ok = self._live_capable and not bpf  # bpf sees every frame
 
@@ -567,6 +797,9 @@ class HttpMode(SessionMode):
             self._match_bpf(s, out)
         if c.first:
             c.first = False
+            if c.log is not None:
+                self.dis.lazy[c] = s
+                c.deadline = s.first_ns + self.limits.decide_timeout_ns
             if not flags & TCP_SYN:
                 c.conn.midstream = True  # picked up mid-connection: skip to a message start
         if flags & TCP_FIN and c.fin == _FIN_NONE and (flow[0], flow[1]) != c.client:
@@ -602,6 +835,99 @@ class HttpMode(SessionMode):
         s.cflags &= ~CF_SLOW
         end = _Piece(c.framers[1], b"", end=True)
         self._conn_stream_message(key, end, [], out, pkt[0])
+
+    def _conn_stream_message(
+        self, key: tuple, msg: object, frames: list, out, ts: int, s: Session | None = None
+    ) -> None:
+        if type(msg) is _Deferred:
+            # Server bytes of a lazy connection: its frames noted while it is lazy
+            # (unless this is the message that would reject it for time: then it is
+            # parsed in full now), then what the bytes were (a message or not).
+            real = msg.real
+            if real is _LAZY:
+                toks = [f.frame for f in frames]
+                c = msg.c
+                if (toks[-1].ts if toks else ts) - c.deadline <= 0 or c.log is None:
+                    msg.toks = toks
+                    return
+                self._unlazy(c)
+                real = msg.real
+            if real is None:
+                return
+            msg = real
+        super()._conn_stream_message(key, msg, frames, out, ts, s)
+
+    def _unlazy(self, c: _Conn) -> None:
+        """Parse lazy connection ``c`` in full from now on: a parser fed again all it
+        was fed and what it deferred, in the same order and with the same times, so
+        its state, the summaries of the held frames and the waiting transactions are
+        what they would have been had it never been lazy (the engine's part for the
+        server's messages it saw: they could not match, and were not late)."""
+        dis = self.dis
+        s = dis.lazy.pop(c)
+        log = c.log
+        c.log = None
+        dis.lazy_bytes -= c.log_bytes
+        c.log_bytes = 0
+        conn = c.conn = HttpConnection(
+            max_body=dis.cfg.max_body, counters=dis.http_counters, midstream=c.conn.midstream
+        )
+        cur = dis.current
+        table = self.table
+        undecided = s.state == UNDECIDED
+        silent = 0  # the server framer's (_PieceFramer.silent)
+        for op, data, ts, piece in log:  # type: ignore[union-attr]
+            if op == _FEED_C:
+                events = conn.feed_client(data, ts)
+                if piece is not None:
+                    piece.events = events
+                continue
+            if op in (_FEED_S, _FEED_T):
+                events = conn.feed_server(data, ts)
+                if not events:
+                    silent += 1
+                    if silent < _SILENT_MAX:
+                        if op == _FEED_S and piece.toks is None:
+                            piece.real = None
+                        continue
+                silent = 0
+                real = _Piece(None, b"")
+                real.parsed = True
+                real.events = events
+                if op == _FEED_T:
+                    self.c["messages"] += 1
+                    if undecided and piece >= 0:  # the index of its frame, held
+                        table.summarise(s, piece, real)
+                elif piece.toks is None:
+                    piece.real = real  # the engine gets it when it comes
+                    continue
+                else:
+                    self.c["messages"] += 1
+                    if undecided:
+                        for tok in piece.toks:
+                            if tok.s is s and tok.k >= 0:
+                                table.summarise(s, tok.k, real)
+            elif op == _PIECE_S:
+                silent = 0  # a new framer
+                events = piece.events = conn.feed_server(data, ts)
+            elif op == _END_S:
+                events = piece.events = conn.end_server(ts)
+            elif op == _GAP_C:
+                conn.gap_client(None, ts)
+                continue
+            else:
+                conn.gap_server(None, ts)
+                continue
+            if piece is cur:
+                continue  # its after_message is still to come
+            for ev in events:
+                if isinstance(ev, HttpTransaction):
+                    dis._done(s, c, ev)
+            if c.waiting:
+                dis._release(s, c)
+        f = c.framers[1]
+        if f is not None:
+            f.silent = silent  # type: ignore[attr-defined]
 
     def _decided(self, s: Session) -> None:
         super()._decided(s)

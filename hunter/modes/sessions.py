@@ -317,6 +317,9 @@ class SessionMode(Mode):
     in_order_frames = False
     #: Set ``dis.now`` to the frame's capture time before its bytes are framed.
     set_now = False
+    #: On the in-order path, ``dis.tok`` is the frame's token while its bytes are
+    #: framed (the frame that carries them all); None otherwise.
+    frame_token = False
 
     def __init__(self, ctx: ModeContext, dissector: Dissector, limits: SessionLimits) -> None:
         self.dis = dissector
@@ -655,7 +658,12 @@ class SessionMode(Mode):
         streams = self._streams
         at = start + 16
         payload = bytes(mv[at + po : at + end]) if n else b""
-        msgs = streams.in_order(ts, key, seq, payload, tok)  # type: ignore[union-attr]
+        if self.frame_token:
+            self.dis.tok = tok  # type: ignore[attr-defined]
+            msgs = streams.in_order(ts, key, seq, payload, tok)  # type: ignore[union-attr]
+            self.dis.tok = None  # type: ignore[attr-defined]
+        else:
+            msgs = streams.in_order(ts, key, seq, payload, tok)  # type: ignore[union-attr]
         if msgs is None:
             data = mv[at : at + cap]
             msgs = streams.segment(ts, tok, decode_packet(lt, data), data)  # type: ignore[union-attr]

@@ -254,3 +254,63 @@ def _transactions(path: Path) -> list:
         txs += [e for e in feed(bytes.fromhex(payload), i) if isinstance(e, HttpTransaction)]
     txs += [e for e in conn.close(i) if isinstance(e, HttpTransaction)]
     return txs
+
+
+def _outputs(path: Path, filters: list[Filter], chunk: int) -> tuple:
+    """Everything a run forwards and tells (frames, metadata, events) and its counters."""
+    mode = http_mode(ModeContext([], policy="deny"), HttpConfig())
+    mode.apply(compile_filters(filters, "h", HTTP_FILTER_TYPES))
+    src = FileSource(str(path), None)
+    out: list = []
+
+    def take(fwd) -> None:
+        ch = fwd.chunk
+        out.append((bytes(ch.ts_ns), bytes(ch.caplen), bytes(ch.records)))
+        out.append(
+            sorted((k, v.SerializeToString(deterministic=True)) for k, v in fwd.meta.items())
+        )
+        out.append([e.SerializeToString(deterministic=True) for e in fwd.events])
+
+    while (ch := src.read(chunk)) is not None:
+        mode.interfaces[:] = src.interfaces
+        take(mode.process(ch))
+    take(mode.finish())
+    return out, mode.counters().figures, mode
+
+
+@pytest.mark.parametrize("pattern", ["*/item5?*", "*/item11?*", "nothing*"])
+def test_lazy_connections_forward_and_tell_what_a_full_parse_does(
+    monkeypatch, tmp_path: Path, pattern: str
+) -> None:
+    """While only request filters are in force, undecided connections' responses are
+    parsed only once needed (HttpDissector, "Lazy connections"): the frames, their
+    metadata and the events are those of a full parse, including connections that
+    match at their 6th or 12th request (held frames summarised, waiting
+    transactions sent), and pipelined, chunked and multi-segment exchanges."""
+    import importlib.util
+
+    import lc.hunter.modes.http as http_mod
+
+    bench = Path(__file__).resolve().parents[2] / "bench"
+    monkeypatch.syspath_prepend(str(bench))
+    spec = importlib.util.spec_from_file_location("http_bench", bench / "http_bench.py")
+    hb = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(hb)  # type: ignore[union-attr]
+    path = tmp_path / "http.pcap"
+    hb.make_capture(path, 60, 12)
+    filters = [Filter(id="u", type="http_url", pattern=pattern),
+               Filter(id="h", type="http_host", pattern=hb.TARGET)]  # fmt: skip
+    lazy, figures, mode = _outputs(path, filters, 7)
+    assert not mode.dis.lazy and mode.dis.lazy_bytes == 0  # all parsed or gone
+    set_filters = http_mod.HttpDissector.set_filters
+
+    def full(self, fs) -> None:
+        set_filters(self, fs)
+        self._lazy_ok = False
+
+    monkeypatch.setattr(http_mod.HttpDissector, "set_filters", full)
+    parsed, full_figures, _ = _outputs(path, filters, 7)
+    assert lazy == parsed
+    assert figures["http_requests"] == full_figures["http_requests"] == 720
+    if pattern != "nothing*":  # every connection matched: every response was parsed
+        assert figures == full_figures
