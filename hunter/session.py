@@ -229,7 +229,8 @@ class SessionTable:
     None except for message packets); ``on_forget(session)`` hears of every session
     leaving the table (ended, idle, evicted or at the end), e.g. to emit its event;
     ``on_decided(session)`` of every decision (matched or rejected), e.g. to release
-    the events that waited for it.
+    the events that waited for it; ``on_deciding(session)`` (an attribute) hears of it
+    first, before the held packets go, e.g. to bring their summaries up to date.
     """
 
     def __init__(
@@ -247,6 +248,7 @@ class SessionTable:
         self.meta = meta
         self.on_forget = on_forget
         self.on_decided = on_decided
+        self.on_deciding: Callable[[Session], None] | None = None
         self.sessions: dict[object, Session] = {}  # least recently active first
         # Sessions touched since the order was last settled, in order of activity: a
         # touch is an append (the hot path's), the dict's order is brought up to date
@@ -418,6 +420,8 @@ class SessionTable:
 
     def decide(self, s: Session, ids: list[str], out: Out) -> None:
         """``s`` matched the filters ``ids``: forward what it holds, in capture order."""
+        if self.on_deciding is not None:
+            self.on_deciding(s)
         s.state = MATCHED
         s.ids = ids
         self.counters["matched"] += 1
@@ -451,6 +455,8 @@ class SessionTable:
 
     def reject(self, s: Session) -> None:
         """Stop holding ``s``: its buffer goes (counted), later messages are still judged."""
+        if self.on_deciding is not None:
+            self.on_deciding(s)
         s.state = REJECTED
         self.counters["rejected"] += 1
         self.unmatched_packets += self._drop_held(s)

@@ -753,21 +753,7 @@ class HttpMode(SessionMode):
         # A lazy connection is parsed in full before it is decided (its held frames
         # and waiting transactions as they would have been) or rejected.
         dissector.unlazy = self._unlazy
-        table = self.table
-        decide, reject = table.decide, table.reject
-
-        def _decide(s: Session, ids: list[str], out) -> None:
-            if s.info.log is not None:  # type: ignore[attr-defined]
-                self._unlazy(s.info)  # type: ignore[arg-type]
-            decide(s, ids, out)
-
-        def _reject(s: Session) -> None:
-            if s.info.log is not None:  # type: ignore[attr-defined]
-                self._unlazy(s.info)  # type: ignore[arg-type]
-            reject(s)
-
-        table.decide = _decide  # type: ignore[method-assign]
-        table.reject = _reject  # type: ignore[method-assign]
+        self.table.on_deciding = self._deciding
 
     def apply(self, compiled: FilterSet) -> None:
         fs = compile_filters([*compiled.filters, *self._local]) if self._local else compiled
@@ -856,6 +842,11 @@ class HttpMode(SessionMode):
                 return
             msg = real
         super()._conn_stream_message(key, msg, frames, out, ts, s)
+
+    def _deciding(self, s: Session) -> None:
+        c: _Conn = s.info  # type: ignore[assignment]
+        if c.log is not None:
+            self._unlazy(c)
 
     def _unlazy(self, c: _Conn) -> None:
         """Parse lazy connection ``c`` in full from now on: a parser fed again all it
