@@ -6,7 +6,11 @@ PROTO_SRC := proto/lc.proto
 
 .PHONY: install test lint format demo bench proto proto-check clean
 
+# The project's own modules are compiled to bytecode here too: with
+# PYTHONDONTWRITEBYTECODE set (as on some machines) Python never writes it, and every
+# `lc` start would compile them all again (0.45 against 0.32 s for `lc hunt dns --help`).
 install: $(BIN)/lc
+	@$(BIN)/python -m compileall -q lc common hunter processor proto link >/dev/null
 
 $(BIN)/lc: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
