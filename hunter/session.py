@@ -112,6 +112,7 @@ class Session:
         "buf_sum",
         "buf_tag",
         "buf_tok",
+        "buf_views",
         "by",
         "cflags",
         "end_ns",
@@ -162,6 +163,9 @@ class Session:
         self.buf_tag: bytearray | bytes = _NO_BYTES
         self.buf_sum: dict[int, object] = _NO_SUMS  # type: ignore[assignment]  # by index
         self.buf_tok: dict[int, object] | None = None
+        # Records held since the last commit (SessionTable.commit): views of the chunk
+        # being processed, copied into ``buf`` once per chunk rather than per packet.
+        self.buf_views: list | None = None
         self.buf_n = 0
         self.buf_bytes = 0
         # Connection capture (lc.hunter.modes.sessions): the connection's flags (FINs,
@@ -260,6 +264,8 @@ class SessionTable:
         self.unmatched_packets = 0
         self.evicted_packets = 0  # held by undecided sessions evicted (lost, not filtered)
         self.buffer_full = 0
+        # Sessions with records held since the last commit (Session.buf_views).
+        self._uncommitted: list[Session] = []
 
     # -- sessions --------------------------------------------------------------------
     def open(
@@ -360,7 +366,14 @@ class SessionTable:
             if s.buf_tok is None:
                 s.buf_tok = {}
             s.buf_tok[k] = token
-        s.buf += rec
+        # The record is kept as it is (a view of the chunk) and copied into the buffer
+        # with the others of its chunk by commit(): one copy per session and chunk.
+        views = s.buf_views
+        if views is None:
+            s.buf_views = [rec]
+            self._uncommitted.append(s)
+        else:
+            views.append(rec)
         s.buf_if.append(pkt[4])
         s.buf_tag.append(tag)
         if summary is not None:
@@ -369,6 +382,20 @@ class SessionTable:
         s.buf_bytes += size
         self.held_bytes += size
         return k
+
+    def commit(self) -> None:
+        """Copy the records held since the last call into their sessions' buffers: the
+        chunk they are views of may go once its processing ends (a mode calls this at
+        the end of every chunk)."""
+        pending = self._uncommitted
+        if not pending:
+            return
+        for s in pending:
+            views = s.buf_views
+            if views is not None:
+                s.buf_views = None
+                s.buf += views[0] if len(views) == 1 else b"".join(views)
+        pending.clear()
 
     def summarise(self, s: Session, k: int, summary: object) -> None:
         """Give the held packet ``k`` of ``s`` a message's summary (kept: the first)."""
@@ -425,6 +452,10 @@ class SessionTable:
         s.state = MATCHED
         s.ids = ids
         self.counters["matched"] += 1
+        views = s.buf_views
+        if views is not None:  # its records of this chunk: the buffer in one piece
+            s.buf_views = None
+            s.buf += b"".join(views)
         buf, mv = s.buf, memoryview(s.buf)
         tags = s.buf_tag
         sums = s.buf_sum
@@ -470,6 +501,7 @@ class SessionTable:
         s.buf_if = _NO_IFS
         s.buf_sum = _NO_SUMS  # type: ignore[assignment]
         s.buf_tok = None
+        s.buf_views = None
         s.buf_n = s.buf_bytes = 0
         return n
 

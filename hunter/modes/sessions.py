@@ -407,7 +407,9 @@ class SessionMode(Mode):
             self._process(chunk, out)
             if self._clock >= self._next_expiry:
                 self._expire(self._clock, out)
-            self.table.settle()
+            table = self.table
+            table.settle()
+            table.commit()  # the records held from this chunk: copied before it goes
             return self._forward(out)
 
     def tick(self, now_ns: int) -> Forward:
@@ -420,6 +422,7 @@ class SessionMode(Mode):
             out = Out()
             self._gen += 1
             self._expire(self._clock, out)
+            self.table.commit()
             return self._forward(out)
 
     def finish(self) -> Forward:
