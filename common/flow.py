@@ -318,8 +318,25 @@ class TcpStreams:
         if len(pending) > self.max_frames:
             pending.pop(0)
             self.counters["pending_dropped"] += 1
+        done = framer.feed(payload)
+        if not done:
+            return done  # most segments complete nothing
+        # _messages, inline.
+        base = st.base
         out: list = []
-        _messages(key, st, framer, payload, out)
+        for s, e, msg in done:
+            s += base
+            e += base
+            pending = st.pending
+            if len(pending) == 1:
+                f = pending[0]
+                frames = [f] if f.start < e and f.end > s else []
+                if f.end <= e:
+                    st.pending = []
+            else:
+                frames = [f for f in pending if f.start < e and f.end > s]
+                st.pending = [f for f in pending if f.end > e]
+            out.append((key, msg, frames))
         return out
 
     def drop(self, key: Hashable) -> None:

@@ -345,6 +345,10 @@ class SessionMode(Mode):
         if dissector.capture_unit not in ("message", "connection"):
             raise ValueError(f"capture_unit {dissector.capture_unit!r}: message or connection")
         self._conn = dissector.capture_unit == "connection"
+        # Hooks a dissector left as they are (None for every message) are not called.
+        kind = type(dissector)
+        self._summaries = kind.summary is not Dissector.summary
+        self._message_events = kind.message_event is not Dissector.message_event
         self._udp_flows = self._conn and dissector.udp_flows
         self._udp = dissector.wants_udp()
         # _tcp_frame finds the connection itself unless a mode extends _connection.
@@ -462,6 +466,10 @@ class SessionMode(Mode):
         interfaces = self.interfaces
         single = chunk.iface if isinstance(chunk.iface, int) else None
         rec = chunk.records
+        if self._live_ok and type(rec) is not bytes:
+            # The in-order path slices each segment's bytes: from bytes, one object
+            # each (the chunk is copied once, not each segment twice).
+            rec = bytes(rec)
         mv = memoryview(rec)
         ports = self.dis.ports
         aliases = self.table.aliases
@@ -578,7 +586,7 @@ class SessionMode(Mode):
                         tok.gen = gen
                         tok.claims = 0
                         at = start + 16
-                        payload = bytes(mv[at + po : at + end])
+                        payload = rec[at + po : at + end]
                     if frame_token:
                         dis.tok = tok
                         msgs = in_order(ts, key, seq, payload, tok)
@@ -1106,7 +1114,7 @@ class SessionMode(Mode):
         self.c["messages"] += 1
         dis = self.dis
         table = self.table
-        summary = dis.summary(msg)
+        summary = dis.summary(msg) if self._summaries else None
         was = s.state
         ctx = dis.on_message(s, msg, flow, ts)
         if was != MATCHED:
@@ -1143,7 +1151,7 @@ class SessionMode(Mode):
                     if meta is None:
                         meta = dis.meta(s, dis.message_tag, summary)
                     out.meta[tok.oi] = meta
-        ev = dis.message_event(s, msg, flow, ts)
+        ev = dis.message_event(s, msg, flow, ts) if self._message_events else None
         if ev is not None:
             if not ev.start_ns:
                 ev.start_ns = toks[0].ts if toks else ts
