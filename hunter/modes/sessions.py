@@ -466,10 +466,6 @@ class SessionMode(Mode):
         interfaces = self.interfaces
         single = chunk.iface if isinstance(chunk.iface, int) else None
         rec = chunk.records
-        if self._live_ok and type(rec) is not bytes:
-            # The in-order path slices each segment's bytes: from bytes, one object
-            # each (the chunk is copied once, not each segment twice).
-            rec = bytes(rec)
         mv = memoryview(rec)
         ports = self.dis.ports
         aliases = self.table.aliases
@@ -586,7 +582,7 @@ class SessionMode(Mode):
                         tok.gen = gen
                         tok.claims = 0
                         at = start + 16
-                        payload = rec[at + po : at + end]
+                        payload = bytes(mv[at + po : at + end])
                     if frame_token:
                         dis.tok = tok
                         msgs = in_order(ts, key, seq, payload, tok)
