@@ -504,6 +504,11 @@ class SessionMode(Mode):
             in_order = streams.in_order  # type: ignore[union-attr]
             gen = self._gen
             slow_flags = _NO_MESSAGES | CF_SLOW
+            # SessionTable.hold's bounds for a message-tagged frame (see below).
+            lim = self.limits
+            hold_n = lim.max_held_packets * lim.message_hold_factor
+            hold_all = lim.max_held_bytes
+            hold_per = lim.max_held_session_bytes
         conn_frames = 0
         off = 0
         for i, cap in enumerate(cap_col):
@@ -564,7 +569,25 @@ class SessionMode(Mode):
                             tok.k = tok.oi = -1
                             tok.pkt = pkt
                     else:
-                        hk = hold(s, pkt, ctag)
+                        # SessionTable.hold, inline for a session that holds frames of
+                        # this chunk already (the usual case; else the call).
+                        size = cap + 19
+                        hk = s.buf_n
+                        views = s.buf_views
+                        if (
+                            views is not None
+                            and hk < hold_n
+                            and table.held_bytes + size <= hold_all
+                            and (not hold_per or s.buf_bytes + size <= hold_per)
+                        ):
+                            views.append(pkt[3])
+                            s.buf_if.append(ifx)  # type: ignore[union-attr]
+                            s.buf_tag.append(ctag)  # type: ignore[union-attr]
+                            s.buf_n = hk + 1
+                            s.buf_bytes += size
+                            table.held_bytes += size
+                        else:
+                            hk = hold(s, pkt, ctag)
                         if n:
                             tok = _new(_Token)
                             tok.oi = -1
