@@ -154,11 +154,12 @@ class Session:
         self.info = info  # the dissector's own state
         self.flow: tuple | None = None  # (src, sport, dst, dport, proto) of its first message
         # The held packets, compactly: their pcap records back to back (the 16-byte
-        # header holds time and lengths), and per packet its interface and tag; message
-        # packets also keep their summary, shared frames their token.
+        # header holds time and lengths), one bytes object per chunk they came in, and
+        # per packet its interface and tag; message packets also keep their summary,
+        # shared frames their token.
         # Made with the first held packet (most sessions of a busy link hold nothing
         # for long): until then, and again once dropped, shared empty ones.
-        self.buf: bytearray | bytes = _NO_BYTES
+        self.buf: list[bytes] | tuple = _NO_PARTS
         self.buf_if: array | tuple = _NO_IFS
         self.buf_tag: bytearray | bytes = _NO_BYTES
         self.buf_sum: dict[int, object] = _NO_SUMS  # type: ignore[assignment]  # by index
@@ -218,6 +219,7 @@ class Out:
 # A session's buffers while it holds nothing (never written: hold() makes its own;
 # a read-only mapping so that a stray write would fail loudly).
 _NO_BYTES = b""
+_NO_PARTS: tuple = ()
 _NO_IFS: tuple = ()
 _NO_SUMS = MappingProxyType({})
 
@@ -358,7 +360,7 @@ class SessionTable:
             return -1
         k = s.buf_n
         if not k:  # the first: its own buffers
-            s.buf = bytearray()
+            s.buf = []
             s.buf_if = array("H")
             s.buf_tag = bytearray()
             s.buf_sum = {}
@@ -394,7 +396,7 @@ class SessionTable:
             views = s.buf_views
             if views is not None:
                 s.buf_views = None
-                s.buf += views[0] if len(views) == 1 else b"".join(views)
+                s.buf.append(b"".join(views))  # type: ignore[union-attr]
         pending.clear()
 
     def summarise(self, s: Session, k: int, summary: object) -> None:
@@ -452,34 +454,40 @@ class SessionTable:
         s.state = MATCHED
         s.ids = ids
         self.counters["matched"] += 1
+        parts = s.buf
         views = s.buf_views
-        if views is not None:  # its records of this chunk: the buffer in one piece
+        if views is not None:  # its records of this chunk (views of it: they go now)
             s.buf_views = None
-            s.buf += b"".join(views)
-        buf, mv = s.buf, memoryview(s.buf)
+            parts = [*parts, *views]
         tags = s.buf_tag
+        ifs = s.buf_if
         sums = s.buf_sum
         toks = s.buf_tok
         metas = s.metas
         meta_of = self.meta
-        off = 0
-        for k in range(s.buf_n):
-            sec, nsec, cap, orig = _REC.unpack_from(buf, off)
-            end = off + 16 + cap
-            tag = tags[k]
-            summary = sums.get(k) if sums else None
-            if summary is not None:
-                meta = meta_of(s, tag, summary)
-            else:
-                meta = metas[tag]
-                if meta is None:
-                    meta = metas[tag] = meta_of(s, tag, None)
-            tok = toks.get(k) if toks is not None else None
-            if tok is None or not tok.done:
-                if tok is not None:
-                    tok.done = True
-                out.add((sec * 1_000_000_000 + nsec, cap, orig, mv[off:end], s.buf_if[k]), meta)
-            off = end
+        k = 0
+        for part in parts:
+            mv = memoryview(part)
+            off = 0
+            n = len(part)
+            while off < n:
+                sec, nsec, cap, orig = _REC.unpack_from(part, off)
+                end = off + 16 + cap
+                tag = tags[k]
+                summary = sums.get(k) if sums else None
+                if summary is not None:
+                    meta = meta_of(s, tag, summary)
+                else:
+                    meta = metas[tag]
+                    if meta is None:
+                        meta = metas[tag] = meta_of(s, tag, None)
+                tok = toks.get(k) if toks is not None else None
+                if tok is None or not tok.done:
+                    if tok is not None:
+                        tok.done = True
+                    out.add((sec * 1_000_000_000 + nsec, cap, orig, mv[off:end], ifs[k]), meta)
+                off = end
+                k += 1
         self._drop_held(s)
         if self.on_decided is not None:
             self.on_decided(s)
@@ -497,7 +505,8 @@ class SessionTable:
     def _drop_held(self, s: Session) -> int:
         n = s.buf_n
         self.held_bytes -= s.buf_bytes
-        s.buf = s.buf_tag = _NO_BYTES
+        s.buf = _NO_PARTS
+        s.buf_tag = _NO_BYTES
         s.buf_if = _NO_IFS
         s.buf_sum = _NO_SUMS  # type: ignore[assignment]
         s.buf_tok = None
