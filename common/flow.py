@@ -272,7 +272,10 @@ class TcpStreams:
         whose bytes (if any) continue what its framer was fed. Returns what
         :meth:`segment` would (the messages now complete), or None, having changed
         nothing, when the segment is not that case (then call :meth:`segment`).
-        ``key`` is ``(src, sport, dst, dport)``, ``payload`` the segment's bytes."""
+        ``key`` is ``(src, sport, dst, dport)``, ``payload`` the segment's bytes;
+        ``frame`` (when there are bytes) is a :class:`Frame` of the caller's whose
+        ``frame`` is the caller's object (its byte range is set here: no second object
+        per segment), e.g. a subclass whose ``frame`` is itself, with ``claims`` 0."""
         reasm = self.reassembler
         streams = reasm._streams
         rs = streams.get(key)
@@ -308,13 +311,32 @@ class TcpStreams:
         streams.move_to_end(key)
         counters["segments"] += 1
         counters["bytes_delivered"] += n
+        frame.start = off
+        frame.end = end
         pending = st.pending
-        pending.append(Frame(off, end, frame))
+        pending.append(frame)
         if len(pending) > self.max_frames:
             pending.pop(0)
             self.counters["pending_dropped"] += 1
+        done = framer.feed(payload)
+        if not done:
+            return done  # most segments complete nothing
+        # _messages, inline.
+        base = st.base
         out: list = []
-        _messages(key, st, framer, payload, out)
+        for s, e, msg in done:
+            s += base
+            e += base
+            pending = st.pending
+            if len(pending) == 1:
+                f = pending[0]
+                frames = [f] if f.start < e and f.end > s else []
+                if f.end <= e:
+                    st.pending = []
+            else:
+                frames = [f for f in pending if f.start < e and f.end > s]
+                st.pending = [f for f in pending if f.end > e]
+            out.append((key, msg, frames))
         return out
 
     def drop(self, key: Hashable) -> None:

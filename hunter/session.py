@@ -112,6 +112,7 @@ class Session:
         "buf_sum",
         "buf_tag",
         "buf_tok",
+        "buf_views",
         "by",
         "cflags",
         "end_ns",
@@ -153,15 +154,19 @@ class Session:
         self.info = info  # the dissector's own state
         self.flow: tuple | None = None  # (src, sport, dst, dport, proto) of its first message
         # The held packets, compactly: their pcap records back to back (the 16-byte
-        # header holds time and lengths), and per packet its interface and tag; message
-        # packets also keep their summary, shared frames their token.
+        # header holds time and lengths), one bytes object per chunk they came in, and
+        # per packet its interface and tag; message packets also keep their summary,
+        # shared frames their token.
         # Made with the first held packet (most sessions of a busy link hold nothing
         # for long): until then, and again once dropped, shared empty ones.
-        self.buf: bytearray | bytes = _NO_BYTES
+        self.buf: list[bytes] | tuple = _NO_PARTS
         self.buf_if: array | tuple = _NO_IFS
         self.buf_tag: bytearray | bytes = _NO_BYTES
         self.buf_sum: dict[int, object] = _NO_SUMS  # type: ignore[assignment]  # by index
         self.buf_tok: dict[int, object] | None = None
+        # Records held since the last commit (SessionTable.commit): views of the chunk
+        # being processed, copied into ``buf`` once per chunk rather than per packet.
+        self.buf_views: list | None = None
         self.buf_n = 0
         self.buf_bytes = 0
         # Connection capture (lc.hunter.modes.sessions): the connection's flags (FINs,
@@ -214,6 +219,7 @@ class Out:
 # A session's buffers while it holds nothing (never written: hold() makes its own;
 # a read-only mapping so that a stray write would fail loudly).
 _NO_BYTES = b""
+_NO_PARTS: tuple = ()
 _NO_IFS: tuple = ()
 _NO_SUMS = MappingProxyType({})
 
@@ -260,6 +266,8 @@ class SessionTable:
         self.unmatched_packets = 0
         self.evicted_packets = 0  # held by undecided sessions evicted (lost, not filtered)
         self.buffer_full = 0
+        # Sessions with records held since the last commit (Session.buf_views).
+        self._uncommitted: list[Session] = []
 
     # -- sessions --------------------------------------------------------------------
     def open(
@@ -352,7 +360,7 @@ class SessionTable:
             return -1
         k = s.buf_n
         if not k:  # the first: its own buffers
-            s.buf = bytearray()
+            s.buf = []
             s.buf_if = array("H")
             s.buf_tag = bytearray()
             s.buf_sum = {}
@@ -360,7 +368,14 @@ class SessionTable:
             if s.buf_tok is None:
                 s.buf_tok = {}
             s.buf_tok[k] = token
-        s.buf += rec
+        # The record is kept as it is (a view of the chunk) and copied into the buffer
+        # with the others of its chunk by commit(): one copy per session and chunk.
+        views = s.buf_views
+        if views is None:
+            s.buf_views = [rec]
+            self._uncommitted.append(s)
+        else:
+            views.append(rec)
         s.buf_if.append(pkt[4])
         s.buf_tag.append(tag)
         if summary is not None:
@@ -369,6 +384,20 @@ class SessionTable:
         s.buf_bytes += size
         self.held_bytes += size
         return k
+
+    def commit(self) -> None:
+        """Copy the records held since the last call into their sessions' buffers: the
+        chunk they are views of may go once its processing ends (a mode calls this at
+        the end of every chunk)."""
+        pending = self._uncommitted
+        if not pending:
+            return
+        for s in pending:
+            views = s.buf_views
+            if views is not None:
+                s.buf_views = None
+                s.buf.append(b"".join(views))  # type: ignore[union-attr]
+        pending.clear()
 
     def summarise(self, s: Session, k: int, summary: object) -> None:
         """Give the held packet ``k`` of ``s`` a message's summary (kept: the first)."""
@@ -425,30 +454,40 @@ class SessionTable:
         s.state = MATCHED
         s.ids = ids
         self.counters["matched"] += 1
-        buf, mv = s.buf, memoryview(s.buf)
+        parts = s.buf
+        views = s.buf_views
+        if views is not None:  # its records of this chunk (views of it: they go now)
+            s.buf_views = None
+            parts = [*parts, *views]
         tags = s.buf_tag
+        ifs = s.buf_if
         sums = s.buf_sum
         toks = s.buf_tok
         metas = s.metas
         meta_of = self.meta
-        off = 0
-        for k in range(s.buf_n):
-            sec, nsec, cap, orig = _REC.unpack_from(buf, off)
-            end = off + 16 + cap
-            tag = tags[k]
-            summary = sums.get(k) if sums else None
-            if summary is not None:
-                meta = meta_of(s, tag, summary)
-            else:
-                meta = metas[tag]
-                if meta is None:
-                    meta = metas[tag] = meta_of(s, tag, None)
-            tok = toks.get(k) if toks is not None else None
-            if tok is None or not tok.done:
-                if tok is not None:
-                    tok.done = True
-                out.add((sec * 1_000_000_000 + nsec, cap, orig, mv[off:end], s.buf_if[k]), meta)
-            off = end
+        k = 0
+        for part in parts:
+            mv = memoryview(part)
+            off = 0
+            n = len(part)
+            while off < n:
+                sec, nsec, cap, orig = _REC.unpack_from(part, off)
+                end = off + 16 + cap
+                tag = tags[k]
+                summary = sums.get(k) if sums else None
+                if summary is not None:
+                    meta = meta_of(s, tag, summary)
+                else:
+                    meta = metas[tag]
+                    if meta is None:
+                        meta = metas[tag] = meta_of(s, tag, None)
+                tok = toks.get(k) if toks is not None else None
+                if tok is None or not tok.done:
+                    if tok is not None:
+                        tok.done = True
+                    out.add((sec * 1_000_000_000 + nsec, cap, orig, mv[off:end], ifs[k]), meta)
+                off = end
+                k += 1
         self._drop_held(s)
         if self.on_decided is not None:
             self.on_decided(s)
@@ -466,10 +505,12 @@ class SessionTable:
     def _drop_held(self, s: Session) -> int:
         n = s.buf_n
         self.held_bytes -= s.buf_bytes
-        s.buf = s.buf_tag = _NO_BYTES
+        s.buf = _NO_PARTS
+        s.buf_tag = _NO_BYTES
         s.buf_if = _NO_IFS
         s.buf_sum = _NO_SUMS  # type: ignore[assignment]
         s.buf_tok = None
+        s.buf_views = None
         s.buf_n = s.buf_bytes = 0
         return n
 

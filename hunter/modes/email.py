@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from lc.common.bpf import compile_bpf
 from lc.common.errors import ValidationError
 from lc.common.filters import Filter, FilterSet, compile_filters
-from lc.common.imap import ImapCommand, ImapResponse, ImapSession
+from lc.common.imap import ImapCommand, ImapResponse, ImapSession, ImapUntagged
 from lc.common.mailmsg import MailMessage, MailSession
 from lc.common.pop3 import Pop3Command, Pop3Reply, Pop3Session
 from lc.common.smtp import SmtpCommand, SmtpReply, SmtpSession, smtp_path
@@ -68,7 +68,13 @@ from lc.hunter.modes.base import (
     positive_int,
 )
 from lc.hunter.modes.localfilters import local_filter_option, local_filters, session_bounds
-from lc.hunter.modes.sessions import MAX_WAITING_EVENTS, Dissector, SessionMode, set_flow
+from lc.hunter.modes.sessions import (
+    _NO_MESSAGES,
+    MAX_WAITING_EVENTS,
+    Dissector,
+    SessionMode,
+    set_flow,
+)
 from lc.hunter.session import MATCHED, UNDECIDED, Out, Session
 from lc.proto import lc_pb2
 
@@ -228,6 +234,39 @@ def _ip_text(raw: bytes) -> str:
 #: A bound framer that completed nothing for this many chunks gives the engine an
 #: empty message anyway: the frames waiting for a message stay few.
 _SILENT_MAX = 128
+#: Replies whose command the dissector reads (the session's end, STARTTLS, the
+#: selected mailbox): a chunk with one of them is never quiet.
+_LOUD = frozenset({"QUIT", "STARTTLS", "STLS", "SELECT", "EXAMINE", "LOGOUT"})
+_REPLIES = (SmtpReply, Pop3Reply, ImapResponse)
+
+
+class _Quiet:
+    """A bound framer's message whose events can change nothing the dissector reads:
+    replies to ordinary commands and untagged IMAP data (about half of a mail
+    session's chunks). The mode counts it without the engine's message path when
+    that path would do nothing with it either (:meth:`EmailMode._conn_stream_message`),
+    else hands on its ``events`` as any chunk's."""
+
+    __slots__ = ("events",)
+
+    def __init__(self, events: list) -> None:
+        self.events = events
+
+
+def _quiet(events: list) -> bool:
+    """Whether every event of a chunk is a reply the dissector only passes over (see
+    :meth:`EmailDissector._events`) or untagged IMAP data."""
+    for ev in events:
+        t = type(ev)
+        if t is SmtpReply:
+            if ev.code == 421:
+                return False
+        elif t is not ImapResponse and t is not Pop3Reply and t is not ImapUntagged:
+            return False
+        cmd = getattr(ev, "command", None)
+        if cmd is not None and (cmd.verb if t is not ImapResponse else cmd.name) in _LOUD:
+            return False
+    return True
 
 
 class _Chunks:
@@ -269,6 +308,8 @@ class _Chunks:
             if self.silent < _SILENT_MAX:
                 return []
         self.silent = 0
+        if events and not p.upgraded and _quiet(events):
+            return [(start, end, _Quiet(events))]
         return [(start, end, events)]
 
 
@@ -743,6 +784,30 @@ class EmailMode(SessionMode):
         self.dis.wants = frozenset(t for t in EMAIL_FILTER_TYPES if any(f.has(t) for f in sets))
         self._filtering = (fs is not None and len(fs) > 0) or bool(self._local)
         self._ip = fs is not None and fs.has("ip_address")
+
+    def _conn_stream_message(
+        self, key: tuple, msg: object, frames: list, out: Out, ts: int, s: Session | None = None
+    ) -> None:
+        if type(msg) is _Quiet:
+            # Replies only: the engine's message path would count the message and,
+            # with filters in force and none of them ip_address, judge nothing (no
+            # values; the decide timeout aside), change neither the session's end nor
+            # its metadata, and send no event. Then only the count is done here.
+            if s is not None and self._filtering and not self._ip and not s.cflags & _NO_MESSAGES:
+                conn: _Conn = s.info  # type: ignore[assignment]
+                if not conn.pending and not (conn.ended and not s.end_ns):
+                    if s.state != UNDECIDED:
+                        self.c["messages"] += 1
+                        return
+                    last = frames[-1].frame.ts if frames else ts
+                    if (
+                        last - s.first_ns <= self.limits.decide_timeout_ns
+                        and not conn.upgraded  # (settled)
+                    ):
+                        self.c["messages"] += 1
+                        return
+            msg = msg.events  # type: ignore[attr-defined]
+        SessionMode._conn_stream_message(self, key, msg, frames, out, ts, s)
 
     def _conn_message(
         self, s: Session, msg: object, toks: list, flow: tuple, out: Out, ts: int

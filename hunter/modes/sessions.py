@@ -140,8 +140,9 @@ MAX_WAITING_EVENTS = 64
 #: 12 raw bytes of IPv4 source, destination, source and destination port (a fast
 #: connection's key).
 _PEEK_KEY = struct.Struct("!HB5xH4x12s")
-#: The same and, at frame offset 47, the TCP flags.
-_PEEK_KEY_FLAGS = struct.Struct("!HB5xH4x12s9xB")
+#: The same with the IPv4 total length, and at frame offset 38 the TCP sequence number,
+#: data offset and flags (frame offsets 12 to 48).
+_PEEK_KEY_FLAGS = struct.Struct("!HBxH2xH4x12sI4xBB")
 #: From frame offset 16: the IPv4 total length, the TCP sequence number and data offset.
 _PEEK_SEQ = struct.Struct("!H20xI4xB")
 _PORTS = struct.Struct("!HH")
@@ -281,10 +282,14 @@ class Dissector:
         return {}
 
 
-class _Token:
+class _Token(Frame):
     """A frame of a connection as the flow layer carries it to its message: its
     session, time, index in the session's buffer (held; -1 not held, -2 not held for
-    want of room) or in the chunk's output (forwarded in chunk ``gen``)."""
+    want of room) or in the chunk's output (forwarded in chunk ``gen``).
+
+    It is its own :class:`lc.common.flow.Frame` on the in-order path
+    (:meth:`TcpStreams.in_order` sets its byte range): one object per frame, not two;
+    ``frame`` is the token itself, as a Frame's is its caller's object."""
 
     __slots__ = ("gen", "k", "oi", "pkt", "s", "ts")
 
@@ -295,6 +300,14 @@ class _Token:
         self.gen = gen
         self.oi = oi
         self.pkt = pkt  # the frame being placed, while not held nor forwarded
+        self.claims = 0
+
+    @property
+    def frame(self) -> _Token:  # type: ignore[override]
+        return self
+
+
+_new = object.__new__
 
 
 class SessionMode(Mode):
@@ -332,6 +345,10 @@ class SessionMode(Mode):
         if dissector.capture_unit not in ("message", "connection"):
             raise ValueError(f"capture_unit {dissector.capture_unit!r}: message or connection")
         self._conn = dissector.capture_unit == "connection"
+        # Hooks a dissector left as they are (None for every message) are not called.
+        kind = type(dissector)
+        self._summaries = kind.summary is not Dissector.summary
+        self._message_events = kind.message_event is not Dissector.message_event
         self._udp_flows = self._conn and dissector.udp_flows
         self._udp = dissector.wants_udp()
         # _tcp_frame finds the connection itself unless a mode extends _connection.
@@ -407,7 +424,9 @@ class SessionMode(Mode):
             self._process(chunk, out)
             if self._clock >= self._next_expiry:
                 self._expire(self._clock, out)
-            self.table.settle()
+            table = self.table
+            table.settle()
+            table.commit()  # the records held from this chunk: copied before it goes
             return self._forward(out)
 
     def tick(self, now_ns: int) -> Forward:
@@ -420,6 +439,7 @@ class SessionMode(Mode):
             out = Out()
             self._gen += 1
             self._expire(self._clock, out)
+            self.table.commit()
             return self._forward(out)
 
     def finish(self) -> Forward:
@@ -468,9 +488,27 @@ class SessionMode(Mode):
         fast_udp = self._conn_fast_udp
         peek_tcp = _PEEK_KEY.unpack_from
         peek_tcp_flags = _PEEK_KEY_FLAGS.unpack_from
-        touch = self.table.touched.append
+        table = self.table
+        touched = table.touched
+        touch = touched.append
+        if len(touched) > _MAX_TOUCHED:
+            table.settle()
         ctag = self.dis.message_tag
         live = self._conn_live if self._live_ok else None
+        if live is not None:
+            # The in-order path's locals (see the class docstring).
+            dis = self.dis
+            set_now = self.set_now
+            frame_token = self.frame_token
+            streams = self._streams
+            in_order = streams.in_order  # type: ignore[union-attr]
+            gen = self._gen
+            slow_flags = _NO_MESSAGES | CF_SLOW
+            # SessionTable.hold's bounds for a message-tagged frame (see below).
+            lim = self.limits
+            hold_n = lim.max_held_packets * lim.message_hold_factor
+            hold_all = lim.max_held_bytes
+            hold_per = lim.max_held_session_bytes
         conn_frames = 0
         off = 0
         for i, cap in enumerate(cap_col):
@@ -485,13 +523,109 @@ class SessionMode(Mode):
                 # (untagged Ethernet, IPv4 without options, not a fragment). A SYN
                 # takes the decoding path: it may open a new connection on the
                 # 5-tuple of one that ended (_connection).
-                etype, vihl, frag, k, fl = peek_tcp_flags(rec, start + 28)
+                etype, vihl, total, frag, k, seq, doff, fl = peek_tcp_flags(rec, start + 28)
                 if etype != 0x0800 or vihl != 0x45 or frag & 0x3FFF:
                     pass
                 elif live and not fl & 7 and cap >= 54 and (hit := live.get(k)) is not None:
-                    # A connection that wants its messages: its in-order frames.
-                    pkt = (ts_col[i], cap, orig_col[i], mv[start:off], ifx)
-                    self._live(hit, pkt, rec, start, lt, mv, out)
+                    # A connection that wants its messages: its in-order frames. This is
+                    # _tcp_frame without decoding (an existing connection, not a SYN,
+                    # FIN nor RST), its bytes framed by TcpStreams.in_order when they
+                    # come in order (else the general segment).
+                    s, key = hit
+                    end = 14 + total
+                    if end > cap:
+                        end = cap
+                    po = 34 + ((doff >> 4) << 2)
+                    ts = ts_col[i]
+                    pkt = (ts, cap, orig_col[i], mv[start:off], ifx)
+                    if total < 28 or not 54 <= po <= end or s.cflags & slow_flags:
+                        self._slow(pkt, lt, mv[start + 16 : off], out)
+                        continue
+                    touch(s)
+                    s.last_ns = ts
+                    if set_now:
+                        dis.now = ts
+                    self._pkt = pkt
+                    s.pk[ctag] += 1
+                    s.by[ctag] += cap
+                    conn_frames += 1
+                    n = end - po
+                    tok = None
+                    st = s.state
+                    if st == matched:
+                        meta = s.metas[ctag]
+                        if meta is None:
+                            meta = s.metas[ctag] = meta_of(s, ctag, None)
+                        if n:
+                            tok = _new(_Token)
+                            tok.k = -1
+                            tok.oi = len(out)
+                            tok.pkt = None
+                        out.add(pkt, meta)
+                    elif st == rejected:
+                        unmatched += 1
+                        if n:
+                            tok = _new(_Token)
+                            tok.k = tok.oi = -1
+                            tok.pkt = pkt
+                    else:
+                        # SessionTable.hold, inline for a session that holds frames of
+                        # this chunk already (the usual case; else the call).
+                        size = cap + 19
+                        hk = s.buf_n
+                        views = s.buf_views
+                        if (
+                            views is not None
+                            and hk < hold_n
+                            and table.held_bytes + size <= hold_all
+                            and (not hold_per or s.buf_bytes + size <= hold_per)
+                        ):
+                            views.append(pkt[3])
+                            s.buf_if.append(ifx)  # type: ignore[union-attr]
+                            s.buf_tag.append(ctag)  # type: ignore[union-attr]
+                            s.buf_n = hk + 1
+                            s.buf_bytes += size
+                            table.held_bytes += size
+                        else:
+                            hk = hold(s, pkt, ctag)
+                        if n:
+                            tok = _new(_Token)
+                            tok.oi = -1
+                            if hk >= 0:
+                                tok.k = hk
+                                tok.pkt = None
+                            else:
+                                tok.k = -2  # counted as buffer_full
+                                tok.pkt = pkt
+                    if tok is None:
+                        payload = b""
+                    else:
+                        tok.s = s
+                        tok.ts = ts
+                        tok.gen = gen
+                        tok.claims = 0
+                        at = start + 16
+                        payload = bytes(mv[at + po : at + end])
+                    if frame_token:
+                        dis.tok = tok
+                        msgs = in_order(ts, key, seq, payload, tok)
+                        dis.tok = None
+                    else:
+                        msgs = in_order(ts, key, seq, payload, tok)
+                    if msgs is None:
+                        data = mv[start + 16 : off]
+                        msgs = streams.segment(ts, tok, decode_packet(lt, data), data)  # type: ignore[union-attr]
+                        if msgs:
+                            self._live_messages(s, key, msgs, out, ts)
+                    elif msgs:
+                        # In order: its own direction's messages only.
+                        for _, msg, frames in msgs:
+                            self._conn_stream_message(key, msg, frames, out, ts, s)
+                    if tok is not None:
+                        tok.pkt = None
+                    cf = s.cflags
+                    if cf & _NO_MESSAGES and not cf & _STREAMS_DROPPED:
+                        self._drop_streams(s, key)
                     continue
                 elif fast_tcp and not fl & 2:
                     s = fast_tcp.get(k)
@@ -602,83 +736,22 @@ class SessionMode(Mode):
             if last > self._clock:
                 self._clock = last
 
-    def _live(
-        self, hit: tuple, pkt: tuple, rec, start: int, lt: int, mv: memoryview, out: Out
-    ) -> None:
-        """A frame (no SYN, FIN nor RST) of a connection that wants its messages, by its
-        raw key: :meth:`_tcp_frame` without decoding, and its bytes framed by
-        :meth:`TcpStreams.in_order` when they come in order (else the general
-        ``segment``). Untagged Ethernet, IPv4 without options, not a fragment."""
-        s, key = hit
-        cap = pkt[1]
-        total, seq, doff = _PEEK_SEQ.unpack_from(rec, start + 32)
-        end = 14 + total
-        if end > cap:
-            end = cap
-        po = 34 + ((doff >> 4) << 2)
-        if total < 28 or not 54 <= po <= end or s.cflags & (_NO_MESSAGES | CF_SLOW):
-            self._slow(pkt, lt, mv[start + 16 : start + 16 + cap], out)
-            return
-        ts = pkt[0]
-        table = self.table
-        # _connection (an existing connection, not a SYN), and _place.
-        touched = table.touched
-        touched.append(s)
-        if len(touched) > _MAX_TOUCHED:
-            table.settle()
-        s.last_ns = ts
-        if self.set_now:
-            self.dis.now = ts  # type: ignore[attr-defined]
-        self._pkt = pkt
-        tag = self.dis.message_tag
-        s.pk[tag] += 1
-        s.by[tag] += cap
-        self.cc["frames"] += 1
-        n = end - po
-        tok = None
-        st = s.state
-        if st == MATCHED:
-            meta = s.metas[tag]
-            if meta is None:
-                meta = s.metas[tag] = self.dis.meta(s, tag, None)
-            if n:
-                tok = _Token(s, ts, -1, self._gen, len(out))
-            out.add(pkt, meta)
-        elif st == UNDECIDED:
-            k = table.hold(s, pkt, tag)
-            if n:
-                if k >= 0:
-                    tok = _Token(s, ts, k, self._gen, -1)
-                else:
-                    tok = _Token(s, ts, -2, self._gen, -1, pkt)  # -2: counted as buffer_full
-        else:
-            table.unmatched_packets += 1
-            if n:
-                tok = _Token(s, ts, -1, self._gen, -1, pkt)
+    def _live_messages(self, s: Session, key: tuple, msgs: list, out: Out, ts: int) -> None:
+        """The messages a frame of ``s`` (direction ``key``) completed on the general
+        path: its connection's, and any other stream's the reassembler flushed."""
+        rev = (key[2], key[3], key[0], key[1])
+        for mkey, msg, frames in msgs:
+            own = mkey in (key, rev)
+            self._conn_stream_message(mkey, msg, frames, out, ts, s if own else None)
+
+    def _drop_streams(self, s: Session, key: tuple) -> None:
+        """``s`` wants no more messages (from the frame that completed the one that said
+        so): its streams go, its frames skip the decoder."""
+        s.cflags |= _STREAMS_DROPPED
         streams = self._streams
-        at = start + 16
-        payload = bytes(mv[at + po : at + end]) if n else b""
-        if self.frame_token:
-            self.dis.tok = tok  # type: ignore[attr-defined]
-            msgs = streams.in_order(ts, key, seq, payload, tok)  # type: ignore[union-attr]
-            self.dis.tok = None  # type: ignore[attr-defined]
-        else:
-            msgs = streams.in_order(ts, key, seq, payload, tok)  # type: ignore[union-attr]
-        if msgs is None:
-            data = mv[at : at + cap]
-            msgs = streams.segment(ts, tok, decode_packet(lt, data), data)  # type: ignore[union-attr]
-        if msgs:
-            rev = (key[2], key[3], key[0], key[1])
-            for mkey, msg, frames in msgs:
-                own = mkey in (key, rev)
-                self._conn_stream_message(mkey, msg, frames, out, ts, s if own else None)
-        if tok is not None:
-            tok.pkt = None
-        if s.cflags & _NO_MESSAGES and not s.cflags & _STREAMS_DROPPED:
-            s.cflags |= _STREAMS_DROPPED
-            streams.drop(key)  # type: ignore[union-attr]
-            streams.drop((key[2], key[3], key[0], key[1]))  # type: ignore[union-attr]
-            self._go_fast(s)
+        streams.drop(key)  # type: ignore[union-attr]
+        streams.drop((key[2], key[3], key[0], key[1]))  # type: ignore[union-attr]
+        self._go_fast(s)
 
     def _alias_packet(self, s: Session, tag: int, pkt: tuple, out: Out) -> None:
         s.last_ns = pkt[0]
@@ -1060,7 +1133,7 @@ class SessionMode(Mode):
         self.c["messages"] += 1
         dis = self.dis
         table = self.table
-        summary = dis.summary(msg)
+        summary = dis.summary(msg) if self._summaries else None
         was = s.state
         ctx = dis.on_message(s, msg, flow, ts)
         if was != MATCHED:
@@ -1097,7 +1170,7 @@ class SessionMode(Mode):
                     if meta is None:
                         meta = dis.meta(s, dis.message_tag, summary)
                     out.meta[tok.oi] = meta
-        ev = dis.message_event(s, msg, flow, ts)
+        ev = dis.message_event(s, msg, flow, ts) if self._message_events else None
         if ev is not None:
             if not ev.start_ns:
                 ev.start_ns = toks[0].ts if toks else ts

@@ -27,7 +27,7 @@ def test_decided_connections_take_the_fast_path_and_still_end():
     b_head = [*b.handshake(), b.client(b"DONE\nIGNORE\n")]
     assert feed(m, a_head + b_head) == a_head
     # Only the SYNs decode; the handshake's ACK and the in-order data of a connection
-    # that still wants its messages take the in-order path (SessionMode._live).
+    # that still wants its messages take the in-order path (TcpStreams.in_order).
     assert [bytes(p[3][16:]) for p in slow] == [a_head[0], a_head[1], b_head[0], b_head[1]]
     del slow[:]
     a_tail = [a.server(b"x" * 300), a.client_ack(), a.client(b"no secret parsed\n"), *a.close()]
@@ -53,7 +53,7 @@ def test_decided_connections_take_the_fast_path_and_still_end():
     assert not m._conn_fast_tcp  # forgotten connections leave the fast path
 
 
-# -- the in-order path (SessionMode._live, TcpStreams.in_order) ---------------------------
+# -- the in-order path (SessionMode._process, TcpStreams.in_order) ------------------------
 _CAPTURES = [
     ("http", "http/zeek_http-pipelined-requests.pcap", [("http_method", "POST")]),
     ("http", "http/arkime_http-post-upload.pcap", [("keyword", "Content-Disposition")]),

@@ -760,3 +760,87 @@ def test_the_parsers_bounds_are_counted_in_the_modes_figures() -> None:
     assert fig["rcpt_dropped"] == 3
     assert fig["pending_dropped"] == MAX_ADDRESSES + 4 - DEFAULT_MAX_PENDING
     assert fig["reply_lines_dropped"] == 0  # (POP3 only) a figure from the start
+
+
+# -- quiet messages (EmailMode._conn_stream_message) ----------------------------------------
+def _mode_outputs(name: str, filters: list, decide_ns: int, quiet: bool, monkeypatch) -> tuple:
+    """Frames, metadata, events and counters of the email mode over a corpus capture
+    (its frames' own times, chunks of 7), with quiet messages allowed or not."""
+    from lc.hunter.capture import FileSource
+    from lc.hunter.modes import email as email_module
+
+    monkeypatch.setattr(email_module, "_quiet", email_module._quiet if quiet else lambda ev: False)
+    cfg = EmailConfig()
+    cfg.decide_timeout_ns = decide_ns
+    m = email_mode(ModeContext([("f", 1)], events="all"), cfg)
+    m.apply(compile_filters([Filter(f"f{k}", t, p) for k, (t, p) in enumerate(filters)]))
+    src = FileSource(str(CORPUS / name))
+    out = []
+    while (c := src.read(7)) is not None:
+        out.append(m.process(c))
+    out.append(m.finish())
+    src.close()
+    got = []
+    for fwd in out:
+        c = fwd.chunk
+        metas = [fwd.meta[k].SerializeToString(deterministic=True) for k in sorted(fwd.meta)]
+        events = [e.SerializeToString(deterministic=True) for e in fwd.events]
+        got.append((bytes(c.records), list(c.ts_ns), metas, events))
+    f = m.counters()
+    return got, f.figures, f.dropped, f.summary
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["smtp/zeek_smtp.pcap", "smtp/arkime_smtp-starttls.pcap", "pop3/suricata_pop3.pcap",
+     "pop3/zeek_pop3-starttls.pcap", "imap/arkime_imap.pcap", "imap/zeek_imap-starttls.pcap"],
+)  # fmt: skip
+@pytest.mark.parametrize("decide_ns", [300 * 10**9, 10**9, 10**8, 10**7, 10**6, 10**5])
+@pytest.mark.parametrize(
+    "filters",
+    [[("email_address", "nothing@nowhere.example")], [("email_command", "RETR")],
+     [("email_subject", "*e*"), ("ip_address", "192.0.2.1")]],
+)  # fmt: skip
+def test_quiet_messages_change_no_output(name, decide_ns, filters, monkeypatch):
+    """Replies counted without the engine's message path leave every frame, metadata,
+    event and counter as the full path does, also when the decide timeout falls
+    between a command and its reply, and with an ip_address filter in force."""
+    need_corpus()
+    quiet = _mode_outputs(name, filters, decide_ns, True, monkeypatch)
+    full = _mode_outputs(name, filters, decide_ns, False, monkeypatch)
+    assert quiet == full
+
+
+def test_a_quiet_reply_past_the_decide_timeout_still_rejects(monkeypatch):
+    """A POP3 reply that comes after the decide timeout rejects its undecided session
+    there, as the engine's message path does: a later RETR that matches captures the
+    session from its own frame on, not what was held before the reply."""
+    from tests.hunter.conn_toy import Conn, chunk, records
+    from tests.hunter.test_connections import T0, S
+
+    def run(quiet: bool) -> tuple:
+        from lc.hunter.modes import email as email_module
+
+        monkeypatch.setattr(
+            email_module, "_quiet", email_module._quiet if quiet else lambda ev: False
+        )
+        cfg = EmailConfig()
+        cfg.decide_timeout_ns = S
+        m = email_mode(ModeContext([("f", 1)], events="all"), cfg)
+        m.apply(compile_filters([Filter("f", "email_command", "RETR")]))
+        c = Conn(1, port=110)
+        head = [*c.handshake(), c.server(b"+OK ready\r\n"), c.client(b"USER a\r\n")]
+        tail = [c.server(b"+OK\r\n"), c.client(b"RETR 1\r\n"), c.server(b"+OK 3\r\nx\r\n.\r\n")]
+        got = []
+        for k, f in enumerate(head):
+            got += records(m.process(chunk([f], T0 + k * 1000)))
+        # After the decide timeout, in one chunk (the engine's expiry, at a chunk's end,
+        # would reject it too).
+        got += records(m.process(chunk(tail, T0 + 2 * S)))
+        got += records(m.finish())
+        return got, m.counters().figures, head, tail
+
+    quiet, full = run(True), run(False)
+    assert quiet[:2] == full[:2]
+    got, _, _, tail = full
+    assert got == tail[1:]  # rejected at the reply: the held frames went uncounted

@@ -46,7 +46,7 @@ def test_opening_a_file_source_tunes_the_collector_once(capture_file: Path):
         FileSource({str(capture_file)!r})
         print(before[0], after, gc.get_threshold())
     """)
-    assert got == "(700, 10, 10) ((50000, 20, 20), True) (123, 4, 5)"
+    assert got == "(700, 10, 10) ((500000, 10, 20), True) (123, 4, 5)"
 
 
 def test_thresholds_set_by_someone_else_are_left_alone(capture_file: Path):
