@@ -26,7 +26,12 @@ does with a connection on one of ``--http-port``:
   the filters change to a set that may read responses, or the client's side could
   come to depend on the server's (a ``101`` anywhere in the server's bytes, a
   CONNECT, server bytes before any request, 64 request heads), or past 1 MiB logged
-  for it (128 MiB in all). Frames, their metadata and events are those of a full
+  for it (128 MiB of copies in all). The log copies no bytes the connection's held
+  frames have: bytes the in-order path took from one held frame are logged as that
+  frame's index (and time), and the replay reads them there (it runs before the
+  held frames go, or never); bytes of a frame not held (a holding bound,
+  ``buffer_full``) and those the general path reassembled are copied, so the replay
+  is exact whatever was held. Frames, their metadata and events are those of a full
   parse; counters that differ: ``http_messages``, ``http_responses``,
   ``http_transactions`` (and the parser's other response counters) leave out the
   responses of connections that ended undecided, and ``http_events_dropped`` the
