@@ -26,7 +26,12 @@ does with a connection on one of ``--http-port``:
   the filters change to a set that may read responses, or the client's side could
   come to depend on the server's (a ``101`` anywhere in the server's bytes, a
   CONNECT, server bytes before any request, 64 request heads), or past 1 MiB logged
-  for it (128 MiB in all). Frames, their metadata and events are those of a full
+  for it (128 MiB of copies in all). The log copies no bytes the connection's held
+  frames have: bytes the in-order path took from one held frame are logged as that
+  frame's index (and time), and the replay reads them there (it runs before the
+  held frames go, or never); bytes of a frame not held (a holding bound,
+  ``buffer_full``) and those the general path reassembled are copied, so the replay
+  is exact whatever was held. Frames, their metadata and events are those of a full
   parse; counters that differ: ``http_messages``, ``http_responses``,
   ``http_transactions`` (and the parser's other response counters) leave out the
   responses of connections that ended undecided, and ``http_events_dropped`` the
@@ -53,7 +58,9 @@ does with a connection on one of ``--http-port``:
 
 from __future__ import annotations
 
+import struct
 import time
+from array import array
 from dataclasses import dataclass
 
 from lc.common.bpf import compile_bpf
@@ -208,6 +215,7 @@ class _Deferred:
 
 
 _LAZY = object()  # _Deferred.real while not parsed
+_NO_OPS: tuple = ()  # a connection's ops and tss while not lazy
 _NOTHING = _Deferred(None)  # type: ignore[arg-type]
 _NOTHING.real = None  # a message that is nothing: the frames before it are done
 
@@ -218,9 +226,18 @@ _SILENT_MAX = 128
 
 # Lazy connections (see _Conn): the operations of their logs.
 _FEED_C, _FEED_S, _FEED_T, _PIECE_S, _END_S, _GAP_C, _GAP_S = range(7)
-#: A lazy connection's logged bytes, each and all together: past that it is parsed.
+# _Conn.ops: the bytes of held frame k (k << 2 | one of these): the client's (its piece
+# next in the log, or no piece), the server's; or the next entry of the log.
+_REF_C, _REF_CP, _REF_S, _COPY = range(4)
+#: A lazy connection's logged bytes (held or copied): past that it is parsed; and
+#: what the logs of all hold (bytes copied, and _ENTRY_COST per copy): past that too.
 _LAZY_CONN_BYTES = 1 << 20
 _LAZY_BYTES = 128 << 20
+_ENTRY_COST = 64  # a copy's tuple and bytes object
+# A held frame's record (16-byte header and frame), untagged Ethernet, IPv4 without
+# options: its IP total length and TCP data offset (as SessionMode._live reads them).
+_TOTAL_DOFF = struct.Struct("!H28xB")
+_CAPLEN = struct.Struct("<I")
 #: Request heads a lazy connection may have parsed: below the requests waiting for
 #: their responses at which the parser gives up the oldest (DEFAULT_MAX_PENDING 8 x
 #: 16 placeholders), which it does from a client piece.
@@ -262,17 +279,25 @@ class _PieceFramer:
                 self.dis.unlazy(c)
             else:
                 dis = self.dis
-                if dis.server_lazy(c, data):
-                    tok = dis.tok
-                    if tok is not None and tok.ts - c.deadline <= 0:
+                tok = dis.tok
+                timely = tok is not None and tok.ts - c.deadline <= 0
+                # The in-order path, the frame held: the log names the frame (its
+                # index), the replay reads the bytes there (see _Conn.ops).
+                held = timely and tok.k >= 0 and tok.s.info is c  # type: ignore[union-attr]
+                if dis.server_lazy(c, data, held):
+                    if timely:
                         # The in-order path: this frame alone carries the bytes, and
                         # they are not late: a message that is nothing (the flow
                         # layer's waiting frames are done with, as they would be).
-                        # (Its held frame's index, not the token: a log of atomic
-                        # tuples is no work for the garbage collector.)
-                        log.append((_FEED_T, data, tok.ts, tok.k))
+                        if held:
+                            c.ops.append(tok.k << 2 | _REF_S)  # type: ignore[union-attr]
+                            c.tss.append(tok.ts)  # type: ignore[union-attr]
+                        else:  # not held (no room): a copy
+                            c.ops.append(_COPY)
+                            log.append((_FEED_T, data, tok.ts, tok.k))  # type: ignore[union-attr]
                         return [(start, self.offset, _NOTHING)]
                     d = _Deferred(c)
+                    c.ops.append(_COPY)
                     log.append((_FEED_S, data, dis.now, d))
                     return [(start, self.offset, d)]
                 dis.unlazy(c)  # then parsed below, as if it never was lazy
@@ -305,9 +330,22 @@ class _PieceFramer:
             piece.parsed = True
             piece.events = events
             out.append((start, self.offset, piece))
-        log.append((_FEED_C, data, now, piece))
-        c.log_bytes += len(data)
-        dis.lazy_bytes += len(data)
+        tok = dis.tok
+        n = len(data)
+        if tok is not None and tok.k >= 0 and tok.s.info is c:  # type: ignore[attr-defined]
+            # The in-order path, the frame held: the log names it (see _Conn.ops).
+            if piece is None:
+                c.ops.append(tok.k << 2 | _REF_C)  # type: ignore[attr-defined]
+            else:
+                c.ops.append(tok.k << 2 | _REF_CP)  # type: ignore[attr-defined]
+                log.append(piece)
+            c.tss.append(now)
+        else:
+            c.ops.append(_COPY)
+            log.append((_FEED_C, data, now, piece))
+            c.copied += n + _ENTRY_COST
+            dis.lazy_bytes += n + _ENTRY_COST
+        c.log_bytes += n
         if c.hazard():
             dis.unlazy(c)
         return out
@@ -324,6 +362,7 @@ class _Conn:
         "client",
         "closed",
         "conn",
+        "copied",
         "deadline",
         "fin",
         "first",
@@ -331,8 +370,10 @@ class _Conn:
         "log",
         "log_bytes",
         "n",
+        "ops",
         "seen",
         "tail",
+        "tss",
         "waiting",
     )
 
@@ -346,9 +387,18 @@ class _Conn:
         self.n = 0  # transactions so far
         self.waiting: list[tuple[HttpTransaction, int, int]] = []  # (tx, number, bytes)
         # Lazy: what was fed (or deferred) while the server side is not parsed, in
-        # order, as (op, data, ts, piece); None once parsed in full.
+        # order (ops), None once parsed in full. Bytes the in-order path took from a
+        # held frame are not copied: ops names the frame (k << 2 | _REF_*) and tss
+        # has its time; the rest (_COPY) is in log as (op, data, ts, piece), which
+        # also has the client pieces of _REF_CP. The held frames stay while the
+        # connection is lazy: it is parsed in full before they go (decided or
+        # rejected) or forgotten with them; a frame not held for want of room has
+        # its bytes copied, as before (the log is then exact, not the frames).
         self.log: list | None = [] if lazy else None
-        self.log_bytes = 0
+        self.ops: array | tuple = array("q") if lazy else _NO_OPS
+        self.tss: array | tuple = array("q") if lazy else _NO_OPS
+        self.log_bytes = 0  # logged, held or copied (the bound on one connection)
+        self.copied = 0  # what its log holds (in HttpDissector.lazy_bytes)
         self.deadline = 0  # capture time past which a server piece ends the laziness
         self.seen = 0  # requests of conn.pending checked for CONNECT
         self.tail = b""  # the last 2 server bytes (a "101" split between pieces)
@@ -441,12 +491,12 @@ class HttpDissector(Dissector):
             client, HttpConnection(max_body=self.cfg.max_body, counters=self.http_counters)
         )
 
-    def server_lazy(self, c: _Conn, data: bytes) -> bool:
+    def server_lazy(self, c: _Conn, data: bytes, held: bool = False) -> bool:
         """Whether server bytes ``data`` of lazy ``c`` may stay unparsed (then they are
-        counted in the log's bounds): not if the client has no request yet (the server's
-        first bytes may make the connection not HTTP), if they may hold a ``101``
-        status (a tunnel: the client's later bytes are no longer HTTP), or past the
-        bounds."""
+        counted in the log's bounds; unless ``held``, the log copies them): not if the
+        client has no request yet (the server's first bytes may make the connection
+        not HTTP), if they may hold a ``101`` status (a tunnel: the client's later
+        bytes are no longer HTTP), or past the bounds."""
         n = len(data)
         tail = c.tail
         c.tail = data[-2:] if n >= 2 else (tail + data)[-2:]
@@ -456,11 +506,13 @@ class HttpDissector(Dissector):
             or (tail[-1:] == b"1" and data[:2] == b"01")
             or (tail == b"10" and data[:1] == b"1")
             or c.log_bytes + n > _LAZY_CONN_BYTES
-            or self.lazy_bytes + n > _LAZY_BYTES
+            or (not held and self.lazy_bytes + n + _ENTRY_COST > _LAZY_BYTES)
         ):
             return False
         c.log_bytes += n
-        self.lazy_bytes += n
+        if not held:
+            c.copied += n + _ENTRY_COST
+            self.lazy_bytes += n + _ENTRY_COST
         return True
 
     def on_message(self, s: Session, msg: _Piece, flow: tuple, ts: int) -> object:  # type: ignore[override]
@@ -485,9 +537,11 @@ class HttpDissector(Dissector):
             if log is None:
                 (conn.gap_client if from_client else conn.gap_server)(None, ts)
             elif from_client:
+                c.ops.append(_COPY)  # type: ignore[union-attr]
                 log.append((_GAP_C, None, ts, None))
                 conn.gap_client(None, ts)
             else:
+                c.ops.append(_COPY)  # type: ignore[union-attr]
                 log.append((_GAP_S, None, ts, None))
         c.framers[d] = framer
         if msg.end:
@@ -496,16 +550,21 @@ class HttpDissector(Dissector):
             if log is None:
                 msg.events = conn.end_server(ts)
             else:
+                c.ops.append(_COPY)  # type: ignore[union-attr]
                 log.append((_END_S, None, ts, msg))
         else:
             if log is not None and not from_client:
+                c.ops.append(_COPY)  # type: ignore[union-attr]
                 log.append((_PIECE_S, msg.data, ts, msg))
             else:
                 msg.events = (conn.feed_client if from_client else conn.feed_server)(msg.data, ts)
                 if log is not None:
+                    n = len(msg.data)
+                    c.ops.append(_COPY)  # type: ignore[union-attr]
                     log.append((_FEED_C, msg.data, ts, msg))
-                    c.log_bytes += len(msg.data)
-                    self.lazy_bytes += len(msg.data)
+                    c.log_bytes += n
+                    c.copied += n + _ENTRY_COST
+                    self.lazy_bytes += n + _ENTRY_COST
                     if c.hazard():
                         self.unlazy(c)
             if framer.conn is None:
@@ -667,8 +726,9 @@ class HttpDissector(Dissector):
             # Lazy to its end: undecided, its transactions would go nowhere (no
             # --events all). Its requests count; its responses were never parsed.
             self.lazy.pop(c, None)
-            self.lazy_bytes -= c.log_bytes
+            self.lazy_bytes -= c.copied
             c.log = None
+            c.ops = c.tss = _NO_OPS
             self.http_counters["requests"] += c.conn._client.parsed
             return
         for ev in c.conn.close(s.last_ns):
@@ -857,9 +917,11 @@ class HttpMode(SessionMode):
         dis = self.dis
         s = dis.lazy.pop(c)
         log = c.log
+        ops, tss = c.ops, c.tss
         c.log = None
-        dis.lazy_bytes -= c.log_bytes
-        c.log_bytes = 0
+        c.ops = c.tss = _NO_OPS
+        dis.lazy_bytes -= c.copied
+        c.log_bytes = c.copied = 0
         conn = c.conn = HttpConnection(
             max_body=dis.cfg.max_body, counters=dis.http_counters, midstream=c.conn.midstream
         )
@@ -867,7 +929,25 @@ class HttpMode(SessionMode):
         table = self.table
         undecided = s.state == UNDECIDED
         silent = 0  # the server framer's (_PieceFramer.silent)
-        for op, data, ts, piece in log:  # type: ignore[union-attr]
+        entries = iter(log)  # type: ignore[arg-type]
+        times = iter(tss)
+        starts: list[int] | None = None  # of the held records, when first needed
+        buf = s.buf
+        for v in ops:
+            kind = v & 3
+            if kind == _COPY:
+                op, data, ts, piece = next(entries)
+            else:
+                k = v >> 2
+                if starts is None:
+                    starts = _record_starts(buf, s.buf_n)
+                data = _payload(buf, starts[k])
+                ts = next(times)
+                if kind == _REF_S:
+                    op, piece = _FEED_T, k
+                else:
+                    op = _FEED_C
+                    piece = next(entries) if kind == _REF_CP else None
             if op == _FEED_C:
                 events = conn.feed_client(data, ts)
                 if piece is not None:
@@ -986,6 +1066,29 @@ SPEC = ModeSpec(
     config=HttpConfig,
     factory=http_mode,
 )
+
+
+def _record_starts(buf: bytes | bytearray, n: int) -> list[int]:
+    """Where each of the first ``n`` records of a session's held buffer starts."""
+    starts = []
+    off = 0
+    unpack = _CAPLEN.unpack_from
+    for _ in range(n):
+        starts.append(off)
+        off += 16 + unpack(buf, off + 8)[0]
+    return starts
+
+
+def _payload(buf: bytes | bytearray, off: int) -> bytes:
+    """The TCP bytes of the held record at ``off``, a frame the in-order path framed
+    (untagged Ethernet, IPv4 without options): as ``SessionMode._live`` took them."""
+    total, doff = _TOTAL_DOFF.unpack_from(buf, off + 32)
+    end = 14 + total
+    cap = _CAPLEN.unpack_from(buf, off + 8)[0]
+    if end > cap:
+        end = cap
+    at = off + 16
+    return bytes(buf[at + 34 + ((doff >> 4) << 2) : at + end])
 
 
 def _held(tx: HttpTransaction) -> int:

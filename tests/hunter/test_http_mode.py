@@ -256,9 +256,10 @@ def _transactions(path: Path) -> list:
     return txs
 
 
-def _outputs(path: Path, filters: list[Filter], chunk: int) -> tuple:
-    """Everything a run forwards and tells (frames, metadata, events) and its counters."""
-    mode = http_mode(ModeContext([], policy="deny"), HttpConfig())
+def _outputs(path: Path, filters: list[Filter], chunk: int, probe=None, **cfg) -> tuple:
+    """Everything a run forwards and tells (frames, metadata, events) and its counters;
+    ``probe(mode)`` after each chunk."""
+    mode = http_mode(ModeContext([], policy="deny"), HttpConfig(**cfg))
     mode.apply(compile_filters(filters, "h", HTTP_FILTER_TYPES))
     src = FileSource(str(path), None)
     out: list = []
@@ -274,6 +275,8 @@ def _outputs(path: Path, filters: list[Filter], chunk: int) -> tuple:
     while (ch := src.read(chunk)) is not None:
         mode.interfaces[:] = src.interfaces
         take(mode.process(ch))
+        if probe is not None:
+            probe(mode)
     take(mode.finish())
     return out, mode.counters().figures, mode
 
@@ -287,9 +290,21 @@ def test_lazy_connections_forward_and_tell_what_a_full_parse_does(
     metadata and the events are those of a full parse, including connections that
     match at their 6th or 12th request (held frames summarised, waiting
     transactions sent), and pipelined, chunked and multi-segment exchanges."""
-    import importlib.util
+    path, filters = _bench_capture(monkeypatch, tmp_path, pattern)
+    lazy, figures, mode = _outputs(path, filters, 7)
+    assert not mode.dis.lazy and mode.dis.lazy_bytes == 0  # all parsed or gone
+    _parse_in_full(monkeypatch)
+    parsed, full_figures, _ = _outputs(path, filters, 7)
+    assert lazy == parsed
+    assert figures["http_requests"] == full_figures["http_requests"] == 720
+    if pattern != "nothing*":  # every connection matched: every response was parsed
+        assert figures == full_figures
 
-    import lc.hunter.modes.http as http_mod
+
+def _bench_capture(monkeypatch, tmp_path: Path, pattern: str) -> tuple[Path, list[Filter]]:
+    """bench/http_bench.py's capture, 60 connections of 12 requests, and two request
+    filters: http_url ``pattern`` and its http_host."""
+    import importlib.util
 
     bench = Path(__file__).resolve().parents[2] / "bench"
     monkeypatch.syspath_prepend(str(bench))
@@ -300,8 +315,13 @@ def test_lazy_connections_forward_and_tell_what_a_full_parse_does(
     hb.make_capture(path, 60, 12)
     filters = [Filter(id="u", type="http_url", pattern=pattern),
                Filter(id="h", type="http_host", pattern=hb.TARGET)]  # fmt: skip
-    lazy, figures, mode = _outputs(path, filters, 7)
-    assert not mode.dis.lazy and mode.dis.lazy_bytes == 0  # all parsed or gone
+    return path, filters
+
+
+def _parse_in_full(monkeypatch) -> None:
+    """No lazy connections from now on (every response parsed as it comes)."""
+    import lc.hunter.modes.http as http_mod
+
     set_filters = http_mod.HttpDissector.set_filters
 
     def full(self, fs) -> None:
@@ -309,8 +329,52 @@ def test_lazy_connections_forward_and_tell_what_a_full_parse_does(
         self._lazy_ok = False
 
     monkeypatch.setattr(http_mod.HttpDissector, "set_filters", full)
-    parsed, full_figures, _ = _outputs(path, filters, 7)
+
+
+@pytest.mark.parametrize("pattern", ["*/item5?*", "*/item11?*", "nothing*"])
+@pytest.mark.parametrize("held", [2000, 2, 1])
+def test_lazy_replay_reads_the_held_frames(
+    monkeypatch, tmp_path: Path, pattern: str, held: int
+) -> None:
+    """A lazy connection's log copies no bytes the in-order path took from a held
+    frame: it names the frame and the replay reads its bytes there. Frames not held
+    (``--conn-buffer-packets`` 2 or 1: 8 or 4 held per connection, the rest counted in
+    buffer_full) have their bytes copied as before, the rest of the log still names
+    the held ones. Either way the frames, their
+    metadata and the events are those of a full parse with the same bounds."""
+    import lc.hunter.modes.http as http_mod
+
+    path, filters = _bench_capture(monkeypatch, tmp_path, pattern)
+    read = []
+    payload = http_mod._payload
+    monkeypatch.setattr(http_mod, "_payload", lambda b, o: read.append(o) or payload(b, o))
+    named = 0
+    copies: Counter = Counter()  # (op, per connection at most) of the logs' copies
+
+    def probe(mode) -> None:
+        nonlocal named
+        for c in mode.dis.lazy:
+            named += len(c.tss)
+            ops = Counter(e[0] for e in c.log if type(e) is tuple)
+            for op, n in ops.items():
+                copies[op] = max(copies[op], n)
+
+    lazy, figures, mode = _outputs(path, filters, 7, probe, max_held_packets=held)
+    assert not mode.dis.lazy and mode.dis.lazy_bytes == 0
+    assert (figures["buffer_full"] > 0) == (held < 2000)
+    assert (named > 0) == (held > 1)  # 4 held: the handshake and the first request
+    if held == 2000:
+        # Copied: only a connection's first piece each way (its framer not bound yet)
+        # and its end; no bytes of the in-order path.
+        assert copies[http_mod._FEED_C] == copies[http_mod._PIECE_S] == 1
+        assert copies.keys() <= {http_mod._FEED_C, http_mod._PIECE_S, http_mod._END_S}
+    else:
+        assert copies[http_mod._FEED_T] > 1 and copies[http_mod._FEED_C] > 1
+    if pattern != "nothing*" and held > 1:  # decided: parsed from their logs
+        assert read
+    _parse_in_full(monkeypatch)
+    parsed, full_figures, _ = _outputs(path, filters, 7, max_held_packets=held)
     assert lazy == parsed
     assert figures["http_requests"] == full_figures["http_requests"] == 720
-    if pattern != "nothing*":  # every connection matched: every response was parsed
+    if pattern != "nothing*":
         assert figures == full_figures
