@@ -399,6 +399,20 @@ class SessionTable:
                 s.buf.append(b"".join(views))  # type: ignore[union-attr]
         pending.clear()
 
+    @staticmethod
+    def held_records(s: Session) -> list[tuple[bytes | memoryview, int]]:
+        """Where each record ``s`` holds lies, in hold order: ``(part, offset)`` of its
+        pcap record header (the chunk being processed included: its records are still
+        views of it, good until its processing ends)."""
+        out = []
+        for part in (*s.buf, *(s.buf_views or ())):
+            off = 0
+            n = len(part)
+            while off < n:
+                out.append((part, off))
+                off += 16 + _REC.unpack_from(part, off)[2]
+        return out
+
     def summarise(self, s: Session, k: int, summary: object) -> None:
         """Give the held packet ``k`` of ``s`` a message's summary (kept: the first)."""
         if 0 <= k < s.buf_n and summary is not None:

@@ -931,8 +931,7 @@ class HttpMode(SessionMode):
         silent = 0  # the server framer's (_PieceFramer.silent)
         entries = iter(log)  # type: ignore[arg-type]
         times = iter(tss)
-        starts: list[int] | None = None  # of the held records, when first needed
-        buf = s.buf
+        starts: list | None = None  # where the held records lie, when first needed
         for v in ops:
             kind = v & 3
             if kind == _COPY:
@@ -940,8 +939,8 @@ class HttpMode(SessionMode):
             else:
                 k = v >> 2
                 if starts is None:
-                    starts = _record_starts(buf, s.buf_n)
-                data = _payload(buf, starts[k])
+                    starts = table.held_records(s)
+                data = _payload(*starts[k])
                 ts = next(times)
                 if kind == _REF_S:
                     op, piece = _FEED_T, k
@@ -1068,18 +1067,7 @@ SPEC = ModeSpec(
 )
 
 
-def _record_starts(buf: bytes | bytearray, n: int) -> list[int]:
-    """Where each of the first ``n`` records of a session's held buffer starts."""
-    starts = []
-    off = 0
-    unpack = _CAPLEN.unpack_from
-    for _ in range(n):
-        starts.append(off)
-        off += 16 + unpack(buf, off + 8)[0]
-    return starts
-
-
-def _payload(buf: bytes | bytearray, off: int) -> bytes:
+def _payload(buf: bytes | memoryview, off: int) -> bytes:
     """The TCP bytes of the held record at ``off``, a frame the in-order path framed
     (untagged Ethernet, IPv4 without options): as ``SessionMode._live`` took them."""
     total, doff = _TOTAL_DOFF.unpack_from(buf, off + 32)
