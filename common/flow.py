@@ -321,22 +321,8 @@ class TcpStreams:
         done = framer.feed(payload)
         if not done:
             return done  # most segments complete nothing
-        # _messages, inline.
-        base = st.base
         out: list = []
-        for s, e, msg in done:
-            s += base
-            e += base
-            pending = st.pending
-            if len(pending) == 1:
-                f = pending[0]
-                frames = [f] if f.start < e and f.end > s else []
-                if f.end <= e:
-                    st.pending = []
-            else:
-                frames = [f for f in pending if f.start < e and f.end > s]
-                st.pending = [f for f in pending if f.end > e]
-            out.append((key, msg, frames))
+        _messages(key, st, done, out)
         return out
 
     def drop(self, key: Hashable) -> None:
@@ -378,7 +364,7 @@ class TcpStreams:
                 self._retire_framer(st.framer)
                 st.framer = self.new_framer()  # a gap: frame afresh from here
                 st.base = offset
-            _messages(key, st, st.framer, data, out)
+            _messages(key, st, st.framer.feed(data), out)
 
     def _end(self, key: Hashable) -> None:
         st = self._dirs.pop(key, None)
@@ -445,11 +431,12 @@ class Fragments:
         return dict(self.reassembler.counters)
 
 
-def _messages(key: Hashable, st: _Direction, framer: Framer, data: bytes, out: list) -> None:
-    """Frame ``data`` (the next bytes of the direction ``st``): append each message it
-    completes to ``out`` as ``(key, message, the frames that carried its bytes)``."""
+def _messages(key: Hashable, st: _Direction, done: list, out: list) -> None:
+    """The messages the framer of the direction ``st`` completed (``done``: its
+    ``(start, end, message)``) appended to ``out`` as ``(key, message, the frames that
+    carried its bytes)``."""
     base = st.base
-    for s, e, msg in framer.feed(data):
+    for s, e, msg in done:
         s += base
         e += base
         pending = st.pending
