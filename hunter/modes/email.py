@@ -69,7 +69,7 @@ from lc.hunter.modes.base import (
 )
 from lc.hunter.modes.localfilters import local_filter_option, local_filters, session_bounds
 from lc.hunter.modes.sessions import (
-    _NO_MESSAGES,
+    CF_NO_MESSAGES,
     MAX_WAITING_EVENTS,
     Dissector,
     SessionMode,
@@ -793,7 +793,7 @@ class EmailMode(SessionMode):
             # with filters in force and none of them ip_address, judge nothing (no
             # values; the decide timeout aside), change neither the session's end nor
             # its metadata, and send no event. Then only the count is done here.
-            if s is not None and self._filtering and not self._ip and not s.cflags & _NO_MESSAGES:
+            if s is not None and self._filtering and not self._ip and not s.cflags & CF_NO_MESSAGES:
                 conn: _Conn = s.info  # type: ignore[assignment]
                 if not conn.pending and not (conn.ended and not s.end_ns):
                     if s.state != UNDECIDED:

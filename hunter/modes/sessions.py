@@ -128,8 +128,11 @@ __all__ = ["CF_SLOW", "IP_FRAGMENTS", "Dissector", "SessionMode", "set_flow"]
 
 _LT_ETHERNET = 1
 # Session.cflags of a connection: FIN from its lower / higher endpoint (canonical key
-# order), RST, no more messages wanted (the dissector's ignore_rest), streams dropped.
-_FIN_LO, _FIN_HI, _RST, _NO_MESSAGES, _STREAMS_DROPPED = 1, 2, 4, 8, 16
+# order), RST, streams dropped.
+_FIN_LO, _FIN_HI, _RST, _STREAMS_DROPPED = 1, 2, 4, 16
+#: Session.cflags: no more messages wanted from this connection (the dissector's
+#: ignore_rest); a mode may read it.
+CF_NO_MESSAGES = 8
 #: Session.cflags: a mode's hooks want this connection's frames on the general path
 #: (e.g. HTTP while the server's FIN waits for the bytes before it), not the in-order one.
 CF_SLOW = 32
@@ -246,7 +249,7 @@ class Dissector:
         """No later message of connection ``s`` can matter (e.g. TLS after the
         handshake): its bytes are no longer reassembled nor framed; its packets
         still follow the connection's decision."""
-        s.cflags |= _NO_MESSAGES
+        s.cflags |= CF_NO_MESSAGES
 
     def on_message(self, s: Session, msg: object, flow: tuple, ts: int) -> object:
         """Update the session with a message; returns what ``filter_values`` needs."""
@@ -503,7 +506,7 @@ class SessionMode(Mode):
             streams = self._streams
             in_order = streams.in_order  # type: ignore[union-attr]
             gen = self._gen
-            slow_flags = _NO_MESSAGES | CF_SLOW
+            slow_flags = CF_NO_MESSAGES | CF_SLOW
             # SessionTable.hold's bounds for a message-tagged frame (see below).
             lim = self.limits
             hold_n = lim.max_held_packets * lim.message_hold_factor
@@ -624,7 +627,7 @@ class SessionMode(Mode):
                     if tok is not None:
                         tok.pkt = None
                     cf = s.cflags
-                    if cf & _NO_MESSAGES and not cf & _STREAMS_DROPPED:
+                    if cf & CF_NO_MESSAGES and not cf & _STREAMS_DROPPED:
                         self._drop_streams(s, key)
                     continue
                 elif fast_tcp and not fl & 2:
@@ -1041,7 +1044,7 @@ class SessionMode(Mode):
         if flags & (TCP_FIN | TCP_RST):
             self._conn_end(s, flags, lower, ts)
         streams = self._streams
-        if not s.cflags & _NO_MESSAGES:
+        if not s.cflags & CF_NO_MESSAGES:
             for key, msg, frames in streams.segment(ts, tok, d, data):
                 # Its own connection's messages (a flush may bring another's).
                 own = (
@@ -1051,7 +1054,7 @@ class SessionMode(Mode):
                 self._conn_stream_message(key, msg, frames, out, ts, s if own else None)
             if tok is not None:
                 tok.pkt = None
-        if s.cflags & _NO_MESSAGES and not s.cflags & _STREAMS_DROPPED:
+        if s.cflags & CF_NO_MESSAGES and not s.cflags & _STREAMS_DROPPED:
             # From this frame on (the one that completed the message that said so),
             # its frames skip the decoder.
             s.cflags |= _STREAMS_DROPPED
@@ -1098,7 +1101,7 @@ class SessionMode(Mode):
         if s is None:  # its connection left the table before this message completed
             self.cc["orphan_messages"] += 1
             return
-        if s.cflags & _NO_MESSAGES:
+        if s.cflags & CF_NO_MESSAGES:
             return
         if toks:
             ts = toks[-1].ts
@@ -1109,7 +1112,7 @@ class SessionMode(Mode):
         ts = frames[-1][0]
         s = self._connection(flow, ts, 0, out)
         toks = [self._place(s, f, out) for f in frames]
-        if s.cflags & _NO_MESSAGES:
+        if s.cflags & CF_NO_MESSAGES:
             if not s.cflags & _STREAMS_DROPPED:
                 s.cflags |= _STREAMS_DROPPED
                 self._go_fast(s)
@@ -1122,7 +1125,7 @@ class SessionMode(Mode):
         self._conn_message(s, msg, toks, flow, out, ts)
         for tok in toks:
             tok.pkt = None
-        if s.cflags & _NO_MESSAGES and not s.cflags & _STREAMS_DROPPED:
+        if s.cflags & CF_NO_MESSAGES and not s.cflags & _STREAMS_DROPPED:
             s.cflags |= _STREAMS_DROPPED
             self._go_fast(s)
 
