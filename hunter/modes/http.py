@@ -722,6 +722,10 @@ class HttpDissector(Dissector):
         c: _Conn = s.info  # type: ignore[assignment]
         c.fin = _FIN_TOLD
         c.closed = True
+        # Its framers name it (bound) and it names them: the cycle would leave the
+        # connection's state (parser, requests, framers) to the cyclic collector,
+        # which a long-running hunter's thresholds reach late (see hunter/capture.py).
+        c.framers = [None, None]
         if c.log is not None:
             # Lazy to its end: undecided, its transactions would go nowhere (no
             # --events all). Its requests count; its responses were never parsed.
