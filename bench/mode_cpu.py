@@ -9,6 +9,8 @@ little). The reader is timed
 the same way on its own. Median of ``--runs`` runs; ``--profile`` runs the mode once
 under cProfile and prints its top functions instead; ``--pattern`` replaces the
 benchmark filter's pattern (one that matches nothing shows what the matches cost).
+Each run builds its mode afresh and starts after a full collection (the previous
+run's mode freed); the capture stays in memory across runs.
 
     .venv/bin/python bench/mode_cpu.py tls|http|email|dns|reader [--runs 3] [--profile]
         [--pattern P] [--tls-shape 10000x44]
@@ -17,6 +19,7 @@ benchmark filter's pattern (one that matches nothing shows what the matches cost
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib.util
 import json
 import statistics
@@ -100,6 +103,10 @@ def run_mode(mode: str, chunks: list, interfaces: list, ftype: str, pattern: str
     m = spec.factory(ModeContext(list(interfaces), policy=spec.default_policy), spec.config())
     m.apply(compile_filters([Filter("f", ftype, pattern)], types=spec.filter_types))
     fwd = 0
+    # The previous run's mode may still be alive as cyclic garbage (a mode and its
+    # dissector name each other): freed here, outside the timed loop, so that each run
+    # starts from the same state and no run pays for another's leftovers.
+    gc.collect()
     t0 = time.process_time()
     if prof is not None:
         prof.enable()
