@@ -468,40 +468,28 @@ class SessionTable:
         s.state = MATCHED
         s.ids = ids
         self.counters["matched"] += 1
-        parts = s.buf
-        views = s.buf_views
-        if views is not None:  # its records of this chunk (views of it: they go now)
-            s.buf_views = None
-            parts = [*parts, *views]
         tags = s.buf_tag
         ifs = s.buf_if
         sums = s.buf_sum
         toks = s.buf_tok
         metas = s.metas
         meta_of = self.meta
-        k = 0
-        for part in parts:
-            mv = memoryview(part)
-            off = 0
-            n = len(part)
-            while off < n:
-                sec, nsec, cap, orig = _REC.unpack_from(part, off)
-                end = off + 16 + cap
-                tag = tags[k]
-                summary = sums.get(k) if sums else None
-                if summary is not None:
-                    meta = meta_of(s, tag, summary)
-                else:
-                    meta = metas[tag]
-                    if meta is None:
-                        meta = metas[tag] = meta_of(s, tag, None)
-                tok = toks.get(k) if toks is not None else None
-                if tok is None or not tok.done:
-                    if tok is not None:
-                        tok.done = True
-                    out.add((sec * 1_000_000_000 + nsec, cap, orig, mv[off:end], ifs[k]), meta)
-                off = end
-                k += 1
+        for k, (part, off) in enumerate(self.held_records(s)):
+            sec, nsec, cap, orig = _REC.unpack_from(part, off)
+            tag = tags[k]
+            summary = sums.get(k) if sums else None
+            if summary is not None:
+                meta = meta_of(s, tag, summary)
+            else:
+                meta = metas[tag]
+                if meta is None:
+                    meta = metas[tag] = meta_of(s, tag, None)
+            tok = toks.get(k) if toks is not None else None
+            if tok is None or not tok.done:
+                if tok is not None:
+                    tok.done = True
+                rec = memoryview(part)[off : off + 16 + cap]
+                out.add((sec * 1_000_000_000 + nsec, cap, orig, rec, ifs[k]), meta)
         self._drop_held(s)
         if self.on_decided is not None:
             self.on_decided(s)
