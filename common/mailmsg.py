@@ -356,7 +356,15 @@ def _date_ns_stdlib(value: str) -> int | None:
         secs = calendar.timegm(parsed[:9]) - (parsed[9] or 0)  # type: ignore[arg-type]
     except (ValueError, OverflowError, TypeError, IndexError):
         return None
-    return int(secs) * 1_000_000_000
+    return _ns_or_none(int(secs))
+
+
+def _ns_or_none(secs: int) -> int | None:
+    """``secs`` in int nanoseconds, or None outside what a signed 64-bit count of them
+    holds (years 1678-2261): a Date such as year 200 or 9999 carried into an event's
+    int64 field would end the hunter."""
+    ns = secs * 1_000_000_000
+    return ns if -(1 << 63) <= ns < 1 << 63 else None
 
 
 def _date_ns(value: str) -> int | None:
@@ -376,7 +384,7 @@ def _date_ns(value: str) -> int | None:
         )
     except (ValueError, OverflowError):
         return None
-    return (secs - (offset if sign == "+" else -offset)) * 1_000_000_000
+    return _ns_or_none(secs - (offset if sign == "+" else -offset))
 
 
 PartInfo = tuple[str, str | None, str | None, str | None, str | None]

@@ -277,6 +277,22 @@ def test_date_without_zone_is_utc_and_garbage_is_none() -> None:
     assert message(b"Date: not a date\r\n\r\n").origination_ns is None
 
 
+@pytest.mark.parametrize(
+    "date",
+    [
+        b"Mon, 1 Jan 0200 00:00:00 +0000",
+        b"Fri, 31 Dec 9999 23:59:59 +0000",
+        b"1 Jan 99999 0:0 +0000",
+    ],
+)
+def test_a_date_beyond_int64_nanoseconds_is_unreadable(date: bytes) -> None:
+    # Found by fuzzing the email mode end to end: a Date of year 200 became an int
+    # nanosecond count below -2**63, and the event's int64 field raised ValueError.
+    assert message(b"Date: " + date + b"\r\n\r\n").origination_ns is None
+    edge = message(b"Date: 11 Apr 2262 23:47:16 +0000\r\n\r\n").origination_ns
+    assert edge is not None and edge < 1 << 63
+
+
 # --- MIME --------------------------------------------------------------------------------
 
 TEXTS = st.text(

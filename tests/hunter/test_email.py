@@ -611,6 +611,20 @@ def test_messages_before_the_decision_have_their_whole_events(capture_body: bool
     )
 
 
+def test_a_date_out_of_range_leaves_the_event_without_one() -> None:
+    # A Date of year 200 ended the hunter (ValueError at the event's int64 field).
+    msgs = _smtp_two_messages()
+    up, data = msgs[17]
+    assert up and data.startswith(b"From: watched@")
+    msgs[17] = (up, data.replace(b"Subject:", b"Date: Mon, 1 Jan 0200 00:00:00 +0000\r\nSubject:"))
+    m = EmailMode([Filter("w", "email_address", "watched@example.org")])
+    m.interfaces.append(("eth", 1))
+    m.process(_tcp_frames(msgs))
+    m.finish()
+    assert [e.email.subject for e in m.events] == ["first", "second"]
+    assert m.events[1].email.origination_ns == 0
+
+
 def test_undecided_sessions_make_events_only_with_events_all() -> None:
     for events, want in (("captured", 0), ("all", 2)):
         m = EmailMode([Filter("w", "email_address", "nobody@example.org")], events=events)
