@@ -56,7 +56,7 @@ import grpc
 
 from lc import __version__
 from lc.common.bpf import check_bpf
-from lc.common.errors import LcError, ValidationError
+from lc.common.errors import LcError, PermissionDenied, ValidationError
 from lc.common.filters import Filter, validate_filter
 from lc.common.text import log_text
 from lc.common.transport import TlsFiles, error_from_rpc
@@ -129,6 +129,16 @@ class ForwardUplink(Uplink):
 
     def registered(self, resp: lc_pb2.RegisterResponse) -> None:
         self.tree.set_upstream(resp.ancestors, resp.levels_below)
+
+    def _register(self) -> str:
+        try:
+            return super()._register()
+        except PermissionDenied:
+            # Refused (a cycle, the depth limit), or cut by the upstream: nothing is
+            # above this processor now, so its own checks must not count on the chain
+            # it was given before (a processor of that chain may be its child next).
+            self.tree.clear_upstream()
+            raise
 
     def session_begun(self) -> None:
         self._registered = set()
