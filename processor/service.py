@@ -797,7 +797,12 @@ class ManagementService(lc_pb2_grpc.ManagementServiceServicer):
                     ("cut", request.hunter_id),
                     f"cut the link of processor {request.hunter_id}: {log_text(cut, 600)}",
                 )
-            return lc_pb2.HeartbeatResponse(registered=ok)
+            if not ok:
+                return lc_pb2.HeartbeatResponse(registered=False)
+            ancestors, levels = self.tree.for_child()  # as now: a chain may have changed
+            return lc_pb2.HeartbeatResponse(
+                registered=True, ancestors=ancestors, levels_below=levels
+            )
         self.auth.require_hunter(context, request.hunter_id)
         try:
             check_heartbeat(request)

@@ -6,7 +6,10 @@ PCAP and forwards every batch it committed to its upstream, under the batch's or
 
 * **Above**: the processors between it and the root (``ancestors``, nearest first) and
   how many processor levels the tree still allows below it, both learnt from its
-  upstream's answer to its registration (:meth:`Tree.set_upstream`).
+  upstream's answer to its registration and again from the answer to every heartbeat
+  (:meth:`Tree.set_upstream`), so a chain learnt before the processors above had
+  registered themselves is completed, and one that changed is corrected; forgotten when
+  the upstream refuses it (:meth:`Tree.clear_upstream`). At most ``MAX_LEVELS`` ids.
 * **Below**: the processors registered with it (*children*), each with the tree it
   reported in its last heartbeat (a :class:`Topology`) and the hunters registered
   through it: by a forwarded registration (made before the first batch of a hunter in
@@ -176,8 +179,16 @@ class Tree:
             c.descendants = frozenset(info.descendants[:MAX_NODES])
             c.closed_cleanly = False
             self._cut.pop(req.hunter_id, None)
-            ancestors = [self.processor_id, *self._ancestors]
-            return ancestors, max(0, self._allowance() - 1)
+            return self._for_child()
+
+    def for_child(self) -> tuple[list[str], int]:
+        """What a child is told, at its registration and in every heartbeat answer: its
+        ancestors (this processor first) and the levels allowed below it."""
+        with self._lock:
+            return self._for_child()
+
+    def _for_child(self) -> tuple[list[str], int]:
+        return [self.processor_id, *self._ancestors], max(0, self._allowance() - 1)
 
     def register_forwarded(self, child_id: str, req: lc_pb2.RegisterRequest) -> bool:
         """A hunter registered through ``child_id`` (``req.via[0]``); False when that

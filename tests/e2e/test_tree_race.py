@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from lc.common.credentials import add_processor, init_pki
-from tests.conftest import ROOT, lc_env, run_lc, tls_args
+from tests.conftest import ROOT, lc_env, run_lc, start_processor, tls_args
 from tests.e2e.test_delivery import free_port, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -198,3 +198,43 @@ def test_three_processors_in_a_ring_at_once_leave_a_chain(tmp_path, ring_pki):
         assert "cycle:" in ring.stderr("edge3")
     finally:
         ring.stop()
+
+
+def test_a_chain_learnt_before_the_processors_above_registered_is_completed(tmp_path, ring_pki):
+    """edge2 registers with edge1 while edge1 has no upstream yet (the top is down): it
+    learns only [edge1] and 7 levels. Once edge1 is under the top (--max-tree-depth 2),
+    edge1's heartbeat answers tell edge2 the chain as it is now (edge1, top; 0 levels),
+    so edge3 below edge2, three levels under the top, is refused."""
+    pki = ring_pki
+    for d in ("e1", "e2", "e3", "top"):
+        (tmp_path / d).mkdir()
+    top_port = free_port()
+    up = ("--upstream-backoff-max", "1", "--upstream-breaker-open-time", "1")
+    e1 = start_processor(tmp_path / "e1", tls_args(pki, "processor-edge1"),
+                         "--upstream", f"127.0.0.1:{top_port}", *up)  # fmt: skip
+    e2 = start_processor(tmp_path / "e2", tls_args(pki, "processor-edge2"),
+                         "--upstream", e1.addr, *up)  # fmt: skip
+    procs = [e2, e1]
+
+    def kids(p) -> list[tuple[str, str]]:
+        r = run_lc("show", "topology", "--processor", p.addr, *tls_args(pki, "admin"))
+        assert r.returncode == 0, r.stderr
+        return [(c["processor_id"], c["state"]) for c in json.loads(r.stdout)["processors"]]
+
+    try:
+        wait_for(lambda: kids(e1) == [("edge2", "connected")], 20, "edge2 under edge1")
+        top = start_processor(tmp_path / "top", tls_args(pki, "processor"), "--listen",
+                              f"127.0.0.1:{top_port}", "--max-tree-depth", "2")  # fmt: skip
+        procs.append(top)
+        wait_for(lambda: kids(top) == [("edge1", "connected")], 20, "edge1 under the top")
+        time.sleep(11)  # two heartbeats: edge1's answer from the top, then edge2's from edge1
+        e3 = start_processor(tmp_path / "e3", tls_args(pki, "processor-edge3"),
+                             "--upstream", e2.addr, *up)  # fmt: skip
+        procs.insert(0, e3)
+        wait_for(lambda: "depth limit" in e3.stderr(), 20, "edge3 refused")
+        line = next(x for x in e3.stderr().splitlines() if "depth limit" in x)
+        assert "'edge3' has 0 processor level(s) below it, and 'edge2' allows 0" in line, line
+        assert kids(e2) == []
+    finally:
+        for p in procs:
+            p.stop()

@@ -152,6 +152,17 @@ def test_a_loop_is_found_however_deep_below_the_child_and_a_tree_is_left_alone()
     assert t.heartbeat("z", 1, _topo("z", _topo("k", _topo("m"))))  # no loop
 
 
+def test_what_a_child_is_told_follows_the_chain_above_as_it_changes():
+    t = Tree("e1")
+    assert t.register_child(_reg("e2"), "p") == (["e1"], 7)  # e1 has no upstream yet
+    t.set_upstream(["e0", "top"], 1)  # e1 registered (or a heartbeat answer came)
+    assert t.for_child() == (["e1", "e0", "top"], 0)  # e2's next heartbeat answer
+    t.set_upstream([f"p{i}" for i in range(100)], 0)
+    assert len(t.ancestors) == 64  # bounded
+    t.clear_upstream()  # refused upstream: nothing above
+    assert t.for_child() == (["e1"], 7) and t.allowance == 8
+
+
 def test_views_count_depth_mark_stale_subtrees_and_give_the_path():
     now = [100.0]
     t = Tree("top", stale_after=30, clock=lambda: now[0])
