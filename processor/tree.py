@@ -230,10 +230,12 @@ class Tree:
         procs = [p.processor_id for p, _ in _walk_processors(clean)]
         height = _height(clean)
         with self._lock:
+            above = (self.processor_id, *self._ancestors)
+        why = _loop_to_cut(child_id, clean, above)
+        with self._lock:
             c = self._children.get(child_id)
             if c is None or (epoch and c.epoch and epoch != c.epoch):
                 return False
-            why = self._loop_to_cut(child_id, clean)
             if why:
                 del self._children[child_id]
                 if len(self._cut) >= MAX_CUT:
@@ -252,25 +254,6 @@ class Tree:
                     break
                 c.allowed.add(h)
             return True
-
-    def _loop_to_cut(self, child_id: str, tree: lc_pb2.Topology) -> str:
-        """The ``cycle:`` message when ``tree`` (the child's report) closes a loop through
-        this processor whose greatest processor id is the child's, else "" (under the
-        lock). The loop: the child, this processor, its ancestors up to the first of
-        them (or itself) found in the child's tree, and the path back down to the child."""
-        above = (self.processor_id, *self._ancestors)
-        found = _find_first(tree, set(above))
-        if found is None:
-            return ""
-        down = found  # the child ... the processor found, each one below the previous
-        up = above[: above.index(down[-1]) + 1]  # this processor ... the one found
-        loop = [child_id, *up, *reversed(down[:-1])]
-        if child_id != max(loop):
-            return ""  # another link of the loop is cut: the one from its greatest id
-        return (
-            f"{_cycle(child_id, down[-1], above)} (its heartbeat shows the loop "
-            f"{' -> '.join(loop)}; the link from {child_id!r}, the greatest id in it, is cut)"
-        )
 
     def cut_reason(self, child_id: str) -> str:
         """Why the link of ``child_id`` was cut ("" when it was not, or it registered
@@ -375,6 +358,25 @@ def _cycle(child_id: str, loop: str, above: tuple[str, ...]) -> str:
     return (
         f"cycle: processor {child_id!r} {where} already above it ({chain}); "
         "a processor tree has no loops"
+    )
+
+
+def _loop_to_cut(child_id: str, tree: lc_pb2.Topology, above: tuple[str, ...]) -> str:
+    """The ``cycle:`` message when ``tree`` (the child's report) closes a loop through the
+    processor ``above[0]`` (``above``: it and its ancestors) whose greatest processor id
+    is the child's, else "". The loop: the child, this processor, its ancestors up to the
+    first of them (or itself) found in the child's tree, and the path back down."""
+    found = _find_first(tree, set(above))
+    if found is None:
+        return ""
+    down = found  # the child ... the processor found, each one below the previous
+    up = above[: above.index(down[-1]) + 1]  # this processor ... the one found
+    loop = [child_id, *up, *reversed(down[:-1])]
+    if child_id != max(loop):
+        return ""  # another link of the loop is cut: the one from its greatest id
+    return (
+        f"{_cycle(child_id, down[-1], up)} (its heartbeat shows the loop "
+        f"{' -> '.join(loop)}; the link from {child_id!r}, the greatest id in it, is cut)"
     )
 
 
