@@ -21,7 +21,8 @@ CONTINUE sends again. The processor announces RESUME by itself.
 
 A hunter uses this class as it is. An edge processor forwarding upstream
 (:mod:`lc.processor.forward`) subclasses it through the hooks below: what it registers
-and heartbeats (``registration_request``, ``registered``, ``heartbeat_request``), what
+and heartbeats (``registration_request``, ``registered``, ``heartbeat_request``,
+``heartbeat_answered``), what
 it subscribes to (``subscription_request``), what a session starts with
 (``session_begun``), what must happen before a batch goes (``before_send``: register
 its hunter upstream), the stream's metadata, and whether a refusal stops it for good
@@ -207,6 +208,9 @@ class Uplink:
 
     def registered(self, resp: lc_pb2.RegisterResponse) -> None:
         """The processor accepted the registration."""
+
+    def heartbeat_answered(self, resp: lc_pb2.HeartbeatResponse) -> None:
+        """The processor answered a heartbeat and still knows this uplink."""
 
     def session_begun(self) -> None:
         """A session (channel and registration) is up; its stream starts next."""
@@ -519,7 +523,9 @@ class Uplink:
         try:
             resp = stub.Heartbeat(req, timeout=5.0)
             self._heartbeat_refusal = ""
-            if not resp.registered:
+            if resp.registered:
+                self.heartbeat_answered(resp)
+            else:
                 log.info("processor does not know this hunter any more; registering again")
                 self._register()
         except grpc.RpcError as e:

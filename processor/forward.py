@@ -38,7 +38,8 @@ with the upstream on its behalf (``RegisterRequest.via``): the upstream accepts 
 processor's batches only for hunters registered through it. The edge registers itself
 as a processor (``RegisterRequest.processor``: its height and the processors below it,
 for the upstream's cycle and depth checks), sends its tree in every heartbeat
-(``HeartbeatRequest.topology``) and subscribes to the upstream's filters, which it
+(``HeartbeatRequest.topology``; the upstream checks it for loops again, and answers with
+the chain above the edge as it is now) and subscribes to the upstream's filters, which it
 stores and hands down to its own hunters (:meth:`lc.processor.filterhub.FilterHub.
 apply_upstream`).
 """
@@ -56,7 +57,7 @@ import grpc
 
 from lc import __version__
 from lc.common.bpf import check_bpf
-from lc.common.errors import LcError, ValidationError
+from lc.common.errors import LcError, PermissionDenied, ValidationError
 from lc.common.filters import Filter, validate_filter
 from lc.common.text import log_text
 from lc.common.transport import TlsFiles, error_from_rpc
@@ -130,6 +131,16 @@ class ForwardUplink(Uplink):
     def registered(self, resp: lc_pb2.RegisterResponse) -> None:
         self.tree.set_upstream(resp.ancestors, resp.levels_below)
 
+    def _register(self) -> str:
+        try:
+            return super()._register()
+        except PermissionDenied:
+            # Refused (a cycle, the depth limit), or cut by the upstream: nothing is
+            # above this processor now, so its own checks must not count on the chain
+            # it was given before (a processor of that chain may be its child next).
+            self.tree.clear_upstream()
+            raise
+
     def session_begun(self) -> None:
         self._registered = set()
 
@@ -165,6 +176,12 @@ class ForwardUplink(Uplink):
         req = super().heartbeat_request()
         req.topology.CopyFrom(self.topology())
         return req
+
+    def heartbeat_answered(self, resp: lc_pb2.HeartbeatResponse) -> None:
+        # The chain above as it is now (an upstream of an earlier version says nothing:
+        # every processor's answer names at least itself).
+        if resp.ancestors:
+            self.tree.set_upstream(resp.ancestors, resp.levels_below)
 
     def subscription_request(self) -> lc_pb2.SubscribeFiltersRequest:
         return lc_pb2.SubscribeFiltersRequest(hunter_id=self.ident.hunter_id, processor=True)

@@ -437,6 +437,10 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
                 now = loop.time()
                 await st.wait(since + ACK_DELAY - now if held else _FLOW_POLL_S)
                 acks, err, end = st.take()
+                if below is not None and err is None and self.tree is not None:
+                    cut = self.tree.cut_reason(below)  # its heartbeat closed a loop
+                    if cut:
+                        err = (grpc.StatusCode.FAILED_PRECONDITION, cut)
                 if acks:
                     if not held:
                         since = loop.time()
@@ -572,8 +576,9 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
             state["clean"] = True
         except asyncio.CancelledError:
             raise
-        except (grpc.RpcError, grpc.aio.AioRpcError, grpc.aio.UsageError):
-            pass  # the hunter went away; its unacknowledged batches come back later
+        except (grpc.RpcError, grpc.aio.AioRpcError, grpc.aio.UsageError, grpc.aio.AbortError):
+            pass  # the hunter went away (or the stream was aborted here): its
+            # unacknowledged batches come back later
         except Exception as e:  # a bug: report it to the hunter rather than hang
             log.exception("ingest failed")
             st.put((grpc.StatusCode.INTERNAL, f"processor error: {e}"))
@@ -587,6 +592,9 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
         except ValidationError as e:
             return str(e)
         if self.tree is None or not self.tree.may_carry(processor_id, hunter_id):
+            cut = self.tree.cut_reason(processor_id) if self.tree is not None else ""
+            if cut:
+                return cut
             return (
                 f"processor {processor_id!r} may not carry batches of hunter {hunter_id!r}: "
                 "it is not registered through it"
@@ -783,7 +791,18 @@ class ManagementService(lc_pb2_grpc.ManagementServiceServicer):
             ok = self.tree is not None and self.tree.heartbeat(
                 request.hunter_id, request.epoch, request.topology
             )
-            return lc_pb2.HeartbeatResponse(registered=ok)
+            cut = "" if ok or self.tree is None else self.tree.cut_reason(request.hunter_id)
+            if cut:  # it registers again, and is refused while the loop is there
+                _throttle.warning(
+                    ("cut", request.hunter_id),
+                    f"cut the link of processor {request.hunter_id}: {log_text(cut, 600)}",
+                )
+            if not ok:
+                return lc_pb2.HeartbeatResponse(registered=False)
+            ancestors, levels = self.tree.for_child()  # as now: a chain may have changed
+            return lc_pb2.HeartbeatResponse(
+                registered=True, ancestors=ancestors, levels_below=levels
+            )
         self.auth.require_hunter(context, request.hunter_id)
         try:
             check_heartbeat(request)

@@ -6,7 +6,10 @@ PCAP and forwards every batch it committed to its upstream, under the batch's or
 
 * **Above**: the processors between it and the root (``ancestors``, nearest first) and
   how many processor levels the tree still allows below it, both learnt from its
-  upstream's answer to its registration (:meth:`Tree.set_upstream`).
+  upstream's answer to its registration and again from the answer to every heartbeat
+  (:meth:`Tree.set_upstream`), so a chain learnt before the processors above had
+  registered themselves is completed, and one that changed is corrected; forgotten when
+  the upstream refuses it (:meth:`Tree.clear_upstream`). At most ``MAX_LEVELS`` ids.
 * **Below**: the processors registered with it (*children*), each with the tree it
   reported in its last heartbeat (a :class:`Topology`) and the hunters registered
   through it: by a forwarded registration (made before the first batch of a hunter in
@@ -21,6 +24,19 @@ PCAP and forwards every batch it committed to its upstream, under the batch's or
 * *depth*: the child's height plus one exceeds the levels allowed below this processor
   (``--max-tree-depth`` at the root, one less at each level down; the smaller wins).
 
+**Cycles are checked again at every heartbeat** (:meth:`Tree.heartbeat`). The
+registration check uses what each side knows at that instant: two processors
+registering to each other at once (A ``--upstream`` B and B ``--upstream`` A, or a ring
+of three) both pass, neither having an upstream or a child yet. A heartbeat carries the
+child's whole tree, so the loop shows there: the child, or a processor below it, is this
+processor or one of its ancestors. Every processor of the loop sees it, and all see the
+same loop (each has one upstream, so a connected set of processors holds at most one
+loop); only the link *from the greatest processor id of the loop* is cut, by its parent,
+so exactly one link goes and the rest stay a tree, with no oscillation: the cut child
+is forgotten here (its stream ends, :meth:`Tree.cut_reason`, with the same ``cycle:``
+message as a refused registration) and its registrations are refused for as long as
+this processor is below it. A loop of more than ``MAX_LEVELS`` processors is not seen.
+
 Everything a child reports is bounded (processors, hunters, depth, strings) and kept
 only in memory: after a restart the children register again.
 """
@@ -29,6 +45,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -48,6 +65,7 @@ MAX_NODES = 20_000  # hunters and processors one child may report
 MAX_COUNTERS = 256
 MAX_LEVELS = 64  # processor levels a report may nest, whatever the limit says
 MAX_ALLOWED = 100_000  # hunter ids registered through one child
+MAX_CUT = 1024  # children whose link was cut (a loop), remembered with the reason
 _STATES = frozenset(("connected", "stale", "disconnected"))
 
 
@@ -88,6 +106,8 @@ class Tree:
         self._children: dict[str, Child] = {}
         self._ancestors: tuple[str, ...] = ()
         self._upstream_levels: int | None = None
+        self._cut: dict[str, str] = {}  # child id -> why its link was cut (a loop)
+        self.cuts = 0  # links cut since the start
 
     # -- above -------------------------------------------------------------------------
     def set_upstream(self, ancestors: Iterable[str], levels_below: int) -> None:
@@ -95,6 +115,13 @@ class Tree:
         with self._lock:
             self._ancestors = tuple(wire_text(a, 64) for a in list(ancestors)[:MAX_LEVELS])
             self._upstream_levels = levels_below
+
+    def clear_upstream(self) -> None:
+        """The upstream refused this processor (a cycle, the depth limit): nothing is
+        above it until a registration is accepted again."""
+        with self._lock:
+            self._ancestors = ()
+            self._upstream_levels = None
 
     @property
     def ancestors(self) -> tuple[str, ...]:
@@ -128,12 +155,7 @@ class Tree:
             )
         loop = next((p for p in below if p in above), None)
         if loop is not None:
-            chain = " -> ".join(reversed(above))
-            where = "is" if loop == child_id else f"has {loop!r} below it, which is"
-            raise ValidationError(
-                f"cycle: processor {child_id!r} {where} already above it ({chain}); "
-                "a processor tree has no loops"
-            )
+            raise ValidationError(_cycle(child_id, loop, above))
         if info.height + 1 > allowance:
             raise ValidationError(
                 f"depth limit: processor {child_id!r} has {info.height} processor level(s) "
@@ -156,8 +178,17 @@ class Tree:
             c.height = info.height
             c.descendants = frozenset(info.descendants[:MAX_NODES])
             c.closed_cleanly = False
-            ancestors = [self.processor_id, *self._ancestors]
-            return ancestors, max(0, self._allowance() - 1)
+            self._cut.pop(req.hunter_id, None)
+            return self._for_child()
+
+    def for_child(self) -> tuple[list[str], int]:
+        """What a child is told, at its registration and in every heartbeat answer: its
+        ancestors (this processor first) and the levels allowed below it."""
+        with self._lock:
+            return self._for_child()
+
+    def _for_child(self) -> tuple[list[str], int]:
+        return [self.processor_id, *self._ancestors], max(0, self._allowance() - 1)
 
     def register_forwarded(self, child_id: str, req: lc_pb2.RegisterRequest) -> bool:
         """A hunter registered through ``child_id`` (``req.via[0]``); False when that
@@ -190,14 +221,27 @@ class Tree:
 
     def heartbeat(self, child_id: str, epoch: int, topology: lc_pb2.Topology) -> bool:
         """A child's heartbeat with its tree; False when it is unknown (or another run):
-        it has to register again."""
+        it has to register again. False too when its tree shows a loop through this
+        processor and its link is the one to cut (see the module doc): it is forgotten,
+        :meth:`cut_reason` says why, and its registration is refused while the loop's
+        other links stay."""
         clean = clean_topology(topology, child_id)
         hunters = [h.hunter_id for h in _walk_hunters(clean)]
         procs = [p.processor_id for p, _ in _walk_processors(clean)]
         height = _height(clean)
         with self._lock:
+            above = (self.processor_id, *self._ancestors)
+        why = _loop_to_cut(child_id, clean, above)
+        with self._lock:
             c = self._children.get(child_id)
             if c is None or (epoch and c.epoch and epoch != c.epoch):
+                return False
+            if why:
+                del self._children[child_id]
+                if len(self._cut) >= MAX_CUT:
+                    del self._cut[next(iter(self._cut))]
+                self._cut[child_id] = why
+                self.cuts += 1
                 return False
             c.last_seen = self._clock()
             c.closed_cleanly = False
@@ -210,6 +254,12 @@ class Tree:
                     break
                 c.allowed.add(h)
             return True
+
+    def cut_reason(self, child_id: str) -> str:
+        """Why the link of ``child_id`` was cut ("" when it was not, or it registered
+        again since)."""
+        with self._lock:
+            return self._cut.get(child_id, "")
 
     def stream_closed(self, child_id: str, clean: bool) -> None:
         with self._lock:
@@ -300,6 +350,53 @@ class Tree:
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+
+def _cycle(child_id: str, loop: str, above: tuple[str, ...]) -> str:
+    chain = " -> ".join(reversed(above))
+    where = "is" if loop == child_id else f"has {loop!r} below it, which is"
+    return (
+        f"cycle: processor {child_id!r} {where} already above it ({chain}); "
+        "a processor tree has no loops"
+    )
+
+
+def _loop_to_cut(child_id: str, tree: lc_pb2.Topology, above: tuple[str, ...]) -> str:
+    """The ``cycle:`` message when ``tree`` (the child's report) closes a loop through the
+    processor ``above[0]`` (``above``: it and its ancestors) whose greatest processor id
+    is the child's, else "". The loop: the child, this processor, its ancestors up to the
+    first of them (or itself) found in the child's tree, and the path back down."""
+    found = _find_first(tree, set(above))
+    if found is None:
+        return ""
+    down = found  # the child ... the processor found, each one below the previous
+    up = above[: above.index(down[-1]) + 1]  # this processor ... the one found
+    loop = [child_id, *up, *reversed(down[:-1])]
+    if child_id != max(loop):
+        return ""  # another link of the loop is cut: the one from its greatest id
+    return (
+        f"{_cycle(child_id, down[-1], up)} (its heartbeat shows the loop "
+        f"{' -> '.join(loop)}; the link from {child_id!r}, the greatest id in it, is cut)"
+    )
+
+
+def _find_first(tree: lc_pb2.Topology, wanted: set[str]) -> list[str] | None:
+    """The path (processor ids, ``tree``'s root first) to the processor of ``wanted``
+    nearest the root (breadth first), or None."""
+    nodes: list[tuple[str, int]] = []  # (id, index of its parent)
+    queue: deque[tuple[lc_pb2.Topology, int]] = deque([(tree, -1)])
+    while queue:
+        node, parent = queue.popleft()
+        nodes.append((node.processor_id, parent))
+        if node.processor_id in wanted:
+            path, i = [], len(nodes) - 1
+            while i >= 0:
+                path.append(nodes[i][0])
+                i = nodes[i][1]
+            return path[::-1]
+        me = len(nodes) - 1
+        queue.extend((p, me) for p in node.processors)
+    return None
 
 
 def _hunter_from_registration(req: lc_pb2.RegisterRequest) -> lc_pb2.HunterInfo:

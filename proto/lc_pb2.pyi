@@ -749,10 +749,14 @@ class HeartbeatRequest(_message.Message):
     def __init__(self, hunter_id: _Optional[str] = ..., epoch: _Optional[int] = ..., counters: _Optional[_Union[HunterCounters, _Mapping]] = ..., sent_at_ns: _Optional[int] = ..., filter_version: _Optional[int] = ..., topology: _Optional[_Union[Topology, _Mapping]] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
-    __slots__ = ("registered",)
+    __slots__ = ("registered", "ancestors", "levels_below")
     REGISTERED_FIELD_NUMBER: _ClassVar[int]
+    ANCESTORS_FIELD_NUMBER: _ClassVar[int]
+    LEVELS_BELOW_FIELD_NUMBER: _ClassVar[int]
     registered: bool
-    def __init__(self, registered: _Optional[bool] = ...) -> None: ...
+    ancestors: _containers.RepeatedScalarFieldContainer[str]
+    levels_below: int
+    def __init__(self, registered: _Optional[bool] = ..., ancestors: _Optional[_Iterable[str]] = ..., levels_below: _Optional[int] = ...) -> None: ...
 
 class StatusRequest(_message.Message):
     __slots__ = ()

@@ -85,6 +85,84 @@ def test_a_child_carries_only_hunters_registered_through_it():
     assert t.info() == lc_pb2.ProcessorInfo(height=2, descendants=["e1", "e2", "e3"])
 
 
+def _topo(pid: str, *below: lc_pb2.Topology) -> lc_pb2.Topology:
+    return lc_pb2.Topology(processor_id=pid, processors=list(below))
+
+
+def _race(names: list[str]) -> dict[str, Tree]:
+    """A ring names[i] -> names[i + 1] -> ... -> names[0] whose registrations all passed
+    at once: each processor knows only its upstream (its answer came after the check)."""
+    trees = {n: Tree(n) for n in names}
+    for i, n in enumerate(names):
+        up = names[(i + 1) % len(names)]
+        trees[up].check_child(n, lc_pb2.ProcessorInfo())  # nothing known yet: passes
+    for i, n in enumerate(names):
+        up = names[(i + 1) % len(names)]
+        ancestors, levels = trees[up].register_child(_reg(n), "peer")
+        trees[n].set_upstream(ancestors, levels)
+    return trees
+
+
+def test_a_loop_formed_by_simultaneous_registrations_is_cut_at_one_link_by_a_heartbeat():
+    t = _race(["e1", "e2"])  # e1 -> e2 and e2 -> e1
+    # e2's heartbeat at e1 (e2's tree: e1 below it): e2 is the greater id, cut here.
+    assert not t["e1"].heartbeat("e2", 1, _topo("e2", _topo("e1")))
+    why = t["e1"].cut_reason("e2")
+    assert why.startswith("cycle: processor 'e2' is already above it (e2 -> e1); a processor")
+    assert "loop e2 -> e1 -> e2; the link from 'e2', the greatest id in it, is cut" in why
+    assert not t["e1"].is_child("e2") and not t["e1"].may_carry("e2", "h1")
+    assert t["e1"].info() == lc_pb2.ProcessorInfo()
+    # e1's heartbeat at e2 (e1's tree, either before or after the cut): kept.
+    assert t["e2"].heartbeat("e1", 1, _topo("e1", _topo("e2")))
+    assert t["e2"].heartbeat("e1", 1, _topo("e1"))
+    assert t["e2"].is_child("e1") and t["e2"].cut_reason("e1") == ""
+    # e2 registers again (its tree still has e1): refused with the registration's message.
+    t["e2"].clear_upstream()  # what its uplink does on the refusal
+    with pytest.raises(ValidationError, match=r"'e2' is already above it \(e2 -> e1\)"):
+        t["e1"].check_child("e2", t["e2"].info())
+    assert t["e1"].ancestors == ("e2",) and t["e2"].ancestors == ()
+
+
+def test_a_ring_of_three_is_cut_once_at_the_link_from_its_greatest_id():
+    t = _race(["b", "c", "a"])  # b -> c -> a -> b: the greatest, c, is a child of a
+    # First heartbeats: each child's tree holds only its own child (no report yet).
+    kept = [("c", "b", _topo("b", _topo("a"))), ("b", "a", _topo("a", _topo("c")))]
+    for parent, child, tree in kept:
+        assert t[parent].heartbeat(child, 1, tree), (parent, child)
+    assert not t["a"].heartbeat("c", 1, _topo("c", _topo("b")))  # found b, a's upstream
+    assert "loop c -> a -> b -> c; the link from 'c'" in t["a"].cut_reason("c")
+    # Deeper (later) reports of the same loop cut nothing else.
+    for parent, child, tree in kept:
+        deep = _topo(child, _topo(tree.processors[0].processor_id, _topo(parent)))
+        assert t[parent].heartbeat(child, 1, deep) and t[parent].is_child(child)
+    assert t["a"].cuts == 1 and t["b"].cuts == 0 and t["c"].cuts == 0
+
+
+def test_a_loop_is_found_however_deep_below_the_child_and_a_tree_is_left_alone():
+    t = Tree("p")
+    t.set_upstream(["q", "r"], 5)
+    t.register_child(_reg("z"), "peer")
+    # r (above p) is three levels below z: z -> p -> q -> r -> y -> x -> z; z is the max.
+    assert not t.heartbeat("z", 1, _topo("z", _topo("k"), _topo("x", _topo("y", _topo("r")))))
+    assert "loop z -> p -> q -> r -> y -> x -> z" in t.cut_reason("z")
+    t.register_child(_reg("a"), "peer")  # the same loop through a: not a's link to cut
+    assert t.heartbeat("a", 1, _topo("a", _topo("r")))
+    t.register_child(_reg("z"), "peer")  # registered again: no longer cut
+    assert t.cut_reason("z") == "" and t.is_child("z")
+    assert t.heartbeat("z", 1, _topo("z", _topo("k", _topo("m"))))  # no loop
+
+
+def test_what_a_child_is_told_follows_the_chain_above_as_it_changes():
+    t = Tree("e1")
+    assert t.register_child(_reg("e2"), "p") == (["e1"], 7)  # e1 has no upstream yet
+    t.set_upstream(["e0", "top"], 1)  # e1 registered (or a heartbeat answer came)
+    assert t.for_child() == (["e1", "e0", "top"], 0)  # e2's next heartbeat answer
+    t.set_upstream([f"p{i}" for i in range(100)], 0)
+    assert len(t.ancestors) == 64  # bounded
+    t.clear_upstream()  # refused upstream: nothing above
+    assert t.for_child() == (["e1"], 7) and t.allowance == 8
+
+
 def test_views_count_depth_mark_stale_subtrees_and_give_the_path():
     now = [100.0]
     t = Tree("top", stale_after=30, clock=lambda: now[0])
