@@ -465,9 +465,9 @@ class Hunter:
     def _check_filter(self, f: Filter) -> None:
         """Raise LcError when ``f`` cannot work on this hunter: a ``bpf`` expression
         the processor accepted (it compiles for Ethernet) that does not compile for the
-        link type of a live interface (``ether host`` on ``-i any``)."""
+        link type of an interface (``ether host`` on ``-i any``, or replaying its file)."""
         if f.type == "bpf":
-            for lt in {src.linktype for src in self._live}:
+            for lt in {lt for _, lt in self.interfaces}:
                 check_bpf(f.pattern, lt)
 
     def _apply_filters(self, filters: list[Filter], compiled: FilterSet) -> None:
