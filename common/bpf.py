@@ -17,8 +17,9 @@ DEFAULT_SNAPLEN = 262144
 
 # libpcap compiles for a DLT_ value; a capture file names its link type with a LINKTYPE_
 # value, the same number except for these (libpcap's pcap-common.c): a raw-IP file
-# (LINKTYPE_RAW, 101) is DLT_RAW to the compiler, which knows no link type 101.
-_DLT_OF_LINKTYPE = {100: pcapy.DLT_ATM_RFC1483, 101: pcapy.DLT_RAW}
+# (LINKTYPE_RAW, 101) is DLT_RAW to the compiler, which knows no link type 101; so is
+# 14, OpenBSD's DLT_RAW, found in old files (lc.common.decode reads it as raw IP too).
+_DLT_OF_LINKTYPE = {14: pcapy.DLT_RAW, 100: pcapy.DLT_ATM_RFC1483, 101: pcapy.DLT_RAW}
 
 
 def compile_bpf(expr: str, linktype: int = 1, snaplen: int = DEFAULT_SNAPLEN):

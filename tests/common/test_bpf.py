@@ -17,3 +17,4 @@ def test_a_raw_ip_file_link_type_compiles_and_matches():
     assert compile_bpf("tcp and host 10.0.0.2", 101).filter(ip)
     assert not compile_bpf("udp", 101).filter(ip)
     assert compile_bpf("tcp", 12).filter(ip)  # a live handle's DLT_RAW, as before
+    assert compile_bpf("tcp", 14).filter(ip)  # OpenBSD's DLT_RAW in an old file
