@@ -297,6 +297,11 @@ class LiveSource:
             self._set_filter(bpf)
         p.setnonblock(1)
         self._last_stats: tuple[int, int, int] = (0, 0, 0)
+        # What the kernel counted before the first filter (``any`` takes every
+        # interface's packets from the socket's creation, before its ring is mapped,
+        # and counts those it could not queue as drops): none of it was asked for.
+        self._base: tuple[int, int, int] = (0, 0, 0)
+        self._base = self.stats()
         self._fd = p.getfd()
         self.bpf = bpf or ""
         # next_batch reports caplen only; with a snaplen this large nothing is cut,
@@ -360,7 +365,8 @@ class LiveSource:
         if self._p is None:
             return self._last_stats
         try:
-            self._last_stats = tuple(self._p.stats())  # type: ignore[assignment]
+            got = self._p.stats()
+            self._last_stats = tuple(n - b for n, b in zip(got, self._base, strict=True))  # type: ignore[assignment]
         except (pcapy.PcapError, ValueError):
             pass
         return self._last_stats

@@ -31,10 +31,16 @@ class HunterFilters:
         hunter_id: str,
         types: tuple[str, ...],
         on_change: Callable[[list[Filter], FilterSet], None],
+        check: Callable[[Filter], None] | None = None,
     ) -> None:
         self.hunter_id = hunter_id
         self.types = types
         self.on_change = on_change
+        # Raises LcError for a filter this hunter cannot apply (a bpf expression that
+        # does not compile for its interfaces' link type): that filter is left out,
+        # the rest of the set applies.
+        self.check = check
+        self._refused: set[tuple[str, str, str]] = set()  # logged already
         self.version = 0
         self._filters: dict[str, Filter] = {}
         self.received = threading.Event()  # the first complete set has arrived
@@ -59,9 +65,10 @@ class HunterFilters:
             for fid in upd.removed:
                 self._filters.pop(fid, None)
             filters = list(self._filters.values())
-            compiled = compile_filters(filters, self.hunter_id, self.types)
+            usable = self._usable(filters)
+            compiled = compile_filters(usable, self.hunter_id, self.types)
             try:
-                self.on_change(filters, compiled)
+                self.on_change(usable, compiled)
             except LcError as e:  # e.g. a BPF the kernel refuses: keep the previous set
                 log.error("cannot apply filter set version %d: %s", upd.version, e)
                 return False
@@ -71,6 +78,30 @@ class HunterFilters:
                 self._save(filters)
         self.received.set()
         return True
+
+    def _usable(self, filters: list[Filter]) -> list[Filter]:
+        """``filters`` without those that target this hunter but cannot work here (one
+        such filter must not keep every later change from applying); each is logged
+        once."""
+        if self.check is None:
+            return filters
+        out = []
+        for f in filters:
+            if (
+                f.enabled
+                and f.type in self.types
+                and (not f.hunters or self.hunter_id in f.hunters)
+            ):
+                try:
+                    self.check(f)
+                except LcError as e:
+                    key = (f.id, f.type, f.pattern)
+                    if key not in self._refused:
+                        self._refused.add(key)
+                        log.error("filter %r cannot apply on this hunter, left out: %s", f.id, e)
+                    continue
+            out.append(f)
+        return out
 
     # -- a copy on disk, so a hunter restarted while its processor is down keeps its set
     cache_path: str | None = None

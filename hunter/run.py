@@ -387,7 +387,7 @@ class Hunter:
         )
         types = spec.filter_types
         self.policy = policy
-        self.filters = HunterFilters(hunter_id, types, self._apply_filters)
+        self.filters = HunterFilters(hunter_id, types, self._apply_filters, self._check_filter)
         if self.spool is not None:
             # Keep the applied set beside the spool: restarted while the processor is
             # down, the hunter filters as it did, not by the no-filter policy.
@@ -461,6 +461,14 @@ class Hunter:
         if mode_expr:
             parts.append(f"({mode_expr})")
         return " and ".join(parts)
+
+    def _check_filter(self, f: Filter) -> None:
+        """Raise LcError when ``f`` cannot work on this hunter: a ``bpf`` expression
+        the processor accepted (it compiles for Ethernet) that does not compile for the
+        link type of an interface (``ether host`` on ``-i any``, or replaying its file)."""
+        if f.type == "bpf":
+            for lt in {lt for _, lt in self.interfaces}:
+                check_bpf(f.pattern, lt)
 
     def _apply_filters(self, filters: list[Filter], compiled: FilterSet) -> None:
         """The filter set from the processor (or the one kept beside the spool)."""

@@ -272,12 +272,16 @@ class _TxnKey(tuple):
     """A transaction's session key: the fields of
     :func:`~lc.common.dns.transaction_key` (transport, client, port, server, port, id,
     question), whose text is the readable session id the engine names the session
-    by (``udp:10.0.0.1:4000-10.0.0.53:53#4660``)."""
+    by (``udp:10.0.0.1:4000-10.0.0.53:53#4660``; an IPv6 address in brackets,
+    ``udp:[2001:db8::1]:4000-[2001:db8::53]:53#4660``, as a connection's id has it)."""
 
     __slots__ = ()
 
     def __repr__(self) -> str:
-        return f"{self[0]}:{_ip_text(self[1])}:{self[2]}-{_ip_text(self[3])}:{self[4]}#{self[5]}"
+        c, s = _ip_text(self[1]), _ip_text(self[3])
+        if len(self[1]) == 16:
+            c, s = f"[{c}]", f"[{s}]"
+        return f"{self[0]}:{c}:{self[2]}-{s}:{self[4]}#{self[5]}"
 
     __str__ = __repr__
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from lc.common.bpf import compile_bpf
 from lc.common.decode import ip_ports
-from lc.common.errors import ParseError
+from lc.common.errors import ParseError, ValidationError
 from lc.common.filters import FilterSet
 from lc.hunter.capture import Chunk
 from lc.hunter.modes.base import (
@@ -104,8 +104,11 @@ class GenericMode(Mode):
                 raw = bytes(data)
                 for fid, _ in bpfs:
                     prog = programs.get((fid, lt))
-                    if prog is None:
-                        prog = programs[(fid, lt)] = compile_bpf(dict(bpfs)[fid], lt)
+                    if prog is None:  # a link type that came later (a pcapng's next IDB)
+                        try:
+                            prog = programs[(fid, lt)] = compile_bpf(dict(bpfs)[fid], lt)
+                        except ValidationError:  # `ether host` on raw IP: matches nothing
+                            continue
                     if prog.filter(raw):  # type: ignore[attr-defined]
                         ids.add(fid)
             if ids:

@@ -37,7 +37,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lc.common.bpf import compile_bpf
-from lc.common.errors import ParseError
+from lc.common.errors import ParseError, ValidationError
 from lc.common.filters import FilterSet
 from lc.common.fingerprint import (
     ClientFingerprints,
@@ -496,8 +496,11 @@ class TlsMode(SessionMode):
         out = set()
         for fid, e in self._bpfs:
             prog = self._programs.get((fid, lt))
-            if prog is None:
-                prog = self._programs[(fid, lt)] = compile_bpf(e, lt)
+            if prog is None:  # a link type that came later (a pcapng's next interface)
+                try:
+                    prog = self._programs[(fid, lt)] = compile_bpf(e, lt)
+                except ValidationError:  # `ether host` on raw IP: it matches nothing there
+                    continue
             if prog.filter(raw):  # type: ignore[attr-defined]
                 out.add(fid)
         return out

@@ -367,6 +367,11 @@ def test_session_keys_are_transaction_keys_named_by_their_text() -> None:
     assert kq == kr == transaction_key(q, a, 4000, b, 53, "udp")
     assert hash(kq) == hash(transaction_key(r, b, 53, a, 4000, "udp"))
     assert str(kq) == "udp:10.0.0.1:4000-10.0.0.53:53#4660"
+    # IPv6 in brackets, as a TCP connection's id (common.flow.connection_id): the text
+    # was udp:::1:48622-::1:53#4660, ambiguous where an address ends.
+    a6, b6 = bytes(15) + b"\x01", bytes.fromhex("20010db8" + "00" * 11 + "53")
+    d.flow = (a6, 48622, b6, 53, 17)
+    assert str(d.session_key(q)) == "udp:[::1]:48622-[2001:db8::53]:53#4660"
 
 
 def test_fast_path_pairs_across_name_cache_flushes_and_filter_changes(

@@ -142,3 +142,35 @@ def test_loopback_ring_takes_each_packet_once():
             assert src.stats()[0] == 50  # libpcap's ps_recv: what the ring took
         finally:
             src.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="live capture needs root")
+def test_packets_before_the_first_filter_are_no_kernel_drops():
+    """`-i any` takes every interface's packets from the moment its socket exists,
+    before its ring is mapped and its first filter set; the kernel counts what it could
+    not queue then as drops. Those were never asked for (the hunter opens with a filter
+    matching nothing), yet a busy host made `lc hunt -i any` report hundreds of kernel
+    drops at once and exit 1 ("its capture buffer was full"). Counted from the open."""
+    import threading
+
+    stop = threading.Event()
+
+    def blast() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            while not stop.is_set():
+                for _ in range(200):
+                    s.sendto(b"x" * 32, ("127.0.0.1", 9))
+
+    t = threading.Thread(target=blast, daemon=True)
+    t.start()
+    try:
+        time.sleep(0.2)
+        srcs = [LiveSource("any", "less 1") for _ in range(5)]
+    finally:
+        stop.set()
+        t.join()
+    try:
+        assert [src.stats() for src in srcs] == [(0, 0, 0)] * 5
+    finally:
+        for src in srcs:
+            src.close()

@@ -176,3 +176,31 @@ def test_a_mode_that_raises_is_a_loss_the_exit_names():
     assert h.counters().dropped["mode_error"] == 2
     causes = h._loss_causes(True, 0, 0)
     assert any("the generic mode failed 1 times" in c and "2 packets" in c for c in causes), causes
+
+
+def test_generic_bpf_that_does_not_compile_for_a_later_link_type_never_raises(tmp_path):
+    # The set was applied for Ethernet (no interface known yet); a raw-IP capture then
+    # made the mode compile `ether host` for it on the hot path, and the
+    # ValidationError escaped process().
+    import struct
+
+    from lc.hunter.capture import FileSource
+
+    path = tmp_path / "raw.pcap"
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28, 0, 0, 64, 17, 0, bytes([10, 0, 0, 1]),
+                     bytes([10, 0, 0, 2])) + struct.pack("!HHHH", 1000, 53, 8, 0)  # fmt: skip
+    with open(path, "wb") as out:
+        out.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 101))
+        out.write(struct.pack("<IIII", 1, 0, len(ip), len(ip)) + ip)
+    ifs: list = []
+    mode = GenericMode(ModeContext(ifs, policy="deny"))
+    filters = [
+        Filter(id="e", type="bpf", pattern="ether host 00:00:00:00:00:01"),
+        Filter(id="u", type="bpf", pattern="udp"),
+    ]
+    mode.apply(compile_filters(filters, "h"))
+    src = FileSource(str(path), None)
+    chunk = src.read(64)
+    ifs[:] = src.interfaces
+    out = mode.process(chunk)
+    assert list(out.chunk.caplen) == [len(ip)] and out.meta == {0: ["u"]}

@@ -454,3 +454,27 @@ def test_new_filters_judge_hellos_afresh() -> None:
     assert replay("*.googleapis.com")
     assert replay("nomatch.invalid") == set()
     assert replay("*.googleapis.com")
+
+
+def test_a_bpf_filter_that_does_not_compile_for_a_later_link_type_never_raises(tmp_path):
+    # The filter set is applied before the file's interfaces are known (compiled for
+    # Ethernet); a raw-IP capture then asked the mode to compile `ether host` for link
+    # type 101 on the hot path, and the ValidationError escaped process().
+    import struct
+
+    src = need("tls/arkime_tls13.pcap")
+    raw = tmp_path / "raw.pcap"
+    with open_capture(src) as r, open(raw, "wb") as out:
+        out.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 101))
+        for ts, _, data, _ in r.records():
+            ip = bytes(data)[14:]
+            sec, ns = divmod(ts, 1_000_000_000)
+            out.write(struct.pack("<IIII", sec, ns // 1000, len(ip), len(ip)) + ip)
+    filters = [
+        Filter(id="e", type="bpf", pattern="ether host 00:00:00:00:00:01"),
+        Filter(id="s", type="tls_sni", pattern="blog.cloudflare.com"),
+    ]
+    run = Run(raw, filters)
+    captured = [ev for ev in run.events if ev.captured]
+    assert len(captured) == 1 and list(captured[0].filter_ids) == ["s"]
+    assert run.forwarded
