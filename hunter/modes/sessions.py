@@ -1309,10 +1309,16 @@ class SessionMode(Mode):
                 f"{many}_evicted": table.evicted_packets,
                 "malformed": c["decode_errors"] + c["malformed"],
             }
+            # The dissector's own count of messages wins (email counts mails, not the
+            # commands and replies the engine saw), and framing errors are malformed too.
+            malformed = figures[f"{dis.protocol}_malformed"] + figures.get(
+                "tcp_framer_malformed", 0
+            )
             summary = (
                 f"{many}: {tc['created']} seen, {tc['matched']} matched, "
                 f"{tc['unmatched']} never matched, {tc['evicted']} evicted; "
-                f"{c['messages']} {dis.protocol.upper()} messages ({c['malformed']} malformed)"
+                f"{figures[f'{dis.protocol}_messages']} {dis.protocol.upper()} messages "
+                f"({malformed} malformed)"
             )
             levels = {k for k in figures if k.endswith(("_active", "_now"))}
             levels.update(("buffered_bytes", "buffered_packets", dis.alias_noun, "tcp_streams"))

@@ -625,6 +625,17 @@ def test_a_date_out_of_range_leaves_the_event_without_one() -> None:
     assert m.events[1].email.origination_ns == 0
 
 
+def test_the_summary_line_counts_mails_not_commands_and_framing_errors_as_malformed() -> None:
+    # It said "19 EMAIL messages" for these two mails: the engine's commands and replies.
+    m = EmailMode([Filter("w", "email_address", "watched@example.org")])
+    m.interfaces.append(("eth", 1))
+    m.process(_tcp_frames(_smtp_two_messages()))
+    m.finish()
+    c = m.mode.counters()
+    assert c.figures["email_messages"] == 2
+    assert "2 EMAIL messages (0 malformed)" in c.summary, c.summary
+
+
 def test_undecided_sessions_make_events_only_with_events_all() -> None:
     for events, want in (("captured", 0), ("all", 2)):
         m = EmailMode([Filter("w", "email_address", "nobody@example.org")], events=events)

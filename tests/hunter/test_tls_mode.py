@@ -478,3 +478,21 @@ def test_a_bpf_filter_that_does_not_compile_for_a_later_link_type_never_raises(t
     captured = [ev for ev in run.events if ev.captured]
     assert len(captured) == 1 and list(captured[0].filter_ids) == ["s"]
     assert run.forwarded
+
+
+def test_the_summary_line_counts_framing_errors_as_malformed() -> None:
+    # Garbage on port 443 is the TLS framer's malformed count; the summary said
+    # "0 TLS messages (0 malformed)" beside tcp_framer_malformed 1.
+    from tests.hunter.conn_toy import Conn, chunk
+
+    mode = tls_mode(ModeContext([("eth0", 1)], policy="deny"), TlsConfig())
+    mode.apply(compile_filters([Filter(id="f", type="tls_sni", pattern="*.example")], "h",
+                               TLS_FILTER_TYPES))  # fmt: skip
+    c = Conn(1, port=443)
+    frames = [*c.handshake(), c.client(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"), *c.close()]
+    for k, fr in enumerate(frames):
+        mode.process(chunk([fr], 1_700_000_000 * 10**9 + k * 1000))
+    mode.finish()
+    got = mode.counters()
+    assert got.figures["tcp_framer_malformed"] >= 1
+    assert f"({got.figures['tcp_framer_malformed']} malformed)" in got.summary, got.summary
