@@ -48,6 +48,7 @@ name and mechanism only). Strings from the wire go out through
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from lc.common.bpf import compile_bpf
@@ -103,11 +104,24 @@ _TEXT_MAX = 1024
 _ADDR_MAX = 320
 _MAX_LIST = 100
 _INBOUND_COMMANDS = frozenset({"FETCH", "RETR", "TOP"})
-#: ICMP destination unreachable / time exceeded, ICMPv6 types 1-4 (errors).
-_ICMP_ERRORS_BPF = (
-    "icmp[icmptype] == icmp-unreach or icmp[icmptype] == icmp-timxceed"
-    " or (icmp6 and ip6[40] >= 1 and ip6[40] <= 4)"
-)
+
+
+def icmp_errors_bpf(ports: Iterable[int]) -> str:
+    """ICMP destination unreachable / time exceeded and ICMPv6 errors (types 1-4) whose
+    quoted packet is TCP to or from one of ``ports``: the only ICMP a connection mode
+    can place (the quoted IPv4 header's length read from its first byte; a quoted IPv6
+    header taken as having no extension headers). Every other ICMP error on a busy
+    host stays in the kernel."""
+    v4 = "icmp[8 + (icmp[8] & 0xf) * 4 : 2]", "icmp[10 + (icmp[8] & 0xf) * 4 : 2]"
+    v6 = "ip6[88:2]", "ip6[90:2]"
+    ps = sorted(ports)
+    in4 = " or ".join(f"{at} == {p}" for p in ps for at in v4)
+    in6 = " or ".join(f"{at} == {p}" for p in ps for at in v6)
+    return (
+        "((icmp[icmptype] == icmp-unreach or icmp[icmptype] == icmp-timxceed)"
+        f" and icmp[17] == 6 and ({in4}))"
+        f" or (icmp6 and ip6[40] >= 1 and ip6[40] <= 4 and ip6[54] == 6 and ({in6}))"
+    )
 
 
 #: The parsers' bounds that drop something (their counter, the mode's figure), added to
@@ -382,7 +396,7 @@ class EmailDissector(Dissector):
         # ICMP errors too: one quoting a captured connection's segment (a path MTU
         # "fragmentation needed") is one of its frames (the engine matches the quote).
         ports = " or ".join(f"port {p}" for p in sorted(self.ports))
-        return f"(tcp and ({ports})) or {_ICMP_ERRORS_BPF}"
+        return f"(tcp and ({ports})) or {icmp_errors_bpf(self.ports)}"
 
     def new_framer(self) -> _Chunks:
         return _Chunks(self)

@@ -541,6 +541,40 @@ def test_the_kernel_filter_lets_the_icmp_errors_of_connections_through():
     assert len(icmp) == 4 and all("need to frag" in ln for ln in icmp)
 
 
+def _icmp_error(v6: bool, proto: int, sport: int, dport: int) -> bytes:
+    """An Ethernet frame: an ICMP "fragmentation needed" (ICMPv6 "packet too big")
+    quoting the start of a packet of ``proto`` from ``sport`` to ``dport``."""
+    import struct
+
+    l4 = struct.pack("!HHI", sport, dport, 1)  # the 8 bytes every ICMP error quotes
+    if not v6:
+        inner = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 1500, 1, 0x4000, 64, proto, 0,
+                            b"\x0a\0\0\x01", b"\x0a\0\0\x02") + l4  # fmt: skip
+        icmp = struct.pack("!BBHHH", 3, 4, 0, 0, 1400) + inner
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), 2, 0, 64, 1, 0,
+                         b"\x0a\0\0\xfe", b"\x0a\0\0\x01")  # fmt: skip
+        return b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip + icmp
+    a, b = b"\x20\x01\x0d\xb8" + b"\0" * 11 + b"\x01", b"\x20\x01\x0d\xb8" + b"\0" * 11 + b"\x02"
+    inner = struct.pack("!IHBB16s16s", 6 << 28, 1460, proto, 64, a, b) + l4
+    icmp = struct.pack("!BBHI", 2, 0, 0, 1280) + inner
+    ip = struct.pack("!IHBB16s16s", 6 << 28, len(icmp), 58, 64, b"\xfe" * 16, a)
+    return b"\x02" * 6 + b"\x04" * 6 + b"\x86\xdd" + ip + icmp
+
+
+def test_the_kernel_filter_keeps_only_icmp_errors_quoting_tcp_on_the_mail_ports():
+    # It let every ICMP unreachable and time exceeded of the host through (198k packets
+    # in 8 minutes on a busy box, all then filtered out in Python).
+    from lc.common.bpf import compile_bpf
+
+    m = email_mode(ModeContext([]), EmailConfig())
+    prog = compile_bpf(m.kernel_filter(compile_filters([], "h", EMAIL_FILTER_TYPES)), 1)
+    for v6 in (False, True):
+        assert prog.filter(_icmp_error(v6, 6, 40000, 25))
+        assert prog.filter(_icmp_error(v6, 6, 993, 40000))  # our reply, quoted back
+        assert not prog.filter(_icmp_error(v6, 6, 40000, 80))
+        assert not prog.filter(_icmp_error(v6, 17, 40000, 25))  # UDP
+
+
 def _zeek_set(value: str) -> set[str]:
     return set() if value in ("-", "(empty)") else set(value.split(","))
 
