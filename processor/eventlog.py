@@ -23,7 +23,7 @@ field                           value
 ``network.transport``           ``udp``, ``tcp``, ``sctp`` (else the IP protocol
                                 number as text)
 ``network.type``                ``ipv4`` or ``ipv6``
-``network.protocol``            the dataset (``sip``)
+``network.protocol``            the dataset (``sip``); for email the protocol (``smtp``)
 ``network.community_id``        Community ID v1 of the 5-tuple (seed 0), as Zeek,
                                 Suricata and Packetbeat print it
 ``lc.session_id``               the session's id
@@ -411,6 +411,8 @@ def _email_fields(
     if e.mailbox:
         lc["imap"] = {"mailbox": wire_text(e.mailbox, 1024)}
     mail: dict[str, Any] = {"protocol": wire_text(e.protocol, 16)}
+    if e.protocol in _MAIL_PROTOCOLS:  # ECS names the application protocol, not "email"
+        doc["network"]["protocol"] = e.protocol
     put(mail, "command", wire_text(e.command, 64))
     put(mail, "user", wire_text(e.user, 256))
     put(mail, "size", e.size)
@@ -425,6 +427,9 @@ def _email_fields(
         if e.tls_version:
             tls["version_code"] = e.tls_version
         doc["tls"] = tls
+
+
+_MAIL_PROTOCOLS = frozenset(("smtp", "imap", "pop3", "smtps", "imaps", "pop3s"))
 
 
 #: The fields of each kind of event detail (``Event.detail``), added to ``doc`` and to its

@@ -360,3 +360,5 @@ def test_an_email_message_has_the_issues_ecs_fields(rig):
     assert i["email"] == {"direction": "inbound"}
     assert t["tls"] == {"client": {"server_name": "mail.example.net"}, "version_code": 0x0304}
     assert t["lc"]["email"]["protocol"] == "imaps" and "email" not in t
+    # ECS network.protocol is the application protocol (it was "email", the dataset).
+    assert [x["network"]["protocol"] for x in (d, i, t)] == ["smtp", "imap", "imaps"]
