@@ -97,6 +97,8 @@ class HunterFilters:
                 except LcError as e:
                     key = (f.id, f.type, f.pattern)
                     if key not in self._refused:
+                        if len(self._refused) >= 1024:  # bounded: logged again, at worst
+                            self._refused.clear()
                         self._refused.add(key)
                         log.error("filter %r cannot apply on this hunter, left out: %s", f.id, e)
                     continue
