@@ -334,18 +334,21 @@ class Uplink:
 
     # -- the session loop ------------------------------------------------------------
     def _session_loop(self) -> None:
+        # One Retrying for the loop (each call starts from the first attempt): tenacity's
+        # retry_if_exception_type names itself through a bound method, so one per
+        # session was cyclic garbage.
+        retrying = Retrying(
+            wait=wait_exponential_jitter(
+                initial=self.backoff_initial,
+                max=self.backoff_max,
+                jitter=self.backoff_initial,
+            ),
+            retry=retry_if_exception_type(_Retry),
+            sleep=self._sleep,
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
         while not self._stopped.is_set():
-            retrying = Retrying(
-                wait=wait_exponential_jitter(
-                    initial=self.backoff_initial,
-                    max=self.backoff_max,
-                    jitter=self.backoff_initial,
-                ),
-                retry=retry_if_exception_type(_Retry),
-                sleep=self._sleep,
-                before_sleep=self._log_retry,
-                reraise=True,
-            )
             try:
                 retrying(self._session)
             except _Stopped:

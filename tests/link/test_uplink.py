@@ -116,3 +116,32 @@ def test_refused_filter_subscriptions_leave_no_cyclic_garbage(breaking_server) -
     finally:
         gc.enable()
     assert garbage == 0
+
+
+def test_sessions_leave_no_cyclic_garbage() -> None:
+    """The session loop's retry policy is built once: tenacity's retry_if_exception_type
+    names itself through a bound method, so one built per session was cyclic garbage.
+    (What the loop leaves when it stops, once, is the same for 1 session or 21.)"""
+    from lc.link import uplink as mod
+
+    def garbage_after(n: int) -> int:
+        up = _uplink("127.0.0.1:9")
+        sessions = []
+
+        def session() -> None:  # a session that delivered and ended: the loop goes on
+            sessions.append(1)
+            if len(sessions) == n:
+                raise mod._Stopped()
+
+        up._session = session  # type: ignore[method-assign]
+        gc.collect()
+        gc.disable()
+        try:
+            up._session_loop()
+            garbage = gc.collect()
+        finally:
+            gc.enable()
+        assert len(sessions) == n
+        return garbage
+
+    assert garbage_after(21) == garbage_after(1)
