@@ -359,3 +359,43 @@ def test_refused_streams_leave_no_tracebacks_in_cyclic_garbage(small_processor):
             gc.set_debug(0)
             gc.garbage.clear()
     assert not kinds & {"frame", "traceback", "AbortError", "PacketBatch", "BatchRecords"}
+
+
+def test_refused_management_calls_leave_no_tracebacks_in_cyclic_garbage(small_processor):
+    """The management RPCs run as sync code beside the asyncio server (aioserve): one that
+    aborts still ends with its status, and leaves no frames behind. Ended with
+    ``context.abort``, grpc kept the AbortError on the call's state with a traceback
+    through the handler's frames (28 objects per refused call); a streaming one's
+    Aborted also stayed in its step, which its frame held (64 per refused
+    subscription). grpc's own per-call cycles (its method lookup, a done callback)
+    remain."""
+    import gc
+
+    _, addr = small_processor
+    with grpc.insecure_channel(addr) as ch:
+        stub = lc_pb2_grpc.ManagementServiceStub(ch)
+
+        def refused() -> None:
+            code = None
+            try:  # (not pytest.raises: what it keeps would be cyclic garbage here)
+                stub.GetHunter(lc_pb2.GetHunterRequest(hunter_id="nobody"), timeout=5)
+            except grpc.RpcError as e:
+                code = e.code()
+            assert code == grpc.StatusCode.NOT_FOUND
+            call = stub.SubscribeFilters(lc_pb2.SubscribeFiltersRequest(hunter_id="bad id!"))
+            assert call.code() == grpc.StatusCode.INVALID_ARGUMENT  # waits; raises nothing
+
+        refused()
+        time.sleep(0.2)
+        gc.collect()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            for _ in range(10):
+                refused()
+            time.sleep(0.5)  # the handlers' ends, on the server's loop
+            gc.collect()
+            kinds = {type(o).__name__ for o in gc.garbage}
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+    assert not kinds & {"frame", "traceback", "AbortError", "Aborted"}
