@@ -517,9 +517,12 @@ class Ingest:
 
 
 def _reply_error(e: Exception) -> LcError | OSError:
-    """What a hunter is told when its batch could not be written."""
+    """What a hunter is told when its batch could not be written. Without its
+    traceback, which nobody reads: that holds the writer's frames, whose group and
+    results name this error, so every failed batch (a full disk: all of them) was
+    cyclic garbage holding its group's records."""
     if isinstance(e, OSError | LcError):
-        return e
+        return e.with_traceback(None)
     return LcError(f"cannot write the batch: {e}")
 
 

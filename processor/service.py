@@ -400,7 +400,8 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
             ident = self.auth.peer(_Checks(context))
             below = self._stream_processor(ident, context)  # a processor's stream
         except _Denied as d:
-            await context.abort(d.code, d.details)
+            _end(context, d.code, d.details)
+            return
         peer = context.peer()
         st = _Stream(loop)
         try:
@@ -408,7 +409,8 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
                 DATA, peer, lambda why: st.put_threadsafe((grpc.StatusCode.ABORTED, why))
             )
         except Refused as r:
-            await context.abort(getattr(grpc.StatusCode, r.code), r.message)
+            _end(context, getattr(grpc.StatusCode, r.code), r.message)
+            return
         context.add_done_callback(lambda _c: self.gate.close(ticket))
         state: dict[str, object] = {"hunter": None, "clean": False}
         reader = None
@@ -420,7 +422,8 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
                 try:
                     self.gate.claim(ticket, owner)
                 except Refused as r:
-                    await context.abort(getattr(grpc.StatusCode, r.code), r.message)
+                    _end(context, getattr(grpc.StatusCode, r.code), r.message)
+                    return
             if below is None and ident is not None:
                 # The hunter is known now: a stream that ends cleanly before its first
                 # batch still shows the hunter disconnected, not stale.
@@ -476,7 +479,8 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
                         held = []
                         held_packets = 0
                 if err is not None:
-                    await context.abort(err[0], err[1])
+                    _end(context, err[0], err[1])
+                    return
                 if end:
                     return
         finally:
@@ -600,6 +604,16 @@ class DataService(lc_pb2_grpc.DataServiceServicer):
                 "it is not registered through it"
             )
         return ""
+
+
+def _end(context: grpc.aio.ServicerContext, code: grpc.StatusCode, details: str) -> None:
+    """End a StreamPackets call with this status as its handler returns (the caller
+    returns next). Not ``context.abort``: grpc keeps the AbortError it raises on the
+    call's state, and its traceback holds the handler's frames (and the reader's, which
+    raised it again: the batch it held), which hold the context: every refused or failed
+    stream was cyclic garbage (a full disk: one per attempt of every hunter)."""
+    context.set_code(code)
+    context.set_details(details)
 
 
 def _replier(

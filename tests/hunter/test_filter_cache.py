@@ -51,3 +51,24 @@ def test_a_damaged_kept_set_is_ignored(tmp_path):
     path.write_text('{"version": "three", "filters": []}')
     assert h.load_cached(str(path)) is False
     assert seen == []
+
+
+def test_keeping_filter_sets_leaves_no_cyclic_garbage(tmp_path):
+    """Every set applied is written beside the spool; json.dump's pure-Python encoder
+    (closures naming each other) left ~30 objects of cyclic garbage per set."""
+    import gc
+
+    _, on_change = recorder()
+    h = HunterFilters("h1", ("sip_user",), on_change)
+    h.load_cached(str(tmp_path / "filters-voip.json"))
+    assert h.apply(update(1, "alice"))
+    gc.collect()
+    gc.disable()
+    try:
+        for v in range(2, 22):
+            assert h.apply(update(v, "alice", f"bob{v}"))
+        garbage = gc.collect()
+    finally:
+        gc.enable()
+    assert json.loads((tmp_path / "filters-voip.json").read_text())["version"] == 21
+    assert garbage == 0

@@ -158,3 +158,61 @@ def test_registry_states_follow_heartbeats_and_clean_stops():
     reg.stream_opened("h1", "peer")
     reg.stream_closed("h1", clean=False)  # a broken stream is not a clean stop
     assert reg.get("h1").state == "connected"
+
+
+def test_failed_batches_leave_no_cyclic_garbage(tmp_path):
+    """A batch a sink cannot write is answered with the sink's error; that error kept its
+    traceback, whose frames (the writer's) name the group and its results, and so the
+    error: every failed batch, with its group's records, was cyclic garbage (18
+    objects each; a full disk fails them all)."""
+    import gc
+    import threading
+
+    class Full:
+        name = "events"
+
+        def mark(self) -> None:
+            return None
+
+        def write(self, batch) -> None:
+            raise OSError(28, "No space left on device")
+
+        def rollback(self, mark) -> None:
+            pass
+
+        def prepare(self) -> list:
+            return []
+
+        def committed(self) -> None:
+            pass
+
+        def close(self) -> list:
+            return []
+
+    ing = Ingest(PcapSink(str(tmp_path / "o.pcap")), events=Full())
+    ing.start()
+    answers: list[object] = []
+    done = threading.Semaphore(0)
+
+    def reply(r: object) -> None:
+        answers.append(type(r))
+        done.release()
+
+    def send(seqs: range) -> None:
+        for seq in seqs:
+            b = _batch(seq, [b"x" * 200] * 20)
+            ing.submit(b, unpack_batch(b), reply)
+        for _ in seqs:
+            assert done.acquire(timeout=10)
+
+    send(range(1, 4))
+    gc.collect()
+    gc.disable()
+    try:
+        send(range(4, 54))
+        garbage = gc.collect()
+    finally:
+        gc.enable()
+        ing.close()
+    assert answers == [OSError] * 53 and ing.write_errors == 53
+    assert garbage == 0

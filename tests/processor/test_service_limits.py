@@ -316,3 +316,86 @@ def test_acks_of_a_big_batch_go_at_once_and_small_ones_wait_for_company(
         finish.set()
         t.join(20)
         assert not t.is_alive() and [s for s, _ in got] == [1, 2]
+
+
+def test_refused_streams_leave_no_tracebacks_in_cyclic_garbage(small_processor):
+    """A stream ended for an error (here a malformed batch) keeps its status and details,
+    and leaves no frames behind: ended with ``context.abort``, its AbortError stayed on
+    the call's state with a traceback through the handler's frames, and the reader's
+    (which raised it again, holding its batch), which name the context: every such
+    stream was cyclic garbage (35 objects each; a full disk: every attempt of every
+    hunter). grpc's own per-call cycles (its method lookup, a done callback) remain."""
+    import gc
+    from array import array
+
+    from lc.common.pcapfile import frame_records
+    from lc.common.wire import build_batch
+
+    _, addr = small_processor
+    cl = array("I", [60] * 4)
+    ts = array("q", [1_700_000_000_000_000_000 + k for k in range(4)])
+    bad = build_batch("h1", 1, 1, frame_records(ts, cl, cl, b"\x07" * 240), 4, [("eth0", 1)])
+    bad.count = 5
+
+    with grpc.insecure_channel(addr) as ch:
+        stub = lc_pb2_grpc.DataServiceStub(ch)
+
+        def refused() -> None:
+            call = stub.StreamPackets(iter([bad]), timeout=10)
+            assert call.code() == grpc.StatusCode.INVALID_ARGUMENT  # waits; raises nothing
+            assert call.details().startswith("malformed batch: batch 1: ")
+
+        refused()
+        time.sleep(0.2)
+        gc.collect()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            for _ in range(10):
+                refused()
+            time.sleep(0.5)  # the handlers' ends, on the server's loop
+            gc.collect()
+            kinds = {type(o).__name__ for o in gc.garbage}
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+    assert not kinds & {"frame", "traceback", "AbortError", "PacketBatch", "BatchRecords"}
+
+
+def test_refused_management_calls_leave_no_tracebacks_in_cyclic_garbage(small_processor):
+    """The management RPCs run as sync code beside the asyncio server (aioserve): one that
+    aborts still ends with its status, and leaves no frames behind. Ended with
+    ``context.abort``, grpc kept the AbortError on the call's state with a traceback
+    through the handler's frames (28 objects per refused call); a streaming one's
+    Aborted also stayed in its step, which its frame held (64 per refused
+    subscription). grpc's own per-call cycles (its method lookup, a done callback)
+    remain."""
+    import gc
+
+    _, addr = small_processor
+    with grpc.insecure_channel(addr) as ch:
+        stub = lc_pb2_grpc.ManagementServiceStub(ch)
+
+        def refused() -> None:
+            code = None
+            try:  # (not pytest.raises: what it keeps would be cyclic garbage here)
+                stub.GetHunter(lc_pb2.GetHunterRequest(hunter_id="nobody"), timeout=5)
+            except grpc.RpcError as e:
+                code = e.code()
+            assert code == grpc.StatusCode.NOT_FOUND
+            call = stub.SubscribeFilters(lc_pb2.SubscribeFiltersRequest(hunter_id="bad id!"))
+            assert call.code() == grpc.StatusCode.INVALID_ARGUMENT  # waits; raises nothing
+
+        refused()
+        time.sleep(0.2)
+        gc.collect()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            for _ in range(10):
+                refused()
+            time.sleep(0.5)  # the handlers' ends, on the server's loop
+            gc.collect()
+            kinds = {type(o).__name__ for o in gc.garbage}
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+    assert not kinds & {"frame", "traceback", "AbortError", "Aborted"}
