@@ -42,6 +42,7 @@ DEFAULT_BLOCK_TIMEOUT_MS = 10
 
 # pcap_activate() results (pcap/pcap.h); pcapy-ng returns them instead of raising.
 _PCAP_ERROR_NO_SUCH_DEVICE = -5
+_LINKTYPE_OF_DLT = {12: 101, 14: 101}  # DLT_RAW -> LINKTYPE_RAW (see LiveSource)
 _ACTIVATE_ERRORS = {
     -1: "generic libpcap error",
     -4: "the handle was already activated",
@@ -286,7 +287,11 @@ class LiveSource:
                 raise NotFound(f"unknown interface {name!r} (available: {known})")
             why = _ACTIVATE_ERRORS.get(status, f"libpcap error {status}")
             raise LcError(f"cannot capture on {name!r}: {why}")
-        self.linktype = p.datalink()
+        # A live handle speaks DLT values; files and the wire speak LINKTYPE values.
+        # They differ for raw IP (a tun device): DLT_RAW is 12 (14 on OpenBSD),
+        # LINKTYPE_RAW 101, which every pcap reader knows.
+        dlt = p.datalink()
+        self.linktype = _LINKTYPE_OF_DLT.get(dlt, dlt)
         self._p = p
         # On a loopback interface every packet passes the capture twice, sent and
         # received; libpcap drops the sent copy in user space, after it took room in

@@ -174,3 +174,39 @@ def test_packets_before_the_first_filter_are_no_kernel_drops():
     finally:
         for src in srcs:
             src.close()
+
+
+@pytest.mark.skipif(
+    sys.platform != "linux" or os.geteuid() != 0 or not os.path.exists("/dev/net/tun"),
+    reason="a tun device needs root and /dev/net/tun",
+)
+def test_a_tun_device_is_linktype_raw_as_files_have_it():
+    """libpcap says DLT_RAW (12) for a tun device; files and the wire say LINKTYPE_RAW
+    (101). The hunter reported 12, which the processor wrote into its PCAP header."""
+    import fcntl
+    import subprocess
+
+    from lc.common.decode import decode_packet
+
+    name = f"lct{os.getpid() % 100000}"
+    fd = os.open("/dev/net/tun", os.O_RDWR)
+    try:
+        # TUNSETIFF, IFF_TUN | IFF_NO_PI
+        fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH", name.encode(), 0x0001 | 0x1000))
+        subprocess.run(["ip", "link", "set", name, "up"], check=True)
+        subprocess.run(["ip", "addr", "add", "192.0.2.1/24", "dev", name], check=True)
+        src = LiveSource(name, "udp", block_timeout_ms=5)
+        try:
+            assert src.linktype == 101
+            udp = struct.pack("!HHHH", 4000, 53, 8 + 4, 0) + b"ping"
+            ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
+                             bytes([192, 0, 2, 9]), bytes([192, 0, 2, 1]))  # fmt: skip
+            os.write(fd, ip + udp)
+            chunk = src.read(2.0)
+            assert chunk is not None and len(chunk) == 1
+            d = decode_packet(src.linktype, bytes(chunk.records)[16:])
+            assert (d.proto, d.sport, d.dport) == (17, 4000, 53)
+        finally:
+            src.close()
+    finally:
+        os.close(fd)
