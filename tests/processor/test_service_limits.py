@@ -10,6 +10,7 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable
 
 import grpc
 import pytest
@@ -318,6 +319,26 @@ def test_acks_of_a_big_batch_go_at_once_and_small_ones_wait_for_company(
         assert not t.is_alive() and [s for s, _ in got] == [1, 2]
 
 
+def _garbage_kinds(refused: Callable[[], None], times: int = 10) -> set[str]:
+    """The types of the cyclic garbage ``times`` more calls of ``refused`` leave (after
+    one call, to warm up, and a collection)."""
+    import gc
+
+    refused()
+    time.sleep(0.2)
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for _ in range(times):
+            refused()
+        time.sleep(0.5)  # the handlers' ends, on the server's loop
+        gc.collect()
+        return {type(o).__name__ for o in gc.garbage}
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+
+
 def test_refused_streams_leave_no_tracebacks_in_cyclic_garbage(small_processor):
     """A stream ended for an error (here a malformed batch) keeps its status and details,
     and leaves no frames behind: ended with ``context.abort``, its AbortError stayed on
@@ -325,7 +346,6 @@ def test_refused_streams_leave_no_tracebacks_in_cyclic_garbage(small_processor):
     (which raised it again, holding its batch), which name the context: every such
     stream was cyclic garbage (35 objects each; a full disk: every attempt of every
     hunter). grpc's own per-call cycles (its method lookup, a done callback) remain."""
-    import gc
     from array import array
 
     from lc.common.pcapfile import frame_records
@@ -345,19 +365,7 @@ def test_refused_streams_leave_no_tracebacks_in_cyclic_garbage(small_processor):
             assert call.code() == grpc.StatusCode.INVALID_ARGUMENT  # waits; raises nothing
             assert call.details().startswith("malformed batch: batch 1: ")
 
-        refused()
-        time.sleep(0.2)
-        gc.collect()
-        gc.set_debug(gc.DEBUG_SAVEALL)
-        try:
-            for _ in range(10):
-                refused()
-            time.sleep(0.5)  # the handlers' ends, on the server's loop
-            gc.collect()
-            kinds = {type(o).__name__ for o in gc.garbage}
-        finally:
-            gc.set_debug(0)
-            gc.garbage.clear()
+        kinds = _garbage_kinds(refused)
     assert not kinds & {"frame", "traceback", "AbortError", "PacketBatch", "BatchRecords"}
 
 
@@ -369,7 +377,6 @@ def test_refused_management_calls_leave_no_tracebacks_in_cyclic_garbage(small_pr
     Aborted also stayed in its step, which its frame held (64 per refused
     subscription). grpc's own per-call cycles (its method lookup, a done callback)
     remain."""
-    import gc
 
     _, addr = small_processor
     with grpc.insecure_channel(addr) as ch:
@@ -385,17 +392,5 @@ def test_refused_management_calls_leave_no_tracebacks_in_cyclic_garbage(small_pr
             call = stub.SubscribeFilters(lc_pb2.SubscribeFiltersRequest(hunter_id="bad id!"))
             assert call.code() == grpc.StatusCode.INVALID_ARGUMENT  # waits; raises nothing
 
-        refused()
-        time.sleep(0.2)
-        gc.collect()
-        gc.set_debug(gc.DEBUG_SAVEALL)
-        try:
-            for _ in range(10):
-                refused()
-            time.sleep(0.5)  # the handlers' ends, on the server's loop
-            gc.collect()
-            kinds = {type(o).__name__ for o in gc.garbage}
-        finally:
-            gc.set_debug(0)
-            gc.garbage.clear()
+        kinds = _garbage_kinds(refused)
     assert not kinds & {"frame", "traceback", "AbortError", "Aborted"}
