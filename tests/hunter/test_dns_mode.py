@@ -28,19 +28,28 @@ CORPUS = ROOT.parent / "shared" / "corpus"
 
 
 def _replay(
-    path: Path, filters: list[Filter], fast: bool, cfg: DnsConfig | None = None
+    path: Path,
+    filters: list[Filter],
+    fast: bool,
+    cfg: DnsConfig | None = None,
+    events: str = "captured",
+    small: bool = False,
 ) -> tuple[list, list, dict]:
     """(forwarded frames, their metadata, the rest: events, tunneling statistics as
     sent, counters, drops, the fast path's own counts) of a capture through the DNS
-    mode, on the fast path or the general one only."""
+    mode, on the fast path or the general one only; read in chunks of 4096 packets,
+    or (``small``) of 1 to 5 (the same sizes on both paths)."""
+    import random
+
     src = FileSource(str(path))
-    m = dns_mode(ModeContext(src.interfaces, "deny", "captured"), cfg or DnsConfig())
+    m = dns_mode(ModeContext(src.interfaces, "deny", events), cfg or DnsConfig())
     if not fast:
         m._fast_ok = lambda: False  # type: ignore[method-assign]
     m.apply(compile_filters(filters, "h", DNS_FILTER_TYPES))
-    frames, metas, events, tunnel = [], [], [], []
+    frames, metas, events_, tunnel = [], [], [], []
     fwds = []
-    while (c := src.read()) is not None:
+    sizes = random.Random(3)
+    while (c := src.read(sizes.randint(1, 5) if small else 4096)) is not None:
         fwds.append(m.process(c))
     fwds.append(m.finish())
     for f in fwds:
@@ -51,12 +60,14 @@ def _replay(
             meta = f.meta.get(i)
             metas.append(None if meta is None else meta.SerializeToString(deterministic=True))
             off += 16 + cap
-        events += [e.SerializeToString(deterministic=True) for e in f.events]
+        # Per chunk, as a set: within one, the general path sends them in its table's
+        # order (least recently active first), the fast path its own after the engine's.
+        events_.append(sorted(e.SerializeToString(deterministic=True) for e in f.events))
         for kind, items in f.extras:
             if kind == "tunnel":
                 tunnel += [(t.domain, t.stats) for t in items]
     c = m.counters()
-    rest = {"events": sorted(events), "tunnel": tunnel, "counters": c.figures,
+    rest = {"events": events_, "tunnel": tunnel, "counters": c.figures,
             "dropped": c.dropped, "fast": dict(m.fast)}  # fmt: skip
     return frames, metas, rest
 
@@ -109,6 +120,21 @@ def test_fast_path_forwards_what_the_general_path_does(capture: str, pattern: st
         pytest.skip("corpus not present")
     flt = [Filter(id="f", type="dns_domain", pattern=pattern)]
     _same(_replay(path, flt, True), _replay(path, flt, False))
+
+
+@pytest.mark.parametrize("small", [False, True], ids=["4096", "1-5"])
+@pytest.mark.parametrize(("capture", "pattern"), CASES)
+def test_fast_path_events_all_sends_what_the_general_path_does(
+    capture: str, pattern: str, small: bool
+) -> None:
+    """``--events all`` (one event per transaction, captured or not): the same, chunk
+    by chunk (the events each chunk sends), in chunks of 4096 packets and of 1 to 5."""
+    path = CORPUS / capture
+    if not path.exists():
+        pytest.skip("corpus not present")
+    flt = [Filter(id="f", type="dns_domain", pattern=pattern)]
+    fast = _replay(path, flt, True, events="all", small=small)
+    _same(fast, _replay(path, flt, False, events="all", small=small))
 
 
 def test_the_fast_path_reads_the_corpus() -> None:
