@@ -824,6 +824,7 @@ class DnsMode(SessionMode):
         # the engine follows (None otherwise: the loop's extra tests are one each).
         done = self._done if self.events_all else None
         eng = self._eng
+        tsessions = self.table.sessions  # (with --events all, all three share the bound)
         unassociated = held = again = answered = answered_frames = 0
         off = 0
         for i, cap in enumerate(cap_col):
@@ -876,7 +877,7 @@ class DnsMode(SessionMode):
                                     if k not in pend and (
                                         len(pend) >= max_pend
                                         if done is None
-                                        else len(pend) + len(done) >= max_pend
+                                        else len(pend) + len(done) + len(tsessions) >= max_pend
                                     ):
                                         self._evict()
                                     v = rec[start:off] if not ifx else ((rec[start:off], ifx),)
@@ -1143,10 +1144,7 @@ class DnsMode(SessionMode):
         # The query is only needed for the RTT (``q is not None``): the response stands
         # in for it, unparsed.
         dom = self.dis.fill(ev.dns, r, r, qts, rts, len(pairs), 1, score=False)
-        done = self._done
-        if len(self._pend) + len(done) >= self.dis.cfg.max_transactions:
-            self._evict()
-        done[k] = (ev, dom, rts, rts)
+        self._done[k] = (ev, dom, rts, rts)  # (it was waiting: no more room taken)
 
     def _late_query(self, e: tuple, k: int, ts: int) -> bool:
         """A query of a transaction the engine follows (False: the caller hands it to
@@ -1293,6 +1291,15 @@ class DnsMode(SessionMode):
     def _message(self, msg: object, frames: list, flow: tuple, out, ts: int) -> None:
         dis = self.dis
         dis.flow = flow
+        if (self._pend or self._done) and self.events_all:
+            # --events all: the fast path's transactions count against the bound too,
+            # as the engine's sessions would (the least recently active leaves).
+            sessions = self.table.sessions
+            if (
+                len(self._pend) + len(self._done) + len(sessions) >= dis.cfg.max_transactions
+                and dis.session_key(msg) not in sessions
+            ):
+                self._evict()
         if dis.detector is not None and not msg.qr and msg.questions:  # type: ignore[attr-defined]
             self._observe(msg, ts, flow[0])
         super()._message(msg, frames, flow, out, ts)
