@@ -43,6 +43,7 @@ import socket
 import struct
 from collections import OrderedDict
 from dataclasses import dataclass
+from itertools import islice
 
 import orjson
 
@@ -76,7 +77,7 @@ from lc.hunter.modes.base import (
     with_extras,
 )
 from lc.hunter.modes.sessions import IP_FRAGMENTS, Dissector, SessionMode, set_flow
-from lc.hunter.session import MATCHED, REJECTED, Out, Session, SessionLimits
+from lc.hunter.session import EVICTION_SCAN, MATCHED, REJECTED, Out, Session, SessionLimits
 from lc.proto import lc_pb2
 
 __all__ = ["DNS_FILTER_TYPES", "SPEC", "DnsConfig", "DnsDissector", "DnsMode", "dns_mode"]
@@ -1032,6 +1033,7 @@ class DnsMode(SessionMode):
         dis.flow = flow
         if self.events_all:
             self._engine_has(k, pkt[0])
+            self._room(msg)
         if not an:  # the filters its name matches are all the engine's match would find
             self._ids = e[1]
         SessionMode._message(self, msg, [pkt], flow, out, pkt[0])
@@ -1097,11 +1099,25 @@ class DnsMode(SessionMode):
         """The table of waiting queries is full: the oldest leaves (unanswered); with
         ``--events all`` the least recently active of the waiting and the answered
         ones (both count against ``--max-transactions``), with its event."""
-        done = self._done
-        if done and (
-            not self._pend
-            or done[next(iter(done))][3] <= _last_ts(self._pend[next(iter(self._pend))])
-        ):
+        done, pend = self._done, self._pend
+        if self.events_all:
+            # One table in the general path: its least recently active transaction
+            # that is not matched leaves, whichever side follows it.
+            table = self.table
+            table.settle()
+            victim = next(
+                (v for v in islice(table.sessions.values(), EVICTION_SCAN) if v.state != MATCHED),
+                None,
+            )
+            if victim is not None:
+                t = victim.last_ns
+                if (not done or t < done[next(iter(done))][3]) and (
+                    not pend or t < _last_ts(pend[next(iter(pend))])
+                ):
+                    table.counters["evicted"] += 1
+                    table.forget(victim, evicted=True)
+                    return
+        if done and (not pend or done[next(iter(done))][3] <= _last_ts(pend[next(iter(pend))])):
             k, d = done.popitem(last=False)
             self.fast["evicted"] += 1
             self.table.counters["evicted"] += 1
@@ -1291,18 +1307,22 @@ class DnsMode(SessionMode):
     def _message(self, msg: object, frames: list, flow: tuple, out, ts: int) -> None:
         dis = self.dis
         dis.flow = flow
-        if (self._pend or self._done) and self.events_all:
-            # --events all: the fast path's transactions count against the bound too,
-            # as the engine's sessions would (the least recently active leaves).
-            sessions = self.table.sessions
-            if (
-                len(self._pend) + len(self._done) + len(sessions) >= dis.cfg.max_transactions
-                and dis.session_key(msg) not in sessions
-            ):
-                self._evict()
         if dis.detector is not None and not msg.qr and msg.questions:  # type: ignore[attr-defined]
             self._observe(msg, ts, flow[0])
+        if (self._pend or self._done) and self.events_all:
+            self._room(msg)  # (after the query counts, as the engine's eviction would be)
         super()._message(msg, frames, flow, out, ts)
+
+    def _room(self, msg: object) -> None:
+        """--events all: the fast path's transactions count against the bound too, as
+        the engine's sessions would: a message opening a session when the three are
+        --max-transactions evicts the least recently active (``dis.flow`` is set)."""
+        sessions = self.table.sessions
+        if (
+            len(self._pend) + len(self._done) + len(sessions) >= self.dis.cfg.max_transactions
+            and self.dis.session_key(msg) not in sessions
+        ):
+            self._evict()
 
     def _observe(self, msg: DnsMessage, ts: int, client: bytes) -> None:
         """A query the general path reads, counted for tunneling (its name's prepared
