@@ -1313,6 +1313,14 @@ class DnsMode(SessionMode):
             self._room(msg)  # (after the query counts, as the engine's eviction would be)
         super()._message(msg, frames, flow, out, ts)
 
+    def _new_connection(self, key: tuple, flow: tuple, ts: int, flags: int, out: Out) -> Session:
+        # --events all: a new TCP connection takes room from the fast path's too.
+        if (self._pend or self._done) and self.events_all:
+            pend, done = self._pend, self._done
+            if len(pend) + len(done) + len(self.table.sessions) >= self.dis.cfg.max_transactions:
+                self._evict()
+        return super()._new_connection(key, flow, ts, flags, out)
+
     def _room(self, msg: object) -> None:
         """--events all: the fast path's transactions count against the bound too, as
         the engine's sessions would: a message opening a session when the three are
