@@ -1109,14 +1109,18 @@ class DnsMode(SessionMode):
                 (v for v in islice(table.sessions.values(), EVICTION_SCAN) if v.state != MATCHED),
                 None,
             )
-            if victim is not None:
+            if not done and not pend:  # the engine's alone (a matched one if need be)
+                victim = victim or next(iter(table.sessions.values()))
+            elif victim is not None:
                 t = victim.last_ns
-                if (not done or t < done[next(iter(done))][3]) and (
-                    not pend or t < _last_ts(pend[next(iter(pend))])
+                if (done and t >= done[next(iter(done))][3]) or (
+                    pend and t >= _last_ts(pend[next(iter(pend))])
                 ):
-                    table.counters["evicted"] += 1
-                    table.forget(victim, evicted=True)
-                    return
+                    victim = None
+            if victim is not None:
+                table.counters["evicted"] += 1
+                table.forget(victim, evicted=True)
+                return
         if done and (not pend or done[next(iter(done))][3] <= _last_ts(pend[next(iter(pend))])):
             k, d = done.popitem(last=False)
             self.fast["evicted"] += 1

@@ -768,11 +768,17 @@ def test_fast_path_events_all_on_the_benchmark_mix(tmp_path, small: bool) -> Non
         _same(fast, _replay(cap, flt, False, events="all", small=small))
         assert fast[2]["fast"]["dropped"] > 6000
         assert sum(map(len, fast[2]["events"])) > 7000
+    flt = [Filter(id="f", type="dns_domain", pattern="*.watched-bench.com")]
+    # A full table (the fast path's transactions and the engine's share the bound, the
+    # least recently active leaves first, with its event), and the other flags.
+    cfgs = [DnsConfig(max_transactions=200)]
     if not small:
-        flt = [Filter(id="f", type="dns_domain", pattern="*.watched-bench.com")]
-        for cfg in (DnsConfig(udp_only=True), DnsConfig(detect_tunneling=False)):
-            fast = _replay(cap, flt, True, cfg, events="all")
-            _same(fast, _replay(cap, flt, False, cfg, events="all"))
+        cfgs += [DnsConfig(udp_only=True), DnsConfig(detect_tunneling=False)]
+    for cfg in cfgs:
+        fast = _replay(cap, flt, True, cfg, events="all", small=small)
+        _same(fast, _replay(cap, flt, False, cfg, events="all", small=small))
+        if cfg.max_transactions == 200:
+            assert fast[2]["counters"]["transactions_evicted"] > 1000
 
 
 def _edge_timeline() -> list[tuple[int, bytes]]:
