@@ -1101,22 +1101,30 @@ class DnsMode(SessionMode):
         ones (both count against ``--max-transactions``), with its event."""
         done, pend = self._done, self._pend
         if self.events_all:
-            # One table in the general path: its least recently active transaction
-            # that is not matched leaves, whichever side follows it.
+            # One table in the general path (SessionTable.open): among its
+            # EVICTION_SCAN least recently active, the first not matched leaves, else
+            # the very first. Here the fast path's oldest (never matched) stands in
+            # that order where its time puts it among the engine's sessions.
             table = self.table
             table.settle()
-            victim = next(
-                (v for v in islice(table.sessions.values(), EVICTION_SCAN) if v.state != MATCHED),
-                None,
-            )
-            if not done and not pend:  # the engine's alone (a matched one if need be)
-                victim = victim or next(iter(table.sessions.values()))
-            elif victim is not None:
-                t = victim.last_ns
-                if (done and t >= done[next(iter(done))][3]) or (
-                    pend and t >= _last_ts(pend[next(iter(pend))])
-                ):
-                    victim = None
+            tf = None
+            if done:
+                tf = done[next(iter(done))][3]
+            if pend:
+                t = _last_ts(pend[next(iter(pend))])
+                if tf is None or t < tf:
+                    tf = t
+            victim = None
+            older = 0  # the engine's matched sessions before the fast path's oldest
+            for v in islice(table.sessions.values(), EVICTION_SCAN):
+                if tf is not None and v.last_ns >= tf:
+                    break
+                if v.state != MATCHED:
+                    victim = v
+                    break
+                older += 1
+            if victim is None and (tf is None or older >= EVICTION_SCAN):
+                victim = next(iter(table.sessions.values()))  # all matched: the first
             if victim is not None:
                 table.counters["evicted"] += 1
                 table.forget(victim, evicted=True)
