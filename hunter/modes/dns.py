@@ -194,6 +194,7 @@ def rdata_text(rtype: int, rdata: object) -> str:
     return wire_text(str(rdata), _DATA_MAX)
 
 
+_ASK = object()  # (DnsDissector.fill: the registered domain is not known yet)
 _IP_TEXTS: dict[bytes, str] = {}  # address -> text (the same clients and servers come back)
 
 
@@ -601,11 +602,13 @@ class DnsDissector(Dissector):
         queries: int,
         responses: int,
         score: bool = True,
+        reg: object = _ASK,
     ) -> str | None:
         """:meth:`detail` into ``d`` (an event's, set field by field: upb builds that
         fastest; defaults are left unset, as the constructor leaves them). ``score``
         False leaves ``tunnel_score`` for the caller to set later (the domain's score
-        when the event goes out): the registered domain it is for is returned."""
+        when the event goes out): the registered domain it is for is returned.
+        ``reg``: :func:`registered_domain` of the question's name, when known."""
         m = r if r is not None else q
         assert m is not None
         d.id = m.id
@@ -638,7 +641,7 @@ class DnsDissector(Dissector):
                 if ips:
                     d.resolved_ips.extend(ips)
         if qname:
-            got = registered_domain(qname.lower())
+            got = registered_domain(qname.lower()) if reg is _ASK else reg
             if got is not None:
                 d.registered_domain = wire_text(got[0], _NAME_MAX)
                 d.subdomain = wire_text(got[1], _NAME_MAX)
@@ -861,7 +864,7 @@ class DnsMode(SessionMode):
                         if e is None:
                             e = entry(raw)
                         if e:
-                            _, ids, prep, ttype, hi = e
+                            _, ids, prep, ttype, hi, _ = e
                             ts = ts_col[i]
                             if flags < 0x8000:  # a query: client first in the key
                                 k = hi | ((src << 16 | sport) << 48 | dst << 16 | dport) << 16 | qid
@@ -905,7 +908,7 @@ class DnsMode(SessionMode):
                                         if self._response_decides(e, k, p, z + 5, pe, pkt, out):
                                             continue
                                     if done is not None:  # --events all: its event
-                                        self._answered(k, p, mv[start + 58 : pe], ts)
+                                        self._answered(e, k, p, mv[start + 58 : pe], ts)
                                     answered += 1
                                     if type(p) is not bytes:
                                         answered_frames += len(p) - 1
@@ -995,7 +998,21 @@ class DnsMode(SessionMode):
         det = self.dis.detector
         prep = det.prepare(name, labels) if det is not None else None
         tunnel_type = (lkey[n + 1] << 8 | lkey[n + 2]) in TUNNEL_TYPES
-        return (lkey, ids, prep, tunnel_type, self._number(lkey) << 112)
+        return (lkey, ids, prep, tunnel_type, self._number(lkey) << 112,
+                self._registered(name, prep) if self.events_all else None)  # fmt: skip
+
+    @staticmethod
+    def _registered(name: str, prep: object) -> tuple[str, str] | None:
+        """:func:`registered_domain` of a question's name (lower-cased text), for its
+        events: from the tunneling measures' split when there are some (the same
+        labels, the same list), else asked."""
+        if type(prep) is tuple:
+            domain = prep[0]
+            if name == domain:
+                return domain, ""
+            if name.endswith(domain) and name[-len(domain) - 1] == ".":
+                return domain, name[: -len(domain) - 1]
+        return registered_domain(name)
 
     def _number(self, lkey: bytes) -> int:
         """The question's number in the transaction keys: the same for as long as a
@@ -1162,7 +1179,7 @@ class DnsMode(SessionMode):
         f.ip_proto = 17
         return ev
 
-    def _answered(self, k: int, p: bytes | tuple, data: memoryview, rts: int) -> None:
+    def _answered(self, e: tuple, k: int, p: bytes | tuple, data: memoryview, rts: int) -> None:
         """The response (``data``, at ``rts``) of the waiting query ``p`` that decided
         nothing: the transaction's event, sent when it leaves (:meth:`_expire`)."""
         pairs = _pairs(p)
@@ -1171,7 +1188,10 @@ class DnsMode(SessionMode):
         ev = self._txn_event(k, qts, rts)
         # The query is only needed for the RTT (``q is not None``): the response stands
         # in for it, unparsed.
-        dom = self.dis.fill(ev.dns, r, r, qts, rts, len(pairs), 1, score=False)
+        reg = e[5]
+        if reg is None and r.qname:  # (a name cached before --events all was read)
+            reg = registered_domain(r.qname.lower())
+        dom = self.dis.fill(ev.dns, r, r, qts, rts, len(pairs), 1, score=False, reg=reg)
         self._done[k] = (ev, dom, rts, rts)  # (it was waiting: no more room taken)
 
     def _late_query(self, e: tuple, k: int, ts: int) -> bool:
