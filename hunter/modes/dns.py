@@ -677,7 +677,7 @@ class DnsMode(SessionMode):
     """The session engine with a DNS dissector, plus tunneling statistics.
 
     **Fast path** (the bulk of a resolver's traffic, when the filters are only
-    ``dns_domain`` and events are for captured transactions): one loop over the
+    ``dns_domain``): one loop over the
     chunk's records reads an untagged Ethernet/IPv4/UDP frame on a DNS port with one
     ``unpack_from`` (addresses, ports, lengths, DNS id, flags, counts) and takes its
     question as the raw bytes up to the first zero byte plus type and class. Those
@@ -704,11 +704,23 @@ class DnsMode(SessionMode):
       (metadata, RTT, event); later packets of a matched transaction meet it there
       through the engine's datagram path (the frame is not decoded again).
     * A query unanswered for ``--dns-timeout`` leaves as unanswered.
+    * ``--events all`` (passive DNS: an event per transaction, matched or not): the
+      response that pops a waiting query and decides nothing is parsed once and the
+      transaction's event built as the engine's :meth:`DnsDissector.describe` would
+      (:meth:`_answered`); it stays in :attr:`_done` until ``--dns-grace`` after its
+      response (retransmitted queries and responses join it, a late match hands the
+      rest to the engine) and leaves in the same call as the engine's session would,
+      its tunneling score set then. Unanswered queries leave (timeout, eviction,
+      the end) with the engine's unanswered event. The waiting, the answered and the
+      engine's sessions share ``--max-transactions`` as one table does, eviction
+      following :meth:`SessionTable.open`'s choice (:meth:`_evict`). Queries of
+      transactions the engine follows (a match, a response seen first) go to it
+      (:attr:`_eng`).
 
     Everything else (TCP, IPv6, VLANs, fragments, IP options) takes the general
-    path; so do all packets while ``ip_address`` or ``bpf`` filters exist, with
-    ``--events all``, or with no filter and ``--no-filter-policy allow`` (the
-    waiting queries are then handed to the engine first).
+    path; so do all packets while ``ip_address`` or ``bpf`` filters exist, or with
+    no filter and ``--no-filter-policy allow`` (the waiting queries are then handed
+    to the engine first).
     ``tests/hunter/test_dns_mode.py`` compares both paths on the corpus and on the
     benchmark's mix: same frames, metadata, events, tunneling statistics and drops.
     """
