@@ -403,8 +403,9 @@ def test_session_keys_are_transaction_keys_named_by_their_text() -> None:
     assert str(d.session_key(q)) == "udp:[::1]:48622-[2001:db8::53]:53#4660"
 
 
+@pytest.mark.parametrize("events", ["captured", "all"])
 def test_fast_path_pairs_across_name_cache_flushes_and_filter_changes(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, events: str
 ) -> None:
     """The name cache is emptied when full and when the filters change, while queries
     wait for their responses: they still meet them (a question keeps its number in
@@ -422,7 +423,7 @@ def test_fast_path_pairs_across_name_cache_flushes_and_filter_changes(
 
     def run(fast: bool) -> tuple:
         src = FileSource(str(cap))
-        m = dns_mode(ModeContext(src.interfaces, "deny", "captured"), DnsConfig())
+        m = dns_mode(ModeContext(src.interfaces, "deny", events), DnsConfig())
         if not fast:
             m._fast_ok = lambda: False  # type: ignore[method-assign]
         flt = [Filter(id="w", type="dns_domain", pattern="*.watched-bench.com")]
@@ -436,11 +437,11 @@ def test_fast_path_pairs_across_name_cache_flushes_and_filter_changes(
             out.append(m.process(c))
         out.append(m.finish())
         frames = [bytes(f.chunk.records) for f in out]
-        events = sorted(e.SerializeToString(deterministic=True) for f in out for e in f.events)
+        sent = sorted(e.SerializeToString(deterministic=True) for f in out for e in f.events)
         c = m.counters()
         return (
             frames,
-            events,
+            sent,
             c.dropped,
             c.figures["dns_unanswered"],
             c.figures["transactions_created"],
@@ -699,8 +700,9 @@ def test_dns_ports_udp_only_and_no_tunneling_flags() -> None:
     assert all(d.tunnel_score == 0 for d in metas)
 
 
+@pytest.mark.parametrize("events", ["captured", "all"])
 @pytest.mark.parametrize("fast", [True, False])
-def test_transactions_followed_are_bounded_and_evictions_counted(fast: bool) -> None:
+def test_transactions_followed_are_bounded_and_evictions_counted(fast: bool, events: str) -> None:
     """--max-transactions: beyond it the least recent undecided transaction leaves,
     counted (transactions_evicted, unanswered); what is left still pairs."""
     import random
@@ -712,18 +714,22 @@ def test_transactions_followed_are_bounded_and_evictions_counted(fast: bool) -> 
               for i in range(10)]  # fmt: skip
     w = wire_name(b"n9.other.org")
     frames.append(udp_frame(b, 53, a, 4009, response(9, w, 1, random.Random(1), False)))
-    m = dns_mode(ModeContext([("eth0", 1)], "deny", "captured"), DnsConfig(max_transactions=4))
+    m = dns_mode(ModeContext([("eth0", 1)], "deny", events), DnsConfig(max_transactions=4))
     if not fast:
         m._fast_ok = lambda: False  # type: ignore[method-assign]
     m.apply(compile_filters([Filter(id="d", type="dns_domain", pattern="*.watched-bench.com")],
                             "h1", DNS_FILTER_TYPES))  # fmt: skip
-    m.process(chunk_of(frames, T0))
+    evs = list(m.process(chunk_of(frames, T0)).events)
     c = m.counters()
     assert c.figures["transactions_evicted"] == 6 == c.dropped["transactions_evicted"]
     assert c.figures["dns_unanswered"] == 6
-    m.finish()
+    evs += m.finish().events
     c = m.counters()
     assert c.figures["dns_unanswered"] == 9  # the other 3 at the end; n9 was answered
+    if events == "all":  # each with its event: 9 unanswered, n9 answered
+        assert sorted((e.dns.qname, e.dns.answered) for e in evs) == sorted(
+            [(f"n{i}.other.org", i == 9) for i in range(10)]
+        )
 
 
 def test_ip_address_filter_forwards_whole_transactions() -> None:
