@@ -919,8 +919,10 @@ class DnsMode(SessionMode):
                                         self._at = start
                                         if self._response_decides(e, k, p, z + 5, pe, pkt, out):
                                             continue
-                                    if done is not None:  # --events all: its event
-                                        self._answered(e, k, p, mv[start + 58 : pe], ts)
+                                    if done is not None and not self._answered(
+                                        e, k, p, mv[start + 58 : pe], ts
+                                    ):  # --events all: its event (False: malformed)
+                                        continue
                                     answered += 1
                                     if type(p) is not bytes:
                                         answered_frames += len(p) - 1
@@ -1191,20 +1193,24 @@ class DnsMode(SessionMode):
         f.ip_proto = 17
         return ev
 
-    def _answered(self, e: tuple, k: int, p: bytes | tuple, data: memoryview, rts: int) -> None:
+    def _answered(self, e: tuple, k: int, p: bytes | tuple, data: memoryview, rts: int) -> bool:
         """The response (``data``, at ``rts``) of the waiting query ``p`` that decided
         nothing: the transaction's event, sent when it leaves (:meth:`_expire`)."""
         pairs = _pairs(p)
         qts = _rec_ts(pairs[0][0])
-        r = parse_dns(data)  # (the fast path's shape: header and question are valid)
+        try:
+            r = parse_dns(data)  # (the fast path's shape: header and question are valid)
+        except DnsError:  # (never seen; as the engine would: malformed, the query waits)
+            self._pend[k] = p
+            self.c["malformed"] += 1
+            return False
         ev = self._txn_event(k, qts, rts)
         # The query is only needed for the RTT (``q is not None``): the response stands
         # in for it, unparsed.
-        reg = e[5]
-        if reg is None and r.qname:  # (a name cached before --events all was read)
-            reg = registered_domain(r.qname.lower())
-        dom = self.dis.fill(ev.dns, r, r, qts, rts, len(pairs), 1, score=False, reg=reg)
+        # e[5]: registered_domain() of the question's name, as the entry read it.
+        dom = self.dis.fill(ev.dns, r, r, qts, rts, len(pairs), 1, score=False, reg=e[5])
         self._done[k] = (ev, dom, rts, rts)  # (it was waiting: no more room taken)
+        return True
 
     def _late_query(self, e: tuple, k: int, ts: int) -> bool:
         """A query of a transaction the engine follows (False: the caller hands it to
