@@ -43,6 +43,7 @@ import socket
 import struct
 from collections import OrderedDict
 from dataclasses import dataclass
+from itertools import islice
 
 import orjson
 
@@ -76,7 +77,7 @@ from lc.hunter.modes.base import (
     with_extras,
 )
 from lc.hunter.modes.sessions import IP_FRAGMENTS, Dissector, SessionMode, set_flow
-from lc.hunter.session import MATCHED, REJECTED, Out, Session, SessionLimits
+from lc.hunter.session import EVICTION_SCAN, MATCHED, REJECTED, Out, Session, SessionLimits
 from lc.proto import lc_pb2
 
 __all__ = ["DNS_FILTER_TYPES", "SPEC", "DnsConfig", "DnsDissector", "DnsMode", "dns_mode"]
@@ -97,6 +98,7 @@ _CONN_PENDING = 64  # queries of one TCP connection waiting for their responses
 _PEEK_DNS4 = struct.Struct("!HBxHxxHxBxxIIHHHxxHHHH")
 _LENGTHS = struct.Struct("!H20xH")  # IP total length, UDP length (record offsets 32, 54)
 _REC = struct.Struct("<IIII")  # a record's pcap header
+_TS = struct.Struct("<II")  # its time
 
 
 def flag(text: str | bool) -> bool:
@@ -192,6 +194,7 @@ def rdata_text(rtype: int, rdata: object) -> str:
     return wire_text(str(rdata), _DATA_MAX)
 
 
+_ASK = object()  # (DnsDissector.fill: the registered domain is not known yet)
 _IP_TEXTS: dict[bytes, str] = {}  # address -> text (the same clients and servers come back)
 
 
@@ -259,6 +262,17 @@ def _frames(p: bytes | tuple) -> list[tuple]:
         sec, nsec, cap, orig = _REC.unpack_from(rec, 0)
         out.append((sec * 1_000_000_000 + nsec, cap, orig, rec, ifx))
     return out
+
+
+def _rec_ts(rec: bytes) -> int:
+    """A record's capture time (its pcap header's)."""
+    sec, nsec = _TS.unpack_from(rec, 0)
+    return sec * 1_000_000_000 + nsec
+
+
+def _last_ts(p: bytes | tuple) -> int:
+    """A waiting query's last packet's capture time."""
+    return _rec_ts(p if type(p) is bytes else p[-1][0])
 
 
 def _payload(rec: bytes) -> bytes:
@@ -587,9 +601,14 @@ class DnsDissector(Dissector):
         rts: int,
         queries: int,
         responses: int,
-    ) -> None:
+        score: bool = True,
+        reg: object = _ASK,
+    ) -> str | None:
         """:meth:`detail` into ``d`` (an event's, set field by field: upb builds that
-        fastest; defaults are left unset, as the constructor leaves them)."""
+        fastest; defaults are left unset, as the constructor leaves them). ``score``
+        False leaves ``tunnel_score`` for the caller to set later (the domain's score
+        when the event goes out): the registered domain it is for is returned.
+        ``reg``: :func:`registered_domain` of the question's name, when known."""
         m = r if r is not None else q
         assert m is not None
         d.id = m.id
@@ -622,11 +641,14 @@ class DnsDissector(Dissector):
                 if ips:
                     d.resolved_ips.extend(ips)
         if qname:
-            got = registered_domain(qname.lower())
+            got = registered_domain(qname.lower()) if reg is _ASK else reg
             if got is not None:
                 d.registered_domain = wire_text(got[0], _NAME_MAX)
                 d.subdomain = wire_text(got[1], _NAME_MAX)
+                if not score:
+                    return got[0]
                 d.tunnel_score = self.domain_score(got[0])
+        return None
 
     def forgotten(self, s: Session) -> None:
         t: _Txn = s.info  # type: ignore[assignment]
@@ -655,7 +677,7 @@ class DnsMode(SessionMode):
     """The session engine with a DNS dissector, plus tunneling statistics.
 
     **Fast path** (the bulk of a resolver's traffic, when the filters are only
-    ``dns_domain`` and events are for captured transactions): one loop over the
+    ``dns_domain``): one loop over the
     chunk's records reads an untagged Ethernet/IPv4/UDP frame on a DNS port with one
     ``unpack_from`` (addresses, ports, lengths, DNS id, flags, counts) and takes its
     question as the raw bytes up to the first zero byte plus type and class. Those
@@ -682,11 +704,23 @@ class DnsMode(SessionMode):
       (metadata, RTT, event); later packets of a matched transaction meet it there
       through the engine's datagram path (the frame is not decoded again).
     * A query unanswered for ``--dns-timeout`` leaves as unanswered.
+    * ``--events all`` (passive DNS: an event per transaction, matched or not): the
+      response that pops a waiting query and decides nothing is parsed once and the
+      transaction's event built as the engine's :meth:`DnsDissector.describe` would
+      (:meth:`_answered`); it stays in :attr:`_done` until ``--dns-grace`` after its
+      response (retransmitted queries and responses join it, a late match hands the
+      rest to the engine) and leaves in the same call as the engine's session would,
+      its tunneling score set then. Unanswered queries leave (timeout, eviction,
+      the end) with the engine's unanswered event. The waiting, the answered and the
+      engine's sessions share ``--max-transactions`` as one table does, eviction
+      following :meth:`SessionTable.open`'s choice (:meth:`_evict`). Queries of
+      transactions the engine follows (a match, a response seen first) go to it
+      (:attr:`_eng`).
 
     Everything else (TCP, IPv6, VLANs, fragments, IP options) takes the general
-    path; so do all packets while ``ip_address`` or ``bpf`` filters exist, with
-    ``--events all``, or with no filter and ``--no-filter-policy allow`` (the
-    waiting queries are then handed to the engine first).
+    path; so do all packets while ``ip_address`` or ``bpf`` filters exist, or with
+    no filter and ``--no-filter-policy allow`` (the waiting queries are then handed
+    to the engine first).
     ``tests/hunter/test_dns_mode.py`` compares both paths on the corpus and on the
     benchmark's mix: same frames, metadata, events, tunneling statistics and drops.
     """
@@ -719,6 +753,17 @@ class DnsMode(SessionMode):
         self._cur: tuple[memoryview, int] | None = None  # the frame being handled
         self._ids: tuple[str, ...] | None = None  # the match of the message being handled
         self.fast = dict.fromkeys(("queries", "dropped", "promoted", "evicted", "name_flushes"), 0)
+        # --events all (fast path): answered transactions that never matched, until
+        # --dns-grace after their response (retransmissions join them), least recently
+        # active first: transaction key -> (event, its registered domain, response
+        # time, last packet's time); the event is built at the response, its tunneling
+        # score set when it leaves (as the general path scores it then).
+        self._done: OrderedDict[int, tuple] = OrderedDict()
+        # --events all: keys of the transactions the engine follows (matched, or a
+        # response without a waiting query) -> their last packet's time here: their
+        # later queries go to the engine too (kept at least as long as the engine
+        # keeps the session; a stale key only sends a query the general way).
+        self._eng: dict[int, int] = {}
 
     def apply(self, compiled) -> None:  # type: ignore[no-untyped-def]
         # bpf filters are compiled (libpcap) for every link type in use before anything
@@ -757,8 +802,6 @@ class DnsMode(SessionMode):
 
     def _fast_ok(self) -> bool:
         fs = self._fs
-        if self.events_all:
-            return False
         if fs is None or not len(fs):
             return self.policy != "allow"
         return not fs.has("ip_address") and not fs.has("bpf")
@@ -793,6 +836,11 @@ class DnsMode(SessionMode):
         observe = det.observe_prepared if det is not None else None
         clients = self._clients
         datagram = self._datagram
+        # --events all: answered transactions until they leave, and the keys of those
+        # the engine follows (None otherwise: the loop's extra tests are one each).
+        done = self._done if self.events_all else None
+        eng = self._eng
+        tsessions = self.table.sessions  # (with --events all, all three share the bound)
         unassociated = held = again = answered = answered_frames = 0
         off = 0
         for i, cap in enumerate(cap_col):
@@ -828,7 +876,7 @@ class DnsMode(SessionMode):
                         if e is None:
                             e = entry(raw)
                         if e:
-                            _, ids, prep, ttype, hi = e
+                            _, ids, prep, ttype, hi, _ = e
                             ts = ts_col[i]
                             if flags < 0x8000:  # a query: client first in the key
                                 k = hi | ((src << 16 | sport) << 48 | dst << 16 | dport) << 16 | qid
@@ -836,42 +884,55 @@ class DnsMode(SessionMode):
                                     pkt = (ts, cap, orig_col[i], mv[start:off], ifx)
                                     self._query_matched(e, k, an, pe - start, pkt, out)
                                     continue
-                                if prep is not None:
-                                    cli = clients.get(src)
-                                    if cli is None:
-                                        cli = self._client(src)
-                                    observe(prep, ttype, ts, cli)
-                                if len(pend) >= max_pend and k not in pend:
-                                    self._evict()
-                                v = rec[start:off] if not ifx else ((rec[start:off], ifx),)
-                                p = hold(k, v)
-                                if p is v:
-                                    held += 1
-                                else:  # a retransmission: held with the first
-                                    pend[k] = _pairs(p) + _pairs(v)
-                                    again += 1
-                                continue
-                            p = pop(
-                                hi | ((dst << 16 | dport) << 48 | src << 16 | sport) << 16 | qid,
-                                None,
-                            )
-                            if p is not None:
-                                # The question matches (filters changed since the
-                                # query), or a name of its CNAME chain may: decide.
-                                if ids is not None or (an and find(b"\0\5", z + 5, pe) >= 0):
-                                    pkt = (ts, cap, orig_col[i], mv[start:off], ifx)
-                                    self._at = start
-                                    k = (
-                                        hi
-                                        | ((dst << 16 | dport) << 48 | src << 16 | sport) << 16
-                                        | qid
-                                    )
-                                    if self._response_decides(e, k, p, z + 5, pe, pkt, out):
+                                if done is None or (k not in done and k not in eng):
+                                    if prep is not None:
+                                        cli = clients.get(src)
+                                        if cli is None:
+                                            cli = self._client(src)
+                                        observe(prep, ttype, ts, cli)
+                                    if k not in pend and (
+                                        len(pend) >= max_pend
+                                        if done is None
+                                        else len(pend) + len(done) + len(tsessions) >= max_pend
+                                    ):
+                                        self._evict()
+                                    v = rec[start:off] if not ifx else ((rec[start:off], ifx),)
+                                    p = hold(k, v)
+                                    if p is v:
+                                        held += 1
+                                    else:  # a retransmission: held with the first
+                                        pend[k] = _pairs(p) + _pairs(v)
+                                        again += 1
+                                        if done is not None:  # (the engine's activity order)
+                                            pend.move_to_end(k)
+                                    continue
+                                if self._late_query(e, k, ts):
+                                    continue
+                            else:
+                                k = hi | ((dst << 16 | dport) << 48 | src << 16 | sport) << 16 | qid
+                                p = pop(k, None)
+                                if p is not None:
+                                    # The question matches (filters changed since the
+                                    # query), or a name of its CNAME chain may: decide.
+                                    if ids is not None or (an and find(b"\0\5", z + 5, pe) >= 0):
+                                        pkt = (ts, cap, orig_col[i], mv[start:off], ifx)
+                                        self._at = start
+                                        if self._response_decides(e, k, p, z + 5, pe, pkt, out):
+                                            continue
+                                    if done is not None and not self._answered(
+                                        e, k, p, mv[start + 58 : pe], ts
+                                    ):  # --events all: its event (False: malformed)
                                         continue
-                                answered += 1
-                                if type(p) is not bytes:
-                                    answered_frames += len(p) - 1
-                                continue
+                                    answered += 1
+                                    if type(p) is not bytes:
+                                        answered_frames += len(p) - 1
+                                    continue
+                                if done is not None:
+                                    if k in done:
+                                        self._at = start
+                                        if self._late_response(e, k, an, z + 5, pe, ts):
+                                            continue
+                                    self._engine_has(k, ts)
                     # Everything else of this shape (a response whose query the engine
                     # follows, a malformed message...): the engine's datagram path,
                     # without decoding the frame again.
@@ -951,7 +1012,21 @@ class DnsMode(SessionMode):
         det = self.dis.detector
         prep = det.prepare(name, labels) if det is not None else None
         tunnel_type = (lkey[n + 1] << 8 | lkey[n + 2]) in TUNNEL_TYPES
-        return (lkey, ids, prep, tunnel_type, self._number(lkey) << 112)
+        return (lkey, ids, prep, tunnel_type, self._number(lkey) << 112,
+                self._registered(name, prep) if self.events_all else None)  # fmt: skip
+
+    @staticmethod
+    def _registered(name: str, prep: object) -> tuple[str, str] | None:
+        """:func:`registered_domain` of a question's name (lower-cased text), for its
+        events: from the tunneling measures' split when there are some (the same
+        labels, the same list), else asked."""
+        if type(prep) is tuple:
+            domain = prep[0]
+            if name == domain:
+                return domain, ""
+            if name.endswith(domain) and name[-len(domain) - 1] == ".":
+                return domain, name[: -len(domain) - 1]
+        return registered_domain(name)
 
     def _number(self, lkey: bytes) -> int:
         """The question's number in the transaction keys: the same for as long as a
@@ -987,6 +1062,9 @@ class DnsMode(SessionMode):
             dis.detector.observe_prepared(e[2], e[3], pkt[0], cli)  # type: ignore[union-attr]
         flow = (src.to_bytes(4, "big"), sport, dst.to_bytes(4, "big"), dport, 17)
         dis.flow = flow
+        if self.events_all:
+            self._engine_has(k, pkt[0])
+            self._room(msg)
         if not an:  # the filters its name matches are all the engine's match would find
             self._ids = e[1]
         SessionMode._message(self, msg, [pkt], flow, out, pkt[0])
@@ -1001,39 +1079,41 @@ class DnsMode(SessionMode):
         name of the chain matches (or the question), the query and the response go to
         the engine (True). False: no match, the caller drops both."""
         rec, base = self._rec, self._at + 58
-        full = None
-        if e[1] is None:
-            verdicts = self._chain
-            targets = cname_targets(rec, base, qend, pe)
-            if targets is not None:  # the usual shape: the targets' raw bytes will do
-                names: list = targets
-            else:
-                data = rec[base:pe]
-                chain = cname_chain(data)
-                if chain is None:  # only a whole parse can tell
-                    full = parse_dns(data)
-                    chain = []
-                    for r in full.answers:
-                        if r[1] == TYPE_CNAME:
-                            chain.append(r[0])
-                            chain.append(r[4])  # type: ignore[arg-type]
-                names = chain
-            for name in names:
-                hit = verdicts.get(name)
-                if hit is None:
-                    hit = self._verdict(name)
-                if hit:
-                    break
-            else:
-                return False
-        if full is None:
-            full = parse_dns(rec[base:pe])
+        if e[1] is None and not self._chain_hit(qend, pe):
+            return False
+        full = parse_dns(rec[base:pe])
         self._promote(k, p, out)
         src, sport, dst, dport = _key_flow(k)
         flow = (dst.to_bytes(4, "big"), dport, src.to_bytes(4, "big"), sport, 17)
         self.dis.flow = flow
         SessionMode._message(self, full, [pkt], flow, out, pkt[0])
         return True
+
+    def _chain_hit(self, qend: int, pe: int) -> bool:
+        """Whether a name of the CNAME chain of the response at ``_at`` in :attr:`_rec`
+        (its answers from ``qend``, its payload ending at ``pe``) matches a filter."""
+        rec, base = self._rec, self._at + 58
+        verdicts = self._chain
+        targets = cname_targets(rec, base, qend, pe)
+        if targets is not None:  # the usual shape: the targets' raw bytes will do
+            names: list = targets
+        else:
+            data = rec[base:pe]
+            chain = cname_chain(data)
+            if chain is None:  # only a whole parse can tell
+                chain = []
+                for r in parse_dns(data).answers:
+                    if r[1] == TYPE_CNAME:
+                        chain.append(r[0])
+                        chain.append(r[4])  # type: ignore[arg-type]
+            names = chain
+        for name in names:
+            hit = verdicts.get(name)
+            if hit is None:
+                hit = self._verdict(name)
+            if hit:
+                return True
+        return False
 
     def _verdict(self, name: str | bytes) -> bool:
         """Whether a name of a CNAME chain matches a ``dns_domain`` filter; the name as
@@ -1047,11 +1127,165 @@ class DnsMode(SessionMode):
         return hit
 
     def _evict(self) -> None:
-        """The table of waiting queries is full: the oldest leaves (unanswered)."""
-        _, old = self._pend.popitem(last=False)
+        """The table of waiting queries is full: the oldest leaves (unanswered); with
+        ``--events all`` the least recently active of the waiting and the answered
+        ones (both count against ``--max-transactions``), with its event."""
+        done, pend = self._done, self._pend
+        if self.events_all:
+            # One table in the general path (SessionTable.open): among its
+            # EVICTION_SCAN least recently active, the first not matched leaves, else
+            # the very first. Here the fast path's oldest (never matched) stands in
+            # that order where its time puts it among the engine's sessions.
+            table = self.table
+            table.settle()
+            tf = None
+            if done:
+                tf = done[next(iter(done))][3]
+            if pend:
+                t = _last_ts(pend[next(iter(pend))])
+                if tf is None or t < tf:
+                    tf = t
+            victim = None
+            older = 0  # the engine's matched sessions before the fast path's oldest
+            for v in islice(table.sessions.values(), EVICTION_SCAN):
+                if tf is not None and v.last_ns >= tf:
+                    break
+                if v.state != MATCHED:
+                    victim = v
+                    break
+                older += 1
+            if victim is None and (tf is None or older >= EVICTION_SCAN):
+                victim = next(iter(table.sessions.values()))  # all matched: the first
+            if victim is not None:
+                table.counters["evicted"] += 1
+                table.forget(victim, evicted=True)
+                return
+        if done and (not pend or done[next(iter(done))][3] <= _last_ts(pend[next(iter(pend))])):
+            k, d = done.popitem(last=False)
+            self.fast["evicted"] += 1
+            self.table.counters["evicted"] += 1
+            self._done_event(d)
+            return
+        k, old = self._pend.popitem(last=False)
         self.fast["evicted"] += 1
         self.table.counters["evicted"] += 1
         self._drop(old, unanswered=True, evicted=True)
+        if self.events_all:
+            self._unanswered_event(k, old)
+
+    # -- --events all: the events of transactions the fast path ends -------------------
+    def _txn_event(self, k: int, start: int, end: int) -> lc_pb2.Event:
+        """A fast-path transaction's event as the engine starts it (never captured)."""
+        src, sport, dst, dport = _key_flow(k)
+        c, s = src.to_bytes(4, "big"), dst.to_bytes(4, "big")
+        # The session id: the text of its _TxnKey (wire-safe as it is: ASCII, short).
+        ev = lc_pb2.Event(
+            dataset="dns",
+            start_ns=start,
+            end_ns=end,
+            session_id=f"udp:{_ip_text(c)}:{sport}-{_ip_text(s)}:{dport}#{k & 0xFFFF}",
+        )
+        f = ev.flow
+        f.src_ip = c
+        f.dst_ip = s
+        f.src_port = sport
+        f.dst_port = dport
+        f.ip_proto = 17
+        return ev
+
+    def _answered(self, e: tuple, k: int, p: bytes | tuple, data: memoryview, rts: int) -> bool:
+        """The response (``data``, at ``rts``) of the waiting query ``p`` that decided
+        nothing: the transaction's event, sent when it leaves (:meth:`_expire`)."""
+        pairs = _pairs(p)
+        qts = _rec_ts(pairs[0][0])
+        try:
+            r = parse_dns(data)  # (the fast path's shape: header and question are valid)
+        except DnsError:  # (never seen; as the engine would: malformed, the query waits)
+            self._pend[k] = p
+            self.c["malformed"] += 1
+            return False
+        ev = self._txn_event(k, qts, rts)
+        # The query is only needed for the RTT (``q is not None``): the response stands
+        # in for it, unparsed.
+        # e[5]: registered_domain() of the question's name, as the entry read it.
+        dom = self.dis.fill(ev.dns, r, r, qts, rts, len(pairs), 1, score=False, reg=e[5])
+        self._done[k] = (ev, dom, rts, rts)  # (it was waiting: no more room taken)
+        return True
+
+    def _late_query(self, e: tuple, k: int, ts: int) -> bool:
+        """A query of a transaction the engine follows (False: the caller hands it to
+        the engine), or of an answered one (True: it joins, as in the engine's
+        rejected session: counted, for tunneling too)."""
+        eng = self._eng
+        if k in eng:
+            eng[k] = ts
+            return False
+        done = self._done
+        if e[1] is not None:  # its name matches now (the filters changed): the engine's
+            self._done_event(done.pop(k))
+            return False
+        ev, dom, rts, _ = done[k]
+        if e[2] is not None:
+            src = _key_flow(k)[0]
+            cli = self._clients.get(src) or self._client(src)
+            self.dis.detector.observe_prepared(e[2], e[3], ts, cli)  # type: ignore[union-attr]
+        ev.dns.queries += 1
+        done[k] = (ev, dom, rts, ts)
+        done.move_to_end(k)
+        self.c["messages"] += 1
+        self.dis.c["queries"] += 1
+        self.table.unmatched_packets += 1
+        return True
+
+    def _late_response(self, e: tuple, k: int, an: int, qend: int, pe: int, ts: int) -> bool:
+        """A response (at ``_at`` in :attr:`_rec`) of an answered transaction: it joins
+        (True) unless its question or CNAME chain matches now: the transaction's event
+        goes now and the engine takes the response (False)."""
+        done = self._done
+        if e[1] is not None or (
+            an and self._rec.find(b"\0\5", qend, pe) >= 0 and self._chain_hit(qend, pe)
+        ):
+            self._done_event(done.pop(k))
+            return False
+        ev, dom, rts, _ = done[k]
+        ev.dns.responses += 1
+        done[k] = (ev, dom, rts, ts)
+        done.move_to_end(k)
+        self.c["messages"] += 1
+        dc = self.dis.c
+        dc["responses"] += 1
+        self.table.unmatched_packets += 1
+        return True
+
+    def _engine_has(self, k: int, ts: int) -> None:
+        """The engine follows the transaction ``k`` (its later queries go there)."""
+        eng = self._eng
+        if k not in eng and len(eng) >= 2 * self.dis.cfg.max_transactions:
+            del eng[next(iter(eng))]
+        eng[k] = ts
+
+    def _done_event(self, d: tuple) -> None:
+        """An answered transaction leaves: its event, scored now."""
+        ev, dom, _, _ = d
+        if dom is not None:
+            ev.dns.tunnel_score = self.dis.domain_score(dom)
+        self._events.append(ev)
+        self.c["events"] += 1
+
+    def _unanswered_event(self, k: int, p: bytes | tuple) -> None:
+        """A waiting query leaves unanswered: its event, as the engine's (it ends when
+        the query was given up: :meth:`DnsDissector.given_up`)."""
+        pairs = _pairs(p)
+        first = pairs[0][0]
+        qts = _rec_ts(first)
+        last = _rec_ts(pairs[-1][0])
+        dis = self.dis
+        given_up = min(last + dis.cfg.timeout_ns, max(self._clock, last))
+        ev = self._txn_event(k, qts, max(qts, given_up))
+        q = parse_dns(_payload(first))
+        dis.fill(ev.dns, q, None, qts, 0, len(pairs), 0)
+        self._events.append(ev)
+        self.c["events"] += 1
 
     def _drop(self, p: bytes | tuple, unanswered: bool, evicted: bool = False) -> None:
         """A waiting query's transaction leaves without a match."""
@@ -1076,6 +1310,8 @@ class DnsMode(SessionMode):
         self.dis.c["queries"] -= n
         self.table.counters["created"] -= 1
         self.fast["promoted"] += 1
+        if self.events_all:
+            self._engine_has(k, frames[-1][0])
         src, sport, dst, dport = _key_flow(k)
         flow = (src.to_bytes(4, "big"), sport, dst.to_bytes(4, "big"), dport, 17)
         self.dis.flow = flow
@@ -1091,7 +1327,27 @@ class DnsMode(SessionMode):
     def _expire(self, now: int, out: Out) -> None:
         super()._expire(now, out)
         pend = self._pend
-        limit = now - self.dis.cfg.timeout_ns
+        cfg = self.dis.cfg
+        limit = now - cfg.timeout_ns
+        if self.events_all:
+            # Every transaction is looked at, as the engine's table does (times need
+            # not increase), and leaves with its event, least recently active first.
+            done = self._done
+            if done:
+                grace = now - cfg.grace_ns
+                for k in [k for k, d in done.items() if d[2] < grace or d[3] < limit]:
+                    self._done_event(done.pop(k))
+            if pend:
+                for k in [k for k, p in pend.items() if _last_ts(p) < limit]:
+                    p = pend.pop(k)
+                    self._drop(p, unanswered=True)
+                    self._unanswered_event(k, p)
+            eng = self._eng
+            if eng:
+                old = limit - cfg.grace_ns
+                for k in [k for k, t in eng.items() if t < old]:
+                    del eng[k]
+            return
         while pend:
             k = next(iter(pend))
             if _frames(pend[k])[0][0] >= limit:
@@ -1103,7 +1359,28 @@ class DnsMode(SessionMode):
         dis.flow = flow
         if dis.detector is not None and not msg.qr and msg.questions:  # type: ignore[attr-defined]
             self._observe(msg, ts, flow[0])
+        if (self._pend or self._done) and self.events_all:
+            self._room(msg)  # (after the query counts, as the engine's eviction would be)
         super()._message(msg, frames, flow, out, ts)
+
+    def _new_connection(self, key: tuple, flow: tuple, ts: int, flags: int, out: Out) -> Session:
+        # --events all: a new TCP connection takes room from the fast path's too.
+        if (self._pend or self._done) and self.events_all:
+            pend, done = self._pend, self._done
+            if len(pend) + len(done) + len(self.table.sessions) >= self.dis.cfg.max_transactions:
+                self._evict()
+        return super()._new_connection(key, flow, ts, flags, out)
+
+    def _room(self, msg: object) -> None:
+        """--events all: the fast path's transactions count against the bound too, as
+        the engine's sessions would: a message opening a session when the three are
+        --max-transactions evicts the least recently active (``dis.flow`` is set)."""
+        sessions = self.table.sessions
+        if (
+            len(self._pend) + len(self._done) + len(sessions) >= self.dis.cfg.max_transactions
+            and self.dis.session_key(msg) not in sessions
+        ):
+            self._evict()
 
     def _observe(self, msg: DnsMessage, ts: int, client: bytes) -> None:
         """A query the general path reads, counted for tunneling (its name's prepared
@@ -1191,8 +1468,13 @@ class DnsMode(SessionMode):
         self.dis.scores = {}
         with self._lock:
             pend, self._pend = self._pend, OrderedDict()
-            for p in pend.values():
+            for k, p in pend.items():
                 self._drop(p, unanswered=True)
+                if self.events_all:
+                    self._unanswered_event(k, p)
+            done, self._done = self._done, OrderedDict()
+            for d in done.values():
+                self._done_event(d)
         fwd = super().finish()
         with self._lock:
             self._report(self._clock, force=True)

@@ -19,6 +19,7 @@ from lc.common.pcaprecord import frame_records
 from lc.hunter.capture import Chunk, FileSource
 from lc.hunter.modes.base import ModeContext
 from lc.hunter.modes.dns import DNS_FILTER_TYPES, DnsConfig, dns_mode
+from lc.proto import lc_pb2
 from tests.hunter.test_mode_fuzz import T0, chunk_of, through_the_wire
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -28,21 +29,33 @@ CORPUS = ROOT.parent / "shared" / "corpus"
 
 
 def _replay(
-    path: Path, filters: list[Filter], fast: bool, cfg: DnsConfig | None = None
+    path: Path,
+    filters: list[Filter],
+    fast: bool,
+    cfg: DnsConfig | None = None,
+    events: str = "captured",
+    small: bool = False,
 ) -> tuple[list, list, dict]:
     """(forwarded frames, their metadata, the rest: events, tunneling statistics as
     sent, counters, drops, the fast path's own counts) of a capture through the DNS
-    mode, on the fast path or the general one only."""
+    mode, on the fast path or the general one only; read in chunks of 4096 packets,
+    or (``small``) of 1 to 5 (the same sizes on both paths)."""
+    import random
+
     src = FileSource(str(path))
-    m = dns_mode(ModeContext(src.interfaces, "deny", "captured"), cfg or DnsConfig())
+    m = dns_mode(ModeContext(src.interfaces, "deny", events), cfg or DnsConfig())
     if not fast:
         m._fast_ok = lambda: False  # type: ignore[method-assign]
     m.apply(compile_filters(filters, "h", DNS_FILTER_TYPES))
-    frames, metas, events, tunnel = [], [], [], []
+    frames, metas, tunnel = [], [], []
     fwds = []
-    while (c := src.read()) is not None:
+    sizes = random.Random(3)
+    sent = []  # each call's events as it returned them (a Forward's list is the mode's)
+    while (c := src.read(sizes.randint(1, 5) if small else 4096)) is not None:
         fwds.append(m.process(c))
+        sent.append(sorted(e.SerializeToString(deterministic=True) for e in fwds[-1].events))
     fwds.append(m.finish())
+    sent.append(sorted(e.SerializeToString(deterministic=True) for e in fwds[-1].events))
     for f in fwds:
         mv = memoryview(f.chunk.records)
         off = 0
@@ -51,12 +64,13 @@ def _replay(
             meta = f.meta.get(i)
             metas.append(None if meta is None else meta.SerializeToString(deterministic=True))
             off += 16 + cap
-        events += [e.SerializeToString(deterministic=True) for e in f.events]
         for kind, items in f.extras:
             if kind == "tunnel":
                 tunnel += [(t.domain, t.stats) for t in items]
     c = m.counters()
-    rest = {"events": sorted(events), "tunnel": tunnel, "counters": c.figures,
+    # Per call, as a set: within one, the general path sends them in its table's order
+    # (least recently active first), the fast path those it ends after the engine's.
+    rest = {"events": sent, "tunnel": tunnel, "counters": c.figures,
             "dropped": c.dropped, "fast": dict(m.fast)}  # fmt: skip
     return frames, metas, rest
 
@@ -109,6 +123,21 @@ def test_fast_path_forwards_what_the_general_path_does(capture: str, pattern: st
         pytest.skip("corpus not present")
     flt = [Filter(id="f", type="dns_domain", pattern=pattern)]
     _same(_replay(path, flt, True), _replay(path, flt, False))
+
+
+@pytest.mark.parametrize("small", [False, True], ids=["4096", "1-5"])
+@pytest.mark.parametrize(("capture", "pattern"), CASES)
+def test_fast_path_events_all_sends_what_the_general_path_does(
+    capture: str, pattern: str, small: bool
+) -> None:
+    """``--events all`` (one event per transaction, captured or not): the same, chunk
+    by chunk (the events each chunk sends), in chunks of 4096 packets and of 1 to 5."""
+    path = CORPUS / capture
+    if not path.exists():
+        pytest.skip("corpus not present")
+    flt = [Filter(id="f", type="dns_domain", pattern=pattern)]
+    fast = _replay(path, flt, True, events="all", small=small)
+    _same(fast, _replay(path, flt, False, events="all", small=small))
 
 
 def test_the_fast_path_reads_the_corpus() -> None:
@@ -374,8 +403,9 @@ def test_session_keys_are_transaction_keys_named_by_their_text() -> None:
     assert str(d.session_key(q)) == "udp:[::1]:48622-[2001:db8::53]:53#4660"
 
 
+@pytest.mark.parametrize("events", ["captured", "all"])
 def test_fast_path_pairs_across_name_cache_flushes_and_filter_changes(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, events: str
 ) -> None:
     """The name cache is emptied when full and when the filters change, while queries
     wait for their responses: they still meet them (a question keeps its number in
@@ -393,7 +423,7 @@ def test_fast_path_pairs_across_name_cache_flushes_and_filter_changes(
 
     def run(fast: bool) -> tuple:
         src = FileSource(str(cap))
-        m = dns_mode(ModeContext(src.interfaces, "deny", "captured"), DnsConfig())
+        m = dns_mode(ModeContext(src.interfaces, "deny", events), DnsConfig())
         if not fast:
             m._fast_ok = lambda: False  # type: ignore[method-assign]
         flt = [Filter(id="w", type="dns_domain", pattern="*.watched-bench.com")]
@@ -407,11 +437,11 @@ def test_fast_path_pairs_across_name_cache_flushes_and_filter_changes(
             out.append(m.process(c))
         out.append(m.finish())
         frames = [bytes(f.chunk.records) for f in out]
-        events = sorted(e.SerializeToString(deterministic=True) for f in out for e in f.events)
+        sent = sorted(e.SerializeToString(deterministic=True) for f in out for e in f.events)
         c = m.counters()
         return (
             frames,
-            events,
+            sent,
             c.dropped,
             c.figures["dns_unanswered"],
             c.figures["transactions_created"],
@@ -670,8 +700,9 @@ def test_dns_ports_udp_only_and_no_tunneling_flags() -> None:
     assert all(d.tunnel_score == 0 for d in metas)
 
 
+@pytest.mark.parametrize("events", ["captured", "all"])
 @pytest.mark.parametrize("fast", [True, False])
-def test_transactions_followed_are_bounded_and_evictions_counted(fast: bool) -> None:
+def test_transactions_followed_are_bounded_and_evictions_counted(fast: bool, events: str) -> None:
     """--max-transactions: beyond it the least recent undecided transaction leaves,
     counted (transactions_evicted, unanswered); what is left still pairs."""
     import random
@@ -683,18 +714,22 @@ def test_transactions_followed_are_bounded_and_evictions_counted(fast: bool) -> 
               for i in range(10)]  # fmt: skip
     w = wire_name(b"n9.other.org")
     frames.append(udp_frame(b, 53, a, 4009, response(9, w, 1, random.Random(1), False)))
-    m = dns_mode(ModeContext([("eth0", 1)], "deny", "captured"), DnsConfig(max_transactions=4))
+    m = dns_mode(ModeContext([("eth0", 1)], "deny", events), DnsConfig(max_transactions=4))
     if not fast:
         m._fast_ok = lambda: False  # type: ignore[method-assign]
     m.apply(compile_filters([Filter(id="d", type="dns_domain", pattern="*.watched-bench.com")],
                             "h1", DNS_FILTER_TYPES))  # fmt: skip
-    m.process(chunk_of(frames, T0))
+    evs = list(m.process(chunk_of(frames, T0)).events)
     c = m.counters()
     assert c.figures["transactions_evicted"] == 6 == c.dropped["transactions_evicted"]
     assert c.figures["dns_unanswered"] == 6
-    m.finish()
+    evs += m.finish().events
     c = m.counters()
     assert c.figures["dns_unanswered"] == 9  # the other 3 at the end; n9 was answered
+    if events == "all":  # each with its event: 9 unanswered, n9 answered
+        assert sorted((e.dns.qname, e.dns.answered) for e in evs) == sorted(
+            [(f"n{i}.other.org", i == 9) for i in range(10)]
+        )
 
 
 def test_ip_address_filter_forwards_whole_transactions() -> None:
@@ -719,3 +754,123 @@ def test_ip_address_filter_forwards_whole_transactions() -> None:
     assert fwd.chunk.caplen.tolist() == [len(frames[2]), len(frames[3])]
     assert frames[2] in got and frames[3] in got
     assert [list(mt.filter_ids) for _, mt in sorted(fwd.meta.items())] == [["ip"], ["ip"]]
+
+
+@pytest.mark.parametrize("small", [False, True], ids=["4096", "1-5"])
+def test_fast_path_events_all_on_the_benchmark_mix(tmp_path, small: bool) -> None:
+    """``--events all`` on the benchmark's mix (CNAME matches, NXDOMAIN, tunnels, DNS
+    over TCP): the same frames, metadata, events chunk by chunk, tunneling statistics
+    and drops as the general path; and the fast path ends most transactions itself."""
+    sys.path.insert(0, str(ROOT))
+    from bench.dns_bench import make_capture
+
+    cap = tmp_path / "mix.pcap"
+    make_capture(cap, 8000, seed=5)
+    patterns = ("*.watched-bench.com",) if small else ("*.watched-bench.com", "*.cdn-7.net",
+                                                       "*.tunnel-bench.net", "api*")  # fmt: skip
+    for pattern in patterns:
+        flt = [Filter(id="f", type="dns_domain", pattern=pattern)]
+        fast = _replay(cap, flt, True, events="all", small=small)
+        _same(fast, _replay(cap, flt, False, events="all", small=small))
+        assert fast[2]["fast"]["dropped"] > 6000
+        assert sum(map(len, fast[2]["events"])) > 7000
+    flt = [Filter(id="f", type="dns_domain", pattern="*.watched-bench.com")]
+    # A full table (the fast path's transactions and the engine's share the bound, the
+    # least recently active leaves first, with its event), and the other flags.
+    cfgs = [DnsConfig(max_transactions=200)]
+    if not small:
+        cfgs += [DnsConfig(udp_only=True), DnsConfig(detect_tunneling=False)]
+    for cfg in cfgs:
+        fast = _replay(cap, flt, True, cfg, events="all", small=small)
+        _same(fast, _replay(cap, flt, False, cfg, events="all", small=small))
+        if cfg.max_transactions == 200:
+            assert fast[2]["counters"]["transactions_evicted"] > 1000
+
+
+def _edge_timeline() -> list[tuple[int, bytes]]:
+    """(time, frame) of the shapes around an answered transaction the fast path ends
+    itself: retransmitted responses and queries within --dns-grace and after it, a
+    response before its query, a query retransmitted and never answered, a CNAME
+    match and its retransmitted query, a query with no filter match at all."""
+    import struct
+
+    from bench.dns_bench import query, udp_frame, wire_name
+
+    a, b = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 53])
+    s = 10**9
+
+    def resp(qid: int, name: bytes, cname: bytes | None = None) -> bytes:
+        rrs = b""
+        ptr = b"\xc0\x0c"
+        if cname is not None:
+            rrs += ptr + struct.pack("!HHIH", 5, 1, 300, len(cname)) + cname
+            ptr = struct.pack("!H", 0xC000 | (12 + len(name) + 4 + 12))
+        rrs += ptr + struct.pack("!HHIH", 1, 1, 60, 4) + bytes([192, 0, 2, qid & 0xFF])
+        head = struct.pack("!HHHHHH", qid, 0x8180, 1, 1 + (cname is not None), 0, 0)
+        return head + name + struct.pack("!HH", 1, 1) + rrs
+
+    def q(port: int, qid: int, name: bytes) -> bytes:
+        return udp_frame(a, port, b, 53, query(qid, name, 1))
+
+    def r(port: int, qid: int, name: bytes, cname: bytes | None = None) -> bytes:
+        return udp_frame(b, 53, a, port, resp(qid, name, cname))
+
+    n1, n2, n3, n4, n5 = (wire_name(f"n{i}.other.org") for i in range(1, 6))
+    w = wire_name("edge.watched-bench.com")
+    return sorted([
+        (0, q(4001, 1, n1)), (s // 100, r(4001, 1, n1)),  # answered,
+        (s // 2, r(4001, 1, n1)), (6 * s // 10, q(4001, 1, n1)),  # then both again
+        (5 * s, r(4001, 1, n1)),  # long after: a response of its own
+        (s // 10, q(4002, 2, n2)), (3 * s, q(4002, 2, n2)),  # never answered
+        (2 * s // 10, r(4003, 3, n3)), (3 * s // 10, q(4003, 3, n3)),  # response first
+        (4 * s // 10, q(4004, 4, n4)), (45 * s // 100, r(4004, 4, n4, w)),  # CNAME match
+        (7 * s // 10, q(4004, 4, n4)),  # its query again: forwarded with it
+        (8 * s // 10, q(4005, 5, n5)),  # unanswered at the end
+        (12 * s, q(4006, 6, n1)), (12 * s + 5, r(4006, 6, n1)),  # answered, then the end
+    ])  # fmt: skip
+
+
+@pytest.mark.parametrize("per", [1, 2, 3, 16])
+def test_fast_path_events_all_retransmissions_and_timeouts(per: int) -> None:
+    """The shapes of :func:`_edge_timeline` in chunks of ``per`` packets, time passing
+    (ticks) between them: fast and general paths send the same frames, metadata and
+    events in the same calls, and count the same."""
+    sys.path.insert(0, str(ROOT))
+    timeline = _edge_timeline()
+
+    def sent(f) -> tuple:  # (serialised as returned: a Forward's list is the mode's)
+        return (
+            bytes(f.chunk.records),
+            sorted(v.SerializeToString(deterministic=True) for v in f.meta.values()),
+            sorted(e.SerializeToString(deterministic=True) for e in f.events),
+        )
+
+    def run(fast: bool) -> tuple:
+        m = dns_mode(ModeContext([("eth0", 1)], "deny", "all"), DnsConfig())
+        if not fast:
+            m._fast_ok = lambda: False  # type: ignore[method-assign]
+        flt = [Filter(id="w", type="dns_domain", pattern="*.watched-bench.com")]
+        m.apply(compile_filters(flt, "h", DNS_FILTER_TYPES))
+        fwds = []
+        for k in range(0, len(timeline), per):
+            part = timeline[k : k + per]
+            ts = array("q", [T0 + t for t, _ in part])
+            caps = array("I", [len(f) for _, f in part])
+            recs = frame_records(ts, caps, caps, b"".join(f for _, f in part))
+            fwds.append(sent(m.process(Chunk(ts, caps, array("I", caps), recs, 0))))
+            fwds.append(sent(m.tick(ts[-1] + 10**9 // 2)))
+        fwds.append(sent(m.finish()))
+        c = m.counters()
+        return fwds, {k: c.figures.get(k) for k in SAME_FIGURES}, c.dropped, dict(m.fast)
+
+    fast, slow = run(True), run(False)
+    assert fast[0] == slow[0]
+    assert fast[1] == slow[1]
+    assert fast[2] == slow[2]
+    assert fast[3]["dropped"] >= 3  # not vacuous: the fast path ended them itself
+    events = [lc_pb2.Event.FromString(e) for f in fast[0] for e in f[2]]
+    n1 = [e for e in events if e.dns.qname == "n1.other.org" and e.dns.id == 1]
+    # (in one chunk, the transaction is still followed when the late response comes:
+    # the table expires once per chunk at most)
+    want = [(2, 3)] if per >= len(timeline) else [(0, 1), (2, 2)]
+    assert sorted((e.dns.queries, e.dns.responses) for e in n1) == want
