@@ -99,6 +99,7 @@ _PEEK_DNS4 = struct.Struct("!HBxHxxHxBxxIIHHHxxHHHH")
 _LENGTHS = struct.Struct("!H20xH")  # IP total length, UDP length (record offsets 32, 54)
 _REC = struct.Struct("<IIII")  # a record's pcap header
 _TS = struct.Struct("<II")  # its time
+_LOW = (1 << 112) - 1  # a transaction key without its question's number
 
 
 def flag(text: str | bool) -> bool:
@@ -764,6 +765,12 @@ class DnsMode(SessionMode):
         # later queries go to the engine too (kept at least as long as the engine
         # keeps the session; a stale key only sends a query the general way).
         self._eng: dict[int, int] = {}
+        # A waiting query's key without its question (client, server, ports, id) -> its
+        # key: a response the general path reads (a fragmented one, one without a
+        # question, one with IP options...) finds its query here, which goes to the
+        # engine first, so the two meet there as on the general path (_message).
+        # Stale entries are checked against _pend; bounded.
+        self._noq: dict[int, int] = {}
 
     def apply(self, compiled) -> None:  # type: ignore[no-untyped-def]
         # bpf filters are compiled (libpcap) for every link type in use before anything
@@ -841,6 +848,7 @@ class DnsMode(SessionMode):
         done = self._done if self.events_all else None
         eng = self._eng
         tsessions = self.table.sessions  # (with --events all, all three share the bound)
+        noq = self._noq
         unassociated = held = again = answered = answered_frames = 0
         off = 0
         for i, cap in enumerate(cap_col):
@@ -900,6 +908,9 @@ class DnsMode(SessionMode):
                                     p = hold(k, v)
                                     if p is v:
                                         held += 1
+                                        if len(noq) >= 4 * max_pend:  # (see _noq)
+                                            noq = self._noq = {q & _LOW: q for q in pend}
+                                        noq[k & _LOW] = k
                                     else:  # a retransmission: held with the first
                                         pend[k] = _pairs(p) + _pairs(v)
                                         again += 1
@@ -1355,6 +1366,17 @@ class DnsMode(SessionMode):
             self._drop(pend.pop(k), unanswered=True)
 
     def _message(self, msg: object, frames: list, flow: tuple, out, ts: int) -> None:
+        if self._pend and msg.qr and flow[4] == 17 and len(flow[0]) == 4:  # type: ignore[attr-defined]
+            # A response off the fast path: its query may be waiting on it (_noq).
+            kq = self._noq.pop(
+                (int.from_bytes(flow[2], "big") << 16 | flow[3]) << 64
+                | (int.from_bytes(flow[0], "big") << 16 | flow[1]) << 16
+                | msg.id,  # type: ignore[attr-defined]
+                0,
+            )
+            pq = self._pend.pop(kq, None) if kq else None
+            if pq is not None:
+                self._promote(kq, pq, out)
         dis = self.dis
         dis.flow = flow
         if dis.detector is not None and not msg.qr and msg.questions:  # type: ignore[attr-defined]

@@ -874,3 +874,68 @@ def test_fast_path_events_all_retransmissions_and_timeouts(per: int) -> None:
     # the table expires once per chunk at most)
     want = [(2, 3)] if per >= len(timeline) else [(0, 1), (2, 2)]
     assert sorted((e.dns.queries, e.dns.responses) for e in n1) == want
+
+
+def _with_ip_options(frame: bytes) -> bytes:
+    """The Ethernet/IPv4 frame with 4 bytes of IP options (NOP, NOP, NOP, EOL): not the
+    fast path's shape, so the general path reads it."""
+    import struct
+
+    total = struct.unpack_from("!H", frame, 16)[0] + 4
+    ip = bytes([0x46]) + frame[15:16] + struct.pack("!H", total) + frame[18:34]
+    return frame[:14] + ip + b"\x01\x01\x01\x00" + frame[34:]
+
+
+@pytest.mark.parametrize("events", ["all", "captured"])
+def test_a_response_off_the_fast_path_meets_its_waiting_query(events: str) -> None:
+    """A query waits on the fast path; its response takes the general path (IP options
+    here; a fragmented response, or one without a question, the same). Found by a
+    differential fuzzer: the query was left waiting and timed out unanswered, the
+    response stood alone (two events instead of one with --events all; with a CNAME
+    match, the response forwarded without its query)."""
+    sys.path.insert(0, str(ROOT))
+    import struct
+
+    from bench.dns_bench import query, udp_frame, wire_name
+
+    a, b = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 53])
+    n, w = wire_name("x.other.org"), wire_name("edge.watched-bench.com")
+
+    def resp(qid: int, cname: bytes | None) -> bytes:
+        rrs, ptr = b"", b"\xc0\x0c"
+        if cname is not None:
+            rrs += ptr + struct.pack("!HHIH", 5, 1, 300, len(cname)) + cname
+            ptr = struct.pack("!H", 0xC000 | (12 + len(n) + 4 + 12))
+        rrs += ptr + struct.pack("!HHIH", 1, 1, 60, 4) + bytes([192, 0, 2, 1])
+        head = struct.pack("!HHHHHH", qid, 0x8180, 1, 1 + (cname is not None), 0, 0)
+        return head + n + struct.pack("!HH", 1, 1) + rrs
+
+    timeline = [
+        (0, udp_frame(a, 4001, b, 53, query(1, n, 1))),
+        (10**6, _with_ip_options(udp_frame(b, 53, a, 4001, resp(1, None)))),
+        (2 * 10**6, udp_frame(a, 4002, b, 53, query(2, n, 1))),  # its chain matches
+        (3 * 10**6, _with_ip_options(udp_frame(b, 53, a, 4002, resp(2, w)))),
+    ]
+
+    def run(fast: bool) -> tuple:
+        m = dns_mode(ModeContext([("eth0", 1)], "deny", events), DnsConfig())
+        if not fast:
+            m._fast_ok = lambda: False  # type: ignore[method-assign]
+        flt = [Filter(id="w", type="dns_domain", pattern="*.watched-bench.com")]
+        m.apply(compile_filters(flt, "h", DNS_FILTER_TYPES))
+        ts = array("q", [T0 + t for t, _ in timeline])
+        caps = array("I", [len(f) for _, f in timeline])
+        recs = frame_records(ts, caps, caps, b"".join(f for _, f in timeline))
+        frames, evs = b"", []
+        chunk = Chunk(ts, caps, array("I", caps), recs, 0)
+        for call in (lambda: m.process(chunk), m.finish):
+            f = call()  # (taken as returned: the lists are the mode's)
+            frames += bytes(f.chunk.records)
+            evs += [(e.SerializeToString(deterministic=True), (e.dns.queries, e.dns.responses))
+                    for e in f.events]  # fmt: skip
+        return frames, sorted(x for x, _ in evs), sorted(y for _, y in evs)
+
+    fast, slow = run(True), run(False)
+    assert fast[:2] == slow[:2]
+    assert len(fast[0]) > 0  # the matched transaction's two frames
+    assert fast[2] == ([(1, 1)] * 2 if events == "all" else [(1, 1)])
