@@ -769,8 +769,11 @@ class DnsMode(SessionMode):
         # key: a response the general path reads (a fragmented one, one without a
         # question, one with IP options...) finds its query here, which goes to the
         # engine first, so the two meet there as on the general path (_message).
-        # Stale entries are checked against _pend; bounded.
-        self._noq: dict[int, int] = {}
+        # Stale entries are checked against _pend; bounded. Made (from _pend) when the
+        # first such response comes and kept from then on: traffic that never has one
+        # pays nothing for it (kept for every query, it cost ~5% of the mode).
+        self._noq: dict[int, int] | None = None
+        self._keyed = False  # the response being handled was looked up by its own key
 
     def apply(self, compiled) -> None:  # type: ignore[no-untyped-def]
         # bpf filters are compiled (libpcap) for every link type in use before anything
@@ -908,9 +911,10 @@ class DnsMode(SessionMode):
                                     p = hold(k, v)
                                     if p is v:
                                         held += 1
-                                        if len(noq) >= 4 * max_pend:  # (see _noq)
-                                            noq = self._noq = {q & _LOW: q for q in pend}
-                                        noq[k & _LOW] = k
+                                        if noq is not None:  # (see _noq)
+                                            if len(noq) >= 4 * max_pend:
+                                                noq = self._noq = {q & _LOW: q for q in pend}
+                                            noq[k & _LOW] = k
                                     else:  # a retransmission: held with the first
                                         pend[k] = _pairs(p) + _pairs(v)
                                         again += 1
@@ -946,12 +950,18 @@ class DnsMode(SessionMode):
                                     self._engine_has(k, ts)
                     # Everything else of this shape (a response whose query the engine
                     # follows, a malformed message...): the engine's datagram path,
-                    # without decoding the frame again.
+                    # without decoding the frame again. A response whose question was
+                    # read here was looked up by its own key (or its question is not
+                    # plain labels, as its query's then): no waiting query to find.
                     flow = (src.to_bytes(4, "big"), sport, dst.to_bytes(4, "big"), dport, 17)
                     pkt = (ts_col[i], cap, orig_col[i], mv[start:off], ifx)
+                    self._keyed = 0 < z <= pe - 5
                     datagram([pkt], mv[start + 58 : pe], flow, out)
+                    self._keyed = False
+                    noq = self._noq  # (made there, maybe)
                     continue
             slow((ts_col[i], cap, orig_col[i], mv[start:off], ifx), lt, mv[start + 16 : off], out)
+            noq = self._noq  # (made there, maybe)
         c = self.c
         c["unassociated"] += unassociated
         if held or again or answered:
@@ -1366,8 +1376,10 @@ class DnsMode(SessionMode):
             self._drop(pend.pop(k), unanswered=True)
 
     def _message(self, msg: object, frames: list, flow: tuple, out, ts: int) -> None:
-        if self._pend and msg.qr and flow[4] == 17 and len(flow[0]) == 4:  # type: ignore[attr-defined]
+        if self._pend and msg.qr and not self._keyed and flow[4] == 17 and len(flow[0]) == 4:  # type: ignore[attr-defined]
             # A response off the fast path: its query may be waiting on it (_noq).
+            if self._noq is None:
+                self._noq = {q & _LOW: q for q in self._pend}
             kq = self._noq.pop(
                 (int.from_bytes(flow[2], "big") << 16 | flow[3]) << 64
                 | (int.from_bytes(flow[0], "big") << 16 | flow[1]) << 16
